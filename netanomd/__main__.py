@@ -1,0 +1,5 @@
+"""``python -m netanomd`` runs the command-line interface."""
+
+from netanomd.cli import main
+
+raise SystemExit(main())

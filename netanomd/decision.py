@@ -1,0 +1,143 @@
+"""Decision: turn scores into verdicts and explain the anomalous ones.
+
+Owns the :class:`Alert` type every sink consumes, the threshold rule (``score >= threshold``
+alerts), and the per-alert explanation: which features of the flow lie furthest outside what
+the model saw in training, each with the observed value and the training baseline.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from netanomd.flow import FlowBatch, FlowRecord
+
+
+@dataclass(frozen=True, slots=True)
+class Contribution:
+    """One reason a flow looks anomalous: a feature, what was observed, what is normal."""
+
+    feature: str
+    #: Human name of the quantity ("bytes sent by the originator").
+    description: str
+    observed: float
+    #: The training baseline it is compared with (a quantile, see ``baseline_name``).
+    baseline: float
+    #: "p99", "p1", "share" (fraction of training flows with this category) ...
+    baseline_name: str
+    #: "above", "below" or "rare".
+    direction: str
+    #: How unusual, >= 0; larger is more unusual. Used to rank contributions.
+    weight: float
+
+    def sentence(self) -> str:
+        if self.direction == "rare":
+            return f"{self.description} seen in {self.baseline:.2%} of training flows"
+        word = "above" if self.direction == "above" else "below"
+        return (
+            f"{self.description} {_fmt(self.observed)} {word} training "
+            f"{self.baseline_name} {_fmt(self.baseline)}"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "feature": self.feature,
+            "description": self.description,
+            "observed": self.observed,
+            "baseline": self.baseline,
+            "baseline_name": self.baseline_name,
+            "direction": self.direction,
+            "weight": self.weight,
+        }
+
+
+def _fmt(x: float) -> str:
+    if x != x:  # NaN
+        return "n/a"
+    if abs(x) >= 1e6:
+        return f"{x / 1e6:.1f}M"
+    if abs(x) >= 1e4:
+        return f"{x / 1e3:.1f}k"
+    if float(x).is_integer():
+        return str(int(x))
+    return f"{x:.3g}"
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    """A flow whose score reached the threshold, with why."""
+
+    flow: FlowRecord
+    score: float
+    threshold: float
+    model_id: str
+    contributions: tuple[Contribution, ...] = field(default_factory=tuple)
+
+    @property
+    def reason(self) -> str:
+        """One readable sentence: the top contributions joined."""
+        if not self.contributions:
+            return f"score {self.score:.3f} >= threshold {self.threshold:.3f}"
+        return "; ".join(c.sentence() for c in self.contributions)
+
+    @property
+    def alert_id(self) -> str:
+        """Deterministic id: the same flow scored by the same model gives the same id, so a
+        retried delivery never makes a duplicate."""
+        f = self.flow
+        key = "|".join(
+            str(v)
+            for v in (
+                self.model_id,
+                f.source,
+                f.uid,
+                f.flow_id,
+                f.community_id,
+                repr(f.ts),
+                f.orig_h,
+                f.orig_p,
+                f.resp_h,
+                f.resp_p,
+                f.proto,
+            )
+        )
+        return hashlib.sha256(key.encode()).hexdigest()[:32]
+
+
+def above_threshold(scores: np.ndarray, threshold: float) -> np.ndarray:
+    """Indices of rows whose score reaches ``threshold`` (the one verdict rule)."""
+    return np.flatnonzero(scores >= threshold)
+
+
+def make_alerts(
+    batch: FlowBatch,
+    scores: np.ndarray,
+    threshold: float,
+    model_id: str,
+    explain: Any = None,
+) -> list[Alert]:
+    """Alerts for the rows of ``batch`` at or above ``threshold``.
+
+    ``explain``, when given, is a callable ``(batch, indices) -> list[tuple[Contribution,...]]``
+    (see :meth:`netanomd.model.Model.explain`).
+    """
+    idx = above_threshold(scores, threshold)
+    if idx.size == 0:
+        return []
+    sub = batch.take(idx)
+    reasons: Sequence[tuple[Contribution, ...]]
+    reasons = explain(sub) if explain is not None else [()] * len(idx)
+    return [
+        Alert(
+            flow=rec,
+            score=float(scores[i]),
+            threshold=float(threshold),
+            model_id=model_id,
+            contributions=tuple(why),
+        )
+        for i, rec, why in zip(idx, sub.records(), reasons, strict=True)
+    ]

@@ -1,0 +1,28 @@
+"""Detectors: score feature rows; **higher score means more anomalous**. A detector never
+decides (that is :mod:`netanomd.decision`'s job).
+
+Contract (:class:`Detector`): ``fit(X)`` on a float32 matrix, ``score(X)`` returns float64
+scores of the same length; ``to_state()``/``from_state()`` round-trip the fitted detector
+through plain data (JSON-able params plus named numpy arrays), so that a model artifact never
+needs pickle.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+
+@runtime_checkable
+class Detector(Protocol):
+    #: Stable identifier stored in the artifact ("iforest", ...).
+    kind: str
+
+    def fit(self, X: np.ndarray) -> None: ...
+
+    def score(self, X: np.ndarray) -> np.ndarray: ...
+
+    def to_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """(JSON-able parameters, named arrays) that fully describe the fitted detector."""
+        ...

@@ -1,0 +1,37 @@
+"""Logging set-up. Library modules only call ``logging.getLogger(__name__)``; the package
+logger has a NullHandler, and only an entry point calls :func:`configure`."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+logging.getLogger("netanomd").addHandler(logging.NullHandler())
+
+
+def configure(level: str | int = "INFO", *, journald: bool | None = None) -> None:
+    """Send the package's log records to journald (under systemd) or to stderr.
+
+    ``journald=None`` picks journald when ``$JOURNAL_STREAM`` says stderr is the journal and
+    the ``systemd`` Python bindings are importable.
+    """
+    root = logging.getLogger("netanomd")
+    root.setLevel(level)
+    for handler in list(root.handlers):
+        if not isinstance(handler, logging.NullHandler):
+            root.removeHandler(handler)
+    if journald is None:
+        journald = bool(os.environ.get("JOURNAL_STREAM"))
+    handler: logging.Handler | None = None
+    if journald:
+        try:
+            from systemd.journal import JournalHandler
+
+            handler = JournalHandler(SYSLOG_IDENTIFIER="netanomd")
+        except ImportError:
+            handler = None
+    if handler is None:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root.addHandler(handler)

@@ -1,0 +1,57 @@
+"""Flow sources. Every source yields :class:`netanomd.flow.FlowBatch` objects.
+
+The contract (:class:`Source`): ``batches()`` yields conformed batches, streaming with memory
+bounded by the batch size, never the input size; ``stats`` counts what was read and what was
+skipped. A malformed line is logged with file and line number, counted in
+``stats.malformed`` and skipped; the rest of the input is still read. Input that is not a log
+at all raises :class:`netanomd.errors.InputError` once, naming the file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+from netanomd.flow import FlowBatch
+
+#: How many problem messages a ReadStats keeps verbatim (the count is always exact).
+MAX_PROBLEMS_KEPT = 100
+
+
+@dataclass
+class ReadStats:
+    """What a source read: rows accepted, lines skipped and why."""
+
+    rows: int = 0
+    malformed: int = 0
+    #: Records of other kinds that were skipped on purpose (e.g. EVE ``alert`` events).
+    skipped: dict[str, int] = field(default_factory=dict)
+    #: The first :data:`MAX_PROBLEMS_KEPT` problems, each "file:line: what was wrong".
+    problems: list[str] = field(default_factory=list)
+
+    def problem(self, message: str) -> None:
+        self.malformed += 1
+        if len(self.problems) < MAX_PROBLEMS_KEPT:
+            self.problems.append(message)
+
+    def skip(self, kind: str, n: int = 1) -> None:
+        self.skipped[kind] = self.skipped.get(kind, 0) + n
+
+    def merge(self, other: ReadStats) -> None:
+        self.rows += other.rows
+        self.malformed += other.malformed
+        for k, v in other.skipped.items():
+            self.skip(k, v)
+        room = MAX_PROBLEMS_KEPT - len(self.problems)
+        self.problems.extend(other.problems[: max(room, 0)])
+
+
+@runtime_checkable
+class Source(Protocol):
+    """Anything that yields flow batches."""
+
+    name: str
+    stats: ReadStats
+
+    def batches(self) -> Iterator[FlowBatch]: ...

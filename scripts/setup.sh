@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# Set up everything netanomd needs on a Debian (bookworm) machine, idempotently:
+#   1. Debian packages (as root, or through sudo): Suricata 7 from bookworm-backports, Redis,
+#      Debian's Broker Python bindings, the headers systemd-python builds against.
+#   2. A virtualenv in .venv with netanomd installed in editable mode, plus test tools.
+#   3. Debian's `broker` package (and only it) made importable inside the venv.
+# Usage: scripts/setup.sh [--no-apt]      (NETANOMD_NO_APT=1 has the same effect)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf '[setup] %s\n' "$*" >&2; }
+
+APT_PACKAGES=(python3-venv python3-broker redis-server libsystemd-dev pkg-config systemd)
+BACKPORTS_PACKAGES=(suricata)
+
+want_apt=1
+[[ "${1:-}" == "--no-apt" || "${NETANOMD_NO_APT:-0}" == "1" ]] && want_apt=0
+
+if [[ $want_apt == 1 ]]; then
+    if [[ $(id -u) == 0 ]]; then SUDO=(); elif command -v sudo >/dev/null; then SUDO=(sudo); else
+        log "not root and no sudo: skipping Debian packages (install ${APT_PACKAGES[*]} by hand)"
+        want_apt=0
+    fi
+fi
+
+if [[ $want_apt == 1 ]]; then
+    missing=()
+    for p in "${APT_PACKAGES[@]}" "${BACKPORTS_PACKAGES[@]}"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+    done
+    if ((${#missing[@]})); then
+        log "installing Debian packages: ${missing[*]}"
+        src=/etc/apt/sources.list.d/bookworm-backports.sources
+        if ! grep -rqs "bookworm-backports" /etc/apt/sources.list /etc/apt/sources.list.d/; then
+            "${SUDO[@]}" tee "$src" >/dev/null <<'SRC'
+Types: deb
+URIs: http://deb.debian.org/debian
+Suites: bookworm-backports
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+SRC
+        fi
+        export DEBIAN_FRONTEND=noninteractive
+        "${SUDO[@]}" apt-get update -qq
+        "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${APT_PACKAGES[@]}" >&2
+        "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+            -t bookworm-backports "${BACKPORTS_PACKAGES[@]}" >&2
+        # The Debian suricata package enables its own service; we only use the binary.
+        "${SUDO[@]}" systemctl disable --now suricata.service >/dev/null 2>&1 || true
+    fi
+fi
+
+PY=${PYTHON:-python3}
+if ! "$PY" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
+    log "netanomd needs Python >= 3.11; $PY is $("$PY" --version 2>&1)"
+    exit 1
+fi
+if [[ ! -x .venv/bin/python ]]; then
+    log "creating virtualenv .venv"
+    "$PY" -m venv .venv
+fi
+stamp=.venv/.netanomd-installed
+if [[ ! -f $stamp || pyproject.toml -nt $stamp ]]; then
+    log "installing Python packages into .venv"
+    .venv/bin/python -m pip install -q --upgrade pip >&2
+    .venv/bin/python -m pip install -q -e '.[test,full]' >&2
+    touch "$stamp"
+fi
+
+# Debian's broker bindings: expose only the `broker` package, not all of dist-packages.
+pyver=$(.venv/bin/python -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')
+site=$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+for candidate in "$(command -v zeek-config >/dev/null && zeek-config --python_dir || true)" \
+                 /opt/zeek/lib/zeek/python /usr/lib/python3/dist-packages; do
+    if [[ -n $candidate && -f $candidate/broker/__init__.py ]]; then
+        so=$(ls "$candidate"/broker/_broker.cpython-"${pyver/./}"-*.so 2>/dev/null | head -1 || true)
+        if [[ -n $so ]]; then
+            mkdir -p .venv/broker-bindings
+            ln -sfn "$candidate/broker" .venv/broker-bindings/broker
+            echo "$PWD/.venv/broker-bindings" > "$site/netanomd-broker.pth"
+            break
+        fi
+    fi
+done
+log "ready: $(.venv/bin/netanomd --version)"
