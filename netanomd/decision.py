@@ -8,7 +8,7 @@ the model saw in training, each with the observed value and the training baselin
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -118,19 +118,20 @@ def make_alerts(
     scores: np.ndarray,
     threshold: float,
     model_id: str,
-    explain: Any = None,
+    explain: Callable[[np.ndarray], Sequence[tuple[Contribution, ...]]] | None = None,
 ) -> list[Alert]:
     """Alerts for the rows of ``batch`` at or above ``threshold``.
 
-    ``explain``, when given, is a callable ``(batch, indices) -> list[tuple[Contribution,...]]``
-    (see :meth:`netanomd.model.Model.explain`).
+    ``explain``, when given, is a callable taking the row indices of the alerting flows and
+    returning one tuple of :class:`Contribution` per index (see
+    :meth:`netanomd.model.Model.alerts`).
     """
     idx = above_threshold(scores, threshold)
     if idx.size == 0:
         return []
     sub = batch.take(idx)
     reasons: Sequence[tuple[Contribution, ...]]
-    reasons = explain(sub) if explain is not None else [()] * len(idx)
+    reasons = explain(idx) if explain is not None else [()] * len(idx)
     return [
         Alert(
             flow=rec,

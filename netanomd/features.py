@@ -59,8 +59,20 @@ FEATURES_VERSION = 1
 
 PROTOCOLS = ("tcp", "udp", "icmp")
 CONN_STATES = (
-    "S0", "S1", "SF", "REJ", "S2", "S3", "RSTO", "RSTR", "RSTOS0", "RSTRH", "SH", "SHR", "OTH",
-)  # fmt: skip
+    "S0",
+    "S1",
+    "SF",
+    "REJ",
+    "S2",
+    "S3",
+    "RSTO",
+    "RSTR",
+    "RSTOS0",
+    "RSTRH",
+    "SH",
+    "SHR",
+    "OTH",
+)
 HISTORY_ORIG = "SHADFRT"
 HISTORY_RESP = "shadfrt"
 #: Per-packet IP+transport header estimate used to convert between payload and IP bytes.
@@ -110,12 +122,24 @@ class FlowFeatures:
 
     def __init__(self) -> None:
         names = [
-            "log_duration", "log_orig_bytes", "log_resp_bytes", "log_orig_pkts",
-            "log_resp_pkts", "log_orig_ip_bytes", "log_resp_ip_bytes", "bytes_ratio",
-            "orig_bytes_per_pkt", "resp_bytes_per_pkt", "log_pkt_rate", "missed",
-            "no_service", "resp_port_wellknown", "resp_port_registered", "resp_port_dynamic",
+            "log_duration",
+            "log_orig_bytes",
+            "log_resp_bytes",
+            "log_orig_pkts",
+            "log_resp_pkts",
+            "log_orig_ip_bytes",
+            "log_resp_ip_bytes",
+            "bytes_ratio",
+            "orig_bytes_per_pkt",
+            "resp_bytes_per_pkt",
+            "log_pkt_rate",
+            "missed",
+            "no_service",
+            "resp_port_wellknown",
+            "resp_port_registered",
+            "resp_port_dynamic",
             "orig_port_wellknown",
-        ]  # fmt: skip
+        ]
         names += [f"proto_{p}" for p in PROTOCOLS] + ["proto_other"]
         names += [f"state_{s}" for s in CONN_STATES] + ["state_other"]
         names += [f"hist_o{c}" for c in HISTORY_ORIG] + [f"hist_r{c}" for c in HISTORY_RESP]

@@ -1,0 +1,511 @@
+"""The model artifact: features, detector, threshold and baselines, trained and stored as one.
+
+A :class:`Model` is what the daemon and the CLI score with. It is written as a single ``.npz``
+file (a zip of plain numpy arrays, loaded with ``allow_pickle=False``, so loading never runs
+code from the file) holding:
+
+* ``meta.json`` (stored as a ``uint8`` array): format and version, ``model_id``, created-at,
+  library versions, the :class:`~netanomd.features.FeatureSpec` state and feature names, the
+  detector kind and parameters, the threshold and the rule that chose it, a training summary
+  (rows, time span, sources, files) and the explanation baselines' description;
+* ``detector/<name>`` arrays: the detector's state (see :meth:`Detector.to_state`);
+* ``baseline/<name>`` arrays: per-feature training quantiles used to explain alerts;
+* ``digest``: SHA-256 over everything above; a file whose digest does not match is refused.
+
+Threshold rule (the default): the :data:`DEFAULT_THRESHOLD_QUANTILE` quantile of the
+training scores — on traffic like the training set, about 1 flow in 200 reaches it. It is
+stored in the artifact and can be overridden per run (``--threshold``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import importlib
+import io
+import json
+import logging
+import os
+import platform
+import zipfile
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from netanomd import __version__
+from netanomd.decision import Alert, Contribution, make_alerts
+from netanomd.detectors import Detector
+from netanomd.errors import ModelError
+from netanomd.features import FeatureSpec
+from netanomd.flow import FlowBatch
+
+log = logging.getLogger(__name__)
+
+FORMAT = "netanomd-model"
+FORMAT_VERSION = 1
+#: Default threshold rule: this quantile of the training scores.
+DEFAULT_THRESHOLD_QUANTILE = 0.995
+#: How many reasons an alert carries.
+MAX_CONTRIBUTIONS = 3
+#: Training rows kept at most (uniform reservoir sample beyond that).
+DEFAULT_MAX_TRAIN_ROWS = 2_000_000
+
+#: Human descriptions of feature columns for explanations; others use the column name.
+DESCRIPTIONS: dict[str, str] = {
+    "log_duration": "duration (s)",
+    "log_orig_bytes": "bytes sent by originator",
+    "log_resp_bytes": "bytes sent by responder",
+    "log_orig_pkts": "packets from originator",
+    "log_resp_pkts": "packets from responder",
+    "log_orig_ip_bytes": "IP bytes from originator",
+    "log_resp_ip_bytes": "IP bytes from responder",
+    "bytes_ratio": "log ratio of bytes out to in",
+    "orig_bytes_per_pkt": "originator bytes per packet",
+    "resp_bytes_per_pkt": "responder bytes per packet",
+    "log_pkt_rate": "packets per second",
+    "missed": "missed bytes",
+    "no_service": "no recognised application protocol",
+    "resp_port_wellknown": "well-known responder port",
+    "resp_port_registered": "registered responder port",
+    "resp_port_dynamic": "dynamic responder port",
+    "orig_port_wellknown": "well-known originator port",
+}
+#: 0/1 columns: explained by how rare the category was in training, not by quantiles.
+BINARY_FEATURES = frozenset(
+    {
+        "missed",
+        "no_service",
+        "resp_port_wellknown",
+        "resp_port_registered",
+        "resp_port_dynamic",
+        "orig_port_wellknown",
+    }
+)
+_ONE_HOT = ("state_", "proto_", "hist_")
+#: Columns shown to people as expm1(value) (they are log1p of a count or size).
+_LOG1P_COLUMNS = frozenset(
+    {
+        "log_duration",
+        "log_orig_bytes",
+        "log_resp_bytes",
+        "log_orig_pkts",
+        "log_resp_pkts",
+        "log_orig_ip_bytes",
+        "log_resp_ip_bytes",
+        "orig_bytes_per_pkt",
+        "resp_bytes_per_pkt",
+        "log_pkt_rate",
+    }
+)
+
+
+def describe(feature: str) -> str:
+    if feature in DESCRIPTIONS:
+        return DESCRIPTIONS[feature]
+    if feature.startswith("state_"):
+        return f"conn_state {feature[6:]}"
+    if feature.startswith("proto_"):
+        return f"protocol {feature[6:]}"
+    if feature.startswith("hist_o"):
+        return f"originator '{feature[6:]}' in history"
+    if feature.startswith("hist_r"):
+        return f"responder '{feature[6:]}' in history"
+    if feature == "hist_flip":
+        return "direction flipped by Zeek"
+    return feature.replace("_", " ")
+
+
+def detector_class(kind: str) -> Any:
+    """The detector class registered for ``kind``."""
+    try:
+        registry = importlib.import_module("netanomd.detectors.registry")
+        types: dict[str, Any] = registry.DETECTOR_TYPES
+    except ImportError:
+        from netanomd.detectors.iforest import IsolationForestDetector
+
+        types = {"iforest": IsolationForestDetector}
+    if kind not in types:
+        raise ModelError(f"unknown detector kind {kind!r} (known: {', '.join(sorted(types))})")
+    return types[kind]
+
+
+@dataclass
+class TrainingSummary:
+    rows: int
+    ts_min: float | None
+    ts_max: float | None
+    sources: dict[str, int]
+    files: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "rows": self.rows,
+            "ts_min": self.ts_min,
+            "ts_max": self.ts_max,
+            "sources": self.sources,
+            "files": self.files,
+        }
+
+
+class Baselines:
+    """Per-feature training statistics that explanations compare against."""
+
+    QUANTILES = (0.01, 0.5, 0.99)
+
+    def __init__(
+        self,
+        names: Sequence[str],
+        lo: np.ndarray,
+        med: np.ndarray,
+        hi: np.ndarray,
+        share: np.ndarray,
+    ) -> None:
+        self.names = tuple(names)
+        self.lo, self.med, self.hi, self.share = lo, med, hi, share
+        self.binary = np.array([n in BINARY_FEATURES or n.startswith(_ONE_HOT) for n in names])
+
+    @classmethod
+    def fit(cls, names: Sequence[str], X: np.ndarray) -> Baselines:
+        if len(X) == 0:
+            z = np.zeros(len(names))
+            return cls(names, z, z, z, z)
+        q = np.quantile(X, cls.QUANTILES, axis=0)
+        return cls(names, q[0], q[1], q[2], X.mean(axis=0, dtype=np.float64))
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {"lo": self.lo, "med": self.med, "hi": self.hi, "share": self.share}
+
+    def explain(self, X: np.ndarray) -> list[tuple[Contribution, ...]]:
+        """For each row, the features furthest outside the training distribution."""
+        lo, med, hi = self.lo, self.med, self.hi
+        above = np.maximum(X - hi, 0.0) / (np.maximum(hi - med, 0.0) + 0.25)
+        below = np.maximum(lo - X, 0.0) / (np.maximum(med - lo, 0.0) + 0.25)
+        # A category present in the flow but rare in training: -log10 of its training share.
+        rare = np.where((X > 0.5) & self.binary, -np.log10(np.clip(self.share, 1e-4, 1.0)), 0.0)
+        rare = np.where(rare >= 1.0, rare, 0.0)  # only categories seen in < 10% of training
+        weights = np.where(self.binary, rare, np.maximum(above, below))
+        out: list[tuple[Contribution, ...]] = []
+        top = np.argsort(-weights, axis=1)[:, :MAX_CONTRIBUTIONS]
+        for i in range(X.shape[0]):
+            contribs = []
+            for j in top[i]:
+                w = float(weights[i, j])
+                if w <= 0.0:
+                    break
+                name = self.names[j]
+                if self.binary[j]:
+                    share = float(self.share[j])
+                    contribs.append(
+                        Contribution(name, describe(name), 1.0, share, "share", "rare", w)
+                    )
+                    continue
+                is_above = X[i, j] > hi[j]
+                base = hi[j] if is_above else lo[j]
+                obs = float(X[i, j])
+                if name in _LOG1P_COLUMNS:
+                    obs, base = float(np.expm1(obs)), float(np.expm1(base))
+                contribs.append(
+                    Contribution(
+                        name,
+                        describe(name),
+                        obs,
+                        float(base),
+                        "p99" if is_above else "p1",
+                        "above" if is_above else "below",
+                        w,
+                    )
+                )
+            out.append(tuple(contribs))
+        return out
+
+
+class Model:
+    """A trained, loadable scorer: features + detector + threshold + baselines."""
+
+    def __init__(
+        self,
+        spec: FeatureSpec,
+        detector: Detector,
+        threshold: float,
+        baselines: Baselines,
+        meta: dict[str, Any],
+    ) -> None:
+        self.spec = spec
+        self.detector = detector
+        self.threshold = float(threshold)
+        self.baselines = baselines
+        self.meta = meta
+
+    @property
+    def model_id(self) -> str:
+        return str(self.meta["model_id"])
+
+    @property
+    def feature_names(self) -> tuple[str, ...]:
+        return self.spec.names
+
+    @property
+    def created_at(self) -> str:
+        return str(self.meta["created_at"])
+
+    # -- scoring ------------------------------------------------------------------------
+    def features(self, batch: FlowBatch) -> np.ndarray:
+        return self.spec.transform(batch)
+
+    def score(self, batch: FlowBatch) -> np.ndarray:
+        """Anomaly score per flow; higher means more anomalous."""
+        if len(batch) == 0:
+            return np.empty(0, dtype=np.float64)
+        return self.detector.score(self.spec.transform(batch))
+
+    def explain(self, batch: FlowBatch) -> list[tuple[Contribution, ...]]:
+        return self.baselines.explain(self.spec.transform(batch))
+
+    def alerts(
+        self,
+        batch: FlowBatch,
+        scores: np.ndarray,
+        threshold: float | None = None,
+        X: np.ndarray | None = None,
+    ) -> list[Alert]:
+        """Alerts for the flows of ``batch`` whose score reaches the threshold, explained.
+
+        Pass the feature matrix ``X`` that produced ``scores`` when you have it (stateful
+        feature blocks must not see a batch twice); :meth:`run` does this for you.
+        """
+        if X is None:
+            X = self.spec.transform(batch)
+        feats = X
+        return make_alerts(
+            batch,
+            scores,
+            self.threshold if threshold is None else threshold,
+            self.model_id,
+            explain=lambda idx: self.baselines.explain(feats[idx]),
+        )
+
+    def run(
+        self, batch: FlowBatch, threshold: float | None = None
+    ) -> tuple[np.ndarray, list[Alert]]:
+        """Score a batch and build its alerts, computing features once."""
+        if len(batch) == 0:
+            return np.empty(0, dtype=np.float64), []
+        X = self.spec.transform(batch)
+        scores = self.detector.score(X)
+        return scores, self.alerts(batch, scores, threshold, X)
+
+    # -- persistence --------------------------------------------------------------------
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write the artifact atomically (temp file + rename)."""
+        params, det_arrays = self.detector.to_state()
+        arrays: dict[str, np.ndarray] = {f"detector/{k}": v for k, v in det_arrays.items()}
+        arrays.update({f"baseline/{k}": v for k, v in self.baselines.arrays().items()})
+        meta = dict(self.meta)
+        meta["detector"] = {"kind": self.detector.kind, "params": params}
+        meta["threshold"] = self.threshold
+        meta["features"] = self.spec.to_state()
+        meta_bytes = json.dumps(meta, sort_keys=True).encode()
+        arrays["meta.json"] = np.frombuffer(meta_bytes, dtype=np.uint8)
+        arrays["digest"] = np.frombuffer(_digest(arrays).encode(), dtype=np.uint8)
+        path = Path(path)
+        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+        with open(tmp, "wb") as fh:
+            np.savez_compressed(fh, **arrays)  # type: ignore[arg-type]
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> Model:
+        """Load and check an artifact; raise :class:`ModelError` saying what is wrong."""
+        where = str(path)
+        try:
+            with np.load(path, allow_pickle=False) as npz:
+                arrays = {k: npz[k] for k in npz.files}
+        except FileNotFoundError as exc:
+            raise ModelError(f"{where}: no such model file") from exc
+        except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+            raise ModelError(f"{where}: not a netanomd model artifact ({exc})") from exc
+        for key in ("meta.json", "digest"):
+            if key not in arrays:
+                raise ModelError(f"{where}: not a netanomd model artifact (no {key})")
+        stored = bytes(arrays.pop("digest")).decode(errors="replace")
+        if stored != _digest(arrays):
+            raise ModelError(f"{where}: model file is corrupt or was modified (digest mismatch)")
+        try:
+            meta = json.loads(bytes(arrays["meta.json"]))
+        except ValueError as exc:
+            raise ModelError(f"{where}: meta.json is not valid JSON ({exc})") from exc
+        if meta.get("format") != FORMAT:
+            raise ModelError(f"{where}: format {meta.get('format')!r} is not {FORMAT!r}")
+        if meta.get("format_version") != FORMAT_VERSION:
+            raise ModelError(
+                f"{where}: artifact format version {meta.get('format_version')!r}, this "
+                f"netanomd reads version {FORMAT_VERSION}"
+            )
+        try:
+            spec = FeatureSpec.from_state(meta["features"])
+            det_meta = meta["detector"]
+            det_arrays = {
+                k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith("detector/")
+            }
+            detector = detector_class(det_meta["kind"]).from_state(det_meta["params"], det_arrays)
+            b = {k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith("baseline/")}
+            baselines = Baselines(spec.names, b["lo"], b["med"], b["hi"], b["share"])
+            threshold = float(meta["threshold"])
+        except ModelError as exc:
+            raise ModelError(f"{where}: {exc}") from exc
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelError(f"{where}: incomplete model artifact (missing {exc})") from exc
+        n = len(spec.names)
+        if any(len(a) != n for a in (baselines.lo, baselines.med, baselines.hi, baselines.share)):
+            raise ModelError(f"{where}: baselines do not match the {n} feature columns")
+        if not np.isfinite(threshold):
+            raise ModelError(f"{where}: threshold {threshold!r} is not a finite number")
+        return cls(spec, detector, threshold, baselines, meta)
+
+
+def _digest(arrays: dict[str, np.ndarray]) -> str:
+    h = hashlib.sha256()
+    for key in sorted(arrays):
+        a = np.ascontiguousarray(arrays[key])
+        h.update(key.encode())
+        h.update(str(a.dtype).encode())
+        h.update(str(a.shape).encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def _library_versions() -> dict[str, str]:
+    versions = {"netanomd": __version__, "python": platform.python_version()}
+    for mod in ("numpy", "sklearn", "numba", "pyarrow"):
+        try:
+            versions[mod] = str(importlib.import_module(mod).__version__)
+        except ImportError:  # pragma: no cover - all are dependencies
+            versions[mod] = "absent"
+    return versions
+
+
+class _Reservoir:
+    """Uniform sample of at most ``cap`` rows across batches (Algorithm R, by block)."""
+
+    def __init__(self, cap: int, seed: int) -> None:
+        self.cap = cap
+        self.seen = 0
+        self.rng = np.random.default_rng(seed)
+        self.parts: list[FlowBatch] = []
+        self.kept = 0
+
+    def add(self, batch: FlowBatch) -> None:
+        n = len(batch)
+        if self.seen + n <= self.cap:
+            self.parts.append(batch)
+            self.kept += n
+        else:
+            merged = FlowBatch.concat([*self.parts, batch])
+            total = self.seen + n
+            # Keep each row with probability cap/total overall: subsample the merged rows.
+            keep = self.rng.choice(len(merged), size=min(self.cap, len(merged)), replace=False)
+            self.parts = [merged.take(np.sort(keep))]
+            self.kept = len(self.parts[0])
+            self.seen = total
+            return
+        self.seen += n
+
+    def batch(self) -> FlowBatch:
+        return FlowBatch.concat(self.parts)
+
+
+def train(
+    batches: Iterable[FlowBatch],
+    *,
+    detector: Detector | None = None,
+    spec: FeatureSpec | None = None,
+    threshold_quantile: float = DEFAULT_THRESHOLD_QUANTILE,
+    seed: int = 0,
+    max_rows: int = DEFAULT_MAX_TRAIN_ROWS,
+    files: Sequence[str] = (),
+) -> Model:
+    """Fit features and detector on ``batches`` and return a :class:`Model`.
+
+    The threshold is the ``threshold_quantile`` quantile of the training scores.
+    """
+    if not 0.0 < threshold_quantile < 1.0:
+        raise ModelError(f"threshold quantile must be in (0, 1), got {threshold_quantile}")
+    reservoir = _Reservoir(max_rows, seed)
+    for b in batches:
+        if len(b):
+            reservoir.add(b)
+    data = reservoir.batch()
+    if len(data) < 10:
+        raise ModelError(f"need at least 10 training flows, got {len(data)}")
+    spec = spec or FeatureSpec()
+    if detector is None:
+        from netanomd.detectors.iforest import IsolationForestDetector
+
+        detector = IsolationForestDetector(random_state=seed)
+    spec.fit(data)
+    X = spec.transform(data)
+    detector.fit(X)
+    scores = detector.score(X)
+    threshold = float(np.quantile(scores, threshold_quantile))
+    ts = data.numeric("ts", fill=np.nan)
+    finite = ts[np.isfinite(ts)]
+    src_counts: dict[str, int] = {}
+    for value, count in zip(
+        *np.unique(
+            np.asarray(data.column("source").fill_null("unknown").to_numpy(zero_copy_only=False)),
+            return_counts=True,
+        ),
+        strict=True,
+    ):
+        src_counts[str(value)] = int(count)
+    summary = TrainingSummary(
+        rows=reservoir.seen,
+        ts_min=float(finite.min()) if finite.size else None,
+        ts_max=float(finite.max()) if finite.size else None,
+        sources=src_counts,
+        files=[str(f) for f in files],
+    )
+    created = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    meta: dict[str, Any] = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "created_at": created.isoformat(),
+        "libraries": _library_versions(),
+        "threshold_rule": {"method": "quantile", "quantile": threshold_quantile},
+        "training": summary.to_dict() | {"rows_used": len(data)},
+        "training_scores": {
+            q: float(np.quantile(scores, float(q))) for q in ("0.5", "0.9", "0.99", "0.999")
+        },
+    }
+    h = hashlib.sha256(json.dumps(meta, sort_keys=True).encode())
+    h.update(X[: min(len(X), 1000)].tobytes())
+    meta["model_id"] = f"{detector.kind}-{created:%Y%m%dT%H%M%SZ}-{h.hexdigest()[:8]}"
+    model = Model(spec, detector, threshold, Baselines.fit(spec.names, X), meta)
+    log.info(
+        "trained %s on %d flows (%d used), threshold %.4f at quantile %s",
+        model.model_id,
+        summary.rows,
+        len(data),
+        threshold,
+        threshold_quantile,
+    )
+    return model
+
+
+def describe_model(model: Model) -> str:
+    """Human summary of a model (for ``netanomd model show`` and logs)."""
+    buf = io.StringIO()
+    m = model.meta
+    buf.write(f"model      {model.model_id}\n")
+    buf.write(f"created    {m['created_at']}\n")
+    buf.write(f"detector   {model.detector.kind}\n")
+    buf.write(f"features   {len(model.feature_names)}\n")
+    buf.write(f"threshold  {model.threshold:.6f} ({m.get('threshold_rule')})\n")
+    t = m.get("training", {})
+    buf.write(f"training   {t.get('rows')} flows from {t.get('sources')}\n")
+    return buf.getvalue()

@@ -1,0 +1,133 @@
+"""Per-flow features on real Zeek rows (values checked by hand against the log lines)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from netanomd.errors import ModelError
+from netanomd.features import FeatureSpec, FlowFeatures
+from netanomd.flow import FlowBatch, FlowRecord
+
+# remcos-exfil conn.log, first line: a rejected connection to the C&C port.
+REJ = FlowRecord(
+    ts=1677024003.714845,
+    uid="C6SgKom3WB2KEL2ae",
+    orig_h="192.168.1.107",
+    orig_p=65164,
+    resp_h="66.63.168.35",
+    resp_p=5888,
+    proto="tcp",
+    service=None,
+    duration=0.037629,
+    orig_bytes=0,
+    resp_bytes=0,
+    conn_state="REJ",
+    local_orig=True,
+    local_resp=False,
+    missed_bytes=0,
+    history="Sr",
+    orig_pkts=2,
+    orig_ip_bytes=104,
+    resp_pkts=2,
+    resp_ip_bytes=80,
+    source="zeek",
+    label="Malicious",
+)
+# ctu-sme-11 benign day: an HTTP fetch.
+HTTP = FlowRecord(
+    ts=1676851429.981575,
+    uid="Cwgb6g4uF7qxeTJit6",
+    orig_h="192.168.1.109",
+    orig_p=34606,
+    resp_h="185.125.190.17",
+    resp_p=80,
+    proto="tcp",
+    service="http",
+    duration=0.038607,
+    orig_bytes=87,
+    resp_bytes=147,
+    conn_state="SF",
+    local_orig=None,
+    local_resp=None,
+    missed_bytes=0,
+    history="ShADTdtfFa",
+    orig_pkts=10,
+    orig_ip_bytes=710,
+    resp_pkts=8,
+    resp_ip_bytes=726,
+    source="zeek",
+    label="Benign",
+)
+
+
+def feats(*records: FlowRecord) -> dict[str, np.ndarray]:
+    block = FlowFeatures()
+    X = block.transform(FlowBatch.from_records(records))
+    assert X.dtype == np.float32 and X.shape == (len(records), len(block.names))
+    return {n: X[:, i] for i, n in enumerate(block.names)}
+
+
+def test_rejected_connection_features() -> None:
+    f = feats(REJ)
+    assert f["state_REJ"][0] == 1 and f["state_SF"][0] == 0 and f["state_other"][0] == 0
+    assert f["proto_tcp"][0] == 1 and f["proto_other"][0] == 0
+    assert f["log_orig_bytes"][0] == 0 and f["log_resp_bytes"][0] == 0
+    assert f["log_orig_pkts"][0] == pytest.approx(math.log1p(2))
+    assert f["orig_bytes_per_pkt"][0] == pytest.approx(math.log1p(52))
+    assert f["hist_oS"][0] == 1 and f["hist_rr"][0] == 1 and f["hist_oA"][0] == 0
+    assert f["resp_port_registered"][0] == 1 and f["resp_port_wellknown"][0] == 0
+    assert f["no_service"][0] == 1
+
+
+def test_http_fetch_features() -> None:
+    f = feats(HTTP)
+    assert f["state_SF"][0] == 1
+    assert f["log_duration"][0] == pytest.approx(math.log1p(0.038607), rel=1e-6)
+    assert f["bytes_ratio"][0] == pytest.approx(math.log1p(87) - math.log1p(147), rel=1e-5)
+    for c in "SADTF":
+        assert f[f"hist_o{c}"][0] == 1
+    for c in "dtfa":
+        assert f[f"hist_r{c}"][0] == 1
+    assert f["hist_rs"][0] == 0 and f["no_service"][0] == 0 and f["resp_port_wellknown"][0] == 1
+
+
+def test_missing_payload_bytes_are_estimated_from_ip_bytes() -> None:
+    # Suricata EVE gives IP bytes only; payload = ip_bytes - 40 per packet.
+    eve_like = FlowRecord(
+        ts=0.0,
+        uid="S1",
+        orig_h="10.0.0.1",
+        orig_p=40000,
+        resp_h="10.0.0.2",
+        resp_p=53,
+        proto="UDP",
+        orig_pkts=2,
+        orig_ip_bytes=180,
+        resp_pkts=0,
+        resp_ip_bytes=0,
+        source="suricata",
+    )
+    f = feats(eve_like)
+    assert f["log_orig_bytes"][0] == pytest.approx(math.log1p(100))
+    assert f["proto_udp"][0] == 1  # proto is matched case-insensitively
+    assert f["state_other"][0] == 1  # unset conn_state
+
+
+def test_empty_batch() -> None:
+    X = FlowFeatures().transform(FlowBatch.empty())
+    assert X.shape == (0, len(FlowFeatures().names))
+
+
+def test_spec_state_round_trip_and_mismatch() -> None:
+    spec = FeatureSpec()
+    state = spec.to_state()
+    assert FeatureSpec.from_state(state).names == spec.names
+    with pytest.raises(ModelError, match="feature names"):
+        FeatureSpec.from_state(state | {"names": state["names"][:-1]})
+    with pytest.raises(ModelError, match="version"):
+        FeatureSpec.from_state(state | {"version": 999})
+    with pytest.raises(ModelError, match="unknown feature block"):
+        FeatureSpec.from_state(state | {"blocks": [{"kind": "nope", "state": {}}]})
