@@ -144,9 +144,7 @@ class FlowBatch:
     def from_records(cls, records: Iterable[FlowRecord]) -> FlowBatch:
         """Build a batch from records (for live sources that decode one message at a time)."""
         recs = list(records)
-        arrays = [
-            pa.array([getattr(r, f.name) for r in recs], type=f.type) for f in FLOW_SCHEMA
-        ]
+        arrays = [pa.array([getattr(r, f.name) for r in recs], type=f.type) for f in FLOW_SCHEMA]
         return cls(pa.Table.from_arrays(arrays, schema=FLOW_SCHEMA))
 
     @classmethod

@@ -1,0 +1,156 @@
+"""Model artifact: train on the bundled real baseline, round-trip, refuse what does not match."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from netanomd.data import attack_files, baseline_files
+from netanomd.errors import ModelError
+from netanomd.flow import FlowBatch
+from netanomd.model import DEFAULT_THRESHOLD_QUANTILE, Model, train
+from netanomd.sources.files import open_source
+
+
+def read_all(path: Path) -> FlowBatch:
+    return FlowBatch.concat(list(open_source(str(path)).batches()))
+
+
+@pytest.fixture(scope="module")
+def baseline() -> FlowBatch:
+    return read_all(baseline_files()[0])
+
+
+@pytest.fixture(scope="module")
+def model(baseline: FlowBatch) -> Model:
+    return train([baseline], seed=1, files=["ctu-sme-11"])
+
+
+@pytest.fixture(scope="module")
+def remcos() -> FlowBatch:
+    return read_all(next(p for p in attack_files() if "remcos" in p.name))
+
+
+def test_threshold_is_training_quantile(model: Model, baseline: FlowBatch) -> None:
+    scores = model.score(baseline)
+    assert len(scores) == len(baseline) == 7124
+    assert model.threshold == pytest.approx(np.quantile(scores, DEFAULT_THRESHOLD_QUANTILE))
+    # About 1 training flow in 200 reaches the threshold (ties can add a few).
+    share = float(np.mean(scores >= model.threshold))
+    assert 0.003 <= share <= 0.01
+    summary = model.meta["training"]
+    assert summary["rows"] == 7124 and summary["sources"] == {"zeek": 7124}
+    assert summary["ts_min"] < summary["ts_max"]
+    assert set(model.meta["libraries"]) >= {"netanomd", "numpy", "sklearn", "numba", "pyarrow"}
+
+
+def test_attacks_score_higher_than_baseline(model: Model, remcos: FlowBatch) -> None:
+    scores, alerts = model.run(remcos)
+    labels = np.asarray(remcos.column("label").to_pylist())
+    mal = scores[labels == "Malicious"]
+    assert np.median(mal) > model.threshold
+    assert len(alerts) >= 0.5 * (labels == "Malicious").sum()
+    # Every alert is explained by at least one feature outside the training distribution.
+    assert all(a.contributions for a in alerts)
+    rej = [a for a in alerts if a.flow.conn_state == "REJ"]
+    assert rej and any("REJ" in a.reason for a in rej)
+
+
+def test_round_trip(tmp_path: Path, model: Model, remcos: FlowBatch) -> None:
+    path = tmp_path / "m.npz"
+    model.save(path)
+    loaded = Model.load(path)
+    assert loaded.model_id == model.model_id
+    assert loaded.threshold == model.threshold
+    assert loaded.feature_names == model.feature_names
+    np.testing.assert_array_equal(loaded.score(remcos), model.score(remcos))
+    a1 = model.run(remcos)[1]
+    a2 = loaded.run(remcos)[1]
+    assert [a.alert_id for a in a1] == [a.alert_id for a in a2]
+    assert [a.reason for a in a1] == [a.reason for a in a2]
+
+
+def _rewrite(src: Path, dst: Path, edit_meta=None, drop: str | None = None) -> None:  # type: ignore[no-untyped-def]
+    """Copy an artifact, changing meta.json and recomputing the digest (a careful forger)."""
+    from netanomd.model import _digest
+
+    with np.load(src, allow_pickle=False) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    arrays.pop("digest")
+    if edit_meta:
+        meta = json.loads(bytes(arrays["meta.json"]))
+        edit_meta(meta)
+        arrays["meta.json"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+    if drop:
+        arrays.pop(drop)
+    arrays["digest"] = np.frombuffer(_digest(arrays).encode(), dtype=np.uint8)
+    with open(dst, "wb") as fh:
+        np.savez(fh, **arrays)
+
+
+def test_refuses_mismatch(tmp_path: Path, model: Model) -> None:
+    good = tmp_path / "good.npz"
+    model.save(good)
+
+    bad = tmp_path / "names.npz"
+    _rewrite(good, bad, lambda m: m["features"]["names"].reverse())
+    with pytest.raises(ModelError, match="feature names"):
+        Model.load(bad)
+
+    _rewrite(good, bad, lambda m: m.update(format_version=99))
+    with pytest.raises(ModelError, match="format version 99"):
+        Model.load(bad)
+
+    _rewrite(good, bad, lambda m: m["detector"].update(kind="magic"))
+    with pytest.raises(ModelError, match="unknown detector kind 'magic'"):
+        Model.load(bad)
+
+    _rewrite(good, bad, drop="baseline/hi")
+    with pytest.raises(ModelError, match="incomplete"):
+        Model.load(bad)
+
+
+def test_refuses_tampered_and_foreign_files(tmp_path: Path, model: Model) -> None:
+    good = tmp_path / "good.npz"
+    model.save(good)
+    # Change one array without fixing the digest.
+    tampered = tmp_path / "tampered.npz"
+    with np.load(good, allow_pickle=False) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    arrays["baseline/hi"] = arrays["baseline/hi"] + 1.0
+    with open(tampered, "wb") as fh:
+        np.savez(fh, **arrays)
+    with pytest.raises(ModelError, match="digest mismatch"):
+        Model.load(tampered)
+
+    text = tmp_path / "notes.txt"
+    text.write_text("hello")
+    with pytest.raises(ModelError, match="not a netanomd model"):
+        Model.load(text)
+    with pytest.raises(ModelError, match="no such model file"):
+        Model.load(tmp_path / "absent.npz")
+
+
+class _Boom:
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        import os
+
+        return (os.mkdir, (str(Path(__file__).parent / "PWNED-BY-PICKLE"),))
+
+
+def test_loading_never_unpickles(tmp_path: Path) -> None:
+    """An artifact whose arrays are pickled objects is refused without running them."""
+    marker = Path(__file__).parent / "PWNED-BY-PICKLE"
+    evil = tmp_path / "evil.npz"
+    with zipfile.ZipFile(evil, "w") as zf:
+        with zf.open("meta.json.npy", "w") as fh:
+            np.lib.format.write_array(fh, np.array([_Boom()], dtype=object), allow_pickle=True)
+        zf.writestr("digest.npy", pickle.dumps(_Boom()))
+    with pytest.raises(ModelError):
+        Model.load(evil)
+    assert not marker.exists()
