@@ -18,9 +18,9 @@ def configure(level: str | int = "INFO", *, journald: bool | None = None) -> Non
     """
     root = logging.getLogger("netanomd")
     root.setLevel(level)
-    for handler in list(root.handlers):
-        if not isinstance(handler, logging.NullHandler):
-            root.removeHandler(handler)
+    for old in list(root.handlers):
+        if not isinstance(old, logging.NullHandler):
+            root.removeHandler(old)
     if journald is None:
         journald = bool(os.environ.get("JOURNAL_STREAM"))
     handler: logging.Handler | None = None

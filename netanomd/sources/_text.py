@@ -1,0 +1,272 @@
+"""Shared machinery for line-oriented flow files: opening (gzip by magic), reading in blocks of
+lines with line numbers, and turning delimited text into typed Arrow columns.
+
+Parsing is columnar: a block of lines is checked for its field count in Python (one
+``bytes.count`` per line), the good lines go to :func:`pyarrow.csv.read_csv` as strings, and each
+column is cast to its type in one Arrow call. Only when a cast fails does a column fall back to
+a per-value check, to name the bad line and drop it.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import logging
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import IO
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+
+from netanomd.errors import InputError
+from netanomd.flow import FLOW_SCHEMA
+from netanomd.sources import ReadStats
+
+log = logging.getLogger(__name__)
+
+#: Bytes read per block (lines are never split across blocks).
+BLOCK_BYTES = 8 << 20
+GZIP_MAGIC = b"\x1f\x8b"
+
+
+def open_binary(path: str | Path) -> IO[bytes]:
+    """Open a file for reading bytes, transparently un-gzipping by magic number."""
+    try:
+        fh: IO[bytes] = open(path, "rb")  # noqa: SIM115 - returned to the caller
+    except OSError as exc:
+        raise InputError(f"{path}: cannot open ({exc.strerror})") from exc
+    if fh.read(2) == GZIP_MAGIC:
+        fh.seek(0)
+        return gzip.open(fh, "rb")  # type: ignore[return-value]
+    fh.seek(0)
+    return fh
+
+
+def head(path: str | Path, n: int = 64 << 10) -> bytes:
+    """The first ``n`` (decompressed) bytes of a file."""
+    with open_binary(path) as fh:
+        try:
+            return fh.read(n)
+        except (OSError, EOFError) as exc:
+            raise InputError(f"{path}: unreadable ({exc})") from exc
+
+
+def line_blocks(
+    fh: IO[bytes], max_lines: int, first_line: int = 1
+) -> Iterator[tuple[int, list[bytes]]]:
+    """Yield ``(line number of the first line, lines)`` with at most ``max_lines`` lines each.
+
+    Lines have their ``\\n`` (and a trailing ``\\r``) removed.
+    """
+    lineno = first_line
+    rest = b""
+    pending: list[bytes] = []
+    while True:
+        chunk = fh.read(BLOCK_BYTES)
+        if not chunk:
+            if rest:
+                pending.append(rest.rstrip(b"\r"))
+            break
+        buf = rest + chunk
+        cut = buf.rfind(b"\n")
+        if cut < 0:
+            rest = buf
+            continue
+        rest = buf[cut + 1 :]
+        lines = buf[:cut].split(b"\n")
+        if (lines and lines[0].endswith(b"\r")) or b"\r" in buf[: min(len(buf), 4096)]:
+            lines = [ln.rstrip(b"\r") for ln in lines]
+        pending.extend(lines)
+        while len(pending) >= max_lines:
+            yield lineno, pending[:max_lines]
+            lineno += max_lines
+            pending = pending[max_lines:]
+    while pending:
+        yield lineno, pending[:max_lines]
+        lineno += min(max_lines, len(pending))
+        pending = pending[max_lines:]
+
+
+# -- typed conversion ----------------------------------------------------------------------
+_TYPES: dict[str, pa.DataType] = {f.name: f.type for f in FLOW_SCHEMA}
+
+
+def to_float(col: pa.ChunkedArray | pa.Array) -> tuple[pa.Array, list[int]]:
+    """Cast strings to float64; returns (column, indices of values that are not numbers).
+
+    Bad values become null, and so do ``inf``/``Infinity``/``NaN`` (CICFlowMeter writes them).
+    """
+    col = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    bad: list[int] = []
+    try:
+        arr = np.asarray(
+            pc.cast(col, pa.float64()).to_numpy(zero_copy_only=False), dtype=np.float64
+        )
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        values = col.to_pylist()
+        arr = np.full(len(values), np.nan)
+        for i, v in enumerate(values):
+            if v is None:
+                continue
+            try:
+                arr[i] = float(v)
+            except ValueError:
+                bad.append(i)
+    finite = np.isfinite(arr)
+    return pa.array(arr, mask=~finite), bad
+
+
+def convert(name: str, col: pa.ChunkedArray | pa.Array) -> tuple[pa.Array, list[int]]:
+    """Cast a string column to the :data:`FLOW_SCHEMA` type of ``name``.
+
+    Returns the typed column and the row indices whose value could not be converted.
+    """
+    typ = _TYPES[name]
+    if pa.types.is_string(typ):
+        col = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+        return (col if col.type == pa.string() else pc.cast(col, pa.string())), []
+    if pa.types.is_boolean(typ):
+        col = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+        t = pc.equal(col, "T")
+        f = pc.equal(col, "F")
+        truth = pc.or_(t, pc.equal(col, "true"))
+        known = pc.or_(pc.or_(truth, f), pc.equal(col, "false"))
+        return pc.if_else(known, truth, pa.nulls(len(col), pa.bool_())), []
+    floats, bad = to_float(col)
+    if pa.types.is_floating(typ):
+        return floats, bad
+    arr = np.asarray(floats.to_numpy(zero_copy_only=False), dtype=np.float64)
+    valid = ~np.isnan(arr)
+    info = np.iinfo(typ.to_pandas_dtype())
+    neg = valid & ((arr < info.min) | (arr > info.max) | (arr != np.floor(arr)))
+    if neg.any():
+        bad = sorted(set(bad) | set(np.flatnonzero(neg).tolist()))
+        valid &= ~neg
+    out = pa.array(np.where(valid, arr, 0).astype(typ.to_pandas_dtype()), mask=~valid)
+    return out, bad
+
+
+class DelimitedParser:
+    """Parses blocks of delimited lines (Zeek TSV, CSV) into canonical flow columns.
+
+    ``fields`` are the file's column names; ``mapping`` maps a canonical FLOW_SCHEMA name to
+    the file's column name; ``transforms`` post-process a converted canonical column.
+    """
+
+    def __init__(
+        self,
+        where: str,
+        fields: Sequence[str],
+        sep: bytes,
+        mapping: dict[str, str],
+        null_values: Sequence[str] = ("-",),
+        empty_value: str | None = None,
+        line_filter: Callable[[bytes], bytes] | None = None,
+        comment: bytes | None = b"#",
+    ) -> None:
+        self.where = where
+        self.fields = list(fields)
+        self.sep = sep
+        self.mapping = {k: v for k, v in mapping.items() if v in self.fields}
+        self.null_values = list(null_values)
+        self.empty_value = empty_value
+        self.line_filter = line_filter
+        self.comment = comment
+        self._nsep = len(self.fields) - 1
+        # Arrow needs unique column names.
+        self._names = [f"c{i}" for i in range(len(self.fields))]
+        self._include = [self._names[self.fields.index(v)] for v in self.mapping.values()]
+
+    def parse(self, first_line: int, lines: list[bytes], stats: ReadStats) -> pa.Table | None:
+        """Typed canonical columns of the good lines (None when there are none)."""
+        sep, nsep, comment = self.sep, self._nsep, self.comment
+        good: list[bytes] = []
+        numbers: list[int] = []
+        lf = self.line_filter
+        for offset, line in enumerate(lines):
+            if not line or (comment is not None and line.startswith(comment)):
+                continue
+            if lf is not None:
+                line = lf(line)
+            if line.count(sep) != nsep:
+                n = line.count(sep) + 1
+                self._problem(stats, first_line + offset, f"expected {nsep + 1} fields, found {n}")
+                continue
+            good.append(line)
+            numbers.append(first_line + offset)
+        if not good:
+            return None
+        data = b"\n".join(good)
+        try:
+            table = pacsv.read_csv(
+                io.BytesIO(data),
+                read_options=pacsv.ReadOptions(
+                    column_names=self._names, block_size=len(data) + 1, use_threads=False
+                ),
+                parse_options=pacsv.ParseOptions(
+                    delimiter=sep.decode(), quote_char=False, newlines_in_values=False
+                ),
+                convert_options=pacsv.ConvertOptions(
+                    column_types=dict.fromkeys(self._include, pa.string()),
+                    include_columns=self._include,
+                    null_values=self.null_values,
+                    strings_can_be_null=True,
+                ),
+            )
+        except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
+            # Arrow could not parse the block (e.g. invalid UTF-8): fall back line by line.
+            return self._parse_slowly(good, numbers, stats, exc)
+        columns: dict[str, pa.Array] = {}
+        bad_rows: dict[int, str] = {}
+        for canon, field in self.mapping.items():
+            col = table.column(self._names[self.fields.index(field)])
+            if self.empty_value is not None and pa.types.is_string(_TYPES[canon]):
+                col = pc.if_else(pc.equal(col, self.empty_value), "", col)
+            typed, bad = convert(canon, col)
+            for i in bad:
+                bad_rows.setdefault(
+                    i,
+                    f"{field}: {table.column(self._names[self.fields.index(field)])[i]}"
+                    f" is not a valid {_TYPES[canon]}",
+                )
+            columns[canon] = typed
+        out = pa.table(columns)
+        if bad_rows:
+            for i in sorted(bad_rows):
+                self._problem(stats, numbers[i], bad_rows[i])
+            keep = np.ones(out.num_rows, dtype=bool)
+            keep[list(bad_rows)] = False
+            out = out.filter(pa.array(keep))
+        return out
+
+    def _parse_slowly(
+        self, good: list[bytes], numbers: list[int], stats: ReadStats, exc: Exception
+    ) -> pa.Table | None:
+        ok_lines, ok_numbers = [], []
+        for line, n in zip(good, numbers, strict=True):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError:
+                self._problem(stats, n, "not valid UTF-8 text")
+                continue
+            ok_lines.append(line)
+            ok_numbers.append(n)
+        if len(ok_lines) == len(good):  # pragma: no cover - Arrow failed for another reason
+            for n in numbers:
+                self._problem(stats, n, f"unparseable ({exc})")
+            return None
+        parts = []
+        for line, n in zip(ok_lines, ok_numbers, strict=True):
+            t = self.parse(n, [line], stats)
+            if t is not None:
+                parts.append(t)
+        return pa.concat_tables(parts) if parts else None
+
+    def _problem(self, stats: ReadStats, lineno: int, what: str) -> None:
+        msg = f"{self.where}:{lineno}: {what}"
+        if stats.malformed < 20:
+            log.warning("%s (line skipped)", msg)
+        stats.problem(msg)

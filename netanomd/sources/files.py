@@ -1,0 +1,92 @@
+"""Open a flow file by what it contains, not by its name.
+
+Recognised: Zeek ASCII conn.log (``#separator`` header), Zeek JSON conn.log (objects with
+``id.orig_h``), Suricata EVE JSON (objects with ``event_type``), IoT-23's CSV export of
+conn.log (header with ``id.orig_h``) and CICFlowMeter CSV. Any of them may be gzipped.
+Anything else raises one :class:`~netanomd.errors.InputError` naming the file and why.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import orjson
+
+from netanomd.errors import InputError
+from netanomd.flow import FlowBatch
+from netanomd.sources import ReadStats, Source
+from netanomd.sources._text import head
+from netanomd.sources.cicflowmeter import CicFlowMeterSource, looks_like_cic
+from netanomd.sources.suricata_eve import SuricataEveSource
+from netanomd.sources.zeek_log import ZeekCsvSource, ZeekJsonSource, ZeekTsvSource
+
+DEFAULT_BATCH = 65_536
+
+
+def detect_format(path: str | Path) -> str:
+    """One of ``zeek-tsv``, ``zeek-json``, ``eve``, ``zeek-csv``, ``cicflowmeter``."""
+    p = Path(path)
+    if p.is_dir():
+        raise InputError(f"{path}: is a directory, not a log file")
+    data = head(p)
+    if not data.strip():
+        raise InputError(f"{path}: empty file")
+    if b"\x00" in data[:4096]:
+        raise InputError(f"{path}: binary data, not a text log (is it a pcap? run Zeek on it)")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        # A block boundary may cut a multi-byte character: judge the part before it.
+        text = data[: exc.start].decode("utf-8") if exc.start > len(data) - 4 else ""
+        if not text:
+            raise InputError(f"{path}: not UTF-8 text, so not a Zeek/Suricata log") from exc
+    first = text.lstrip().split("\n", 1)[0].rstrip("\r")
+    if first.startswith("#separator") or first.startswith("#fields"):
+        return "zeek-tsv"
+    if first.startswith("{"):
+        try:
+            obj = orjson.loads(first)
+        except orjson.JSONDecodeError as exc:
+            raise InputError(f"{path}:1: starts like JSON but is not valid JSON ({exc})") from exc
+        if isinstance(obj, dict) and "event_type" in obj:
+            return "eve"
+        if isinstance(obj, dict) and "id.orig_h" in obj:
+            return "zeek-json"
+        raise InputError(f"{path}: JSON, but neither a Zeek conn log nor Suricata EVE")
+    if "," in first:
+        names = [h.strip() for h in first.split(",")]
+        if "id.orig_h" in names:
+            return "zeek-csv"
+        if looks_like_cic(first):
+            return "cicflowmeter"
+    raise InputError(
+        f"{path}: not a flow log (expected a Zeek conn.log, Suricata EVE JSON or "
+        f"CICFlowMeter CSV; first line starts {first[:40]!r})"
+    )
+
+
+def open_source(path: str | Path, *, batch_size: int = DEFAULT_BATCH) -> Source:
+    """A :class:`Source` for the file, chosen by content."""
+    kind = detect_format(path)
+    if kind == "zeek-tsv":
+        return ZeekTsvSource(path, batch_size)
+    if kind == "zeek-json":
+        return ZeekJsonSource(path, batch_size)
+    if kind == "eve":
+        return SuricataEveSource(path, batch_size)
+    if kind == "zeek-csv":
+        return ZeekCsvSource(path, batch_size)
+    return CicFlowMeterSource(path, batch_size)
+
+
+def read_batches(
+    paths: Sequence[str | Path], stats: ReadStats, *, batch_size: int = DEFAULT_BATCH
+) -> Iterator[FlowBatch]:
+    """Batches from every file in turn; ``stats`` accumulates each file's statistics."""
+    for path in paths:
+        source = open_source(path, batch_size=batch_size)
+        try:
+            yield from source.batches()
+        finally:
+            stats.merge(source.stats)

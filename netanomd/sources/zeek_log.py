@@ -1,0 +1,316 @@
+"""Zeek conn.log readers: ASCII/TSV (with its ``#`` header), JSON lines, and IoT-23's CSV export.
+
+TSV: the header's ``#separator`` (escaped, e.g. ``\\x09``), ``#unset_field``, ``#empty_field``
+and ``#fields`` are honoured; ``#close`` and other ``#`` lines are skipped anywhere. The
+IoT-23 variant, whose last three fields (``tunnel_parents label detailed-label``) are separated
+by runs of spaces instead of the separator, is recognised from its ``#fields`` line.
+Field names map to :data:`~netanomd.flow.FLOW_SCHEMA` by dropping ``id.``; label columns
+(``label``/``Label``, ``detailedlabel``/``detailed-label``) go to ``label``/``detailed_label``.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+import pyarrow as pa
+
+from netanomd.errors import InputError
+from netanomd.flow import FIELD_NAMES, FlowBatch
+from netanomd.sources import ReadStats
+from netanomd.sources._text import DelimitedParser, convert, line_blocks, open_binary
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BATCH = 65_536
+_LABEL_NAMES = {
+    "label": "label",
+    "detailedlabel": "detailed_label",
+    "detailed-label": "detailed_label",
+    "detailed_label": "detailed_label",
+}
+_IOT23_SPACES = re.compile(rb" {2,}")
+
+
+def canonical_name(field: str) -> str | None:
+    """FLOW_SCHEMA name for a Zeek field name, or None when it is not one we keep."""
+    low = field.strip().lower()
+    if low in _LABEL_NAMES:
+        return _LABEL_NAMES[low]
+    name = field.strip().removeprefix("id.")
+    if name in FIELD_NAMES and name not in ("source", "flow_id"):
+        return name
+    return None
+
+
+@dataclass
+class ZeekTsvHeader:
+    """What a Zeek ASCII log's ``#`` header says."""
+
+    separator: bytes
+    unset: str
+    empty: str
+    fields: list[str]
+    path: str | None
+    #: IoT-23 variant: the last fields are separated by runs of spaces.
+    space_tail: bool = False
+    lines: int = 0
+
+    @classmethod
+    def parse(cls, lines: Sequence[bytes], where: str = "<input>") -> ZeekTsvHeader:
+        """Parse the header lines (those starting with ``#``) at the top of a log."""
+        sep = b"\t"
+        unset, empty, path = "-", "(empty)", None
+        fields: list[str] | None = None
+        space_tail = False
+        count = 0
+        for raw in lines:
+            if not raw.startswith(b"#"):
+                break
+            count += 1
+            if raw.startswith(b"#separator "):
+                sep = raw[len(b"#separator ") :].decode("unicode_escape").encode("latin-1")
+                continue
+            key, _, value = raw[1:].partition(sep)
+            text = value.decode("utf-8", "replace")
+            if key == b"unset_field":
+                unset = text
+            elif key == b"empty_field":
+                empty = text
+            elif key == b"path":
+                path = text
+            elif key == b"fields":
+                parts = text.split(sep.decode("latin-1"))
+                if any(re.search(r"\s", p) for p in parts):
+                    space_tail = True
+                    parts = [q for p in parts for q in p.split()]
+                fields = parts
+        if fields is None:
+            raise InputError(f"{where}: Zeek log header has no #fields line")
+        if "uid" not in fields and "id.orig_h" not in fields:
+            raise InputError(f"{where}: not a Zeek conn log (no uid or id.orig_h in #fields)")
+        return cls(sep, unset, empty, fields, path, space_tail, count)
+
+    def parser(self, where: str) -> DelimitedParser:
+        mapping = {}
+        for f in self.fields:
+            canon = canonical_name(f)
+            if canon is not None:
+                mapping[canon] = f
+        sep = self.sep_for_lines()
+
+        def fix(line: bytes) -> bytes:
+            return _IOT23_SPACES.sub(sep, line)
+
+        return DelimitedParser(
+            where,
+            self.fields,
+            sep,
+            mapping,
+            null_values=(self.unset,),
+            empty_value=self.empty,
+            line_filter=fix if self.space_tail else None,
+        )
+
+    def sep_for_lines(self) -> bytes:
+        return self.separator
+
+
+def _finish(table: pa.Table | None, source: str) -> FlowBatch | None:
+    if table is None or table.num_rows == 0:
+        return None
+    table = table.append_column("source", pa.array([source] * table.num_rows, pa.string()))
+    return FlowBatch.from_table(table)
+
+
+def zeek_tsv_lines_to_batch(
+    lines: list[bytes], header: ZeekTsvHeader, stats: ReadStats, where: str, first_line: int = 1
+) -> FlowBatch | None:
+    """Turn appended data lines of a Zeek TSV log into a batch (for log followers)."""
+    batch = _finish(header.parser(where).parse(first_line, lines, stats), "zeek")
+    if batch is not None:
+        stats.rows += len(batch)
+    return batch
+
+
+class ZeekTsvSource:
+    """A Zeek ASCII (TSV) conn.log, plain or gzipped."""
+
+    def __init__(self, path: str | Path, batch_size: int = DEFAULT_BATCH) -> None:
+        self.path = str(path)
+        self.name = f"zeek-tsv:{self.path}"
+        self.batch_size = batch_size
+        self.stats = ReadStats()
+
+    def batches(self) -> Iterator[FlowBatch]:
+        with open_binary(self.path) as fh:
+            blocks = line_blocks(fh, self.batch_size)
+            header_lines: list[bytes] = []
+            first: tuple[int, list[bytes]] | None = next(blocks, None)
+            if first is None:
+                raise InputError(f"{self.path}: empty file")
+            for ln in first[1]:
+                if not ln.startswith(b"#"):
+                    break
+                header_lines.append(ln)
+            header = ZeekTsvHeader.parse(header_lines, self.path)
+            parser = header.parser(self.path)
+            for start, lines in _chain(first, blocks):
+                batch = _finish(parser.parse(start, lines, self.stats), "zeek")
+                if batch is not None:
+                    self.stats.rows += len(batch)
+                    yield batch
+
+
+def _chain(
+    first: tuple[int, list[bytes]], rest: Iterator[tuple[int, list[bytes]]]
+) -> Iterator[tuple[int, list[bytes]]]:
+    yield first
+    yield from rest
+
+
+class ZeekCsvSource:
+    """IoT-23's CSV export of conn.log (header row, ``-`` became empty, ``(empty)`` kept)."""
+
+    def __init__(self, path: str | Path, batch_size: int = DEFAULT_BATCH) -> None:
+        self.path = str(path)
+        self.name = f"zeek-csv:{self.path}"
+        self.batch_size = batch_size
+        self.stats = ReadStats()
+
+    def batches(self) -> Iterator[FlowBatch]:
+        with open_binary(self.path) as fh:
+            blocks = line_blocks(fh, self.batch_size)
+            first = next(blocks, None)
+            if first is None or not first[1]:
+                raise InputError(f"{self.path}: empty file")
+            fields = first[1][0].decode("utf-8", "replace").split(",")
+            mapping = {c: f for f in fields if (c := canonical_name(f)) is not None}
+            if "orig_h" not in mapping:
+                raise InputError(f"{self.path}: CSV has no id.orig_h column: not a Zeek conn log")
+            parser = DelimitedParser(
+                self.path,
+                fields,
+                b",",
+                mapping,
+                null_values=("", "-"),
+                empty_value="(empty)",
+                comment=None,
+            )
+            start, lines = first
+            for s, ls in _chain((start + 1, lines[1:]), blocks):
+                batch = _finish(parser.parse(s, ls, self.stats), "zeek")
+                if batch is not None:
+                    self.stats.rows += len(batch)
+                    yield batch
+
+
+# -- JSON ----------------------------------------------------------------------------------
+#: canonical column -> the JSON keys that may carry it, in order of preference.
+_JSON_KEYS: dict[str, tuple[str, ...]] = {
+    "ts": ("ts",),
+    "uid": ("uid",),
+    "orig_h": ("id.orig_h",),
+    "orig_p": ("id.orig_p",),
+    "resp_h": ("id.resp_h",),
+    "resp_p": ("id.resp_p",),
+    "proto": ("proto",),
+    "service": ("service",),
+    "duration": ("duration",),
+    "orig_bytes": ("orig_bytes",),
+    "resp_bytes": ("resp_bytes",),
+    "conn_state": ("conn_state",),
+    "local_orig": ("local_orig",),
+    "local_resp": ("local_resp",),
+    "missed_bytes": ("missed_bytes",),
+    "history": ("history",),
+    "orig_pkts": ("orig_pkts",),
+    "orig_ip_bytes": ("orig_ip_bytes",),
+    "resp_pkts": ("resp_pkts",),
+    "resp_ip_bytes": ("resp_ip_bytes",),
+    "community_id": ("community_id",),
+    "label": ("label", "Label"),
+    "detailed_label": ("detailedlabel", "detailed-label", "detailed_label"),
+}
+
+
+def zeek_json_lines_to_batch(
+    lines: Sequence[bytes], stats: ReadStats, where: str, first_line: int = 1
+) -> FlowBatch | None:
+    """Parse Zeek JSON log lines (one object per line) into a batch; bad lines are counted."""
+    cols: dict[str, list[object]] = {c: [] for c in _JSON_KEYS}
+    linenos: list[int] = []
+    n = 0
+    for offset, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            obj = orjson.loads(line)
+        except orjson.JSONDecodeError as exc:
+            _problem(stats, where, first_line + offset, f"invalid JSON ({exc})")
+            continue
+        if not isinstance(obj, dict) or "id.orig_h" not in obj:
+            _problem(stats, where, first_line + offset, "not a Zeek conn record (no id.orig_h)")
+            continue
+        for canon, keys in _JSON_KEYS.items():
+            value = obj.get(keys[0])
+            if value is None and len(keys) > 1:
+                value = next((obj[k] for k in keys[1:] if k in obj), None)
+            cols[canon].append(value)
+        linenos.append(first_line + offset)
+        n += 1
+    if n == 0:
+        return None
+    arrays = {}
+    bad_rows: set[int] = set()
+    schema = FlowBatch.empty().table.schema
+    for canon, values in cols.items():
+        try:
+            arrays[canon] = pa.array(values, type=schema.field(canon).type)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+            text = pa.array([None if v is None else str(v) for v in values], pa.string())
+            arrays[canon], bad = convert(canon, text)
+            for i in bad:
+                _problem(
+                    stats,
+                    where,
+                    linenos[i],
+                    f"{canon}: {values[i]!r} is not a valid {schema.field(canon).type}",
+                )
+            bad_rows.update(bad)
+    table = pa.table(arrays)
+    if bad_rows:
+        keep = [i not in bad_rows for i in range(n)]
+        table = table.filter(pa.array(keep))
+    batch = _finish(table, "zeek")
+    if batch is not None:
+        stats.rows += len(batch)
+    return batch
+
+
+def _problem(stats: ReadStats, where: str, lineno: int, what: str) -> None:
+    msg = f"{where}:{lineno}: {what}" if lineno else f"{where}: {what}"
+    if stats.malformed < 20:
+        log.warning("%s (line skipped)", msg)
+    stats.problem(msg)
+
+
+class ZeekJsonSource:
+    """A Zeek conn.log written with ``LogAscii::use_json=T`` (plain or gzipped)."""
+
+    def __init__(self, path: str | Path, batch_size: int = DEFAULT_BATCH) -> None:
+        self.path = str(path)
+        self.name = f"zeek-json:{self.path}"
+        self.batch_size = batch_size
+        self.stats = ReadStats()
+
+    def batches(self) -> Iterator[FlowBatch]:
+        with open_binary(self.path) as fh:
+            for start, lines in line_blocks(fh, self.batch_size):
+                batch = zeek_json_lines_to_batch(lines, self.stats, self.path, start)
+                if batch is not None:
+                    yield batch
