@@ -34,14 +34,13 @@ def detect_format(path: str | Path) -> str:
         raise InputError(f"{path}: empty file")
     if b"\x00" in data[:4096]:
         raise InputError(f"{path}: binary data, not a text log (is it a pcap? run Zeek on it)")
+    raw_first = data.lstrip().split(b"\n", 1)[0].rstrip(b"\r")
     try:
-        text = data.decode("utf-8")
+        first = raw_first.decode("utf-8")
     except UnicodeDecodeError as exc:
-        # A block boundary may cut a multi-byte character: judge the part before it.
-        text = data[: exc.start].decode("utf-8") if exc.start > len(data) - 4 else ""
-        if not text:
+        if len(raw_first) < len(data.lstrip()):  # a whole first line that is not text
             raise InputError(f"{path}: not UTF-8 text, so not a Zeek/Suricata log") from exc
-    first = text.lstrip().split("\n", 1)[0].rstrip("\r")
+        first = raw_first[: exc.start].decode("utf-8")  # the read cut a character
     if first.startswith("#separator") or first.startswith("#fields"):
         return "zeek-tsv"
     if first.startswith("{"):
