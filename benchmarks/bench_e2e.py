@@ -20,12 +20,14 @@ OUT = HERE / "out"
 NETANOMD = [sys.executable, "-m", "netanomd"]
 
 
-def ensure_log(rows: int) -> Path:
-    path = OUT / f"conn-{rows}.log"
+def ensure_log(rows: int, attacks: bool = False) -> Path:
+    path = OUT / f"conn-{rows}{'-attacks' if attacks else ''}.log"
     if not path.exists():
         OUT.mkdir(exist_ok=True)
+        extra = ["--with-attacks"] if attacks else []
         subprocess.run(
-            [sys.executable, str(HERE / "gen_connlog.py"), str(rows), str(path)], check=True
+            [sys.executable, str(HERE / "gen_connlog.py"), str(rows), str(path), *extra],
+            check=True,
         )
     return path
 
@@ -87,17 +89,20 @@ def main() -> int:
     ap.add_argument("--big", action="store_true", help="also 10x the rows (memory check)")
     args = ap.parse_args()
     model = ensure_model()
-    sizes = [args.rows] + ([args.rows * 10] if args.big else [])
+    runs = [(args.rows, False), (args.rows, True)] + ([(args.rows * 10, False)] if args.big else [])
     print("netanomd score end to end (one core; read + features + score + decide + SQLite)")
-    for rows in sizes:
-        log = ensure_log(rows)
+    for rows, attacks in runs:
+        log = ensure_log(rows, attacks)
         secs, rss, summary = run_score(model, log)
         # The process's own measured rate (excludes interpreter start-up and model load).
         m = re.search(r"([\d,]+) flows/s", summary)
+        a = re.search(r"([\d,]+) alerts", summary)
         inner = m.group(1) if m else "?"
+        kind = "benign+attacks" if attacks else "benign"
         print(
-            f"  {rows:>11,} rows  wall {secs:6.2f}s  {rows / secs:>10,.0f} flows/s (wall)  "
-            f"{inner:>10} flows/s (scoring loop)  peak RSS {rss:7.1f} MiB"
+            f"  {rows:>11,} rows ({kind:<14}) {a.group(1) if a else '?':>7} alerts  wall "
+            f"{secs:6.2f}s {rows / secs:>10,.0f} flows/s (wall) {inner:>10} flows/s "
+            f"(scoring loop)  peak RSS {rss:7.1f} MiB"
         )
     return 0
 

@@ -182,10 +182,36 @@ class DelimitedParser:
 
     def parse(self, first_line: int, lines: list[bytes], stats: ReadStats) -> pa.Table | None:
         """Typed canonical columns of the good lines (None when there are none)."""
-        sep, nsep, comment = self.sep, self._nsep, self.comment
+        lf = self.line_filter
+        data = self._fast_block(lines) if lf is None else None
+        if data is not None:
+            return self._convert(data, range(first_line, first_line + len(lines)), stats, lines)
+        good, numbers = self._checked_lines(first_line, lines, stats)
+        if not good:
+            return None
+        return self._convert(b"\n".join(good), numbers, stats, good)
+
+    def _fast_block(self, lines: list[bytes]) -> bytes | None:
+        """The joined block when all lines are well-formed data lines (the common case),
+        checked with a few whole-block operations instead of a loop; None when any needs a
+        look."""
+        if not lines or not lines[-1]:
+            return None
+        data = b"\n".join(lines)
+        if data.count(self.sep) != self._nsep * len(lines) or b"\n\n" in data:
+            return None
+        if self.comment is not None and (
+            data.startswith(self.comment) or b"\n" + self.comment in data
+        ):
+            return None
+        return data
+
+    def _checked_lines(
+        self, first_line: int, lines: list[bytes], stats: ReadStats
+    ) -> tuple[list[bytes], list[int]]:
+        sep, nsep, comment, lf = self.sep, self._nsep, self.comment, self.line_filter
         good: list[bytes] = []
         numbers: list[int] = []
-        lf = self.line_filter
         for offset, line in enumerate(lines):
             if not line or (comment is not None and line.startswith(comment)):
                 continue
@@ -197,9 +223,11 @@ class DelimitedParser:
                 continue
             good.append(line)
             numbers.append(first_line + offset)
-        if not good:
-            return None
-        data = b"\n".join(good)
+        return good, numbers
+
+    def _convert(
+        self, data: bytes, numbers: Sequence[int], stats: ReadStats, good: list[bytes]
+    ) -> pa.Table | None:
         try:
             table = pacsv.read_csv(
                 io.BytesIO(data),
@@ -207,7 +235,7 @@ class DelimitedParser:
                     column_names=self._names, block_size=len(data) + 1, use_threads=False
                 ),
                 parse_options=pacsv.ParseOptions(
-                    delimiter=sep.decode(), quote_char=False, newlines_in_values=False
+                    delimiter=self.sep.decode(), quote_char=False, newlines_in_values=False
                 ),
                 convert_options=pacsv.ConvertOptions(
                     column_types=dict.fromkeys(self._include, pa.string()),
@@ -243,7 +271,7 @@ class DelimitedParser:
         return out
 
     def _parse_slowly(
-        self, good: list[bytes], numbers: list[int], stats: ReadStats, exc: Exception
+        self, good: list[bytes], numbers: Sequence[int], stats: ReadStats, exc: Exception
     ) -> pa.Table | None:
         ok_lines, ok_numbers = [], []
         for line, n in zip(good, numbers, strict=True):
