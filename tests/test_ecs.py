@@ -1,0 +1,159 @@
+"""ECS alert documents: every emitted field exists in ECS (vendored ecs_flat.yml) with its type."""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from netanomd.data import attack_files, baseline_files
+from netanomd.decision import Alert
+from netanomd.ecs import (
+    ECS_TYPES,
+    NAMESPACE_FIELD,
+    ObserverInfo,
+    alert_document,
+    data_stream,
+    severity,
+    template_mappings,
+)
+from netanomd.flow import FlowBatch
+from netanomd.model import train
+from netanomd.sources import ReadStats
+from netanomd.sources.files import read_batches
+
+ECS_FILE = Path(__file__).parent / "data" / "ecs" / "ecs_flat.yml"
+OBSERVER = ObserverInfo(name="sensor-1", hostname="sensor-1.example")
+
+
+@pytest.fixture(scope="module")
+def ecs() -> dict[str, Any]:
+    with open(ECS_FILE) as fh:
+        return yaml.load(fh, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # type: ignore[no-any-return]
+
+
+@pytest.fixture(scope="module")
+def alerts() -> list[Alert]:
+    """Real alerts: Zeek flows from the bundled attacks and Suricata EVE flows."""
+    model = train(read_batches(baseline_files(), ReadStats()), seed=0)
+    data = Path(__file__).parent / "data"
+    batch = FlowBatch.concat(
+        list(
+            read_batches(
+                [
+                    *attack_files(),
+                    data / "eve/test6-malicious-head400.json",
+                    data / "zeek/ssh_sshguess.json.conn.log",  # carries community_id
+                ],
+                ReadStats(),
+            )
+        )
+    )
+    _, out = model.run(batch, threshold=0.0)  # every flow alerts: exercise every shape
+    return out
+
+
+def flatten(doc: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in doc.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def value_fits(typ: str, value: Any) -> bool:
+    if typ in ("keyword", "constant_keyword", "match_only_text", "wildcard", "text"):
+        return isinstance(value, str)
+    if typ == "long":
+        return isinstance(value, int) and not isinstance(value, bool)
+    if typ in ("float", "scaled_float", "double"):
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if typ == "date":
+        return isinstance(value, str) and value[4] == "-" and "T" in value
+    if typ == "ip":
+        ipaddress.ip_address(value)
+        return True
+    return False
+
+
+def test_declared_types_match_ecs(ecs: dict[str, Any]) -> None:
+    for field, typ in ECS_TYPES.items():
+        assert field in ecs, f"{field} is not an ECS field"
+        assert ecs[field]["type"] == typ, f"{field}: ECS says {ecs[field]['type']}, we say {typ}"
+
+
+def test_every_emitted_field_is_ecs(ecs: dict[str, Any], alerts: list[Alert]) -> None:
+    assert {a.flow.source for a in alerts} == {"zeek", "suricata"}
+    seen: set[str] = set()
+    for a in alerts:
+        doc = flatten(alert_document(a, OBSERVER, now=1.7e9))
+        for field, value in doc.items():
+            if field.startswith(NAMESPACE_FIELD + "."):
+                continue
+            seen.add(field)
+            assert field in ECS_TYPES, f"{field} is emitted but not declared"
+            spec = ecs[field]
+            values = value if isinstance(value, list) else [value]
+            if isinstance(value, list):
+                assert "array" in spec["normalize"], f"{field} is not an ECS array field"
+            for v in values:
+                assert value_fits(spec["type"], v), f"{field}={v!r} does not fit {spec['type']}"
+                allowed = spec.get("allowed_values")
+                if allowed:
+                    assert v in {x["name"] for x in allowed}, f"{field}={v!r} not allowed"
+            if field in ("network.transport", "network.protocol"):
+                assert value == value.lower()
+    # The common fields really are emitted.
+    assert {
+        "source.ip",
+        "destination.port",
+        "event.duration",
+        "network.community_id",
+        "network.direction",
+        "related.ip",
+        "rule.version",
+    } <= seen
+
+
+def test_document_content(alerts: list[Alert]) -> None:
+    a = next(x for x in alerts if x.flow.source == "zeek" and x.flow.duration)
+    doc = alert_document(a, OBSERVER, namespace="prod", now=1.7e9)
+    assert doc["event"]["duration"] == round(a.flow.duration * 1e9)
+    assert doc["event"]["id"] == a.alert_id
+    assert doc["data_stream"] == {"type": "logs", "dataset": "netanomd.alert", "namespace": "prod"}
+    assert doc[NAMESPACE_FIELD]["zeek"]["uid"] == a.flow.uid
+    assert doc[NAMESPACE_FIELD]["score"] == a.score
+    assert doc["source"]["bytes"] == a.flow.orig_ip_bytes
+    s = next(x for x in alerts if x.flow.source == "suricata")
+    sdoc = alert_document(s, OBSERVER)
+    assert sdoc[NAMESPACE_FIELD]["suricata"]["flow_id"] == str(s.flow.flow_id)
+    assert data_stream("prod") == "logs-netanomd.alert-prod"
+
+
+def test_severity_levels() -> None:
+    assert [severity(t + m, t) for t, m in [(0.6, 0.0), (0.6, 0.05), (0.6, 0.1), (0.6, 0.2)]] == [
+        21,
+        47,
+        73,
+        99,
+    ]
+
+
+def test_template_covers_every_field(alerts: list[Alert]) -> None:
+    mappings = template_mappings()
+
+    def has(path: list[str], props: dict[str, Any]) -> bool:
+        node = props.get(path[0])
+        if node is None:
+            return False
+        return len(path) == 1 or has(path[1:], node.get("properties", {}))
+
+    for a in alerts[:200]:
+        for field in flatten(alert_document(a, OBSERVER)):
+            assert has(field.split("."), mappings["properties"]), f"{field} has no mapping"
