@@ -1,0 +1,170 @@
+"""Elasticsearch sink: alerts as ECS documents, delivered through an on-disk spool.
+
+``write()`` only turns alerts into documents and appends them to the :class:`~netanomd.spool.Spool`
+(scoring never waits on Elasticsearch). A sender (:meth:`ElasticsearchSink.deliver_once`, run in
+a loop by :meth:`start`) takes the oldest spooled documents and bulk-``create``s them with the
+official client's ``helpers.streaming_bulk`` (``raise_on_error=False``, so every item is looked
+at): 201 and 409 (already there: the ``_id`` is the alert's deterministic id) count as delivered;
+429 and 5xx items, whole-request errors and connection errors are retried with capped
+exponential backoff; any other item error (a mapping conflict) goes to a dead-letter JSONL file
+with the reason, so one bad document never holds back the others. The spool cursor moves only
+past documents that were delivered or dead-lettered.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+from elastic_transport import TransportError
+from elasticsearch import ApiError, Elasticsearch, helpers
+
+from netanomd.decision import Alert
+from netanomd.ecs import ObserverInfo, alert_document, data_stream
+from netanomd.spool import Spool
+
+log = logging.getLogger(__name__)
+
+RETRYABLE = frozenset({429, 500, 502, 503, 504})
+
+
+class ElasticsearchSink:
+    """Delivers alerts to ``logs-netanomd.alert-<namespace>`` (implements ``Sink``)."""
+
+    name = "elasticsearch"
+
+    def __init__(
+        self,
+        client: Elasticsearch,
+        spool: Spool,
+        observer: ObserverInfo,
+        *,
+        namespace: str = "default",
+        dead_letter: str | Path | None = None,
+        batch_size: int = 500,
+        initial_backoff: float = 1.0,
+        max_backoff: float = 60.0,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.client = client
+        self.spool = spool
+        self.observer = observer
+        self.index = data_stream(namespace)
+        self.namespace = namespace
+        self.dead_letter = Path(dead_letter) if dead_letter else spool.dir / "dead-letter.jsonl"
+        self.batch_size = batch_size
+        self.initial_backoff = initial_backoff
+        self.max_backoff = max_backoff
+        self.clock = clock
+        self.sleep = sleep
+        self.sent = 0
+        self.duplicates = 0
+        self.retries = 0
+        self.dead_lettered = 0
+        self._failures = 0
+        #: ids dead-lettered from the batch being retried (so a retry does not letter twice)
+        self._lettered: set[str] = set()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- Sink ------------------------------------------------------------------------------
+    def write(self, alerts: Sequence[Alert]) -> None:
+        now = self.clock()
+        docs = []
+        for a in alerts:
+            doc = alert_document(a, self.observer, self.namespace, now=now)
+            doc["_id"] = a.alert_id
+            docs.append(doc)
+        self.spool.append(docs)
+
+    def flush(self, timeout: float = 30.0) -> bool:
+        """Deliver what is spooled, for at most ``timeout`` seconds; True if all went out."""
+        deadline = self.clock() + timeout
+        while self.clock() < deadline:
+            if self.deliver_once() == 0 and not self.spool.peek(1)[0]:
+                return True
+        return not self.spool.peek(1)[0]
+
+    def close(self) -> None:
+        self.stop()
+        self.spool.close()
+
+    # -- sending ---------------------------------------------------------------------------
+    def backoff(self) -> float:
+        return float(min(self.max_backoff, self.initial_backoff * 2 ** max(self._failures - 1, 0)))
+
+    def deliver_once(self) -> int:
+        """Send one batch from the spool; returns how many documents left it (delivered or
+        dead-lettered). On a retryable failure sleeps the backoff and returns 0."""
+        docs, end = self.spool.peek(self.batch_size)
+        if not docs:
+            return 0
+        actions = []
+        for d in docs:
+            body = {k: v for k, v in d.items() if k != "_id"}
+            actions.append({"_op_type": "create", "_index": self.index, "_id": d["_id"],
+                            "_source": body})  # fmt: skip
+        retry = False
+        dead: list[tuple[dict[str, Any], Any]] = []
+        by_id = {d["_id"]: d for d in docs}
+        try:
+            for ok, item in helpers.streaming_bulk(
+                self.client, actions, chunk_size=len(actions), max_retries=0,
+                raise_on_error=False, raise_on_exception=False,
+            ):  # fmt: skip
+                info = item.get("create", {})
+                status = int(info.get("status", 0) or 0)
+                if ok or status == 201:
+                    self.sent += 1
+                elif status == 409:
+                    self.duplicates += 1
+                elif status in RETRYABLE or status == 0:
+                    retry = True
+                elif info.get("_id") not in self._lettered:
+                    dead.append((by_id.get(info.get("_id"), {}), info.get("error")))
+        except (TransportError, ApiError) as exc:
+            log.warning("elasticsearch unreachable (%s); %d documents stay spooled",
+                        exc.__class__.__name__, len(docs))  # fmt: skip
+            retry = True
+        if dead:
+            self._dead_letter(dead)
+        if retry:
+            # Everything that did arrive answers 409 next time: resending the batch is safe.
+            self._failures += 1
+            self.retries += 1
+            self.sleep(self.backoff())
+            return 0
+        self._failures = 0
+        self._lettered.clear()
+        self.spool.ack(end)
+        return len(docs)
+
+    def _dead_letter(self, dead: list[tuple[dict[str, Any], Any]]) -> None:
+        with open(self.dead_letter, "ab") as fh:
+            for doc, error in dead:
+                fh.write(orjson.dumps({"reason": error, "document": doc}) + b"\n")
+                log.error("elasticsearch rejected document %s: %s", doc.get("_id"), error)
+                self._lettered.add(str(doc.get("_id")))
+        self.dead_lettered += len(dead)
+
+    def start(self) -> None:
+        """Run the sender in a background thread until :meth:`stop`."""
+
+        def loop() -> None:
+            while not self._stop.is_set():
+                if self.deliver_once() == 0:
+                    self._stop.wait(0.2)
+
+        self._thread = threading.Thread(target=loop, name="es-sender", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)

@@ -1,0 +1,229 @@
+"""A small Elasticsearch HTTP server for tests, following the documented REST API the official
+client uses: ``GET /`` with ``X-Elastic-Product: Elasticsearch``, ``compatible-with`` media
+types (a request without one is refused, as ES does for an unknown media type), ``_bulk`` NDJSON
+with per-item results (``create`` -> 201, existing ``_id`` -> 409), ``_index_template`` and
+``_ilm/policy``, plus fault injection: per-item 429s and mapping errors, whole-request errors,
+slow responses, and stop/start (connection refused while stopped).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+MEDIA = re.compile(r"application/vnd\.elasticsearch\+(x-ndjson|json); ?compatible-with=(8|9)")
+
+
+class FakeElasticsearch:
+    def __init__(self, version: str = "9.1.0") -> None:
+        self.version = version
+        self.docs: dict[str, dict[str, dict[str, Any]]] = {}
+        self.creates: Counter[str] = Counter()  # _id -> successful creates (must end at 1)
+        self.templates: dict[str, Any] = {}
+        self.policies: dict[str, Any] = {}
+        self.throttle_items: Counter[str] = Counter()  # _id -> how many more 429s to give
+        self.reject_ids: set[str] = set()  # _ids that fail with a mapping error
+        self.fail_requests = 0  # next N bulk requests answer 503
+        self.delay = 0.0
+        self.requests: list[tuple[str, str, dict[str, str]]] = []
+        self._server: ThreadingHTTPServer | None = None
+        self.port = 0
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def start(self, port: int = 0) -> str:
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def _reply(self, status: int, body: Any, product: bool = True) -> None:
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header(
+                    "Content-Type", "application/vnd.elasticsearch+json;compatible-with=9"
+                )
+                if product:
+                    self.send_header("X-Elastic-Product", "Elasticsearch")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def _body(self) -> bytes:
+                n = int(self.headers.get("Content-Length", 0))
+                return self.rfile.read(n) if n else b""
+
+            def do_HEAD(self) -> None:
+                self.send_response(200)
+                self.send_header("X-Elastic-Product", "Elasticsearch")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def do_GET(self) -> None:
+                fake.requests.append(("GET", self.path, dict(self.headers)))
+                if self.path.split("?")[0] == "/":
+                    self._reply(
+                        200,
+                        {
+                            "name": "fake",
+                            "cluster_name": "test",
+                            "version": {"number": fake.version, "build_flavor": "default"},
+                            "tagline": "You Know, for Search",
+                        },
+                    )
+                else:
+                    self._reply(
+                        404, {"error": {"type": "resource_not_found_exception"}, "status": 404}
+                    )
+
+            def do_PUT(self) -> None:
+                self._write("PUT")
+
+            def do_POST(self) -> None:
+                self._write("POST")
+
+            def _write(self, method: str) -> None:
+                body = self._body()
+                fake.requests.append((method, self.path, dict(self.headers)))
+                time.sleep(fake.delay)
+                ctype = self.headers.get("Content-Type", "")
+                if not MEDIA.fullmatch(ctype.replace(" ", "")) and not MEDIA.fullmatch(ctype):
+                    self._reply(
+                        406,
+                        {
+                            "error": {
+                                "type": "media_type_header_exception",
+                                "reason": f"Invalid media-type value on header "
+                                f"[Content-Type]: {ctype}",
+                            },
+                            "status": 406,
+                        },
+                    )
+                    return
+                path = self.path.split("?")[0]
+                if path == "/_bulk":
+                    if "x-ndjson" not in ctype:
+                        self._reply(400, {"error": "bulk needs x-ndjson", "status": 400})
+                        return
+                    if fake.fail_requests > 0:
+                        fake.fail_requests -= 1
+                        self._reply(
+                            503, {"error": {"type": "unavailable_shards_exception"}, "status": 503}
+                        )
+                        return
+                    self._reply(200, fake.bulk(body))
+                elif path.startswith("/_index_template/"):
+                    fake.templates[path.rsplit("/", 1)[1]] = json.loads(body)
+                    self._reply(200, {"acknowledged": True})
+                elif path.startswith("/_ilm/policy/"):
+                    fake.policies[path.rsplit("/", 1)[1]] = json.loads(body)
+                    self._reply(200, {"acknowledged": True})
+                else:
+                    self._reply(404, {"error": {"type": "unknown"}, "status": 404})
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        self.port = self._server.server_address[1]
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return f"http://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    # -- the bulk API ----------------------------------------------------------------------
+    def bulk(self, body: bytes) -> dict[str, Any]:
+        lines = [ln for ln in body.split(b"\n") if ln.strip()]
+        items, errors = [], False
+        for i in range(0, len(lines), 2):
+            action = json.loads(lines[i])
+            ((op, meta),) = action.items()
+            source = json.loads(lines[i + 1])
+            index, _id = meta["_index"], meta["_id"]
+            if op != "create":
+                # Data streams only accept create.
+                items.append(
+                    {
+                        op: {
+                            "_index": index,
+                            "_id": _id,
+                            "status": 400,
+                            "error": {
+                                "type": "illegal_argument_exception",
+                                "reason": "only write ops with an op_type of create are "
+                                "allowed in data streams",
+                            },
+                        }
+                    }
+                )
+                errors = True
+                continue
+            if self.throttle_items[_id] > 0:
+                self.throttle_items[_id] -= 1
+                items.append(
+                    {
+                        op: {
+                            "_index": index,
+                            "_id": _id,
+                            "status": 429,
+                            "error": {
+                                "type": "es_rejected_execution_exception",
+                                "reason": "rejected execution",
+                            },
+                        }
+                    }
+                )
+                errors = True
+            elif _id in self.reject_ids:
+                items.append(
+                    {
+                        op: {
+                            "_index": index,
+                            "_id": _id,
+                            "status": 400,
+                            "error": {
+                                "type": "document_parsing_exception",
+                                "reason": "[1:2] failed to parse field [source.ip] of type [ip]",
+                            },
+                        }
+                    }
+                )
+                errors = True
+            elif _id in self.docs.setdefault(index, {}):
+                items.append(
+                    {
+                        op: {
+                            "_index": index,
+                            "_id": _id,
+                            "status": 409,
+                            "error": {
+                                "type": "version_conflict_engine_exception",
+                                "reason": f"[{_id}]: version conflict, document already exists",
+                            },
+                        }
+                    }
+                )
+                errors = True
+            else:
+                self.docs[index][_id] = source
+                self.creates[_id] += 1
+                items.append(
+                    {
+                        op: {
+                            "_index": index,
+                            "_id": _id,
+                            "_version": 1,
+                            "result": "created",
+                            "status": 201,
+                        }
+                    }
+                )
+        return {"took": 1, "errors": errors, "items": items}

@@ -1,0 +1,179 @@
+"""Elasticsearch delivery against tests/es_server.py with the official client: normal delivery,
+outage and recovery (exactly once), per-item 429s, a bad document, spool overflow, restart."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import orjson
+import pytest
+from elasticsearch import Elasticsearch
+
+from netanomd.data import attack_files, baseline_files
+from netanomd.decision import Alert
+from netanomd.ecs import ObserverInfo
+from netanomd.model import train
+from netanomd.sinks import Sink
+from netanomd.sinks.elasticsearch import ElasticsearchSink
+from netanomd.sources import ReadStats
+from netanomd.sources.files import read_batches
+from netanomd.spool import Spool
+from tests.es_server import FakeElasticsearch
+
+OBSERVER = ObserverInfo(name="sensor-1", hostname="sensor-1.example")
+INDEX = "logs-netanomd.alert-default"
+
+
+@pytest.fixture(scope="module")
+def alerts() -> list[Alert]:
+    model = train(read_batches(baseline_files(), ReadStats()), seed=0)
+    out: list[Alert] = []
+    for batch in read_batches(attack_files(), ReadStats()):
+        out += model.run(batch)[1]
+    assert len(out) > 500
+    return out
+
+
+@pytest.fixture()
+def es() -> FakeElasticsearch:
+    server = FakeElasticsearch()
+    server.start()
+    yield server  # type: ignore[misc]
+    server.stop()
+
+
+class Clock:
+    """Simulated time: sleeping advances it instead of waiting."""
+
+    def __init__(self) -> None:
+        self.now = 1_700_000_000.0
+        self.slept: list[float] = []
+
+    def time(self) -> float:
+        return self.now
+
+    def sleep(self, secs: float) -> None:
+        self.slept.append(secs)
+        self.now += secs
+
+
+def make_sink(url: str, tmp_path: Path, clock: Clock, **kw: object) -> ElasticsearchSink:
+    client = Elasticsearch(url, max_retries=0, request_timeout=5)
+    spool = Spool(tmp_path / "spool", **kw)  # type: ignore[arg-type]
+    return ElasticsearchSink(
+        client,
+        spool,
+        OBSERVER,
+        clock=clock.time,
+        sleep=clock.sleep,
+        batch_size=500,
+        initial_backoff=1.0,
+        max_backoff=30.0,
+    )
+
+
+def test_normal_delivery(es: FakeElasticsearch, tmp_path: Path, alerts: list[Alert]) -> None:
+    clock = Clock()
+    sink = make_sink(f"http://127.0.0.1:{es.port}", tmp_path, clock)
+    assert isinstance(sink, Sink)
+    sink.write(alerts)
+    assert sink.flush(timeout=60)
+    assert set(es.docs[INDEX]) == {a.alert_id for a in alerts}
+    assert max(es.creates.values()) == 1 and sink.sent == len(alerts)
+    doc = es.docs[INDEX][alerts[0].alert_id]
+    assert doc["event"]["kind"] == "alert" and doc["netanomd"]["model"]["id"] == alerts[0].model_id
+    bulk = [h for m, p, h in es.requests if p.startswith("/_bulk")]
+    ctypes = [{k.lower(): v for k, v in h.items()}["content-type"] for h in bulk]
+    assert bulk and all("x-ndjson" in c and "compatible-with=" in c for c in ctypes)
+
+
+def test_outage_then_recovery_exactly_once(tmp_path: Path, alerts: list[Alert]) -> None:
+    """A 10-minute outage (simulated clock) with 50,000 alerts, then recovery."""
+    es = FakeElasticsearch()
+    url = es.start()
+    port = es.port
+    es.stop()  # connection refused from now on
+    clock = Clock()
+    sink = make_sink(url, tmp_path, clock)
+    many = [
+        dataclasses.replace(alerts[i % len(alerts)], model_id=f"iforest-m{i // len(alerts)}")
+        for i in range(50_000)
+    ]
+    for i in range(0, len(many), 5000):
+        sink.write(many[i : i + 5000])  # scoring goes on: write never waits
+        sink.deliver_once()
+    while clock.now < 1_700_000_000.0 + 600:
+        assert sink.deliver_once() == 0
+    assert sink.retries > 5 and max(clock.slept) == 30.0  # capped exponential backoff
+    es.start(port)
+    try:
+        assert sink.flush(timeout=10_000)
+        ids = {a.alert_id for a in many}
+        assert len(ids) == 50_000
+        assert set(es.docs[INDEX]) == ids
+        assert es.creates.total() == 50_000 and max(es.creates.values()) == 1
+    finally:
+        es.stop()
+
+
+def test_item_429_retried_and_bad_document_dead_lettered(
+    es: FakeElasticsearch, tmp_path: Path, alerts: list[Alert]
+) -> None:
+    clock = Clock()
+    sink = make_sink(f"http://127.0.0.1:{es.port}", tmp_path, clock)
+    batch = alerts[:300]
+    for a in batch[:20]:
+        es.throttle_items[a.alert_id] = 2
+    bad = batch[50].alert_id
+    es.reject_ids.add(bad)
+    es.fail_requests = 1  # and one whole-request 503
+    sink.write(batch)
+    assert sink.flush(timeout=100)
+    assert set(es.docs[INDEX]) == {a.alert_id for a in batch} - {bad}
+    assert max(es.creates.values()) == 1
+    assert sink.dead_lettered == 1 and sink.duplicates > 0
+    dead = [
+        orjson.loads(x)
+        for x in (tmp_path / "spool" / "dead-letter.jsonl").read_bytes().splitlines()
+    ]
+    assert [d["document"]["_id"] for d in dead] == [bad]
+    assert "failed to parse field" in dead[0]["reason"]["reason"]
+
+
+def test_spool_survives_restart(es: FakeElasticsearch, tmp_path: Path, alerts: list[Alert]) -> None:
+    clock = Clock()
+    sink = make_sink(f"http://127.0.0.1:{es.port}", tmp_path, clock)
+    sink.write(alerts[:400])
+    sink.batch_size = 100
+    assert sink.deliver_once() == 100
+    sink.spool.close()  # the process goes away with 300 undelivered
+    again = make_sink(f"http://127.0.0.1:{es.port}", tmp_path, clock)
+    again.write(alerts[400:500])
+    assert again.flush(timeout=100)
+    assert set(es.docs[INDEX]) == {a.alert_id for a in alerts[:500]}
+    assert max(es.creates.values()) == 1
+
+
+@pytest.mark.parametrize("policy", ["drop_oldest", "drop_newest"])
+def test_spool_full_drops_are_counted(tmp_path: Path, alerts: list[Alert], policy: str) -> None:
+    clock = Clock()
+    sink = make_sink(
+        "http://127.0.0.1:9",
+        tmp_path,
+        clock,
+        max_bytes=400_000,
+        overflow=policy,
+        segment_bytes=50_000,
+    )
+    for i in range(0, 900, 100):
+        sink.write(alerts[i : i + 100])
+    spool = sink.spool
+    assert spool.dropped > 0 and spool.size() <= 400_000
+    kept, _ = spool.peek(10_000)
+    assert len(kept) + spool.dropped == 900
+    ids = [d["_id"] for d in kept]
+    if policy == "drop_newest":
+        assert ids == [a.alert_id for a in alerts[: len(ids)]]
+    else:
+        assert ids == [a.alert_id for a in alerts[900 - len(ids) : 900]]
