@@ -26,6 +26,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "netanomd.commands.train",
     "netanomd.commands.score",
     "netanomd.commands.alerts",
+    "netanomd.commands.es",
+    "netanomd.commands.kibana",
 )
 
 
