@@ -12,15 +12,18 @@ byte counts go to ``source.bytes``/``destination.bytes``, ``event.duration`` is 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import ipaddress
 from dataclasses import dataclass
 from typing import Any
 
 from netanomd import __version__
 from netanomd.decision import Alert
+from netanomd.flow import FlowRecord
 
 ECS_VERSION = "8.17.0"
 DATASET = "netanomd.alert"
+FLOW_DATASET = "netanomd.flow"
 NAMESPACE_FIELD = "netanomd"
 
 #: ECS type of every ECS field an alert document may carry (checked against ecs_flat.yml).
@@ -158,27 +161,104 @@ def alert_document(
 ) -> dict[str, Any]:
     """The ECS document for one alert (nested objects, ready to index)."""
     f = alert.flow
+    doc = _flow_fields(f, observer, namespace, DATASET, now)
+    put = _put
+    put(
+        doc,
+        "message",
+        f"Anomalous {f.proto} flow {f.orig_h} -> {f.resp_h}:{f.resp_p}: {alert.reason}",
+    )
+    put(doc, "event.kind", "alert")
+    put(doc, "event.category", ["network", "intrusion_detection"])
+    put(doc, "event.type", ["info"])
+    put(doc, "event.id", alert.alert_id)
+    put(doc, "event.severity", severity(alert.score, alert.threshold))
+    put(doc, "event.risk_score", round(alert.score * 100.0, 3))
+    put(doc, "event.risk_score_norm", round(min(max(alert.score, 0.0), 1.0) * 100.0, 3))
+    put(doc, "rule.name", "netanomd anomalous flow")
+    put(doc, "rule.id", f"netanomd-{alert.model_id.split('-', 1)[0]}")
+    put(doc, "rule.ruleset", "netanomd")
+    put(doc, "rule.version", alert.model_id)
+    put(doc, "rule.category", "Network anomaly")
+    doc[NAMESPACE_FIELD] = _own(f) | {
+        "score": alert.score,
+        "threshold": alert.threshold,
+        "model": {"id": alert.model_id},
+        "reason": alert.reason,
+        "explanation": [c.to_dict() for c in alert.contributions],
+    }
+    return doc
+
+
+def flow_document(
+    flow: FlowRecord,
+    score: float,
+    threshold: float,
+    model_id: str,
+    observer: ObserverInfo,
+    namespace: str = "default",
+    now: float | None = None,
+) -> dict[str, Any]:
+    """An ECS ``event.kind: event`` document for any scored flow (the optional flow stream,
+    off by default), so analysts can pivot from an alert to the host's other flows."""
+    doc = _flow_fields(flow, observer, namespace, FLOW_DATASET, now)
+    _put(doc, "message", f"{flow.proto} flow {flow.orig_h} -> {flow.resp_h}:{flow.resp_p}")
+    _put(doc, "event.kind", "event")
+    _put(doc, "event.category", ["network"])
+    _put(doc, "event.type", ["connection"])
+    _put(doc, "event.id", flow_doc_id(flow, model_id))
+    doc[NAMESPACE_FIELD] = _own(flow) | {
+        "score": score,
+        "threshold": threshold,
+        "model": {"id": model_id},
+    }
+    return doc
+
+
+def flow_doc_id(flow: FlowRecord, model_id: str) -> str:
+    """Deterministic document id for a scored flow (a retry never duplicates it)."""
+    key = "|".join(
+        str(v)
+        for v in (
+            model_id,
+            flow.source,
+            flow.uid,
+            flow.flow_id,
+            repr(flow.ts),
+            flow.orig_h,
+            flow.orig_p,
+            flow.resp_h,
+            flow.resp_p,
+        )
+    )
+    return hashlib.sha256(key.encode()).hexdigest()[:32]
+
+
+def _own(f: FlowRecord) -> dict[str, Any]:
+    own: dict[str, Any] = {"source": f.source}
+    if f.source == "zeek":
+        own["zeek"] = {"uid": f.uid}
+    if f.flow_id is not None:
+        own["suricata"] = {"flow_id": str(f.flow_id)}
+    return own
+
+
+def _flow_fields(
+    f: FlowRecord, observer: ObserverInfo, namespace: str, dataset: str, now: float | None
+) -> dict[str, Any]:
+    """The ECS fields every document about a flow carries."""
     created = now if now is not None else dt.datetime.now(dt.UTC).timestamp()
     ob = f.orig_ip_bytes
     rb = f.resp_ip_bytes
     doc: dict[str, Any] = {}
     put = _put
     put(doc, "@timestamp", _iso(f.ts))
-    put(doc, "message", f"Anomalous {f.proto} flow {f.orig_h} -> {f.resp_h}:{f.resp_p}: "
-                        f"{alert.reason}")  # fmt: skip
     put(doc, "ecs.version", ECS_VERSION)
     put(doc, "data_stream.type", "logs")
-    put(doc, "data_stream.dataset", DATASET)
+    put(doc, "data_stream.dataset", dataset)
     put(doc, "data_stream.namespace", namespace)
-    put(doc, "event.kind", "alert")
-    put(doc, "event.category", ["network", "intrusion_detection"])
-    put(doc, "event.type", ["info"])
     put(doc, "event.module", "netanomd")
-    put(doc, "event.dataset", DATASET)
-    put(doc, "event.id", alert.alert_id)
-    put(doc, "event.severity", severity(alert.score, alert.threshold))
-    put(doc, "event.risk_score", round(alert.score * 100.0, 3))
-    put(doc, "event.risk_score_norm", round(min(max(alert.score, 0.0), 1.0) * 100.0, 3))
+    put(doc, "event.dataset", dataset)
     if f.duration is not None:
         put(doc, "event.duration", round(f.duration * 1e9))
         put(doc, "event.end", _iso(f.ts + f.duration))
@@ -202,11 +282,6 @@ def alert_document(
     if f.orig_pkts is not None and f.resp_pkts is not None:
         put(doc, "network.packets", f.orig_pkts + f.resp_pkts)
     put(doc, "network.direction", _direction(f.local_orig, f.local_resp))
-    put(doc, "rule.name", "netanomd anomalous flow")
-    put(doc, "rule.id", f"netanomd-{alert.model_id.split('-', 1)[0]}")
-    put(doc, "rule.ruleset", "netanomd")
-    put(doc, "rule.version", alert.model_id)
-    put(doc, "rule.category", "Network anomaly")
     put(doc, "observer.name", observer.name)
     put(doc, "observer.hostname", observer.hostname)
     put(doc, "observer.type", observer.type)
@@ -215,19 +290,6 @@ def alert_document(
     put(doc, "observer.version", observer.version)
     ips = [ip for ip in (f.orig_h, f.resp_h) if ip and _is_ip(ip)]
     put(doc, "related.ip", sorted(set(ips)) or None)
-    own: dict[str, Any] = {
-        "score": alert.score,
-        "threshold": alert.threshold,
-        "model": {"id": alert.model_id},
-        "reason": alert.reason,
-        "explanation": [c.to_dict() for c in alert.contributions],
-        "source": f.source,
-    }
-    if f.source == "zeek":
-        own["zeek"] = {"uid": f.uid}
-    if f.flow_id is not None:
-        own["suricata"] = {"flow_id": str(f.flow_id)}
-    doc[NAMESPACE_FIELD] = own
     return doc
 
 

@@ -3,8 +3,8 @@
 Owns :class:`ElasticsearchConfig` (hosts, API key or user/password, TLS CA file — secrets also
 from ``NETANOMD_ES_API_KEY`` / ``NETANOMD_ES_PASSWORD``, and never shown by ``repr`` or logs),
 the client factory, and :func:`setup`, which idempotently PUTs the index template for
-``logs-netanomd.alert-*`` (ECS mappings of the emitted fields, ``data_stream: {}``, priority 501:
-above the built-in ``logs-*-*`` template's 100 and, as Elastic's docs ask for overlapping
+``logs-netanomd.alert-*`` and ``logs-netanomd.flow-*`` (ECS mappings of the emitted fields,
+``data_stream: {}``, priority 501: above the built-in ``logs-*-*`` template's 100 and, as Elastic's docs ask for overlapping
 patterns, above 500) and the retention: an ILM policy, or data-stream lifecycle
 (``lifecycle.data_retention``) with ``retention_mode="dsl"``.
 
@@ -21,7 +21,7 @@ from typing import Any
 
 from elasticsearch import Elasticsearch
 
-from netanomd.ecs import DATASET, template_mappings
+from netanomd.ecs import DATASET, FLOW_DATASET, template_mappings
 from netanomd.errors import ConfigError
 
 TEMPLATE_NAME = "netanomd-alerts"
@@ -96,7 +96,7 @@ def index_template(cfg: ElasticsearchConfig) -> dict[str, Any]:
     else:
         template["lifecycle"] = {"data_retention": f"{cfg.retention_days}d"}
     return {
-        "index_patterns": [f"logs-{DATASET}-*"],
+        "index_patterns": [f"logs-{DATASET}-*", f"logs-{FLOW_DATASET}-*"],
         "data_stream": {},
         "priority": TEMPLATE_PRIORITY,
         "template": template,
@@ -121,7 +121,8 @@ def ilm_policy(cfg: ElasticsearchConfig) -> dict[str, Any]:
 
 
 def setup(client: Elasticsearch, cfg: ElasticsearchConfig) -> list[str]:
-    """Create or update the retention policy and index template; returns what was done."""
+    """Create or update the retention policy and index template (alerts and the optional
+    flow stream); returns what was done."""
     done = []
     if cfg.retention_mode == "ilm":
         client.ilm.put_lifecycle(name=POLICY_NAME, policy=ilm_policy(cfg))

@@ -17,6 +17,7 @@ from netanomd.ecs import (
     ObserverInfo,
     alert_document,
     data_stream,
+    flow_document,
     severity,
     template_mappings,
 )
@@ -91,8 +92,10 @@ def test_declared_types_match_ecs(ecs: dict[str, Any]) -> None:
 def test_every_emitted_field_is_ecs(ecs: dict[str, Any], alerts: list[Alert]) -> None:
     assert {a.flow.source for a in alerts} == {"zeek", "suricata"}
     seen: set[str] = set()
-    for a in alerts:
-        doc = flatten(alert_document(a, OBSERVER, now=1.7e9))
+    docs = [alert_document(a, OBSERVER, now=1.7e9) for a in alerts]
+    docs += [flow_document(a.flow, a.score, 0.6, "m", OBSERVER, now=1.7e9) for a in alerts[:300]]
+    for d in docs:
+        doc = flatten(d)
         for field, value in doc.items():
             if field.startswith(NAMESPACE_FIELD + "."):
                 continue

@@ -34,7 +34,8 @@ def test_setup_is_idempotent_ilm(es: FakeElasticsearch, capsys: pytest.CaptureFi
     for _ in range(2):
         assert main(["es", "setup", "--url", url, "--retention-days", "14"]) == 0
     t = es.templates[TEMPLATE_NAME]
-    assert t["index_patterns"] == ["logs-netanomd.alert-*"] and t["data_stream"] == {}
+    assert t["index_patterns"] == ["logs-netanomd.alert-*", "logs-netanomd.flow-*"]
+    assert t["data_stream"] == {}
     assert t["priority"] > 500  # wins over built-in logs-*-* (100), as Elastic asks
     assert t["template"]["settings"]["index.lifecycle.name"] == "netanomd-alerts"
     assert t["template"]["mappings"] == template_mappings()

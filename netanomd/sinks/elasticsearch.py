@@ -25,7 +25,8 @@ from elastic_transport import TransportError
 from elasticsearch import ApiError, Elasticsearch, helpers
 
 from netanomd.decision import Alert
-from netanomd.ecs import ObserverInfo, alert_document, data_stream
+from netanomd.ecs import FLOW_DATASET, ObserverInfo, alert_document, data_stream, flow_document
+from netanomd.flow import FlowBatch
 from netanomd.spool import Spool
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,7 @@ class ElasticsearchSink:
         self.spool = spool
         self.observer = observer
         self.index = data_stream(namespace)
+        self.flow_index = data_stream(namespace, FLOW_DATASET)
         self.namespace = namespace
         self.dead_letter = Path(dead_letter) if dead_letter else spool.dir / "dead-letter.jsonl"
         self.batch_size = batch_size
@@ -83,6 +85,22 @@ class ElasticsearchSink:
             docs.append(doc)
         self.spool.append(docs)
 
+    def write_flows(
+        self, batch: FlowBatch, scores: Sequence[float], model_id: str, threshold: float
+    ) -> None:
+        """Spool every scored flow for the ``logs-netanomd.flow-*`` stream (``event.kind:
+        event``); the daemon calls this only when the optional flow stream is switched on."""
+        now = self.clock()
+        docs = []
+        for rec, score in zip(batch.records(), scores, strict=True):
+            doc = flow_document(
+                rec, float(score), threshold, model_id, self.observer, self.namespace, now=now
+            )
+            doc["_id"] = doc["event"]["id"]
+            doc["_index"] = self.flow_index
+            docs.append(doc)
+        self.spool.append(docs)
+
     def flush(self, timeout: float = 30.0) -> bool:
         """Deliver what is spooled, for at most ``timeout`` seconds; True if all went out."""
         deadline = self.clock() + timeout
@@ -107,17 +125,27 @@ class ElasticsearchSink:
             return 0
         actions = []
         for d in docs:
-            body = {k: v for k, v in d.items() if k != "_id"}
-            actions.append({"_op_type": "create", "_index": self.index, "_id": d["_id"],
-                            "_source": body})  # fmt: skip
+            body = {k: v for k, v in d.items() if k not in ("_id", "_index")}
+            actions.append(
+                {
+                    "_op_type": "create",
+                    "_index": d.get("_index", self.index),
+                    "_id": d["_id"],
+                    "_source": body,
+                }
+            )
         retry = False
         dead: list[tuple[dict[str, Any], Any]] = []
         by_id = {d["_id"]: d for d in docs}
         try:
             for ok, item in helpers.streaming_bulk(
-                self.client, actions, chunk_size=len(actions), max_retries=0,
-                raise_on_error=False, raise_on_exception=False,
-            ):  # fmt: skip
+                self.client,
+                actions,
+                chunk_size=len(actions),
+                max_retries=0,
+                raise_on_error=False,
+                raise_on_exception=False,
+            ):
                 info = item.get("create", {})
                 status = int(info.get("status", 0) or 0)
                 if ok or status == 201:
@@ -129,8 +157,11 @@ class ElasticsearchSink:
                 elif info.get("_id") not in self._lettered:
                     dead.append((by_id.get(info.get("_id"), {}), info.get("error")))
         except (TransportError, ApiError) as exc:
-            log.warning("elasticsearch unreachable (%s); %d documents stay spooled",
-                        exc.__class__.__name__, len(docs))  # fmt: skip
+            log.warning(
+                "elasticsearch unreachable (%s); %d documents stay spooled",
+                exc.__class__.__name__,
+                len(docs),
+            )
             retry = True
         if dead:
             self._dead_letter(dead)
