@@ -5,8 +5,8 @@ from ``NETANOMD_ES_API_KEY`` / ``NETANOMD_ES_PASSWORD``, and never shown by ``re
 the client factory, and :func:`setup`, which idempotently PUTs the index template for
 ``logs-netanomd.alert-*`` and ``logs-netanomd.flow-*`` (ECS mappings of the emitted fields,
 ``data_stream: {}``, priority 501: above the built-in ``logs-*-*`` template's 100 and, as
-Elastic's docs ask for overlapping patterns, above 500) and the retention: an ILM policy, or data-stream lifecycle
-(``lifecycle.data_retention``) with ``retention_mode="dsl"``.
+Elastic's docs ask for overlapping patterns, above 500) and the retention: an ILM policy, or
+data-stream lifecycle (``lifecycle.data_retention``) with ``retention_mode="dsl"``.
 
 Formats target Elasticsearch 8.x and 9.x (data streams, composable templates, ILM and DSL all
 exist from 8.11); the client is the official ``elasticsearch`` package.
