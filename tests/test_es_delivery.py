@@ -194,3 +194,56 @@ def test_optional_flow_stream(es: FakeElasticsearch, tmp_path: Path) -> None:
     assert len(flows) == len(batch) and max(es.creates.values()) == 1
     doc = next(iter(flows.values()))
     assert doc["event"]["kind"] == "event" and doc["event"]["dataset"] == "netanomd.flow"
+
+
+def test_sender_killed_mid_flush_and_restarted(
+    es: FakeElasticsearch, tmp_path: Path, alerts: list[Alert]
+) -> None:
+    """SIGKILL the sending process mid-flush; a new one finishes: nothing lost or duplicated."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    clock = Clock()
+    sink = make_sink(f"http://127.0.0.1:{es.port}", tmp_path, clock)
+    batch = [
+        dataclasses.replace(alerts[i % len(alerts)], model_id=f"iforest-k{i // len(alerts)}")
+        for i in range(3000)
+    ]
+    sink.write(batch)
+    sink.spool.close()
+    es.delay = 0.02  # each bulk request takes a while, so the kill lands inside one
+    url, spool_dir = f"http://127.0.0.1:{es.port}", str(tmp_path / "spool")
+    cmd = [sys.executable, "-m", "tests.es_sender_proc", url, spool_dir]
+    cwd = Path(__file__).parent.parent
+    proc = subprocess.Popen(cmd, cwd=cwd)
+    deadline = time.monotonic() + 60
+    while es.creates.total() < 600 and time.monotonic() < deadline:
+        time.sleep(0.005)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    delivered_before = es.creates.total()
+    assert 600 <= delivered_before < 3000
+    assert subprocess.run(cmd, cwd=cwd, timeout=120).returncode == 0
+    assert set(es.docs[INDEX]) == {a.alert_id for a in batch}
+    assert es.creates.total() == 3000 and max(es.creates.values()) == 1
+    assert not Spool(spool_dir).peek(1)[0]
+
+
+def test_slow_responses_time_out_and_are_retried(
+    es: FakeElasticsearch, tmp_path: Path, alerts: list[Alert]
+) -> None:
+    clock = Clock()
+    client = Elasticsearch(f"http://127.0.0.1:{es.port}", max_retries=0, request_timeout=0.3)
+    sink = ElasticsearchSink(
+        client, Spool(tmp_path / "spool"), OBSERVER, clock=clock.time, sleep=clock.sleep
+    )
+    sink.write(alerts[:50])
+    es.delay = 0.6  # longer than the client's timeout: the server may still store the batch
+    assert sink.deliver_once() == 0 and sink.retries == 1
+    es.delay = 0.0
+    assert sink.flush(timeout=100)
+    assert set(es.docs[INDEX]) == {a.alert_id for a in alerts[:50]}
+    assert max(es.creates.values()) == 1
