@@ -21,7 +21,7 @@ def main() -> int:
         batch_size=50,
         initial_backoff=0.05,
     )
-    ok = sink.flush(timeout=120)
+    ok = sink.drain(timeout=120)
     sink.close()
     return 0 if ok else 1
 

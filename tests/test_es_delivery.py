@@ -78,7 +78,7 @@ def test_normal_delivery(es: FakeElasticsearch, tmp_path: Path, alerts: list[Ale
     sink = make_sink(f"http://127.0.0.1:{es.port}", tmp_path, clock)
     assert isinstance(sink, Sink)
     sink.write(alerts)
-    assert sink.flush(timeout=60)
+    assert sink.drain(timeout=60)
     assert set(es.docs[INDEX]) == {a.alert_id for a in alerts}
     assert max(es.creates.values()) == 1 and sink.sent == len(alerts)
     doc = es.docs[INDEX][alerts[0].alert_id]
@@ -108,7 +108,7 @@ def test_outage_then_recovery_exactly_once(tmp_path: Path, alerts: list[Alert]) 
     assert sink.retries > 5 and max(clock.slept) == 30.0  # capped exponential backoff
     es.start(port)
     try:
-        assert sink.flush(timeout=10_000)
+        assert sink.drain(timeout=10_000)
         ids = {a.alert_id for a in many}
         assert len(ids) == 50_000
         assert set(es.docs[INDEX]) == ids
@@ -129,7 +129,7 @@ def test_item_429_retried_and_bad_document_dead_lettered(
     es.reject_ids.add(bad)
     es.fail_requests = 1  # and one whole-request 503
     sink.write(batch)
-    assert sink.flush(timeout=100)
+    assert sink.drain(timeout=100)
     assert set(es.docs[INDEX]) == {a.alert_id for a in batch} - {bad}
     assert max(es.creates.values()) == 1
     assert sink.dead_lettered == 1 and sink.duplicates > 0
@@ -150,7 +150,7 @@ def test_spool_survives_restart(es: FakeElasticsearch, tmp_path: Path, alerts: l
     sink.spool.close()  # the process goes away with 300 undelivered
     again = make_sink(f"http://127.0.0.1:{es.port}", tmp_path, clock)
     again.write(alerts[400:500])
-    assert again.flush(timeout=100)
+    assert again.drain(timeout=100)
     assert set(es.docs[INDEX]) == {a.alert_id for a in alerts[:500]}
     assert max(es.creates.values()) == 1
 
@@ -189,7 +189,7 @@ def test_optional_flow_stream(es: FakeElasticsearch, tmp_path: Path) -> None:
     sink = make_sink(f"http://127.0.0.1:{es.port}", tmp_path, clock)
     sink.write_flows(batch, scores.tolist(), model.model_id, model.threshold)
     sink.write_flows(batch, scores.tolist(), model.model_id, model.threshold)  # a replay
-    assert sink.flush(timeout=100)
+    assert sink.drain(timeout=100)
     flows = es.docs["logs-netanomd.flow-default"]
     assert len(flows) == len(batch) and max(es.creates.values()) == 1
     doc = next(iter(flows.values()))
@@ -244,6 +244,36 @@ def test_slow_responses_time_out_and_are_retried(
     es.delay = 0.6  # longer than the client's timeout: the server may still store the batch
     assert sink.deliver_once() == 0 and sink.retries == 1
     es.delay = 0.0
-    assert sink.flush(timeout=100)
+    assert sink.drain(timeout=100)
     assert set(es.docs[INDEX]) == {a.alert_id for a in alerts[:50]}
     assert max(es.creates.values()) == 1
+
+
+def test_score_command_sends_alerts(
+    es: FakeElasticsearch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from netanomd.cli import main
+
+    model = tmp_path / "m.npz"
+    assert main(["train", "--model", str(model), "--input", *map(str, baseline_files())]) == 0
+    attacks = [str(p) for p in attack_files()]
+    args = [
+        "score",
+        "--model",
+        str(model),
+        "--input",
+        *attacks,
+        "--db",
+        str(tmp_path / "a.db"),
+        "--es-url",
+        f"http://127.0.0.1:{es.port}",
+        "--top",
+        "0",
+    ]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    n = len(es.docs[INDEX])
+    assert n > 500 and f"elasticsearch: {n} alerts sent to {INDEX}" in out
+    assert main(args) == 0  # scoring the same files again duplicates nothing
+    assert len(es.docs[INDEX]) == n and max(es.creates.values()) == 1
+    assert f"0 alerts sent to {INDEX}, {n} already there" in capsys.readouterr().out

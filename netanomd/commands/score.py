@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -12,8 +13,11 @@ import orjson
 
 from netanomd.commands._display import alert_line
 from netanomd.commands._inputs import read_inputs, stats_line
+from netanomd.decision import Alert
 from netanomd.flow import FlowBatch
 from netanomd.model import Model
+from netanomd.sinks import Sink
+from netanomd.sinks.elasticsearch import ElasticsearchSink
 from netanomd.sinks.sqlite import SQLiteSink, default_db_path, query_alerts
 from netanomd.sources import ReadStats
 
@@ -32,6 +36,21 @@ def register(sub: Any) -> None:
         help="also write every flow's uid, score and label as JSON lines",
     )
     p.add_argument("--top", type=int, default=10, help="alerts to print (default 10, 0 = none)")
+    p.add_argument(
+        "--es-url",
+        nargs="+",
+        metavar="URL",
+        help="also send alerts to Elasticsearch (API key from NETANOMD_ES_API_KEY, "
+        "or --es-user with NETANOMD_ES_PASSWORD)",
+    )
+    p.add_argument("--es-user", help="Elasticsearch user name")
+    p.add_argument("--es-ca-file", help="CA certificate file for Elasticsearch TLS")
+    p.add_argument("--es-namespace", default="default", help="data stream namespace")
+    p.add_argument(
+        "--spool",
+        metavar="DIR",
+        help="Elasticsearch spool directory (default: next to the alert database)",
+    )
     p.set_defaults(func=run)
 
 
@@ -58,7 +77,7 @@ class _ScoreWriter:
 def score_files(
     model: Model,
     inputs: list[str],
-    sink: SQLiteSink,
+    sink: Sink,
     threshold: float | None = None,
     scores_path: str | None = None,
 ) -> tuple[ReadStats, int, float]:
@@ -84,9 +103,18 @@ def score_files(
 def run(args: argparse.Namespace) -> int:
     model = Model.load(args.model)
     db = Path(args.db) if args.db else default_db_path()
-    stats, n_alerts, secs = score_files(
-        model, args.input, SQLiteSink(db), args.threshold, args.scores
-    )
+    sqlite = SQLiteSink(db)
+    es = _es_sink(args, db) if args.es_url else None
+    sink: Sink = sqlite if es is None else _Both(sqlite, es)
+    stats, n_alerts, secs = score_files(model, args.input, sink, args.threshold, args.scores)
+    if es is not None:
+        delivered = es.drain(timeout=60)
+        print(
+            f"elasticsearch: {es.sent} alerts sent to {es.index}, {es.duplicates} already there, "
+            f"{es.dead_lettered} rejected (see {es.dead_letter})"
+            + ("" if delivered else f"; the rest stays spooled in {es.spool.dir}")
+        )
+        es.close()
     rate = stats.rows / secs if secs > 0 else 0.0
     print(stats_line(stats))
     print(
@@ -99,3 +127,42 @@ def run(args: argparse.Namespace) -> int:
         for a in query_alerts(db, limit=args.top):
             print("  " + alert_line(a))
     return 0
+
+
+class _Both:
+    """Writes to SQLite and Elasticsearch."""
+
+    name = "sqlite+elasticsearch"
+
+    def __init__(self, first: Sink, second: Sink) -> None:
+        self.sinks = (first, second)
+
+    def write(self, alerts: Sequence[Alert]) -> None:
+        for s in self.sinks:
+            s.write(alerts)
+
+    def flush(self) -> None:
+        self.sinks[0].flush()
+
+    def close(self) -> None:
+        self.sinks[0].close()  # the Elasticsearch sink is flushed and closed by the caller
+
+
+def _es_sink(args: argparse.Namespace, db: Path) -> ElasticsearchSink:
+    import socket
+
+    from netanomd.ecs import ObserverInfo
+    from netanomd.es_setup import ElasticsearchConfig
+    from netanomd.spool import Spool
+
+    data: dict[str, Any] = {"hosts": args.es_url, "namespace": args.es_namespace}
+    if args.es_user:
+        data["username"] = args.es_user
+    if args.es_ca_file:
+        data["ca_file"] = args.es_ca_file
+    cfg = ElasticsearchConfig.from_mapping(data, where="command line")
+    host = socket.gethostname()
+    spool = Spool(Path(args.spool) if args.spool else db.parent / "es-spool")
+    return ElasticsearchSink(
+        cfg.client(), spool, ObserverInfo(name=host, hostname=host), namespace=cfg.namespace
+    )

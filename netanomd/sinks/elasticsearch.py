@@ -101,7 +101,11 @@ class ElasticsearchSink:
             docs.append(doc)
         self.spool.append(docs)
 
-    def flush(self, timeout: float = 30.0) -> bool:
+    def flush(self) -> None:
+        """Try to deliver what is spooled (at most 30 s); what is left stays spooled."""
+        self.drain(30.0)
+
+    def drain(self, timeout: float = 30.0) -> bool:
         """Deliver what is spooled, for at most ``timeout`` seconds; True if all went out."""
         deadline = self.clock() + timeout
         while self.clock() < deadline:
