@@ -58,10 +58,22 @@ class Clock:
         self.now += secs
 
 
+_OPEN: list[ElasticsearchSink] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_sinks() -> None:
+    yield  # type: ignore[misc]
+    while _OPEN:
+        sink = _OPEN.pop()
+        if not sink.spool._fh.closed:
+            sink.close()
+
+
 def make_sink(url: str, tmp_path: Path, clock: Clock, **kw: object) -> ElasticsearchSink:
     client = Elasticsearch(url, max_retries=0, request_timeout=5)
     spool = Spool(tmp_path / "spool", **kw)  # type: ignore[arg-type]
-    return ElasticsearchSink(
+    sink = ElasticsearchSink(
         client,
         spool,
         OBSERVER,
@@ -71,6 +83,8 @@ def make_sink(url: str, tmp_path: Path, clock: Clock, **kw: object) -> Elasticse
         initial_backoff=1.0,
         max_backoff=30.0,
     )
+    _OPEN.append(sink)
+    return sink
 
 
 def test_normal_delivery(es: FakeElasticsearch, tmp_path: Path, alerts: list[Alert]) -> None:
@@ -240,6 +254,7 @@ def test_slow_responses_time_out_and_are_retried(
     sink = ElasticsearchSink(
         client, Spool(tmp_path / "spool"), OBSERVER, clock=clock.time, sleep=clock.sleep
     )
+    _OPEN.append(sink)
     sink.write(alerts[:50])
     es.delay = 0.6  # longer than the client's timeout: the server may still store the batch
     assert sink.deliver_once() == 0 and sink.retries == 1
