@@ -35,14 +35,6 @@ def alerts() -> list[Alert]:
     return out
 
 
-@pytest.fixture()
-def es() -> FakeElasticsearch:
-    server = FakeElasticsearch()
-    server.start()
-    yield server  # type: ignore[misc]
-    server.stop()
-
-
 class Clock:
     """Simulated time: sleeping advances it instead of waiting."""
 

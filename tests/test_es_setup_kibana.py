@@ -21,14 +21,6 @@ from tests.es_server import FakeElasticsearch
 REPO = Path(__file__).parent.parent
 
 
-@pytest.fixture()
-def es() -> FakeElasticsearch:
-    server = FakeElasticsearch()
-    server.start()
-    yield server  # type: ignore[misc]
-    server.stop()
-
-
 def test_setup_is_idempotent_ilm(es: FakeElasticsearch, capsys: pytest.CaptureFixture[str]) -> None:
     url = f"http://127.0.0.1:{es.port}"
     for _ in range(2):

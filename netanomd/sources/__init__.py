@@ -9,14 +9,19 @@ at all raises :class:`netanomd.errors.InputError` once, naming the file.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 from netanomd.flow import FlowBatch
 
+log = logging.getLogger(__name__)
+
 #: How many problem messages a ReadStats keeps verbatim (the count is always exact).
 MAX_PROBLEMS_KEPT = 100
+#: How many malformed lines per source are logged one by one (the rest are only counted).
+MAX_PROBLEMS_LOGGED = 20
 
 
 @dataclass
@@ -34,6 +39,12 @@ class ReadStats:
         self.malformed += 1
         if len(self.problems) < MAX_PROBLEMS_KEPT:
             self.problems.append(message)
+
+    def bad_line(self, message: str) -> None:
+        """A malformed line ("file:line: what was wrong"): logged (the first few), counted."""
+        if self.malformed < MAX_PROBLEMS_LOGGED:
+            log.warning("%s (line skipped)", message)
+        self.problem(message)
 
     def skip(self, kind: str, n: int = 1) -> None:
         self.skipped[kind] = self.skipped.get(kind, 0) + n

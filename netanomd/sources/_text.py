@@ -14,7 +14,7 @@ import io
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import IO
+from typing import IO, ClassVar
 
 import numpy as np
 import pyarrow as pa
@@ -27,6 +27,8 @@ from netanomd.sources import ReadStats
 
 log = logging.getLogger(__name__)
 
+#: Rows per batch unless a caller asks otherwise.
+DEFAULT_BATCH = 65_536
 #: Bytes read per block (lines are never split across blocks).
 BLOCK_BYTES = 8 << 20
 GZIP_MAGIC = b"\x1f\x8b"
@@ -294,7 +296,16 @@ class DelimitedParser:
         return pa.concat_tables(parts) if parts else None
 
     def _problem(self, stats: ReadStats, lineno: int, what: str) -> None:
-        msg = f"{self.where}:{lineno}: {what}"
-        if stats.malformed < 20:
-            log.warning("%s (line skipped)", msg)
-        stats.problem(msg)
+        stats.bad_line(f"{self.where}:{lineno}: {what}")
+
+
+class FileSource:
+    """Common state of the file readers: path, name, batch size, statistics."""
+
+    kind: ClassVar[str] = "file"
+
+    def __init__(self, path: str | Path, batch_size: int = DEFAULT_BATCH) -> None:
+        self.path = str(path)
+        self.name = f"{self.kind}:{self.path}"
+        self.batch_size = batch_size
+        self.stats = ReadStats()

@@ -14,7 +14,6 @@ columns; they become null. There is no conn_state or history: those features sta
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -23,10 +22,8 @@ import pyarrow.compute as pc
 
 from netanomd.errors import InputError
 from netanomd.flow import FlowBatch
-from netanomd.sources import ReadStats
-from netanomd.sources._text import DelimitedParser, line_blocks, open_binary
+from netanomd.sources._text import DelimitedParser, FileSource, line_blocks, open_binary
 
-DEFAULT_BATCH = 65_536
 _COLUMNS = {
     "uid": ("Flow ID",),
     "orig_h": ("Source IP", "Src IP"),
@@ -50,14 +47,10 @@ def looks_like_cic(header: str) -> bool:
     return "Flow Duration" in names and ("Total Fwd Packets" in names or "Tot Fwd Pkts" in names)
 
 
-class CicFlowMeterSource:
+class CicFlowMeterSource(FileSource):
     """A CICFlowMeter CSV file."""
 
-    def __init__(self, path: str | Path, batch_size: int = DEFAULT_BATCH) -> None:
-        self.path = str(path)
-        self.name = f"cicflowmeter:{self.path}"
-        self.batch_size = batch_size
-        self.stats = ReadStats()
+    kind = "cicflowmeter"
 
     def batches(self) -> Iterator[FlowBatch]:
         with open_binary(self.path) as fh:

@@ -16,12 +16,10 @@ import orjson
 from netanomd.errors import InputError
 from netanomd.flow import FlowBatch
 from netanomd.sources import ReadStats, Source
-from netanomd.sources._text import head
+from netanomd.sources._text import DEFAULT_BATCH, head
 from netanomd.sources.cicflowmeter import CicFlowMeterSource, looks_like_cic
 from netanomd.sources.suricata_eve import SuricataEveSource
 from netanomd.sources.zeek_log import ZeekCsvSource, ZeekJsonSource, ZeekTsvSource
-
-DEFAULT_BATCH = 65_536
 
 
 def detect_format(path: str | Path) -> str:

@@ -36,7 +36,6 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -44,12 +43,11 @@ import orjson
 from netanomd.errors import InputError
 from netanomd.flow import FlowBatch, FlowRecord
 from netanomd.sources import ReadStats
-from netanomd.sources._text import line_blocks, open_binary
+from netanomd.sources._text import FileSource, line_blocks, open_binary
 
 log = logging.getLogger(__name__)
 
 ETHERNET_HEADER = 14
-DEFAULT_BATCH = 65_536
 _SYN, _FIN, _RST, _ACK = 0x02, 0x01, 0x04, 0x10
 
 
@@ -181,7 +179,7 @@ def eve_lines_to_batch(
             if not isinstance(ev, dict) or "event_type" not in ev:
                 raise ValueError("not a Suricata EVE record (no event_type)")
         except ValueError as exc:
-            _problem(stats, f"{where}:{first_line + offset}", str(exc))
+            stats.bad_line(f"{where}:{first_line + offset}: {exc}")
             continue
         kind = ev["event_type"]
         if kind != "flow":
@@ -190,27 +188,17 @@ def eve_lines_to_batch(
         try:
             records.append(record_from_event(ev))
         except (KeyError, ValueError, TypeError) as exc:
-            _problem(stats, f"{where}:{first_line + offset}", f"bad flow event ({exc!r})")
+            stats.bad_line(f"{where}:{first_line + offset}: bad flow event ({exc!r})")
     if not records:
         return None
     stats.rows += len(records)
     return FlowBatch.from_records(records)
 
 
-def _problem(stats: ReadStats, where: str, what: str) -> None:
-    if stats.malformed < 20:
-        log.warning("%s: %s (line skipped)", where, what)
-    stats.problem(f"{where}: {what}")
-
-
-class SuricataEveSource:
+class SuricataEveSource(FileSource):
     """A Suricata ``eve.json`` file (plain or gzipped)."""
 
-    def __init__(self, path: str | Path, batch_size: int = DEFAULT_BATCH) -> None:
-        self.path = str(path)
-        self.name = f"suricata-eve:{self.path}"
-        self.batch_size = batch_size
-        self.stats = ReadStats()
+    kind = "suricata-eve"
 
     def batches(self) -> Iterator[FlowBatch]:
         with open_binary(self.path) as fh:

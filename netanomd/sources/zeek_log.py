@@ -14,7 +14,6 @@ import logging
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import orjson
 import pyarrow as pa
@@ -22,11 +21,10 @@ import pyarrow as pa
 from netanomd.errors import InputError
 from netanomd.flow import FIELD_NAMES, FlowBatch
 from netanomd.sources import ReadStats
-from netanomd.sources._text import DelimitedParser, convert, line_blocks, open_binary
+from netanomd.sources._text import DelimitedParser, FileSource, convert, line_blocks, open_binary
 
 log = logging.getLogger(__name__)
 
-DEFAULT_BATCH = 65_536
 _LABEL_NAMES = {
     "label": "label",
     "detailedlabel": "detailed_label",
@@ -137,14 +135,10 @@ def zeek_tsv_lines_to_batch(
     return batch
 
 
-class ZeekTsvSource:
+class ZeekTsvSource(FileSource):
     """A Zeek ASCII (TSV) conn.log, plain or gzipped."""
 
-    def __init__(self, path: str | Path, batch_size: int = DEFAULT_BATCH) -> None:
-        self.path = str(path)
-        self.name = f"zeek-tsv:{self.path}"
-        self.batch_size = batch_size
-        self.stats = ReadStats()
+    kind = "zeek-tsv"
 
     def batches(self) -> Iterator[FlowBatch]:
         with open_binary(self.path) as fh:
@@ -173,14 +167,10 @@ def _chain(
     yield from rest
 
 
-class ZeekCsvSource:
+class ZeekCsvSource(FileSource):
     """IoT-23's CSV export of conn.log (header row, ``-`` became empty, ``(empty)`` kept)."""
 
-    def __init__(self, path: str | Path, batch_size: int = DEFAULT_BATCH) -> None:
-        self.path = str(path)
-        self.name = f"zeek-csv:{self.path}"
-        self.batch_size = batch_size
-        self.stats = ReadStats()
+    kind = "zeek-csv"
 
     def batches(self) -> Iterator[FlowBatch]:
         with open_binary(self.path) as fh:
@@ -293,20 +283,13 @@ def zeek_json_lines_to_batch(
 
 
 def _problem(stats: ReadStats, where: str, lineno: int, what: str) -> None:
-    msg = f"{where}:{lineno}: {what}" if lineno else f"{where}: {what}"
-    if stats.malformed < 20:
-        log.warning("%s (line skipped)", msg)
-    stats.problem(msg)
+    stats.bad_line(f"{where}:{lineno}: {what}")
 
 
-class ZeekJsonSource:
+class ZeekJsonSource(FileSource):
     """A Zeek conn.log written with ``LogAscii::use_json=T`` (plain or gzipped)."""
 
-    def __init__(self, path: str | Path, batch_size: int = DEFAULT_BATCH) -> None:
-        self.path = str(path)
-        self.name = f"zeek-json:{self.path}"
-        self.batch_size = batch_size
-        self.stats = ReadStats()
+    kind = "zeek-json"
 
     def batches(self) -> Iterator[FlowBatch]:
         with open_binary(self.path) as fh:
