@@ -75,6 +75,29 @@ CONN_STATES = (
 )
 HISTORY_ORIG = "SHADFRT"
 HISTORY_RESP = "shadfrt"
+#: Columns that are ``log1p`` of a count, size, duration or rate (shown to people as expm1).
+LOG1P_COLUMNS = frozenset(
+    {
+        "log_duration", "log_orig_bytes", "log_resp_bytes", "log_orig_pkts", "log_resp_pkts",
+        "log_orig_ip_bytes", "log_resp_ip_bytes", "orig_bytes_per_pkt", "resp_bytes_per_pkt",
+        "log_pkt_rate",
+    }
+)  # fmt: skip
+#: 0/1 columns besides the one-hot groups.
+FLAG_COLUMNS = frozenset(
+    {
+        "missed", "no_service", "resp_port_wellknown", "resp_port_registered",
+        "resp_port_dynamic", "orig_port_wellknown",
+    }
+)  # fmt: skip
+ONE_HOT_PREFIXES = ("state_", "proto_", "hist_")
+
+
+def is_binary(name: str) -> bool:
+    """True for 0/1 feature columns (flags and one-hot categories)."""
+    return name in FLAG_COLUMNS or name.startswith(ONE_HOT_PREFIXES)
+
+
 #: Per-packet IP+transport header estimate used to convert between payload and IP bytes.
 HEADER_BYTES_PER_PKT = 40
 

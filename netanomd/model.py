@@ -39,7 +39,7 @@ from netanomd import __version__
 from netanomd.decision import Alert, Contribution, make_alerts
 from netanomd.detectors import Detector
 from netanomd.errors import ModelError
-from netanomd.features import FeatureSpec
+from netanomd.features import LOG1P_COLUMNS, FeatureSpec, is_binary
 from netanomd.flow import FlowBatch
 
 log = logging.getLogger(__name__)
@@ -73,34 +73,6 @@ DESCRIPTIONS: dict[str, str] = {
     "resp_port_dynamic": "dynamic responder port",
     "orig_port_wellknown": "well-known originator port",
 }
-#: 0/1 columns: explained by how rare the category was in training, not by quantiles.
-BINARY_FEATURES = frozenset(
-    {
-        "missed",
-        "no_service",
-        "resp_port_wellknown",
-        "resp_port_registered",
-        "resp_port_dynamic",
-        "orig_port_wellknown",
-    }
-)
-_ONE_HOT = ("state_", "proto_", "hist_")
-#: Columns shown to people as expm1(value) (they are log1p of a count or size).
-_LOG1P_COLUMNS = frozenset(
-    {
-        "log_duration",
-        "log_orig_bytes",
-        "log_resp_bytes",
-        "log_orig_pkts",
-        "log_resp_pkts",
-        "log_orig_ip_bytes",
-        "log_resp_ip_bytes",
-        "orig_bytes_per_pkt",
-        "resp_bytes_per_pkt",
-        "log_pkt_rate",
-    }
-)
-
 
 def describe(feature: str) -> str:
     if feature in DESCRIPTIONS:
@@ -165,7 +137,7 @@ class Baselines:
     ) -> None:
         self.names = tuple(names)
         self.lo, self.med, self.hi, self.share = lo, med, hi, share
-        self.binary = np.array([n in BINARY_FEATURES or n.startswith(_ONE_HOT) for n in names])
+        self.binary = np.array([is_binary(n) for n in names])
 
     @classmethod
     def fit(cls, names: Sequence[str], X: np.ndarray) -> Baselines:
@@ -205,7 +177,7 @@ class Baselines:
                 is_above = X[i, j] > hi[j]
                 base = hi[j] if is_above else lo[j]
                 obs = float(X[i, j])
-                if name in _LOG1P_COLUMNS:
+                if name in LOG1P_COLUMNS:
                     obs, base = float(np.expm1(obs)), float(np.expm1(base))
                 contribs.append(
                     Contribution(
