@@ -10,7 +10,8 @@ cd "$(dirname "$0")/.."
 
 log() { printf '[setup] %s\n' "$*" >&2; }
 
-APT_PACKAGES=(python3-venv python3-broker redis-server libsystemd-dev pkg-config systemd)
+# gcc + python3-dev + libsystemd-dev + pkg-config: systemd-python builds from source.
+APT_PACKAGES=(python3-venv python3-dev gcc python3-broker redis-server libsystemd-dev pkg-config systemd)
 BACKPORTS_PACKAGES=(suricata)
 
 want_apt=1
