@@ -1,0 +1,1 @@
+"""Zeek integration: the wire contract (:mod:`netanomd.zeek.api`) shared with ``zeek-scripts/``."""

@@ -1,0 +1,201 @@
+##! Logic: batch finished connections per shard and publish them to the daemon; turn the
+##! daemon's verdicts into notices (and netanom.log lines); open the WebSocket listener the
+##! daemon connects to.
+
+@load base/frameworks/notice
+@load base/protocols/conn
+
+# A standalone Zeek >= 7.2 has no cluster backend unless one is loaded, and WebSocket clients
+# then get no ack: load Broker's.
+@if ( ! Cluster::is_enabled() && Version::number >= 70200 )
+@load policy/frameworks/cluster/backend/broker
+@endif
+
+module NetAnom;
+
+export {
+	redef enum Notice::Type += {
+		## The netanomd daemon scored a connection as anomalous: ``msg`` says why, ``sub``
+		## gives the score, the threshold and the model.
+		Anomalous_Flow,
+	};
+
+	redef enum Log::ID += { LOG };
+
+	## One line of netanom.log: a verdict as the daemon sent it.
+	type Info: record {
+		## When the verdict arrived.
+		ts: time &log;
+		## The connection's uid.
+		uid: string &log;
+		## The connection's endpoints.
+		id: conn_id &log;
+		## Anomaly score in (0, 1).
+		score: double &log;
+		## The model's alert threshold.
+		threshold: double &log;
+		## The model's id.
+		model: string &log;
+		## Why the flow is anomalous.
+		reason: string &log;
+	};
+}
+
+## Flows waiting to be published, as parallel vectors (see NetAnom::flows).
+type Batch: record {
+	uid: vector of string &default=vector();
+	ts: vector of time &default=vector();
+	orig_h: vector of addr &default=vector();
+	orig_p: vector of port &default=vector();
+	resp_h: vector of addr &default=vector();
+	resp_p: vector of port &default=vector();
+	proto: vector of string &default=vector();
+	service: vector of string &default=vector();
+	duration: vector of interval &default=vector();
+	orig_bytes: vector of count &default=vector();
+	resp_bytes: vector of count &default=vector();
+	conn_state: vector of string &default=vector();
+	missed_bytes: vector of count &default=vector();
+	history: vector of string &default=vector();
+	orig_pkts: vector of count &default=vector();
+	orig_ip_bytes: vector of count &default=vector();
+	resp_pkts: vector of count &default=vector();
+	resp_ip_bytes: vector of count &default=vector();
+	community_id: vector of string &default=vector();
+};
+
+global batches: table[count] of Batch;
+
+global flush_all: event();
+
+function shard_of(a: addr): count
+	{
+	local parts = addr_to_counts(a);
+	return parts[|parts| - 1] % shards;
+	}
+
+function publish_batch(k: count)
+	{
+	if ( k !in batches )
+		return;
+
+	local b = batches[k];
+	delete batches[k];
+	if ( |b$uid| == 0 )
+		return;
+
+	local topic = fmt("%s/%d", flows_topic, k);
+@if ( Version::number >= 70100 )
+	Cluster::publish(topic, NetAnom::flows, b$uid, b$ts, b$orig_h, b$orig_p, b$resp_h,
+	    b$resp_p, b$proto, b$service, b$duration, b$orig_bytes, b$resp_bytes, b$conn_state,
+	    b$missed_bytes, b$history, b$orig_pkts, b$orig_ip_bytes, b$resp_pkts, b$resp_ip_bytes,
+	    b$community_id);
+@else
+	Broker::publish(topic, NetAnom::flows, b$uid, b$ts, b$orig_h, b$orig_p, b$resp_h,
+	    b$resp_p, b$proto, b$service, b$duration, b$orig_bytes, b$resp_bytes, b$conn_state,
+	    b$missed_bytes, b$history, b$orig_pkts, b$orig_ip_bytes, b$resp_pkts, b$resp_ip_bytes,
+	    b$community_id);
+@endif
+	}
+
+event NetAnom::flush_all()
+	{
+	local keys: vector of count = vector();
+	for ( k in batches )
+		keys[|keys|] = k;
+	for ( i in keys )
+		publish_batch(keys[i]);
+	schedule flush_interval { NetAnom::flush_all() };
+	}
+
+event Conn::log_conn(rec: Conn::Info)
+	{
+	if ( ! enable_export )
+		return;
+
+	local k = shard_of(rec$id$orig_h);
+	if ( k !in batches )
+		batches[k] = Batch();
+	local b = batches[k];
+	local n = |b$uid|;
+	b$uid[n] = rec$uid;
+	b$ts[n] = rec$ts;
+	b$orig_h[n] = rec$id$orig_h;
+	b$orig_p[n] = rec$id$orig_p;
+	b$resp_h[n] = rec$id$resp_h;
+	b$resp_p[n] = rec$id$resp_p;
+	b$proto[n] = cat(rec$proto);
+	b$service[n] = rec?$service ? rec$service : "";
+	b$duration[n] = rec?$duration ? rec$duration : 0secs;
+	b$orig_bytes[n] = rec?$orig_bytes ? rec$orig_bytes : 0;
+	b$resp_bytes[n] = rec?$resp_bytes ? rec$resp_bytes : 0;
+	b$conn_state[n] = rec?$conn_state ? rec$conn_state : "";
+	b$missed_bytes[n] = rec?$missed_bytes ? rec$missed_bytes : 0;
+	b$history[n] = rec?$history ? rec$history : "";
+	b$orig_pkts[n] = rec?$orig_pkts ? rec$orig_pkts : 0;
+	b$orig_ip_bytes[n] = rec?$orig_ip_bytes ? rec$orig_ip_bytes : 0;
+	b$resp_pkts[n] = rec?$resp_pkts ? rec$resp_pkts : 0;
+	b$resp_ip_bytes[n] = rec?$resp_ip_bytes ? rec$resp_ip_bytes : 0;
+@if ( Version::number >= 60000 )
+	b$community_id[n] = community_id_v1(rec$id);
+@else
+	b$community_id[n] = "";
+@endif
+	if ( n + 1 >= batch_size )
+		publish_batch(k);
+	}
+
+event NetAnom::verdict(uid: string, orig_h: addr, orig_p: port, resp_h: addr,
+    resp_p: port, score: double, threshold: double, model: string, reason: string)
+	{
+	local id = conn_id($orig_h=orig_h, $orig_p=orig_p, $resp_h=resp_h, $resp_p=resp_p);
+
+	if ( log_verdicts )
+		Log::write(LOG, Info($ts=network_time(), $uid=uid, $id=id, $score=score,
+		    $threshold=threshold, $model=model, $reason=reason));
+
+	if ( do_notice )
+		NOTICE([$note=Anomalous_Flow, $uid=uid, $id=id, $msg=reason,
+		    $sub=fmt("score=%.3f threshold=%.3f model=%s", score, threshold, model),
+		    $identifier=cat(orig_h, resp_h, resp_p),
+		    $suppress_for=suppression_interval]);
+	}
+
+event zeek_init()
+	{
+	Log::create_stream(LOG, [$columns=Info, $path="netanom"]);
+
+@if ( Version::number >= 70100 )
+	Cluster::subscribe(verdicts_topic);
+@else
+	Broker::subscribe(verdicts_topic);
+@endif
+
+	schedule flush_interval { NetAnom::flush_all() };
+
+	# One listener per installation: the standalone node, or the manager of a cluster.
+	if ( ! listen_websocket )
+		return;
+	if ( Cluster::is_enabled() && Cluster::local_node_type() != Cluster::MANAGER )
+		return;
+
+@if ( Version::number >= 80100 )
+	local opts = Cluster::WebSocketServerOptions($listen_addr=websocket_addr,
+	    $listen_port=websocket_port);
+	if ( websocket_cert_file != "" )
+		opts$tls_options = Cluster::WebSocketTLSOptions($cert_file=websocket_cert_file,
+		    $key_file=websocket_key_file);
+	Cluster::listen_websocket(opts);
+@else
+	Broker::listen_websocket(cat(websocket_addr), websocket_port);
+@endif
+	}
+
+event zeek_done()
+	{
+	local keys: vector of count = vector();
+	for ( k in batches )
+		keys[|keys|] = k;
+	for ( i in keys )
+		publish_batch(keys[i]);
+	}
