@@ -1,0 +1,148 @@
+"""The Zeek WebSocket transport against tests/zeek_ws_server.py (Broker's JSON API as Zeek
+speaks it): handshake and ack, real flows scored and answered with verdicts, reconnect after
+the server drops, a 10,000-flow burst, malformed frames counted and skipped, pings."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+import orjson
+import pytest
+from websockets.sync.client import connect
+
+from netanomd.data import attack_files, baseline_files
+from netanomd.flow import FlowBatch
+from netanomd.model import Model, train
+from netanomd.sources import ReadStats
+from netanomd.sources.files import read_batches
+from netanomd.sources.zeek_ws import ZeekWebSocketClient
+from netanomd.zeek.brokerjson import flows_message, flows_to_batch, parse_event
+from tests.zeek_ws_server import FakeZeek
+
+
+@pytest.fixture(scope="module")
+def model() -> Model:
+    return train(read_batches(baseline_files(), ReadStats()), seed=0)
+
+
+@pytest.fixture(scope="module")
+def remcos() -> FlowBatch:
+    path = next(p for p in attack_files() if "remcos" in p.name)
+    return FlowBatch.concat(list(read_batches([path], ReadStats())))
+
+
+@pytest.fixture()
+def zeek() -> Iterator[FakeZeek]:
+    server = FakeZeek(ping_interval=0.2)
+    server.start()
+    yield server
+    server.stop()
+
+
+def wait(cond: Callable[[], bool], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+@pytest.fixture()
+def client(zeek: FakeZeek, model: Model) -> Iterator[ZeekWebSocketClient]:
+    c = ZeekWebSocketClient(
+        f"ws://127.0.0.1:{zeek.port}",
+        lambda b: model.run(b)[1],
+        initial_backoff=0.05,
+        max_backoff=0.2,
+    )
+    t = threading.Thread(target=c.run, daemon=True)
+    t.start()
+    wait(lambda: c.counters.connects == 1 and len(zeek.clients) == 1)
+    yield c
+    c.stop()
+    t.join(timeout=5)
+
+
+def publish(zeek: FakeZeek, batch: FlowBatch, size: int = 100) -> None:
+    for off in range(0, len(batch), size):
+        assert zeek.publish(flows_message(batch.slice(off, size), topic="netanom/flows/0")) == 1
+
+
+def test_handshake_and_verdicts(
+    zeek: FakeZeek, client: ZeekWebSocketClient, model: Model, remcos: FlowBatch
+) -> None:
+    assert client.peer["version"] == "8.2.2" and client.peer["endpoint"].endswith("-websocket-1")
+    # What the daemon sees is what crossed the wire (unset counts travel as 0, as the Zeek
+    # package sends them): score the decoded batches for the expectation.
+    expected = []
+    for off in range(0, len(remcos), 100):
+        wire = flows_message(remcos.slice(off, 100))
+        expected += model.run(flows_to_batch(parse_event(wire)[2]))[1]
+    assert expected
+    publish(zeek, remcos)
+    wait(lambda: len(zeek.received) == len(expected))
+    assert client.counters.flows == 766 and client.counters.malformed == 0
+    got = {}
+    for msg in zeek.received:
+        _, _, args = parse_event(msg)
+        got[args[0]["data"]] = [a["data"] for a in args]
+    for a in expected:
+        _, orig_h, orig_p, resp_h, resp_p, score, threshold, model_id, reason = got[a.flow.uid]
+        assert (orig_h, resp_h) == (a.flow.orig_h, a.flow.resp_h)
+        p = a.flow.proto
+        assert (orig_p, resp_p) == (f"{a.flow.orig_p}/{p}", f"{a.flow.resp_p}/{p}")
+        assert score == pytest.approx(a.score) and threshold == a.threshold
+        assert model_id == a.model_id and reason == a.reason
+    assert not zeek.errors_sent  # every verdict was a well-formed event for Zeek
+
+
+def test_reconnect_after_server_drop(
+    zeek: FakeZeek, client: ZeekWebSocketClient, remcos: FlowBatch
+) -> None:
+    zeek.drop_clients()
+    wait(lambda: client.counters.connects == 2 and len(zeek.clients) == 1)
+    publish(zeek, remcos.slice(0, 100))
+    wait(lambda: client.counters.flows == 100)
+
+
+def test_burst_of_10000_flows(
+    zeek: FakeZeek, client: ZeekWebSocketClient, remcos: FlowBatch
+) -> None:
+    big = FlowBatch.concat([remcos] * 14).slice(0, 10_000)
+    publish(zeek, big)
+    wait(lambda: client.counters.flows == 10_000, timeout=60)
+    assert client.counters.malformed == 0
+
+
+def test_malformed_frames_counted_and_skipped(
+    zeek: FakeZeek, client: ZeekWebSocketClient, remcos: FlowBatch
+) -> None:
+    good = flows_message(remcos.slice(0, 50), topic="netanom/flows/0")
+    zeek.publish('{"type": "data-message", "topic": "netanom/flows/0", ')  # bad JSON
+    wrong_type = orjson.loads(orjson.dumps(good))
+    wrong_type["data"][2]["data"][1]["data"][2]["data"][0]["@data-type"] = "string"
+    zeek.publish(wrong_type)
+    short = orjson.loads(orjson.dumps(good))
+    short["data"][2]["data"][1]["data"].pop()
+    zeek.publish(short)
+    zeek.publish(good)
+    wait(lambda: client.counters.flows == 50)
+    assert client.counters.malformed == 3 and client.counters.connects == 1
+
+
+def test_pings_are_answered(zeek: FakeZeek, client: ZeekWebSocketClient) -> None:
+    time.sleep(1.0)  # five ping intervals with no traffic
+    assert client.counters.connects == 1 and len(zeek.clients) == 1
+
+
+def test_server_protocol_errors(zeek: FakeZeek) -> None:
+    with connect(f"ws://127.0.0.1:{zeek.port}/v2/wrong") as ws:
+        assert orjson.loads(ws.recv(timeout=5))["code"] == "invalid_uri"
+    with connect(f"ws://127.0.0.1:{zeek.port}/v1/messages/json") as ws:
+        ws.send('"netanom/"')
+        err = orjson.loads(ws.recv(timeout=5))
+        assert (err["code"], err["context"]) == (
+            "deserialization_failed",
+            "subscriptions not an array",
+        )
