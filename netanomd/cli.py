@@ -28,6 +28,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "netanomd.commands.alerts",
     "netanomd.commands.es",
     "netanomd.commands.kibana",
+    "netanomd.commands.zeek",
 )
 
 

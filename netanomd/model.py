@@ -74,6 +74,7 @@ DESCRIPTIONS: dict[str, str] = {
     "orig_port_wellknown": "well-known originator port",
 }
 
+
 def describe(feature: str) -> str:
     if feature in DESCRIPTIONS:
         return DESCRIPTIONS[feature]

@@ -4,9 +4,12 @@ the server drops, a 10,000-flow burst, malformed frames counted and skipped, pin
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import orjson
 import pytest
@@ -15,6 +18,7 @@ from websockets.sync.client import connect
 from netanomd.data import attack_files, baseline_files
 from netanomd.flow import FlowBatch
 from netanomd.model import Model, train
+from netanomd.sinks.zeek_notice import ZeekNoticeSink
 from netanomd.sources import ReadStats
 from netanomd.sources.files import read_batches
 from netanomd.sources.zeek_ws import ZeekWebSocketClient
@@ -50,12 +54,14 @@ def wait(cond: Callable[[], bool], timeout: float = 20.0) -> None:
 
 @pytest.fixture()
 def client(zeek: FakeZeek, model: Model) -> Iterator[ZeekWebSocketClient]:
+    sinks: list[ZeekNoticeSink] = []
     c = ZeekWebSocketClient(
         f"ws://127.0.0.1:{zeek.port}",
-        lambda b: model.run(b)[1],
+        lambda b: sinks[0].write(model.run(b)[1]),
         initial_backoff=0.05,
         max_backoff=0.2,
     )
+    sinks.append(ZeekNoticeSink(c))
     t = threading.Thread(target=c.run, daemon=True)
     t.start()
     wait(lambda: c.counters.connects == 1 and len(zeek.clients) == 1)
@@ -146,3 +152,42 @@ def test_server_protocol_errors(zeek: FakeZeek) -> None:
             "deserialization_failed",
             "subscriptions not an array",
         )
+
+
+def test_zeek_listen_command_over_websocket(
+    zeek: FakeZeek, model: Model, remcos: FlowBatch, tmp_path: Path
+) -> None:
+    model_path = tmp_path / "m.npz"
+    model.save(model_path)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "netanomd",
+            "zeek",
+            "listen",
+            "--url",
+            f"ws://127.0.0.1:{zeek.port}",
+            "--model",
+            str(model_path),
+            "--count",
+            "150",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait(lambda: len(zeek.clients) == 1)
+        publish(zeek, remcos.slice(0, 150))
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    lines = out.splitlines()
+    assert len(lines) == 150
+    anomalous = {line.split()[0] for line in lines if "ANOMALOUS:" in line}
+    assert anomalous
+    wait(lambda: len(zeek.received) == len(anomalous))
+    assert {parse_event(m)[2][0]["data"] for m in zeek.received} == anomalous
+    assert "150 flows in 2 messages, 0 malformed" in err

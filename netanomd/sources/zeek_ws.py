@@ -2,10 +2,12 @@
 
 Owns the client side of the protocol: the first frame is the JSON array of topic prefixes, the
 server answers one ``ack`` (endpoint id and version), then only data messages flow. Flow
-batches (``NetAnom::flows``) are decoded into FlowBatches and handed to a callback that returns
-alerts; each alert goes back as a ``NetAnom::verdict`` event. A malformed or unexpected frame is
+batches (``NetAnom::flows``) are decoded into FlowBatches and handed to ``on_batch``;
+:meth:`ZeekWebSocketClient.send_verdicts` sends alerts back as ``NetAnom::verdict`` events
+(thread-safe: the websockets connection serialises sends). A malformed or unexpected frame is
 logged (rate-limited) and counted, never fatal; a dropped connection is re-established with
-capped exponential backoff. Pings are answered by the ``websockets`` library.
+capped exponential backoff. Pings are answered by the ``websockets`` library. TLS: ``wss://``
+URLs verify the server against the system trust store or ``ca_file``.
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ import ssl
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -24,7 +25,6 @@ from websockets.sync.client import ClientConnection, connect
 
 from netanomd.decision import Alert
 from netanomd.errors import TransportError
-from netanomd.flow import FlowBatch
 from netanomd.zeek import api
 from netanomd.zeek.brokerjson import (
     DecodeError,
@@ -33,29 +33,29 @@ from netanomd.zeek.brokerjson import (
     parse_event,
     verdict_message,
 )
+from netanomd.zeek.transport import Counters, OnBatch, log_malformed
 
 log = logging.getLogger(__name__)
 
 PATH = "/v1/messages/json"
 
 
-@dataclass
-class WsCounters:
-    frames: int = 0
-    flows: int = 0
-    malformed: int = 0
-    server_errors: int = 0
-    verdicts_sent: int = 0
-    connects: int = 0
+def tls_context(ca_file: str | None = None, verify: bool = True) -> ssl.SSLContext:
+    """Client TLS for ``wss://``: system trust store, or only ``ca_file`` when given."""
+    ctx = ssl.create_default_context(cafile=ca_file)
+    if not verify:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    return ctx
 
 
 class ZeekWebSocketClient:
-    """Subscribes to the flow topics, scores what arrives, answers with verdicts."""
+    """Subscribes to the flow topics, hands batches on, sends verdicts back."""
 
     def __init__(
         self,
         url: str,
-        handle: Callable[[FlowBatch], Sequence[Alert]],
+        on_batch: OnBatch,
         *,
         topics: Sequence[str] = (api.FLOWS_TOPIC,),
         verdict_topic: str = api.VERDICTS_TOPIC,
@@ -65,14 +65,14 @@ class ZeekWebSocketClient:
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.url = url.rstrip("/") + ("" if url.rstrip("/").endswith(PATH) else PATH)
-        self.handle = handle
+        self.on_batch = on_batch
         self.topics = list(topics)
         self.verdict_topic = verdict_topic
         self.ssl_context = ssl_context
         self.initial_backoff = initial_backoff
         self.max_backoff = max_backoff
         self.sleep = sleep
-        self.counters = WsCounters()
+        self.counters = Counters()
         self.peer: dict[str, Any] = {}
         self._stop = threading.Event()
         self._ws: ClientConnection | None = None
@@ -115,15 +115,13 @@ class ZeekWebSocketClient:
                 frame = ws.recv(timeout=0.5)
             except TimeoutError:
                 continue
-            self.counters.frames += 1
+            self.counters.messages += 1
             try:
-                self.on_frame(ws, frame)
+                self.on_frame(frame)
             except DecodeError as exc:
-                self.counters.malformed += 1
-                if self.counters.malformed <= 20 or self.counters.malformed % 1000 == 0:
-                    log.warning("skipped a frame (%d so far): %s", self.counters.malformed, exc)
+                log_malformed(log, self.counters, exc)
 
-    def on_frame(self, ws: ClientConnection, frame: str | bytes) -> None:
+    def on_frame(self, frame: str | bytes) -> None:
         msg = loads(frame)
         if isinstance(msg, dict) and msg.get("type") == "error":
             self.counters.server_errors += 1
@@ -134,7 +132,15 @@ class ZeekWebSocketClient:
             raise DecodeError(f"unexpected event {name!r}")
         batch = flows_to_batch(args)
         self.counters.flows += len(batch)
-        alerts = self.handle(batch)
+        self.on_batch(batch)
+
+    def send_verdicts(self, alerts: Sequence[Alert]) -> int:
+        """Send one ``NetAnom::verdict`` per alert; returns how many went out."""
+        ws = self._ws
+        if ws is None:
+            self.counters.verdicts_dropped += len(alerts)
+            return 0
+        frames = []
         for a in alerts:
             f = a.flow
             out = verdict_message(
@@ -150,8 +156,17 @@ class ZeekWebSocketClient:
                 a.reason,
                 topic=self.verdict_topic,
             )
-            ws.send(orjson.dumps(out).decode())
-            self.counters.verdicts_sent += 1
+            frames.append(orjson.dumps(out).decode())
+        sent = 0
+        try:
+            for frame in frames:
+                ws.send(frame)
+                sent += 1
+        except (OSError, WebSocketException) as exc:
+            log.warning("could not send verdicts to Zeek: %s", exc)
+        self.counters.verdicts_sent += sent
+        self.counters.verdicts_dropped += len(frames) - sent
+        return sent
 
     def stop(self) -> None:
         self._stop.set()

@@ -1,0 +1,165 @@
+"""``netanomd zeek listen``: connect to Zeek and print the flows it exports (and their scores).
+
+For operators checking an installation: is the Zeek package publishing, does the daemon
+receive over the chosen transport, and do verdicts make it back (with ``--model``, anomalous
+flows are answered with ``NetAnom::verdict`` and show up in Zeek's notice.log).
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+from typing import Any
+
+from netanomd.decision import Alert
+from netanomd.errors import TransportError
+from netanomd.flow import FlowBatch
+from netanomd.model import Model
+from netanomd.sinks.zeek_notice import ZeekNoticeSink
+from netanomd.sources.zeek_broker import ZeekBrokerClient, parse_hostport
+from netanomd.sources.zeek_ws import ZeekWebSocketClient, tls_context
+from netanomd.zeek import api
+from netanomd.zeek.transport import ZeekTransport
+
+
+def register(sub: Any) -> None:
+    p: argparse.ArgumentParser = sub.add_parser("zeek", help="talk to a Zeek running the package")
+    zsub = p.add_subparsers(dest="zeek_command", required=True)
+    lp: argparse.ArgumentParser = zsub.add_parser(
+        "listen", help="connect to Zeek and print received flows (and scores with --model)"
+    )
+    lp.add_argument("--transport", choices=("ws", "broker"), default="ws")
+    lp.add_argument(
+        "--url",
+        default="ws://127.0.0.1:27759",
+        help="WebSocket URL of Zeek (ws or wss; default ws://127.0.0.1:27759)",
+    )
+    lp.add_argument("--ca-file", help="CA certificate(s) to verify a wss:// Zeek with")
+    lp.add_argument(
+        "--insecure", action="store_true", help="do not verify the wss:// server certificate"
+    )
+    lp.add_argument(
+        "--connect",
+        metavar="HOST:PORT",
+        help="broker: peer with Zeek's Broker listener (default 127.0.0.1:9999)",
+    )
+    lp.add_argument(
+        "--listen",
+        metavar="HOST:PORT",
+        help="broker: listen for Zeek to peer with us (Broker::peer in local.zeek) instead",
+    )
+    lp.add_argument(
+        "--topic",
+        action="append",
+        help=f"topic prefix to subscribe to (default {api.FLOWS_TOPIC}; repeatable)",
+    )
+    lp.add_argument("--verdict-topic", default=api.VERDICTS_TOPIC)
+    lp.add_argument("--model", "-m", metavar="PATH", help="score flows with this model")
+    lp.add_argument(
+        "--no-verdicts",
+        action="store_true",
+        help="with --model: print scores but send nothing back to Zeek",
+    )
+    lp.add_argument("--count", type=int, default=0, help="exit after this many flows")
+    lp.set_defaults(func=run)
+
+
+class _Printer:
+    def __init__(self, model: Model | None, limit: int, done: threading.Event) -> None:
+        self.model = model
+        self.limit = limit
+        self.done = done
+        self.seen = 0
+        self.notices: ZeekNoticeSink | None = None
+
+    def __call__(self, batch: FlowBatch) -> None:
+        if self.limit and self.seen >= self.limit:
+            return
+        if self.limit:
+            batch = batch.slice(0, self.limit - self.seen)
+        scores = None
+        alerts: dict[str, Alert] = {}
+        if self.model is not None:
+            scores, found = self.model.run(batch)
+            alerts = {a.flow.uid: a for a in found}
+            if self.notices is not None:
+                self.notices.write(found)
+        lines = []
+        for i, f in enumerate(batch.records()):
+            line = f"{f.uid}  {f.orig_h}:{f.orig_p} -> {f.resp_h}:{f.resp_p} {f.proto}"
+            if f.service:
+                line += f"/{f.service}"
+            line += f" {f.conn_state or '-'}"
+            if scores is not None:
+                line += f"  score={scores[i]:.3f}"
+                a = alerts.get(f.uid)
+                if a is not None:
+                    line += f"  ANOMALOUS: {a.reason}"
+            lines.append(line)
+        print("\n".join(lines), flush=True)
+        self.seen += len(batch)
+        if self.limit and self.seen >= self.limit:
+            self.done.set()
+
+
+def run(args: argparse.Namespace) -> int:
+    model = Model.load(args.model) if args.model else None
+    done = threading.Event()
+    printer = _Printer(model, args.count, done)
+    topics = args.topic or [api.FLOWS_TOPIC]
+    transport: ZeekTransport
+    if args.transport == "ws":
+        ctx = (
+            tls_context(args.ca_file, verify=not args.insecure)
+            if args.url.startswith("wss://")
+            else None
+        )
+        transport = ZeekWebSocketClient(
+            args.url, printer, topics=topics, verdict_topic=args.verdict_topic, ssl_context=ctx
+        )
+        where = args.url
+    else:
+        if args.listen:
+            listen = parse_hostport(args.listen)
+            transport = ZeekBrokerClient(
+                printer, listen=listen, topics=topics, verdict_topic=args.verdict_topic
+            )
+            where = f"broker listening on {args.listen}"
+        else:
+            peer = parse_hostport(args.connect or "127.0.0.1:9999")
+            transport = ZeekBrokerClient(
+                printer, connect=peer, topics=topics, verdict_topic=args.verdict_topic
+            )
+            where = f"broker peer {peer[0]}:{peer[1]}"
+    if model is not None and not args.no_verdicts:
+        printer.notices = ZeekNoticeSink(transport)
+    print(f"listening for {', '.join(topics)} via {where} (Ctrl-C to stop)", file=sys.stderr)
+
+    failed: list[BaseException] = []
+
+    def serve() -> None:
+        try:
+            transport.run()
+        except Exception as exc:  # reported in the main thread
+            failed.append(exc)
+
+    worker = threading.Thread(target=serve, name="zeek-transport", daemon=True)
+    worker.start()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: done.set())
+    while not done.wait(0.2):
+        if not worker.is_alive():
+            break
+    transport.stop()
+    worker.join(timeout=5)
+    if failed:
+        raise TransportError(f"{where}: {failed[0]}") from failed[0]
+    c = transport.counters
+    print(
+        f"{c.flows} flows in {c.messages} messages, {c.malformed} malformed, "
+        f"{c.verdicts_sent} verdicts sent, {c.connects} connects",
+        file=sys.stderr,
+    )
+    return 0
