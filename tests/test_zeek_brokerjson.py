@@ -14,7 +14,9 @@ from netanomd.sources.files import read_batches
 from netanomd.zeek import api
 from netanomd.zeek.brokerjson import (
     DecodeError,
+    columns_of,
     encode_timespan,
+    fast_flows_columns,
     flows_message,
     flows_to_batch,
     loads,
@@ -127,3 +129,44 @@ def test_malformed_frames_are_named(real_batch: FlowBatch) -> None:
         flows_to_batch(parse_event(ragged)[2])
     with pytest.raises(DecodeError, match="not a data-message"):
         parse_event({"type": "ack", "endpoint": "x", "version": "8.2.2"})
+
+
+@pytest.mark.parametrize(
+    ("arg", "index", "value", "message"),
+    [
+        (3, 4, "http/tcp", r"orig_p\[4\]: bad port 'http/tcp'"),
+        (5, 2, "80", r"resp_p\[2\]: bad port '80'"),
+        (5, 1, "80/sctp", r"resp_p\[1\]: bad port '80/sctp'"),
+        (8, 3, "12 parsecs", r"duration\[3\]: bad timespan '12 parsecs'"),
+        (8, 0, "5fortnights", r"duration\[0\]: bad timespan '5fortnights'"),
+        (2, 6, "10.0.0.1; rm -rf /", r"orig_h\[6\]: bad address"),
+        (1, 0, "yesterday", r"NetAnom::flows ts: "),
+        (9, 0, "12", r"orig_bytes\[0\]: expected count|orig_bytes: "),
+    ],
+)
+def test_bad_values_are_named(
+    real_batch: FlowBatch, arg: int, index: int, value: str, message: str
+) -> None:
+    msg = flows_message(real_batch)
+    msg["data"][2]["data"][1]["data"][arg]["data"][index]["data"] = value
+    frame = orjson.dumps(msg)
+    assert fast_flows_columns(frame) is not None or arg == 9  # type-valid: fast path takes it
+    with pytest.raises(DecodeError, match=message):
+        flows_to_batch(parse_event(loads(frame))[2])
+
+
+def test_fast_path_matches_general_path(real_batch: FlowBatch) -> None:
+    """The msgspec fast path and the general decoder give the same columns; frames the fast
+    path does not take (metadata element, another event, wrong types) return None."""
+    msg = flows_message(real_batch)
+    frame = orjson.dumps(msg)
+    assert fast_flows_columns(frame) == columns_of(parse_event(msg)[2])
+    with_meta = copy.deepcopy(msg)
+    with_meta["data"][2]["data"].append({"@data-type": "vector", "data": []})
+    other = copy.deepcopy(msg)
+    other["data"][2]["data"][0]["data"] = "NetAnom::other"
+    wrong = copy.deepcopy(msg)
+    wrong["data"][2]["data"][1]["data"][9]["data"][0] = {"@data-type": "string", "data": "1"}
+    for m in (with_meta, other, wrong):
+        assert fast_flows_columns(orjson.dumps(m)) is None
+    assert fast_flows_columns(b"[") is None

@@ -135,6 +135,13 @@ def test_malformed_frames_counted_and_skipped(
     zeek.publish(good)
     wait(lambda: client.counters.flows == 50)
     assert client.counters.malformed == 3 and client.counters.connects == 1
+    # A bad value (caught when a micro-batch is decoded column-wise) costs only its own frame.
+    bad_port = orjson.loads(orjson.dumps(good))
+    bad_port["data"][2]["data"][1]["data"][5]["data"][7]["data"] = "http/tcp"
+    for msg in (good, bad_port, good, good):
+        zeek.publish(msg)
+    wait(lambda: client.counters.flows == 200)
+    assert client.counters.malformed == 4
 
 
 def test_pings_are_answered(zeek: FakeZeek, client: ZeekWebSocketClient) -> None:

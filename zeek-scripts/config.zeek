@@ -41,6 +41,11 @@ export {
 	const websocket_addr = 127.0.0.1 &redef;
 	const websocket_port = 27759/tcp &redef;
 
+	## Hold packet processing until the daemon connects (WebSocket client or Broker peer), so
+	## that replaying a pcap with ``zeek -r`` waits for the daemon. Combine with
+	## ``redef exit_only_after_terminate = T`` to stay up for its verdicts.
+	const wait_for_daemon = F &redef;
+
 	## TLS for the WebSocket listener (Zeek >= 8.1); empty means plain ws://.
 	const websocket_cert_file = "" &redef;
 	const websocket_key_file = "" &redef;

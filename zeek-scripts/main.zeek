@@ -2,13 +2,18 @@
 ##! daemon's verdicts into notices (and netanom.log lines); open the WebSocket listener the
 ##! daemon connects to.
 
+@load base/misc/version
+@load base/frameworks/cluster
 @load base/frameworks/notice
 @load base/protocols/conn
 
-# A standalone Zeek >= 7.2 has no cluster backend unless one is loaded, and WebSocket clients
-# then get no ack: load Broker's.
-@if ( ! Cluster::is_enabled() && Version::number >= 70200 )
+# Zeek >= 8.0 runs standalone with the "none" cluster backend unless one is loaded, and
+# WebSocket clients of Cluster::listen_websocket then get no ack (closed with 1011). Load
+# Broker's backend in that case only: a cluster, or a site that chose ZeroMQ, keeps its own.
+@ifdef ( Cluster::CLUSTER_BACKEND_NONE )
+@if ( Cluster::backend == Cluster::CLUSTER_BACKEND_NONE && |Cluster::nodes| == 0 )
 @load policy/frameworks/cluster/backend/broker
+@endif
 @endif
 
 module NetAnom;
@@ -161,15 +166,48 @@ event NetAnom::verdict(uid: string, orig_h: addr, orig_p: port, resp_h: addr,
 		    $suppress_for=suppression_interval]);
 	}
 
+## True on the node that handles verdicts: a standalone Zeek, or a cluster's manager (so
+## each verdict becomes one notice and one netanom.log line, not one per node).
+function handles_verdicts(): bool
+	{
+	return ! Cluster::is_enabled() || Cluster::local_node_type() == Cluster::MANAGER;
+	}
+
+function daemon_arrived()
+	{
+	if ( wait_for_daemon && is_processing_suspended() )
+		continue_processing();
+	}
+
+# WebSocket clients of Cluster::listen_websocket (>= 8.1). With Broker::listen_websocket
+# (5.0-8.0) only native Broker peers release a held replay.
+@if ( Version::number >= 80100 )
+event Cluster::websocket_client_added(endpoint: Cluster::EndpointInfo, subscriptions: string_vec)
+	{
+	daemon_arrived();
+	}
+@endif
+
+event Broker::peer_added(endpoint: Broker::EndpointInfo, msg: string)
+	{
+	daemon_arrived();
+	}
+
 event zeek_init()
 	{
 	Log::create_stream(LOG, [$columns=Info, $path="netanom"]);
 
+	if ( wait_for_daemon && handles_verdicts() )
+		suspend_processing();
+
+	if ( handles_verdicts() )
+		{
 @if ( Version::number >= 70100 )
-	Cluster::subscribe(verdicts_topic);
+		Cluster::subscribe(verdicts_topic);
 @else
-	Broker::subscribe(verdicts_topic);
+		Broker::subscribe(verdicts_topic);
 @endif
+		}
 
 	schedule flush_interval { NetAnom::flush_all() };
 
