@@ -46,7 +46,10 @@ export {
 	## ``redef exit_only_after_terminate = T`` to stay up for its verdicts.
 	const wait_for_daemon = F &redef;
 
-	## TLS for the WebSocket listener (Zeek >= 8.1); empty means plain ws://.
+	## TLS for the WebSocket listener (Zeek >= 8.1); empty means plain ws://. On Zeek 5.0-8.0
+	## the listener follows Broker's own TLS settings instead (Broker::ssl_certificate etc.);
+	## with none set it speaks anonymous TLS that clients cannot use, so a localhost-only
+	## setup needs ``redef Broker::disable_ssl = T``.
 	const websocket_cert_file = "" &redef;
 	const websocket_key_file = "" &redef;
 }
