@@ -3,7 +3,8 @@
 A WebSocket peer speaking Broker's JSON API as Zeek does (``tests/zeek_ws_server.py``) runs in
 a separate process on another core and sends ``NetAnom::flows`` frames of 100 flows (the
 bundled real benign baseline day, as the Zeek package would publish it; about 0.5% of its flows
-reach the alert threshold, as on a sensor) as fast as the connection takes them. The daemon side runs in this process, pinned to one core:
+reach the alert threshold, as on a sensor) as fast as the connection takes them. The daemon side
+runs in this process, pinned to one core:
 ``ZeekWebSocketClient`` receives and decodes each frame, the model scores the batch, and the
 Zeek notice sink sends one ``NetAnom::verdict`` frame per alert. The clock runs from the first
 frame received to the last frame handled. Floor (issue 7): 150,000 flows/s.
@@ -110,6 +111,7 @@ def main() -> int:
     client = ZeekWebSocketClient(f"ws://127.0.0.1:{port}", on_batch)
     sinks.append(ZeekNoticeSink(client))
     model.run(FlowBatch.concat(list(read_batches(attack_files(), ReadStats()))))  # warm up
+
     def serve() -> None:
         if not os.environ.get("BENCH_PROFILE"):
             client.run()
@@ -141,8 +143,10 @@ def main() -> int:
         f"{args.batch} -> {client.counters.verdicts_sent:,} verdicts sent "
         f"({received:,} received by the peer, {errors} protocol errors)"
     )
-    print(f"  {rate:,.0f} flows/s on one core (frames received -> verdicts sent), "
-          f"{secs:.2f}s; floor 150,000: {'met' if rate >= 150_000 else 'NOT met'}")
+    print(
+        f"  {rate:,.0f} flows/s on one core (frames received -> verdicts sent), "
+        f"{secs:.2f}s; floor 150,000: {'met' if rate >= 150_000 else 'NOT met'}"
+    )
     return 0 if client.counters.flows == n_flows and errors == 0 else 1
 
 

@@ -44,7 +44,7 @@ sliding windows) implement :class:`FeatureBlock` and are registered in :data:`BL
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
@@ -75,8 +75,9 @@ CONN_STATES = (
 )
 HISTORY_ORIG = "SHADFRT"
 HISTORY_RESP = "shadfrt"
-#: Columns that are ``log1p`` of a count, size, duration or rate (shown to people as expm1).
-LOG1P_COLUMNS = frozenset(
+#: Columns that are ``log1p`` of a count, size, duration or rate (shown to people as expm1);
+#: other blocks add theirs with :func:`register_log1p`.
+LOG1P_COLUMNS = set(
     {
         "log_duration", "log_orig_bytes", "log_resp_bytes", "log_orig_pkts", "log_resp_pkts",
         "log_orig_ip_bytes", "log_resp_ip_bytes", "orig_bytes_per_pkt", "resp_bytes_per_pkt",
@@ -91,6 +92,10 @@ FLAG_COLUMNS = frozenset(
     }
 )  # fmt: skip
 ONE_HOT_PREFIXES = ("state_", "proto_", "hist_")
+
+
+def register_log1p(names: Iterable[str]) -> None:
+    LOG1P_COLUMNS.update(names)
 
 
 def is_binary(name: str) -> bool:
@@ -272,6 +277,13 @@ class FeatureSpec:
     def fit(self, batch: FlowBatch) -> None:
         for b in self.blocks:
             b.fit(batch)
+
+    def reset(self) -> None:
+        """Forget the state of stateful blocks (a new stream of flows starts)."""
+        for b in self.blocks:
+            reset = getattr(b, "reset", None)
+            if reset is not None:
+                reset()
 
     def transform(self, batch: FlowBatch) -> np.ndarray:
         if len(self.blocks) == 1:

@@ -35,11 +35,11 @@ from typing import Any
 
 import numpy as np
 
-from netanomd import __version__
+from netanomd import __version__, thresholds
 from netanomd.decision import Alert, Contribution, make_alerts
 from netanomd.detectors import Detector
 from netanomd.errors import ModelError
-from netanomd.features import LOG1P_COLUMNS, FeatureSpec, is_binary
+from netanomd.features import LOG1P_COLUMNS, FeatureSpec, FlowFeatures, is_binary
 from netanomd.flow import FlowBatch
 
 log = logging.getLogger(__name__)
@@ -72,6 +72,13 @@ DESCRIPTIONS: dict[str, str] = {
     "resp_port_registered": "registered responder port",
     "resp_port_dynamic": "dynamic responder port",
     "orig_port_wellknown": "well-known originator port",
+    "host_log_conns": "flows from this host in the window",
+    "host_log_rate": "flows per minute from this host",
+    "host_log_dsts": "distinct destinations of this host",
+    "host_log_ports": "distinct destination ports of this host",
+    "host_fail_ratio": "share of this host's flows that failed",
+    "host_out_in": "log ratio of this host's bytes out to in",
+    "host_periodicity": "regularity of this host's connections to this destination",
 }
 
 
@@ -225,6 +232,12 @@ class Model:
         return str(self.meta["created_at"])
 
     # -- scoring ------------------------------------------------------------------------
+    # Scoring is a stream: stateful feature blocks (host behaviour) remember earlier batches,
+    # so feed flows in arrival order and each flow once; reset() starts a new stream.
+    def reset(self) -> None:
+        """Forget stream state (host windows), as for a new capture or after a restart."""
+        self.spec.reset()
+
     def features(self, batch: FlowBatch) -> np.ndarray:
         return self.spec.transform(batch)
 
@@ -363,33 +376,57 @@ def _library_versions() -> dict[str, str]:
 
 
 class _Reservoir:
-    """Uniform sample of at most ``cap`` rows across batches (Algorithm R, by block)."""
+    """Uniform sample of at most ``cap`` feature rows across batches (Algorithm R, by block)."""
 
     def __init__(self, cap: int, seed: int) -> None:
         self.cap = cap
         self.seen = 0
         self.rng = np.random.default_rng(seed)
-        self.parts: list[FlowBatch] = []
-        self.kept = 0
+        self.parts: list[np.ndarray] = []
 
-    def add(self, batch: FlowBatch) -> None:
-        n = len(batch)
-        if self.seen + n <= self.cap:
-            self.parts.append(batch)
-            self.kept += n
-        else:
-            merged = FlowBatch.concat([*self.parts, batch])
-            total = self.seen + n
-            # Keep each row with probability cap/total overall: subsample the merged rows.
-            keep = self.rng.choice(len(merged), size=min(self.cap, len(merged)), replace=False)
-            self.parts = [merged.take(np.sort(keep))]
-            self.kept = len(self.parts[0])
-            self.seen = total
-            return
+    def add(self, X: np.ndarray) -> None:
+        n = len(X)
         self.seen += n
+        self.parts.append(X)
+        kept = sum(len(p) for p in self.parts)
+        if kept > self.cap:
+            merged = np.vstack(self.parts)
+            # Each row seen so far survives with probability cap/seen.
+            keep = self.rng.choice(len(merged), size=self.cap, replace=False)
+            self.parts = [merged[np.sort(keep)]]
 
-    def batch(self) -> FlowBatch:
-        return FlowBatch.concat(self.parts)
+    def matrix(self, width: int) -> np.ndarray:
+        if not self.parts:
+            return np.empty((0, width), dtype=np.float32)
+        return np.ascontiguousarray(np.vstack(self.parts))
+
+
+#: Default share of the most anomalous training rows dropped before the final fit.
+DEFAULT_TRIM = 0.02
+
+
+def fit_robust(detector: Detector, X: np.ndarray, trim: float = DEFAULT_TRIM) -> np.ndarray:
+    """Fit, drop the ``trim`` most anomalous share of the training rows, refit; returns the
+    training scores of the final fit.
+
+    On day one a sensor cannot know which of its traffic is clean: whatever is rare and odd in
+    the training data (a scan, a compromised host) would otherwise be learned as normal.
+    """
+    detector.fit(X)
+    scores = detector.score(X)
+    if trim > 0.0 and len(X) >= 100:
+        keep = scores <= np.quantile(scores, 1.0 - trim)
+        if keep.sum() >= 50:
+            detector.fit(np.ascontiguousarray(X[keep]))
+            scores = detector.score(X)
+    return scores
+
+
+def default_spec() -> FeatureSpec:
+    """Flow features plus host behaviour over sliding windows (what new models use)."""
+    from netanomd.hostfeatures import HostFeatures
+
+    return FeatureSpec([FlowFeatures(), HostFeatures()])
 
 
 def train(
@@ -398,49 +435,57 @@ def train(
     detector: Detector | None = None,
     spec: FeatureSpec | None = None,
     threshold_quantile: float = DEFAULT_THRESHOLD_QUANTILE,
+    alerts_per_day: float | None = None,
+    trim: float = DEFAULT_TRIM,
     seed: int = 0,
     max_rows: int = DEFAULT_MAX_TRAIN_ROWS,
     files: Sequence[str] = (),
 ) -> Model:
     """Fit features and detector on ``batches`` and return a :class:`Model`.
 
-    The threshold is the ``threshold_quantile`` quantile of the training scores.
+    Features are computed over the whole stream in order (host features need every flow);
+    at most ``max_rows`` feature rows are kept (uniform sample) for fitting. The detector is
+    fitted robustly (:func:`fit_robust`). Threshold: the ``threshold_quantile`` quantile of the
+    training scores, or, with ``alerts_per_day``, the alert budget at the training data's flow
+    rate (see :mod:`netanomd.thresholds`).
     """
-    if not 0.0 < threshold_quantile < 1.0:
-        raise ModelError(f"threshold quantile must be in (0, 1), got {threshold_quantile}")
+    spec = spec or default_spec()
     reservoir = _Reservoir(max_rows, seed)
+    ts_parts: list[np.ndarray] = []
+    sources: dict[str, int] = {}
     for b in batches:
-        if len(b):
-            reservoir.add(b)
-    data = reservoir.batch()
-    if len(data) < 10:
-        raise ModelError(f"need at least 10 training flows, got {len(data)}")
-    spec = spec or FeatureSpec()
+        if not len(b):
+            continue
+        spec.fit(b)
+        reservoir.add(spec.transform(b))
+        ts_parts.append(b.numeric("ts", fill=np.nan))
+        src = b.column("source").fill_null("unknown").value_counts()
+        for item in src.to_pylist():
+            sources[str(item["values"])] = sources.get(str(item["values"]), 0) + int(item["counts"])
+    X = reservoir.matrix(len(spec.names))
+    if len(X) < 10:
+        raise ModelError(f"need at least 10 training flows, got {len(X)}")
+    spec.reset()  # a scoring stream starts with fresh host state
     if detector is None:
         from netanomd.detectors.iforest import IsolationForestDetector
 
         detector = IsolationForestDetector(random_state=seed)
-    spec.fit(data)
-    X = spec.transform(data)
-    detector.fit(X)
-    scores = detector.score(X)
-    threshold = float(np.quantile(scores, threshold_quantile))
-    ts = data.numeric("ts", fill=np.nan)
+    scores = fit_robust(detector, X, trim)
+    ts = np.concatenate(ts_parts) if ts_parts else np.empty(0)
+    rate = thresholds.flows_per_day(ts)
+    if alerts_per_day is not None:
+        if rate is None:
+            raise ModelError("an alert budget needs training flows with timestamps")
+        threshold, rule = thresholds.by_budget(scores, rate, alerts_per_day)
+    else:
+        threshold, rule = thresholds.by_quantile(scores, threshold_quantile)
+    rule["trim"] = trim
     finite = ts[np.isfinite(ts)]
-    src_counts: dict[str, int] = {}
-    for value, count in zip(
-        *np.unique(
-            np.asarray(data.column("source").fill_null("unknown").to_numpy(zero_copy_only=False)),
-            return_counts=True,
-        ),
-        strict=True,
-    ):
-        src_counts[str(value)] = int(count)
     summary = TrainingSummary(
         rows=reservoir.seen,
         ts_min=float(finite.min()) if finite.size else None,
         ts_max=float(finite.max()) if finite.size else None,
-        sources=src_counts,
+        sources=sources,
         files=[str(f) for f in files],
     )
     created = dt.datetime.now(dt.UTC).replace(microsecond=0)
@@ -449,8 +494,8 @@ def train(
         "format_version": FORMAT_VERSION,
         "created_at": created.isoformat(),
         "libraries": _library_versions(),
-        "threshold_rule": {"method": "quantile", "quantile": threshold_quantile},
-        "training": summary.to_dict() | {"rows_used": len(data)},
+        "threshold_rule": rule,
+        "training": summary.to_dict() | {"rows_used": len(X), "flows_per_day": rate},
         "training_scores": {
             q: float(np.quantile(scores, float(q))) for q in ("0.5", "0.9", "0.99", "0.999")
         },
@@ -460,12 +505,12 @@ def train(
     meta["model_id"] = f"{detector.kind}-{created:%Y%m%dT%H%M%SZ}-{h.hexdigest()[:8]}"
     model = Model(spec, detector, threshold, Baselines.fit(spec.names, X), meta)
     log.info(
-        "trained %s on %d flows (%d used), threshold %.4f at quantile %s",
+        "trained %s on %d flows (%d used), threshold %.4f (%s)",
         model.model_id,
         summary.rows,
-        len(data),
+        len(X),
         threshold,
-        threshold_quantile,
+        rule["method"],
     )
     return model
 

@@ -37,8 +37,16 @@ with ctx:
                 ep.publish(
                     "netanom/verdicts",
                     broker.zeek.Event(
-                        "NetAnom::verdict", uid[i], orig_h[i], orig_p[i], resp_h[i],
-                        resp_p[i], 0.9, 0.6, "btest", "btest says anomalous",
+                        "NetAnom::verdict",
+                        uid[i],
+                        orig_h[i],
+                        orig_p[i],
+                        resp_h[i],
+                        resp_p[i],
+                        0.9,
+                        0.6,
+                        "btest",
+                        "btest says anomalous",
                     ),
                 )
             out.flush()

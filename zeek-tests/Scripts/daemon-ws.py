@@ -19,11 +19,18 @@ def wrap(t, v):
 
 
 def event(name, args):
-    return json.dumps({
-        "type": "data-message", "topic": "netanom/verdicts", "@data-type": "vector",
-        "data": [wrap("count", 1), wrap("count", 1),
-                 wrap("vector", [wrap("string", name), wrap("vector", args)])],
-    })
+    return json.dumps(
+        {
+            "type": "data-message",
+            "topic": "netanom/verdicts",
+            "@data-type": "vector",
+            "data": [
+                wrap("count", 1),
+                wrap("count", 1),
+                wrap("vector", [wrap("string", name), wrap("vector", args)]),
+            ],
+        }
+    )
 
 
 for _ in range(100):
@@ -48,13 +55,24 @@ with ws, open("flows.txt", "w") as out:
         name, args = (x["data"] for x in msg["data"][2]["data"][:2])
         assert name == "NetAnom::flows" and len(args) == 19, (name, len(args))
         cols = [[v["data"] for v in a["data"]] for a in args[:5]]
-        for uid, orig_h, orig_p, resp_h, resp_p in zip(*cols):
+        for uid, orig_h, orig_p, resp_h, resp_p in zip(*cols):  # noqa: B905 (Python < 3.10)
             out.write(f"{uid} {orig_h} {resp_h} {resp_p}\n")
-            ws.send(event("NetAnom::verdict", [
-                wrap("string", uid), wrap("address", orig_h), wrap("port", orig_p),
-                wrap("address", resp_h), wrap("port", resp_p), wrap("real", 0.9),
-                wrap("real", 0.6), wrap("string", "btest"), wrap("string", "btest says anomalous"),
-            ]))
+            ws.send(
+                event(
+                    "NetAnom::verdict",
+                    [
+                        wrap("string", uid),
+                        wrap("address", orig_h),
+                        wrap("port", orig_p),
+                        wrap("address", resp_h),
+                        wrap("port", resp_p),
+                        wrap("real", 0.9),
+                        wrap("real", 0.6),
+                        wrap("string", "btest"),
+                        wrap("string", "btest says anomalous"),
+                    ],
+                )
+            )
         out.flush()
         last = time.monotonic()
     ws.send(event("NetAnomTest::done", []))

@@ -1,0 +1,281 @@
+"""Host behaviour features: what each originator has been doing over a sliding time window.
+
+Owns the :class:`HostFeatures` block. Flows are processed in arrival order (the same code for a
+file read in batches and for a live stream; state carries from one batch to the next), and for
+each flow the block looks at the originator's recent flows — at most :attr:`HostFeatures.depth`
+of them, within :attr:`HostFeatures.window` seconds of this flow — including this one:
+
+======================  =======================================================================
+column                  meaning
+======================  =======================================================================
+host_log_conns          ``log1p`` flows from this originator in the window
+host_log_rate           ``log1p`` flows per minute from this originator in the window
+host_log_dsts           ``log1p`` distinct responder addresses contacted in the window
+host_log_ports          ``log1p`` distinct responder ports contacted in the window
+host_fail_ratio         share of the window's flows that failed (S0, REJ, RSTO, RSTOS0, RSTR,
+                        RSTRH, SH, SHR, OTH: no completed exchange)
+host_out_in             ``log1p(bytes out) - log1p(bytes in)`` summed over the window
+host_periodicity        beaconing: for the flows to this flow's responder and port in the window
+                        (at least 4), ``1 / (1 + CV)`` of their inter-arrival times (1 = clockwork,
+                        0 = no pattern or too few)
+======================  =======================================================================
+
+Memory is bounded: at most :attr:`HostFeatures.max_hosts` originators are tracked, each with a
+ring of ``depth`` recent flows; when the table is full the host seen least recently is evicted
+(its history is forgotten, as if it had been idle). The per-flow loop is compiled with numba.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import numba as nb
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from netanomd.features import register_block, register_log1p
+from netanomd.flow import FlowBatch
+
+FAILED_STATES = ("S0", "REJ", "RSTO", "RSTOS0", "RSTR", "RSTRH", "SH", "SHR", "OTH")
+
+NAMES: tuple[str, ...] = (
+    "host_log_conns",
+    "host_log_rate",
+    "host_log_dsts",
+    "host_log_ports",
+    "host_fail_ratio",
+    "host_out_in",
+    "host_periodicity",
+)
+
+
+register_log1p(n for n in NAMES if n.startswith("host_log_"))
+
+
+@nb.njit(cache=True, nogil=True)
+def _host_kernel(
+    slots: np.ndarray,
+    ts: np.ndarray,
+    dst: np.ndarray,
+    port: np.ndarray,
+    failed: np.ndarray,
+    ob: np.ndarray,
+    rb: np.ndarray,
+    ring_ts: np.ndarray,
+    ring_dst: np.ndarray,
+    ring_port: np.ndarray,
+    ring_fail: np.ndarray,
+    ring_ob: np.ndarray,
+    ring_rb: np.ndarray,
+    ring_len: np.ndarray,
+    ring_pos: np.ndarray,
+    window: float,
+    out: np.ndarray,
+) -> None:
+    depth = ring_ts.shape[1]
+    idx = np.empty(depth, dtype=np.int64)
+    tmp_u = np.empty(depth, dtype=np.uint64)
+    tmp_i = np.empty(depth, dtype=np.int64)
+    times = np.empty(depth, dtype=np.float64)
+    for r in range(slots.shape[0]):
+        h = slots[r]
+        p = ring_pos[h]
+        ring_ts[h, p] = ts[r]
+        ring_dst[h, p] = dst[r]
+        ring_port[h, p] = port[r]
+        ring_fail[h, p] = failed[r]
+        ring_ob[h, p] = ob[r]
+        ring_rb[h, p] = rb[r]
+        ring_pos[h] = (p + 1) % depth
+        if ring_len[h] < depth:
+            ring_len[h] += 1
+        # The window: entries within `window` seconds of this flow.
+        m = 0
+        t0 = ts[r]
+        tmin = t0
+        tmax = t0
+        for k in range(ring_len[h]):
+            t = ring_ts[h, k]
+            if abs(t - t0) <= window:
+                idx[m] = k
+                m += 1
+                if t < tmin:
+                    tmin = t
+                if t > tmax:
+                    tmax = t
+        n_fail = 0
+        s_ob = 0.0
+        s_rb = 0.0
+        for q in range(m):
+            k = idx[q]
+            n_fail += ring_fail[h, k]
+            s_ob += ring_ob[h, k]
+            s_rb += ring_rb[h, k]
+            tmp_u[q] = ring_dst[h, k]
+            tmp_i[q] = ring_port[h, k]
+        u = np.sort(tmp_u[:m])
+        n_dst = 1
+        for q in range(1, m):
+            if u[q] != u[q - 1]:
+                n_dst += 1
+        v = np.sort(tmp_i[:m])
+        n_port = 1
+        for q in range(1, m):
+            if v[q] != v[q - 1]:
+                n_port += 1
+        # Beaconing: inter-arrival regularity of flows to this flow's responder and port.
+        c = 0
+        for q in range(m):
+            k = idx[q]
+            if ring_dst[h, k] == dst[r] and ring_port[h, k] == port[r]:
+                times[c] = ring_ts[h, k]
+                c += 1
+        periodic = 0.0
+        if c >= 4:
+            tt = np.sort(times[:c])
+            gaps = tt[1:] - tt[:-1]
+            mean = gaps.mean()
+            if mean > 0.0:
+                cv = gaps.std() / mean
+                periodic = 1.0 / (1.0 + cv)
+        span = max(tmax - tmin, 60.0)
+        out[r, 0] = np.log1p(m)
+        out[r, 1] = np.log1p(m * 60.0 / span)
+        out[r, 2] = np.log1p(n_dst)
+        out[r, 3] = np.log1p(n_port)
+        out[r, 4] = n_fail / m
+        out[r, 5] = np.log1p(s_ob) - np.log1p(s_rb)
+        out[r, 6] = periodic
+
+
+def _hash(col: pa.ChunkedArray) -> np.ndarray:
+    values = col.fill_null("").to_numpy(zero_copy_only=False)
+    return np.asarray(pd.util.hash_array(np.asarray(values, dtype=object)), dtype=np.uint64)
+
+
+@register_block
+class HostFeatures:
+    """Per-originator behaviour over a sliding window (see the module docstring)."""
+
+    kind: ClassVar[str] = "host"
+
+    def __init__(self, window: float = 300.0, depth: int = 32, max_hosts: int = 16384) -> None:
+        if window <= 0 or depth < 2 or max_hosts < 1:
+            raise ValueError("window > 0, depth >= 2 and max_hosts >= 1 are required")
+        self.window = float(window)
+        self.depth = int(depth)
+        self.max_hosts = int(max_hosts)
+        self.reset()
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return NAMES
+
+    def reset(self) -> None:
+        """Forget every host (a new stream starts)."""
+        n, d = self.max_hosts, self.depth
+        self._slot_of: dict[int, int] = {}
+        self._host_of = np.zeros(n, dtype=np.uint64)
+        self._last_seen = np.full(n, -np.inf)
+        self._free = list(range(n - 1, -1, -1))
+        self._ring_ts = np.zeros((n, d))
+        self._ring_dst = np.zeros((n, d), dtype=np.uint64)
+        self._ring_port = np.zeros((n, d), dtype=np.int32)
+        self._ring_fail = np.zeros((n, d), dtype=np.uint8)
+        self._ring_ob = np.zeros((n, d), dtype=np.float32)
+        self._ring_rb = np.zeros((n, d), dtype=np.float32)
+        self._ring_len = np.zeros(n, dtype=np.int64)
+        self._ring_pos = np.zeros(n, dtype=np.int64)
+        self.evictions = 0
+
+    @property
+    def hosts(self) -> int:
+        """Originators currently tracked."""
+        return len(self._slot_of)
+
+    def _slots(self, hosts: np.ndarray, ts: np.ndarray) -> np.ndarray:
+        uniq, inverse = np.unique(hosts, return_inverse=True)
+        last = np.full(len(uniq), -np.inf)
+        np.maximum.at(last, inverse, np.nan_to_num(ts, nan=-np.inf))
+        slot_u = np.empty(len(uniq), dtype=np.int64)
+        for i, hv in enumerate(uniq.tolist()):
+            s = self._slot_of.get(hv)
+            if s is None:
+                s = self._allocate(hv, slot_u[:i])
+            slot_u[i] = s
+        self._last_seen[slot_u] = np.maximum(self._last_seen[slot_u], last)
+        return np.asarray(slot_u[inverse], dtype=np.int64)
+
+    def _allocate(self, host: int, in_use: np.ndarray) -> int:
+        if not self._free:
+            # Evict the host seen least recently (never one already used by this batch).
+            order = np.argsort(self._last_seen)
+            busy = set(in_use.tolist())
+            victim = next(int(s) for s in order if int(s) not in busy)
+            del self._slot_of[int(self._host_of[victim])]
+            self._ring_len[victim] = 0
+            self._ring_pos[victim] = 0
+            self._last_seen[victim] = -np.inf
+            self._free.append(victim)
+            self.evictions += 1
+        s = self._free.pop()
+        self._slot_of[host] = s
+        self._host_of[s] = host
+        return s
+
+    def fit(self, batch: FlowBatch) -> None:
+        return None
+
+    def transform(self, batch: FlowBatch) -> np.ndarray:
+        n = len(batch)
+        if n <= self.max_hosts:
+            return self._transform(batch)
+        # More rows than host slots: go in pieces so one piece never needs more slots.
+        step = self.max_hosts
+        return np.vstack([self._transform(batch.slice(o, step)) for o in range(0, n, step)])
+
+    def _transform(self, batch: FlowBatch) -> np.ndarray:
+        n = len(batch)
+        out = np.zeros((n, len(NAMES)), dtype=np.float64)
+        if n == 0:
+            return out.astype(np.float32)
+        ts = batch.numeric("ts", fill=np.nan)
+        ts = np.where(np.isfinite(ts), ts, 0.0)
+        slots = self._slots(_hash(batch.column("orig_h")), ts)
+        failed = pc.is_in(batch.column("conn_state"), value_set=pa.array(FAILED_STATES))
+        fail = np.asarray(pc.fill_null(failed, True).to_numpy(zero_copy_only=False), np.uint8)
+        ob = np.maximum(batch.numeric("orig_bytes", dtype=np.float32), 0.0)
+        rb = np.maximum(batch.numeric("resp_bytes", dtype=np.float32), 0.0)
+        _host_kernel(
+            slots,
+            ts,
+            _hash(batch.column("resp_h")),
+            batch.numeric("resp_p", fill=-1, dtype=np.int32),
+            fail,
+            ob,
+            rb,
+            self._ring_ts,
+            self._ring_dst,
+            self._ring_port,
+            self._ring_fail,
+            self._ring_ob,
+            self._ring_rb,
+            self._ring_len,
+            self._ring_pos,
+            self.window,
+            out,
+        )
+        return out.astype(np.float32)
+
+    def to_state(self) -> dict[str, Any]:
+        return {"window": self.window, "depth": self.depth, "max_hosts": self.max_hosts}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> HostFeatures:
+        return cls(
+            window=float(state.get("window", 300.0)),
+            depth=int(state.get("depth", 32)),
+            max_hosts=int(state.get("max_hosts", 65536)),
+        )

@@ -1,0 +1,68 @@
+"""Threshold rules: where the alert line goes on a detector's score scale.
+
+Owns the three rules a model can be deployed with, each returning the threshold and a
+JSON-able description that the model artifact stores (``meta.threshold_rule``):
+
+* ``quantile``: the q-quantile of the training scores (on traffic like the training set,
+  ``1 - q`` of flows alert);
+* ``budget``: at most ``alerts_per_day`` alerts at the observed flow rate, i.e. the quantile
+  ``1 - alerts_per_day / flows_per_day`` of the training scores;
+* ``validation_f1``: when labels exist, the score that maximises F1 on a labeled validation
+  split (never the test split).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from sklearn.metrics import precision_recall_curve
+
+from netanomd.errors import ModelError
+
+
+def by_quantile(scores: np.ndarray, q: float) -> tuple[float, dict[str, Any]]:
+    if not 0.0 < q < 1.0:
+        raise ModelError(f"threshold quantile must be in (0, 1), got {q}")
+    return float(np.quantile(scores, q)), {"method": "quantile", "quantile": q}
+
+
+def by_budget(
+    scores: np.ndarray, flows_per_day: float, alerts_per_day: float
+) -> tuple[float, dict[str, Any]]:
+    """Threshold for an alert budget at the training data's flow rate."""
+    if flows_per_day <= 0 or alerts_per_day <= 0:
+        raise ModelError("flows per day and alerts per day must be positive")
+    q = float(np.clip(1.0 - alerts_per_day / flows_per_day, 0.5, 1.0 - 1e-9))
+    t = float(np.quantile(scores, q))
+    return t, {
+        "method": "budget",
+        "alerts_per_day": alerts_per_day,
+        "flows_per_day": flows_per_day,
+        "quantile": q,
+    }
+
+
+def flows_per_day(ts: np.ndarray) -> float | None:
+    """The observed flow rate of a capture, or None without a usable time span."""
+    t = ts[np.isfinite(ts)]
+    if t.size < 2:
+        return None
+    span = float(t.max() - t.min())
+    return t.size * 86400.0 / span if span > 0 else None
+
+
+def by_validation_f1(scores: np.ndarray, y: np.ndarray) -> tuple[float, dict[str, Any]]:
+    """The threshold with the best F1 on labeled validation rows (y in {0, 1})."""
+    keep = y >= 0
+    s, t = scores[keep], y[keep]
+    if t.min(initial=1) == t.max(initial=0):
+        raise ModelError("validation split needs both benign and malicious flows")
+    precision, recall, thresholds = precision_recall_curve(t, s)
+    f1 = 2 * precision * recall / np.maximum(precision + recall, 1e-12)
+    best = int(np.argmax(f1[:-1]))
+    return float(thresholds[best]), {
+        "method": "validation_f1",
+        "f1": float(f1[best]),
+        "validation_rows": int(keep.sum()),
+    }
