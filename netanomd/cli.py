@@ -29,6 +29,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "netanomd.commands.es",
     "netanomd.commands.kibana",
     "netanomd.commands.zeek",
+    "netanomd.commands.evaluate",
 )
 
 
