@@ -28,9 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import orjson
 
-from netanomd.data import attack_files, baseline_files
+from netanomd.data import attack_files, baseline_files, demo_model
 from netanomd.flow import FlowBatch
-from netanomd.model import train
 from netanomd.sinks.zeek_notice import ZeekNoticeSink
 from netanomd.sources import ReadStats
 from netanomd.sources.files import read_batches
@@ -83,7 +82,7 @@ def main() -> int:
     args = ap.parse_args()
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {0})
-    model = train(read_batches(baseline_files(), ReadStats()), seed=0)
+    model = demo_model()
     payload = frames(args.batch, args.frames)
     n_flows = args.frames * args.batch
 

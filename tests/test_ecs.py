@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
-from netanomd.data import attack_files, baseline_files
+from netanomd.data import attack_files, demo_model
 from netanomd.decision import Alert
 from netanomd.ecs import (
     ECS_TYPES,
@@ -22,7 +22,6 @@ from netanomd.ecs import (
     template_mappings,
 )
 from netanomd.flow import FlowBatch
-from netanomd.model import train
 from netanomd.sources import ReadStats
 from netanomd.sources.files import read_batches
 
@@ -39,7 +38,7 @@ def ecs() -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def alerts() -> list[Alert]:
     """Real alerts: Zeek flows from the bundled attacks and Suricata EVE flows."""
-    model = train(read_batches(baseline_files(), ReadStats()), seed=0)
+    model = demo_model()
     data = Path(__file__).parent / "data"
     batch = FlowBatch.concat(
         list(

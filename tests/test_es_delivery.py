@@ -10,10 +10,9 @@ import orjson
 import pytest
 from elasticsearch import Elasticsearch
 
-from netanomd.data import attack_files, baseline_files
+from netanomd.data import attack_files, baseline_files, demo_model
 from netanomd.decision import Alert
 from netanomd.ecs import ObserverInfo
-from netanomd.model import train
 from netanomd.sinks import Sink
 from netanomd.sinks.elasticsearch import ElasticsearchSink
 from netanomd.sources import ReadStats
@@ -27,7 +26,7 @@ INDEX = "logs-netanomd.alert-default"
 
 @pytest.fixture(scope="module")
 def alerts() -> list[Alert]:
-    model = train(read_batches(baseline_files(), ReadStats()), seed=0)
+    model = demo_model()
     out: list[Alert] = []
     for batch in read_batches(attack_files(), ReadStats()):
         out += model.run(batch)[1]
@@ -188,7 +187,7 @@ def test_spool_full_drops_are_counted(tmp_path: Path, alerts: list[Alert], polic
 def test_optional_flow_stream(es: FakeElasticsearch, tmp_path: Path) -> None:
     from netanomd.flow import FlowBatch
 
-    model = train(read_batches(baseline_files(), ReadStats()), seed=0)
+    model = demo_model()
     batch = FlowBatch.concat(list(read_batches(attack_files()[:1], ReadStats())))
     scores = model.score(batch)
     clock = Clock()
@@ -262,7 +261,8 @@ def test_score_command_sends_alerts(
     from netanomd.cli import main
 
     model = tmp_path / "m.npz"
-    assert main(["train", "--model", str(model), "--input", *map(str, baseline_files())]) == 0
+    train = ["train", "--model", str(model), "--features", "flow", "--trim", "0"]
+    assert main([*train, "--input", *map(str, baseline_files())]) == 0
     attacks = [str(p) for p in attack_files()]
     args = [
         "score",

@@ -19,10 +19,10 @@ from typing import Any
 
 import pytest
 
-from netanomd.data import attack_files, baseline_files
+from netanomd.data import attack_files, demo_model
 from netanomd.decision import Alert
 from netanomd.flow import FlowBatch
-from netanomd.model import Model, train
+from netanomd.model import Model
 from netanomd.sinks.zeek_notice import ZeekNoticeSink
 from netanomd.sources import ReadStats
 from netanomd.sources.files import read_batches
@@ -42,7 +42,7 @@ def wait(cond: Callable[[], bool], timeout: float = 20.0) -> None:
 
 @pytest.fixture(scope="module")
 def model() -> Model:
-    return train(read_batches(baseline_files(), ReadStats()), seed=0)
+    return demo_model()
 
 
 @pytest.fixture(scope="module")

@@ -15,9 +15,9 @@ import orjson
 import pytest
 from websockets.sync.client import connect
 
-from netanomd.data import attack_files, baseline_files
+from netanomd.data import attack_files, demo_model
 from netanomd.flow import FlowBatch
-from netanomd.model import Model, train
+from netanomd.model import Model
 from netanomd.sinks.zeek_notice import ZeekNoticeSink
 from netanomd.sources import ReadStats
 from netanomd.sources.files import read_batches
@@ -28,7 +28,7 @@ from tests.zeek_ws_server import FakeZeek
 
 @pytest.fixture(scope="module")
 def model() -> Model:
-    return train(read_batches(baseline_files(), ReadStats()), seed=0)
+    return demo_model()
 
 
 @pytest.fixture(scope="module")

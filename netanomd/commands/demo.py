@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from netanomd.commands._display import alert_line
-from netanomd.commands._inputs import read_inputs, stats_line
+from netanomd.commands._inputs import stats_line
 from netanomd.commands.score import score_files
-from netanomd.data import attack_files, baseline_files
-from netanomd.model import DEFAULT_THRESHOLD_QUANTILE, train
+from netanomd.data import attack_files, baseline_files, demo_model
+from netanomd.model import DEFAULT_THRESHOLD_QUANTILE
 from netanomd.sinks.sqlite import SQLiteSink, default_db_path, query_alerts
 from netanomd.sources import ReadStats
 
@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
 
     print(f"1. training on the clean baseline: {', '.join(Path(p).name for p in base)}")
     stats = ReadStats()
-    model = train(read_inputs(base, stats, "training"), files=base)
+    model = demo_model(stats=stats)
     model.save(model_path)
     print(f"   {stats_line(stats)}")
     print(

@@ -6,13 +6,21 @@ import argparse
 from typing import Any
 
 from netanomd.commands._inputs import read_inputs, stats_line
-from netanomd.model import DEFAULT_THRESHOLD_QUANTILE, describe_model, train
+from netanomd.detectors.registry import UNSUPERVISED, make
+from netanomd.features import FeatureSpec
+from netanomd.model import (
+    DEFAULT_THRESHOLD_QUANTILE,
+    DEFAULT_TRIM,
+    default_spec,
+    describe_model,
+    train,
+)
 from netanomd.sources import ReadStats
 
 
 def register(sub: Any) -> None:
     p: argparse.ArgumentParser = sub.add_parser(
-        "train", help="fit an Isolation Forest on flow files and write a model artifact"
+        "train", help="fit a detector on flow files and write a model artifact"
     )
     p.add_argument(
         "--input",
@@ -29,6 +37,26 @@ def register(sub: Any) -> None:
         default=DEFAULT_THRESHOLD_QUANTILE,
         help="threshold = this quantile of the training scores (default %(default)s)",
     )
+    p.add_argument(
+        "--features",
+        choices=("flow+host", "flow"),
+        default="flow+host",
+        help="per-flow features plus per-originator behaviour over sliding windows (default), "
+        "or per-flow only",
+    )
+    p.add_argument(
+        "--trim",
+        type=float,
+        default=DEFAULT_TRIM,
+        help="share of the most anomalous training flows dropped before the final fit "
+        "(default %(default)s: training traffic may hold attacks; use 0 for a vetted baseline)",
+    )
+    p.add_argument(
+        "--alerts-per-day",
+        type=float,
+        help="threshold by alert budget at the training data's flow rate, instead of the quantile",
+    )
+    p.add_argument("--detector", default="iforest", choices=UNSUPERVISED)
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.set_defaults(func=run)
 
@@ -38,6 +66,10 @@ def run(args: argparse.Namespace) -> int:
     model = train(
         read_inputs(args.input, stats, "reading"),
         threshold_quantile=args.threshold_quantile,
+        alerts_per_day=args.alerts_per_day,
+        trim=args.trim,
+        spec=FeatureSpec() if args.features == "flow" else default_spec(),
+        detector=make(args.detector, args.seed),
         seed=args.seed,
         files=args.input,
     )

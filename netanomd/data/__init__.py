@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from netanomd.model import Model
+    from netanomd.sources import ReadStats
 
 DATA_DIR = Path(__file__).parent
 
@@ -13,3 +18,17 @@ def baseline_files() -> list[Path]:
 
 def attack_files() -> list[Path]:
     return sorted((DATA_DIR / "attacks").glob("*.conn.log.gz"))
+
+
+def demo_model(seed: int = 0, stats: ReadStats | None = None) -> Model:
+    """The demo's model: the bundled clean baseline day, kept whole (vetted: no trimming),
+    per-flow features only (the attack captures come from other networks, where per-host
+    behaviour learned on the baseline does not carry over)."""
+    from netanomd.features import FeatureSpec
+    from netanomd.model import train
+    from netanomd.sources import ReadStats
+    from netanomd.sources.files import read_batches
+
+    files = [str(p) for p in baseline_files()]
+    batches = read_batches(files, stats if stats is not None else ReadStats())
+    return train(batches, spec=FeatureSpec(), trim=0.0, seed=seed, files=files)
