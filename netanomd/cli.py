@@ -30,6 +30,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "netanomd.commands.kibana",
     "netanomd.commands.zeek",
     "netanomd.commands.evaluate",
+    "netanomd.commands.run",
+    "netanomd.commands.config",
 )
 
 

@@ -1,0 +1,274 @@
+"""The daemon's scoring pipeline: a bounded queue between the sources and one scoring loop.
+
+Owns intake (``offer``: sources hand in FlowBatches, with an optional ``ack`` called once the
+flows have reached every sink — file followers save their offsets there), the queue bound (in
+flows) and what happens when it is full (``block`` for sources that can wait, else drop the
+oldest or the newest work, counted), micro-batching (up to ``batch_size`` flows or
+``batch_timeout`` seconds after the first queued flow, whichever comes first), community_id
+de-duplication across sources, scoring, writing alerts to the sinks, the model swap used by
+reload (atomic: the next micro-batch uses the new model), and draining on shutdown.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+
+from netanomd.decision import Alert
+from netanomd.flow import FlowBatch
+from netanomd.model import Model
+from netanomd.sinks import Sink
+
+log = logging.getLogger(__name__)
+
+Ack = Callable[[], None]
+
+
+@dataclass
+class _Item:
+    batch: FlowBatch
+    source: str
+    ack: Ack | None
+    arrived: float
+
+
+@dataclass
+class PipelineStats:
+    received: dict[str, int] = field(default_factory=dict)
+    scored: int = 0
+    alerts: int = 0
+    duplicates: int = 0
+    dropped: dict[str, int] = field(default_factory=dict)
+    sink_errors: dict[str, int] = field(default_factory=dict)
+    batches: int = 0
+
+
+class Deduplicator:
+    """Remembers community_ids for ``window`` seconds (at most ``max_entries``)."""
+
+    def __init__(self, window: float, max_entries: int = 1_000_000) -> None:
+        self.window = window
+        self.max_entries = max_entries
+        self._seen: OrderedDict[str, float] = OrderedDict()
+
+    def keep(self, ids: list[str | None], now: float) -> np.ndarray:
+        """Mask of rows to keep: rows without an id, and the first sighting of each id."""
+        seen = self._seen
+        while seen:
+            oldest = next(iter(seen.values()))
+            if oldest > now and len(seen) <= self.max_entries:
+                break
+            seen.popitem(last=False)
+        mask = np.ones(len(ids), dtype=bool)
+        for i, cid in enumerate(ids):
+            if cid is None:
+                continue
+            until = seen.get(cid)
+            if until is not None and until > now:
+                mask[i] = False
+                continue
+            seen[cid] = now + self.window
+            seen.move_to_end(cid)
+        return mask
+
+
+class Pipeline:
+    def __init__(
+        self,
+        model: Model,
+        sinks: Sequence[Sink],
+        *,
+        batch_size: int = 1000,
+        batch_timeout: float = 0.05,
+        queue_size: int = 65536,
+        on_full: str = "drop_oldest",
+        dedup_window: float | None = None,
+        threshold: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        on_batch: Callable[[FlowBatch, np.ndarray, list[Alert], float], None] | None = None,
+    ) -> None:
+        if on_full not in ("block", "drop_oldest", "drop_newest"):
+            raise ValueError(f"on_full: unknown policy {on_full!r}")
+        self.model = model
+        self.sinks = list(sinks)
+        self.batch_size = batch_size
+        self.batch_timeout = batch_timeout
+        self.queue_size = queue_size
+        self.on_full = on_full
+        self.threshold = threshold
+        self.clock = clock
+        self.on_batch = on_batch
+        self.dedup = Deduplicator(dedup_window) if dedup_window else None
+        self.stats = PipelineStats()
+        #: Monotonic time of the scoring loop's last turn (the watchdog checks it).
+        self.heartbeat = clock()
+        self._queue: deque[_Item] = deque()
+        self._queued = 0
+        self._busy = 0
+        self._lock = threading.Lock()
+        self._not_empty = threading.Condition(self._lock)
+        self._not_full = threading.Condition(self._lock)
+        self._intake = True
+        self._stopped = False
+        self._log_next = 0.0
+
+    # -- intake ----------------------------------------------------------------------------
+    @property
+    def queued(self) -> int:
+        return self._queued
+
+    def offer(
+        self,
+        batch: FlowBatch,
+        source: str,
+        ack: Ack | None = None,
+        *,
+        block: bool | None = None,
+        timeout: float | None = None,
+    ) -> bool:
+        """Queue a batch; False if it was dropped (queue full, or intake stopped).
+
+        ``block`` (default: the ``on_full`` policy is ``block``) waits for room, up to
+        ``timeout`` seconds, for sources that can hold back their producer.
+        """
+        n = len(batch)
+        if n == 0:
+            if ack is not None:
+                ack()
+            return True
+        wait = self.on_full == "block" if block is None else block
+        with self._lock:
+            self.stats.received[source] = self.stats.received.get(source, 0) + n
+            if not self._intake:
+                self._drop("stopping", n)
+                return False
+            if self._queued + n > self.queue_size and self._queued > 0:
+                if wait:
+                    deadline = None if timeout is None else self.clock() + timeout
+                    while self._intake and self._queued + n > self.queue_size and self._queued:
+                        left = None if deadline is None else deadline - self.clock()
+                        if left is not None and left <= 0:
+                            break
+                        self._not_full.wait(left if left is not None else 1.0)
+                if self._queued + n > self.queue_size and self._queued > 0:
+                    if self.on_full == "drop_oldest" and not wait:
+                        while self._queue and self._queued + n > self.queue_size:
+                            old = self._queue.popleft()
+                            self._queued -= len(old.batch)
+                            self._drop("queue_full_oldest", len(old.batch))
+                    else:
+                        self._drop("queue_full", n)
+                        return False
+            self._queue.append(_Item(batch, source, ack, self.clock()))
+            self._queued += n
+            self._not_empty.notify()
+            return True
+
+    def _drop(self, reason: str, n: int) -> None:
+        self.stats.dropped[reason] = self.stats.dropped.get(reason, 0) + n
+        now = self.clock()
+        if now >= self._log_next:  # at most one line every 10 s
+            self._log_next = now + 10.0
+            log.warning(
+                "dropping flows (%s): %d so far; scoring cannot keep up with intake",
+                reason,
+                sum(self.stats.dropped.values()),
+            )
+
+    # -- scoring loop ----------------------------------------------------------------------
+    def _take(self) -> list[_Item] | None:
+        """Wait for work; then gather up to batch_size flows or until batch_timeout."""
+        with self._lock:
+            while not self._queue:
+                self.heartbeat = self.clock()
+                if self._stopped or not self._intake:
+                    return None
+                self._not_empty.wait(0.5)
+            deadline = self._queue[0].arrived + self.batch_timeout
+            while self._queued < self.batch_size and self._intake:
+                left = deadline - self.clock()
+                if left <= 0:
+                    break
+                self._not_empty.wait(left)
+            items, n = [], 0
+            while self._queue and (n == 0 or n + len(self._queue[0].batch) <= self.batch_size):
+                item = self._queue.popleft()
+                n += len(item.batch)
+                items.append(item)
+            self._queued -= n
+            self._busy = n
+            self._not_full.notify_all()
+            return items
+
+    def run(self) -> None:
+        """The scoring loop; returns once intake is stopped and the queue is empty."""
+        while True:
+            items = self._take()
+            if items is None:
+                return
+            try:
+                self.process(items)
+            finally:
+                with self._lock:
+                    self._busy = 0
+                    self._not_full.notify_all()
+                self.heartbeat = self.clock()
+
+    def process(self, items: list[_Item]) -> None:
+        batch = FlowBatch.concat([i.batch for i in items]) if len(items) > 1 else items[0].batch
+        if self.dedup is not None:
+            ids = batch.column("community_id").to_pylist()
+            keep = self.dedup.keep(ids, self.clock())
+            if not keep.all():
+                self.stats.duplicates += int((~keep).sum())
+                batch = FlowBatch(batch.table.filter(pa.array(keep)))
+        model = self.model  # one reference per micro-batch: a swap applies to the next one
+        scores, alerts = model.run(batch, self.threshold)
+        for sink in self.sinks:
+            try:
+                sink.write(alerts)
+            except Exception as exc:  # a sink must not take the pipeline down
+                self.stats.sink_errors[sink.name] = self.stats.sink_errors.get(sink.name, 0) + 1
+                log.error("sink %s failed: %s", sink.name, exc)
+        for item in items:
+            if item.ack is not None:
+                item.ack()
+        self.stats.scored += len(batch)
+        self.stats.alerts += len(alerts)
+        self.stats.batches += 1
+        if self.on_batch is not None:
+            self.on_batch(batch, scores, alerts, min(i.arrived for i in items))
+
+    # -- control ---------------------------------------------------------------------------
+    def swap_model(self, model: Model) -> None:
+        self.model = model
+
+    def stop_intake(self) -> None:
+        with self._lock:
+            self._intake = False
+            self._not_empty.notify_all()
+            self._not_full.notify_all()
+
+    def drain(self, timeout: float) -> bool:
+        """Stop intake and wait until everything queued has been scored and written."""
+        self.stop_intake()
+        deadline = self.clock() + timeout
+        while self.clock() < deadline:
+            with self._lock:
+                if not self._queue and not self._busy:
+                    return True
+            time.sleep(0.01)
+        return False
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stopped = True
+            self._intake = False
+            self._not_empty.notify_all()

@@ -1,0 +1,495 @@
+"""netanomd.config: the shipped config, precedence, error reporting, masking, typed result."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from jsonschema import Draft202012Validator
+
+from netanomd.config import (
+    SCHEMA,
+    SOURCE_TYPES,
+    Config,
+    ConfigValidationError,
+    RedisSourceConfig,
+    ZeekBrokerSourceConfig,
+    ZeekLogSourceConfig,
+    ZeekWsSourceConfig,
+    dump_yaml,
+    load_config,
+)
+from netanomd.errors import ConfigError
+from netanomd.zeek.api import FLOWS_TOPIC
+from tests.conftest import REPO_DIR
+
+SHIPPED = REPO_DIR / "config" / "netanomd.yaml"
+
+
+def write(tmp_path: Path, text: str, name: str = "netanomd.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def problems(exc: pytest.ExceptionInfo[ConfigError]) -> list[str]:
+    assert isinstance(exc.value, ConfigValidationError)
+    lines = str(exc.value).splitlines()
+    assert lines[1:] == list(exc.value.problems)
+    return lines[1:]
+
+
+def defaults() -> Config:
+    return load_config(None, env={})
+
+
+# --- schema and defaults -----------------------------------------------------------------------
+
+
+def test_schema_is_valid_draft_2020_12_and_closed() -> None:
+    Draft202012Validator.check_schema(SCHEMA)
+
+    def walk(node: dict[str, Any], where: str) -> None:
+        """Every object schema reachable through properties, items and $defs is closed."""
+        if node.get("type") == "object" and where != "$defs.source":
+            assert node.get("additionalProperties") is False, where
+        for key, sub in node.get("properties", {}).items():
+            walk(sub, f"{where}.{key}")
+        for key, sub in node.get("$defs", {}).items():
+            walk(sub, f"$defs.{key}")
+        if isinstance(node.get("items"), dict):
+            walk(node["items"], f"{where}[]")
+
+    walk(SCHEMA, "")
+
+
+def test_defaults() -> None:
+    cfg = defaults()
+    assert cfg.model.path == "/var/lib/netanomd/model.npz"
+    assert cfg.model.threshold is None
+    assert cfg.model.reload_check_seconds == 60
+    assert cfg.sources == (
+        ZeekWsSourceConfig(
+            type="zeek_ws",
+            url="ws://127.0.0.1:27759",
+            ca_file=None,
+            insecure=False,
+            topics=(FLOWS_TOPIC,),
+        ),
+    )
+    p = cfg.pipeline
+    assert (p.batch_size, p.batch_timeout_ms, p.queue_size) == (1024, 200, 65536)
+    assert (p.on_full, p.dedup_community_id, p.dedup_window_seconds) == ("drop_oldest", True, 120)
+    assert cfg.sinks.sqlite.enabled and cfg.sinks.sqlite.path == "/var/lib/netanomd/alerts.db"
+    assert not cfg.sinks.elasticsearch.enabled
+    assert cfg.sinks.elasticsearch.hosts == ("http://127.0.0.1:9200",)
+    assert cfg.sinks.zeek_notice.enabled
+    assert cfg.sinks.metrics.enabled and cfg.sinks.metrics.listen == "127.0.0.1:9750"
+    assert (cfg.state_dir, cfg.log_level) == ("/var/lib/netanomd", "info")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.log_level = "debug"  # type: ignore[misc]
+
+
+def test_shipped_config_validates_and_is_the_defaults() -> None:
+    cfg = load_config(SHIPPED, env={})
+    assert cfg == defaults()
+    # Every key is spelled out in the file, with its default value.
+    assert yaml.safe_load(SHIPPED.read_text()) == defaults().to_dict()
+
+
+def test_shipped_commented_sources_are_valid(tmp_path: Path) -> None:
+    """Uncommenting every example source in the shipped file gives a valid config."""
+    out, in_sources = [], False
+    for line in SHIPPED.read_text().splitlines():
+        if line.startswith("sources:"):
+            in_sources = True
+        elif line and not line.startswith((" ", "#")):
+            in_sources = False
+        m = re.match(r"  # (- .*|  .*)$", line)
+        out.append("  " + m.group(1) if in_sources and m else line)
+    cfg = load_config(write(tmp_path, "\n".join(out) + "\n"), env={})
+    assert tuple(s.type for s in cfg.sources) == SOURCE_TYPES
+    broker = cfg.sources[1]
+    assert isinstance(broker, ZeekBrokerSourceConfig)
+    assert (broker.connect, broker.listen) == ("127.0.0.1:9999", None)
+    assert isinstance(cfg.sources[2], ZeekLogSourceConfig) and cfg.sources[2].follow is True
+    assert cfg.sources[5] == RedisSourceConfig(
+        "redis", "redis://127.0.0.1:6379/0", "suricata", "list"
+    )
+
+
+def test_elasticsearch_section_mirrors_es_setup() -> None:
+    es_setup = pytest.importorskip("netanomd.es_setup")
+    names = {f.name for f in dataclasses.fields(es_setup.ElasticsearchConfig)}
+    schema_keys = set(SCHEMA["properties"]["sinks"]["properties"]["elasticsearch"]["properties"])
+    assert schema_keys == names | {"enabled"}
+    es = load_config(
+        None,
+        env={},
+        overrides=[
+            "sinks.elasticsearch.hosts=https://es:9200",
+            "sinks.elasticsearch.namespace=prod",
+        ],
+    ).sinks.elasticsearch
+    built = es_setup.ElasticsearchConfig.from_mapping(es.es_mapping())
+    assert built.hosts == ["https://es:9200"] and built.namespace == "prod"
+
+
+# --- precedence --------------------------------------------------------------------------------
+
+
+def test_precedence_file_env_set(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "pipeline:\n  batch_size: 10\n  queue_size: 100\nsinks:\n  sqlite:\n    path: /file.db\n",
+    )
+    env = {
+        "NETANOMD_PIPELINE__BATCH_SIZE": "20",
+        "NETANOMD_SINKS__SQLITE__PATH": "/env.db",
+        "NETANOMD_SINKS__METRICS__ENABLED": "false",
+        "NETANOMD_LOG_LEVEL": "debug",
+        "NETANOMD_MODEL__THRESHOLD": "0.75",
+        "NETANOMD_ES_PASSWORD": "not a config key",  # read by es_setup, ignored here
+        "OTHER": "x",
+    }
+    cfg = load_config(path, env=env)
+    assert cfg.pipeline.batch_size == 20 and cfg.pipeline.queue_size == 100
+    assert cfg.sinks.sqlite.path == "/env.db"
+    assert cfg.sinks.metrics.enabled is False
+    assert cfg.log_level == "debug"
+    assert cfg.model.threshold == 0.75
+
+    cfg = load_config(
+        path,
+        env=env,
+        overrides=["pipeline.batch_size=30", "sinks.metrics.enabled=yes", "model.threshold=null"],
+    )
+    assert cfg.pipeline.batch_size == 30
+    assert type(cfg.pipeline.batch_size) is int
+    assert cfg.sinks.metrics.enabled is True
+    assert cfg.model.threshold is None
+    assert cfg.sinks.sqlite.path == "/env.db"  # untouched by --set
+    # Later --set wins over earlier.
+    cfg = load_config(path, env={}, overrides=["state_dir=/a", "state_dir=/b"])
+    assert cfg.state_dir == "/b"
+
+
+def test_overrides_reach_into_sources(tmp_path: Path) -> None:
+    cfg = load_config(
+        None,
+        env={"NETANOMD_SOURCES__0__TOPICS": "[a/b, c/d]"},
+        overrides=[
+            "sources[0].url=wss://zeek.example:27759",
+            "sources[1].type=suricata_eve",
+            "sources.1.from_start=true",
+        ],
+    )
+    ws, eve = cfg.sources
+    assert isinstance(ws, ZeekWsSourceConfig)
+    assert ws.url == "wss://zeek.example:27759" and ws.topics == ("a/b", "c/d")
+    assert eve.type == "suricata_eve" and eve.path == "/var/log/suricata/eve.json"
+    assert eve.from_start is True and eve.follow is True
+
+
+def test_changing_a_source_type_gets_that_types_defaults() -> None:
+    cfg = load_config(
+        None,
+        env={"NETANOMD_SOURCES__0__TYPE": "zeek_broker"},
+        overrides=["sources[0].listen=0.0.0.0:9999"],
+    )
+    assert cfg.sources == (
+        ZeekBrokerSourceConfig("zeek_broker", None, "0.0.0.0:9999", (FLOWS_TOPIC,)),
+    )
+    with pytest.raises(ConfigError) as exc:
+        load_config(None, env={}, overrides=["sources[0].type=zeek_broker", "sources=null"])
+    assert problems(exc) == ["--set sources=null: sources: null is not of type array"]
+
+
+def test_quoted_value_stays_a_string() -> None:
+    with pytest.raises(ConfigError) as exc:
+        load_config(None, env={}, overrides=["pipeline.batch_size='5'"])
+    assert problems(exc) == [
+        "--set pipeline.batch_size='5': pipeline.batch_size: '5' is not of type integer"
+    ]
+
+
+# --- error reporting ---------------------------------------------------------------------------
+
+BAD = """\
+model:
+  path: /x/model.npz
+  treshold: 0.5
+sources:
+  - type: zeek_ws
+    url: http://nope
+  - type: zeek_log
+    follow: maybe
+  - type: zeek_broker
+    connect: a:1
+    listen: b:2
+pipeline:
+  batch_size: 0
+  on_full: Block
+sinks:
+  elasticsearch:
+    hosts: ftp://x
+log_level: INFO
+"""
+
+
+def test_all_errors_at_once_with_lines_paths_and_origins(tmp_path: Path) -> None:
+    path = write(tmp_path, BAD)
+    with pytest.raises(ConfigError) as exc:
+        load_config(
+            path,
+            env={"NETANOMD_PIPELINE__QUEUE_SIZE": "-5"},
+            overrides=["sinks.metrics.listen=nohost"],
+        )
+    assert str(exc.value).startswith("invalid configuration (11 problems):\n")
+    assert problems(exc) == [
+        f"{path}:3: model.treshold: unknown key 'treshold'; did you mean 'threshold'?",
+        f"{path}:6: sources[0].url: 'http://nope' is not a valid WebSocket URL (ws:// or wss://)",
+        f"{path}:7: sources[1].path: missing required key",
+        f"{path}:8: sources[1].follow: 'maybe' is not of type boolean",
+        f"{path}:9: sources[2]: needs exactly one of 'connect' (host:port of Zeek's Broker "
+        "listener) or 'listen' (host:port for Zeek to peer with)",
+        f"{path}:13: pipeline.batch_size: 0 is less than the minimum of 1",
+        f"{path}:14: pipeline.on_full: 'Block' is not one of 'block', 'drop_oldest', "
+        "'drop_newest'; did you mean 'block'?",
+        f"{path}:17: sinks.elasticsearch.hosts: 'ftp://x' is not a valid Elasticsearch URL "
+        "(http:// or https://)",
+        f"{path}:18: log_level: 'INFO' is not one of 'debug', 'info', 'warning', 'error', "
+        "'critical'; did you mean 'info'?",
+        "env NETANOMD_PIPELINE__QUEUE_SIZE: pipeline.queue_size: -5 is less than the minimum of 1",
+        "--set sinks.metrics.listen=nohost: sinks.metrics.listen: 'nohost' is not a valid "
+        "host:port (e.g. 127.0.0.1:9999)",
+    ]
+
+
+def test_env_and_set_replace_the_file_line(tmp_path: Path) -> None:
+    path = write(tmp_path, "pipeline:\n  batch_size: 10\n  queue_size: 10\n")
+    with pytest.raises(ConfigError) as exc:
+        load_config(
+            path,
+            env={"NETANOMD_PIPELINE__BATCH_SIZE": "-5"},
+            overrides=["pipeline.queue_size=lots"],
+        )
+    assert problems(exc) == [
+        "env NETANOMD_PIPELINE__BATCH_SIZE: pipeline.batch_size: -5 is less than the minimum of 1",
+        "--set pipeline.queue_size=lots: pipeline.queue_size: 'lots' is not of type integer",
+    ]
+
+
+def test_unknown_keys_suggest_the_closest(tmp_path: Path) -> None:
+    path = write(tmp_path, "pipline:\n  batch_size: 1\nsinks:\n  sqlite:\n    pth: /x.db\n")
+    with pytest.raises(ConfigError) as exc:
+        load_config(
+            path,
+            env={"NETANOMD_SINKS__METRICS__LISTN": "1.2.3.4:9"},
+            overrides=["modle.path=/m.npz", "sinks.kafka.enabled=true"],
+        )
+    assert problems(exc) == [
+        f"{path}:1: pipline: unknown key 'pipline'; did you mean 'pipeline'?",
+        f"{path}:5: sinks.sqlite.pth: unknown key 'pth'; did you mean 'path'?",
+        "env NETANOMD_SINKS__METRICS__LISTN: sinks.metrics.listn: unknown key 'listn'; "
+        "did you mean 'listen'?",
+        "--set modle.path=/m.npz: modle: unknown key 'modle'; did you mean 'model'?",
+        "--set sinks.kafka.enabled=true: sinks.kafka: unknown key 'kafka' "
+        "(known keys: sqlite, elasticsearch, zeek_notice, metrics)",
+    ]
+
+
+def test_wrong_source_type_names_the_allowed_types(tmp_path: Path) -> None:
+    path = write(tmp_path, "sources:\n  - type: zeek_ws\n  - type: surricata_eve\n    path: /x\n")
+    with pytest.raises(ConfigError) as exc:
+        load_config(path, env={})
+    assert problems(exc) == [
+        f"{path}:3: sources[1].type: 'surricata_eve' is not one of 'zeek_ws', 'zeek_broker', "
+        "'zeek_log', 'suricata_eve', 'suricata_socket', 'redis'; did you mean 'suricata_eve'?"
+    ]
+    path = write(tmp_path, "sources:\n  - url: ws://x:1\n  - zeek_ws\n")
+    with pytest.raises(ConfigError) as exc:
+        load_config(path, env={})
+    assert problems(exc) == [
+        f"{path}:2: sources[0].type: missing required key (one of: zeek_ws, zeek_broker, "
+        "zeek_log, suricata_eve, suricata_socket, redis)",
+        f"{path}:3: sources[1]: 'zeek_ws' is not of type object",
+    ]
+    # A key of another source type is unknown for this one.
+    path = write(tmp_path, "sources:\n  - type: suricata_socket\n    path: /s\n    follow: true\n")
+    with pytest.raises(ConfigError) as exc:
+        load_config(path, env={})
+    assert problems(exc) == [
+        f"{path}:4: sources[0].follow: unknown key 'follow' (known keys: type, path, kind)"
+    ]
+
+
+def test_bad_override_syntax_and_list_index() -> None:
+    with pytest.raises(ConfigError) as exc:
+        load_config(
+            None,
+            env={"NETANOMD_PIPELINE____X": "1"},
+            overrides=["log_level", "sources[3].path=/x", "log_level.x=1"],
+        )
+    assert problems(exc) == [
+        "env NETANOMD_PIPELINE____X: empty key segment in the variable name",
+        "--set log_level: expected key.path=value (e.g. log_level=debug)",
+        "--set sources[3].path=/x: sources[3].path: sources has 1 item(s); [3] is out of range "
+        "(use [1] to add one)",
+        "--set log_level.x=1: log_level.x: log_level is not a mapping, cannot set 'x' in it",
+    ]
+
+
+def test_file_level_errors(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read the configuration"):
+        load_config(tmp_path / "missing.yaml", env={})
+    path = write(tmp_path, "model:\n  path: [unclosed\nlog_level: info\n")
+    with pytest.raises(ConfigError, match=rf"^{re.escape(str(path))}:3:\d+: not valid YAML"):
+        load_config(path, env={})
+    path = write(tmp_path, "- a\n- b\n")
+    with pytest.raises(ConfigError, match="top level must be a mapping"):
+        load_config(path, env={})
+    path = write(tmp_path, "log_level: info\nstate_dir: /a\nlog_level: debug\n")
+    with pytest.raises(ConfigError) as exc:
+        load_config(path, env={})
+    assert problems(exc) == [f"{path}:3: log_level: duplicate key, first on line 1"]
+    assert load_config(write(tmp_path, "# nothing but comments\n"), env={}) == defaults()
+
+
+def test_elasticsearch_credentials_consistency(tmp_path: Path) -> None:
+    path = write(tmp_path, "sinks:\n  elasticsearch:\n    enabled: true\n    username: bob\n")
+    with pytest.raises(ConfigError) as exc:
+        load_config(path, env={})
+    assert problems(exc) == [
+        f"{path}:4: sinks.elasticsearch.username: given without a password (set "
+        "sinks.elasticsearch.password or the NETANOMD_ES_PASSWORD environment variable)"
+    ]
+    cfg = load_config(path, env={"NETANOMD_ES_PASSWORD": "pw"})
+    assert cfg.sinks.elasticsearch.username == "bob"
+
+
+def test_non_finite_numbers_are_refused() -> None:
+    with pytest.raises(ConfigError) as exc:
+        load_config(None, env={}, overrides=["model.threshold=.nan"])
+    assert problems(exc) == [
+        "--set model.threshold=.nan: model.threshold: nan is not a finite number"
+    ]
+
+
+# --- secrets and output ------------------------------------------------------------------------
+
+
+def test_secrets_masked(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "sinks:\n  elasticsearch:\n    api_key: s3cr3t-key\n    username: bob\n"
+        "sources:\n  - type: redis\n    url: redis://user:hunter2@redis:6379/0\n",
+    )
+    cfg = load_config(path, env={"NETANOMD_SINKS__ELASTICSEARCH__PASSWORD": "pa55"})
+    es = cfg.sinks.elasticsearch
+    assert (es.api_key, es.password) == ("s3cr3t-key", "pa55")
+    shown = cfg.to_dict()
+    assert shown["sinks"]["elasticsearch"]["api_key"] == "***"
+    assert shown["sinks"]["elasticsearch"]["password"] == "***"
+    assert shown["sinks"]["elasticsearch"]["username"] == "bob"
+    assert shown["sources"][0]["url"] == "redis://user:***@redis:6379/0"
+    assert cfg.to_dict(mask_secrets=False)["sinks"]["elasticsearch"]["password"] == "pa55"
+    for text in (dump_yaml(cfg), repr(cfg)):
+        for secret in ("s3cr3t-key", "pa55"):
+            assert secret not in text
+    assert "hunter2" not in dump_yaml(cfg)
+    # Unset secrets stay null, so "not configured" remains visible.
+    assert defaults().to_dict()["sinks"]["elasticsearch"]["api_key"] is None
+
+    with pytest.raises(ConfigError) as exc:
+        load_config(None, env={}, overrides=["sinks.elasticsearch.password=[oops, s3cr3t]"])
+    assert problems(exc) == [
+        "--set sinks.elasticsearch.password=***: sinks.elasticsearch.password: '***' is not of "
+        "type string or null"
+    ]
+    with pytest.raises(ConfigError) as exc:
+        load_config(None, env={}, overrides=["sources[0].url=redis://u:s3cr3t@h"])
+    assert "s3cr3t" not in str(exc.value)
+
+
+def test_dump_yaml_round_trips(tmp_path: Path) -> None:
+    cfg = load_config(
+        None,
+        env={},
+        overrides=[
+            "sources[1].type=zeek_log",
+            "sources[1].path=/logs/*.log",
+            "pipeline.on_full=block",
+            "sinks.elasticsearch.hosts=https://a:9200",
+        ],
+    )
+    again = load_config(write(tmp_path, dump_yaml(cfg)), env={})
+    assert again == cfg
+
+
+# --- property ----------------------------------------------------------------------------------
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.one_of(st.integers(), st.integers(min_value=-10, max_value=2_000_000)))
+def test_batch_size_override_validates_or_names_the_key(n: int) -> None:
+    try:
+        cfg = load_config(None, env={}, overrides=[f"pipeline.batch_size={n}"])
+    except ConfigError as e:
+        assert not 1 <= n <= 1_000_000, str(e)
+        assert "pipeline.batch_size" in str(e)
+        assert isinstance(e, ConfigValidationError) and len(e.problems) == 1
+    else:
+        assert 1 <= n <= 1_000_000
+        assert cfg.pipeline.batch_size == n
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=40))
+def test_any_override_text_gives_config_or_config_error(value: str) -> None:
+    """Whatever follows '=', the result is a Config or a ConfigError about that key."""
+    try:
+        cfg = load_config(None, env={}, overrides=[f"pipeline.batch_size={value}"])
+    except ConfigError as e:
+        assert "pipeline.batch_size" in str(e)
+    else:
+        assert 1 <= cfg.pipeline.batch_size <= 1_000_000
+
+
+yaml_keys = st.sampled_from(
+    ["model", "sources", "pipeline", "sinks", "type", "path", "url", "enabled", "x", "zeek_ws"]
+)
+yaml_scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-5, 10**7),
+    st.floats(),
+    st.text(max_size=8),
+    st.sampled_from(["zeek_ws", "redis", "zeek_broker", "a:1"]),
+)
+yaml_data = st.recursive(
+    yaml_scalars,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3), st.dictionaries(yaml_keys, inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.dictionaries(yaml_keys, yaml_data, max_size=5))
+def test_any_yaml_document_gives_config_or_config_error(doc: dict[str, Any]) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = write(Path(tmp), yaml.safe_dump(doc))
+        try:
+            load_config(path, env={})
+        except ConfigError as e:
+            assert isinstance(e, ConfigValidationError), e
+            assert all(line.startswith(f"{path}:") for line in e.problems)

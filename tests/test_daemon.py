@@ -1,0 +1,483 @@
+"""The sensor daemon with real components: Suricata 7 reading pcaps into the daemon's unix
+socket and into a real redis-server list, a followed Zeek conn.log across rotation and a
+restart, sd_notify datagrams on a bound socket, reload with a corrupt and a good model,
+SIGTERM with 10,000 flows in flight, metrics, health and the scoring API."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from netanomd.daemon.service import Daemon
+from netanomd.data import attack_files, demo_model
+from netanomd.flow import FlowBatch
+from netanomd.sdnotify import Notifier
+
+PCAPS = Path(__file__).parent / "data" / "pcaps"
+SURICATA = shutil.which("suricata") or "/usr/bin/suricata"
+REDIS = shutil.which("redis-server") or "/usr/bin/redis-server"
+
+
+def wait(cond: Callable[[], bool], timeout: float = 30.0, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("model") / "model.npz"
+    demo_model().save(path)
+    return path
+
+
+def write_config(tmp: Path, model_file: Path, sources: list[dict[str, Any]], **extra: Any) -> Path:
+    cfg: dict[str, Any] = {
+        "model": {"path": str(model_file), "reload_check_seconds": 0},
+        "sources": sources,
+        "pipeline": {"batch_size": 500, "batch_timeout_ms": 50},
+        "sinks": {
+            "sqlite": {"path": str(tmp / "alerts.db")},
+            "metrics": {"listen": f"127.0.0.1:{free_port()}"},
+            "zeek_notice": {"enabled": False},
+        },
+        "state_dir": str(tmp / "state"),
+    }
+    for key, value in extra.items():
+        cfg.setdefault(key, {}).update(value) if isinstance(value, dict) else cfg.update(
+            {key: value}
+        )
+    path = tmp / "netanomd.yaml"
+    path.write_text(json.dumps(cfg))  # JSON is YAML
+    return path
+
+
+def suricata(tmp: Path, pcap: Path, eve: dict[str, Any]) -> None:
+    conf = tmp / f"suricata-{eve['filetype']}.yaml"
+    conf.write_text(
+        "%YAML 1.1\n---\n"
+        + json.dumps(
+            {
+                "vars": {
+                    "address-groups": {
+                        "HOME_NET": "[192.168.0.0/16,10.0.0.0/8,172.16.0.0/12]",
+                        "EXTERNAL_NET": "!$HOME_NET",
+                    },
+                    "port-groups": {"HTTP_PORTS": "80"},
+                },
+                "outputs": [
+                    {"eve-log": {"enabled": True, "community-id": True, "types": ["flow"], **eve}}
+                ],
+                "logging": {
+                    "default-log-level": "warning",
+                    "outputs": [{"console": {"enabled": True}}],
+                },
+            }
+        )
+    )
+    logdir = tmp / f"suricata-log-{eve['filetype']}"
+    logdir.mkdir(exist_ok=True)
+    out = subprocess.run(
+        [
+            SURICATA,
+            "-r",
+            str(pcap),
+            "-c",
+            str(conf),
+            "-l",
+            str(logdir),
+            "-S",
+            "/dev/null",
+            "-k",
+            "none",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def eve_flow_count(tmp: Path, pcap: Path) -> int:
+    suricata(tmp, pcap, {"filetype": "regular", "filename": "eve.json"})
+    lines = (tmp / "suricata-log-regular" / "eve.json").read_text().splitlines()
+    (tmp / "suricata-log-regular" / "eve.json").unlink()
+    return sum(json.loads(x)["event_type"] == "flow" for x in lines)
+
+
+@pytest.fixture()
+def redis_url(tmp_path: Path) -> Iterator[str]:
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            REDIS,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(tmp_path),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    import redis
+
+    client = redis.Redis(port=port)
+    wait(lambda: _pings(client), 20, "redis-server")
+    yield f"redis://127.0.0.1:{port}/0"
+    proc.terminate()
+    proc.wait(10)
+
+
+def _pings(client: Any) -> bool:
+    try:
+        return bool(client.ping())
+    except Exception:
+        return False
+
+
+def alert_count(db: Path) -> int:
+    with sqlite3.connect(db) as con:
+        return int(con.execute("select count(*) from alerts").fetchone()[0])
+
+
+def test_suricata_socket_and_redis_into_sqlite(
+    tmp_path: Path, model_path: Path, redis_url: str
+) -> None:
+    pcap = PCAPS / "ftp_bruteforce.pcap"
+    expected = eve_flow_count(tmp_path, pcap)
+    assert expected >= 20
+    sock = tmp_path / "eve.sock"
+    cfg = write_config(
+        tmp_path,
+        model_path,
+        [
+            {"type": "suricata_socket", "path": str(sock), "kind": "dgram"},
+            {"type": "redis", "url": redis_url, "key": "suricata"},
+        ],
+        model={"threshold": 0.0},  # every flow alerts: each one must reach SQLite
+        pipeline={"dedup_community_id": False},
+    )
+    d = Daemon(str(cfg), notifier=Notifier(env={}))
+    d.start()
+    try:
+        assert d.health()["ready"]
+        suricata(tmp_path, pcap, {"filetype": "unix_dgram", "filename": str(sock)})
+        p = d.pipeline
+        assert p is not None
+        wait(lambda: p.stats.received.get("suricata_socket[0]", 0) == expected, 30, "socket")
+        port = int(redis_url.rsplit(":", 1)[1].split("/")[0])
+        suricata(
+            tmp_path,
+            pcap,
+            {
+                "filetype": "redis",
+                "redis": {"server": "127.0.0.1", "port": port, "mode": "list", "key": "suricata"},
+            },
+        )
+        wait(lambda: p.stats.received.get("redis[1]", 0) == expected, 30, "redis")
+        wait(lambda: p.stats.scored == 2 * expected and p.queued == 0, 30, "scoring")
+    finally:
+        assert d.shutdown() == 0
+    assert alert_count(tmp_path / "alerts.db") == 2 * expected
+
+
+def tsv_header() -> bytes:
+    path = next(p for p in attack_files() if "remcos" in p.name)
+    with gzip.open(path) as fh:
+        return b"".join(line for line in fh if line.startswith(b"#") and b"#close" not in line)
+
+
+def tsv_rows() -> list[bytes]:
+    path = next(p for p in attack_files() if "remcos" in p.name)
+    with gzip.open(path) as fh:
+        return [line for line in fh if not line.startswith(b"#")]
+
+
+def test_follow_across_rotation_and_restart(tmp_path: Path, model_path: Path) -> None:
+    """Every flow scored exactly once although the log rotates and the daemon restarts twice
+    (once while the file is being written, once across a rotation it did not see)."""
+    rows = tsv_rows()
+    uids = [r.split(b"\t")[1].decode() for r in rows]
+    log = tmp_path / "conn.log"
+    log.write_bytes(tsv_header() + b"".join(rows[:100]))
+    cfg = write_config(
+        tmp_path, model_path, [{"type": "zeek_log", "path": str(log), "from_start": True}]
+    )
+    seen: list[str] = []
+
+    def start() -> Daemon:
+        d = Daemon(str(cfg), notifier=Notifier(env={}))
+        d.start()
+        assert d.pipeline is not None
+        inner = d.pipeline.on_batch
+
+        def record(batch: FlowBatch, *rest: Any) -> None:
+            seen.extend(batch.column("uid").to_pylist())
+            if inner is not None:
+                inner(batch, *rest)
+
+        d.pipeline.on_batch = record
+        return d
+
+    d = start()
+    wait(lambda: len(seen) == 100, what="first 100")
+    with log.open("ab") as fh:
+        fh.write(b"".join(rows[100:300]))
+    wait(lambda: len(seen) == 300, what="appended 200")
+    log.rename(tmp_path / "conn.1.log")  # Zeek-style rotation: rename, then a new file
+    log.write_bytes(tsv_header() + b"".join(rows[300:400]))
+    wait(lambda: len(seen) == 400, what="after rotation")
+    assert d.shutdown() == 0
+    # While the daemon is down: the current file grows, then rotates again.
+    with log.open("ab") as fh:
+        fh.write(b"".join(rows[400:500]))
+    log.rename(tmp_path / "conn.2.log")
+    log.write_bytes(tsv_header() + b"".join(rows[500:600]))
+    d = start()
+    wait(lambda: len(seen) == 600, what="resume after restart")
+    with log.open("ab") as fh:
+        fh.write(b"".join(rows[600:]))
+    wait(lambda: len(seen) == len(rows), what="the rest")
+    assert d.shutdown() == 0
+    assert seen == uids  # in order, none twice, none missing
+
+
+def test_metrics_health_and_score_api(tmp_path: Path, model_path: Path) -> None:
+    log = tmp_path / "conn.log"
+    rows = tsv_rows()
+    log.write_bytes(tsv_header() + b"".join(rows))
+    cfg = write_config(
+        tmp_path, model_path, [{"type": "zeek_log", "path": str(log), "from_start": True}]
+    )
+    d = Daemon(str(cfg), notifier=Notifier(env={}))
+    d.start()
+    try:
+        assert d.server is not None and d.pipeline is not None
+        base = f"http://127.0.0.1:{d.server.port}"
+        wait(lambda: d.pipeline is not None and d.pipeline.stats.scored == len(rows))
+        health = json.loads(urllib.request.urlopen(base + "/healthz").read())
+        assert health["ready"] and health["model"] == d.pipeline.model.model_id
+        metrics = urllib.request.urlopen(base + "/metrics").read().decode()
+        assert f"netanomd_flows_scored_total {float(len(rows))}" in metrics
+        assert 'netanomd_flows_received_total{source="zeek_log[0]:conn.log"} 766.0' in metrics
+        assert "netanomd_batch_latency_seconds_bucket" in metrics
+        assert f"netanomd_score_count {float(len(rows))}" in metrics
+        assert f'netanomd_model_info{{model_id="{d.pipeline.model.model_id}"}} 1.0' in metrics
+        flows = [
+            {
+                "uid": "Ctest1",
+                "id.orig_h": "192.168.1.115",
+                "id.orig_p": 60072,
+                "id.resp_h": "41.108.179.197",
+                "id.resp_p": 1177,
+                "proto": "tcp",
+                "conn_state": "S0",
+                "history": "S",
+                "orig_pkts": 1,
+                "orig_ip_bytes": 48,
+                "resp_pkts": 0,
+                "resp_ip_bytes": 0,
+                "duration": 0.0,
+            },
+            {
+                "uid": "Ctest2",
+                "id.orig_h": "192.168.1.20",
+                "id.orig_p": 50000,
+                "id.resp_h": "192.168.1.1",
+                "id.resp_p": 53,
+                "proto": "udp",
+                "service": "dns",
+                "conn_state": "SF",
+                "history": "Dd",
+                "orig_pkts": 1,
+                "orig_ip_bytes": 72,
+                "resp_pkts": 1,
+                "resp_ip_bytes": 120,
+                "duration": 0.01,
+                "orig_bytes": 44,
+                "resp_bytes": 92,
+            },
+        ]
+        req = urllib.request.Request(
+            base + "/v1/score",
+            data=json.dumps(flows).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        out = json.loads(urllib.request.urlopen(req).read())
+        assert [o["uid"] for o in out] == ["Ctest1", "Ctest2"]
+        assert out[0]["verdict"] == "anomalous" and "1177" not in out[0]["reason"]
+        assert out[0]["explanation"] and out[1]["verdict"] == "normal"
+        bad = urllib.request.Request(base + "/v1/score", data=b'[{"uid": 1}]')
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(bad)
+        assert err.value.code == 400
+    finally:
+        d.shutdown()
+
+
+class NotifyListener:
+    def __init__(self, path: Path) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(path))
+        self.sock.settimeout(0.2)
+        self.messages: list[str] = []
+
+    def pump(self) -> None:
+        try:
+            while True:
+                self.messages.append(self.sock.recv(4096).decode())
+        except TimeoutError:
+            pass
+
+    def wait_for(self, prefix: str, timeout: float = 30.0, after: int = 0) -> int:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.pump()
+            for i, m in enumerate(self.messages[after:], after):
+                if m.startswith(prefix):
+                    return i
+        raise AssertionError(f"no {prefix!r} in {self.messages[after:]}")
+
+
+def test_systemd_lifecycle_reload_and_sigterm_with_flows_in_flight(
+    tmp_path: Path, model_path: Path
+) -> None:
+    """A real `netanomd run` process: READY, WATCHDOG, STATUS; SIGHUP with a corrupt model
+    keeps the old one, with a good one swaps; SIGTERM with 10,000 flows queued delivers them
+    all and exits 0 with STOPPING."""
+    live = tmp_path / "live.npz"
+    shutil.copy(model_path, live)
+    log = tmp_path / "conn.log"
+    log.write_bytes(tsv_header())
+    cfg = write_config(
+        tmp_path,
+        live,
+        [{"type": "zeek_log", "path": str(log)}],
+        model={"threshold": 0.0},
+        pipeline={"batch_size": 100, "batch_timeout_ms": 1, "dedup_community_id": False},
+    )
+    listener = NotifyListener(tmp_path / "notify.sock")
+    env = {
+        **os.environ,
+        "NOTIFY_SOCKET": str(tmp_path / "notify.sock"),
+        "WATCHDOG_USEC": "1000000",
+        "NETANOMD_LOG_LEVEL": "info",
+    }
+    env.pop("WATCHDOG_PID", None)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "netanomd", "run", "-c", str(cfg)],
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        listener.wait_for("READY=1")
+        listener.wait_for("WATCHDOG=1")
+        port = json.loads(cfg.read_text())["sinks"]["metrics"]["listen"].rsplit(":", 1)[1]
+
+        def model_id() -> str:
+            h = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz").read())
+            return str(h["model"])
+
+        first = model_id()
+        live.write_bytes(b"PK\x03\x04 not a model")  # corrupt
+        n = len(listener.messages)
+        proc.send_signal(signal.SIGHUP)
+        i = listener.wait_for("RELOADING=1", after=n)
+        assert "MONOTONIC_USEC=" in listener.messages[i]
+        listener.wait_for("READY=1", after=i)
+        assert model_id() == first and proc.poll() is None
+        demo_model(seed=7).save(live)
+        n = len(listener.messages)
+        proc.send_signal(signal.SIGHUP)
+        listener.wait_for("READY=1", after=listener.wait_for("RELOADING=1", after=n))
+        wait(lambda: model_id() != first, 10, "new model")
+        rows = tsv_rows()
+        many = (rows * 14)[:10_000]
+        many = [r.replace(r.split(b"\t")[1], f"Cflight{i}".encode(), 1) for i, r in enumerate(many)]
+        with log.open("ab") as fh:
+            fh.write(b"".join(many))
+        time.sleep(0.5)  # the follower has queued them; scoring is under way
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0, proc.stderr.read() if proc.stderr else ""
+        listener.wait_for("STOPPING=1")
+        listener.wait_for("STATUS=", timeout=1)
+    finally:
+        proc.kill()
+    assert alert_count(tmp_path / "alerts.db") == 10_000  # every in-flight flow delivered
+
+
+def test_stalled_pipeline_stops_watchdog(tmp_path: Path, model_path: Path) -> None:
+    log = tmp_path / "conn.log"
+    log.write_bytes(tsv_header())
+    cfg = write_config(tmp_path, model_path, [{"type": "zeek_log", "path": str(log)}])
+    sent: list[str] = []
+
+    class Sock:
+        def sendto(self, data: bytes, addr: str) -> None:
+            sent.append(data.decode())
+
+        def close(self) -> None:
+            pass
+
+    notifier = Notifier(
+        env={"NOTIFY_SOCKET": "@test", "WATCHDOG_USEC": "400000"}, socket_factory=lambda: Sock()
+    )  # type: ignore[arg-type,return-value]
+    d = Daemon(str(cfg), notifier=notifier)
+    t = threading.Thread(target=d.serve, kwargs={"install_signals": False}, daemon=True)
+    t.start()
+    wait(lambda: sent.count("WATCHDOG=1") >= 3, 10, "watchdog pings")
+    assert d.pipeline is not None
+    gate = threading.Event()
+
+    class Stuck:
+        name = "stuck"
+
+        def write(self, alerts: Any) -> None:
+            gate.wait(30)
+
+        def flush(self) -> None: ...
+
+        def close(self) -> None: ...
+
+    d.pipeline.sinks.append(Stuck())
+    with log.open("ab") as fh:
+        fh.write(b"".join(tsv_rows()[:10]))
+    time.sleep(2.0)  # scoring is stuck in the sink
+    before = sent.count("WATCHDOG=1")
+    time.sleep(1.5)
+    assert sent.count("WATCHDOG=1") == before  # no pings while stalled
+    gate.set()
+    wait(lambda: sent.count("WATCHDOG=1") > before, 10, "pings resume")
+    d.request_stop()
+    t.join(30)
+    assert "STOPPING=1" in sent and np.all([s for s in sent])
