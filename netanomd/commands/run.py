@@ -38,9 +38,11 @@ def register(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from netanomd.daemon.service import Daemon
+    from netanomd.logs import configure
 
     path = args.config
     if path is None and DEFAULT_CONFIG_PATH.exists():
         path = str(DEFAULT_CONFIG_PATH)
     daemon = Daemon(path, args.overrides, shutdown_timeout=args.shutdown_timeout)
+    configure(daemon.config.log_level.upper())
     return daemon.serve()

@@ -301,7 +301,7 @@ class EveSocket(_Stopper):
         pipeline: Pipeline,
         *,
         batch_lines: int = 1000,
-        batch_wait: float = 0.05,
+        batch_wait: float = 0.01,
         name: str | None = None,
     ) -> None:
         super().__init__()
@@ -385,7 +385,7 @@ class EveSocket(_Stopper):
         batch = eve_lines_to_batch(lines, self.stats, self.name)
         if batch is not None:
             # Suricata cannot be paused through a socket: the pipeline's policy decides.
-            self.pipeline.offer(batch, self.name, block=False)
+            self.pipeline.offer(batch, self.name, block=False, arrived=self._first)
 
 
 class RedisInput(_Stopper):

@@ -132,11 +132,13 @@ class Pipeline:
         *,
         block: bool | None = None,
         timeout: float | None = None,
+        arrived: float | None = None,
     ) -> bool:
         """Queue a batch; False if it was dropped (queue full, or intake stopped).
 
         ``block`` (default: the ``on_full`` policy is ``block``) waits for room, up to
-        ``timeout`` seconds, for sources that can hold back their producer.
+        ``timeout`` seconds, for sources that can hold back their producer. ``arrived`` is when
+        the oldest flow of the batch reached the daemon (monotonic; default now).
         """
         n = len(batch)
         if n == 0:
@@ -166,7 +168,7 @@ class Pipeline:
                     else:
                         self._drop("queue_full", n)
                         return False
-            self._queue.append(_Item(batch, source, ack, self.clock()))
+            self._queue.append(_Item(batch, source, ack, arrived or self.clock()))
             self._queued += n
             self._not_empty.notify()
             return True
