@@ -481,3 +481,36 @@ def test_stalled_pipeline_stops_watchdog(tmp_path: Path, model_path: Path) -> No
     d.request_stop()
     t.join(30)
     assert "STOPPING=1" in sent and np.all([s for s in sent])
+
+
+def test_grafana_dashboard_uses_only_exported_metrics(tmp_path: Path, model_path: Path) -> None:
+    """Every metric the dashboard queries is one the running daemon exports."""
+    import re
+
+    dash = json.loads(
+        (Path(__file__).parent.parent / "grafana/netanomd-dashboard.json").read_text()
+    )
+    exprs = [t["expr"] for p in dash["panels"] for t in p["targets"]]
+    wanted = set(re.findall(r"netanomd_[a-z_]+", " ".join(exprs)))
+    log = tmp_path / "conn.log"
+    log.write_bytes(tsv_header() + b"".join(tsv_rows()[:50]))
+    cfg = write_config(
+        tmp_path,
+        model_path,
+        [{"type": "zeek_log", "path": str(log), "from_start": True}],
+        sinks={"elasticsearch": {"enabled": True, "hosts": ["http://127.0.0.1:9"]}},
+    )
+    d = Daemon(str(cfg), notifier=Notifier(env={}))
+    d.start()
+    try:
+        assert d.server is not None
+        wait(lambda: d.pipeline is not None and d.pipeline.stats.scored == 50)
+        text = urllib.request.urlopen(f"http://127.0.0.1:{d.server.port}/metrics").read()
+    finally:
+        d.shutdown_timeout = 2
+        d.shutdown()
+    exported = set(re.findall(r"^# TYPE (\S+)", text.decode(), re.M))
+    exported |= {f"{m}_total" for m in exported} | {
+        f"{m}_{s}" for m in exported for s in ("bucket", "count", "sum", "info")
+    }
+    assert wanted and wanted <= exported, wanted - exported
