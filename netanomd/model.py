@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
 from netanomd import __version__, thresholds
 from netanomd.decision import Alert, Contribution, make_alerts
@@ -131,9 +132,14 @@ class TrainingSummary:
 
 
 class Baselines:
-    """Per-feature training statistics that explanations compare against."""
+    """Per-feature training statistics that explanations compare against: over all training
+    flows, and per application service (``http``, ``dns``...) for the services common enough
+    in training, so a flow is compared with what is normal *for its service*."""
 
     QUANTILES = (0.01, 0.5, 0.99)
+    #: Services with at least this many training flows get their own baseline (at most 16).
+    MIN_SERVICE_ROWS = 200
+    MAX_SERVICES = 16
 
     def __init__(
         self,
@@ -142,25 +148,78 @@ class Baselines:
         med: np.ndarray,
         hi: np.ndarray,
         share: np.ndarray,
+        services: Sequence[str] = (),
+        svc_q: np.ndarray | None = None,
     ) -> None:
         self.names = tuple(names)
         self.lo, self.med, self.hi, self.share = lo, med, hi, share
         self.binary = np.array([is_binary(n) for n in names])
+        self.services = list(services)
+        #: shape (services, 3 quantiles, features)
+        self.svc_q = svc_q if svc_q is not None else np.zeros((0, 3, len(names)))
 
     @classmethod
-    def fit(cls, names: Sequence[str], X: np.ndarray) -> Baselines:
+    def fit(
+        cls, names: Sequence[str], X: np.ndarray, services: np.ndarray | None = None
+    ) -> Baselines:
         if len(X) == 0:
             z = np.zeros(len(names))
             return cls(names, z, z, z, z)
         q = np.quantile(X, cls.QUANTILES, axis=0)
-        return cls(names, q[0], q[1], q[2], X.mean(axis=0, dtype=np.float64))
+        svc_names: list[str] = []
+        svc_q = []
+        if services is not None:
+            values, counts = np.unique(services.astype(str), return_counts=True)
+            order = np.argsort(-counts)
+            for i in order[: cls.MAX_SERVICES]:
+                if counts[i] < cls.MIN_SERVICE_ROWS or values[i] in ("", "None"):
+                    continue
+                rows = X[services.astype(str) == values[i]]
+                svc_names.append(str(values[i]))
+                svc_q.append(np.quantile(rows, cls.QUANTILES, axis=0))
+        return cls(
+            names,
+            q[0],
+            q[1],
+            q[2],
+            X.mean(axis=0, dtype=np.float64),
+            svc_names,
+            np.asarray(svc_q) if svc_q else None,
+        )
 
     def arrays(self) -> dict[str, np.ndarray]:
-        return {"lo": self.lo, "med": self.med, "hi": self.hi, "share": self.share}
+        return {
+            "lo": self.lo,
+            "med": self.med,
+            "hi": self.hi,
+            "share": self.share,
+            "svc_q": self.svc_q,
+        }
 
-    def explain(self, X: np.ndarray) -> list[tuple[Contribution, ...]]:
-        """For each row, the features furthest outside the training distribution."""
-        lo, med, hi = self.lo, self.med, self.hi
+    def _bounds(
+        self, X: np.ndarray, services: Sequence[str | None] | None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
+        """Per-row (lo, med, hi) and a label of which baseline each row uses."""
+        n = len(X)
+        lo = np.broadcast_to(self.lo, X.shape).copy()
+        med = np.broadcast_to(self.med, X.shape).copy()
+        hi = np.broadcast_to(self.hi, X.shape).copy()
+        which = [""] * n
+        if services is not None and self.services:
+            index = {s: i for i, s in enumerate(self.services)}
+            for r, svc in enumerate(services):
+                k = index.get(svc) if svc else None
+                if k is not None:
+                    lo[r], med[r], hi[r] = self.svc_q[k]
+                    which[r] = f" for {svc}"
+        return lo, med, hi, which
+
+    def explain(
+        self, X: np.ndarray, services: Sequence[str | None] | None = None
+    ) -> list[tuple[Contribution, ...]]:
+        """For each row, the features furthest outside the training distribution (of the
+        row's service when that service has its own baseline)."""
+        lo, med, hi, which = self._bounds(X, services)
         above = np.maximum(X - hi, 0.0) / (np.maximum(hi - med, 0.0) + 0.25)
         below = np.maximum(lo - X, 0.0) / (np.maximum(med - lo, 0.0) + 0.25)
         # A category present in the flow but rare in training: -log10 of its training share.
@@ -182,8 +241,8 @@ class Baselines:
                         Contribution(name, describe(name), 1.0, share, "share", "rare", w)
                     )
                     continue
-                is_above = X[i, j] > hi[j]
-                base = hi[j] if is_above else lo[j]
+                is_above = X[i, j] > hi[i, j]
+                base = hi[i, j] if is_above else lo[i, j]
                 obs = float(X[i, j])
                 if name in LOG1P_COLUMNS:
                     obs, base = float(np.expm1(obs)), float(np.expm1(base))
@@ -193,7 +252,7 @@ class Baselines:
                         describe(name),
                         obs,
                         float(base),
-                        "p99" if is_above else "p1",
+                        ("p99" if is_above else "p1") + which[i],
                         "above" if is_above else "below",
                         w,
                     )
@@ -248,7 +307,9 @@ class Model:
         return self.detector.score(self.spec.transform(batch))
 
     def explain(self, batch: FlowBatch) -> list[tuple[Contribution, ...]]:
-        return self.baselines.explain(self.spec.transform(batch))
+        return self.baselines.explain(
+            self.spec.transform(batch), batch.column("service").to_pylist()
+        )
 
     def alerts(
         self,
@@ -270,7 +331,9 @@ class Model:
             scores,
             self.threshold if threshold is None else threshold,
             self.model_id,
-            explain=lambda idx: self.baselines.explain(feats[idx]),
+            explain=lambda idx: self.baselines.explain(
+                feats[idx], batch.column("service").take(pa.array(idx)).to_pylist()
+            ),
         )
 
     def run(
@@ -293,6 +356,7 @@ class Model:
         meta["detector"] = {"kind": self.detector.kind, "params": params}
         meta["threshold"] = self.threshold
         meta["features"] = self.spec.to_state()
+        meta["baseline_services"] = self.baselines.services
         meta_bytes = json.dumps(meta, sort_keys=True).encode()
         arrays["meta.json"] = np.frombuffer(meta_bytes, dtype=np.uint8)
         arrays["digest"] = np.frombuffer(_digest(arrays).encode(), dtype=np.uint8)
@@ -340,7 +404,13 @@ class Model:
             }
             detector = detector_class(det_meta["kind"]).from_state(det_meta["params"], det_arrays)
             b = {k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith("baseline/")}
-            baselines = Baselines(spec.names, b["lo"], b["med"], b["hi"], b["share"])
+            services = meta.get("baseline_services", [])
+            svc_q = b.get("svc_q")
+            if svc_q is not None and svc_q.shape != (len(services), 3, len(spec.names)):
+                raise ModelError("per-service baselines do not match their service list")
+            baselines = Baselines(
+                spec.names, b["lo"], b["med"], b["hi"], b["share"], services, svc_q
+            )
             threshold = float(meta["threshold"])
         except ModelError as exc:
             raise ModelError(f"{where}: {exc}") from exc
@@ -451,18 +521,27 @@ def train(
     """
     spec = spec or default_spec()
     reservoir = _Reservoir(max_rows, seed)
+    svc_codes: dict[str, int] = {}
     ts_parts: list[np.ndarray] = []
     sources: dict[str, int] = {}
     for b in batches:
         if not len(b):
             continue
         spec.fit(b)
-        reservoir.add(spec.transform(b))
+        # The service of each row rides along as one extra column (a code into svc_names),
+        # so the sample keeps rows and services together for per-service baselines.
+        codes = [
+            svc_codes.setdefault(v or "", len(svc_codes)) for v in b.column("service").to_pylist()
+        ]
+        reservoir.add(np.hstack([spec.transform(b), np.asarray(codes, np.float32)[:, None]]))
         ts_parts.append(b.numeric("ts", fill=np.nan))
         src = b.column("source").fill_null("unknown").value_counts()
         for item in src.to_pylist():
             sources[str(item["values"])] = sources.get(str(item["values"]), 0) + int(item["counts"])
-    X = reservoir.matrix(len(spec.names))
+    XS = reservoir.matrix(len(spec.names) + 1)
+    X = np.ascontiguousarray(XS[:, :-1])
+    svc_names = np.array(list(svc_codes), dtype=object)
+    services = svc_names[XS[:, -1].astype(np.int64)] if len(XS) else np.array([], object)
     if len(X) < 10:
         raise ModelError(f"need at least 10 training flows, got {len(X)}")
     spec.reset()  # a scoring stream starts with fresh host state
@@ -503,7 +582,7 @@ def train(
     h = hashlib.sha256(json.dumps(meta, sort_keys=True).encode())
     h.update(X[: min(len(X), 1000)].tobytes())
     meta["model_id"] = f"{detector.kind}-{created:%Y%m%dT%H%M%SZ}-{h.hexdigest()[:8]}"
-    model = Model(spec, detector, threshold, Baselines.fit(spec.names, X), meta)
+    model = Model(spec, detector, threshold, Baselines.fit(spec.names, X, services), meta)
     log.info(
         "trained %s on %d flows (%d used), threshold %.4f (%s)",
         model.model_id,

@@ -157,3 +157,47 @@ def test_loading_never_unpickles(tmp_path: Path) -> None:
     with pytest.raises(ModelError):
         Model.load(evil)
     assert not marker.exists()
+
+
+def test_explanations_compare_with_the_flows_service(tmp_path: Path) -> None:
+    """A DNS flow carrying 5 MB is judged against DNS's training p99, not all traffic's."""
+    from netanomd.data import demo_model
+    from netanomd.flow import FlowRecord
+
+    model = demo_model()
+    assert {"dns", "http", "ssl"} <= set(model.baselines.services)
+    rec = FlowRecord(
+        ts=1.0,
+        uid="Cdnsbig",
+        orig_h="192.168.1.20",
+        orig_p=50000,
+        resp_h="192.168.1.1",
+        resp_p=53,
+        proto="udp",
+        service="dns",
+        duration=30.0,
+        orig_bytes=5_000_000,
+        resp_bytes=900,
+        conn_state="SF",
+        local_orig=None,
+        local_resp=None,
+        missed_bytes=0,
+        history="Dd",
+        orig_pkts=4000,
+        orig_ip_bytes=5_112_000,
+        resp_pkts=10,
+        resp_ip_bytes=1180,
+        community_id=None,
+        flow_id=None,
+        source="test",
+        label=None,
+        detailed_label=None,
+    )
+    [contribs] = model.explain(FlowBatch.from_records([rec]))
+    assert any(c.baseline_name == "p99 for dns" and c.direction == "above" for c in contribs)
+    dns = model.baselines.services.index("dns")
+    j = model.feature_names.index("log_orig_bytes")
+    assert model.baselines.svc_q[dns, 2, j] < model.baselines.hi[j]  # DNS is smaller than all
+    path = tmp_path / "m.npz"
+    model.save(path)
+    assert Model.load(path).baselines.services == model.baselines.services
