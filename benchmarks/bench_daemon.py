@@ -37,8 +37,10 @@ from netanomd.sdnotify import Notifier
 
 ROOT = Path(__file__).resolve().parent.parent
 
-EVE = [ROOT.parent / "shared/data/suricata/test6-malicious.suricata.json",
-       ROOT / "tests/data/eve/test6-malicious-head400.json"]
+EVE = [
+    ROOT.parent / "shared/data/suricata/test6-malicious.suricata.json",
+    ROOT / "tests/data/eve/test6-malicious-head400.json",
+]
 
 
 def eve_records(n: int) -> list[bytes]:
@@ -71,10 +73,17 @@ def config(tmp: Path, model: Path, sources: list[dict[str, Any]]) -> Path:
     cfg = {
         "model": {"path": str(model), "reload_check_seconds": 0},
         "sources": sources,
-        "pipeline": {"batch_size": 1000, "batch_timeout_ms": 20, "dedup_community_id": False,
-                     "queue_size": 200_000},
-        "sinks": {"sqlite": {"path": str(tmp / "alerts.db")}, "metrics": {"enabled": False},
-                  "zeek_notice": {"enabled": False}},
+        "pipeline": {
+            "batch_size": 1000,
+            "batch_timeout_ms": 20,
+            "dedup_community_id": False,
+            "queue_size": 200_000,
+        },
+        "sinks": {
+            "sqlite": {"path": str(tmp / "alerts.db")},
+            "metrics": {"enabled": False},
+            "zeek_notice": {"enabled": False},
+        },
         "state_dir": str(tmp / "state"),
     }
     path = tmp / "netanomd.yaml"
@@ -84,8 +93,10 @@ def config(tmp: Path, model: Path, sources: list[dict[str, Any]]) -> Path:
 
 def run_eve(tmp: Path, model: Path, n: int, rate: float) -> tuple[float, np.ndarray]:
     sock = tmp / f"eve-{int(rate)}.sock"
-    d = Daemon(str(config(tmp, model, [{"type": "suricata_socket", "path": str(sock)}])),
-               notifier=Notifier(env={}))
+    d = Daemon(
+        str(config(tmp, model, [{"type": "suricata_socket", "path": str(sock)}])),
+        notifier=Notifier(env={}),
+    )
     lat: list[tuple[float, int]] = []
     d.start()
     assert d.pipeline is not None
@@ -125,8 +136,10 @@ def run_ws(tmp: Path, model: Path, n_frames: int) -> float:
     proc = ctx.Process(target=zeek_process, args=(port_q, go, payload, done_q))
     proc.start()
     port = port_q.get(timeout=60)
-    d = Daemon(str(config(tmp, model, [{"type": "zeek_ws", "url": f"ws://127.0.0.1:{port}"}])),
-               notifier=Notifier(env={}))
+    d = Daemon(
+        str(config(tmp, model, [{"type": "zeek_ws", "url": f"ws://127.0.0.1:{port}"}])),
+        notifier=Notifier(env={}),
+    )
     d.start()
     assert d.pipeline is not None
     while not d.zeek_transports[0][1].counters.connects:
@@ -155,15 +168,18 @@ def main() -> int:
         model = tmp / "model.npz"
         demo_model().save(model)
         rate, _ = run_eve(tmp, model, args.flows, 0)
-        print(f"daemon, Suricata EVE unix_dgram -> score -> SQLite "
-              f"{rate:,.0f} flows/s ({args.flows:,} flows)")
+        print(
+            f"daemon, Suricata EVE unix_dgram -> score -> SQLite "
+            f"{rate:,.0f} flows/s ({args.flows:,} flows)"
+        )
         ws = run_ws(tmp, model, args.flows // 100)
-        print(f"daemon, Zeek WebSocket frames of 100 -> score -> SQLite "
-              f"{ws:,.0f} flows/s")
+        print(f"daemon, Zeek WebSocket frames of 100 -> score -> SQLite {ws:,.0f} flows/s")
         _, lat = run_eve(tmp, model, 50_000, 10_000)
         p50, p99 = np.percentile(lat, [50, 99]) * 1000
-        print(f"arrival -> alert written at 10,000 flows/s: p50 {p50:.1f} ms, p99 {p99:.1f} ms "
-              f"(target <= 100 ms: {'met' if p99 <= 100 else 'NOT met'})")
+        print(
+            f"arrival -> alert written at 10,000 flows/s: p50 {p50:.1f} ms, p99 {p99:.1f} ms "
+            f"(target <= 100 ms: {'met' if p99 <= 100 else 'NOT met'})"
+        )
     return 0
 
 
