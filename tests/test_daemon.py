@@ -169,8 +169,9 @@ def alert_count(db: Path) -> int:
         return int(con.execute("select count(*) from alerts").fetchone()[0])
 
 
+@pytest.mark.parametrize("kind", ["dgram", "stream"])
 def test_suricata_socket_and_redis_into_sqlite(
-    tmp_path: Path, model_path: Path, redis_url: str
+    tmp_path: Path, model_path: Path, redis_url: str, kind: str
 ) -> None:
     pcap = PCAPS / "ftp_bruteforce.pcap"
     expected = eve_flow_count(tmp_path, pcap)
@@ -180,7 +181,7 @@ def test_suricata_socket_and_redis_into_sqlite(
         tmp_path,
         model_path,
         [
-            {"type": "suricata_socket", "path": str(sock), "kind": "dgram"},
+            {"type": "suricata_socket", "path": str(sock), "kind": kind},
             {"type": "redis", "url": redis_url, "key": "suricata"},
         ],
         model={"threshold": 0.0},  # every flow alerts: each one must reach SQLite
@@ -190,7 +191,7 @@ def test_suricata_socket_and_redis_into_sqlite(
     d.start()
     try:
         assert d.health()["ready"]
-        suricata(tmp_path, pcap, {"filetype": "unix_dgram", "filename": str(sock)})
+        suricata(tmp_path, pcap, {"filetype": f"unix_{kind}", "filename": str(sock)})
         p = d.pipeline
         assert p is not None
         wait(lambda: p.stats.received.get("suricata_socket[0]", 0) == expected, 30, "socket")
