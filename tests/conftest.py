@@ -8,6 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from netanomd.data import attack_files, demo_model
+from netanomd.flow import FlowBatch
+from netanomd.model import Model
+from netanomd.sources import ReadStats
+from netanomd.sources.files import read_batches
 from tests.es_server import FakeElasticsearch
 
 TESTS_DIR = Path(__file__).parent
@@ -30,3 +35,16 @@ def es() -> Iterator[FakeElasticsearch]:
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def demo() -> Model:
+    """The demo model (bundled clean baseline day); shared, so reset() before stream tests."""
+    return demo_model()
+
+
+@pytest.fixture(scope="session")
+def remcos() -> FlowBatch:
+    """The bundled RemcosRAT exfiltration capture (766 labeled flows)."""
+    path = next(p for p in attack_files() if "remcos" in p.name)
+    return FlowBatch.concat(list(read_batches([path], ReadStats())))

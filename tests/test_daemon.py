@@ -17,7 +17,7 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,17 +28,11 @@ from netanomd.daemon.service import Daemon
 from netanomd.data import attack_files, demo_model
 from netanomd.flow import FlowBatch
 from netanomd.sdnotify import Notifier
+from tests.waiting import wait
 
 PCAPS = Path(__file__).parent / "data" / "pcaps"
 SURICATA = shutil.which("suricata") or "/usr/bin/suricata"
 REDIS = shutil.which("redis-server") or "/usr/bin/redis-server"
-
-
-def wait(cond: Callable[[], bool], timeout: float = 30.0, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
 
 
 def free_port() -> int:

@@ -19,36 +19,22 @@ from typing import Any
 
 import pytest
 
-from netanomd.data import attack_files, demo_model
 from netanomd.decision import Alert
 from netanomd.flow import FlowBatch
 from netanomd.model import Model
 from netanomd.sinks.zeek_notice import ZeekNoticeSink
-from netanomd.sources import ReadStats
-from netanomd.sources.files import read_batches
 from netanomd.sources.zeek_broker import ZeekBrokerClient, parse_hostport
 from netanomd.zeek import api, binding
 from netanomd.zeek.brokerpy import flows_event, flows_to_batch, parse_event
+from tests.waiting import wait
 
 broker = binding.load_broker()
 
 
-def wait(cond: Callable[[], bool], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.01)
-
-
 @pytest.fixture(scope="module")
-def model() -> Model:
-    return demo_model()
-
-
-@pytest.fixture(scope="module")
-def remcos() -> FlowBatch:
-    path = next(p for p in attack_files() if "remcos" in p.name)
-    return FlowBatch.concat(list(read_batches([path], ReadStats())))
+def model(demo: Model) -> Model:
+    demo.reset()
+    return demo
 
 
 class Zeek:

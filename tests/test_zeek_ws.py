@@ -8,33 +8,26 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
 import pytest
 from websockets.sync.client import connect
 
-from netanomd.data import attack_files, demo_model
 from netanomd.flow import FlowBatch
 from netanomd.model import Model
 from netanomd.sinks.zeek_notice import ZeekNoticeSink
-from netanomd.sources import ReadStats
-from netanomd.sources.files import read_batches
 from netanomd.sources.zeek_ws import ZeekWebSocketClient
 from netanomd.zeek.brokerjson import flows_message, flows_to_batch, parse_event
+from tests.waiting import wait
 from tests.zeek_ws_server import FakeZeek
 
 
 @pytest.fixture(scope="module")
-def model() -> Model:
-    return demo_model()
-
-
-@pytest.fixture(scope="module")
-def remcos() -> FlowBatch:
-    path = next(p for p in attack_files() if "remcos" in p.name)
-    return FlowBatch.concat(list(read_batches([path], ReadStats())))
+def model(demo: Model) -> Model:
+    demo.reset()
+    return demo
 
 
 @pytest.fixture()
@@ -43,13 +36,6 @@ def zeek() -> Iterator[FakeZeek]:
     server.start()
     yield server
     server.stop()
-
-
-def wait(cond: Callable[[], bool], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.01)
 
 
 @pytest.fixture()
