@@ -96,13 +96,13 @@ def run(args: argparse.Namespace) -> int:
         start = time.perf_counter()
         data: LabeledData = loader()
         results = []
+        sp = split(data, args.seed)
+        X_test = data.test_X if data.test_X is not None else data.X[sp.test]
         for proto in PROTOCOLS:
             res = run_protocol(data, proto, lambda: make(args.detector, args.seed), seed=args.seed)
             results += res
-            sp = split(data, args.seed)
-            X_test = data.test_X if data.test_X is not None else data.X[sp.test]
             pictures[f"{name}/{proto}"] = report.figures(res, X_test)
-        entries.append(report.entry(data, split(data, args.seed).how, results))
+        entries.append(report.entry(data, sp.how, results))
         ours = {r.protocol: r for r in results if r.model == "netanomd"}
         print(
             f"{name}: "

@@ -172,13 +172,11 @@ def records_from_json(payload: Any) -> list[FlowRecord]:
 
 
 def score_json(model: Model, threshold: float | None, payload: Any) -> list[dict[str, Any]]:
-    spec = FeatureSpec.from_state(model.spec.to_state())  # fresh host state
-    adhoc = Model(spec, model.detector, model.threshold, model.baselines, model.meta)
     batch = FlowBatch.from_records(records_from_json(payload))
+    X = FeatureSpec.from_state(model.spec.to_state()).transform(batch)  # fresh host state
+    scores = model.detector.score(X)
+    explanations = model.baselines.explain(X, batch.column("service").to_pylist())
     t = model.threshold if threshold is None else threshold
-    scores = adhoc.score(FlowBatch(batch.table))
-    spec.reset()
-    explanations = adhoc.explain(batch)
     return [
         {
             "uid": batch.column("uid")[i].as_py(),

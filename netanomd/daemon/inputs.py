@@ -284,11 +284,8 @@ class LogFollower(_Stopper):
             return
         # A file can wait: apply backpressure rather than dropping.
         while not self.pipeline.offer(batch, self.name, ack, block=True, timeout=1.0):
-            if self.stopping or not self.pipeline_accepting():
+            if self.stopping or not self.pipeline.accepting:
                 return
-
-    def pipeline_accepting(self) -> bool:
-        return bool(self.pipeline._intake)
 
 
 class EveSocket(_Stopper):

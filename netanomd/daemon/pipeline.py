@@ -124,6 +124,11 @@ class Pipeline:
     def queued(self) -> int:
         return self._queued
 
+    @property
+    def accepting(self) -> bool:
+        """False once intake has stopped (shutdown)."""
+        return self._intake
+
     def offer(
         self,
         batch: FlowBatch,

@@ -21,7 +21,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from netanomd.errors import InputError
 from netanomd.features import FeatureSpec, FlowFeatures
@@ -279,7 +278,3 @@ def load_nsl_kdd(name: str, train_path: str | Path, test_path: str | Path) -> La
         test_y=yte,
         test_kind=_kinds(test["label"].tolist(), test["label"].tolist(), yte),
     )
-
-
-def label_column_present(batch: FlowBatch) -> bool:
-    return bool(pc.any(pc.is_valid(batch.column("label"))).as_py())
