@@ -42,6 +42,7 @@ from netanomd.detectors import Detector
 from netanomd.errors import ModelError
 from netanomd.features import LOG1P_COLUMNS, FeatureSpec, FlowFeatures, is_binary
 from netanomd.flow import FlowBatch
+from netanomd.robust import DEFAULT_TRIM, fit_robust
 
 log = logging.getLogger(__name__)
 
@@ -471,27 +472,6 @@ class _Reservoir:
         return np.ascontiguousarray(np.vstack(self.parts))
 
 
-#: Default share of the most anomalous training rows dropped before the final fit.
-DEFAULT_TRIM = 0.02
-
-
-def fit_robust(detector: Detector, X: np.ndarray, trim: float = DEFAULT_TRIM) -> np.ndarray:
-    """Fit, drop the ``trim`` most anomalous share of the training rows, refit; returns the
-    training scores of the final fit.
-
-    On day one a sensor cannot know which of its traffic is clean: whatever is rare and odd in
-    the training data (a scan, a compromised host) would otherwise be learned as normal.
-    """
-    detector.fit(X)
-    scores = detector.score(X)
-    if trim > 0.0 and len(X) >= 100:
-        keep = scores <= np.quantile(scores, 1.0 - trim)
-        if keep.sum() >= 50:
-            detector.fit(np.ascontiguousarray(X[keep]))
-            scores = detector.score(X)
-    return scores
-
-
 def default_spec() -> FeatureSpec:
     """Flow features plus host behaviour over sliding windows (what new models use)."""
     from netanomd.hostfeatures import HostFeatures
@@ -506,6 +486,7 @@ def train(
     spec: FeatureSpec | None = None,
     threshold_quantile: float = DEFAULT_THRESHOLD_QUANTILE,
     alerts_per_day: float | None = None,
+    vetted: bool = False,
     trim: float = DEFAULT_TRIM,
     seed: int = 0,
     max_rows: int = DEFAULT_MAX_TRAIN_ROWS,
@@ -514,10 +495,13 @@ def train(
     """Fit features and detector on ``batches`` and return a :class:`Model`.
 
     Features are computed over the whole stream in order (host features need every flow);
-    at most ``max_rows`` feature rows are kept (uniform sample) for fitting. The detector is
-    fitted robustly (:func:`fit_robust`). Threshold: the ``threshold_quantile`` quantile of the
-    training scores, or, with ``alerts_per_day``, the alert budget at the training data's flow
-    rate (see :mod:`netanomd.thresholds`).
+    at most ``max_rows`` feature rows are kept (uniform sample) for fitting. Unless the
+    training traffic is ``vetted`` (a clean baseline someone checked, kept whole), the detector
+    is fitted on its distinct behaviours, keyed by the per-flow block (see
+    :mod:`netanomd.robust`); ``trim`` drops the most anomalous share and refits. Threshold:
+    the ``threshold_quantile`` quantile of the training scores (of every flow), or, with
+    ``alerts_per_day``, the alert budget at the training data's flow rate (see
+    :mod:`netanomd.thresholds`).
     """
     spec = spec or default_spec()
     reservoir = _Reservoir(max_rows, seed)
@@ -549,7 +533,11 @@ def train(
         from netanomd.detectors.iforest import IsolationForestDetector
 
         detector = IsolationForestDetector(random_state=seed)
-    scores = fit_robust(detector, X, trim)
+    first = spec.blocks[0] if spec.blocks else None
+    key_columns = len(first.names) if isinstance(first, FlowFeatures) else None
+    scores, robust = fit_robust(
+        detector, X, trim=trim, distinct=not vetted, key_columns=key_columns
+    )
     ts = np.concatenate(ts_parts) if ts_parts else np.empty(0)
     rate = thresholds.flows_per_day(ts)
     if alerts_per_day is not None:
@@ -558,7 +546,7 @@ def train(
         threshold, rule = thresholds.by_budget(scores, rate, alerts_per_day)
     else:
         threshold, rule = thresholds.by_quantile(scores, threshold_quantile)
-    rule["trim"] = trim
+    rule["training"] = {"vetted": vetted} | robust
     finite = ts[np.isfinite(ts)]
     summary = TrainingSummary(
         rows=reservoir.seen,

@@ -261,7 +261,7 @@ def test_score_command_sends_alerts(
     from netanomd.cli import main
 
     model = tmp_path / "m.npz"
-    train = ["train", "--model", str(model), "--features", "flow", "--trim", "0"]
+    train = ["train", "--model", str(model), "--features", "flow", "--vetted"]
     assert main([*train, "--input", *map(str, baseline_files())]) == 0
     attacks = [str(p) for p in attack_files()]
     args = [

@@ -49,6 +49,8 @@ def test_protocols_on_real_captures(demo: LabeledData) -> None:
             assert r.threshold_rule["method"] in ("validation_f1", "quantile")
             c = r.confusion
             assert c["tp"] + c["fn"] == r.test_malicious and c["fp"] + c["tn"] == r.test_benign
+        # Unvetted (contaminated) training data is fitted on its distinct behaviours.
+        assert ours.threshold_rule["training"]["distinct"] is (proto == "contaminated")
         clean_train = (demo.y[sp.train] == 0).sum()
         assert ours.train_rows == (clean_train if proto == "clean" else len(sp.train))
 

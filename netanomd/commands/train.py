@@ -8,13 +8,8 @@ from typing import Any
 from netanomd.commands._inputs import read_inputs, stats_line
 from netanomd.detectors.registry import UNSUPERVISED, make
 from netanomd.features import FeatureSpec
-from netanomd.model import (
-    DEFAULT_THRESHOLD_QUANTILE,
-    DEFAULT_TRIM,
-    default_spec,
-    describe_model,
-    train,
-)
+from netanomd.model import DEFAULT_THRESHOLD_QUANTILE, default_spec, describe_model, train
+from netanomd.robust import DEFAULT_TRIM
 from netanomd.sources import ReadStats
 
 
@@ -45,11 +40,18 @@ def register(sub: Any) -> None:
         "or per-flow only",
     )
     p.add_argument(
+        "--vetted",
+        action="store_true",
+        help="the input is a clean baseline someone checked: fit on every flow. By default the "
+        "training traffic may hold attacks, and the detector is fitted on its distinct "
+        "behaviours, so that a flood of identical flows does not define normal",
+    )
+    p.add_argument(
         "--trim",
         type=float,
         default=DEFAULT_TRIM,
-        help="share of the most anomalous training flows dropped before the final fit "
-        "(default %(default)s: training traffic may hold attacks; use 0 for a vetted baseline)",
+        help="also drop this share of the most anomalous training behaviours and refit "
+        "(default %(default)s)",
     )
     p.add_argument(
         "--alerts-per-day",
@@ -67,6 +69,7 @@ def run(args: argparse.Namespace) -> int:
         read_inputs(args.input, stats, "reading"),
         threshold_quantile=args.threshold_quantile,
         alerts_per_day=args.alerts_per_day,
+        vetted=args.vetted,
         trim=args.trim,
         spec=FeatureSpec() if args.features == "flow" else default_spec(),
         detector=make(args.detector, args.seed),

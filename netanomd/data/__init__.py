@@ -21,7 +21,7 @@ def attack_files() -> list[Path]:
 
 
 def demo_model(seed: int = 0, stats: ReadStats | None = None) -> Model:
-    """The demo's model: the bundled clean baseline day, kept whole (vetted: no trimming),
+    """The demo's model: the bundled clean baseline day, kept whole (vetted),
     per-flow features only (the attack captures come from other networks, where per-host
     behaviour learned on the baseline does not carry over)."""
     from netanomd.features import FeatureSpec
@@ -31,4 +31,4 @@ def demo_model(seed: int = 0, stats: ReadStats | None = None) -> Model:
 
     files = [str(p) for p in baseline_files()]
     batches = read_batches(files, stats if stats is not None else ReadStats())
-    return train(batches, spec=FeatureSpec(), trim=0.0, seed=seed, files=files)
+    return train(batches, spec=FeatureSpec(), vetted=True, seed=seed, files=files)

@@ -39,8 +39,10 @@ class KMeansDetector:
         Z = self.scaler.fit(np.asarray(X, dtype=np.float64))
         rng = np.random.default_rng(self.random_state)
         sample = Z[rng.choice(len(Z), min(len(Z), 2000), replace=False)]
+        if len(Z) < 3:
+            raise ModelError(f"k-means needs at least 3 training rows, got {len(Z)}")
         fits = {}
-        for k in range(2, max(3, min(self.k_max, len(Z) - 1)) + 1):
+        for k in range(2, min(self.k_max, len(Z) - 1) + 1):
             km = KMeans(n_clusters=k, n_init=3, random_state=self.random_state).fit(Z)
             fits[k] = km
             self.inertia[k] = float(km.inertia_)

@@ -54,6 +54,8 @@ class LabeledData:
     test_X_flow: np.ndarray | None = None
     test_y: np.ndarray | None = None
     test_kind: np.ndarray | None = None
+    #: True for tabular sets (CICFlowMeter, NSL-KDD: their own columns, no netanomd features).
+    tabular: bool = False
 
     def counts(self) -> dict[str, int]:
         return {
@@ -206,6 +208,7 @@ def load_cicflowmeter(name: str, path: str | Path) -> LabeledData:
         name=name,
         X=X,
         X_flow=X,
+        tabular=True,
         feature_names=[c for c, k in zip(feats.columns, keep, strict=True) if k],
         y=y,
         kind=_kinds(labels, labels, y),
@@ -268,6 +271,7 @@ def load_nsl_kdd(name: str, train_path: str | Path, test_path: str | Path) -> La
         name=name,
         X=Xtr,
         X_flow=Xtr,
+        tabular=True,
         feature_names=names,
         y=ytr,
         kind=_kinds(train["label"].tolist(), train["label"].tolist(), ytr),

@@ -12,9 +12,10 @@ the validation rows hold both classes, else the stored training-quantile rule; t
 never used to choose anything. Rows labeled Background/Unknown are scored but left out of every
 metric, and counted.
 
-Each protocol runs two models on the same rows: ``netanomd`` (flow + host features, robust
-training on unvetted data) and ``plain_iforest`` (scikit-learn's Isolation Forest on per-flow
-features only, defaults, no trimming): the baseline it must beat.
+Each protocol runs two models on the same rows: ``netanomd`` (flow + host features; fitted on
+every training flow of the vetted clean window, and on the distinct behaviours of the unvetted
+contaminated one, see :mod:`netanomd.robust`) and ``plain_iforest`` (scikit-learn's Isolation
+Forest on per-flow features only, defaults, every training row): the baseline it must beat.
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ from netanomd import thresholds
 from netanomd.detectors import Detector
 from netanomd.errors import ModelError
 from netanomd.evaluation.data import LabeledData
-from netanomd.model import DEFAULT_THRESHOLD_QUANTILE, DEFAULT_TRIM, fit_robust
+from netanomd.model import DEFAULT_THRESHOLD_QUANTILE
+from netanomd.robust import DEFAULT_TRIM, fit_robust
 
 PROTOCOLS = ("clean", "contaminated")
 TRAIN, VALID = 0.50, 0.15
@@ -193,12 +195,14 @@ def run_protocol(
     else:
         test = (data.X[sp.test], data.X_flow[sp.test], data.y[sp.test], data.kind[sp.test])
     results = []
-    # Trimming guards against attacks hidden in unvetted training data; a vetted baseline is
-    # kept whole (trimming it would make its own rare-but-normal flows look anomalous).
-    our_trim = DEFAULT_TRIM if protocol == "contaminated" else 0.0
-    for name, X, Xt, trim, det in (
-        ("netanomd", data.X, test[0], our_trim, make_detector()),
-        ("plain_iforest", data.X_flow, test[1], 0.0, _SklearnIForest(seed)),
+    # Unvetted training data (contaminated) is fitted on its distinct behaviours, keyed by the
+    # per-flow columns, so that a flood cannot define normal; a vetted baseline is kept whole
+    # (its volume is real). The plain baseline always fits every row.
+    vetted = protocol == "clean"
+    n_flow = data.X_flow.shape[1]
+    for name, X, Xt, robust, det in (
+        ("netanomd", data.X, test[0], not vetted, make_detector()),
+        ("plain_iforest", data.X_flow, test[1], False, _SklearnIForest(seed)),
     ):
         res = Result(model=name, protocol=protocol, test_rows=len(test[2]))
         Xtr = np.ascontiguousarray(X[train_mask])
@@ -207,14 +211,16 @@ def run_protocol(
             res.status = f"skipped: {len(Xtr)} training rows in the {protocol} window"
             results.append(res)
             continue
-        train_scores = fit_robust(det, Xtr, trim)
+        train_scores, fit_info = fit_robust(
+            det, Xtr, trim=DEFAULT_TRIM if robust else 0.0, distinct=robust, key_columns=n_flow
+        )
         vs, vy = det.score(np.ascontiguousarray(X[sp.valid])), data.y[sp.valid]
         try:
             t, rule = thresholds.by_validation_f1(vs, vy)
         except ModelError:
             t, rule = thresholds.by_quantile(train_scores, DEFAULT_THRESHOLD_QUANTILE)
             rule["why"] = "validation split lacks one class"
-        res.threshold, res.threshold_rule = t, rule
+        res.threshold, res.threshold_rule = t, rule | {"training": fit_info}
         scores = det.score(np.ascontiguousarray(Xt))
         metrics(scores, test[2], test[3], t, res)
         if importance and name == "netanomd":
