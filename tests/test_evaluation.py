@@ -82,6 +82,8 @@ def test_evaluate_command_writes_report(tmp_path: Path, capsys: pytest.CaptureFi
             str(tmp_path / "out"),
             "--markdown",
             str(md),
+            "--repeats",
+            "2",
         ]
     )
     assert rc == 0
@@ -98,4 +100,19 @@ def test_evaluate_command_writes_report(tmp_path: Path, capsys: pytest.CaptureFi
     assert ours["recall_by_type"] and ours["importance"]
     text = md.read_text()
     assert "## demo" in text and "| clean | netanomd | 0.9" in text
+    # Both models ran twice; the summary compares their mean PR-AUC, with the spread.
+    for r in demo["results"]:
+        assert len(r["runs"]["pr_auc"]) == 2 and r["runs"]["pr_auc"][0] == r["pr_auc"]
+    row = re.search(
+        r"^\| demo \| contaminated \| (0\.\d+) ± \d\.\d+ / (0\.\d+) ± .*\| (\w+) \|$", text, re.M
+    )
+    assert row is not None and row.group(3) in ("beats", "ties", "loses")
+    pr = {
+        r["model"]: np.mean(r["runs"]["pr_auc"])
+        for r in demo["results"]
+        if r["protocol"] == "contaminated"
+    }
+    assert float(row.group(2)) == pytest.approx(pr["netanomd"], abs=5e-4)
+    d = pr["netanomd"] - pr["plain_iforest"]
+    assert row.group(3) == ("beats" if d >= 0.0005 else "ties" if d > -0.0005 else "loses")
     assert np.isfinite(ours["alerts_per_10k"])

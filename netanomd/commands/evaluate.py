@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ from netanomd.evaluation.data import (
     load_label_map,
     load_nsl_kdd,
 )
-from netanomd.evaluation.protocols import PROTOCOLS, run_protocol, split
+from netanomd.evaluation.protocols import PROTOCOLS, Result, run_protocol, split
 from netanomd.evaluation.suite import suite
 
 
@@ -57,6 +58,14 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--markdown", metavar="FILE", help="also write the Markdown summary here")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--repeats",
+        type=int,
+        default=1,
+        metavar="N",
+        help="also rerun both models with seeds seed+1 .. seed+N-1 and report the mean and "
+        "spread of ROC-AUC and PR-AUC (the tables and pictures are the first run's)",
+    )
     p.set_defaults(func=run)
 
 
@@ -100,6 +109,8 @@ def run(args: argparse.Namespace) -> int:
         X_test = data.test_X if data.test_X is not None else data.X[sp.test]
         for proto in PROTOCOLS:
             res = run_protocol(data, proto, lambda: make(args.detector, args.seed), seed=args.seed)
+            if args.repeats > 1:
+                _repeat(data, proto, res, args)
             results += res
             pictures[f"{name}/{proto}"] = report.figures(res, X_test)
         entries.append(report.entry(data, sp.how, results))
@@ -123,6 +134,19 @@ def run(args: argparse.Namespace) -> int:
         Path(args.markdown).write_text(report.markdown(entries, command))
         print(f"wrote {args.markdown}")
     return 0
+
+
+def _repeat(data: LabeledData, proto: str, first: list[Result], args: argparse.Namespace) -> None:
+    """Rerun ``proto`` with the next ``repeats - 1`` seeds; record every run's AUCs."""
+    for r in first:
+        r.runs = {"roc_auc": [r.roc_auc], "pr_auc": [r.pr_auc]}
+    for seed in range(args.seed + 1, args.seed + args.repeats):
+        again = run_protocol(
+            data, proto, partial(make, args.detector, seed), seed=seed, importance=False
+        )
+        for r, a in zip(first, again, strict=True):
+            r.runs["roc_auc"].append(a.roc_auc)
+            r.runs["pr_auc"].append(a.pr_auc)
 
 
 def _f(x: float | None) -> str:

@@ -109,6 +109,8 @@ class Result:
     labels: np.ndarray | None = None
     kinds: np.ndarray | None = None
     importance: dict[str, float] = field(default_factory=dict)
+    #: ROC-AUC and PR-AUC of every repeat with another seed (this run's first), when repeated.
+    runs: dict[str, list[float | None]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         skip = {"scores", "labels", "kinds"}

@@ -221,12 +221,38 @@ def _verdict(ours: dict[str, Any] | None, plain: dict[str, Any] | None) -> str:
     if ours["pr_auc"] is None or plain["pr_auc"] is None:
         mal, ben = ours["test_malicious"], ours["test_benign"]
         return f"not evaluable: {mal} malicious, {ben} benign in test"
-    d = ours["pr_auc"] - plain["pr_auc"]
+    d = _mean(ours, "pr_auc") - _mean(plain, "pr_auc")
     return "beats" if d >= TIE else ("ties" if d > -TIE else "loses")
 
 
+def _runs(r: dict[str, Any], key: str) -> list[float]:
+    """Every run's value of ``key`` (just this run's when the evaluation was not repeated)."""
+    values = r.get("runs", {}).get(key) or [r[key]]
+    return [float(v) for v in values if v is not None]
+
+
+def _mean(r: dict[str, Any], key: str) -> float:
+    return float(np.mean(_runs(r, key)))
+
+
 def _pair(r: dict[str, Any]) -> str:
-    return f"{_fmt(r['roc_auc'])} / {_fmt(r['pr_auc'])}"
+    def one(key: str) -> str:
+        v = _runs(r, key)
+        return f"{np.mean(v):.3f} ± {np.std(v):.3f}" if len(v) > 1 else _fmt(r[key])
+
+    return f"{one('roc_auc')} / {one('pr_auc')}"
+
+
+def _repeats_line(entries: Sequence[dict[str, Any]]) -> list[str]:
+    n = max(
+        (len(_runs(r, "pr_auc")) for e in entries for r in e["results"] if r.get("runs")), default=1
+    )
+    if n <= 1:
+        return []
+    return [
+        f"Both models were run with {n} seeds; the summary shows mean ± standard deviation and",
+        "compares means (the per-dataset tables and the pictures are the first seed's).",
+    ]
 
 
 def summary(entries: Sequence[dict[str, Any]]) -> list[str]:
@@ -236,6 +262,7 @@ def summary(entries: Sequence[dict[str, Any]]) -> list[str]:
         "",
         "PR-AUC decides *beats* / *ties* (within 0.0005) / *loses*; the clean protocol's floor",
         "is also ROC-AUC >= 0.95. Rows without both classes in the test window cannot be scored.",
+        *_repeats_line(entries),
         "",
         "| dataset | protocol | netanomd ROC / PR | plain ROC / PR | test mal. / benign | PR-AUC |",
         "|---|---|---|---|---|---|",
