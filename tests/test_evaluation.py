@@ -116,3 +116,18 @@ def test_evaluate_command_writes_report(tmp_path: Path, capsys: pytest.CaptureFi
     d = pr["netanomd"] - pr["plain_iforest"]
     assert row.group(3) == ("beats" if d >= 0.0005 else "ties" if d > -0.0005 else "loses")
     assert np.isfinite(ours["alerts_per_10k"])
+
+
+def test_clean_baseline_host_features_exclude_the_attacks_flows() -> None:
+    """RemcosRAT's benign and exfiltration flows share an originator: in a clean period the
+    exfiltration would not have been there, so the benign rows' host features differ."""
+    data = load_flows("remcos", [next(p for p in attack_files() if "remcos" in p.name)])
+    Xb = data.X_benign_stream
+    assert Xb is not None and Xb.shape == data.X.shape
+    benign, n_flow = data.y == 0, data.X_flow.shape[1]
+    assert np.isnan(Xb[~benign]).all() and np.isfinite(Xb[benign]).all()
+    np.testing.assert_array_equal(Xb[benign, :n_flow], data.X[benign, :n_flow])
+    rate = data.feature_names.index("host_log_rate")
+    alone, mixed = Xb[benign, rate], data.X[benign, rate]
+    assert (alone < mixed).mean() > 0.3 and (alone > mixed).sum() == 0
+    assert alone.mean() < mixed.mean() - 0.5

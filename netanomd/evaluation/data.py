@@ -56,6 +56,9 @@ class LabeledData:
     test_kind: np.ndarray | None = None
     #: True for tabular sets (CICFlowMeter, NSL-KDD: their own columns, no netanomd features).
     tabular: bool = False
+    #: Flow inputs: the benign rows featurised as a stream of their own (other rows NaN), what
+    #: a sensor would have computed in a clean period; the clean protocol trains on these.
+    X_benign_stream: np.ndarray | None = None
 
     def counts(self) -> dict[str, int]:
         return {
@@ -118,21 +121,34 @@ def load_flows(
     labels = batch.column("label").to_pylist()
     detailed = batch.column("detailed_label").to_pylist()
     y, excluded = label_values(labels)
-    spec = FeatureSpec([FlowFeatures(), HostFeatures()])
-    X = np.vstack([spec.transform(batch.slice(o, 65536)) for o in range(0, len(batch), 65536)])
-    n_flow = len(spec.blocks[0].names)
+    X = _featurise(batch)
+    # Host features look at what else the originator did: in a clean period the attack's own
+    # flows would not have been there, so the clean baseline is featurised without them.
+    benign = np.flatnonzero(y == 0)
+    X_benign = np.full_like(X, np.nan)
+    if len(benign):
+        X_benign[benign] = _featurise(batch.take(benign))
+    names = FeatureSpec([FlowFeatures(), HostFeatures()]).names
+    n_flow = len(FlowFeatures().names)
     ts = batch.numeric("ts", fill=np.nan)
     return LabeledData(
         name=name,
         X=X,
         X_flow=np.ascontiguousarray(X[:, :n_flow]),
-        feature_names=list(spec.names),
+        feature_names=list(names),
         y=y,
         kind=_kinds(labels, detailed, y),
         ts=ts if np.isfinite(ts).mean() > 0.99 else None,
         files=[str(p) for p in paths],
         excluded=excluded,
+        X_benign_stream=X_benign,
     )
+
+
+def _featurise(batch: FlowBatch) -> np.ndarray:
+    """Flow + host features of ``batch`` as one stream in its order (fresh host state)."""
+    spec = FeatureSpec([FlowFeatures(), HostFeatures()])
+    return np.vstack([spec.transform(batch.slice(o, 65536)) for o in range(0, len(batch), 65536)])
 
 
 def _apply_label_map(batch: FlowBatch, label_map: dict[str, str]) -> FlowBatch:

@@ -2,7 +2,8 @@
 
 Owns splitting, training, threshold choice and scoring for one :class:`LabeledData`:
 
-* ``clean``: train on the benign flows of an early time window (a baseline someone vetted);
+* ``clean``: train on the benign flows of an early time window (a baseline someone vetted),
+  their host features computed as if the attack's flows had not been there;
 * ``contaminated``: train on *all* flows of that window, labels unseen (day one on a sensor).
 
 Rows are split in time order (random order when the data has no time): the first 50% train,
@@ -200,14 +201,17 @@ def run_protocol(
     # Unvetted training data (contaminated) is fitted on its distinct behaviours, keyed by the
     # per-flow columns, so that a flood cannot define normal; a vetted baseline is kept whole
     # (its volume is real). The plain baseline always fits every row.
+    # A clean baseline trains on host features computed without the attack's flows (as in a
+    # clean period); validation and test rows always come from the full stream.
     vetted = protocol == "clean"
     n_flow = data.X_flow.shape[1]
-    for name, X, Xt, robust, det in (
-        ("netanomd", data.X, test[0], not vetted, make_detector()),
-        ("plain_iforest", data.X_flow, test[1], False, _SklearnIForest(seed)),
+    X_ours_train = data.X_benign_stream if vetted and data.X_benign_stream is not None else data.X
+    for name, X, X_train, Xt, robust, det in (
+        ("netanomd", data.X, X_ours_train, test[0], not vetted, make_detector()),
+        ("plain_iforest", data.X_flow, data.X_flow, test[1], False, _SklearnIForest(seed)),
     ):
         res = Result(model=name, protocol=protocol, test_rows=len(test[2]))
-        Xtr = np.ascontiguousarray(X[train_mask])
+        Xtr = np.ascontiguousarray(X_train[train_mask])
         res.train_rows = len(Xtr)
         if len(Xtr) < MIN_TRAIN:
             res.status = f"skipped: {len(Xtr)} training rows in the {protocol} window"
