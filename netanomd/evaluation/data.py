@@ -54,8 +54,6 @@ class LabeledData:
     test_X_flow: np.ndarray | None = None
     test_y: np.ndarray | None = None
     test_kind: np.ndarray | None = None
-    #: True for tabular sets (CICFlowMeter, NSL-KDD: their own columns, no netanomd features).
-    tabular: bool = False
     #: Flow inputs: the benign rows featurised as a stream of their own (other rows NaN), what
     #: a sensor would have computed in a clean period; the clean protocol trains on these.
     X_benign_stream: np.ndarray | None = None
@@ -121,14 +119,13 @@ def load_flows(
     labels = batch.column("label").to_pylist()
     detailed = batch.column("detailed_label").to_pylist()
     y, excluded = label_values(labels)
-    X = _featurise(batch)
+    X, names = _featurise(batch)
     # Host features look at what else the originator did: in a clean period the attack's own
     # flows would not have been there, so the clean baseline is featurised without them.
     benign = np.flatnonzero(y == 0)
     X_benign = np.full_like(X, np.nan)
     if len(benign):
-        X_benign[benign] = _featurise(batch.take(benign))
-    names = FeatureSpec([FlowFeatures(), HostFeatures()]).names
+        X_benign[benign] = _featurise(batch.take(benign))[0]
     n_flow = len(FlowFeatures().names)
     ts = batch.numeric("ts", fill=np.nan)
     return LabeledData(
@@ -145,10 +142,11 @@ def load_flows(
     )
 
 
-def _featurise(batch: FlowBatch) -> np.ndarray:
+def _featurise(batch: FlowBatch) -> tuple[np.ndarray, tuple[str, ...]]:
     """Flow + host features of ``batch`` as one stream in its order (fresh host state)."""
     spec = FeatureSpec([FlowFeatures(), HostFeatures()])
-    return np.vstack([spec.transform(batch.slice(o, 65536)) for o in range(0, len(batch), 65536)])
+    parts = [spec.transform(batch.slice(o, 65536)) for o in range(0, len(batch), 65536)]
+    return np.vstack(parts), spec.names
 
 
 def _apply_label_map(batch: FlowBatch, label_map: dict[str, str]) -> FlowBatch:
@@ -224,7 +222,6 @@ def load_cicflowmeter(name: str, path: str | Path) -> LabeledData:
         name=name,
         X=X,
         X_flow=X,
-        tabular=True,
         feature_names=[c for c, k in zip(feats.columns, keep, strict=True) if k],
         y=y,
         kind=_kinds(labels, labels, y),
@@ -287,7 +284,6 @@ def load_nsl_kdd(name: str, train_path: str | Path, test_path: str | Path) -> La
         name=name,
         X=Xtr,
         X_flow=Xtr,
-        tabular=True,
         feature_names=names,
         y=ytr,
         kind=_kinds(train["label"].tolist(), train["label"].tolist(), ytr),

@@ -199,10 +199,10 @@ def run_protocol(
         test = (data.X[sp.test], data.X_flow[sp.test], data.y[sp.test], data.kind[sp.test])
     results = []
     # Unvetted training data (contaminated) is fitted on its distinct behaviours, keyed by the
-    # per-flow columns, so that a flood cannot define normal; a vetted baseline is kept whole
-    # (its volume is real). The plain baseline always fits every row.
-    # A clean baseline trains on host features computed without the attack's flows (as in a
-    # clean period); validation and test rows always come from the full stream.
+    # per-flow columns, so that a flood cannot define normal. A vetted (clean) baseline is kept
+    # whole, its volume being real, with host features computed without the attack's flows, as
+    # in a clean period. Validation and test rows always come from the full stream; the plain
+    # baseline fits every row of its per-flow features.
     vetted = protocol == "clean"
     n_flow = data.X_flow.shape[1]
     X_ours_train = data.X_benign_stream if vetted and data.X_benign_stream is not None else data.X

@@ -363,6 +363,5 @@ def entry(data: LabeledData, split_how: str, results: Sequence[Result]) -> dict[
         "counts": data.counts(),
         "excluded": data.excluded,
         "split": split_how,
-        "tabular": data.tabular,
         "results": [r.to_dict() for r in results],
     }
