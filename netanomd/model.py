@@ -499,9 +499,9 @@ def train(
     training traffic is ``vetted`` (a clean baseline someone checked, kept whole), the detector
     is fitted on its distinct behaviours, keyed by the per-flow block (see
     :mod:`netanomd.robust`); ``trim`` drops the most anomalous share and refits. Threshold:
-    the ``threshold_quantile`` quantile of the training scores (of every flow), or, with
-    ``alerts_per_day``, the alert budget at the training data's flow rate (see
-    :mod:`netanomd.thresholds`).
+    the ``threshold_quantile`` quantile of the training scores (over distinct behaviours when
+    fitted on them, else over every flow), or, with ``alerts_per_day``, the alert budget at
+    the training data's flow rate (see :mod:`netanomd.thresholds`).
     """
     spec = spec or default_spec()
     reservoir = _Reservoir(max_rows, seed)
@@ -535,9 +535,8 @@ def train(
         detector = IsolationForestDetector(random_state=seed)
     first = spec.blocks[0] if spec.blocks else None
     key_columns = len(first.names) if isinstance(first, FlowFeatures) else None
-    scores, robust = fit_robust(
-        detector, X, trim=trim, distinct=not vetted, key_columns=key_columns
-    )
+    fit = fit_robust(detector, X, trim=trim, distinct=not vetted, key_columns=key_columns)
+    scores = fit.scores
     ts = np.concatenate(ts_parts) if ts_parts else np.empty(0)
     rate = thresholds.flows_per_day(ts)
     if alerts_per_day is not None:
@@ -545,8 +544,8 @@ def train(
             raise ModelError("an alert budget needs training flows with timestamps")
         threshold, rule = thresholds.by_budget(scores, rate, alerts_per_day)
     else:
-        threshold, rule = thresholds.by_quantile(scores, threshold_quantile)
-    rule["training"] = {"vetted": vetted} | robust
+        threshold, rule = thresholds.by_quantile(fit.behaviour_scores, threshold_quantile)
+    rule["training"] = {"vetted": vetted} | fit.info
     finite = ts[np.isfinite(ts)]
     summary = TrainingSummary(
         rows=reservoir.seen,

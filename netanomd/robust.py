@@ -20,6 +20,7 @@ A vetted baseline (``distinct=False``, ``trim=0``) is kept whole: its volume is 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -49,6 +50,19 @@ def distinct_behaviours(
     return np.sort(first).astype(np.int64)
 
 
+@dataclass
+class RobustFit:
+    """What :func:`fit_robust` did."""
+
+    #: The final fit's score of every training row.
+    scores: np.ndarray
+    #: The rows a quantile threshold is taken over: one per distinct behaviour when the fit was
+    #: on distinct behaviours ("as odd as the rarest 0.5% of behaviours seen"), else every row.
+    behaviour_scores: np.ndarray
+    #: JSON-able summary, stored with the threshold rule.
+    info: dict[str, int | float | bool]
+
+
 def fit_robust(
     detector: Detector,
     X: np.ndarray,
@@ -56,19 +70,14 @@ def fit_robust(
     trim: float = DEFAULT_TRIM,
     distinct: bool = True,
     key_columns: int | None = None,
-) -> tuple[np.ndarray, dict[str, int | float | bool]]:
-    """Fit ``detector`` on ``X`` (optionally on its distinct behaviours, optionally trimmed).
-
-    Returns the final fit's scores of *every* row of ``X`` (so thresholds stay a share of
-    flows) and a summary of what was done, stored with the threshold rule.
-    """
-    fit_rows = X
+) -> RobustFit:
+    """Fit ``detector`` on ``X`` (optionally on its distinct behaviours, optionally trimmed)."""
+    keep: np.ndarray | None = None
     info: dict[str, int | float | bool] = {"rows": len(X), "distinct": False, "trim": trim}
     if distinct:
         keep = distinct_behaviours(X, key_columns)
         info["behaviours"] = len(keep)
         if len(keep) >= MIN_DISTINCT:
-            fit_rows = np.ascontiguousarray(X[keep])
             info["distinct"] = True
         else:
             log.warning(
@@ -76,10 +85,13 @@ def fit_robust(
                 len(keep),
                 len(X),
             )
+            keep = None
+    fit_rows = np.ascontiguousarray(X[keep]) if keep is not None else X
     detector.fit(fit_rows)
     if trim > 0.0 and len(fit_rows) >= 100:
         fit_scores = detector.score(fit_rows)
         keep_rows = fit_scores <= np.quantile(fit_scores, 1.0 - trim)
         if keep_rows.sum() >= 50:
             detector.fit(np.ascontiguousarray(fit_rows[keep_rows]))
-    return detector.score(X), info
+    scores = detector.score(X)
+    return RobustFit(scores, scores[keep] if keep is not None else scores, info)

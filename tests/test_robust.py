@@ -15,6 +15,7 @@ from netanomd.detectors.registry import make
 from netanomd.errors import ModelError
 from netanomd.evaluation.data import LabeledData, load_flows
 from netanomd.evaluation.protocols import run_protocol
+from netanomd.features import FlowFeatures
 from netanomd.flow import FlowBatch
 from netanomd.model import train
 from netanomd.robust import distinct_behaviours, fit_robust
@@ -54,8 +55,9 @@ def test_flood_in_training_data_defines_normal_unless_behaviours_are_distinct(
     verdicts = {}
     for distinct in (False, True):
         det = IsolationForestDetector(random_state=0)
-        scores, info = fit_robust(det, Xtr, distinct=distinct, key_columns=n_flow)
-        assert info["distinct"] is distinct and len(scores) == len(Xtr)
+        fit = fit_robust(det, Xtr, distinct=distinct, key_columns=n_flow)
+        assert fit.info["distinct"] is distinct and len(fit.scores) == len(Xtr)
+        assert len(fit.behaviour_scores) == (len(keep) if distinct else len(Xtr))
         s = det.score(np.ascontiguousarray(remcos.X))
         verdicts[distinct] = float(np.median(s[y == 1]) - np.median(s[y == 0]))
     # On raw volume the exfiltration flows score as *more* normal than the benign ones;
@@ -96,3 +98,21 @@ def test_kmeans_needs_three_rows() -> None:
         det.fit(X[:2])
     det.fit(X)
     assert det.score(X).shape == (3,)
+
+
+def test_day_one_model_alerts_on_a_flood_whose_behaviour_is_odd() -> None:
+    """Trained on the RemcosRAT capture itself (day one, unvetted), the quantile threshold is
+    taken over behaviours: the exfiltration, 94% of the flows, still alerts."""
+    path = next(p for p in attack_files() if "remcos" in p.name)
+    batch = FlowBatch.concat(list(read_batches([str(path)], ReadStats())))
+    model = train([batch], seed=0)
+    X = model.features(batch)
+    model.reset()
+    scores = model.score(batch)
+    behaviours = distinct_behaviours(X, len(FlowFeatures().names))
+    assert model.threshold == pytest.approx(np.quantile(scores[behaviours], 0.995))
+    malicious = np.asarray(batch.column("label").to_pylist()) == "Malicious"
+    alerts = scores >= model.threshold
+    assert alerts[malicious].mean() > 0.95 and alerts[~malicious].sum() <= 2
+    # Over every flow instead, the same quantile would let nearly all of it through.
+    assert (scores >= np.quantile(scores, 0.995))[malicious].mean() < 0.1

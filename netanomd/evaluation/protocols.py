@@ -217,16 +217,16 @@ def run_protocol(
             res.status = f"skipped: {len(Xtr)} training rows in the {protocol} window"
             results.append(res)
             continue
-        train_scores, fit_info = fit_robust(
+        fit = fit_robust(
             det, Xtr, trim=DEFAULT_TRIM if robust else 0.0, distinct=robust, key_columns=n_flow
         )
         vs, vy = det.score(np.ascontiguousarray(X[sp.valid])), data.y[sp.valid]
         try:
             t, rule = thresholds.by_validation_f1(vs, vy)
         except ModelError:
-            t, rule = thresholds.by_quantile(train_scores, DEFAULT_THRESHOLD_QUANTILE)
+            t, rule = thresholds.by_quantile(fit.behaviour_scores, DEFAULT_THRESHOLD_QUANTILE)
             rule["why"] = "validation split lacks one class"
-        res.threshold, res.threshold_rule = t, rule | {"training": fit_info}
+        res.threshold, res.threshold_rule = t, rule | {"training": fit.info}
         scores = det.score(np.ascontiguousarray(Xt))
         metrics(scores, test[2], test[3], t, res)
         if importance and name == "netanomd":
