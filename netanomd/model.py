@@ -13,7 +13,8 @@ code from the file) holding:
 * ``digest``: SHA-256 over everything above; a file whose digest does not match is refused.
 
 Threshold rule (the default): the :data:`DEFAULT_THRESHOLD_QUANTILE` quantile of the
-training scores — on traffic like the training set, about 1 flow in 200 reaches it. It is
+training scores — of every flow for a vetted baseline (about 1 flow in 200 like it reaches
+it), of the distinct behaviours otherwise (see :mod:`netanomd.robust`). It is
 stored in the artifact and can be overridden per run (``--threshold``).
 """
 

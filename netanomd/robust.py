@@ -9,10 +9,12 @@ the network. Two defences, both unsupervised:
   one row per behaviour, where a behaviour is a flow's per-flow features rounded to a grid
   (:data:`BEHAVIOUR_GRID`: one unit of the log-scaled byte, packet and duration features, i.e.
   an e-fold, and the exact value of every flag). What the detector learns is then *which*
-  behaviours occur, not how often: a flood weighs as much as one connection of its kind.
+  behaviours occur, not how often: a flood weighs as much as one connection of its kind. A
+  quantile threshold is then a quantile over behaviours too (:attr:`RobustFit.behaviour_scores`),
+  so a flood that is most of the training flows still alerts when its behaviour is odd.
 * **trimming** (``trim``): fit, drop the most anomalous share of the rows, refit. Measured on the
   shared data it helps less than distinct behaviours and costs a little when combined with
-  them (``docs/evaluation.md``), so it is off by default and kept as an option.
+  them (README, "Offline use"), so it is off by default and kept as an option.
 
 A vetted baseline (``distinct=False``, ``trim=0``) is kept whole: its volume is real.
 """

@@ -45,8 +45,8 @@ def test_flood_in_training_data_defines_normal_unless_behaviours_are_distinct(
 ) -> None:
     counts = remcos.counts()
     assert counts["malicious"] > 10 * counts["benign"]
-    half = np.argsort(remcos.ts)[: len(remcos.y) // 2] if remcos.ts is not None else None
-    assert half is not None
+    assert remcos.ts is not None
+    half = np.argsort(remcos.ts)[: len(remcos.y) // 2]
     Xtr = np.ascontiguousarray(remcos.X[half])
     n_flow = remcos.X_flow.shape[1]
     keep = distinct_behaviours(Xtr, n_flow)

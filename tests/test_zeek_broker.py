@@ -104,6 +104,17 @@ def zeek() -> Iterator[Zeek]:
     z.close()
 
 
+def _python(code: str) -> subprocess.CompletedProcess[str]:
+    """Run ``code`` in a fresh interpreter that imports netanomd from this checkout."""
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+    )
+
+
 def test_daemon_peers_with_zeek_and_answers_with_verdicts(
     zeek: Zeek, model: Model, remcos: FlowBatch
 ) -> None:
@@ -196,13 +207,7 @@ else:
 with binding.endpoint(b) as ep:
     print(binding.version(b), type(ep).__name__)
 """
-    out = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
-    )
+    out = _python(code)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split()[0].startswith(("1.", "2."))
 
@@ -218,13 +223,7 @@ try:
 except TransportError as e:
     print(e)
 """
-    out = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
-    )
+    out = _python(code)
     assert str(tmp_path) in out.stdout and "python3-broker" in out.stdout, out.stderr
 
 
