@@ -94,8 +94,18 @@ FLAG_COLUMNS = frozenset(
 ONE_HOT_PREFIXES = ("state_", "proto_", "hist_")
 
 
+#: Columns where only *high* values can mean an attack (more destinations, more failures, more
+#: regular beaconing...); a value below the training median is as typical as the median (see
+#: :mod:`netanomd.floors`). Blocks add theirs with :func:`register_one_sided`.
+ONE_SIDED_COLUMNS: set[str] = set()
+
+
 def register_log1p(names: Iterable[str]) -> None:
     LOG1P_COLUMNS.update(names)
+
+
+def register_one_sided(names: Iterable[str]) -> None:
+    ONE_SIDED_COLUMNS.update(names)
 
 
 def is_binary(name: str) -> bool:

@@ -20,6 +20,9 @@ host_periodicity        beaconing: for the flows to this flow's responder and po
                         0 = no pattern or too few)
 ======================  =======================================================================
 
+Every column but ``host_out_in`` is registered as one-sided: a model floors it at its training
+median (:mod:`netanomd.floors`), so only more activity than usual can look anomalous.
+
 Memory is bounded: at most :attr:`HostFeatures.max_hosts` originators are tracked, each with a
 ring of ``depth`` recent flows; when the table is full the host seen least recently is evicted
 (its history is forgotten, as if it had been idle). The per-flow loop is compiled with numba.
@@ -35,7 +38,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from netanomd.features import register_block, register_log1p
+from netanomd.features import register_block, register_log1p, register_one_sided
 from netanomd.flow import FlowBatch
 
 FAILED_STATES = ("S0", "REJ", "RSTO", "RSTOS0", "RSTR", "RSTRH", "SH", "SHR", "OTH")
@@ -52,6 +55,10 @@ NAMES: tuple[str, ...] = (
 
 
 register_log1p(n for n in NAMES if n.startswith("host_log_"))
+# A host doing less than it usually does (a quiet spell, one NTP query in the window) is not a
+# sign of attack; scans, floods, failures and beaconing all push these columns *up*. The ratio
+# of bytes out to in stays two-sided: exfiltration pushes it up, a payload download down.
+register_one_sided(n for n in NAMES if n != "host_out_in")
 
 
 @nb.njit(cache=True, nogil=True)

@@ -10,6 +10,9 @@ code from the file) holding:
   (rows, time span, sources, files) and the explanation baselines' description;
 * ``detector/<name>`` arrays: the detector's state (see :meth:`Detector.to_state`);
 * ``baseline/<name>`` arrays: per-feature training quantiles used to explain alerts;
+* ``floors/values``: the training medians that one-sided columns are raised to before the
+  detector and the explanations see them (:mod:`netanomd.floors`; absent in older artifacts,
+  which then score unfloored);
 * ``digest``: SHA-256 over everything above; a file whose digest does not match is refused.
 
 Threshold rule (the default): the :data:`DEFAULT_THRESHOLD_QUANTILE` quantile of the
@@ -42,6 +45,7 @@ from netanomd.decision import Alert, Contribution, make_alerts
 from netanomd.detectors import Detector
 from netanomd.errors import ModelError
 from netanomd.features import LOG1P_COLUMNS, FeatureSpec, FlowFeatures, is_binary
+from netanomd.floors import Floors
 from netanomd.flow import FlowBatch
 from netanomd.robust import DEFAULT_TRIM, fit_robust
 
@@ -264,7 +268,7 @@ class Baselines:
 
 
 class Model:
-    """A trained, loadable scorer: features + detector + threshold + baselines."""
+    """A trained, loadable scorer: features + floors + detector + threshold + baselines."""
 
     def __init__(
         self,
@@ -273,12 +277,14 @@ class Model:
         threshold: float,
         baselines: Baselines,
         meta: dict[str, Any],
+        floors: Floors | None = None,
     ) -> None:
         self.spec = spec
         self.detector = detector
         self.threshold = float(threshold)
         self.baselines = baselines
         self.meta = meta
+        self.floors = floors or Floors(spec.names, [], np.empty(0))
 
     @property
     def model_id(self) -> str:
@@ -300,18 +306,17 @@ class Model:
         self.spec.reset()
 
     def features(self, batch: FlowBatch) -> np.ndarray:
-        return self.spec.transform(batch)
+        """The matrix the detector scores: the spec's features, one-sided columns floored."""
+        return self.floors.apply(self.spec.transform(batch))
 
     def score(self, batch: FlowBatch) -> np.ndarray:
         """Anomaly score per flow; higher means more anomalous."""
         if len(batch) == 0:
             return np.empty(0, dtype=np.float64)
-        return self.detector.score(self.spec.transform(batch))
+        return self.detector.score(self.features(batch))
 
     def explain(self, batch: FlowBatch) -> list[tuple[Contribution, ...]]:
-        return self.baselines.explain(
-            self.spec.transform(batch), batch.column("service").to_pylist()
-        )
+        return self.baselines.explain(self.features(batch), batch.column("service").to_pylist())
 
     def alerts(
         self,
@@ -326,7 +331,7 @@ class Model:
         feature blocks must not see a batch twice); :meth:`run` does this for you.
         """
         if X is None:
-            X = self.spec.transform(batch)
+            X = self.features(batch)
         feats = X
         return make_alerts(
             batch,
@@ -344,7 +349,7 @@ class Model:
         """Score a batch and build its alerts, computing features once."""
         if len(batch) == 0:
             return np.empty(0, dtype=np.float64), []
-        X = self.spec.transform(batch)
+        X = self.features(batch)
         scores = self.detector.score(X)
         return scores, self.alerts(batch, scores, threshold, X)
 
@@ -354,7 +359,9 @@ class Model:
         params, det_arrays = self.detector.to_state()
         arrays: dict[str, np.ndarray] = {f"detector/{k}": v for k, v in det_arrays.items()}
         arrays.update({f"baseline/{k}": v for k, v in self.baselines.arrays().items()})
+        floors_meta, arrays["floors/values"] = self.floors.to_state()
         meta = dict(self.meta)
+        meta["floors"] = floors_meta
         meta["detector"] = {"kind": self.detector.kind, "params": params}
         meta["threshold"] = self.threshold
         meta["features"] = self.spec.to_state()
@@ -414,6 +421,13 @@ class Model:
                 spec.names, b["lo"], b["med"], b["hi"], b["share"], services, svc_q
             )
             threshold = float(meta["threshold"])
+            floors_meta = meta.get("floors", {"columns": []})
+            floors = Floors(
+                spec.names,
+                floors_meta["columns"],
+                arrays.get("floors/values", np.empty(0)),
+                float(floors_meta.get("quantile", 0.5)),
+            )
         except ModelError as exc:
             raise ModelError(f"{where}: {exc}") from exc
         except (KeyError, TypeError, ValueError) as exc:
@@ -423,7 +437,7 @@ class Model:
             raise ModelError(f"{where}: baselines do not match the {n} feature columns")
         if not np.isfinite(threshold):
             raise ModelError(f"{where}: threshold {threshold!r} is not a finite number")
-        return cls(spec, detector, threshold, baselines, meta)
+        return cls(spec, detector, threshold, baselines, meta, floors)
 
 
 def _digest(arrays: dict[str, np.ndarray]) -> str:
@@ -496,7 +510,8 @@ def train(
     """Fit features and detector on ``batches`` and return a :class:`Model`.
 
     Features are computed over the whole stream in order (host features need every flow);
-    at most ``max_rows`` feature rows are kept (uniform sample) for fitting. Unless the
+    at most ``max_rows`` feature rows are kept (uniform sample) for fitting, their one-sided
+    columns floored at the training median (:mod:`netanomd.floors`). Unless the
     training traffic is ``vetted`` (a clean baseline someone checked, kept whole), the detector
     is fitted on its distinct behaviours, keyed by the per-flow block (see
     :mod:`netanomd.robust`); ``trim`` drops the most anomalous share and refits. Threshold:
@@ -530,6 +545,8 @@ def train(
     if len(X) < 10:
         raise ModelError(f"need at least 10 training flows, got {len(X)}")
     spec.reset()  # a scoring stream starts with fresh host state
+    floors = Floors.fit(spec.names, X)
+    X = floors.apply(X)
     if detector is None:
         from netanomd.detectors.iforest import IsolationForestDetector
 
@@ -570,7 +587,7 @@ def train(
     h = hashlib.sha256(json.dumps(meta, sort_keys=True).encode())
     h.update(X[: min(len(X), 1000)].tobytes())
     meta["model_id"] = f"{detector.kind}-{created:%Y%m%dT%H%M%SZ}-{h.hexdigest()[:8]}"
-    model = Model(spec, detector, threshold, Baselines.fit(spec.names, X, services), meta)
+    model = Model(spec, detector, threshold, Baselines.fit(spec.names, X, services), meta, floors)
     log.info(
         "trained %s on %d flows (%d used), threshold %.4f (%s)",
         model.model_id,

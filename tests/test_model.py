@@ -76,6 +76,8 @@ def test_round_trip(tmp_path: Path, model: Model, remcos: FlowBatch) -> None:
     assert loaded.model_id == model.model_id
     assert loaded.threshold == model.threshold
     assert loaded.feature_names == model.feature_names
+    assert loaded.floors.columns == model.floors.columns and len(model.floors.columns) == 6
+    np.testing.assert_array_equal(loaded.floors.values, model.floors.values)
     model.reset()  # scoring is a stream (host windows): compare from the same fresh state
     np.testing.assert_array_equal(loaded.score(remcos), model.score(remcos))
     model.reset()
@@ -124,6 +126,26 @@ def test_refuses_mismatch(tmp_path: Path, model: Model) -> None:
     _rewrite(good, bad, drop="baseline/hi")
     with pytest.raises(ModelError, match="incomplete"):
         Model.load(bad)
+
+    _rewrite(good, bad, lambda m: m["floors"]["columns"].__setitem__(0, "nope"))
+    with pytest.raises(ModelError, match="floors name columns the features lack: nope"):
+        Model.load(bad)
+
+
+def test_artifact_without_floors_scores_unfloored(
+    tmp_path: Path, model: Model, remcos: FlowBatch
+) -> None:
+    """Artifacts written before one-sided floors existed still load, and score as they did."""
+    good, old = tmp_path / "good.npz", tmp_path / "old.npz"
+    model.save(good)
+    _rewrite(good, old, lambda m: m.pop("floors"), drop="floors/values")
+    loaded = Model.load(old)
+    assert loaded.floors.columns == ()
+    model.reset()
+    raw = model.spec.transform(remcos)
+    model.reset()
+    assert (model.floors.apply(raw) != raw).any()
+    np.testing.assert_array_equal(loaded.score(remcos), model.detector.score(raw))
 
 
 def test_refuses_tampered_and_foreign_files(tmp_path: Path, model: Model) -> None:

@@ -13,10 +13,12 @@ the validation rows hold both classes, else the stored training-quantile rule; t
 never used to choose anything. Rows labeled Background/Unknown are scored but left out of every
 metric, and counted.
 
-Each protocol runs two models on the same rows: ``netanomd`` (flow + host features; fitted on
-every training flow of the vetted clean window, and on the distinct behaviours of the unvetted
-contaminated one, see :mod:`netanomd.robust`) and ``plain_iforest`` (scikit-learn's Isolation
-Forest on per-flow features only, defaults, every training row): the baseline it must beat.
+Each protocol runs two models on the same rows: ``netanomd`` (flow + host features, one-sided
+host columns floored at their training median as in a model, see :mod:`netanomd.floors`;
+fitted on every training flow of the vetted clean window, and on the distinct behaviours of
+the unvetted contaminated one, see :mod:`netanomd.robust`) and ``plain_iforest``
+(scikit-learn's Isolation Forest on per-flow features only, defaults, every training row): the
+baseline it must beat.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from netanomd import thresholds
 from netanomd.detectors import Detector
 from netanomd.errors import ModelError
 from netanomd.evaluation.data import LabeledData
+from netanomd.floors import Floors
 from netanomd.model import DEFAULT_THRESHOLD_QUANTILE
 from netanomd.robust import DEFAULT_TRIM, fit_robust
 
@@ -206,10 +209,11 @@ def run_protocol(
     vetted = protocol == "clean"
     n_flow = data.X_flow.shape[1]
     X_ours_train = data.X_benign_stream if vetted and data.X_benign_stream is not None else data.X
-    for name, X, X_train, Xt, robust, det in (
-        ("netanomd", data.X, X_ours_train, test[0], not vetted, make_detector()),
+    for name, X, X_train, Xt, ours, det in (
+        ("netanomd", data.X, X_ours_train, test[0], True, make_detector()),
         ("plain_iforest", data.X_flow, data.X_flow, test[1], False, _SklearnIForest(seed)),
     ):
+        robust = ours and not vetted
         res = Result(model=name, protocol=protocol, test_rows=len(test[2]))
         Xtr = np.ascontiguousarray(X_train[train_mask])
         res.train_rows = len(Xtr)
@@ -217,10 +221,13 @@ def run_protocol(
             res.status = f"skipped: {len(Xtr)} training rows in the {protocol} window"
             results.append(res)
             continue
+        # netanomd floors its one-sided columns at their training median, as a model does.
+        floors = Floors.fit(data.feature_names if ours else [], Xtr)
+        Xtr, Xv, Xt = floors.apply(Xtr), floors.apply(X[sp.valid]), floors.apply(Xt)
         fit = fit_robust(
             det, Xtr, trim=DEFAULT_TRIM if robust else 0.0, distinct=robust, key_columns=n_flow
         )
-        vs, vy = det.score(np.ascontiguousarray(X[sp.valid])), data.y[sp.valid]
+        vs, vy = det.score(np.ascontiguousarray(Xv)), data.y[sp.valid]
         try:
             t, rule = thresholds.by_validation_f1(vs, vy)
         except ModelError:

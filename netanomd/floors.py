@@ -1,0 +1,72 @@
+"""One-sided features: a value below the training median is as typical as the median.
+
+Owns :class:`Floors`, the per-column floor a model applies to its feature matrix before the
+detector and the explanations see it. Isolation Forest isolates unusually *low* values as
+readily as high ones, but for the columns registered as one-sided
+(:data:`netanomd.features.ONE_SIDED_COLUMNS`: a host's flow count, rate, distinct
+destinations and ports, failure share, beaconing regularity) only high values describe an
+attack. Without a floor, a host in a quiet spell — one NTP query in its window — looks as odd
+on four correlated columns at once as a scan does, and outranks a real C&C flow.
+
+The floor is the training median of each one-sided column (over every training flow, also
+when the detector is fitted on distinct behaviours). It is stored in the model artifact, and
+the same :meth:`Floors.apply` serves training, live scoring and evaluation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from netanomd.errors import ModelError
+from netanomd.features import ONE_SIDED_COLUMNS
+
+#: Quantile of the training values used as each one-sided column's floor.
+FLOOR_QUANTILE = 0.5
+
+
+class Floors:
+    """Per-column lower bounds for the one-sided columns of a feature matrix."""
+
+    def __init__(
+        self,
+        names: Sequence[str],
+        columns: Sequence[str],
+        values: np.ndarray,
+        quantile: float = FLOOR_QUANTILE,
+    ) -> None:
+        index = {n: i for i, n in enumerate(names)}
+        missing = [c for c in columns if c not in index]
+        if missing:
+            raise ModelError(f"floors name columns the features lack: {', '.join(missing)}")
+        values = np.asarray(values, dtype=np.float64)
+        if values.shape != (len(columns),) or not np.all(np.isfinite(values)):
+            raise ModelError(f"floors need {len(columns)} finite values, got shape {values.shape}")
+        self.columns = tuple(columns)
+        self.values = values
+        self.quantile = float(quantile)
+        self._idx = np.array([index[c] for c in columns], dtype=np.int64)
+
+    @classmethod
+    def fit(cls, names: Sequence[str], X: np.ndarray, q: float = FLOOR_QUANTILE) -> Floors:
+        """Floors at the ``q`` quantile of the training rows ``X`` for the one-sided columns
+        among ``names`` (none, for feature sets without any)."""
+        columns = [n for n in names if n in ONE_SIDED_COLUMNS]
+        if not columns or len(X) == 0:
+            return cls(names, [], np.empty(0), q)
+        idx = [list(names).index(c) for c in columns]
+        return cls(names, columns, np.quantile(X[:, idx], q, axis=0), q)
+
+    def apply(self, X: np.ndarray) -> np.ndarray:
+        """``X`` with each one-sided column raised to its floor (a copy when anything moves)."""
+        if not len(self.columns) or len(X) == 0:
+            return X
+        X = np.array(X, copy=True)
+        X[:, self._idx] = np.maximum(X[:, self._idx], self.values.astype(X.dtype))
+        return X
+
+    def to_state(self) -> tuple[dict[str, Any], np.ndarray]:
+        """JSON-able description and the values array, for the model artifact."""
+        return {"columns": list(self.columns), "quantile": self.quantile}, self.values
