@@ -180,8 +180,9 @@ def markdown(entries: Sequence[dict[str, Any]], command: str) -> str:
         "(`netanomd/robust.py`). The next 15% chooses the threshold (best F1 on its labels, or",
         "the training-quantile rule when it lacks a class); metrics are on the last 35%.",
         "Background/Unknown flows are scored but left out of the metrics (counted in *excl.*).",
-        "`plain_iforest` is scikit-learn's Isolation Forest on per-flow features, fitted on every",
-        "training row: the baseline netanomd must beat.",
+        "netanomd, as a model does, raises its one-sided host columns to their training median",
+        "(`netanomd/floors.py`). `plain_iforest` is scikit-learn's Isolation Forest on per-flow",
+        "features, fitted on every training row: the baseline netanomd must beat.",
         "",
     ]
     lines += summary(entries)
