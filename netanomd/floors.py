@@ -10,7 +10,10 @@ on four correlated columns at once as a scan does, and outranks a real C&C flow.
 
 The floor is the training median of each one-sided column (over every training flow, also
 when the detector is fitted on distinct behaviours). It is stored in the model artifact, and
-the same :meth:`Floors.apply` serves training, live scoring and evaluation.
+the same :meth:`Floors.apply` serves training, live scoring and evaluation. For an Isolation
+Forest, fitting on floored columns is what matters (no split then falls below a floor, so a
+lower value takes the floor's path); distance-based detectors and the explanations need the
+floor at scoring time too.
 """
 
 from __future__ import annotations

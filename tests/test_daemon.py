@@ -24,10 +24,14 @@ from typing import Any
 import numpy as np
 import pytest
 
+from netanomd.daemon.http import records_from_json, score_json
 from netanomd.daemon.service import Daemon
 from netanomd.data import attack_files, demo_model
+from netanomd.detectors.registry import make
 from netanomd.flow import FlowBatch
+from netanomd.model import train
 from netanomd.sdnotify import Notifier
+from netanomd.sources.files import open_source
 from tests.waiting import wait
 
 PCAPS = Path(__file__).parent / "data" / "pcaps"
@@ -337,6 +341,58 @@ def test_metrics_health_and_score_api(tmp_path: Path, model_path: Path) -> None:
         assert err.value.code == 400
     finally:
         d.shutdown()
+
+
+def test_score_api_scores_like_a_fresh_stream_with_host_floors(data_dir: Path) -> None:
+    """POST /v1/score sees each request as a new stream, so every host is in a quiet spell:
+    scored with the model's one-sided floors, as the daemon's stream would score it."""
+    mirai = data_dir / "zeek" / "iot23-44-1.csv"
+    # k-means: a distance sees floored values (an Isolation Forest fitted on floored columns
+    # sends anything below a floor down the same branches as the floor itself).
+    model = train([read_all(mirai)], detector=make("kmeans"), vetted=True)
+    assert model.floors.columns
+    flows = [
+        {k: v for k, v in r.to_dict().items() if v is not None}
+        for r in read_all(mirai).slice(100, 10).records()
+    ]
+    out = score_json(model, None, flows)
+    model.reset()
+    batch = FlowBatch.from_records(records_from_json(flows))
+    np.testing.assert_allclose([o["score"] for o in out], model.score(batch))
+    model.reset()
+    unfloored = model.detector.score(model.spec.transform(batch))
+    assert not np.allclose([o["score"] for o in out], unfloored)
+
+
+def read_all(path: Path) -> FlowBatch:
+    return FlowBatch.concat(list(open_source(str(path)).batches()))
+
+
+@pytest.mark.parametrize(
+    ("flow", "error"),
+    [
+        (
+            {"ts": "yesterday"},
+            "[0].ts: expected epoch seconds or an ISO 8601 time, got 'yesterday'",
+        ),
+        ({"duration": "1.5"}, "[0].duration: expected a number, got '1.5'"),
+        ({"id.resp_p": 70000}, "[0].id.resp_p: expected an integer from 0 to 65535, got 70000"),
+        ({"orig_bytes": -1}, "[0].orig_bytes: expected an integer from 0 to"),
+        ({"orig_pkts": True}, "[0].orig_pkts: expected an integer"),
+        ({"local_orig": "T"}, "[0].local_orig: expected true or false, got 'T'"),
+        ({"proto": 6}, "[0].proto: expected a string, got 6"),
+    ],
+)
+def test_score_api_names_the_bad_field(flow: dict[str, Any], error: str) -> None:
+    base = {"id.orig_h": "10.0.0.1", "id.resp_h": "10.0.0.2", "proto": "tcp"}
+    with pytest.raises(ValueError) as exc:
+        records_from_json([base | flow])
+    assert str(exc.value).startswith(error)
+
+
+def test_score_api_takes_zeek_iso8601_times() -> None:
+    flow = {"ts": "2019-01-10T20:06:29.933860Z", "id.orig_h": "10.0.0.1", "id.resp_h": "10.0.0.2"}
+    assert records_from_json(flow | {"proto": "udp"})[0].ts == pytest.approx(1547150789.93386)
 
 
 class NotifyListener:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -21,6 +22,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -31,8 +33,9 @@ from prometheus_client.core import (
 
 from netanomd.daemon.pipeline import Pipeline
 from netanomd.features import FeatureSpec
-from netanomd.flow import FIELD_NAMES, FlowBatch, FlowRecord
+from netanomd.flow import FIELD_NAMES, FLOW_SCHEMA, FlowBatch, FlowRecord
 from netanomd.model import Model
+from netanomd.zeek.brokerjson import timestamp
 
 log = logging.getLogger(__name__)
 
@@ -146,6 +149,39 @@ class DaemonCollector:
         yield c
 
 
+def _field(where: str, name: str, value: Any) -> Any:
+    """``value`` checked against the flow schema's type for ``name`` (``ts`` may also be an
+    ISO 8601 time, as Zeek writes with ``JSON::TS_ISO8601``)."""
+    if value is None:
+        return None
+    t = FLOW_SCHEMA.field(name).type
+    if name == "ts" and isinstance(value, str):
+        try:
+            return timestamp(value)
+        except ValueError:
+            raise ValueError(
+                f"{where}: expected epoch seconds or an ISO 8601 time, got {value!r}"
+            ) from None
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    finite = number and math.isfinite(value)
+    if pa.types.is_floating(t):
+        if not finite:
+            raise ValueError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if pa.types.is_integer(t):
+        top = 65535 if name in ("orig_p", "resp_p") else 2**63 - 1
+        if not finite or value != int(value) or not 0 <= value <= top:
+            raise ValueError(f"{where}: expected an integer from 0 to {top}, got {value!r}")
+        return int(value)
+    if pa.types.is_boolean(t):
+        if not isinstance(value, bool):
+            raise ValueError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if not isinstance(value, str):
+        raise ValueError(f"{where}: expected a string, got {value!r}")
+    return value
+
+
 def records_from_json(payload: Any) -> list[FlowRecord]:
     """Flows given as conn.log-like JSON objects (``id.orig_h`` or ``orig_h``)."""
     items = payload if isinstance(payload, list) else [payload]
@@ -157,7 +193,7 @@ def records_from_json(payload: Any) -> list[FlowRecord]:
         for key, value in obj.items():
             name = key.removeprefix("id.")
             if name in FIELD_NAMES:
-                values[name] = value
+                values[name] = _field(f"[{i}].{key}", name, value)
         if "orig_h" not in values or "resp_h" not in values:
             raise ValueError(f"[{i}]: id.orig_h and id.resp_h are required")
         values.setdefault("uid", f"api-{i}")
@@ -173,7 +209,8 @@ def records_from_json(payload: Any) -> list[FlowRecord]:
 
 def score_json(model: Model, threshold: float | None, payload: Any) -> list[dict[str, Any]]:
     batch = FlowBatch.from_records(records_from_json(payload))
-    X = FeatureSpec.from_state(model.spec.to_state()).transform(batch)  # fresh host state
+    fresh = FeatureSpec.from_state(model.spec.to_state())  # its own host state
+    X = model.floors.apply(fresh.transform(batch))
     scores = model.detector.score(X)
     explanations = model.baselines.explain(X, batch.column("service").to_pylist())
     t = model.threshold if threshold is None else threshold
