@@ -8,8 +8,10 @@ destinations and ports, failure share, beaconing regularity) only high values de
 attack. Without a floor, a host in a quiet spell — one NTP query in its window — looks as odd
 on four correlated columns at once as a scan does, and outranks a real C&C flow.
 
-The floor is the training median of each one-sided column (over every training flow, also
-when the detector is fitted on distinct behaviours). It is stored in the model artifact, and
+The floor is the training median of each one-sided column, over the rows the detector is
+fitted on: every flow of a vetted baseline, the distinct behaviours of unvetted traffic (so a
+flood cannot set the floor to its own level and hide anything below it, as RemcosRAT's
+beacon would set ``host_periodicity``'s). It is stored in the model artifact, and
 the same :meth:`Floors.apply` serves training, live scoring and evaluation. For an Isolation
 Forest, fitting on floored columns is what matters (no split then falls below a floor, so a
 lower value takes the floor's path); distance-based detectors and the explanations need the
@@ -63,7 +65,8 @@ class Floors:
         return cls(names, columns, np.quantile(X[:, idx], q, axis=0), q)
 
     def apply(self, X: np.ndarray) -> np.ndarray:
-        """``X`` with each one-sided column raised to its floor (a copy when anything moves)."""
+        """A copy of ``X`` with each one-sided column raised to its floor (``X`` itself when
+        there are no one-sided columns)."""
         if not len(self.columns) or len(X) == 0:
             return X
         X = np.array(X, copy=True)

@@ -11,8 +11,8 @@ code from the file) holding:
 * ``detector/<name>`` arrays: the detector's state (see :meth:`Detector.to_state`);
 * ``baseline/<name>`` arrays: per-feature training quantiles used to explain alerts;
 * ``floors/values``: the training medians that one-sided columns are raised to before the
-  detector and the explanations see them (:mod:`netanomd.floors`; absent in older artifacts,
-  which then score unfloored);
+  detector and the explanations see them (:mod:`netanomd.floors`; format version 2, absent
+  from version 1 artifacts, which score unfloored);
 * ``digest``: SHA-256 over everything above; a file whose digest does not match is refused.
 
 Threshold rule (the default): the :data:`DEFAULT_THRESHOLD_QUANTILE` quantile of the
@@ -47,12 +47,16 @@ from netanomd.errors import ModelError
 from netanomd.features import LOG1P_COLUMNS, FeatureSpec, FlowFeatures, is_binary
 from netanomd.floors import Floors
 from netanomd.flow import FlowBatch
-from netanomd.robust import DEFAULT_TRIM, fit_robust
+from netanomd.robust import DEFAULT_TRIM, distinct_behaviours, fit_robust
 
 log = logging.getLogger(__name__)
 
 FORMAT = "netanomd-model"
-FORMAT_VERSION = 1
+#: Version 2 added one-sided floors; version 1 artifacts (no floors) still load and score
+#: unfloored, while a netanomd that reads only version 1 refuses version 2 instead of
+#: silently ignoring its floors.
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 #: Default threshold rule: this quantile of the training scores.
 DEFAULT_THRESHOLD_QUANTILE = 0.995
 #: How many reasons an alert carries.
@@ -400,10 +404,11 @@ class Model:
             raise ModelError(f"{where}: meta.json is not valid JSON ({exc})") from exc
         if meta.get("format") != FORMAT:
             raise ModelError(f"{where}: format {meta.get('format')!r} is not {FORMAT!r}")
-        if meta.get("format_version") != FORMAT_VERSION:
+        version = meta.get("format_version")
+        if version not in READABLE_VERSIONS:
             raise ModelError(
-                f"{where}: artifact format version {meta.get('format_version')!r}, this "
-                f"netanomd reads version {FORMAT_VERSION}"
+                f"{where}: artifact format version {version!r}, this netanomd reads versions "
+                f"{', '.join(map(str, READABLE_VERSIONS))}"
             )
         try:
             spec = FeatureSpec.from_state(meta["features"])
@@ -421,7 +426,7 @@ class Model:
                 spec.names, b["lo"], b["med"], b["hi"], b["share"], services, svc_q
             )
             threshold = float(meta["threshold"])
-            floors_meta = meta.get("floors", {"columns": []})
+            floors_meta = meta["floors"] if version >= 2 else {"columns": []}
             floors = Floors(
                 spec.names,
                 floors_meta["columns"],
@@ -545,14 +550,15 @@ def train(
     if len(X) < 10:
         raise ModelError(f"need at least 10 training flows, got {len(X)}")
     spec.reset()  # a scoring stream starts with fresh host state
-    floors = Floors.fit(spec.names, X)
+    first = spec.blocks[0] if spec.blocks else None
+    key_columns = len(first.names) if isinstance(first, FlowFeatures) else None
+    # Floors come from the rows the detector is fitted on (see netanomd.floors).
+    floors = Floors.fit(spec.names, X if vetted else X[distinct_behaviours(X, key_columns)])
     X = floors.apply(X)
     if detector is None:
         from netanomd.detectors.iforest import IsolationForestDetector
 
         detector = IsolationForestDetector(random_state=seed)
-    first = spec.blocks[0] if spec.blocks else None
-    key_columns = len(first.names) if isinstance(first, FlowFeatures) else None
     fit = fit_robust(detector, X, trim=trim, distinct=not vetted, key_columns=key_columns)
     scores = fit.scores
     ts = np.concatenate(ts_parts) if ts_parts else np.empty(0)

@@ -381,6 +381,9 @@ def read_all(path: Path) -> FlowBatch:
         ({"orig_pkts": True}, "[0].orig_pkts: expected an integer"),
         ({"local_orig": "T"}, "[0].local_orig: expected true or false, got 'T'"),
         ({"proto": 6}, "[0].proto: expected a string, got 6"),
+        ({"orig_bytes": 10**400}, "[0].orig_bytes: expected an integer from 0 to"),
+        ({"duration": 10**400}, "[0].duration: expected a number, got 1000"),
+        ({"ts": 1547150789933}, "[0].ts: 1547150789933 is not epoch seconds (milliseconds"),
     ],
 )
 def test_score_api_names_the_bad_field(flow: dict[str, Any], error: str) -> None:

@@ -114,5 +114,5 @@ def test_day_one_model_alerts_on_a_flood_whose_behaviour_is_odd() -> None:
     malicious = np.asarray(batch.column("label").to_pylist()) == "Malicious"
     alerts = scores >= model.threshold
     assert alerts[malicious].mean() > 0.95 and alerts[~malicious].sum() <= 2
-    # Over every flow instead, the same quantile would let most of it through.
-    assert (scores >= np.quantile(scores, 0.995))[malicious].mean() < 0.5
+    # Over every flow instead, the same quantile would let nearly all of it through.
+    assert (scores >= np.quantile(scores, 0.995))[malicious].mean() < 0.1

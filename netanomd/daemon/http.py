@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import reprlib
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -149,36 +150,47 @@ class DaemonCollector:
         yield c
 
 
+#: Later than any plausible flow (year 5138): a larger ``ts`` is not in seconds.
+MAX_EPOCH_SECONDS = 1e11
+
+
 def _field(where: str, name: str, value: Any) -> Any:
     """``value`` checked against the flow schema's type for ``name`` (``ts`` may also be an
     ISO 8601 time, as Zeek writes with ``JSON::TS_ISO8601``)."""
     if value is None:
         return None
     t = FLOW_SCHEMA.field(name).type
+    shown = reprlib.repr(value)
     if name == "ts" and isinstance(value, str):
         try:
             return timestamp(value)
         except ValueError:
             raise ValueError(
-                f"{where}: expected epoch seconds or an ISO 8601 time, got {value!r}"
+                f"{where}: expected epoch seconds or an ISO 8601 time, got {shown}"
             ) from None
-    number = isinstance(value, int | float) and not isinstance(value, bool)
-    finite = number and math.isfinite(value)
+    finite = (isinstance(value, float) and math.isfinite(value)) or (
+        isinstance(value, int) and not isinstance(value, bool) and abs(value) < 2**64
+    )
     if pa.types.is_floating(t):
         if not finite:
-            raise ValueError(f"{where}: expected a number, got {value!r}")
+            raise ValueError(f"{where}: expected a number, got {shown}")
+        if name == "ts" and value > MAX_EPOCH_SECONDS:
+            raise ValueError(
+                f"{where}: {shown} is not epoch seconds (milliseconds, as JSON::TS_MILLIS "
+                "writes? send seconds or ISO 8601)"
+            )
         return float(value)
     if pa.types.is_integer(t):
-        top = 65535 if name in ("orig_p", "resp_p") else 2**63 - 1
+        top = {"orig_p": 65535, "resp_p": 65535, "flow_id": 2**64 - 1}.get(name, 2**63 - 1)
         if not finite or value != int(value) or not 0 <= value <= top:
-            raise ValueError(f"{where}: expected an integer from 0 to {top}, got {value!r}")
+            raise ValueError(f"{where}: expected an integer from 0 to {top}, got {shown}")
         return int(value)
     if pa.types.is_boolean(t):
         if not isinstance(value, bool):
-            raise ValueError(f"{where}: expected true or false, got {value!r}")
+            raise ValueError(f"{where}: expected true or false, got {shown}")
         return value
     if not isinstance(value, str):
-        raise ValueError(f"{where}: expected a string, got {value!r}")
+        raise ValueError(f"{where}: expected a string, got {shown}")
     return value
 
 

@@ -37,7 +37,7 @@ from netanomd.errors import ModelError
 from netanomd.evaluation.data import LabeledData
 from netanomd.floors import Floors
 from netanomd.model import DEFAULT_THRESHOLD_QUANTILE
-from netanomd.robust import DEFAULT_TRIM, fit_robust
+from netanomd.robust import DEFAULT_TRIM, distinct_behaviours, fit_robust
 
 PROTOCOLS = ("clean", "contaminated")
 TRAIN, VALID = 0.50, 0.15
@@ -222,7 +222,8 @@ def run_protocol(
             results.append(res)
             continue
         # netanomd floors its one-sided columns at their training median, as a model does.
-        floors = Floors.fit(data.feature_names if ours else [], Xtr)
+        rows = distinct_behaviours(Xtr, n_flow) if robust else slice(None)
+        floors = Floors.fit(data.feature_names if ours else [], Xtr[rows])
         Xtr, Xv, Xt = floors.apply(Xtr), floors.apply(X[sp.valid]), floors.apply(Xt)
         fit = fit_robust(
             det, Xtr, trim=DEFAULT_TRIM if robust else 0.0, distinct=robust, key_columns=n_flow
