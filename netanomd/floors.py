@@ -11,7 +11,8 @@ on four correlated columns at once as a scan does, and outranks a real C&C flow.
 The floor is the training median of each one-sided column, over the rows the detector is
 fitted on: every flow of a vetted baseline, the distinct behaviours of unvetted traffic (so a
 flood cannot set the floor to its own level and hide anything below it, as RemcosRAT's
-beacon would set ``host_periodicity``'s). It is stored in the model artifact, and
+beacon would set ``host_periodicity``'s); :func:`netanomd.robust.fit_robust` fits both
+together. It is stored in the model artifact, and
 the same :meth:`Floors.apply` serves training, live scoring and evaluation. For an Isolation
 Forest, fitting on floored columns is what matters (no split then falls below a floor, so a
 lower value takes the floor's path); distance-based detectors and the explanations need the

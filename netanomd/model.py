@@ -47,7 +47,7 @@ from netanomd.errors import ModelError
 from netanomd.features import LOG1P_COLUMNS, FeatureSpec, FlowFeatures, is_binary
 from netanomd.floors import Floors
 from netanomd.flow import FlowBatch
-from netanomd.robust import DEFAULT_TRIM, distinct_behaviours, fit_robust
+from netanomd.robust import DEFAULT_TRIM, fit_robust
 
 log = logging.getLogger(__name__)
 
@@ -552,14 +552,15 @@ def train(
     spec.reset()  # a scoring stream starts with fresh host state
     first = spec.blocks[0] if spec.blocks else None
     key_columns = len(first.names) if isinstance(first, FlowFeatures) else None
-    # Floors come from the rows the detector is fitted on (see netanomd.floors).
-    floors = Floors.fit(spec.names, X if vetted else X[distinct_behaviours(X, key_columns)])
-    X = floors.apply(X)
     if detector is None:
         from netanomd.detectors.iforest import IsolationForestDetector
 
         detector = IsolationForestDetector(random_state=seed)
-    fit = fit_robust(detector, X, trim=trim, distinct=not vetted, key_columns=key_columns)
+    fit = fit_robust(
+        detector, X, trim=trim, distinct=not vetted, key_columns=key_columns, names=spec.names
+    )
+    floors = fit.floors
+    X = floors.apply(X)  # the baselines explain what the detector saw
     scores = fit.scores
     ts = np.concatenate(ts_parts) if ts_parts else np.empty(0)
     rate = thresholds.flows_per_day(ts)

@@ -22,11 +22,13 @@ A vetted baseline (``distinct=False``, ``trim=0``) is kept whole: its volume is 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from netanomd.detectors import Detector
+from netanomd.floors import Floors
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +65,9 @@ class RobustFit:
     behaviour_scores: np.ndarray
     #: JSON-able summary, stored with the threshold rule.
     info: dict[str, int | float | bool]
+    #: One-sided floors fitted on the same rows as the detector (:mod:`netanomd.floors`);
+    #: apply them to whatever else the detector will score.
+    floors: Floors
 
 
 def fit_robust(
@@ -72,8 +77,11 @@ def fit_robust(
     trim: float = DEFAULT_TRIM,
     distinct: bool = True,
     key_columns: int | None = None,
+    names: Sequence[str] = (),
 ) -> RobustFit:
-    """Fit ``detector`` on ``X`` (optionally on its distinct behaviours, optionally trimmed)."""
+    """Fit ``detector`` on ``X`` (optionally on its distinct behaviours, optionally trimmed),
+    its one-sided columns (by ``names``) floored at their median over the rows it is fitted on.
+    """
     keep: np.ndarray | None = None
     info: dict[str, int | float | bool] = {"rows": len(X), "distinct": False, "trim": trim}
     if distinct:
@@ -88,6 +96,8 @@ def fit_robust(
                 len(X),
             )
             keep = None
+    floors = Floors.fit(names, X[keep] if keep is not None else X)
+    X = floors.apply(X)
     fit_rows = np.ascontiguousarray(X[keep]) if keep is not None else X
     detector.fit(fit_rows)
     if trim > 0.0 and len(fit_rows) >= 100:
@@ -96,4 +106,4 @@ def fit_robust(
         if keep_rows.sum() >= 50:
             detector.fit(np.ascontiguousarray(fit_rows[keep_rows]))
     scores = detector.score(X)
-    return RobustFit(scores, scores[keep] if keep is not None else scores, info)
+    return RobustFit(scores, scores[keep] if keep is not None else scores, info, floors)

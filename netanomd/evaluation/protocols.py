@@ -35,9 +35,8 @@ from netanomd import thresholds
 from netanomd.detectors import Detector
 from netanomd.errors import ModelError
 from netanomd.evaluation.data import LabeledData
-from netanomd.floors import Floors
 from netanomd.model import DEFAULT_THRESHOLD_QUANTILE
-from netanomd.robust import DEFAULT_TRIM, distinct_behaviours, fit_robust
+from netanomd.robust import DEFAULT_TRIM, fit_robust
 
 PROTOCOLS = ("clean", "contaminated")
 TRAIN, VALID = 0.50, 0.15
@@ -222,12 +221,15 @@ def run_protocol(
             results.append(res)
             continue
         # netanomd floors its one-sided columns at their training median, as a model does.
-        rows = distinct_behaviours(Xtr, n_flow) if robust else slice(None)
-        floors = Floors.fit(data.feature_names if ours else [], Xtr[rows])
-        Xtr, Xv, Xt = floors.apply(Xtr), floors.apply(X[sp.valid]), floors.apply(Xt)
         fit = fit_robust(
-            det, Xtr, trim=DEFAULT_TRIM if robust else 0.0, distinct=robust, key_columns=n_flow
+            det,
+            Xtr,
+            trim=DEFAULT_TRIM if robust else 0.0,
+            distinct=robust,
+            key_columns=n_flow,
+            names=data.feature_names if ours else (),
         )
+        Xv, Xt = fit.floors.apply(X[sp.valid]), fit.floors.apply(Xt)
         vs, vy = det.score(np.ascontiguousarray(Xv)), data.y[sp.valid]
         try:
             t, rule = thresholds.by_validation_f1(vs, vy)
