@@ -180,6 +180,7 @@ class Daemon:
             on_batch=self._observe,
         )
         self._make_inputs(self.pipeline)
+        self.pipeline.sinks = list(self.sinks)  # the Zeek notice sinks exist only now
         if cfg.sinks.metrics.enabled:
             host, _, port = cfg.sinks.metrics.listen.rpartition(":")
             self.server = Server(self, host.strip("[]") or "127.0.0.1", int(port))
