@@ -1,6 +1,15 @@
-"""Flow sources. Every source yields :class:`netanomd.flow.FlowBatch` objects.
+"""Flow sources. Every source produces :class:`netanomd.flow.FlowBatch` objects.
 
-The contract (:class:`Source`): ``batches()`` yields conformed batches, streaming with memory
+Two shapes, one each for files and for live inputs:
+
+- :class:`Source` (files, pulled): ``batches()`` yields batches until the input ends.
+- :class:`LiveSource` (sockets, followed logs, Redis, Zeek links; pushed): ``run()`` blocks in
+  its own thread until ``stop()``, handing every batch to the ``emit`` callable it was built
+  with; ``ready`` is set once it accepts input (a socket bound, a link connected).
+  ``emit(batch, ack)`` returns False when the batch was dropped; ``ack`` (optional) is called
+  once every sink has written the batch, and only then may a source commit its position.
+
+The file contract (:class:`Source`): ``batches()`` yields conformed batches, streaming with memory
 bounded by the batch size, never the input size; ``stats`` counts what was read and what was
 skipped. A malformed line is logged with file and line number, counted in
 ``stats.malformed`` and skipped; the rest of the input is still read. Input that is not a log
@@ -10,7 +19,8 @@ at all raises :class:`netanomd.errors.InputError` once, naming the file.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -66,3 +76,26 @@ class Source(Protocol):
     stats: ReadStats
 
     def batches(self) -> Iterator[FlowBatch]: ...
+
+
+#: Called once every sink has written a batch (a followed file commits its offset there).
+Ack = Callable[[], None]
+
+
+class Emit(Protocol):
+    """Where a live source hands its batches; False when the batch was dropped."""
+
+    def __call__(self, batch: FlowBatch, ack: Ack | None = None) -> bool: ...
+
+
+@runtime_checkable
+class LiveSource(Protocol):
+    """A pushed input: ``run()`` in a thread until ``stop()``, batches go to ``emit``."""
+
+    name: str
+    #: Set once the source accepts input (socket bound, connection up).
+    ready: threading.Event
+
+    def run(self) -> None: ...
+
+    def stop(self) -> None: ...
