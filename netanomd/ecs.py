@@ -12,7 +12,6 @@ byte counts go to ``source.bytes``/``destination.bytes``, ``event.duration`` is 
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import ipaddress
 from dataclasses import dataclass
 from typing import Any
@@ -188,50 +187,6 @@ def alert_document(
         "explanation": [c.to_dict() for c in alert.contributions],
     }
     return doc
-
-
-def flow_document(
-    flow: FlowRecord,
-    score: float,
-    threshold: float,
-    model_id: str,
-    observer: ObserverInfo,
-    namespace: str = "default",
-    now: float | None = None,
-) -> dict[str, Any]:
-    """An ECS ``event.kind: event`` document for any scored flow (the optional flow stream,
-    off by default), so analysts can pivot from an alert to the host's other flows."""
-    doc = _flow_fields(flow, observer, namespace, FLOW_DATASET, now)
-    _put(doc, "message", f"{flow.proto} flow {flow.orig_h} -> {flow.resp_h}:{flow.resp_p}")
-    _put(doc, "event.kind", "event")
-    _put(doc, "event.category", ["network"])
-    _put(doc, "event.type", ["connection"])
-    _put(doc, "event.id", flow_doc_id(flow, model_id))
-    doc[NAMESPACE_FIELD] = _own(flow) | {
-        "score": score,
-        "threshold": threshold,
-        "model": {"id": model_id},
-    }
-    return doc
-
-
-def flow_doc_id(flow: FlowRecord, model_id: str) -> str:
-    """Deterministic document id for a scored flow (a retry never duplicates it)."""
-    key = "|".join(
-        str(v)
-        for v in (
-            model_id,
-            flow.source,
-            flow.uid,
-            flow.flow_id,
-            repr(flow.ts),
-            flow.orig_h,
-            flow.orig_p,
-            flow.resp_h,
-            flow.resp_p,
-        )
-    )
-    return hashlib.sha256(key.encode()).hexdigest()[:32]
 
 
 def _own(f: FlowRecord) -> dict[str, Any]:

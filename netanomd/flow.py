@@ -25,13 +25,11 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-
-SourceKind = Literal["zeek", "suricata", "file", "cicflowmeter"]
 
 #: Column name -> Arrow type, in order. Every FlowBatch has exactly these columns.
 FLOW_SCHEMA = pa.schema(

@@ -516,14 +516,17 @@ def test_stalled_pipeline_stops_watchdog(tmp_path: Path, model_path: Path) -> No
     class Stuck:
         name = "stuck"
 
+        def open(self) -> None: ...
+
         def write(self, alerts: Any) -> None:
             gate.wait(30)
 
         def flush(self) -> None: ...
 
-        def close(self) -> None: ...
+        def close(self, timeout: float = 30.0) -> bool:
+            return True
 
-    d.pipeline.sinks.append(Stuck())
+    d.pipeline.sinks.add(Stuck())
     with log.open("ab") as fh:
         fh.write(b"".join(tsv_rows()[:10]))
     time.sleep(2.0)  # scoring is stuck in the sink

@@ -184,23 +184,6 @@ def test_spool_full_drops_are_counted(tmp_path: Path, alerts: list[Alert], polic
         assert ids == [a.alert_id for a in alerts[900 - len(ids) : 900]]
 
 
-def test_optional_flow_stream(es: FakeElasticsearch, tmp_path: Path) -> None:
-    from netanomd.flow import FlowBatch
-
-    model = demo_model()
-    batch = FlowBatch.concat(list(read_batches(attack_files()[:1], ReadStats())))
-    scores = model.score(batch)
-    clock = Clock()
-    sink = make_sink(f"http://127.0.0.1:{es.port}", tmp_path, clock)
-    sink.write_flows(batch, scores.tolist(), model.model_id, model.threshold)
-    sink.write_flows(batch, scores.tolist(), model.model_id, model.threshold)  # a replay
-    assert sink.drain(timeout=100)
-    flows = es.docs["logs-netanomd.flow-default"]
-    assert len(flows) == len(batch) and max(es.creates.values()) == 1
-    doc = next(iter(flows.values()))
-    assert doc["event"]["kind"] == "event" and doc["event"]["dataset"] == "netanomd.flow"
-
-
 def test_sender_killed_mid_flush_and_restarted(
     es: FakeElasticsearch, tmp_path: Path, alerts: list[Alert]
 ) -> None:

@@ -16,6 +16,7 @@ from netanomd.commands._inputs import stats_line
 from netanomd.commands.score import score_files
 from netanomd.data import attack_files, baseline_files, demo_model
 from netanomd.model import DEFAULT_THRESHOLD_QUANTILE
+from netanomd.sinks import SinkSet
 from netanomd.sinks.sqlite import SQLiteSink, default_db_path, query_alerts
 from netanomd.sources import ReadStats
 
@@ -52,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     )
 
     print(f"2. scoring captures with attacks: {', '.join(Path(p).name for p in attacks)}")
-    stats, n_alerts, secs = score_files(model, attacks, SQLiteSink(db))
+    stats, n_alerts, secs = score_files(model, attacks, SinkSet([SQLiteSink(db)]))
     print(f"   {stats_line(stats)}; {n_alerts} alerts in {secs:.2f}s -> {db}")
 
     rows = query_alerts(db)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -13,10 +12,10 @@ import orjson
 
 from netanomd.commands._display import alert_line
 from netanomd.commands._inputs import read_inputs, stats_line
-from netanomd.decision import Alert
+from netanomd.daemon.wiring import elasticsearch_sink
 from netanomd.flow import FlowBatch
 from netanomd.model import Model
-from netanomd.sinks import Sink
+from netanomd.sinks import SinkSet
 from netanomd.sinks.elasticsearch import ElasticsearchSink
 from netanomd.sinks.sqlite import SQLiteSink, default_db_path, query_alerts
 from netanomd.sources import ReadStats
@@ -77,7 +76,7 @@ class _ScoreWriter:
 def score_files(
     model: Model,
     inputs: list[str],
-    sink: Sink,
+    sinks: SinkSet,
     threshold: float | None = None,
     scores_path: str | None = None,
 ) -> tuple[ReadStats, int, float]:
@@ -89,32 +88,31 @@ def score_files(
     try:
         for batch in read_inputs(inputs, stats, "scoring"):
             scores, alerts = model.run(batch, threshold)
-            sink.write(alerts)
+            sinks.write(alerts)
             n_alerts += len(alerts)
             if writer:
                 writer.write(batch, scores)
     finally:
         if writer:
             writer.close()
-        sink.close()
+        sinks.close(timeout=60)
     return stats, n_alerts, time.perf_counter() - start
 
 
 def run(args: argparse.Namespace) -> int:
     model = Model.load(args.model)
     db = Path(args.db) if args.db else default_db_path()
-    sqlite = SQLiteSink(db)
+    sinks = SinkSet([SQLiteSink(db)])
     es = _es_sink(args, db) if args.es_url else None
-    sink: Sink = sqlite if es is None else _Both(sqlite, es)
-    stats, n_alerts, secs = score_files(model, args.input, sink, args.threshold, args.scores)
     if es is not None:
-        delivered = es.drain(timeout=60)
+        sinks.add(es)  # not opened: the command delivers the spool itself when scoring ends
+    stats, n_alerts, secs = score_files(model, args.input, sinks, args.threshold, args.scores)
+    if es is not None:
         print(
             f"elasticsearch: {es.sent} alerts sent to {es.index}, {es.duplicates} already there, "
             f"{es.dead_lettered} rejected (see {es.dead_letter})"
-            + ("" if delivered else f"; the rest stays spooled in {es.spool.dir}")
+            + ("" if es.spool.size() == 0 else f"; the rest stays spooled in {es.spool.dir}")
         )
-        es.close()
     rate = stats.rows / secs if secs > 0 else 0.0
     print(stats_line(stats))
     print(
@@ -129,31 +127,8 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-class _Both:
-    """Writes to SQLite and Elasticsearch."""
-
-    name = "sqlite+elasticsearch"
-
-    def __init__(self, first: Sink, second: Sink) -> None:
-        self.sinks = (first, second)
-
-    def write(self, alerts: Sequence[Alert]) -> None:
-        for s in self.sinks:
-            s.write(alerts)
-
-    def flush(self) -> None:
-        self.sinks[0].flush()
-
-    def close(self) -> None:
-        self.sinks[0].close()  # the Elasticsearch sink is flushed and closed by the caller
-
-
 def _es_sink(args: argparse.Namespace, db: Path) -> ElasticsearchSink:
-    import socket
-
-    from netanomd.ecs import ObserverInfo
     from netanomd.es_setup import ElasticsearchConfig
-    from netanomd.spool import Spool
 
     data: dict[str, Any] = {"hosts": args.es_url, "namespace": args.es_namespace}
     if args.es_user:
@@ -161,8 +136,5 @@ def _es_sink(args: argparse.Namespace, db: Path) -> ElasticsearchSink:
     if args.es_ca_file:
         data["ca_file"] = args.es_ca_file
     cfg = ElasticsearchConfig.from_mapping(data, where="command line")
-    host = socket.gethostname()
-    spool = Spool(Path(args.spool) if args.spool else db.parent / "es-spool")
-    return ElasticsearchSink(
-        cfg.client(), spool, ObserverInfo(name=host, hostname=host), namespace=cfg.namespace
-    )
+    spool = Path(args.spool) if args.spool else db.parent / "es-spool"
+    return elasticsearch_sink(cfg.client(), cfg.namespace, spool)

@@ -98,11 +98,11 @@ class DaemonCollector:
             c.add_metric([reason], n)
         yield c
         c = CounterMetricFamily("netanomd_alerts", "Alerts written", labels=["sink"])
-        for sink in p.sinks:
-            c.add_metric([sink.name], st.alerts)
+        for sink_name, n in sorted(p.sinks.written.items()):
+            c.add_metric([sink_name], n)
         yield c
         c = CounterMetricFamily("netanomd_sink_errors", "Sink write failures", labels=["sink"])
-        for sink_name, n in sorted(st.sink_errors.items()):
+        for sink_name, n in sorted(p.sinks.errors.items()):
             c.add_metric([sink_name], n)
         yield c
         yield GaugeMetricFamily(
@@ -144,9 +144,10 @@ class DaemonCollector:
         c = CounterMetricFamily(
             "netanomd_zeek_messages", "Zeek transport counters", labels=["transport", "counter"]
         )
-        for name, t in d.zeek_transports:
-            for key, value in vars(t.counters).items():
-                c.add_metric([name, key], value)
+        for src in d.sources:
+            if hasattr(src, "publish_verdicts"):
+                for key, value in vars(src.counters).items():
+                    c.add_metric([src.name, key], value)
         yield c
 
 

@@ -1,11 +1,14 @@
 """The daemon's scoring pipeline: a bounded queue between the sources and one scoring loop.
 
-Owns intake (``offer``: sources hand in FlowBatches, with an optional ``ack`` called once the
-flows have reached every sink — file followers save their offsets there), the queue bound (in
+Owns intake (``offer``, or the :class:`~netanomd.sources.Emit` callable ``emitter`` makes for a
+live source: sources hand in FlowBatches, with an optional ``ack`` called once the flows have
+reached every sink, in the order they were offered — file followers save their offsets there; an
+empty batch with an ack waits its turn too), the queue bound (in
 flows) and what happens when it is full (``block`` for sources that can wait, else drop the
 oldest or the newest work, counted), micro-batching (up to ``batch_size`` flows or
 ``batch_timeout`` seconds after the first queued flow, whichever comes first), community_id
-de-duplication across sources, scoring, writing alerts to the sinks, the model swap used by
+de-duplication across sources, scoring through the model's one decision path, writing alerts to
+the run's :class:`~netanomd.sinks.SinkSet`, the model swap used by
 reload (atomic: the next micro-batch uses the new model), and draining on shutdown.
 """
 
@@ -15,7 +18,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -24,11 +27,10 @@ import pyarrow as pa
 from netanomd.decision import Alert
 from netanomd.flow import FlowBatch
 from netanomd.model import Model
-from netanomd.sinks import Sink
+from netanomd.sinks import SinkSet
+from netanomd.sources import Ack, Emit
 
 log = logging.getLogger(__name__)
-
-Ack = Callable[[], None]
 
 
 @dataclass
@@ -46,7 +48,6 @@ class PipelineStats:
     alerts: int = 0
     duplicates: int = 0
     dropped: dict[str, int] = field(default_factory=dict)
-    sink_errors: dict[str, int] = field(default_factory=dict)
     batches: int = 0
 
 
@@ -83,7 +84,7 @@ class Pipeline:
     def __init__(
         self,
         model: Model,
-        sinks: Sequence[Sink],
+        sinks: SinkSet,
         *,
         batch_size: int = 1000,
         batch_timeout: float = 0.05,
@@ -97,7 +98,7 @@ class Pipeline:
         if on_full not in ("block", "drop_oldest", "drop_newest"):
             raise ValueError(f"on_full: unknown policy {on_full!r}")
         self.model = model
-        self.sinks = list(sinks)
+        self.sinks = sinks
         self.batch_size = batch_size
         self.batch_timeout = batch_timeout
         self.queue_size = queue_size
@@ -146,9 +147,7 @@ class Pipeline:
         the oldest flow of the batch reached the daemon (monotonic; default now).
         """
         n = len(batch)
-        if n == 0:
-            if ack is not None:
-                ack()
+        if n == 0 and ack is None:
             return True
         wait = self.on_full == "block" if block is None else block
         with self._lock:
@@ -156,7 +155,7 @@ class Pipeline:
             if not self._intake:
                 self._drop("stopping", n)
                 return False
-            if self._queued + n > self.queue_size and self._queued > 0:
+            if n and self._queued + n > self.queue_size and self._queued > 0:
                 if wait:
                     deadline = None if timeout is None else self.clock() + timeout
                     while self._intake and self._queued + n > self.queue_size and self._queued:
@@ -164,7 +163,7 @@ class Pipeline:
                         if left is not None and left <= 0:
                             break
                         self._not_full.wait(left if left is not None else 1.0)
-                if self._queued + n > self.queue_size and self._queued > 0:
+                if n and self._queued + n > self.queue_size and self._queued > 0:
                     if self.on_full == "drop_oldest" and not wait:
                         while self._queue and self._queued + n > self.queue_size:
                             old = self._queue.popleft()
@@ -177,6 +176,18 @@ class Pipeline:
             self._queued += n
             self._not_empty.notify()
             return True
+
+    def emitter(self, source: str, *, block: bool, timeout: float = 1.0) -> Emit:
+        """The :class:`~netanomd.sources.Emit` callable for one live source: ``block`` waits up to
+        ``timeout`` seconds for room (sources that can hold their producer back), otherwise the
+        ``on_full`` policy decides."""
+
+        def emit(batch: FlowBatch, ack: Ack | None = None, *, arrived: float | None = None) -> bool:
+            return self.offer(
+                batch, source, ack, block=block, timeout=timeout if block else None, arrived=arrived
+            )
+
+        return emit
 
     def _drop(self, reason: str, n: int) -> None:
         self.stats.dropped[reason] = self.stats.dropped.get(reason, 0) + n
@@ -229,28 +240,27 @@ class Pipeline:
                 self.heartbeat = self.clock()
 
     def process(self, items: list[_Item]) -> None:
-        batch = FlowBatch.concat([i.batch for i in items]) if len(items) > 1 else items[0].batch
-        if self.dedup is not None:
+        full = [i.batch for i in items if len(i.batch)]
+        batch = FlowBatch.concat(full) if len(full) > 1 else full[0] if full else None
+        if batch is not None and self.dedup is not None:
             ids = batch.column("community_id").to_pylist()
             keep = self.dedup.keep(ids, self.clock())
             if not keep.all():
                 self.stats.duplicates += int((~keep).sum())
                 batch = FlowBatch(batch.table.filter(pa.array(keep)))
-        model = self.model  # one reference per micro-batch: a swap applies to the next one
-        scores, alerts = model.run(batch, self.threshold)
-        for sink in self.sinks:
-            try:
-                sink.write(alerts)
-            except Exception as exc:  # a sink must not take the pipeline down
-                self.stats.sink_errors[sink.name] = self.stats.sink_errors.get(sink.name, 0) + 1
-                log.error("sink %s failed: %s", sink.name, exc)
+        scores: np.ndarray = np.empty(0)
+        alerts: list[Alert] = []
+        if batch is not None and len(batch):
+            model = self.model  # one reference per micro-batch: a swap applies to the next one
+            scores, alerts = model.run(batch, self.threshold)
+            self.sinks.write(alerts)
+            self.stats.scored += len(batch)
+            self.stats.alerts += len(alerts)
+            self.stats.batches += 1
         for item in items:
             if item.ack is not None:
                 item.ack()
-        self.stats.scored += len(batch)
-        self.stats.alerts += len(alerts)
-        self.stats.batches += 1
-        if self.on_batch is not None:
+        if batch is not None and self.on_batch is not None:
             self.on_batch(batch, scores, alerts, min(i.arrived for i in items))
 
     # -- control ---------------------------------------------------------------------------

@@ -17,7 +17,6 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -26,28 +25,23 @@ from typing import Any
 
 import numpy as np
 
-from netanomd.config import (
-    Config,
-    RedisSourceConfig,
-    SuricataEveSourceConfig,
-    SuricataSocketSourceConfig,
-    ZeekBrokerSourceConfig,
-    ZeekLogSourceConfig,
-    ZeekWsSourceConfig,
-    load_config,
-)
+from netanomd.config import Config, load_config
 from netanomd.daemon.http import LATENCY_BUCKETS, SCORE_BUCKETS, Histogram, Server
-from netanomd.daemon.inputs import EveSocket, LogFollower, OffsetStore, RedisInput
 from netanomd.daemon.pipeline import Pipeline
+from netanomd.daemon.wiring import (
+    SourceContext,
+    configured_sinks,
+    live_sources,
+    zeek_notice_sinks,
+)
 from netanomd.decision import Alert
 from netanomd.errors import ModelError, NetanomError
 from netanomd.flow import FlowBatch
 from netanomd.model import Model
 from netanomd.sdnotify import Notifier
-from netanomd.sinks import Sink
+from netanomd.sinks import SinkSet
 from netanomd.sinks.elasticsearch import ElasticsearchSink
-from netanomd.sinks.sqlite import SQLiteSink
-from netanomd.sinks.zeek_notice import ZeekNoticeSink
+from netanomd.sources import LiveSource
 
 log = logging.getLogger(__name__)
 
@@ -69,10 +63,8 @@ class Daemon:
         self.notifier = notifier or Notifier()
         self.shutdown_timeout = shutdown_timeout
         self.pipeline: Pipeline | None = None
-        self.sinks: list[Sink] = []
-        self.es_sink: ElasticsearchSink | None = None
-        self.inputs: list[Any] = []
-        self.zeek_transports: list[tuple[str, Any]] = []
+        self.sinks = SinkSet()
+        self.sources: list[LiveSource] = []
         self.threads: list[threading.Thread] = []
         self.server: Server | None = None
         self.latency = Histogram(LATENCY_BUCKETS)
@@ -90,83 +82,12 @@ class Daemon:
         self.model_loaded_at = time.time()
         return model
 
-    def _make_sinks(self) -> None:
-        cfg = self.config.sinks
-        if cfg.sqlite.enabled:
-            self.sinks.append(SQLiteSink(cfg.sqlite.path))
-        if cfg.elasticsearch.enabled:
-            from netanomd.ecs import ObserverInfo
-            from netanomd.es_setup import ElasticsearchConfig
-            from netanomd.spool import Spool
-
-            es_cfg = ElasticsearchConfig.from_mapping(
-                cfg.elasticsearch.es_mapping(), where="sinks.elasticsearch"
-            )
-            host = socket.gethostname()
-            self.es_sink = ElasticsearchSink(
-                es_cfg.client(),
-                Spool(Path(self.config.state_dir) / "es-spool"),
-                ObserverInfo(name=host, hostname=host),
-                namespace=es_cfg.namespace,
-                dead_letter=Path(self.config.state_dir) / "es-dead-letter.jsonl",
-            )
-            self.es_sink.start()
-            self.sinks.append(self.es_sink)
-
-    def _make_inputs(self, pipeline: Pipeline) -> None:
-        offsets = OffsetStore(Path(self.config.state_dir) / "offsets.json")
-        for i, src in enumerate(self.config.sources):
-            name = f"{src.type}[{i}]"
-            if isinstance(src, ZeekWsSourceConfig):
-                from netanomd.sources.zeek_ws import ZeekWebSocketClient, tls_context
-
-                ctx = (
-                    tls_context(src.ca_file, not src.insecure)
-                    if src.url.startswith("wss://")
-                    else None
-                )
-                t: Any = ZeekWebSocketClient(
-                    src.url, _offer(pipeline, name), topics=src.topics, ssl_context=ctx
-                )
-                self.zeek_transports.append((name, t))
-                self.inputs.append(t)
-            elif isinstance(src, ZeekBrokerSourceConfig):
-                from netanomd.sources.zeek_broker import ZeekBrokerClient, parse_hostport
-
-                t = ZeekBrokerClient(
-                    _offer(pipeline, name),
-                    connect=parse_hostport(src.connect) if src.connect else None,
-                    listen=parse_hostport(src.listen) if src.listen else None,
-                    topics=src.topics,
-                )
-                self.zeek_transports.append((name, t))
-                self.inputs.append(t)
-            elif isinstance(src, ZeekLogSourceConfig | SuricataEveSourceConfig):
-                kind = "zeek" if isinstance(src, ZeekLogSourceConfig) else "eve"
-                for path in sorted(Path(p) for p in _expand(src.path)):
-                    self.inputs.append(
-                        LogFollower(
-                            path,
-                            kind,
-                            pipeline,
-                            offsets,
-                            from_start=src.from_start,
-                            name=f"{name}:{path.name}",
-                        )
-                    )
-            elif isinstance(src, SuricataSocketSourceConfig):
-                self.inputs.append(EveSocket(src.path, src.kind, pipeline, name=name))
-            elif isinstance(src, RedisSourceConfig):
-                self.inputs.append(RedisInput(src.url, src.key, src.mode, pipeline, name=name))
-        if self.config.sinks.zeek_notice.enabled:
-            for _, t in self.zeek_transports:
-                self.sinks.append(ZeekNoticeSink(t))
-
     def start(self) -> None:
         cfg = self.config
-        Path(cfg.state_dir).mkdir(parents=True, exist_ok=True)
+        state_dir = Path(cfg.state_dir)
+        state_dir.mkdir(parents=True, exist_ok=True)
         model = self._load_model()
-        self._make_sinks()
+        self.sinks = configured_sinks(cfg.sinks, state_dir)
         p = cfg.pipeline
         self.pipeline = Pipeline(
             model,
@@ -179,28 +100,34 @@ class Daemon:
             threshold=cfg.model.threshold,
             on_batch=self._observe,
         )
-        self._make_inputs(self.pipeline)
-        self.pipeline.sinks = list(self.sinks)  # the Zeek notice sinks exist only now
+        self.sources = live_sources(cfg.sources, SourceContext(self.pipeline, state_dir))
+        if cfg.sinks.zeek_notice.enabled:
+            for sink in zeek_notice_sinks(self.sources):
+                self.sinks.add(sink)
+        self.sinks.open()
         if cfg.sinks.metrics.enabled:
             host, _, port = cfg.sinks.metrics.listen.rpartition(":")
             self.server = Server(self, host.strip("[]") or "127.0.0.1", int(port))
             self.server.start()
         self._spawn("pipeline", self.pipeline.run)
-        for inp in self.inputs:
-            self._spawn(getattr(inp, "name", type(inp).__name__), inp.run)
-        for inp in self.inputs:  # sockets must exist before Suricata connects
-            ready = getattr(inp, "ready", None)
-            if ready is not None:
-                ready.wait(10)
+        for src in self.sources:
+            self._spawn(src.name, src.run)
+        for src in self.sources:  # sockets must exist before Suricata connects
+            src.ready.wait(10)
         self.ready = True
         self.notifier.ready()
-        self.notifier.status(f"model {model.model_id}; {len(self.inputs)} sources")
+        self.notifier.status(f"model {model.model_id}; {len(self.sources)} sources")
         log.info(
             "netanomd ready: model %s, %d sources, %d sinks",
             model.model_id,
-            len(self.inputs),
+            len(self.sources),
             len(self.sinks),
         )
+
+    @property
+    def es_sink(self) -> ElasticsearchSink | None:
+        """The Elasticsearch sink, when configured (its spool and counters go to metrics)."""
+        return next((s for s in self.sinks if isinstance(s, ElasticsearchSink)), None)
 
     def _spawn(self, name: str, target: Callable[[], None]) -> None:
         t = threading.Thread(target=target, name=name, daemon=True)
@@ -304,23 +231,14 @@ class Daemon:
         self.notifier.stopping()
         log.info("stopping: draining the pipeline")
         deadline = time.monotonic() + self.shutdown_timeout
-        for inp in self.inputs:
-            inp.stop()
+        for src in self.sources:
+            src.stop()
         drained = (
             self.pipeline.drain(max(1.0, deadline - time.monotonic())) if self.pipeline else True
         )
         if self.pipeline is not None:
             self.pipeline.stop()
-        for sink in self.sinks:
-            if sink is self.es_sink:
-                continue
-            sink.close()
-        if self.es_sink is not None:
-            self.es_sink.stop()
-            delivered = self.es_sink.drain(max(0.5, deadline - time.monotonic()))
-            if not delivered:
-                log.warning("Elasticsearch unreachable: undelivered alerts stay in the spool")
-            self.es_sink.close()
+        self.sinks.close(max(0.5, deadline - time.monotonic()))
         if self.server is not None:
             self.server.stop()
         if not drained:
@@ -331,21 +249,6 @@ class Daemon:
             return 1
         log.info("stopped")
         return 0
-
-
-def _offer(pipeline: Pipeline, name: str) -> Callable[[FlowBatch], None]:
-    def offer(batch: FlowBatch) -> None:
-        # A Zeek connection is TCP: holding the reader back pushes back on Zeek.
-        pipeline.offer(batch, name, block=True, timeout=5.0)
-
-    return offer
-
-
-def _expand(pattern: str) -> list[str]:
-    import glob
-
-    hits = glob.glob(pattern)
-    return hits or [pattern]  # a file that does not exist yet is waited for
 
 
 def _mtime(path: str) -> float:

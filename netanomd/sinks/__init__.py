@@ -1,25 +1,102 @@
-"""Sinks: where verdicts go (SQLite, Elasticsearch, Zeek notices, metrics).
+"""Sinks: where verdicts go (SQLite, Elasticsearch, Zeek notices), and the fan-out to all of them.
 
-Contract (:class:`Sink`): ``write(alerts)`` accepts a batch of alerts and must not block
-scoring for long; a sink that cannot deliver keeps or drops by its own policy and logs, it
-never raises into the pipeline for a delivery failure. ``flush()`` pushes out what is
-buffered, ``close()`` flushes and releases resources.
+Contract (:class:`Sink`), one life cycle for every sink:
+
+- ``open()`` starts whatever the sink runs in the background (Elasticsearch's sender);
+- ``write(alerts)`` accepts a batch of alerts and must not block scoring for long; a sink that
+  cannot deliver keeps or drops by its own policy and logs;
+- ``flush()`` pushes out what is buffered;
+- ``close(timeout)`` flushes, delivers what it still can within ``timeout`` seconds, releases
+  its resources, and returns False when something was left undelivered (kept for later, e.g. in
+  a spool).
+
+:class:`SinkSet` holds the sinks of one run (the daemon's or a command's), writes every batch to
+each of them, counts per sink what was written and what failed, and opens and closes them
+together. A sink that raises is counted and logged; the others still get the batch.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+import time
+from collections.abc import Iterator, Sequence
 from typing import Protocol, runtime_checkable
 
 from netanomd.decision import Alert
+
+log = logging.getLogger(__name__)
 
 
 @runtime_checkable
 class Sink(Protocol):
     name: str
 
+    def open(self) -> None: ...
+
     def write(self, alerts: Sequence[Alert]) -> None: ...
 
     def flush(self) -> None: ...
 
-    def close(self) -> None: ...
+    def close(self, timeout: float = 30.0) -> bool: ...
+
+
+class SinkSet:
+    """Every sink of a run, written to together (see the module docstring)."""
+
+    def __init__(self, sinks: Sequence[Sink] = ()) -> None:
+        self._sinks: list[Sink] = []
+        #: Alerts each sink accepted, by sink name.
+        self.written: dict[str, int] = {}
+        #: Batches each sink failed to take, by sink name.
+        self.errors: dict[str, int] = {}
+        for sink in sinks:
+            self.add(sink)
+
+    def add(self, sink: Sink) -> None:
+        self._sinks.append(sink)
+        self.written.setdefault(sink.name, 0)
+        self.errors.setdefault(sink.name, 0)
+
+    def __iter__(self) -> Iterator[Sink]:
+        return iter(self._sinks)
+
+    def __len__(self) -> int:
+        return len(self._sinks)
+
+    def open(self) -> None:
+        for sink in self._sinks:
+            sink.open()
+
+    def write(self, alerts: Sequence[Alert]) -> bool:
+        """Write to every sink; False if any of them failed (each failure is counted)."""
+        ok = True
+        for sink in self._sinks:
+            try:
+                sink.write(alerts)
+            except Exception as exc:  # one sink must not take the others down
+                ok = False
+                self.errors[sink.name] += 1
+                log.error("sink %s failed: %s", sink.name, exc)
+            else:
+                self.written[sink.name] += len(alerts)
+        return ok
+
+    def flush(self) -> None:
+        for sink in self._sinks:
+            try:
+                sink.flush()
+            except Exception as exc:
+                log.error("sink %s: flush failed: %s", sink.name, exc)
+
+    def close(self, timeout: float = 30.0) -> bool:
+        """Close every sink within ``timeout`` seconds in all; False if any kept something
+        undelivered."""
+        deadline = time.monotonic() + timeout
+        ok = True
+        for sink in self._sinks:
+            try:
+                ok = sink.close(max(0.5, deadline - time.monotonic())) and ok
+            except Exception as exc:
+                ok = False
+                log.error("sink %s: close failed: %s", sink.name, exc)
+        return ok

@@ -25,8 +25,7 @@ from elastic_transport import TransportError
 from elasticsearch import ApiError, Elasticsearch, helpers
 
 from netanomd.decision import Alert
-from netanomd.ecs import FLOW_DATASET, ObserverInfo, alert_document, data_stream, flow_document
-from netanomd.flow import FlowBatch
+from netanomd.ecs import ObserverInfo, alert_document, data_stream
 from netanomd.spool import Spool
 
 log = logging.getLogger(__name__)
@@ -57,7 +56,6 @@ class ElasticsearchSink:
         self.spool = spool
         self.observer = observer
         self.index = data_stream(namespace)
-        self.flow_index = data_stream(namespace, FLOW_DATASET)
         self.namespace = namespace
         self.dead_letter = Path(dead_letter) if dead_letter else spool.dir / "dead-letter.jsonl"
         self.batch_size = batch_size
@@ -85,22 +83,6 @@ class ElasticsearchSink:
             docs.append(doc)
         self.spool.append(docs)
 
-    def write_flows(
-        self, batch: FlowBatch, scores: Sequence[float], model_id: str, threshold: float
-    ) -> None:
-        """Spool every scored flow for the ``logs-netanomd.flow-*`` stream (``event.kind:
-        event``); the daemon calls this only when the optional flow stream is switched on."""
-        now = self.clock()
-        docs = []
-        for rec, score in zip(batch.records(), scores, strict=True):
-            doc = flow_document(
-                rec, float(score), threshold, model_id, self.observer, self.namespace, now=now
-            )
-            doc["_id"] = doc["event"]["id"]
-            doc["_index"] = self.flow_index
-            docs.append(doc)
-        self.spool.append(docs)
-
     def flush(self) -> None:
         """Try to deliver what is spooled (at most 30 s); what is left stays spooled."""
         self.drain(30.0)
@@ -113,9 +95,22 @@ class ElasticsearchSink:
                 return True
         return not self.spool.peek(1)[0]
 
-    def close(self) -> None:
+    def open(self) -> None:
+        """Start the sender thread (see :meth:`start`)."""
+        self.start()
+
+    def close(self, timeout: float = 30.0) -> bool:
+        """Stop the sender, deliver what is spooled for at most ``timeout`` seconds, close the
+        spool; False if documents stay spooled (they go out on the next start)."""
         self.stop()
+        delivered = self.drain(timeout)
+        if not delivered:
+            log.warning(
+                "Elasticsearch unreachable: undelivered alerts stay in the spool %s",
+                self.spool.dir,
+            )
         self.spool.close()
+        return delivered
 
     # -- sending ---------------------------------------------------------------------------
     def backoff(self) -> float:
@@ -129,11 +124,11 @@ class ElasticsearchSink:
             return 0
         actions = []
         for d in docs:
-            body = {k: v for k, v in d.items() if k not in ("_id", "_index")}
+            body = {k: v for k, v in d.items() if k != "_id"}
             actions.append(
                 {
                     "_op_type": "create",
-                    "_index": d.get("_index", self.index),
+                    "_index": self.index,
                     "_id": d["_id"],
                     "_source": body,
                 }

@@ -154,12 +154,16 @@ class SQLiteSink:
         self.written += added
         self.duplicates += len(alerts) - added
 
+    def open(self) -> None:
+        """The database is opened (and its schema checked) by the constructor."""
+
     def flush(self) -> None:
         self._conn.commit()
 
-    def close(self) -> None:
+    def close(self, timeout: float = 30.0) -> bool:
         self._conn.commit()
         self._conn.close()
+        return True
 
 
 @dataclass(frozen=True)

@@ -83,9 +83,14 @@ Ack = Callable[[], None]
 
 
 class Emit(Protocol):
-    """Where a live source hands its batches; False when the batch was dropped."""
+    """Where a live source hands its batches; False when the batch was dropped.
 
-    def __call__(self, batch: FlowBatch, ack: Ack | None = None) -> bool: ...
+    ``arrived`` is when the oldest flow of the batch reached the daemon (``time.monotonic``;
+    default: now), for the arrival-to-alert latency."""
+
+    def __call__(
+        self, batch: FlowBatch, ack: Ack | None = None, *, arrived: float | None = None
+    ) -> bool: ...
 
 
 @runtime_checkable

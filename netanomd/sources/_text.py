@@ -56,6 +56,43 @@ def head(path: str | Path, n: int = 64 << 10) -> bytes:
             raise InputError(f"{path}: unreadable ({exc})") from exc
 
 
+class LineSplitter:
+    """Cuts a byte stream into complete lines and counts the exact bytes they took.
+
+    ``feed`` returns the complete lines of what has arrived so far (without ``\\n`` and a
+    trailing ``\\r``) and keeps an unterminated tail for the next call; ``end`` is the byte
+    offset just past the last complete line (CRLF counted as two bytes), which is where a
+    follower may resume. ``finish`` returns the unterminated tail of a file that has ended.
+    """
+
+    def __init__(self, offset: int = 0) -> None:
+        self.end = offset
+        self._rest = b""
+
+    def feed(self, chunk: bytes) -> list[bytes]:
+        buf = self._rest + chunk if self._rest else chunk
+        cut = buf.rfind(b"\n")
+        if cut < 0:
+            self._rest = buf
+            return []
+        self._rest = buf[cut + 1 :]
+        self.end += cut + 1
+        lines = buf[:cut].split(b"\n")
+        if lines[0].endswith(b"\r") or lines[-1].endswith(b"\r") or b"\r" in buf[:4096]:
+            lines = [ln.rstrip(b"\r") for ln in lines]
+        return lines
+
+    def finish(self) -> list[bytes]:
+        rest, self._rest = self._rest, b""
+        self.end += len(rest)
+        return [rest.rstrip(b"\r")] if rest else []
+
+    @property
+    def pending(self) -> int:
+        """Bytes of an unterminated line held back."""
+        return len(self._rest)
+
+
 def line_blocks(
     fh: IO[bytes], max_lines: int, first_line: int = 1
 ) -> Iterator[tuple[int, list[bytes]]]:
@@ -64,32 +101,17 @@ def line_blocks(
     Lines have their ``\\n`` (and a trailing ``\\r``) removed.
     """
     lineno = first_line
-    rest = b""
+    splitter = LineSplitter()
     pending: list[bytes] = []
     while True:
         chunk = fh.read(BLOCK_BYTES)
-        if not chunk:
-            if rest:
-                pending.append(rest.rstrip(b"\r"))
-            break
-        buf = rest + chunk
-        cut = buf.rfind(b"\n")
-        if cut < 0:
-            rest = buf
-            continue
-        rest = buf[cut + 1 :]
-        lines = buf[:cut].split(b"\n")
-        if (lines and lines[0].endswith(b"\r")) or b"\r" in buf[: min(len(buf), 4096)]:
-            lines = [ln.rstrip(b"\r") for ln in lines]
-        pending.extend(lines)
-        while len(pending) >= max_lines:
+        pending.extend(splitter.feed(chunk) if chunk else splitter.finish())
+        while len(pending) >= max_lines or (pending and not chunk):
             yield lineno, pending[:max_lines]
-            lineno += max_lines
+            lineno += min(max_lines, len(pending))
             pending = pending[max_lines:]
-    while pending:
-        yield lineno, pending[:max_lines]
-        lineno += min(max_lines, len(pending))
-        pending = pending[max_lines:]
+        if not chunk:
+            return
 
 
 # -- typed conversion ----------------------------------------------------------------------

@@ -11,13 +11,12 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-import orjson
-
 from netanomd.errors import InputError
 from netanomd.flow import FlowBatch
 from netanomd.sources import ReadStats, Source
 from netanomd.sources._text import DEFAULT_BATCH, head
-from netanomd.sources.cicflowmeter import CicFlowMeterSource, looks_like_cic
+from netanomd.sources.cicflowmeter import CicFlowMeterSource
+from netanomd.sources.formats import sniff_line
 from netanomd.sources.suricata_eve import SuricataEveSource
 from netanomd.sources.zeek_log import ZeekCsvSource, ZeekJsonSource, ZeekTsvSource
 
@@ -39,28 +38,7 @@ def detect_format(path: str | Path) -> str:
         if len(raw_first) < len(data.lstrip()):  # a whole first line that is not text
             raise InputError(f"{path}: not UTF-8 text, so not a Zeek/Suricata log") from exc
         first = raw_first[: exc.start].decode("utf-8")  # the read cut a character
-    if first.startswith("#separator") or first.startswith("#fields"):
-        return "zeek-tsv"
-    if first.startswith("{"):
-        try:
-            obj = orjson.loads(first)
-        except orjson.JSONDecodeError as exc:
-            raise InputError(f"{path}:1: starts like JSON but is not valid JSON ({exc})") from exc
-        if isinstance(obj, dict) and "event_type" in obj:
-            return "eve"
-        if isinstance(obj, dict) and "id.orig_h" in obj:
-            return "zeek-json"
-        raise InputError(f"{path}: JSON, but neither a Zeek conn log nor Suricata EVE")
-    if "," in first:
-        names = [h.strip() for h in first.split(",")]
-        if "id.orig_h" in names:
-            return "zeek-csv"
-        if looks_like_cic(first):
-            return "cicflowmeter"
-    raise InputError(
-        f"{path}: not a flow log (expected a Zeek conn.log, Suricata EVE JSON or "
-        f"CICFlowMeter CSV; first line starts {first[:40]!r})"
-    )
+    return sniff_line(first, str(path))
 
 
 def open_source(path: str | Path, *, batch_size: int = DEFAULT_BATCH) -> Source:

@@ -1,0 +1,120 @@
+"""Suricata's EVE unix-socket output as a :class:`~netanomd.sources.LiveSource`.
+
+Owns the socket Suricata's ``filetype: unix_dgram`` (one record per datagram) or ``unix_stream``
+(one record per line; lines cut by the one :class:`~netanomd.sources._text.LineSplitter` per
+connection) output connects to: binding it (mode 0660, so Suricata's group may write; the
+directory decides who), reading, micro-batching by count or time, and decoding with the EVE line
+decoder. Suricata cannot be paused through a socket: the emit callable's policy decides what
+happens when scoring falls behind.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import selectors
+import socket
+import threading
+import time
+from pathlib import Path
+
+from netanomd.sources import Emit, ReadStats
+from netanomd.sources._text import LineSplitter
+from netanomd.sources.suricata_eve import eve_lines_to_batch
+
+log = logging.getLogger(__name__)
+
+
+class EveSocket:
+    """The unix socket Suricata's EVE ``unix_dgram`` / ``unix_stream`` output connects to."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        kind: str,
+        emit: Emit,
+        *,
+        batch_lines: int = 1000,
+        batch_wait: float = 0.01,
+        name: str | None = None,
+    ) -> None:
+        if kind not in ("dgram", "stream"):
+            raise ValueError(f"kind must be dgram or stream, not {kind!r}")
+        self.path = Path(path)
+        self.kind = kind
+        self.emit = emit
+        self.batch_lines = batch_lines
+        self.batch_wait = batch_wait
+        self.name = name or f"eve-{kind}:{self.path}"
+        self.stats = ReadStats()
+        self.ready = threading.Event()
+        self._stop = threading.Event()
+        self._pending: list[bytes] = []
+        self._first = 0.0
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def run(self) -> None:
+        self.path.unlink(missing_ok=True)
+        kind = socket.SOCK_DGRAM if self.kind == "dgram" else socket.SOCK_STREAM
+        srv = socket.socket(socket.AF_UNIX, kind)
+        srv.bind(str(self.path))
+        os.chmod(self.path, 0o660)
+        if self.kind == "dgram":
+            srv.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
+        else:
+            srv.listen(8)
+        srv.setblocking(False)
+        sel = selectors.DefaultSelector()
+        sel.register(srv, selectors.EVENT_READ, None)
+        self.ready.set()
+        try:
+            while not self._stop.is_set():
+                timeout = self.batch_wait if self._pending else 0.2
+                for key, _ in sel.select(timeout):
+                    sock: socket.socket = key.fileobj  # type: ignore[assignment]
+                    if sock is srv and self.kind == "stream":
+                        conn, _ = srv.accept()
+                        conn.setblocking(False)
+                        sel.register(conn, selectors.EVENT_READ, LineSplitter())
+                        continue
+                    try:
+                        data = sock.recv(1 << 20)
+                    except BlockingIOError:
+                        continue
+                    if self.kind == "dgram":
+                        self._add(data.splitlines())
+                        continue
+                    splitter: LineSplitter = key.data
+                    if not data:
+                        sel.unregister(sock)
+                        sock.close()
+                        self._add(splitter.finish())
+                        continue
+                    self._add(splitter.feed(data))
+                if self._pending and (
+                    len(self._pending) >= self.batch_lines
+                    or time.monotonic() - self._first >= self.batch_wait
+                ):
+                    self._flush()
+            self._flush()
+        finally:
+            sel.close()
+            srv.close()
+            self.path.unlink(missing_ok=True)
+
+    def _add(self, lines: list[bytes]) -> None:
+        if not self._pending:
+            self._first = time.monotonic()
+        self._pending.extend(ln for ln in lines if ln.strip())
+        if len(self._pending) >= self.batch_lines:
+            self._flush()
+
+    def _flush(self) -> None:
+        lines, self._pending = self._pending, []
+        if not lines:
+            return
+        batch = eve_lines_to_batch(lines, self.stats, self.name)
+        if batch is not None:
+            self.emit(batch, arrived=self._first)

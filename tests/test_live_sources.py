@@ -1,0 +1,195 @@
+"""Live sources against the real pipeline and a real SQLite sink: a followed log's offsets are
+exact byte positions (CRLF included), a Zeek log that is empty when first opened is read as TSV
+once its header arrives, a read that yields no flows is acknowledged only after the flows before
+it were written, and one failing sink neither stops the others nor is counted as written."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import pytest
+
+from netanomd.daemon.pipeline import Pipeline
+from netanomd.data import demo_model
+from netanomd.decision import Alert
+from netanomd.flow import FlowBatch
+from netanomd.model import Model
+from netanomd.sinks import SinkSet
+from netanomd.sinks.sqlite import SQLiteSink
+from netanomd.sources.files import open_source
+from netanomd.sources.follow import LogFollower, OffsetStore
+from tests.waiting import wait
+
+DATA = Path(__file__).parent / "data" / "zeek"
+TSV = DATA / "ssh_sshguess.tsv.conn.log"
+JSON_LOG = DATA / "ssh_sshguess.json.conn.log"
+
+
+@pytest.fixture(scope="module")
+def model() -> Model:
+    return demo_model()
+
+
+class Running:
+    """A pipeline scoring into SQLite in its own thread, and one follower feeding it."""
+
+    def __init__(self, model: Model, path: Path, state: Path, *, threshold: float) -> None:
+        self.sqlite = SQLiteSink(state / "alerts.db")
+        self.pipeline = Pipeline(
+            model, SinkSet([self.sqlite]), batch_size=100, batch_timeout=0.01, threshold=threshold
+        )
+        self.offsets = OffsetStore(state / "offsets.json")
+        self.follower = LogFollower(
+            path,
+            self.pipeline.emitter("follow", block=True),
+            self.offsets,
+            from_start=True,
+            poll=0.02,
+        )
+        self.threads = [
+            threading.Thread(target=t, daemon=True) for t in (self.pipeline.run, self.follower.run)
+        ]
+        for t in self.threads:
+            t.start()
+
+    def committed(self) -> int:
+        got = self.offsets.get(str(self.follower.path))
+        return got["offset"] if got else -1
+
+    def stop(self) -> None:
+        self.follower.stop()
+        assert self.pipeline.drain(10)
+        self.pipeline.stop()
+        for t in self.threads:
+            t.join(10)
+        self.sqlite.close()
+
+
+def uids(db: Path) -> list[str]:
+    with sqlite3.connect(db) as conn:
+        return sorted(r[0] for r in conn.execute("SELECT uid FROM alerts"))
+
+
+def data_lines(path: Path) -> list[bytes]:
+    return [ln for ln in path.read_bytes().splitlines(keepends=True) if not ln.startswith(b"#")]
+
+
+def test_crlf_offsets_are_exact_and_a_restart_resumes_on_a_line(
+    tmp_path: Path, model: Model
+) -> None:
+    lines = [ln.rstrip(b"\n") + b"\r\n" for ln in data_lines(JSON_LOG)]
+    log = tmp_path / "conn.log"
+    log.write_bytes(b"".join(lines[:7]))
+    # threshold 0: every flow is an alert, so SQLite holds every flow that was scored
+    run = Running(model, log, tmp_path, threshold=0.0)
+    wait(lambda: run.committed() == log.stat().st_size, 20, "first part committed")
+    run.stop()
+    assert run.follower.stats.malformed == 0
+    with log.open("ab") as fh:
+        fh.write(b"".join(lines[7:]))
+    again = Running(model, log, tmp_path, threshold=0.0)
+    wait(lambda: again.committed() == log.stat().st_size, 20, "rest committed")
+    again.stop()
+    assert again.follower.stats.malformed == 0  # resumed on a line boundary, not mid-line
+    expected = sorted(json.loads(ln)["uid"] for ln in lines)
+    assert uids(tmp_path / "alerts.db") == expected  # each flow once, none skipped
+
+
+def test_zeek_log_empty_when_opened_is_read_as_tsv(tmp_path: Path, model: Model) -> None:
+    log = tmp_path / "conn.log"
+    log.write_bytes(b"")  # as right after Zeek opens a new conn.log
+    run = Running(model, log, tmp_path, threshold=0.0)
+    wait(lambda: run.follower.ready.is_set(), 5, "follower ready")
+    raw = TSV.read_bytes().splitlines(keepends=True)
+    header = [ln for ln in raw if ln.startswith(b"#") and not ln.startswith(b"#close")]
+    with log.open("ab") as fh:
+        fh.write(b"".join(header[:3]))  # the header arrives in pieces
+        fh.flush()
+        time.sleep(0.3)  # the follower polls (every 0.02 s) and sees only part of the header
+        fh.write(b"".join(header[3:]))
+        fh.write(b"".join(data_lines(TSV)))
+        fh.write(b"#close\t2026-11-23-04-56-53\n")
+    wait(lambda: run.committed() == log.stat().st_size, 20, "whole log committed")
+    run.stop()
+    source = open_source(TSV)
+    expected = sorted(uid for b in source.batches() for uid in b.column("uid").to_pylist())
+    assert run.follower.stats.malformed == 0
+    assert uids(tmp_path / "alerts.db") == expected
+
+
+class Gate:
+    """A sink that holds every write until the test opens the gate."""
+
+    name = "gate"
+
+    def __init__(self) -> None:
+        self.gate = threading.Event()
+        self.entered = threading.Event()
+        self.written = 0
+
+    def open(self) -> None: ...
+
+    def write(self, alerts: Sequence[Alert]) -> None:
+        self.entered.set()
+        self.gate.wait(30)
+        self.written += len(alerts)
+
+    def flush(self) -> None: ...
+
+    def close(self, timeout: float = 30.0) -> bool:
+        return True
+
+
+def batches(path: Path) -> Iterator[FlowBatch]:
+    yield from open_source(path).batches()
+
+
+def test_an_empty_read_is_acknowledged_after_the_flows_before_it(model: Model) -> None:
+    gate = Gate()
+    pipeline = Pipeline(model, SinkSet([gate]), batch_size=10_000, batch_timeout=0.0)
+    acks: list[str] = []
+    emit = pipeline.emitter("follow", block=True)
+    flows = next(batches(TSV))
+    assert emit(flows, lambda: acks.append("flows"))
+    t = threading.Thread(target=pipeline.run, daemon=True)
+    t.start()
+    wait(gate.entered.is_set, 10, "the sink is writing")
+    assert emit(FlowBatch.empty(), lambda: acks.append("#close"))
+    assert not pipeline.drain(0.3)  # the sink still holds the flows
+    assert acks == []  # the #close line's offset must not be committed ahead of the flows
+    gate.gate.set()
+    assert pipeline.drain(10)
+    pipeline.stop()
+    t.join(10)
+    assert acks == ["flows", "#close"]
+
+
+class Broken:
+    name = "broken"
+
+    def open(self) -> None: ...
+
+    def write(self, alerts: Sequence[Alert]) -> None:
+        raise OSError("disk full")
+
+    def flush(self) -> None: ...
+
+    def close(self, timeout: float = 30.0) -> bool:
+        return True
+
+
+def test_one_failing_sink_does_not_stop_the_others(tmp_path: Path, model: Model) -> None:
+    sqlite = SQLiteSink(tmp_path / "alerts.db")
+    sinks = SinkSet([Broken(), sqlite])
+    batch = next(batches(TSV))
+    _, alerts = model.run(batch, 0.0)
+    assert not sinks.write(alerts)
+    assert sinks.written == {"broken": 0, "sqlite": len(alerts)}
+    assert sinks.errors == {"broken": 1, "sqlite": 0}
+    assert sinks.close(5)
+    assert len(uids(tmp_path / "alerts.db")) == len(alerts) == len(batch)
