@@ -17,7 +17,6 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,17 +31,11 @@ from netanomd.flow import FlowBatch
 from netanomd.model import train
 from netanomd.sdnotify import Notifier
 from netanomd.sources.files import open_source
+from tests.conftest import free_port
 from tests.waiting import wait
 
 PCAPS = Path(__file__).parent / "data" / "pcaps"
 SURICATA = shutil.which("suricata") or "/usr/bin/suricata"
-REDIS = shutil.which("redis-server") or "/usr/bin/redis-server"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
@@ -124,42 +117,6 @@ def eve_flow_count(tmp: Path, pcap: Path) -> int:
     lines = (tmp / "suricata-log-regular" / "eve.json").read_text().splitlines()
     (tmp / "suricata-log-regular" / "eve.json").unlink()
     return sum(json.loads(x)["event_type"] == "flow" for x in lines)
-
-
-@pytest.fixture()
-def redis_url(tmp_path: Path) -> Iterator[str]:
-    port = free_port()
-    proc = subprocess.Popen(
-        [
-            REDIS,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(tmp_path),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    import redis
-
-    client = redis.Redis(port=port)
-    wait(lambda: _pings(client), 20, "redis-server")
-    yield f"redis://127.0.0.1:{port}/0"
-    proc.terminate()
-    proc.wait(10)
-
-
-def _pings(client: Any) -> bool:
-    try:
-        return bool(client.ping())
-    except Exception:
-        return False
 
 
 def alert_count(db: Path) -> int:

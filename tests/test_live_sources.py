@@ -193,3 +193,92 @@ def test_one_failing_sink_does_not_stop_the_others(tmp_path: Path, model: Model)
     assert sinks.errors == {"broken": 1, "sqlite": 0}
     assert sinks.close(5)
     assert len(uids(tmp_path / "alerts.db")) == len(alerts) == len(batch)
+
+
+EVE = Path(__file__).parent / "data" / "eve" / "test6-malicious-head400.json"
+
+
+def eve_flows() -> list[bytes]:
+    return [ln for ln in EVE.read_bytes().splitlines() if b'"event_type":"flow"' in ln]
+
+
+def poison(line: bytes) -> list[bytes]:
+    """Records that once killed a source thread: a list where an object belongs, and worse."""
+    ev = json.loads(line)
+    return [
+        json.dumps({**ev, "flow": [1, 2]}).encode(),
+        json.dumps({**ev, "tcp": "x"}).encode(),
+        json.dumps({**ev, "flow": {**ev["flow"], "bytes_toserver": "many"}}).encode(),
+        json.dumps({**ev, "src_port": {"a": 1}}).encode(),
+        b'{"event_type": "flow"}',
+        b"[1, 2, 3]",
+    ]
+
+
+@pytest.mark.parametrize("kind", ["dgram", "stream"])
+def test_eve_socket_survives_poison_records(tmp_path: Path, model: Model, kind: str) -> None:
+    import socket as so
+
+    from netanomd.sources.suricata_socket import EveSocket
+
+    sqlite = SQLiteSink(tmp_path / "alerts.db")
+    pipeline = Pipeline(model, SinkSet([sqlite]), batch_size=100, batch_timeout=0.01, threshold=0.0)
+    path = tmp_path / "eve.sock"
+    src = EveSocket(path, kind, pipeline.emitter("eve", block=False), batch_wait=0.01)
+    threads = [threading.Thread(target=t, daemon=True) for t in (pipeline.run, src.run)]
+    for t in threads:
+        t.start()
+    assert src.ready.wait(5)
+    good = eve_flows()
+    bad = poison(good[0])
+    mixed = [x for pair in zip(good, [*bad, *bad]) for x in pair] + good[len(bad) * 2 :]
+    if kind == "dgram":
+        with so.socket(so.AF_UNIX, so.SOCK_DGRAM) as c:
+            for rec in mixed:
+                c.sendto(rec + b"\n", str(path))
+    else:
+        with so.socket(so.AF_UNIX, so.SOCK_STREAM) as c:
+            c.connect(str(path))
+            c.sendall(b"\n".join(mixed) + b"\n")
+    wait(lambda: pipeline.stats.scored == len(good), 10, "every good flow scored")
+    assert src.stats.malformed == 2 * len(bad)
+    # the source is still alive: a later good record is scored too
+    with so.socket(so.AF_UNIX, so.SOCK_DGRAM if kind == "dgram" else so.SOCK_STREAM) as c:
+        if kind == "dgram":
+            c.sendto(good[0] + b"\n", str(path))
+        else:
+            c.connect(str(path))
+            c.sendall(good[0] + b"\n")
+    wait(lambda: pipeline.stats.scored == len(good) + 1, 10, "the source survived")
+    src.stop()
+    assert pipeline.drain(10)
+    pipeline.stop()
+    for t in threads:
+        t.join(10)
+    sqlite.close()
+
+
+def test_redis_backlog_is_read_oldest_first(redis_url: str, model: Model) -> None:
+    import redis
+
+    from netanomd.sources.redis_list import RedisInput
+
+    good = eve_flows()
+    client = redis.Redis.from_url(redis_url)
+    for rec in [good[0], poison(good[0])[0], *good[1:]]:
+        client.lpush("suricata", rec)  # what Suricata's `mode: list` does
+    got: list[FlowBatch] = []
+
+    def emit(batch: FlowBatch, ack: object = None, *, arrived: float | None = None) -> bool:
+        got.append(batch)
+        return True
+
+    src = RedisInput(redis_url, "suricata", "list", emit, batch_lines=5)
+    t = threading.Thread(target=src.run, daemon=True)
+    t.start()
+    wait(lambda: sum(len(b) for b in got) == len(good), 10, "every good record")
+    src.stop()
+    t.join(10)
+    assert src.stats.malformed == 1  # the poison record, and only it, was skipped
+    ids = [fid for b in got for fid in b.column("flow_id").to_pylist()]
+    assert ids == [json.loads(g)["flow_id"] for g in good]  # oldest first

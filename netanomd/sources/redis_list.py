@@ -1,6 +1,10 @@
 """Suricata's ``redis`` EVE output as a :class:`~netanomd.sources.LiveSource`: a list (popped in
 batches; several daemons can share one list) or a pub/sub channel.
 
+Suricata's ``mode: list`` (its default, also called ``lpush``) pushes new records on the left,
+so the oldest wait on the right: the list is popped from the right (``RPOP``/``BRPOP``), and a
+backlog is scored oldest first.
+
 Owns connecting (with capped backoff on errors), popping or receiving, and decoding the records
 with the EVE line decoder. Records popped from a list are ours alone: they are handed on with
 backpressure, never dropped.
@@ -21,7 +25,7 @@ log = logging.getLogger(__name__)
 
 
 class RedisInput:
-    """Suricata's ``redis`` EVE output: a list (LPOP, shared by several daemons) or pub/sub."""
+    """Suricata's ``redis`` EVE output: a list (RPOP, shared by several daemons) or pub/sub."""
 
     def __init__(
         self,
@@ -76,10 +80,10 @@ class RedisInput:
 
     def _run_list(self, client: Any) -> None:
         while not self._stop.is_set():
-            items = client.lpop(self.key, self.batch_lines)
+            items = client.rpop(self.key, self.batch_lines)
             self.ready.set()
             if not items:
-                got = client.blpop([self.key], timeout=1)
+                got = client.brpop([self.key], timeout=1)
                 if got is None:
                     continue
                 items = [got[1]]

@@ -116,6 +116,10 @@ def conn_state_and_history(
 def record_from_event(ev: dict[str, Any]) -> FlowRecord:
     """A FlowRecord from a decoded EVE ``flow`` event (raises KeyError/ValueError/TypeError)."""
     flow = ev["flow"]
+    if not isinstance(flow, dict):
+        raise TypeError(f"'flow' is a {type(flow).__name__}, not an object")
+    if not isinstance(ev.get("tcp", {}), dict):
+        raise TypeError(f"'tcp' is a {type(ev['tcp']).__name__}, not an object")
     proto = str(ev.get("proto", "")).lower()
     pts, ptc = int(flow.get("pkts_toserver", 0)), int(flow.get("pkts_toclient", 0))
     bts, btc = int(flow.get("bytes_toserver", 0)), int(flow.get("bytes_toclient", 0))
@@ -162,7 +166,7 @@ def parse_eve_line(line: bytes, where: str = "<eve>") -> FlowRecord | None:
         return None
     try:
         return record_from_event(ev)
-    except (KeyError, ValueError, TypeError) as exc:
+    except Exception as exc:
         raise InputError(f"{where}: flow event missing or bad field ({exc!r})") from exc
 
 
@@ -187,7 +191,7 @@ def eve_lines_to_batch(
             continue
         try:
             records.append(record_from_event(ev))
-        except (KeyError, ValueError, TypeError) as exc:
+        except Exception as exc:  # any single record is skipped, never fatal to the source
             stats.bad_line(f"{where}:{first_line + offset}: bad flow event ({exc!r})")
     if not records:
         return None
