@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import threading
 
 logging.getLogger("netanomd").addHandler(logging.NullHandler())
 
@@ -35,3 +36,14 @@ def configure(level: str | int = "INFO", *, journald: bool | None = None) -> Non
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root.addHandler(handler)
+    threading.excepthook = _thread_died
+
+
+def _thread_died(args: threading.ExceptHookArgs) -> None:
+    """A thread's uncaught exception goes to the package log (so to journald with the
+    ``netanomd`` identifier), not as a bare traceback on stderr."""
+    if args.exc_type is SystemExit:
+        return
+    name = args.thread.name if args.thread is not None else "?"
+    exc = args.exc_value if args.exc_value is not None else args.exc_type()
+    logging.getLogger("netanomd").error("thread %s died", name, exc_info=exc)

@@ -5,7 +5,11 @@ per line) and ``cursor.json``, the position (segment, byte offset) of the first 
 acknowledged, replaced atomically (write + fsync + rename). A crash at any point loses nothing
 that was appended and acknowledged nothing twice: on restart reading resumes at the cursor, and
 documents after it are sent again (idempotent downstream thanks to deterministic ids).
-Appends are flushed to the OS on every call and fsynced every ``fsync_every`` documents.
+Appends are flushed to the OS on every call and fsynced every ``fsync_every`` documents. A
+write that fails half-way (a full disk) is cut back off the segment, and a torn last line left
+by a crash is cut off when the spool is opened (counted in :attr:`Spool.torn`); a line that is
+not a document anyway is skipped and counted (:attr:`Spool.corrupt`), never fatal. Files are
+created ``0640`` (:mod:`netanomd.fsutil`): they hold full alert documents.
 
 Bounded: when the total size would exceed ``max_bytes``, the ``drop_oldest`` policy deletes
 whole oldest segments (moving the cursor past them), ``drop_newest`` refuses the new documents;
@@ -14,6 +18,7 @@ either way the drops are counted in :attr:`Spool.dropped`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -23,6 +28,8 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+
+from netanomd.fsutil import open_append, write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -47,13 +54,38 @@ class Spool:
         self.segment_bytes = segment_bytes
         self.fsync_every = fsync_every
         self.dropped = 0
+        #: Torn last lines (a crash during an append) cut off when the spool was opened.
+        self.torn = 0
+        #: Lines that were not JSON documents, skipped.
+        self.corrupt = 0
         self._lock = threading.Lock()
         self._unsynced = 0
         cur = self._load_cursor()
         self._cursor_seg, self._cursor_off = cur
         segs = self._segments()
         self._write_seg = segs[-1] if segs else self._cursor_seg
-        self._fh = open(self._seg_path(self._write_seg), "ab")  # noqa: SIM115
+        if segs:
+            self._cut_torn_tail(self._seg_path(self._write_seg))
+        self._fh = open_append(self._seg_path(self._write_seg))
+
+    def _cut_torn_tail(self, path: Path) -> None:
+        """Truncate a segment to its last complete line (what a crash mid-append leaves)."""
+        with open(path, "rb+") as fh:
+            size = fh.seek(0, os.SEEK_END)
+            if size == 0:
+                return
+            back = min(size, 1 << 20)
+            fh.seek(size - back)
+            tail = fh.read()
+            if tail.endswith(b"\n"):
+                return
+            cut = tail.rfind(b"\n")
+            if cut < 0 and back < size:
+                return  # no line end in the last MiB: not a torn document; peek skips it
+            keep = size - back + cut + 1
+            fh.truncate(keep)
+        self.torn += 1
+        log.warning("%s: cut off a torn last line (%d bytes)", path, size - keep)
 
     # -- files -----------------------------------------------------------------------------
     def _seg_path(self, n: int) -> Path:
@@ -71,12 +103,8 @@ class Spool:
         return int(data["segment"]), int(data["offset"])
 
     def _save_cursor(self) -> None:
-        tmp = self.dir / "cursor.json.tmp"
-        with open(tmp, "w") as fh:
-            json.dump({"segment": self._cursor_seg, "offset": self._cursor_off}, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, self.dir / "cursor.json")
+        cursor = {"segment": self._cursor_seg, "offset": self._cursor_off}
+        write_atomic(self.dir / "cursor.json", json.dumps(cursor).encode())
 
     # -- writing ---------------------------------------------------------------------------
     def size(self) -> int:
@@ -110,14 +138,28 @@ class Spool:
             if self._fh.tell() >= self.segment_bytes:
                 self._fh.close()
                 self._write_seg += 1
-                self._fh = open(self._seg_path(self._write_seg), "ab")  # noqa: SIM115
-            self._fh.write(b"".join(lines))
-            self._fh.flush()
+                self._fh = open_append(self._seg_path(self._write_seg))
+            start = self._fh.tell()
+            try:
+                self._fh.write(b"".join(lines))
+                self._fh.flush()
+            except OSError:
+                self._undo(start)
+                raise
             self._unsynced += len(lines)
             if self._unsynced >= self.fsync_every:
                 os.fsync(self._fh.fileno())
                 self._unsynced = 0
             return len(lines)
+
+    def _undo(self, start: int) -> None:
+        """Cut a half-written append back off (a full disk): reopen, truncate to ``start``."""
+        path = self._seg_path(self._write_seg)
+        with contextlib.suppress(OSError):  # the buffered rest cannot go anywhere either
+            self._fh.close()
+        with open(path, "rb+") as fh:
+            fh.truncate(start)
+        self._fh = open_append(path)
 
     def _drop_oldest(self, need: int) -> None:
         while self.size() + need > self.max_bytes:
@@ -125,7 +167,7 @@ class Spool:
             if len(segs) <= 1:  # only the segment being written: start a new one
                 self._fh.close()
                 self._write_seg += 1
-                self._fh = open(self._seg_path(self._write_seg), "ab")  # noqa: SIM115
+                self._fh = open_append(self._seg_path(self._write_seg))
                 segs = [n for n in self._segments() if n >= self._cursor_seg]
             oldest = segs[0]
             path = self._seg_path(oldest)
@@ -153,9 +195,20 @@ class Spool:
                     pos = fh.tell()
                     for line in fh:
                         if not line.endswith(b"\n"):
-                            break  # a torn write at the tail: not yet a document
-                        docs.append(orjson.loads(line))
+                            break  # a write still in progress: not yet a document
                         pos += len(line)
+                        try:
+                            doc = orjson.loads(line)
+                        except orjson.JSONDecodeError:
+                            doc = None
+                        if not isinstance(doc, dict) or "_id" not in doc:
+                            self.corrupt += 1
+                            log.error(
+                                "%s: skipped a line that is not a spooled document",
+                                self._seg_path(n),
+                            )
+                            continue
+                        docs.append(doc)
                         if len(docs) >= max_docs:
                             return docs, (n, pos)
                 seg, off = n, pos

@@ -267,3 +267,51 @@ def test_score_command_sends_alerts(
     assert main(args) == 0  # scoring the same files again duplicates nothing
     assert len(es.docs[INDEX]) == n and max(es.creates.values()) == 1
     assert f"0 alerts sent to {INDEX}, {n} already there" in capsys.readouterr().out
+
+
+def test_a_torn_spool_tail_is_cut_off_and_delivery_goes_on(
+    es: FakeElasticsearch, tmp_path: Path, alerts: list[Alert]
+) -> None:
+    clock = Clock()
+    sink = make_sink(f"http://127.0.0.1:{es.port}", tmp_path, clock)
+    sink.write(alerts[:100])
+    sink.spool.close()
+    seg = sorted((tmp_path / "spool").glob("seg-*.jsonl"))[-1]
+    with seg.open("ab") as fh:  # killed (or out of space) half-way through an append
+        fh.write(b'{"_id": "half-written", "event": {"kin')
+    again = make_sink(f"http://127.0.0.1:{es.port}", tmp_path, clock)
+    assert again.spool.torn == 1
+    again.write(alerts[100:200])
+    assert again.drain(timeout=100)
+    assert len(es.docs[INDEX]) == 200 and again.spool.corrupt == 0
+
+
+def test_a_corrupt_spool_line_is_skipped_not_fatal(
+    es: FakeElasticsearch, tmp_path: Path, alerts: list[Alert]
+) -> None:
+    clock = Clock()
+    sink = make_sink(f"http://127.0.0.1:{es.port}", tmp_path, clock)
+    sink.write(alerts[:10])
+    seg = sorted((tmp_path / "spool").glob("seg-*.jsonl"))[-1]
+    with seg.open("ab") as fh:
+        fh.write(b"\x00\x00 not json\n")
+    sink.write(alerts[10:20])
+    assert sink.drain(timeout=100)
+    assert len(es.docs[INDEX]) == 20 and sink.spool.corrupt == 1
+
+
+def test_spool_files_are_not_world_readable(
+    es: FakeElasticsearch, tmp_path: Path, alerts: list[Alert]
+) -> None:
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        sink = make_sink(f"http://127.0.0.1:{es.port}", tmp_path, Clock())
+        sink.write(alerts[:10])
+        assert sink.drain(timeout=100)
+    finally:
+        os.umask(old)
+    files = list((tmp_path / "spool").iterdir())
+    assert files and all(stat.S_IMODE(f.stat().st_mode) == 0o640 for f in files)

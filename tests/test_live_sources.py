@@ -185,12 +185,14 @@ class Broken:
 
 def test_one_failing_sink_does_not_stop_the_others(tmp_path: Path, model: Model) -> None:
     sqlite = SQLiteSink(tmp_path / "alerts.db")
-    sinks = SinkSet([Broken(), sqlite])
+    broken = Broken()
+    sinks = SinkSet([broken, sqlite])
     batch = next(batches(TSV))
     _, alerts = model.run(batch, 0.0)
-    assert not sinks.write(alerts)
+    assert sinks.write(alerts) == [broken]
     assert sinks.written == {"broken": 0, "sqlite": len(alerts)}
     assert sinks.errors == {"broken": 1, "sqlite": 0}
+    assert list(sinks.failing) == ["broken"]
     assert sinks.close(5)
     assert len(uids(tmp_path / "alerts.db")) == len(alerts) == len(batch)
 

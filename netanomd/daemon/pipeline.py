@@ -20,12 +20,15 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
+import orjson
 import pyarrow as pa
 
 from netanomd.decision import Alert
 from netanomd.flow import FlowBatch
+from netanomd.fsutil import open_append
 from netanomd.model import Model
 from netanomd.sinks import SinkSet
 from netanomd.sources import Ack, Emit
@@ -47,6 +50,12 @@ class PipelineStats:
     scored: int = 0
     alerts: int = 0
     duplicates: int = 0
+    #: Flows that made the model raise, set aside in the quarantine file (never retried).
+    quarantined: int = 0
+    #: Acknowledgements that failed (e.g. offsets.json on a full disk); a later one catches up.
+    ack_errors: int = 0
+    #: When each source last handed in flows (epoch seconds).
+    last_received: dict[str, float] = field(default_factory=dict)
     dropped: dict[str, int] = field(default_factory=dict)
     batches: int = 0
 
@@ -94,6 +103,8 @@ class Pipeline:
         threshold: float | None = None,
         clock: Callable[[], float] = time.monotonic,
         on_batch: Callable[[FlowBatch, np.ndarray, list[Alert], float], None] | None = None,
+        quarantine: Path | None = None,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         if on_full not in ("block", "drop_oldest", "drop_newest"):
             raise ValueError(f"on_full: unknown policy {on_full!r}")
@@ -106,6 +117,8 @@ class Pipeline:
         self.threshold = threshold
         self.clock = clock
         self.on_batch = on_batch
+        self.quarantine = quarantine
+        self.wall_clock = wall_clock
         self.dedup = Deduplicator(dedup_window) if dedup_window else None
         self.stats = PipelineStats()
         #: Monotonic time of the scoring loop's last turn (the watchdog checks it).
@@ -118,7 +131,9 @@ class Pipeline:
         self._not_full = threading.Condition(self._lock)
         self._intake = True
         self._stopped = False
+        self._wake = threading.Event()
         self._log_next = 0.0
+        self._quarantine_log_next = 0.0
 
     # -- intake ----------------------------------------------------------------------------
     @property
@@ -152,6 +167,8 @@ class Pipeline:
         wait = self.on_full == "block" if block is None else block
         with self._lock:
             self.stats.received[source] = self.stats.received.get(source, 0) + n
+            if n:
+                self.stats.last_received[source] = self.wall_clock()
             if not self._intake:
                 self._drop("stopping", n)
                 return False
@@ -233,6 +250,10 @@ class Pipeline:
                 return
             try:
                 self.process(items)
+            except Exception:  # a bug, not bad input (that is set aside): keep scoring
+                n = sum(len(i.batch) for i in items)
+                log.exception("the scoring loop failed on %d flows; they are not scored", n)
+                self._drop("scoring_error", n)
             finally:
                 with self._lock:
                     self._busy = 0
@@ -251,17 +272,91 @@ class Pipeline:
         scores: np.ndarray = np.empty(0)
         alerts: list[Alert] = []
         if batch is not None and len(batch):
-            model = self.model  # one reference per micro-batch: a swap applies to the next one
-            scores, alerts = model.run(batch, self.threshold)
-            self.sinks.write(alerts)
+            batch, scores, alerts = self._score(batch)
+            if not self._deliver(alerts):
+                return  # stopping with a sink that cannot write: nothing is acknowledged
             self.stats.scored += len(batch)
             self.stats.alerts += len(alerts)
             self.stats.batches += 1
         for item in items:
             if item.ack is not None:
-                item.ack()
+                try:
+                    item.ack()
+                except Exception as exc:  # e.g. offsets.json on a full disk
+                    self.stats.ack_errors += 1
+                    log.error("%s: could not save its position: %s", item.source, exc)
         if batch is not None and self.on_batch is not None:
             self.on_batch(batch, scores, alerts, min(i.arrived for i in items))
+
+    def _score(self, batch: FlowBatch) -> tuple[FlowBatch, np.ndarray, list[Alert]]:
+        """Score a batch; if the model raises, score its flows one by one and set aside those
+        that still make it raise, so no single record can stop scoring (or, after a restart,
+        stop it again)."""
+        model = self.model  # one reference per micro-batch: a swap applies to the next one
+        try:
+            scores, alerts = model.run(batch, self.threshold)
+            return batch, scores, alerts
+        except Exception as exc:
+            log.error("scoring %d flows failed (%r); scoring them one by one", len(batch), exc)
+        kept: list[int] = []
+        parts: list[np.ndarray] = []
+        alerts = []
+        for i in range(len(batch)):
+            one = batch.take([i])
+            try:
+                s, a = model.run(one, self.threshold)
+            except Exception as exc:
+                self._set_aside(one, exc)
+                continue
+            kept.append(i)
+            parts.append(s)
+            alerts.extend(a)
+        scores = np.concatenate(parts) if parts else np.empty(0)
+        return batch.take(kept), scores, alerts
+
+    def _set_aside(self, one: FlowBatch, exc: Exception) -> None:
+        self.stats.quarantined += 1
+        record = next(one.records())
+        if self.quarantine is not None:
+            try:
+                with open_append(self.quarantine) as fh:
+                    fh.write(orjson.dumps({"error": repr(exc), "flow": record.to_dict()}) + b"\n")
+            except OSError as err:
+                log.error("could not write the quarantine file %s: %s", self.quarantine, err)
+        now = self.clock()
+        if now >= self._quarantine_log_next:  # at most one line every 10 s
+            self._quarantine_log_next = now + 10.0
+            log.error(
+                "flow %s %s:%s -> %s:%s made the model fail (%r); set aside in %s (%d so far)",
+                record.uid,
+                record.orig_h,
+                record.orig_p,
+                record.resp_h,
+                record.resp_p,
+                exc,
+                self.quarantine or "no quarantine file",
+                self.stats.quarantined,
+            )
+
+    def _deliver(self, alerts: list[Alert]) -> bool:
+        """Write to every sink; a sink that fails is retried (with capped backoff) until it
+        writes, holding back the acknowledgements and so the sources (backpressure). False
+        only when stopped while a sink still could not write."""
+        pending = self.sinks.write(alerts)
+        delay = 0.5
+        while pending:
+            self.heartbeat = self.clock()  # waiting on purpose: not a stalled loop
+            if self._stopped:
+                log.error(
+                    "stopping while %s cannot write: %d alerts not written, positions not saved",
+                    ", ".join(s.name for s in pending),
+                    len(alerts),
+                )
+                return False
+            self._wake.wait(delay)
+            delay = min(delay * 2, 10.0)
+            pending = self.sinks.write(alerts, only=pending)
+        return True
 
     # -- control ---------------------------------------------------------------------------
     def swap_model(self, model: Model) -> None:
@@ -285,6 +380,7 @@ class Pipeline:
         return False
 
     def stop(self) -> None:
+        self._wake.set()
         with self._lock:
             self._stopped = True
             self._intake = False

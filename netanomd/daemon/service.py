@@ -65,7 +65,9 @@ class Daemon:
         self.pipeline: Pipeline | None = None
         self.sinks = SinkSet()
         self.sources: list[LiveSource] = []
-        self.threads: list[threading.Thread] = []
+        #: Thread name -> (thread, its target): a thread that dies is restarted (and counted).
+        self.threads: dict[str, tuple[threading.Thread, Callable[[], None]]] = {}
+        self.restarts: dict[str, int] = {}
         self.server: Server | None = None
         self.latency = Histogram(LATENCY_BUCKETS)
         self.scores = Histogram(SCORE_BUCKETS)
@@ -99,6 +101,7 @@ class Daemon:
             dedup_window=p.dedup_window_seconds if p.dedup_community_id else None,
             threshold=cfg.model.threshold,
             on_batch=self._observe,
+            quarantine=state_dir / "quarantine.jsonl",
         )
         self.sources = live_sources(cfg.sources, SourceContext(self.pipeline, state_dir))
         if cfg.sinks.zeek_notice.enabled:
@@ -132,7 +135,18 @@ class Daemon:
     def _spawn(self, name: str, target: Callable[[], None]) -> None:
         t = threading.Thread(target=target, name=name, daemon=True)
         t.start()
-        self.threads.append(t)
+        self.threads[name] = (t, target)
+
+    def _supervise(self) -> None:
+        """Restart a thread that died while the daemon runs (its exception was logged by
+        :func:`netanomd.logs` through the thread hook)."""
+        for name, (t, target) in list(self.threads.items()):
+            if not t.is_alive() and not self._stop.is_set():
+                self.restarts[name] = self.restarts.get(name, 0) + 1
+                log.error(
+                    "%s stopped unexpectedly; restarting it (%d so far)", name, self.restarts[name]
+                )
+                self._spawn(name, target)
 
     def _observe(
         self, batch: FlowBatch, scores: np.ndarray, alerts: list[Alert], arrived: float
@@ -142,12 +156,35 @@ class Daemon:
 
     # -- running -----------------------------------------------------------------------------
     def health(self) -> dict[str, Any]:
+        """Ready only while the scoring loop runs, every sink writes and at least one source
+        is up; each source says whether it is up and when it last delivered flows."""
         p = self.pipeline
+        sources = {}
+        for src in self.sources:
+            t = self.threads.get(src.name)
+            sources[src.name] = {
+                "up": bool(t and t[0].is_alive() and src.ready.is_set()),
+                "last_flow": p.stats.last_received.get(src.name) if p else None,
+                "restarts": self.restarts.get(src.name, 0),
+            }
+        scorer = self.threads.get("pipeline")
+        scoring = bool(scorer and scorer[0].is_alive())
+        failing = dict(p.sinks.failing) if p else {}
+        up = any(s["up"] for s in sources.values()) or not sources
+        problems = (
+            ([] if scoring else ["scoring loop not running"])
+            + [f"sink {name} cannot write" for name in failing]
+            + ([] if up else ["no source is up"])
+        )
         return {
-            "ready": self.ready and p is not None,
+            "ready": self.ready and p is not None and not problems,
+            "problems": problems,
             "model": p.model.model_id if p else None,
             "queued": p.queued if p else 0,
             "flows_per_second": round(self.rate, 1),
+            "sources": sources,
+            "sinks_failing": failing,
+            "quarantined": p.stats.quarantined if p else 0,
         }
 
     def reload(self) -> bool:
@@ -199,6 +236,7 @@ class Daemon:
         last_model_check = time.monotonic()
         model_mtime = _mtime(self.config.model.path)
         while not self._stop.wait(min(ping, 1.0)):
+            self._supervise()
             if self._reload.is_set():
                 self._reload.clear()
                 self.reload()

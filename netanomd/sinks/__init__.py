@@ -49,6 +49,8 @@ class SinkSet:
         self.written: dict[str, int] = {}
         #: Batches each sink failed to take, by sink name.
         self.errors: dict[str, int] = {}
+        #: Sinks whose last write failed, with when they started failing (epoch seconds).
+        self.failing: dict[str, float] = {}
         for sink in sinks:
             self.add(sink)
 
@@ -67,19 +69,24 @@ class SinkSet:
         for sink in self._sinks:
             sink.open()
 
-    def write(self, alerts: Sequence[Alert]) -> bool:
-        """Write to every sink; False if any of them failed (each failure is counted)."""
-        ok = True
-        for sink in self._sinks:
+    def write(self, alerts: Sequence[Alert], only: Sequence[Sink] | None = None) -> list[Sink]:
+        """Write to every sink (or to ``only`` those, for a retry); returns the sinks that
+        failed (each failure is counted, and the sink is marked failing until it writes)."""
+        failed: list[Sink] = []
+        for sink in self._sinks if only is None else only:
             try:
                 sink.write(alerts)
             except Exception as exc:  # one sink must not take the others down
-                ok = False
+                failed.append(sink)
                 self.errors[sink.name] += 1
-                log.error("sink %s failed: %s", sink.name, exc)
+                if sink.name not in self.failing:
+                    self.failing[sink.name] = time.time()
+                    log.error("sink %s cannot write: %s", sink.name, exc)
             else:
                 self.written[sink.name] += len(alerts)
-        return ok
+                if self.failing.pop(sink.name, None) is not None:
+                    log.info("sink %s writes again", sink.name)
+        return failed
 
     def flush(self) -> None:
         for sink in self._sinks:

@@ -26,6 +26,7 @@ from elasticsearch import ApiError, Elasticsearch, helpers
 
 from netanomd.decision import Alert
 from netanomd.ecs import ObserverInfo, alert_document, data_stream
+from netanomd.fsutil import open_append
 from netanomd.spool import Spool
 
 log = logging.getLogger(__name__)
@@ -67,6 +68,8 @@ class ElasticsearchSink:
         self.duplicates = 0
         self.retries = 0
         self.dead_lettered = 0
+        #: Unexpected sender errors (the sender goes on).
+        self.errors = 0
         self._failures = 0
         #: ids dead-lettered from the batch being retried (so a retry does not letter twice)
         self._lettered: set[str] = set()
@@ -176,7 +179,7 @@ class ElasticsearchSink:
         return len(docs)
 
     def _dead_letter(self, dead: list[tuple[dict[str, Any], Any]]) -> None:
-        with open(self.dead_letter, "ab") as fh:
+        with open_append(self.dead_letter) as fh:
             for doc, error in dead:
                 fh.write(orjson.dumps({"reason": error, "document": doc}) + b"\n")
                 log.error("elasticsearch rejected document %s: %s", doc.get("_id"), error)
@@ -188,7 +191,14 @@ class ElasticsearchSink:
 
         def loop() -> None:
             while not self._stop.is_set():
-                if self.deliver_once() == 0:
+                try:
+                    sent = self.deliver_once()
+                except Exception:  # the sender must outlive any surprise; the spool keeps all
+                    log.exception("elasticsearch sender: unexpected error; retrying")
+                    self.errors += 1
+                    sent = 0
+                    self._stop.wait(self.backoff())
+                if sent == 0:
                     self._stop.wait(0.2)
 
         self._thread = threading.Thread(target=loop, name="es-sender", daemon=True)

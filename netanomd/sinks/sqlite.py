@@ -18,6 +18,7 @@ from typing import Any
 
 from netanomd.decision import Alert
 from netanomd.errors import InputError
+from netanomd.fsutil import open_append
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +84,8 @@ def connect(path: str | os.PathLike[str]) -> sqlite3.Connection:
     """Open (creating or upgrading) the alert database."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists():  # SQLite gives its -wal and -shm files the database file's mode
+        open_append(path).close()
     try:
         conn = sqlite3.connect(path, timeout=30.0, check_same_thread=False)
         conn.execute("PRAGMA journal_mode=WAL")

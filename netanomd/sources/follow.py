@@ -22,6 +22,7 @@ from typing import IO
 
 from netanomd.errors import InputError
 from netanomd.flow import FlowBatch
+from netanomd.fsutil import write_atomic
 from netanomd.sources import Ack, Emit, ReadStats
 from netanomd.sources._text import LineSplitter
 from netanomd.sources.formats import LINE_FORMATS, LineDecoder
@@ -53,9 +54,7 @@ class OffsetStore:
     def commit(self, key: str, inode: int, offset: int) -> None:
         with self._lock:
             self._data[key] = {"inode": inode, "offset": offset}
-            tmp = self.path.with_name(f".{self.path.name}.tmp")
-            tmp.write_text(json.dumps(self._data))
-            os.replace(tmp, self.path)
+            write_atomic(self.path, json.dumps(self._data).encode(), fsync=False)
 
 
 class LogFollower:
