@@ -233,7 +233,8 @@ def test_eve_socket_survives_poison_records(tmp_path: Path, model: Model, kind: 
     assert src.ready.wait(5)
     good = eve_flows()
     bad = poison(good[0])
-    mixed = [x for pair in zip(good, [*bad, *bad]) for x in pair] + good[len(bad) * 2 :]
+    interleaved = zip(good, [*bad, *bad], strict=False)
+    mixed = [x for pair in interleaved for x in pair] + good[len(bad) * 2 :]
     if kind == "dgram":
         with so.socket(so.AF_UNIX, so.SOCK_DGRAM) as c:
             for rec in mixed:
