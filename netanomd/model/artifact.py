@@ -97,11 +97,16 @@ class Model:
         spec = self.spec.fresh() if fresh else self.spec
         return self.floors.apply(spec.transform(batch))
 
+    def _scored(self, batch: FlowBatch, fresh: bool) -> tuple[np.ndarray, np.ndarray]:
+        """(feature matrix, score per flow), computing features once."""
+        X = self.features(batch, fresh=fresh)
+        if len(batch) == 0:
+            return X, np.empty(0, dtype=np.float64)
+        return X, self.detector.score(X)
+
     def score(self, batch: FlowBatch, *, fresh: bool = False) -> np.ndarray:
         """Anomaly score per flow; higher means more anomalous."""
-        if len(batch) == 0:
-            return np.empty(0, dtype=np.float64)
-        return self.detector.score(self.features(batch, fresh=fresh))
+        return self._scored(batch, fresh)[1]
 
     def explain(self, batch: FlowBatch, *, fresh: bool = False) -> list[tuple[Contribution, ...]]:
         """Every flow's reasons against the training baselines, whatever its score."""
@@ -113,10 +118,7 @@ class Model:
     ) -> tuple[np.ndarray, list[Alert]]:
         """Score a batch and decide: (score per flow, explained alerts of the flows reaching
         the threshold in force). The one scoring path of the daemon, the CLI and the API."""
-        if len(batch) == 0:
-            return np.empty(0, dtype=np.float64), []
-        X = self.features(batch, fresh=fresh)
-        scores = self.detector.score(X)
+        X, scores = self._scored(batch, fresh)
         alerts = make_alerts(
             batch,
             scores,
