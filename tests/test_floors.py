@@ -1,4 +1,5 @@
-"""One-sided floors (netanomd.floors) on a real IoT-23 Mirai capture (tests/data/SOURCE.txt)."""
+"""One-sided floors (netanomd.features.floors) on a real IoT-23 Mirai capture
+(provenance: tests/data/SOURCE.txt)."""
 
 from __future__ import annotations
 
@@ -11,9 +12,9 @@ from netanomd.detectors.iforest import IsolationForestDetector
 from netanomd.detectors.registry import make
 from netanomd.evaluation.data import LabeledData, load_flows
 from netanomd.evaluation.protocols import run_protocol, split
-from netanomd.floors import Floors
+from netanomd.features import Floors
+from netanomd.features.host_block import NAMES as HOST_NAMES
 from netanomd.flow import FlowBatch
-from netanomd.hostfeatures import NAMES as HOST_NAMES
 from netanomd.model import train
 from netanomd.sources.files import open_source
 

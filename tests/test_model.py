@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import pickle
+import subprocess
+import sys
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -16,7 +19,7 @@ from netanomd.errors import ModelError
 from netanomd.features import FlowFeatures
 from netanomd.flow import FlowBatch
 from netanomd.model import DEFAULT_THRESHOLD_QUANTILE, Model, train
-from netanomd.robust import distinct_behaviours
+from netanomd.model.robust import distinct_behaviours
 from netanomd.sources.files import open_source
 
 
@@ -91,7 +94,7 @@ def test_round_trip(tmp_path: Path, model: Model, remcos: FlowBatch) -> None:
 
 def _rewrite(src: Path, dst: Path, edit_meta=None, drop: str | None = None) -> None:  # type: ignore[no-untyped-def]
     """Copy an artifact, changing meta.json and recomputing the digest (a careful forger)."""
-    from netanomd.model import _digest
+    from netanomd.model.artifact import _digest
 
     with np.load(src, allow_pickle=False) as npz:
         arrays = {k: npz[k] for k in npz.files}
@@ -243,3 +246,44 @@ def test_explanations_compare_with_the_flows_service(tmp_path: Path) -> None:
     path = tmp_path / "m.npz"
     model.save(path)
     assert Model.load(path).baselines.services == model.baselines.services
+
+
+def _fresh_python(code: str, *args: str) -> str:
+    """Run ``code`` in a new interpreter that imports only what ``code`` imports."""
+    repo = Path(__file__).resolve().parent.parent
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"PYTHONPATH": str(repo)}
+    out = subprocess.run(
+        [sys.executable, "-c", code, *args],
+        capture_output=True,
+        text=True,
+        cwd=repo,
+        env=env,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+def test_default_model_loads_in_a_fresh_process(tmp_path: Path, remcos: FlowBatch) -> None:
+    """A model from plain ``netanomd train`` (flow + host features) loads and scores as a
+    library, in a process that imported nothing else first (issue 13, point 1)."""
+    path = tmp_path / "model.npz"
+    base = str(baseline_files()[0])
+    _fresh_python(
+        "import sys; from netanomd.cli import main; "
+        "sys.exit(main(['train', '-i', sys.argv[1], '-m', sys.argv[2]]))",
+        base,
+        str(path),
+    )
+    remcos_file = str(next(p for p in attack_files() if "remcos" in p.name))
+    out = _fresh_python(
+        "import json, sys\n"
+        "from netanomd.model import Model\n"
+        "m = Model.load(sys.argv[1])\n"
+        "from netanomd.sources.files import open_source\n"
+        "n = sum(len(m.run(b)[0]) for b in open_source(sys.argv[2]).batches())\n"
+        "print(json.dumps({'blocks': [b.kind for b in m.spec.blocks], 'scored': n}))\n",
+        str(path),
+        remcos_file,
+    )
+    assert json.loads(out) == {"blocks": ["flow", "host"], "scored": len(remcos)}

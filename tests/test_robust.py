@@ -1,4 +1,4 @@
-"""Training on traffic that may hold attacks (netanomd.robust), on the bundled real captures:
+"""Training on traffic that may hold attacks (netanomd.model.robust), on the bundled real captures:
 a RemcosRAT exfiltration capture whose attack flows outnumber its benign ones 16 to 1 is the
 day-one case where fitting on raw volume learns the attack as normal."""
 
@@ -18,7 +18,7 @@ from netanomd.evaluation.protocols import run_protocol
 from netanomd.features import FlowFeatures
 from netanomd.flow import FlowBatch
 from netanomd.model import train
-from netanomd.robust import distinct_behaviours, fit_robust
+from netanomd.model.robust import distinct_behaviours, fit_robust
 from netanomd.sources import ReadStats
 from netanomd.sources.files import read_batches
 

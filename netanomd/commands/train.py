@@ -9,7 +9,7 @@ from netanomd.commands._inputs import read_inputs, stats_line
 from netanomd.detectors.registry import UNSUPERVISED, make
 from netanomd.features import FeatureSpec
 from netanomd.model import DEFAULT_THRESHOLD_QUANTILE, default_spec, describe_model, train
-from netanomd.robust import DEFAULT_TRIM
+from netanomd.model.robust import DEFAULT_TRIM
 from netanomd.sources import ReadStats
 
 

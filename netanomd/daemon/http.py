@@ -5,25 +5,21 @@
   histograms, Elasticsearch spool size, model id and age, Zeek transport counters.
 * ``GET /healthz``: 200 with ``{"ready": true, ...}`` once the model is loaded and the sources
   are open, else 503.
-* ``POST /v1/score``: one flow (JSON object) or many (JSON array), with conn.log field names
-  (``id.orig_h`` or ``orig_h``...); answers score, threshold, verdict and explanation per flow.
-  Ad-hoc flows are scored with fresh host state, so they never disturb the live stream's.
+* ``POST /v1/score``: one flow (JSON object) or many (JSON array), answered by
+  :func:`netanomd.daemon.score_api.score_json` (score, threshold, verdict and explanation
+  per flow).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import math
-import reprlib
 import threading
-import time
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -33,10 +29,8 @@ from prometheus_client.core import (
 )
 
 from netanomd.daemon.pipeline import Pipeline
-from netanomd.features import FeatureSpec
-from netanomd.flow import FIELD_NAMES, FLOW_SCHEMA, FlowBatch, FlowRecord
+from netanomd.daemon.score_api import score_json
 from netanomd.model import Model
-from netanomd.zeek.brokerjson import timestamp
 
 log = logging.getLogger(__name__)
 
@@ -149,96 +143,6 @@ class DaemonCollector:
                 for key, value in vars(src.counters).items():
                     c.add_metric([src.name, key], value)
         yield c
-
-
-#: Later than any plausible flow (year 5138): a larger ``ts`` is not in seconds.
-MAX_EPOCH_SECONDS = 1e11
-
-
-def _field(where: str, name: str, value: Any) -> Any:
-    """``value`` checked against the flow schema's type for ``name`` (``ts`` may also be an
-    ISO 8601 time, as Zeek writes with ``JSON::TS_ISO8601``)."""
-    if value is None:
-        return None
-    t = FLOW_SCHEMA.field(name).type
-    shown = reprlib.repr(value)
-    if name == "ts" and isinstance(value, str):
-        try:
-            return timestamp(value)
-        except ValueError:
-            raise ValueError(
-                f"{where}: expected epoch seconds or an ISO 8601 time, got {shown}"
-            ) from None
-    finite = (isinstance(value, float) and math.isfinite(value)) or (
-        isinstance(value, int) and not isinstance(value, bool) and abs(value) < 2**64
-    )
-    if pa.types.is_floating(t):
-        if not finite:
-            raise ValueError(f"{where}: expected a number, got {shown}")
-        if name == "ts" and value > MAX_EPOCH_SECONDS:
-            raise ValueError(
-                f"{where}: {shown} is not epoch seconds (milliseconds, as JSON::TS_MILLIS "
-                "writes? send seconds or ISO 8601)"
-            )
-        return float(value)
-    if pa.types.is_integer(t):
-        top = {"orig_p": 65535, "resp_p": 65535, "flow_id": 2**64 - 1}.get(name, 2**63 - 1)
-        if not finite or value != int(value) or not 0 <= value <= top:
-            raise ValueError(f"{where}: expected an integer from 0 to {top}, got {shown}")
-        return int(value)
-    if pa.types.is_boolean(t):
-        if not isinstance(value, bool):
-            raise ValueError(f"{where}: expected true or false, got {shown}")
-        return value
-    if not isinstance(value, str):
-        raise ValueError(f"{where}: expected a string, got {shown}")
-    return value
-
-
-def records_from_json(payload: Any) -> list[FlowRecord]:
-    """Flows given as conn.log-like JSON objects (``id.orig_h`` or ``orig_h``)."""
-    items = payload if isinstance(payload, list) else [payload]
-    out = []
-    for i, obj in enumerate(items):
-        if not isinstance(obj, dict):
-            raise ValueError(f"[{i}]: expected a JSON object")
-        values: dict[str, Any] = {}
-        for key, value in obj.items():
-            name = key.removeprefix("id.")
-            if name in FIELD_NAMES:
-                values[name] = _field(f"[{i}].{key}", name, value)
-        if "orig_h" not in values or "resp_h" not in values:
-            raise ValueError(f"[{i}]: id.orig_h and id.resp_h are required")
-        values.setdefault("uid", f"api-{i}")
-        values.setdefault("source", "api")
-        values.setdefault("ts", time.time())
-        try:
-            fields: dict[str, Any] = {k: values.get(k) for k in FIELD_NAMES}
-            out.append(FlowRecord(**fields))
-        except TypeError as exc:
-            raise ValueError(f"[{i}]: {exc}") from None
-    return out
-
-
-def score_json(model: Model, threshold: float | None, payload: Any) -> list[dict[str, Any]]:
-    batch = FlowBatch.from_records(records_from_json(payload))
-    fresh = FeatureSpec.from_state(model.spec.to_state())  # its own host state
-    X = model.floors.apply(fresh.transform(batch))
-    scores = model.detector.score(X)
-    explanations = model.baselines.explain(X, batch.column("service").to_pylist())
-    t = model.threshold if threshold is None else threshold
-    return [
-        {
-            "uid": batch.column("uid")[i].as_py(),
-            "score": float(s),
-            "threshold": t,
-            "verdict": "anomalous" if s >= t else "normal",
-            "model": model.model_id,
-            "reason": "; ".join(c.sentence() for c in explanations[i]) if s >= t else "",
-            "explanation": [c.to_dict() for c in explanations[i]] if s >= t else [],
-        }
-        for i, s in enumerate(scores.tolist())
-    ]
 
 
 class Server:

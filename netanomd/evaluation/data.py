@@ -23,9 +23,8 @@ import pandas as pd
 import pyarrow as pa
 
 from netanomd.errors import InputError
-from netanomd.features import FeatureSpec, FlowFeatures
+from netanomd.features import FeatureSpec, FlowFeatures, HostFeatures
 from netanomd.flow import FlowBatch
-from netanomd.hostfeatures import HostFeatures
 from netanomd.sources import ReadStats
 from netanomd.sources.files import read_batches
 

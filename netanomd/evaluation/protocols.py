@@ -14,9 +14,9 @@ never used to choose anything. Rows labeled Background/Unknown are scored but le
 metric, and counted.
 
 Each protocol runs two models on the same rows: ``netanomd`` (flow + host features, one-sided
-host columns floored at their training median as in a model, see :mod:`netanomd.floors`;
+host columns floored at their training median as in a model, see :mod:`netanomd.features.floors`;
 fitted on every training flow of the vetted clean window, and on the distinct behaviours of
-the unvetted contaminated one, see :mod:`netanomd.robust`) and ``plain_iforest``
+the unvetted contaminated one, see :mod:`netanomd.model.robust`) and ``plain_iforest``
 (scikit-learn's Isolation Forest on per-flow features only, defaults, every training row): the
 baseline it must beat.
 """
@@ -31,12 +31,12 @@ import numpy as np
 from sklearn.ensemble import IsolationForest
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from netanomd import thresholds
-from netanomd.detectors import Detector
+from netanomd.decision import thresholds
+from netanomd.detectors import Detector, Scorer
 from netanomd.errors import ModelError
 from netanomd.evaluation.data import LabeledData
 from netanomd.model import DEFAULT_THRESHOLD_QUANTILE
-from netanomd.robust import DEFAULT_TRIM, fit_robust
+from netanomd.model.robust import DEFAULT_TRIM, fit_robust
 
 PROTOCOLS = ("clean", "contaminated")
 TRAIN, VALID = 0.50, 0.15
@@ -46,8 +46,6 @@ MIN_TRAIN = 30
 class _SklearnIForest:
     """The plain baseline: scikit-learn defaults, score = -score_samples (higher = odder)."""
 
-    kind = "plain_iforest"
-
     def __init__(self, seed: int) -> None:
         self.model = IsolationForest(random_state=seed, n_jobs=1)
 
@@ -56,9 +54,6 @@ class _SklearnIForest:
 
     def score(self, X: np.ndarray) -> np.ndarray:
         return np.asarray(-self.model.score_samples(X), dtype=np.float64)
-
-    def to_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        return {}, {}
 
 
 @dataclass
@@ -154,7 +149,7 @@ def metrics(
 
 
 def permutation_importance(
-    det: Detector, X: np.ndarray, y: np.ndarray, names: list[str], seed: int, top: int = 12
+    det: Scorer, X: np.ndarray, y: np.ndarray, names: list[str], seed: int, top: int = 12
 ) -> dict[str, float]:
     """Drop in ROC-AUC when one feature's test values are shuffled (larger = more used)."""
     keep = y >= 0

@@ -27,8 +27,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from netanomd.detectors import Detector
-from netanomd.floors import Floors
+from netanomd.detectors import Scorer
+from netanomd.features.floors import Floors
 
 log = logging.getLogger(__name__)
 
@@ -65,13 +65,13 @@ class RobustFit:
     behaviour_scores: np.ndarray
     #: JSON-able summary, stored with the threshold rule.
     info: dict[str, int | float | bool]
-    #: One-sided floors fitted on the same rows as the detector (:mod:`netanomd.floors`);
+    #: One-sided floors fitted on the same rows as the detector (:mod:`netanomd.features.floors`);
     #: apply them to whatever else the detector will score.
     floors: Floors
 
 
 def fit_robust(
-    detector: Detector,
+    detector: Scorer,
     X: np.ndarray,
     *,
     trim: float = DEFAULT_TRIM,

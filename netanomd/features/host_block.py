@@ -1,4 +1,4 @@
-"""Host behaviour features: what each originator has been doing over a sliding time window.
+"""The host feature block: what each originator has been doing over a sliding time window.
 
 Owns the :class:`HostFeatures` block. Flows are processed in arrival order (the same code for a
 file read in batches and for a live stream; state carries from one batch to the next), and for
@@ -20,8 +20,9 @@ host_periodicity        beaconing: for the flows to this flow's responder and po
                         0 = no pattern or too few)
 ======================  =======================================================================
 
-Every column but ``host_out_in`` is registered as one-sided: a model floors it at its training
-median (:mod:`netanomd.floors`), so only more activity than usual can look anomalous.
+Every column but ``host_out_in`` is declared one-sided (:attr:`HostFeatures.one_sided`): a
+model floors it at its training median (:mod:`netanomd.features.floors`), so only more
+activity than usual can look anomalous.
 
 Memory is bounded: at most :attr:`HostFeatures.max_hosts` originators are tracked, each with a
 ring of ``depth`` recent flows; when the table is full the host seen least recently is evicted
@@ -38,7 +39,6 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from netanomd.features import register_block, register_log1p, register_one_sided
 from netanomd.flow import FlowBatch
 
 FAILED_STATES = ("S0", "REJ", "RSTO", "RSTOS0", "RSTR", "RSTRH", "SH", "SHR", "OTH")
@@ -52,13 +52,6 @@ NAMES: tuple[str, ...] = (
     "host_out_in",
     "host_periodicity",
 )
-
-
-register_log1p(n for n in NAMES if n.startswith("host_log_"))
-# A host doing less than it usually does (a quiet spell, one NTP query in the window) is not a
-# sign of attack; scans, floods, failures and beaconing all push these columns *up*. The ratio
-# of bytes out to in stays two-sided: exfiltration pushes it up, a payload download down.
-register_one_sided(n for n in NAMES if n != "host_out_in")
 
 
 @nb.njit(cache=True, nogil=True)
@@ -162,11 +155,17 @@ def _hash(col: pa.ChunkedArray) -> np.ndarray:
     return np.asarray(pd.util.hash_array(np.asarray(values, dtype=object)), dtype=np.uint64)
 
 
-@register_block
 class HostFeatures:
     """Per-originator behaviour over a sliding window (see the module docstring)."""
 
     kind: ClassVar[str] = "host"
+    log1p: ClassVar[frozenset[str]] = frozenset(n for n in NAMES if n.startswith("host_log_"))
+    # A host doing less than it usually does (a quiet spell, one NTP query in the window) is
+    # not a sign of attack; scans, floods, failures and beaconing all push these columns *up*.
+    # The ratio of bytes out to in stays two-sided: exfiltration pushes it up, a payload
+    # download down.
+    one_sided: ClassVar[frozenset[str]] = frozenset(n for n in NAMES if n != "host_out_in")
+    binary: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, window: float = 300.0, depth: int = 32, max_hosts: int = 16384) -> None:
         if window <= 0 or depth < 2 or max_hosts < 1:

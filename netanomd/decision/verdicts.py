@@ -1,20 +1,25 @@
-"""Decision: turn scores into verdicts and explain the anomalous ones.
+"""Verdicts: which flows alert, and the :class:`Alert` every sink consumes.
 
-Owns the :class:`Alert` type every sink consumes, the threshold rule (``score >= threshold``
-alerts), and the per-alert explanation: which features of the flow lie furthest outside what
-the model saw in training, each with the observed value and the training baseline.
+Owns the verdict rule (``score >= threshold`` alerts, :func:`above_threshold`), the
+:class:`Alert` and :class:`Contribution` types, and :func:`make_alerts`, which builds the
+alerts of a scored batch, each explained against the model's training baselines
+(:class:`~netanomd.decision.explain.Baselines`).
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import pyarrow as pa
 
 from netanomd.flow import FlowBatch, FlowRecord
+
+if TYPE_CHECKING:  # explain imports this module for Contribution
+    from netanomd.decision.explain import Baselines
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,20 +123,27 @@ def make_alerts(
     scores: np.ndarray,
     threshold: float,
     model_id: str,
-    explain: Callable[[np.ndarray], Sequence[tuple[Contribution, ...]]] | None = None,
+    *,
+    X: np.ndarray | None = None,
+    baselines: Baselines | None = None,
 ) -> list[Alert]:
     """Alerts for the rows of ``batch`` at or above ``threshold``.
 
-    ``explain``, when given, is a callable taking the row indices of the alerting flows and
-    returning one tuple of :class:`Contribution` per index (see
-    :meth:`netanomd.model.Model.alerts`).
+    With ``baselines`` and the feature matrix ``X`` the rows were scored on, each alert
+    carries the features furthest outside the training distribution of its service.
     """
+    if (X is None) != (baselines is None):
+        raise ValueError("make_alerts explains with both X and baselines, or with neither")
     idx = above_threshold(scores, threshold)
     if idx.size == 0:
         return []
     sub = batch.take(idx)
     reasons: Sequence[tuple[Contribution, ...]]
-    reasons = explain(idx) if explain is not None else [()] * len(idx)
+    if X is not None and baselines is not None:
+        services = batch.column("service").take(pa.array(idx)).to_pylist()
+        reasons = baselines.explain(X[idx], services)
+    else:
+        reasons = [()] * len(idx)
     return [
         Alert(
             flow=rec,

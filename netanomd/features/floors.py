@@ -2,8 +2,8 @@
 
 Owns :class:`Floors`, the per-column floor a model applies to its feature matrix before the
 detector and the explanations see it. Isolation Forest isolates unusually *low* values as
-readily as high ones, but for the columns registered as one-sided
-(:data:`netanomd.features.ONE_SIDED_COLUMNS`: a host's flow count, rate, distinct
+readily as high ones, but for the columns the feature blocks declare one-sided
+(:data:`netanomd.features.blocks.ONE_SIDED_COLUMNS`: a host's flow count, rate, distinct
 destinations and ports, failure share, beaconing regularity) only high values describe an
 attack. Without a floor, a host in a quiet spell — one NTP query in its window — looks as odd
 on four correlated columns at once as a scan does, and outranks a real C&C flow.
@@ -11,7 +11,7 @@ on four correlated columns at once as a scan does, and outranks a real C&C flow.
 The floor is the training median of each one-sided column, over the rows the detector is
 fitted on: every flow of a vetted baseline, the distinct behaviours of unvetted traffic (so a
 flood cannot set the floor to its own level and hide anything below it, as RemcosRAT's
-beacon would set ``host_periodicity``'s); :func:`netanomd.robust.fit_robust` fits both
+beacon would set ``host_periodicity``'s); :func:`netanomd.model.robust.fit_robust` fits both
 together. It is stored in the model artifact, and
 the same :meth:`Floors.apply` serves training, live scoring and evaluation. For an Isolation
 Forest, fitting on floored columns is what matters (no split then falls below a floor, so a
@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from netanomd.errors import ModelError
-from netanomd.features import ONE_SIDED_COLUMNS
+from netanomd.features.blocks import ONE_SIDED_COLUMNS
 
 #: Quantile of the training values used as each one-sided column's floor.
 FLOOR_QUANTILE = 0.5

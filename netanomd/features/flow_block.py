@@ -1,10 +1,6 @@
-"""Features: turn a :class:`~netanomd.flow.FlowBatch` into a ``float32`` matrix with named columns.
+"""The per-flow feature block, :class:`FlowFeatures`: what one flow looks like on its own.
 
-A :class:`FeatureSpec` is an ordered list of feature *blocks*. Each block owns a group of
-columns, computes them straight from Arrow columns (never row by row), and round-trips through
-plain data so the spec is stored in the model artifact and checked on load.
-
-The per-flow block, :class:`FlowFeatures`, documents every column it makes:
+It computes its columns straight from Arrow columns (never row by row) and has no state:
 
 ====================  =========================================================================
 column                meaning
@@ -38,24 +34,20 @@ hist_<c>              1 when the Zeek history string contains the character: ori
                       ``hist_o<C>`` / ``hist_r<c>`` / ``hist_flip``
 ====================  =========================================================================
 
-Labels are never features. Blocks beyond the flow block (such as per-host behaviour over
-sliding windows) implement :class:`FeatureBlock` and are registered in :data:`BLOCK_TYPES`.
+Labels are never features. The block declares which of its columns are ``log1p`` of a quantity
+(:attr:`FlowFeatures.log1p`) and which are 0/1 (:attr:`FlowFeatures.binary`); none is one-sided.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from collections.abc import Sequence
+from typing import Any, ClassVar
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from netanomd.errors import ModelError
 from netanomd.flow import FlowBatch
-
-#: Bump when the meaning of any column changes: artifacts record it and refuse a mismatch.
-FEATURES_VERSION = 1
 
 PROTOCOLS = ("tcp", "udp", "icmp")
 CONN_STATES = (
@@ -75,9 +67,8 @@ CONN_STATES = (
 )
 HISTORY_ORIG = "SHADFRT"
 HISTORY_RESP = "shadfrt"
-#: Columns that are ``log1p`` of a count, size, duration or rate (shown to people as expm1);
-#: other blocks add theirs with :func:`register_log1p`.
-LOG1P_COLUMNS = set(
+#: Columns that are ``log1p`` of a count, size, duration or rate (shown to people as expm1).
+LOG1P_COLUMNS = frozenset(
     {
         "log_duration", "log_orig_bytes", "log_resp_bytes", "log_orig_pkts", "log_resp_pkts",
         "log_orig_ip_bytes", "log_resp_ip_bytes", "orig_bytes_per_pkt", "resp_bytes_per_pkt",
@@ -93,51 +84,36 @@ FLAG_COLUMNS = frozenset(
 )  # fmt: skip
 ONE_HOT_PREFIXES = ("state_", "proto_", "hist_")
 
-
-#: Columns where only *high* values can mean an attack (more destinations, more failures, more
-#: regular beaconing...); a value below the training median is as typical as the median (see
-#: :mod:`netanomd.floors`). Blocks add theirs with :func:`register_one_sided`.
-ONE_SIDED_COLUMNS: set[str] = set()
-
-
-def register_log1p(names: Iterable[str]) -> None:
-    LOG1P_COLUMNS.update(names)
-
-
-def register_one_sided(names: Iterable[str]) -> None:
-    ONE_SIDED_COLUMNS.update(names)
-
-
-def is_binary(name: str) -> bool:
-    """True for 0/1 feature columns (flags and one-hot categories)."""
-    return name in FLAG_COLUMNS or name.startswith(ONE_HOT_PREFIXES)
+NAMES: tuple[str, ...] = (
+    "log_duration",
+    "log_orig_bytes",
+    "log_resp_bytes",
+    "log_orig_pkts",
+    "log_resp_pkts",
+    "log_orig_ip_bytes",
+    "log_resp_ip_bytes",
+    "bytes_ratio",
+    "orig_bytes_per_pkt",
+    "resp_bytes_per_pkt",
+    "log_pkt_rate",
+    "missed",
+    "no_service",
+    "resp_port_wellknown",
+    "resp_port_registered",
+    "resp_port_dynamic",
+    "orig_port_wellknown",
+    *(f"proto_{p}" for p in PROTOCOLS),
+    "proto_other",
+    *(f"state_{s}" for s in CONN_STATES),
+    "state_other",
+    *(f"hist_o{c}" for c in HISTORY_ORIG),
+    *(f"hist_r{c}" for c in HISTORY_RESP),
+    "hist_flip",
+)
 
 
 #: Per-packet IP+transport header estimate used to convert between payload and IP bytes.
 HEADER_BYTES_PER_PKT = 40
-
-
-@runtime_checkable
-class FeatureBlock(Protocol):
-    """A group of feature columns computed from a batch."""
-
-    #: Registry key, stored in the artifact.
-    kind: ClassVar[str]
-
-    @property
-    def names(self) -> tuple[str, ...]: ...
-
-    def fit(self, batch: FlowBatch) -> None:
-        """Learn whatever the block needs from training data (may do nothing)."""
-        ...
-
-    def transform(self, batch: FlowBatch) -> np.ndarray:
-        """``float32`` matrix of shape ``(len(batch), len(names))``."""
-        ...
-
-    def to_state(self) -> dict[str, Any]:
-        """JSON-able parameters that recreate the fitted block."""
-        ...
 
 
 def _num(batch: FlowBatch, name: str) -> np.ndarray:
@@ -157,38 +133,20 @@ class FlowFeatures:
     """Per-flow features (see the module docstring for every column)."""
 
     kind: ClassVar[str] = "flow"
-
-    def __init__(self) -> None:
-        names = [
-            "log_duration",
-            "log_orig_bytes",
-            "log_resp_bytes",
-            "log_orig_pkts",
-            "log_resp_pkts",
-            "log_orig_ip_bytes",
-            "log_resp_ip_bytes",
-            "bytes_ratio",
-            "orig_bytes_per_pkt",
-            "resp_bytes_per_pkt",
-            "log_pkt_rate",
-            "missed",
-            "no_service",
-            "resp_port_wellknown",
-            "resp_port_registered",
-            "resp_port_dynamic",
-            "orig_port_wellknown",
-        ]
-        names += [f"proto_{p}" for p in PROTOCOLS] + ["proto_other"]
-        names += [f"state_{s}" for s in CONN_STATES] + ["state_other"]
-        names += [f"hist_o{c}" for c in HISTORY_ORIG] + [f"hist_r{c}" for c in HISTORY_RESP]
-        names += ["hist_flip"]
-        self._names = tuple(names)
+    log1p: ClassVar[frozenset[str]] = LOG1P_COLUMNS
+    one_sided: ClassVar[frozenset[str]] = frozenset()
+    binary: ClassVar[frozenset[str]] = frozenset(
+        n for n in NAMES if n in FLAG_COLUMNS or n.startswith(ONE_HOT_PREFIXES)
+    )
 
     @property
     def names(self) -> tuple[str, ...]:
-        return self._names
+        return NAMES
 
     def fit(self, batch: FlowBatch) -> None:
+        return None
+
+    def reset(self) -> None:
         return None
 
     def to_state(self) -> dict[str, Any]:
@@ -200,7 +158,7 @@ class FlowFeatures:
 
     def transform(self, batch: FlowBatch) -> np.ndarray:
         n = len(batch)
-        out = np.empty((n, len(self._names)), dtype=np.float32)
+        out = np.empty((n, len(NAMES)), dtype=np.float32)
         if n == 0:
             return out
         dur = np.nan_to_num(_num(batch, "duration"), nan=0.0)
@@ -260,72 +218,5 @@ class FlowFeatures:
             has = pc.match_substring(hist, ch)
             out[:, j] = np.asarray(has.to_numpy(zero_copy_only=False), dtype=np.float32)
             j += 1
-        assert j == len(self._names)
+        assert j == len(NAMES)
         return out
-
-
-#: kind -> block class; other modules add theirs with :func:`register_block`.
-BLOCK_TYPES: dict[str, Any] = {FlowFeatures.kind: FlowFeatures}
-
-
-def register_block(cls: Any) -> Any:
-    """Class decorator: make a :class:`FeatureBlock` loadable from an artifact by its kind."""
-    BLOCK_TYPES[cls.kind] = cls
-    return cls
-
-
-class FeatureSpec:
-    """An ordered list of feature blocks: the "feature pipeline" stored with a model."""
-
-    def __init__(self, blocks: Sequence[FeatureBlock] | None = None) -> None:
-        self.blocks: list[FeatureBlock] = list(blocks) if blocks else [FlowFeatures()]
-
-    @property
-    def names(self) -> tuple[str, ...]:
-        return tuple(n for b in self.blocks for n in b.names)
-
-    def fit(self, batch: FlowBatch) -> None:
-        for b in self.blocks:
-            b.fit(batch)
-
-    def reset(self) -> None:
-        """Forget the state of stateful blocks (a new stream of flows starts)."""
-        for b in self.blocks:
-            reset = getattr(b, "reset", None)
-            if reset is not None:
-                reset()
-
-    def transform(self, batch: FlowBatch) -> np.ndarray:
-        if len(self.blocks) == 1:
-            return self.blocks[0].transform(batch)
-        return np.ascontiguousarray(np.hstack([b.transform(batch) for b in self.blocks]))
-
-    def to_state(self) -> dict[str, Any]:
-        return {
-            "version": FEATURES_VERSION,
-            "blocks": [{"kind": b.kind, "state": b.to_state()} for b in self.blocks],
-            "names": list(self.names),
-        }
-
-    @classmethod
-    def from_state(cls, state: dict[str, Any]) -> FeatureSpec:
-        """Rebuild the spec and check it yields exactly the stored feature names."""
-        if state.get("version") != FEATURES_VERSION:
-            raise ModelError(
-                f"model features version {state.get('version')!r} does not match this "
-                f"netanomd's features version {FEATURES_VERSION}: retrain the model"
-            )
-        blocks = []
-        for i, entry in enumerate(state.get("blocks", [])):
-            kind = entry.get("kind")
-            if kind not in BLOCK_TYPES:
-                raise ModelError(f"features.blocks[{i}].kind: unknown feature block {kind!r}")
-            blocks.append(BLOCK_TYPES[kind].from_state(entry.get("state", {})))
-        spec = cls(blocks)
-        if list(spec.names) != list(state.get("names", [])):
-            raise ModelError(
-                "feature names in the model do not match what this netanomd computes "
-                f"(model has {len(state.get('names', []))}, code makes {len(spec.names)}): "
-                "retrain the model"
-            )
-        return spec

@@ -1,0 +1,242 @@
+"""The model artifact: features, floors, detector, threshold and baselines, stored as one.
+
+A :class:`Model` is what the daemon, the CLI and the scoring API score with: its one scoring
+path is :meth:`Model.run` (features -> floors -> detector -> :mod:`netanomd.decision`). It is
+written as a single ``.npz`` file (a zip of plain numpy arrays, loaded with
+``allow_pickle=False``, so loading never runs code from the file) holding:
+
+* ``meta.json`` (stored as a ``uint8`` array): format and version, ``model_id``, created-at,
+  library versions, the :class:`~netanomd.features.FeatureSpec` state and feature names, the
+  detector kind and parameters, the threshold and the rule that chose it, a training summary
+  (rows, time span, sources, files) and the explanation baselines' description;
+* ``detector/<name>`` arrays: the detector's state (see :meth:`Detector.to_state`);
+* ``baseline/<name>`` arrays: per-feature training quantiles used to explain alerts;
+* ``floors/values``: the training medians that one-sided columns are raised to before the
+  detector and the explanations see them (:mod:`netanomd.features.floors`; format version 2,
+  absent from version 1 artifacts, which score unfloored);
+* ``digest``: SHA-256 over everything above; a file whose digest does not match is refused.
+
+Training (:mod:`netanomd.model.training`) builds a :class:`Model`; this module only runs,
+saves and loads one, and needs no import besides its own to load any artifact.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from netanomd.decision import Alert, Contribution, make_alerts
+from netanomd.decision.explain import Baselines
+from netanomd.detectors import Detector
+from netanomd.detectors.registry import detector_class
+from netanomd.errors import ModelError
+from netanomd.features import FeatureSpec, Floors
+from netanomd.flow import FlowBatch
+
+FORMAT = "netanomd-model"
+#: Version 2 added one-sided floors; version 1 artifacts (no floors) still load and score
+#: unfloored, while a netanomd that reads only version 1 refuses version 2 instead of
+#: silently ignoring its floors.
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
+
+
+class Model:
+    """A trained, loadable scorer: features + floors + detector + threshold + baselines."""
+
+    def __init__(
+        self,
+        spec: FeatureSpec,
+        detector: Detector,
+        threshold: float,
+        baselines: Baselines,
+        meta: dict[str, Any],
+        floors: Floors | None = None,
+    ) -> None:
+        self.spec = spec
+        self.detector = detector
+        self.threshold = float(threshold)
+        self.baselines = baselines
+        self.meta = meta
+        self.floors = floors or Floors(spec.names, [], np.empty(0))
+
+    @property
+    def model_id(self) -> str:
+        return str(self.meta["model_id"])
+
+    @property
+    def feature_names(self) -> tuple[str, ...]:
+        return self.spec.names
+
+    @property
+    def created_at(self) -> str:
+        return str(self.meta["created_at"])
+
+    # -- scoring ------------------------------------------------------------------------
+    # Scoring is a stream: stateful feature blocks (host behaviour) remember earlier batches,
+    # so feed flows in arrival order and each flow once; reset() starts a new stream, and
+    # fresh=True scores a batch as a stream of its own, leaving the model's stream untouched
+    # (ad-hoc flows, as the scoring API gets them).
+    def reset(self) -> None:
+        """Forget stream state (host windows), as for a new capture or after a restart."""
+        self.spec.reset()
+
+    def threshold_for(self, override: float | None = None) -> float:
+        """The threshold in force: ``override`` when set, else the model's own."""
+        return self.threshold if override is None else float(override)
+
+    def features(self, batch: FlowBatch, *, fresh: bool = False) -> np.ndarray:
+        """The matrix the detector scores: the spec's features, one-sided columns floored."""
+        spec = self.spec.fresh() if fresh else self.spec
+        return self.floors.apply(spec.transform(batch))
+
+    def _scored(self, batch: FlowBatch, fresh: bool) -> tuple[np.ndarray, np.ndarray]:
+        """(feature matrix, score per flow), computing features once."""
+        X = self.features(batch, fresh=fresh)
+        if len(batch) == 0:
+            return X, np.empty(0, dtype=np.float64)
+        return X, self.detector.score(X)
+
+    def score(self, batch: FlowBatch, *, fresh: bool = False) -> np.ndarray:
+        """Anomaly score per flow; higher means more anomalous."""
+        return self._scored(batch, fresh)[1]
+
+    def explain(self, batch: FlowBatch, *, fresh: bool = False) -> list[tuple[Contribution, ...]]:
+        """Every flow's reasons against the training baselines, whatever its score."""
+        X = self.features(batch, fresh=fresh)
+        return self.baselines.explain(X, batch.column("service").to_pylist())
+
+    def run(
+        self, batch: FlowBatch, threshold: float | None = None, *, fresh: bool = False
+    ) -> tuple[np.ndarray, list[Alert]]:
+        """Score a batch and decide: (score per flow, explained alerts of the flows reaching
+        the threshold in force). The one scoring path of the daemon, the CLI and the API."""
+        X, scores = self._scored(batch, fresh)
+        alerts = make_alerts(
+            batch,
+            scores,
+            self.threshold_for(threshold),
+            self.model_id,
+            X=X,
+            baselines=self.baselines,
+        )
+        return scores, alerts
+
+    # -- persistence --------------------------------------------------------------------
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write the artifact atomically (temp file + rename)."""
+        params, det_arrays = self.detector.to_state()
+        arrays: dict[str, np.ndarray] = {f"detector/{k}": v for k, v in det_arrays.items()}
+        arrays.update({f"baseline/{k}": v for k, v in self.baselines.arrays().items()})
+        floors_meta, arrays["floors/values"] = self.floors.to_state()
+        meta = dict(self.meta)
+        meta["floors"] = floors_meta
+        meta["detector"] = {"kind": self.detector.kind, "params": params}
+        meta["threshold"] = self.threshold
+        meta["features"] = self.spec.to_state()
+        meta["baseline_services"] = self.baselines.services
+        meta_bytes = json.dumps(meta, sort_keys=True).encode()
+        arrays["meta.json"] = np.frombuffer(meta_bytes, dtype=np.uint8)
+        arrays["digest"] = np.frombuffer(_digest(arrays).encode(), dtype=np.uint8)
+        path = Path(path)
+        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+        with open(tmp, "wb") as fh:
+            np.savez_compressed(fh, **arrays)  # type: ignore[arg-type]
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> Model:
+        """Load and check an artifact; raise :class:`ModelError` saying what is wrong."""
+        where = str(path)
+        try:
+            with np.load(path, allow_pickle=False) as npz:
+                arrays = {k: npz[k] for k in npz.files}
+        except FileNotFoundError as exc:
+            raise ModelError(f"{where}: no such model file") from exc
+        except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+            raise ModelError(f"{where}: not a netanomd model artifact ({exc})") from exc
+        for key in ("meta.json", "digest"):
+            if key not in arrays:
+                raise ModelError(f"{where}: not a netanomd model artifact (no {key})")
+        stored = bytes(arrays.pop("digest")).decode(errors="replace")
+        if stored != _digest(arrays):
+            raise ModelError(f"{where}: model file is corrupt or was modified (digest mismatch)")
+        try:
+            meta = json.loads(bytes(arrays["meta.json"]))
+        except ValueError as exc:
+            raise ModelError(f"{where}: meta.json is not valid JSON ({exc})") from exc
+        if meta.get("format") != FORMAT:
+            raise ModelError(f"{where}: format {meta.get('format')!r} is not {FORMAT!r}")
+        version = meta.get("format_version")
+        if version not in READABLE_VERSIONS:
+            raise ModelError(
+                f"{where}: artifact format version {version!r}, this netanomd reads versions "
+                f"{', '.join(map(str, READABLE_VERSIONS))}"
+            )
+        try:
+            spec = FeatureSpec.from_state(meta["features"])
+            det_meta = meta["detector"]
+            det_arrays = {
+                k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith("detector/")
+            }
+            detector = detector_class(det_meta["kind"]).from_state(det_meta["params"], det_arrays)
+            b = {k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith("baseline/")}
+            services = meta.get("baseline_services", [])
+            svc_q = b.get("svc_q")
+            if svc_q is not None and svc_q.shape != (len(services), 3, len(spec.names)):
+                raise ModelError("per-service baselines do not match their service list")
+            baselines = Baselines(
+                spec.names, b["lo"], b["med"], b["hi"], b["share"], services, svc_q
+            )
+            threshold = float(meta["threshold"])
+            floors_meta = meta["floors"] if version >= 2 else {"columns": []}
+            floors = Floors(
+                spec.names,
+                floors_meta["columns"],
+                arrays.get("floors/values", np.empty(0)),
+                float(floors_meta.get("quantile", 0.5)),
+            )
+        except ModelError as exc:
+            raise ModelError(f"{where}: {exc}") from exc
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelError(f"{where}: incomplete model artifact (missing {exc})") from exc
+        n = len(spec.names)
+        if any(len(a) != n for a in (baselines.lo, baselines.med, baselines.hi, baselines.share)):
+            raise ModelError(f"{where}: baselines do not match the {n} feature columns")
+        if not np.isfinite(threshold):
+            raise ModelError(f"{where}: threshold {threshold!r} is not a finite number")
+        return cls(spec, detector, threshold, baselines, meta, floors)
+
+
+def _digest(arrays: dict[str, np.ndarray]) -> str:
+    h = hashlib.sha256()
+    for key in sorted(arrays):
+        a = np.ascontiguousarray(arrays[key])
+        h.update(key.encode())
+        h.update(str(a.dtype).encode())
+        h.update(str(a.shape).encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def describe_model(model: Model) -> str:
+    """Human summary of a model (for ``netanomd model show`` and logs)."""
+    buf = io.StringIO()
+    m = model.meta
+    buf.write(f"model      {model.model_id}\n")
+    buf.write(f"created    {m['created_at']}\n")
+    buf.write(f"detector   {model.detector.kind}\n")
+    buf.write(f"features   {len(model.feature_names)}\n")
+    buf.write(f"threshold  {model.threshold:.6f} ({m.get('threshold_rule')})\n")
+    t = m.get("training", {})
+    buf.write(f"training   {t.get('rows')} flows from {t.get('sources')}\n")
+    return buf.getvalue()
