@@ -92,9 +92,12 @@ def test_round_trip(tmp_path: Path, model: Model, remcos: FlowBatch) -> None:
     assert [a.reason for a in a1] == [a.reason for a in a2]
 
 
-def _rewrite(src: Path, dst: Path, edit_meta=None, drop: str | None = None) -> None:  # type: ignore[no-untyped-def]
-    """Copy an artifact, changing meta.json and recomputing the digest (a careful forger)."""
-    from netanomd.model.artifact import _digest
+def _rewrite(
+    src: Path, dst: Path, edit_meta=None, drop: str | None = None, fix_id: bool = True
+) -> None:  # type: ignore[no-untyped-def]
+    """Copy an artifact, changing meta.json and recomputing the digest (a careful forger) and,
+    with ``fix_id``, the model id's content part too."""
+    from netanomd.model.artifact import ID_DIGITS, _content_digest, _digest
 
     with np.load(src, allow_pickle=False) as npz:
         arrays = {k: npz[k] for k in npz.files}
@@ -105,6 +108,11 @@ def _rewrite(src: Path, dst: Path, edit_meta=None, drop: str | None = None) -> N
         arrays["meta.json"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
     if drop:
         arrays.pop(drop)
+    if fix_id:
+        meta = json.loads(bytes(arrays["meta.json"]))
+        prefix = meta["model_id"].rsplit("-", 1)[0]
+        meta["model_id"] = f"{prefix}-{_content_digest(arrays)[:ID_DIGITS]}"
+        arrays["meta.json"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
     arrays["digest"] = np.frombuffer(_digest(arrays).encode(), dtype=np.uint8)
     with open(dst, "wb") as fh:
         np.savez(fh, **arrays)
@@ -120,7 +128,7 @@ def test_refuses_mismatch(tmp_path: Path, model: Model) -> None:
         Model.load(bad)
 
     _rewrite(good, bad, lambda m: m.update(format_version=99))
-    with pytest.raises(ModelError, match="format version 99, this netanomd reads versions 1, 2"):
+    with pytest.raises(ModelError, match="format version 99, this netanomd reads versions 1, 2, 3"):
         Model.load(bad)
 
     _rewrite(good, bad, lambda m: m["detector"].update(kind="magic"))
@@ -134,6 +142,62 @@ def test_refuses_mismatch(tmp_path: Path, model: Model) -> None:
     _rewrite(good, bad, lambda m: m["floors"]["columns"].__setitem__(0, "nope"))
     with pytest.raises(ModelError, match="floors name columns the features lack: nope"):
         Model.load(bad)
+
+
+def test_model_id_names_one_content(tmp_path: Path, model: Model) -> None:
+    good, bad = tmp_path / "good.npz", tmp_path / "bad.npz"
+    model.save(good)
+    assert Model.load(good).model_id == model.model_id
+    assert model.model_id.endswith("-" + model.content_digest()[:12])
+
+    def lower_threshold(meta: dict[str, Any]) -> None:
+        meta["threshold"] = 0.1
+
+    # a forger who recomputes the file digest but keeps the id it claims
+    _rewrite(good, bad, lower_threshold, fix_id=False)
+    with pytest.raises(ModelError, match="does not match the model's content"):
+        Model.load(bad)
+    _rewrite(good, bad, lambda m: m.update(model_id="iforest-20250101T000000Z-0123456789ab"))
+    # the name part is free; the content part is the content's
+    assert Model.load(bad).model_id == "iforest-20250101T000000Z-" + model.model_id[-12:]
+
+
+def test_refuses_a_detector_of_another_width(tmp_path: Path, model: Model) -> None:
+    good, bad = tmp_path / "good.npz", tmp_path / "bad.npz"
+    model.save(good)
+    _rewrite(good, bad, lambda m: m["detector"]["params"].update(n_features=62))
+    with pytest.raises(ModelError, match="cannot score the 57 feature columns"):
+        Model.load(bad)
+
+
+def test_refuses_state_too_large_to_allocate(tmp_path: Path, model: Model) -> None:
+    good, bad = tmp_path / "good.npz", tmp_path / "bad.npz"
+    model.save(good)
+
+    def huge(meta: dict[str, Any]) -> None:
+        for block in meta["features"]["blocks"]:
+            if block["kind"] == "host":
+                block["state"].update(depth=4096, max_hosts=2**24)
+
+    _rewrite(good, bad, huge)
+    with pytest.raises(ModelError, match="out of range"):
+        Model.load(bad)
+
+
+def test_refuses_an_archive_that_expands_too_far(tmp_path: Path) -> None:
+    from netanomd.model.artifact import MAX_UNCOMPRESSED
+
+    bomb = tmp_path / "bomb.npz"
+    chunk = bytes(1 << 20)
+    with (
+        zipfile.ZipFile(bomb, "w", compression=zipfile.ZIP_DEFLATED) as zf,
+        zf.open("detector/leaf.npy", "w", force_zip64=True) as fh,
+    ):
+        for _ in range((MAX_UNCOMPRESSED >> 20) + 1):
+            fh.write(chunk)
+    assert bomb.stat().st_size < 2 << 20
+    with pytest.raises(ModelError, match="expands to"):
+        Model.load(bomb)
 
 
 def test_artifact_without_floors_scores_unfloored(

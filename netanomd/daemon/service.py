@@ -75,6 +75,7 @@ class Daemon:
         self.ready = False
         self._stop = threading.Event()
         self._reload = threading.Event()
+        self._reload_thread: threading.Thread | None = None
         self._last_scored = (time.monotonic(), 0)
         self.rate = 0.0
 
@@ -218,6 +219,15 @@ class Daemon:
         finally:
             self.notifier.ready()
 
+    def _reloading(self) -> bool:
+        t = self._reload_thread
+        return t is not None and t.is_alive()
+
+    def _reload_in_background(self) -> None:
+        """Load off the main loop, which goes on pinging the watchdog while a model loads."""
+        self._reload_thread = threading.Thread(target=self.reload, name="reload", daemon=True)
+        self._reload_thread.start()
+
     def request_stop(self) -> None:
         self._stop.set()
 
@@ -237,10 +247,10 @@ class Daemon:
         model_mtime = _mtime(self.config.model.path)
         while not self._stop.wait(min(ping, 1.0)):
             self._supervise()
-            if self._reload.is_set():
+            if self._reload.is_set() and not self._reloading():
                 self._reload.clear()
-                self.reload()
                 model_mtime = _mtime(self.config.model.path)
+                self._reload_in_background()
             now = time.monotonic()
             assert self.pipeline is not None
             if now - self.pipeline.heartbeat < max(3 * ping, 2.0):
@@ -259,10 +269,10 @@ class Daemon:
             if check and now - last_model_check >= check:
                 last_model_check = now
                 m = _mtime(self.config.model.path)
-                if m != model_mtime:
+                if m != model_mtime and not self._reloading():
                     log.info("model file changed: reloading")
                     model_mtime = m
-                    self.reload()
+                    self._reload_in_background()
         return self.shutdown()
 
     def shutdown(self) -> int:

@@ -155,6 +155,12 @@ def _hash(col: pa.ChunkedArray) -> np.ndarray:
     return np.asarray(pd.util.hash_array(np.asarray(values, dtype=object)), dtype=np.uint64)
 
 
+#: Bounds on the state a model may ask for (a model file is not trusted to size memory).
+MAX_WINDOW = 86_400.0
+MAX_DEPTH = 1024
+MAX_CELLS = 1 << 24
+
+
 class HostFeatures:
     """Per-originator behaviour over a sliding window (see the module docstring)."""
 
@@ -168,8 +174,16 @@ class HostFeatures:
     binary: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, window: float = 300.0, depth: int = 32, max_hosts: int = 16384) -> None:
-        if window <= 0 or depth < 2 or max_hosts < 1:
-            raise ValueError("window > 0, depth >= 2 and max_hosts >= 1 are required")
+        if not 0 < window <= MAX_WINDOW or not 2 <= depth <= MAX_DEPTH or max_hosts < 1:
+            raise ValueError(
+                f"host features: window {window} (0 to {MAX_WINDOW:.0f} s), depth {depth} "
+                f"(2 to {MAX_DEPTH}) and max_hosts {max_hosts} (>= 1) are out of range"
+            )
+        if max_hosts * depth > MAX_CELLS:
+            raise ValueError(
+                f"host features: max_hosts {max_hosts} x depth {depth} needs more than "
+                f"{MAX_CELLS:,} window cells (about {MAX_CELLS * 24 >> 20} MiB)"
+            )
         self.window = float(window)
         self.depth = int(depth)
         self.max_hosts = int(max_hosts)

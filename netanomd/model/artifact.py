@@ -16,6 +16,12 @@ written as a single ``.npz`` file (a zip of plain numpy arrays, loaded with
   absent from version 1 artifacts, which score unfloored);
 * ``digest``: SHA-256 over everything above; a file whose digest does not match is refused.
 
+The ``model_id`` ends with the first 12 hex digits of the *content digest* (the same SHA-256
+over everything but the id itself, format version 3), so an id names one content: a file whose
+id does not match what it holds is refused. Loading is bounded: the archive may expand to at
+most :data:`MAX_UNCOMPRESSED` bytes, feature-block state is range-checked by the blocks, and the
+detector must score a row of exactly the spec's width before the model is accepted.
+
 Training (:mod:`netanomd.model.training`) builds a :class:`Model`; this module only runs,
 saves and loads one, and needs no import besides its own to load any artifact.
 """
@@ -39,13 +45,20 @@ from netanomd.detectors.registry import detector_class
 from netanomd.errors import ModelError
 from netanomd.features import FeatureSpec, Floors
 from netanomd.flow import FlowBatch
+from netanomd.fsutil import write_atomic
 
 FORMAT = "netanomd-model"
 #: Version 2 added one-sided floors; version 1 artifacts (no floors) still load and score
 #: unfloored, while a netanomd that reads only version 1 refuses version 2 instead of
 #: silently ignoring its floors.
-FORMAT_VERSION = 2
-READABLE_VERSIONS = (1, 2)
+#: Version 3 binds the model id to the content digest (versions 1 and 2 get an id derived
+#: from their digest on load).
+FORMAT_VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)
+#: Largest total size the arrays of an artifact may expand to (a real model is a few MiB).
+MAX_UNCOMPRESSED = 256 << 20
+#: Hex digits of the content digest at the end of a model id.
+ID_DIGITS = 12
 
 
 class Model:
@@ -130,8 +143,8 @@ class Model:
         return scores, alerts
 
     # -- persistence --------------------------------------------------------------------
-    def save(self, path: str | os.PathLike[str]) -> None:
-        """Write the artifact atomically (temp file + rename)."""
+    def _arrays(self) -> dict[str, np.ndarray]:
+        """Everything the artifact stores except its digest (``meta.json`` with the id)."""
         params, det_arrays = self.detector.to_state()
         arrays: dict[str, np.ndarray] = {f"detector/{k}": v for k, v in det_arrays.items()}
         arrays.update({f"baseline/{k}": v for k, v in self.baselines.arrays().items()})
@@ -142,22 +155,31 @@ class Model:
         meta["threshold"] = self.threshold
         meta["features"] = self.spec.to_state()
         meta["baseline_services"] = self.baselines.services
-        meta_bytes = json.dumps(meta, sort_keys=True).encode()
-        arrays["meta.json"] = np.frombuffer(meta_bytes, dtype=np.uint8)
+        arrays["meta.json"] = _meta_array(meta)
+        return arrays
+
+    def content_digest(self) -> str:
+        """SHA-256 of everything the artifact holds except the model id."""
+        return _content_digest(self._arrays())
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write the artifact atomically (temp file + rename), readable by its owner and
+        group only."""
+        arrays = self._arrays()
         arrays["digest"] = np.frombuffer(_digest(arrays).encode(), dtype=np.uint8)
         path = Path(path)
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-        with open(tmp, "wb") as fh:
-            np.savez_compressed(fh, **arrays)  # type: ignore[arg-type]
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        if not path.parent.is_dir():
+            raise ModelError(f"{path}: directory {path.parent} does not exist")
+        buf = io.BytesIO()
+        np.savez_compressed(buf, **arrays)  # type: ignore[arg-type]
+        write_atomic(path, buf.getvalue())
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Model:
         """Load and check an artifact; raise :class:`ModelError` saying what is wrong."""
         where = str(path)
         try:
+            _check_expanded_size(path, where)
             with np.load(path, allow_pickle=False) as npz:
                 arrays = {k: npz[k] for k in npz.files}
         except FileNotFoundError as exc:
@@ -207,14 +229,60 @@ class Model:
             )
         except ModelError as exc:
             raise ModelError(f"{where}: {exc}") from exc
-        except (KeyError, TypeError, ValueError) as exc:
+        except KeyError as exc:
             raise ModelError(f"{where}: incomplete model artifact (missing {exc})") from exc
+        except (TypeError, ValueError, MemoryError) as exc:
+            raise ModelError(f"{where}: invalid model artifact ({exc})") from exc
         n = len(spec.names)
         if any(len(a) != n for a in (baselines.lo, baselines.med, baselines.hi, baselines.share)):
             raise ModelError(f"{where}: baselines do not match the {n} feature columns")
         if not np.isfinite(threshold):
             raise ModelError(f"{where}: threshold {threshold!r} is not a finite number")
-        return cls(spec, detector, threshold, baselines, meta, floors)
+        content = _content_digest(arrays)
+        claimed = str(meta.get("model_id", ""))
+        if version >= 3 and not claimed.endswith("-" + content[:ID_DIGITS]):
+            raise ModelError(
+                f"{where}: model id {claimed!r} does not match the model's content "
+                f"(digest {content[:ID_DIGITS]}); the file was modified"
+            )
+        if version < 3:
+            meta["model_id"] = f"{det_meta['kind']}-{content[:ID_DIGITS]}"
+        model = cls(spec, detector, threshold, baselines, meta, floors)
+        try:
+            scores = detector.score(np.zeros((1, n), dtype=np.float32))
+        except Exception as exc:
+            raise ModelError(
+                f"{where}: the detector cannot score the {n} feature columns the model's "
+                f"features produce ({exc})"
+            ) from exc
+        if np.shape(scores) != (1,):
+            raise ModelError(f"{where}: the detector returned {np.shape(scores)} scores for 1 row")
+        return model
+
+
+def _meta_array(meta: dict[str, Any]) -> np.ndarray:
+    return np.frombuffer(json.dumps(meta, sort_keys=True).encode(), dtype=np.uint8)
+
+
+def _content_digest(arrays: dict[str, np.ndarray]) -> str:
+    """The digest of ``arrays`` (no ``digest`` entry) with the model id left out of meta."""
+    meta = json.loads(bytes(arrays["meta.json"]))
+    meta.pop("model_id", None)
+    return _digest({**arrays, "meta.json": _meta_array(meta)})
+
+
+def _check_expanded_size(path: str | os.PathLike[str], where: str) -> None:
+    """Refuse an archive that would expand beyond :data:`MAX_UNCOMPRESSED` (before reading)."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            total = sum(info.file_size for info in zf.infolist())
+    except zipfile.BadZipFile as exc:
+        raise ModelError(f"{where}: not a netanomd model artifact ({exc})") from exc
+    if total > MAX_UNCOMPRESSED:
+        raise ModelError(
+            f"{where}: expands to {total:,} bytes, more than a model may "
+            f"({MAX_UNCOMPRESSED:,}); refusing to load it"
+        )
 
 
 def _digest(arrays: dict[str, np.ndarray]) -> str:

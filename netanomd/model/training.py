@@ -14,9 +14,7 @@ per run (``--threshold``); the other rules are in :mod:`netanomd.decision.thresh
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import importlib
-import json
 import logging
 import platform
 from collections.abc import Iterable, Sequence
@@ -33,7 +31,7 @@ from netanomd.detectors.iforest import IsolationForestDetector
 from netanomd.errors import ModelError
 from netanomd.features import FeatureSpec, FlowFeatures, HostFeatures
 from netanomd.flow import FlowBatch
-from netanomd.model.artifact import FORMAT, FORMAT_VERSION, Model
+from netanomd.model.artifact import FORMAT, FORMAT_VERSION, ID_DIGITS, Model
 from netanomd.model.robust import DEFAULT_TRIM, fit_robust
 
 log = logging.getLogger(__name__)
@@ -193,10 +191,9 @@ def train(
             q: float(np.quantile(scores, float(q))) for q in ("0.5", "0.9", "0.99", "0.999")
         },
     }
-    h = hashlib.sha256(json.dumps(meta, sort_keys=True).encode())
-    h.update(X[: min(len(X), 1000)].tobytes())
-    meta["model_id"] = f"{detector.kind}-{created:%Y%m%dT%H%M%SZ}-{h.hexdigest()[:8]}"
     model = Model(spec, detector, threshold, Baselines.fit(spec.names, X, services), meta, floors)
+    digest = model.content_digest()[:ID_DIGITS]
+    meta["model_id"] = f"{detector.kind}-{created:%Y%m%dT%H%M%SZ}-{digest}"
     log.info(
         "trained %s on %d flows (%d used), threshold %.4f (%s)",
         model.model_id,
