@@ -151,18 +151,24 @@ class _Both:
 def _es_sink(args: argparse.Namespace, db: Path) -> ElasticsearchSink:
     import socket
 
+    from netanomd.config import Option, load_config
     from netanomd.ecs import ObserverInfo
-    from netanomd.es_setup import ElasticsearchConfig
+    from netanomd.es_client import elasticsearch_client
     from netanomd.spool import Spool
 
-    data: dict[str, Any] = {"hosts": args.es_url, "namespace": args.es_namespace}
-    if args.es_user:
-        data["username"] = args.es_user
-    if args.es_ca_file:
-        data["ca_file"] = args.es_ca_file
-    cfg = ElasticsearchConfig.from_mapping(data, where="command line")
+    es = "sinks.elasticsearch"
+    options = [
+        Option("--es-url", f"{es}.hosts", args.es_url),
+        Option("--es-namespace", f"{es}.namespace", args.es_namespace),
+        Option("--es-user", f"{es}.username", args.es_user),
+        Option("--es-ca-file", f"{es}.ca_file", args.es_ca_file),
+    ]
+    cfg = load_config(None, options=options).sinks.elasticsearch
     host = socket.gethostname()
     spool = Spool(Path(args.spool) if args.spool else db.parent / "es-spool")
     return ElasticsearchSink(
-        cfg.client(), spool, ObserverInfo(name=host, hostname=host), namespace=cfg.namespace
+        elasticsearch_client(cfg),
+        spool,
+        ObserverInfo(name=host, hostname=host),
+        namespace=cfg.namespace,
     )

@@ -96,18 +96,15 @@ class Daemon:
             self.sinks.append(SQLiteSink(cfg.sqlite.path))
         if cfg.elasticsearch.enabled:
             from netanomd.ecs import ObserverInfo
-            from netanomd.es_setup import ElasticsearchConfig
+            from netanomd.es_client import elasticsearch_client
             from netanomd.spool import Spool
 
-            es_cfg = ElasticsearchConfig.from_mapping(
-                cfg.elasticsearch.es_mapping(), where="sinks.elasticsearch"
-            )
             host = socket.gethostname()
             self.es_sink = ElasticsearchSink(
-                es_cfg.client(),
+                elasticsearch_client(cfg.elasticsearch),
                 Spool(Path(self.config.state_dir) / "es-spool"),
                 ObserverInfo(name=host, hostname=host),
-                namespace=es_cfg.namespace,
+                namespace=cfg.elasticsearch.namespace,
                 dead_letter=Path(self.config.state_dir) / "es-dead-letter.jsonl",
             )
             self.es_sink.start()
