@@ -13,7 +13,7 @@ from typing import Any
 from elastic_transport import TransportError as EsTransportError
 from elasticsearch import ApiError
 
-from netanomd.config import ElasticsearchSinkConfig, Option, load_config
+from netanomd.config import ES_PASSWORD_ENV, ElasticsearchSinkConfig, Option, load_config
 from netanomd.errors import TransportError
 from netanomd.es_client import elasticsearch_client
 from netanomd.es_setup import setup
@@ -35,6 +35,7 @@ def _section(args: argparse.Namespace) -> ElasticsearchSinkConfig:
 def register(sub: Any) -> None:
     p: argparse.ArgumentParser = sub.add_parser("es", help="Elasticsearch set-up and checks")
     es_sub = p.add_subparsers(dest="es_command", required=True, metavar="ACTION")
+    d = ElasticsearchSinkConfig()  # the declared defaults, for the help text
     for name, helptext in (
         ("setup", "create the index template and retention (idempotent)"),
         ("check", "connect and print the cluster version"),
@@ -47,11 +48,19 @@ def register(sub: Any) -> None:
             help=f"take {SECTION} from this configuration file (netanomd run's)",
         )
         q.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-        q.add_argument("--url", nargs="+", help=f"{SECTION}.hosts (default http://127.0.0.1:9200)")
-        q.add_argument("--user", help="user name (password from NETANOMD_ES_PASSWORD)")
+        q.add_argument("--url", nargs="+", help=f"{SECTION}.hosts (default {' '.join(d.hosts)})")
+        q.add_argument("--user", help=f"user name (password from {ES_PASSWORD_ENV})")
         q.add_argument("--ca-file", help="CA certificate file for TLS")
-        q.add_argument("--retention", metavar="ilm|dsl", help=f"{SECTION}.retention_mode")
-        q.add_argument("--retention-days", type=int, help=f"{SECTION}.retention_days")
+        q.add_argument(
+            "--retention",
+            metavar="ilm|dsl",
+            help=f"{SECTION}.retention_mode (default {d.retention_mode})",
+        )
+        q.add_argument(
+            "--retention-days",
+            type=int,
+            help=f"{SECTION}.retention_days (default {d.retention_days})",
+        )
         q.set_defaults(func=run_setup if name == "setup" else run_check)
 
 
