@@ -22,7 +22,6 @@ from netanomd.flow import FlowRecord
 
 ECS_VERSION = "8.17.0"
 DATASET = "netanomd.alert"
-FLOW_DATASET = "netanomd.flow"
 NAMESPACE_FIELD = "netanomd"
 
 #: ECS type of every ECS field an alert document may carry (checked against ecs_flat.yml).

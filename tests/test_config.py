@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
+import shutil
+import subprocess
+import sys
 import tempfile
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -19,13 +24,16 @@ from netanomd.config import (
     SOURCE_TYPES,
     Config,
     ConfigValidationError,
+    ElasticsearchSinkConfig,
     RedisSourceConfig,
+    SuricataEveSourceConfig,
     ZeekBrokerSourceConfig,
     ZeekLogSourceConfig,
     ZeekWsSourceConfig,
     dump_yaml,
     load_config,
 )
+from netanomd.config.sources import FOLLOW_REMOVED
 from netanomd.errors import ConfigError
 from netanomd.zeek.api import FLOWS_TOPIC
 from tests.conftest import REPO_DIR
@@ -119,27 +127,101 @@ def test_shipped_commented_sources_are_valid(tmp_path: Path) -> None:
     broker = cfg.sources[1]
     assert isinstance(broker, ZeekBrokerSourceConfig)
     assert (broker.connect, broker.listen) == ("127.0.0.1:9999", None)
-    assert isinstance(cfg.sources[2], ZeekLogSourceConfig) and cfg.sources[2].follow is True
+    assert cfg.sources[2] == ZeekLogSourceConfig(
+        "zeek_log", "/opt/zeek/logs/current/conn.log", False
+    )
     assert cfg.sources[5] == RedisSourceConfig(
         "redis", "redis://127.0.0.1:6379/0", "suricata", "list"
     )
 
 
-def test_elasticsearch_section_mirrors_es_setup() -> None:
-    es_setup = pytest.importorskip("netanomd.es_setup")
-    names = {f.name for f in dataclasses.fields(es_setup.ElasticsearchConfig)}
-    schema_keys = set(SCHEMA["properties"]["sinks"]["properties"]["elasticsearch"]["properties"])
-    assert schema_keys == names | {"enabled"}
-    es = load_config(
-        None,
-        env={},
-        overrides=[
-            "sinks.elasticsearch.hosts=https://es:9200",
-            "sinks.elasticsearch.namespace=prod",
-        ],
-    ).sinks.elasticsearch
-    built = es_setup.ElasticsearchConfig.from_mapping(es.es_mapping())
-    assert built.hosts == ["https://es:9200"] and built.namespace == "prod"
+def test_declaration_defaults_are_the_loaded_defaults() -> None:
+    """The dataclasses' own defaults and the schema's (filled by the loader) are one set."""
+    assert Config() == defaults()
+    assert ElasticsearchSinkConfig().namespace == "default"
+
+
+def test_every_declared_key_is_in_the_schema_once() -> None:
+    """The schema is derived: each dataclass field is a property with its description."""
+
+    def check(cls: type[Any], schema: dict[str, Any]) -> None:
+        names = [f.name for f in dataclasses.fields(cls)]
+        assert list(schema["properties"]) == names, cls
+        for f in dataclasses.fields(cls):
+            sub = schema["properties"][f.name]
+            assert sub["description"], (cls, f.name)
+            if sub.get("type") == "object":
+                check(type(getattr(cls(), f.name)), sub)
+
+    check(Config, SCHEMA)
+    for name in SOURCE_TYPES:
+        source_def = SCHEMA["$defs"][name]
+        cls = type(load_config(None, env={}, overrides=_source_overrides(name)).sources[0])
+        assert list(source_def["properties"]) == [f.name for f in dataclasses.fields(cls)]
+        assert source_def["properties"]["type"]["const"] == name
+
+
+def _source_overrides(name: str) -> list[str]:
+    """Enough --set items to make sources[0] a valid source of type ``name``."""
+    needs = {
+        "zeek_broker": ["sources[0].connect=zeek:9999"],
+        "zeek_log": ["sources[0].path=/x.log"],
+        "suricata_socket": ["sources[0].path=/s"],
+    }
+    return [f"sources[0].type={name}", *needs.get(name, [])]
+
+
+def test_a_new_source_type_is_one_declaration(tmp_path: Path) -> None:
+    """Appending one class to the source table (netanomd/config/sources.py) is the only edit
+    the configuration needs: schema, defaults, errors and the typed result follow."""
+    tree = tmp_path / "netanomd"
+    shutil.copytree(REPO_DIR / "netanomd", tree, ignore=shutil.ignore_patterns("__pycache__"))
+    table = tree / "config" / "sources.py"
+    table.write_text(
+        table.read_text()
+        + textwrap.dedent(
+            """
+
+            @source("kafka")
+            @dataclass(frozen=True)
+            class KafkaSourceConfig(SourceConfig):
+                \"\"\"Suricata EVE through Kafka.\"\"\"
+
+                brokers: str = required("bootstrap servers")
+                topic: str = setting("eve", "topic to consume")
+            """
+        )
+    )
+    program = textwrap.dedent(
+        """
+        from netanomd.config import SOURCE_TYPES, load_config
+        from netanomd.errors import ConfigError
+        print(SOURCE_TYPES[-1])
+        cfg = load_config(None, env={}, overrides=["sources[0].type=kafka",
+                                                   "sources[0].brokers=k:9092"])
+        print(cfg.sources[0])
+        try:
+            load_config(None, env={}, overrides=["sources[0].type=kafka",
+                                                 "sources[0].topik=x"])
+        except ConfigError as e:
+            print(e)
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", program],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(tmp_path)},
+    ).stdout.splitlines()
+    assert out == [
+        "kafka",
+        "KafkaSourceConfig(type='kafka', brokers='k:9092', topic='eve')",
+        "invalid configuration (2 problems):",
+        "--set sources[0].topik=x: sources[0].topik: unknown key 'topik'; did you mean 'topic'?",
+        "defaults: sources[0].brokers: missing required key",
+    ]
 
 
 # --- precedence --------------------------------------------------------------------------------
@@ -194,8 +276,7 @@ def test_overrides_reach_into_sources(tmp_path: Path) -> None:
     ws, eve = cfg.sources
     assert isinstance(ws, ZeekWsSourceConfig)
     assert ws.url == "wss://zeek.example:27759" and ws.topics == ("a/b", "c/d")
-    assert eve.type == "suricata_eve" and eve.path == "/var/log/suricata/eve.json"
-    assert eve.from_start is True and eve.follow is True
+    assert eve == SuricataEveSourceConfig("suricata_eve", "/var/log/suricata/eve.json", True)
 
 
 def test_changing_a_source_type_gets_that_types_defaults() -> None:
@@ -230,7 +311,7 @@ sources:
   - type: zeek_ws
     url: http://nope
   - type: zeek_log
-    follow: maybe
+    from_start: maybe
   - type: zeek_broker
     connect: a:1
     listen: b:2
@@ -257,7 +338,7 @@ def test_all_errors_at_once_with_lines_paths_and_origins(tmp_path: Path) -> None
         f"{path}:3: model.treshold: unknown key 'treshold'; did you mean 'threshold'?",
         f"{path}:6: sources[0].url: 'http://nope' is not a valid WebSocket URL (ws:// or wss://)",
         f"{path}:7: sources[1].path: missing required key",
-        f"{path}:8: sources[1].follow: 'maybe' is not of type boolean",
+        f"{path}:8: sources[1].from_start: 'maybe' is not of type boolean",
         f"{path}:9: sources[2]: needs exactly one of 'connect' (host:port of Zeek's Broker "
         "listener) or 'listen' (host:port for Zeek to peer with)",
         f"{path}:13: pipeline.batch_size: 0 is less than the minimum of 1",
@@ -329,6 +410,33 @@ def test_wrong_source_type_names_the_allowed_types(tmp_path: Path) -> None:
     assert problems(exc) == [
         f"{path}:4: sources[0].follow: unknown key 'follow' (known keys: type, path, kind)"
     ]
+
+
+def test_follow_is_removed_with_what_to_do_instead(tmp_path: Path) -> None:
+    """``follow:`` was accepted and ignored: the daemon always follows files. Old configs
+    get an error naming the key and what to do, from every layer."""
+    path = write(
+        tmp_path,
+        "sources:\n  - type: zeek_log\n    path: /x.log\n    follow: true\n"
+        "  - type: suricata_eve\n    follow: false\n",
+    )
+    with pytest.raises(ConfigError) as exc:
+        load_config(
+            path,
+            env={"NETANOMD_SOURCES__1__FOLLOW": "true"},
+            overrides=["sources[0].follow=false"],
+        )
+    assert problems(exc) == [
+        f"env NETANOMD_SOURCES__1__FOLLOW: sources[1].follow: {FOLLOW_REMOVED}",
+        f"--set sources[0].follow=false: sources[0].follow: {FOLLOW_REMOVED}",
+    ]
+    with pytest.raises(ConfigError) as exc:
+        load_config(path, env={})
+    assert problems(exc) == [
+        f"{path}:4: sources[0].follow: {FOLLOW_REMOVED}",
+        f"{path}:6: sources[1].follow: {FOLLOW_REMOVED}",
+    ]
+    assert "netanomd run always follows files" in FOLLOW_REMOVED
 
 
 def test_bad_override_syntax_and_list_index() -> None:

@@ -1,9 +1,11 @@
-"""`netanomd es setup` against the test server; Kibana saved objects load as Kibana expects."""
+"""`netanomd es setup` against the test server, with the daemon's rules for its options;
+Kibana saved objects load as Kibana expects."""
 
 from __future__ import annotations
 
 import json
 import logging
+import shlex
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -12,10 +14,13 @@ from typing import Any
 import pytest
 
 from netanomd.cli import main
+from netanomd.config import ConfigValidationError, Option, load_config
+from netanomd.data import attack_files
 from netanomd.ecs import template_mappings
-from netanomd.errors import ConfigError
-from netanomd.es_setup import TEMPLATE_NAME, ElasticsearchConfig
+from netanomd.es_client import elasticsearch_client
+from netanomd.es_setup import TEMPLATE_NAME
 from netanomd.kibana import export_ndjson, saved_objects
+from netanomd.model import Model
 from tests.es_server import FakeElasticsearch
 
 REPO = Path(__file__).parent.parent
@@ -26,7 +31,7 @@ def test_setup_is_idempotent_ilm(es: FakeElasticsearch, capsys: pytest.CaptureFi
     for _ in range(2):
         assert main(["es", "setup", "--url", url, "--retention-days", "14"]) == 0
     t = es.templates[TEMPLATE_NAME]
-    assert t["index_patterns"] == ["logs-netanomd.alert-*", "logs-netanomd.flow-*"]
+    assert t["index_patterns"] == ["logs-netanomd.alert-*"]
     assert t["data_stream"] == {}
     assert t["priority"] > 500  # wins over built-in logs-*-* (100), as Elastic asks
     assert t["template"]["settings"]["index.lifecycle.name"] == "netanomd-alerts"
@@ -48,29 +53,112 @@ def test_unreachable_is_a_clear_error(capsys: pytest.CaptureFixture[str]) -> Non
     assert "cannot reach Elasticsearch at http://127.0.0.1:9" in capsys.readouterr().err
 
 
-def test_config_errors_name_key_paths_and_secrets_stay_hidden(
-    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+def test_option_errors_name_option_key_path_and_rule(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
-    with pytest.raises(ConfigError) as info:
-        ElasticsearchConfig.from_mapping(
-            {"hosts": "es:9200", "retention_mode": "forever", "namespace": "Prod", "bogus": 1},
-            where="sinks.elasticsearch",
-        )
-    msg = str(info.value)
-    for key in ("hosts", "retention_mode", "namespace", "bogus"):
-        assert f"sinks.elasticsearch.{key}" in msg
-    cfg = ElasticsearchConfig.from_mapping(
-        {"api_key": "s3cr3t-key", "username": "u", "password": "hunter2"}
+    """The command's options go through the daemon's validation: every problem at once, each
+    naming the option (or file line, or --set) and the key path."""
+    config = tmp_path / "netanomd.yaml"
+    config.write_text("sinks:\n  elasticsearch:\n    namespace: Prod\n    bogus: 1\n")
+    args = ["es", "setup", "-c", str(config), "--url", "es:9200", "--retention", "forever"]
+    assert (
+        main([*args, "--retention-days", "0", "--set", "sinks.elasticsearch.verify_certs=no"]) == 2
     )
-    assert "s3cr3t" not in repr(cfg) and "hunter2" not in repr(cfg)
-    monkeypatch.setenv("NETANOMD_ES_API_KEY", "env-s3cr3t")
+    err = capsys.readouterr().err.splitlines()
+    assert err == [
+        "netanomd: error: invalid configuration (5 problems):",
+        f"{config}:3: sinks.elasticsearch.namespace: 'Prod' is not a valid namespace "
+        "(lowercase, no '-')",
+        f"{config}:4: sinks.elasticsearch.bogus: unknown key 'bogus' (known keys: enabled, hosts, "
+        "api_key, username, password, ca_file, verify_certs, namespace, retention_mode, "
+        "retention_days, rollover_max_age, rollover_max_primary_shard_size, request_timeout)",
+        "--url es:9200: sinks.elasticsearch.hosts[0]: 'es:9200' is not a valid Elasticsearch URL "
+        "(http:// or https://)",
+        "--retention forever: sinks.elasticsearch.retention_mode: 'forever' is not one of 'ilm', "
+        "'dsl'",
+        "--retention-days 0: sinks.elasticsearch.retention_days: 0 is less than the minimum of 1",
+    ]
+
+
+def test_the_section_is_read_from_the_daemons_file(es: FakeElasticsearch, tmp_path: Path) -> None:
+    config = tmp_path / "netanomd.yaml"
+    url = f"http://127.0.0.1:{es.port}"
+    config.write_text(f"sinks:\n  elasticsearch:\n    hosts: {url}\n    retention_days: 9\n")
+    assert main(["es", "setup", "-c", str(config)]) == 0
+    assert es.policies["netanomd-alerts"]["policy"]["phases"]["delete"]["min_age"] == "9d"
+    assert main(["es", "setup", "-c", str(config), "--retention-days", "12"]) == 0  # option wins
+    assert es.policies["netanomd-alerts"]["policy"]["phases"]["delete"]["min_age"] == "12d"
+
+
+@pytest.mark.parametrize("namespace", ["a b", "a*", "Prod", "a-b", "", "a/b", "x,y"])
+def test_cli_and_daemon_refuse_the_same_namespaces(
+    namespace: str, demo: Model, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``netanomd score --es-namespace`` and ``netanomd run``'s sinks.elasticsearch.namespace
+    follow one rule (the CLI used to accept 'a b' and 'a*', which the daemon refused)."""
+    config = tmp_path / "netanomd.yaml"
+    config.write_text(f"sinks:\n  elasticsearch:\n    namespace: {json.dumps(namespace)}\n")
+    with pytest.raises(ConfigValidationError) as daemon:
+        load_config(config, env={})
+    daemon_problems = [p.removeprefix(f"{config}:3: ") for p in daemon.value.problems]
+    assert daemon_problems and all(
+        p.startswith("sinks.elasticsearch.namespace: ") for p in daemon_problems
+    )
+
+    model = tmp_path / "model.npz"
+    demo.save(model)
+    remcos = next(p for p in attack_files() if "remcos" in p.name)
+    args = ["score", "--model", str(model), "--input", str(remcos), "--db", str(tmp_path / "a.db")]
+    url = "http://127.0.0.1:9"  # never reached: the options are refused first
+    assert main([*args, "--es-url", url, "--es-namespace", namespace]) == 2
+    err = capsys.readouterr().err.splitlines()
+    cli_where = f"--es-namespace {shlex.quote(namespace)}: "
+    assert err[1:] == [cli_where + p for p in daemon_problems]
+
+
+@pytest.mark.parametrize("namespace", ["default", "prod", "site_1.eu"])
+def test_cli_and_daemon_accept_the_same_namespaces(
+    namespace: str, demo: Model, es: FakeElasticsearch, tmp_path: Path
+) -> None:
+    config = tmp_path / "netanomd.yaml"
+    config.write_text(f"sinks:\n  elasticsearch:\n    namespace: {namespace}\n")
+    assert load_config(config, env={}).sinks.elasticsearch.namespace == namespace
+    model = tmp_path / "model.npz"
+    demo.save(model)
+    remcos = next(p for p in attack_files() if "remcos" in p.name)
+    args = ["score", "--model", str(model), "--input", str(remcos), "--db", str(tmp_path / "a.db")]
+    url = f"http://127.0.0.1:{es.port}"
+    assert main([*args, "--top", "0", "--es-url", url, "--es-namespace", namespace]) == 0
+    assert es.docs[f"logs-netanomd.alert-{namespace}"]
+
+
+def test_secrets_stay_hidden(caplog: pytest.LogCaptureFixture) -> None:
+    section = load_config(
+        None,
+        env={},
+        overrides=["sinks.elasticsearch.api_key=s3cr3t-key", "sinks.elasticsearch.username=u"],
+        options=[Option("--password", "sinks.elasticsearch.password", "hunter2")],
+    ).sinks.elasticsearch
+    assert (section.api_key, section.password) == ("s3cr3t-key", "hunter2")
+    assert "s3cr3t" not in repr(section) and "hunter2" not in repr(section)
+    with pytest.raises(ConfigValidationError) as exc:
+        load_config(
+            None, env={}, options=[Option("--password", "sinks.elasticsearch.password", "hunter2")]
+        )
+    assert exc.value.problems == (
+        "--password ***: sinks.elasticsearch.password: given without a username",
+    )
+    bare = load_config(None, env={}, overrides=["sinks.elasticsearch.hosts=http://127.0.0.1:9"])
+    client = elasticsearch_client(
+        bare.sinks.elasticsearch, env={"NETANOMD_ES_API_KEY": "env-s3cr3t"}
+    )
     with caplog.at_level(logging.DEBUG):
-        client = ElasticsearchConfig.from_mapping({"hosts": ["http://127.0.0.1:9"]}).client()
         try:
             client.info()
         except Exception as exc:  # connection refused
             logging.getLogger("test").error("%s", exc)
     assert "env-s3cr3t" not in caplog.text
+    assert "Authorization: ApiKey <hidden>" in caplog.text  # the key from env was sent
 
 
 def test_saved_objects_load_as_kibana_expects() -> None:

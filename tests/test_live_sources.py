@@ -285,3 +285,10 @@ def test_redis_backlog_is_read_oldest_first(redis_url: str, model: Model) -> Non
     assert src.stats.malformed == 1  # the poison record, and only it, was skipped
     ids = [fid for b in got for fid in b.column("flow_id").to_pylist()]
     assert ids == [json.loads(g)["flow_id"] for g in good]  # oldest first
+
+
+def test_every_declared_source_type_can_be_built() -> None:
+    from netanomd.config import SOURCE_TYPES
+    from netanomd.daemon.wiring import SOURCE_FACTORIES
+
+    assert set(SOURCE_FACTORIES) == set(SOURCE_TYPES)

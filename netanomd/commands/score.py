@@ -128,13 +128,16 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _es_sink(args: argparse.Namespace, db: Path) -> ElasticsearchSink:
-    from netanomd.es_setup import ElasticsearchConfig
+    from netanomd.config import Option, load_config
+    from netanomd.es_client import elasticsearch_client
 
-    data: dict[str, Any] = {"hosts": args.es_url, "namespace": args.es_namespace}
-    if args.es_user:
-        data["username"] = args.es_user
-    if args.es_ca_file:
-        data["ca_file"] = args.es_ca_file
-    cfg = ElasticsearchConfig.from_mapping(data, where="command line")
+    es = "sinks.elasticsearch"
+    options = [
+        Option("--es-url", f"{es}.hosts", args.es_url),
+        Option("--es-namespace", f"{es}.namespace", args.es_namespace),
+        Option("--es-user", f"{es}.username", args.es_user),
+        Option("--es-ca-file", f"{es}.ca_file", args.es_ca_file),
+    ]
+    cfg = load_config(None, options=options).sinks.elasticsearch
     spool = Path(args.spool) if args.spool else db.parent / "es-spool"
-    return elasticsearch_sink(cfg.client(), cfg.namespace, spool)
+    return elasticsearch_sink(elasticsearch_client(cfg), cfg.namespace, spool)

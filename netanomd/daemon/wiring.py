@@ -144,15 +144,12 @@ def configured_sinks(cfg: SinksConfig, state_dir: Path) -> SinkSet:
     if cfg.sqlite.enabled:
         sinks.add(SQLiteSink(cfg.sqlite.path))
     if cfg.elasticsearch.enabled:
-        from netanomd.es_setup import ElasticsearchConfig
+        from netanomd.es_client import elasticsearch_client
 
-        es = ElasticsearchConfig.from_mapping(
-            cfg.elasticsearch.es_mapping(), where="sinks.elasticsearch"
-        )
         sinks.add(
             elasticsearch_sink(
-                es.client(),
-                es.namespace,
+                elasticsearch_client(cfg.elasticsearch),
+                cfg.elasticsearch.namespace,
                 state_dir / "es-spool",
                 dead_letter=state_dir / "es-dead-letter.jsonl",
             )

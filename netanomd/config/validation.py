@@ -1,0 +1,133 @@
+"""Validating the layered configuration data: the schema, then what a schema cannot say.
+
+Owns the wording of every problem: unknown keys with the closest known key as a suggestion,
+removed keys with what to do instead, choices with a did-you-mean, the schema's ``x-error``
+messages; secrets are masked wherever a value is shown.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+from jsonschema import ValidationError
+
+from netanomd.config.masking import MASK, mask_str
+from netanomd.config.problems import KeyPath, Origins, Problem
+from netanomd.config.schema import SECRET_KEYS, VALIDATOR
+from netanomd.config.sections import ES_PASSWORD_ENV
+
+__all__ = ["show", "validate"]
+
+
+def _suggest(word: str, choices: Sequence[Any]) -> str | None:
+    by_lower = {str(c).lower(): str(c) for c in choices}
+    match = difflib.get_close_matches(word.lower(), list(by_lower), n=1, cutoff=0.6)
+    return by_lower[match[0]] if match else None
+
+
+def show(path: KeyPath, value: Any) -> str:
+    """A value for a message: YAML spelling of null/true/false, secrets masked."""
+    if path and path[-1] in SECRET_KEYS and value is not None:
+        return repr(MASK)
+    if isinstance(value, str):
+        return repr(mask_str(value))
+    if value is None or isinstance(value, bool):
+        return {None: "null", True: "true", False: "false"}[value]
+    return repr(value)
+
+
+def _listed(value: Any) -> list[Any]:
+    return list(value) if isinstance(value, list | tuple) else []
+
+
+def _messages(err: ValidationError) -> Iterator[tuple[KeyPath, str]]:
+    path: KeyPath = tuple(err.absolute_path)
+    kind = str(err.validator)
+    schema = err.schema if isinstance(err.schema, dict) else {}
+    instance = err.instance
+    shown = show(path, instance)
+    custom = schema.get("x-error", {}).get(kind)
+    if kind == "additionalProperties" and isinstance(instance, dict):
+        known = list(schema.get("properties", {}))
+        removed = schema.get("x-removed", {})
+        for key in instance:
+            if key in known:
+                continue
+            if key in removed:
+                yield (*path, key), removed[key]
+                continue
+            hint = _suggest(str(key), known)
+            more = f"; did you mean {hint!r}?" if hint else f" (known keys: {', '.join(known)})"
+            yield (*path, key), f"unknown key {key!r}{more}"
+    elif kind == "required" and isinstance(instance, dict):
+        for key in _listed(err.validator_value):
+            if key not in instance:
+                enum = schema.get("properties", {}).get(key, {}).get("enum")
+                choices = f" (one of: {', '.join(map(str, enum))})" if enum else ""
+                yield (*path, key), f"missing required key{choices}"
+    elif custom:
+        yield path, str(custom).replace("{value}", shown)
+    elif kind == "enum":
+        allowed = _listed(err.validator_value)
+        choices = ", ".join(repr(c) for c in allowed)
+        hint = _suggest(instance, allowed) if isinstance(instance, str) else None
+        more = f"; did you mean {hint!r}?" if hint else ""
+        yield path, f"{shown} is not one of {choices}{more}"
+    elif kind == "type":
+        want = err.validator_value
+        want_text = " or ".join(want) if isinstance(want, list) else str(want)
+        yield path, f"{shown} is not of type {want_text}"
+    else:
+        message = err.message
+        if shown != repr(instance):
+            message = message.replace(repr(instance), shown)
+        yield path, message
+
+
+def _walk(value: Any, path: KeyPath = ()) -> Iterator[tuple[KeyPath, Any]]:
+    yield path, value
+    if isinstance(value, dict):
+        for key, sub in value.items():
+            yield from _walk(sub, (*path, key))
+    elif isinstance(value, list):
+        for i, sub in enumerate(value):
+            yield from _walk(sub, (*path, i))
+
+
+def _semantic_checks(data: dict[str, Any], env: Mapping[str, str]) -> Iterator[tuple[KeyPath, str]]:
+    """What the schema cannot say."""
+    for path, value in _walk(data):
+        if isinstance(value, float) and not math.isfinite(value):
+            yield path, f"{value!r} is not a finite number"
+    es = data.get("sinks", {}).get("elasticsearch") if isinstance(data.get("sinks"), dict) else None
+    if isinstance(es, dict):
+        where: KeyPath = ("sinks", "elasticsearch")
+        username, password = es.get("username"), es.get("password")
+        has_password = isinstance(password, str) or bool(env.get(ES_PASSWORD_ENV))
+        if isinstance(username, str) and not has_password:
+            yield (
+                (*where, "username"),
+                "given without a password (set sinks.elasticsearch.password or the "
+                f"{ES_PASSWORD_ENV} environment variable)",
+            )
+        if isinstance(password, str) and username is None:
+            yield (*where, "password"), "given without a username"
+
+
+def validate(data: dict[str, Any], env: Mapping[str, str], origins: Origins) -> list[Problem]:
+    """Every problem of the layered data, each with the origin of its key path."""
+    problems: list[Problem] = []
+    seen: set[tuple[KeyPath, str]] = set()
+    for err in VALIDATOR.iter_errors(data):
+        for path, message in _messages(err):
+            if (path, message) not in seen:
+                seen.add((path, message))
+                problems.append(Problem(origins.find(path), path, message))
+    bad_paths = {p for p, _ in seen}
+    for path, message in _semantic_checks(data, env):
+        if path not in bad_paths:
+            problems.append(Problem(origins.find(path), path, message))
+    return problems

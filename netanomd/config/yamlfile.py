@@ -1,0 +1,85 @@
+"""Reading the configuration file: YAML with the line of every key and the keys given twice."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from netanomd.config.problems import KeyPath, Origin, Origins, Problem
+from netanomd.errors import ConfigError
+
+__all__ = ["read_file"]
+
+
+class _LineLoader(yaml.SafeLoader):
+    """A SafeLoader that records the line of every mapping key and sequence item by key path,
+    and the keys given twice in one mapping."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self.lines: dict[KeyPath, int] = {}
+        self.duplicates: list[tuple[KeyPath, int, int]] = []  # path, line, first line
+
+    def construct_document(self, node: yaml.Node) -> Any:
+        self._record(node, (), set())
+        return super().construct_document(node)
+
+    def _record(self, node: yaml.Node, path: KeyPath, active: set[int]) -> None:
+        if id(node) in active:  # a recursive alias
+            return
+        active.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            self.flatten_mapping(node)
+            seen: dict[str, int] = {}
+            for key_node, value_node in node.value:
+                if not isinstance(key_node, yaml.ScalarNode):
+                    continue
+                key = str(key_node.value)
+                line = key_node.start_mark.line + 1
+                if key in seen:
+                    self.duplicates.append(((*path, key), line, seen[key]))
+                seen[key] = line
+                self.lines[(*path, key)] = line
+                self._record(value_node, (*path, key), active)
+        elif isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                self.lines[(*path, i)] = item.start_mark.line + 1
+                self._record(item, (*path, i), active)
+        active.discard(id(node))
+
+
+def read_file(path: Path, origins: Origins, problems: list[Problem]) -> dict[str, Any]:
+    """The file's top-level mapping; records each key's line in ``origins`` and each duplicate
+    key in ``problems``. Raises :class:`ConfigError` when the file cannot be read or parsed."""
+    name = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        why = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        raise ConfigError(f"{name}: cannot read the configuration: {why}") from e
+    loader = _LineLoader(text)
+    try:
+        data = loader.get_single_data()
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        at = f"{name}:{mark.line + 1}:{mark.column + 1}" if mark else name
+        raise ConfigError(f"{at}: not valid YAML: {e.problem or e.context}") from e
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{name}: not valid YAML: {e}") from e
+    finally:
+        loader.dispose()
+    for key_path, line in loader.lines.items():
+        origins.set(key_path, Origin("file", name, line))
+    for key_path, line, first in loader.duplicates:
+        problems.append(
+            Problem(Origin("file", name, line), key_path, f"duplicate key, first on line {first}")
+        )
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"{name}:1: the top level must be a mapping of sections, not {type(data).__name__}"
+        )
+    return data
