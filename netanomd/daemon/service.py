@@ -48,6 +48,7 @@ from netanomd.sinks import Sink
 from netanomd.sinks.elasticsearch import ElasticsearchSink
 from netanomd.sinks.sqlite import SQLiteSink
 from netanomd.sinks.zeek_notice import ZeekNoticeSink
+from netanomd.sources import Ack, Emit
 
 log = logging.getLogger(__name__)
 
@@ -117,28 +118,10 @@ class Daemon:
         offsets = OffsetStore(Path(self.config.state_dir) / "offsets.json")
         for i, src in enumerate(self.config.sources):
             name = f"{src.type}[{i}]"
-            if isinstance(src, ZeekWsSourceConfig):
-                from netanomd.sources.zeek_ws import ZeekWebSocketClient, tls_context
+            if isinstance(src, ZeekWsSourceConfig | ZeekBrokerSourceConfig):
+                from netanomd.sources.zeek_link import zeek_source
 
-                ctx = (
-                    tls_context(src.ca_file, not src.insecure)
-                    if src.url.startswith("wss://")
-                    else None
-                )
-                t: Any = ZeekWebSocketClient(
-                    src.url, _offer(pipeline, name), topics=src.topics, ssl_context=ctx
-                )
-                self.zeek_transports.append((name, t))
-                self.inputs.append(t)
-            elif isinstance(src, ZeekBrokerSourceConfig):
-                from netanomd.sources.zeek_broker import ZeekBrokerClient, parse_hostport
-
-                t = ZeekBrokerClient(
-                    _offer(pipeline, name),
-                    connect=parse_hostport(src.connect) if src.connect else None,
-                    listen=parse_hostport(src.listen) if src.listen else None,
-                    topics=src.topics,
-                )
+                t = zeek_source(src, _offer(pipeline, name), name=name)
                 self.zeek_transports.append((name, t))
                 self.inputs.append(t)
             elif isinstance(src, ZeekLogSourceConfig | SuricataEveSourceConfig):
@@ -333,10 +316,10 @@ class Daemon:
         return 0
 
 
-def _offer(pipeline: Pipeline, name: str) -> Callable[[FlowBatch], None]:
-    def offer(batch: FlowBatch) -> None:
+def _offer(pipeline: Pipeline, name: str) -> Emit:
+    def offer(batch: FlowBatch, ack: Ack | None = None) -> bool:
         # A Zeek connection is TCP: holding the reader back pushes back on Zeek.
-        pipeline.offer(batch, name, block=True, timeout=5.0)
+        return pipeline.offer(batch, name, ack, block=True, timeout=5.0)
 
     return offer
 
