@@ -276,12 +276,12 @@ event Pcap::file_done(path: string)
 		return;
 	# With the trace done, network time follows the wall clock: connections still open
 	# time out (and reach conn.log) before this fires.
-	local wait = tcp_inactivity_timeout;
-	if ( udp_inactivity_timeout > wait )
-		wait = udp_inactivity_timeout;
-	if ( icmp_inactivity_timeout > wait )
-		wait = icmp_inactivity_timeout;
-	schedule wait + 1min { NetAnom::finish_trace() };
+	local linger = tcp_inactivity_timeout;
+	if ( udp_inactivity_timeout > linger )
+		linger = udp_inactivity_timeout;
+	if ( icmp_inactivity_timeout > linger )
+		linger = icmp_inactivity_timeout;
+	schedule linger + 1min { NetAnom::finish_trace() };
 	}
 @endif
 
