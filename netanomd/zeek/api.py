@@ -106,8 +106,7 @@ DRAIN = EventSpec("NetAnom::drain", (("version", "string"), ("token", "count")))
 DRAINED = EventSpec("NetAnom::drained", (("version", "string"), ("token", "count")))
 
 EVENTS: tuple[EventSpec, ...] = (FLOWS, VERDICT, DRAIN, DRAINED)
-#: What the daemon receives and what it sends.
-INBOUND: tuple[EventSpec, ...] = (FLOWS, DRAIN)
+#: What the daemon sends (and the Zeek package handles).
 OUTBOUND: tuple[EventSpec, ...] = (VERDICT, DRAINED)
 BY_NAME = {e.name: e for e in EVENTS}
 
