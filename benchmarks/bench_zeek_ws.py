@@ -31,10 +31,10 @@ import orjson
 from netanomd.data import attack_files, baseline_files, demo_model
 from netanomd.flow import FlowBatch
 from netanomd.sinks.zeek_notice import ZeekNoticeSink
-from netanomd.sources import ReadStats
+from netanomd.sources import Ack, ReadStats
 from netanomd.sources.files import read_batches
 from netanomd.sources.zeek_ws import ZeekWebSocketClient
-from netanomd.zeek.brokerjson import flows_message
+from tests.zeek_wire import flows_message
 
 
 def frames(batch_size: int, n_frames: int) -> list[bytes]:
@@ -99,13 +99,14 @@ def main() -> int:
     sinks: list[ZeekNoticeSink] = []
     alerts = [0]
 
-    def on_batch(batch: FlowBatch) -> None:
+    def on_batch(batch: FlowBatch, ack: Ack | None = None) -> bool:
         if not first:
             first.append(time.perf_counter())
         found = model.run(batch)[1]
         alerts[0] += len(found)
         sinks[0].write(found)
         last[0] = time.perf_counter()
+        return True
 
     client = ZeekWebSocketClient(f"ws://127.0.0.1:{port}", on_batch)
     sinks.append(ZeekNoticeSink(client))
@@ -129,6 +130,8 @@ def main() -> int:
     deadline = time.monotonic() + 600
     while client.counters.flows < n_flows and time.monotonic() < deadline:
         time.sleep(0.01)
+    client.flush(30)
+    last[0] = time.perf_counter()  # verdicts are sent by the client's loop: wait for them
     done_q.put(client.counters.verdicts_sent)
     time.sleep(0.5)
     received, errors = done_q.get(timeout=300)

@@ -3,7 +3,8 @@
 #   1. Debian packages (as root, or through sudo): Suricata 7 from bookworm-backports, Redis,
 #      Debian's Broker Python bindings, the headers systemd-python builds against.
 #   2. A virtualenv in .venv with netanomd installed in editable mode, plus test tools.
-#   3. Debian's `broker` package (and only it) made importable inside the venv.
+#   3. Broker's `broker` package (and only it) made importable inside the venv: Zeek's own
+#      bindings when they fit the venv's Python, else Debian's.
 # Usage: scripts/setup.sh [--no-apt]      (NETANOMD_NO_APT=1 has the same effect)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -68,17 +69,31 @@ if [[ ! -f $stamp || pyproject.toml -nt $stamp ]]; then
     touch "$stamp"
 fi
 
-# Debian's broker bindings: expose only the `broker` package, not all of dist-packages.
+# Broker's bindings: expose only the `broker` package, not all of dist-packages. Zeek's own
+# bindings (zeek-config --python_dir) come first: Debian's python3-broker is Broker 1.4, which
+# cannot peer with Zeek >= 4 (netanomd refuses it when a newer local Zeek is found; the
+# daemon's loader also tries zeek-config before this link, and NETANOMD_BROKER_PYTHON_DIR
+# overrides both).
 pyver=$(.venv/bin/python -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')
 site=$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
-for candidate in "$(command -v zeek-config >/dev/null && zeek-config --python_dir || true)" \
-                 /opt/zeek/lib/zeek/python /usr/lib/python3/dist-packages; do
+zeek_python=""
+for zc in "$(command -v zeek-config || true)" /opt/zeek/bin/zeek-config /usr/local/zeek/bin/zeek-config; do
+    if [[ -n $zc && -x $zc ]]; then
+        zeek_python=$("$zc" --python_dir 2>/dev/null || true)
+        break
+    fi
+done
+rm -f "$site/netanomd-broker.pth"
+rm -rf .venv/broker-bindings
+for candidate in "$zeek_python" /usr/lib/python3/dist-packages; do
     if [[ -n $candidate && -f $candidate/broker/__init__.py ]]; then
-        so=$(ls "$candidate"/broker/_broker.cpython-"${pyver/./}"-*.so 2>/dev/null | head -1 || true)
+        so=$(ls "$candidate"/broker/_broker.cpython-"${pyver/./}"-*.so "$candidate"/broker/_broker.so 2>/dev/null | head -1 || true)
         if [[ -n $so ]]; then
             mkdir -p .venv/broker-bindings
             ln -sfn "$candidate/broker" .venv/broker-bindings/broker
             echo "$PWD/.venv/broker-bindings" > "$site/netanomd-broker.pth"
+            [[ $candidate == "$zeek_python" ]] || [[ -z $zeek_python ]] ||
+                log "warning: Zeek's Broker bindings in $zeek_python are not built for Python $pyver; linked Debian's instead, which cannot peer with a current Zeek (use --transport ws)"
             break
         fi
     fi

@@ -22,7 +22,7 @@ LAYERS = (
     "netanomd.model",
 )
 #: What every stage may import besides the stages before it.
-SHARED = ("netanomd", "netanomd.errors")
+SHARED = ("netanomd", "netanomd.errors", "netanomd.fsutil")
 
 
 def _modules() -> dict[str, Path]:

@@ -23,10 +23,12 @@ from netanomd.decision import Alert
 from netanomd.flow import FlowBatch
 from netanomd.model import Model
 from netanomd.sinks.zeek_notice import ZeekNoticeSink
+from netanomd.sources import Ack
 from netanomd.sources.zeek_broker import ZeekBrokerClient, parse_hostport
 from netanomd.zeek import api, binding
-from netanomd.zeek.brokerpy import flows_event, flows_to_batch, parse_event
+from netanomd.zeek.brokerpy import decode_event, flows_to_batch, parse_event
 from tests.waiting import wait
+from tests.zeek_wire import flows_event
 
 broker = binding.load_broker()
 
@@ -53,15 +55,16 @@ class Zeek:
             event = flows_event(broker, batch.slice(off, size))
             self.ep.publish(f"{api.FLOWS_TOPIC}/{shard}", event)
 
-    def received(self, n: int, timeout: float = 30.0) -> list[list[Any]]:
-        out: list[list[Any]] = []
+    def received(self, n: int, timeout: float = 30.0) -> list[dict[str, Any]]:
+        """The next ``n`` verdicts' values, decoded from the declaration."""
+        out: list[dict[str, Any]] = []
         deadline = time.monotonic() + timeout
         while len(out) < n and time.monotonic() < deadline:
             msg = self.verdicts.get(0.2)
             if msg is not None:
                 name, args = parse_event(msg[1])
                 assert name == api.VERDICT.name
-                out.append(list(args))
+                out.append(decode_event(api.VERDICT, args))
         return out
 
     def peered(self) -> bool:
@@ -80,11 +83,14 @@ def start(client: ZeekBrokerClient) -> threading.Thread:
     return t
 
 
-def scorer(model: Model, sink: list[ZeekNoticeSink]) -> Callable[[FlowBatch], None]:
-    def on_batch(batch: FlowBatch) -> None:
+def scorer(model: Model, sink: list[ZeekNoticeSink]) -> Callable[..., bool]:
+    def emit(batch: FlowBatch, ack: Ack | None = None) -> bool:
         sink[0].write(model.run(batch)[1])
+        if ack is not None:
+            ack()
+        return True
 
-    return on_batch
+    return emit
 
 
 def expected_alerts(model: Model, batch: FlowBatch) -> list[Alert]:
@@ -128,16 +134,16 @@ def test_daemon_peers_with_zeek_and_answers_with_verdicts(
     zeek.publish(remcos)
     expected = expected_alerts(model, remcos)
     assert expected
-    got = {args[0]: args for args in zeek.received(len(expected))}
+    got = {v["uid"]: v for v in zeek.received(len(expected))}
     assert client.counters.flows == len(remcos) == 766 and client.counters.malformed == 0
     assert len(got) == len(expected)
     for a in expected:
-        _, orig_h, orig_p, resp_h, resp_p, score, threshold, model_id, reason = got[a.flow.uid]
-        assert (str(orig_h), str(resp_h)) == (a.flow.orig_h, a.flow.resp_h)
-        assert (orig_p.number(), resp_p.number()) == (a.flow.orig_p, a.flow.resp_p)
-        assert str(resp_p).endswith("/" + a.flow.proto)
-        assert score == pytest.approx(a.score) and threshold == a.threshold
-        assert model_id == a.model_id and reason == a.reason
+        v = got[a.flow.uid]
+        assert (v["orig_h"], v["resp_h"]) == (a.flow.orig_h, a.flow.resp_h)
+        p = a.flow.proto
+        assert (v["orig_p"], v["resp_p"]) == ((a.flow.orig_p, p), (a.flow.resp_p, p))
+        assert v["score"] == pytest.approx(a.score) and v["threshold"] == a.threshold
+        assert (v["model"], v["reason"], v["version"]) == (a.model_id, a.reason, api.VERSION)
     client.stop()
     t.join(5)
     assert not t.is_alive()
@@ -147,7 +153,12 @@ def test_zeek_peers_with_listening_daemon_and_bad_messages_are_skipped(
     zeek: Zeek, model: Model, remcos: FlowBatch
 ) -> None:
     batches: list[FlowBatch] = []
-    client = ZeekBrokerClient(batches.append, listen=("127.0.0.1", 0))
+
+    def keep(batch: FlowBatch, ack: Ack | None = None) -> bool:
+        batches.append(batch)
+        return True
+
+    client = ZeekBrokerClient(keep, listen=("127.0.0.1", 0))
     t = start(client)
     assert client.port
     assert zeek.ep.peer("127.0.0.1", client.port, 1.0)
@@ -159,7 +170,7 @@ def test_zeek_peers_with_listening_daemon_and_bad_messages_are_skipped(
     zeek.ep.publish(topic, broker.zeek.Event("NetAnom::other", 1))  # unexpected event
     zeek.ep.publish(topic, broker.zeek.Event(api.FLOWS.name, *args[:-1]))  # argument missing
     bad_type = list(args)
-    bad_type[9] = (*[broker.Count(0)] * 19, "x")  # a string among counts
+    bad_type[api.FLOWS.position("orig_bytes")] = (*[broker.Count(0)] * 19, "x")  # not a count
     zeek.ep.publish(topic, broker.zeek.Event(api.FLOWS.name, *bad_type))
     zeek.ep.publish(topic, "not an event")
     zeek.ep.publish(topic, good)
@@ -269,5 +280,5 @@ def test_zeek_listen_command_over_broker(
     assert len(lines) == 100 and all(" score=" in line for line in lines)
     anomalous = [line.split()[0] for line in lines if "ANOMALOUS:" in line]
     assert anomalous
-    assert sorted(str(v[0]) for v in zeek.received(len(anomalous))) == sorted(anomalous)
+    assert sorted(v["uid"] for v in zeek.received(len(anomalous))) == sorted(anomalous)
     assert "100 flows in 1 messages, 0 malformed" in err

@@ -18,9 +18,12 @@ from websockets.sync.client import connect
 from netanomd.flow import FlowBatch
 from netanomd.model import Model
 from netanomd.sinks.zeek_notice import ZeekNoticeSink
+from netanomd.sources import Ack
 from netanomd.sources.zeek_ws import ZeekWebSocketClient
-from netanomd.zeek.brokerjson import flows_message, flows_to_batch, parse_event
+from netanomd.zeek import api
+from netanomd.zeek.brokerjson import decode_event, flows_to_batch, parse_event
 from tests.waiting import wait
+from tests.zeek_wire import flows_message
 from tests.zeek_ws_server import FakeZeek
 
 
@@ -41,15 +44,18 @@ def zeek() -> Iterator[FakeZeek]:
 @pytest.fixture()
 def client(zeek: FakeZeek, model: Model) -> Iterator[ZeekWebSocketClient]:
     sinks: list[ZeekNoticeSink] = []
+
+    def score(batch: FlowBatch, ack: Ack | None = None) -> bool:
+        sinks[0].write(model.run(batch)[1])
+        return True
+
     c = ZeekWebSocketClient(
-        f"ws://127.0.0.1:{zeek.port}",
-        lambda b: sinks[0].write(model.run(b)[1]),
-        initial_backoff=0.05,
-        max_backoff=0.2,
+        f"ws://127.0.0.1:{zeek.port}", score, initial_backoff=0.05, max_backoff=0.2
     )
     sinks.append(ZeekNoticeSink(c))
     t = threading.Thread(target=c.run, daemon=True)
     t.start()
+    assert c.ready.wait(10)
     wait(lambda: c.counters.connects == 1 and len(zeek.clients) == 1)
     yield c
     c.stop()
@@ -77,15 +83,15 @@ def test_handshake_and_verdicts(
     assert client.counters.flows == 766 and client.counters.malformed == 0
     got = {}
     for msg in zeek.received:
-        _, _, args = parse_event(msg)
-        got[args[0]["data"]] = [a["data"] for a in args]
+        v = decode_event(api.VERDICT, parse_event(msg)[2])
+        got[v["uid"]] = v
     for a in expected:
-        _, orig_h, orig_p, resp_h, resp_p, score, threshold, model_id, reason = got[a.flow.uid]
-        assert (orig_h, resp_h) == (a.flow.orig_h, a.flow.resp_h)
+        v = got[a.flow.uid]
+        assert (v["orig_h"], v["resp_h"]) == (a.flow.orig_h, a.flow.resp_h)
         p = a.flow.proto
-        assert (orig_p, resp_p) == (f"{a.flow.orig_p}/{p}", f"{a.flow.resp_p}/{p}")
-        assert score == pytest.approx(a.score) and threshold == a.threshold
-        assert model_id == a.model_id and reason == a.reason
+        assert (v["orig_p"], v["resp_p"]) == ((a.flow.orig_p, p), (a.flow.resp_p, p))
+        assert v["score"] == pytest.approx(a.score) and v["threshold"] == a.threshold
+        assert (v["model"], v["reason"], v["version"]) == (a.model_id, a.reason, api.VERSION)
     assert not zeek.errors_sent  # every verdict was a well-formed event for Zeek
 
 
@@ -113,7 +119,9 @@ def test_malformed_frames_counted_and_skipped(
     good = flows_message(remcos.slice(0, 50), topic="netanom/flows/0")
     zeek.publish('{"type": "data-message", "topic": "netanom/flows/0", ')  # bad JSON
     wrong_type = orjson.loads(orjson.dumps(good))
-    wrong_type["data"][2]["data"][1]["data"][2]["data"][0]["@data-type"] = "string"
+    wrong_type["data"][2]["data"][1]["data"][api.FLOWS.position("ts")]["data"][0]["@data-type"] = (
+        "string"
+    )
     zeek.publish(wrong_type)
     short = orjson.loads(orjson.dumps(good))
     short["data"][2]["data"][1]["data"].pop()
@@ -123,7 +131,9 @@ def test_malformed_frames_counted_and_skipped(
     assert client.counters.malformed == 3 and client.counters.connects == 1
     # A bad value (caught when a micro-batch is decoded column-wise) costs only its own frame.
     bad_port = orjson.loads(orjson.dumps(good))
-    bad_port["data"][2]["data"][1]["data"][5]["data"][7]["data"] = "http/tcp"
+    bad_port["data"][2]["data"][1]["data"][api.FLOWS.position("resp_p")]["data"][7]["data"] = (
+        "http/tcp"
+    )
     for msg in (good, bad_port, good, good):
         zeek.publish(msg)
     wait(lambda: client.counters.flows == 200)
@@ -131,8 +141,12 @@ def test_malformed_frames_counted_and_skipped(
 
 
 def test_pings_are_answered(zeek: FakeZeek, client: ZeekWebSocketClient) -> None:
-    time.sleep(1.0)  # five ping intervals with no traffic
+    time.sleep(1.0)  # five keepalive pings with no traffic
     assert client.counters.connects == 1 and len(zeek.clients) == 1
+    ws = zeek.clients[0][0]
+    assert ws.latency > 0  # set only when a keepalive ping's pong came back
+    pong = ws.ping(b"netanomd")
+    assert pong.wait(2), "the client did not answer a ping"
 
 
 def test_server_protocol_errors(zeek: FakeZeek) -> None:
@@ -182,5 +196,7 @@ def test_zeek_listen_command_over_websocket(
     anomalous = {line.split()[0] for line in lines if "ANOMALOUS:" in line}
     assert anomalous
     wait(lambda: len(zeek.received) == len(anomalous))
-    assert {parse_event(m)[2][0]["data"] for m in zeek.received} == anomalous
+    assert {decode_event(api.VERDICT, parse_event(m)[2])["uid"] for m in zeek.received} == (
+        anomalous
+    )
     assert "150 flows in 2 messages, 0 malformed" in err

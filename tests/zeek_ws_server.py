@@ -5,8 +5,10 @@ frame must be a JSON array of topic strings (else ``deserialization_failed`` wit
 context strings); then one ``ack`` with an endpoint id ending in ``-websocket-N`` and the Zeek
 version; after that the test publishes data messages to subscribers whose topic prefixes
 match, and every frame a client sends is checked (valid JSON, a data-message with a topic and
-a ``NetAnom::verdict`` event of the declared arity) — bad ones get the error messages Zeek
-sends. Pings go out every ``ping_interval`` seconds.
+an event the Zeek package declares for the daemon to send — ``NetAnom::verdict`` or
+``NetAnom::drained`` — with the declared argument types, as Zeek checks them before running a
+handler) — bad ones get the error messages Zeek sends. Pings go out every ``ping_interval``
+seconds.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import orjson
 from websockets.sync.server import Server, ServerConnection, serve
 
 from netanomd.zeek import api
-from netanomd.zeek.brokerjson import DecodeError, parse_event
+from netanomd.zeek.brokerjson import DecodeError, decode_event, parse_event
 
 
 class FakeZeek:
@@ -107,7 +109,12 @@ class FakeZeek:
         except DecodeError:
             self._error(ws, "deserialization_failed", "failed to decode JSON object")
             return
-        if name != api.VERDICT.name or len(args) != len(api.VERDICT.args):
+        spec = api.BY_NAME.get(name)
+        try:
+            if spec not in api.OUTBOUND:
+                raise DecodeError(f"no handler for {name}")
+            decode_event(spec, args)
+        except DecodeError:
             self._error(ws, "deserialization_failed", "failed to create Zeek event")
             return
         with self._lock:

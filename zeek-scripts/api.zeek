@@ -4,19 +4,24 @@
 ##!
 ##! Flows travel as parallel vectors of primitive values, one element per connection, never as
 ##! records: a record's wire shape changes whenever Zeek adds a field (``conn_id`` gained
-##! ``proto`` in 7.1 and ``ctx`` in 8.0).
+##! ``proto`` in 7.1 and ``ctx`` in 8.0). Times travel as doubles (seconds since the epoch):
+##! Broker's JSON encoding cuts a ``time`` to milliseconds.
+##!
+##! Every event carries ``version`` first: each side refuses an event whose major version
+##! differs from its own, with a message saying so.
 
 module NetAnom;
 
 export {
-	## Version of this contract. The daemon refuses a different major version.
-	const version = "1.0";
+	## Version of this contract. An event of a different major version is refused.
+	const version = "2.0";
 
 	## A batch of finished connections, published by every node that logs conn.log.
 	## All vectors have the same length; element ``i`` of each describes flow ``i``.
 	##
+	## version: the contract version of the sender (NetAnom::version).
 	## uid: the connection's uid (as in conn.log).
-	## ts: when the connection started.
+	## ts: when the connection started, in seconds since the epoch.
 	## orig_h: originator address.
 	## orig_p: originator port (with its transport protocol).
 	## resp_h: responder address.
@@ -34,17 +39,19 @@ export {
 	## resp_pkts: packets from the responder.
 	## resp_ip_bytes: IP-layer bytes from the responder.
 	## community_id: the Community ID flow hash, "" when the policy is not loaded.
-	global flows: event(uid: vector of string, ts: vector of time, orig_h: vector of addr,
-	    orig_p: vector of port, resp_h: vector of addr, resp_p: vector of port,
-	    proto: vector of string, service: vector of string, duration: vector of interval,
-	    orig_bytes: vector of count, resp_bytes: vector of count,
-	    conn_state: vector of string, missed_bytes: vector of count,
-	    history: vector of string, orig_pkts: vector of count, orig_ip_bytes: vector of count,
+	global flows: event(version: string, uid: vector of string, ts: vector of double,
+	    orig_h: vector of addr, orig_p: vector of port, resp_h: vector of addr,
+	    resp_p: vector of port, proto: vector of string, service: vector of string,
+	    duration: vector of interval, orig_bytes: vector of count,
+	    resp_bytes: vector of count, conn_state: vector of string,
+	    missed_bytes: vector of count, history: vector of string,
+	    orig_pkts: vector of count, orig_ip_bytes: vector of count,
 	    resp_pkts: vector of count, resp_ip_bytes: vector of count,
 	    community_id: vector of string);
 
 	## The daemon's verdict on one anomalous connection.
 	##
+	## version: the contract version of the daemon.
 	## uid: the connection's uid.
 	## orig_h: originator address.
 	## orig_p: originator port.
@@ -54,6 +61,21 @@ export {
 	## threshold: the score at which the model alerts.
 	## model: the model's id.
 	## reason: why, as one readable sentence.
-	global verdict: event(uid: string, orig_h: addr, orig_p: port, resp_h: addr,
-	    resp_p: port, score: double, threshold: double, model: string, reason: string);
+	global verdict: event(version: string, uid: string, orig_h: addr, orig_p: port,
+	    resp_h: addr, resp_p: port, score: double, threshold: double, model: string,
+	    reason: string);
+
+	## Zeek asks the daemon to answer with ``drained`` once it has answered every flow
+	## published before this event (sent when a trace replay is done).
+	##
+	## version: the contract version of the sender.
+	## token: echoed in the answer (the shard the request went to).
+	global drain: event(version: string, token: count);
+
+	## The daemon has answered (scored, and sent verdicts for) every flow it received before
+	## the ``drain`` with this token.
+	##
+	## version: the contract version of the daemon.
+	## token: the token of the drain request.
+	global drained: event(version: string, token: count);
 }

@@ -1,6 +1,9 @@
 ##! Logic: batch finished connections per shard and publish them to the daemon; turn the
-##! daemon's verdicts into notices (and netanom.log lines); open the WebSocket listener the
-##! daemon connects to.
+##! daemon's verdicts into notices (and netanom.log lines), refusing events of another
+##! contract major version; open the listener the daemon connects to (not when replaying a
+##! trace, unless waiting for the daemon); with ``wait_for_daemon``, hold every publishing
+##! node until the daemon is there and, at the end of a trace, terminate once the daemon has
+##! answered everything.
 
 @load base/misc/version
 @load base/frameworks/cluster
@@ -49,7 +52,7 @@ export {
 ## Flows waiting to be published, as parallel vectors (see NetAnom::flows).
 type Batch: record {
 	uid: vector of string &default=vector();
-	ts: vector of time &default=vector();
+	ts: vector of double &default=vector();
 	orig_h: vector of addr &default=vector();
 	orig_p: vector of port &default=vector();
 	resp_h: vector of addr &default=vector();
@@ -73,6 +76,38 @@ global batches: table[count] of Batch;
 
 global flush_all: event();
 
+## Sent by a cluster's manager to its workers once the daemon is there (wait_for_daemon).
+global daemon_here: event();
+
+## Scheduled once a replayed trace is done and its connections have timed out.
+global finish_trace: event();
+global drain_timed_out: event();
+
+## Shards whose drain request the daemon has not answered yet.
+global drains_pending: set[count];
+
+## True on the node that handles verdicts: a standalone Zeek, or a cluster's manager (so
+## each verdict becomes one notice and one netanom.log line, not one per node).
+function handles_verdicts(): bool
+	{
+	return ! Cluster::is_enabled() || Cluster::local_node_type() == Cluster::MANAGER;
+	}
+
+global version_refused = F;
+
+## Whether an event of contract version ``v`` is accepted: the major versions must agree.
+## The first refusal is reported as an error, naming both versions.
+function accepted(v: string, event_name: string): bool
+	{
+	if ( split_string1(v, /\./)[0] == split_string1(version, /\./)[0] )
+		return T;
+	if ( ! version_refused )
+		Reporter::error(fmt("netanomd: %s speaks contract %s, this package speaks %s: refused (major versions differ); upgrade the older side so both come from one netanomd release",
+		    event_name, v, version));
+	version_refused = T;
+	return F;
+	}
+
 function shard_of(a: addr): count
 	{
 	local parts = addr_to_counts(a);
@@ -91,25 +126,30 @@ function publish_batch(k: count)
 
 	local topic = fmt("%s/%d", flows_topic, k);
 @if ( Version::number >= 70100 )
-	Cluster::publish(topic, NetAnom::flows, b$uid, b$ts, b$orig_h, b$orig_p, b$resp_h,
-	    b$resp_p, b$proto, b$service, b$duration, b$orig_bytes, b$resp_bytes, b$conn_state,
-	    b$missed_bytes, b$history, b$orig_pkts, b$orig_ip_bytes, b$resp_pkts, b$resp_ip_bytes,
-	    b$community_id);
+	Cluster::publish(topic, NetAnom::flows, version, b$uid, b$ts, b$orig_h, b$orig_p,
+	    b$resp_h, b$resp_p, b$proto, b$service, b$duration, b$orig_bytes, b$resp_bytes,
+	    b$conn_state, b$missed_bytes, b$history, b$orig_pkts, b$orig_ip_bytes, b$resp_pkts,
+	    b$resp_ip_bytes, b$community_id);
 @else
-	Broker::publish(topic, NetAnom::flows, b$uid, b$ts, b$orig_h, b$orig_p, b$resp_h,
-	    b$resp_p, b$proto, b$service, b$duration, b$orig_bytes, b$resp_bytes, b$conn_state,
-	    b$missed_bytes, b$history, b$orig_pkts, b$orig_ip_bytes, b$resp_pkts, b$resp_ip_bytes,
-	    b$community_id);
+	Broker::publish(topic, NetAnom::flows, version, b$uid, b$ts, b$orig_h, b$orig_p,
+	    b$resp_h, b$resp_p, b$proto, b$service, b$duration, b$orig_bytes, b$resp_bytes,
+	    b$conn_state, b$missed_bytes, b$history, b$orig_pkts, b$orig_ip_bytes, b$resp_pkts,
+	    b$resp_ip_bytes, b$community_id);
 @endif
 	}
 
-event NetAnom::flush_all()
+function publish_all()
 	{
 	local keys: vector of count = vector();
 	for ( k in batches )
 		keys[|keys|] = k;
 	for ( i in keys )
 		publish_batch(keys[i]);
+	}
+
+event NetAnom::flush_all()
+	{
+	publish_all();
 	schedule flush_interval { NetAnom::flush_all() };
 	}
 
@@ -124,7 +164,7 @@ event Conn::log_conn(rec: Conn::Info)
 	local b = batches[k];
 	local n = |b$uid|;
 	b$uid[n] = rec$uid;
-	b$ts[n] = rec$ts;
+	b$ts[n] = time_to_double(rec$ts);
 	b$orig_h[n] = rec$id$orig_h;
 	b$orig_p[n] = rec$id$orig_p;
 	b$resp_h[n] = rec$id$resp_h;
@@ -150,9 +190,13 @@ event Conn::log_conn(rec: Conn::Info)
 		publish_batch(k);
 	}
 
-event NetAnom::verdict(uid: string, orig_h: addr, orig_p: port, resp_h: addr,
-    resp_p: port, score: double, threshold: double, model: string, reason: string)
+event NetAnom::verdict(version: string, uid: string, orig_h: addr, orig_p: port,
+    resp_h: addr, resp_p: port, score: double, threshold: double, model: string,
+    reason: string)
 	{
+	if ( ! accepted(version, "NetAnom::verdict") )
+		return;
+
 	local id = conn_id($orig_h=orig_h, $orig_p=orig_p, $resp_h=resp_h, $resp_p=resp_p);
 
 	if ( log_verdicts )
@@ -166,17 +210,46 @@ event NetAnom::verdict(uid: string, orig_h: addr, orig_p: port, resp_h: addr,
 		    $suppress_for=suppression_interval]);
 	}
 
-## True on the node that handles verdicts: a standalone Zeek, or a cluster's manager (so
-## each verdict becomes one notice and one netanom.log line, not one per node).
-function handles_verdicts(): bool
+# -- wait_for_daemon: hold every publishing node until the daemon is there -----------------
+global daemon_seen = F;
+
+function release()
 	{
-	return ! Cluster::is_enabled() || Cluster::local_node_type() == Cluster::MANAGER;
+	if ( is_processing_suspended() )
+		continue_processing();
 	}
 
 function daemon_arrived()
 	{
-	if ( wait_for_daemon && is_processing_suspended() )
-		continue_processing();
+	if ( ! wait_for_daemon || daemon_seen )
+		return;
+	daemon_seen = T;
+	release();
+	if ( ! Cluster::is_enabled() )
+		return;
+@if ( Version::number >= 70100 )
+	Cluster::publish(Cluster::worker_topic, NetAnom::daemon_here);
+@else
+	Broker::publish(Cluster::worker_topic, NetAnom::daemon_here);
+@endif
+	}
+
+event NetAnom::daemon_here()
+	{
+	release();
+	}
+
+# A worker that comes up after the daemon arrived is released at once.
+event Cluster::node_up(name: string, id: string)
+	{
+	if ( ! daemon_seen || ! handles_verdicts() || name !in Cluster::nodes ||
+	     Cluster::nodes[name]$node_type != Cluster::WORKER )
+		return;
+@if ( Version::number >= 70100 )
+	Cluster::publish(Cluster::node_topic(name), NetAnom::daemon_here);
+@else
+	Broker::publish(Cluster::node_topic(name), NetAnom::daemon_here);
+@endif
 	}
 
 # WebSocket clients of Cluster::listen_websocket (>= 8.1). With Broker::listen_websocket
@@ -188,16 +261,74 @@ event Cluster::websocket_client_added(endpoint: Cluster::EndpointInfo, subscript
 	}
 @endif
 
+# A native Broker peer of a standalone Zeek is the daemon (in a cluster, peers are nodes).
 event Broker::peer_added(endpoint: Broker::EndpointInfo, msg: string)
 	{
-	daemon_arrived();
+	if ( ! Cluster::is_enabled() )
+		daemon_arrived();
+	}
+
+# -- the end of a replayed trace (wait_for_daemon) -----------------------------------------
+@ifdef ( Pcap::file_done )
+event Pcap::file_done(path: string)
+	{
+	if ( ! wait_for_daemon )
+		return;
+	# With the trace done, network time follows the wall clock: connections still open
+	# time out (and reach conn.log) before this fires.
+	local linger = tcp_inactivity_timeout;
+	if ( udp_inactivity_timeout > linger )
+		linger = udp_inactivity_timeout;
+	if ( icmp_inactivity_timeout > linger )
+		linger = icmp_inactivity_timeout;
+	schedule linger + 1min { NetAnom::finish_trace() };
+	}
+@endif
+
+event NetAnom::finish_trace()
+	{
+	publish_all();
+	local k = 0;
+	while ( k < shards )
+		{
+		add drains_pending[k];
+		local topic = fmt("%s/%d", flows_topic, k);
+@if ( Version::number >= 70100 )
+		Cluster::publish(topic, NetAnom::drain, version, k);
+@else
+		Broker::publish(topic, NetAnom::drain, version, k);
+@endif
+		++k;
+		}
+	schedule drain_timeout { NetAnom::drain_timed_out() };
+	}
+
+event NetAnom::drained(version: string, token: count)
+	{
+	if ( ! accepted(version, "NetAnom::drained") || token !in drains_pending )
+		return;
+	delete drains_pending[token];
+	if ( |drains_pending| == 0 )
+		terminate();
+	}
+
+event NetAnom::drain_timed_out()
+	{
+	if ( |drains_pending| == 0 )
+		return;
+	Reporter::warning(fmt("netanomd: the daemon did not answer the end of the trace within %s; terminating",
+	    drain_timeout));
+	terminate();
 	}
 
 event zeek_init()
 	{
 	Log::create_stream(LOG, [$columns=Info, $path="netanom"]);
 
-	if ( wait_for_daemon && handles_verdicts() )
+	# Every node that publishes flows waits for the daemon (a cluster's manager tells its
+	# workers when it is there).
+	if ( wait_for_daemon && ( ! Cluster::is_enabled() ||
+	                          Cluster::local_node_type() == Cluster::WORKER ) )
 		suspend_processing();
 
 	if ( handles_verdicts() )
@@ -211,12 +342,16 @@ event zeek_init()
 
 	schedule flush_interval { NetAnom::flush_all() };
 
-	# One listener per installation: the standalone node, or the manager of a cluster.
-	if ( ! listen_websocket )
-		return;
-	if ( Cluster::is_enabled() && Cluster::local_node_type() != Cluster::MANAGER )
+	# One listener per installation: the standalone node, or the manager of a cluster. None
+	# when replaying a trace without waiting for the daemon: it would keep Zeek running.
+	if ( ! handles_verdicts() || ( reading_traces() && ! wait_for_daemon ) )
 		return;
 
+	if ( listen_broker && ! Cluster::is_enabled() )
+		Broker::listen(cat(broker_addr), broker_port);
+
+	if ( ! listen_websocket )
+		return;
 @if ( Version::number >= 80100 )
 	local opts = Cluster::WebSocketServerOptions($listen_addr=websocket_addr,
 	    $listen_port=websocket_port);
@@ -229,11 +364,8 @@ event zeek_init()
 @endif
 	}
 
+# Connections logged at shutdown (still open when Zeek stops) are published too.
 event zeek_done()
 	{
-	local keys: vector of count = vector();
-	for ( k in batches )
-		keys[|keys|] = k;
-	for ( i in keys )
-		publish_batch(keys[i]);
+	publish_all();
 	}

@@ -13,15 +13,15 @@ import sys
 import threading
 from typing import Any
 
+from netanomd.config import ZeekBrokerSourceConfig, ZeekWsSourceConfig
 from netanomd.decision import Alert
 from netanomd.errors import TransportError
 from netanomd.flow import FlowBatch
 from netanomd.model import Model
 from netanomd.sinks.zeek_notice import ZeekNoticeSink
-from netanomd.sources.zeek_broker import ZeekBrokerClient, parse_hostport
-from netanomd.sources.zeek_ws import ZeekWebSocketClient, tls_context
+from netanomd.sources import Ack
+from netanomd.sources.zeek_link import zeek_source
 from netanomd.zeek import api
-from netanomd.zeek.transport import ZeekTransport
 
 
 def register(sub: Any) -> None:
@@ -74,9 +74,12 @@ class _Printer:
         self.seen = 0
         self.notices: ZeekNoticeSink | None = None
 
-    def __call__(self, batch: FlowBatch) -> None:
+    def __call__(
+        self, batch: FlowBatch, ack: Ack | None = None, *, arrived: float | None = None
+    ) -> bool:
+        """Score and print a batch (the link's ``emit``); acknowledged once printed."""
         if self.limit and self.seen >= self.limit:
-            return
+            return False
         if self.limit:
             batch = batch.slice(0, self.limit - self.seen)
         scores = None
@@ -100,39 +103,27 @@ class _Printer:
             lines.append(line)
         print("\n".join(lines), flush=True)
         self.seen += len(batch)
+        if ack is not None:
+            ack()
         if self.limit and self.seen >= self.limit:
             self.done.set()
+        return True
 
 
 def run(args: argparse.Namespace) -> int:
     model = Model.load(args.model) if args.model else None
     done = threading.Event()
     printer = _Printer(model, args.count, done)
-    topics = args.topic or [api.FLOWS_TOPIC]
-    transport: ZeekTransport
+    topics = tuple(args.topic or [api.FLOWS_TOPIC])
+    cfg: ZeekWsSourceConfig | ZeekBrokerSourceConfig
     if args.transport == "ws":
-        ctx = (
-            tls_context(args.ca_file, verify=not args.insecure)
-            if args.url.startswith("wss://")
-            else None
-        )
-        transport = ZeekWebSocketClient(
-            args.url, printer, topics=topics, verdict_topic=args.verdict_topic, ssl_context=ctx
-        )
+        cfg = ZeekWsSourceConfig("zeek_ws", args.url, args.ca_file, args.insecure, topics)
         where = args.url
     else:
-        if args.listen:
-            listen = parse_hostport(args.listen)
-            transport = ZeekBrokerClient(
-                printer, listen=listen, topics=topics, verdict_topic=args.verdict_topic
-            )
-            where = f"broker listening on {args.listen}"
-        else:
-            peer = parse_hostport(args.connect or "127.0.0.1:9999")
-            transport = ZeekBrokerClient(
-                printer, connect=peer, topics=topics, verdict_topic=args.verdict_topic
-            )
-            where = f"broker peer {peer[0]}:{peer[1]}"
+        connect = None if args.listen else (args.connect or "127.0.0.1:9999")
+        cfg = ZeekBrokerSourceConfig("zeek_broker", connect, args.listen, topics)
+        where = f"broker listening on {args.listen}" if args.listen else f"broker peer {connect}"
+    transport = zeek_source(cfg, printer, name="zeek", verdict_topic=args.verdict_topic)
     if model is not None and not args.no_verdicts:
         printer.notices = ZeekNoticeSink(transport)
     print(f"listening for {', '.join(topics)} via {where} (Ctrl-C to stop)", file=sys.stderr)
@@ -152,6 +143,7 @@ def run(args: argparse.Namespace) -> int:
     while not done.wait(0.2):
         if not worker.is_alive():
             break
+    transport.flush(5.0)
     transport.stop()
     worker.join(timeout=5)
     if failed:

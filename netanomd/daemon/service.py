@@ -279,14 +279,18 @@ class Daemon:
         self.notifier.stopping()
         log.info("stopping: draining the pipeline")
         deadline = time.monotonic() + self.shutdown_timeout
-        for src in self.sources:
-            src.stop()
+        # Intake stops first and the sources last: the Zeek links still carry the verdicts of
+        # the flows being drained.
+        if self.pipeline is not None:
+            self.pipeline.stop_intake()
         drained = (
             self.pipeline.drain(max(1.0, deadline - time.monotonic())) if self.pipeline else True
         )
         if self.pipeline is not None:
             self.pipeline.stop()
         self.sinks.close(max(0.5, deadline - time.monotonic()))
+        for src in self.sources:
+            src.stop()
         if self.server is not None:
             self.server.stop()
         if not drained:

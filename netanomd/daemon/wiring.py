@@ -54,27 +54,13 @@ class SourceContext:
 SourceFactory = Callable[[Any, str, SourceContext], list[LiveSource]]
 
 
-def _zeek_ws(cfg: ZeekWsSourceConfig, name: str, ctx: SourceContext) -> list[LiveSource]:
-    from netanomd.sources.zeek_ws import ZeekWebSocketClient, tls_context
+def _zeek(
+    cfg: ZeekWsSourceConfig | ZeekBrokerSourceConfig, name: str, ctx: SourceContext
+) -> list[LiveSource]:
+    from netanomd.sources.zeek_link import zeek_source
 
-    tls = tls_context(cfg.ca_file, not cfg.insecure) if cfg.url.startswith("wss://") else None
-    emit = ctx.pipeline.emitter(name, block=True, timeout=5.0)
-    return [ZeekWebSocketClient(cfg.url, emit, topics=cfg.topics, ssl_context=tls, name=name)]
-
-
-def _zeek_broker(cfg: ZeekBrokerSourceConfig, name: str, ctx: SourceContext) -> list[LiveSource]:
-    from netanomd.sources.zeek_broker import ZeekBrokerClient, parse_hostport
-
-    emit = ctx.pipeline.emitter(name, block=True, timeout=5.0)
-    return [
-        ZeekBrokerClient(
-            emit,
-            connect=parse_hostport(cfg.connect) if cfg.connect else None,
-            listen=parse_hostport(cfg.listen) if cfg.listen else None,
-            topics=cfg.topics,
-            name=name,
-        )
-    ]
+    # A Zeek connection is TCP: holding the reader back pushes back on Zeek.
+    return [zeek_source(cfg, ctx.pipeline.emitter(name, block=True, timeout=5.0), name=name)]
 
 
 def _followed(
@@ -103,8 +89,8 @@ def _redis(cfg: RedisSourceConfig, name: str, ctx: SourceContext) -> list[LiveSo
 
 #: Source ``type`` (as in the configuration) -> the factory that builds its live sources.
 SOURCE_FACTORIES: dict[str, SourceFactory] = {
-    "zeek_ws": _zeek_ws,
-    "zeek_broker": _zeek_broker,
+    "zeek_ws": _zeek,
+    "zeek_broker": _zeek,
     "zeek_log": _followed,
     "suricata_eve": _followed,
     "suricata_socket": _suricata_socket,
@@ -161,5 +147,6 @@ def zeek_notice_sinks(sources: Sequence[LiveSource]) -> list[Sink]:
     """One notice sink per Zeek link among ``sources`` (verdicts go back over the link the
     flows came in on)."""
     from netanomd.sinks.zeek_notice import ZeekNoticeSink
+    from netanomd.sources.zeek_link import ZeekLink
 
-    return [ZeekNoticeSink(s) for s in sources if hasattr(s, "publish_verdicts")]
+    return [ZeekNoticeSink(s) for s in sources if isinstance(s, ZeekLink)]

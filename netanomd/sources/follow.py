@@ -226,7 +226,7 @@ class LogFollower:
     def _hand_over(self, batch: FlowBatch, ack: Ack) -> None:
         # A file can wait: apply backpressure rather than dropping.
         while not self.emit(batch, ack):
-            if self.stopping:
+            if self._stop.wait(0.05):
                 return
 
 

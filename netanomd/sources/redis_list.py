@@ -117,5 +117,5 @@ class RedisInput:
         if batch is None:
             return
         while not self.emit(batch):
-            if self._stop.is_set():
+            if self._stop.wait(0.05):
                 return

@@ -2,23 +2,27 @@
 
 Owns the client side of the protocol: the first frame is the JSON array of topic prefixes, the
 server answers one ``ack`` (endpoint id and version), then only data messages flow. Flow
-batches (``NetAnom::flows``) are decoded into FlowBatches and handed to ``on_batch``;
-:meth:`ZeekWebSocketClient.send_verdicts` sends alerts back as ``NetAnom::verdict`` events
-(from the callback or from any other thread). A malformed or unexpected frame is logged
-(rate-limited) and counted, never fatal; a dropped connection is re-established with capped
-exponential backoff. Pings are answered by the ``websockets`` library. TLS: ``wss://`` URLs
-verify the server against the system trust store or ``ca_file``.
+batches (``NetAnom::flows``) are decoded into FlowBatches and handed to ``emit`` (a
+:class:`~netanomd.sources.LiveSource`); ``NetAnom::drain`` is answered with
+``NetAnom::drained`` once those batches have been through the sinks.
+:meth:`ZeekWebSocketClient.publish_verdicts` hands verdicts over from any thread without
+waiting (bounded; overflow dropped and counted); a sender task on the client's loop writes
+them. A malformed or unexpected frame is logged (rate-limited) and counted, never fatal; an
+event of another contract major version is refused and logged as an error; a dropped
+connection is re-established with capped exponential backoff. Pings are answered by the
+``websockets`` library. TLS: ``wss://`` URLs verify the server against the system trust store
+or ``ca_file``.
 
-Runs on ``websockets``' asyncio implementation in one thread: reading, decoding, scoring (the
-callback) and sending interleave without handing frames between threads. Frames are
-micro-batched: what arrives within ``batch_wait`` of the previous frame (up to ``max_batch``
-flows) is decoded and scored together, because per-call overheads dominate at ~100 flows a
-frame.
+Runs on ``websockets``' asyncio implementation in one thread. Frames are micro-batched: what
+arrives within ``batch_wait`` of the previous frame (up to ``max_batch`` flows) is decoded and
+emitted together, because per-call overheads dominate at ~100 flows a frame. ``emit`` may
+block (a full pipeline holds the reader back, which pushes back on Zeek over TCP).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import ssl
 import threading
@@ -29,20 +33,29 @@ import orjson
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import WebSocketException
 
-from netanomd.decision import Alert
 from netanomd.errors import TransportError
 from netanomd.flow import FlowBatch
+from netanomd.sources import Emit
 from netanomd.zeek import api
 from netanomd.zeek.brokerjson import (
     DecodeError,
     FlowsAccumulator,
+    VersionError,
     columns_of,
+    decode_event,
+    encode_event,
     fast_flows_columns,
     loads,
     parse_event,
-    verdict_message,
 )
-from netanomd.zeek.transport import Counters, OnBatch, log_malformed
+from netanomd.zeek.transport import (
+    Counters,
+    Drains,
+    Outbox,
+    Values,
+    log_malformed,
+    log_refused,
+)
 
 log = logging.getLogger(__name__)
 
@@ -59,13 +72,14 @@ def tls_context(ca_file: str | None = None, verify: bool = True) -> ssl.SSLConte
 
 
 class ZeekWebSocketClient:
-    """Subscribes to the flow topics, hands batches on, sends verdicts back."""
+    """Subscribes to the flow topics, emits batches, sends verdicts back."""
 
     def __init__(
         self,
         url: str,
-        on_batch: OnBatch,
+        emit: Emit,
         *,
+        name: str = "zeek_ws",
         topics: Sequence[str] = (api.FLOWS_TOPIC,),
         verdict_topic: str = api.VERDICTS_TOPIC,
         ssl_context: ssl.SSLContext | None = None,
@@ -73,9 +87,11 @@ class ZeekWebSocketClient:
         max_backoff: float = 30.0,
         max_batch: int = 4096,
         batch_wait: float = 0.002,
+        outbox_limit: int = 10_000,
     ) -> None:
         self.url = url.rstrip("/") + ("" if url.rstrip("/").endswith(PATH) else PATH)
-        self.on_batch = on_batch
+        self.emit = emit
+        self.name = name
         self.topics = list(topics)
         self.verdict_topic = verdict_topic
         self.ssl_context = ssl_context
@@ -85,11 +101,14 @@ class ZeekWebSocketClient:
         self.batch_wait = batch_wait
         self.counters = Counters()
         self.peer: dict[str, Any] = {}
+        #: Set once the first connection to Zeek is up.
+        self.ready = threading.Event()
+        self.outbox = Outbox(self.counters, outbox_limit)
+        self.drains = Drains(self.outbox)
         self._stop = threading.Event()
         self._ws: ClientConnection | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._loop_thread: int | None = None
-        self._outbox: list[str] = []
+        self._wake: asyncio.Event | None = None
 
     async def handshake(self, ws: ClientConnection) -> dict[str, Any]:
         await ws.send(orjson.dumps(self.topics).decode())
@@ -103,8 +122,14 @@ class ZeekWebSocketClient:
         asyncio.run(self._main())
 
     async def _main(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._loop_thread = threading.get_ident()
+        loop = self._loop = asyncio.get_running_loop()
+        wake = self._wake = asyncio.Event()
+
+        def nudge() -> None:
+            with contextlib.suppress(RuntimeError):  # the loop has closed: nothing to send
+                loop.call_soon_threadsafe(wake.set)
+
+        self.outbox.wake = nudge
         failures = 0
         while not self._stop.is_set():
             try:
@@ -123,7 +148,12 @@ class ZeekWebSocketClient:
                     self.counters.connects += 1
                     failures = 0
                     log.info("connected to Zeek %s at %s", self.peer.get("version"), self.url)
-                    await self._serve(ws)
+                    self.ready.set()
+                    sender = asyncio.create_task(self._sender(ws, wake))
+                    try:
+                        await self._serve(ws)
+                    finally:
+                        sender.cancel()
             except (OSError, WebSocketException, TransportError, DecodeError, TimeoutError) as exc:
                 if self._stop.is_set():
                     break
@@ -135,7 +165,7 @@ class ZeekWebSocketClient:
                 await self._sleep(delay)
             finally:
                 self._ws = None
-                self._outbox.clear()
+                self.outbox.clear()
 
     async def _sleep(self, delay: float) -> None:
         end = asyncio.get_running_loop().time() + delay
@@ -155,21 +185,23 @@ class ZeekWebSocketClient:
                 continue
             acc = FlowsAccumulator()
             pending: list[Any] = []
-            self._take(frame, acc, pending)
+            drains: list[int] = []
+            self._take(frame, acc, pending, drains)
             try:
-                while len(acc) < self.max_batch:
+                while len(acc) < self.max_batch and not drains:
                     frame = await self._recv(ws, self.batch_wait)
                     if frame is None:
                         break
-                    self._take(frame, acc, pending)
+                    self._take(frame, acc, pending, drains)
             finally:  # a dropped connection must not lose what was already received
                 if pending:
                     self._deliver(acc, pending)
-            if self._outbox:
-                frames, self._outbox = self._outbox, []
-                await self._send(ws, frames)
+                for token in drains:
+                    self.drains.request(token)
 
-    def _take(self, frame: str | bytes, acc: FlowsAccumulator, pending: list[Any]) -> None:
+    def _take(
+        self, frame: str | bytes, acc: FlowsAccumulator, pending: list[Any], drains: list[int]
+    ) -> None:
         self.counters.messages += 1
         columns = fast_flows_columns(frame)
         try:
@@ -183,11 +215,16 @@ class ZeekWebSocketClient:
                 log.warning("Zeek says: %s (%s)", msg.get("code"), msg.get("context"))
                 return
             _, name, args = parse_event(msg)
+            if name == api.DRAIN.name:
+                drains.append(decode_event(api.DRAIN, args)["token"])
+                return
             if name != api.FLOWS.name:
                 raise DecodeError(f"unexpected event {name!r}")
             columns = columns_of(args)
             acc.add_columns(columns)
             pending.append(columns)
+        except VersionError as exc:
+            log_refused(log, self.counters, exc)
         except DecodeError as exc:
             log_malformed(log, self.counters, exc)
 
@@ -208,48 +245,35 @@ class ZeekWebSocketClient:
                 return
             batch = FlowBatch.concat(good)
         self.counters.flows += len(batch)
-        self.on_batch(batch)
+        ack = self.drains.emitted()
+        if not self.emit(batch, ack):
+            self.counters.flows_dropped += len(batch)
+            ack()
 
-    def on_frame(self, frame: str | bytes) -> None:
-        """Handle one frame on its own (no micro-batching)."""
-        acc = FlowsAccumulator()
-        pending: list[Any] = []
-        self._take(frame, acc, pending)
-        if pending:
-            self._deliver(acc, pending)
+    def publish_verdicts(self, verdicts: Sequence[Values]) -> int:
+        """Queue one ``NetAnom::verdict`` per item for the sender; returns how many were taken.
 
-    def send_verdicts(self, alerts: Sequence[Alert]) -> int:
-        """Send one ``NetAnom::verdict`` per alert; returns how many were queued or sent.
-
-        From the ``on_batch`` callback the frames go out as soon as the callback returns; from
-        another thread this waits until they are written (or fail)."""
-        ws, loop = self._ws, self._loop
-        if ws is None or loop is None:
-            self.counters.verdicts_dropped += len(alerts)
+        Safe from any thread and never waits: with no Zeek connected, or the outbox full, the
+        rest are dropped and counted in ``counters.verdicts_dropped``."""
+        if self._ws is None:
+            self.counters.verdicts_dropped += len(verdicts)
             return 0
-        frames = [self._verdict_frame(a) for a in alerts]
-        if threading.get_ident() == self._loop_thread:
-            self._outbox.extend(frames)
-            return len(frames)
-        future = asyncio.run_coroutine_threadsafe(self._send(ws, frames), loop)
-        return future.result(timeout=30)
+        return self.outbox.put(api.VERDICT, verdicts)
 
-    def _verdict_frame(self, a: Alert) -> str:
-        f = a.flow
-        out = verdict_message(
-            f.uid,
-            f.orig_h,
-            f.orig_p or 0,
-            f.resp_h,
-            f.resp_p or 0,
-            f.proto,
-            a.score,
-            a.threshold,
-            a.model_id,
-            a.reason,
-            topic=self.verdict_topic,
-        )
-        return orjson.dumps(out).decode()
+    async def _sender(self, ws: ClientConnection, wake: asyncio.Event) -> None:
+        while True:
+            await wake.wait()
+            wake.clear()
+            items = self.outbox.take()
+            frames = [
+                orjson.dumps(encode_event(spec, values, self.verdict_topic)).decode()
+                for spec, values in items
+            ]
+            sent = await self._send(ws, frames)
+            verdicts = [spec is api.VERDICT for spec, _ in items]
+            self.counters.verdicts_sent += sum(verdicts[:sent])
+            self.counters.verdicts_dropped += sum(verdicts[sent:])
+            self.outbox.done()
 
     async def _send(self, ws: ClientConnection, frames: list[str]) -> int:
         sent = 0
@@ -259,9 +283,11 @@ class ZeekWebSocketClient:
                 sent += 1
         except (OSError, WebSocketException) as exc:
             log.warning("could not send verdicts to Zeek: %s", exc)
-        self.counters.verdicts_sent += sent
-        self.counters.verdicts_dropped += len(frames) - sent
         return sent
+
+    def flush(self, timeout: float) -> bool:
+        """Wait until the verdicts handed over so far are sent; False on timeout."""
+        return self.outbox.wait_sent(timeout)
 
     def stop(self) -> None:
         self._stop.set()

@@ -1,8 +1,16 @@
 """The wire contract with the Zeek package, mirroring ``zeek-scripts/api.zeek`` exactly.
 
-Every event that crosses the wire, with its fully qualified name and its arguments' names and
-Zeek types, in order. ``tests/test_zeek_scripts.py`` parses ``api.zeek`` and fails when the two
-drift apart, so a change to the contract has to be made in both files.
+Declared once, as zeek-client declares its events: each event with its fully qualified name and
+its arguments' names and Zeek types, in order. Both codecs (:mod:`netanomd.zeek.brokerjson` for
+the WebSocket JSON API, :mod:`netanomd.zeek.brokerpy` for native Broker) build and parse every
+event from these declarations, so no argument list is ordered by hand anywhere else.
+``tests/test_zeek_scripts.py`` parses ``api.zeek`` and fails when the two files drift apart.
+
+Every event carries the contract's version as its first argument; a peer whose major version
+differs is refused with a message saying which side to upgrade (:func:`version_problem`).
+
+This module uses nothing but the standard library: the btest stand-ins in
+``zeek-tests/Scripts`` load it by path where netanomd itself is not installed.
 """
 
 from __future__ import annotations
@@ -10,26 +18,50 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 #: Version of the contract (``NetAnom::version``); a different major version is refused.
-VERSION = "1.0"
+VERSION = "2.0"
+
+#: The Broker data type (``@data-type`` in the JSON API) of each Zeek type the contract uses.
+BROKER_TYPES = {
+    "string": "string",
+    "double": "real",
+    "count": "count",
+    "addr": "address",
+    "port": "port",
+    "interval": "timespan",
+}
 
 
 @dataclass(frozen=True)
 class EventSpec:
     name: str
-    #: (argument name, Zeek type) in order.
+    #: (argument name, Zeek type) in order; ``vector of T`` for per-flow columns.
     args: tuple[tuple[str, str], ...]
 
     @property
     def arg_names(self) -> tuple[str, ...]:
         return tuple(a for a, _ in self.args)
 
+    def position(self, arg: str) -> int:
+        """Where ``arg`` travels in the event's argument list."""
+        return self.arg_names.index(arg)
+
+
+def element_type(zeek_type: str) -> str:
+    """``vector of addr`` -> ``addr``; a scalar type is its own element type."""
+    return zeek_type.removeprefix("vector of ")
+
+
+def is_vector(zeek_type: str) -> bool:
+    return zeek_type.startswith("vector of ")
+
 
 #: A batch of finished connections as parallel vectors (Zeek -> daemon).
 FLOWS = EventSpec(
     "NetAnom::flows",
     (
+        ("version", "string"),
         ("uid", "vector of string"),
-        ("ts", "vector of time"),
+        ("ts", "vector of double"),
         ("orig_h", "vector of addr"),
         ("orig_p", "vector of port"),
         ("resp_h", "vector of addr"),
@@ -54,6 +86,7 @@ FLOWS = EventSpec(
 VERDICT = EventSpec(
     "NetAnom::verdict",
     (
+        ("version", "string"),
         ("uid", "string"),
         ("orig_h", "addr"),
         ("orig_p", "port"),
@@ -66,8 +99,37 @@ VERDICT = EventSpec(
     ),
 )
 
-EVENTS: tuple[EventSpec, ...] = (FLOWS, VERDICT)
+#: Zeek asks to be told once every flow published before it has been answered (Zeek -> daemon).
+DRAIN = EventSpec("NetAnom::drain", (("version", "string"), ("token", "count")))
+
+#: The daemon has answered every flow it received before the drain with that token.
+DRAINED = EventSpec("NetAnom::drained", (("version", "string"), ("token", "count")))
+
+EVENTS: tuple[EventSpec, ...] = (FLOWS, VERDICT, DRAIN, DRAINED)
+#: What the daemon sends (and the Zeek package handles).
+OUTBOUND: tuple[EventSpec, ...] = (VERDICT, DRAINED)
+BY_NAME = {e.name: e for e in EVENTS}
 
 #: Default topics (``NetAnom::flows_topic`` / ``NetAnom::verdicts_topic`` in config.zeek).
 FLOWS_TOPIC = "netanom/flows"
 VERDICTS_TOPIC = "netanom/verdicts"
+
+
+def major(version: str) -> str:
+    return version.split(".", 1)[0]
+
+
+def version_problem(theirs: object, event: str) -> str | None:
+    """Why an event with contract version ``theirs`` is refused, or None when it is accepted."""
+    if not isinstance(theirs, str) or not theirs[:1].isdigit():
+        return (
+            f"{event} carries no netanomd contract version (got {str(theirs)[:40]!r}): the Zeek "
+            f"package predates contract {VERSION}; install the package from this netanomd release"
+        )
+    if major(theirs) != major(VERSION):
+        older = "this daemon" if int(major(theirs)) > int(major(VERSION)) else "the Zeek package"
+        return (
+            f"{event} speaks netanomd contract {theirs}, this daemon speaks {VERSION}: refused "
+            f"(major versions differ); upgrade {older} so both come from one netanomd release"
+        )
+    return None

@@ -1,11 +1,18 @@
 """Finding and loading Broker's native Python bindings (``import broker``).
 
 The bindings are a compiled extension that ships with Zeek, not with PyPI, so they are looked
-for in the places an installation puts them, in this order: ``$NETANOMD_BROKER_PYTHON_DIR``,
-``zeek-config --python_dir``, ``/opt/zeek/lib/zeek/python`` (and the lib64 / /usr/local
-variants), then Debian's ``python3-broker`` in ``/usr/lib/python3/dist-packages``. Only the
-``broker`` package is imported from the directory found; the directory is never put on
-``sys.path``, so nothing else from a system site-packages leaks into the virtualenv.
+for in the places an installation puts them, in this order: ``$NETANOMD_BROKER_PYTHON_DIR``
+(an override: when set, it is used or loading fails), ``zeek-config --python_dir`` (the
+bindings of the Zeek that will be peered with), a ``broker`` already importable (PYTHONPATH),
+``/opt/zeek/lib/zeek/python`` (and the lib64 / /usr/local variants), then Debian's
+``python3-broker`` in ``/usr/lib/python3/dist-packages``. Only the ``broker`` package is
+imported from the directory found; the directory is never put on ``sys.path``, so nothing else
+from a system site-packages leaks into the virtualenv.
+
+Broker peers only with its own generation: 1.x (Debian's ``python3-broker`` 1.4) with Zeek
+3.x, 2.x with Zeek >= 4 (and 2.3+, Zeek >= 5, broke compatibility again). When a local Zeek is
+known (``zeek-config --version``), :func:`check_peerable` refuses bindings that cannot peer
+with it, naming both versions, instead of retrying a connection that can never succeed.
 
 Owns the differences between binding generations too: Broker 1.x endpoints are plain objects
 closed with ``shutdown()``; Broker 2.x (Zeek >= 6, required with Zeek 8's Broker 2.8) wants
@@ -37,10 +44,13 @@ FIXED_DIRS = (
 )
 
 
+ZEEK_CONFIGS = ("/opt/zeek/bin/zeek-config", "/usr/local/zeek/bin/zeek-config")
+
+
 def zeek_config_python_dir(zeek_config: str | None = None) -> str | None:
     """What ``zeek-config --python_dir`` prints, or None without a Zeek installation."""
-    exe = zeek_config or shutil.which("zeek-config") or "/opt/zeek/bin/zeek-config"
-    if not Path(exe).exists():
+    exe = _zeek_config(zeek_config)
+    if exe is None:
         return None
     try:
         out = subprocess.run(
@@ -51,8 +61,30 @@ def zeek_config_python_dir(zeek_config: str | None = None) -> str | None:
     return out.stdout.strip() or None
 
 
+def _zeek_config(zeek_config: str | None) -> str | None:
+    exe = zeek_config or shutil.which("zeek-config")
+    if exe is None:
+        exe = next((p for p in ZEEK_CONFIGS if Path(p).exists()), None)
+    return exe if exe is not None and Path(exe).exists() else None
+
+
+def zeek_version(zeek_config: str | None = None) -> str | None:
+    """What ``zeek-config --version`` prints (the local Zeek's version), or None."""
+    exe = _zeek_config(zeek_config)
+    if exe is None:
+        return None
+    try:
+        out = subprocess.run(
+            [exe, "--version"], capture_output=True, text=True, timeout=10, check=True
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
 def candidate_dirs(env: dict[str, str] | None = None, zeek_config: str | None = None) -> list[str]:
-    """Directories that may hold a ``broker`` package, in the order they are tried."""
+    """Directories that may hold a ``broker`` package, in the order they are tried (after the
+    override and Zeek's own directory, an importable ``broker`` is tried first)."""
     env = dict(os.environ) if env is None else env
     dirs = []
     if env.get(ENV_DIR):
@@ -89,25 +121,48 @@ def _import_from(directory: str) -> ModuleType:
     return module
 
 
-def load_broker(dirs: list[str] | None = None) -> ModuleType:
-    """The ``broker`` module: already importable, or from the first compatible directory."""
-    if "broker" in sys.modules:
-        return sys.modules["broker"]
+def _importable() -> ModuleType | None:
     try:
         return importlib.import_module("broker")
     except ImportError:
-        pass
-    tried = []
-    for d in candidate_dirs() if dirs is None else dirs:
-        pkg = Path(d) / "broker"
-        if not _compatible(pkg):
-            py = f"{sys.version_info[0]}.{sys.version_info[1]}"
-            tried.append(f"{d} (no broker bindings for Python {py})")
-            continue
-        try:
-            return _import_from(d)
-        except ImportError as exc:
-            tried.append(f"{d} ({exc})")
+        return None
+
+
+def load_broker(
+    dirs: list[str] | None = None,
+    *,
+    env: dict[str, str] | None = None,
+    zeek_config: str | None = None,
+) -> ModuleType:
+    """The ``broker`` module: from the override directory (which must work), Zeek's own
+    directory, an importable ``broker``, or the first compatible fixed directory. ``dirs``
+    replaces that search with an explicit list."""
+    if "broker" in sys.modules:
+        return sys.modules["broker"]
+    env = dict(os.environ) if env is None else env
+    tried: list[str] = []
+    if dirs is None:
+        override = env.get(ENV_DIR)
+        if override:
+            module = _try(override, tried)
+            if module is None:
+                raise TransportError(
+                    f"{ENV_DIR}={override}: no usable Broker bindings there ({tried[-1]})"
+                )
+            return module
+        zc = zeek_config_python_dir(zeek_config)
+        if zc:
+            module = _try(zc, tried)
+            if module is not None:
+                return module
+        module = _importable()
+        if module is not None:
+            return module
+        dirs = [d for d in FIXED_DIRS if d != zc]
+    for d in dirs:
+        module = _try(d, tried)
+        if module is not None:
+            return module
     raise TransportError(
         "Broker's Python bindings were not found; tried: "
         + "; ".join(tried)
@@ -116,11 +171,50 @@ def load_broker(dirs: list[str] | None = None) -> ModuleType:
     )
 
 
+def _try(directory: str, tried: list[str]) -> ModuleType | None:
+    pkg = Path(directory) / "broker"
+    if not _compatible(pkg):
+        py = f"{sys.version_info[0]}.{sys.version_info[1]}"
+        tried.append(f"{directory} (no broker bindings for Python {py})")
+        return None
+    try:
+        return _import_from(directory)
+    except ImportError as exc:
+        tried.append(f"{directory} ({exc})")
+        return None
+
+
 def version(broker: ModuleType) -> str:
     v = getattr(broker, "Version", None)
     if v is not None and hasattr(v, "string"):
         return str(v.string())
     return str(getattr(broker, "__version__", "unknown"))
+
+
+def _major(version_text: str) -> int | None:
+    head = version_text.strip().split(".", 1)[0]
+    return int(head) if head.isdigit() else None
+
+
+def peerable_zeek(broker_version: str) -> str:
+    """Which Zeek versions bindings of ``broker_version`` can peer with."""
+    return "Zeek 3.x" if _major(broker_version) == 1 else "Zeek >= 4 (the one they came with)"
+
+
+def check_peerable(broker: ModuleType, zeek: str | None) -> None:
+    """Refuse bindings that cannot peer with the local Zeek ``zeek`` (None: not known here)."""
+    if zeek is None:
+        return
+    b, z = _major(version(broker)), _major(zeek)
+    if b is None or z is None:
+        return
+    if (b == 1) != (z < 4):
+        raise TransportError(
+            f"Broker {version(broker)} bindings ({getattr(broker, '__file__', '?')}) cannot "
+            f"peer with Zeek {zeek}: they peer only with {peerable_zeek(version(broker))}. "
+            f"Use Zeek's own bindings (`zeek-config --python_dir`, or set {ENV_DIR}), or "
+            "--transport ws"
+        )
 
 
 @contextmanager

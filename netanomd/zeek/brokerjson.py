@@ -1,11 +1,17 @@
 """Broker's WebSocket JSON encoding (``/v1/messages/json``): values, events, and the contract's
-two messages.
+events, all built and parsed from their declarations in :mod:`netanomd.zeek.api`.
 
 Every value is ``{"@data-type": T, "data": V}``; an event is the vector ``[count 1 (format),
 count 1 (event), [name, [args...], (optional) [metadata...]]]`` inside a ``data-message`` with
 a ``topic``. Events from Zeek 8 may come with 2 or 3 elements in the inner vector; both are
 accepted. Decoding never trusts the input: anything out of shape raises
-:class:`DecodeError` saying what and where.
+:class:`DecodeError` saying what and where, and an event of another contract major version
+raises :class:`VersionError`.
+
+Plain values (what :func:`encode_event` takes and :func:`decode_event` returns, keyed by the
+argument names of the declaration): ``string`` str, ``double`` float, ``count`` int, ``addr``
+str, ``port`` ``(number, proto)``, ``interval`` seconds; a vector is a list of those.
+``NetAnom::flows`` has its own columnar decoder (:class:`FlowsAccumulator`) for throughput.
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ from __future__ import annotations
 import datetime as dt
 import operator
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import msgspec
@@ -38,7 +44,11 @@ _UNIT_SECONDS = {
 
 
 class DecodeError(InputError):
-    """A Broker JSON message that is not what the contract says."""
+    """A Broker message that is not what the contract says."""
+
+
+class VersionError(DecodeError):
+    """An event of a contract major version this side does not speak."""
 
 
 # -- values --------------------------------------------------------------------------------
@@ -113,10 +123,105 @@ def parse_event(msg: Any) -> tuple[str, str, list[Any]]:
     return topic, name, args
 
 
-# -- the contract's messages ---------------------------------------------------------------
+# -- plain values <-> Broker JSON values, per Zeek type of the contract ---------------------
 _PROTO = {"tcp", "udp", "icmp"}
 
 
+def _port_text(value: tuple[int, str]) -> str:
+    number, proto = value
+    return f"{int(number)}/{proto if proto in _PROTO else '?'}"
+
+
+def _port_value(text: Any) -> tuple[int, str]:
+    if not isinstance(text, str):
+        raise TypeError(f"not a port: {text!r}")
+    number, _, proto = text.partition("/")
+    if not number.isdigit() or int(number) > 65535 or proto not in (*_PROTO, "unknown", "?"):
+        raise TypeError(f"bad port {text!r}")
+    return int(number), proto
+
+
+def _checked(kind: type, what: str) -> Callable[[Any], Any]:
+    def check(v: Any) -> Any:
+        if isinstance(v, bool) or not isinstance(v, kind):
+            raise TypeError(f"not {what}: {v!r}")
+        return v
+
+    return check
+
+
+def _real(v: Any) -> float:
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        raise TypeError(f"not a real: {v!r}")
+    return float(v)
+
+
+def _span(v: Any) -> float:
+    if not isinstance(v, str):
+        raise TypeError(f"not a timespan: {v!r}")
+    try:
+        return timespan(v)
+    except DecodeError as exc:
+        raise TypeError(str(exc)) from None
+
+
+#: Zeek type -> (plain value -> JSON data, JSON data -> plain value).
+_CODECS: dict[str, tuple[Callable[[Any], Any], Callable[[Any], Any]]] = {
+    "string": (str, _checked(str, "a string")),
+    "double": (float, _real),
+    "count": (int, _checked(int, "a count")),
+    "addr": (str, _checked(str, "an address")),
+    "port": (_port_text, _port_value),
+    "interval": (encode_timespan, _span),
+}
+
+
+def encode_event(spec: api.EventSpec, values: Mapping[str, Any], topic: str) -> dict[str, Any]:
+    """``spec`` as a data message; ``values`` holds every argument but ``version`` by name."""
+    args = []
+    for name, typ in spec.args:
+        value = api.VERSION if name == "version" else values[name]
+        kind = api.element_type(typ)
+        encode, tag = _CODECS[kind][0], api.BROKER_TYPES[kind]
+        if api.is_vector(typ):
+            args.append(wrap("vector", [wrap(tag, encode(v)) for v in value]))
+        else:
+            args.append(wrap(tag, encode(value)))
+    return event_message(topic, spec.name, args)
+
+
+def check_version(spec: api.EventSpec, args: Sequence[Any]) -> None:
+    """Refuse an event whose first argument is not a version of this contract's major."""
+    first = args[0] if args else None
+    version = first.get("data") if isinstance(first, dict) else None
+    if isinstance(first, dict) and first.get("@data-type") != "string":
+        version = None
+    problem = api.version_problem(version, spec.name)
+    if problem:
+        raise VersionError(problem)
+
+
+def decode_event(spec: api.EventSpec, args: Sequence[Any]) -> dict[str, Any]:
+    """The plain values of ``spec``'s arguments by name, every value's type checked."""
+    check_version(spec, args)
+    if len(args) != len(spec.args):
+        raise DecodeError(f"{spec.name}: expected {len(spec.args)} arguments, got {len(args)}")
+    out: dict[str, Any] = {}
+    for (name, typ), arg in zip(spec.args, args, strict=True):
+        kind = api.element_type(typ)
+        where = f"{spec.name} {name}"
+        decode = _CODECS[kind][1]
+        try:
+            if api.is_vector(typ):
+                out[name] = [decode(v) for v in _values(arg, api.BROKER_TYPES[kind], where)]
+            else:
+                out[name] = decode(_unwrap(arg, api.BROKER_TYPES[kind], where))
+        except TypeError as exc:
+            raise DecodeError(f"{where}: {exc}") from None
+    return out
+
+
+# -- NetAnom::flows, column-wise -------------------------------------------------------------
 def _values(arg: Any, kind: str, where: str) -> list[Any]:
     """The plain values of a vector whose elements must all be of ``kind``."""
     items = _unwrap(arg, "vector", where)
@@ -188,25 +293,26 @@ _SPAN_UNITS = pa.array(["ns", "us", "ms", "s", "min", "h", "d"])
 _SPAN_FACTORS = pa.array([_UNIT_SECONDS[u] for u in _SPAN_UNITS.to_pylist()], pa.float64())
 
 
-_KINDS = {
-    "string": "string",
-    "time": "timestamp",
-    "addr": "address",
-    "port": "port",
-    "interval": "timespan",
-    "count": "count",
-}
-_COLUMNS = [(name, _KINDS[typ.removeprefix("vector of ")]) for name, typ in api.FLOWS.args]
+#: (argument name, Broker type of its elements) of every per-flow column of NetAnom::flows.
+_COLUMNS = [
+    (name, api.BROKER_TYPES[api.element_type(typ)])
+    for name, typ in api.FLOWS.args
+    if api.is_vector(typ)
+]
 _EMPTY_IS_NULL = {"service", "conn_state", "history", "community_id"}
 
 
 def columns_of(args: list[Any]) -> list[list[Any]]:
-    """The plain values of each ``NetAnom::flows`` argument, every element's type checked."""
-    if len(args) != len(_COLUMNS):
-        raise DecodeError(f"NetAnom::flows: expected {len(_COLUMNS)} arguments, got {len(args)}")
+    """The plain values of each ``NetAnom::flows`` column, every element's type checked (the
+    version checked first)."""
+    check_version(api.FLOWS, args)
+    if len(args) != len(api.FLOWS.args):
+        raise DecodeError(
+            f"NetAnom::flows: expected {len(api.FLOWS.args)} arguments, got {len(args)}"
+        )
     return [
         _values(arg, kind, f"NetAnom::flows {name}")
-        for (name, kind), arg in zip(_COLUMNS, args, strict=True)
+        for (name, kind), arg in zip(_COLUMNS, args[1:], strict=True)
     ]
 
 
@@ -222,7 +328,7 @@ _PY_TYPES = {
     "string": str,
     "address": str,
     "port": str,
-    "timestamp": str,
+    "real": float,
     "timespan": str,
 }
 _VALUE = {kind: _value_struct(kind, typ) for kind, typ in _PY_TYPES.items()}
@@ -235,7 +341,10 @@ def _vector_struct(name: str, element: Any) -> Any:
 _ARGS = _vector_struct(
     "B_flows_args",
     tuple.__class_getitem__(
-        tuple(_vector_struct(f"B_vec_{n}", list.__class_getitem__(_VALUE[k])) for n, k in _COLUMNS)
+        (
+            _VALUE["string"],
+            *(_vector_struct(f"B_vec_{n}", list.__class_getitem__(_VALUE[k])) for n, k in _COLUMNS),
+        )
     ),
 )
 _EVENT = _vector_struct("B_flows_event", tuple.__class_getitem__((_VALUE["string"], _ARGS)))
@@ -253,10 +362,10 @@ _FLOWS_DECODER: msgspec.json.Decoder[Any] = msgspec.json.Decoder(_FlowsMessage)
 
 
 def fast_flows_columns(frame: str | bytes) -> list[list[Any]] | None:
-    """The argument values of a ``NetAnom::flows`` data message in its usual shape (two-element
-    event, every value of the declared Broker type), decoded and checked in one pass; None for
-    anything else (errors, other events, metadata, malformed frames), which then takes the
-    general path with its precise error messages."""
+    """The column values of a ``NetAnom::flows`` data message of this contract version in its
+    usual shape (two-element event, every value of the declared Broker type), decoded and
+    checked in one pass; None for anything else (errors, other events or versions, metadata,
+    malformed frames), which then takes the general path with its precise error messages."""
     try:
         m = _FLOWS_DECODER.decode(frame)
     except msgspec.DecodeError:
@@ -270,7 +379,10 @@ def fast_flows_columns(frame: str | bytes) -> list[list[Any]] | None:
         or event.data[0].data != api.FLOWS.name
     ):
         return None
-    return [list(map(_DATA, arg.data)) for arg in event.data[1].data]
+    version, *columns = event.data[1].data
+    if api.version_problem(version.data, api.FLOWS.name):
+        return None
+    return [list(map(_DATA, arg.data)) for arg in columns]
 
 
 class FlowsAccumulator:
@@ -279,7 +391,7 @@ class FlowsAccumulator:
     :meth:`add` does the per-value work that needs Python (unwrapping, Broker type of every
     element, equal vector lengths) and refuses a bad event without touching what was
     collected; :meth:`build` validates and converts whole columns with Arrow (addresses, ports,
-    timestamps, timespans), so the per-event cost stays small when frames carry ~100 flows.
+    timespans), so the per-event cost stays small when frames carry ~100 flows.
     """
 
     def __init__(self) -> None:
@@ -294,7 +406,7 @@ class FlowsAccumulator:
         return self.add_columns(columns_of(args))
 
     def add_columns(self, columns: list[list[Any]]) -> int:
-        """Add one event's plain values, one list per argument (type-checked already)."""
+        """Add one event's column values, one list per column (type-checked already)."""
         n = len(columns[0])
         for (name, _), values in zip(_COLUMNS, columns, strict=True):
             if len(values) != n:
@@ -314,14 +426,11 @@ class FlowsAccumulator:
             if kind == "count":
                 table[name] = _array(values, pa.int64(), where)
                 continue
+            if kind == "real":
+                table[name] = _array(values, pa.float64(), where)
+                continue
             arr = _array(values, pa.string(), where)
-            if kind == "timestamp":
-                try:
-                    stamps = arr.cast(pa.timestamp("ns"))
-                except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-                    raise DecodeError(f"{where}: {exc}") from None
-                table[name] = pa.array(stamps.cast(pa.int64()).to_numpy() / 1e9)
-            elif kind == "address":
+            if kind == "address":
                 ok = pc.match_substring_regex(arr, _ADDRESS)
                 if n and not pc.all(ok).as_py():
                     bad = ok.to_pylist().index(False)
@@ -344,87 +453,6 @@ def flows_to_batch(args: list[Any]) -> FlowBatch:
     acc = FlowsAccumulator()
     acc.add(args)
     return acc.build()
-
-
-def verdict_message(
-    uid: str,
-    orig_h: str,
-    orig_p: int,
-    resp_h: str,
-    resp_p: int,
-    proto: str,
-    score: float,
-    threshold: float,
-    model: str,
-    reason: str,
-    topic: str = api.VERDICTS_TOPIC,
-) -> dict[str, Any]:
-    """The ``NetAnom::verdict`` event as a data message."""
-    p = proto if proto in _PROTO else "?"
-    args = [
-        wrap("string", uid),
-        wrap("address", orig_h),
-        wrap("port", f"{orig_p}/{p}"),
-        wrap("address", resp_h),
-        wrap("port", f"{resp_p}/{p}"),
-        wrap("real", float(score)),
-        wrap("real", float(threshold)),
-        wrap("string", model),
-        wrap("string", reason),
-    ]
-    return event_message(topic, api.VERDICT.name, args)
-
-
-def flows_message(batch: FlowBatch, topic: str = api.FLOWS_TOPIC + "/0") -> dict[str, Any]:
-    """``NetAnom::flows`` for a batch, exactly as the Zeek package publishes it (for tests and
-    for replaying logs to a daemon)."""
-    rows = batch.table.to_pylist()
-
-    def vec(kind: str, values: list[Any]) -> dict[str, Any]:
-        return wrap("vector", [wrap(kind, v) for v in values])
-
-    def port(r: dict[str, Any], key: str) -> str:
-        proto = r["proto"] if r["proto"] in _PROTO else "?"
-        return f"{r[key] or 0}/{proto}"
-
-    def ts(x: float) -> str:
-        return (
-            dt.datetime.fromtimestamp(x, dt.UTC)
-            .replace(tzinfo=None)
-            .isoformat(timespec="milliseconds")
-        )
-
-    args = (
-        [
-            vec("string", [r["uid"] for r in rows]),
-            vec("timestamp", [ts(r["ts"]) for r in rows]),
-            vec("address", [r["orig_h"] for r in rows]),
-            vec("port", [port(r, "orig_p") for r in rows]),
-            vec("address", [r["resp_h"] for r in rows]),
-            vec("port", [port(r, "resp_p") for r in rows]),
-            vec("string", [r["proto"] or "" for r in rows]),
-            vec("string", [r["service"] or "" for r in rows]),
-            vec("timespan", [encode_timespan(r["duration"] or 0.0) for r in rows]),
-        ]
-        + [
-            vec("count", [r[k] or 0 for r in rows])
-            if k not in ("conn_state", "history")
-            else vec("string", [r[k] or "" for r in rows])
-            for k in (
-                "orig_bytes",
-                "resp_bytes",
-                "conn_state",
-                "missed_bytes",
-                "history",
-                "orig_pkts",
-                "orig_ip_bytes",
-                "resp_pkts",
-                "resp_ip_bytes",
-            )
-        ]
-        + [vec("string", [r["community_id"] or "" for r in rows])]
-    )
-    return event_message(topic, api.FLOWS.name, args)
 
 
 def loads(frame: str | bytes) -> Any:

@@ -1,28 +1,32 @@
-"""The contract's messages as the native Broker bindings present them (Python values).
+"""The contract's events as the native Broker bindings present them (Python values), built and
+parsed from their declarations in :mod:`netanomd.zeek.api`.
 
 ``broker.Subscriber.get()`` returns ``(topic, data)`` with ``data`` already converted to Python:
 an event is ``(Count(1), Count(1), (name, args[, metadata]))``; ``count`` arrives as
 ``broker.Count`` (``.value``), ``port`` as ``broker.Port`` (``.number()``, ``.type()``),
-``addr`` as :mod:`ipaddress` objects, ``time`` as aware ``datetime``, ``interval`` as
-``timedelta``, vectors as tuples. Decoding reads that shape directly (no round trip through
+``addr`` as :mod:`ipaddress` objects, ``interval`` as ``timedelta``, ``double`` as float,
+vectors as tuples. Decoding reads that shape directly (no round trip through
 ``broker.zeek.Event``) and never trusts it: anything out of shape raises
-:class:`~netanomd.zeek.brokerjson.DecodeError` naming the argument and element.
+:class:`~netanomd.zeek.brokerjson.DecodeError` naming the argument and element, and an event of
+another contract major version raises :class:`~netanomd.zeek.brokerjson.VersionError`.
+
+Plain values are those of :mod:`netanomd.zeek.brokerjson` (ports as ``(number, proto)``,
+intervals in seconds, addresses as text).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import ipaddress
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from types import ModuleType
 from typing import Any
 
 import pyarrow as pa
 
-from netanomd.decision import Alert
 from netanomd.flow import FlowBatch
 from netanomd.zeek import api
-from netanomd.zeek.brokerjson import DecodeError
+from netanomd.zeek.brokerjson import DecodeError, VersionError
 
 
 def _count(v: Any) -> int:
@@ -32,17 +36,18 @@ def _count(v: Any) -> int:
     return value
 
 
-def _port(v: Any) -> int:
+def _port(v: Any) -> tuple[int, str]:
     number = getattr(v, "number", None)
     if number is None:
         raise TypeError(f"not a port: {v!r}")
-    return int(number())
+    proto = str(v).rpartition("/")[2]  # "80/tcp" in both binding generations
+    return int(number()), proto if proto in _PORT_TYPES else "?"
 
 
-def _time(v: Any) -> float:
-    if not isinstance(v, dt.datetime):
-        raise TypeError(f"not a time: {v!r}")
-    return v.timestamp() if v.tzinfo else v.replace(tzinfo=dt.UTC).timestamp()
+def _double(v: Any) -> float:
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        raise TypeError(f"not a double: {v!r}")
+    return float(v)
 
 
 def _interval(v: Any) -> float:
@@ -65,12 +70,40 @@ def _string(v: Any) -> str:
 
 _DECODERS: dict[str, Callable[[Any], Any]] = {
     "string": _string,
-    "time": _time,
+    "double": _double,
     "addr": _addr,
     "port": _port,
     "interval": _interval,
     "count": _count,
 }
+
+_PORT_TYPES = {"tcp": "TCP", "udp": "UDP", "icmp": "ICMP"}
+
+
+def _encoders(broker: ModuleType) -> dict[str, Callable[[Any], Any]]:
+    def port(value: tuple[int, str]) -> Any:
+        number, proto = value
+        return broker.Port(int(number), getattr(broker.Port, _PORT_TYPES.get(proto, "Unknown")))
+
+    return {
+        "string": str,
+        "double": float,
+        "addr": ipaddress.ip_address,
+        "port": port,
+        "interval": lambda s: dt.timedelta(seconds=s),
+        "count": lambda n: broker.Count(int(n)),
+    }
+
+
+def encode_event(broker: ModuleType, spec: api.EventSpec, values: Mapping[str, Any]) -> Any:
+    """``spec`` as a ``broker.zeek.Event``; ``values`` holds every argument but ``version``."""
+    enc = _encoders(broker)
+    args = []
+    for name, typ in spec.args:
+        value = api.VERSION if name == "version" else values[name]
+        encode = enc[api.element_type(typ)]
+        args.append(tuple(map(encode, value)) if api.is_vector(typ) else encode(value))
+    return broker.zeek.Event(spec.name, *args)
 
 
 def parse_event(data: Any) -> tuple[str, Sequence[Any]]:
@@ -92,101 +125,55 @@ def parse_event(data: Any) -> tuple[str, Sequence[Any]]:
     return name, args
 
 
-def flows_to_batch(args: Sequence[Any]) -> FlowBatch:
-    """Decode ``NetAnom::flows`` arguments (native Broker values) into a FlowBatch."""
-    spec = api.FLOWS.args
-    if len(args) != len(spec):
-        raise DecodeError(f"NetAnom::flows: expected {len(spec)} arguments, got {len(args)}")
-    cols: dict[str, list[Any]] = {}
+def decode_event(spec: api.EventSpec, args: Sequence[Any]) -> dict[str, Any]:
+    """The plain values of ``spec``'s arguments by name, every value's type checked (the
+    version first, so an event of another major version is refused as such)."""
+    problem = api.version_problem(args[0] if args else None, spec.name)
+    if problem:
+        raise VersionError(problem)
+    if len(args) != len(spec.args):
+        raise DecodeError(f"{spec.name}: expected {len(spec.args)} arguments, got {len(args)}")
+    out: dict[str, Any] = {}
     n = -1
-    for (name, typ), arg in zip(spec, args, strict=True):
-        where = f"NetAnom::flows {name}"
+    for (name, typ), arg in zip(spec.args, args, strict=True):
+        where = f"{spec.name} {name}"
+        decode = _DECODERS[api.element_type(typ)]
+        if not api.is_vector(typ):
+            try:
+                out[name] = decode(arg)
+            except TypeError as exc:
+                raise DecodeError(f"{where}: {exc}") from None
+            continue
         if not isinstance(arg, tuple | list):
             raise DecodeError(f"{where}: expected a vector, got {type(arg).__name__}")
         if n < 0:
             n = len(arg)
         elif len(arg) != n:
-            raise DecodeError(f"NetAnom::flows: {name} has {len(arg)} elements, not {n}")
-        decode = _DECODERS[typ.removeprefix("vector of ")]
+            raise DecodeError(f"{spec.name}: {name} has {len(arg)} elements, not {n}")
         values = []
         for i, v in enumerate(arg):
             try:
                 values.append(decode(v))
             except TypeError as exc:
                 raise DecodeError(f"{where}[{i}]: {exc}") from None
-        cols[name] = values
+        out[name] = values
+    return out
+
+
+_COUNTS = [name for name, typ in api.FLOWS.args if api.element_type(typ) == "count"]
+_EMPTY_IS_NULL = ("service", "conn_state", "history", "community_id")
+
+
+def flows_to_batch(args: Sequence[Any]) -> FlowBatch:
+    """Decode ``NetAnom::flows`` arguments (native Broker values) into a FlowBatch."""
+    cols = decode_event(api.FLOWS, args)
+    del cols["version"]
     table: dict[str, Any] = dict(cols)
-    for key in ("service", "conn_state", "history", "community_id"):
+    table["orig_p"] = [p for p, _ in cols["orig_p"]]
+    table["resp_p"] = [p for p, _ in cols["resp_p"]]
+    for key in _EMPTY_IS_NULL:
         table[key] = [s or None for s in cols[key]]
-    for key in (
-        "orig_bytes",
-        "resp_bytes",
-        "missed_bytes",
-        "orig_pkts",
-        "orig_ip_bytes",
-        "resp_pkts",
-        "resp_ip_bytes",
-    ):
+    for key in _COUNTS:
         table[key] = pa.array(cols[key], pa.int64())
-    table["source"] = ["zeek"] * max(n, 0)
+    table["source"] = ["zeek"] * len(cols["uid"])
     return FlowBatch.from_table(pa.table(table))
-
-
-_PORT_TYPES = {"tcp": "TCP", "udp": "UDP", "icmp": "ICMP"}
-
-
-def _make_port(broker: ModuleType, number: int, proto: str) -> Any:
-    kind = getattr(broker.Port, _PORT_TYPES.get(proto, "Unknown"))
-    return broker.Port(number, kind)
-
-
-def verdict_event(broker: ModuleType, alert: Alert) -> Any:
-    """``NetAnom::verdict`` for an alert, as a ``broker.zeek.Event``."""
-    f = alert.flow
-    return broker.zeek.Event(
-        api.VERDICT.name,
-        f.uid,
-        ipaddress.ip_address(f.orig_h),
-        _make_port(broker, f.orig_p or 0, f.proto),
-        ipaddress.ip_address(f.resp_h),
-        _make_port(broker, f.resp_p or 0, f.proto),
-        float(alert.score),
-        float(alert.threshold),
-        alert.model_id,
-        alert.reason,
-    )
-
-
-def flows_event(broker: ModuleType, batch: FlowBatch) -> Any:
-    """``NetAnom::flows`` for a batch exactly as ``api.zeek`` declares it (what the Zeek package
-    publishes; used by tests and for replaying logs into a daemon)."""
-    rows = batch.table.to_pylist()
-
-    def count(key: str) -> tuple[Any, ...]:
-        return tuple(broker.Count(int(r[key] or 0)) for r in rows)
-
-    def text(key: str) -> tuple[str, ...]:
-        return tuple(r[key] or "" for r in rows)
-
-    return broker.zeek.Event(
-        api.FLOWS.name,
-        text("uid"),
-        tuple(dt.datetime.fromtimestamp(r["ts"], dt.UTC) for r in rows),
-        tuple(ipaddress.ip_address(r["orig_h"]) for r in rows),
-        tuple(_make_port(broker, r["orig_p"] or 0, r["proto"]) for r in rows),
-        tuple(ipaddress.ip_address(r["resp_h"]) for r in rows),
-        tuple(_make_port(broker, r["resp_p"] or 0, r["proto"]) for r in rows),
-        text("proto"),
-        text("service"),
-        tuple(dt.timedelta(seconds=r["duration"] or 0.0) for r in rows),
-        count("orig_bytes"),
-        count("resp_bytes"),
-        text("conn_state"),
-        count("missed_bytes"),
-        text("history"),
-        count("orig_pkts"),
-        count("orig_ip_bytes"),
-        count("resp_pkts"),
-        count("resp_ip_bytes"),
-        text("community_id"),
-    )

@@ -1,9 +1,11 @@
 """Stand-in for the netanomd daemon in the btests, over native Broker peering.
 
 Peers with Zeek on 127.0.0.1:<port>, subscribes to the flow topics, writes one line per flow
-received to flows.txt ("uid orig_h resp_h resp_p"), answers every flow with a NetAnom::verdict
-and, after <idle> seconds without flows, publishes NetAnomTest::done and exits. Works with
-Broker 1.x and 2.x bindings (2.x endpoints are context managers).
+received to flows.txt ("uid orig_h resp_h resp_p"), answers every flow with a
+NetAnom::verdict and every NetAnom::drain with NetAnom::drained, and exits once Zeek is gone
+(or after <idle> seconds without a message). Event names and argument positions come from
+netanomd's contract (netanom_api.py). Works with Broker 1.x and 2.x bindings (2.x endpoints
+are context managers).
 """
 
 import contextlib
@@ -11,45 +13,40 @@ import sys
 import time
 
 import broker
+from netanom_api import api, named, refuse, verdict_values
 
 port = int(sys.argv[1].split("/")[0])
-idle = float(sys.argv[2]) if len(sys.argv) > 2 else 3.0
+idle = float(sys.argv[2]) if len(sys.argv) > 2 else 30.0
+GONE = (broker.SC.PeerLost, broker.SC.PeerRemoved)
 
 ep = broker.Endpoint()
 ctx = ep if hasattr(ep, "__enter__") else contextlib.nullcontext(ep)
-with ctx:
-    sub = ep.make_subscriber("netanom/flows")
+with ctx, open("flows.txt", "w") as out:
+    sub = ep.make_subscriber(api.FLOWS_TOPIC)
+    status = ep.make_status_subscriber(True)
     if not ep.peer("127.0.0.1", port, 1.0):
         sys.exit("could not peer with Zeek")
     last = time.monotonic()
-    with open("flows.txt", "w") as out:
-        while time.monotonic() - last < idle:
-            msg = sub.get(0.2)
-            if msg is None:
-                continue
-            ev = broker.zeek.Event(msg[1])
-            assert ev.name() == "NetAnom::flows", ev.name()
-            args = ev.args()
-            assert len(args) == 19, len(args)
-            uid, orig_h, orig_p, resp_h, resp_p = args[:5]
-            for i in range(len(uid)):
-                out.write(f"{uid[i]} {orig_h[i]} {resp_h[i]} {resp_p[i]}\n")
-                ep.publish(
-                    "netanom/verdicts",
-                    broker.zeek.Event(
-                        "NetAnom::verdict",
-                        uid[i],
-                        orig_h[i],
-                        orig_p[i],
-                        resp_h[i],
-                        resp_p[i],
-                        0.9,
-                        0.6,
-                        "btest",
-                        "btest says anomalous",
-                    ),
-                )
-            out.flush()
-            last = time.monotonic()
-    ep.publish("netanom/verdicts", broker.zeek.Event("NetAnomTest::done"))
-    time.sleep(1)
+    while time.monotonic() - last < idle:
+        if any(getattr(s, "code", lambda: None)() in GONE for s in status.poll()):
+            break
+        msg = sub.get(0.2)
+        if msg is None:
+            continue
+        last = time.monotonic()
+        ev = broker.zeek.Event(msg[1])
+        args = ev.args()
+        refuse(args[0] if args else None, ev.name())
+        if ev.name() == api.DRAIN.name:
+            drain = named(api.DRAIN, args)
+            answer = [api.VERSION if n == "version" else drain[n] for n in api.DRAINED.arg_names]
+            ep.publish(api.VERDICTS_TOPIC, broker.zeek.Event(api.DRAINED.name, *answer))
+            continue
+        assert ev.name() == api.FLOWS.name, ev.name()
+        flows = named(api.FLOWS, args)
+        for i, uid in enumerate(flows["uid"]):
+            out.write(f"{uid} {flows['orig_h'][i]} {flows['resp_h'][i]} {flows['resp_p'][i]}\n")
+            verdict = verdict_values(flows, i)
+            ep.publish(api.VERDICTS_TOPIC, broker.zeek.Event(api.VERDICT.name, *verdict))
+        out.flush()
+    time.sleep(0.5)  # let the last answers leave before the endpoint closes

@@ -11,10 +11,10 @@ redef NetAnom::listen_websocket = F;
 
 event zeek_init()
 	{
-	event NetAnom::verdict("CAbc1", 10.0.0.5, 49152/tcp, 192.0.2.7, 1177/tcp, 0.712, 0.664,
-	    "m1", "registered responder port seen in 1.46% of training flows");
-	event NetAnom::verdict("CAbc2", 10.0.0.5, 49153/tcp, 192.0.2.7, 1177/tcp, 0.701, 0.664,
+	event NetAnom::verdict(NetAnom::version, "CAbc1", 10.0.0.5, 49152/tcp, 192.0.2.7,
+	    1177/tcp, 0.712, 0.664, "m1", "registered responder port seen in 1.46% of training flows");
+	event NetAnom::verdict(NetAnom::version, "CAbc2", 10.0.0.5, 49153/tcp, 192.0.2.7, 1177/tcp, 0.701, 0.664,
 	    "m1", "same originator, responder and port: suppressed");
-	event NetAnom::verdict("CAbc3", 10.0.0.9, 5353/udp, 224.0.0.251, 5353/udp, 0.690, 0.664,
+	event NetAnom::verdict(NetAnom::version, "CAbc3", 10.0.0.9, 5353/udp, 224.0.0.251, 5353/udp, 0.690, 0.664,
 	    "m1", "another pair");
 	}
