@@ -3,7 +3,10 @@
 The data path runs in one direction, each stage a small module with a narrow interface::
 
     sources  ->  flow records  ->  features  ->  detector  ->  decision  ->  sinks
-    (sources/)   (flow.py)         (features.py) (detectors/)  (decision.py) (sinks/)
+    (sources/)   (flow.py)         (features/)   (detectors/)  (decision/)   (sinks/)
+
+(``model/`` holds features + detector + threshold as one artifact, whose ``Model.run`` is the one
+scoring path; ``daemon/`` wires sources and sinks around it.)
 
 Contracts, stated once:
 
