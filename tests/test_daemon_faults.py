@@ -120,6 +120,12 @@ def test_a_sink_that_cannot_write_holds_positions_back(tmp_path: Path, model_pat
         full["on"] = False  # space freed
         wait(lambda: p.stats.scored == 300, 30, "resumes by itself")
         wait(lambda: healthz(d)[0] == 200, 10, "ready again")
+        assert d.server is not None
+        metrics = urllib.request.urlopen(f"http://127.0.0.1:{d.server.port}/metrics").read()
+        text = metrics.decode()
+        assert 'netanomd_alerts_total{sink="sqlite"} 300.0' in text  # written, not attempted
+        failures = p.sinks.errors["sqlite"]
+        assert failures >= 1 and f'netanomd_sink_errors_total{{sink="sqlite"}} {failures}.0' in text
     finally:
         assert d.shutdown() == 0
     assert len(stored(tmp_path / "alerts.db")) == 300  # none lost
