@@ -1,0 +1,413 @@
+"""Behaviour detectors that name what they see, with thresholds learned from a training window.
+
+Owns :class:`Thresholds` (learned by :func:`fit`, saved as plain arrays by
+:meth:`Thresholds.to_arrays` for an ``.npz`` without pickle) and :func:`detect`, which turns the
+closed windows of :class:`~netanomd.behaviour.windows.HostWindows` into named detections:
+
+==================  ==========================================================================
+behaviour           evidence (window of 1 min, 10 min or 1 h)
+==================  ==========================================================================
+horizontal scan     one originator's unanswered/empty probes reach many (host, port) targets,
+                    mostly many hosts on few ports (a sweep)
+vertical scan       the same, mostly many ports on few hosts
+scan                many hosts *and* many ports
+brute force         many TCP connections from one host to one service of one peer (or to one
+                    local service, inbound), far more than that service saw in training
+SYN / UDP flood     as brute force but an order of magnitude beyond, mostly unanswered; or one
+                    service reached by many more distinct sources than in training
+beaconing           flows to one peer and port at regular intervals (10 min or 1 h windows)
+exfiltration        bytes sent far above what training hosts sent, and well above bytes received
+unusual activity    a host window above a learned limit that no named behaviour explains
+==================  ==========================================================================
+
+How thresholds are learned: for every (scale, role, feature) the per-host maximum over the
+training windows is taken, then the ``quantile`` of those maxima across hosts (so a few odd
+hosts in an unlabeled training window do not set the bar), times ``margin``, never below the
+feature's floor in :data:`FLOORS` (the least value at which the behaviour can mean anything).
+Brute-force limits are learned per service (``tcp/22``): a service never used in training falls
+back to the floor. Beaconing needs a regularity above the ``quantile`` of the training pairs';
+pairs that were already that regular in training are remembered as known.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from netanomd.behaviour.windows import (
+    MIN_BEACON_EVENTS,
+    PROBE_KINDS,
+    ROLES,
+    Closed,
+    hash_strings,
+)
+
+#: Host-window features with a learned upper limit.
+FEATURES: tuple[str, ...] = (
+    "flows", "unanswered", "bytes_out", "bytes_in", "new_peers",
+    "peers", "ports", "probe_peers", "probe_ports", "probe_targets",
+)  # fmt: skip
+#: The least value at which each feature can mean a behaviour at all (not tuned to any file).
+FLOORS: dict[str, float] = {
+    "flows": 100.0,
+    "unanswered": 20.0,
+    "bytes_out": 20e6,
+    "bytes_in": 50e6,
+    "new_peers": 20.0,
+    "peers": 20.0,
+    "ports": 20.0,
+    "probe_peers": 5.0,
+    "probe_ports": 5.0,
+    "probe_targets": 8.0,
+}
+PAIR_FLOOR = 10.0  # connections to one service before "brute force" can mean anything
+REGULARITY_FLOOR = 0.8  # 1 / (1 + coefficient of variation of the gaps): 0.8 is CV 0.25
+FLOOD_FACTOR = 10.0  # a flood is an order of magnitude beyond the brute-force limit
+#: Features whose excess alone makes "unusual activity" (the rest feed named behaviours).
+#: Bytes received are not among them: a big download is a user's business, not an attack sign.
+ANOMALY_FEATURES: tuple[str, ...] = ("flows", "unanswered", "new_peers", "peers", "ports")
+
+DETECTION_COLUMNS: tuple[str, ...] = (
+    "scale", "role", "host", "behaviour", "detail", "peer", "port", "proto", "start", "end",
+    "first_ts", "last_ts", "flows", "unanswered", "peers", "ports", "targets", "bytes_out",
+    "bytes_in", "value", "threshold", "score", "feature", "period", *PROBE_KINDS, "uids",
+    "community_ids",
+)  # fmt: skip
+
+
+@dataclass
+class Thresholds:
+    """Learned limits (see the module docstring). Plain arrays: saved without pickle."""
+
+    scales: np.ndarray  # (S,) window widths in seconds
+    host: np.ndarray  # (S, len(ROLES), len(FEATURES)) upper limits
+    pair_keys: np.ndarray  # (P,) "scale|role|proto/port" strings
+    pair_limits: np.ndarray  # (P,) connections to one service per window
+    regularity: np.ndarray  # (S,) beaconing regularity limit per scale
+    known_beacons: np.ndarray  # (K,) uint64 hashes of "role|host|proto/port" regular in training
+    known_hosts: np.ndarray  # (H,) "role|host" of the busiest training hosts
+    known_limits: np.ndarray  # (H, S, len(FEATURES)) each one's own limits (0: none)
+    quantile: float = 0.99
+    margin: float = 1.5
+    _pair: dict[str, float] = field(default_factory=dict, repr=False)
+    _known: dict[str, int] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        self._pair = dict(zip(self.pair_keys.tolist(), self.pair_limits.tolist(), strict=True))
+        self._known = {k: i for i, k in enumerate(self.known_hosts.tolist())}
+
+    def limits(
+        self, scale: np.ndarray, role: np.ndarray, host: np.ndarray, feature: str, *, own: bool
+    ) -> np.ndarray:
+        """Per window: the population limit; with ``own``, raised to the host's own training
+        maximum (times margin) if it was busier than the population."""
+        f = FEATURES.index(feature)
+        si = np.searchsorted(self.scales, np.asarray(scale, dtype=float))
+        ri = np.array([ROLES.index(r) for r in np.asarray(role).tolist()], dtype=np.int64)
+        lim = np.asarray(self.host[si, ri, f], dtype=float)
+        if not own:
+            return lim
+        ki = np.array([self._known.get(f"{r}|{h}", -1) for r, h in
+                       zip(np.asarray(role).tolist(), np.asarray(host).tolist(), strict=True)],
+                      dtype=np.int64)  # fmt: skip
+        mine = np.where(ki >= 0, self.known_limits[np.maximum(ki, 0), si, f], 0.0)
+        return np.maximum(lim, mine)
+
+    def host_limit(self, scale: float, role: str, feature: str) -> float:
+        s = int(np.flatnonzero(np.isclose(self.scales, scale))[0])
+        return float(self.host[s, ROLES.index(role), FEATURES.index(feature)])
+
+    def pair_limit(self, scale: float, role: str, proto: str, port: int) -> float:
+        return self._pair.get(f"{scale:g}|{role}|{proto}/{port}", PAIR_FLOOR)
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """Everything as numpy arrays (string arrays are unicode, so ``np.load`` needs no pickle)."""
+        return {
+            "scales": self.scales,
+            "host": self.host,
+            "pair_keys": np.asarray(self.pair_keys, dtype=str),
+            "pair_limits": self.pair_limits,
+            "regularity": self.regularity,
+            "known_beacons": self.known_beacons,
+            "known_hosts": np.asarray(self.known_hosts, dtype=str),
+            "known_limits": self.known_limits,
+            "params": np.array([self.quantile, self.margin]),
+            "features": np.asarray(FEATURES, dtype=str),
+        }
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray] | Any) -> Thresholds:
+        feats = tuple(np.asarray(arrays["features"]).tolist())
+        if feats != FEATURES:
+            raise ValueError(f"behaviour thresholds were learned for features {feats}, "
+                             f"this netanomd has {FEATURES}: retrain")  # fmt: skip
+        q, m = np.asarray(arrays["params"], dtype=float).tolist()
+        return cls(
+            scales=np.asarray(arrays["scales"], dtype=float),
+            host=np.asarray(arrays["host"], dtype=float),
+            pair_keys=np.asarray(arrays["pair_keys"], dtype=str),
+            pair_limits=np.asarray(arrays["pair_limits"], dtype=float),
+            regularity=np.asarray(arrays["regularity"], dtype=float),
+            known_beacons=np.asarray(arrays["known_beacons"], dtype=np.uint64),
+            known_hosts=np.asarray(arrays["known_hosts"], dtype=str),
+            known_limits=np.asarray(arrays["known_limits"], dtype=float),
+            quantile=float(q),
+            margin=float(m),
+        )
+
+
+def _beacon_hash(frame: pd.DataFrame) -> np.ndarray:
+    """A host's periodic use of a service (any peer: NTP and update pools rotate addresses)."""
+    keys = (frame["role"].astype(str) + "|" + frame["host"].astype(str) + "|"
+            + frame["proto"].astype(str) + "/" + frame["port"].astype(int).astype(str))  # fmt: skip
+    return hash_strings(keys.to_numpy(dtype=object))
+
+
+def fit(
+    training: Closed,
+    scales: tuple[float, ...],
+    *,
+    quantile: float = 0.95,
+    margin: float = 1.5,
+    max_known: int = 4096,
+) -> Thresholds:
+    """Learn every limit from the windows of a training stream (see the module docstring)."""
+    if not 0.0 < quantile <= 1.0 or margin < 1.0:
+        raise ValueError("quantile must be in (0, 1] and margin >= 1")
+    floors = np.array([FLOORS[f] for f in FEATURES])
+    host = np.tile(floors, (len(scales), len(ROLES), 1)).astype(float)
+    hw = training.hosts
+    hw = hw[hw["scale"].isin(list(scales))]
+    for si, sc in enumerate(scales):
+        for ri, role in enumerate(ROLES):
+            rows = hw[(hw["scale"] == sc) & (hw["role"] == role)]
+            if len(rows):
+                per_host = rows.groupby("host")[list(FEATURES)].max()
+                q = per_host.quantile(quantile).to_numpy(dtype=float)
+                host[si, ri] = np.maximum(floors, q * margin)
+    # The busiest training hosts keep their own limits (a resolver, a proxy, a scanner you run).
+    who = hw["role"].astype(str) + "|" + hw["host"].astype(str)
+    busiest = who.groupby(who).size().sort_values(ascending=False).index[:max_known].tolist()
+    own = np.zeros((len(busiest), len(scales), len(FEATURES)))
+    if busiest:
+        per = hw.assign(who=who)[who.isin(busiest)].groupby(["who", "scale"])[list(FEATURES)].max()
+        pos = {k: i for i, k in enumerate(busiest)}
+        sidx = {float(s): i for i, s in enumerate(scales)}
+        for (k, sc), vals in zip(per.index.tolist(), per.to_numpy(dtype=float), strict=True):
+            own[pos[k], sidx[float(sc)]] = vals * margin
+    pw = training.pairs
+    keys: list[str] = []
+    limits: list[float] = []
+    if len(pw):
+        svc = (pw["scale"].map(lambda s: f"{s:g}") + "|" + pw["role"].astype(str) + "|"
+               + pw["proto"].astype(str) + "/" + pw["port"].astype(int).astype(str))  # fmt: skip
+        mx = pw.assign(svc=svc).groupby("svc")["short"].max()
+        keys = mx.index.tolist()
+        limits = np.maximum(PAIR_FLOOR, mx.to_numpy(dtype=float) * margin).tolist()
+    regularity = np.full(len(scales), REGULARITY_FLOOR)
+    known = np.zeros(0, dtype=np.uint64)
+    if len(pw):
+        beacons = pw[(pw["flows"] >= MIN_BEACON_EVENTS) & (pw["role"] == "orig")]
+        for si, sc in enumerate(scales):
+            r = beacons.loc[beacons["scale"] == sc, "regularity"].to_numpy(dtype=float)
+            if len(r):
+                regularity[si] = max(REGULARITY_FLOOR, float(np.quantile(r, quantile)))
+        regular = beacons[beacons["regularity"] >= REGULARITY_FLOOR]
+        known = np.unique(_beacon_hash(regular)) if len(regular) else known
+    return Thresholds(
+        scales=np.asarray(scales, dtype=float),
+        host=host,
+        pair_keys=np.asarray(keys, dtype=str),
+        pair_limits=np.asarray(limits, dtype=float),
+        regularity=regularity,
+        known_beacons=known,
+        known_hosts=np.asarray(busiest, dtype=str),
+        known_limits=own,
+        quantile=quantile,
+        margin=margin,
+    )
+
+
+def _limits(hw: pd.DataFrame, thr: Thresholds, feature: str, own: bool = False) -> np.ndarray:
+    return thr.limits(hw["scale"].to_numpy(), hw["role"].to_numpy(), hw["host"].to_numpy(),
+                      feature, own=own)  # fmt: skip
+
+
+def _rows(hw: pd.DataFrame, behaviour: np.ndarray | str, value: np.ndarray, limit: np.ndarray,
+          feature: str, detail: np.ndarray | str = "") -> pd.DataFrame:  # fmt: skip
+    n = len(hw)
+    return pd.DataFrame({
+        "scale": hw["scale"], "role": hw["role"], "host": hw["host"],
+        "behaviour": behaviour, "detail": detail, "peer": "", "port": -1, "proto": "",
+        "start": hw["start"], "end": hw["end"], "first_ts": hw["first_ts"],
+        "last_ts": hw["last_ts"], "flows": hw["flows"], "unanswered": hw["unanswered"],
+        "peers": hw["peers"], "ports": hw["ports"], "targets": hw["probe_targets"],
+        "bytes_out": hw["bytes_out"], "bytes_in": hw["bytes_in"], "value": value,
+        "threshold": limit, "score": value / limit, "feature": feature, "period": np.zeros(n),
+        **{k: hw[k] for k in PROBE_KINDS},
+        "uids": hw["uids"], "community_ids": hw["community_ids"],
+    }, columns=list(DETECTION_COLUMNS)).reset_index(drop=True)  # fmt: skip
+
+
+def detect(closed: Closed, thr: Thresholds) -> pd.DataFrame:
+    """Named detections for the closed windows, one row each (columns :data:`DETECTION_COLUMNS`)."""
+    out: list[pd.DataFrame] = []
+    hw = closed.hosts[closed.hosts["scale"].isin(thr.scales.tolist())]
+    hw = hw.reset_index(drop=True)
+    named = np.zeros(len(hw), dtype=np.bool_)
+    if len(hw):
+        orig = (hw["role"] == "orig").to_numpy()
+        # Scans: probes reaching many (host, port) targets.
+        tgt = hw["probe_targets"].to_numpy(dtype=float)
+        lim = _limits(hw, thr, "probe_targets")
+        hit = orig & (tgt >= lim)
+        if hit.any():
+            h = hw[hit]
+            pp = h["probe_peers"].to_numpy(float) / _limits(h, thr, "probe_peers")
+            po = h["probe_ports"].to_numpy(float) / _limits(h, thr, "probe_ports")
+            kind = np.where((pp >= 1) & (po >= 1), "scan",
+                            np.where(pp >= po, "horizontal scan", "vertical scan"))  # fmt: skip
+            out.append(_rows(h, kind, tgt[hit], lim[hit], "probe_targets"))
+            named |= hit
+        # Exfiltration: far more out than training hosts sent, and well above what came in.
+        bo = hw["bytes_out"].to_numpy(dtype=float)
+        lim = _limits(hw, thr, "bytes_out")
+        hit = orig & (bo >= lim)
+        hit &= bo >= 4.0 * hw["bytes_in"].to_numpy(dtype=float)
+        if hit.any():
+            out.append(_rows(hw[hit], "exfiltration", bo[hit], lim[hit], "bytes_out"))
+            named |= hit
+        # Floods on a service from many sources (spoofed or distributed).
+        svc = (hw["role"] == "service").to_numpy()
+        peers = hw["peers"].to_numpy(dtype=float)
+        lim = _limits(hw, thr, "peers")
+        hit = svc & (peers >= lim)
+        if hit.any():
+            h = hw[hit]
+            proto = h["host"].str.split("/").str[0].str.upper()
+            out.append(_rows(h, (proto + " flood").to_numpy(dtype=object), peers[hit], lim[hit],
+                             "peers", h["host"].to_numpy(dtype=object)))  # fmt: skip
+            named |= hit
+    pairs = _pair_detections(closed.pairs, thr)
+    if len(pairs):
+        out.append(pairs)
+        key = set(zip(pairs["scale"], pairs["role"], pairs["host"], pairs["start"], strict=True))
+        named |= np.array([k in key for k in zip(hw["scale"], hw["role"], hw["host"], hw["start"],
+                                                  strict=True)], dtype=np.bool_)  # fmt: skip
+        # The target of a named outbound behaviour is that behaviour's victim, not a second case.
+        victims = set(zip(pairs["scale"], pairs["peer"], pairs["start"], strict=True))
+        named |= (hw["role"] == "resp").to_numpy() & np.array(
+            [k in victims for k in zip(hw["scale"], hw["host"], hw["start"], strict=True)],
+            dtype=np.bool_,
+        )
+    # Unusual activity: above a learned limit, explained by nothing named.
+    if len(hw):
+        ratios = np.column_stack([hw[f].to_numpy(dtype=float) / _limits(hw, thr, f, own=True)
+                                  for f in ANOMALY_FEATURES])  # fmt: skip
+        best = ratios.argmax(axis=1)
+        score = ratios[np.arange(len(hw)), best]
+        hit = (score >= 1.0) & ~named & (hw["role"] != "service").to_numpy()
+        if hit.any():
+            h = hw[hit]
+            feats = np.array(ANOMALY_FEATURES, dtype=object)[best[hit]]
+            value = ratios[hit, best[hit]] * np.array(
+                [_limits(h.iloc[[i]], thr, str(f), own=True)[0] for i, f in enumerate(feats)]
+            )
+            rows = _rows(h, "unusual activity", value, value / score[hit], "", feats)
+            rows["feature"] = feats
+            out.append(rows)
+    if not out:
+        return pd.DataFrame({c: [] for c in DETECTION_COLUMNS}, columns=list(DETECTION_COLUMNS))
+    return pd.concat(out, ignore_index=True)
+
+
+def _outbound_flows(pw: pd.DataFrame, inbound: np.ndarray) -> np.ndarray:
+    """For each inbound pair row: flows of the busiest originator pair into the same service."""
+    out = pw[~inbound]
+    best = out.groupby(["peer", "port", "scale", "start"])["flows"].max().to_dict()
+    return np.array([best.get((h, p, s, t), -1.0) for h, p, s, t in
+                     zip(pw["host"], pw["port"], pw["scale"], pw["start"], strict=True)])  # fmt: skip
+
+
+def _pair_detections(pw: pd.DataFrame, thr: Thresholds) -> pd.DataFrame:
+    pw = pw[pw["scale"].isin(thr.scales.tolist()) & (pw["role"] != "service")]
+    pw = pw.reset_index(drop=True)
+    if not len(pw):
+        return pw
+    limit = np.array([thr.pair_limit(s, r, p, int(port)) for s, r, p, port in
+                      zip(pw["scale"], pw["role"], pw["proto"], pw["port"], strict=True)])  # fmt: skip
+    flows = pw["flows"].to_numpy(dtype=float)
+    short = pw["short"].to_numpy(dtype=float)
+    unans = pw["unanswered"].to_numpy(dtype=float) / np.maximum(flows, 1.0)
+    tcp = (pw["proto"] == "tcp").to_numpy()
+    inbound = (pw["role"] == "resp").to_numpy()
+    # Inbound repeats that one originator explains are that originator's brute force, not two.
+    out_keys = set(
+        zip(
+            pw.loc[~inbound, "peer"],
+            pw.loc[~inbound, "port"],
+            pw.loc[~inbound, "scale"],
+            pw.loc[~inbound, "start"],
+            strict=True,
+        )
+    )
+    explained = np.array(
+        [
+            (h, p, s, t) in out_keys and n_out >= 0.9 * n
+            for h, p, s, t, n, n_out in zip(
+                pw["host"],
+                pw["port"],
+                pw["scale"],
+                pw["start"],
+                flows,
+                _outbound_flows(pw, inbound),
+                strict=True,
+            )
+        ],
+        dtype=np.bool_,
+    )
+    explained &= inbound
+    flood = (flows >= FLOOD_FACTOR * limit) & ((unans >= 0.9) | ~tcp)
+    brute = tcp & (short >= limit) & ~flood & ~explained
+    flood &= ~explained
+    behaviour = np.where(flood, np.where(tcp, "SYN flood", "UDP flood"),
+                         np.where(inbound, "inbound brute force", "brute force"))  # fmt: skip
+    si = np.searchsorted(thr.scales, pw["scale"].to_numpy(dtype=float))
+    reg_lim = thr.regularity[si]
+    reg = pw["regularity"].to_numpy(dtype=float)
+    # Beaconing is persistent and small: regular check-ins (short flows, not back-to-back chunks
+    # of a stream) over at least half of a 10-minute or longer window.
+    width = pw["end"].to_numpy(float) - pw["start"].to_numpy(float)
+    lasting = pw["last_ts"].to_numpy(float) - pw["first_ts"].to_numpy(float) >= 0.5 * width
+    beacon = ((pw["role"] == "orig").to_numpy() & (width >= 600.0) & lasting
+              & (pw["flows"].to_numpy(float) >= MIN_BEACON_EVENTS) & (reg >= reg_lim)
+              & (short >= 0.8 * flows))  # fmt: skip
+    if beacon.any():
+        beacon &= ~np.isin(_beacon_hash(pw), thr.known_beacons)
+    frames = []
+    for mask, name, value, lim, feat in (
+        (brute | flood, behaviour, np.where(flood, flows, short), limit, "flows"),
+        (beacon, np.full(len(pw), "beaconing", dtype=object), reg, reg_lim, "regularity"),
+    ):
+        if not mask.any():
+            continue
+        p = pw[mask]
+        frames.append(pd.DataFrame({
+            "scale": p["scale"], "role": p["role"], "host": p["host"],
+            "behaviour": name[mask], "detail": (p["peer"].astype(str) + ":" + p["proto"]
+                                                + "/" + p["port"].astype(int).astype(str)),
+            "peer": p["peer"], "port": p["port"], "proto": p["proto"], "start": p["start"],
+            "end": p["end"], "first_ts": p["first_ts"], "last_ts": p["last_ts"],
+            "flows": p["flows"], "unanswered": p["unanswered"], "peers": 1.0, "ports": 1.0,
+            "targets": 1.0, "bytes_out": 0.0, "bytes_in": 0.0, "value": value[mask],
+            "threshold": lim[mask], "score": value[mask] / lim[mask], "feature": feat,
+            "period": p["period"], **{k: 0.0 for k in PROBE_KINDS},
+            "uids": [[] for _ in range(len(p))],
+            "community_ids": [[] for _ in range(len(p))],
+        }, columns=list(DETECTION_COLUMNS)))  # fmt: skip
+    if not frames:
+        return pw.iloc[0:0]
+    return pd.concat(frames, ignore_index=True)
