@@ -7,6 +7,7 @@ closed windows of :class:`~netanomd.behaviour.windows.HostWindows` into named de
 ==================  ==========================================================================
 behaviour           evidence (window of 1 min, 10 min or 1 h)
 ==================  ==========================================================================
+inbound scan        one responder probed by many distinct sources
 horizontal scan     one originator's unanswered/empty probes reach many (host, port) targets,
                     mostly many hosts on few ports (a sweep)
 vertical scan       the same, mostly many ports on few hosts
@@ -65,7 +66,13 @@ FLOORS: dict[str, float] = {
 }
 PAIR_FLOOR = 10.0  # connections to one service before "brute force" can mean anything
 REGULARITY_FLOOR = 0.8  # 1 / (1 + coefficient of variation of the gaps): 0.8 is CV 0.25
-FLOOD_FACTOR = 10.0  # a flood is an order of magnitude beyond the brute-force limit
+#: A flood by definition, whatever training saw (an unlabeled training window may hold the flood
+#: itself): at least FLOOD_FLOWS flows to one peer and port, at FLOOD_RATE per second or more
+#: over their span, unanswered (TCP) or one-way (UDP, ICMP).
+FLOOD_FLOWS = 100.0
+FLOOD_RATE = 10.0
+#: Share of a pair's flows unanswered for "flood" or "repeated failed connections".
+UNANSWERED_SHARE = 0.9
 #: Features whose excess alone makes "unusual activity" (the rest feed named behaviours).
 #: Bytes received are not among them: a big download is a user's business, not an attack sign.
 ANOMALY_FEATURES: tuple[str, ...] = ("flows", "unanswered", "new_peers", "peers", "ports")
@@ -90,8 +97,9 @@ class Thresholds:
     known_beacons: np.ndarray  # (K,) uint64 hashes of "role|host|proto/port" regular in training
     known_hosts: np.ndarray  # (H,) "role|host" of the busiest training hosts
     known_limits: np.ndarray  # (H, S, len(FEATURES)) each one's own limits (0: none)
-    quantile: float = 0.99
+    quantile: float = 0.95
     margin: float = 1.5
+    anomaly_factor: float = 2.0  # "unusual activity" needs this many times a learned limit
     _pair: dict[str, float] = field(default_factory=dict, repr=False)
     _known: dict[str, int] = field(default_factory=dict, repr=False)
 
@@ -134,7 +142,7 @@ class Thresholds:
             "known_beacons": self.known_beacons,
             "known_hosts": np.asarray(self.known_hosts, dtype=str),
             "known_limits": self.known_limits,
-            "params": np.array([self.quantile, self.margin]),
+            "params": np.array([self.quantile, self.margin, self.anomaly_factor]),
             "features": np.asarray(FEATURES, dtype=str),
         }
 
@@ -144,7 +152,7 @@ class Thresholds:
         if feats != FEATURES:
             raise ValueError(f"behaviour thresholds were learned for features {feats}, "
                              f"this netanomd has {FEATURES}: retrain")  # fmt: skip
-        q, m = np.asarray(arrays["params"], dtype=float).tolist()
+        q, m, a = np.asarray(arrays["params"], dtype=float).tolist()
         return cls(
             scales=np.asarray(arrays["scales"], dtype=float),
             host=np.asarray(arrays["host"], dtype=float),
@@ -156,6 +164,7 @@ class Thresholds:
             known_limits=np.asarray(arrays["known_limits"], dtype=float),
             quantile=float(q),
             margin=float(m),
+            anomaly_factor=float(a),
         )
 
 
@@ -172,6 +181,7 @@ def fit(
     *,
     quantile: float = 0.95,
     margin: float = 1.5,
+    anomaly_factor: float = 2.0,
     max_known: int = 4096,
 ) -> Thresholds:
     """Learn every limit from the windows of a training stream (see the module docstring)."""
@@ -228,6 +238,7 @@ def fit(
         known_limits=own,
         quantile=quantile,
         margin=margin,
+        anomaly_factor=anomaly_factor,
     )
 
 
@@ -272,6 +283,13 @@ def detect(closed: Closed, thr: Thresholds) -> pd.DataFrame:
                             np.where(pp >= po, "horizontal scan", "vertical scan"))  # fmt: skip
             out.append(_rows(h, kind, tgt[hit], lim[hit], "probe_targets"))
             named |= hit
+        # Inbound scans: one host probed by many distinct sources (scanners, a worm, a botnet).
+        src = hw["probe_peers"].to_numpy(dtype=float)
+        lim = _limits(hw, thr, "probe_peers")
+        hit = (hw["role"] == "resp").to_numpy() & (src >= lim)
+        if hit.any():
+            out.append(_rows(hw[hit], "inbound scan", src[hit], lim[hit], "probe_peers"))
+            named |= hit
         # Exfiltration: far more out than training hosts sent, and well above what came in.
         bo = hw["bytes_out"].to_numpy(dtype=float)
         lim = _limits(hw, thr, "bytes_out")
@@ -309,7 +327,7 @@ def detect(closed: Closed, thr: Thresholds) -> pd.DataFrame:
                                   for f in ANOMALY_FEATURES])  # fmt: skip
         best = ratios.argmax(axis=1)
         score = ratios[np.arange(len(hw)), best]
-        hit = (score >= 1.0) & ~named & (hw["role"] != "service").to_numpy()
+        hit = (score >= thr.anomaly_factor) & ~named & (hw["role"] != "service").to_numpy()
         if hit.any():
             h = hw[hit]
             feats = np.array(ANOMALY_FEATURES, dtype=object)[best[hit]]
@@ -370,18 +388,30 @@ def _pair_detections(pw: pd.DataFrame, thr: Thresholds) -> pd.DataFrame:
         dtype=np.bool_,
     )
     explained &= inbound
-    flood = (flows >= FLOOD_FACTOR * limit) & ((unans >= 0.9) | ~tcp)
-    brute = tcp & (short >= limit) & ~flood & ~explained
+    first = pw["first_ts"].to_numpy(float)
+    last = pw["last_ts"].to_numpy(float)
+    width = pw["end"].to_numpy(float) - pw["start"].to_numpy(float)
+    rate = flows / np.maximum(last - first, 1.0)
+    flood = (flows >= FLOOD_FLOWS) & (rate >= FLOOD_RATE) & ((unans >= UNANSWERED_SHARE) | ~tcp)
     flood &= ~explained
-    behaviour = np.where(flood, np.where(tcp, "SYN flood", "UDP flood"),
-                         np.where(inbound, "inbound brute force", "brute force"))  # fmt: skip
+    # Retrying one peer for most of a 10-minute or longer window and never getting an answer: a
+    # dead C&C server, a blocked service, a worm's target. Learned-limit free, like a flood.
+    lasting = last - first >= 0.5 * width
+    failing = (tcp & ~inbound & (width >= 600.0) & lasting & (flows >= PAIR_FLOOR)
+               & (unans >= UNANSWERED_SHARE) & ~flood)  # fmt: skip
+    brute = tcp & (short >= limit) & ~flood & ~failing & ~explained
+    proto_up = pw["proto"].astype(str).str.upper().to_numpy(dtype=object)
+    behaviour = np.where(
+        flood,
+        np.where(tcp, "SYN flood", proto_up + " flood"),
+        np.where(failing, "repeated failed connections",
+                 np.where(inbound, "inbound brute force", "brute force")),
+    )  # fmt: skip
     si = np.searchsorted(thr.scales, pw["scale"].to_numpy(dtype=float))
     reg_lim = thr.regularity[si]
     reg = pw["regularity"].to_numpy(dtype=float)
     # Beaconing is persistent and small: regular check-ins (short flows, not back-to-back chunks
     # of a stream) over at least half of a 10-minute or longer window.
-    width = pw["end"].to_numpy(float) - pw["start"].to_numpy(float)
-    lasting = pw["last_ts"].to_numpy(float) - pw["first_ts"].to_numpy(float) >= 0.5 * width
     beacon = ((pw["role"] == "orig").to_numpy() & (width >= 600.0) & lasting
               & (pw["flows"].to_numpy(float) >= MIN_BEACON_EVENTS) & (reg >= reg_lim)
               & (short >= 0.8 * flows))  # fmt: skip
@@ -389,7 +419,8 @@ def _pair_detections(pw: pd.DataFrame, thr: Thresholds) -> pd.DataFrame:
         beacon &= ~np.isin(_beacon_hash(pw), thr.known_beacons)
     frames = []
     for mask, name, value, lim, feat in (
-        (brute | flood, behaviour, np.where(flood, flows, short), limit, "flows"),
+        (brute | flood | failing, behaviour, np.where(brute, short, flows),
+         np.where(brute, limit, np.where(flood, FLOOD_FLOWS, PAIR_FLOOR)), "flows"),
         (beacon, np.full(len(pw), "beaconing", dtype=object), reg, reg_lim, "regularity"),
     ):
         if not mask.any():

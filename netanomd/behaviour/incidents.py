@@ -27,7 +27,7 @@ import pandas as pd
 import pyarrow.compute as pc
 
 from netanomd.behaviour import reasons
-from netanomd.behaviour.windows import PROBE_KINDS, probe_mask
+from netanomd.behaviour.windows import PROBE_KINDS, SHORT_BYTES, probe_mask, unanswered_mask
 from netanomd.flow import FlowBatch
 
 #: Behaviour -> (family used in the key, base severity 0-100 as in ECS event.severity).
@@ -35,6 +35,7 @@ BEHAVIOURS: dict[str, tuple[str, int]] = {
     "horizontal scan": ("scan", 47),
     "vertical scan": ("scan", 47),
     "scan": ("scan", 47),
+    "inbound scan": ("scan", 47),
     "brute force": ("brute force", 73),
     "inbound brute force": ("brute force", 73),
     "SYN flood": ("flood", 73),
@@ -42,6 +43,7 @@ BEHAVIOURS: dict[str, tuple[str, int]] = {
     "TCP flood": ("flood", 73),
     "ICMP flood": ("flood", 73),
     "beaconing": ("beaconing", 73),
+    "repeated failed connections": ("failed connections", 47),
     "exfiltration": ("exfiltration", 73),
     "unusual activity": ("unusual activity", 21),
     "anomalous flows": ("anomalous flows", 21),
@@ -108,13 +110,17 @@ class Incident:
         if self.family in ("brute force", "flood") and self.role != "service":
             target = f"{svc} on {self.peer}" if self.role == "orig" else f"its {svc}"
             verb = "opened" if self.role == "orig" else "received"
-            unans = reasons.share(e.get("unanswered", 0.0), flows)
+            unans = reasons.share(e.get("unanswered", 0.0), e.get("flows", 0.0))
             return (f"{h} {verb} {flows:,} connections to {target} in {span} "
                     f"({unans} unanswered; learned limit {e.get('threshold', 0):,.0f} per "
                     f"{reasons.duration(e.get('scale', 0))})")  # fmt: skip
         if self.family == "flood":
             return (f"{self.behaviour} on {self.detail}: {flows:,} flows from "
                     f"{int(e.get('peers', 0)):,} sources in {span}")  # fmt: skip
+        if self.family == "failed connections":
+            unans = reasons.share(e.get("unanswered", 0.0), e.get("flows", 0.0))
+            return (f"{h} tried {svc} on {self.peer} {flows:,} times in {span}; "
+                    f"{unans} unanswered in its busiest {reasons.duration(e.get('scale', 0))}")
         if self.family == "beaconing":
             return (f"{h} contacts {self.peer} on {svc} every "
                     f"{reasons.duration(e.get('period', 0))} ({flows:,} times in {span}, "
@@ -137,6 +143,9 @@ class Incident:
             reasons.share(unans, flows), f"{reasons.share(unans, flows)} unanswered"
         )
         peers, ports = int(e.get("peers", 0)), int(e.get("ports", 0))
+        if self.role == "resp":
+            return (f"{self.host} was probed by {peers:,} sources on {ports:,} ports in {span}; "
+                    f"{answered}")  # fmt: skip
         kinds = {k: e.get(k, 0.0) for k in PROBE_KINDS}
         kind, count = max(kinds.items(), key=lambda kv: kv[1])
         if count >= 0.5 * e.get("targets", 0.0) and count > 0:
@@ -179,12 +188,17 @@ class Incident:
             mask &= (proto == p) & (svc_port == int(port))
         if self.family == "scan":
             mask &= probe_mask(batch)
-        elif self.family in ("brute force", "beaconing") or (
+        elif self.family in ("brute force", "beaconing", "failed connections") or (
             self.family == "flood" and self.role != "service"
         ):
             mask &= (batch.numeric("resp_p", fill=-1) == self.port) & (proto == self.proto)
             if self.role == "orig":
                 mask &= np.asarray(pc.equal(batch.column("resp_h"), self.peer).fill_null(False))
+        elif self.family == "exfiltration":  # the flows that carried the bytes out
+            ob, rb = batch.numeric("orig_bytes"), batch.numeric("resp_bytes")
+            mask &= (ob >= SHORT_BYTES) & (ob >= 4.0 * rb)
+        elif self.family == "unusual activity" and self.detail == "unanswered":
+            mask &= unanswered_mask(batch)
         return np.asarray(mask, dtype=np.bool_)
 
 

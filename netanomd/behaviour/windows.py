@@ -105,13 +105,15 @@ def _strings(batch: FlowBatch, name: str) -> np.ndarray:
 
 
 def unanswered_mask(batch: FlowBatch) -> np.ndarray:
-    """Flows the responder never answered (S0, REJ, SH, ... or no responder packet at all);
-    flows to multicast or broadcast addresses do not count (nobody is meant to answer)."""
+    """Flows the responder never answered: a state of :data:`UNANSWERED_STATES` (S0, REJ, SH,
+    ...) with no payload back, or no responder packet at all. Flows to multicast or broadcast
+    addresses do not count (nobody is meant to answer)."""
     states = batch.column("conn_state")
     unans = np.asarray(
         pc.fill_null(pc.is_in(states, value_set=pa.array(UNANSWERED_STATES)), False)
         .to_numpy(zero_copy_only=False), np.bool_,
     )  # fmt: skip
+    unans &= batch.numeric("resp_bytes") <= 0  # Zeek's state can miss a reply that carried data
     unans |= batch.numeric("resp_pkts", fill=-1) == 0
     group = pc.fill_null(pc.match_substring_regex(batch.column("resp_h"), _NO_REPLY_DESTS), False)
     return np.asarray(unans & ~np.asarray(group.to_numpy(zero_copy_only=False), np.bool_))
