@@ -40,6 +40,7 @@ import pandas as pd
 
 from netanomd.behaviour.windows import (
     MIN_BEACON_EVENTS,
+    NO_REPLY_DESTS,
     PROBE_KINDS,
     ROLES,
     Closed,
@@ -64,6 +65,15 @@ FLOORS: dict[str, float] = {
     "probe_ports": 5.0,
     "probe_targets": 8.0,
 }
+
+
+def floors_at(scale: float) -> np.ndarray:
+    """:data:`FLOORS` (set for 1 minute) for a window of ``scale`` seconds. They grow with the
+    square root of the window: a longer window sees more of everything, but an attack packs
+    its activity, so a 1-hour floor is ~8x, not 60x, the 1-minute one."""
+    return np.array([FLOORS[f] for f in FEATURES]) * np.sqrt(max(scale, 60.0) / 60.0)
+
+
 PAIR_FLOOR = 10.0  # connections to one service before "brute force" can mean anything
 REGULARITY_FLOOR = 0.8  # 1 / (1 + coefficient of variation of the gaps): 0.8 is CV 0.25
 #: A flood by definition, whatever training saw (an unlabeled training window may hold the flood
@@ -187,8 +197,7 @@ def fit(
     """Learn every limit from the windows of a training stream (see the module docstring)."""
     if not 0.0 < quantile <= 1.0 or margin < 1.0:
         raise ValueError("quantile must be in (0, 1] and margin >= 1")
-    floors = np.array([FLOORS[f] for f in FEATURES])
-    host = np.tile(floors, (len(scales), len(ROLES), 1)).astype(float)
+    host = np.stack([np.tile(floors_at(sc), (len(ROLES), 1)) for sc in scales]).astype(float)
     hw = training.hosts
     hw = hw[hw["scale"].isin(list(scales))]
     for si, sc in enumerate(scales):
@@ -197,7 +206,7 @@ def fit(
             if len(rows):
                 per_host = rows.groupby("host")[list(FEATURES)].max()
                 q = per_host.quantile(quantile).to_numpy(dtype=float)
-                host[si, ri] = np.maximum(floors, q * margin)
+                host[si, ri] = np.maximum(floors_at(sc), q * margin)
     # The busiest training hosts keep their own limits (a resolver, a proxy, a scanner you run).
     who = hw["role"].astype(str) + "|" + hw["host"].astype(str)
     busiest = who.groupby(who).size().sort_values(ascending=False).index[:max_known].tolist()
@@ -302,7 +311,7 @@ def detect(closed: Closed, thr: Thresholds) -> pd.DataFrame:
         svc = (hw["role"] == "service").to_numpy()
         peers = hw["peers"].to_numpy(dtype=float)
         lim = _limits(hw, thr, "peers")
-        hit = svc & (peers >= lim)
+        hit = svc & (peers >= np.maximum(lim, FLOOD_FLOWS))
         if hit.any():
             h = hw[hit]
             proto = h["host"].str.split("/").str[0].str.upper()
@@ -415,8 +424,9 @@ def _pair_detections(pw: pd.DataFrame, thr: Thresholds) -> pd.DataFrame:
     beacon = ((pw["role"] == "orig").to_numpy() & (width >= 600.0) & lasting
               & (pw["flows"].to_numpy(float) >= MIN_BEACON_EVENTS) & (reg >= reg_lim)
               & (short >= 0.8 * flows))  # fmt: skip
-    if beacon.any():
+    if beacon.any():  # known (training) beacons and multicast announcements are no C&C
         beacon &= ~np.isin(_beacon_hash(pw), thr.known_beacons)
+        beacon &= ~pw["peer"].astype(str).str.match(NO_REPLY_DESTS).to_numpy(dtype=np.bool_)
     frames = []
     for mask, name, value, lim, feat in (
         (brute | flood | failing, behaviour, np.where(brute, short, flows),

@@ -24,11 +24,10 @@ def split_hash(hashes: np.ndarray, p: int) -> tuple[np.ndarray, np.ndarray]:
     h = np.asarray(hashes, dtype=np.uint64)
     idx = (h >> np.uint64(64 - p)).astype(np.int64)
     rest = h & np.uint64((1 << (64 - p)) - 1)
-    # bit length of `rest`, exact: shift so the value fits a float64 mantissa, then frexp.
-    shift = max(0, 64 - p - 53)
-    top = (rest >> np.uint64(shift)).astype(np.float64)
-    _, exp = np.frexp(top)
-    bitlen = np.where(top > 0, exp + shift, 0)
+    # Bit length of `rest`, exact: frexp of each 32-bit half (exact in a float64).
+    _, hi = np.frexp((rest >> np.uint64(32)).astype(np.float64))
+    _, lo = np.frexp((rest & np.uint64(0xFFFFFFFF)).astype(np.float64))
+    bitlen = np.where(hi > 0, hi + 32, lo)
     rank = (64 - p) - bitlen + 1
     return idx, rank.astype(np.uint8)
 

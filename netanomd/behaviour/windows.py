@@ -47,7 +47,7 @@ UNANSWERED_STATES = ("S0", "REJ", "RSTOS0", "RSTRH", "SH", "SHR")
 #: transfer (brute force is many short connections to one service).
 SHORT_BYTES = 10_000
 #: Destinations that never answer by design (multicast, broadcast): silence there is no probe.
-_NO_REPLY_DESTS = r"^(22[4-9]|23[0-9])\.|^255\.255\.255\.255$|^[fF][fF][0-9a-fA-F]{2}:"
+NO_REPLY_DESTS = r"^(22[4-9]|23[0-9])\.|^255\.255\.255\.255$|^[fF][fF][0-9a-fA-F]{2}:"
 #: ICMP echo request (v4, v6): a ping is a probe whether or not it is answered.
 _ICMP_ECHO = (8, 128)
 #: Fewest flows to one peer and port before their inter-arrival regularity means anything.
@@ -115,7 +115,7 @@ def unanswered_mask(batch: FlowBatch) -> np.ndarray:
     )  # fmt: skip
     unans &= batch.numeric("resp_bytes") <= 0  # Zeek's state can miss a reply that carried data
     unans |= batch.numeric("resp_pkts", fill=-1) == 0
-    group = pc.fill_null(pc.match_substring_regex(batch.column("resp_h"), _NO_REPLY_DESTS), False)
+    group = pc.fill_null(pc.match_substring_regex(batch.column("resp_h"), NO_REPLY_DESTS), False)
     return np.asarray(unans & ~np.asarray(group.to_numpy(zero_copy_only=False), np.bool_))
 
 
@@ -431,7 +431,8 @@ class HostWindows:
                               np.tile(pcode, 3)[rows], np.tile(probe, 3)[rows],
                               np.tile(unans, 3)[rows], np.tile(short, 3)[rows], pkey[rows], newkey[rows],
                               np.tile(uids, 3)[rows], np.tile(cids, 3)[rows],
-                              p_hash_all=np.tile(p_hash, 3)[rows])  # fmt: skip
+                              p_hash_all=np.tile(p_hash, 3)[rows],
+                              when=np.tile(t, 3)[rows])  # fmt: skip
         self.clock = float(t[-1])
         return Closed.concat(out)
 
@@ -459,6 +460,7 @@ class HostWindows:
         cids: np.ndarray,
         *,
         p_hash_all: np.ndarray,
+        when: np.ndarray,
     ) -> None:
         # New peers: distinct (host, peer) pairs of this segment never seen before.
         uk, first_i = np.unique(newkey, return_index=True)
@@ -473,12 +475,13 @@ class HostWindows:
         keep = rank < SAMPLES
         self._uids[so[keep], rank[keep]] = uids[order][keep]
         self._cids[so[keep], rank[keep]] = cids[order][keep]
-        # Pairs of this segment, with inter-arrival sums of their start times.
-        o = np.lexsort((ts, pkey))
+        # Pairs of this segment, with inter-arrival sums of their arrival (event) times: flows
+        # arrive by end, so these gaps are the same however the stream is cut into batches.
+        o = np.lexsort((when, pkey))
         k_sorted = pkey[o]
         gstart = np.r_[0, np.flatnonzero(np.diff(k_sorted)) + 1]
         gid = np.repeat(np.arange(len(gstart)), np.diff(np.r_[gstart, len(o)]))
-        t_sorted = ts[o]
+        t_sorted = when[o]
         gaps = np.r_[0.0, np.diff(t_sorted)]
         gaps[gstart] = 0.0
         ng = len(gstart)
