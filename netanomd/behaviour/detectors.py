@@ -47,6 +47,10 @@ from netanomd.behaviour.windows import (
     hash_strings,
 )
 
+#: How limits are learned (see the module docstring); an operator tunes these three.
+DEFAULT_QUANTILE = 0.95  # of the training hosts' per-host maxima
+DEFAULT_MARGIN = 1.5  # times that quantile
+DEFAULT_ANOMALY_FACTOR = 2.0  # "unusual activity" needs this many times a learned limit
 #: Host-window features with a learned upper limit.
 FEATURES: tuple[str, ...] = (
     "flows", "unanswered", "bytes_out", "bytes_in", "new_peers",
@@ -107,9 +111,9 @@ class Thresholds:
     known_beacons: np.ndarray  # (K,) uint64 hashes of "role|host|proto/port" regular in training
     known_hosts: np.ndarray  # (H,) "role|host" of the busiest training hosts
     known_limits: np.ndarray  # (H, S, len(FEATURES)) each one's own limits (0: none)
-    quantile: float = 0.95
-    margin: float = 1.5
-    anomaly_factor: float = 2.0  # "unusual activity" needs this many times a learned limit
+    quantile: float = DEFAULT_QUANTILE
+    margin: float = DEFAULT_MARGIN
+    anomaly_factor: float = DEFAULT_ANOMALY_FACTOR
     _pair: dict[str, float] = field(default_factory=dict, repr=False)
     _known: dict[str, int] = field(default_factory=dict, repr=False)
 
@@ -189,9 +193,9 @@ def fit(
     training: Closed,
     scales: tuple[float, ...],
     *,
-    quantile: float = 0.95,
-    margin: float = 1.5,
-    anomaly_factor: float = 2.0,
+    quantile: float = DEFAULT_QUANTILE,
+    margin: float = DEFAULT_MARGIN,
+    anomaly_factor: float = DEFAULT_ANOMALY_FACTOR,
     max_known: int = 4096,
 ) -> Thresholds:
     """Learn every limit from the windows of a training stream (see the module docstring)."""
@@ -310,8 +314,8 @@ def detect(closed: Closed, thr: Thresholds) -> pd.DataFrame:
         # Floods on a service from many sources (spoofed or distributed).
         svc = (hw["role"] == "service").to_numpy()
         peers = hw["peers"].to_numpy(dtype=float)
-        lim = _limits(hw, thr, "peers")
-        hit = svc & (peers >= np.maximum(lim, FLOOD_FLOWS))
+        lim = np.maximum(_limits(hw, thr, "peers"), FLOOD_FLOWS)
+        hit = svc & (peers >= lim)
         if hit.any():
             h = hw[hit]
             proto = h["host"].str.split("/").str[0].str.upper()

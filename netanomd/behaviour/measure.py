@@ -25,6 +25,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from netanomd.behaviour.detectors import DEFAULT_MARGIN, DEFAULT_QUANTILE
 from netanomd.behaviour.incidents import Incident
 from netanomd.behaviour.pipeline import BehaviourPipeline, learn
 from netanomd.behaviour.windows import HostWindows
@@ -101,7 +102,7 @@ class AttackResult:
         return self.share >= 0.9 and bool(self.behaviours)
 
 
-def clean(data: Path, quantile: float = 0.95, margin: float = 1.5) -> dict[str, Any]:
+def clean(data: Path, quantile: float = DEFAULT_QUANTILE, margin: float = DEFAULT_MARGIN) -> dict[str, Any]:
     """The clean measurement (see the module docstring)."""
     train, test = halves(load(data / BENIGN))
     thr = learn([train], quantile=quantile, margin=margin)
@@ -132,7 +133,7 @@ def clean(data: Path, quantile: float = 0.95, margin: float = 1.5) -> dict[str, 
 
 
 def contaminated(
-    data: Path, rel: str, quantile: float = 0.95, margin: float = 1.5
+    data: Path, rel: str, quantile: float = DEFAULT_QUANTILE, margin: float = DEFAULT_MARGIN
 ) -> dict[str, Any]:
     """The contaminated measurement for one labeled capture (see the module docstring)."""
     train, test = halves(load(data / rel))
@@ -194,8 +195,8 @@ def throughput(data: Path, copies: int = 8, minutes: float = 10.0) -> float:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     ap.add_argument("--data", type=Path, default=Path("../shared/data"))
-    ap.add_argument("--quantile", type=float, default=0.95)
-    ap.add_argument("--margin", type=float, default=1.5)
+    ap.add_argument("--quantile", type=float, default=DEFAULT_QUANTILE)
+    ap.add_argument("--margin", type=float, default=DEFAULT_MARGIN)
     args = ap.parse_args(argv)
     res = clean(args.data, args.quantile, args.margin)
     print(f"clean: benign second half -> {len(res['benign_incidents'])} incidents (floor <= 3)")

@@ -12,7 +12,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from netanomd.behaviour.detectors import Thresholds, detect, fit
+from netanomd.behaviour.detectors import (
+    DEFAULT_ANOMALY_FACTOR,
+    DEFAULT_MARGIN,
+    DEFAULT_QUANTILE,
+    Thresholds,
+    detect,
+    fit,
+)
 from netanomd.behaviour.incidents import Incident, IncidentTracker
 from netanomd.behaviour.windows import DEFAULT_SCALES, Closed, HostWindows
 from netanomd.flow import FlowBatch
@@ -22,15 +29,17 @@ def learn(
     batches: Iterable[FlowBatch],
     *,
     scales: tuple[float, ...] = DEFAULT_SCALES,
-    quantile: float = 0.99,
-    margin: float = 1.5,
+    quantile: float = DEFAULT_QUANTILE,
+    margin: float = DEFAULT_MARGIN,
+    anomaly_factor: float = DEFAULT_ANOMALY_FACTOR,
     windows: HostWindows | None = None,
 ) -> Thresholds:
     """Thresholds learned from a training stream (``windows`` keeps the history if given)."""
     w = windows if windows is not None else HostWindows(scales)
     parts = [w.update(b) for b in batches]
     parts.append(w.flush())
-    return fit(Closed.concat(parts), w.scales, quantile=quantile, margin=margin)
+    return fit(Closed.concat(parts), w.scales, quantile=quantile, margin=margin,
+               anomaly_factor=anomaly_factor)  # fmt: skip
 
 
 class BehaviourPipeline:
