@@ -33,7 +33,9 @@ def incidents_for(path: Path, thr: Thresholds) -> tuple[list[Incident], object]:
     return run(BehaviourPipeline(thr), batch), batch
 
 
-def test_limits_are_learned_from_training_above_floors(split: tuple, thresholds: Thresholds) -> None:
+def test_limits_are_learned_from_training_above_floors(
+    split: tuple, thresholds: Thresholds
+) -> None:
     thr = thresholds
     assert thr.host.shape == (3, len(ROLES), len(FEATURES))
     for si, sc in enumerate(thr.scales):
@@ -61,7 +63,9 @@ def test_thresholds_round_trip_through_npz_without_pickle(
     w = HostWindows()
     closed = Closed.concat([w.update(split[1]), w.flush()])
     a, b = detect(closed, thresholds), detect(closed, back)
-    assert a.drop(columns=["uids", "community_ids"]).equals(b.drop(columns=["uids", "community_ids"]))
+    assert a.drop(columns=["uids", "community_ids"]).equals(
+        b.drop(columns=["uids", "community_ids"])
+    )
     assert np.array_equal(back.known_limits, thresholds.known_limits)
     arrays = thresholds.to_arrays()
     arrays["features"] = np.array(["flows"])

@@ -63,7 +63,9 @@ def test_nmap_window_counts_match_the_flows() -> None:
     assert r["ports"] == pytest.approx(mine["resp_p"].nunique(), rel=0.05)
     pm = mine[probes]
     assert r["probe_peers"] == pytest.approx(pm["resp_h"].nunique(), rel=0.05)
-    assert r["probe_targets"] == pytest.approx(len(set(zip(pm["resp_h"], pm["resp_p"]))), rel=0.1)
+    assert r["probe_targets"] == pytest.approx(
+        len(set(zip(pm["resp_h"], pm["resp_p"], strict=True))), rel=0.1
+    )
     assert r["bytes_out"] == mine["orig_bytes"].fillna(0).sum()
     assert r["first_ts"] == mine["ts"].min()
     assert set(r["uids"]) <= set(mine["uid"])

@@ -53,9 +53,17 @@ DEFAULT_MARGIN = 1.5  # times that quantile
 DEFAULT_ANOMALY_FACTOR = 2.0  # "unusual activity" needs this many times a learned limit
 #: Host-window features with a learned upper limit.
 FEATURES: tuple[str, ...] = (
-    "flows", "unanswered", "bytes_out", "bytes_in", "new_peers",
-    "peers", "ports", "probe_peers", "probe_ports", "probe_targets",
-)  # fmt: skip
+    "flows",
+    "unanswered",
+    "bytes_out",
+    "bytes_in",
+    "new_peers",
+    "peers",
+    "ports",
+    "probe_peers",
+    "probe_ports",
+    "probe_targets",
+)
 #: The least value at which each feature can mean a behaviour at all (not tuned to any file).
 FLOORS: dict[str, float] = {
     "flows": 100.0,
@@ -75,7 +83,7 @@ def floors_at(scale: float) -> np.ndarray:
     """:data:`FLOORS` (set for 1 minute) for a window of ``scale`` seconds. They grow with the
     square root of the window: a longer window sees more of everything, but an attack packs
     its activity, so a 1-hour floor is ~8x, not 60x, the 1-minute one."""
-    return np.array([FLOORS[f] for f in FEATURES]) * np.sqrt(max(scale, 60.0) / 60.0)
+    return np.array([FLOORS[f] for f in FEATURES]) * float(np.sqrt(max(scale, 60.0) / 60.0))
 
 
 PAIR_FLOOR = 10.0  # connections to one service before "brute force" can mean anything
@@ -92,11 +100,34 @@ UNANSWERED_SHARE = 0.9
 ANOMALY_FEATURES: tuple[str, ...] = ("flows", "unanswered", "new_peers", "peers", "ports")
 
 DETECTION_COLUMNS: tuple[str, ...] = (
-    "scale", "role", "host", "behaviour", "detail", "peer", "port", "proto", "start", "end",
-    "first_ts", "last_ts", "flows", "unanswered", "peers", "ports", "targets", "bytes_out",
-    "bytes_in", "value", "threshold", "score", "feature", "period", *PROBE_KINDS, "uids",
+    "scale",
+    "role",
+    "host",
+    "behaviour",
+    "detail",
+    "peer",
+    "port",
+    "proto",
+    "start",
+    "end",
+    "first_ts",
+    "last_ts",
+    "flows",
+    "unanswered",
+    "peers",
+    "ports",
+    "targets",
+    "bytes_out",
+    "bytes_in",
+    "value",
+    "threshold",
+    "score",
+    "feature",
+    "period",
+    *PROBE_KINDS,
+    "uids",
     "community_ids",
-)  # fmt: skip
+)
 
 
 @dataclass
@@ -132,11 +163,15 @@ class Thresholds:
         lim = np.asarray(self.host[si, ri, f], dtype=float)
         if not own:
             return lim
-        ki = np.array([self._known.get(f"{r}|{h}", -1) for r, h in
-                       zip(np.asarray(role).tolist(), np.asarray(host).tolist(), strict=True)],
-                      dtype=np.int64)  # fmt: skip
+        ki = np.array(
+            [
+                self._known.get(f"{r}|{h}", -1)
+                for r, h in zip(np.asarray(role).tolist(), np.asarray(host).tolist(), strict=True)
+            ],
+            dtype=np.int64,
+        )
         mine = np.where(ki >= 0, self.known_limits[np.maximum(ki, 0), si, f], 0.0)
-        return np.maximum(lim, mine)
+        return np.asarray(np.maximum(lim, mine), dtype=float)
 
     def host_limit(self, scale: float, role: str, feature: str) -> float:
         s = int(np.flatnonzero(np.isclose(self.scales, scale))[0])
@@ -146,7 +181,7 @@ class Thresholds:
         return self._pair.get(f"{scale:g}|{role}|{proto}/{port}", PAIR_FLOOR)
 
     def to_arrays(self) -> dict[str, np.ndarray]:
-        """Everything as numpy arrays (string arrays are unicode, so ``np.load`` needs no pickle)."""
+        """Everything as numpy arrays (strings as unicode arrays: ``np.load`` needs no pickle)."""
         return {
             "scales": self.scales,
             "host": self.host,
@@ -164,8 +199,10 @@ class Thresholds:
     def from_arrays(cls, arrays: dict[str, np.ndarray] | Any) -> Thresholds:
         feats = tuple(np.asarray(arrays["features"]).tolist())
         if feats != FEATURES:
-            raise ValueError(f"behaviour thresholds were learned for features {feats}, "
-                             f"this netanomd has {FEATURES}: retrain")  # fmt: skip
+            raise ValueError(
+                f"behaviour thresholds were learned for features {feats}, "
+                f"this netanomd has {FEATURES}: retrain"
+            )
         q, m, a = np.asarray(arrays["params"], dtype=float).tolist()
         return cls(
             scales=np.asarray(arrays["scales"], dtype=float),
@@ -184,8 +221,15 @@ class Thresholds:
 
 def _beacon_hash(frame: pd.DataFrame) -> np.ndarray:
     """A host's periodic use of a service (any peer: NTP and update pools rotate addresses)."""
-    keys = (frame["role"].astype(str) + "|" + frame["host"].astype(str) + "|"
-            + frame["proto"].astype(str) + "/" + frame["port"].astype(int).astype(str))  # fmt: skip
+    keys = (
+        frame["role"].astype(str)
+        + "|"
+        + frame["host"].astype(str)
+        + "|"
+        + frame["proto"].astype(str)
+        + "/"
+        + frame["port"].astype(int).astype(str)
+    )
     return hash_strings(keys.to_numpy(dtype=object))
 
 
@@ -225,8 +269,15 @@ def fit(
     keys: list[str] = []
     limits: list[float] = []
     if len(pw):
-        svc = (pw["scale"].map(lambda s: f"{s:g}") + "|" + pw["role"].astype(str) + "|"
-               + pw["proto"].astype(str) + "/" + pw["port"].astype(int).astype(str))  # fmt: skip
+        svc = (
+            pw["scale"].map(lambda s: f"{s:g}")
+            + "|"
+            + pw["role"].astype(str)
+            + "|"
+            + pw["proto"].astype(str)
+            + "/"
+            + pw["port"].astype(int).astype(str)
+        )
         mx = pw.assign(svc=svc).groupby("svc")["short"].max()
         keys = mx.index.tolist()
         limits = np.maximum(PAIR_FLOOR, mx.to_numpy(dtype=float) * margin).tolist()
@@ -256,24 +307,52 @@ def fit(
 
 
 def _limits(hw: pd.DataFrame, thr: Thresholds, feature: str, own: bool = False) -> np.ndarray:
-    return thr.limits(hw["scale"].to_numpy(), hw["role"].to_numpy(), hw["host"].to_numpy(),
-                      feature, own=own)  # fmt: skip
+    return thr.limits(
+        hw["scale"].to_numpy(), hw["role"].to_numpy(), hw["host"].to_numpy(), feature, own=own
+    )
 
 
-def _rows(hw: pd.DataFrame, behaviour: np.ndarray | str, value: np.ndarray, limit: np.ndarray,
-          feature: str, detail: np.ndarray | str = "") -> pd.DataFrame:  # fmt: skip
+def _rows(
+    hw: pd.DataFrame,
+    behaviour: np.ndarray | str,
+    value: np.ndarray,
+    limit: np.ndarray,
+    feature: str,
+    detail: np.ndarray | str = "",
+) -> pd.DataFrame:
     n = len(hw)
-    return pd.DataFrame({
-        "scale": hw["scale"], "role": hw["role"], "host": hw["host"],
-        "behaviour": behaviour, "detail": detail, "peer": "", "port": -1, "proto": "",
-        "start": hw["start"], "end": hw["end"], "first_ts": hw["first_ts"],
-        "last_ts": hw["last_ts"], "flows": hw["flows"], "unanswered": hw["unanswered"],
-        "peers": hw["peers"], "ports": hw["ports"], "targets": hw["probe_targets"],
-        "bytes_out": hw["bytes_out"], "bytes_in": hw["bytes_in"], "value": value,
-        "threshold": limit, "score": value / limit, "feature": feature, "period": np.zeros(n),
-        **{k: hw[k] for k in PROBE_KINDS},
-        "uids": hw["uids"], "community_ids": hw["community_ids"],
-    }, columns=list(DETECTION_COLUMNS)).reset_index(drop=True)  # fmt: skip
+    return pd.DataFrame(
+        {
+            "scale": hw["scale"],
+            "role": hw["role"],
+            "host": hw["host"],
+            "behaviour": behaviour,
+            "detail": detail,
+            "peer": "",
+            "port": -1,
+            "proto": "",
+            "start": hw["start"],
+            "end": hw["end"],
+            "first_ts": hw["first_ts"],
+            "last_ts": hw["last_ts"],
+            "flows": hw["flows"],
+            "unanswered": hw["unanswered"],
+            "peers": hw["peers"],
+            "ports": hw["ports"],
+            "targets": hw["probe_targets"],
+            "bytes_out": hw["bytes_out"],
+            "bytes_in": hw["bytes_in"],
+            "value": value,
+            "threshold": limit,
+            "score": value / limit,
+            "feature": feature,
+            "period": np.zeros(n),
+            **{k: hw[k] for k in PROBE_KINDS},
+            "uids": hw["uids"],
+            "community_ids": hw["community_ids"],
+        },
+        columns=list(DETECTION_COLUMNS),
+    ).reset_index(drop=True)
 
 
 def detect(closed: Closed, thr: Thresholds) -> pd.DataFrame:
@@ -292,8 +371,11 @@ def detect(closed: Closed, thr: Thresholds) -> pd.DataFrame:
             h = hw[hit]
             pp = h["probe_peers"].to_numpy(float) / _limits(h, thr, "probe_peers")
             po = h["probe_ports"].to_numpy(float) / _limits(h, thr, "probe_ports")
-            kind = np.where((pp >= 1) & (po >= 1), "scan",
-                            np.where(pp >= po, "horizontal scan", "vertical scan"))  # fmt: skip
+            kind = np.where(
+                (pp >= 1) & (po >= 1),
+                "scan",
+                np.where(pp >= po, "horizontal scan", "vertical scan"),
+            )
             out.append(_rows(h, kind, tgt[hit], lim[hit], "probe_targets"))
             named |= hit
         # Inbound scans: one host probed by many distinct sources (scanners, a worm, a botnet).
@@ -319,15 +401,32 @@ def detect(closed: Closed, thr: Thresholds) -> pd.DataFrame:
         if hit.any():
             h = hw[hit]
             proto = h["host"].str.split("/").str[0].str.upper()
-            out.append(_rows(h, (proto + " flood").to_numpy(dtype=object), peers[hit], lim[hit],
-                             "peers", h["host"].to_numpy(dtype=object)))  # fmt: skip
+            out.append(
+                _rows(
+                    h,
+                    (proto + " flood").to_numpy(dtype=object),
+                    peers[hit],
+                    lim[hit],
+                    "peers",
+                    h["host"].to_numpy(dtype=object),
+                )
+            )
             named |= hit
     pairs = _pair_detections(closed.pairs, thr)
     if len(pairs):
+        # Representative flows: the host's latest ones in that window.
+        wkey = list(zip(hw["scale"], hw["role"], hw["host"], hw["start"], strict=True))
+        uids = dict(zip(wkey, hw["uids"], strict=True))
+        cids = dict(zip(wkey, hw["community_ids"], strict=True))
+        pk = list(zip(pairs["scale"], pairs["role"], pairs["host"], pairs["start"], strict=True))
+        pairs["uids"] = [uids.get(k, []) for k in pk]
+        pairs["community_ids"] = [cids.get(k, []) for k in pk]
         out.append(pairs)
         key = set(zip(pairs["scale"], pairs["role"], pairs["host"], pairs["start"], strict=True))
-        named |= np.array([k in key for k in zip(hw["scale"], hw["role"], hw["host"], hw["start"],
-                                                  strict=True)], dtype=np.bool_)  # fmt: skip
+        named |= np.array(
+            [k in key for k in zip(hw["scale"], hw["role"], hw["host"], hw["start"], strict=True)],
+            dtype=np.bool_,
+        )
         # The target of a named outbound behaviour is that behaviour's victim, not a second case.
         victims = set(zip(pairs["scale"], pairs["peer"], pairs["start"], strict=True))
         named |= (hw["role"] == "resp").to_numpy() & np.array(
@@ -336,8 +435,9 @@ def detect(closed: Closed, thr: Thresholds) -> pd.DataFrame:
         )
     # Unusual activity: above a learned limit, explained by nothing named.
     if len(hw):
-        ratios = np.column_stack([hw[f].to_numpy(dtype=float) / _limits(hw, thr, f, own=True)
-                                  for f in ANOMALY_FEATURES])  # fmt: skip
+        ratios = np.column_stack(
+            [hw[f].to_numpy(dtype=float) / _limits(hw, thr, f, own=True) for f in ANOMALY_FEATURES]
+        )
         best = ratios.argmax(axis=1)
         score = ratios[np.arange(len(hw)), best]
         hit = (score >= thr.anomaly_factor) & ~named & (hw["role"] != "service").to_numpy()
@@ -359,8 +459,12 @@ def _outbound_flows(pw: pd.DataFrame, inbound: np.ndarray) -> np.ndarray:
     """For each inbound pair row: flows of the busiest originator pair into the same service."""
     out = pw[~inbound]
     best = out.groupby(["peer", "port", "scale", "start"])["flows"].max().to_dict()
-    return np.array([best.get((h, p, s, t), -1.0) for h, p, s, t in
-                     zip(pw["host"], pw["port"], pw["scale"], pw["start"], strict=True)])  # fmt: skip
+    return np.array(
+        [
+            best.get((h, p, s, t), -1.0)
+            for h, p, s, t in zip(pw["host"], pw["port"], pw["scale"], pw["start"], strict=True)
+        ]
+    )
 
 
 def _pair_detections(pw: pd.DataFrame, thr: Thresholds) -> pd.DataFrame:
@@ -368,8 +472,12 @@ def _pair_detections(pw: pd.DataFrame, thr: Thresholds) -> pd.DataFrame:
     pw = pw.reset_index(drop=True)
     if not len(pw):
         return pw
-    limit = np.array([thr.pair_limit(s, r, p, int(port)) for s, r, p, port in
-                      zip(pw["scale"], pw["role"], pw["proto"], pw["port"], strict=True)])  # fmt: skip
+    limit = np.array(
+        [
+            thr.pair_limit(s, r, p, int(port))
+            for s, r, p, port in zip(pw["scale"], pw["role"], pw["proto"], pw["port"], strict=True)
+        ]
+    )
     flows = pw["flows"].to_numpy(dtype=float)
     short = pw["short"].to_numpy(dtype=float)
     unans = pw["unanswered"].to_numpy(dtype=float) / np.maximum(flows, 1.0)
@@ -410,49 +518,96 @@ def _pair_detections(pw: pd.DataFrame, thr: Thresholds) -> pd.DataFrame:
     # Retrying one peer for most of a 10-minute or longer window and never getting an answer: a
     # dead C&C server, a blocked service, a worm's target. Learned-limit free, like a flood.
     lasting = last - first >= 0.5 * width
-    failing = (tcp & ~inbound & (width >= 600.0) & lasting & (flows >= PAIR_FLOOR)
-               & (unans >= UNANSWERED_SHARE) & ~flood)  # fmt: skip
+    failing = (
+        tcp
+        & ~inbound
+        & (width >= 600.0)
+        & lasting
+        & (flows >= PAIR_FLOOR)
+        & (unans >= UNANSWERED_SHARE)
+        & ~flood
+    )
     brute = tcp & (short >= limit) & ~flood & ~failing & ~explained
     proto_up = pw["proto"].astype(str).str.upper().to_numpy(dtype=object)
     behaviour = np.where(
         flood,
         np.where(tcp, "SYN flood", proto_up + " flood"),
-        np.where(failing, "repeated failed connections",
-                 np.where(inbound, "inbound brute force", "brute force")),
-    )  # fmt: skip
+        np.where(
+            failing,
+            "repeated failed connections",
+            np.where(inbound, "inbound brute force", "brute force"),
+        ),
+    )
     si = np.searchsorted(thr.scales, pw["scale"].to_numpy(dtype=float))
     reg_lim = thr.regularity[si]
     reg = pw["regularity"].to_numpy(dtype=float)
     # Beaconing is persistent and small: regular check-ins (short flows, not back-to-back chunks
     # of a stream) over at least half of a 10-minute or longer window.
-    beacon = ((pw["role"] == "orig").to_numpy() & (width >= 600.0) & lasting
-              & (pw["flows"].to_numpy(float) >= MIN_BEACON_EVENTS) & (reg >= reg_lim)
-              & (short >= 0.8 * flows))  # fmt: skip
+    beacon = (
+        (pw["role"] == "orig").to_numpy()
+        & (width >= 600.0)
+        & lasting
+        & (pw["flows"].to_numpy(float) >= MIN_BEACON_EVENTS)
+        & (reg >= reg_lim)
+        & (short >= 0.8 * flows)
+    )
     if beacon.any():  # known (training) beacons and multicast announcements are no C&C
         beacon &= ~np.isin(_beacon_hash(pw), thr.known_beacons)
         beacon &= ~pw["peer"].astype(str).str.match(NO_REPLY_DESTS).to_numpy(dtype=np.bool_)
     frames = []
     for mask, name, value, lim, feat in (
-        (brute | flood | failing, behaviour, np.where(brute, short, flows),
-         np.where(brute, limit, np.where(flood, FLOOD_FLOWS, PAIR_FLOOR)), "flows"),
+        (
+            brute | flood | failing,
+            behaviour,
+            np.where(brute, short, flows),
+            np.where(brute, limit, np.where(flood, FLOOD_FLOWS, PAIR_FLOOR)),
+            "flows",
+        ),
         (beacon, np.full(len(pw), "beaconing", dtype=object), reg, reg_lim, "regularity"),
     ):
         if not mask.any():
             continue
         p = pw[mask]
-        frames.append(pd.DataFrame({
-            "scale": p["scale"], "role": p["role"], "host": p["host"],
-            "behaviour": name[mask], "detail": (p["peer"].astype(str) + ":" + p["proto"]
-                                                + "/" + p["port"].astype(int).astype(str)),
-            "peer": p["peer"], "port": p["port"], "proto": p["proto"], "start": p["start"],
-            "end": p["end"], "first_ts": p["first_ts"], "last_ts": p["last_ts"],
-            "flows": p["flows"], "unanswered": p["unanswered"], "peers": 1.0, "ports": 1.0,
-            "targets": 1.0, "bytes_out": 0.0, "bytes_in": 0.0, "value": value[mask],
-            "threshold": lim[mask], "score": value[mask] / lim[mask], "feature": feat,
-            "period": p["period"], **{k: 0.0 for k in PROBE_KINDS},
-            "uids": [[] for _ in range(len(p))],
-            "community_ids": [[] for _ in range(len(p))],
-        }, columns=list(DETECTION_COLUMNS)))  # fmt: skip
+        frames.append(
+            pd.DataFrame(
+                {
+                    "scale": p["scale"],
+                    "role": p["role"],
+                    "host": p["host"],
+                    "behaviour": name[mask],
+                    "detail": (
+                        p["peer"].astype(str)
+                        + ":"
+                        + p["proto"]
+                        + "/"
+                        + p["port"].astype(int).astype(str)
+                    ),
+                    "peer": p["peer"],
+                    "port": p["port"],
+                    "proto": p["proto"],
+                    "start": p["start"],
+                    "end": p["end"],
+                    "first_ts": p["first_ts"],
+                    "last_ts": p["last_ts"],
+                    "flows": p["flows"],
+                    "unanswered": p["unanswered"],
+                    "peers": 1.0,
+                    "ports": 1.0,
+                    "targets": 1.0,
+                    "bytes_out": 0.0,
+                    "bytes_in": 0.0,
+                    "value": value[mask],
+                    "threshold": lim[mask],
+                    "score": value[mask] / lim[mask],
+                    "feature": feat,
+                    "period": p["period"],
+                    **{k: 0.0 for k in PROBE_KINDS},
+                    "uids": [[] for _ in range(len(p))],
+                    "community_ids": [[] for _ in range(len(p))],
+                },
+                columns=list(DETECTION_COLUMNS),
+            )
+        )
     if not frames:
         return pw.iloc[0:0]
     return pd.concat(frames, ignore_index=True)

@@ -111,30 +111,42 @@ class Incident:
             target = f"{svc} on {self.peer}" if self.role == "orig" else f"its {svc}"
             verb = "opened" if self.role == "orig" else "received"
             unans = reasons.share(e.get("unanswered", 0.0), e.get("flows", 0.0))
-            return (f"{h} {verb} {flows:,} connections to {target} in {span} "
-                    f"({unans} unanswered; learned limit {e.get('threshold', 0):,.0f} per "
-                    f"{reasons.duration(e.get('scale', 0))})")  # fmt: skip
+            return (
+                f"{h} {verb} {flows:,} connections to {target} in {span} "
+                f"({unans} unanswered; learned limit {e.get('threshold', 0):,.0f} per "
+                f"{reasons.duration(e.get('scale', 0))})"
+            )
         if self.family == "flood":
-            return (f"{self.behaviour} on {self.detail}: {flows:,} flows from "
-                    f"{int(e.get('peers', 0)):,} sources in {span}")  # fmt: skip
+            return (
+                f"{self.behaviour} on {self.detail}: {flows:,} flows from "
+                f"{int(e.get('peers', 0)):,} sources in {span}"
+            )
         if self.family == "failed connections":
             unans = reasons.share(e.get("unanswered", 0.0), e.get("flows", 0.0))
-            return (f"{h} tried {svc} on {self.peer} {flows:,} times in {span}; "
-                    f"{unans} unanswered in its busiest {reasons.duration(e.get('scale', 0))}")
+            return (
+                f"{h} tried {svc} on {self.peer} {flows:,} times in {span}; "
+                f"{unans} unanswered in its busiest {reasons.duration(e.get('scale', 0))}"
+            )
         if self.family == "beaconing":
-            return (f"{h} contacts {self.peer} on {svc} every "
-                    f"{reasons.duration(e.get('period', 0))} ({flows:,} times in {span}, "
-                    f"regularity {e.get('value', 0):.2f})")  # fmt: skip
+            return (
+                f"{h} contacts {self.peer} on {svc} every "
+                f"{reasons.duration(e.get('period', 0))} ({flows:,} times in {span}, "
+                f"regularity {e.get('value', 0):.2f})"
+            )
         if self.family == "exfiltration":
-            return (f"{h} sent {reasons.amount(e.get('bytes_out', 0))} out in {span}, "
-                    f"{e.get('score', 0):.1f}x the learned limit "
-                    f"(received {reasons.amount(e.get('bytes_in', 0))})")  # fmt: skip
+            return (
+                f"{h} sent {reasons.amount(e.get('bytes_out', 0))} out in {span}, "
+                f"{e.get('score', 0):.1f}x the learned limit "
+                f"(received {reasons.amount(e.get('bytes_in', 0))})"
+            )
         if self.family == "anomalous flows":
             return f"{h}: {flows:,} anomalous flows in {span} (top score {self.score:.3f})"
         feature = self.detail or "activity"
-        return (f"{h} ({self.role}): unusual {feature.replace('_', ' ')}: "
-                f"{e.get('value', 0):,.0f} in {reasons.duration(e.get('scale', 0))} vs a "
-                f"learned limit of {e.get('threshold', 0):,.0f}")  # fmt: skip
+        return (
+            f"{h} ({self.role}): unusual {feature.replace('_', ' ')}: "
+            f"{e.get('value', 0):,.0f} in {reasons.duration(e.get('scale', 0))} vs a "
+            f"learned limit of {e.get('threshold', 0):,.0f}"
+        )
 
     def _scan_title(self, span: str) -> str:
         e = self.evidence
@@ -144,31 +156,44 @@ class Incident:
         )
         peers, ports = int(e.get("peers", 0)), int(e.get("ports", 0))
         if self.role == "resp":
-            return (f"{self.host} was probed by {peers:,} sources on {ports:,} ports in {span}; "
-                    f"{answered}")  # fmt: skip
+            return (
+                f"{self.host} was probed by {peers:,} sources on {ports:,} ports in {span}; "
+                f"{answered}"
+            )
         kinds = {k: e.get(k, 0.0) for k in PROBE_KINDS}
         kind, count = max(kinds.items(), key=lambda kv: kv[1])
+        if count >= 0.5 * e.get("targets", 0.0) and count > 0 and kind == "probe_echo":
+            return f"{self.host} pinged {peers:,} hosts in {span}; {answered}"
+        what = "probed"
         if count >= 0.5 * e.get("targets", 0.0) and count > 0:
-            what = {"probe_udp1": "sent one-packet UDP", "probe_syn": "sent lone SYNs",
-                    "probe_echo": "pinged"}[kind]  # fmt: skip
-        else:
-            what = "probed"
-        where = f"{peers:,} hosts" if kind == "probe_echo" and what == "pinged" else (
-            f"{peers:,} hosts on {ports:,} ports")  # fmt: skip
-        return f"{self.host} {what} {where} in {span}; {answered}"
+            what = {"probe_udp1": "sent one-packet UDP to", "probe_syn": "sent lone SYNs to"}[kind]
+        return f"{self.host} {what} {peers:,} hosts on {ports:,} ports in {span}; {answered}"
 
     def to_dict(self) -> dict[str, Any]:
         """A plain dict for sinks (JSON-ready)."""
         return {
-            "id": self.id, "role": self.role, "host": self.host, "behaviour": self.behaviour,
-            "detail": self.detail, "title": self.title, "severity": self.severity,
-            "severity_label": severity_label(self.severity), "score": self.score,
-            "first_seen": self.first_seen, "last_seen": self.last_seen, "flows": self.flows,
-            "detections": self.detections, "peer": self.peer, "port": self.port,
-            "proto": self.proto, "top_peers": self.top_peers.most_common(5),
-            "uids": list(self.uids), "community_ids": list(self.community_ids),
-            "evidence": dict(self.evidence), "closed": self.closed,
-        }  # fmt: skip
+            "id": self.id,
+            "role": self.role,
+            "host": self.host,
+            "behaviour": self.behaviour,
+            "detail": self.detail,
+            "title": self.title,
+            "severity": self.severity,
+            "severity_label": severity_label(self.severity),
+            "score": self.score,
+            "first_seen": self.first_seen,
+            "last_seen": self.last_seen,
+            "flows": self.flows,
+            "detections": self.detections,
+            "peer": self.peer,
+            "port": self.port,
+            "proto": self.proto,
+            "top_peers": self.top_peers.most_common(5),
+            "uids": list(self.uids),
+            "community_ids": list(self.community_ids),
+            "evidence": dict(self.evidence),
+            "closed": self.closed,
+        }
 
     def members(self, batch: FlowBatch) -> np.ndarray:
         """Which flows of ``batch`` belong to this incident (bool per row)."""
@@ -219,8 +244,7 @@ class IncidentTracker:
     def update(self, detections: pd.DataFrame, now: float) -> list[Incident]:
         """Merge detections; returns the incidents opened or changed by them."""
         changed: dict[int, Incident] = {}
-        for row in detections.itertuples(index=False):
-            d = row._asdict()
+        for d in detections.to_dict("records"):
             behaviour = str(d["behaviour"])
             family = BEHAVIOURS.get(behaviour, (behaviour, 21))[0]
             detail = str(d["detail"])
@@ -230,11 +254,19 @@ class IncidentTracker:
             inc = self.open.get(key)
             if inc is None:
                 inc = Incident(
-                    id=next(self._ids), role=key[0], host=key[1], behaviour=behaviour,
-                    detail=detail, first_seen=float(d["first_ts"]), last_seen=float(d["last_ts"]),
-                    span_start=float(d["start"]), span_end=float(d["end"]), peer=str(d["peer"]),
-                    port=int(d["port"]), proto=str(d["proto"]),
-                )  # fmt: skip
+                    id=next(self._ids),
+                    role=key[0],
+                    host=key[1],
+                    behaviour=behaviour,
+                    detail=detail,
+                    first_seen=float(d["first_ts"]),
+                    last_seen=float(d["last_ts"]),
+                    span_start=float(d["start"]),
+                    span_end=float(d["end"]),
+                    peer=str(d["peer"]),
+                    port=int(d["port"]),
+                    proto=str(d["proto"]),
+                )
                 self.open[key] = inc
             self._merge(inc, d, behaviour)
             changed[inc.id] = inc
@@ -242,7 +274,7 @@ class IncidentTracker:
         return list(changed.values())
 
     @staticmethod
-    def _merge(inc: Incident, d: dict[str, Any], behaviour: str) -> None:
+    def _merge(inc: Incident, d: dict[Any, Any], behaviour: str) -> None:
         inc.first_seen = min(inc.first_seen, float(d["first_ts"]))
         inc.last_seen = max(inc.last_seen, float(d["last_ts"]))
         inc.span_start = min(inc.span_start, float(d["start"]))
@@ -254,12 +286,25 @@ class IncidentTracker:
         if score > inc.score:  # the strongest detection (first, smallest window on a tie) speaks
             inc.score = score
             inc.behaviour = behaviour
-            for k in ("flows", "unanswered", "peers", "ports", "targets", "bytes_out",
-                      "bytes_in", "value", "threshold", "score", "scale", "period",
-                      *PROBE_KINDS):  # fmt: skip
+            for k in (
+                "flows",
+                "unanswered",
+                "peers",
+                "ports",
+                "targets",
+                "bytes_out",
+                "bytes_in",
+                "value",
+                "threshold",
+                "score",
+                "scale",
+                "period",
+                *PROBE_KINDS,
+            ):
                 inc.evidence[k] = float(d[k])
-        if d["peer"]:
-            inc.top_peers[str(d["peer"])] += int(d["flows"])
+        if d["peer"]:  # the same flows show in every window scale: keep the largest count
+            peer = str(d["peer"])
+            inc.top_peers[peer] = max(inc.top_peers[peer], int(d["flows"]))
         for uid in d["uids"]:
             if len(inc.uids) < SAMPLE_UIDS and uid not in inc.uids:
                 inc.uids.append(uid)
@@ -273,16 +318,36 @@ class IncidentTracker:
             return []
         t = alerts.table
         ts = alerts.numeric("ts")
-        frame = pd.DataFrame({
-            "scale": 0.0, "role": "orig", "host": t.column("orig_h").to_pylist(),
-            "behaviour": "anomalous flows", "detail": "", "peer": t.column("resp_h").to_pylist(),
-            "port": -1, "proto": "", "start": ts, "end": ts + np.maximum(
-                alerts.numeric("duration"), 0.0) + 1e-6, "first_ts": ts, "last_ts": ts,
-            "flows": 1.0, "unanswered": 0.0, "peers": 1.0, "ports": 1.0, "targets": 1.0,
-            "bytes_out": 0.0, "bytes_in": 0.0, "value": scores, "threshold": 1.0,
-            "score": scores, "period": 0.0, **{k: 0.0 for k in PROBE_KINDS}, "uids": [[u] for u in t.column("uid").to_pylist()],
-            "community_ids": [[c] if c else [] for c in t.column("community_id").to_pylist()],
-        })  # fmt: skip
+        frame = pd.DataFrame(
+            {
+                "scale": 0.0,
+                "role": "orig",
+                "host": t.column("orig_h").to_pylist(),
+                "behaviour": "anomalous flows",
+                "detail": "",
+                "peer": t.column("resp_h").to_pylist(),
+                "port": -1,
+                "proto": "",
+                "start": ts,
+                "end": ts + np.maximum(alerts.numeric("duration"), 0.0) + 1e-6,
+                "first_ts": ts,
+                "last_ts": ts,
+                "flows": 1.0,
+                "unanswered": 0.0,
+                "peers": 1.0,
+                "ports": 1.0,
+                "targets": 1.0,
+                "bytes_out": 0.0,
+                "bytes_in": 0.0,
+                "value": scores,
+                "threshold": 1.0,
+                "score": scores,
+                "period": 0.0,
+                **{k: 0.0 for k in PROBE_KINDS},
+                "uids": [[u] for u in t.column("uid").to_pylist()],
+                "community_ids": [[c] if c else [] for c in t.column("community_id").to_pylist()],
+            }
+        )
         return self.update(frame, now)
 
     def tick(self, now: float) -> list[Incident]:

@@ -1,4 +1,4 @@
-"""Measure host-behaviour incidents on the shared captures: ``python -m netanomd.behaviour.measure``.
+"""Measure behaviour incidents on the shared captures: ``python -m netanomd.behaviour.measure``.
 
 Owns the two measurements of issue 15 for this library (no labels are used to choose anything):
 
@@ -102,7 +102,9 @@ class AttackResult:
         return self.share >= 0.9 and bool(self.behaviours)
 
 
-def clean(data: Path, quantile: float = DEFAULT_QUANTILE, margin: float = DEFAULT_MARGIN) -> dict[str, Any]:
+def clean(
+    data: Path, quantile: float = DEFAULT_QUANTILE, margin: float = DEFAULT_MARGIN
+) -> dict[str, Any]:
     """The clean measurement (see the module docstring)."""
     train, test = halves(load(data / BENIGN))
     thr = learn([train], quantile=quantile, margin=margin)
@@ -126,9 +128,16 @@ def clean(data: Path, quantile: float = DEFAULT_QUANTILE, margin: float = DEFAUL
             mine = np.asarray(pc.equal(batch.column("orig_h"), attacker).fill_null(False))
             about = [i for i in incs if i.host == attacker or i.peer == attacker]
         share = float((covered(about, batch) & mine).sum() / max(mine.sum(), 1))
-        attacks.append(AttackResult(Path(rel).name, who, int(mine.sum()), share,
-                                    sorted({i.behaviour for i in about}),
-                                    [i.title for i in about]))  # fmt: skip
+        attacks.append(
+            AttackResult(
+                Path(rel).name,
+                who,
+                int(mine.sum()),
+                share,
+                sorted({i.behaviour for i in about}),
+                [i.title for i in about],
+            )
+        )
     return {"thresholds": thr, "benign_incidents": benign, "attacks": attacks}
 
 
@@ -177,8 +186,11 @@ def throughput(data: Path, copies: int = 8, minutes: float = 10.0) -> float:
     for k in range(copies):
         t = base.table
         t = t.set_column(0, "ts", pa.array(t0 + (ts - t0) * squeeze))
-        t = t.set_column(t.schema.get_field_index("duration"), "duration",
-                         pc.multiply(base.column("duration"), squeeze))  # fmt: skip
+        t = t.set_column(
+            t.schema.get_field_index("duration"),
+            "duration",
+            pc.multiply(base.column("duration"), squeeze),
+        )
         for col in ("orig_h", "resp_h"):
             i = t.schema.get_field_index(col)
             t = t.set_column(i, col, pc.binary_join_element_wise(f"c{k}", t.column(col), ":"))
@@ -204,16 +216,20 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  [{inc.severity}] {inc.title}")
     for a in res["attacks"]:
         mark = "ok " if a.passed else "MISS"
-        print(f"{mark} {a.capture}: {a.attacker} {a.flows} flows, {a.share:.0%} in an incident, "
-              f"{', '.join(a.behaviours) or 'no incident'}")  # fmt: skip
+        print(
+            f"{mark} {a.capture}: {a.attacker} {a.flows} flows, {a.share:.0%} in an incident, "
+            f"{', '.join(a.behaviours) or 'no incident'}"
+        )
         for t in a.titles[:3]:
             print(f"     {t}")
     for rel in CONTAMINATED:
         r = contaminated(args.data, rel, args.quantile, args.margin)
-        print(f"contaminated {Path(rel).name}: malicious inside {r['malicious_inside']:.1%} "
-              f"(of {r['malicious']}), benign inside {r['benign_inside']:.1%} (of {r['benign']}), "
-              f"P {r['precision']:.3f} R {r['recall']:.3f} F1 {r['f1']:.3f}, "
-              f"{len(r['incidents'])} incidents")  # fmt: skip
+        print(
+            f"contaminated {Path(rel).name}: malicious inside {r['malicious_inside']:.1%} "
+            f"(of {r['malicious']}), benign inside {r['benign_inside']:.1%} (of {r['benign']}), "
+            f"P {r['precision']:.3f} R {r['recall']:.3f} F1 {r['f1']:.3f}, "
+            f"{len(r['incidents'])} incidents"
+        )
         for inc in sorted(r["incidents"], key=lambda i: -i.flows)[:4]:
             print(f"  [{inc.severity}] {inc.title}")
     print(f"throughput: {throughput(args.data):,.0f} flows/s")

@@ -38,8 +38,13 @@ def learn(
     w = windows if windows is not None else HostWindows(scales)
     parts = [w.update(b) for b in batches]
     parts.append(w.flush())
-    return fit(Closed.concat(parts), w.scales, quantile=quantile, margin=margin,
-               anomaly_factor=anomaly_factor)  # fmt: skip
+    return fit(
+        Closed.concat(parts),
+        w.scales,
+        quantile=quantile,
+        margin=margin,
+        anomaly_factor=anomaly_factor,
+    )
 
 
 class BehaviourPipeline:
@@ -64,9 +69,14 @@ class BehaviourPipeline:
         closed = self.windows.update(batch)
         return self.tracker.update(detect(closed, self.thresholds), self.windows.clock)
 
+    def flush(self) -> list[Incident]:
+        """Close the open windows now (a file ended, a stream went quiet); incidents stay open
+        until their quiet period passes. Returns incidents opened or updated."""
+        closed = self.windows.flush()
+        return self.tracker.update(detect(closed, self.thresholds), self.windows.clock)
+
     def finish(self) -> list[Incident]:
         """End of stream: close every window and every incident; returns all incidents."""
-        closed = self.windows.flush()
-        self.tracker.update(detect(closed, self.thresholds), self.windows.clock)
+        self.flush()
         self.tracker.tick(float("inf"))
         return self.tracker.all()

@@ -12,22 +12,48 @@ from __future__ import annotations
 import socket
 
 ICMP_TYPES: dict[int, str] = {
-    0: "echo reply", 3: "destination unreachable", 4: "source quench", 5: "redirect",
-    8: "echo request (ping)", 9: "router advertisement", 10: "router solicitation",
-    11: "time exceeded", 12: "parameter problem", 13: "timestamp request", 14: "timestamp reply",
-    17: "address mask request", 18: "address mask reply",
-}  # fmt: skip
+    0: "echo reply",
+    3: "destination unreachable",
+    4: "source quench",
+    5: "redirect",
+    8: "echo request (ping)",
+    9: "router advertisement",
+    10: "router solicitation",
+    11: "time exceeded",
+    12: "parameter problem",
+    13: "timestamp request",
+    14: "timestamp reply",
+    17: "address mask request",
+    18: "address mask reply",
+}
 
 # Names Zeek and analysts use where the system services database is silent or terse.
 _PORTS: dict[tuple[str, int], str] = {
-    ("tcp", 22): "SSH", ("tcp", 21): "FTP", ("tcp", 23): "Telnet", ("tcp", 25): "SMTP",
-    ("tcp", 80): "HTTP", ("tcp", 443): "HTTPS", ("udp", 443): "QUIC", ("udp", 53): "DNS",
-    ("tcp", 53): "DNS", ("udp", 67): "DHCP", ("udp", 68): "DHCP", ("udp", 123): "NTP",
-    ("tcp", 445): "SMB", ("tcp", 3389): "RDP", ("tcp", 5900): "VNC", ("udp", 1900): "SSDP",
-    ("udp", 5353): "mDNS", ("udp", 137): "NetBIOS name", ("tcp", 139): "NetBIOS session",
-    ("tcp", 3306): "MySQL", ("tcp", 1433): "MS SQL", ("tcp", 2323): "Telnet (alt)",
-    ("tcp", 8080): "HTTP (alt)", ("tcp", 902): "VMware auth",
-}  # fmt: skip
+    ("tcp", 22): "SSH",
+    ("tcp", 21): "FTP",
+    ("tcp", 23): "Telnet",
+    ("tcp", 25): "SMTP",
+    ("tcp", 80): "HTTP",
+    ("tcp", 443): "HTTPS",
+    ("udp", 443): "QUIC",
+    ("udp", 53): "DNS",
+    ("tcp", 53): "DNS",
+    ("udp", 67): "DHCP",
+    ("udp", 68): "DHCP",
+    ("udp", 123): "NTP",
+    ("tcp", 445): "SMB",
+    ("tcp", 3389): "RDP",
+    ("tcp", 5900): "VNC",
+    ("udp", 1900): "SSDP",
+    ("udp", 5353): "mDNS",
+    ("udp", 137): "NetBIOS name",
+    ("tcp", 139): "NetBIOS session",
+    ("tcp", 3306): "MySQL",
+    ("tcp", 1433): "MS SQL",
+    ("tcp", 2323): "Telnet (alt)",
+    ("tcp", 8080): "HTTP (alt)",
+    ("tcp", 902): "VMware auth",
+}
 
 _STATES: dict[str, str] = {
     "S0": "connection attempt, no reply",

@@ -59,24 +59,54 @@ PROTO_CODE = {"tcp": 6, "udp": 17, "icmp": 1}
 PROTO_NAME = {v: k for k, v in PROTO_CODE.items()}
 
 # Aggregate columns summed per (slot, window).
-_SUMS = ("flows", "unanswered", "probes", "bytes_out", "bytes_in", "new_peers",
-         "probe_udp1", "probe_syn", "probe_echo")  # fmt: skip
+_SUMS = (
+    "flows",
+    "unanswered",
+    "probes",
+    "bytes_out",
+    "bytes_in",
+    "new_peers",
+    "probe_udp1",
+    "probe_syn",
+    "probe_echo",
+)
 #: What kind of probe: one UDP packet unanswered, a lone SYN unanswered, an ICMP echo request.
 PROBE_KINDS: tuple[str, ...] = ("probe_udp1", "probe_syn", "probe_echo")
 # HyperLogLog sketches per (slot, window).
 _SKETCHES = ("peers", "ports", "probe_peers", "probe_ports", "probe_targets")
 
 WINDOW_COLUMNS: tuple[str, ...] = (
-    "scale", "role", "host", "start", "end", "first_ts", "last_ts",
-    *_SUMS, *_SKETCHES,
-    "uids", "community_ids",
-)  # fmt: skip
+    "scale",
+    "role",
+    "host",
+    "start",
+    "end",
+    "first_ts",
+    "last_ts",
+    *_SUMS,
+    *_SKETCHES,
+    "uids",
+    "community_ids",
+)
 #: One row per (scale, role, host, peer, port) with at least MIN_PAIR_FLOWS flows in a window.
 #: For the ``resp`` role ``peer`` is the first originator seen (the pair is the local port).
 PAIR_COLUMNS: tuple[str, ...] = (
-    "scale", "role", "host", "peer", "port", "proto", "start", "end", "first_ts", "last_ts",
-    "flows", "unanswered", "short", "period", "regularity",
-)  # fmt: skip
+    "scale",
+    "role",
+    "host",
+    "peer",
+    "port",
+    "proto",
+    "start",
+    "end",
+    "first_ts",
+    "last_ts",
+    "flows",
+    "unanswered",
+    "short",
+    "period",
+    "regularity",
+)
 #: Fewest flows of a pair for it to be reported in the pair rows.
 MIN_PAIR_FLOWS = 4
 
@@ -110,9 +140,11 @@ def unanswered_mask(batch: FlowBatch) -> np.ndarray:
     addresses do not count (nobody is meant to answer)."""
     states = batch.column("conn_state")
     unans = np.asarray(
-        pc.fill_null(pc.is_in(states, value_set=pa.array(UNANSWERED_STATES)), False)
-        .to_numpy(zero_copy_only=False), np.bool_,
-    )  # fmt: skip
+        pc.fill_null(pc.is_in(states, value_set=pa.array(UNANSWERED_STATES)), False).to_numpy(
+            zero_copy_only=False
+        ),
+        np.bool_,
+    )
     unans &= batch.numeric("resp_bytes") <= 0  # Zeek's state can miss a reply that carried data
     unans |= batch.numeric("resp_pkts", fill=-1) == 0
     group = pc.fill_null(pc.match_substring_regex(batch.column("resp_h"), NO_REPLY_DESTS), False)
@@ -189,8 +221,20 @@ class _Pairs:
     gsq: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float64))
 
     def names(self) -> tuple[str, ...]:
-        return ("key", "slot", "peer", "port", "proto", "n", "unans", "short", "first", "last", "gsum",
-                "gsq")  # fmt: skip
+        return (
+            "key",
+            "slot",
+            "peer",
+            "port",
+            "proto",
+            "n",
+            "unans",
+            "short",
+            "first",
+            "last",
+            "gsum",
+            "gsq",
+        )
 
     def take(self, idx: np.ndarray) -> _Pairs:
         return _Pairs(*(getattr(self, k)[idx] for k in self.names()))
@@ -343,8 +387,13 @@ class HostWindows:
             order = np.argsort(np.where(busy, np.inf, self._last_seen), kind="stable")
             victim = int(order[0])
             if busy[victim]:  # every slot has an open window: drop the stalest one's
-                victim = int(np.argsort(np.where(np.isin(np.arange(self.max_hosts), in_use),
-                                                 np.inf, self._last_seen))[0])  # fmt: skip
+                victim = int(
+                    np.argsort(
+                        np.where(
+                            np.isin(np.arange(self.max_hosts), in_use), np.inf, self._last_seen
+                        )
+                    )[0]
+                )
                 for sc in self._scales:
                     sc.sums[victim] = 0.0
                     sc.active[victim] = False
@@ -398,8 +447,13 @@ class HostWindows:
         p_hash = h_svc  # the service "proto/port" identifies a port
         hosts = np.concatenate([orig_h, resp_h, svc])
         roles = np.repeat(np.arange(3), n)
-        keys = np.concatenate([_mix(h_orig, np.zeros(n, np.uint64)), _mix(h_resp, np.ones(n, np.uint64)),
-                               _mix(h_svc, np.full(n, 2, np.uint64))])  # fmt: skip
+        keys = np.concatenate(
+            [
+                _mix(h_orig, np.zeros(n, np.uint64)),
+                _mix(h_resp, np.ones(n, np.uint64)),
+                _mix(h_svc, np.full(n, 2, np.uint64)),
+            ]
+        )
         slots = self._slots(keys, hosts, roles, float(t[-1]))
         peers_h = np.concatenate([h_resp, h_orig, h_orig])
         peers_s = np.concatenate([resp_h, orig_h, orig_h])
@@ -407,11 +461,17 @@ class HostWindows:
         # Pair identity: orig (host, responder, port); resp (host, port); service (svc, source).
         pkey = _mix(keys, np.concatenate([_mix(h_resp, p_hash), p_hash, h_orig]))
         newkey = _mix(keys, peers_h)
-        sums3 = np.column_stack([
-            np.ones(3 * n), np.tile(unans, 3), np.tile(probe, 3),
-            np.concatenate([ob, rb, ob]), np.concatenate([rb, ob, rb]), np.zeros(3 * n),
-            *(np.tile(k, 3) for k in kinds),
-        ])  # fmt: skip
+        sums3 = np.column_stack(
+            [
+                np.ones(3 * n),
+                np.tile(unans, 3),
+                np.tile(probe, 3),
+                np.concatenate([ob, rb, ob]),
+                np.concatenate([rb, ob, rb]),
+                np.zeros(3 * n),
+                *(np.tile(k, 3) for k in kinds),
+            ]
+        )
         uids = _strings(batch, "uid")
         cids = _strings(batch, "community_id")
 
@@ -426,13 +486,26 @@ class HostWindows:
                     if sc.active.any():
                         out.append(self._emit(sc))
                     sc.bucket = bk
-            self._add_segment(rows, slots[rows], sums3[rows], np.tile(ts, 3)[rows],
-                              np.tile(end, 3)[rows], peers_h[rows], peers_s[rows], ports3[rows],
-                              np.tile(pcode, 3)[rows], np.tile(probe, 3)[rows],
-                              np.tile(unans, 3)[rows], np.tile(short, 3)[rows], pkey[rows], newkey[rows],
-                              np.tile(uids, 3)[rows], np.tile(cids, 3)[rows],
-                              p_hash_all=np.tile(p_hash, 3)[rows],
-                              when=np.tile(t, 3)[rows])  # fmt: skip
+            self._add_segment(
+                rows,
+                slots[rows],
+                sums3[rows],
+                np.tile(ts, 3)[rows],
+                np.tile(end, 3)[rows],
+                peers_h[rows],
+                peers_s[rows],
+                ports3[rows],
+                np.tile(pcode, 3)[rows],
+                np.tile(probe, 3)[rows],
+                np.tile(unans, 3)[rows],
+                np.tile(short, 3)[rows],
+                pkey[rows],
+                newkey[rows],
+                np.tile(uids, 3)[rows],
+                np.tile(cids, 3)[rows],
+                p_hash_all=np.tile(p_hash, 3)[rows],
+                when=np.tile(t, 3)[rows],
+            )
         self.clock = float(t[-1])
         return Closed.concat(out)
 
