@@ -66,3 +66,10 @@ def test_services_and_numbers_in_words() -> None:
     assert reasons.duration(300) == "5 min"
     assert reasons.duration(9000) == "2.5 h"
     assert reasons.amount(4_200_000) == "4.2 MB"
+
+
+def test_host_context_counts_new_destinations() -> None:
+    assert reasons.host_context(412, 3600.0) == "host's 412th new destination this hour"
+    assert reasons.host_context(1, 60.0) == "host's 1st new destination this minute"
+    assert reasons.host_context(12, 600.0) == "host's 12th new destination in 10 minutes"
+    assert reasons.ordinal(22) == "22nd" and reasons.ordinal(113) == "113th"

@@ -4,30 +4,40 @@ Owns :class:`Thresholds` (learned by :func:`fit`, saved as plain arrays by
 :meth:`Thresholds.to_arrays` for an ``.npz`` without pickle) and :func:`detect`, which turns the
 closed windows of :class:`~netanomd.behaviour.windows.HostWindows` into named detections:
 
-==================  ==========================================================================
-behaviour           evidence (window of 1 min, 10 min or 1 h)
-==================  ==========================================================================
-inbound scan        one responder probed by many distinct sources
-horizontal scan     one originator's unanswered/empty probes reach many (host, port) targets,
-                    mostly many hosts on few ports (a sweep)
-vertical scan       the same, mostly many ports on few hosts
-scan                many hosts *and* many ports
-brute force         many TCP connections from one host to one service of one peer (or to one
-                    local service, inbound), far more than that service saw in training
-SYN / UDP flood     as brute force but an order of magnitude beyond, mostly unanswered; or one
-                    service reached by many more distinct sources than in training
-beaconing           flows to one peer and port at regular intervals (10 min or 1 h windows)
-exfiltration        bytes sent far above what training hosts sent, and well above bytes received
-unusual activity    a host window above a learned limit that no named behaviour explains
-==================  ==========================================================================
+===========================  ===================================================================
+behaviour                    evidence (in a window of 1 min, 10 min or 1 h)
+===========================  ===================================================================
+horizontal / vertical scan,  one originator's probes (unanswered, reset without payload, ICMP
+scan                         echo) reach many (host, port) targets: mostly many hosts, mostly
+                             many ports, or both
+inbound scan                 one responder probed by many distinct sources
+brute force                  many short TCP connections (< 10 kB each way) from one host to one
+                             service of one peer, more than that service ever saw in training;
+                             ``inbound brute force``: to one local service from many sources
+repeated failed connections  one peer and TCP port retried for most of a 10-min+ window, 90% or
+                             more unanswered (a dead C&C, a blocked service)
+SYN / UDP / ICMP flood       100+ flows to one peer and port at 10+ per second, 90% unanswered
+                             (TCP); or one service reached by 100+ distinct sources (spoofed)
+beaconing                    short flows to one peer and port at regular intervals over half a
+                             10-min or 1-h window (multicast and training's own beacons excepted)
+exfiltration                 bytes sent above the learned limit and 4x the bytes received
+unusual activity             flows, unanswered, new peers, peers or ports at ``anomaly_factor``
+                             times a learned limit, explained by no named behaviour
+===========================  ===================================================================
 
-How thresholds are learned: for every (scale, role, feature) the per-host maximum over the
-training windows is taken, then the ``quantile`` of those maxima across hosts (so a few odd
-hosts in an unlabeled training window do not set the bar), times ``margin``, never below the
-feature's floor in :data:`FLOORS` (the least value at which the behaviour can mean anything).
-Brute-force limits are learned per service (``tcp/22``): a service never used in training falls
-back to the floor. Beaconing needs a regularity above the ``quantile`` of the training pairs';
-pairs that were already that regular in training are remembered as known.
+How limits are learned (no labels): for every (scale, role, feature) the per-host maximum over
+the training windows is taken, then the ``quantile`` of those maxima across hosts, times
+``margin``, never below the feature's floor (:func:`floors_at`: the least value at which the
+behaviour can mean anything). Named behaviours use this *population* limit only, so a host that
+attacked during an unlabeled training window cannot teach that its attack is normal; "unusual
+activity" also respects each busy training host's own maximum (a resolver, a proxy). Brute-force
+limits are learned per service (``tcp/22``) from its busiest pair; a service never used in
+training falls back to the floor. Beaconing needs a regularity above the ``quantile`` of the
+training pairs'; a host's periodic use of a service already regular in training is known. Floods
+and repeated failed connections are defined, not learned: the training window may hold them.
+
+Operator knobs (stored with the thresholds): ``quantile`` and ``margin`` (higher: fewer, surer
+incidents), ``anomaly_factor`` (how far past a limit "unusual activity" needs to be).
 """
 
 from __future__ import annotations

@@ -127,6 +127,20 @@ def training_share(fraction: float) -> str:
     return f"{fraction:.2%} of training"
 
 
+def ordinal(n: int) -> str:
+    """``1st``, ``2nd``, ``412th``."""
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n:,}{suffix}"
+
+
+def host_context(new_peers: int, scale: float) -> str:
+    """``"host's 412th new destination this hour"``, from a window's new-peer count."""
+    period = {60.0: "this minute", 600.0: "in 10 minutes", 3600.0: "this hour"}.get(
+        float(scale), f"in {duration(scale)}"
+    )
+    return f"host's {ordinal(int(new_peers))} new destination {period}"
+
+
 def duration(seconds: float) -> str:
     """``"40 s"``, ``"5 min"``, ``"2.5 h"``."""
     s = max(float(seconds), 0.0)

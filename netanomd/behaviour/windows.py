@@ -2,9 +2,9 @@
 
 Owns :class:`HostWindows`, the streaming aggregator. Feed it :class:`~netanomd.flow.FlowBatch`
 es in arrival order (a file read in batches and a live stream go through the same code); each
-call returns the windows that closed, one row per (scale, role, host, window) in a
-:class:`pandas.DataFrame` with the columns of :data:`WINDOW_COLUMNS`. :meth:`HostWindows.flush`
-closes what is still open at the end of a stream.
+call returns the windows that closed as a :class:`Closed`: one row per (scale, role, host,
+window) with the columns of :data:`WINDOW_COLUMNS`, and one per busy (host, peer, port) pair with
+those of :data:`PAIR_COLUMNS`. :meth:`HostWindows.flush` closes what is still open.
 
 Every flow counts for three *roles*:
 
@@ -17,10 +17,11 @@ Windows are tumbling and aligned on the epoch (a 10-minute window is ten 1-minut
 the flow's *end* (``ts + duration``: Zeek logs a flow when it ends, so ends arrive in order while
 starts do not); a flow ending before the open window is counted in it. Distinct counts come from
 HyperLogLog sketches (:mod:`netanomd.behaviour.hll`): no cap on how many flows or peers a window
-sees. Per (host, peer, port) "pair" the window keeps counts and inter-arrival statistics for brute
-force and beaconing, in a table bounded to the heaviest ``max_pairs`` pairs. Whether a peer is new
-for a host is answered by a two-generation Bloom filter of (host, peer) pairs seen before, which
-forgets the oldest generation when it fills up.
+sees. Per (host, peer, port) "pair" the window keeps counts and inter-arrival statistics for
+brute force and beaconing (gaps between flow ends, the order flows arrive in), in a table bounded
+to the heaviest ``max_pairs`` pairs. Whether a peer is new for a host is answered by a
+two-generation Bloom filter of (host, peer) pairs seen before, which forgets the oldest
+generation when it fills up.
 
 Memory is bounded: ``max_hosts`` host slots (least recently seen idle slot evicted when full),
 ``max_pairs`` pairs per scale, and the fixed-size Bloom filter.
