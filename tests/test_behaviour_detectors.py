@@ -13,7 +13,7 @@ from netanomd.behaviour.incidents import Incident
 from netanomd.behaviour.measure import covered, halves, load, run
 from netanomd.behaviour.pipeline import BehaviourPipeline, learn
 from netanomd.behaviour.windows import ROLES, Closed, HostWindows
-from netanomd.data import baseline_files
+from netanomd.data import attack_files, baseline_files
 
 DATA = Path(__file__).parent / "data"
 
@@ -129,3 +129,22 @@ def test_contaminated_training_still_finds_inbound_attacks() -> None:
 def test_fit_refuses_nonsense() -> None:
     with pytest.raises(ValueError, match="quantile"):
         fit(Closed.empty(), (60.0,), quantile=0.0)
+
+
+@pytest.mark.parametrize("name", ["remcos-exfil", "njrat-001"])
+def test_rat_c2_retries_are_one_incident_per_peer_service(
+    name: str, thresholds: Thresholds
+) -> None:
+    """RemcosRAT and NjRAT keep reconnecting to their C&C: one incident for that peer and
+    service (not one per behaviour seen in a window), holding the C&C flows and no benign one."""
+    path = next(p for p in attack_files() if p.name.startswith(name))
+    batch = load(path)
+    incs = run(BehaviourPipeline(thresholds), batch)
+    label = np.asarray(batch.column("label").fill_null("").to_pylist())
+    mal, ben = label == "Malicious", label == "Benign"
+    inside = covered(incs, batch)
+    assert (inside & mal).sum() / mal.sum() >= 0.9
+    assert not (inside & ben).any()
+    pairs = [(i.host, i.peer, i.port) for i in incs]
+    assert len(pairs) == len(set(pairs)) == 1
+    assert incs[0].severity >= 47

@@ -14,8 +14,8 @@ inbound scan                 one responder probed by many distinct sources
 brute force                  many short TCP connections (< 10 kB each way) from one host to one
                              service of one peer, more than that service ever saw in training;
                              ``inbound brute force``: to one local service from many sources
-repeated failed connections  one peer and TCP port retried for most of a 10-min+ window, 90% or
-                             more unanswered (a dead C&C, a blocked service)
+repeated failed connections  one peer and TCP port retried for most of a 10-min+ window, mostly
+                             unanswered (a dead or flaky C&C, a blocked service)
 SYN / UDP / ICMP flood       100+ flows to one peer and port at 10+ per second, 90% unanswered
                              (TCP); or one service reached by 100+ distinct sources (spoofed)
 beaconing                    short flows to one peer and port at regular intervals over half a
@@ -103,8 +103,10 @@ REGULARITY_FLOOR = 0.8  # 1 / (1 + coefficient of variation of the gaps): 0.8 is
 #: over their span, unanswered (TCP) or one-way (UDP, ICMP).
 FLOOD_FLOWS = 100.0
 FLOOD_RATE = 10.0
-#: Share of a pair's flows unanswered for "flood" or "repeated failed connections".
+#: Share of a pair's flows unanswered for a TCP "flood", and for "repeated failed connections"
+#: (a C&C that answers now and then still fails mostly).
 UNANSWERED_SHARE = 0.9
+FAILING_SHARE = 0.5
 #: Features whose excess alone makes "unusual activity" (the rest feed named behaviours).
 #: Bytes received are not among them: a big download is a user's business, not an attack sign.
 ANOMALY_FEATURES: tuple[str, ...] = ("flows", "unanswered", "new_peers", "peers", "ports")
@@ -534,7 +536,7 @@ def _pair_detections(pw: pd.DataFrame, thr: Thresholds) -> pd.DataFrame:
         & (width >= 600.0)
         & lasting
         & (flows >= PAIR_FLOOR)
-        & (unans >= UNANSWERED_SHARE)
+        & (unans >= FAILING_SHARE)
         & ~flood
     )
     brute = tcp & (short >= limit) & ~flood & ~failing & ~explained

@@ -48,6 +48,8 @@ BEHAVIOURS: dict[str, tuple[str, int]] = {
     "unusual activity": ("unusual activity", 21),
     "anomalous flows": ("anomalous flows", 21),
 }
+#: Families judged on one (host, peer, service) pair: they share an incident for that pair.
+PAIR_FAMILIES = ("brute force", "failed connections", "flood", "beaconing")
 SEVERITY_LABELS = ((90, "critical"), (70, "high"), (40, "medium"), (0, "low"))
 SAMPLE_UIDS = 10
 
@@ -250,7 +252,10 @@ class IncidentTracker:
             detail = str(d["detail"])
             if d["role"] == "resp" and family in ("brute force", "flood"):
                 detail = f"{d['proto']}/{int(d['port'])}"
-            key = (str(d["role"]), str(d["host"]), family, detail)
+            # One incident per host and peer service, whatever the pair did (retries, then a
+            # burst): the strongest detection names it.
+            group = "pair" if family in PAIR_FAMILIES and d["role"] != "service" else family
+            key = (str(d["role"]), str(d["host"]), group, detail)
             inc = self.open.get(key)
             if inc is None:
                 inc = Incident(
