@@ -281,15 +281,14 @@ class _Scale:
 
     def _merge_pairs(self, new: _Pairs) -> None:
         old = self.pairs
-        pos = np.searchsorted(old.key, new.key)
-        pos_c = np.minimum(pos, max(len(old.key) - 1, 0))
-        found = (
-            (len(old.key) > 0) & (old.key[pos_c] == new.key)
-            if len(old.key)
-            else np.zeros(len(new.key), np.bool_)
-        )
+        if len(old.key):
+            pos = np.minimum(np.searchsorted(old.key, new.key), len(old.key) - 1)
+            found = old.key[pos] == new.key
+        else:
+            pos = np.zeros(len(new.key), dtype=np.int64)
+            found = np.zeros(len(new.key), dtype=np.bool_)
         if found.any():
-            o = pos_c[found]
+            o = pos[found]
             f = new.take(np.flatnonzero(found))
             bridge = np.maximum(f.first - old.last[o], 0.0)
             old.gsum[o] += f.gsum + bridge
@@ -381,35 +380,41 @@ class HostWindows:
 
     def _allocate(self, key: int, in_use: np.ndarray) -> int:
         if not self._free:
-            busy = np.zeros(self.max_hosts, dtype=np.bool_)
-            busy[in_use] = True
-            for sc in self._scales:
-                busy |= sc.active
-            order = np.argsort(np.where(busy, np.inf, self._last_seen), kind="stable")
-            victim = int(order[0])
-            if busy[victim]:  # every slot has an open window: drop the stalest one's
-                victim = int(
-                    np.argsort(
-                        np.where(
-                            np.isin(np.arange(self.max_hosts), in_use), np.inf, self._last_seen
-                        )
-                    )[0]
-                )
-                for sc in self._scales:
-                    sc.sums[victim] = 0.0
-                    sc.active[victim] = False
-                    k = len(_SKETCHES)
-                    sc.hll.clear(victim * k + np.arange(k))
-                    sc.pairs = sc.pairs.take(np.flatnonzero(sc.pairs.slot != victim))
-            del self._slot_of[int(self._key[victim])]
-            self._uids[victim] = None
-            self._cids[victim] = None
-            self._free.append(victim)
-            self.evictions += 1
+            self._evict(max(1, self.max_hosts // 8), in_use)
         s = self._free.pop()
         self._slot_of[key] = s
         self._key[s] = key
         return s
+
+    def _evict(self, count: int, in_use: np.ndarray) -> None:
+        """Free ``count`` slots: idle ones seen least recently first; if too few are idle, the
+        stalest open windows are dropped (never a slot this batch already uses)."""
+        protected = np.zeros(self.max_hosts, dtype=np.bool_)
+        protected[in_use] = True
+        active = np.zeros(self.max_hosts, dtype=np.bool_)
+        for sc in self._scales:
+            active |= sc.active
+        order = np.lexsort((self._last_seen, active, protected))
+        victims = order[: min(count, int((~protected).sum()))]
+        if not len(victims):
+            raise RuntimeError("HostWindows: one batch holds more hosts than max_hosts")
+        k = len(_SKETCHES)
+        dropped = victims[active[victims]]
+        for sc in self._scales:
+            if len(dropped):
+                sc.sums[dropped] = 0.0
+                sc.first[dropped] = np.inf
+                sc.last[dropped] = -np.inf
+                sc.active[dropped] = False
+                sc.hll.clear((dropped[:, None] * k + np.arange(k)[None, :]).ravel())
+                sc.pairs = sc.pairs.take(np.flatnonzero(~np.isin(sc.pairs.slot, dropped)))
+        for v in victims.tolist():
+            del self._slot_of[int(self._key[v])]
+        self._uids[victims] = None
+        self._cids[victims] = None
+        self._last_seen[victims] = -np.inf
+        self._free.extend(victims.tolist())
+        self.evictions += len(victims)
 
     # -- streaming ----------------------------------------------------------------------
     def update(self, batch: FlowBatch) -> Closed:
@@ -418,6 +423,14 @@ class HostWindows:
         n = len(batch)
         if n == 0:
             return Closed.empty()
+        distinct = sum(
+            int(pc.count_distinct(batch.column(c)).as_py()) for c in ("orig_h", "resp_h", "resp_p")
+        )
+        if n > 1 and distinct > self.max_hosts // 2:  # keep every piece's hosts within the table
+            half = n // 2
+            return Closed.concat(
+                [self.update(batch.slice(0, half)), self.update(batch.slice(half))]
+            )
         ts = batch.numeric("ts", fill=np.nan)
         bad = ~np.isfinite(ts)
         if bad.any():
