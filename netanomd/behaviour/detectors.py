@@ -158,11 +158,11 @@ class Thresholds:
     margin: float = DEFAULT_MARGIN
     anomaly_factor: float = DEFAULT_ANOMALY_FACTOR
     _pair: dict[str, float] = field(default_factory=dict, repr=False)
-    _known: dict[str, int] = field(default_factory=dict, repr=False)
+    _known_index: pd.Index = field(default_factory=lambda: pd.Index([]), repr=False)
 
     def __post_init__(self) -> None:
         self._pair = dict(zip(self.pair_keys.tolist(), self.pair_limits.tolist(), strict=True))
-        self._known = {k: i for i, k in enumerate(self.known_hosts.tolist())}
+        self._known_index = pd.Index(self.known_hosts.tolist())
 
     def limits(
         self, scale: np.ndarray, role: np.ndarray, host: np.ndarray, feature: str, *, own: bool
@@ -171,17 +171,15 @@ class Thresholds:
         maximum (times margin) if it was busier than the population."""
         f = FEATURES.index(feature)
         si = np.searchsorted(self.scales, np.asarray(scale, dtype=float))
-        ri = np.array([ROLES.index(r) for r in np.asarray(role).tolist()], dtype=np.int64)
+        roles = np.asarray(role, dtype=object)
+        ri = np.select([roles == r for r in ROLES], list(range(len(ROLES))), -1)
+        if (ri < 0).any():
+            raise ValueError(f"unknown role {roles[ri < 0][0]!r}; roles are {ROLES}")
         lim = np.asarray(self.host[si, ri, f], dtype=float)
         if not own:
             return lim
-        ki = np.array(
-            [
-                self._known.get(f"{r}|{h}", -1)
-                for r, h in zip(np.asarray(role).tolist(), np.asarray(host).tolist(), strict=True)
-            ],
-            dtype=np.int64,
-        )
+        who = pd.Index(roles.astype(str)).str.cat(pd.Index(np.asarray(host).astype(str)), sep="|")
+        ki = self._known_index.get_indexer(who)
         mine = np.where(ki >= 0, self.known_limits[np.maximum(ki, 0), si, f], 0.0)
         return np.asarray(np.maximum(lim, mine), dtype=float)
 
