@@ -8,7 +8,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from netanomd.behaviour.detectors import FEATURES, FLOORS, Thresholds, detect, fit, floors_at
+from netanomd.behaviour.detectors import (
+    FEATURES,
+    FLOORS,
+    Thresholds,
+    anomaly_scores,
+    detect,
+    fit,
+    floors_at,
+)
 from netanomd.behaviour.incidents import Incident
 from netanomd.behaviour.measure import covered, halves, load, run
 from netanomd.behaviour.pipeline import BehaviourPipeline, learn
@@ -148,3 +156,25 @@ def test_rat_c2_retries_are_one_incident_per_peer_service(
     pairs = [(i.host, i.peer, i.port) for i in incs]
     assert len(pairs) == len(set(pairs)) == 1
     assert incs[0].severity >= 47
+
+
+def test_anomaly_score_is_actual_over_learned_limit(split: tuple, thresholds: Thresholds) -> None:
+    w = HostWindows()
+    closed = Closed.concat([w.update(split[1]), w.flush()])
+    hosts = closed.hosts[closed.hosts["role"] != "service"].reset_index(drop=True)
+    score, feature, value, limit = anomaly_scores(hosts, thresholds)
+    assert np.allclose(score, value / limit)
+    i = int(score.argmax())
+    assert value[i] == hosts.loc[i, feature[i]]
+    assert (
+        limit[i]
+        == thresholds.limits(
+            hosts["scale"].to_numpy()[[i]],
+            hosts["role"].to_numpy()[[i]],
+            hosts["host"].to_numpy()[[i]],
+            str(feature[i]),
+            own=True,
+        )[0]
+    )
+    # The second half of the benign day stays under anomaly_factor (no "unusual activity").
+    assert score.max() < thresholds.anomaly_factor

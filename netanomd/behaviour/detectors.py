@@ -365,6 +365,21 @@ def _rows(
     ).reset_index(drop=True)
 
 
+def anomaly_scores(
+    hosts: pd.DataFrame, thr: Thresholds
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The host-level anomaly score of each window row: its largest ratio of actual to learned
+    limit over :data:`ANOMALY_FEATURES` (1 = at the limit), with that feature, its value and
+    the limit ("actual vs typical")."""
+    values = np.column_stack([hosts[f].to_numpy(dtype=float) for f in ANOMALY_FEATURES])
+    limits = np.column_stack([_limits(hosts, thr, f, own=True) for f in ANOMALY_FEATURES])
+    ratios = values / limits
+    best = ratios.argmax(axis=1)
+    rows = np.arange(len(hosts))
+    feature = np.array(ANOMALY_FEATURES, dtype=object)[best]
+    return ratios[rows, best], feature, values[rows, best], limits[rows, best]
+
+
 def detect(closed: Closed, thr: Thresholds) -> pd.DataFrame:
     """Named detections for the closed windows, one row each (columns :data:`DETECTION_COLUMNS`)."""
     out: list[pd.DataFrame] = []
@@ -445,20 +460,11 @@ def detect(closed: Closed, thr: Thresholds) -> pd.DataFrame:
         )
     # Unusual activity: above a learned limit, explained by nothing named.
     if len(hw):
-        ratios = np.column_stack(
-            [hw[f].to_numpy(dtype=float) / _limits(hw, thr, f, own=True) for f in ANOMALY_FEATURES]
-        )
-        best = ratios.argmax(axis=1)
-        score = ratios[np.arange(len(hw)), best]
+        score, feature, value, limit = anomaly_scores(hw, thr)
         hit = (score >= thr.anomaly_factor) & ~named & (hw["role"] != "service").to_numpy()
         if hit.any():
-            h = hw[hit]
-            feats = np.array(ANOMALY_FEATURES, dtype=object)[best[hit]]
-            value = ratios[hit, best[hit]] * np.array(
-                [_limits(h.iloc[[i]], thr, str(f), own=True)[0] for i, f in enumerate(feats)]
-            )
-            rows = _rows(h, "unusual activity", value, value / score[hit], "", feats)
-            rows["feature"] = feats
+            rows = _rows(hw[hit], "unusual activity", value[hit], limit[hit], "", feature[hit])
+            rows["feature"] = feature[hit]
             out.append(rows)
     if not out:
         return pd.DataFrame({c: [] for c in DETECTION_COLUMNS}, columns=list(DETECTION_COLUMNS))
