@@ -91,3 +91,16 @@ def test_flow_alerts_group_per_originator() -> None:
     assert inc.uids == picked.column("uid").to_pylist()[:10]
     assert inc.members(picked).all()
     assert tracker.add_flow_alerts(batch.slice(0, 0), np.zeros(0), now=0.0) == []
+
+
+def test_one_scanner_is_not_an_incident_per_target(thresholds: Thresholds) -> None:
+    """Nmap over three networks: the scanner's incident holds the scan; its targets and its
+    per-port retries do not each become incidents."""
+    batch = load(DATA / "behaviour/portscan-002.conn.log.gz")
+    incs = run(BehaviourPipeline(thresholds), batch)
+    assert {i.host for i in incs} == {"172.16.1.11"}
+    assert len(incs) <= 3
+    (scan,) = [i for i in incs if i.family == "scan"]
+    assert scan.severity >= 47
+    mine = np.asarray(batch.column("orig_h").to_pylist()) == "172.16.1.11"
+    assert (scan.members(batch) & mine).sum() / mine.sum() >= 0.9

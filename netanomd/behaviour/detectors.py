@@ -386,6 +386,7 @@ def detect(closed: Closed, thr: Thresholds) -> pd.DataFrame:
     hw = closed.hosts[closed.hosts["scale"].isin(thr.scales.tolist())]
     hw = hw.reset_index(drop=True)
     named = np.zeros(len(hw), dtype=np.bool_)
+    scanning = False
     if len(hw):
         orig = (hw["role"] == "orig").to_numpy()
         # Scans: probes reaching many (host, port) targets.
@@ -403,6 +404,7 @@ def detect(closed: Closed, thr: Thresholds) -> pd.DataFrame:
             )
             out.append(_rows(h, kind, tgt[hit], lim[hit], "probe_targets"))
             named |= hit
+        scanning = bool(hit.any())
         # Inbound scans: one host probed by many distinct sources (scanners, a worm, a botnet).
         src = hw["probe_peers"].to_numpy(dtype=float)
         lim = _limits(hw, thr, "probe_peers")
@@ -462,6 +464,11 @@ def detect(closed: Closed, thr: Thresholds) -> pd.DataFrame:
     if len(hw):
         score, feature, value, limit = anomaly_scores(hw, thr)
         hit = (score >= thr.anomaly_factor) & ~named & (hw["role"] != "service").to_numpy()
+        # While a scan is under way, a responder made unusual by a single source is one of its
+        # targets: that is the scan's incident, not one per target.
+        if scanning:
+            single = (hw["role"] == "resp").to_numpy() & (hw["peers"].to_numpy(float) < 2.0)
+            hit &= ~single
         if hit.any():
             rows = _rows(hw[hit], "unusual activity", value[hit], limit[hit], "", feature[hit])
             rows["feature"] = feature[hit]

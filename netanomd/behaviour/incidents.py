@@ -27,7 +27,13 @@ import pandas as pd
 import pyarrow.compute as pc
 
 from netanomd.behaviour import reasons
-from netanomd.behaviour.windows import PROBE_KINDS, SHORT_BYTES, probe_mask, unanswered_mask
+from netanomd.behaviour.windows import (
+    MULTICAST,
+    PROBE_KINDS,
+    SHORT_BYTES,
+    probe_mask,
+    unanswered_mask,
+)
 from netanomd.flow import FlowBatch
 
 #: Behaviour -> (family used in the key, base severity 0-100 as in ECS event.severity).
@@ -213,6 +219,9 @@ class Incident:
                 icmp, batch.numeric("orig_p", fill=-1), batch.numeric("resp_p", fill=-1)
             )
             mask &= (proto == p) & (svc_port == int(port))
+        if self.role != "orig":  # as the windows: multicast flows count for their sender only
+            group = pc.match_substring_regex(batch.column("resp_h"), MULTICAST)
+            mask &= ~np.asarray(pc.fill_null(group, False).to_numpy(zero_copy_only=False), bool)
         if self.family == "scan":
             mask &= probe_mask(batch)
         elif self.family in ("brute force", "beaconing", "failed connections") or (
@@ -257,6 +266,14 @@ class IncidentTracker:
             group = "pair" if family in PAIR_FAMILIES and d["role"] != "service" else family
             key = (str(d["role"]), str(d["host"]), group, detail)
             inc = self.open.get(key)
+            scan = self.open.get((key[0], key[1], "scan", ""))
+            # A scanner hammering one port with probes is still the scan (its flows counted
+            # there); persistent retries of one peer (a C&C) stay an incident of their own.
+            retry = family == "brute force" and d["unanswered"] >= 0.5 * d["flows"]
+            if inc is None and scan is not None and retry:
+                self._extend(scan, d)
+                changed[scan.id] = scan
+                continue
             if inc is None:
                 inc = Incident(
                     id=next(self._ids),
@@ -279,12 +296,22 @@ class IncidentTracker:
         return list(changed.values())
 
     @staticmethod
-    def _merge(inc: Incident, d: dict[Any, Any], behaviour: str) -> None:
+    def _extend(inc: Incident, d: dict[Any, Any]) -> None:
+        """The detection is part of ``inc``: its time and representative flows, not its counts."""
         inc.first_seen = min(inc.first_seen, float(d["first_ts"]))
         inc.last_seen = max(inc.last_seen, float(d["last_ts"]))
         inc.span_start = min(inc.span_start, float(d["start"]))
         inc.span_end = max(inc.span_end, float(d["end"]))
         inc.detections += 1
+        for uid in d["uids"]:
+            if len(inc.uids) < SAMPLE_UIDS and uid not in inc.uids:
+                inc.uids.append(uid)
+        for cid in d["community_ids"]:
+            if len(inc.community_ids) < SAMPLE_UIDS and cid not in inc.community_ids:
+                inc.community_ids.append(cid)
+
+    def _merge(self, inc: Incident, d: dict[Any, Any], behaviour: str) -> None:
+        self._extend(inc, d)
         scale = float(d["scale"])
         inc.flows_by_scale[scale] = inc.flows_by_scale.get(scale, 0.0) + float(d["flows"])
         score = float(d["score"])
@@ -310,12 +337,6 @@ class IncidentTracker:
         if d["peer"]:  # the same flows show in every window scale: keep the largest count
             peer = str(d["peer"])
             inc.top_peers[peer] = max(inc.top_peers[peer], int(d["flows"]))
-        for uid in d["uids"]:
-            if len(inc.uids) < SAMPLE_UIDS and uid not in inc.uids:
-                inc.uids.append(uid)
-        for cid in d["community_ids"]:
-            if len(inc.community_ids) < SAMPLE_UIDS and cid not in inc.community_ids:
-                inc.community_ids.append(cid)
 
     def add_flow_alerts(self, alerts: FlowBatch, scores: np.ndarray, now: float) -> list[Incident]:
         """Group flow alerts (e.g. Isolation Forest) per originator into incidents."""

@@ -13,6 +13,9 @@ Every flow counts for three *roles*:
 * ``service``: the network-wide service ``proto/port`` (peers are the originators), so a flood
   from spoofed addresses, where no host repeats, is still one aggregate.
 
+Flows to a multicast group count for their originator only (a group is neither a host nor a
+server).
+
 Windows are tumbling and aligned on the epoch (a 10-minute window is ten 1-minute ones), keyed by
 the flow's *end* (``ts + duration``: Zeek logs a flow when it ends, so ends arrive in order while
 starts do not); a flow ending before the open window is counted in it. Distinct counts come from
@@ -48,7 +51,8 @@ UNANSWERED_STATES = ("S0", "REJ", "RSTOS0", "RSTRH", "SH", "SHR")
 #: transfer (brute force is many short connections to one service).
 SHORT_BYTES = 10_000
 #: Destinations that never answer by design (multicast, broadcast): silence there is no probe.
-NO_REPLY_DESTS = r"^(22[4-9]|23[0-9])\.|^255\.255\.255\.255$|^[fF][fF][0-9a-fA-F]{2}:"
+MULTICAST = r"^(22[4-9]|23[0-9])\.|^[fF][fF][0-9a-fA-F]{2}:"
+NO_REPLY_DESTS = MULTICAST + r"|^255\.255\.255\.255$"
 #: ICMP echo request (v4, v6): a ping is a probe whether or not it is answered.
 _ICMP_ECHO = (8, 128)
 #: Fewest flows to one peer and port before their inter-arrival regularity means anything.
@@ -449,6 +453,11 @@ class HostWindows:
         icmp = proto == "icmp"
         svc_port = np.where(icmp, orig_p, port)  # Zeek: ICMP type in orig_p, code in resp_p
         unans = unanswered_mask(batch)
+        # A multicast group is no host and no server: announcements to it (mDNS, SSDP, Ganglia)
+        # count for their senders only. Broadcast stays (a DHCP flood goes to 255.255.255.255).
+        group = pc.fill_null(pc.match_substring_regex(batch.column("resp_h"), MULTICAST), False)
+        unicast = ~np.asarray(group.to_numpy(zero_copy_only=False), np.bool_)
+        keep = np.concatenate([np.ones(n, np.bool_), unicast, unicast])
         probe = probe_mask(batch, unans)
         kinds = probe_kinds(batch, unans)
         ob = np.maximum(batch.numeric("orig_bytes"), 0.0)
@@ -494,6 +503,7 @@ class HostWindows:
         cuts = np.flatnonzero(np.diff(minute)) + 1
         for a, b in zip(np.r_[0, cuts], np.r_[cuts, n], strict=True):
             rows = np.concatenate([np.arange(a, b) + r * n for r in range(3)])
+            rows = rows[keep[rows]]
             for sc in self._scales:
                 bk = int(np.floor(t[a] / sc.width))
                 if bk != sc.bucket:
