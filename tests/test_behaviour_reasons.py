@@ -66,6 +66,8 @@ def test_services_and_numbers_in_words() -> None:
     assert reasons.duration(300) == "5 min"
     assert reasons.duration(9000) == "2.5 h"
     assert reasons.amount(4_200_000) == "4.2 MB"
+    assert reasons.plural(1, "host") == "1 host"
+    assert reasons.plural(1809, "host") == "1,809 hosts"
 
 
 def test_host_context_counts_new_destinations() -> None:

@@ -157,25 +157,31 @@ class Incident:
         )
 
     def _scan_title(self, span: str) -> str:
+        # Distinct hosts and ports are those of the busiest window: say which when the
+        # incident lasted longer than it.
         e = self.evidence
         flows, unans = e.get("flows", 0.0), e.get("unanswered", 0.0)
         answered = {"all": "none answered", "none": "all answered"}.get(
             reasons.share(unans, flows), f"{reasons.share(unans, flows)} unanswered"
         )
-        peers, ports = int(e.get("peers", 0)), int(e.get("ports", 0))
+        scale = e.get("scale", 0.0)
+        when = f"in {span}"
+        if self.last_seen - self.first_seen > scale > 0:
+            when = f"in {reasons.duration(scale)} ({span} in all)"
+        peers = reasons.plural(int(e.get("peers", 0)), "host")
+        ports = reasons.plural(int(e.get("ports", 0)), "port")
         if self.role == "resp":
-            return (
-                f"{self.host} was probed by {peers:,} sources on {ports:,} ports in {span}; "
-                f"{answered}"
-            )
+            sources = reasons.plural(int(e.get("peers", 0)), "source")
+            return f"{self.host} was probed by {sources} on {ports} {when}; {answered}"
         kinds = {k: e.get(k, 0.0) for k in PROBE_KINDS}
         kind, count = max(kinds.items(), key=lambda kv: kv[1])
-        if count >= 0.5 * e.get("targets", 0.0) and count > 0 and kind == "probe_echo":
-            return f"{self.host} pinged {peers:,} hosts in {span}; {answered}"
+        dominant = count > 0 and count >= 0.5 * e.get("targets", 0.0)
+        if dominant and kind == "probe_echo":
+            return f"{self.host} pinged {peers} {when}; {answered}"
         what = "probed"
-        if count >= 0.5 * e.get("targets", 0.0) and count > 0:
+        if dominant:
             what = {"probe_udp1": "sent one-packet UDP to", "probe_syn": "sent lone SYNs to"}[kind]
-        return f"{self.host} {what} {peers:,} hosts on {ports:,} ports in {span}; {answered}"
+        return f"{self.host} {what} {peers} on {ports} {when}; {answered}"
 
     def to_dict(self) -> dict[str, Any]:
         """A plain dict for sinks (JSON-ready)."""

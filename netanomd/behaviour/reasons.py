@@ -127,6 +127,11 @@ def training_share(fraction: float) -> str:
     return f"{fraction:.2%} of training"
 
 
+def plural(n: int, noun: str) -> str:
+    """``"1 host"``, ``"1,809 hosts"``."""
+    return f"{n:,} {noun}" if n == 1 else f"{n:,} {noun}s"
+
+
 def ordinal(n: int) -> str:
     """``1st``, ``2nd``, ``412th``."""
     suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
