@@ -1,0 +1,69 @@
+"""HyperLogLog registers for many distinct counts at once, updated and read with numpy.
+
+Owns the distinct-count sketch used by the host windows: a table of ``rows x 2**p`` uint8
+registers (one HyperLogLog per row, Flajolet et al. 2007, with linear counting for small
+cardinalities). Rows are updated for a whole batch in one vectorised call, merge by register
+maximum (so sketches of two windows or two sensors combine exactly), and take ``2**p`` bytes each
+whatever the number of distinct items: memory is bounded by construction. With the default
+``p = 7`` the standard error is about 9%, and counts below ~100 are near exact (linear counting).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+DEFAULT_P = 7
+
+
+def _alpha(m: int) -> float:
+    return 0.7213 / (1.0 + 1.079 / m)
+
+
+def split_hash(hashes: np.ndarray, p: int) -> tuple[np.ndarray, np.ndarray]:
+    """Register index and rank (position of the first 1-bit after the index bits) per hash."""
+    h = np.asarray(hashes, dtype=np.uint64)
+    idx = (h >> np.uint64(64 - p)).astype(np.int64)
+    rest = h & np.uint64((1 << (64 - p)) - 1)
+    # Bit length of `rest`, exact: frexp of each 32-bit half (exact in a float64).
+    _, hi = np.frexp((rest >> np.uint64(32)).astype(np.float64))
+    _, lo = np.frexp((rest & np.uint64(0xFFFFFFFF)).astype(np.float64))
+    bitlen = np.where(hi > 0, hi + 32, lo)
+    rank = (64 - p) - bitlen + 1
+    return idx, rank.astype(np.uint8)
+
+
+class HllTable:
+    """``rows`` HyperLogLog sketches of ``2**p`` registers each, all in one uint8 array."""
+
+    def __init__(self, rows: int, p: int = DEFAULT_P) -> None:
+        if not 4 <= p <= 16 or rows < 1:
+            raise ValueError("HllTable needs rows >= 1 and 4 <= p <= 16")
+        self.p = p
+        self.m = 1 << p
+        self.registers = np.zeros((rows, self.m), dtype=np.uint8)
+
+    def add(self, rows: np.ndarray, hashes: np.ndarray) -> None:
+        """Add item ``hashes[i]`` (uint64) to sketch ``rows[i]``."""
+        if len(rows) == 0:
+            return
+        idx, rank = split_hash(hashes, self.p)
+        np.maximum.at(self.registers, (np.asarray(rows, dtype=np.int64), idx), rank)
+
+    def merge_into(self, dst: np.ndarray, other: HllTable, src: np.ndarray) -> None:
+        """Sketch ``dst[i]`` absorbs ``other``'s sketch ``src[i]`` (a union of the two sets)."""
+        if other.p != self.p:
+            raise ValueError(f"cannot merge HyperLogLog sketches with p={other.p} into p={self.p}")
+        np.maximum.at(self.registers, np.asarray(dst, dtype=np.int64), other.registers[src])
+
+    def clear(self, rows: np.ndarray) -> None:
+        self.registers[np.asarray(rows, dtype=np.int64)] = 0
+
+    def estimate(self, rows: np.ndarray) -> np.ndarray:
+        """Estimated distinct items in each of ``rows`` (float64)."""
+        reg = self.registers[np.asarray(rows, dtype=np.int64)].astype(np.float64)
+        m = float(self.m)
+        raw = _alpha(self.m) * m * m / np.sum(np.exp2(-reg), axis=1)
+        zeros = np.sum(reg == 0, axis=1)
+        with np.errstate(divide="ignore"):
+            linear = m * np.log(m / np.maximum(zeros, 1))
+        return np.asarray(np.where((raw <= 2.5 * m) & (zeros > 0), linear, raw))

@@ -1,0 +1,394 @@
+"""Incidents: detections and flow alerts grouped into what an analyst acts on.
+
+Owns :class:`Incident` and :class:`IncidentTracker`. An incident is keyed by (role, host,
+behaviour family, detail): the detail is the peer and service for brute force and beaconing, the
+service for floods, nothing for scans, exfiltration and unusual activity, so a scan seen in
+1-minute, 10-minute and hourly windows is one incident. Detections with an open incident's key
+update it (last seen, counts, peers, ports, uids); an incident closes once flow time has gone
+``quiet`` seconds past its last detection (the clock is the flow time passed in, never the wall
+clock). Each incident carries a title in an analyst's words, a calibrated severity (a scan,
+brute force, flood, beaconing or exfiltration is never "low") and its evidence as numbers.
+
+:meth:`Incident.members` says which flows of a batch belong to an incident: the host in its role,
+inside the incident's windows, and matching the behaviour (the probes of a scan, the flows to the
+brute-forced service, ...). Flow alerts of a detector (Isolation Forest) are grouped per
+originator by :meth:`IncidentTracker.add_flow_alerts`.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow.compute as pc
+
+from netanomd.behaviour import reasons
+from netanomd.behaviour.windows import (
+    MULTICAST,
+    PROBE_KINDS,
+    SHORT_BYTES,
+    probe_mask,
+    unanswered_mask,
+)
+from netanomd.flow import FlowBatch
+
+#: Behaviour -> (family used in the key, base severity 0-100 as in ECS event.severity).
+BEHAVIOURS: dict[str, tuple[str, int]] = {
+    "horizontal scan": ("scan", 47),
+    "vertical scan": ("scan", 47),
+    "scan": ("scan", 47),
+    "inbound scan": ("scan", 47),
+    "brute force": ("brute force", 73),
+    "inbound brute force": ("brute force", 73),
+    "SYN flood": ("flood", 73),
+    "UDP flood": ("flood", 73),
+    "TCP flood": ("flood", 73),
+    "ICMP flood": ("flood", 73),
+    "beaconing": ("beaconing", 73),
+    "repeated failed connections": ("failed connections", 47),
+    "exfiltration": ("exfiltration", 73),
+    "unusual activity": ("unusual activity", 21),
+    "anomalous flows": ("anomalous flows", 21),
+}
+#: Families judged on one (host, peer, service) pair: they share an incident for that pair.
+PAIR_FAMILIES = ("brute force", "failed connections", "flood", "beaconing")
+SEVERITY_LABELS = ((90, "critical"), (70, "high"), (40, "medium"), (0, "low"))
+SAMPLE_UIDS = 10
+
+
+def severity_label(severity: int) -> str:
+    return next(label for floor, label in SEVERITY_LABELS if severity >= floor)
+
+
+@dataclass
+class Incident:
+    """One incident (see the module docstring). Numbers stay numbers in :attr:`evidence`."""
+
+    id: int
+    role: str
+    host: str
+    behaviour: str
+    detail: str
+    first_seen: float
+    last_seen: float
+    span_start: float  # window bounds covering every detection
+    span_end: float
+    peer: str = ""
+    port: int = -1
+    proto: str = ""
+    detections: int = 0
+    score: float = 0.0
+    flows_by_scale: dict[float, float] = field(default_factory=dict)
+    evidence: dict[str, float] = field(default_factory=dict)
+    top_peers: Counter[str] = field(default_factory=Counter)
+    uids: list[str] = field(default_factory=list)
+    community_ids: list[str] = field(default_factory=list)
+    closed: bool = False
+
+    @property
+    def family(self) -> str:
+        return BEHAVIOURS.get(self.behaviour, (self.behaviour, 21))[0]
+
+    @property
+    def flows(self) -> int:
+        return int(max(self.flows_by_scale.values(), default=0.0))
+
+    @property
+    def severity(self) -> int:
+        base = BEHAVIOURS.get(self.behaviour, (self.behaviour, 21))[1]
+        if base >= 47 and self.score >= 10.0:
+            base += 20  # an order of magnitude past the learned limit
+        elif base < 47 and self.score >= 3.0:
+            base = 47
+        return min(base, 99)
+
+    @property
+    def title(self) -> str:
+        e = self.evidence
+        h = self.host
+        span = reasons.duration(self.last_seen - self.first_seen)
+        flows = self.flows
+        if self.family == "scan":
+            return self._scan_title(span)
+        svc = reasons.service_name(self.proto, self.port) if self.port >= 0 else self.detail
+        if self.family in ("brute force", "flood") and self.role != "service":
+            target = f"{svc} on {self.peer}" if self.role == "orig" else f"its {svc}"
+            verb = "opened" if self.role == "orig" else "received"
+            unans = reasons.share(e.get("unanswered", 0.0), e.get("flows", 0.0))
+            return (
+                f"{h} {verb} {flows:,} connections to {target} in {span} "
+                f"({unans} unanswered; learned limit {e.get('threshold', 0):,.0f} per "
+                f"{reasons.duration(e.get('scale', 0))})"
+            )
+        if self.family == "flood":
+            return (
+                f"{self.behaviour} on {self.detail}: {flows:,} flows from "
+                f"{int(e.get('peers', 0)):,} sources in {span}"
+            )
+        if self.family == "failed connections":
+            unans = reasons.share(e.get("unanswered", 0.0), e.get("flows", 0.0))
+            return (
+                f"{h} tried {svc} on {self.peer} {flows:,} times in {span}; "
+                f"{unans} unanswered in its busiest {reasons.duration(e.get('scale', 0))}"
+            )
+        if self.family == "beaconing":
+            return (
+                f"{h} contacts {self.peer} on {svc} every "
+                f"{reasons.duration(e.get('period', 0))} ({flows:,} times in {span}, "
+                f"regularity {e.get('value', 0):.2f})"
+            )
+        if self.family == "exfiltration":
+            return (
+                f"{h} sent {reasons.amount(e.get('bytes_out', 0))} out in {span}, "
+                f"{e.get('score', 0):.1f}x the learned limit "
+                f"(received {reasons.amount(e.get('bytes_in', 0))})"
+            )
+        if self.family == "anomalous flows":
+            return f"{h}: {flows:,} anomalous flows in {span} (top score {self.score:.3f})"
+        feature = self.detail or "activity"
+        return (
+            f"{h} ({self.role}): unusual {feature.replace('_', ' ')}: "
+            f"{e.get('value', 0):,.0f} in {reasons.duration(e.get('scale', 0))} vs a "
+            f"learned limit of {e.get('threshold', 0):,.0f}"
+        )
+
+    def _scan_title(self, span: str) -> str:
+        # Distinct hosts and ports are those of the busiest window: say which when the
+        # incident lasted longer than it.
+        e = self.evidence
+        flows, unans = e.get("flows", 0.0), e.get("unanswered", 0.0)
+        answered = {"all": "none answered", "none": "all answered"}.get(
+            reasons.share(unans, flows), f"{reasons.share(unans, flows)} unanswered"
+        )
+        scale = e.get("scale", 0.0)
+        when = f"in {span}"
+        if self.last_seen - self.first_seen > scale > 0:
+            when = f"in {reasons.duration(scale)} ({span} in all)"
+        peers = reasons.plural(int(e.get("peers", 0)), "host")
+        ports = reasons.plural(int(e.get("ports", 0)), "port")
+        if self.role == "resp":
+            sources = reasons.plural(int(e.get("peers", 0)), "source")
+            return f"{self.host} was probed by {sources} on {ports} {when}; {answered}"
+        kinds = {k: e.get(k, 0.0) for k in PROBE_KINDS}
+        kind, count = max(kinds.items(), key=lambda kv: kv[1])
+        dominant = count > 0 and count >= 0.5 * e.get("targets", 0.0)
+        if dominant and kind == "probe_echo":
+            return f"{self.host} pinged {peers} {when}; {answered}"
+        what = "probed"
+        if dominant:
+            what = {"probe_udp1": "sent one-packet UDP to", "probe_syn": "sent lone SYNs to"}[kind]
+        return f"{self.host} {what} {peers} on {ports} {when}; {answered}"
+
+    def to_dict(self) -> dict[str, Any]:
+        """A plain dict for sinks (JSON-ready)."""
+        return {
+            "id": self.id,
+            "role": self.role,
+            "host": self.host,
+            "behaviour": self.behaviour,
+            "detail": self.detail,
+            "title": self.title,
+            "severity": self.severity,
+            "severity_label": severity_label(self.severity),
+            "score": self.score,
+            "first_seen": self.first_seen,
+            "last_seen": self.last_seen,
+            "flows": self.flows,
+            "detections": self.detections,
+            "peer": self.peer,
+            "port": self.port,
+            "proto": self.proto,
+            "top_peers": self.top_peers.most_common(5),
+            "uids": list(self.uids),
+            "community_ids": list(self.community_ids),
+            "evidence": dict(self.evidence),
+            "closed": self.closed,
+        }
+
+    def members(self, batch: FlowBatch) -> np.ndarray:
+        """Which flows of ``batch`` belong to this incident (bool per row)."""
+        ts = batch.numeric("ts")
+        end = ts + np.maximum(batch.numeric("duration"), 0.0)
+        mask = (end >= self.span_start) & (ts < self.span_end)
+        col = {"orig": "orig_h", "resp": "resp_h"}.get(self.role)
+        proto = np.asarray(batch.column("proto").fill_null("").to_numpy(zero_copy_only=False))
+        if col is not None:
+            mask &= np.asarray(pc.equal(batch.column(col), self.host).fill_null(False))
+        else:  # service role: host is "proto/port"
+            p, _, port = self.host.partition("/")
+            icmp = proto == "icmp"
+            svc_port = np.where(
+                icmp, batch.numeric("orig_p", fill=-1), batch.numeric("resp_p", fill=-1)
+            )
+            mask &= (proto == p) & (svc_port == int(port))
+        if self.role != "orig":  # as the windows: multicast flows count for their sender only
+            group = pc.match_substring_regex(batch.column("resp_h"), MULTICAST)
+            mask &= ~np.asarray(pc.fill_null(group, False).to_numpy(zero_copy_only=False), bool)
+        if self.family == "scan":
+            mask &= probe_mask(batch)
+        elif self.family in ("brute force", "beaconing", "failed connections") or (
+            self.family == "flood" and self.role != "service"
+        ):
+            mask &= (batch.numeric("resp_p", fill=-1) == self.port) & (proto == self.proto)
+            if self.role == "orig":
+                mask &= np.asarray(pc.equal(batch.column("resp_h"), self.peer).fill_null(False))
+        elif self.family == "exfiltration":  # the flows that carried the bytes out
+            ob, rb = batch.numeric("orig_bytes"), batch.numeric("resp_bytes")
+            mask &= (ob >= SHORT_BYTES) & (ob >= 4.0 * rb)
+        elif self.family == "unusual activity" and self.detail == "unanswered":
+            mask &= unanswered_mask(batch)
+        return np.asarray(mask, dtype=np.bool_)
+
+
+class IncidentTracker:
+    """Open and closed incidents; feed detections (and flow alerts) in flow-time order."""
+
+    def __init__(self, quiet: float = 1800.0) -> None:
+        if quiet <= 0:
+            raise ValueError("quiet must be > 0 seconds")
+        self.quiet = float(quiet)
+        self.open: dict[tuple[str, str, str, str], Incident] = {}
+        self.closed: list[Incident] = []
+        self._ids = itertools.count(1)
+
+    def all(self) -> list[Incident]:
+        return [*self.closed, *self.open.values()]
+
+    def update(self, detections: pd.DataFrame, now: float) -> list[Incident]:
+        """Merge detections; returns the incidents opened or changed by them."""
+        changed: dict[int, Incident] = {}
+        for d in detections.to_dict("records"):
+            behaviour = str(d["behaviour"])
+            family = BEHAVIOURS.get(behaviour, (behaviour, 21))[0]
+            detail = str(d["detail"])
+            if d["role"] == "resp" and family in ("brute force", "flood"):
+                detail = f"{d['proto']}/{int(d['port'])}"
+            # One incident per host and peer service, whatever the pair did (retries, then a
+            # burst): the strongest detection names it.
+            group = "pair" if family in PAIR_FAMILIES and d["role"] != "service" else family
+            key = (str(d["role"]), str(d["host"]), group, detail)
+            inc = self.open.get(key)
+            scan = self.open.get((key[0], key[1], "scan", ""))
+            # A scanner hammering one port with probes is still the scan (its flows counted
+            # there); persistent retries of one peer (a C&C) stay an incident of their own.
+            retry = family == "brute force" and d["unanswered"] >= 0.5 * d["flows"]
+            if inc is None and scan is not None and retry:
+                self._extend(scan, d)
+                changed[scan.id] = scan
+                continue
+            if inc is None:
+                inc = Incident(
+                    id=next(self._ids),
+                    role=key[0],
+                    host=key[1],
+                    behaviour=behaviour,
+                    detail=detail,
+                    first_seen=float(d["first_ts"]),
+                    last_seen=float(d["last_ts"]),
+                    span_start=float(d["start"]),
+                    span_end=float(d["end"]),
+                    peer=str(d["peer"]),
+                    port=int(d["port"]),
+                    proto=str(d["proto"]),
+                )
+                self.open[key] = inc
+            self._merge(inc, d, behaviour)
+            changed[inc.id] = inc
+        self.tick(now)
+        return list(changed.values())
+
+    @staticmethod
+    def _extend(inc: Incident, d: dict[Any, Any]) -> None:
+        """The detection is part of ``inc``: its time and representative flows, not its counts."""
+        inc.first_seen = min(inc.first_seen, float(d["first_ts"]))
+        inc.last_seen = max(inc.last_seen, float(d["last_ts"]))
+        inc.span_start = min(inc.span_start, float(d["start"]))
+        inc.span_end = max(inc.span_end, float(d["end"]))
+        inc.detections += 1
+        for uid in d["uids"]:
+            if len(inc.uids) < SAMPLE_UIDS and uid not in inc.uids:
+                inc.uids.append(uid)
+        for cid in d["community_ids"]:
+            if len(inc.community_ids) < SAMPLE_UIDS and cid not in inc.community_ids:
+                inc.community_ids.append(cid)
+
+    def _merge(self, inc: Incident, d: dict[Any, Any], behaviour: str) -> None:
+        self._extend(inc, d)
+        scale = float(d["scale"])
+        inc.flows_by_scale[scale] = inc.flows_by_scale.get(scale, 0.0) + float(d["flows"])
+        score = float(d["score"])
+        if score > inc.score:  # the strongest detection (first, smallest window on a tie) speaks
+            inc.score = score
+            inc.behaviour = behaviour
+            for k in (
+                "flows",
+                "unanswered",
+                "peers",
+                "ports",
+                "targets",
+                "bytes_out",
+                "bytes_in",
+                "value",
+                "threshold",
+                "score",
+                "scale",
+                "period",
+                *PROBE_KINDS,
+            ):
+                inc.evidence[k] = float(d[k])
+        if d["peer"]:  # the same flows show in every window scale: keep the largest count
+            peer = str(d["peer"])
+            inc.top_peers[peer] = max(inc.top_peers[peer], int(d["flows"]))
+
+    def add_flow_alerts(self, alerts: FlowBatch, scores: np.ndarray, now: float) -> list[Incident]:
+        """Group flow alerts (e.g. Isolation Forest) per originator into incidents."""
+        if len(alerts) == 0:
+            return []
+        t = alerts.table
+        ts = alerts.numeric("ts")
+        frame = pd.DataFrame(
+            {
+                "scale": 0.0,
+                "role": "orig",
+                "host": t.column("orig_h").to_pylist(),
+                "behaviour": "anomalous flows",
+                "detail": "",
+                "peer": t.column("resp_h").to_pylist(),
+                "port": -1,
+                "proto": "",
+                "start": ts,
+                "end": ts + np.maximum(alerts.numeric("duration"), 0.0) + 1e-6,
+                "first_ts": ts,
+                "last_ts": ts,
+                "flows": 1.0,
+                "unanswered": 0.0,
+                "peers": 1.0,
+                "ports": 1.0,
+                "targets": 1.0,
+                "bytes_out": 0.0,
+                "bytes_in": 0.0,
+                "value": scores,
+                "threshold": 1.0,
+                "score": scores,
+                "period": 0.0,
+                **{k: 0.0 for k in PROBE_KINDS},
+                "uids": [[u] for u in t.column("uid").to_pylist()],
+                "community_ids": [[c] if c else [] for c in t.column("community_id").to_pylist()],
+            }
+        )
+        return self.update(frame, now)
+
+    def tick(self, now: float) -> list[Incident]:
+        """Close incidents quiet for longer than :attr:`quiet`; returns those closed now."""
+        done = [k for k, inc in self.open.items() if now - inc.last_seen > self.quiet]
+        out = []
+        for k in done:
+            inc = self.open.pop(k)
+            inc.closed = True
+            self.closed.append(inc)
+            out.append(inc)
+        return out

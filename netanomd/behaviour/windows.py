@@ -1,0 +1,682 @@
+"""Host behaviour over real time windows: what each host did per minute, 10 minutes and hour.
+
+Owns :class:`HostWindows`, the streaming aggregator. Feed it :class:`~netanomd.flow.FlowBatch`
+es in arrival order (a file read in batches and a live stream go through the same code); each
+call returns the windows that closed as a :class:`Closed`: one row per (scale, role, host,
+window) with the columns of :data:`WINDOW_COLUMNS`, and one per busy (host, peer, port) pair with
+those of :data:`PAIR_COLUMNS`. :meth:`HostWindows.flush` closes what is still open.
+
+Every flow counts for three *roles*:
+
+* ``orig``: the originator (``host`` = ``orig_h``, peers are the responders it contacted);
+* ``resp``: the responder, for inbound attacks (peers are the originators that contacted it);
+* ``service``: the network-wide service ``proto/port`` (peers are the originators), so a flood
+  from spoofed addresses, where no host repeats, is still one aggregate.
+
+Flows to a multicast group count for their originator only (a group is neither a host nor a
+server).
+
+Windows are tumbling and aligned on the epoch (a 10-minute window is ten 1-minute ones), keyed by
+the flow's *end* (``ts + duration``: Zeek logs a flow when it ends, so ends arrive in order while
+starts do not); a flow ending before the open window is counted in it. Distinct counts come from
+HyperLogLog sketches (:mod:`netanomd.behaviour.hll`): no cap on how many flows or peers a window
+sees. Per (host, peer, port) "pair" the window keeps counts and inter-arrival statistics for
+brute force and beaconing (gaps between flow ends, the order flows arrive in), in a table bounded
+to the heaviest ``max_pairs`` pairs. Whether a peer is new for a host is answered by a
+two-generation Bloom filter of (host, peer) pairs seen before, which forgets the oldest
+generation when it fills up.
+
+Memory is bounded: ``max_hosts`` host slots (least recently seen idle slot evicted when full),
+``max_pairs`` pairs per scale, and the fixed-size Bloom filter.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from netanomd.behaviour.hll import DEFAULT_P, HllTable
+from netanomd.flow import FlowBatch
+
+ROLES: tuple[str, ...] = ("orig", "resp", "service")
+DEFAULT_SCALES: tuple[float, ...] = (60.0, 600.0, 3600.0)
+
+#: Conn states in which the responder never answered with data (Zeek conn.log docs).
+UNANSWERED_STATES = ("S0", "REJ", "RSTOS0", "RSTRH", "SH", "SHR")
+#: A "short" connection moves less payload than this each way: a login attempt or a probe, not a
+#: transfer (brute force is many short connections to one service).
+SHORT_BYTES = 10_000
+#: Destinations that never answer by design (multicast, broadcast): silence there is no probe.
+MULTICAST = r"^(22[4-9]|23[0-9])\.|^[fF][fF][0-9a-fA-F]{2}:"
+NO_REPLY_DESTS = MULTICAST + r"|^255\.255\.255\.255$"
+#: ICMP echo request (v4, v6): a ping is a probe whether or not it is answered.
+_ICMP_ECHO = (8, 128)
+#: Fewest flows to one peer and port before their inter-arrival regularity means anything.
+MIN_BEACON_EVENTS = 6
+#: Representative flow uids kept per host.
+SAMPLES = 5
+
+PROTO_CODE = {"tcp": 6, "udp": 17, "icmp": 1}
+PROTO_NAME = {v: k for k, v in PROTO_CODE.items()}
+
+# Aggregate columns summed per (slot, window).
+_SUMS = (
+    "flows",
+    "unanswered",
+    "probes",
+    "bytes_out",
+    "bytes_in",
+    "new_peers",
+    "probe_udp1",
+    "probe_syn",
+    "probe_echo",
+)
+#: What kind of probe: one UDP packet unanswered, a lone SYN unanswered, an ICMP echo request.
+PROBE_KINDS: tuple[str, ...] = ("probe_udp1", "probe_syn", "probe_echo")
+# HyperLogLog sketches per (slot, window).
+_SKETCHES = ("peers", "ports", "probe_peers", "probe_ports", "probe_targets")
+
+WINDOW_COLUMNS: tuple[str, ...] = (
+    "scale",
+    "role",
+    "host",
+    "start",
+    "end",
+    "first_ts",
+    "last_ts",
+    *_SUMS,
+    *_SKETCHES,
+    "uids",
+    "community_ids",
+)
+#: One row per (scale, role, host, peer, port) with at least MIN_PAIR_FLOWS flows in a window.
+#: For the ``resp`` role ``peer`` is the first originator seen (the pair is the local port).
+PAIR_COLUMNS: tuple[str, ...] = (
+    "scale",
+    "role",
+    "host",
+    "peer",
+    "port",
+    "proto",
+    "start",
+    "end",
+    "first_ts",
+    "last_ts",
+    "flows",
+    "unanswered",
+    "short",
+    "period",
+    "regularity",
+)
+#: Fewest flows of a pair for it to be reported in the pair rows.
+MIN_PAIR_FLOWS = 4
+
+_K1 = np.uint64(0x9E3779B97F4A7C15)
+_K2 = np.uint64(0xC2B2AE3D27D4EB4F)
+
+
+def hash_strings(values: np.ndarray) -> np.ndarray:
+    """A stable 64-bit hash per string (nulls hash as the empty string)."""
+    obj = np.asarray(values, dtype=object)
+    return np.asarray(pd.util.hash_array(obj, categorize=True), dtype=np.uint64)
+
+
+def _mix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Combine two uint64 hash arrays into one (order matters)."""
+    with np.errstate(over="ignore"):
+        x = (a * _K1) ^ (b + _K2 + (a << np.uint64(6)) + (a >> np.uint64(2)))
+        x ^= x >> np.uint64(31)
+        x *= _K2
+        x ^= x >> np.uint64(29)
+    return np.asarray(x, dtype=np.uint64)
+
+
+def _strings(batch: FlowBatch, name: str) -> np.ndarray:
+    return np.asarray(batch.column(name).fill_null("").to_numpy(zero_copy_only=False), object)
+
+
+def unanswered_mask(batch: FlowBatch) -> np.ndarray:
+    """Flows the responder never answered: a state of :data:`UNANSWERED_STATES` (S0, REJ, SH,
+    ...) with no payload back, or no responder packet at all. Flows to multicast or broadcast
+    addresses do not count (nobody is meant to answer)."""
+    states = batch.column("conn_state")
+    unans = np.asarray(
+        pc.fill_null(pc.is_in(states, value_set=pa.array(UNANSWERED_STATES)), False).to_numpy(
+            zero_copy_only=False
+        ),
+        np.bool_,
+    )
+    unans &= batch.numeric("resp_bytes") <= 0  # Zeek's state can miss a reply that carried data
+    unans |= batch.numeric("resp_pkts", fill=-1) == 0
+    group = pc.fill_null(pc.match_substring_regex(batch.column("resp_h"), NO_REPLY_DESTS), False)
+    return np.asarray(unans & ~np.asarray(group.to_numpy(zero_copy_only=False), np.bool_))
+
+
+def probe_mask(batch: FlowBatch, unanswered: np.ndarray | None = None) -> np.ndarray:
+    """Flows that look like probes: unanswered, a TCP handshake the originator reset without
+    payload (connect scan), or an ICMP echo request."""
+    unans = unanswered_mask(batch) if unanswered is None else unanswered
+    proto = np.asarray(batch.column("proto").fill_null("").to_numpy(zero_copy_only=False))
+    empty = (batch.numeric("orig_bytes") <= 0) & (batch.numeric("resp_bytes") <= 0)
+    states = np.asarray(batch.column("conn_state").fill_null("").to_numpy(zero_copy_only=False))
+    reset = (proto == "tcp") & empty & np.isin(states, ("RSTO", "RSTOS0"))
+    echo = (proto == "icmp") & np.isin(batch.numeric("orig_p", fill=-1), _ICMP_ECHO)
+    return np.asarray(unans | reset | echo)
+
+
+def probe_kinds(batch: FlowBatch, unanswered: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Masks in :data:`PROBE_KINDS` order: one-packet UDP unanswered, lone SYN unanswered, ping."""
+    proto = np.asarray(batch.column("proto").fill_null("").to_numpy(zero_copy_only=False))
+    states = np.asarray(batch.column("conn_state").fill_null("").to_numpy(zero_copy_only=False))
+    opk = batch.numeric("orig_pkts", fill=-1)
+    udp1 = (proto == "udp") & unanswered & (opk == 1)
+    syn = (proto == "tcp") & (states == "S0") & (opk <= 2)
+    echo = (proto == "icmp") & np.isin(batch.numeric("orig_p", fill=-1), _ICMP_ECHO)
+    return udp1, syn, echo
+
+
+class _Bloom:
+    """Two-generation Bloom filter of 64-bit keys (2 probes), ``2**bits`` one-byte cells each."""
+
+    def __init__(self, bits: int) -> None:
+        self.mask = np.uint64((1 << bits) - 1)
+        self.bits = bits
+        self.cur = np.zeros(1 << bits, dtype=np.bool_)
+        self.old = np.zeros(1 << bits, dtype=np.bool_)
+        self.filled = 0
+
+    def _probes(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        a = (keys & self.mask).astype(np.int64)
+        b = ((keys >> np.uint64(32)) & self.mask).astype(np.int64)
+        return a, b
+
+    def seen_then_add(self, keys: np.ndarray) -> np.ndarray:
+        """For distinct ``keys``: whether each was present; all are added."""
+        a, b = self._probes(keys)
+        seen = (self.cur[a] & self.cur[b]) | (self.old[a] & self.old[b])
+        self.filled += int(np.count_nonzero(~seen))
+        self.cur[a] = True
+        self.cur[b] = True
+        if self.filled > (1 << self.bits) // 8:  # ~2.5% false "seen" at this fill
+            self.old, self.cur = self.cur, self.old
+            self.cur[:] = False
+            self.filled = 0
+        return np.asarray(seen)
+
+
+@dataclass
+class _Pairs:
+    """Per (slot, peer, port) counts and inter-arrival sums for one open window; keys sorted."""
+
+    key: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint64))
+    slot: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    peer: np.ndarray = field(default_factory=lambda: np.zeros(0, object))
+    port: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    proto: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    n: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float64))
+    unans: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float64))
+    short: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float64))
+    first: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float64))
+    last: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float64))
+    gsum: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float64))
+    gsq: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float64))
+
+    def names(self) -> tuple[str, ...]:
+        return (
+            "key",
+            "slot",
+            "peer",
+            "port",
+            "proto",
+            "n",
+            "unans",
+            "short",
+            "first",
+            "last",
+            "gsum",
+            "gsq",
+        )
+
+    def take(self, idx: np.ndarray) -> _Pairs:
+        return _Pairs(*(getattr(self, k)[idx] for k in self.names()))
+
+    @staticmethod
+    def concat(a: _Pairs, b: _Pairs) -> _Pairs:
+        return _Pairs(*(np.concatenate([getattr(a, k), getattr(b, k)]) for k in a.names()))
+
+
+class _Scale:
+    """The open window of one time scale, for every host slot."""
+
+    def __init__(self, width: float, slots: int, p: int, max_pairs: int) -> None:
+        self.width = width
+        self.bucket = -1
+        self.max_pairs = max_pairs
+        self.sums = np.zeros((slots, len(_SUMS)))
+        self.first = np.full(slots, np.inf)
+        self.last = np.full(slots, -np.inf)
+        self.active = np.zeros(slots, dtype=np.bool_)
+        self.hll = HllTable(slots * len(_SKETCHES), p)
+        self.pairs = _Pairs()
+
+    def add(
+        self,
+        slot: np.ndarray,
+        sums: np.ndarray,
+        ts: np.ndarray,
+        end: np.ndarray,
+        sketch_rows: list[tuple[np.ndarray, np.ndarray]],
+        seg_pairs: _Pairs,
+    ) -> None:
+        u, inv = np.unique(slot, return_inverse=True)
+        for c in range(sums.shape[1]):
+            self.sums[u, c] += np.bincount(inv, weights=sums[:, c], minlength=len(u))
+        np.minimum.at(self.first, slot, ts)
+        np.maximum.at(self.last, slot, end)
+        self.active[u] = True
+        k = len(_SKETCHES)
+        for i, (rows, hashes) in enumerate(sketch_rows):
+            self.hll.add(rows * k + i, hashes)
+        self._merge_pairs(seg_pairs)
+
+    def _merge_pairs(self, new: _Pairs) -> None:
+        old = self.pairs
+        if len(old.key):
+            pos = np.minimum(np.searchsorted(old.key, new.key), len(old.key) - 1)
+            found = old.key[pos] == new.key
+        else:
+            pos = np.zeros(len(new.key), dtype=np.int64)
+            found = np.zeros(len(new.key), dtype=np.bool_)
+        if found.any():
+            o = pos[found]
+            f = new.take(np.flatnonzero(found))
+            bridge = np.maximum(f.first - old.last[o], 0.0)
+            old.gsum[o] += f.gsum + bridge
+            old.gsq[o] += f.gsq + bridge * bridge
+            old.n[o] += f.n
+            old.unans[o] += f.unans
+            old.short[o] += f.short
+            old.first[o] = np.minimum(old.first[o], f.first)
+            old.last[o] = np.maximum(old.last[o], f.last)
+        fresh = new.take(np.flatnonzero(~found))
+        if len(fresh.key):
+            merged = _Pairs.concat(old, fresh)
+            if len(merged.key) > self.max_pairs:  # keep the heaviest pairs
+                keep = np.argpartition(-merged.n, self.max_pairs - 1)[: self.max_pairs]
+                merged = merged.take(keep)
+            self.pairs = merged.take(np.argsort(merged.key, kind="stable"))
+
+    def reset(self) -> None:
+        act = np.flatnonzero(self.active)
+        self.sums[act] = 0.0
+        self.first[act] = np.inf
+        self.last[act] = -np.inf
+        k = len(_SKETCHES)
+        self.hll.clear((act[:, None] * k + np.arange(k)[None, :]).ravel())
+        self.active[act] = False
+        self.pairs = _Pairs()
+
+
+class HostWindows:
+    """Streaming per-host behaviour windows (see the module docstring)."""
+
+    def __init__(
+        self,
+        scales: tuple[float, ...] = DEFAULT_SCALES,
+        *,
+        max_hosts: int = 16384,
+        max_pairs: int = 200_000,
+        p: int = DEFAULT_P,
+        bloom_bits: int = 23,
+    ) -> None:
+        if not scales or any(s <= 0 for s in scales) or max_hosts < 1 or max_pairs < 1:
+            raise ValueError("HostWindows needs positive scales, max_hosts >= 1, max_pairs >= 1")
+        base = min(scales)
+        if any(abs(s / base - round(s / base)) > 1e-9 for s in scales):
+            raise ValueError(f"every window scale must be a multiple of the smallest ({base} s)")
+        self.scales = tuple(sorted(float(s) for s in scales))
+        self.max_hosts = max_hosts
+        self._p = p
+        self._max_pairs = max_pairs
+        self._bloom_bits = bloom_bits
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget every host and window (a new stream starts)."""
+        s = self.max_hosts
+        self._slot_of: dict[int, int] = {}
+        self._key = np.zeros(s, dtype=np.uint64)
+        self._host = np.zeros(s, dtype=object)
+        self._role = np.zeros(s, dtype=np.int64)
+        self._last_seen = np.full(s, -np.inf)
+        self._free = list(range(s - 1, -1, -1))
+        self._uids = np.full((s, SAMPLES), None, dtype=object)
+        self._cids = np.full((s, SAMPLES), None, dtype=object)
+        self._scales = [_Scale(w, s, self._p, self._max_pairs) for w in self.scales]
+        self._bloom = _Bloom(self._bloom_bits)
+        self.clock = -np.inf
+        self.evictions = 0
+
+    @property
+    def hosts(self) -> int:
+        """Host slots in use (all roles)."""
+        return len(self._slot_of)
+
+    # -- host table ---------------------------------------------------------------------
+    def _slots(
+        self, keys: np.ndarray, hosts: np.ndarray, roles: np.ndarray, t: float
+    ) -> np.ndarray:
+        uniq, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+        slot_u = np.empty(len(uniq), dtype=np.int64)
+        for i, kv in enumerate(uniq.tolist()):
+            s = self._slot_of.get(kv)
+            if s is None:
+                s = self._allocate(kv, slot_u[:i])
+                self._host[s] = hosts[first[i]]
+                self._role[s] = roles[first[i]]
+            slot_u[i] = s
+        self._last_seen[slot_u] = t
+        return np.asarray(slot_u[inverse], dtype=np.int64)
+
+    def _allocate(self, key: int, in_use: np.ndarray) -> int:
+        if not self._free:
+            self._evict(max(1, self.max_hosts // 8), in_use)
+        s = self._free.pop()
+        self._slot_of[key] = s
+        self._key[s] = key
+        return s
+
+    def _evict(self, count: int, in_use: np.ndarray) -> None:
+        """Free ``count`` slots: idle ones seen least recently first; if too few are idle, the
+        stalest open windows are dropped (never a slot this batch already uses)."""
+        protected = np.zeros(self.max_hosts, dtype=np.bool_)
+        protected[in_use] = True
+        active = np.zeros(self.max_hosts, dtype=np.bool_)
+        for sc in self._scales:
+            active |= sc.active
+        order = np.lexsort((self._last_seen, active, protected))
+        victims = order[: min(count, int((~protected).sum()))]
+        if not len(victims):
+            raise RuntimeError("HostWindows: one batch holds more hosts than max_hosts")
+        k = len(_SKETCHES)
+        dropped = victims[active[victims]]
+        for sc in self._scales:
+            if len(dropped):
+                sc.sums[dropped] = 0.0
+                sc.first[dropped] = np.inf
+                sc.last[dropped] = -np.inf
+                sc.active[dropped] = False
+                sc.hll.clear((dropped[:, None] * k + np.arange(k)[None, :]).ravel())
+                sc.pairs = sc.pairs.take(np.flatnonzero(~np.isin(sc.pairs.slot, dropped)))
+        for v in victims.tolist():
+            del self._slot_of[int(self._key[v])]
+        self._uids[victims] = None
+        self._cids[victims] = None
+        self._last_seen[victims] = -np.inf
+        self._free.extend(victims.tolist())
+        self.evictions += len(victims)
+
+    # -- streaming ----------------------------------------------------------------------
+    def update(self, batch: FlowBatch) -> Closed:
+        """Add a batch (flows in arrival order); returns the windows that closed."""
+        out: list[Closed] = []
+        n = len(batch)
+        if n == 0:
+            return Closed.empty()
+        distinct = sum(
+            int(pc.count_distinct(batch.column(c)).as_py()) for c in ("orig_h", "resp_h", "resp_p")
+        )
+        if n > 1 and distinct > self.max_hosts // 2:  # keep every piece's hosts within the table
+            half = n // 2
+            return Closed.concat(
+                [self.update(batch.slice(0, half)), self.update(batch.slice(half))]
+            )
+        ts = batch.numeric("ts", fill=np.nan)
+        bad = ~np.isfinite(ts)
+        if bad.any():
+            where = int(np.flatnonzero(bad)[0])
+            raise ValueError(
+                f"flow {where} of the batch (uid {batch.column('uid')[where]}) has no ts"
+            )
+        dur = np.maximum(batch.numeric("duration"), 0.0)
+        end = ts + dur
+        t = np.maximum.accumulate(np.maximum(end, self.clock))
+        orig_h = _strings(batch, "orig_h")
+        resp_h = _strings(batch, "resp_h")
+        proto = _strings(batch, "proto")
+        port = batch.numeric("resp_p", fill=-1, dtype=np.int64)
+        orig_p = batch.numeric("orig_p", fill=-1, dtype=np.int64)
+        icmp = proto == "icmp"
+        svc_port = np.where(icmp, orig_p, port)  # Zeek: ICMP type in orig_p, code in resp_p
+        unans = unanswered_mask(batch)
+        # A multicast group is no host and no server: announcements to it (mDNS, SSDP, Ganglia)
+        # count for their senders only. Broadcast stays (a DHCP flood goes to 255.255.255.255).
+        group = pc.fill_null(pc.match_substring_regex(batch.column("resp_h"), MULTICAST), False)
+        unicast = ~np.asarray(group.to_numpy(zero_copy_only=False), np.bool_)
+        keep = np.concatenate([np.ones(n, np.bool_), unicast, unicast])
+        probe = probe_mask(batch, unans)
+        kinds = probe_kinds(batch, unans)
+        ob = np.maximum(batch.numeric("orig_bytes"), 0.0)
+        rb = np.maximum(batch.numeric("resp_bytes"), 0.0)
+        short = (ob < SHORT_BYTES) & (rb < SHORT_BYTES)
+        pcode = np.array([PROTO_CODE.get(x, 0) for x in proto.tolist()], dtype=np.int64)
+        svc = np.char.add(np.char.add(proto.astype(str), "/"), svc_port.astype(str)).astype(object)
+
+        h_orig, h_resp, h_svc = hash_strings(orig_h), hash_strings(resp_h), hash_strings(svc)
+        p_hash = h_svc  # the service "proto/port" identifies a port
+        hosts = np.concatenate([orig_h, resp_h, svc])
+        roles = np.repeat(np.arange(3), n)
+        keys = np.concatenate(
+            [
+                _mix(h_orig, np.zeros(n, np.uint64)),
+                _mix(h_resp, np.ones(n, np.uint64)),
+                _mix(h_svc, np.full(n, 2, np.uint64)),
+            ]
+        )
+        slots = self._slots(keys, hosts, roles, float(t[-1]))
+        peers_h = np.concatenate([h_resp, h_orig, h_orig])
+        peers_s = np.concatenate([resp_h, orig_h, orig_h])
+        ports3 = np.tile(svc_port, 3)
+        # Pair identity: orig (host, responder, port); resp (host, port); service (svc, source).
+        pkey = _mix(keys, np.concatenate([_mix(h_resp, p_hash), p_hash, h_orig]))
+        newkey = _mix(keys, peers_h)
+        sums3 = np.column_stack(
+            [
+                np.ones(3 * n),
+                np.tile(unans, 3),
+                np.tile(probe, 3),
+                np.concatenate([ob, rb, ob]),
+                np.concatenate([rb, ob, rb]),
+                np.zeros(3 * n),
+                *(np.tile(k, 3) for k in kinds),
+            ]
+        )
+        uids = _strings(batch, "uid")
+        cids = _strings(batch, "community_id")
+
+        base = self.scales[0]
+        minute = np.floor(t / base).astype(np.int64)
+        cuts = np.flatnonzero(np.diff(minute)) + 1
+        for a, b in zip(np.r_[0, cuts], np.r_[cuts, n], strict=True):
+            rows = np.concatenate([np.arange(a, b) + r * n for r in range(3)])
+            rows = rows[keep[rows]]
+            for sc in self._scales:
+                bk = int(np.floor(t[a] / sc.width))
+                if bk != sc.bucket:
+                    if sc.active.any():
+                        out.append(self._emit(sc))
+                    sc.bucket = bk
+            self._add_segment(
+                rows,
+                slots[rows],
+                sums3[rows],
+                np.tile(ts, 3)[rows],
+                np.tile(end, 3)[rows],
+                peers_h[rows],
+                peers_s[rows],
+                ports3[rows],
+                np.tile(pcode, 3)[rows],
+                np.tile(probe, 3)[rows],
+                np.tile(unans, 3)[rows],
+                np.tile(short, 3)[rows],
+                pkey[rows],
+                newkey[rows],
+                np.tile(uids, 3)[rows],
+                np.tile(cids, 3)[rows],
+                p_hash_all=np.tile(p_hash, 3)[rows],
+                when=np.tile(t, 3)[rows],
+            )
+        self.clock = float(t[-1])
+        return Closed.concat(out)
+
+    def flush(self) -> Closed:
+        """Close every open window (end of a stream)."""
+        return Closed.concat([self._emit(sc) for sc in self._scales if sc.active.any()])
+
+    def _add_segment(
+        self,
+        rows: np.ndarray,
+        slot: np.ndarray,
+        sums: np.ndarray,
+        ts: np.ndarray,
+        end: np.ndarray,
+        peer_h: np.ndarray,
+        peer_s: np.ndarray,
+        port: np.ndarray,
+        pcode: np.ndarray,
+        probe: np.ndarray,
+        unans: np.ndarray,
+        short: np.ndarray,
+        pkey: np.ndarray,
+        newkey: np.ndarray,
+        uids: np.ndarray,
+        cids: np.ndarray,
+        *,
+        p_hash_all: np.ndarray,
+        when: np.ndarray,
+    ) -> None:
+        # New peers: distinct (host, peer) pairs of this segment never seen before.
+        uk, first_i = np.unique(newkey, return_index=True)
+        is_new = ~self._bloom.seen_then_add(uk)
+        sums = sums.copy()
+        np.add.at(sums[:, 5], first_i[is_new], 1.0)
+        # Representative flows: the host's latest SAMPLES uids.
+        order = np.lexsort((-np.arange(len(slot)), slot))
+        so = slot[order]
+        start = np.r_[0, np.flatnonzero(np.diff(so)) + 1]
+        rank = np.arange(len(so)) - np.repeat(start, np.diff(np.r_[start, len(so)]))
+        keep = rank < SAMPLES
+        self._uids[so[keep], rank[keep]] = uids[order][keep]
+        self._cids[so[keep], rank[keep]] = cids[order][keep]
+        # Pairs of this segment, with inter-arrival sums of their arrival (event) times: flows
+        # arrive by end, so these gaps are the same however the stream is cut into batches.
+        o = np.lexsort((when, pkey))
+        k_sorted = pkey[o]
+        gstart = np.r_[0, np.flatnonzero(np.diff(k_sorted)) + 1]
+        gid = np.repeat(np.arange(len(gstart)), np.diff(np.r_[gstart, len(o)]))
+        t_sorted = when[o]
+        gaps = np.r_[0.0, np.diff(t_sorted)]
+        gaps[gstart] = 0.0
+        ng = len(gstart)
+        seg_pairs = _Pairs(
+            key=k_sorted[gstart],
+            slot=slot[o][gstart],
+            peer=peer_s[o][gstart],
+            port=port[o][gstart],
+            proto=pcode[o][gstart],
+            n=np.bincount(gid, minlength=ng).astype(np.float64),
+            unans=np.bincount(gid, weights=unans[o].astype(np.float64), minlength=ng),
+            short=np.bincount(gid, weights=short[o].astype(np.float64), minlength=ng),
+            first=t_sorted[gstart],
+            last=np.maximum.reduceat(t_sorted, gstart),
+            gsum=np.bincount(gid, weights=gaps, minlength=ng),
+            gsq=np.bincount(gid, weights=gaps * gaps, minlength=ng),
+        )
+        sketch_rows = [
+            (slot, peer_h),
+            (slot, p_hash_all),
+            (slot[probe], peer_h[probe]),
+            (slot[probe], p_hash_all[probe]),
+            (slot[probe], _mix(peer_h[probe], p_hash_all[probe])),
+        ]
+        for sc in self._scales:
+            sc.add(slot, sums, ts, end, sketch_rows, seg_pairs)
+
+    def _emit(self, sc: _Scale) -> Closed:
+        act = np.flatnonzero(sc.active)
+        k = len(_SKETCHES)
+        cols: dict[str, object] = {
+            "scale": np.full(len(act), sc.width),
+            "role": np.array(ROLES, dtype=object)[self._role[act]],
+            "host": self._host[act],
+            "start": np.full(len(act), sc.bucket * sc.width),
+            "end": np.full(len(act), (sc.bucket + 1) * sc.width),
+            "first_ts": sc.first[act],
+            "last_ts": sc.last[act],
+        }
+        for c, name in enumerate(_SUMS):
+            cols[name] = sc.sums[act, c]
+        for i, name in enumerate(_SKETCHES):
+            est = sc.hll.estimate(act * k + i)
+            cols[name] = np.minimum(est, sc.sums[act, 0])  # never more distinct than flows
+        cols["uids"] = [[u for u in row if u] for row in self._uids[act].tolist()]
+        cols["community_ids"] = [[c for c in row if c] for row in self._cids[act].tolist()]
+        hosts = pd.DataFrame(cols, columns=list(WINDOW_COLUMNS))
+        pairs = self._pair_rows(sc)
+        sc.reset()
+        return Closed(hosts, pairs)
+
+    def _pair_rows(self, sc: _Scale) -> pd.DataFrame:
+        pr = sc.pairs.take(np.flatnonzero(sc.pairs.n >= MIN_PAIR_FLOWS))
+        g = np.maximum(pr.n - 1.0, 1.0)
+        mean = pr.gsum / g
+        var = np.maximum(pr.gsq / g - mean * mean, 0.0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            cv = np.where(mean > 0, np.sqrt(var) / mean, np.inf)
+        regular = np.where(pr.n >= MIN_BEACON_EVENTS, 1.0 / (1.0 + cv), 0.0)
+        cols: dict[str, object] = {
+            "scale": np.full(len(pr.key), sc.width),
+            "role": np.array(ROLES, dtype=object)[self._role[pr.slot]],
+            "host": self._host[pr.slot],
+            "peer": pr.peer,
+            "port": pr.port,
+            "proto": np.array([PROTO_NAME.get(int(c), "other") for c in pr.proto], dtype=object),
+            "start": np.full(len(pr.key), sc.bucket * sc.width),
+            "end": np.full(len(pr.key), (sc.bucket + 1) * sc.width),
+            "first_ts": pr.first,
+            "last_ts": pr.last,
+            "flows": pr.n,
+            "unanswered": pr.unans,
+            "short": pr.short,
+            "period": mean,
+            "regularity": regular,
+        }
+        return pd.DataFrame(cols, columns=list(PAIR_COLUMNS))
+
+
+@dataclass
+class Closed:
+    """Windows that closed: one row per host window, and the pairs that were busy in them."""
+
+    hosts: pd.DataFrame
+    pairs: pd.DataFrame
+
+    @staticmethod
+    def concat(parts: list[Closed]) -> Closed:
+        if not parts:
+            return Closed.empty()
+        return Closed(
+            pd.concat([p.hosts for p in parts], ignore_index=True),
+            pd.concat([p.pairs for p in parts], ignore_index=True),
+        )
+
+    @staticmethod
+    def empty() -> Closed:
+        return Closed(
+            pd.DataFrame({c: [] for c in WINDOW_COLUMNS}, columns=list(WINDOW_COLUMNS)),
+            pd.DataFrame({c: [] for c in PAIR_COLUMNS}, columns=list(PAIR_COLUMNS)),
+        )

@@ -1,0 +1,180 @@
+"""Learned thresholds and named detections (netanomd.behaviour.detectors, .pipeline) on real
+captures: trained on the first half of the bundled benign day, as a sensor would be."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from netanomd.behaviour.detectors import (
+    FEATURES,
+    FLOORS,
+    Thresholds,
+    anomaly_scores,
+    detect,
+    fit,
+    floors_at,
+)
+from netanomd.behaviour.incidents import Incident
+from netanomd.behaviour.measure import covered, halves, load, run
+from netanomd.behaviour.pipeline import BehaviourPipeline, learn
+from netanomd.behaviour.windows import ROLES, Closed, HostWindows
+from netanomd.data import attack_files, baseline_files
+
+DATA = Path(__file__).parent / "data"
+
+
+@pytest.fixture(scope="module")
+def split() -> tuple[object, object]:
+    return halves(load(baseline_files()[0]))
+
+
+@pytest.fixture(scope="module")
+def thresholds(split: tuple[object, object]) -> Thresholds:
+    return learn([split[0]])  # type: ignore[list-item]
+
+
+def incidents_for(path: Path, thr: Thresholds) -> tuple[list[Incident], object]:
+    batch = load(path)
+    return run(BehaviourPipeline(thr), batch), batch
+
+
+def test_limits_are_learned_from_training_above_floors(
+    split: tuple, thresholds: Thresholds
+) -> None:
+    thr = thresholds
+    assert thr.host.shape == (3, len(ROLES), len(FEATURES))
+    for si, sc in enumerate(thr.scales):
+        assert np.all(thr.host[si] >= floors_at(sc) - 1e-9)
+    # The busy workstation's flows per minute set the originators' limit, not a constant.
+    w = HostWindows()
+    closed = Closed.concat([w.update(split[0]), w.flush()])
+    orig = closed.hosts[(closed.hosts["role"] == "orig") & (closed.hosts["scale"] == 60.0)]
+    learned = thr.host_limit(60.0, "orig", "flows")
+    assert learned != FLOORS["flows"]
+    expect = orig.groupby("host")["flows"].max().quantile(thr.quantile) * thr.margin
+    assert learned == pytest.approx(max(expect, FLOORS["flows"]))
+    # Per-service brute-force limits: HTTPS was busy in training, SSH never used.
+    assert thr.pair_limit(60.0, "orig", "tcp", 443) > thr.pair_limit(60.0, "orig", "tcp", 22)
+    assert thr.pair_limit(60.0, "orig", "tcp", 22) == 10.0
+
+
+def test_thresholds_round_trip_through_npz_without_pickle(
+    tmp_path: Path, split: tuple, thresholds: Thresholds
+) -> None:
+    path = tmp_path / "behaviour.npz"
+    np.savez(path, **thresholds.to_arrays())
+    with np.load(path, allow_pickle=False) as npz:
+        back = Thresholds.from_arrays(dict(npz))
+    w = HostWindows()
+    closed = Closed.concat([w.update(split[1]), w.flush()])
+    a, b = detect(closed, thresholds), detect(closed, back)
+    assert a.drop(columns=["uids", "community_ids"]).equals(
+        b.drop(columns=["uids", "community_ids"])
+    )
+    assert np.array_equal(back.known_limits, thresholds.known_limits)
+    arrays = thresholds.to_arrays()
+    arrays["features"] = np.array(["flows"])
+    with pytest.raises(ValueError, match="retrain"):
+        Thresholds.from_arrays(arrays)
+
+
+def test_benign_second_half_gives_at_most_three_incidents(
+    split: tuple, thresholds: Thresholds
+) -> None:
+    incs = run(BehaviourPipeline(thresholds), split[1])  # type: ignore[arg-type]
+    assert len(incs) <= 3, [i.title for i in incs]
+
+
+@pytest.mark.parametrize(
+    ("capture", "attacker", "behaviours"),
+    [
+        ("behaviour/slips-malicious-ssh-bruteforce.conn.log", "147.32.80.40", {"brute force"}),
+        ("behaviour/zeek-traces-ftp_bruteforce.conn.log", "192.168.56.1", {"brute force"}),
+        ("zeek/ssh_sshguess.tsv.conn.log", "192.168.56.1", {"brute force"}),
+        ("behaviour/slips-test12-icmp-portscan.conn.log", "192.168.1.109", {"horizontal scan"}),
+        ("behaviour/zeek-traces-nmap-vsn.conn.log", "192.168.1.71", {"horizontal scan"}),
+    ],
+)
+def test_attacker_gets_a_named_incident_holding_its_flows(
+    capture: str, attacker: str, behaviours: set[str], thresholds: Thresholds
+) -> None:
+    incs, batch = incidents_for(DATA / capture, thresholds)
+    about = [i for i in incs if i.host == attacker and i.role == "orig"]
+    assert {i.behaviour for i in about} == behaviours
+    mine = np.asarray(batch.column("orig_h").to_pylist()) == attacker  # type: ignore[attr-defined]
+    share = (covered(about, batch) & mine).sum() / mine.sum()  # type: ignore[arg-type]
+    assert share >= 0.9
+    assert all(i.severity >= 47 for i in about)  # a scan or brute force is never "low"
+
+
+def test_spoofed_dhcp_flood_is_one_service_incident(thresholds: Thresholds) -> None:
+    incs, batch = incidents_for(DATA / "behaviour/zeek-traces-dhcp_dhcp_flood.conn.log", thresholds)
+    assert [(i.role, i.host, i.behaviour) for i in incs] == [("service", "udp/67", "UDP flood")]
+    assert incs[0].members(batch).all()  # type: ignore[arg-type]
+    assert "250 sources" in incs[0].title
+
+
+def test_contaminated_training_still_finds_inbound_attacks() -> None:
+    """CTU-50 008: the exposed host is scanned and brute-forced from the Internet all day;
+    learning on the capture's own first half (attacks included, labels unseen) must not
+    teach that this is normal."""
+    train, test = halves(load(DATA / "behaviour/ctu50-008.conn.log.labeled.gz"))
+    windows = HostWindows()
+    thr = learn([train], windows=windows)
+    incs = run(BehaviourPipeline(thr, windows=windows), test)
+    inside = covered(incs, test)
+    label = np.asarray(test.column("label").fill_null("").to_pylist())
+    mal, ben = label == "Malicious", label == "Benign"
+    assert mal.sum() > 1000 and ben.sum() > 500
+    assert (inside & mal).sum() / mal.sum() >= 0.8
+    assert (inside & ben).sum() / ben.sum() <= 0.02
+    assert "inbound scan" in {i.behaviour for i in incs}
+
+
+def test_fit_refuses_nonsense() -> None:
+    with pytest.raises(ValueError, match="quantile"):
+        fit(Closed.empty(), (60.0,), quantile=0.0)
+
+
+@pytest.mark.parametrize("name", ["remcos-exfil", "njrat-001"])
+def test_rat_c2_retries_are_one_incident_per_peer_service(
+    name: str, thresholds: Thresholds
+) -> None:
+    """RemcosRAT and NjRAT keep reconnecting to their C&C: one incident for that peer and
+    service (not one per behaviour seen in a window), holding the C&C flows and no benign one."""
+    path = next(p for p in attack_files() if p.name.startswith(name))
+    batch = load(path)
+    incs = run(BehaviourPipeline(thresholds), batch)
+    label = np.asarray(batch.column("label").fill_null("").to_pylist())
+    mal, ben = label == "Malicious", label == "Benign"
+    inside = covered(incs, batch)
+    assert (inside & mal).sum() / mal.sum() >= 0.9
+    assert not (inside & ben).any()
+    pairs = [(i.host, i.peer, i.port) for i in incs]
+    assert len(pairs) == len(set(pairs)) == 1
+    assert incs[0].severity >= 47
+
+
+def test_anomaly_score_is_actual_over_learned_limit(split: tuple, thresholds: Thresholds) -> None:
+    w = HostWindows()
+    closed = Closed.concat([w.update(split[1]), w.flush()])
+    hosts = closed.hosts[closed.hosts["role"] != "service"].reset_index(drop=True)
+    score, feature, value, limit = anomaly_scores(hosts, thresholds)
+    assert np.allclose(score, value / limit)
+    i = int(score.argmax())
+    assert value[i] == hosts.loc[i, feature[i]]
+    assert (
+        limit[i]
+        == thresholds.limits(
+            hosts["scale"].to_numpy()[[i]],
+            hosts["role"].to_numpy()[[i]],
+            hosts["host"].to_numpy()[[i]],
+            str(feature[i]),
+            own=True,
+        )[0]
+    )
+    # The second half of the benign day stays under anomaly_factor (no "unusual activity").
+    assert score.max() < thresholds.anomaly_factor

@@ -1,0 +1,152 @@
+"""Host windows (netanomd.behaviour.windows) on real captures: counts, batch = live, bounds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+
+from netanomd.behaviour.windows import (
+    PAIR_COLUMNS,
+    WINDOW_COLUMNS,
+    Closed,
+    HostWindows,
+    probe_mask,
+    unanswered_mask,
+)
+from netanomd.data import baseline_files
+from netanomd.flow import FlowBatch
+from netanomd.sources import ReadStats
+from netanomd.sources.files import read_batches
+
+DATA = Path(__file__).parent / "data" / "behaviour"
+
+
+def load(path: Path) -> FlowBatch:
+    batch = FlowBatch.concat(list(read_batches([path], ReadStats())))
+    end = batch.numeric("ts") + np.maximum(batch.numeric("duration"), 0.0)
+    return batch.take(np.argsort(end, kind="stable"))
+
+
+def windows_of(batch: FlowBatch, step: int | None = None, **kw: int) -> tuple[Closed, HostWindows]:
+    w = HostWindows(**kw)  # type: ignore[arg-type]
+    size = step or max(len(batch), 1)
+    parts = [w.update(batch.slice(o, size)) for o in range(0, len(batch), size)]
+    parts.append(w.flush())
+    return Closed.concat(parts), w
+
+
+@pytest.fixture(scope="module")
+def day() -> FlowBatch:
+    return load(baseline_files()[0])
+
+
+def test_nmap_window_counts_match_the_flows() -> None:
+    batch = load(DATA / "zeek-traces-nmap-vsn.conn.log")
+    closed, _ = windows_of(batch)
+    df = batch.table.to_pandas()
+    scanner = df["orig_h"].value_counts().index[0]
+    mine = df[df["orig_h"] == scanner]
+    probes = probe_mask(batch)[df["orig_h"].to_numpy() == scanner]
+    unans = unanswered_mask(batch)[df["orig_h"].to_numpy() == scanner]
+    row = closed.hosts[(closed.hosts["host"] == scanner) & (closed.hosts["scale"] == 60.0)]
+    assert len(row) == 1  # the 2-second scan fits one minute
+    r = row.iloc[0]
+    assert r["role"] == "orig"
+    assert r["flows"] == len(mine)
+    assert r["unanswered"] == unans.sum() > 0
+    assert r["probes"] == probes.sum() > 0
+    assert r["peers"] == pytest.approx(mine["resp_h"].nunique(), rel=0.05)
+    assert r["ports"] == pytest.approx(mine["resp_p"].nunique(), rel=0.05)
+    pm = mine[probes]
+    assert r["probe_peers"] == pytest.approx(pm["resp_h"].nunique(), rel=0.05)
+    assert r["probe_targets"] == pytest.approx(
+        len(set(zip(pm["resp_h"], pm["resp_p"], strict=True))), rel=0.1
+    )
+    assert r["bytes_out"] == mine["orig_bytes"].fillna(0).sum()
+    assert r["first_ts"] == mine["ts"].min()
+    assert set(r["uids"]) <= set(mine["uid"])
+    assert len(r["uids"]) == 5
+    # Every scale sees the same flows; the responders see the scanner as their peer.
+    assert sorted(closed.hosts[closed.hosts["host"] == scanner]["scale"]) == [60.0, 600.0, 3600.0]
+    resp = closed.hosts[(closed.hosts["role"] == "resp") & (closed.hosts["scale"] == 3600.0)]
+    assert resp["flows"].sum() == len(df)
+    svc = closed.hosts[(closed.hosts["role"] == "service") & (closed.hosts["scale"] == 3600.0)]
+    assert set(svc["host"]) == {f"{p}/{q}" for p, q in zip(df["proto"], df["resp_p"], strict=True)}
+
+
+def test_pairs_count_repeats_and_regularity() -> None:
+    batch = load(Path(__file__).parent / "data" / "zeek" / "ssh_sshguess.tsv.conn.log")
+    closed, _ = windows_of(batch)
+    df = batch.table.to_pandas()
+    pairs = closed.pairs[(closed.pairs["role"] == "orig") & (closed.pairs["scale"] == 600.0)]
+    assert list(pairs.columns) == list(PAIR_COLUMNS)
+    top = pairs.sort_values("flows").iloc[-1]
+    expect = df.groupby(["orig_h", "resp_h", "resp_p"]).size().max()
+    assert (top["port"], top["flows"]) == (22, expect)
+    # Gaps are between flow ends: the order a sensor receives flows in.
+    mine = df[(df["resp_h"] == top["peer"]) & (df["resp_p"] == 22)]
+    ends = np.sort((mine["ts"] + mine["duration"].fillna(0.0)).to_numpy())
+    assert top["period"] == pytest.approx(np.diff(ends).mean())
+    cv = np.diff(ends).std() / np.diff(ends).mean()
+    assert top["regularity"] == pytest.approx(1.0 / (1.0 + cv))
+
+
+def test_batch_and_live_give_the_same_windows(day: FlowBatch) -> None:
+    whole, _ = windows_of(day)
+    live, _ = windows_of(day, step=257)
+    cols = [c for c in WINDOW_COLUMNS if c not in ("uids", "community_ids")]
+    key = ["scale", "role", "host", "start"]
+    a = whole.hosts[cols].sort_values(key).reset_index(drop=True)
+    b = live.hosts[cols].sort_values(key).reset_index(drop=True)
+    pd.testing.assert_frame_equal(a, b)
+    assert len(a) > 1000
+    pk = ["scale", "role", "host", "peer", "port", "proto", "start"]
+    pd.testing.assert_frame_equal(
+        whole.pairs.sort_values(pk).reset_index(drop=True),
+        live.pairs.sort_values(pk).reset_index(drop=True),
+    )
+
+
+def test_new_peers_count_first_contacts_only(day: FlowBatch) -> None:
+    closed, _ = windows_of(day)
+    hw = closed.hosts[(closed.hosts["role"] == "orig") & (closed.hosts["scale"] == 60.0)]
+    df = day.table.to_pandas()
+    first = df.drop_duplicates(["orig_h", "resp_h"])
+    assert hw["new_peers"].sum() == pytest.approx(len(first), rel=0.01)  # Bloom: rare false "seen"
+    assert (hw["new_peers"] <= hw["peers"] + 1e-9).all()
+
+
+def test_memory_is_bounded_and_eviction_keeps_working(day: FlowBatch) -> None:
+    closed, w = windows_of(day, step=500, max_hosts=64, max_pairs=50)
+    assert w.hosts <= 64
+    assert w.evictions > 0
+    assert closed.hosts["flows"].sum() > 0
+    for sc in (60.0, 600.0, 3600.0):
+        per_window = closed.pairs[closed.pairs["scale"] == sc].groupby("start").size()
+        assert per_window.max() <= 50
+
+
+def test_late_flows_count_in_the_open_window() -> None:
+    batch = load(DATA / "zeek-traces-ftp_bruteforce.conn.log")
+    reversed_order = batch.take(np.arange(len(batch))[::-1])
+    closed, _ = windows_of(reversed_order)
+    orig = closed.hosts[(closed.hosts["role"] == "orig") & (closed.hosts["scale"] == 3600.0)]
+    assert orig["flows"].sum() == len(batch)
+
+
+def test_bad_input_is_named() -> None:
+    batch = load(DATA / "zeek-traces-nmap-vsn.conn.log")
+    ts = batch.table.column("ts").to_pylist()
+    ts[3] = None
+    bad = FlowBatch(batch.table.set_column(0, "ts", pa.array(ts, pa.float64())))
+    uid = batch.table.column("uid")[3].as_py()
+    with pytest.raises(ValueError, match=f"flow 3 .*{uid}.* no ts"):
+        HostWindows().update(bad)
+    with pytest.raises(ValueError, match="multiple of the smallest"):
+        HostWindows((60.0, 90.0))
+    with pytest.raises(ValueError, match="positive scales"):
+        HostWindows((0.0,))
