@@ -10,6 +10,10 @@ Contract (:class:`Sink`), one life cycle for every sink:
   its resources, and returns False when something was left undelivered (kept for later, e.g. in
   a spool).
 
+A sink that also keeps incidents (:class:`IncidentSink`) has ``write_incidents(incidents)``: the
+incidents opened or updated by a batch, each to be stored under its id, replacing the previous
+version of the same incident (incidents grow while they last).
+
 :class:`SinkSet` holds the sinks of one run (the daemon's or a command's), writes every batch to
 each of them, counts per sink what was written and what failed, and opens and closes them
 together. A sink that raises is counted and logged; the others still get the batch.
@@ -20,9 +24,12 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator, Sequence
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from netanomd.decision import Alert
+
+if TYPE_CHECKING:
+    from netanomd.behaviour.incidents import Incident
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +45,11 @@ class Sink(Protocol):
     def flush(self) -> None: ...
 
     def close(self, timeout: float = 30.0) -> bool: ...
+
+
+@runtime_checkable
+class IncidentSink(Sink, Protocol):
+    def write_incidents(self, incidents: Sequence[Incident]) -> None: ...
 
 
 class SinkSet:
@@ -86,6 +98,23 @@ class SinkSet:
                 self.written[sink.name] += len(alerts)
                 if self.failing.pop(sink.name, None) is not None:
                     log.info("sink %s writes again", sink.name)
+        return failed
+
+    def write_incidents(self, incidents: Sequence[Incident]) -> list[Sink]:
+        """Store opened or updated incidents in every sink that keeps incidents; returns the
+        sinks that failed (counted like :meth:`write`)."""
+        failed: list[Sink] = []
+        if not incidents:
+            return failed
+        for sink in self._sinks:
+            if not isinstance(sink, IncidentSink):
+                continue
+            try:
+                sink.write_incidents(incidents)
+            except Exception as exc:
+                failed.append(sink)
+                self.errors[sink.name] += 1
+                log.error("sink %s cannot write incidents: %s", sink.name, exc)
         return failed
 
     def flush(self) -> None:
