@@ -128,7 +128,7 @@ def test_full_disk_holds_back_and_resumes(tmp_path: Path, model_path: Path) -> N
             with log.open("ab") as fh:
                 fh.write(b"".join(rows[100:]))
             wait(lambda: healthz(int(port))[0] == 503, 60, "health says it cannot write")
-            status, health = healthz(int(port))
+            _, health = healthz(int(port))
             assert any("cannot write" in p for p in health["problems"]), health
             assert committed(disk / "state", log) < log.stat().st_size  # held back
             filler.unlink()  # space freed
