@@ -88,6 +88,7 @@ def main() -> int:
     ap.add_argument("--rows", type=int, default=1_000_000)
     ap.add_argument("--big", action="store_true", help="also 10x the rows (memory check)")
     args = ap.parse_args()
+    OUT.mkdir(exist_ok=True)  # a fresh clone has no benchmarks/out/ yet
     model = ensure_model()
     runs = [(args.rows, False), (args.rows, True)] + ([(args.rows * 10, False)] if args.big else [])
     print("netanomd score end to end (one core; read + features + score + decide + SQLite)")

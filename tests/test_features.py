@@ -131,3 +131,44 @@ def test_spec_state_round_trip_and_mismatch() -> None:
         FeatureSpec.from_state(state | {"version": 999})
     with pytest.raises(ModelError, match="unknown feature block"):
         FeatureSpec.from_state(state | {"blocks": [{"kind": "nope", "state": {}}]})
+
+
+def test_a_full_host_table_evicts_the_least_recent_hosts_in_bulk() -> None:
+    """Past max_hosts originators, the hosts seen longest ago make room, a host the batch uses
+    is never evicted, and a returning evicted host starts a fresh window."""
+    import pyarrow as pa
+
+    from netanomd.features.host_block import HostFeatures
+
+    def flows(hosts: list[int], t0: float) -> FlowBatch:
+        n = len(hosts)
+        return FlowBatch.from_table(
+            pa.table(
+                {
+                    "ts": [t0 + i * 0.001 for i in range(n)],
+                    "orig_h": [f"10.0.{h >> 8}.{h & 255}" for h in hosts],
+                    "resp_h": ["192.168.0.1"] * n,
+                    "resp_p": pa.array([80] * n, pa.int32()),
+                    "conn_state": ["SF"] * n,
+                }
+            )
+        )
+
+    hf = HostFeatures(max_hosts=256)
+    hf.transform(flows(list(range(256)), 0.0))  # hosts 0..255, in that order
+    hf.transform(flows([0, 0], 10.0))  # host 0 is recent again
+    hf.transform(flows(list(range(256, 300)), 20.0))  # 44 new hosts into a full table
+    assert hf.hosts <= 256 and hf.evictions >= 44
+    tracked = set(hf._slot_of)
+    from netanomd.features.host_block import _hash
+
+    def key(h: int) -> int:
+        return int(_hash(pa.chunked_array([[f"10.0.{h >> 8}.{h & 255}"]]))[0])
+
+    assert key(0) in tracked  # seen recently: kept
+    assert all(key(h) in tracked for h in range(256, 300))  # the batch's own hosts
+    assert key(1) not in tracked  # seen longest ago: evicted
+    X = hf.transform(flows([1], 30.0))  # an evicted host comes back with a fresh window
+    assert X[0, hf.names.index("host_log_conns")] == pytest.approx(np.log1p(1))
+    Y = hf.transform(flows([0], 40.0))  # a kept host still has its earlier flows
+    assert Y[0, hf.names.index("host_log_conns")] == pytest.approx(np.log1p(4))

@@ -219,31 +219,41 @@ class HostFeatures:
         uniq, inverse = np.unique(hosts, return_inverse=True)
         last = np.full(len(uniq), -np.inf)
         np.maximum.at(last, inverse, np.nan_to_num(ts, nan=-np.inf))
-        slot_u = np.empty(len(uniq), dtype=np.int64)
-        for i, hv in enumerate(uniq.tolist()):
-            s = self._slot_of.get(hv)
-            if s is None:
-                s = self._allocate(hv, slot_u[:i])
+        slot_of = self._slot_of
+        slot_u = np.fromiter((slot_of.get(h, -1) for h in uniq.tolist()), np.int64, len(uniq))
+        new = np.flatnonzero(slot_u < 0)
+        short = len(new) - len(self._free)
+        if short > 0:
+            # Evict in bulk, least recently seen first, never a host this batch uses; a little
+            # headroom so that a stream of new hosts does not evict on every batch.
+            self._evict(short + self.max_hosts // 64, slot_u[slot_u >= 0])
+        for i in new.tolist():
+            s = self._free.pop()
+            h = int(uniq[i])
+            slot_of[h] = s
+            self._host_of[s] = h
             slot_u[i] = s
         self._last_seen[slot_u] = np.maximum(self._last_seen[slot_u], last)
         return np.asarray(slot_u[inverse], dtype=np.int64)
 
-    def _allocate(self, host: int, in_use: np.ndarray) -> int:
-        if not self._free:
-            # Evict the host seen least recently (never one already used by this batch).
-            order = np.argsort(self._last_seen)
-            busy = set(in_use.tolist())
-            victim = next(int(s) for s in order if int(s) not in busy)
-            del self._slot_of[int(self._host_of[victim])]
-            self._ring_len[victim] = 0
-            self._ring_pos[victim] = 0
-            self._last_seen[victim] = -np.inf
-            self._free.append(victim)
-            self.evictions += 1
-        s = self._free.pop()
-        self._slot_of[host] = s
-        self._host_of[s] = host
-        return s
+    def _evict(self, count: int, in_use: np.ndarray) -> None:
+        """Free ``count`` slots (fewer if fewer are evictable): one partial sort per batch,
+        not one per new host, so a full table costs the same as an empty one."""
+        seen = self._last_seen.copy()
+        seen[in_use] = np.inf  # in use by this batch
+        if self._free:
+            seen[np.asarray(self._free, dtype=np.int64)] = np.inf  # already free
+        count = min(count, int((seen != np.inf).sum()))
+        if count <= 0:
+            return
+        victims = np.argpartition(seen, count - 1)[:count]
+        for v in victims.tolist():
+            self._slot_of.pop(int(self._host_of[v]), None)
+        self._ring_len[victims] = 0
+        self._ring_pos[victims] = 0
+        self._last_seen[victims] = -np.inf
+        self._free.extend(victims.tolist())
+        self.evictions += count
 
     def fit(self, batch: FlowBatch) -> None:
         return None
