@@ -88,7 +88,7 @@ def check(remcos: FlowBatch, tmp: Path, verdicts: list[dict[str, Any]], drained:
     )
     for uid, (ts, score) in alerts.items():
         assert got[uid]["score"] == pytest.approx(score)
-        assert got[uid]["version"] == api.VERSION
+        assert got[uid]["contract"] == api.VERSION
         assert ts == start[uid]  # not cut to milliseconds on the way
     assert drained == [3]
 

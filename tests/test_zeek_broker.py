@@ -143,7 +143,7 @@ def test_daemon_peers_with_zeek_and_answers_with_verdicts(
         p = a.flow.proto
         assert (v["orig_p"], v["resp_p"]) == ((a.flow.orig_p, p), (a.flow.resp_p, p))
         assert v["score"] == pytest.approx(a.score) and v["threshold"] == a.threshold
-        assert (v["model"], v["reason"], v["version"]) == (a.model_id, a.reason, api.VERSION)
+        assert (v["model"], v["reason"], v["contract"]) == (a.model_id, a.reason, api.VERSION)
     client.stop()
     t.join(5)
     assert not t.is_alive()

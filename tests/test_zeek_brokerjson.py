@@ -127,17 +127,17 @@ def test_verdict_round_trip_follows_the_declaration() -> None:
     assert (topic, name) == (api.VERDICTS_TOPIC, "NetAnom::verdict")
     assert [a["@data-type"] for a in args] == [api.BROKER_TYPES[t] for _, t in api.VERDICT.args]
     assert args[api.VERDICT.position("orig_p")]["data"] == "5555/tcp"
-    assert decode_event(api.VERDICT, args) == {"version": api.VERSION, **values}
+    assert decode_event(api.VERDICT, args) == {"contract": api.VERSION, **values}
 
 
 def test_another_major_version_is_refused_with_a_clear_message(real_batch: FlowBatch) -> None:
     msg = flows_message(real_batch)
-    _arg(msg, "version")["data"] = "1.7"
+    _arg(msg, "contract")["data"] = "1.7"
     frame = orjson.dumps(msg)
     assert fast_flows_columns(frame) is None
     with pytest.raises(VersionError, match=r"contract 1\.7, this daemon speaks 2\.0.*upgrade"):
         columns_of(parse_event(loads(frame))[2])
-    _arg(msg, "version")["data"] = "2.9"  # same major: accepted
+    _arg(msg, "contract")["data"] = "2.9"  # same major: accepted
     assert len(flows_to_batch(parse_event(msg)[2])) == 15
     old = flows_message(real_batch)  # a 1.x package sent no version: uid vector first
     old["data"][2]["data"][1]["data"].pop(0)

@@ -63,7 +63,7 @@ def test_api_mirror_matches_api_zeek() -> None:
     assert set(events) == {e.name for e in api.EVENTS}
     for spec in api.EVENTS:
         assert events[spec.name] == list(spec.args), spec.name
-        assert spec.args[0] == ("version", "string"), "every event carries the version first"
+        assert spec.args[0] == ("contract", "string"), "every event carries the version first"
         assert all(api.element_type(t) in api.BROKER_TYPES for _, t in spec.args), spec.name
 
 
@@ -79,6 +79,7 @@ def test_main_zeek_publishes_exactly_the_declared_arguments() -> None:
     for name, call in calls:
         fields = [a.strip().removeprefix("b$") for a in call.split(",")]
         expected = [a for a, _ in events[name]]
+        expected[expected.index("contract")] = "version"  # the constant NetAnom::version
         if name == api.DRAIN.name:
             expected[expected.index("token")] = "k"  # the shard number
         assert fields == expected, name
@@ -149,3 +150,20 @@ def test_btest_files_are_valid(test: Path, tmp_path: Path) -> None:
             assert subprocess.run(["bash", "-n", str(sh)]).returncode == 0
     for kind, ref in re.findall(r"\$(TRACES|SCRIPTS)/([\w.-]+)", zeek):
         assert (BTESTS / kind.title() / ref).exists(), ref
+
+
+def test_no_handler_parameter_shadows_a_module_identifier() -> None:
+    """Zeek refuses a local or parameter named like an identifier of an enclosing scope
+    ("already defined", zeek/zeek#3941), so no event or function parameter may reuse a name
+    api.zeek, config.zeek or main.zeek declares at module level."""
+    scripts = {p.name: p.read_text() for p in (REPO / "zeek-scripts").glob("*.zeek")}
+    text = "\n".join(scripts.values())
+    declared = set(re.findall(r"^\s*(?:const|global|option)\s+(\w+)\s*[:=]", text, re.M))
+    declared |= set(re.findall(r"^\s*global\s+(\w+)\s*:\s*(?:event|function|hook)", text, re.M))
+    params = []
+    for m in re.finditer(r"^(?:event|function|hook)\s+[\w:]+\((.*?)\)", text, re.M | re.S):
+        params += [p.split(":")[0].strip() for p in m.group(1).split(",") if ":" in p]
+    for m in re.finditer(r"\b(?:event|function)\((.*?)\)", text, re.S):
+        params += [p.split(":")[0].strip() for p in m.group(1).split(",") if ":" in p]
+    assert declared and params
+    assert sorted(set(params) & declared) == []

@@ -46,7 +46,7 @@ def expect_echo(batch: FlowBatch, verdicts: list[dict[str, Any]]) -> None:
             if key.endswith("_p"):
                 want = (want[0], want[1] if want[1] in ("tcp", "udp", "icmp") else "?")
             assert v[key] == want, (key, i)
-        assert v["version"] == api.VERSION and v["model"] == "btest"
+        assert v["contract"] == api.VERSION and v["model"] == "btest"
 
 
 def recorded_uids(cwd: Path) -> list[str]:
@@ -96,7 +96,7 @@ def test_broker_stand_in(remcos: FlowBatch, tmp_path: Path) -> None:
     assert proc.wait(20) == 0, proc.stderr.read() if proc.stderr else ""
     assert [n for n, _ in got] == [api.VERDICT.name] * 9 + [api.DRAINED.name]
     expect_echo(batch, [v for _, v in got[:9]])
-    assert got[9][1] == {"version": api.VERSION, "token": 0}
+    assert got[9][1] == {"contract": api.VERSION, "token": 0}
     assert recorded_uids(tmp_path) == batch.column("uid").to_pylist()
 
 
@@ -134,7 +134,7 @@ def test_websocket_stand_in(remcos: FlowBatch, tmp_path: Path) -> None:
     got = run_ws_stand_in(batch, SCRIPTS, tmp_path)
     assert [v.pop("name") for v in got] == [api.VERDICT.name] * 9 + [api.DRAINED.name]
     expect_echo(batch, got[:9])
-    assert got[9] == {"version": api.VERSION, "token": 7}
+    assert got[9] == {"contract": api.VERSION, "token": 7}
     assert recorded_uids(tmp_path) == batch.column("uid").to_pylist()
 
 

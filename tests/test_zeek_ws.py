@@ -91,7 +91,7 @@ def test_handshake_and_verdicts(
         p = a.flow.proto
         assert (v["orig_p"], v["resp_p"]) == ((a.flow.orig_p, p), (a.flow.resp_p, p))
         assert v["score"] == pytest.approx(a.score) and v["threshold"] == a.threshold
-        assert (v["model"], v["reason"], v["version"]) == (a.model_id, a.reason, api.VERSION)
+        assert (v["model"], v["reason"], v["contract"]) == (a.model_id, a.reason, api.VERSION)
     assert not zeek.errors_sent  # every verdict was a well-formed event for Zeek
 
 

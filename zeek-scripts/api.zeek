@@ -19,7 +19,7 @@ export {
 	## A batch of finished connections, published by every node that logs conn.log.
 	## All vectors have the same length; element ``i`` of each describes flow ``i``.
 	##
-	## version: the contract version of the sender (NetAnom::version).
+	## contract: the contract version of the sender (NetAnom::version).
 	## uid: the connection's uid (as in conn.log).
 	## ts: when the connection started, in seconds since the epoch.
 	## orig_h: originator address.
@@ -39,7 +39,7 @@ export {
 	## resp_pkts: packets from the responder.
 	## resp_ip_bytes: IP-layer bytes from the responder.
 	## community_id: the Community ID flow hash, "" when the policy is not loaded.
-	global flows: event(version: string, uid: vector of string, ts: vector of double,
+	global flows: event(contract: string, uid: vector of string, ts: vector of double,
 	    orig_h: vector of addr, orig_p: vector of port, resp_h: vector of addr,
 	    resp_p: vector of port, proto: vector of string, service: vector of string,
 	    duration: vector of interval, orig_bytes: vector of count,
@@ -51,7 +51,7 @@ export {
 
 	## The daemon's verdict on one anomalous connection.
 	##
-	## version: the contract version of the daemon.
+	## contract: the contract version of the daemon.
 	## uid: the connection's uid.
 	## orig_h: originator address.
 	## orig_p: originator port.
@@ -61,21 +61,21 @@ export {
 	## threshold: the score at which the model alerts.
 	## model: the model's id.
 	## reason: why, as one readable sentence.
-	global verdict: event(version: string, uid: string, orig_h: addr, orig_p: port,
+	global verdict: event(contract: string, uid: string, orig_h: addr, orig_p: port,
 	    resp_h: addr, resp_p: port, score: double, threshold: double, model: string,
 	    reason: string);
 
 	## Zeek asks the daemon to answer with ``drained`` once it has answered every flow
 	## published before this event (sent when a trace replay is done).
 	##
-	## version: the contract version of the sender.
+	## contract: the contract version of the sender.
 	## token: echoed in the answer (the shard the request went to).
-	global drain: event(version: string, token: count);
+	global drain: event(contract: string, token: count);
 
 	## The daemon has answered (scored, and sent verdicts for) every flow it received before
 	## the ``drain`` with this token.
 	##
-	## version: the contract version of the daemon.
+	## contract: the contract version of the daemon.
 	## token: the token of the drain request.
-	global drained: event(version: string, token: count);
+	global drained: event(contract: string, token: count);
 }

@@ -190,11 +190,11 @@ event Conn::log_conn(rec: Conn::Info)
 		publish_batch(k);
 	}
 
-event NetAnom::verdict(version: string, uid: string, orig_h: addr, orig_p: port,
+event NetAnom::verdict(contract: string, uid: string, orig_h: addr, orig_p: port,
     resp_h: addr, resp_p: port, score: double, threshold: double, model: string,
     reason: string)
 	{
-	if ( ! accepted(version, "NetAnom::verdict") )
+	if ( ! accepted(contract, "NetAnom::verdict") )
 		return;
 
 	local id = conn_id($orig_h=orig_h, $orig_p=orig_p, $resp_h=resp_h, $resp_p=resp_p);
@@ -303,9 +303,9 @@ event NetAnom::finish_trace()
 	schedule drain_timeout { NetAnom::drain_timed_out() };
 	}
 
-event NetAnom::drained(version: string, token: count)
+event NetAnom::drained(contract: string, token: count)
 	{
-	if ( ! accepted(version, "NetAnom::drained") || token !in drains_pending )
+	if ( ! accepted(contract, "NetAnom::drained") || token !in drains_pending )
 		return;
 	delete drains_pending[token];
 	if ( |drains_pending| == 0 )

@@ -59,7 +59,7 @@ def is_vector(zeek_type: str) -> bool:
 FLOWS = EventSpec(
     "NetAnom::flows",
     (
-        ("version", "string"),
+        ("contract", "string"),
         ("uid", "vector of string"),
         ("ts", "vector of double"),
         ("orig_h", "vector of addr"),
@@ -86,7 +86,7 @@ FLOWS = EventSpec(
 VERDICT = EventSpec(
     "NetAnom::verdict",
     (
-        ("version", "string"),
+        ("contract", "string"),
         ("uid", "string"),
         ("orig_h", "addr"),
         ("orig_p", "port"),
@@ -100,10 +100,10 @@ VERDICT = EventSpec(
 )
 
 #: Zeek asks to be told once every flow published before it has been answered (Zeek -> daemon).
-DRAIN = EventSpec("NetAnom::drain", (("version", "string"), ("token", "count")))
+DRAIN = EventSpec("NetAnom::drain", (("contract", "string"), ("token", "count")))
 
 #: The daemon has answered every flow it received before the drain with that token.
-DRAINED = EventSpec("NetAnom::drained", (("version", "string"), ("token", "count")))
+DRAINED = EventSpec("NetAnom::drained", (("contract", "string"), ("token", "count")))
 
 EVENTS: tuple[EventSpec, ...] = (FLOWS, VERDICT, DRAIN, DRAINED)
 #: What the daemon sends (and the Zeek package handles).

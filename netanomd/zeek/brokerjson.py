@@ -180,7 +180,7 @@ def encode_event(spec: api.EventSpec, values: Mapping[str, Any], topic: str) -> 
     """``spec`` as a data message; ``values`` holds every argument but ``version`` by name."""
     args = []
     for name, typ in spec.args:
-        value = api.VERSION if name == "version" else values[name]
+        value = api.VERSION if name == "contract" else values[name]
         kind = api.element_type(typ)
         encode, tag = _CODECS[kind][0], api.BROKER_TYPES[kind]
         if api.is_vector(typ):

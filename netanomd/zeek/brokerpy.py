@@ -100,7 +100,7 @@ def encode_event(broker: ModuleType, spec: api.EventSpec, values: Mapping[str, A
     enc = _encoders(broker)
     args = []
     for name, typ in spec.args:
-        value = api.VERSION if name == "version" else values[name]
+        value = api.VERSION if name == "contract" else values[name]
         encode = enc[api.element_type(typ)]
         args.append(tuple(map(encode, value)) if api.is_vector(typ) else encode(value))
     return broker.zeek.Event(spec.name, *args)
@@ -167,7 +167,7 @@ _EMPTY_IS_NULL = ("service", "conn_state", "history", "community_id")
 def flows_to_batch(args: Sequence[Any]) -> FlowBatch:
     """Decode ``NetAnom::flows`` arguments (native Broker values) into a FlowBatch."""
     cols = decode_event(api.FLOWS, args)
-    del cols["version"]
+    del cols["contract"]
     table: dict[str, Any] = dict(cols)
     table["orig_p"] = [p for p, _ in cols["orig_p"]]
     table["resp_p"] = [p for p, _ in cols["resp_p"]]

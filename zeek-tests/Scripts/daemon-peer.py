@@ -39,7 +39,7 @@ with ctx, open("flows.txt", "w") as out:
         refuse(args[0] if args else None, ev.name())
         if ev.name() == api.DRAIN.name:
             drain = named(api.DRAIN, args)
-            answer = [api.VERSION if n == "version" else drain[n] for n in api.DRAINED.arg_names]
+            answer = [api.VERSION if n == "contract" else drain[n] for n in api.DRAINED.arg_names]
             ep.publish(api.VERDICTS_TOPIC, broker.zeek.Event(api.DRAINED.name, *answer))
             continue
         assert ev.name() == api.FLOWS.name, ev.name()

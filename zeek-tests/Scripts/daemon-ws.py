@@ -69,13 +69,13 @@ with ws, open("flows.txt", "w") as out:
         if name == api.DRAIN.name:
             drain = named(api.DRAIN, args)
             answer = [
-                wrap("string", api.VERSION) if n == "version" else drain[n]
+                wrap("string", api.VERSION) if n == "contract" else drain[n]
                 for n in api.DRAINED.arg_names
             ]
             ws.send(event(api.DRAINED.name, answer))
             continue
         assert name == api.FLOWS.name, name
-        flows = {k: v["data"] for k, v in named(api.FLOWS, args).items() if k != "version"}
+        flows = {k: v["data"] for k, v in named(api.FLOWS, args).items() if k != "contract"}
         for i in range(len(flows["uid"])):
             row = [flows[k][i]["data"] for k in ("uid", "orig_h", "resp_h", "resp_p")]
             out.write(" ".join(map(str, row)) + "\n")

@@ -34,7 +34,7 @@ def verdict_values(flows, i, wrap=lambda zeek_type, value: value):
     are FIXED plus the version, each passed through ``wrap(zeek type, value)``."""
     out = []
     for name, typ in api.VERDICT.args:
-        if name == "version":
+        if name == "contract":
             out.append(wrap(typ, api.VERSION))
         elif name in FIXED:
             out.append(wrap(typ, FIXED[name]))
