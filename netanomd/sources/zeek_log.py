@@ -20,8 +20,15 @@ import pyarrow as pa
 
 from netanomd.errors import InputError
 from netanomd.flow import FIELD_NAMES, FlowBatch
-from netanomd.sources import ReadStats
-from netanomd.sources._text import DelimitedParser, FileSource, convert, line_blocks, open_binary
+from netanomd.sources import ReadStats, out_of_range
+from netanomd.sources._text import (
+    DelimitedParser,
+    FileSource,
+    convert,
+    expected,
+    line_blocks,
+    open_binary,
+)
 
 log = logging.getLogger(__name__)
 
@@ -259,19 +266,18 @@ def zeek_json_lines_to_batch(
     bad_rows: set[int] = set()
     schema = FlowBatch.empty().table.schema
     for canon, values in cols.items():
+        typ = schema.field(canon).type
         try:
-            arrays[canon] = pa.array(values, type=schema.field(canon).type)
+            arrays[canon] = pa.array(values, type=typ)
+            bad = out_of_range(canon, arrays[canon]) if pa.types.is_integer(typ) else []
         except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
             text = pa.array([None if v is None else str(v) for v in values], pa.string())
             arrays[canon], bad = convert(canon, text)
-            for i in bad:
-                _problem(
-                    stats,
-                    where,
-                    linenos[i],
-                    f"{canon}: {values[i]!r} is not a valid {schema.field(canon).type}",
-                )
-            bad_rows.update(bad)
+        for i in bad:
+            _problem(
+                stats, where, linenos[i], f"{canon}: {values[i]!r:.80} is not {expected(canon)}"
+            )
+        bad_rows.update(bad)
     table = pa.table(arrays)
     if bad_rows:
         keep = [i not in bad_rows for i in range(n)]

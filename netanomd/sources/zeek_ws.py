@@ -71,6 +71,16 @@ def tls_context(ca_file: str | None = None, verify: bool = True) -> ssl.SSLConte
     return ctx
 
 
+class _MicroBatch:
+    """The flow events of frames that arrived together (decoded as one batch) and the drain
+    tokens among them."""
+
+    def __init__(self) -> None:
+        self.acc = FlowsAccumulator()
+        self.pending: list[Any] = []
+        self.drains: list[int] = []
+
+
 class ZeekWebSocketClient:
     """Subscribes to the flow topics, emits batches, sends verdicts back."""
 
@@ -183,26 +193,36 @@ class ZeekWebSocketClient:
             frame = await self._recv(ws, 0.25)
             if frame is None:
                 continue
-            acc = FlowsAccumulator()
-            pending: list[Any] = []
-            drains: list[int] = []
-            self._take(frame, acc, pending, drains)
+            batch = _MicroBatch()
+            self._take(frame, batch)
             try:
-                while len(acc) < self.max_batch and not drains:
+                while len(batch.acc) < self.max_batch and not batch.drains:
                     frame = await self._recv(ws, self.batch_wait)
                     if frame is None:
                         break
-                    self._take(frame, acc, pending, drains)
+                    self._take(frame, batch)
             finally:  # a dropped connection must not lose what was already received
-                if pending:
-                    self._deliver(acc, pending)
-                for token in drains:
-                    self.drains.request(token)
+                self._finish(batch)
 
-    def _take(
-        self, frame: str | bytes, acc: FlowsAccumulator, pending: list[Any], drains: list[int]
-    ) -> None:
+    def take_frames(self, frames: Sequence[str | bytes]) -> None:
+        """Handle frames that arrived together as one micro-batch, as :meth:`run` does: every
+        good ``NetAnom::flows`` event is emitted, bad frames are logged and counted."""
+        batch = _MicroBatch()
+        try:
+            for frame in frames:
+                self._take(frame, batch)
+        finally:
+            self._finish(batch)
+
+    def _finish(self, batch: _MicroBatch) -> None:
+        if batch.pending:
+            self._deliver(batch.acc, batch.pending)
+        for token in batch.drains:
+            self.drains.request(token)
+
+    def _take(self, frame: str | bytes, batch: _MicroBatch) -> None:
         self.counters.messages += 1
+        acc, pending, drains = batch.acc, batch.pending, batch.drains
         columns = fast_flows_columns(frame)
         try:
             if columns is not None:
@@ -244,6 +264,8 @@ class ZeekWebSocketClient:
             if not good:
                 return
             batch = FlowBatch.concat(good)
+        if len(batch) == 0:  # only events with no flows
+            return
         self.counters.flows += len(batch)
         ack = self.drains.emitted()
         if not self.emit(batch, ack):
