@@ -270,6 +270,8 @@ def _deep(n: int, kind: int) -> bytes:
 
 def _json_paths(value: Any, path: tuple[Any, ...] = ()) -> Iterator[tuple[Any, ...]]:
     yield path
+    if len(path) >= 64:  # deep enough: a mutated document may nest a thousand levels
+        return
     if isinstance(value, dict):
         for k, v in value.items():
             yield from _json_paths(v, (*path, k))
