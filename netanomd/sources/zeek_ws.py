@@ -11,7 +11,8 @@ them. A malformed or unexpected frame is logged (rate-limited) and counted, neve
 event of another contract major version is refused and logged as an error; a dropped
 connection is re-established with capped exponential backoff. Pings are answered by the
 ``websockets`` library. TLS: ``wss://`` URLs verify the server against the system trust store
-or ``ca_file``.
+or ``ca_file``; turning verification off is warned about at start. Logs never show the URL's
+password (masked as ``config show`` masks it).
 
 Runs on ``websockets``' asyncio implementation in one thread. Frames are micro-batched: what
 arrives within ``batch_wait`` of the previous frame (up to ``max_batch`` flows) is decoded and
@@ -33,6 +34,7 @@ import orjson
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import WebSocketException
 
+from netanomd.config.masking import MASK, mask_str
 from netanomd.errors import TransportError
 from netanomd.flow import FlowBatch
 from netanomd.sources import Emit
@@ -100,6 +102,8 @@ class ZeekWebSocketClient:
         outbox_limit: int = 10_000,
     ) -> None:
         self.url = url.rstrip("/") + ("" if url.rstrip("/").endswith(PATH) else PATH)
+        #: The URL as logs show it: a password in it masked, as ``config show`` does.
+        self.shown_url = mask_str(self.url)
         self.emit = emit
         self.name = name
         self.topics = list(topics)
@@ -124,12 +128,27 @@ class ZeekWebSocketClient:
         await ws.send(orjson.dumps(self.topics).decode())
         ack = loads(await asyncio.wait_for(ws.recv(), 10))
         if not isinstance(ack, dict) or ack.get("type") != "ack":
-            raise TransportError(f"{self.url}: expected an ack, got {str(ack)[:120]}")
+            raise TransportError(f"{self.shown_url}: expected an ack, got {str(ack)[:120]}")
         return ack
 
     def run(self) -> None:
         """Connect, serve, reconnect until :meth:`stop` (blocks; runs its own event loop)."""
+        ctx = self.ssl_context
+        if self.url.startswith("wss://") and ctx is not None and ctx.verify_mode == ssl.CERT_NONE:
+            log.warning(
+                "%s: the certificate of %s is not verified (insecure: true): anyone on the "
+                "path can read the flows and send forged ones; use ca_file instead",
+                self.name,
+                self.shown_url,
+            )
         asyncio.run(self._main())
+
+    def _masked(self, text: str) -> str:
+        """``text`` with the URL's password masked (exceptions may quote the URL)."""
+        if self.url == self.shown_url:
+            return text
+        secret = self.url.split("://", 1)[-1].split("@", 1)[0].partition(":")[2]
+        return text.replace(self.url, self.shown_url).replace(f":{secret}@", f":{MASK}@")
 
     async def _main(self) -> None:
         loop = self._loop = asyncio.get_running_loop()
@@ -157,7 +176,7 @@ class ZeekWebSocketClient:
                     self.peer = await self.handshake(ws)
                     self.counters.connects += 1
                     failures = 0
-                    log.info("connected to Zeek %s at %s", self.peer.get("version"), self.url)
+                    log.info("connected to Zeek %s at %s", self.peer.get("version"), self.shown_url)
                     self.ready.set()
                     sender = asyncio.create_task(self._sender(ws, wake))
                     try:
@@ -171,7 +190,12 @@ class ZeekWebSocketClient:
                     self.counters.disconnects += 1
                 failures += 1
                 delay = min(self.max_backoff, self.initial_backoff * 2 ** (failures - 1))
-                log.warning("Zeek WebSocket %s: %s; reconnecting in %.1fs", self.url, exc, delay)
+                log.warning(
+                    "Zeek WebSocket %s: %s; reconnecting in %.1fs",
+                    self.shown_url,
+                    self._masked(str(exc) or type(exc).__name__),
+                    delay,
+                )
                 await self._sleep(delay)
             finally:
                 self._ws = None
