@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from netanomd.config import load_config
 from netanomd.daemon.score_api import score_json
-from netanomd.errors import ConfigError
+from netanomd.errors import ConfigError, InputError
 from netanomd.flow import FlowBatch
 from netanomd.model import Model
 from netanomd.sources import MAX_COUNT, ReadStats
@@ -341,3 +341,18 @@ def test_zeek_tsv_new_header_in_a_block_decodes_each_part_with_its_own() -> None
         new.split(b"\t")[1].decode(),
     ]
     assert batch.column("history").to_pylist()[1] is None
+
+
+@pytest.mark.parametrize(
+    "line", [b"#separator \\x", b"#separator \\u1234", b"#separator \\N{x}", b"#separator \xff"]
+)
+def test_zeek_tsv_separator_that_is_not_one_character_is_refused(line: bytes) -> None:
+    from netanomd.sources.zeek_log import ZeekTsvHeader
+
+    with pytest.raises(InputError, match=r"conn.log: #separator .* is not one ASCII character"):
+        ZeekTsvHeader.parse([line, *tsv_header()[1:]], "conn.log")
+    good = tsv_seeds()[:2]
+    stats = ReadStats()
+    batch = LineDecoder("conn.log", stats).decode([*tsv_header(), good[0], line, good[1]])
+    assert batch is not None and len(batch) == 2
+    assert "is not one ASCII character (header lines before line 11 ignored)" in stats.problems[0]

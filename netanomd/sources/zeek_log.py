@@ -52,6 +52,18 @@ def canonical_name(field: str) -> str | None:
     return None
 
 
+def _separator(text: bytes, where: str) -> bytes:
+    """The byte a ``#separator`` line names (``\\x09``); one ASCII character other than a line
+    end, as the columnar parser needs."""
+    try:
+        sep = text.decode("ascii").encode().decode("unicode_escape").encode("latin-1")
+    except UnicodeError:
+        sep = b""
+    if len(sep) != 1 or not sep.isascii() or sep in b"\r\n":
+        raise InputError(f"{where}: #separator {text[:20]!r} is not one ASCII character")
+    return sep
+
+
 @dataclass
 class ZeekTsvHeader:
     """What a Zeek ASCII log's ``#`` header says."""
@@ -78,7 +90,7 @@ class ZeekTsvHeader:
                 break
             count += 1
             if raw.startswith(b"#separator "):
-                sep = raw[len(b"#separator ") :].decode("unicode_escape").encode("latin-1")
+                sep = _separator(raw[len(b"#separator ") :], where)
                 continue
             key, _, value = raw[1:].partition(sep)
             text = value.decode("utf-8", "replace")
