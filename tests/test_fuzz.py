@@ -356,3 +356,15 @@ def test_zeek_tsv_separator_that_is_not_one_character_is_refused(line: bytes) ->
     batch = LineDecoder("conn.log", stats).decode([*tsv_header(), good[0], line, good[1]])
     assert batch is not None and len(batch) == 2
     assert "is not one ASCII character (header lines before line 11 ignored)" in stats.problems[0]
+
+
+def test_zeek_json_nested_value_skips_the_line_without_walking_it() -> None:
+    """Found by the long pass: ``"ts": [{"a": {"a": ...}}]`` nested a thousand levels made
+    ``str()`` of the value overflow the stack."""
+    lines = list(zeek_json_seeds()[:3])
+    deep = b'[{"a":' * 400 + b"1" + b"}]" * 400  # 800 levels: orjson stops at 1024
+    lines[1] = lines[1].replace(b'"ts":', b'"ts":' + deep + b',"x":', 1)
+    stats = ReadStats()
+    batch = LineDecoder("conn.json", stats).decode(lines)
+    assert batch is not None and len(batch) == 2
+    assert stats.problems == ["conn.json:2: ts: a JSON array where a value belongs"]

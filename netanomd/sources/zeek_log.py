@@ -247,6 +247,9 @@ _JSON_KEYS: dict[str, tuple[str, ...]] = {
 }
 
 
+_NESTED: dict[type, str] = {dict: "object", list: "array"}
+
+
 def zeek_json_lines_to_batch(
     lines: Sequence[bytes], stats: ReadStats, where: str, first_line: int = 1
 ) -> FlowBatch | None:
@@ -265,11 +268,20 @@ def zeek_json_lines_to_batch(
         if not isinstance(obj, dict) or "id.orig_h" not in obj:
             _problem(stats, where, first_line + offset, "not a Zeek conn record (no id.orig_h)")
             continue
-        for canon, keys in _JSON_KEYS.items():
+        values = []
+        for keys in _JSON_KEYS.values():
             value = obj.get(keys[0])
             if value is None and len(keys) > 1:
                 value = next((obj[k] for k in keys[1:] if k in obj), None)
-            cols[canon].append(value)
+            values.append(value)
+        nested = [(k, v) for k, v in zip(_JSON_KEYS, values, strict=True) if type(v) in _NESTED]
+        if nested:
+            name, value = nested[0]
+            what = f"{name}: a JSON {_NESTED[type(value)]} where a value belongs"
+            _problem(stats, where, first_line + offset, what)
+            continue
+        for column, value in zip(cols.values(), values, strict=True):
+            column.append(value)
         linenos.append(first_line + offset)
         n += 1
     if n == 0:
