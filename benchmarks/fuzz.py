@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import random
+import signal
 import subprocess
 import sys
 import tempfile
@@ -172,6 +173,29 @@ def main() -> int:
     running: dict[str, tuple[subprocess.Popen[bytes], Path]] = {}
     results: dict[str, dict[str, Any]] = {}
     print(f"engine {engine}, {args.inputs:,} inputs per parser, parsers: {', '.join(names)}")
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so the workers are stopped too
+    try:
+        _run_all(args, engine, work, queue, running, results)
+    finally:  # interrupted: stop the workers too
+        for proc, _ in running.values():
+            proc.terminate()
+    total = sum(len(s["crashes"]) for s in results.values())
+    print(f"\n{'parser':<14}{'inputs':>12}{'seconds':>10}{'crashes':>9}")
+    for name in names:
+        s = results[name]
+        print(f"{name:<14}{s['inputs']:>12,}{s.get('elapsed', 0):>10.0f}{len(s['crashes']):>9}")
+    print(f"logs in {work}")
+    return 1 if total else 0
+
+
+def _run_all(
+    args: argparse.Namespace,
+    engine: str,
+    work: Path,
+    queue: list[str],
+    running: dict[str, tuple[subprocess.Popen[bytes], Path]],
+    results: dict[str, dict[str, Any]],
+) -> None:
     while queue or running:
         while queue and len(running) < args.jobs:
             name = queue.pop(0)
@@ -203,13 +227,6 @@ def main() -> int:
             state["exit"] = proc.returncode
             results[name] = state
             _report(name, state, work)
-    total = sum(len(s["crashes"]) for s in results.values())
-    print(f"\n{'parser':<14}{'inputs':>12}{'seconds':>10}{'crashes':>9}")
-    for name in names:
-        s = results[name]
-        print(f"{name:<14}{s['inputs']:>12,}{s.get('elapsed', 0):>10.0f}{len(s['crashes']):>9}")
-    print(f"logs in {work}")
-    return 1 if total else 0
 
 
 def _report(name: str, state: dict[str, Any], work: Path) -> None:
