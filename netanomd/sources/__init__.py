@@ -14,6 +14,9 @@ bounded by the batch size, never the input size; ``stats`` counts what was read 
 skipped. A malformed line is logged with file and line number, counted in
 ``stats.malformed`` and skipped; the rest of the input is still read. Input that is not a log
 at all raises :class:`netanomd.errors.InputError` once, naming the file.
+
+Every parser (and the scoring API) bounds integer values the same way, by :func:`int_range`:
+a record with a count beyond :data:`MAX_COUNT` or a port beyond 65535 is malformed.
 """
 
 from __future__ import annotations
