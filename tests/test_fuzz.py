@@ -39,14 +39,14 @@ from tests.fuzz_targets import (
 
 #: Inputs per parser in CI, sized so that each pass takes a few seconds (~40 s in all).
 CI_EXAMPLES = {
-    "zeek-tsv": 300,
-    "zeek-json": 300,
-    "eve": 400,
-    "cicflowmeter": 250,
-    "zeek-csv": 250,
-    "broker-json": 400,
-    "config": 100,
-    "score-api": 1500,
+    "zeek-tsv": 800,
+    "zeek-json": 800,
+    "eve": 1500,
+    "cicflowmeter": 600,
+    "zeek-csv": 600,
+    "broker-json": 1000,
+    "config": 200,
+    "score-api": 3000,
 }
 
 
