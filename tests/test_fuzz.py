@@ -177,6 +177,53 @@ def test_ws_frame_nested_too_deep_for_msgspec_is_malformed() -> None:
     assert client.counters.malformed == 1
 
 
+def test_ws_client_on_a_real_socket_survives_every_frame_of_the_issue(remcos: FlowBatch) -> None:
+    """Issue 14 point 2 end to end: the frames that killed the client thread (closed 1011,
+    never reconnected), sent by the in-repo Zeek peer between good ones; every good flow
+    arrives and the first connection stays up."""
+    import threading
+
+    from tests.waiting import wait
+    from tests.zeek_wire import flows_message
+    from tests.zeek_ws_server import FakeZeek
+
+    good = [flows_message(remcos.slice(i * 10, 10)) for i in range(5)]
+    names = [name for name, _ in brokerjson._COLUMNS]
+    list_tag = flows_message(remcos.slice(50, 3))
+    _flow_vectors(list_tag)[1]["data"][0]["@data-type"] = ["string"]
+    empty = flows_message(remcos.slice(0, 0))
+    digit = flows_message(remcos.slice(53, 3))
+    _flow_vectors(digit)[1 + names.index("orig_p")]["data"][1]["data"] = "٣/tcp"
+    huge = flows_message(remcos.slice(56, 3))
+    _flow_vectors(huge)[1 + names.index("orig_bytes")]["data"][2]["data"] = 2**60
+    got: list[FlowBatch] = []
+
+    def emit(batch: FlowBatch, ack: Any = None, *, arrived: float | None = None) -> bool:
+        got.append(batch)
+        return True
+
+    zeek = FakeZeek()
+    url = zeek.start()
+    client = ZeekWebSocketClient(url, emit, initial_backoff=0.05, max_backoff=0.2)
+    thread = threading.Thread(target=client.run, daemon=True)
+    thread.start()
+    try:
+        assert client.ready.wait(10)
+        wait(lambda: len(zeek.clients) == 1)
+        for frame in (good[0], list_tag, good[1], empty, good[2], digit, good[3], huge, good[4]):
+            zeek.publish(frame)
+        wait(lambda: sum(len(b) for b in got) == 50)
+        uids = [u for b in got for u in b.column("uid").to_pylist()]
+        assert uids == remcos.slice(0, 50).column("uid").to_pylist()
+        assert client.counters.malformed == 3
+        assert client.counters.connects == 1 and client.counters.disconnects == 0
+        assert thread.is_alive()
+    finally:
+        client.stop()
+        thread.join(10)
+        zeek.stop()
+
+
 # -- regressions: log lines ---------------------------------------------------------------------
 def _tsv_with(field: str, value: bytes) -> tuple[list[bytes], list[bytes]]:
     names = tsv_header()[-2].split(b"\t")[1:]
