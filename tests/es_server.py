@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import ssl
 import threading
 import time
 from collections import Counter
@@ -35,7 +36,8 @@ class FakeElasticsearch:
         self.port = 0
 
     # -- lifecycle -------------------------------------------------------------------------
-    def start(self, port: int = 0) -> str:
+    def start(self, port: int = 0, ssl_context: ssl.SSLContext | None = None) -> str:
+        """Listen (TLS with ``ssl_context``); returns the ``http://`` or ``https://`` URL."""
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -129,9 +131,12 @@ class FakeElasticsearch:
                     self._reply(404, {"error": {"type": "unknown"}, "status": 404})
 
         self._server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        if ssl_context is not None:
+            sock = self._server.socket
+            self._server.socket = ssl_context.wrap_socket(sock, server_side=True)
         self.port = self._server.server_address[1]
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if ssl_context else 'http'}://127.0.0.1:{self.port}"
 
     def stop(self) -> None:
         if self._server is not None:

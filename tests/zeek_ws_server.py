@@ -13,6 +13,7 @@ seconds.
 
 from __future__ import annotations
 
+import ssl
 import threading
 import uuid
 from typing import Any
@@ -37,11 +38,14 @@ class FakeZeek:
         self.port = 0
         self._n = 0
 
-    def start(self, port: int = 0) -> str:
-        self._server = serve(self._handler, "127.0.0.1", port, ping_interval=self.ping_interval)
+    def start(self, port: int = 0, ssl_context: ssl.SSLContext | None = None) -> str:
+        """Listen (TLS with ``ssl_context``); returns the ``ws://`` or ``wss://`` URL."""
+        self._server = serve(
+            self._handler, "127.0.0.1", port, ping_interval=self.ping_interval, ssl=ssl_context
+        )
         self.port = self._server.socket.getsockname()[1]
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
-        return f"ws://127.0.0.1:{self.port}"
+        return f"{'wss' if ssl_context else 'ws'}://127.0.0.1:{self.port}"
 
     def stop(self) -> None:
         if self._server is not None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import os
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -97,11 +98,31 @@ def _walk(value: Any, path: KeyPath = ()) -> Iterator[tuple[KeyPath, Any]]:
             yield from _walk(sub, (*path, i))
 
 
+#: Keys that name a file netanomd reads: it must exist and be readable when the
+#: configuration is loaded, so ``config check`` finds a wrong path before the daemon needs it.
+FILE_KEYS = frozenset({"ca_file"})
+
+
+def _file_problem(path: KeyPath, value: str) -> str | None:
+    shown = show(path, value)
+    if not os.path.exists(value):
+        return f"{shown}: no such file"
+    if not os.path.isfile(value):
+        return f"{shown} is not a file"
+    if not os.access(value, os.R_OK):
+        return f"{shown} cannot be read (permission denied)"
+    return None
+
+
 def _semantic_checks(data: dict[str, Any], env: Mapping[str, str]) -> Iterator[tuple[KeyPath, str]]:
     """What the schema cannot say."""
     for path, value in _walk(data):
         if isinstance(value, float) and not math.isfinite(value):
             yield path, f"{value!r} is not a finite number"
+        if path and path[-1] in FILE_KEYS and isinstance(value, str):
+            problem = _file_problem(path, value)
+            if problem:
+                yield path, problem
     es = data.get("sinks", {}).get("elasticsearch") if isinstance(data.get("sinks"), dict) else None
     if isinstance(es, dict):
         where: KeyPath = ("sinks", "elasticsearch")

@@ -1,4 +1,9 @@
-"""Reading the configuration file: YAML with the line of every key and the keys given twice."""
+"""Reading the configuration file: YAML with the line of every key and the keys given twice.
+
+The file is bounded before anything walks it: at most :data:`MAX_DEPTH` levels of nesting and
+:data:`MAX_NODES` nodes with aliases expanded (a few aliases of aliases, "billion laughs", would
+otherwise expand to billions of values and hang every later step).
+"""
 
 from __future__ import annotations
 
@@ -10,7 +15,16 @@ import yaml
 from netanomd.config.problems import KeyPath, Origin, Origins, Problem
 from netanomd.errors import ConfigError
 
-__all__ = ["read_file"]
+__all__ = ["MAX_DEPTH", "MAX_NODES", "read_file"]
+
+#: Deepest nesting of mappings and lists a configuration may have (the declaration needs 4).
+MAX_DEPTH = 32
+#: Most nodes a configuration may have, aliases expanded.
+MAX_NODES = 100_000
+
+
+class _TooBig(Exception):
+    pass
 
 
 class _LineLoader(yaml.SafeLoader):
@@ -21,6 +35,7 @@ class _LineLoader(yaml.SafeLoader):
         super().__init__(stream)
         self.lines: dict[KeyPath, int] = {}
         self.duplicates: list[tuple[KeyPath, int, int]] = []  # path, line, first line
+        self.nodes = 0
 
     def construct_document(self, node: yaml.Node) -> Any:
         self._record(node, (), set())
@@ -29,6 +44,11 @@ class _LineLoader(yaml.SafeLoader):
     def _record(self, node: yaml.Node, path: KeyPath, active: set[int]) -> None:
         if id(node) in active:  # a recursive alias
             return
+        self.nodes += 1
+        if self.nodes > MAX_NODES:
+            raise _TooBig(f"more than {MAX_NODES} values (aliases expanded)")
+        if len(path) > MAX_DEPTH:
+            raise _TooBig(f"nested deeper than {MAX_DEPTH} levels")
         active.add(id(node))
         if isinstance(node, yaml.MappingNode):
             self.flatten_mapping(node)
@@ -59,8 +79,9 @@ def read_file(path: Path, origins: Origins, problems: list[Problem]) -> dict[str
     except (OSError, UnicodeDecodeError) as e:
         why = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
         raise ConfigError(f"{name}: cannot read the configuration: {why}") from e
-    loader = _LineLoader(text)
+    loader: _LineLoader | None = None
     try:
+        loader = _LineLoader(text)  # refuses characters YAML does not allow
         data = loader.get_single_data()
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
@@ -68,8 +89,15 @@ def read_file(path: Path, origins: Origins, problems: list[Problem]) -> dict[str
         raise ConfigError(f"{at}: not valid YAML: {e.problem or e.context}") from e
     except yaml.YAMLError as e:
         raise ConfigError(f"{name}: not valid YAML: {e}") from e
+    except _TooBig as e:
+        raise ConfigError(f"{name}: too large for a configuration: {e}") from None
+    except RecursionError:  # the YAML parser itself recurses per level
+        raise ConfigError(
+            f"{name}: too large for a configuration: nested deeper than {MAX_DEPTH} levels"
+        ) from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     for key_path, line in loader.lines.items():
         origins.set(key_path, Origin("file", name, line))
     for key_path, line, first in loader.duplicates:

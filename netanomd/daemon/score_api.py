@@ -20,6 +20,7 @@ import pyarrow as pa
 from netanomd.decision import above_threshold
 from netanomd.flow import FIELD_NAMES, FLOW_SCHEMA, FlowBatch, FlowRecord
 from netanomd.model import Model
+from netanomd.sources import int_range
 from netanomd.zeek.brokerjson import timestamp
 
 #: Later than any plausible flow (year 5138): a larger ``ts`` is not in seconds.
@@ -53,9 +54,9 @@ def _field(where: str, name: str, value: Any) -> Any:
             )
         return float(value)
     if pa.types.is_integer(t):
-        top = {"orig_p": 65535, "resp_p": 65535, "flow_id": 2**64 - 1}.get(name, 2**63 - 1)
-        if not finite or value != int(value) or not 0 <= value <= top:
-            raise ValueError(f"{where}: expected an integer from 0 to {top}, got {shown}")
+        low, top = int_range(name)
+        if not finite or value != int(value) or not low <= value <= top:
+            raise ValueError(f"{where}: expected an integer from {low} to {top}, got {shown}")
         return int(value)
     if pa.types.is_boolean(t):
         if not isinstance(value, bool):

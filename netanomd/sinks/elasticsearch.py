@@ -14,6 +14,7 @@ past documents that were delivered or dead-lettered.
 from __future__ import annotations
 
 import logging
+import ssl
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -32,6 +33,25 @@ from netanomd.spool import Spool
 log = logging.getLogger(__name__)
 
 RETRYABLE = frozenset({429, 500, 502, 503, 504})
+
+
+def why(exc: BaseException) -> str:
+    """Why a request failed, as precisely as the exception's chain says: a TLS problem names
+    the check that failed (``certificate verify failed: Hostname mismatch, ...``)."""
+    seen: set[int] = set()
+    todo = [exc]
+    while todo:
+        e = todo.pop(0)
+        if id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, ssl.SSLCertVerificationError):
+            return f"TLS: certificate verify failed: {e.verify_message}"
+        if isinstance(e, ssl.SSLError):
+            return f"TLS: {e.reason or e}"
+        linked = (e.__cause__, e.__context__, *getattr(e, "errors", ()), *e.args)
+        todo.extend(x for x in linked if isinstance(x, BaseException))
+    return f"{type(exc).__name__}: {str(exc)[:300]}"
 
 
 class ElasticsearchSink:
@@ -99,7 +119,18 @@ class ElasticsearchSink:
         return not self.spool.peek(1)[0]
 
     def open(self) -> None:
-        """Start the sender thread (see :meth:`start`)."""
+        """Warn about hosts whose certificate is not verified; start the sender thread (see
+        :meth:`start`)."""
+        for node in self.client.transport.node_pool.all():
+            cfg = node.config
+            if cfg.scheme == "https" and not cfg.verify_certs:
+                log.warning(
+                    "elasticsearch https://%s:%d: the certificate is not verified "
+                    "(verify_certs: false): anyone on the path can read the alerts and answer "
+                    "for the server; use ca_file instead",
+                    cfg.host,
+                    cfg.port,
+                )
         self.start()
 
     def close(self, timeout: float = 30.0) -> bool:
@@ -160,9 +191,7 @@ class ElasticsearchSink:
                     dead.append((by_id.get(info.get("_id"), {}), info.get("error")))
         except (TransportError, ApiError) as exc:
             log.warning(
-                "elasticsearch unreachable (%s); %d documents stay spooled",
-                exc.__class__.__name__,
-                len(docs),
+                "elasticsearch unreachable (%s); %d documents stay spooled", why(exc), len(docs)
             )
             retry = True
         if dead:

@@ -14,6 +14,9 @@ bounded by the batch size, never the input size; ``stats`` counts what was read 
 skipped. A malformed line is logged with file and line number, counted in
 ``stats.malformed`` and skipped; the rest of the input is still read. Input that is not a log
 at all raises :class:`netanomd.errors.InputError` once, naming the file.
+
+Every parser (and the scoring API) bounds integer values the same way, by :func:`int_range`:
+a record with a count beyond :data:`MAX_COUNT` or a port beyond 65535 is malformed.
 """
 
 from __future__ import annotations
@@ -24,9 +27,35 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
+import pyarrow as pa
+import pyarrow.compute as pc
+
 from netanomd.flow import FlowBatch
 
 log = logging.getLogger(__name__)
+
+#: The largest count (bytes, packets) a flow may carry. The features are float64, which hold
+#: integers exactly up to 2**53 (8 PiB in one flow); a larger count is corrupt input, and a
+#: parser refuses the record rather than clamp it to a made-up value the model would score.
+MAX_COUNT = 2**53
+_PORT_RANGE = (0, 65535)
+_RANGES = {"orig_p": _PORT_RANGE, "resp_p": _PORT_RANGE, "flow_id": (0, 2**64 - 1)}
+
+
+def int_range(name: str) -> tuple[int, int]:
+    """The values an integer column of :data:`~netanomd.flow.FLOW_SCHEMA` may hold: ports
+    0-65535, Suricata's flow id any unsigned 64-bit number, counts 0-:data:`MAX_COUNT`."""
+    return _RANGES.get(name, (0, MAX_COUNT))
+
+
+def out_of_range(name: str, column: pa.Array) -> list[int]:
+    """Indices of the values of the integer column ``name`` outside :func:`int_range`."""
+    lo, hi = int_range(name)
+    if pa.types.is_unsigned_integer(column.type) and hi >= 2 ** (8 * column.type.byte_width) - 1:
+        return []  # every value of the type is allowed
+    bad = pc.or_(pc.less(column, lo), pc.greater(column, hi))
+    return [int(i) for i in pc.indices_nonzero(pc.fill_null(bad, False)).to_pylist()]
+
 
 #: How many problem messages a ReadStats keeps verbatim (the count is always exact).
 MAX_PROBLEMS_KEPT = 100

@@ -23,7 +23,7 @@ import pyarrow.csv as pacsv
 
 from netanomd.errors import InputError
 from netanomd.flow import FLOW_SCHEMA
-from netanomd.sources import ReadStats
+from netanomd.sources import ReadStats, int_range
 
 log = logging.getLogger(__name__)
 
@@ -143,6 +143,17 @@ def to_float(col: pa.ChunkedArray | pa.Array) -> tuple[pa.Array, list[int]]:
     return pa.array(arr, mask=~finite), bad
 
 
+def expected(name: str) -> str:
+    """What a value of the :data:`FLOW_SCHEMA` column ``name`` must be, for messages."""
+    typ = _TYPES[name]
+    if pa.types.is_integer(typ):
+        lo, hi = int_range(name)
+        return f"an integer from {lo} to {hi}"
+    if pa.types.is_floating(typ):
+        return "a finite number"
+    return f"a valid {typ}"
+
+
 def convert(name: str, col: pa.ChunkedArray | pa.Array) -> tuple[pa.Array, list[int]]:
     """Cast a string column to the :data:`FLOW_SCHEMA` type of ``name``.
 
@@ -164,8 +175,8 @@ def convert(name: str, col: pa.ChunkedArray | pa.Array) -> tuple[pa.Array, list[
         return floats, bad
     arr = np.asarray(floats.to_numpy(zero_copy_only=False), dtype=np.float64)
     valid = ~np.isnan(arr)
-    info = np.iinfo(typ.to_pandas_dtype())
-    neg = valid & ((arr < info.min) | (arr > info.max) | (arr != np.floor(arr)))
+    lo, hi = int_range(name)
+    neg = valid & ((arr < lo) | (arr > hi) | (arr != np.floor(arr)))
     if neg.any():
         bad = sorted(set(bad) | set(np.flatnonzero(neg).tolist()))
         valid &= ~neg
@@ -282,7 +293,7 @@ class DelimitedParser:
                 bad_rows.setdefault(
                     i,
                     f"{field}: {table.column(self._names[self.fields.index(field)])[i]}"
-                    f" is not a valid {_TYPES[canon]}",
+                    f" is not {expected(canon)}",
                 )
             columns[canon] = typed
         out = pa.table(columns)

@@ -42,6 +42,14 @@ _COLUMNS = {
 _PROTO_NAMES = {6: "tcp", 17: "udp", 1: "icmp"}
 
 
+def _proto(text: str) -> str | None:
+    """An IANA protocol number (``6``) as its name (``tcp``); None when it is not one."""
+    number = text.strip()
+    if not (number.isascii() and number.isdigit()) or int(number) > 255:
+        return None
+    return _PROTO_NAMES.get(int(number), number.lstrip("0") or "0")
+
+
 def looks_like_cic(header: str) -> bool:
     names = {h.strip() for h in header.split(",")}
     return "Flow Duration" in names and ("Total Fwd Packets" in names or "Tot Fwd Pkts" in names)
@@ -92,20 +100,14 @@ class CicFlowMeterSource(FileSource):
                             format="mixed",
                             utc=True,
                         )
-                        epoch = pd.Timestamp(0, tz="UTC")
+                        # In the parsed resolution: year 1 is beyond nanoseconds' range.
+                        epoch = pd.Timestamp(0, tz="UTC").as_unit(parsed.dt.unit)
                         secs = (parsed - epoch).dt.total_seconds().to_numpy()
                         cols["ts"] = pa.array(
                             np.where(parsed.isna(), np.nan, secs), mask=parsed.isna().to_numpy()
                         )
                     if "proto" in raw:
-                        nums = pd.to_numeric(pd.Series(raw["proto"]), errors="coerce")
-                        cols["proto"] = pa.array(
-                            [
-                                _PROTO_NAMES.get(int(v), str(int(v))) if v == v else None
-                                for v in nums
-                            ],
-                            pa.string(),
-                        )
+                        cols["proto"] = pa.array([_proto(v) for v in raw["proto"]], pa.string())
                 cols["source"] = pa.array(["cicflowmeter"] * n, pa.string())
                 self.stats.rows += n
                 yield FlowBatch.from_table(pa.table(cols))

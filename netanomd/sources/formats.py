@@ -10,7 +10,7 @@ decide before it has seen a whole first data line, so a Zeek log that is empty w
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import orjson
 
@@ -62,7 +62,10 @@ class LineDecoder:
     ``decode(lines, first_line)`` takes lines in order (without line ends) and returns the flows
     they hold, or None; ``#`` lines before the first data line are the Zeek header, later ones
     (``#close``) are skipped, and a new ``#separator`` starts a new header (a file truncated and
-    rewritten). Malformed lines are counted in ``stats`` with ``where`` and their line number.
+    rewritten): the lines before it are decoded with the old header, those after it with the
+    new one. A new header that cannot be parsed is counted as a bad line and the old one is kept,
+    so one stray ``#separator`` line cannot silence the stream. Malformed lines are counted in
+    ``stats`` with ``where`` and their line number.
     """
 
     def __init__(self, where: str, stats: ReadStats, formats: Sequence[str] = LINE_FORMATS):
@@ -72,10 +75,56 @@ class LineDecoder:
         #: The decided format, None until the first data line.
         self.format: str | None = None
         self._head: list[bytes] = []
+        #: A new header is being read (lines since a ``#separator``, or the top of the stream).
+        self._reading_head = True
         self._header: ZeekTsvHeader | None = None
 
     def decode(self, lines: Sequence[bytes], first_line: int = 1) -> FlowBatch | None:
-        body = self._data_lines(lines, first_line)
+        batches = [b for b in self._walk(lines, first_line, decode=True) if b is not None]
+        if not batches:
+            return None
+        return batches[0] if len(batches) == 1 else FlowBatch.concat(batches)
+
+    def prime(self, lines: Sequence[bytes]) -> None:
+        """Learn the header and the format from the top of a file without decoding its data
+        (a follower resuming from a saved offset)."""
+        for _ in self._walk(lines, 1, decode=False):
+            pass
+
+    def _walk(
+        self, lines: Sequence[bytes], first_line: int, *, decode: bool
+    ) -> Iterator[FlowBatch | None]:
+        """The batches of the runs of data lines that share a format and header. A run keeps
+        skipped lines as empty ones, so the decoders number its lines right."""
+        body: list[bytes] = []
+        start = first_line
+        for i, line in enumerate(lines):
+            lineno = first_line + i
+            if line.startswith(b"#"):
+                if line.startswith(b"#separator") and not self._reading_head:
+                    self._head, self._reading_head = [], True
+                if self._reading_head:
+                    self._head.append(line)
+            elif line.strip() and self._reading_head:
+                if body:  # the lines so far go with the header they came under
+                    if decode:
+                        yield self._decode(body, start)
+                    body = []
+                if not self._decide(line, lineno):
+                    line = b""  # counted as bad
+            if not line.strip() or line.startswith(b"#"):
+                if body:
+                    body.append(b"")
+                continue
+            if not body:
+                start = lineno
+            body.append(line)
+        if body and decode:
+            yield self._decode(body, start)
+
+    def _decode(self, body: list[bytes], first_line: int) -> FlowBatch | None:
+        while body and not body[-1]:
+            body.pop()
         if not body:
             return None
         if self.format == "eve":
@@ -85,40 +134,25 @@ class LineDecoder:
         assert self._header is not None
         return zeek_tsv_lines_to_batch(body, self._header, self.stats, self.where, first_line)
 
-    def prime(self, lines: Sequence[bytes]) -> None:
-        """Learn the header and the format from the top of a file without decoding its data
-        (a follower resuming from a saved offset)."""
-        self._data_lines(lines, 1)
-
-    def _data_lines(self, lines: Sequence[bytes], first_line: int) -> list[bytes]:
-        body: list[bytes] = []
-        for i, line in enumerate(lines):
-            if not line.strip():
-                continue
-            if line.startswith(b"#"):
-                if line.startswith(b"#separator") and self.format is not None:
-                    self.format, self._header, self._head = None, None, []
-                if self.format is None:
-                    self._head.append(line)
-                continue
-            if self.format is None and not self._decide(line, first_line + i):
-                continue
-            body.append(line)
-        return body
-
     def _decide(self, line: bytes, lineno: int) -> bool:
-        """Decide the format on the first data line; False (line counted as bad) if it cannot
-        be one of ``formats``."""
+        """Decide the format (and the Zeek header) on the first data line after a header;
+        False (line counted as bad) if it cannot be one of ``formats`` and no earlier decision
+        stands."""
+        head, self._head, self._reading_head = self._head, [], False
         try:
-            if self._head:
-                self._header = ZeekTsvHeader.parse(self._head, self.where)
+            if head:
+                self._header = ZeekTsvHeader.parse(head, self.where)
                 fmt = "zeek-tsv"
             else:
                 fmt = sniff_line(line.decode("utf-8", "replace"), f"{self.where}:{lineno}")
             if fmt not in self.formats:
                 raise InputError(f"{self.where}:{lineno}: a {fmt} log cannot be read line by line")
         except InputError as exc:
+            if self.format is not None:  # a stray header line: keep the header in force
+                self.stats.bad_line(f"{exc} (header lines before line {lineno} ignored)")
+                return True
             self.stats.bad_line(str(exc))
+            self._head, self._reading_head = head, True  # the next data line tries again
             return False
         self.format = fmt
         return True

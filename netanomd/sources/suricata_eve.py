@@ -42,7 +42,7 @@ import orjson
 
 from netanomd.errors import InputError
 from netanomd.flow import FlowBatch, FlowRecord
-from netanomd.sources import ReadStats
+from netanomd.sources import ReadStats, int_range
 from netanomd.sources._text import FileSource, line_blocks, open_binary
 
 log = logging.getLogger(__name__)
@@ -113,6 +113,23 @@ def conn_state_and_history(
     return state, hist
 
 
+def _int(obj: dict[str, Any], key: str, column: str) -> int:
+    """``obj[key]`` (0 when absent) as an integer in the range of the flow column it fills."""
+    value = obj.get(key, 0)
+    lo, hi = int_range(column)
+    number = int(value)
+    if not lo <= number <= hi or (isinstance(value, float) and value != number):
+        raise ValueError(f"{key}: {value!r:.80} is not an integer from {lo} to {hi}")
+    return number
+
+
+def _text(obj: dict[str, Any], key: str) -> str | None:
+    value = obj.get(key)
+    if value is not None and not isinstance(value, str):
+        raise ValueError(f"{key}: {value!r:.80} is not a string")
+    return value
+
+
 def record_from_event(ev: dict[str, Any]) -> FlowRecord:
     """A FlowRecord from a decoded EVE ``flow`` event (raises KeyError/ValueError/TypeError)."""
     flow = ev["flow"]
@@ -121,20 +138,21 @@ def record_from_event(ev: dict[str, Any]) -> FlowRecord:
     if not isinstance(ev.get("tcp", {}), dict):
         raise TypeError(f"'tcp' is a {type(ev['tcp']).__name__}, not an object")
     proto = str(ev.get("proto", "")).lower()
-    pts, ptc = int(flow.get("pkts_toserver", 0)), int(flow.get("pkts_toclient", 0))
-    bts, btc = int(flow.get("bytes_toserver", 0)), int(flow.get("bytes_toclient", 0))
+    pts, ptc = _int(flow, "pkts_toserver", "orig_pkts"), _int(flow, "pkts_toclient", "resp_pkts")
+    bts = _int(flow, "bytes_toserver", "orig_ip_bytes")
+    btc = _int(flow, "bytes_toclient", "resp_ip_bytes")
     start = parse_time(flow["start"]) if "start" in flow else parse_time(ev["timestamp"])
     end = parse_time(flow["end"]) if "end" in flow else start
     state, hist = conn_state_and_history(proto, ev.get("tcp"), pts, ptc, bts, btc)
     app = ev.get("app_proto")
-    flow_id = int(ev["flow_id"]) if "flow_id" in ev else None
+    flow_id = _int(ev, "flow_id", "flow_id") if "flow_id" in ev else None
     return FlowRecord(
         ts=start,
         uid=f"S{flow_id}" if flow_id is not None else f"S{start}",
         orig_h=str(ev["src_ip"]),
-        orig_p=int(ev["src_port"]) if "src_port" in ev else None,
+        orig_p=_int(ev, "src_port", "orig_p") if "src_port" in ev else None,
         resp_h=str(ev["dest_ip"]),
-        resp_p=int(ev["dest_port"]) if "dest_port" in ev else None,
+        resp_p=_int(ev, "dest_port", "resp_p") if "dest_port" in ev else None,
         proto=proto,
         service=app if isinstance(app, str) and app != "failed" else None,
         duration=max(end - start, 0.0),
@@ -144,10 +162,10 @@ def record_from_event(ev: dict[str, Any]) -> FlowRecord:
         orig_ip_bytes=max(bts - ETHERNET_HEADER * pts, 0),
         resp_pkts=ptc,
         resp_ip_bytes=max(btc - ETHERNET_HEADER * ptc, 0),
-        community_id=ev.get("community_id"),
+        community_id=_text(ev, "community_id"),
         flow_id=flow_id,
         source="suricata",
-        label=ev.get("label"),
+        label=_text(ev, "label"),
     )
 
 

@@ -20,8 +20,15 @@ import pyarrow as pa
 
 from netanomd.errors import InputError
 from netanomd.flow import FIELD_NAMES, FlowBatch
-from netanomd.sources import ReadStats
-from netanomd.sources._text import DelimitedParser, FileSource, convert, line_blocks, open_binary
+from netanomd.sources import ReadStats, out_of_range
+from netanomd.sources._text import (
+    DelimitedParser,
+    FileSource,
+    convert,
+    expected,
+    line_blocks,
+    open_binary,
+)
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +50,18 @@ def canonical_name(field: str) -> str | None:
     if name in FIELD_NAMES and name not in ("source", "flow_id"):
         return name
     return None
+
+
+def _separator(text: bytes, where: str) -> bytes:
+    """The byte a ``#separator`` line names (``\\x09``); one ASCII character other than a line
+    end, as the columnar parser needs."""
+    try:
+        sep = text.decode("ascii").encode().decode("unicode_escape").encode("latin-1")
+    except UnicodeError:
+        sep = b""
+    if len(sep) != 1 or not sep.isascii() or sep in b"\r\n":
+        raise InputError(f"{where}: #separator {text[:20]!r} is not one ASCII character")
+    return sep
 
 
 @dataclass
@@ -71,7 +90,7 @@ class ZeekTsvHeader:
                 break
             count += 1
             if raw.startswith(b"#separator "):
-                sep = raw[len(b"#separator ") :].decode("unicode_escape").encode("latin-1")
+                sep = _separator(raw[len(b"#separator ") :], where)
                 continue
             key, _, value = raw[1:].partition(sep)
             text = value.decode("utf-8", "replace")
@@ -228,6 +247,9 @@ _JSON_KEYS: dict[str, tuple[str, ...]] = {
 }
 
 
+_NESTED: dict[type, str] = {dict: "object", list: "array"}
+
+
 def zeek_json_lines_to_batch(
     lines: Sequence[bytes], stats: ReadStats, where: str, first_line: int = 1
 ) -> FlowBatch | None:
@@ -246,11 +268,20 @@ def zeek_json_lines_to_batch(
         if not isinstance(obj, dict) or "id.orig_h" not in obj:
             _problem(stats, where, first_line + offset, "not a Zeek conn record (no id.orig_h)")
             continue
-        for canon, keys in _JSON_KEYS.items():
+        values = []
+        for keys in _JSON_KEYS.values():
             value = obj.get(keys[0])
             if value is None and len(keys) > 1:
                 value = next((obj[k] for k in keys[1:] if k in obj), None)
-            cols[canon].append(value)
+            values.append(value)
+        nested = [(k, v) for k, v in zip(_JSON_KEYS, values, strict=True) if type(v) in _NESTED]
+        if nested:
+            name, value = nested[0]
+            what = f"{name}: a JSON {_NESTED[type(value)]} where a value belongs"
+            _problem(stats, where, first_line + offset, what)
+            continue
+        for column, value in zip(cols.values(), values, strict=True):
+            column.append(value)
         linenos.append(first_line + offset)
         n += 1
     if n == 0:
@@ -259,19 +290,18 @@ def zeek_json_lines_to_batch(
     bad_rows: set[int] = set()
     schema = FlowBatch.empty().table.schema
     for canon, values in cols.items():
+        typ = schema.field(canon).type
         try:
-            arrays[canon] = pa.array(values, type=schema.field(canon).type)
+            arrays[canon] = pa.array(values, type=typ)
+            bad = out_of_range(canon, arrays[canon]) if pa.types.is_integer(typ) else []
         except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
             text = pa.array([None if v is None else str(v) for v in values], pa.string())
             arrays[canon], bad = convert(canon, text)
-            for i in bad:
-                _problem(
-                    stats,
-                    where,
-                    linenos[i],
-                    f"{canon}: {values[i]!r} is not a valid {schema.field(canon).type}",
-                )
-            bad_rows.update(bad)
+        for i in bad:
+            _problem(
+                stats, where, linenos[i], f"{canon}: {values[i]!r:.80} is not {expected(canon)}"
+            )
+        bad_rows.update(bad)
     table = pa.table(arrays)
     if bad_rows:
         keep = [i not in bad_rows for i in range(n)]

@@ -11,7 +11,8 @@ them. A malformed or unexpected frame is logged (rate-limited) and counted, neve
 event of another contract major version is refused and logged as an error; a dropped
 connection is re-established with capped exponential backoff. Pings are answered by the
 ``websockets`` library. TLS: ``wss://`` URLs verify the server against the system trust store
-or ``ca_file``.
+or ``ca_file``; turning verification off is warned about at start. Logs never show the URL's
+password (masked as ``config show`` masks it).
 
 Runs on ``websockets``' asyncio implementation in one thread. Frames are micro-batched: what
 arrives within ``batch_wait`` of the previous frame (up to ``max_batch`` flows) is decoded and
@@ -33,6 +34,7 @@ import orjson
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import WebSocketException
 
+from netanomd.config.masking import MASK, mask_str
 from netanomd.errors import TransportError
 from netanomd.flow import FlowBatch
 from netanomd.sources import Emit
@@ -71,6 +73,16 @@ def tls_context(ca_file: str | None = None, verify: bool = True) -> ssl.SSLConte
     return ctx
 
 
+class _MicroBatch:
+    """The flow events of frames that arrived together (decoded as one batch) and the drain
+    tokens among them."""
+
+    def __init__(self) -> None:
+        self.acc = FlowsAccumulator()
+        self.pending: list[Any] = []
+        self.drains: list[int] = []
+
+
 class ZeekWebSocketClient:
     """Subscribes to the flow topics, emits batches, sends verdicts back."""
 
@@ -90,6 +102,8 @@ class ZeekWebSocketClient:
         outbox_limit: int = 10_000,
     ) -> None:
         self.url = url.rstrip("/") + ("" if url.rstrip("/").endswith(PATH) else PATH)
+        #: The URL as logs show it: a password in it masked, as ``config show`` does.
+        self.shown_url = mask_str(self.url)
         self.emit = emit
         self.name = name
         self.topics = list(topics)
@@ -114,12 +128,27 @@ class ZeekWebSocketClient:
         await ws.send(orjson.dumps(self.topics).decode())
         ack = loads(await asyncio.wait_for(ws.recv(), 10))
         if not isinstance(ack, dict) or ack.get("type") != "ack":
-            raise TransportError(f"{self.url}: expected an ack, got {str(ack)[:120]}")
+            raise TransportError(f"{self.shown_url}: expected an ack, got {str(ack)[:120]}")
         return ack
 
     def run(self) -> None:
         """Connect, serve, reconnect until :meth:`stop` (blocks; runs its own event loop)."""
+        ctx = self.ssl_context
+        if self.url.startswith("wss://") and ctx is not None and ctx.verify_mode == ssl.CERT_NONE:
+            log.warning(
+                "%s: the certificate of %s is not verified (insecure: true): anyone on the "
+                "path can read the flows and send forged ones; use ca_file instead",
+                self.name,
+                self.shown_url,
+            )
         asyncio.run(self._main())
+
+    def _masked(self, text: str) -> str:
+        """``text`` with the URL's password masked (exceptions may quote the URL)."""
+        if self.url == self.shown_url:
+            return text
+        secret = self.url.split("://", 1)[-1].split("@", 1)[0].partition(":")[2]
+        return text.replace(self.url, self.shown_url).replace(f":{secret}@", f":{MASK}@")
 
     async def _main(self) -> None:
         loop = self._loop = asyncio.get_running_loop()
@@ -147,7 +176,7 @@ class ZeekWebSocketClient:
                     self.peer = await self.handshake(ws)
                     self.counters.connects += 1
                     failures = 0
-                    log.info("connected to Zeek %s at %s", self.peer.get("version"), self.url)
+                    log.info("connected to Zeek %s at %s", self.peer.get("version"), self.shown_url)
                     self.ready.set()
                     sender = asyncio.create_task(self._sender(ws, wake))
                     try:
@@ -161,7 +190,12 @@ class ZeekWebSocketClient:
                     self.counters.disconnects += 1
                 failures += 1
                 delay = min(self.max_backoff, self.initial_backoff * 2 ** (failures - 1))
-                log.warning("Zeek WebSocket %s: %s; reconnecting in %.1fs", self.url, exc, delay)
+                log.warning(
+                    "Zeek WebSocket %s: %s; reconnecting in %.1fs",
+                    self.shown_url,
+                    self._masked(str(exc) or type(exc).__name__),
+                    delay,
+                )
                 await self._sleep(delay)
             finally:
                 self._ws = None
@@ -183,26 +217,36 @@ class ZeekWebSocketClient:
             frame = await self._recv(ws, 0.25)
             if frame is None:
                 continue
-            acc = FlowsAccumulator()
-            pending: list[Any] = []
-            drains: list[int] = []
-            self._take(frame, acc, pending, drains)
+            batch = _MicroBatch()
+            self._take(frame, batch)
             try:
-                while len(acc) < self.max_batch and not drains:
+                while len(batch.acc) < self.max_batch and not batch.drains:
                     frame = await self._recv(ws, self.batch_wait)
                     if frame is None:
                         break
-                    self._take(frame, acc, pending, drains)
+                    self._take(frame, batch)
             finally:  # a dropped connection must not lose what was already received
-                if pending:
-                    self._deliver(acc, pending)
-                for token in drains:
-                    self.drains.request(token)
+                self._finish(batch)
 
-    def _take(
-        self, frame: str | bytes, acc: FlowsAccumulator, pending: list[Any], drains: list[int]
-    ) -> None:
+    def take_frames(self, frames: Sequence[str | bytes]) -> None:
+        """Handle frames that arrived together as one micro-batch, as :meth:`run` does: every
+        good ``NetAnom::flows`` event is emitted, bad frames are logged and counted."""
+        batch = _MicroBatch()
+        try:
+            for frame in frames:
+                self._take(frame, batch)
+        finally:
+            self._finish(batch)
+
+    def _finish(self, batch: _MicroBatch) -> None:
+        if batch.pending:
+            self._deliver(batch.acc, batch.pending)
+        for token in batch.drains:
+            self.drains.request(token)
+
+    def _take(self, frame: str | bytes, batch: _MicroBatch) -> None:
         self.counters.messages += 1
+        acc, pending, drains = batch.acc, batch.pending, batch.drains
         columns = fast_flows_columns(frame)
         try:
             if columns is not None:
@@ -244,6 +288,8 @@ class ZeekWebSocketClient:
             if not good:
                 return
             batch = FlowBatch.concat(good)
+        if len(batch) == 0:  # only events with no flows
+            return
         self.counters.flows += len(batch)
         ack = self.drains.emitted()
         if not self.emit(batch, ack):

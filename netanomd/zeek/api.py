@@ -121,7 +121,7 @@ def major(version: str) -> str:
 
 def version_problem(theirs: object, event: str) -> str | None:
     """Why an event with contract version ``theirs`` is refused, or None when it is accepted."""
-    if not isinstance(theirs, str) or not theirs[:1].isdigit():
+    if not isinstance(theirs, str) or not major(theirs).isascii() or not major(theirs).isdigit():
         return (
             f"{event} carries no netanomd contract version (got {str(theirs)[:40]!r}): the Zeek "
             f"package predates contract {VERSION}; install the package from this netanomd release"

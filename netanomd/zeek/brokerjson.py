@@ -29,6 +29,7 @@ import pyarrow.compute as pc
 
 from netanomd.errors import InputError
 from netanomd.flow import FlowBatch
+from netanomd.sources import int_range, out_of_range
 from netanomd.zeek import api
 
 _TIMESPAN = re.compile(r"^(-?\d+)(ns|us|ms|s|min|h|d)$")
@@ -230,17 +231,16 @@ def _values(arg: Any, kind: str, where: str) -> list[Any]:
     try:
         kinds = {v["@data-type"] for v in items}
         values = [v["data"] for v in items]
-    except (TypeError, KeyError):
-        bad = next(
-            i
-            for i, v in enumerate(items)
-            if not isinstance(v, dict) or "@data-type" not in v or "data" not in v
-        )
-        raise DecodeError(f"{where}[{bad}]: not a Broker value") from None
-    if kinds and kinds != {kind}:
-        bad = next(i for i, v in enumerate(items) if v["@data-type"] != kind)
-        raise DecodeError(f"{where}[{bad}]: expected {kind}, got {items[bad]['@data-type']!r}")
-    return values
+    except (TypeError, KeyError):  # not all Broker values (or a tag that is not a string)
+        kinds = set()
+    if kinds == {kind} or not items:
+        return values
+    for i, v in enumerate(items):
+        if not isinstance(v, dict) or "@data-type" not in v or "data" not in v:
+            raise DecodeError(f"{where}[{i}]: not a Broker value")
+        if v["@data-type"] != kind:
+            raise DecodeError(f"{where}[{i}]: expected {kind}, got {v['@data-type']!r:.80}")
+    raise DecodeError(f"{where}: not a vector of {kind}")  # pragma: no cover - found above
 
 
 def _array(values: list[Any], typ: pa.DataType, where: str) -> pa.Array:
@@ -250,7 +250,23 @@ def _array(values: list[Any], typ: pa.DataType, where: str) -> pa.Array:
         raise DecodeError(f"{where}: {exc}") from None
 
 
+def _counts(values: list[Any], name: str, where: str) -> pa.Array:
+    """Counts as int64, each in the range of its flow column (:func:`int_range`)."""
+    lo, hi = int_range(name)
+    try:
+        arr = pa.array(values, pa.int64())
+        bad = out_of_range(name, arr)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+        ok = (isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi for v in values)
+        bad = [next((i for i, good in enumerate(ok) if not good), 0)]
+    if bad:
+        shown = f"{values[bad[0]]!r:.40}"
+        raise DecodeError(f"{where}[{bad[0]}]: {shown} is not a count from {lo} to {hi}")
+    return arr
+
+
 def _bad(where: str, what: str, arr: pa.Array, ok: pa.Array) -> DecodeError:
+    """The error naming the first element of ``arr`` that is not ``ok``."""
     i = pc.fill_null(ok, False).to_pylist().index(False)
     return DecodeError(f"{where}[{i}]: bad {what} {arr[i].as_py()!r}")
 
@@ -265,20 +281,24 @@ def _ports(arr: pa.Array, where: str) -> pa.Array:
     if not pc.all(two).as_py():
         raise _bad(where, "port", arr, two)
     number, proto = pc.list_element(parts, 0), pc.list_element(parts, 1)
+    # ASCII digits only: utf8_is_digit takes "٣", which the cast then refuses.
     ok = pc.and_(
-        pc.and_(pc.utf8_is_digit(number), pc.less_equal(pc.utf8_length(number), 5)),
-        pc.is_in(proto, value_set=_PROTOS),
+        pc.match_substring_regex(number, r"^[0-9]{1,5}$"), pc.is_in(proto, value_set=_PROTOS)
     )
     if not pc.all(ok).as_py():
         raise _bad(where, "port", arr, ok)
-    return number.cast(pa.int32())
+    ports = number.cast(pa.int32())
+    ok = pc.less_equal(ports, 65535)
+    if not pc.all(ok).as_py():
+        raise _bad(where, "port", arr, ok)
+    return ports
 
 
 def _timespans(arr: pa.Array, where: str) -> pa.Array:
     """Broker timespans (``"1500ms"``, ``"-3s"``) -> seconds."""
     number = pc.utf8_rtrim(arr, characters="abcdefghijklmnopqrstuvwxyz")
     unit = pc.index_in(pc.utf8_ltrim(arr, characters="-0123456789"), value_set=_SPAN_UNITS)
-    ok = pc.and_(pc.is_valid(unit), pc.utf8_is_digit(pc.utf8_ltrim(number, characters="-")))
+    ok = pc.and_(pc.is_valid(unit), pc.match_substring_regex(number, r"^-?[0-9]{1,18}$"))
     if not pc.all(ok).as_py():
         raise _bad(where, "timespan", arr, ok)
     try:
@@ -368,7 +388,7 @@ def fast_flows_columns(frame: str | bytes) -> list[list[Any]] | None:
     malformed frames), which then takes the general path with its precise error messages."""
     try:
         m = _FLOWS_DECODER.decode(frame)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):  # too deep for msgspec: the general path
         return None
     head, kind, event = m.data
     if (
@@ -420,11 +440,13 @@ class FlowsAccumulator:
         """Decode everything added into one FlowBatch (source ``zeek``)."""
         table: dict[str, pa.Array] = {}
         n = len(self)
+        if n == 0:  # events with empty vectors: nothing to check
+            return FlowBatch.empty()
         for name, kind in _COLUMNS:
             where = f"NetAnom::flows {name}"
             values = self.columns[name]
             if kind == "count":
-                table[name] = _array(values, pa.int64(), where)
+                table[name] = _counts(values, name, where)
                 continue
             if kind == "real":
                 table[name] = _array(values, pa.float64(), where)
@@ -432,7 +454,7 @@ class FlowsAccumulator:
             arr = _array(values, pa.string(), where)
             if kind == "address":
                 ok = pc.match_substring_regex(arr, _ADDRESS)
-                if n and not pc.all(ok).as_py():
+                if not pc.all(ok).as_py():
                     bad = ok.to_pylist().index(False)
                     raise DecodeError(f"{where}[{bad}]: bad address {values[bad]!r}")
                 table[name] = arr

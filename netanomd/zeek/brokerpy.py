@@ -25,6 +25,7 @@ from typing import Any
 import pyarrow as pa
 
 from netanomd.flow import FlowBatch
+from netanomd.sources import MAX_COUNT
 from netanomd.zeek import api
 from netanomd.zeek.brokerjson import DecodeError, VersionError
 
@@ -33,6 +34,8 @@ def _count(v: Any) -> int:
     value = getattr(v, "value", v)
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"not a count: {v!r}")
+    if value > MAX_COUNT:  # a count the features cannot hold exactly is corrupt
+        raise TypeError(f"count {value} is above {MAX_COUNT}")
     return value
 
 
