@@ -196,7 +196,7 @@ class HttpServer:
             for c in list(self._conns.values()):
                 c.writer.transport.abort()
 
-    def _make_room(self, writer: asyncio.StreamWriter) -> bool:
+    async def _make_room(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
         """Whether a new connection may stay: at the cap, the oldest one still sending its
         request is cut off for it; when none is, the new one is refused."""
         if len(self._conns) < self.limits.max_connections:
@@ -208,12 +208,16 @@ class HttpServer:
             self.count("evicted", "connection limit reached: cut off the oldest slow request")
             return True
         self.count("refused", f"{len(self._conns)} connections busy: refused a new one")
+        # Take what the client sent first (briefly): closing with unread data would reset the
+        # connection and the client could lose the answer.
+        with contextlib.suppress(TimeoutError, ConnectionError, ssl.SSLError):
+            await asyncio.wait_for(reader.read(MAX_HEAD), timeout=0.2)
         writer.write(_render(_error(503, "too many connections; retry later")))
         writer.transport.close()
         return False
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if not self._make_room(writer):
+        if not await self._make_room(reader, writer):
             return
         cid = next(self._ids)
         conn = self._conns[cid] = _Conn(time.monotonic(), writer)
