@@ -160,7 +160,9 @@ class Daemon:
             if not src.ready.is_set() and not t.is_alive():
                 exc = self.failures.get(src.name)
                 why = f"{type(exc).__name__}: {exc}" if exc is not None else "its thread ended"
-                raise StartupError(f"source {src.name} failed to start: {why}")
+                path = getattr(src, "path", None)
+                at = f" ({path})" if path is not None else ""
+                raise StartupError(f"source {src.name}{at} failed to start: {why}")
 
     def _spawn(self, name: str, target: Callable[[], None]) -> None:
         def run() -> None:
