@@ -250,13 +250,25 @@ def test_start_reload_and_stop_under_systemd(machine: Machine) -> None:
     assert m.show("ExecMainStatus") == "0" and m.show("Result") == "success"
 
 
-def test_source_that_cannot_open_fails_the_start_under_systemd(machine: Machine) -> None:
+@pytest.mark.parametrize(
+    ("directory", "cause"),
+    [
+        ("/run/no-such-dir", "FileNotFoundError"),
+        ("/run/suricata", "PermissionError"),  # exists, root's, not the service's to write
+    ],
+)
+def test_source_that_cannot_open_fails_the_start_under_systemd(
+    machine: Machine, directory: str, cause: str
+) -> None:
     m = machine
-    _configure(m, "/run/no-such-dir/eve.sock")
-    r = m.run("systemctl", "start", "netanomd", timeout=300)
-    assert r.returncode != 0
-    assert m.show("ActiveState") in ("failed", "activating", "inactive")
-    assert m.show("Result") == "exit-code" and m.show("ExecMainStatus") == "2"
-    assert "source suricata_socket[1] (/run/no-such-dir/eve.sock) failed to start" in m.journal()
-    m.run("systemctl", "stop", "netanomd")
+    if directory == "/run/suricata":
+        m.check("install", "-d", "-m", "0755", "-o", "root", "-g", "root", directory)
     m.run("systemctl", "reset-failed", "netanomd")
+    _configure(m, f"{directory}/eve.sock")
+    r = m.run("systemctl", "start", "netanomd", timeout=300)
+    assert r.returncode != 0  # never READY=1
+    assert m.show("Result") == "exit-code" and m.show("ExecMainStatus") == "2"
+    failed = f"source suricata_socket[1] ({directory}/eve.sock) failed to start: "
+    line = next(ln for ln in m.journal().splitlines()[::-1] if failed in ln)
+    assert cause in line, line
+    m.run("systemctl", "stop", "netanomd")

@@ -200,6 +200,7 @@ class Server:
         tls = None
         if settings.tls_cert and settings.tls_key:
             tls = tls_context(settings.tls_cert, settings.tls_key)
+        self.listen = settings.listen
         host, _, port = settings.listen.rpartition(":")
         limits = Limits(
             max_connections=settings.max_connections,
@@ -212,6 +213,12 @@ class Server:
 
     def start(self) -> None:
         self.http.start()
+        log.info(
+            "HTTP endpoint on %s://%s (%s)",
+            self.scheme,
+            self.listen,
+            "bearer token required" if self.token else "no token",
+        )
 
     def stop(self) -> None:
         self.http.stop()
