@@ -21,9 +21,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from netanomd.cli import main
-from netanomd.daemon.httpserver import HttpServer, Limits, Request, Response
+from netanomd.daemon.httpserver import (
+    BadRequest,
+    HttpServer,
+    Limits,
+    Request,
+    Response,
+    parse_head,
+)
 from netanomd.daemon.service import Daemon
 from netanomd.data import demo_model
 from netanomd.sdnotify import Notifier
@@ -390,3 +399,15 @@ def test_config_check_accepts_loopback_without_token(host: str) -> None:
     assert code == 0, err
     code, err = config_check(f"sinks.metrics.listen={host}:9750", "sinks.metrics.tls_key=/k.pem")
     assert code == 2 and "tls_key: given without tls_cert" in err
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.binary(max_size=300) | st.text(max_size=300).map(lambda t: t.encode("utf-8")))
+def test_any_request_head_parses_or_is_a_bad_request(head: bytes) -> None:
+    """Whatever a client sends as a head: parsed, or refused with a 4xx that says why."""
+    try:
+        method, path, headers = parse_head(head + b"\r\n\r\n")
+    except BadRequest as exc:
+        assert 400 <= exc.status < 500 and str(exc)
+    else:
+        assert " " not in method + path and all(k == k.lower() for k in headers)

@@ -267,24 +267,7 @@ class HttpServer:
             head = await reader.readuntil(b"\r\n\r\n")
         except asyncio.LimitOverrunError:
             raise BadRequest(431, "bad_request", f"request head over {MAX_HEAD} bytes") from None
-        lines = head.decode("latin-1").split("\r\n")
-        parts = lines[0].split(" ")
-        if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
-            raise BadRequest(400, "bad_request", f"malformed request line {lines[0][:80]!r}")
-        method, path, _ = parts
-        headers: dict[str, str] = {}
-        for line in lines[1:]:
-            if not line:
-                continue
-            name, sep, value = line.partition(":")
-            if not sep or not name or name != name.strip():
-                raise BadRequest(400, "bad_request", f"malformed header line {line[:80]!r}")
-            key = name.lower()
-            if key in headers and headers[key] != value.strip():
-                raise BadRequest(400, "bad_request", f"header {name} given twice")
-            headers[key] = value.strip()
-            if len(headers) > MAX_HEADERS:
-                raise BadRequest(431, "bad_request", f"over {MAX_HEADERS} headers")
+        method, path, headers = parse_head(head)
         body = b""
         if method not in ("GET", "HEAD"):
             if "transfer-encoding" in headers:
@@ -294,6 +277,30 @@ class HttpServer:
             length = _content_length(headers.get("content-length"), self.limits.max_body)
             body = await reader.readexactly(length)
         return Request(method, path, headers, body)
+
+
+def parse_head(head: bytes) -> tuple[str, str, dict[str, str]]:
+    """(method, path, headers by lower-case name) of a request head (request line and header
+    lines, each ending in CRLF); :class:`BadRequest` names what is malformed."""
+    lines = head.decode("latin-1").split("\r\n")
+    parts = lines[0].split(" ")
+    if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
+        raise BadRequest(400, "bad_request", f"malformed request line {lines[0][:80]!r}")
+    method, path, _ = parts
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
+        if not line:
+            continue
+        name, sep, value = line.partition(":")
+        if not sep or not name or name != name.strip():
+            raise BadRequest(400, "bad_request", f"malformed header line {line[:80]!r}")
+        key = name.lower()
+        if key in headers and headers[key] != value.strip():
+            raise BadRequest(400, "bad_request", f"header {name} given twice")
+        headers[key] = value.strip()
+        if len(headers) > MAX_HEADERS:
+            raise BadRequest(431, "bad_request", f"over {MAX_HEADERS} headers")
+    return method, path, headers
 
 
 def _content_length(value: str | None, cap: int) -> int:
