@@ -143,13 +143,8 @@ def test_unit_verify_reports_only_the_missing_binary() -> None:
     result = _run(_tool("systemd-analyze"), "verify", str(UNIT))
     assert result.returncode != 0
     lines = [ln for ln in (result.stdout + result.stderr).splitlines() if ln.strip()]
-    assert (
-        lines
-        == [
-            "netanomd.service: Command /usr/bin/netanomd is not executable: No such file or directory"
-        ]
-        * 2
-    )
+    missing = "netanomd.service: Command /usr/bin/netanomd is not executable: No such file or directory"
+    assert lines == [missing, missing]
 
 
 def test_unit_verify_catches_mistakes(tmp_path: Path) -> None:
