@@ -143,7 +143,9 @@ def test_unit_verify_reports_only_the_missing_binary() -> None:
     result = _run(_tool("systemd-analyze"), "verify", str(UNIT))
     assert result.returncode != 0
     lines = [ln for ln in (result.stdout + result.stderr).splitlines() if ln.strip()]
-    missing = "netanomd.service: Command /usr/bin/netanomd is not executable: No such file or directory"
+    missing = (
+        "netanomd.service: Command /usr/bin/netanomd is not executable: No such file or directory"
+    )
     assert lines == [missing, missing]
 
 
