@@ -169,6 +169,9 @@ def test_body_and_row_caps(daemon: Daemon) -> None:
     port = daemon.server.port
     status, body = raw(port, post(port, b"", "300001"))
     assert status == 413 and "over the limit of 300000" in body["error"]
+    big = json.dumps([FLOW] * 2000).encode()  # sent whole: the answer still arrives
+    status, body = raw(port, post(port, big, str(len(big))))
+    assert status == 413 and f"body of {len(big)} bytes" in body["error"]
     rows = json.dumps([FLOW] * 101).encode()
     status, body = raw(port, post(port, rows, str(len(rows))))
     assert (status, body["error"]) == (400, "101 flows in one request; at most 100")

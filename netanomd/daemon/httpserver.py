@@ -229,6 +229,7 @@ class HttpServer:
             except BadRequest as exc:
                 self.count(exc.kind, str(exc))
                 await self._write(writer, _error(exc.status, str(exc)))
+                await self._linger(reader, writer)
                 return
             except TimeoutError:
                 self.count("timeout", f"request not complete in {self.limits.request_timeout}s")
@@ -256,6 +257,21 @@ class HttpServer:
         except Exception as exc:  # an endpoint bug must answer 500, not kill the connection
             self.count("internal_error", f"{request.method} {request.path}: {exc!r}", exc)
             return _error(500, "internal error (logged)")
+
+    async def _linger(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """After refusing a request early (a body over the limit, say), read and drop what
+        the client is still sending, for a second at most: closing with unread data would
+        reset the connection, and the client could lose the answer."""
+        with contextlib.suppress(Exception):
+            if writer.can_write_eof():
+                writer.write_eof()
+            deadline = time.monotonic() + 1.0
+            budget = 8 * self.limits.max_body
+            while budget > 0 and (left := deadline - time.monotonic()) > 0:
+                chunk = await asyncio.wait_for(reader.read(65536), timeout=left)
+                if not chunk:
+                    break
+                budget -= len(chunk)
 
     async def _write(self, writer: asyncio.StreamWriter, response: Response) -> None:
         writer.write(_render(response))
