@@ -12,6 +12,7 @@ import logging
 import socket
 import ssl
 import subprocess
+import sys
 import threading
 import time
 import urllib.error
@@ -414,3 +415,36 @@ def test_any_request_head_parses_or_is_a_bad_request(head: bytes) -> None:
         assert 400 <= exc.status < 500 and str(exc)
     else:
         assert " " not in method + path and all(k == k.lower() for k in headers)
+
+
+def test_out_of_file_descriptors_is_counted_not_printed(tmp_path: Path) -> None:
+    """accept() failing with EMFILE (asyncio's own error) goes to the package log, counted
+    and rate-limited, and the server answers again once descriptors are free."""
+    script = tmp_path / "emfile.py"
+    script.write_text(
+        "import logging, resource, socket, sys, time\n"
+        "from netanomd.daemon.httpserver import HttpServer, Response\n"
+        "logging.basicConfig(level=logging.WARNING, format='%(name)s: %(message)s')\n"
+        "server = HttpServer('127.0.0.1', 0, lambda r: Response(200, b'{}'))\n"
+        "server.start()\n"
+        "resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))\n"
+        "held = []\n"
+        "try:\n"
+        "    while True:\n"
+        "        held.append(socket.create_connection(('127.0.0.1', server.port)))\n"
+        "except OSError:\n"
+        "    pass\n"
+        "time.sleep(1.5)\n"
+        "for s in held:\n"
+        "    s.close()\n"
+        "time.sleep(1.5)\n"
+        "with socket.create_connection(('127.0.0.1', server.port), timeout=5) as s:\n"
+        "    s.sendall(b'GET / HTTP/1.1\\r\\n\\r\\n')\n"
+        "    print(s.recv(100).split(b'\\r\\n')[0].decode())\n"
+        "print(server.rejected.get('loop_error', 0) > 0)\n"
+    )
+    r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+    assert r.stdout.splitlines() == ["HTTP/1.1 200 OK", "True"], r.stderr
+    assert "Traceback" not in r.stderr
+    lines = [ln for ln in r.stderr.splitlines() if "loop_error" in ln]
+    assert len(lines) == 1 and lines[0].startswith("netanomd.daemon.httpserver: http loop_error")

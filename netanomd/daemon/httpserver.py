@@ -11,8 +11,10 @@ Bounds (:class:`Limits`): the whole request (TLS handshake included) must arrive
 ``Content-Length`` of at most ``max_body`` bytes (no chunked bodies); at most
 ``max_connections`` connections are open at once — a new one evicts the oldest connection still
 sending its request, and is refused at once with 503 when every slot is busy with a request
-being answered. Faults answer 4xx/5xx without a traceback and are counted per kind
-(:attr:`HttpServer.rejected`); each kind is logged at most once a minute (:class:`RateLimitedLog`).
+being answered. Faults answer 4xx/5xx without a traceback (after an early refusal, what the
+client still sends is read and dropped for up to a second, so it gets the answer rather than a
+reset) and are counted per kind (:attr:`HttpServer.rejected`); each kind is logged at most once
+a minute (:class:`RateLimitedLog`), the event loop's own errors included.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from http import HTTPStatus
+from typing import Any
 
 from netanomd.errors import ConfigError
 
@@ -175,10 +178,21 @@ class HttpServer:
     # -- the loop ----------------------------------------------------------------------------
     def _run(self) -> None:
         asyncio.set_event_loop(self._loop)
+        self._loop.set_exception_handler(self._loop_error)
         try:
             self._loop.run_until_complete(self._serve())
         finally:
             self._loop.close()
+
+    def _loop_error(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        """What asyncio would print to stderr (accept() out of file descriptors, a failed
+        callback) goes to the package log, counted and rate-limited like the rest."""
+        exc = context.get("exception")
+        message = str(context.get("message", ""))
+        if isinstance(exc, OSError):  # the system's refusal: its message says it all
+            self.count("loop_error", f"{message}: {exc}")
+        else:
+            self.count("loop_error", message or repr(exc), exc)
 
     async def _serve(self) -> None:
         self._stopped = asyncio.Event()
