@@ -201,9 +201,12 @@ def test_token_guards_everything_but_readiness(daemon: Daemon) -> None:
     assert status == 200 and json.loads(body)["model"] == daemon.pipeline.model.model_id
     for token in (None, "wrong", TOKEN + "x", TOKEN[:-1]):
         assert get(port, "/metrics", token)[0] == 401
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics?name[]=x", timeout=10)
+        assert err.value.headers["WWW-Authenticate"] == 'Bearer realm="netanomd"'
         status, _ = raw(port, post(port, b"[]", "2").replace(TOKEN.encode(), b"nope"))
         assert status == 401
-    status, body = get(port, "/metrics", TOKEN)
+    status, body = get(port, "/metrics?name[]=netanomd_flows_scored_total", TOKEN)
     assert status == 200 and b"netanomd_flows_scored_total" in body
     assert b'netanomd_http_rejected_total{reason="unauthorized"}' in body
     assert TOKEN.encode() not in body

@@ -232,21 +232,27 @@ class Server:
         )
 
     def handle(self, request: Request) -> Response:
-        route = ROUTES.get(request.path)
+        path = request.path.partition("?")[0]
+        route = ROUTES.get(path)
         if route is None:
             return Response(404, b'{"error": "not found"}')
         if request.method != route:
             return Response(405, b'{"error": "method not allowed"}', headers={"Allow": route})
         authorized = self._authorized(request)
-        if request.path == "/healthz":
+        if path == "/healthz":
             h = self.daemon.health()
             # Unauthenticated (a container's health check): readiness only, nothing about
             # the sources, sinks or model.
             body = h if authorized else {"ready": h["ready"]}
             return Response(200 if h["ready"] else 503, json.dumps(body).encode())
         if not authorized:
-            raise BadRequest(401, "unauthorized", f"{request.path}: missing or wrong bearer token")
-        if request.path == "/metrics":
+            self.http.count("unauthorized", f"{path}: missing or wrong bearer token")
+            return Response(
+                401,
+                b'{"error": "missing or wrong bearer token"}',
+                headers={"WWW-Authenticate": 'Bearer realm="netanomd"'},
+            )
+        if path == "/metrics":
             return Response(200, generate_latest(self.registry), "text/plain; version=0.0.4")
         return self._score(request.body)
 
