@@ -423,11 +423,20 @@ def test_systemd_lifecycle_reload_and_sigterm_with_flows_in_flight(
         first = model_id()
 
         def reload() -> subprocess.CompletedProcess[str]:
-            """What systemctl reload runs (ExecReload): returns once the daemon has acted."""
+            """What systemctl reload runs (ExecReload): returns once the daemon has acted.
+            The notifications are read meanwhile, as systemd would (the daemon's sends block
+            once the listener's queue of 10 datagrams is full)."""
             args = ["reload", "-c", str(cfg), "--pid", str(proc.pid), "--timeout", "30"]
-            return subprocess.run(
-                [sys.executable, "-m", "netanomd", *args], capture_output=True, text=True
+            cmd = subprocess.Popen(
+                [sys.executable, "-m", "netanomd", *args],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
             )
+            while cmd.poll() is None:
+                listener.pump()
+            out, err = cmd.communicate()
+            return subprocess.CompletedProcess(cmd.args, cmd.returncode, out, err)
 
         live.write_bytes(b"PK\x03\x04 not a model")  # corrupt
         n = len(listener.messages)

@@ -213,10 +213,12 @@ class Server:
 
     def start(self) -> None:
         self.http.start()
+        host = self.listen.rpartition(":")[0]
         log.info(
-            "HTTP endpoint on %s://%s (%s)",
+            "HTTP endpoint on %s://%s:%d (%s)",
             self.scheme,
-            self.listen,
+            host,
+            self.port,
             "bearer token required" if self.token else "no token",
         )
 
