@@ -31,6 +31,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "netanomd.commands.zeek",
     "netanomd.commands.evaluate",
     "netanomd.commands.run",
+    "netanomd.commands.reload",
     "netanomd.commands.config",
 )
 

@@ -382,8 +382,9 @@ class NotifyListener:
 def test_systemd_lifecycle_reload_and_sigterm_with_flows_in_flight(
     tmp_path: Path, model_path: Path
 ) -> None:
-    """A real `netanomd run` process: READY, WATCHDOG, STATUS; SIGHUP with a corrupt model
-    keeps the old one, with a good one swaps; SIGTERM with 10,000 flows queued delivers them
+    """A real `netanomd run` process: READY, WATCHDOG, STATUS; `netanomd reload` (ExecReload)
+    with a corrupt model fails and the old one keeps running, with a good one it returns 0
+    once the new model is in use; SIGTERM with 10,000 flows queued delivers them
     all and exits 0 with STOPPING."""
     live = tmp_path / "live.npz"
     shutil.copy(model_path, live)
@@ -420,18 +421,38 @@ def test_systemd_lifecycle_reload_and_sigterm_with_flows_in_flight(
             return str(h["model"])
 
         first = model_id()
+
+        def reload() -> subprocess.CompletedProcess[str]:
+            """What systemctl reload runs (ExecReload): returns once the daemon has acted.
+            The notifications are read meanwhile, as systemd would (the daemon's sends block
+            once the listener's queue of 10 datagrams is full)."""
+            args = ["reload", "-c", str(cfg), "--pid", str(proc.pid), "--timeout", "30"]
+            cmd = subprocess.Popen(
+                [sys.executable, "-m", "netanomd", *args],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            while cmd.poll() is None:
+                listener.pump()
+            out, err = cmd.communicate()
+            return subprocess.CompletedProcess(cmd.args, cmd.returncode, out, err)
+
         live.write_bytes(b"PK\x03\x04 not a model")  # corrupt
         n = len(listener.messages)
-        proc.send_signal(signal.SIGHUP)
+        r = reload()
+        assert r.returncode == 1, r.stderr
+        assert f"reload refused, still running {first}: model {live} rejected" in r.stderr
         i = listener.wait_for("RELOADING=1", after=n)
         assert "MONOTONIC_USEC=" in listener.messages[i]
         listener.wait_for("READY=1", after=i)
         assert model_id() == first and proc.poll() is None
         demo_model(seed=7).save(live)
         n = len(listener.messages)
-        proc.send_signal(signal.SIGHUP)
+        r = reload()
+        assert r.returncode == 0, r.stderr
+        assert model_id() != first and r.stdout == f"reloaded: model {model_id()}\n"
         listener.wait_for("READY=1", after=listener.wait_for("RELOADING=1", after=n))
-        wait(lambda: model_id() != first, 10, "new model")
         rows = tsv_rows()
         many = (rows * 14)[:10_000]
         many = [r.replace(r.split(b"\t")[1], f"Cflight{i}".encode(), 1) for i, r in enumerate(many)]
@@ -528,3 +549,55 @@ def test_grafana_dashboard_uses_only_exported_metrics(tmp_path: Path, model_path
         f"{m}_{s}" for m in exported for s in ("bucket", "count", "sum", "info")
     }
     assert wanted and wanted <= exported, wanted - exported
+
+
+def test_reload_without_a_daemon_answering_fails(tmp_path: Path, model_path: Path) -> None:
+    """`netanomd reload` fails (exit 2, saying why) when the pid is not the daemon of this
+    state_dir or exits; it never reports success it did not get."""
+    cfg = write_config(tmp_path, model_path, [{"type": "zeek_log", "path": str(tmp_path / "x")}])
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        r = subprocess.run(
+            [sys.executable, "-m", "netanomd", "reload", "-c", str(cfg), "--pid", str(sleeper.pid)],
+            capture_output=True,
+            text=True,
+        )
+    finally:
+        sleeper.kill()
+    assert r.returncode == 2
+    assert f"no reload answer from pid {sleeper.pid} (no such file)" in r.stderr
+
+
+def test_source_that_cannot_open_fails_the_start(tmp_path: Path, model_path: Path) -> None:
+    """A Suricata socket in a directory that does not exist: `netanomd run` exits non-zero
+    naming the source and the cause, and never tells systemd READY=1."""
+    sock = tmp_path / "missing-dir" / "eve.sock"
+    cfg = write_config(
+        tmp_path, model_path, [{"type": "suricata_socket", "path": str(sock), "kind": "dgram"}]
+    )
+    listener = NotifyListener(tmp_path / "notify.sock")
+    env = {**os.environ, "NOTIFY_SOCKET": str(tmp_path / "notify.sock")}
+    r = subprocess.run(
+        [sys.executable, "-m", "netanomd", "run", "-c", str(cfg)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    listener.pump()
+    assert r.returncode == 2
+    assert "error: source suricata_socket[0]" in r.stderr and "failed to start" in r.stderr
+    assert "No such file or directory" in r.stderr
+    assert not any(m.startswith("READY=1") for m in listener.messages), listener.messages
+
+
+def test_daemon_starts_without_matplotlib() -> None:
+    """`netanomd run` loads every command's parser and the daemon: none may import
+    matplotlib (it writes font caches into the state directory on start)."""
+    code = (
+        "import sys; from netanomd import cli; cli.build_parser();"
+        "import netanomd.daemon.service;"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'matplotlib'))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout == "[]\n"

@@ -25,6 +25,7 @@ UNIT = SYSTEMD_DIR / "netanomd.service"
 SYSUSERS = SYSTEMD_DIR / "netanomd.sysusers"
 TMPFILES = SYSTEMD_DIR / "netanomd.tmpfiles"
 EXEC_START = "/usr/bin/netanomd run --config /etc/netanomd/netanomd.yaml"
+EXEC_RELOAD = "/usr/bin/netanomd reload --config /etc/netanomd/netanomd.yaml --pid $MAINPID"
 MAX_EXPOSURE = 1.5
 
 
@@ -58,11 +59,12 @@ def _unit_settings(text: str) -> dict[tuple[str, str], list[str]]:
 
 
 def _verifiable_copy(tmp_path: Path, text: str | None = None) -> Path:
-    """The unit with ExecStart pointed at /bin/true (/usr/bin/netanomd is not installed here)."""
+    """The unit with ExecStart and ExecReload pointed at /bin/true (/usr/bin/netanomd is not
+    installed here)."""
     text = UNIT.read_text() if text is None else text
-    assert f"ExecStart={EXEC_START}\n" in text
+    assert f"ExecStart={EXEC_START}\n" in text and f"ExecReload={EXEC_RELOAD}\n" in text
     copy = tmp_path / UNIT.name
-    copy.write_text(text.replace(f"ExecStart={EXEC_START}", "ExecStart=/bin/true run"))
+    copy.write_text(text.replace("=/usr/bin/netanomd ", "=/bin/true "))
     return copy
 
 
@@ -76,7 +78,7 @@ def test_unit_settings() -> None:
     assert single["Type"] == "notify"
     assert single["NotifyAccess"] == "main"
     assert single["ExecStart"] == EXEC_START
-    assert single["ExecReload"] == "/bin/kill -HUP $MAINPID"
+    assert single["ExecReload"] == EXEC_RELOAD
     assert single["User"] == single["Group"] == "netanomd"
     assert "DynamicUser" not in svc
     for key in ("StateDirectory", "ConfigurationDirectory", "RuntimeDirectory", "CacheDirectory"):
@@ -136,13 +138,15 @@ def test_unit_verifies_clean(tmp_path: Path) -> None:
 
 
 def test_unit_verify_reports_only_the_missing_binary() -> None:
-    # The unmodified unit fails verify only because /usr/bin/netanomd is not installed here.
+    # The unmodified unit fails verify only because /usr/bin/netanomd is not installed here
+    # (once for ExecStart, once for ExecReload).
     result = _run(_tool("systemd-analyze"), "verify", str(UNIT))
     assert result.returncode != 0
     lines = [ln for ln in (result.stdout + result.stderr).splitlines() if ln.strip()]
-    assert lines == [
+    missing = (
         "netanomd.service: Command /usr/bin/netanomd is not executable: No such file or directory"
-    ]
+    )
+    assert lines == [missing, missing]
 
 
 def test_unit_verify_catches_mistakes(tmp_path: Path) -> None:

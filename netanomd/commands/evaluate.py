@@ -11,7 +11,6 @@ from typing import Any
 
 from netanomd.detectors.registry import UNSUPERVISED, make
 from netanomd.errors import InputError
-from netanomd.evaluation import report
 from netanomd.evaluation.data import (
     LabeledData,
     load_cicflowmeter,
@@ -77,6 +76,9 @@ def _named(spec: str, what: str) -> tuple[str, list[str]]:
 
 
 def run(args: argparse.Namespace) -> int:
+    # matplotlib only here: every other command (the daemon above all) starts without it.
+    from netanomd.evaluation import report
+
     jobs: list[tuple[str, Any]] = []
     if args.suite:
         for name, paths, loader in suite(Path(args.suite)):

@@ -141,11 +141,34 @@ class ZeekNoticeSinkConfig:
 
 @dataclass(frozen=True)
 class MetricsSinkConfig:
-    """Prometheus metrics endpoint."""
+    """HTTP endpoint: Prometheus metrics, health and the scoring API.
 
-    enabled: bool = setting(True, "serve Prometheus metrics")
+    Off loopback it needs ``token_file`` and ``tls_cert``/``tls_key``
+    (:mod:`netanomd.config.validation` refuses it otherwise).
+    """
+
+    enabled: bool = setting(True, "serve /metrics, /healthz and POST /v1/score")
     listen: str = setting(
-        "127.0.0.1:9750", "host:port of the /metrics endpoint", pattern=HOSTPORT, error=HOSTPORT_ERR
+        "127.0.0.1:9750", "host:port of the HTTP endpoint", pattern=HOSTPORT, error=HOSTPORT_ERR
+    )
+    token_file: str | None = setting(
+        None,
+        "file holding the bearer token every request must carry (Authorization: Bearer); "
+        "/healthz without it says only whether the daemon is ready",
+    )
+    tls_cert: str | None = setting(None, "PEM certificate (chain) to serve HTTPS with")
+    tls_key: str | None = setting(None, "PEM private key of tls_cert")
+    max_connections: int = setting(
+        64, "connections open at once (none costs a thread)", minimum=1, maximum=4096
+    )
+    request_timeout: float = setting(
+        5.0, "seconds a client has to send its whole request", exclusive_minimum=0, maximum=300
+    )
+    max_body_bytes: int = setting(
+        1 << 20, "largest POST /v1/score body", minimum=1, maximum=64 << 20
+    )
+    max_rows: int = setting(
+        10_000, "most flows in one POST /v1/score request", minimum=1, maximum=1_000_000
     )
 
 

@@ -2,12 +2,14 @@
 
 Owns the wording of every problem: unknown keys with the closest known key as a suggestion,
 removed keys with what to do instead, choices with a did-you-mean, the schema's ``x-error``
-messages; secrets are masked wherever a value is shown.
+messages; secrets are masked wherever a value is shown. Cross-checks: Elasticsearch credentials
+in pairs, and the HTTP endpoint off loopback only with a token and TLS.
 """
 
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import math
 import os
 from collections.abc import Iterator, Mapping, Sequence
@@ -20,7 +22,7 @@ from netanomd.config.problems import KeyPath, Origins, Problem
 from netanomd.config.schema import SECRET_KEYS, VALIDATOR
 from netanomd.config.sections import ES_PASSWORD_ENV
 
-__all__ = ["show", "validate"]
+__all__ = ["is_loopback", "show", "validate"]
 
 
 def _suggest(word: str, choices: Sequence[Any]) -> str | None:
@@ -136,6 +138,46 @@ def _semantic_checks(data: dict[str, Any], env: Mapping[str, str]) -> Iterator[t
             )
         if isinstance(password, str) and username is None:
             yield (*where, "password"), "given without a username"
+    sinks = data.get("sinks")
+    metrics = sinks.get("metrics") if isinstance(sinks, dict) else None
+    if isinstance(metrics, dict):
+        yield from _endpoint_checks(metrics)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether a listen host (``127.0.0.1``, ``[::1]``, ``localhost``...) is reachable from
+    this machine only; a name other than ``localhost`` counts as reachable from outside."""
+    host = host.strip("[]")
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _endpoint_checks(metrics: dict[str, Any]) -> Iterator[tuple[KeyPath, str]]:
+    """The HTTP endpoint: TLS files come in pairs; off loopback, a token and TLS."""
+    where: KeyPath = ("sinks", "metrics")
+    cert, key = metrics.get("tls_cert"), metrics.get("tls_key")
+    if isinstance(cert, str) != isinstance(key, str):
+        given, other = ("tls_cert", "tls_key") if isinstance(cert, str) else ("tls_key", "tls_cert")
+        yield (*where, given), f"given without {other} (both are needed for HTTPS)"
+    listen = metrics.get("listen")
+    if metrics.get("enabled") is False or not isinstance(listen, str) or ":" not in listen:
+        return
+    host = listen.rpartition(":")[0]
+    if is_loopback(host):
+        return
+    keys = ("token_file", "tls_cert", "tls_key")
+    absent = [k for k in keys if not isinstance(metrics.get(k), str)]
+    if absent:
+        yield (
+            (*where, "listen"),
+            f"{listen} is reachable from other hosts, so it needs {', '.join(absent)}: "
+            "without a token anyone who can connect reads the metrics and posts flows, and "
+            "without TLS the token crosses the network in clear (or listen on 127.0.0.1)",
+        )
 
 
 def validate(data: dict[str, Any], env: Mapping[str, str], origins: Origins) -> list[Problem]:

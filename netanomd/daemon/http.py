@@ -1,22 +1,30 @@
-"""The daemon's HTTP endpoint on a localhost port: Prometheus metrics, health, and a scoring API.
+"""The daemon's HTTP endpoint: Prometheus metrics, health, and a scoring API.
 
 * ``GET /metrics``: Prometheus text format (``prometheus_client``): flows received per source,
   scored, alerts per sink, drops by reason, duplicates, queue depth, batch latency and score
-  histograms, Elasticsearch spool size, model id and age, Zeek transport counters.
+  histograms, Elasticsearch spool size, model id and age, Zeek transport counters, HTTP
+  requests refused by reason.
 * ``GET /healthz``: 200 with ``{"ready": true, ...}`` once the model is loaded and the sources
-  are open, else 503.
-* ``POST /v1/score``: one flow (JSON object) or many (JSON array), answered by
-  :func:`netanomd.daemon.score_api.score_json` (score, threshold, verdict and explanation
-  per flow).
+  are open, else 503. Without the token (when one is set) it says only ``{"ready": ...}``, so a
+  container health check needs no secret.
+* ``POST /v1/score``: one flow (JSON object) or many (JSON array, at most ``max_rows``),
+  answered by :func:`netanomd.daemon.score_api.score_json` (score, threshold, verdict and
+  explanation per flow).
+
+With ``sinks.metrics.token_file`` every request but ``/healthz`` needs
+``Authorization: Bearer <token>`` (else 401); with ``tls_cert``/``tls_key`` it is served over
+TLS. Off loopback the configuration requires both (:mod:`netanomd.config.validation`). The
+transport and its bounds are :mod:`netanomd.daemon.httpserver`'s.
 """
 
 from __future__ import annotations
 
+import hmac
 import json
 import logging
 import threading
-from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -28,15 +36,24 @@ from prometheus_client.core import (
     InfoMetricFamily,
 )
 
+from netanomd.config import MetricsSinkConfig
+from netanomd.daemon.httpserver import (
+    BadRequest,
+    HttpServer,
+    Limits,
+    Request,
+    Response,
+    tls_context,
+)
 from netanomd.daemon.pipeline import Pipeline
 from netanomd.daemon.score_api import score_json
+from netanomd.errors import ConfigError
 from netanomd.model import Model
 
 log = logging.getLogger(__name__)
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 SCORE_BUCKETS = tuple(round(x, 2) for x in np.arange(0.3, 1.0001, 0.05))
-MAX_BODY = 4 << 20
 
 
 class Histogram:
@@ -135,6 +152,17 @@ class DaemonCollector:
             yield CounterMetricFamily(
                 "netanomd_es_dead_lettered", "Alerts Elasticsearch refused", value=es.dead_lettered
             )
+        server = d.server
+        if server is not None:
+            c = CounterMetricFamily(
+                "netanomd_http_rejected", "HTTP requests refused, by reason", labels=["reason"]
+            )
+            for reason, n in sorted(server.http.rejected.items()):
+                c.add_metric([reason], n)
+            yield c
+            yield GaugeMetricFamily(
+                "netanomd_http_connections", "Open HTTP connections", value=server.http.connections
+            )
         c = CounterMetricFamily(
             "netanomd_zeek_messages", "Zeek transport counters", labels=["transport", "counter"]
         )
@@ -145,61 +173,102 @@ class DaemonCollector:
         yield c
 
 
+def read_token(path: str) -> str:
+    """The bearer token in ``path`` (surrounding whitespace dropped); never logged."""
+    try:
+        token = Path(path).read_text().strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"sinks.metrics.token_file: cannot read {path}: {exc}") from None
+    if not token or any(c.isspace() for c in token):
+        raise ConfigError(
+            f"sinks.metrics.token_file: {path} must hold one token (no spaces), not "
+            + ("nothing" if not token else "several words")
+        )
+    return token
+
+
 class Server:
-    def __init__(self, daemon: Any, host: str, port: int) -> None:
+    """The endpoint: routes, authentication and the scoring API's size limits, served by a
+    bounded :class:`~netanomd.daemon.httpserver.HttpServer`."""
+
+    def __init__(self, daemon: Any, settings: MetricsSinkConfig) -> None:
         self.daemon = daemon
+        self.max_rows = settings.max_rows
         self.registry = CollectorRegistry()
         self.registry.register(DaemonCollector(daemon))
-        handler = _handler(self)
-        self.httpd = ThreadingHTTPServer((host, port), handler)
-        self.httpd.daemon_threads = True
-        self.port = int(self.httpd.server_address[1])
-        self._thread = threading.Thread(target=self.httpd.serve_forever, name="http", daemon=True)
+        self.token = read_token(settings.token_file) if settings.token_file else None
+        tls = None
+        if settings.tls_cert and settings.tls_key:
+            tls = tls_context(settings.tls_cert, settings.tls_key)
+        self.listen = settings.listen
+        host, _, port = settings.listen.rpartition(":")
+        limits = Limits(
+            max_connections=settings.max_connections,
+            request_timeout=settings.request_timeout,
+            max_body=settings.max_body_bytes,
+        )
+        self.http = HttpServer(host.strip("[]") or "127.0.0.1", int(port), self.handle, limits, tls)
+        self.port = self.http.port
+        self.scheme = "https" if tls else "http"
 
     def start(self) -> None:
-        self._thread.start()
+        self.http.start()
+        host = self.listen.rpartition(":")[0]
+        log.info(
+            "HTTP endpoint on %s://%s:%d (%s)",
+            self.scheme,
+            host,
+            self.port,
+            "bearer token required" if self.token else "no token",
+        )
 
     def stop(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        self.http.stop()
+
+    def _authorized(self, request: Request) -> bool:
+        if self.token is None:
+            return True
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        return scheme.lower() == "bearer" and hmac.compare_digest(
+            given.strip().encode(), self.token.encode()
+        )
+
+    def handle(self, request: Request) -> Response:
+        path = request.path.partition("?")[0]
+        route = ROUTES.get(path)
+        if route is None:
+            return Response(404, b'{"error": "not found"}')
+        if request.method != route:
+            return Response(405, b'{"error": "method not allowed"}', headers={"Allow": route})
+        authorized = self._authorized(request)
+        if path == "/healthz":
+            h = self.daemon.health()
+            # Unauthenticated (a container's health check): readiness only, nothing about
+            # the sources, sinks or model.
+            body = h if authorized else {"ready": h["ready"]}
+            return Response(200 if h["ready"] else 503, json.dumps(body).encode())
+        if not authorized:
+            self.http.count("unauthorized", f"{path}: missing or wrong bearer token")
+            return Response(
+                401,
+                b'{"error": "missing or wrong bearer token"}',
+                headers={"WWW-Authenticate": 'Bearer realm="netanomd"'},
+            )
+        if path == "/metrics":
+            return Response(200, generate_latest(self.registry), "text/plain; version=0.0.4")
+        return self._score(request.body)
+
+    def _score(self, body: bytes) -> Response:
+        try:
+            payload = json.loads(body)
+            p = self.daemon.pipeline
+            result = score_json(p.model, p.threshold, payload, max_rows=self.max_rows)
+        except RecursionError:
+            raise BadRequest(400, "bad_request", "JSON nested too deeply") from None
+        except (ValueError, TypeError) as exc:  # JSONDecodeError, UnicodeDecodeError included
+            raise BadRequest(400, "bad_request", str(exc)) from None
+        return Response(200, json.dumps(result).encode())
 
 
-def _handler(server: Server) -> Callable[..., BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, fmt: str, *args: Any) -> None:
-            log.debug("http: " + fmt, *args)
-
-        def _send(self, code: int, body: bytes, ctype: str = "application/json") -> None:
-            self.send_response(code)
-            self.send_header("Content-Type", ctype)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def do_GET(self) -> None:
-            if self.path == "/metrics":
-                self._send(200, generate_latest(server.registry), "text/plain; version=0.0.4")
-            elif self.path == "/healthz":
-                h = server.daemon.health()
-                self._send(200 if h["ready"] else 503, json.dumps(h).encode())
-            else:
-                self._send(404, b'{"error": "not found"}')
-
-        def do_POST(self) -> None:
-            if self.path != "/v1/score":
-                self._send(404, b'{"error": "not found"}')
-                return
-            length = int(self.headers.get("Content-Length") or 0)
-            if length <= 0 or length > MAX_BODY:
-                self._send(400, b'{"error": "body must be 1 byte to 4 MiB of JSON"}')
-                return
-            try:
-                payload = json.loads(self.rfile.read(length))
-                p = server.daemon.pipeline
-                result = score_json(p.model, p.threshold, payload)
-            except (ValueError, TypeError) as exc:
-                self._send(400, json.dumps({"error": str(exc)}).encode())
-                return
-            self._send(200, json.dumps(result).encode())
-
-    return Handler
+#: Path -> the one method it answers.
+ROUTES = {"/metrics": "GET", "/healthz": "GET", "/v1/score": "POST"}

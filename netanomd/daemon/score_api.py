@@ -92,9 +92,14 @@ def records_from_json(payload: Any) -> list[FlowRecord]:
     return out
 
 
-def score_json(model: Model, threshold: float | None, payload: Any) -> list[dict[str, Any]]:
+def score_json(
+    model: Model, threshold: float | None, payload: Any, *, max_rows: int | None = None
+) -> list[dict[str, Any]]:
     """Score the flows of a request on the daemon's one path (:meth:`Model.run`), as a stream
-    of their own, and answer one verdict per flow, explained when anomalous."""
+    of their own, and answer one verdict per flow, explained when anomalous; more than
+    ``max_rows`` flows are refused (ValueError) before any is read."""
+    if max_rows is not None and isinstance(payload, list) and len(payload) > max_rows:
+        raise ValueError(f"{len(payload)} flows in one request; at most {max_rows}")
     batch = FlowBatch.from_records(records_from_json(payload))
     scores, alerts = model.run(batch, threshold, fresh=True)
     t = model.threshold_for(threshold)

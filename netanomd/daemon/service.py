@@ -6,9 +6,14 @@ sockets, Redis), the scoring loop and the HTTP endpoint; tell systemd ``READY=1`
 that is up; report ``STATUS=`` (flows/s) and ping the watchdog only while the scoring loop is
 turning (a stalled pipeline stops the pings and systemd restarts the service).
 
+A source whose thread dies before it accepts input (a socket directory missing or not
+writable) fails the start with an error naming it; READY=1 is not sent.
+
 Signals: SIGHUP reloads the configuration and the model together — a model that fails to load
 keeps the old one running and logs why (changed sources or sinks need a restart; the log says
-so). SIGTERM/SIGINT stop intake, drain the queue, flush the sinks and the Elasticsearch spool,
+so); every outcome is written to ``state_dir/reload.json`` (:mod:`netanomd.daemon.reload`), which
+``netanomd reload`` (the unit's ``ExecReload``) waits for.
+SIGTERM/SIGINT stop intake, drain the queue, flush the sinks and the Elasticsearch spool,
 and exit 0 within ``shutdown_timeout`` seconds.
 """
 
@@ -28,6 +33,7 @@ import numpy as np
 from netanomd.config import Config, load_config
 from netanomd.daemon.http import LATENCY_BUCKETS, SCORE_BUCKETS, Histogram, Server
 from netanomd.daemon.pipeline import Pipeline
+from netanomd.daemon.reload import ReloadResults
 from netanomd.daemon.wiring import (
     SourceContext,
     configured_sinks,
@@ -44,6 +50,10 @@ from netanomd.sinks.elasticsearch import ElasticsearchSink
 from netanomd.sources import LiveSource
 
 log = logging.getLogger(__name__)
+
+
+class StartupError(NetanomError):
+    """A part of the daemon failed while starting (the message names it)."""
 
 
 class Daemon:
@@ -68,6 +78,9 @@ class Daemon:
         #: Thread name -> (thread, its target): a thread that dies is restarted (and counted).
         self.threads: dict[str, tuple[threading.Thread, Callable[[], None]]] = {}
         self.restarts: dict[str, int] = {}
+        #: Thread name -> the exception that last ended it.
+        self.failures: dict[str, BaseException] = {}
+        self.reloads: ReloadResults | None = None
         self.server: Server | None = None
         self.latency = Histogram(LATENCY_BUCKETS)
         self.scores = Histogram(SCORE_BUCKETS)
@@ -110,14 +123,14 @@ class Daemon:
                 self.sinks.add(sink)
         self.sinks.open()
         if cfg.sinks.metrics.enabled:
-            host, _, port = cfg.sinks.metrics.listen.rpartition(":")
-            self.server = Server(self, host.strip("[]") or "127.0.0.1", int(port))
+            self.server = Server(self, cfg.sinks.metrics)
             self.server.start()
         self._spawn("pipeline", self.pipeline.run)
         for src in self.sources:
             self._spawn(src.name, src.run)
-        for src in self.sources:  # sockets must exist before Suricata connects
-            src.ready.wait(10)
+        self._await_sources()
+        self.reloads = ReloadResults(state_dir)
+        self.reloads.started(model.model_id)
         self.ready = True
         self.notifier.ready()
         self.notifier.status(f"model {model.model_id}; {len(self.sources)} sources")
@@ -133,8 +146,33 @@ class Daemon:
         """The Elasticsearch sink, when configured (its spool and counters go to metrics)."""
         return next((s for s in self.sinks if isinstance(s, ElasticsearchSink)), None)
 
+    def _await_sources(self, timeout: float = 10.0) -> None:
+        """Wait for every source to accept input (sockets must exist before Suricata
+        connects). A source whose thread died on the way (a socket directory missing or not
+        writable...) fails the start: READY=1 is never sent for a daemon that is blind. One
+        that is merely not connected yet (Zeek not up) is waited for ``timeout`` seconds and
+        then left to keep trying."""
+        deadline = time.monotonic() + timeout
+        for src in self.sources:
+            t = self.threads[src.name][0]
+            while not src.ready.wait(0.05) and t.is_alive() and time.monotonic() < deadline:
+                pass
+            if not src.ready.is_set() and not t.is_alive():
+                exc = self.failures.get(src.name)
+                why = f"{type(exc).__name__}: {exc}" if exc is not None else "its thread ended"
+                path = getattr(src, "path", None)
+                at = f" ({path})" if path is not None else ""
+                raise StartupError(f"source {src.name}{at} failed to start: {why}")
+
     def _spawn(self, name: str, target: Callable[[], None]) -> None:
-        t = threading.Thread(target=target, name=name, daemon=True)
+        def run() -> None:
+            try:
+                target()
+            except BaseException as exc:
+                self.failures[name] = exc
+                raise  # logged by the thread hook (netanomd.logs)
+
+        t = threading.Thread(target=run, name=name, daemon=True)
         t.start()
         self.threads[name] = (t, target)
 
@@ -189,14 +227,26 @@ class Daemon:
         }
 
     def reload(self) -> bool:
-        """SIGHUP: re-read the configuration and the model; keep the old ones on failure."""
+        """SIGHUP: re-read the configuration and the model; keep the old ones on failure. The
+        outcome goes to ``state_dir/reload.json`` for ``netanomd reload`` (systemctl reload)."""
+        started = time.time()
+        ok, error = False, "reload failed unexpectedly"
+        try:
+            ok, error = self._reload_now()
+        finally:
+            if self.reloads is not None:
+                model = self.pipeline.model.model_id if self.pipeline else None
+                self.reloads.finished(started, ok, model, error)
+        return ok
+
+    def _reload_now(self) -> tuple[bool, str]:
         self.notifier.reloading()
         try:
             try:
                 new_cfg = load_config(self.config_path, env=self.env, overrides=self.overrides)
             except NetanomError as exc:
                 log.error("reload: configuration rejected, keeping the running one:\n%s", exc)
-                return False
+                return False, f"configuration rejected: {exc}"
             try:
                 model = Model.load(new_cfg.model.path)
             except (ModelError, OSError) as exc:
@@ -206,7 +256,7 @@ class Daemon:
                     self.pipeline.model.model_id if self.pipeline else "-",
                     exc,
                 )
-                return False
+                return False, f"model {new_cfg.model.path} rejected: {exc}"
             if new_cfg.sources != self.config.sources or new_cfg.sinks != self.config.sinks:
                 log.warning("reload: sources and sinks changes take effect on restart")
             assert self.pipeline is not None
@@ -215,7 +265,7 @@ class Daemon:
             self.model_loaded_at = time.time()
             self.config = new_cfg
             log.info("reload: now scoring with %s", model.model_id)
-            return True
+            return True, ""
         finally:
             self.notifier.ready()
 
@@ -240,7 +290,14 @@ class Daemon:
             signal.signal(signal.SIGHUP, lambda *_: self._reload.set())
             signal.signal(signal.SIGTERM, lambda *_: self._stop.set())
             signal.signal(signal.SIGINT, lambda *_: self._stop.set())
-        self.start()
+        try:
+            self.start()
+        except BaseException:
+            try:
+                self.shutdown()  # close what was opened; the error says what failed
+            except Exception:
+                log.debug("cleaning up after a failed start", exc_info=True)
+            raise
         interval = self.notifier.watchdog_interval()
         ping = (interval / 2.0) if interval else 5.0
         last_model_check = time.monotonic()
