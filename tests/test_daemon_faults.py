@@ -41,7 +41,11 @@ def stored(db: Path) -> set[str]:
         return {r[0] for r in con.execute("SELECT uid FROM alerts")}
 
 
-def test_a_poison_record_is_set_aside_once(tmp_path: Path, model_path: Path) -> None:
+def test_a_count_too_large_is_a_bad_line_not_a_dead_scorer(
+    tmp_path: Path, model_path: Path
+) -> None:
+    """orig_bytes 2**60 (a count Zeek can log, past float64's exact integers) once killed the
+    scoring loop for good; the reader now names the line and skips it."""
     rows = tsv_rows()[:200]
     log = tmp_path / "conn.log"
     log.write_bytes(tsv_header() + b"".join(rows[:50]) + poisoned(rows[50]) + b"".join(rows[51:]))
@@ -57,17 +61,56 @@ def test_a_poison_record_is_set_aside_once(tmp_path: Path, model_path: Path) -> 
         p = d.pipeline
         assert p is not None
         wait(lambda: p.stats.scored == len(rows) - 1, 30, "every good flow scored")
+        assert d.sources[0].stats.malformed == 1  # type: ignore[attr-defined]
+        assert healthz(d)[1]["ready"]
+    finally:
+        assert d.shutdown() == 0
+    expected = {r.split(b"\t")[1].decode() for i, r in enumerate(rows) if i != 50}
+    assert stored(tmp_path / "alerts.db") == expected
+
+
+def test_a_flow_the_model_fails_on_is_set_aside_once(tmp_path: Path, model_path: Path) -> None:
+    """Whatever makes the model raise (here injected for one uid: every input the parsers
+    accept now scores), that flow goes to the quarantine file, the others are scored, and a
+    restart does not meet it again."""
+    rows = tsv_rows()[:200]
+    bad_uid = rows[50].split(b"\t")[1].decode()
+    log = tmp_path / "conn.log"
+    log.write_bytes(tsv_header())
+    cfg = write_config(
+        tmp_path,
+        model_path,
+        [{"type": "zeek_log", "path": str(log), "from_start": True}],
+        model={"threshold": 0.0},
+    )
+    d = Daemon(str(cfg), notifier=Notifier(env={}))
+    d.start()
+    try:
+        p = d.pipeline
+        assert p is not None
+        model = p.model
+        real_run = model.run
+
+        def run(batch: Any, *args: Any, **kw: Any) -> Any:
+            if bad_uid in batch.column("uid").to_pylist():
+                raise FloatingPointError("injected: the model cannot score this flow")
+            return real_run(batch, *args, **kw)
+
+        model.run = run  # type: ignore[method-assign]
+        with log.open("ab") as fh:
+            fh.write(b"".join(rows))
+        wait(lambda: p.stats.scored == len(rows) - 1, 30, "every other flow scored")
         assert p.stats.quarantined == 1
         status, health = healthz(d)
         assert status == 200 and health["ready"] and health["quarantined"] == 1
     finally:
         assert d.shutdown() == 0
     lines = (tmp_path / "state" / "quarantine.jsonl").read_text().splitlines()
-    assert [json.loads(x)["flow"]["uid"] for x in lines] == ["CPoison000000000001"]
-    assert "ArrowInvalid" in json.loads(lines[0])["error"]
-    expected = {r.split(b"\t")[1].decode() for i, r in enumerate(rows) if i != 50}
+    assert [json.loads(x)["flow"]["uid"] for x in lines] == [bad_uid]
+    assert "injected" in json.loads(lines[0])["error"]
+    expected = {r.split(b"\t")[1].decode() for r in rows} - {bad_uid}
     assert stored(tmp_path / "alerts.db") == expected
-    # A restart resumes after the poison line: nothing is set aside (or scored) again.
+    # A restart resumes after it: nothing is set aside (or scored) again.
     again = Daemon(str(cfg), notifier=Notifier(env={}))
     again.start()
     try:
