@@ -43,7 +43,7 @@ TESTS_DIR = Path(__file__).parent
 DATA_DIR = TESTS_DIR / "data"
 REPO_DIR = TESTS_DIR.parent
 #: Seconds one input may take before it counts as a hang.
-TIME_LIMIT = 5.0
+TIME_LIMIT = 20.0  # generous: a loaded CI machine must not turn slowness into a "hang"
 
 
 class Hang(BaseException):
