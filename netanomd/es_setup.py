@@ -1,10 +1,20 @@
-"""The one-time set-up of the alert data stream in Elasticsearch.
+"""The one-time set-up of the alert data stream and the incident indices in Elasticsearch.
 
 Owns :func:`setup`, which idempotently PUTs the index template for
 ``logs-netanomd.alert-*`` (ECS mappings of the emitted fields,
 ``data_stream: {}``, priority 501: above the built-in ``logs-*-*`` template's 100 and, as
 Elastic's docs ask for overlapping patterns, above 500) and the retention: an ILM policy, or
 data-stream lifecycle (``lifecycle.data_retention``) with ``retention_mode="dsl"``.
+
+Incidents are replaced in place as they grow, which a data stream (append-only) refuses: they
+live in regular indices behind the write alias ``logs-netanomd.incident-<namespace>`` (a name in
+Elastic Security's default ``logs-*`` indices). :func:`setup` PUTs their template (the same
+mappings, no ``data_stream``; with ILM the same policy, rolling the alias over) and creates the
+first index ``<alias>-000001`` with the alias when the alias does not exist yet. Data-stream
+lifecycle does not apply to regular indices: with ``retention_mode="dsl"`` incidents are kept
+until deleted (they are few: one document per incident, not per flow). An incident still
+updated after a rollover is written to the new index, and its older version stays in the old
+one until that is deleted.
 
 Formats target Elasticsearch 8.x and 9.x (data streams, composable templates, ILM and DSL all
 exist from 8.11). The settings are the ``sinks.elasticsearch`` section of the configuration
@@ -19,11 +29,30 @@ from typing import Any
 from elasticsearch import Elasticsearch
 
 from netanomd.config import ElasticsearchSinkConfig
-from netanomd.ecs import DATASET, template_mappings
+from netanomd.ecs import DATASET, data_alias, template_mappings
 
 TEMPLATE_NAME = "netanomd-alerts"
 POLICY_NAME = "netanomd-alerts"
 TEMPLATE_PRIORITY = 501
+INCIDENT_TEMPLATE_PREFIX = "netanomd-incidents-"
+
+
+def incident_template(cfg: ElasticsearchSinkConfig) -> dict[str, Any]:
+    """The template of the incident indices of ``cfg.namespace`` (regular indices behind a
+    write alias)."""
+    alias = data_alias(cfg.namespace)
+    template: dict[str, Any] = {"mappings": template_mappings()}
+    if cfg.retention_mode == "ilm":
+        template["settings"] = {
+            "index.lifecycle.name": POLICY_NAME,
+            "index.lifecycle.rollover_alias": alias,
+        }
+    return {
+        "index_patterns": [f"{alias}-*"],
+        "priority": TEMPLATE_PRIORITY,
+        "template": template,
+        "_meta": {"managed_by": "netanomd", "description": "netanomd incidents (ECS alerts)"},
+    }
 
 
 def index_template(cfg: ElasticsearchSinkConfig) -> dict[str, Any]:
@@ -70,4 +99,16 @@ def setup(client: Elasticsearch, cfg: ElasticsearchSinkConfig) -> list[str]:
         f"index template {TEMPLATE_NAME} for {body['index_patterns'][0]} "
         f"(priority {TEMPLATE_PRIORITY})"
     )
+    name = INCIDENT_TEMPLATE_PREFIX + cfg.namespace
+    body = incident_template(cfg)
+    client.indices.put_index_template(name=name, **body)
+    done.append(f"index template {name} for {body['index_patterns'][0]}")
+    alias = data_alias(cfg.namespace)
+    if client.indices.exists_alias(name=alias):
+        done.append(f"incident alias {alias}: exists")
+    else:
+        client.indices.create(index=f"{alias}-000001", aliases={alias: {"is_write_index": True}})
+        done.append(f"incident alias {alias}: created with index {alias}-000001")
+    if cfg.retention_mode != "ilm":
+        done.append("incidents are kept until deleted (data-stream lifecycle needs a data stream)")
     return done

@@ -38,6 +38,17 @@ def test_setup_is_idempotent_ilm(es: FakeElasticsearch, capsys: pytest.CaptureFi
     assert t["template"]["mappings"] == template_mappings()
     phases = es.policies["netanomd-alerts"]["policy"]["phases"]
     assert phases["delete"]["min_age"] == "14d"
+    # Incidents: regular indices behind a write alias (replaced in place), the same policy.
+    alias = "logs-netanomd.incident-default"
+    it = es.templates["netanomd-incidents-default"]
+    assert it["index_patterns"] == [f"{alias}-*"] and "data_stream" not in it
+    assert it["priority"] > 500 and it["template"]["mappings"] == template_mappings()
+    assert it["template"]["settings"] == {
+        "index.lifecycle.name": "netanomd-alerts",
+        "index.lifecycle.rollover_alias": alias,
+    }
+    assert es.aliases == {alias: f"{alias}-000001"}  # created once, found the second time
+    assert not es.is_data_stream(f"{alias}-000002")  # a rollover's index stays regular
     assert main(["es", "check", "--url", url]) == 0
     assert "Elasticsearch 9.1.0" in capsys.readouterr().out
 
@@ -46,6 +57,7 @@ def test_setup_dsl(es: FakeElasticsearch) -> None:
     assert main(["es", "setup", "--url", f"http://127.0.0.1:{es.port}", "--retention", "dsl"]) == 0
     assert es.templates[TEMPLATE_NAME]["template"]["lifecycle"] == {"data_retention": "30d"}
     assert not es.policies
+    assert "settings" not in es.templates["netanomd-incidents-default"]["template"]
 
 
 def test_unreachable_is_a_clear_error(capsys: pytest.CaptureFixture[str]) -> None:

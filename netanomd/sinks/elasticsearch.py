@@ -1,11 +1,15 @@
-"""Elasticsearch sink: alerts as ECS documents, delivered through an on-disk spool.
+"""Elasticsearch sink: alerts and incidents as ECS documents, delivered through an on-disk spool.
 
 ``write()`` only turns alerts into documents and appends them to the :class:`~netanomd.spool.Spool`
-(scoring never waits on Elasticsearch). A sender (:meth:`ElasticsearchSink.deliver_once`, run in
-a loop by :meth:`start`) takes the oldest spooled documents and bulk-``create``s them with the
-official client's ``helpers.streaming_bulk`` (``raise_on_error=False``, so every item is looked
-at): 201 and 409 (already there: the ``_id`` is the alert's deterministic id) count as delivered;
-429 and 5xx items, whole-request errors and connection errors are retried with capped
+(scoring never waits on Elasticsearch); ``write_incidents()`` does the same with incidents, each
+under its stable id (:mod:`netanomd.sinks.incident_ids`) and marked for an ``index`` (replace)
+into the incident alias, since an incident's document is updated in place as it grows, which a
+data stream refuses. Alerts are ``create``d (never replaced) in their data stream. A sender
+(:meth:`ElasticsearchSink.deliver_once`, run in a loop by :meth:`start`) takes the oldest
+spooled documents and bulk-``create``s (or ``index``es) them with the official client's
+``helpers.streaming_bulk`` (``raise_on_error=False``, so every item is looked at): 200, 201 and
+409 (already there: the ``_id`` is the alert's deterministic id) count as delivered; 429 and
+5xx items, whole-request errors and connection errors are retried with capped
 exponential backoff; any other item error (a mapping conflict) goes to a dead-letter JSONL file
 with the reason, so one bad document never holds back the others. The spool cursor moves only
 past documents that were delivered or dead-lettered.
@@ -18,24 +22,34 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from elastic_transport import TransportError
 from elasticsearch import ApiError, Elasticsearch, helpers
 
 from netanomd.decision import Alert
-from netanomd.ecs import ObserverInfo, alert_document, data_stream
+from netanomd.ecs import ObserverInfo, alert_document, data_alias, data_stream, incident_document
 from netanomd.fsutil import open_append
+from netanomd.sinks.incident_ids import IncidentIds
 from netanomd.spool import Spool
+
+if TYPE_CHECKING:
+    from netanomd.behaviour.incidents import Incident
 
 log = logging.getLogger(__name__)
 
 RETRYABLE = frozenset({429, 500, 502, 503, 504})
 
 
+#: Spooled metadata beside a document's body: its id, and for incidents the bulk operation and
+#: the index (alerts: ``create`` into the alert data stream).
+_META = ("_id", "_op", "_index")
+
+
 class ElasticsearchSink:
-    """Delivers alerts to ``logs-netanomd.alert-<namespace>`` (implements ``Sink``)."""
+    """Delivers alerts to ``logs-netanomd.alert-<namespace>`` and incidents to
+    ``logs-netanomd.incident-<namespace>`` (implements ``IncidentSink``)."""
 
     name = "elasticsearch"
 
@@ -52,11 +66,14 @@ class ElasticsearchSink:
         max_backoff: float = 60.0,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
+        ids: IncidentIds | None = None,
     ) -> None:
         self.client = client
         self.spool = spool
         self.observer = observer
+        self.ids = ids if ids is not None else IncidentIds(observer.name)
         self.index = data_stream(namespace)
+        self.incident_index = data_alias(namespace)
         self.namespace = namespace
         self.dead_letter = Path(dead_letter) if dead_letter else spool.dir / "dead-letter.jsonl"
         self.batch_size = batch_size
@@ -83,6 +100,16 @@ class ElasticsearchSink:
         for a in alerts:
             doc = alert_document(a, self.observer, self.namespace, now=now)
             doc["_id"] = a.alert_id
+            docs.append(doc)
+        self.spool.append(docs)
+
+    def write_incidents(self, incidents: Sequence[Incident]) -> None:
+        now = self.clock()
+        docs = []
+        for inc in incidents:
+            sid = self.ids(inc)
+            doc = incident_document(inc, sid, self.observer, self.namespace, now=now)
+            doc |= {"_id": sid, "_op": "index", "_index": self.incident_index}
             docs.append(doc)
         self.spool.append(docs)
 
@@ -127,11 +154,11 @@ class ElasticsearchSink:
             return 0
         actions = []
         for d in docs:
-            body = {k: v for k, v in d.items() if k != "_id"}
+            body = {k: v for k, v in d.items() if k not in _META}
             actions.append(
                 {
-                    "_op_type": "create",
-                    "_index": self.index,
+                    "_op_type": d.get("_op", "create"),
+                    "_index": d.get("_index", self.index),
                     "_id": d["_id"],
                     "_source": body,
                 }
@@ -148,9 +175,9 @@ class ElasticsearchSink:
                 raise_on_error=False,
                 raise_on_exception=False,
             ):
-                info = item.get("create", {})
+                info: dict[str, Any] = next(iter(item.values()), {})
                 status = int(info.get("status", 0) or 0)
-                if ok or status == 201:
+                if ok or status in (200, 201):
                     self.sent += 1
                 elif status == 409:
                     self.duplicates += 1
