@@ -2,7 +2,8 @@
 client uses: ``GET /`` with ``X-Elastic-Product: Elasticsearch``, ``compatible-with`` media
 types (a request without one is refused, as ES does for an unknown media type), ``_bulk`` NDJSON
 with per-item results (``create`` -> 201, existing ``_id`` -> 409; ``index`` -> 201 created or
-200 updated, refused with 400 by a data stream), ``_index_template``, ``_ilm/policy``, index
+200 updated, refused with 400 by a data stream), ``_index_template`` (its composed component
+templates must exist or be listed as ignorable), ``_component_template``, ``_ilm/policy``, index
 creation with aliases (``PUT /<index>``, ``HEAD /_alias/<name>``; a bulk write to an alias goes
 to its write index), plus fault injection: per-item 429s and mapping errors, whole-request
 errors, slow responses, and stop/start (connection refused while stopped).
@@ -33,6 +34,7 @@ class FakeElasticsearch:
         self.docs: dict[str, dict[str, dict[str, Any]]] = {}
         self.creates: Counter[str] = Counter()  # _id -> successful creates (must end at 1)
         self.templates: dict[str, Any] = {}
+        self.component_templates: dict[str, Any] = {}
         self.policies: dict[str, Any] = {}
         self.indices: dict[str, Any] = {}  # regular indices: name -> creation body
         self.aliases: dict[str, str] = {}  # alias -> its write index
@@ -133,7 +135,9 @@ class FakeElasticsearch:
                         return
                     self._reply(200, fake.bulk(body))
                 elif path.startswith("/_index_template/"):
-                    fake.templates[path.rsplit("/", 1)[1]] = json.loads(body)
+                    self._reply(*fake.put_index_template(path.rsplit("/", 1)[1], json.loads(body)))
+                elif path.startswith("/_component_template/"):
+                    fake.component_templates[path.rsplit("/", 1)[1]] = json.loads(body)
                     self._reply(200, {"acknowledged": True})
                 elif path.startswith("/_ilm/policy/"):
                     fake.policies[path.rsplit("/", 1)[1]] = json.loads(body)
@@ -154,6 +158,28 @@ class FakeElasticsearch:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
+
+    # -- templates -------------------------------------------------------------------------
+    def put_index_template(self, name: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        """As ES: every component template composed must exist, or be listed as one that may
+        be missing."""
+        ignore = set(body.get("ignore_missing_component_templates", []))
+        missing = [
+            c
+            for c in body.get("composed_of", [])
+            if c not in self.component_templates and c not in ignore
+        ]
+        if missing:
+            return 400, {
+                "error": {
+                    "type": "invalid_index_template_exception",
+                    "reason": f"index_template [{name}] invalid, cause [index template "
+                    f"[{name}] specifies component templates {missing} that do not exist]",
+                },
+                "status": 400,
+            }
+        self.templates[name] = body
+        return 200, {"acknowledged": True}
 
     # -- indices and aliases ---------------------------------------------------------------
     def create_index(self, name: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:

@@ -35,6 +35,11 @@ def test_setup_is_idempotent_ilm(es: FakeElasticsearch, capsys: pytest.CaptureFi
     assert t["data_stream"] == {}
     assert t["priority"] > 500  # wins over built-in logs-*-* (100), as Elastic asks
     assert t["template"]["settings"]["index.lifecycle.name"] == "netanomd-alerts"
+    # Composes Elastic's logs templates (event.ingested from the default pipeline), and keeps
+    # working where they are absent (this server has none).
+    assert t["composed_of"] == ["logs@mappings", "logs@settings", "logs@custom", "ecs@mappings"]
+    assert set(t["ignore_missing_component_templates"]) == set(t["composed_of"])
+    assert not es.component_templates
     assert t["template"]["mappings"] == template_mappings()
     phases = es.policies["netanomd-alerts"]["policy"]["phases"]
     assert phases["delete"]["min_age"] == "14d"
@@ -43,6 +48,7 @@ def test_setup_is_idempotent_ilm(es: FakeElasticsearch, capsys: pytest.CaptureFi
     it = es.templates["netanomd-incidents-default"]
     assert it["index_patterns"] == [f"{alias}-*"] and "data_stream" not in it
     assert it["priority"] > 500 and it["template"]["mappings"] == template_mappings()
+    assert it["composed_of"] == t["composed_of"]
     assert it["template"]["settings"] == {
         "index.lifecycle.name": "netanomd-alerts",
         "index.lifecycle.rollover_alias": alias,
@@ -56,8 +62,13 @@ def test_setup_is_idempotent_ilm(es: FakeElasticsearch, capsys: pytest.CaptureFi
 def test_setup_dsl(es: FakeElasticsearch) -> None:
     assert main(["es", "setup", "--url", f"http://127.0.0.1:{es.port}", "--retention", "dsl"]) == 0
     assert es.templates[TEMPLATE_NAME]["template"]["lifecycle"] == {"data_retention": "30d"}
+    # logs@settings' ILM policy must not take over the data stream's lifecycle.
+    assert (
+        es.templates[TEMPLATE_NAME]["template"]["settings"]["index.lifecycle.prefer_ilm"] is False
+    )
     assert not es.policies
-    assert "settings" not in es.templates["netanomd-incidents-default"]["template"]
+    settings = es.templates["netanomd-incidents-default"]["template"]["settings"]
+    assert settings == {"index.lifecycle.rollover_alias": "logs-netanomd.incident-default"}
 
 
 def test_unreachable_is_a_clear_error(capsys: pytest.CaptureFixture[str]) -> None:

@@ -177,7 +177,7 @@ def connect(path: str | os.PathLike[str]) -> sqlite3.Connection:
             f"understands ({SCHEMA_VERSION})"
         )
     for step in range(version + 1, SCHEMA_VERSION + 1):
-        if step > 1:
+        if version > 0:  # an existing database, not a new one
             log.info("%s: upgrading the alert database to schema version %d", path, step)
         # executescript commits first; BEGIN makes the step and its version one transaction.
         conn.executescript(f"BEGIN; {_MIGRATIONS[step]} PRAGMA user_version={step}; COMMIT;")
