@@ -349,7 +349,7 @@ def test_incidents_are_one_document_each_replaced_as_they_grow(
     sqlite.close()
     incidents = pipe.tracker.all()
     docs = es.docs[f"{alias}-000001"]
-    stored = query_incidents(tmp_path / "a.db", IncidentQuery()).incidents
+    stored = query_incidents(tmp_path / "a.db", IncidentQuery()).items
     assert set(docs) == {s.incident_id for s in stored}
     assert len(docs) == len(incidents) and max(es.indexed.values()) > 1  # replaced in place
     for s in stored:  # the latest version of each

@@ -64,7 +64,7 @@ def test_incidents_are_upserted_by_stable_id_with_their_flows(
     assert sink.incidents_written > len(incidents)  # written when opened, again as they grew
     page = query_incidents(db, IncidentQuery())
     assert page.total == len(incidents)
-    (row,) = [r for r in page.incidents if r.host == inc.host and r.behaviour == inc.behaviour]
+    (row,) = [r for r in page.items if r.host == inc.host and r.behaviour == inc.behaviour]
     # The stored version is the latest one.
     assert (row.flows, row.detections, row.title) == (inc.flows, inc.detections, inc.title)
     assert row.behaviour == "scan" and row.severity == inc.severity >= 47
@@ -83,8 +83,8 @@ def test_incidents_are_upserted_by_stable_id_with_their_flows(
         again = SQLiteSink(tmp_path / f"{observer}.db", ids=IncidentIds(observer))
         stream(thresholds, batch, SinkSet([again]), step=200)
         again.close()
-        other = query_incidents(tmp_path / f"{observer}.db", IncidentQuery()).incidents
-        assert ({o.incident_id for o in other} == {r.incident_id for r in page.incidents}) is same
+        other = query_incidents(tmp_path / f"{observer}.db", IncidentQuery()).items
+        assert ({o.incident_id for o in other} == {r.incident_id for r in page.items}) is same
 
 
 def test_v1_database_is_migrated_in_place(tmp_path: Path, thresholds: Thresholds) -> None:

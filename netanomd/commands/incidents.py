@@ -9,14 +9,13 @@ from typing import Any
 import orjson
 
 from netanomd.commands._display import when
-from netanomd.commands.alerts import parse_since
+from netanomd.commands.alerts import check_limit, db_help, parse_since, print_table, summary
 from netanomd.errors import InputError
 from netanomd.sinks.sqlite import (
-    IncidentPage,
     IncidentQuery,
     StoredIncident,
-    default_db_path,
     query_incidents,
+    reading_db_path,
 )
 
 
@@ -30,7 +29,7 @@ def register(sub: Any) -> None:
             "an incident: netanomd alerts --incident ID."
         ),
     )
-    p.add_argument("--db", metavar="PATH", help=f"alert database (default {default_db_path()})")
+    p.add_argument("--db", metavar="PATH", help=db_help())
     p.add_argument(
         "--severity",
         metavar="LEVEL",
@@ -60,8 +59,6 @@ def min_severity(text: str) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.limit < 0:
-        raise InputError(f"--limit {args.limit}: expected 0 (all) or a positive number")
     query = IncidentQuery(
         min_severity=min_severity(args.severity) if args.severity else None,
         behaviour=args.behaviour,
@@ -69,28 +66,21 @@ def run(args: argparse.Namespace) -> int:
         since=parse_since(args.since, "--since") if args.since else None,
         until=parse_since(args.until, "--until") if args.until else None,
     )
-    page = query_incidents(args.db or default_db_path(), query, limit=args.limit or None)
+    page = query_incidents(reading_db_path(args.db), query, limit=check_limit(args.limit))
     if args.json:
-        for inc in page.incidents:
+        for inc in page.items:
             sys.stdout.write(orjson.dumps(inc.to_dict()).decode() + "\n")
     else:
-        print_table(page.incidents)
+        print_table(
+            ["LAST SEEN (UTC)", "SEVERITY", "BEHAVIOUR", "FLOWS", "ID"],
+            [_row(i) for i in page.items],
+            right={3},
+            last="TITLE",
+            tail=[i.title for i in page.items],
+        )
     # The count goes to stderr with --json, so that stdout stays one object per line.
-    out = sys.stderr if args.json else sys.stdout
-    print(summary(page), file=out)
+    print(summary(page, "incidents"), file=sys.stderr if args.json else sys.stdout)
     return 0
-
-
-def summary(page: IncidentPage) -> str:
-    shown = f"showing {len(page.incidents):,} of {page.total:,} incidents"
-    if page.total or not page.hidden_by_time or page.span is None:
-        return shown
-    lo, hi = page.span
-    return (
-        f"{shown}: the time filter hides all {page.hidden_by_time:,} that match otherwise. "
-        f"--since and --until compare with flow time (when the traffic happened); these "
-        f"incidents span {when(lo)} to {when(hi)} UTC"
-    )
 
 
 def _row(inc: StoredIncident) -> list[str]:
@@ -100,20 +90,4 @@ def _row(inc: StoredIncident) -> list[str]:
         inc.behaviour,
         f"{inc.flows:,}",
         inc.incident_id[:12],
-        inc.title,
     ]
-
-
-def print_table(incidents: list[StoredIncident]) -> None:
-    if not incidents:
-        return
-    header = ["LAST SEEN (UTC)", "SEVERITY", "BEHAVIOUR", "FLOWS", "ID", "TITLE"]
-    rows = [header, *(_row(i) for i in incidents)]
-    widths = [max(len(r[c]) for r in rows) for c in range(len(header) - 1)]
-    right = {3}  # counts align right
-    for r in rows:
-        cells = [
-            r[c].rjust(widths[c]) if c in right else r[c].ljust(widths[c])
-            for c in range(len(widths))
-        ]
-        print("  ".join([*cells, r[-1]]))

@@ -19,7 +19,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from netanomd.decision import Alert
 from netanomd.errors import InputError
@@ -156,6 +156,25 @@ def default_db_path() -> Path:
     """``$XDG_DATA_HOME/netanomd/alerts.db`` (``~/.local/share/netanomd/alerts.db``)."""
     base = os.environ.get("XDG_DATA_HOME") or os.path.join(Path.home(), ".local", "share")
     return Path(base) / "netanomd" / "alerts.db"
+
+
+def daemon_db_path() -> Path:
+    """Where the daemon keeps its database unless configured otherwise."""
+    from netanomd.config import SqliteSinkConfig
+
+    return Path(SqliteSinkConfig().path)
+
+
+def reading_db_path(given: str | os.PathLike[str] | None) -> Path:
+    """The database a reading command (``netanomd alerts``, ``incidents``) opens: the one
+    given; else the user's (:func:`default_db_path`, where ``score`` and ``demo`` write) when
+    it exists; else the daemon's when that exists; else the user's (to say it is missing)."""
+    if given is not None:
+        return Path(given)
+    for path in (default_db_path(), daemon_db_path()):
+        if path.exists():
+            return path
+    return default_db_path()
 
 
 def connect(path: str | os.PathLike[str]) -> sqlite3.Connection:
@@ -322,6 +341,50 @@ class StoredAlert:
         return dict(self.__dict__)
 
 
+@dataclass(frozen=True)
+class AlertQuery:
+    """Which alerts to list (every filter optional; times are flow time, epoch seconds)."""
+
+    since: float | None = None
+    until: float | None = None
+    min_score: float | None = None
+    host: str | None = None  # either end
+    port: int | None = None  # the responder's
+    incident: str | None = None  # an incident id, or a prefix of it
+
+    def where(self, *, with_time: bool = True) -> tuple[str, list[Any]]:
+        clauses: list[str] = []
+        params: list[Any] = []
+        if self.incident is not None:
+            text = self.incident.lower()
+            if not text or any(c not in "0123456789abcdef" for c in text):
+                raise InputError(
+                    f"incident id {self.incident!r}: expected hex digits (a prefix will do)"
+                )
+            clauses.append("uid IN (SELECT uid FROM incident_flows WHERE incident_id LIKE ?)")
+            params.append(text + "%")
+        if self.min_score is not None:
+            clauses.append("score >= ?")
+            params.append(self.min_score)
+        if self.host is not None:
+            clauses.append("(orig_h = ? OR resp_h = ?)")
+            params += [self.host, self.host]
+        if self.port is not None:
+            clauses.append("resp_p = ?")
+            params.append(self.port)
+        if with_time and self.since is not None:
+            clauses.append("ts >= ?")
+            params.append(self.since)
+        if with_time and self.until is not None:
+            clauses.append("ts <= ?")
+            params.append(self.until)
+        return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
+
+    @property
+    def timed(self) -> bool:
+        return self.since is not None or self.until is not None
+
+
 def query_alerts(
     path: str | os.PathLike[str],
     *,
@@ -333,30 +396,29 @@ def query_alerts(
 ) -> list[StoredAlert]:
     """Alerts from the database, highest score first (or newest first with ``order="ts"``);
     with ``incident``, only the flow alerts linked to that incident (by uid)."""
+    query = AlertQuery(since=since, min_score=min_score, incident=incident)
+    return alert_page(path, query, limit=limit, order=order).items
+
+
+_ALERT_ORDER = {"score": "score DESC, ts", "ts": "ts DESC, score DESC"}
+
+
+def alert_page(
+    path: str | os.PathLike[str],
+    query: AlertQuery,
+    *,
+    limit: int | None = None,
+    order: str = "score",
+) -> Page[StoredAlert]:
+    """Alerts matching ``query``, highest score first (``order="ts"``: newest first), at most
+    ``limit`` (None: all), with how many matched in all."""
+    if order not in _ALERT_ORDER:
+        raise ValueError(f"order must be one of {sorted(_ALERT_ORDER)}, not {order!r}")
     conn = _open_existing(path)
     try:
-        where: list[str] = []
-        params: list[Any] = []
-        if incident is not None:
-            if not incident or any(c not in "0123456789abcdef" for c in incident.lower()):
-                raise InputError(
-                    f"incident id {incident!r}: expected hex digits (a prefix will do)"
-                )
-            where.append("uid IN (SELECT uid FROM incident_flows WHERE incident_id LIKE ?)")
-            params.append(incident.lower() + "%")
-        if since is not None:
-            where.append("ts >= ?")
-            params.append(since)
-        if min_score is not None:
-            where.append("score >= ?")
-            params.append(min_score)
-        sql = f"SELECT {', '.join(_COLUMNS)} FROM alerts"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY score DESC, ts" if order == "score" else " ORDER BY ts DESC"
-        if limit is not None:
-            sql += f" LIMIT {int(limit)}"
-        rows = conn.execute(sql, params).fetchall()
+        rows, page = _page(
+            conn, "alerts", _COLUMNS, query, query.timed, _ALERT_ORDER[order], limit, "ts", "ts"
+        )
     finally:
         conn.close()
     out = []
@@ -364,12 +426,67 @@ def query_alerts(
         d = dict(zip(_COLUMNS, r, strict=True))
         d["explanation"] = json.loads(d["explanation"])
         out.append(StoredAlert(**d))
-    return out
+    return page.with_items(out)
+
+
+class _Filter(Protocol):
+    def where(self, *, with_time: bool = True) -> tuple[str, list[Any]]: ...
+
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Page(Generic[T]):
+    """One page of a listing: the items, how many matched in all and, when a time filter hid
+    every match, how many it hid and their flow-time span."""
+
+    items: list[T]
+    total: int
+    hidden_by_time: int = 0
+    span: tuple[float, float] | None = None
+
+    def with_items(self, items: list[Any]) -> Page[Any]:
+        return Page(items, self.total, self.hidden_by_time, self.span)
+
+
+def _page(
+    conn: sqlite3.Connection,
+    table: str,
+    columns: Sequence[str],
+    query: _Filter,
+    timed: bool,
+    order: str,
+    limit: int | None,
+    first: str,
+    last: str,
+) -> tuple[list[Any], Page[Any]]:
+    """The rows of one page and its counts (see :class:`Page`); ``first``/``last`` are the
+    columns that bound a row in flow time."""
+    where, params = query.where()
+    total = int(conn.execute(f"SELECT count(*) FROM {table}{where}", params).fetchone()[0])
+    sql = f"SELECT {', '.join(columns)} FROM {table}{where} ORDER BY {order}"
+    if limit is not None:
+        sql += " LIMIT ?"
+        params = [*params, int(limit)]
+    rows = conn.execute(sql, params).fetchall()
+    hidden, span = 0, None
+    if total == 0 and timed:
+        untimed, uparams = query.where(with_time=False)
+        n, lo, hi = conn.execute(
+            f"SELECT count(*), min({first}), max({last}) FROM {table}{untimed}", uparams
+        ).fetchone()
+        if n and lo is not None:
+            hidden, span = int(n), (float(lo), float(hi))
+    return rows, Page([], total, hidden, span)
 
 
 def _open_existing(path: str | os.PathLike[str]) -> sqlite3.Connection:
     if not Path(path).exists():
-        raise InputError(f"{path}: no alert database (run 'netanomd score' or 'netanomd demo')")
+        raise InputError(
+            f"{path}: no alert database (run 'netanomd score' or 'netanomd demo'; the daemon "
+            f"writes {daemon_db_path()} unless configured otherwise: give it with --db)"
+        )
     return connect(path)
 
 
@@ -437,39 +554,24 @@ class IncidentQuery:
         return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
 
 
-@dataclass(frozen=True)
-class IncidentPage:
-    """Incidents newest first, with how many matched in all and, when the time filter hid
-    every match, the flow-time span of the matches without it."""
-
-    incidents: list[StoredIncident]
-    total: int
-    hidden_by_time: int = 0
-    span: tuple[float, float] | None = None
-
-
 def query_incidents(
     path: str | os.PathLike[str], query: IncidentQuery, limit: int | None = None
-) -> IncidentPage:
+) -> Page[StoredIncident]:
     """Incidents matching ``query``, newest (last seen) first, at most ``limit`` (None: all)."""
     conn = _open_existing(path)
     try:
-        where, params = query.where()
-        total = int(conn.execute(f"SELECT count(*) FROM incidents{where}", params).fetchone()[0])
-        sql = f"SELECT {', '.join(_INCIDENT_COLUMNS)} FROM incidents{where}"
-        sql += " ORDER BY last_seen DESC, incident_id"
-        if limit is not None:
-            sql += " LIMIT ?"
-            params = [*params, limit]
-        rows = conn.execute(sql, params).fetchall()
-        hidden, span = 0, None
-        if total == 0 and (query.since is not None or query.until is not None):
-            untimed, uparams = query.where(with_time=False)
-            n, lo, hi = conn.execute(
-                f"SELECT count(*), min(first_seen), max(last_seen) FROM incidents{untimed}",
-                uparams,
-            ).fetchone()
-            hidden, span = int(n), (None if not n else (float(lo), float(hi)))
+        timed = query.since is not None or query.until is not None
+        rows, page = _page(
+            conn,
+            "incidents",
+            _INCIDENT_COLUMNS,
+            query,
+            timed,
+            "last_seen DESC, incident_id",
+            limit,
+            "first_seen",
+            "last_seen",
+        )
     finally:
         conn.close()
     out = []
@@ -479,4 +581,4 @@ def query_incidents(
             d[k] = json.loads(d[k])
         d["closed"] = bool(d["closed"])
         out.append(StoredIncident(**d))
-    return IncidentPage(out, total, hidden, span)
+    return page.with_items(out)
