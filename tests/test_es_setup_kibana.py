@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import shlex
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -194,7 +195,10 @@ def test_saved_objects_load_as_kibana_expects() -> None:
     ids = {(o["type"], o["id"]) for o in objs}
     assert len(ids) == len(objs)
     kinds = [o["type"] for o in objs]
-    assert kinds.count("search") == 4 and kinds.count("dashboard") == 1
+    assert kinds.count("search") == 5 and kinds.count("dashboard") == 1
+    assert kinds.count("index-pattern") == 2
+    # No placeholder addresses in saved searches (an analyst would get an empty result).
+    assert not re.search(r"\b\d+\.\d+\.\d+\.\d+\b", text)
     mapped = _mapped_fields(template_mappings()["properties"])
     for o in objs:
         for ref in o.get("references", []):
