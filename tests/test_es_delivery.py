@@ -361,7 +361,7 @@ def test_incidents_are_one_document_each_replaced_as_they_grow(
 
 
 def test_incidents_without_setup_are_dead_lettered_not_lost(
-    es: FakeElasticsearch, tmp_path: Path
+    es: FakeElasticsearch, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Without the incident template the alias name falls to the built-in logs-*-* data stream
     template, which refuses an update in place: the documents are dead-lettered, with reason."""
@@ -377,3 +377,4 @@ def test_incidents_without_setup_are_dead_lettered_not_lost(
     assert sink.dead_lettered == len(incidents) == 1
     (line,) = sink.dead_letter.read_bytes().splitlines()
     assert "data streams" in orjson.loads(line)["reason"]["reason"]
+    assert "netanomd es setup" in caplog.text  # the log says what to do

@@ -104,6 +104,8 @@ class ElasticsearchSink:
         self.spool.append(docs)
 
     def write_incidents(self, incidents: Sequence[Incident]) -> None:
+        if not incidents:
+            return
         now = self.clock()
         docs = []
         for inc in incidents:
@@ -195,7 +197,8 @@ class ElasticsearchSink:
         if dead:
             self._dead_letter(dead)
         if retry:
-            # Everything that did arrive answers 409 next time: resending the batch is safe.
+            # Everything that did arrive answers 409 next time (alerts) or is replaced by the
+            # same version (incidents): resending the batch is safe.
             self._failures += 1
             self.retries += 1
             self.sleep(self.backoff())
@@ -209,7 +212,10 @@ class ElasticsearchSink:
         with open_append(self.dead_letter) as fh:
             for doc, error in dead:
                 fh.write(orjson.dumps({"reason": error, "document": doc}) + b"\n")
-                log.error("elasticsearch rejected document %s: %s", doc.get("_id"), error)
+                hint = ""
+                if doc.get("_op") == "index":  # an incident: its index needs 'es setup'
+                    hint = f" (has 'netanomd es setup' created the alias {self.incident_index}?)"
+                log.error("elasticsearch rejected document %s: %s%s", doc.get("_id"), error, hint)
                 self._lettered.add(str(doc.get("_id")))
         self.dead_lettered += len(dead)
 
