@@ -17,7 +17,8 @@ an alert to the sensor's own records.
 
 ``message`` never carries per-alert numbers (Elastic Security's External Alerts rule names
 promoted alerts after it, so equal messages group); the full sentence with its numbers is
-``event.reason``.
+``event.reason``. An incident's rule name is its behaviour; a flow alert's says what kind of
+anomaly it is (:func:`flow_rule`).
 """
 
 from __future__ import annotations
@@ -203,6 +204,18 @@ def severity(score: float, threshold: float) -> int:
     return next(sev for floor, sev in _SEVERITIES if margin >= floor)
 
 
+def flow_rule(alert: Alert) -> str:
+    """What makes a flow alert anomalous, without its numbers: the leading reason's quantity
+    and direction ("rare conn_state REJ", "bytes sent by the originator unusually high"), so
+    alerts of one kind share a rule name and a message."""
+    if not alert.contributions:
+        return "unusual combination of features"
+    top = alert.contributions[0]
+    if top.direction == "rare":
+        return f"rare {top.description}"
+    return f"{top.description} unusually {'high' if top.direction == 'above' else 'low'}"
+
+
 def data_alias(namespace: str = "default") -> str:
     """The write alias of the incident indices (``logs-netanomd.incident-<namespace>``)."""
     return f"logs-{INCIDENT_DATASET}-{namespace}"
@@ -229,7 +242,8 @@ def alert_document(
     doc = _flow_fields(f, observer, namespace, DATASET, now)
     put = _put
     proto = (f.proto or "").lower() or "network"
-    put(doc, "message", f"Anomalous {proto} flow")
+    what = flow_rule(alert)
+    put(doc, "message", f"Anomalous {proto} flow: {what}")
     put(
         doc,
         "event.reason",
@@ -244,7 +258,7 @@ def alert_document(
     # One scale for both, as Elastic's rules: the risk score is the severity's band.
     put(doc, "event.risk_score", float(sev))
     put(doc, "event.risk_score_norm", float(sev))
-    put(doc, "rule.name", "netanomd anomalous flow")
+    put(doc, "rule.name", f"anomalous flow: {what}")
     put(doc, "rule.id", f"netanomd-{alert.model_id.split('-', 1)[0]}")
     put(doc, "rule.ruleset", "netanomd")
     put(doc, "rule.version", alert.model_id)

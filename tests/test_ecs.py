@@ -212,13 +212,26 @@ def test_incident_document_content(incidents: list[Incident]) -> None:
 
 
 def test_document_content(alerts: list[Alert]) -> None:
-    a = next(x for x in alerts if x.flow.source == "zeek" and x.flow.duration)
+    a = next(x for x in alerts if x.flow.source == "zeek" and x.flow.duration and x.contributions)
     doc = alert_document(a, OBSERVER, namespace="prod", now=1.7e9)
     assert doc["event"]["duration"] == round(a.flow.duration * 1e9)
     assert doc["event"]["id"] == a.alert_id
     assert doc["data_stream"] == {"type": "logs", "dataset": "netanomd.alert", "namespace": "prod"}
     assert doc["zeek"]["session_id"] == a.flow.uid  # where Elastic's Zeek integration has it
-    assert doc["message"] == f"Anomalous {a.flow.proto} flow"  # no per-alert numbers: groups
+    # Message and rule name say what kind of anomaly, without per-alert numbers: they group.
+    top = a.contributions[0]
+    what = {"rare": f"rare {top.description}"}.get(
+        top.direction,
+        f"{top.description} unusually {'high' if top.direction == 'above' else 'low'}",
+    )
+    assert doc["rule"]["name"] == f"anomalous flow: {what}"
+    assert doc["message"] == f"Anomalous {a.flow.proto} flow: {what}"
+    names = {alert_document(x, OBSERVER)["rule"]["name"] for x in alerts if x.contributions}
+    assert (
+        1
+        < len(names)
+        <= len({(c.description, c.direction) for x in alerts for c in x.contributions[:1]})
+    )
     assert a.reason in doc["event"]["reason"]
     assert doc["event"]["risk_score"] == doc["event"]["severity"]
     assert doc[NAMESPACE_FIELD]["score"] == a.score
