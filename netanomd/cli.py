@@ -26,6 +26,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "netanomd.commands.train",
     "netanomd.commands.score",
     "netanomd.commands.alerts",
+    "netanomd.commands.incidents",
     "netanomd.commands.es",
     "netanomd.commands.kibana",
     "netanomd.commands.zeek",

@@ -1,12 +1,24 @@
-"""ECS documents for Elasticsearch: one alert becomes one Elastic Common Schema document.
+"""ECS documents for Elasticsearch: one alert, or one incident, becomes one Elastic Common
+Schema document.
 
-Owns the mapping from :class:`~netanomd.decision.Alert` to ECS fields, the data stream names
-(``logs-netanomd.alert-<namespace>``, Elastic's ``type-dataset-namespace`` convention, so alerts
-appear in Kibana's default ``logs-*`` views) and the index-template mappings for exactly the
+Owns the mapping from :class:`~netanomd.decision.Alert` and from
+:class:`~netanomd.behaviour.incidents.Incident` to ECS fields, the index names (alerts go to the
+data stream ``logs-netanomd.alert-<namespace>``, Elastic's ``type-dataset-namespace``
+convention; incidents, updated in place, to the alias ``logs-netanomd.incident-<namespace>`` of
+regular indices, since data streams are append-only; both appear in Kibana's default ``logs-*``
+views and Elastic Security's default indices) and the index-template mappings for exactly the
 fields emitted. Every field outside the project's own ``netanomd.*`` namespace exists in ECS with
-the type listed in :data:`ECS_TYPES` (``tests/test_ecs.py`` checks both against ECS's
-``ecs_flat.yml``). Field choices follow Elastic's own Zeek and Suricata integrations: IP-layer
-byte counts go to ``source.bytes``/``destination.bytes``, ``event.duration`` is nanoseconds.
+the type listed in :data:`ECS_TYPES`, or is a field of Elastic's own Zeek or Suricata
+integration listed in :data:`INTEGRATION_TYPES` (``tests/test_ecs.py`` checks the ECS ones
+against ECS's ``ecs_flat.yml``). Field choices follow those integrations: IP-layer byte counts go
+to ``source.bytes``/``destination.bytes``, ``event.duration`` is nanoseconds, the Zeek uid is
+``zeek.session_id`` and the Suricata flow id ``suricata.eve.flow_id``, so an analyst pivots from
+an alert to the sensor's own records.
+
+``message`` never carries per-alert numbers (Elastic Security's External Alerts rule names
+promoted alerts after it, so equal messages group); the full sentence with its numbers is
+``event.reason``. An incident's rule name is its behaviour; a flow alert's says what kind of
+anomaly it is (:func:`flow_rule`).
 """
 
 from __future__ import annotations
@@ -14,14 +26,18 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from netanomd import __version__
 from netanomd.decision import Alert
 from netanomd.flow import FlowRecord
 
+if TYPE_CHECKING:
+    from netanomd.behaviour.incidents import Incident
+
 ECS_VERSION = "8.17.0"
 DATASET = "netanomd.alert"
+INCIDENT_DATASET = "netanomd.incident"
 NAMESPACE_FIELD = "netanomd"
 
 #: ECS type of every ECS field an alert document may carry (checked against ecs_flat.yml).
@@ -38,6 +54,7 @@ ECS_TYPES: dict[str, str] = {
     "event.module": "keyword",
     "event.dataset": "keyword",
     "event.id": "keyword",
+    "event.reason": "keyword",
     "event.severity": "long",
     "event.risk_score": "float",
     "event.risk_score_norm": "float",
@@ -65,6 +82,13 @@ ECS_TYPES: dict[str, str] = {
     "rule.ruleset": "keyword",
     "rule.version": "keyword",
     "rule.category": "keyword",
+    "rule.description": "keyword",
+    "host.ip": "ip",
+    "threat.framework": "keyword",
+    "threat.tactic.id": "keyword",
+    "threat.tactic.name": "keyword",
+    "threat.technique.id": "keyword",
+    "threat.technique.name": "keyword",
     "observer.name": "keyword",
     "observer.hostname": "keyword",
     "observer.type": "keyword",
@@ -72,6 +96,15 @@ ECS_TYPES: dict[str, str] = {
     "observer.product": "keyword",
     "observer.version": "keyword",
     "related.ip": "ip",
+}
+
+#: Fields of Elastic's Zeek and Suricata integrations that documents carry, with their types
+#: there: the sensor's own identifiers of a connection.
+INTEGRATION_TYPES: dict[str, str] = {
+    "zeek.session_id": "keyword",
+    "zeek.connection.state": "keyword",
+    "zeek.connection.history": "keyword",
+    "suricata.eve.flow_id": "keyword",
 }
 
 #: Mappings of the project's own fields.
@@ -93,10 +126,40 @@ NETANOMD_MAPPINGS: dict[str, Any] = {
             }
         },
         "source": {"type": "keyword"},
-        "zeek": {"properties": {"uid": {"type": "keyword"}}},
-        "suricata": {"properties": {"flow_id": {"type": "keyword"}}},
         "label": {"type": "keyword"},
+        "incident": {
+            "properties": {
+                "id": {"type": "keyword"},
+                "role": {"type": "keyword"},
+                "host": {"type": "keyword"},
+                "behaviour": {"type": "keyword"},
+                "detail": {"type": "keyword"},
+                "title": {"type": "keyword", "ignore_above": 1024},
+                "severity_label": {"type": "keyword"},
+                "score": {"type": "float"},
+                "flows": {"type": "long"},
+                "detections": {"type": "long"},
+                "peer": {"type": "keyword"},
+                "port": {"type": "long"},
+                "proto": {"type": "keyword"},
+                "top_peers": {"properties": {"ip": {"type": "keyword"}, "flows": {"type": "long"}}},
+                "uids": {"type": "keyword"},
+                "community_ids": {"type": "keyword"},
+                "evidence": {"type": "flattened"},
+                "closed": {"type": "boolean"},
+            }
+        },
     }
+}
+
+#: MITRE ATT&CK technique each behaviour family shows: (tactic id, tactic, technique id,
+#: technique), as Elastic Security's rules tag their alerts.
+ATTACK: dict[str, tuple[str, str, str, str]] = {
+    "scan": ("TA0007", "Discovery", "T1046", "Network Service Discovery"),
+    "brute force": ("TA0006", "Credential Access", "T1110", "Brute Force"),
+    "flood": ("TA0040", "Impact", "T1498", "Network Denial of Service"),
+    "beaconing": ("TA0011", "Command and Control", "T1071", "Application Layer Protocol"),
+    "exfiltration": ("TA0010", "Exfiltration", "T1048", "Exfiltration Over Alternative Protocol"),
 }
 
 _IANA = {"icmp": "1", "tcp": "6", "udp": "17", "ipv6-icmp": "58", "icmp6": "58", "sctp": "132"}
@@ -141,6 +204,23 @@ def severity(score: float, threshold: float) -> int:
     return next(sev for floor, sev in _SEVERITIES if margin >= floor)
 
 
+def flow_rule(alert: Alert) -> str:
+    """What makes a flow alert anomalous, without its numbers: the leading reason's quantity
+    and direction ("rare conn_state REJ", "bytes sent by the originator unusually high"), so
+    alerts of one kind share a rule name and a message."""
+    if not alert.contributions:
+        return "unusual combination of features"
+    top = alert.contributions[0]
+    if top.direction == "rare":
+        return f"rare {top.description}"
+    return f"{top.description} unusually {'high' if top.direction == 'above' else 'low'}"
+
+
+def data_alias(namespace: str = "default") -> str:
+    """The write alias of the incident indices (``logs-netanomd.incident-<namespace>``)."""
+    return f"logs-{INCIDENT_DATASET}-{namespace}"
+
+
 def _put(doc: dict[str, Any], dotted: str, value: Any) -> None:
     if value is None:
         return
@@ -161,40 +241,169 @@ def alert_document(
     f = alert.flow
     doc = _flow_fields(f, observer, namespace, DATASET, now)
     put = _put
+    proto = (f.proto or "").lower() or "network"
+    what = flow_rule(alert)
+    put(doc, "message", f"Anomalous {proto} flow: {what}")
     put(
         doc,
-        "message",
-        f"Anomalous {f.proto} flow {f.orig_h} -> {f.resp_h}:{f.resp_p}: {alert.reason}",
+        "event.reason",
+        f"Anomalous {proto} flow {f.orig_h} -> {f.resp_h}:{f.resp_p}: {alert.reason}",
     )
     put(doc, "event.kind", "alert")
     put(doc, "event.category", ["network", "intrusion_detection"])
     put(doc, "event.type", ["info"])
     put(doc, "event.id", alert.alert_id)
-    put(doc, "event.severity", severity(alert.score, alert.threshold))
-    put(doc, "event.risk_score", round(alert.score * 100.0, 3))
-    put(doc, "event.risk_score_norm", round(min(max(alert.score, 0.0), 1.0) * 100.0, 3))
-    put(doc, "rule.name", "netanomd anomalous flow")
+    sev = severity(alert.score, alert.threshold)
+    put(doc, "event.severity", sev)
+    # One scale for both, as Elastic's rules: the risk score is the severity's band.
+    put(doc, "event.risk_score", float(sev))
+    put(doc, "event.risk_score_norm", float(sev))
+    put(doc, "rule.name", f"anomalous flow: {what}")
     put(doc, "rule.id", f"netanomd-{alert.model_id.split('-', 1)[0]}")
     put(doc, "rule.ruleset", "netanomd")
     put(doc, "rule.version", alert.model_id)
     put(doc, "rule.category", "Network anomaly")
-    doc[NAMESPACE_FIELD] = _own(f) | {
+    doc[NAMESPACE_FIELD] = {
+        "source": f.source,
         "score": alert.score,
         "threshold": alert.threshold,
         "model": {"id": alert.model_id},
         "reason": alert.reason,
         "explanation": [c.to_dict() for c in alert.contributions],
     }
+    _sensor_ids(
+        doc,
+        [f.uid] if f.source == "zeek" and f.uid else [],
+        [str(f.flow_id)] if f.flow_id is not None else [],
+    )
+    put(doc, "zeek.connection.state", f.conn_state or None)
+    put(doc, "zeek.connection.history", f.history or None)
     return doc
 
 
-def _own(f: FlowRecord) -> dict[str, Any]:
-    own: dict[str, Any] = {"source": f.source}
-    if f.source == "zeek":
-        own["zeek"] = {"uid": f.uid}
-    if f.flow_id is not None:
-        own["suricata"] = {"flow_id": str(f.flow_id)}
-    return own
+#: How the message names the incident's host by its role.
+_ROLE_WORDS = {"orig": "from", "resp": "against", "service": "on"}
+
+
+def incident_document(
+    incident: Incident,
+    incident_id: str,
+    observer: ObserverInfo,
+    namespace: str = "default",
+    now: float | None = None,
+) -> dict[str, Any]:
+    """The ECS alert document of one incident, stored under ``incident_id`` and replaced as
+    the incident grows."""
+    created = now if now is not None else dt.datetime.now(dt.UTC).timestamp()
+    d = incident.to_dict()
+    doc: dict[str, Any] = {}
+    put = _put
+    behaviour = incident.behaviour
+    put(doc, "@timestamp", _iso(incident.last_seen))
+    put(doc, "ecs.version", ECS_VERSION)
+    put(
+        doc,
+        "message",
+        f"{behaviour[:1].upper()}{behaviour[1:]} "
+        f"{_ROLE_WORDS.get(incident.role, 'by')} {incident.host}",
+    )
+    put(doc, "event.reason", d["title"])
+    put(doc, "event.kind", "alert")
+    put(doc, "event.category", ["network", "intrusion_detection"])
+    put(doc, "event.type", ["info"])
+    put(doc, "event.module", "netanomd")
+    put(doc, "event.dataset", INCIDENT_DATASET)
+    put(doc, "event.id", incident_id)
+    put(doc, "event.severity", int(d["severity"]))
+    put(doc, "event.risk_score", float(d["severity"]))
+    put(doc, "event.risk_score_norm", float(d["severity"]))
+    put(doc, "event.start", _iso(incident.first_seen))
+    put(doc, "event.end", _iso(incident.last_seen))
+    put(doc, "event.duration", round(max(incident.last_seen - incident.first_seen, 0.0) * 1e9))
+    put(doc, "event.created", _iso(created))
+    put(doc, "rule.name", behaviour)
+    put(doc, "rule.id", "netanomd-" + behaviour.lower().replace(" ", "-"))
+    put(doc, "rule.ruleset", "netanomd")
+    put(doc, "rule.category", "Network behaviour")
+    put(doc, "rule.description", f"netanomd host behaviour detection: {behaviour}")
+    attack = ATTACK.get(incident.family)
+    if attack is not None:
+        put(doc, "threat.framework", "MITRE ATT&CK")
+        put(doc, "threat.tactic.id", [attack[0]])
+        put(doc, "threat.tactic.name", [attack[1]])
+        put(doc, "threat.technique.id", [attack[2]])
+        put(doc, "threat.technique.name", [attack[3]])
+    peers = [p for p, _ in d["top_peers"]]
+    if incident.peer and incident.peer not in peers:
+        peers.insert(0, incident.peer)
+    proto = incident.proto.lower() or None
+    port = incident.port if incident.port >= 0 else None
+    if incident.role == "service":  # host is "proto/port"
+        svc_proto, _, svc_port = incident.host.partition("/")
+        proto, port = svc_proto.lower() or None, int(svc_port) if svc_port.isdigit() else port
+    elif incident.role == "resp":
+        put(doc, "destination.ip", _ip(incident.host))
+        put(doc, "source.ip", _ip(incident.peer))
+        put(doc, "host.ip", [incident.host] if _is_ip(incident.host) else None)
+    else:
+        put(doc, "source.ip", _ip(incident.host))
+        put(doc, "destination.ip", _ip(incident.peer))
+        put(doc, "host.ip", [incident.host] if _is_ip(incident.host) else None)
+    put(doc, "destination.port", port)
+    put(doc, "network.transport", proto)
+    put(doc, "network.iana_number", _IANA.get(proto or ""))
+    if len(incident.community_ids) == 1:
+        put(doc, "network.community_id", incident.community_ids[0])
+    put(doc, "observer.name", observer.name)
+    put(doc, "observer.hostname", observer.hostname)
+    put(doc, "observer.type", observer.type)
+    put(doc, "observer.vendor", observer.vendor)
+    put(doc, "observer.product", observer.product)
+    put(doc, "observer.version", observer.version)
+    ips = [ip for ip in (incident.host, *peers) if ip and _is_ip(ip)]
+    put(doc, "related.ip", sorted(set(ips)) or None)
+    _sensor_ids(doc, [u for u in incident.uids if u], [])
+    doc[NAMESPACE_FIELD] = {
+        "incident": {
+            "id": incident_id,
+            **{
+                k: d[k]
+                for k in (
+                    "role",
+                    "host",
+                    "behaviour",
+                    "detail",
+                    "title",
+                    "severity_label",
+                    "score",
+                    "flows",
+                    "detections",
+                    "peer",
+                    "port",
+                    "proto",
+                    "uids",
+                    "community_ids",
+                    "evidence",
+                    "closed",
+                )
+            },
+            "top_peers": [{"ip": p, "flows": int(n)} for p, n in d["top_peers"]],
+        }
+    }
+    return doc
+
+
+def _ip(text: str) -> str | None:
+    return text if text and _is_ip(text) else None
+
+
+def _sensor_ids(doc: dict[str, Any], uids: list[str], flow_ids: list[str]) -> None:
+    """The sensor's own connection ids, where Elastic's Zeek and Suricata integrations put
+    them (one value, or a list for an incident)."""
+    if uids:
+        _put(doc, "zeek.session_id", uids[0] if len(uids) == 1 else uids)
+    if flow_ids:
+        _put(doc, "suricata.eve.flow_id", flow_ids[0] if len(flow_ids) == 1 else flow_ids)
 
 
 def _flow_fields(
@@ -256,9 +465,10 @@ def _is_ip(text: str) -> bool:
 
 
 def template_mappings() -> dict[str, Any]:
-    """Index-template ``mappings`` for every field :func:`alert_document` can emit."""
+    """Index-template ``mappings`` for every field :func:`alert_document` and
+    :func:`incident_document` can emit."""
     props: dict[str, Any] = {}
-    for dotted, typ in ECS_TYPES.items():
+    for dotted, typ in (ECS_TYPES | INTEGRATION_TYPES).items():
         node = props
         *parents, leaf = dotted.split(".")
         for p in parents:

@@ -1,10 +1,31 @@
-"""The one-time set-up of the alert data stream in Elasticsearch.
+"""The one-time set-up of the alert data stream and the incident indices in Elasticsearch.
 
 Owns :func:`setup`, which idempotently PUTs the index template for
 ``logs-netanomd.alert-*`` (ECS mappings of the emitted fields,
 ``data_stream: {}``, priority 501: above the built-in ``logs-*-*`` template's 100 and, as
 Elastic's docs ask for overlapping patterns, above 500) and the retention: an ILM policy, or
 data-stream lifecycle (``lifecycle.data_retention``) with ``retention_mode="dsl"``.
+
+Incidents are replaced in place as they grow, which a data stream (append-only) refuses: they
+live in regular indices behind the write alias ``logs-netanomd.incident-<namespace>`` (a name in
+Elastic Security's default ``logs-*`` indices). :func:`setup` PUTs their template (the same
+mappings, no ``data_stream``; with ILM the same policy, rolling the alias over) and creates the
+first index ``<alias>-000001`` with the alias when the alias does not exist yet. Data-stream
+lifecycle does not apply to regular indices: with ``retention_mode="dsl"`` incidents are kept
+until deleted (they are few: one document per incident, not per flow), rolled over by the
+``logs`` policy where ``logs@settings`` brings it. An incident still
+updated after a rollover is written to the new index, and its older version stays in the old
+one until that is deleted.
+
+Both templates compose Elastic's built-in component templates for logs, as the built-in
+``logs`` template does (``logs@mappings``, ``logs@settings``, ``logs@custom``,
+``ecs@mappings``): ``logs@settings`` brings the default ingest pipeline that sets
+``event.ingested``, on which Elastic Security's External Alerts rule looks back, so a late,
+backlogged or spool-replayed alert is still promoted. Each is listed in
+``ignore_missing_component_templates``, so set-up keeps working where they are absent (before
+8.7, or with the stack templates turned off). The templates' own settings and mappings win over
+the composed ones; with data-stream lifecycle, ``index.lifecycle.prefer_ilm: false`` keeps the
+``logs`` ILM policy of ``logs@settings`` from taking over.
 
 Formats target Elasticsearch 8.x and 9.x (data streams, composable templates, ILM and DSL all
 exist from 8.11). The settings are the ``sinks.elasticsearch`` section of the configuration
@@ -19,11 +40,38 @@ from typing import Any
 from elasticsearch import Elasticsearch
 
 from netanomd.config import ElasticsearchSinkConfig
-from netanomd.ecs import DATASET, template_mappings
+from netanomd.ecs import DATASET, data_alias, template_mappings
 
 TEMPLATE_NAME = "netanomd-alerts"
 POLICY_NAME = "netanomd-alerts"
 TEMPLATE_PRIORITY = 501
+INCIDENT_TEMPLATE_PREFIX = "netanomd-incidents-"
+#: Elastic's built-in component templates for logs, in the built-in ``logs`` template's order.
+BUILTIN_COMPONENTS = ("logs@mappings", "logs@settings", "logs@custom", "ecs@mappings")
+
+
+def _composed() -> dict[str, Any]:
+    return {
+        "composed_of": list(BUILTIN_COMPONENTS),
+        "ignore_missing_component_templates": list(BUILTIN_COMPONENTS),
+    }
+
+
+def incident_template(cfg: ElasticsearchSinkConfig) -> dict[str, Any]:
+    """The template of the incident indices of ``cfg.namespace`` (regular indices behind a
+    write alias)."""
+    alias = data_alias(cfg.namespace)
+    # The alias to roll over: under our policy, or under logs@settings' "logs" policy.
+    settings: dict[str, Any] = {"index.lifecycle.rollover_alias": alias}
+    if cfg.retention_mode == "ilm":
+        settings["index.lifecycle.name"] = POLICY_NAME
+    return {
+        "index_patterns": [f"{alias}-*"],
+        **_composed(),
+        "priority": TEMPLATE_PRIORITY,
+        "template": {"settings": settings, "mappings": template_mappings()},
+        "_meta": {"managed_by": "netanomd", "description": "netanomd incidents (ECS alerts)"},
+    }
 
 
 def index_template(cfg: ElasticsearchSinkConfig) -> dict[str, Any]:
@@ -31,10 +79,12 @@ def index_template(cfg: ElasticsearchSinkConfig) -> dict[str, Any]:
     if cfg.retention_mode == "ilm":
         template["settings"] = {"index.lifecycle.name": POLICY_NAME}
     else:
+        template["settings"] = {"index.lifecycle.prefer_ilm": False}
         template["lifecycle"] = {"data_retention": f"{cfg.retention_days}d"}
     return {
         "index_patterns": [f"logs-{DATASET}-*"],
         "data_stream": {},
+        **_composed(),
         "priority": TEMPLATE_PRIORITY,
         "template": template,
         "_meta": {"managed_by": "netanomd", "description": "netanomd anomaly alerts (ECS)"},
@@ -70,4 +120,19 @@ def setup(client: Elasticsearch, cfg: ElasticsearchSinkConfig) -> list[str]:
         f"index template {TEMPLATE_NAME} for {body['index_patterns'][0]} "
         f"(priority {TEMPLATE_PRIORITY})"
     )
+    name = INCIDENT_TEMPLATE_PREFIX + cfg.namespace
+    body = incident_template(cfg)
+    client.indices.put_index_template(name=name, **body)
+    done.append(f"index template {name} for {body['index_patterns'][0]}")
+    alias = data_alias(cfg.namespace)
+    if client.indices.exists_alias(name=alias):
+        done.append(f"incident alias {alias}: exists")
+    else:
+        client.indices.create(index=f"{alias}-000001", aliases={alias: {"is_write_index": True}})
+        done.append(f"incident alias {alias}: created with index {alias}-000001")
+    if cfg.retention_mode != "ilm":
+        done.append(
+            "incidents are kept until deleted (data-stream lifecycle needs a data stream): "
+            "delete old incident indices yourself, or use --retention ilm"
+        )
     return done

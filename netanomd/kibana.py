@@ -1,9 +1,10 @@
 """Kibana saved objects for triage, generated from code so field names never drift.
 
-One ndjson file: a data view over ``logs-netanomd.alert-*``; saved searches (all alerts, high
-severity, alerts by source host, alerts by model version); aggregation-based visualizations
-(alerts over time, score distribution, top sources, top destination ports, top reasons) and a
-dashboard holding them. Import it with Kibana's saved-objects API
+One ndjson file: data views over ``logs-netanomd.alert-*`` (flow alerts) and
+``logs-netanomd.incident-*`` (incidents, one document each); saved searches (all alerts, high
+severity, alerts by model version, all incidents, high-severity incidents); aggregation-based
+visualizations (alerts over time, score distribution, top sources, top destination ports, top
+reasons) and a dashboard holding them. Import it with Kibana's saved-objects API
 (``POST /api/saved_objects/_import?overwrite=true``, multipart ``file``, header ``kbn-xsrf``).
 Shapes follow Kibana 8.x exports (``searchSourceJSON``/``visState``/``panelsJSON`` are JSON
 *strings*; references carry the ids).
@@ -16,10 +17,11 @@ import urllib.request
 import uuid
 from typing import Any
 
-from netanomd.ecs import DATASET
+from netanomd.ecs import DATASET, INCIDENT_DATASET
 from netanomd.errors import TransportError
 
 DATA_VIEW_ID = "netanomd-alerts-dv"
+INCIDENTS_VIEW_ID = "netanomd-incidents-dv"
 INDEX_REF = "kibanaSavedObjectMeta.searchSourceJSON.index"
 COLUMNS = [
     "source.ip",
@@ -27,7 +29,15 @@ COLUMNS = [
     "destination.port",
     "network.transport",
     "netanomd.score",
-    "message",
+    "zeek.session_id",
+    "event.reason",
+]
+INCIDENT_COLUMNS = [
+    "event.severity",
+    "rule.name",
+    "host.ip",
+    "netanomd.incident.flows",
+    "event.reason",
 ]
 
 
@@ -37,21 +47,28 @@ def _search_source(query: str) -> str:
     )
 
 
-def _ref() -> list[dict[str, str]]:
-    return [{"id": DATA_VIEW_ID, "name": INDEX_REF, "type": "index-pattern"}]
+def _ref(view: str = DATA_VIEW_ID) -> list[dict[str, str]]:
+    return [{"id": view, "name": INDEX_REF, "type": "index-pattern"}]
 
 
-def _search(oid: str, title: str, query: str, sort: list[list[str]]) -> dict[str, Any]:
+def _search(
+    oid: str,
+    title: str,
+    query: str,
+    sort: list[list[str]],
+    view: str = DATA_VIEW_ID,
+    columns: list[str] = COLUMNS,
+) -> dict[str, Any]:
     return {
         "type": "search",
         "id": oid,
         "attributes": {
             "title": title,
-            "columns": COLUMNS,
+            "columns": columns,
             "sort": sort,
             "kibanaSavedObjectMeta": {"searchSourceJSON": _search_source(query)},
         },
-        "references": _ref(),
+        "references": _ref(view),
         "coreMigrationVersion": "8.8.0",
     }
 
@@ -105,7 +122,17 @@ def saved_objects() -> list[dict[str, Any]]:
                 "name": "netanomd alerts",
             },
             "references": [],
-        }
+        },
+        {
+            "type": "index-pattern",
+            "id": INCIDENTS_VIEW_ID,
+            "attributes": {
+                "title": f"logs-{INCIDENT_DATASET}-*",
+                "timeFieldName": "@timestamp",
+                "name": "netanomd incidents",
+            },
+            "references": [],
+        },
     ]
     newest = [["@timestamp", "desc"]]
     objs += [
@@ -117,10 +144,20 @@ def saved_objects() -> list[dict[str, Any]]:
             newest,
         ),
         _search(
-            "netanomd-by-source",
-            "netanomd: one source host (edit the source.ip)",
-            'event.kind : "alert" and source.ip : "192.0.2.1"',
+            "netanomd-incidents",
+            "netanomd: incidents",
+            'event.kind : "alert"',
             newest,
+            INCIDENTS_VIEW_ID,
+            INCIDENT_COLUMNS,
+        ),
+        _search(
+            "netanomd-incidents-high",
+            "netanomd: incidents, high and critical (>= 70)",
+            'event.kind : "alert" and event.severity >= 70',
+            [["event.severity", "desc"], ["@timestamp", "desc"]],
+            INCIDENTS_VIEW_ID,
+            INCIDENT_COLUMNS,
         ),
         _search(
             "netanomd-by-model",

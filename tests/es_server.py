@@ -1,13 +1,22 @@
 """A small Elasticsearch HTTP server for tests, following the documented REST API the official
 client uses: ``GET /`` with ``X-Elastic-Product: Elasticsearch``, ``compatible-with`` media
 types (a request without one is refused, as ES does for an unknown media type), ``_bulk`` NDJSON
-with per-item results (``create`` -> 201, existing ``_id`` -> 409), ``_index_template`` and
-``_ilm/policy``, plus fault injection: per-item 429s and mapping errors, whole-request errors,
-slow responses, and stop/start (connection refused while stopped).
+with per-item results (``create`` -> 201, existing ``_id`` -> 409; ``index`` -> 201 created or
+200 updated, refused with 400 by a data stream), ``_index_template`` (its composed component
+templates must exist or be listed as ignorable), ``_component_template``, ``_ilm/policy``, index
+creation with aliases (``PUT /<index>``, ``HEAD /_alias/<name>``; a bulk write to an alias goes
+to its write index), plus fault injection: per-item 429s and mapping errors, whole-request
+errors, slow responses, and stop/start (connection refused while stopped).
+
+A bulk target that is neither a created index nor an alias is a data stream unless the
+highest-priority template matching its name has no ``data_stream`` (then it is auto-created as
+a regular index); a name matching no stored template counts as a data stream, as Elastic's
+built-in ``logs-*-*`` template makes it.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import re
 import ssl
@@ -26,7 +35,11 @@ class FakeElasticsearch:
         self.docs: dict[str, dict[str, dict[str, Any]]] = {}
         self.creates: Counter[str] = Counter()  # _id -> successful creates (must end at 1)
         self.templates: dict[str, Any] = {}
+        self.component_templates: dict[str, Any] = {}
         self.policies: dict[str, Any] = {}
+        self.indices: dict[str, Any] = {}  # regular indices: name -> creation body
+        self.aliases: dict[str, str] = {}  # alias -> its write index
+        self.indexed: Counter[str] = Counter()  # _id -> successful index ops
         self.throttle_items: Counter[str] = Counter()  # _id -> how many more 429s to give
         self.reject_ids: set[str] = set()  # _ids that fail with a mapping error
         self.fail_requests = 0  # next N bulk requests answer 503
@@ -63,7 +76,9 @@ class FakeElasticsearch:
                 return self.rfile.read(n) if n else b""
 
             def do_HEAD(self) -> None:
-                self.send_response(200)
+                path = self.path.split("?")[0]
+                found = not path.startswith("/_alias/") or path[8:] in fake.aliases
+                self.send_response(200 if found else 404)
                 self.send_header("X-Elastic-Product", "Elasticsearch")
                 self.send_header("Content-Length", "0")
                 self.end_headers()
@@ -122,11 +137,16 @@ class FakeElasticsearch:
                         return
                     self._reply(200, fake.bulk(body))
                 elif path.startswith("/_index_template/"):
-                    fake.templates[path.rsplit("/", 1)[1]] = json.loads(body)
+                    self._reply(*fake.put_index_template(path.rsplit("/", 1)[1], json.loads(body)))
+                elif path.startswith("/_component_template/"):
+                    fake.component_templates[path.rsplit("/", 1)[1]] = json.loads(body)
                     self._reply(200, {"acknowledged": True})
                 elif path.startswith("/_ilm/policy/"):
                     fake.policies[path.rsplit("/", 1)[1]] = json.loads(body)
                     self._reply(200, {"acknowledged": True})
+                elif method == "PUT" and re.fullmatch(r"/[a-z0-9][^/]*", path):
+                    status, reply = fake.create_index(path[1:], json.loads(body or b"{}"))
+                    self._reply(status, reply)
                 else:
                     self._reply(404, {"error": {"type": "unknown"}, "status": 404})
 
@@ -144,6 +164,56 @@ class FakeElasticsearch:
             self._server.server_close()
             self._server = None
 
+    # -- templates -------------------------------------------------------------------------
+    def put_index_template(self, name: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        """As ES: every component template composed must exist, or be listed as one that may
+        be missing."""
+        ignore = set(body.get("ignore_missing_component_templates", []))
+        missing = [
+            c
+            for c in body.get("composed_of", [])
+            if c not in self.component_templates and c not in ignore
+        ]
+        if missing:
+            return 400, {
+                "error": {
+                    "type": "invalid_index_template_exception",
+                    "reason": f"index_template [{name}] invalid, cause [index template "
+                    f"[{name}] specifies component templates {missing} that do not exist]",
+                },
+                "status": 400,
+            }
+        self.templates[name] = body
+        return 200, {"acknowledged": True}
+
+    # -- indices and aliases ---------------------------------------------------------------
+    def create_index(self, name: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        if name in self.indices or name in self.aliases:
+            return 400, {
+                "error": {
+                    "type": "resource_already_exists_exception",
+                    "reason": f"index [{name}] already exists",
+                },
+                "status": 400,
+            }
+        self.indices[name] = body
+        for alias, spec in body.get("aliases", {}).items():
+            if spec.get("is_write_index") or alias not in self.aliases:
+                self.aliases[alias] = name
+        return 200, {"acknowledged": True, "shards_acknowledged": True, "index": name}
+
+    def is_data_stream(self, name: str) -> bool:
+        if name in self.indices:
+            return False
+        matching = [
+            t
+            for t in self.templates.values()
+            if any(fnmatch.fnmatchcase(name, p) for p in t.get("index_patterns", []))
+        ]
+        if not matching:
+            return True
+        return "data_stream" in max(matching, key=lambda t: t.get("priority", 0))
+
     # -- the bulk API ----------------------------------------------------------------------
     def bulk(self, body: bytes) -> dict[str, Any]:
         lines = [ln for ln in body.split(b"\n") if ln.strip()]
@@ -152,8 +222,46 @@ class FakeElasticsearch:
             action = json.loads(lines[i])
             ((op, meta),) = action.items()
             source = json.loads(lines[i + 1])
-            index, _id = meta["_index"], meta["_id"]
-            if op != "create":
+            _id = meta["_id"]
+            index = self.aliases.get(meta["_index"], meta["_index"])
+            stream = self.is_data_stream(index)
+            if not stream and index not in self.indices:
+                self.indices[index] = {}  # auto-created, as ES does
+            if (
+                op == "index"
+                and not stream
+                and not (self.throttle_items[_id] > 0 or _id in self.reject_ids)
+            ):
+                docs = self.docs.setdefault(index, {})
+                created = _id not in docs
+                docs[_id] = source
+                self.indexed[_id] += 1
+                items.append(
+                    {
+                        op: {
+                            "_index": index,
+                            "_id": _id,
+                            "_version": self.indexed[_id],
+                            "result": "created" if created else "updated",
+                            "status": 201 if created else 200,
+                        }
+                    }
+                )
+                continue
+            if op not in ("create", "index"):
+                items.append(
+                    {
+                        op: {
+                            "_index": index,
+                            "_id": _id,
+                            "status": 400,
+                            "error": {"type": "illegal_argument_exception", "reason": op},
+                        }
+                    }
+                )
+                errors = True
+                continue
+            if op != "create" and stream:
                 # Data streams only accept create.
                 items.append(
                     {

@@ -9,14 +9,19 @@ from typing import Any
 import pytest
 import yaml
 
-from netanomd.data import attack_files, demo_model
+from netanomd.behaviour.incidents import Incident
+from netanomd.behaviour.measure import halves, load, run
+from netanomd.behaviour.pipeline import BehaviourPipeline, learn
+from netanomd.data import attack_files, baseline_files, demo_model
 from netanomd.decision import Alert
 from netanomd.ecs import (
     ECS_TYPES,
+    INTEGRATION_TYPES,
     NAMESPACE_FIELD,
     ObserverInfo,
     alert_document,
     data_stream,
+    incident_document,
     severity,
     template_mappings,
 )
@@ -55,6 +60,23 @@ def alerts() -> list[Alert]:
     return out
 
 
+@pytest.fixture(scope="module")
+def incidents() -> list[Incident]:
+    """Real incidents of every role: scans, brute force, a flood, from the bundled captures."""
+    thresholds = learn([halves(load(baseline_files()[0]))[0]])
+    data = Path(__file__).parent / "data"
+    out: list[Incident] = []
+    for name in (
+        "behaviour/portscan-002.conn.log.gz",
+        "behaviour/zeek-traces-dhcp_dhcp_flood.conn.log",
+        "behaviour/slips-test12-icmp-portscan.conn.log",
+        "zeek/ssh_sshguess.json.conn.log",
+        "behaviour/ctu50-008.conn.log.labeled.gz",
+    ):
+        out += run(BehaviourPipeline(thresholds), load(data / name))
+    return out
+
+
 def flatten(doc: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
     for k, v in doc.items():
@@ -87,16 +109,20 @@ def test_declared_types_match_ecs(ecs: dict[str, Any]) -> None:
         assert ecs[field]["type"] == typ, f"{field}: ECS says {ecs[field]['type']}, we say {typ}"
 
 
-def test_every_emitted_field_is_ecs(ecs: dict[str, Any], alerts: list[Alert]) -> None:
-    assert {a.flow.source for a in alerts} == {"zeek", "suricata"}
+def check_fields(ecs: dict[str, Any], docs: list[dict[str, Any]]) -> set[str]:
+    """Every field of ``docs`` is declared, of its declared type, an array only where ECS
+    allows one; returns the fields seen."""
     seen: set[str] = set()
-    docs = [alert_document(a, OBSERVER, now=1.7e9) for a in alerts]
     for d in docs:
         doc = flatten(d)
         for field, value in doc.items():
             if field.startswith(NAMESPACE_FIELD + "."):
                 continue
             seen.add(field)
+            if field in INTEGRATION_TYPES:
+                values = value if isinstance(value, list) else [value]
+                assert all(isinstance(v, str) for v in values), f"{field}={value!r}"
+                continue
             assert field in ECS_TYPES, f"{field} is emitted but not declared"
             spec = ecs[field]
             values = value if isinstance(value, list) else [value]
@@ -109,6 +135,12 @@ def test_every_emitted_field_is_ecs(ecs: dict[str, Any], alerts: list[Alert]) ->
                     assert v in {x["name"] for x in allowed}, f"{field}={v!r} not allowed"
             if field in ("network.transport", "network.protocol"):
                 assert value == value.lower()
+    return seen
+
+
+def test_every_emitted_field_is_ecs(ecs: dict[str, Any], alerts: list[Alert]) -> None:
+    assert {a.flow.source for a in alerts} == {"zeek", "suricata"}
+    seen = check_fields(ecs, [alert_document(a, OBSERVER, now=1.7e9) for a in alerts])
     # The common fields really are emitted.
     assert {
         "source.ip",
@@ -118,21 +150,95 @@ def test_every_emitted_field_is_ecs(ecs: dict[str, Any], alerts: list[Alert]) ->
         "network.direction",
         "related.ip",
         "rule.version",
+        "zeek.session_id",
+        "zeek.connection.state",
+        "suricata.eve.flow_id",
     } <= seen
 
 
+def test_every_incident_field_is_ecs(ecs: dict[str, Any], incidents: list[Incident]) -> None:
+    assert {i.role for i in incidents} == {"orig", "resp", "service"}
+    docs = [incident_document(i, f"id{i.id}", OBSERVER, now=1.7e9) for i in incidents]
+    seen = check_fields(ecs, docs)
+    assert {
+        "event.reason",
+        "event.severity",
+        "rule.name",
+        "source.ip",
+        "destination.ip",
+        "host.ip",
+        "related.ip",
+        "zeek.session_id",
+        "threat.technique.id",
+    } <= seen
+    mappings = template_mappings()["properties"]
+    for d in docs:
+        for field in flatten(d):
+            node: dict[str, Any] = mappings
+            parts = field.split(".")
+            for i, part in enumerate(parts):
+                assert part in node, f"{field} has no mapping"
+                if node[part].get("type") == "flattened":
+                    break
+                node = node[part].get("properties", {}) if i < len(parts) - 1 else node
+
+
+def test_incident_document_content(incidents: list[Incident]) -> None:
+    for inc in incidents:
+        doc = incident_document(inc, "abc", OBSERVER, namespace="prod", now=1.7e9)
+        assert doc["rule"]["name"] == inc.behaviour
+        assert doc["event"]["reason"] == inc.title and doc["event"]["id"] == "abc"
+        # The message names the behaviour and the host, and carries no count: equal
+        # behaviours of one host group in Elastic Security.
+        assert inc.behaviour.lower() in doc["message"].lower() and inc.host in doc["message"]
+        assert not any(c.isdigit() for c in doc["message"].replace(inc.host, ""))
+        assert doc["event"]["severity"] == inc.severity == doc["event"]["risk_score"]
+        assert doc["zeek"]["session_id"] == (inc.uids[0] if len(inc.uids) == 1 else inc.uids)
+        own = doc[NAMESPACE_FIELD]["incident"]
+        assert own["flows"] == inc.flows and own["evidence"] == inc.evidence
+        if inc.role == "service":  # a flood of one service from many sources: "udp/67"
+            proto, port = inc.host.split("/")
+            assert (doc["network"]["transport"], doc["destination"]["port"]) == (proto, int(port))
+            continue
+        ip_field = {"orig": "source", "resp": "destination"}[inc.role]
+        assert doc[ip_field]["ip"] == inc.host and doc["host"]["ip"] == [inc.host]
+    # Scans and brute force are never "low", and say which ATT&CK technique they are.
+    scan = next(i for i in incidents if i.family == "scan")
+    brute = next(i for i in incidents if i.family == "brute force")
+    for inc, technique in ((scan, "T1046"), (brute, "T1110")):
+        doc = incident_document(inc, "x", OBSERVER)
+        assert doc["event"]["severity"] >= 47
+        assert doc["threat"]["technique"]["id"] == [technique]
+
+
 def test_document_content(alerts: list[Alert]) -> None:
-    a = next(x for x in alerts if x.flow.source == "zeek" and x.flow.duration)
+    a = next(x for x in alerts if x.flow.source == "zeek" and x.flow.duration and x.contributions)
     doc = alert_document(a, OBSERVER, namespace="prod", now=1.7e9)
     assert doc["event"]["duration"] == round(a.flow.duration * 1e9)
     assert doc["event"]["id"] == a.alert_id
     assert doc["data_stream"] == {"type": "logs", "dataset": "netanomd.alert", "namespace": "prod"}
-    assert doc[NAMESPACE_FIELD]["zeek"]["uid"] == a.flow.uid
+    assert doc["zeek"]["session_id"] == a.flow.uid  # where Elastic's Zeek integration has it
+    # Message and rule name say what kind of anomaly, without per-alert numbers: they group.
+    top = a.contributions[0]
+    what = {"rare": f"rare {top.description}"}.get(
+        top.direction,
+        f"{top.description} unusually {'high' if top.direction == 'above' else 'low'}",
+    )
+    assert doc["rule"]["name"] == f"anomalous flow: {what}"
+    assert doc["message"] == f"Anomalous {a.flow.proto} flow: {what}"
+    names = {alert_document(x, OBSERVER)["rule"]["name"] for x in alerts if x.contributions}
+    assert (
+        1
+        < len(names)
+        <= len({(c.description, c.direction) for x in alerts for c in x.contributions[:1]})
+    )
+    assert a.reason in doc["event"]["reason"]
+    assert doc["event"]["risk_score"] == doc["event"]["severity"]
     assert doc[NAMESPACE_FIELD]["score"] == a.score
     assert doc["source"]["bytes"] == a.flow.orig_ip_bytes
     s = next(x for x in alerts if x.flow.source == "suricata")
     sdoc = alert_document(s, OBSERVER)
-    assert sdoc[NAMESPACE_FIELD]["suricata"]["flow_id"] == str(s.flow.flow_id)
+    assert sdoc["suricata"]["eve"]["flow_id"] == str(s.flow.flow_id)
     assert data_stream("prod") == "logs-netanomd.alert-prod"
 
 

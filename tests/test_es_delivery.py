@@ -10,11 +10,16 @@ import orjson
 import pytest
 from elasticsearch import Elasticsearch
 
+from netanomd.behaviour.measure import halves, load, run
+from netanomd.behaviour.pipeline import BehaviourPipeline, learn
+from netanomd.cli import main
 from netanomd.data import attack_files, baseline_files, demo_model
 from netanomd.decision import Alert
 from netanomd.ecs import ObserverInfo
-from netanomd.sinks import Sink
+from netanomd.sinks import IncidentSink, Sink, SinkSet
 from netanomd.sinks.elasticsearch import ElasticsearchSink
+from netanomd.sinks.incident_ids import IncidentIds
+from netanomd.sinks.sqlite import IncidentQuery, SQLiteSink, query_incidents
 from netanomd.sources import ReadStats
 from netanomd.sources.files import read_batches
 from netanomd.spool import Spool
@@ -315,3 +320,61 @@ def test_spool_files_are_not_world_readable(
         os.umask(old)
     files = list((tmp_path / "spool").iterdir())
     assert files and all(stat.S_IMODE(f.stat().st_mode) == 0o640 for f in files)
+
+
+def test_incidents_are_one_document_each_replaced_as_they_grow(
+    es: FakeElasticsearch, tmp_path: Path
+) -> None:
+    """After ``netanomd es setup``, every incident is one ECS alert document under its stable
+    id in the incident alias's index, replaced as the incident grows; the same ids as in
+    SQLite."""
+    url = f"http://127.0.0.1:{es.port}"
+    assert main(["es", "setup", "--url", url]) == 0
+    assert main(["es", "setup", "--url", url]) == 0  # idempotent: the alias exists
+    alias = "logs-netanomd.incident-default"
+    assert es.aliases == {alias: f"{alias}-000001"}
+    clock = Clock()
+    sink = make_sink(url, tmp_path, clock)
+    assert isinstance(sink, IncidentSink)
+    sqlite = SQLiteSink(tmp_path / "a.db", ids=IncidentIds(OBSERVER.name))
+    sinks = SinkSet([sink, sqlite])
+    thresholds = learn([halves(load(baseline_files()[0]))[0]])
+    batch = load(Path(__file__).parent / "data/behaviour/portscan-002.conn.log.gz")
+    pipe = BehaviourPipeline(thresholds)
+    for off in range(0, len(batch), 200):
+        assert sinks.write_incidents(pipe.process(batch.slice(off, 200))) == []
+        sink.deliver_once()  # delivered while the incidents still grow
+    sinks.write_incidents(pipe.flush())
+    assert sink.drain(timeout=60)
+    sqlite.close()
+    incidents = pipe.tracker.all()
+    docs = es.docs[f"{alias}-000001"]
+    stored = query_incidents(tmp_path / "a.db", IncidentQuery()).items
+    assert set(docs) == {s.incident_id for s in stored}
+    assert len(docs) == len(incidents) and max(es.indexed.values()) > 1  # replaced in place
+    for s in stored:  # the latest version of each
+        doc = docs[s.incident_id]
+        assert doc["netanomd"]["incident"]["flows"] == s.flows
+        assert doc["event"]["reason"] == s.title and doc["rule"]["name"] == s.behaviour
+        assert doc["event"]["id"] == s.incident_id and doc["event"]["kind"] == "alert"
+    assert sink.dead_lettered == 0 and not es.creates  # no alert, no create
+
+
+def test_incidents_without_setup_are_dead_lettered_not_lost(
+    es: FakeElasticsearch, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Without the incident template the alias name falls to the built-in logs-*-* data stream
+    template, which refuses an update in place: the documents are dead-lettered, with reason."""
+    clock = Clock()
+    sink = make_sink(f"http://127.0.0.1:{es.port}", tmp_path, clock)
+    thresholds = learn([halves(load(baseline_files()[0]))[0]])
+    incidents = run(
+        BehaviourPipeline(thresholds),
+        load(Path(__file__).parent / "data/behaviour/zeek-traces-nmap-vsn.conn.log"),
+    )
+    sink.write_incidents(incidents)
+    assert sink.drain(timeout=10)
+    assert sink.dead_lettered == len(incidents) == 1
+    (line,) = sink.dead_letter.read_bytes().splitlines()
+    assert "data streams" in orjson.loads(line)["reason"]["reason"]
+    assert "netanomd es setup" in caplog.text  # the log says what to do

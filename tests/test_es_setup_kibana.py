@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import shlex
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -35,9 +36,26 @@ def test_setup_is_idempotent_ilm(es: FakeElasticsearch, capsys: pytest.CaptureFi
     assert t["data_stream"] == {}
     assert t["priority"] > 500  # wins over built-in logs-*-* (100), as Elastic asks
     assert t["template"]["settings"]["index.lifecycle.name"] == "netanomd-alerts"
+    # Composes Elastic's logs templates (event.ingested from the default pipeline), and keeps
+    # working where they are absent (this server has none).
+    assert t["composed_of"] == ["logs@mappings", "logs@settings", "logs@custom", "ecs@mappings"]
+    assert set(t["ignore_missing_component_templates"]) == set(t["composed_of"])
+    assert not es.component_templates
     assert t["template"]["mappings"] == template_mappings()
     phases = es.policies["netanomd-alerts"]["policy"]["phases"]
     assert phases["delete"]["min_age"] == "14d"
+    # Incidents: regular indices behind a write alias (replaced in place), the same policy.
+    alias = "logs-netanomd.incident-default"
+    it = es.templates["netanomd-incidents-default"]
+    assert it["index_patterns"] == [f"{alias}-*"] and "data_stream" not in it
+    assert it["priority"] > 500 and it["template"]["mappings"] == template_mappings()
+    assert it["composed_of"] == t["composed_of"]
+    assert it["template"]["settings"] == {
+        "index.lifecycle.name": "netanomd-alerts",
+        "index.lifecycle.rollover_alias": alias,
+    }
+    assert es.aliases == {alias: f"{alias}-000001"}  # created once, found the second time
+    assert not es.is_data_stream(f"{alias}-000002")  # a rollover's index stays regular
     assert main(["es", "check", "--url", url]) == 0
     assert "Elasticsearch 9.1.0" in capsys.readouterr().out
 
@@ -45,7 +63,13 @@ def test_setup_is_idempotent_ilm(es: FakeElasticsearch, capsys: pytest.CaptureFi
 def test_setup_dsl(es: FakeElasticsearch) -> None:
     assert main(["es", "setup", "--url", f"http://127.0.0.1:{es.port}", "--retention", "dsl"]) == 0
     assert es.templates[TEMPLATE_NAME]["template"]["lifecycle"] == {"data_retention": "30d"}
+    # logs@settings' ILM policy must not take over the data stream's lifecycle.
+    assert (
+        es.templates[TEMPLATE_NAME]["template"]["settings"]["index.lifecycle.prefer_ilm"] is False
+    )
     assert not es.policies
+    settings = es.templates["netanomd-incidents-default"]["template"]["settings"]
+    assert settings == {"index.lifecycle.rollover_alias": "logs-netanomd.incident-default"}
 
 
 def test_unreachable_is_a_clear_error(capsys: pytest.CaptureFixture[str]) -> None:
@@ -171,7 +195,10 @@ def test_saved_objects_load_as_kibana_expects() -> None:
     ids = {(o["type"], o["id"]) for o in objs}
     assert len(ids) == len(objs)
     kinds = [o["type"] for o in objs]
-    assert kinds.count("search") == 4 and kinds.count("dashboard") == 1
+    assert kinds.count("search") == 5 and kinds.count("dashboard") == 1
+    assert kinds.count("index-pattern") == 2
+    # No placeholder addresses in saved searches (an analyst would get an empty result).
+    assert not re.search(r"\b\d+\.\d+\.\d+\.\d+\b", text)
     mapped = _mapped_fields(template_mappings()["properties"])
     for o in objs:
         for ref in o.get("references", []):

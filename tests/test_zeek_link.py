@@ -18,12 +18,17 @@ from typing import Any
 
 import pytest
 
+from netanomd.behaviour.measure import halves, load, run
+from netanomd.behaviour.pipeline import BehaviourPipeline, learn
 from netanomd.config import ZeekBrokerSourceConfig, ZeekWsSourceConfig
+from netanomd.data import baseline_files
 from netanomd.decision import Alert
 from netanomd.errors import TransportError
 from netanomd.flow import FlowBatch
 from netanomd.model import Model
-from netanomd.sinks.zeek_notice import ZeekNoticeSink
+from netanomd.sinks import IncidentSink
+from netanomd.sinks.incident_ids import IncidentIds
+from netanomd.sinks.zeek_notice import ZeekNoticeSink, incident_values
 from netanomd.sources import Ack, LiveSource
 from netanomd.sources.zeek_broker import ZeekBrokerClient
 from netanomd.sources.zeek_link import ZeekLink, zeek_source
@@ -34,6 +39,7 @@ from tests.zeek_wire import flows_event, flows_message
 from tests.zeek_ws_server import FakeZeek
 
 broker = binding.load_broker()
+DATA = Path(__file__).parent / "data"
 
 
 class Held:
@@ -84,6 +90,11 @@ class WsZeek:
     def received(self) -> list[str]:
         return [brokerjson.parse_event(m)[1] for m in self.server.received]
 
+    def decoded(self, spec: api.EventSpec) -> list[dict[str, Any]]:
+        """The ``spec`` events Zeek got, decoded from the declaration."""
+        events = [brokerjson.parse_event(m) for m in self.server.received]
+        return [brokerjson.decode_event(spec, a) for _, name, a in events if name == spec.name]
+
     def close(self) -> None:
         self.server.stop()
 
@@ -94,7 +105,7 @@ class BrokerZeek:
         self.sub = self.ep.make_subscriber(api.VERDICTS_TOPIC)
         self.status = self.ep.make_status_subscriber(True)
         self.port = int(self.ep.listen("127.0.0.1", 0))
-        self.names: list[str] = []
+        self.events: list[tuple[str, Any]] = []
         self.peers = 0
 
     def link(self, emit: Any, **kw: Any) -> ZeekBrokerClient:
@@ -119,8 +130,12 @@ class BrokerZeek:
         self.ep.publish("netanom/flows/0", event)
 
     def received(self) -> list[str]:
-        self.names += [brokerpy.parse_event(data)[0] for _, data in self.sub.poll()]
-        return self.names
+        self.events += [brokerpy.parse_event(data) for _, data in self.sub.poll()]
+        return [name for name, _ in self.events]
+
+    def decoded(self, spec: api.EventSpec) -> list[dict[str, Any]]:
+        self.received()
+        return [brokerpy.decode_event(spec, a) for name, a in self.events if name == spec.name]
 
     def close(self) -> None:
         self.ep.shutdown()
@@ -203,6 +218,42 @@ def test_drain_is_answered_once_earlier_batches_are_acknowledged(
         stop()
 
 
+def test_incidents_reach_zeek_one_event_each(zeek: WsZeek | BrokerZeek) -> None:
+    """Incidents from the behaviour library travel as ``NetAnom::incident`` events, each
+    argument as declared; with no Zeek connected they are dropped and counted."""
+    thresholds = learn([halves(load(baseline_files()[0]))[0]])
+    incidents = run(
+        BehaviourPipeline(thresholds), load(DATA / "behaviour/portscan-002.conn.log.gz")
+    )
+    incidents += run(BehaviourPipeline(thresholds), load(DATA / "zeek/ssh_sshguess.tsv.conn.log"))
+    assert len(incidents) == 3
+    held = Held()
+    held.release.set()
+    link = zeek.link(held)
+    sink = ZeekNoticeSink(link, ids=IncidentIds("sensor-1"))
+    assert isinstance(sink, IncidentSink)
+    sink.write_incidents(incidents)  # not connected yet
+    assert link.counters.incidents_dropped == 3 and link.counters.incidents_sent == 0
+    stop = running(link, zeek)
+    try:
+        sink.write_incidents(incidents)
+        assert sink.close(10)
+        wait(lambda: len(zeek.decoded(api.INCIDENT)) == 3, what="the incidents")
+        assert link.counters.incidents_sent == 3
+        got = {v["id"]: v for v in zeek.decoded(api.INCIDENT)}
+        for inc in incidents:
+            want = incident_values(inc, sink.ids(inc))
+            v = got[want["id"]]
+            assert v["contract"] == api.VERSION
+            assert list(v["uids"]) == want["uids"] and len(want["uids"]) > 0
+            assert v["first_seen"] == pytest.approx(inc.first_seen)
+            for key in ("role", "host", "peer", "behaviour", "severity", "flow_count", "title"):
+                assert v[key] == want[key], key
+            assert v["evidence"] == want["evidence"] and "flows=" in v["evidence"]
+    finally:
+        stop()
+
+
 def test_another_major_version_is_refused_with_an_error(
     zeek: WsZeek | BrokerZeek, remcos: FlowBatch, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -220,7 +271,7 @@ def test_another_major_version_is_refused_with_an_error(
             held.batches[0].column("uid").to_pylist()
             == remcos.slice(10, 10).column("uid").to_pylist()
         )
-        assert "contract 1.0, this daemon speaks 2.0: refused" in caplog.text
+        assert f"contract 1.0, this daemon speaks {api.VERSION}: refused" in caplog.text
     finally:
         stop()
 

@@ -14,7 +14,7 @@ module NetAnom;
 
 export {
 	## Version of this contract. An event of a different major version is refused.
-	const version = "2.0";
+	const version = "2.1";
 
 	## A batch of finished connections, published by every node that logs conn.log.
 	## All vectors have the same length; element ``i`` of each describes flow ``i``.
@@ -64,6 +64,27 @@ export {
 	global verdict: event(contract: string, uid: string, orig_h: addr, orig_p: port,
 	    resp_h: addr, resp_p: port, score: double, threshold: double, model: string,
 	    reason: string);
+
+	## An incident the daemon opened or updated: flow alerts and host behaviour grouped into
+	## what an analyst acts on. Sent again each time the incident grows, under the same id.
+	##
+	## contract: the contract version of the daemon.
+	## id: the incident's stable id (the same in the daemon's SQLite and Elasticsearch).
+	## role: the host's role: "orig" (it did it), "resp" (it was the target), or "service"
+	##       (``host`` is then "proto/port", e.g. "udp/67", flooded from many sources).
+	## host: the host's address (or "proto/port" for a service).
+	## peer: the main peer's address ("" when there are many).
+	## behaviour: what was seen, e.g. "horizontal scan", "brute force", "beaconing".
+	## severity: 0-100 (low 21, medium 47, high 73, critical 90 and above).
+	## flow_count: how many flows the incident holds.
+	## first_seen: when it started, in seconds since the epoch (flow time).
+	## last_seen: when it was last seen.
+	## title: what happened, in an analyst's words.
+	## evidence: the numbers behind the title, as "name=value" pairs.
+	## uids: uids of representative connections.
+	global incident: event(contract: string, id: string, role: string, host: string,
+	    peer: string, behaviour: string, severity: count, flow_count: count, first_seen: double,
+	    last_seen: double, title: string, evidence: string, uids: vector of string);
 
 	## Zeek asks the daemon to answer with ``drained`` once it has answered every flow
 	## published before this event (sent when a trace replay is done).

@@ -1,5 +1,6 @@
 ##! Logic: batch finished connections per shard and publish them to the daemon; turn the
-##! daemon's verdicts into notices (and netanom.log lines), refusing events of another
+##! daemon's verdicts into notices (and netanom.log lines) and its incidents into one notice
+##! per incident (suppressed per incident id), refusing events of another
 ##! contract major version; open the listener the daemon connects to (not when replaying a
 ##! trace, unless waiting for the daemon); with ``wait_for_daemon``, hold every publishing
 ##! node until the daemon is there and, at the end of a trace, terminate once the daemon has
@@ -9,6 +10,7 @@
 @load base/frameworks/cluster
 @load base/frameworks/notice
 @load base/protocols/conn
+@load base/utils/addrs
 
 # Zeek >= 8.0 runs standalone with the "none" cluster backend unless one is loaded, and
 # WebSocket clients of Cluster::listen_websocket then get no ack (closed with 1011). Load
@@ -26,6 +28,12 @@ export {
 		## The netanomd daemon scored a connection as anomalous: ``msg`` says why, ``sub``
 		## gives the score, the threshold and the model.
 		Anomalous_Flow,
+		## The daemon opened an incident: a host behaviour (scan, brute force, flood,
+		## beaconing, exfiltration, ...) or grouped anomalous flows. ``msg`` is its title,
+		## ``sub`` the evidence, ``n`` its flows, ``src`` the host that did it (``dst`` the
+		## host it was done to); ``identifier`` is the incident's id, so its updates are
+		## suppressed while it lasts.
+		Incident,
 	};
 
 	redef enum Log::ID += { LOG };
@@ -208,6 +216,27 @@ event NetAnom::verdict(contract: string, uid: string, orig_h: addr, orig_p: port
 		    $sub=fmt("score=%.3f threshold=%.3f model=%s", score, threshold, model),
 		    $identifier=cat(orig_h, resp_h, resp_p),
 		    $suppress_for=suppression_interval]);
+	}
+
+event NetAnom::incident(contract: string, id: string, role: string, host: string,
+    peer: string, behaviour: string, severity: count, flow_count: count, first_seen: double,
+    last_seen: double, title: string, evidence: string, uids: vector of string)
+	{
+	if ( ! accepted(contract, "NetAnom::incident") || ! do_notice )
+		return;
+
+	local n = Notice::Info($note=Incident, $msg=title,
+	    $sub=fmt("%s, severity %d: %s", behaviour, severity, evidence), $n=flow_count,
+	    $identifier=id, $suppress_for=suppression_interval);
+	local actor = role == "resp" ? peer : host;
+	local target = role == "resp" ? host : peer;
+	if ( role != "service" && is_valid_ip(actor) )
+		n$src = to_addr(actor);
+	if ( role != "service" && is_valid_ip(target) )
+		n$dst = to_addr(target);
+	if ( |uids| > 0 )
+		n$uid = uids[0];
+	NOTICE(n);
 	}
 
 # -- wait_for_daemon: hold every publishing node until the daemon is there -----------------

@@ -1,19 +1,34 @@
-"""``netanomd alerts``: list stored alerts."""
+"""``netanomd alerts``: list stored flow alerts, as a table or as JSON lines.
+
+Also owns what the listing commands (``alerts``, ``incidents``) share: reading a time option
+(:func:`parse_since`), the "showing N of M" line with its hint when a time filter hides every
+match (:func:`summary`), and printing an aligned table (:func:`print_table`).
+"""
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import sys
+from collections.abc import Collection, Sequence
 from typing import Any
 
 import orjson
 
-from netanomd.commands._display import alert_line
+from netanomd.commands._display import when
 from netanomd.errors import InputError
-from netanomd.sinks.sqlite import default_db_path, query_alerts
+from netanomd.sinks.sqlite import (
+    AlertQuery,
+    Page,
+    StoredAlert,
+    alert_page,
+    daemon_db_path,
+    default_db_path,
+    reading_db_path,
+)
 
 
-def parse_since(text: str) -> float:
+def parse_since(text: str, option: str = "--since") -> float:
     """Epoch seconds from an ISO date/time (UTC unless it says otherwise), epoch seconds, or a
     relative age such as ``90m``, ``24h``, ``7d``."""
     units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -27,33 +42,125 @@ def parse_since(text: str) -> float:
         t = dt.datetime.fromisoformat(text)
     except ValueError as exc:
         raise InputError(
-            f"--since {text!r}: expected an ISO date/time, epoch seconds, or an age like 24h"
+            f"{option} {text!r}: expected an ISO date/time, epoch seconds, or an age like 24h"
         ) from exc
     if t.tzinfo is None:
         t = t.replace(tzinfo=dt.UTC)
     return t.timestamp()
 
 
+def db_help() -> str:
+    return (
+        f"database (default {default_db_path()} if it exists, else the daemon's {daemon_db_path()})"
+    )
+
+
 def register(sub: Any) -> None:
-    p: argparse.ArgumentParser = sub.add_parser("alerts", help="list stored alerts")
-    p.add_argument("--db", metavar="PATH", help=f"alert database (default {default_db_path()})")
-    p.add_argument("--since", metavar="WHEN", help="ISO time, epoch seconds, or age (24h, 7d)")
+    p: argparse.ArgumentParser = sub.add_parser(
+        "alerts",
+        help="list stored flow alerts",
+        description=(
+            "List the flow alerts in the alert database, highest score first (--sort time: "
+            "newest first). Times are flow time: when the traffic happened, not when it was "
+            "scored. --json writes one object per line for jq; the count goes to stderr."
+        ),
+    )
+    p.add_argument("--db", metavar="PATH", help=db_help())
+    p.add_argument("--since", metavar="WHEN", help="flow time at or after (ISO, epoch, or 24h)")
+    p.add_argument("--until", metavar="WHEN", help="flow time at or before (ISO, epoch, or 24h)")
+    p.add_argument("--host", metavar="IP", help="alerts with this address at either end")
+    p.add_argument("--port", type=int, metavar="N", help="alerts to this responder port")
     p.add_argument("--min-score", type=float, metavar="S")
-    p.add_argument("--limit", type=int, default=50, help="at most this many (default 50)")
-    p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.add_argument("--incident", metavar="ID", help="the flow alerts of this incident (id prefix)")
+    p.add_argument("--sort", choices=("score", "time"), default="score", help="(default score)")
+    p.add_argument("--limit", type=int, default=50, help="at most this many; 0 for all (50)")
+    p.add_argument("--json", action="store_true", help="one JSON object per line (for jq)")
     p.set_defaults(func=run)
 
 
+def check_limit(limit: int) -> int | None:
+    if limit < 0:
+        raise InputError(f"--limit {limit}: expected 0 (all) or a positive number")
+    return limit or None
+
+
 def run(args: argparse.Namespace) -> int:
-    rows = query_alerts(
-        args.db or default_db_path(),
-        since=parse_since(args.since) if args.since else None,
+    query = AlertQuery(
+        since=parse_since(args.since, "--since") if args.since else None,
+        until=parse_since(args.until, "--until") if args.until else None,
         min_score=args.min_score,
-        limit=args.limit,
+        host=args.host,
+        port=args.port,
+        incident=args.incident,
     )
-    for a in rows:
-        if args.json:
-            print(orjson.dumps(a.to_dict()).decode())
-        else:
-            print(alert_line(a))
+    page = alert_page(
+        reading_db_path(args.db),
+        query,
+        limit=check_limit(args.limit),
+        order="ts" if args.sort == "time" else "score",
+    )
+    if args.json:
+        for a in page.items:
+            sys.stdout.write(orjson.dumps(a.to_dict()).decode() + "\n")
+    else:
+        print_table(
+            ["SCORE", "FLOW TIME (UTC)", "SOURCE", "UID", "ORIGINATOR", "RESPONDER", "PROTO"],
+            [_alert_row(a) for a in page.items],
+            right={0},
+            last="REASON",
+            tail=[a.reason for a in page.items],
+        )
+    print(summary(page, "alerts"), file=sys.stderr if args.json else sys.stdout)
     return 0
+
+
+def _endpoint(host: str | None, port: int | None) -> str:
+    if not host:
+        return "-"
+    host = f"[{host}]" if ":" in host and port is not None else host
+    return host if port is None else f"{host}:{port}"
+
+
+def _alert_row(a: StoredAlert) -> list[str]:
+    proto = a.proto or "-"
+    return [
+        f"{a.score:.3f}",
+        when(a.ts),
+        a.source or "-",
+        a.uid or (str(a.flow_id) if a.flow_id is not None else "-"),
+        _endpoint(a.orig_h, a.orig_p),
+        _endpoint(a.resp_h, a.resp_p),
+        f"{proto}/{a.service}" if a.service else proto,
+    ]
+
+
+def summary(page: Page[Any], noun: str) -> str:
+    """``showing N of M <noun>``; when a time filter hid every match, how many and where they
+    lie in flow time."""
+    shown = f"showing {len(page.items):,} of {page.total:,} {noun}"
+    if page.total or not page.hidden_by_time or page.span is None:
+        return shown
+    lo, hi = page.span
+    return (
+        f"{shown}: the time filter hides all {page.hidden_by_time:,} that match otherwise. "
+        f"--since and --until compare with flow time (when the traffic happened); these "
+        f"{noun} span {when(lo)} to {when(hi)} UTC"
+    )
+
+
+def print_table(
+    header: Sequence[str],
+    rows: Sequence[Sequence[str]],
+    *,
+    right: Collection[int] = (),
+    last: str,
+    tail: Sequence[str],
+) -> None:
+    """Aligned columns, then one last free-width column (a sentence); nothing when empty."""
+    if not rows:
+        return
+    table = [list(header), *(list(r) for r in rows)]
+    widths = [max(len(r[c]) for r in table) for c in range(len(header))]
+    for r, end in zip(table, [last, *tail], strict=True):
+        cells = [r[c].rjust(w) if c in right else r[c].ljust(w) for c, w in enumerate(widths)]
+        print("  ".join([*cells, end]))

@@ -1,11 +1,15 @@
-"""Elasticsearch sink: alerts as ECS documents, delivered through an on-disk spool.
+"""Elasticsearch sink: alerts and incidents as ECS documents, delivered through an on-disk spool.
 
 ``write()`` only turns alerts into documents and appends them to the :class:`~netanomd.spool.Spool`
-(scoring never waits on Elasticsearch). A sender (:meth:`ElasticsearchSink.deliver_once`, run in
-a loop by :meth:`start`) takes the oldest spooled documents and bulk-``create``s them with the
-official client's ``helpers.streaming_bulk`` (``raise_on_error=False``, so every item is looked
-at): 201 and 409 (already there: the ``_id`` is the alert's deterministic id) count as delivered;
-429 and 5xx items, whole-request errors and connection errors are retried with capped
+(scoring never waits on Elasticsearch); ``write_incidents()`` does the same with incidents, each
+under its stable id (:mod:`netanomd.sinks.incident_ids`) and marked for an ``index`` (replace)
+into the incident alias, since an incident's document is updated in place as it grows, which a
+data stream refuses. Alerts are ``create``d (never replaced) in their data stream. A sender
+(:meth:`ElasticsearchSink.deliver_once`, run in a loop by :meth:`start`) takes the oldest
+spooled documents and bulk-``create``s (or ``index``es) them with the official client's
+``helpers.streaming_bulk`` (``raise_on_error=False``, so every item is looked at): 200, 201 and
+409 (already there: the ``_id`` is the alert's deterministic id) count as delivered; 429 and
+5xx items, whole-request errors and connection errors are retried with capped
 exponential backoff; any other item error (a mapping conflict) goes to a dead-letter JSONL file
 with the reason, so one bad document never holds back the others. The spool cursor moves only
 past documents that were delivered or dead-lettered.
@@ -19,16 +23,20 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from elastic_transport import TransportError
 from elasticsearch import ApiError, Elasticsearch, helpers
 
 from netanomd.decision import Alert
-from netanomd.ecs import ObserverInfo, alert_document, data_stream
+from netanomd.ecs import ObserverInfo, alert_document, data_alias, data_stream, incident_document
 from netanomd.fsutil import open_append
+from netanomd.sinks.incident_ids import IncidentIds
 from netanomd.spool import Spool
+
+if TYPE_CHECKING:
+    from netanomd.behaviour.incidents import Incident
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +62,14 @@ def why(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {str(exc)[:300]}"
 
 
+#: Spooled metadata beside a document's body: its id, and for incidents the bulk operation and
+#: the index (alerts: ``create`` into the alert data stream).
+_META = ("_id", "_op", "_index")
+
+
 class ElasticsearchSink:
-    """Delivers alerts to ``logs-netanomd.alert-<namespace>`` (implements ``Sink``)."""
+    """Delivers alerts to ``logs-netanomd.alert-<namespace>`` and incidents to
+    ``logs-netanomd.incident-<namespace>`` (implements ``IncidentSink``)."""
 
     name = "elasticsearch"
 
@@ -72,11 +86,14 @@ class ElasticsearchSink:
         max_backoff: float = 60.0,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
+        ids: IncidentIds | None = None,
     ) -> None:
         self.client = client
         self.spool = spool
         self.observer = observer
+        self.ids = ids if ids is not None else IncidentIds(observer.name)
         self.index = data_stream(namespace)
+        self.incident_index = data_alias(namespace)
         self.namespace = namespace
         self.dead_letter = Path(dead_letter) if dead_letter else spool.dir / "dead-letter.jsonl"
         self.batch_size = batch_size
@@ -103,6 +120,18 @@ class ElasticsearchSink:
         for a in alerts:
             doc = alert_document(a, self.observer, self.namespace, now=now)
             doc["_id"] = a.alert_id
+            docs.append(doc)
+        self.spool.append(docs)
+
+    def write_incidents(self, incidents: Sequence[Incident]) -> None:
+        if not incidents:
+            return
+        now = self.clock()
+        docs = []
+        for inc in incidents:
+            sid = self.ids(inc)
+            doc = incident_document(inc, sid, self.observer, self.namespace, now=now)
+            doc |= {"_id": sid, "_op": "index", "_index": self.incident_index}
             docs.append(doc)
         self.spool.append(docs)
 
@@ -158,11 +187,11 @@ class ElasticsearchSink:
             return 0
         actions = []
         for d in docs:
-            body = {k: v for k, v in d.items() if k != "_id"}
+            body = {k: v for k, v in d.items() if k not in _META}
             actions.append(
                 {
-                    "_op_type": "create",
-                    "_index": self.index,
+                    "_op_type": d.get("_op", "create"),
+                    "_index": d.get("_index", self.index),
                     "_id": d["_id"],
                     "_source": body,
                 }
@@ -179,9 +208,9 @@ class ElasticsearchSink:
                 raise_on_error=False,
                 raise_on_exception=False,
             ):
-                info = item.get("create", {})
+                info: dict[str, Any] = next(iter(item.values()), {})
                 status = int(info.get("status", 0) or 0)
-                if ok or status == 201:
+                if ok or status in (200, 201):
                     self.sent += 1
                 elif status == 409:
                     self.duplicates += 1
@@ -197,7 +226,8 @@ class ElasticsearchSink:
         if dead:
             self._dead_letter(dead)
         if retry:
-            # Everything that did arrive answers 409 next time: resending the batch is safe.
+            # Everything that did arrive answers 409 next time (alerts) or is replaced by the
+            # same version (incidents): resending the batch is safe.
             self._failures += 1
             self.retries += 1
             self.sleep(self.backoff())
@@ -211,7 +241,10 @@ class ElasticsearchSink:
         with open_append(self.dead_letter) as fh:
             for doc, error in dead:
                 fh.write(orjson.dumps({"reason": error, "document": doc}) + b"\n")
-                log.error("elasticsearch rejected document %s: %s", doc.get("_id"), error)
+                hint = ""
+                if doc.get("_op") == "index":  # an incident: its index needs 'es setup'
+                    hint = f" (has 'netanomd es setup' created the alias {self.incident_index}?)"
+                log.error("elasticsearch rejected document %s: %s%s", doc.get("_id"), error, hint)
                 self._lettered.add(str(doc.get("_id")))
         self.dead_lettered += len(dead)
 

@@ -1,7 +1,12 @@
-"""SQLite alert store: one row per alert, deduplicated by the alert's deterministic id.
+"""SQLite alert store: one row per alert, deduplicated by the alert's deterministic id, and one
+row per incident, replaced whenever the incident grows.
 
-Owns the schema (versioned with ``PRAGMA user_version``; opened in WAL mode so readers such as
-``netanomd alerts`` never block the writer) and the queries the CLI runs against it.
+Owns the schema (versioned with ``PRAGMA user_version`` and migrated in place, one step per
+version; opened in WAL mode so readers such as ``netanomd alerts`` never block the writer) and
+the queries the CLI runs against it. Incidents are stored under their stable id
+(:mod:`netanomd.sinks.incident_ids`); ``incident_flows`` links each incident to the uids of its
+flows, so the flow alerts underneath an incident stay queryable (:func:`query_alerts` with
+``incident=``).
 """
 
 from __future__ import annotations
@@ -14,17 +19,21 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from netanomd.decision import Alert
 from netanomd.errors import InputError
 from netanomd.fsutil import open_append
+from netanomd.sinks.incident_ids import IncidentIds
+
+if TYPE_CHECKING:
+    from netanomd.behaviour.incidents import Incident
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
-_SCHEMA = """
+_V1 = """
 CREATE TABLE IF NOT EXISTS alerts (
     id            INTEGER PRIMARY KEY,
     alert_id      TEXT NOT NULL UNIQUE,
@@ -50,6 +59,75 @@ CREATE TABLE IF NOT EXISTS alerts (
 CREATE INDEX IF NOT EXISTS alerts_ts ON alerts (ts);
 CREATE INDEX IF NOT EXISTS alerts_score ON alerts (score);
 """
+
+_V2 = """
+CREATE TABLE IF NOT EXISTS incidents (
+    incident_id   TEXT PRIMARY KEY,
+    role          TEXT NOT NULL,   -- orig, resp or service
+    host          TEXT NOT NULL,
+    behaviour     TEXT NOT NULL,
+    detail        TEXT NOT NULL,
+    title         TEXT NOT NULL,
+    severity      INTEGER NOT NULL, -- 0-100, as ECS event.severity
+    severity_label TEXT NOT NULL,
+    score         REAL NOT NULL,
+    first_seen    REAL NOT NULL,   -- flow time
+    last_seen     REAL NOT NULL,
+    flows         INTEGER NOT NULL,
+    detections    INTEGER NOT NULL,
+    peer          TEXT NOT NULL,
+    port          INTEGER NOT NULL,
+    proto         TEXT NOT NULL,
+    top_peers     TEXT NOT NULL,   -- JSON [[peer, flows], ...]
+    uids          TEXT NOT NULL,   -- JSON list (a sample)
+    community_ids TEXT NOT NULL,   -- JSON list (a sample)
+    evidence      TEXT NOT NULL,   -- JSON object of numbers
+    closed        INTEGER NOT NULL,
+    observer      TEXT NOT NULL,
+    created_at    REAL NOT NULL,   -- wall clock of the first write
+    updated_at    REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS incidents_last_seen ON incidents (last_seen);
+CREATE INDEX IF NOT EXISTS incidents_host ON incidents (host);
+CREATE TABLE IF NOT EXISTS incident_flows (
+    incident_id   TEXT NOT NULL,
+    uid           TEXT NOT NULL,
+    PRIMARY KEY (incident_id, uid)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS incident_flows_uid ON incident_flows (uid);
+CREATE INDEX IF NOT EXISTS alerts_uid ON alerts (uid);
+"""
+
+#: The script that brings a database from version ``v - 1`` to ``v``.
+_MIGRATIONS: dict[int, str] = {1: _V1, 2: _V2}
+
+_INCIDENT_COLUMNS = (
+    "incident_id",
+    "role",
+    "host",
+    "behaviour",
+    "detail",
+    "title",
+    "severity",
+    "severity_label",
+    "score",
+    "first_seen",
+    "last_seen",
+    "flows",
+    "detections",
+    "peer",
+    "port",
+    "proto",
+    "top_peers",
+    "uids",
+    "community_ids",
+    "evidence",
+    "closed",
+    "observer",
+    "created_at",
+    "updated_at",
+)
+_INCIDENT_JSON = ("top_peers", "uids", "community_ids", "evidence")
 
 _COLUMNS = (
     "alert_id",
@@ -80,6 +158,25 @@ def default_db_path() -> Path:
     return Path(base) / "netanomd" / "alerts.db"
 
 
+def daemon_db_path() -> Path:
+    """Where the daemon keeps its database unless configured otherwise."""
+    from netanomd.config import SqliteSinkConfig
+
+    return Path(SqliteSinkConfig().path)
+
+
+def reading_db_path(given: str | os.PathLike[str] | None) -> Path:
+    """The database a reading command (``netanomd alerts``, ``incidents``) opens: the one
+    given; else the user's (:func:`default_db_path`, where ``score`` and ``demo`` write) when
+    it exists; else the daemon's when that exists; else the user's (to say it is missing)."""
+    if given is not None:
+        return Path(given)
+    for path in (default_db_path(), daemon_db_path()):
+        if path.exists():
+            return path
+    return default_db_path()
+
+
 def connect(path: str | os.PathLike[str]) -> sqlite3.Connection:
     """Open (creating or upgrading) the alert database."""
     path = Path(path)
@@ -98,10 +195,11 @@ def connect(path: str | os.PathLike[str]) -> sqlite3.Connection:
             f"{path}: alert database schema version {version} is newer than this netanomd "
             f"understands ({SCHEMA_VERSION})"
         )
-    if version < SCHEMA_VERSION:
-        conn.executescript(_SCHEMA)
-        conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-        conn.commit()
+    for step in range(version + 1, SCHEMA_VERSION + 1):
+        if version > 0:  # an existing database, not a new one
+            log.info("%s: upgrading the alert database to schema version %d", path, step)
+        # executescript commits first; BEGIN makes the step and its version one transaction.
+        conn.executescript(f"BEGIN; {_MIGRATIONS[step]} PRAGMA user_version={step}; COMMIT;")
     return conn
 
 
@@ -130,17 +228,63 @@ def _row(alert: Alert, now: float) -> tuple[Any, ...]:
     )
 
 
+def _incident_row(inc: Incident, incident_id: str, observer: str, now: float) -> tuple[Any, ...]:
+    d = inc.to_dict()
+    d |= {"incident_id": incident_id, "observer": observer, "created_at": now, "updated_at": now}
+    d["closed"] = int(d["closed"])
+    for k in _INCIDENT_JSON:
+        d[k] = json.dumps(d[k])
+    return tuple(d[c] for c in _INCIDENT_COLUMNS)
+
+
 class SQLiteSink:
-    """Stores alerts in SQLite (implements :class:`netanomd.sinks.Sink`)."""
+    """Stores alerts and incidents in SQLite (implements
+    :class:`netanomd.sinks.IncidentSink`)."""
 
     name = "sqlite"
 
-    def __init__(self, path: str | os.PathLike[str], clock: Any = time.time) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        clock: Any = time.time,
+        ids: IncidentIds | None = None,
+    ) -> None:
         self.path = Path(path)
         self._clock = clock
         self._conn = connect(self.path)
+        self.ids = ids if ids is not None else IncidentIds()
         self.written = 0
         self.duplicates = 0
+        #: Incident versions written (an update of a stored incident counts again).
+        self.incidents_written = 0
+
+    def write_incidents(self, incidents: Sequence[Incident]) -> None:
+        """Insert new incidents and replace the stored version of updated ones (by id)."""
+        if not incidents:
+            return
+        now = float(self._clock())
+        rows: list[tuple[Any, ...]] = []
+        links: list[tuple[str, str]] = []
+        for inc in incidents:
+            sid = self.ids(inc)
+            rows.append(_incident_row(inc, sid, self.ids.observer, now))
+            links.extend((sid, uid) for uid in inc.uids if uid)
+        cols = ", ".join(_INCIDENT_COLUMNS)
+        update = ", ".join(
+            f"{c} = excluded.{c}"
+            for c in _INCIDENT_COLUMNS
+            if c not in ("incident_id", "created_at")
+        )
+        sql = (
+            f"INSERT INTO incidents ({cols}) VALUES ({', '.join('?' * len(_INCIDENT_COLUMNS))}) "
+            f"ON CONFLICT (incident_id) DO UPDATE SET {update}"
+        )
+        with self._conn:
+            self._conn.executemany(sql, rows)
+            self._conn.executemany(
+                "INSERT OR IGNORE INTO incident_flows (incident_id, uid) VALUES (?, ?)", links
+            )
+        self.incidents_written += len(rows)
 
     def write(self, alerts: Sequence[Alert]) -> None:
         if not alerts:
@@ -197,6 +341,50 @@ class StoredAlert:
         return dict(self.__dict__)
 
 
+@dataclass(frozen=True)
+class AlertQuery:
+    """Which alerts to list (every filter optional; times are flow time, epoch seconds)."""
+
+    since: float | None = None
+    until: float | None = None
+    min_score: float | None = None
+    host: str | None = None  # either end
+    port: int | None = None  # the responder's
+    incident: str | None = None  # an incident id, or a prefix of it
+
+    def where(self, *, with_time: bool = True) -> tuple[str, list[Any]]:
+        clauses: list[str] = []
+        params: list[Any] = []
+        if self.incident is not None:
+            text = self.incident.lower()
+            if not text or any(c not in "0123456789abcdef" for c in text):
+                raise InputError(
+                    f"incident id {self.incident!r}: expected hex digits (a prefix will do)"
+                )
+            clauses.append("uid IN (SELECT uid FROM incident_flows WHERE incident_id LIKE ?)")
+            params.append(text + "%")
+        if self.min_score is not None:
+            clauses.append("score >= ?")
+            params.append(self.min_score)
+        if self.host is not None:
+            clauses.append("(orig_h = ? OR resp_h = ?)")
+            params += [self.host, self.host]
+        if self.port is not None:
+            clauses.append("resp_p = ?")
+            params.append(self.port)
+        if with_time and self.since is not None:
+            clauses.append("ts >= ?")
+            params.append(self.since)
+        if with_time and self.until is not None:
+            clauses.append("ts <= ?")
+            params.append(self.until)
+        return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
+
+    @property
+    def timed(self) -> bool:
+        return self.since is not None or self.until is not None
+
+
 def query_alerts(
     path: str | os.PathLike[str],
     *,
@@ -204,26 +392,33 @@ def query_alerts(
     min_score: float | None = None,
     limit: int | None = None,
     order: str = "score",
+    incident: str | None = None,
 ) -> list[StoredAlert]:
-    """Alerts from the database, highest score first (or newest first with ``order="ts"``)."""
-    if not Path(path).exists():
-        raise InputError(f"{path}: no alert database (run 'netanomd score' or 'netanomd demo')")
-    conn = connect(path)
+    """Alerts from the database, highest score first (or newest first with ``order="ts"``);
+    with ``incident``, only the flow alerts linked to that incident (by uid)."""
+    query = AlertQuery(since=since, min_score=min_score, incident=incident)
+    return alert_page(path, query, limit=limit, order=order).items
+
+
+_ALERT_ORDER = {"score": "score DESC, ts", "ts": "ts DESC, score DESC"}
+
+
+def alert_page(
+    path: str | os.PathLike[str],
+    query: AlertQuery,
+    *,
+    limit: int | None = None,
+    order: str = "score",
+) -> Page[StoredAlert]:
+    """Alerts matching ``query``, highest score first (``order="ts"``: newest first), at most
+    ``limit`` (None: all), with how many matched in all."""
+    if order not in _ALERT_ORDER:
+        raise ValueError(f"order must be one of {sorted(_ALERT_ORDER)}, not {order!r}")
+    conn = _open_existing(path)
     try:
-        where, params = [], []
-        if since is not None:
-            where.append("ts >= ?")
-            params.append(since)
-        if min_score is not None:
-            where.append("score >= ?")
-            params.append(min_score)
-        sql = f"SELECT {', '.join(_COLUMNS)} FROM alerts"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY score DESC, ts" if order == "score" else " ORDER BY ts DESC"
-        if limit is not None:
-            sql += f" LIMIT {int(limit)}"
-        rows = conn.execute(sql, params).fetchall()
+        rows, page = _page(
+            conn, "alerts", _COLUMNS, query, query.timed, _ALERT_ORDER[order], limit, "ts", "ts"
+        )
     finally:
         conn.close()
     out = []
@@ -231,4 +426,159 @@ def query_alerts(
         d = dict(zip(_COLUMNS, r, strict=True))
         d["explanation"] = json.loads(d["explanation"])
         out.append(StoredAlert(**d))
-    return out
+    return page.with_items(out)
+
+
+class _Filter(Protocol):
+    def where(self, *, with_time: bool = True) -> tuple[str, list[Any]]: ...
+
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Page(Generic[T]):
+    """One page of a listing: the items, how many matched in all and, when a time filter hid
+    every match, how many it hid and their flow-time span."""
+
+    items: list[T]
+    total: int
+    hidden_by_time: int = 0
+    span: tuple[float, float] | None = None
+
+    def with_items(self, items: list[Any]) -> Page[Any]:
+        return Page(items, self.total, self.hidden_by_time, self.span)
+
+
+def _page(
+    conn: sqlite3.Connection,
+    table: str,
+    columns: Sequence[str],
+    query: _Filter,
+    timed: bool,
+    order: str,
+    limit: int | None,
+    first: str,
+    last: str,
+) -> tuple[list[Any], Page[Any]]:
+    """The rows of one page and its counts (see :class:`Page`); ``first``/``last`` are the
+    columns that bound a row in flow time."""
+    where, params = query.where()
+    total = int(conn.execute(f"SELECT count(*) FROM {table}{where}", params).fetchone()[0])
+    sql = f"SELECT {', '.join(columns)} FROM {table}{where} ORDER BY {order}"
+    if limit is not None:
+        sql += " LIMIT ?"
+        params = [*params, int(limit)]
+    rows = conn.execute(sql, params).fetchall()
+    hidden, span = 0, None
+    if total == 0 and timed:
+        untimed, uparams = query.where(with_time=False)
+        n, lo, hi = conn.execute(
+            f"SELECT count(*), min({first}), max({last}) FROM {table}{untimed}", uparams
+        ).fetchone()
+        if n and lo is not None:
+            hidden, span = int(n), (float(lo), float(hi))
+    return rows, Page([], total, hidden, span)
+
+
+def _open_existing(path: str | os.PathLike[str]) -> sqlite3.Connection:
+    if not Path(path).exists():
+        raise InputError(
+            f"{path}: no alert database (run 'netanomd score' or 'netanomd demo'; the daemon "
+            f"writes {daemon_db_path()} unless configured otherwise: give it with --db)"
+        )
+    return connect(path)
+
+
+@dataclass(frozen=True)
+class StoredIncident:
+    """An incident row as read back from the database (times are flow time)."""
+
+    incident_id: str
+    role: str
+    host: str
+    behaviour: str
+    detail: str
+    title: str
+    severity: int
+    severity_label: str
+    score: float
+    first_seen: float
+    last_seen: float
+    flows: int
+    detections: int
+    peer: str
+    port: int
+    proto: str
+    top_peers: list[list[Any]]
+    uids: list[str]
+    community_ids: list[str]
+    evidence: dict[str, float]
+    closed: bool
+    observer: str
+    created_at: float
+    updated_at: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class IncidentQuery:
+    """Which incidents to list (every filter optional; times are flow time, epoch seconds)."""
+
+    min_severity: int | None = None
+    behaviour: str | None = None
+    host: str | None = None
+    since: float | None = None
+    until: float | None = None
+
+    def where(self, *, with_time: bool = True) -> tuple[str, list[Any]]:
+        clauses: list[str] = []
+        params: list[Any] = []
+        if self.min_severity is not None:
+            clauses.append("severity >= ?")
+            params.append(self.min_severity)
+        if self.behaviour is not None:
+            clauses.append("lower(behaviour) = lower(?)")
+            params.append(self.behaviour)
+        if self.host is not None:
+            clauses.append("(host = ? OR peer = ?)")
+            params += [self.host, self.host]
+        if with_time and self.since is not None:
+            clauses.append("last_seen >= ?")
+            params.append(self.since)
+        if with_time and self.until is not None:
+            clauses.append("first_seen <= ?")
+            params.append(self.until)
+        return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
+
+
+def query_incidents(
+    path: str | os.PathLike[str], query: IncidentQuery, limit: int | None = None
+) -> Page[StoredIncident]:
+    """Incidents matching ``query``, newest (last seen) first, at most ``limit`` (None: all)."""
+    conn = _open_existing(path)
+    try:
+        timed = query.since is not None or query.until is not None
+        rows, page = _page(
+            conn,
+            "incidents",
+            _INCIDENT_COLUMNS,
+            query,
+            timed,
+            "last_seen DESC, incident_id",
+            limit,
+            "first_seen",
+            "last_seen",
+        )
+    finally:
+        conn.close()
+    out = []
+    for r in rows:
+        d = dict(zip(_INCIDENT_COLUMNS, r, strict=True))
+        for k in _INCIDENT_JSON:
+            d[k] = json.loads(d[k])
+        d["closed"] = bool(d["closed"])
+        out.append(StoredIncident(**d))
+    return page.with_items(out)

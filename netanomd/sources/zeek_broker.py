@@ -163,14 +163,13 @@ class ZeekBrokerClient:
         items = self.outbox.take()
         if not items:
             return
-        verdicts = sum(1 for s, _ in items if s is api.VERDICT)
         if self.connected:
             for spec, values in items:
                 ep.publish(self.verdict_topic, encode_event(self.broker, spec, values))
-            self.counters.verdicts_sent += verdicts
+            self.counters.outbound([spec for spec, _ in items], len(items))
             self._published_at = time.monotonic()
         else:
-            self.counters.verdicts_dropped += verdicts
+            self.counters.outbound([spec for spec, _ in items], 0)
         self.outbox.done()
 
     def _statuses(self, status: Any) -> None:
@@ -229,6 +228,13 @@ class ZeekBrokerClient:
             self.counters.verdicts_dropped += len(verdicts)
             return 0
         return self.outbox.put(api.VERDICT, verdicts)
+
+    def publish_incidents(self, incidents: Sequence[Values]) -> int:
+        """Queue one ``NetAnom::incident`` per item, as :meth:`publish_verdicts` does."""
+        if not self.connected:
+            self.counters.incidents_dropped += len(incidents)
+            return 0
+        return self.outbox.put(api.INCIDENT, incidents)
 
     def flush(self, timeout: float) -> bool:
         """Wait until the verdicts handed over so far are published; False on timeout."""

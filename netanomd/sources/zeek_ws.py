@@ -306,6 +306,13 @@ class ZeekWebSocketClient:
             return 0
         return self.outbox.put(api.VERDICT, verdicts)
 
+    def publish_incidents(self, incidents: Sequence[Values]) -> int:
+        """Queue one ``NetAnom::incident`` per item, as :meth:`publish_verdicts` does."""
+        if self._ws is None:
+            self.counters.incidents_dropped += len(incidents)
+            return 0
+        return self.outbox.put(api.INCIDENT, incidents)
+
     async def _sender(self, ws: ClientConnection, wake: asyncio.Event) -> None:
         while True:
             await wake.wait()
@@ -316,9 +323,7 @@ class ZeekWebSocketClient:
                 for spec, values in items
             ]
             sent = await self._send(ws, frames)
-            verdicts = [spec is api.VERDICT for spec, _ in items]
-            self.counters.verdicts_sent += sum(verdicts[:sent])
-            self.counters.verdicts_dropped += sum(verdicts[sent:])
+            self.counters.outbound([spec for spec, _ in items], sent)
             self.outbox.done()
 
     async def _send(self, ws: ClientConnection, frames: list[str]) -> int:

@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 #: Version of the contract (``NetAnom::version``); a different major version is refused.
-VERSION = "2.0"
+VERSION = "2.1"
 
 #: The Broker data type (``@data-type`` in the JSON API) of each Zeek type the contract uses.
 BROKER_TYPES = {
@@ -99,15 +99,35 @@ VERDICT = EventSpec(
     ),
 )
 
+#: One incident the daemon opened or updated: grouped alerts or a host behaviour (daemon -> Zeek).
+INCIDENT = EventSpec(
+    "NetAnom::incident",
+    (
+        ("contract", "string"),
+        ("id", "string"),
+        ("role", "string"),
+        ("host", "string"),
+        ("peer", "string"),
+        ("behaviour", "string"),
+        ("severity", "count"),
+        ("flow_count", "count"),
+        ("first_seen", "double"),
+        ("last_seen", "double"),
+        ("title", "string"),
+        ("evidence", "string"),
+        ("uids", "vector of string"),
+    ),
+)
+
 #: Zeek asks to be told once every flow published before it has been answered (Zeek -> daemon).
 DRAIN = EventSpec("NetAnom::drain", (("contract", "string"), ("token", "count")))
 
 #: The daemon has answered every flow it received before the drain with that token.
 DRAINED = EventSpec("NetAnom::drained", (("contract", "string"), ("token", "count")))
 
-EVENTS: tuple[EventSpec, ...] = (FLOWS, VERDICT, DRAIN, DRAINED)
+EVENTS: tuple[EventSpec, ...] = (FLOWS, VERDICT, INCIDENT, DRAIN, DRAINED)
 #: What the daemon sends (and the Zeek package handles).
-OUTBOUND: tuple[EventSpec, ...] = (VERDICT, DRAINED)
+OUTBOUND: tuple[EventSpec, ...] = (VERDICT, INCIDENT, DRAINED)
 BY_NAME = {e.name: e for e in EVENTS}
 
 #: Default topics (``NetAnom::flows_topic`` / ``NetAnom::verdicts_topic`` in config.zeek).

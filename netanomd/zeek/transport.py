@@ -1,12 +1,12 @@
 """What the two Zeek links (Broker WebSocket JSON, native Broker) have in common.
 
 A link receives ``NetAnom::flows`` and ``NetAnom::drain`` from Zeek and sends
-``NetAnom::verdict`` and ``NetAnom::drained`` back. Outbound events never travel on the
-caller's thread: :class:`Outbox` is a bounded, thread-safe hand-off onto the link's own thread
-(or event loop), so the scorer publishing verdicts never waits on the network or on the link's
-reader; what does not fit, or arrives while no Zeek is connected, is dropped and counted.
-:class:`Drains` answers Zeek's drain requests once every batch received before them has been
-through the sinks. Counters are plain integers the metrics module reads.
+``NetAnom::verdict``, ``NetAnom::incident`` and ``NetAnom::drained`` back. Outbound events
+never travel on the caller's thread: :class:`Outbox` is a bounded, thread-safe hand-off onto
+the link's own thread (or event loop), so the scorer publishing verdicts never waits on the
+network or on the link's reader; what does not fit, or arrives while no Zeek is connected, is
+dropped and counted. :class:`Drains` answers Zeek's drain requests once every batch received
+before them has been through the sinks. Counters are plain integers the metrics module reads.
 """
 
 from __future__ import annotations
@@ -36,9 +36,27 @@ class Counters:
     verdicts_sent: int = 0
     #: Verdicts not sent: no Zeek connected, the outbox full, or the send failed.
     verdicts_dropped: int = 0
+    incidents_sent: int = 0
+    #: Incidents not sent, for the same reasons as verdicts.
+    incidents_dropped: int = 0
     drains_answered: int = 0
     connects: int = 0
     disconnects: int = 0
+
+    def outbound(self, specs: Sequence[api.EventSpec], sent: int) -> None:
+        """Count outbound events: the first ``sent`` of ``specs`` went out, the rest were
+        dropped (verdicts and incidents are counted; drain answers are not)."""
+        for i, spec in enumerate(specs):
+            if spec is api.VERDICT:
+                if i < sent:
+                    self.verdicts_sent += 1
+                else:
+                    self.verdicts_dropped += 1
+            elif spec is api.INCIDENT:
+                if i < sent:
+                    self.incidents_sent += 1
+                else:
+                    self.incidents_dropped += 1
 
 
 #: One outbound event's plain values by argument name (``version`` is added by the codec).
@@ -51,12 +69,17 @@ class VerdictPublisher(Protocol):
         Never blocks."""
         ...
 
+    def publish_incidents(self, incidents: Sequence[Values]) -> int:
+        """Hand ``NetAnom::incident`` values to the link; returns how many were accepted.
+        Never blocks."""
+        ...
+
 
 class Outbox:
     """Bounded, thread-safe queue of outbound events, drained by the link's own thread.
 
     ``put`` is called from any thread and returns at once; ``wake`` (set by the link) nudges
-    its thread or loop. Dropped verdicts are counted in ``counters.verdicts_dropped``.
+    its thread or loop. Dropped verdicts and incidents are counted in ``counters``.
     """
 
     def __init__(self, counters: Counters, limit: int = 10_000) -> None:
@@ -73,9 +96,7 @@ class Outbox:
             room = max(0, self.limit - len(self._items))
             accepted = list(items[:room])
             self._items.extend((spec, v) for v in accepted)
-        dropped = len(items) - len(accepted)
-        if dropped and spec is api.VERDICT:
-            self.counters.verdicts_dropped += dropped
+        self.counters.outbound([spec] * (len(items) - len(accepted)), 0)
         if accepted:
             self.wake()
         return len(accepted)
@@ -95,10 +116,11 @@ class Outbox:
                 self._idle.notify_all()
 
     def clear(self) -> None:
-        """Forget what is queued (the connection is gone); verdicts count as dropped."""
+        """Forget what is queued (the connection is gone); verdicts and incidents count as
+        dropped."""
         lost = self.take()
         self.done()
-        self.counters.verdicts_dropped += sum(1 for spec, _ in lost if spec is api.VERDICT)
+        self.counters.outbound([spec for spec, _ in lost], 0)
 
     def wait_sent(self, timeout: float) -> bool:
         """Wait until everything handed over has been sent (or dropped); False on timeout."""

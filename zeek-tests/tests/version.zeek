@@ -1,6 +1,6 @@
 # @TEST-DOC: A verdict of another contract major version is refused with an error naming both versions and raises no notice; one of the same major version is accepted.
 # @TEST-EXEC: zeek -b $PACKAGE %INPUT 2>stderr
-# @TEST-EXEC: grep -q "speaks contract 1.0, this package speaks 2.0: refused" stderr
+# @TEST-EXEC: grep -q "speaks contract 1.0, this package speaks 2.1: refused" stderr
 # @TEST-EXEC: test "$(zeek-cut uid < notice.log)" = "CNew"
 
 redef NetAnom::listen_websocket = F;

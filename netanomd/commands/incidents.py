@@ -1,0 +1,93 @@
+"""``netanomd incidents``: list stored incidents, newest first, as a table or as JSON lines."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+import orjson
+
+from netanomd.commands._display import when
+from netanomd.commands.alerts import check_limit, db_help, parse_since, print_table, summary
+from netanomd.errors import InputError
+from netanomd.sinks.sqlite import (
+    IncidentQuery,
+    StoredIncident,
+    query_incidents,
+    reading_db_path,
+)
+
+
+def register(sub: Any) -> None:
+    p: argparse.ArgumentParser = sub.add_parser(
+        "incidents",
+        help="list stored incidents (grouped alerts and host behaviours), newest first",
+        description=(
+            "List the incidents in the alert database, newest (last seen) first. Times are "
+            "flow time: the time of the traffic, not when it was scored. The flow alerts of "
+            "an incident: netanomd alerts --incident ID."
+        ),
+    )
+    p.add_argument("--db", metavar="PATH", help=db_help())
+    p.add_argument(
+        "--severity",
+        metavar="LEVEL",
+        help="at least this severity: low, medium, high, critical, or a number 0-100",
+    )
+    p.add_argument("--behaviour", metavar="NAME", help="e.g. 'horizontal scan', 'brute force'")
+    p.add_argument("--host", metavar="IP", help="incidents of this host (or with it as peer)")
+    p.add_argument("--since", metavar="WHEN", help="last seen at or after (ISO, epoch, or 24h)")
+    p.add_argument("--until", metavar="WHEN", help="first seen at or before (ISO, epoch, or 24h)")
+    p.add_argument("--limit", type=int, default=50, help="at most this many; 0 for all (50)")
+    p.add_argument("--json", action="store_true", help="one JSON object per line (for jq)")
+    p.set_defaults(func=run)
+
+
+def min_severity(text: str) -> int:
+    """A severity floor from a label (low, medium, high, critical) or a number 0-100."""
+    from netanomd.behaviour.incidents import SEVERITY_LABELS
+
+    floors = {label: floor for floor, label in SEVERITY_LABELS}
+    if text.lower() in floors:
+        return floors[text.lower()]
+    if text.isdigit() and 0 <= int(text) <= 100:
+        return int(text)
+    raise InputError(
+        f"--severity {text!r}: expected one of {', '.join(reversed(floors))} or a number 0-100"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    query = IncidentQuery(
+        min_severity=min_severity(args.severity) if args.severity else None,
+        behaviour=args.behaviour,
+        host=args.host,
+        since=parse_since(args.since, "--since") if args.since else None,
+        until=parse_since(args.until, "--until") if args.until else None,
+    )
+    page = query_incidents(reading_db_path(args.db), query, limit=check_limit(args.limit))
+    if args.json:
+        for inc in page.items:
+            sys.stdout.write(orjson.dumps(inc.to_dict()).decode() + "\n")
+    else:
+        print_table(
+            ["LAST SEEN (UTC)", "SEVERITY", "BEHAVIOUR", "FLOWS", "ID"],
+            [_row(i) for i in page.items],
+            right={3},
+            last="TITLE",
+            tail=[i.title for i in page.items],
+        )
+    # The count goes to stderr with --json, so that stdout stays one object per line.
+    print(summary(page, "incidents"), file=sys.stderr if args.json else sys.stdout)
+    return 0
+
+
+def _row(inc: StoredIncident) -> list[str]:
+    return [
+        when(inc.last_seen),
+        f"{inc.severity_label} {inc.severity}",
+        inc.behaviour,
+        f"{inc.flows:,}",
+        inc.incident_id[:12],
+    ]
