@@ -47,6 +47,7 @@ from netanomd.model import Model
 from netanomd.sdnotify import Notifier
 from netanomd.sinks import SinkSet
 from netanomd.sinks.elasticsearch import ElasticsearchSink
+from netanomd.sinks.incident_ids import IncidentIds
 from netanomd.sources import LiveSource
 
 log = logging.getLogger(__name__)
@@ -103,7 +104,8 @@ class Daemon:
         state_dir = Path(cfg.state_dir)
         state_dir.mkdir(parents=True, exist_ok=True)
         model = self._load_model()
-        self.sinks = configured_sinks(cfg.sinks, state_dir)
+        ids = IncidentIds()  # one naming of incidents for every sink of this daemon
+        self.sinks = configured_sinks(cfg.sinks, state_dir, ids)
         p = cfg.pipeline
         self.pipeline = Pipeline(
             model,
@@ -119,7 +121,7 @@ class Daemon:
         )
         self.sources = live_sources(cfg.sources, SourceContext(self.pipeline, state_dir))
         if cfg.sinks.zeek_notice.enabled:
-            for sink in zeek_notice_sinks(self.sources):
+            for sink in zeek_notice_sinks(self.sources, ids):
                 self.sinks.add(sink)
         self.sinks.open()
         if cfg.sinks.metrics.enabled:

@@ -29,6 +29,7 @@ from netanomd.config import (
 from netanomd.daemon.pipeline import Pipeline
 from netanomd.sinks import Sink, SinkSet
 from netanomd.sinks.elasticsearch import ElasticsearchSink
+from netanomd.sinks.incident_ids import IncidentIds
 from netanomd.sinks.sqlite import SQLiteSink
 from netanomd.sources import LiveSource
 from netanomd.sources.follow import LogFollower, OffsetStore
@@ -107,7 +108,12 @@ def live_sources(configs: Sequence[Any], ctx: SourceContext) -> list[LiveSource]
 
 
 def elasticsearch_sink(
-    client: Any, namespace: str, spool_dir: Path, *, dead_letter: Path | None = None
+    client: Any,
+    namespace: str,
+    spool_dir: Path,
+    *,
+    dead_letter: Path | None = None,
+    ids: IncidentIds | None = None,
 ) -> ElasticsearchSink:
     """The Elasticsearch sink with its on-disk spool, observed as this host."""
     from netanomd.ecs import ObserverInfo
@@ -120,15 +126,17 @@ def elasticsearch_sink(
         ObserverInfo(name=host, hostname=host),
         namespace=namespace,
         dead_letter=dead_letter,
+        ids=ids,
     )
 
 
-def configured_sinks(cfg: SinksConfig, state_dir: Path) -> SinkSet:
+def configured_sinks(cfg: SinksConfig, state_dir: Path, ids: IncidentIds) -> SinkSet:
     """The sinks the configuration turns on, not yet opened (Zeek notices are added by
-    :func:`zeek_notice_sinks` once the Zeek links exist)."""
+    :func:`zeek_notice_sinks` once the Zeek links exist). Every sink names incidents with the
+    same ``ids``."""
     sinks = SinkSet()
     if cfg.sqlite.enabled:
-        sinks.add(SQLiteSink(cfg.sqlite.path))
+        sinks.add(SQLiteSink(cfg.sqlite.path, ids=ids))
     if cfg.elasticsearch.enabled:
         from netanomd.es_client import elasticsearch_client
 
@@ -138,15 +146,16 @@ def configured_sinks(cfg: SinksConfig, state_dir: Path) -> SinkSet:
                 cfg.elasticsearch.namespace,
                 state_dir / "es-spool",
                 dead_letter=state_dir / "es-dead-letter.jsonl",
+                ids=ids,
             )
         )
     return sinks
 
 
-def zeek_notice_sinks(sources: Sequence[LiveSource]) -> list[Sink]:
+def zeek_notice_sinks(sources: Sequence[LiveSource], ids: IncidentIds) -> list[Sink]:
     """One notice sink per Zeek link among ``sources`` (verdicts go back over the link the
     flows came in on)."""
     from netanomd.sinks.zeek_notice import ZeekNoticeSink
     from netanomd.sources.zeek_link import ZeekLink
 
-    return [ZeekNoticeSink(s) for s in sources if isinstance(s, ZeekLink)]
+    return [ZeekNoticeSink(s, ids) for s in sources if isinstance(s, ZeekLink)]
