@@ -63,6 +63,13 @@ def test_a_count_too_large_is_a_bad_line_not_a_dead_scorer(
         wait(lambda: p.stats.scored == len(rows) - 1, 30, "every good flow scored")
         assert d.sources[0].stats.malformed == 1  # type: ignore[attr-defined]
         assert healthz(d)[1]["ready"]
+        assert d.server is not None
+        metrics = urllib.request.urlopen(f"http://127.0.0.1:{d.server.port}/metrics").read()
+        name = d.sources[0].name
+        assert (
+            f'netanomd_records_malformed_total{{reason="orig_bytes",source="{name}"}} 1.0'
+            in metrics.decode()
+        )
     finally:
         assert d.shutdown() == 0
     expected = {r.split(b"\t")[1].decode() for i, r in enumerate(rows) if i != 50}

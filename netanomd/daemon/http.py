@@ -99,6 +99,26 @@ class DaemonCollector:
             c.add_metric([src], n)
         yield c
         yield CounterMetricFamily("netanomd_flows_scored", "Flows scored", value=st.scored)
+        bad = CounterMetricFamily(
+            "netanomd_records_malformed",
+            "Records a source skipped as malformed",
+            labels=["source", "reason"],
+        )
+        other = CounterMetricFamily(
+            "netanomd_records_skipped",
+            "Records of other kinds a source skipped on purpose (e.g. EVE dns events)",
+            labels=["source", "kind"],
+        )
+        for src in d.sources:
+            stats = getattr(src, "stats", None)
+            if stats is None:
+                continue
+            for reason, n in sorted(stats.reasons.items()):
+                bad.add_metric([src.name, reason], n)
+            for kind, n in sorted(stats.skipped.items()):
+                other.add_metric([src.name, kind], n)
+        yield bad
+        yield other
         yield CounterMetricFamily(
             "netanomd_flows_duplicate",
             "Flows skipped as already seen (community_id)",

@@ -22,7 +22,9 @@ a record with a count beyond :data:`MAX_COUNT` or a port beyond 65535 is malform
 from __future__ import annotations
 
 import logging
+import re
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
@@ -57,6 +59,19 @@ def out_of_range(name: str, column: pa.Array) -> list[int]:
     return [int(i) for i in pc.indices_nonzero(pc.fill_null(bad, False)).to_pylist()]
 
 
+#: How many distinct reasons a ReadStats counts apart (the rest count as "other").
+MAX_REASONS = 32
+
+
+def problem_reason(message: str) -> str:
+    """The kind of a problem, for counting: the start of what was wrong, before any value
+    (``"f.log:12: invalid JSON (...)"`` -> ``"invalid JSON"``, ``"...: orig_bytes: 2 is ..."``
+    -> ``"orig_bytes"``)."""
+    what = message.split(": ", 1)[-1]
+    head = re.split(r"[(:,\d'\"]", what, maxsplit=1)[0].strip()
+    return head[:60] or "malformed"
+
+
 #: How many problem messages a ReadStats keeps verbatim (the count is always exact).
 MAX_PROBLEMS_KEPT = 100
 #: How many malformed lines per source are logged one by one (the rest are only counted).
@@ -73,16 +88,37 @@ class ReadStats:
     skipped: dict[str, int] = field(default_factory=dict)
     #: The first :data:`MAX_PROBLEMS_KEPT` problems, each "file:line: what was wrong".
     problems: list[str] = field(default_factory=list)
+    #: Malformed lines by reason (the start of "what was wrong": "invalid JSON", "orig_bytes").
+    reasons: dict[str, int] = field(default_factory=dict)
+    _next_log: float = field(default=0.0, repr=False, compare=False)
+    _unlogged: int = field(default=0, repr=False, compare=False)
 
     def problem(self, message: str) -> None:
         self.malformed += 1
+        reason = problem_reason(message)
+        if reason not in self.reasons and len(self.reasons) >= MAX_REASONS:
+            reason = "other"
+        self.reasons[reason] = self.reasons.get(reason, 0) + 1
         if len(self.problems) < MAX_PROBLEMS_KEPT:
             self.problems.append(message)
 
     def bad_line(self, message: str) -> None:
-        """A malformed line ("file:line: what was wrong"): logged (the first few), counted."""
+        """A malformed line ("file:line: what was wrong"): counted; the first few are logged one
+        by one, then one line a minute says how many more there were and shows the latest."""
         if self.malformed < MAX_PROBLEMS_LOGGED:
             log.warning("%s (line skipped)", message)
+        else:
+            self._unlogged += 1
+            now = time.monotonic()
+            if now >= self._next_log:
+                self._next_log = now + 60.0
+                log.warning(
+                    "%d more malformed lines skipped (%d in all); the latest: %s",
+                    self._unlogged,
+                    self.malformed + 1,
+                    message,
+                )
+                self._unlogged = 0
         self.problem(message)
 
     def skip(self, kind: str, n: int = 1) -> None:
@@ -91,6 +127,8 @@ class ReadStats:
     def merge(self, other: ReadStats) -> None:
         self.rows += other.rows
         self.malformed += other.malformed
+        for k, v in other.reasons.items():
+            self.reasons[k] = self.reasons.get(k, 0) + v
         for k, v in other.skipped.items():
             self.skip(k, v)
         room = MAX_PROBLEMS_KEPT - len(self.problems)
