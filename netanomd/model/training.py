@@ -9,6 +9,9 @@ Threshold rule (the default): the :data:`DEFAULT_THRESHOLD_QUANTILE` quantile of
 training scores — of every flow for a vetted baseline (about 1 flow in 200 like it reaches
 it), of the distinct behaviours otherwise. It is stored in the artifact and can be overridden
 per run (``--threshold``); the other rules are in :mod:`netanomd.decision.thresholds`.
+
+In the same pass over the training stream, the host behaviour limits and the incident budget are
+learned (:mod:`netanomd.model.operating`) and stored in the model: the default operating point.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from netanomd.errors import ModelError
 from netanomd.features import FeatureSpec, FlowFeatures, HostFeatures
 from netanomd.flow import FlowBatch
 from netanomd.model.artifact import FORMAT, FORMAT_VERSION, ID_DIGITS, Model
+from netanomd.model.operating import BehaviourLearner
 from netanomd.model.robust import DEFAULT_TRIM, fit_robust
 
 log = logging.getLogger(__name__)
@@ -113,6 +117,7 @@ def train(
     seed: int = 0,
     max_rows: int = DEFAULT_MAX_TRAIN_ROWS,
     files: Sequence[str] = (),
+    behaviour: BehaviourLearner | None = None,
 ) -> Model:
     """Fit features and detector on ``batches`` and return a :class:`Model`.
 
@@ -124,9 +129,12 @@ def train(
     :mod:`netanomd.model.robust`); ``trim`` drops the most anomalous share and refits. Threshold:
     the ``threshold_quantile`` quantile of the training scores (over distinct behaviours when
     fitted on them, else over every flow), or, with ``alerts_per_day``, the alert budget at
-    the training data's flow rate (see :mod:`netanomd.decision.thresholds`).
+    the training data's flow rate (see :mod:`netanomd.decision.thresholds`). ``behaviour``
+    learns the host-behaviour operating point from the same batches (flows in arrival order);
+    ``None`` uses the defaults of :class:`~netanomd.model.operating.BehaviourLearner`.
     """
     spec = spec or default_spec()
+    learner = behaviour if behaviour is not None else BehaviourLearner()
     reservoir = _Reservoir(max_rows, seed)
     svc_codes: dict[str, int] = {}
     ts_parts: list[np.ndarray] = []
@@ -135,6 +143,7 @@ def train(
         if not len(b):
             continue
         spec.fit(b)
+        learner.update(b)
         # The service of each row rides along as one extra column (a code into svc_names),
         # so the sample keeps rows and services together for per-service baselines.
         codes = [
@@ -191,7 +200,10 @@ def train(
             q: float(np.quantile(scores, float(q))) for q in ("0.5", "0.9", "0.99", "0.999")
         },
     }
-    model = Model(spec, detector, threshold, Baselines.fit(spec.names, X, services), meta, floors)
+    operating = learner.finish()
+    model = Model(
+        spec, detector, threshold, Baselines.fit(spec.names, X, services), meta, floors, operating
+    )
     digest = model.content_digest()[:ID_DIGITS]
     meta["model_id"] = f"{detector.kind}-{created:%Y%m%dT%H%M%SZ}-{digest}"
     log.info(
