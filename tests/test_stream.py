@@ -173,3 +173,22 @@ def test_the_pipeline_writes_incidents_after_alerts(demo: Model) -> None:
     assert pipe.drain(1.0)  # shutdown closes the incidents and writes them once more
     assert all(i.closed for i in sink.incidents.values())
     assert any(i.peer == "66.63.168.35" for i in sink.incidents.values())
+
+
+def test_flow_reasons_are_plain_language(demo: Model, data_dir: Path) -> None:
+    icmp = _read(data_dir / "behaviour" / "slips-test12-icmp-portscan.conn.log")
+    _, alerts = demo.run(icmp, 0.0, fresh=True)  # every flow alerts: every shape explained
+    pings = [a for a in alerts if a.flow.proto == "icmp" and ":" not in a.flow.orig_h]
+    assert pings and all(a.reason.startswith("ICMP ") for a in pings)
+    assert not any("port" in c.description for a in pings for c in a.contributions)
+    v6 = [a for a in alerts if a.flow.proto == "icmp" and ":" in a.flow.orig_h]
+    assert all(a.reason.startswith("ICMPv6 ") and "type " not in a.reason[:30] for a in v6)
+    scan = _read(data_dir / "behaviour" / "zeek-traces-nmap-vsn.conn.log")
+    _, alerts = demo.run(scan, 0.0, fresh=True)
+    syn = [a for a in alerts if a.flow.conn_state == "S0" and a.flow.history == "S"]
+    assert syn and all("lone SYN, no reply" in a.reason for a in syn)
+    rej = [a for a in alerts if a.flow.conn_state == "REJ" and a.flow.resp_p == 80]
+    assert rej and all(a.reason.startswith("HTTP (80/tcp): rejected") for a in rej)
+    never = [c for a in alerts for c in a.contributions if c.direction == "rare" and not c.baseline]
+    assert never and all("never seen in training" in c.sentence() for c in never)
+    assert not any("0.00%" in a.reason for a in alerts)
