@@ -25,7 +25,7 @@ from netanomd.sources import ReadStats
 
 def register(sub: Any) -> None:
     p: argparse.ArgumentParser = sub.add_parser(
-        "demo", help="train on the bundled baseline, score bundled attacks, show top anomalies"
+        "demo", help="train on the bundled baseline, score bundled attacks, show the incidents"
     )
     p.add_argument(
         "--workdir",

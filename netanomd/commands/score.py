@@ -31,7 +31,7 @@ from netanomd.sources import ReadStats
 
 def register(sub: Any) -> None:
     p: argparse.ArgumentParser = sub.add_parser(
-        "score", help="score flow files and store alerts in SQLite"
+        "score", help="score flow files; store incidents and alerts in SQLite"
     )
     p.add_argument("--model", "-m", required=True, metavar="PATH")
     p.add_argument("--input", "-i", nargs="+", required=True, metavar="FILE")
