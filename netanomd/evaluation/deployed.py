@@ -4,9 +4,10 @@ Owns :func:`run_deployed`. For a labeled flow log (time order), under each proto
 trained exactly as ``netanomd train`` does with no flags (:func:`netanomd.model.train`: distinct
 behaviours, the training-quantile threshold, the host-behaviour operating point), on the first
 50% of the flows (``clean``: only their benign flows; ``contaminated``: all, labels unseen). The
-rest of the capture is then fed through :meth:`Model.stream` in arrival order, as the daemon
-does, and measured on the same test rows as :mod:`~netanomd.evaluation.protocols` (the last 35%;
-the 15% before them warm the windows up):
+rest of the capture is then fed through :meth:`Model.stream` in arrival order (by flow end, as
+Zeek logs a flow when it ends; training sees its flows in that order too), as the daemon does,
+and measured on the same test rows as :mod:`~netanomd.evaluation.protocols` (the last 35%; the
+15% before them warm the windows up):
 
 * flow level: precision, recall and F1 of the flow alerts at the model's own threshold;
 * incident level: the same with "inside an incident" as the verdict (the share of malicious
@@ -31,6 +32,7 @@ from netanomd.behaviour.incidents import Incident
 from netanomd.errors import ModelError
 from netanomd.evaluation.data import LabeledData
 from netanomd.evaluation.protocols import MIN_TRAIN, split
+from netanomd.flow import FlowBatch
 from netanomd.model import train
 
 #: Flows per batch fed to the stream (the daemon's default micro-batch).
@@ -101,7 +103,7 @@ def run_deployed(data: LabeledData, protocol: str, seed: int = 0) -> Deployed:
     if len(train_idx) < MIN_TRAIN:
         res.status = f"skipped: {len(train_idx)} training rows in the {protocol} window"
         return res
-    training = batch.take(train_idx)
+    training = batch.take(train_idx[_arrival(batch.take(train_idx))])
     try:
         model = train(
             (training.slice(o, STEP * 8) for o in range(0, len(training), STEP * 8)), seed=seed
@@ -112,16 +114,21 @@ def run_deployed(data: LabeledData, protocol: str, seed: int = 0) -> Deployed:
     res.threshold = model.threshold
     rest = np.concatenate([np.sort(sp.valid), np.sort(sp.test)])
     tail = batch.take(rest)
+    arrival = _arrival(tail)
+    fed = tail.take(arrival)
     stream = model.stream()
-    scores = np.empty(len(tail))
+    fed_scores = np.empty(len(fed))
     raised: dict[int, float] = {}
-    for off in range(0, len(tail), STEP):
-        part = tail.slice(off, STEP)
+    for off in range(0, len(fed), STEP):
+        part = fed.slice(off, STEP)
         s, _, changed = stream.process(part)
-        scores[off : off + len(part)] = s
+        fed_scores[off : off + len(part)] = s
         for inc in changed:
             raised.setdefault(inc.id, stream.clock)
     incidents = stream.finish()
+    # Back to the rows' (start time) order, which the labels and the test split follow.
+    scores = np.empty(len(fed))
+    scores[arrival] = fed_scores
     n_test = len(sp.test)
     test = tail.slice(len(tail) - n_test)
     y = data.y[np.sort(sp.test)]
@@ -161,6 +168,12 @@ def run_deployed(data: LabeledData, protocol: str, seed: int = 0) -> Deployed:
         res.time_to_first_incident = max(0.0, first_alarm - float(np.nanmin(ts[mal])))
     res.top = [_brief(inc, n) for inc, n in sorted(held, key=lambda x: -x[1])[:5]]
     return res
+
+
+def _arrival(batch: FlowBatch) -> np.ndarray:
+    """The order in which a sensor receives ``batch``'s flows: by flow end."""
+    end = batch.numeric("ts", fill=np.nan) + np.maximum(batch.numeric("duration"), 0.0)
+    return np.argsort(np.where(np.isfinite(end), end, np.inf), kind="stable")
 
 
 def _brief(inc: Incident, flows: int) -> dict[str, Any]:

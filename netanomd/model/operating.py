@@ -11,8 +11,9 @@ the attack is normal. "Unusual activity" (what no named behaviour explains) is w
 false incidents come from, so its factor (``anomaly_factor``, how far past a learned limit a host
 must go) is raised, by steps of :data:`BUDGET_STEP`, until the training window itself would have
 opened at most ``incidents_per_day`` such incidents per day. Everything is stored in the model
-and printed by ``netanomd train``; ``netanomd train --behaviour-quantile / --behaviour-margin
-/ --incidents-per-day / --incident-quiet`` tune it (see the README, "Incidents and the operating point").
+and printed by ``netanomd train``; its ``--behaviour-quantile``, ``--behaviour-margin``,
+``--incidents-per-day`` and ``--incident-quiet`` tune it (README: "Incidents and the operating
+point").
 """
 
 from __future__ import annotations
