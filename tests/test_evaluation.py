@@ -109,7 +109,7 @@ def test_evaluate_command_writes_report(tmp_path: Path, capsys: pytest.CaptureFi
     assert set(dep) == {"clean", "contaminated"} and dep["clean"]["status"] == "ok"
     clean = dep["clean"]
     # The bundled RATs' C&C hosts are found by incidents, whatever the flow threshold does.
-    assert clean["hosts_found"] >= 1 and clean["incident"]["recall"] > clean["flow"]["recall"]
+    assert clean["hosts_found"] >= 1 and clean["incident"]["recall"] >= clean["flow"]["recall"]
     assert clean["oracle_f1"] == ours["f1"]
     assert f"| demo | clean | {clean['flow']['precision']:.3f} / " in text
     cic = next(e for e in results if e["dataset"] == "cic")

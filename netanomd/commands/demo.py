@@ -17,7 +17,6 @@ from netanomd.commands._display import alert_line
 from netanomd.commands._inputs import stats_line
 from netanomd.commands.score import print_incidents, score_files
 from netanomd.data import attack_files, baseline_files, demo_model
-from netanomd.model import DEFAULT_THRESHOLD_QUANTILE
 from netanomd.sinks import SinkSet
 from netanomd.sinks.sqlite import SQLiteSink, default_db_path, query_alerts
 from netanomd.sources import ReadStats
@@ -54,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"   {stats_line(stats)}")
     print(
         f"   model {model.model_id}, threshold {model.threshold:.4f} "
-        f"(training-score quantile {DEFAULT_THRESHOLD_QUANTILE}) -> {model_path}"
+        f"({model.meta['threshold_rule']['method']}) -> {model_path}"
     )
 
     print(f"2. scoring captures with attacks: {', '.join(Path(p).name for p in attacks)}")

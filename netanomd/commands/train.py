@@ -37,8 +37,10 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--threshold-quantile",
         type=float,
-        default=DEFAULT_THRESHOLD_QUANTILE,
-        help="threshold = this quantile of the training scores (default %(default)s)",
+        metavar="Q",
+        help="threshold = this quantile of the training scores (e.g. "
+        f"{DEFAULT_THRESHOLD_QUANTILE}) instead of the incident budget (the default: the lowest "
+        "threshold whose training alerts make at most --incidents-per-day incidents a day)",
     )
     p.add_argument(
         "--features",
@@ -84,8 +86,9 @@ def register(sub: Any) -> None:
         "--incidents-per-day",
         type=float,
         default=DEFAULT_INCIDENTS_PER_DAY,
-        help="budget of 'unusual activity' incidents per day the training window may raise; "
-        "its factor is raised until it does (default %(default)s)",
+        help="incident budget: the flow threshold is the lowest whose training alerts, grouped per "
+        "host, make at most this many incidents a day, and 'unusual activity' is raised until "
+        "the training window makes at most this many a day (default %(default)s)",
     )
     b.add_argument(
         "--incident-quiet",
