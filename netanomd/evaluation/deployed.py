@@ -11,7 +11,8 @@ and measured on the same test rows as :mod:`~netanomd.evaluation.protocols` (the
 
 * flow level: precision, recall and F1 of the flow alerts at the model's own threshold;
 * incident level: the same with "inside an incident" as the verdict (the share of malicious
-  flows inside an incident is its recall), the share of benign flows inside one, malicious hosts
+  flows inside an incident is its recall; an "anomalous flows" incident, flow alerts grouped
+  per host, holds its alerted flows, not every flow of the host in its span), the share of benign flows inside one, malicious hosts
   found (an originator of malicious flows with one of them inside an incident), time to first
   incident (from the first malicious test flow to the moment the stream first reported an
   incident holding a malicious flow) and false incidents (holding test flows, none malicious)
@@ -148,6 +149,8 @@ def run_deployed(data: LabeledData, protocol: str, seed: int = 0) -> Deployed:
     held = []
     for inc in incidents:
         m = inc.members(test)
+        if inc.behaviour == "anomalous flows":  # flow alerts grouped: the alerted flows only
+            m &= alerted
         if not m.any():
             continue
         held.append((inc, int(m.sum())))
