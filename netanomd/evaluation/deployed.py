@@ -2,7 +2,7 @@
 
 Owns :func:`run_deployed`. For a labeled flow log (time order), under each protocol, a model is
 trained exactly as ``netanomd train`` does with no flags (:func:`netanomd.model.train`: distinct
-behaviours, the training-quantile threshold, the host-behaviour operating point), on the first
+behaviours, the incident-budget threshold, the host-behaviour operating point), on the first
 50% of the flows (``clean``: only their benign flows; ``contaminated``: all, labels unseen). The
 rest of the capture is then fed through :meth:`Model.stream` in arrival order (by flow end, as
 Zeek logs a flow when it ends; training sees its flows in that order too), as the daemon does,
@@ -11,12 +11,12 @@ and measured on the same test rows as :mod:`~netanomd.evaluation.protocols` (the
 
 * flow level: precision, recall and F1 of the flow alerts at the model's own threshold;
 * incident level: the same with "inside an incident" as the verdict (the share of malicious
-  flows inside an incident is its recall; an "anomalous flows" incident, flow alerts grouped
-  per host, holds its alerted flows, not every flow of the host in its span), the share of benign flows inside one, malicious hosts
-  found (an originator of malicious flows with one of them inside an incident), time to first
-  incident (from the first malicious test flow to the moment the stream first reported an
-  incident holding a malicious flow) and false incidents (holding test flows, none malicious)
-  per day of test traffic.
+  flows inside an incident is its recall; an "anomalous flows" incident, flow alerts grouped per
+  host, holds its alerted flows, not every flow of the host in its span), the share of benign
+  flows inside one, malicious hosts found (an originator of malicious flows with one of them
+  inside an incident), time to first incident (from the first malicious test flow to the moment
+  the stream first reported an incident holding a malicious flow) and false incidents (holding
+  test flows, none malicious) per day of test traffic.
 
 The label-tuned F1 of :mod:`~netanomd.evaluation.protocols` is kept beside these only as the
 "oracle" column: a sensor never has labels to tune on.

@@ -7,17 +7,17 @@ the incident budget).
 
 How the budget works: the flow threshold is placed by it (the lowest threshold whose training
 alerts, grouped per originator, make at most ``incidents_per_day`` incidents a day:
-:func:`netanomd.decision.thresholds.by_incident_budget`, applied by :func:`netanomd.model.train`).
-The named behaviours (scan, brute force, flood, beaconing,
+:func:`netanomd.decision.thresholds.by_incident_budget`, applied by
+:func:`netanomd.model.train`). The named behaviours (scan, brute force, flood, beaconing,
 exfiltration) keep their learned, population-wide limits: a training window that held an attack
 cannot teach the attack is normal. "Unusual activity" (what no named behaviour explains) is
 where false incidents come from, so its factor (``anomaly_factor``, how far past a learned limit
 a host must go) is raised, by steps of :data:`BUDGET_STEP`, until the training window itself
 would have opened at most ``incidents_per_day`` such incidents per day (busy training hosts keep
-their own limits, so this rarely needs a step: it guards the window that does). Everything is stored in the model
-and printed by ``netanomd train``; its ``--behaviour-quantile``, ``--behaviour-margin``,
-``--incidents-per-day`` and ``--incident-quiet`` tune it (README: "Incidents and the operating
-point").
+their own limits, so this rarely needs a step: it guards the window that does). Everything is
+stored in the model and printed by ``netanomd train``; its ``--behaviour-quantile``,
+``--behaviour-margin``, ``--incidents-per-day`` and ``--incident-quiet`` tune it (README:
+"Incidents and the operating point").
 """
 
 from __future__ import annotations
