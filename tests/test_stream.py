@@ -192,3 +192,21 @@ def test_flow_reasons_are_plain_language(demo: Model, data_dir: Path) -> None:
     never = [c for a in alerts for c in a.contributions if c.direction == "rare" and not c.baseline]
     assert never and all("never seen in training" in c.sentence() for c in never)
     assert not any("0.00%" in a.reason for a in alerts)
+
+
+def test_train_then_score_reports_the_brute_force_first(
+    tmp_path: Path, data_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The CLI path with no flags: `train` on the bundled clean day, `score` an SSH-port brute
+    force from another network; the incident names it, above the flow alerts."""
+    from netanomd.cli import main
+    from netanomd.data import baseline_files
+
+    model = tmp_path / "m.npz"
+    assert main(["train", "-i", *map(str, baseline_files()), "-m", str(model)]) == 0
+    assert "incident_budget" in capsys.readouterr().out
+    attack = data_dir / "behaviour" / "slips-malicious-ssh-bruteforce.conn.log"
+    assert main(["score", "-m", str(model), "-i", str(attack), "--db", str(tmp_path / "a.db")]) == 0
+    out = capsys.readouterr().out
+    head = out.split("incidents (most severe first):")[1].splitlines()[1]
+    assert "147.32.80.40 opened 67 connections to" in head and "(brute force; 67 flows" in head

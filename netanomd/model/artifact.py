@@ -354,8 +354,8 @@ def describe_model(model: Model) -> str:
         thr = op.thresholds
         buf.write(
             f"behaviour  limits at quantile {thr.quantile} x margin {thr.margin}, unusual "
-            f"activity at {thr.anomaly_factor:.2f}x a limit; budget {op.incidents_per_day:g} "
-            f"unusual incidents/day; incidents close after {op.quiet:g} s quiet\n"
+            f"activity at {thr.anomaly_factor:.2f}x a limit; incident budget "
+            f"{op.incidents_per_day:g}/day; incidents close after {op.quiet:g} s quiet\n"
         )
         named = (op.info or {}).get("named_in_training") or {}
         if named:
