@@ -17,8 +17,14 @@ def test_demo_finds_the_attacks(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert main(["demo", "--workdir", str(tmp_path), "--top", "5"]) == 0
     out = capsys.readouterr().out
     assert "7124 flows read" in out
-    assert "top 5 anomalies" in out
-    lines = [ln for ln in out.splitlines() if " -> " in ln and ln.startswith("   0.")]
+    # Incidents first: each RAT's C&C host is one incident naming what it did, never "low".
+    head, _, tail = out.partition("top 5 flow alerts")
+    assert tail, out
+    assert "tried 5888/tcp on 66.63.168.35" in head  # RemcosRAT
+    assert "tried 1177/tcp on 41.108.179.197" in head  # NjRAT
+    rat = [ln for ln in head.splitlines() if "repeated failed connections" in ln]
+    assert len(rat) == 2 and not any(ln.lstrip().startswith("[low") for ln in rat)
+    lines = [ln for ln in tail.splitlines() if " -> " in ln and ln.startswith("   0.")]
     assert len(lines) == 5
     # The alerts are mostly the labeled attack flows (labels are reported, never used).
     assert "Malicious" in out
@@ -47,7 +53,8 @@ def test_train_score_alerts(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
         == 0
     )
     out = capsys.readouterr().out
-    assert "alerts (model iforest-" in out and "flows/s" in out
+    assert "flow alerts (model iforest-" in out and "flows/s" in out
+    assert out.index("incidents (most severe first)") < out.index("flow alerts:")
     lines = scores.read_text().splitlines()
     assert len(lines) == 766 + 992  # every flow of both captures, one line each
     first = json.loads(lines[0])

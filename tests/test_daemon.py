@@ -290,7 +290,9 @@ def test_metrics_health_and_score_api(tmp_path: Path, model_path: Path) -> None:
         )
         out = json.loads(urllib.request.urlopen(req).read())
         assert [o["uid"] for o in out] == ["Ctest1", "Ctest2"]
-        assert out[0]["verdict"] == "anomalous" and "1177" not in out[0]["reason"]
+        assert out[0]["verdict"] == "anomalous"
+        assert out[0]["reason"].startswith("1177/tcp: lone SYN, no reply; ")
+        assert all(isinstance(o["incidents"], list) for o in out)
         assert out[0]["explanation"] and out[1]["verdict"] == "normal"
         bad = urllib.request.Request(base + "/v1/score", data=b'[{"uid": 1}]')
         with pytest.raises(urllib.error.HTTPError) as err:

@@ -96,14 +96,14 @@ def test_a_flow_the_model_fails_on_is_set_aside_once(tmp_path: Path, model_path:
         p = d.pipeline
         assert p is not None
         model = p.model
-        real_run = model.run
+        real_decide = model.decide  # what the stream scores each batch with
 
-        def run(batch: Any, *args: Any, **kw: Any) -> Any:
+        def decide(batch: Any, *args: Any, **kw: Any) -> Any:
             if bad_uid in batch.column("uid").to_pylist():
                 raise FloatingPointError("injected: the model cannot score this flow")
-            return real_run(batch, *args, **kw)
+            return real_decide(batch, *args, **kw)
 
-        model.run = run  # type: ignore[method-assign]
+        model.decide = decide  # type: ignore[method-assign]
         with log.open("ab") as fh:
             fh.write(b"".join(rows))
         wait(lambda: p.stats.scored == len(rows) - 1, 30, "every other flow scored")

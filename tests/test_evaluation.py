@@ -88,7 +88,10 @@ def test_evaluate_command_writes_report(tmp_path: Path, capsys: pytest.CaptureFi
     )
     assert rc == 0
     out = capsys.readouterr().out
-    assert re.search(r"demo: clean ROC-AUC 0\.9\d\d", out)
+    assert re.search(r"ranking: clean ROC-AUC 0\.9\d\d", out)
+    # The headline is the deployed operating point, flow and incident level, oracle F1 last.
+    assert re.search(r"demo: clean flows P [\d.-]+ R [\d.]+ F1 [\d.]+, incidents P ", out)
+    assert "oracle F1" in out
     html = (tmp_path / "out/report.html").read_text()
     assert len(re.findall(r"<img src='data:image/png;base64,", html)) >= 8
     results = json.loads((tmp_path / "out/results.json").read_text())
@@ -100,6 +103,17 @@ def test_evaluate_command_writes_report(tmp_path: Path, capsys: pytest.CaptureFi
     assert ours["recall_by_type"] and ours["importance"]
     text = md.read_text()
     assert "## demo" in text and "| clean | netanomd | 0.9" in text
+    assert text.index("## Headline: what a deployed sensor reports") < text.index("oracle")
+    assert "P (oracle)" in text and "F1 (oracle)" in text
+    dep = {d["protocol"]: d for d in demo["deployed"]}
+    assert set(dep) == {"clean", "contaminated"} and dep["clean"]["status"] == "ok"
+    clean = dep["clean"]
+    # The bundled RATs' C&C hosts are found by incidents, whatever the flow threshold does.
+    assert clean["hosts_found"] >= 1 and clean["incident"]["recall"] >= clean["flow"]["recall"]
+    assert clean["oracle_f1"] == ours["f1"]
+    assert f"| demo | clean | {clean['flow']['precision']:.3f} / " in text
+    cic = next(e for e in results if e["dataset"] == "cic")
+    assert all(d["status"].startswith("not a timed flow log") for d in cic["deployed"])
     # Both models ran twice; the summary compares their mean PR-AUC, with the spread.
     for r in demo["results"]:
         assert len(r["runs"]["pr_auc"]) == 2 and r["runs"]["pr_auc"][0] == r["pr_auc"]

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from netanomd.data import attack_files, baseline_files
+from netanomd.decision import thresholds
 from netanomd.errors import ModelError
 from netanomd.features import FlowFeatures
 from netanomd.flow import FlowBatch
@@ -34,7 +35,10 @@ def baseline() -> FlowBatch:
 
 @pytest.fixture(scope="module")
 def model(baseline: FlowBatch) -> Model:
-    return train([baseline], seed=1, files=["ctu-sme-11"])
+    # The quantile rule: these tests are about scoring and explaining on its scale.
+    return train(
+        [baseline], seed=1, files=["ctu-sme-11"], threshold_quantile=DEFAULT_THRESHOLD_QUANTILE
+    )
 
 
 @pytest.fixture(scope="module")
@@ -59,6 +63,30 @@ def test_threshold_is_training_quantile(model: Model, baseline: FlowBatch) -> No
     assert summary["rows"] == 7124 and summary["sources"] == {"zeek": 7124}
     assert summary["ts_min"] < summary["ts_max"]
     assert set(model.meta["libraries"]) >= {"netanomd", "numpy", "sklearn", "numba", "pyarrow"}
+
+
+def test_default_threshold_is_the_incident_budget(baseline: FlowBatch) -> None:
+    """No flags: the lowest threshold (in the top 5% of training behaviours) whose training
+    alerts, grouped per host, stay within the incident budget."""
+    model = train([baseline], seed=1)
+    rule = model.meta["threshold_rule"]
+    assert rule["method"] == "incident_budget" and model.operating is not None
+    assert rule["incidents_per_day"] == model.operating.incidents_per_day
+    X = model.features(baseline)
+    model.reset()
+    scores = model.score(baseline)
+    behaviours = scores[distinct_behaviours(X, len(FlowFeatures().names))]
+    assert np.quantile(behaviours, 0.95) - 1e-6 <= model.threshold <= behaviours.max() + 1e-6
+    hosts = np.unique(baseline.column("orig_h").to_pylist(), return_inverse=True)[1]
+    ts = baseline.numeric("ts")
+    quiet = model.operating.quiet
+    found = thresholds.incidents_at(model.threshold, scores, hosts, ts, quiet)
+    days = max((ts.max() - ts.min()) / 86400.0, 1 / 24)
+    assert found == rule["training_incidents"] and found <= rule["incidents_per_day"] * days
+    # One step lower would have broken the budget (unless the floor was reached).
+    if rule["quantile"] > 0.95:
+        lower = np.quantile(behaviours, rule["quantile"] - 0.0005)
+        assert thresholds.incidents_at(lower, scores, hosts, ts, quiet) > found
 
 
 def test_attacks_score_higher_than_baseline(model: Model, remcos: FlowBatch) -> None:

@@ -37,7 +37,7 @@ def test_write_query_and_dedup(tmp_path: Path) -> None:
         5888,
         "tcp",
     )
-    assert top.reason == "conn_state REJ seen in 0.20% of training flows"
+    assert top.reason == "5888/tcp: rejected; conn_state REJ in only 0.20% of training flows"
     assert top.explanation[0]["feature"] == "state_REJ"
     assert top.label == "Malicious" and top.created_at == 1234.5
     assert [r.uid for r in query_alerts(db, min_score=0.68)] == [REJ.uid]

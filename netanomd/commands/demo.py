@@ -1,7 +1,9 @@
 """``netanomd demo``: the main job on the embedded default — no Zeek, no Elasticsearch.
 
-Trains an Isolation Forest on the bundled clean baseline capture, scores the bundled captures
-that contain attacks, stores the alerts in SQLite and prints the top anomalies with a reason.
+Trains on the bundled clean baseline capture (Isolation Forest plus the host behaviour operating
+point), scores the bundled captures that contain attacks as one stream, stores incidents and flow
+alerts in SQLite and prints the incidents first (title, severity, counts); the flow alerts
+underneath only with ``-v`` or ``--top N``.
 """
 
 from __future__ import annotations
@@ -13,9 +15,8 @@ from typing import Any
 
 from netanomd.commands._display import alert_line
 from netanomd.commands._inputs import stats_line
-from netanomd.commands.score import score_files
+from netanomd.commands.score import print_incidents, score_files
 from netanomd.data import attack_files, baseline_files, demo_model
-from netanomd.model import DEFAULT_THRESHOLD_QUANTILE
 from netanomd.sinks import SinkSet
 from netanomd.sinks.sqlite import SQLiteSink, default_db_path, query_alerts
 from netanomd.sources import ReadStats
@@ -23,14 +24,17 @@ from netanomd.sources import ReadStats
 
 def register(sub: Any) -> None:
     p: argparse.ArgumentParser = sub.add_parser(
-        "demo", help="train on the bundled baseline, score bundled attacks, show top anomalies"
+        "demo", help="train on the bundled baseline, score bundled attacks, show the incidents"
     )
     p.add_argument(
         "--workdir",
         metavar="DIR",
         help="where the model and alert database go (default: next to the default alert database)",
     )
-    p.add_argument("--top", type=int, default=15, help="anomalies to print (default 15)")
+    p.add_argument(
+        "--top", type=int, default=0, help="also print the top N flow alerts (default none)"
+    )
+    p.add_argument("-v", "--verbose", action="store_true", help="also print the top 15 flow alerts")
     p.set_defaults(func=run)
 
 
@@ -49,20 +53,26 @@ def run(args: argparse.Namespace) -> int:
     print(f"   {stats_line(stats)}")
     print(
         f"   model {model.model_id}, threshold {model.threshold:.4f} "
-        f"(training-score quantile {DEFAULT_THRESHOLD_QUANTILE}) -> {model_path}"
+        f"({model.meta['threshold_rule']['method']}) -> {model_path}"
     )
 
     print(f"2. scoring captures with attacks: {', '.join(Path(p).name for p in attacks)}")
-    stats, n_alerts, secs = score_files(model, attacks, SinkSet([SQLiteSink(db)]))
-    print(f"   {stats_line(stats)}; {n_alerts} alerts in {secs:.2f}s -> {db}")
-
+    res = score_files(model, attacks, SinkSet([SQLiteSink(db)]))
+    print(
+        f"   {stats_line(res.stats)}; {len(res.incidents)} incidents from {res.alerts} flow "
+        f"alerts and host behaviour in {res.seconds:.2f}s -> {db}"
+    )
+    print("3. incidents (most severe first):")
+    print_incidents(res.incidents, 20, indent="   ")
     rows = query_alerts(db)
     labels = Counter((a.label or "unlabeled") for a in rows)
     if rows:
         summary = ", ".join(f"{k} {v}" for k, v in labels.most_common())
         print(f"   ground-truth labels of the alerted flows (not used for scoring): {summary}")
-    print(f"3. top {min(args.top, len(rows))} anomalies (score, time, flow, why):")
-    for a in rows[: args.top]:
-        print("   " + alert_line(a))
-    print(f"\nlist them again with: netanomd alerts --db {db}")
+    top = args.top or (15 if args.verbose else 0)
+    if top:
+        print(f"4. top {min(top, len(rows))} flow alerts (score, time, flow, why):")
+        for a in rows[:top]:
+            print("   " + alert_line(a))
+    print(f"\nlist the flow alerts with: netanomd alerts --db {db}")
     return 0

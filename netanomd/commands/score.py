@@ -1,16 +1,24 @@
-"""``netanomd score``: score flow files with a model and store the alerts in SQLite."""
+"""``netanomd score``: score flow files with a model; store the incidents and alerts in SQLite.
+
+The files are one stream (consecutive logs of one sensor) through :meth:`Model.stream`: flow
+alerts and the incidents they and host behaviour make. Incidents are printed first (most severe
+first), then, with ``--top``, the top flow alerts.
+"""
 
 from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import orjson
 
-from netanomd.commands._display import alert_line
+from netanomd.behaviour.incidents import Incident, severity_label
+from netanomd.commands._display import alert_line, when
 from netanomd.commands._inputs import read_inputs, stats_line
 from netanomd.daemon.wiring import elasticsearch_sink
 from netanomd.flow import FlowBatch
@@ -23,7 +31,7 @@ from netanomd.sources import ReadStats
 
 def register(sub: Any) -> None:
     p: argparse.ArgumentParser = sub.add_parser(
-        "score", help="score flow files and store alerts in SQLite"
+        "score", help="score flow files; store incidents and alerts in SQLite"
     )
     p.add_argument("--model", "-m", required=True, metavar="PATH")
     p.add_argument("--input", "-i", nargs="+", required=True, metavar="FILE")
@@ -34,7 +42,12 @@ def register(sub: Any) -> None:
         metavar="FILE",
         help="also write every flow's uid, score and label as JSON lines",
     )
-    p.add_argument("--top", type=int, default=10, help="alerts to print (default 10, 0 = none)")
+    p.add_argument(
+        "--top", type=int, default=10, help="flow alerts to print (default 10, 0 = none)"
+    )
+    p.add_argument(
+        "--incidents", type=int, default=20, help="incidents to print (default 20, 0 = none)"
+    )
     p.add_argument(
         "--es-url",
         nargs="+",
@@ -73,30 +86,67 @@ class _ScoreWriter:
         self._fh.close()
 
 
+@dataclass
+class ScoreRun:
+    """What scoring some files found."""
+
+    stats: ReadStats
+    alerts: int = 0
+    seconds: float = 0.0
+    #: Every incident of the stream, closed at its end.
+    incidents: list[Incident] = field(default_factory=list)
+
+
 def score_files(
     model: Model,
     inputs: list[str],
     sinks: SinkSet,
     threshold: float | None = None,
     scores_path: str | None = None,
-) -> tuple[ReadStats, int, float]:
-    """Score every input file; returns (read stats, alerts, seconds)."""
-    stats = ReadStats()
+) -> ScoreRun:
+    """Score the input files as one stream; alerts and incident updates go to ``sinks`` as they
+    come, the closed incidents at the end."""
+    run = ScoreRun(ReadStats())
     writer = _ScoreWriter(scores_path) if scores_path else None
-    n_alerts = 0
+    stream = model.stream()
     start = time.perf_counter()
     try:
-        for batch in read_inputs(inputs, stats, "scoring"):
-            scores, alerts = model.run(batch, threshold)
+        for batch in read_inputs(inputs, run.stats, "scoring"):
+            scores, alerts, changed = stream.process(batch, threshold)
             sinks.write(alerts)
-            n_alerts += len(alerts)
+            sinks.write_incidents(changed)
+            run.alerts += len(alerts)
             if writer:
                 writer.write(batch, scores)
+        run.incidents = stream.finish()
+        sinks.write_incidents(run.incidents)
     finally:
         if writer:
             writer.close()
         sinks.close(timeout=60)
-    return stats, n_alerts, time.perf_counter() - start
+    run.seconds = time.perf_counter() - start
+    return run
+
+
+def ranked(incidents: Sequence[Incident]) -> list[Incident]:
+    """Most severe first, then the most flows."""
+    return sorted(incidents, key=lambda i: (-i.severity, -i.flows, i.first_seen))
+
+
+def incident_line(inc: Incident) -> str:
+    """``[high 73] 10.0.2.19 sent ... (scan; 1,809 flows, 2026-...)``."""
+    return (
+        f"[{severity_label(inc.severity)} {inc.severity}] {inc.title}  "
+        f"({inc.behaviour}; {inc.flows:,} flows, {when(inc.first_seen)})"
+    )
+
+
+def print_incidents(incidents: Sequence[Incident], limit: int, indent: str = "  ") -> None:
+    shown = ranked(incidents)[:limit] if limit > 0 else []
+    for inc in shown:
+        print(indent + incident_line(inc))
+    if len(incidents) > len(shown):
+        print(f"{indent}... and {len(incidents) - len(shown)} more")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -106,22 +156,25 @@ def run(args: argparse.Namespace) -> int:
     es = _es_sink(args, db) if args.es_url else None
     if es is not None:
         sinks.add(es)  # not opened: the command delivers the spool itself when scoring ends
-    stats, n_alerts, secs = score_files(model, args.input, sinks, args.threshold, args.scores)
+    res = score_files(model, args.input, sinks, args.threshold, args.scores)
     if es is not None:
         print(
             f"elasticsearch: {es.sent} alerts sent to {es.index}, {es.duplicates} already there, "
             f"{es.dead_lettered} rejected (see {es.dead_letter})"
             + ("" if es.spool.size() == 0 else f"; the rest stays spooled in {es.spool.dir}")
         )
-    rate = stats.rows / secs if secs > 0 else 0.0
-    print(stats_line(stats))
+    rate = res.stats.rows / res.seconds if res.seconds > 0 else 0.0
+    print(stats_line(res.stats))
     print(
-        f"{n_alerts} alerts (model {model.model_id}, threshold "
-        f"{args.threshold if args.threshold is not None else model.threshold:.4f}) "
-        f"in {secs:.2f}s, {rate:,.0f} flows/s; stored in {db}"
+        f"{len(res.incidents)} incidents, {res.alerts} flow alerts (model {model.model_id}, "
+        f"threshold {model.threshold_for(args.threshold):.4f}) in {res.seconds:.2f}s, "
+        f"{rate:,.0f} flows/s; stored in {db}"
     )
-    if args.top and n_alerts:
-        print(f"top {min(args.top, n_alerts)} anomalies:")
+    if args.incidents and res.incidents:
+        print("incidents (most severe first):")
+        print_incidents(res.incidents, args.incidents)
+    if args.top and res.alerts:
+        print(f"top {min(args.top, res.alerts)} flow alerts:")
         for a in query_alerts(db, limit=args.top):
             print("  " + alert_line(a))
     return 0

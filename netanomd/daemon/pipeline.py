@@ -7,9 +7,13 @@ empty batch with an ack waits its turn too), the queue bound (in
 flows) and what happens when it is full (``block`` for sources that can wait, else drop the
 oldest or the newest work, counted), micro-batching (up to ``batch_size`` flows or
 ``batch_timeout`` seconds after the first queued flow, whichever comes first), community_id
-de-duplication across sources, scoring through the model's one decision path, writing alerts to
-the run's :class:`~netanomd.sinks.SinkSet`, the model swap used by
-reload (atomic: the next micro-batch uses the new model), and draining on shutdown.
+de-duplication across sources, scoring through the model's stream
+(:meth:`~netanomd.model.Model.stream`: flow alerts, host behaviour and incidents), writing the
+alerts and then the incidents they opened or updated to the run's
+:class:`~netanomd.sinks.SinkSet` (both retried until written), the model swap used by reload
+(atomic: the next micro-batch uses the new model, in a new stream; the old stream's incidents are
+closed and written), and draining on shutdown (which closes the incidents:
+:meth:`Pipeline.close_incidents`).
 """
 
 from __future__ import annotations
@@ -26,10 +30,12 @@ import numpy as np
 import orjson
 import pyarrow as pa
 
+from netanomd.behaviour.incidents import Incident
 from netanomd.decision import Alert
 from netanomd.flow import FlowBatch
 from netanomd.fsutil import open_append
 from netanomd.model import Model
+from netanomd.model.stream import Stream
 from netanomd.sinks import SinkSet
 from netanomd.sources import Ack, Emit
 
@@ -49,6 +55,8 @@ class PipelineStats:
     received: dict[str, int] = field(default_factory=dict)
     scored: int = 0
     alerts: int = 0
+    #: Incident updates written (an incident is written again each time it changes).
+    incident_updates: int = 0
     duplicates: int = 0
     #: Flows that made the model raise, set aside in the quarantine file (never retried).
     quarantined: int = 0
@@ -109,6 +117,7 @@ class Pipeline:
         if on_full not in ("block", "drop_oldest", "drop_newest"):
             raise ValueError(f"on_full: unknown policy {on_full!r}")
         self.model = model
+        self._stream = model.stream()
         self.sinks = sinks
         self.batch_size = batch_size
         self.batch_timeout = batch_timeout
@@ -272,8 +281,8 @@ class Pipeline:
         scores: np.ndarray = np.empty(0)
         alerts: list[Alert] = []
         if batch is not None and len(batch):
-            batch, scores, alerts = self._score(batch)
-            if not self._deliver(alerts):
+            batch, scores, alerts, incidents = self._score(batch)
+            if not self._deliver(alerts) or not self._deliver_incidents(incidents):
                 return  # stopping with a sink that cannot write: nothing is acknowledged
             self.stats.scored += len(batch)
             self.stats.alerts += len(alerts)
@@ -288,31 +297,54 @@ class Pipeline:
         if batch is not None and self.on_batch is not None:
             self.on_batch(batch, scores, alerts, min(i.arrived for i in items))
 
-    def _score(self, batch: FlowBatch) -> tuple[FlowBatch, np.ndarray, list[Alert]]:
-        """Score a batch; if the model raises, score its flows one by one and set aside those
-        that still make it raise, so no single record can stop scoring (or, after a restart,
-        stop it again)."""
-        model = self.model  # one reference per micro-batch: a swap applies to the next one
+    def _score(self, batch: FlowBatch) -> tuple[FlowBatch, np.ndarray, list[Alert], list[Incident]]:
+        """Score a batch on the stream; if the model raises, score its flows one by one and set
+        aside those that still make it raise, so no single record can stop scoring (or, after a
+        restart, stop it again)."""
+        stream = self._current_stream()
         try:
-            scores, alerts = model.run(batch, self.threshold)
-            return batch, scores, alerts
+            scores, alerts, incidents = stream.process(batch, self.threshold)
+            return batch, scores, alerts, incidents
         except Exception as exc:
             log.error("scoring %d flows failed (%r); scoring them one by one", len(batch), exc)
         kept: list[int] = []
         parts: list[np.ndarray] = []
         alerts = []
+        changed: dict[int, Incident] = {}
         for i in range(len(batch)):
             one = batch.take([i])
             try:
-                s, a = model.run(one, self.threshold)
+                s, a, inc = stream.process(one, self.threshold)
             except Exception as exc:
                 self._set_aside(one, exc)
                 continue
             kept.append(i)
             parts.append(s)
             alerts.extend(a)
+            changed.update((x.id, x) for x in inc)
         scores = np.concatenate(parts) if parts else np.empty(0)
-        return batch.take(kept), scores, alerts
+        return batch.take(kept), scores, alerts, list(changed.values())
+
+    def _current_stream(self) -> Stream:
+        """The stream of the model in force; after a swap, the old stream's incidents close."""
+        model = self.model  # one reference per micro-batch: a swap applies to the next one
+        if self._stream.model is not model:
+            self._deliver_incidents(self._stream.finish())
+            self._stream = model.stream()
+        return self._stream
+
+    def close_incidents(self) -> bool:
+        """End the stream (shutdown, once drained): close every incident and write them, one
+        attempt (shutdown does not wait on a sink). False if a sink could not take them."""
+        closed = self._stream.finish()
+        failed = self.sinks.write_incidents(closed)
+        if failed:
+            log.error(
+                "%s could not take the %d incidents closed at shutdown",
+                ", ".join(s.name for s in failed),
+                len(closed),
+            )
+        return not failed
 
     def _set_aside(self, one: FlowBatch, exc: Exception) -> None:
         self.stats.quarantined += 1
@@ -358,6 +390,22 @@ class Pipeline:
             pending = self.sinks.write(alerts, only=pending)
         return True
 
+    def _deliver_incidents(self, incidents: list[Incident]) -> bool:
+        """Write incidents to the sinks that keep them, retried like alerts (:meth:`_deliver`);
+        a retry writes every such sink again (incidents are updated in place)."""
+        if not incidents:
+            return True
+        delay = 0.5
+        while self.sinks.write_incidents(incidents):
+            self.heartbeat = self.clock()
+            if self._stopped:
+                log.error("stopping while incidents cannot be written: %d lost", len(incidents))
+                return False
+            self._wake.wait(delay)
+            delay = min(delay * 2, 10.0)
+        self.stats.incident_updates += len(incidents)
+        return True
+
     # -- control ---------------------------------------------------------------------------
     def swap_model(self, model: Model) -> None:
         self.model = model
@@ -374,8 +422,10 @@ class Pipeline:
         deadline = self.clock() + timeout
         while self.clock() < deadline:
             with self._lock:
-                if not self._queue and not self._busy:
-                    return True
+                idle = not self._queue and not self._busy
+            if idle:
+                self.close_incidents()
+                return True
             time.sleep(0.01)
         return False
 

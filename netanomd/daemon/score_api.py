@@ -3,9 +3,10 @@
 Owns what ``POST /v1/score`` answers (:func:`score_json`): one flow (JSON object) or many (JSON
 array) with conn.log field names (``id.orig_h`` or ``orig_h``...), each field checked against
 the flow schema with an error naming it (``[0].id.resp_p: expected an integer ...``). The flows
-are scored by :meth:`netanomd.model.Model.run` like every other flow, as a stream of their own
-(fresh host state: ad-hoc flows never disturb the live stream's), and each answer carries the
-score, the threshold in force, the verdict and, for an anomalous flow, the alert's reasons.
+are scored through :meth:`netanomd.model.Model.stream` like every other flow, as a stream of
+their own (fresh host state: ad-hoc flows never disturb the live stream's); each flow's answer
+carries the score, the threshold in force, the verdict and, for an anomalous flow, the alert's
+reasons, and the incidents (closed at the request's end) that hold it.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import reprlib
 import time
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 
 from netanomd.decision import above_threshold
@@ -95,13 +97,25 @@ def records_from_json(payload: Any) -> list[FlowRecord]:
 def score_json(
     model: Model, threshold: float | None, payload: Any, *, max_rows: int | None = None
 ) -> list[dict[str, Any]]:
-    """Score the flows of a request on the daemon's one path (:meth:`Model.run`), as a stream
-    of their own, and answer one verdict per flow, explained when anomalous; more than
-    ``max_rows`` flows are refused (ValueError) before any is read."""
+    """Score the flows of a request on the daemon's path (:meth:`Model.stream`), as a stream of
+    their own, and answer one verdict per flow, explained when anomalous, with the incidents
+    (closed at the request's end) that hold the flow; more than ``max_rows`` flows are refused
+    (ValueError) before any is read."""
     if max_rows is not None and isinstance(payload, list) and len(payload) > max_rows:
         raise ValueError(f"{len(payload)} flows in one request; at most {max_rows}")
     batch = FlowBatch.from_records(records_from_json(payload))
-    scores, alerts = model.run(batch, threshold, fresh=True)
+    stream = model.stream()
+    scores, alerts, _ = stream.process(batch, threshold)
+    held: list[list[dict[str, Any]]] = [[] for _ in range(len(batch))]
+    for inc in stream.finish():
+        brief = {
+            "id": inc.id,
+            "behaviour": inc.behaviour,
+            "title": inc.title,
+            "severity": inc.severity,
+        }
+        for i in np.flatnonzero(inc.members(batch)).tolist():
+            held[i].append(brief)
     t = model.threshold_for(threshold)
     anomalous = dict(zip(above_threshold(scores, t).tolist(), alerts, strict=True))
     out = []
@@ -117,6 +131,7 @@ def score_json(
                 "model": model.model_id,
                 "reason": "" if alert is None else alert.reason,
                 "explanation": [] if alert is None else [c.to_dict() for c in alert.contributions],
+                "incidents": held[i],
             }
         )
     return out

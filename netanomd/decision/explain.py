@@ -4,7 +4,8 @@ Owns :class:`Baselines`, the per-feature training quantiles (over all training f
 application service for the common services) fitted when a model is trained and stored in its
 artifact, and :meth:`Baselines.explain`, which ranks a flow's features by how far they lie
 outside them and turns the top ones into :class:`~netanomd.decision.Contribution` values with
-human descriptions (:func:`describe`).
+human descriptions (:func:`describe`); for
+ICMP flows no port feature at all (Zeek's ports of an ICMP flow are its type and code).
 """
 
 from __future__ import annotations
@@ -33,11 +34,11 @@ DESCRIPTIONS: dict[str, str] = {
     "resp_bytes_per_pkt": "responder bytes per packet",
     "log_pkt_rate": "packets per second",
     "missed": "missed bytes",
-    "no_service": "no recognised application protocol",
-    "resp_port_wellknown": "well-known responder port",
-    "resp_port_registered": "registered responder port",
-    "resp_port_dynamic": "dynamic responder port",
-    "orig_port_wellknown": "well-known originator port",
+    "no_service": "no application protocol recognised",
+    "resp_port_wellknown": "a well-known destination port (below 1024)",
+    "resp_port_registered": "a registered destination port (1024-49151)",
+    "resp_port_dynamic": "an ephemeral destination port (49152 and up)",
+    "orig_port_wellknown": "a well-known source port (below 1024)",
     "host_log_conns": "flows from this host in the window",
     "host_log_rate": "flows per minute from this host",
     "host_log_dsts": "distinct destinations of this host",
@@ -48,17 +49,34 @@ DESCRIPTIONS: dict[str, str] = {
 }
 
 
+#: Zeek history letters (upper case: the originator's, lower: the responder's).
+_HISTORY: dict[str, str] = {
+    "S": "sent a SYN",
+    "H": "sent a SYN-ACK",
+    "A": "sent a pure ACK",
+    "D": "sent data",
+    "F": "sent a FIN",
+    "R": "sent a reset",
+    "T": "retransmitted",
+}
+#: Columns derived from ports: meaningless for ICMP (type and code in the port fields).
+PORT_COLUMNS = frozenset(
+    {"resp_port_wellknown", "resp_port_registered", "resp_port_dynamic", "orig_port_wellknown"}
+)
+
+
 def describe(feature: str) -> str:
     if feature in DESCRIPTIONS:
         return DESCRIPTIONS[feature]
     if feature.startswith("state_"):
-        return f"conn_state {feature[6:]}"
+        state = feature[6:]
+        return "an unusual connection state" if state == "other" else f"connection state {state}"
     if feature.startswith("proto_"):
-        return f"protocol {feature[6:]}"
+        return f"protocol {feature[6:].upper()}"
     if feature.startswith("hist_o"):
-        return f"originator '{feature[6:]}' in history"
+        return f"originator {_HISTORY.get(feature[6:].upper(), repr(feature[6:]))}"
     if feature.startswith("hist_r"):
-        return f"responder '{feature[6:]}' in history"
+        return f"responder {_HISTORY.get(feature[6:].upper(), repr(feature[6:]))}"
     if feature == "hist_flip":
         return "direction flipped by Zeek"
     return feature.replace("_", " ")
@@ -148,10 +166,14 @@ class Baselines:
         return lo, med, hi, which
 
     def explain(
-        self, X: np.ndarray, services: Sequence[str | None] | None = None
+        self,
+        X: np.ndarray,
+        services: Sequence[str | None] | None = None,
+        protos: Sequence[str | None] | None = None,
     ) -> list[tuple[Contribution, ...]]:
         """For each row, the features furthest outside the training distribution (of the
-        row's service when that service has its own baseline)."""
+        row's service when that service has its own baseline); port features never explain an
+        ICMP row (``protos`` given)."""
         lo, med, hi, which = self._bounds(X, services)
         above = np.maximum(X - hi, 0.0) / (np.maximum(hi - med, 0.0) + 0.25)
         below = np.maximum(lo - X, 0.0) / (np.maximum(med - lo, 0.0) + 0.25)
@@ -159,6 +181,10 @@ class Baselines:
         rare = np.where((X > 0.5) & self.binary, -np.log10(np.clip(self.share, 1e-4, 1.0)), 0.0)
         rare = np.where(rare >= 1.0, rare, 0.0)  # only categories seen in < 10% of training
         weights = np.where(self.binary, rare, np.maximum(above, below))
+        if protos is not None:
+            icmp = np.array([(p or "").lower() == "icmp" for p in protos], dtype=np.bool_)
+            ports = np.array([n in PORT_COLUMNS for n in self.names], dtype=np.bool_)
+            weights = np.where(icmp[:, None] & ports[None, :], 0.0, weights)
         out: list[tuple[Contribution, ...]] = []
         top = np.argsort(-weights, axis=1)[:, :MAX_CONTRIBUTIONS]
         for i in range(X.shape[0]):

@@ -1,12 +1,16 @@
 """Threshold rules: where the alert line goes on a detector's score scale.
 
-Owns the three rules a model can be deployed with, each returning the threshold and a
+Owns the rules a model can be deployed with, each returning the threshold and a
 JSON-able description that the model artifact stores (``meta.threshold_rule``):
 
 * ``quantile``: the q-quantile of the training scores (on traffic like the training set,
   ``1 - q`` of flows alert);
 * ``budget``: at most ``alerts_per_day`` alerts at the observed flow rate, i.e. the quantile
   ``1 - alerts_per_day / flows_per_day`` of the training scores;
+* ``incident_budget``: the lowest threshold (within the top 5% of training behaviours) whose
+  training alerts, grouped per originator into incidents that close after ``quiet`` seconds
+  without an alert, make at most ``incidents_per_day`` incidents per day: the analyst's load is
+  counted in incidents, not flows, so a host's thousand alerts cost one;
 * ``validation_f1``: when labels exist, the score that maximises F1 on a labeled validation
   split (never the test split).
 """
@@ -40,6 +44,58 @@ def by_budget(
         "alerts_per_day": alerts_per_day,
         "flows_per_day": flows_per_day,
         "quantile": q,
+    }
+
+
+#: The incident budget never puts the threshold below this quantile of the training behaviours.
+INCIDENT_BUDGET_FLOOR = 0.95
+
+
+def incidents_at(
+    threshold: float, scores: np.ndarray, hosts: np.ndarray, ts: np.ndarray, quiet: float
+) -> int:
+    """Incidents the flows scoring ``>= threshold`` make: per host, a new one after a gap of
+    more than ``quiet`` seconds."""
+    m = scores >= threshold
+    h, t = hosts[m], ts[m]
+    order = np.lexsort((t, h))
+    h, t = h[order], t[order]
+    if not len(h):
+        return 0
+    return int(1 + ((h[1:] != h[:-1]) | (np.diff(t) > quiet)).sum())
+
+
+def by_incident_budget(
+    scores: np.ndarray,
+    hosts: np.ndarray,
+    ts: np.ndarray,
+    behaviour_scores: np.ndarray,
+    *,
+    incidents_per_day: float,
+    quiet: float,
+) -> tuple[float, dict[str, Any]]:
+    """The incident-budget rule (see the module docstring); ``scores``, ``hosts`` (codes) and
+    ``ts`` describe the training flows, ``behaviour_scores`` bound the search."""
+    if incidents_per_day < 0 or quiet <= 0:
+        raise ModelError("incidents per day must be >= 0 and the quiet period > 0 s")
+    finite = ts[np.isfinite(ts)]
+    days = max(float(finite.max() - finite.min()) / 86400.0, 1 / 24) if finite.size else 1.0
+    qs = np.linspace(INCIDENT_BUDGET_FLOOR, 1.0, 101)
+    candidates = np.quantile(behaviour_scores, qs)
+    allowed = incidents_per_day * days
+    pick = len(candidates) - 1
+    for i, t in enumerate(candidates):
+        if incidents_at(float(t), scores, hosts, ts, quiet) <= allowed:
+            pick = i
+            break
+    t = float(candidates[pick])
+    return t, {
+        "method": "incident_budget",
+        "incidents_per_day": incidents_per_day,
+        "quiet": quiet,
+        "training_days": round(days, 4),
+        "training_incidents": incidents_at(t, scores, hosts, ts, quiet),
+        "quantile": float(qs[pick]),
     }
 
 

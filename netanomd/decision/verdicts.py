@@ -3,7 +3,10 @@
 Owns the verdict rule (``score >= threshold`` alerts, :func:`above_threshold`), the
 :class:`Alert` and :class:`Contribution` types, and :func:`make_alerts`, which builds the
 alerts of a scored batch, each explained against the model's training baselines
-(:class:`~netanomd.decision.explain.Baselines`).
+(:class:`~netanomd.decision.explain.Baselines`). An alert's :attr:`Alert.reason` is plain
+language: what happened on the wire (:func:`what_happened`: "SMB (445/tcp): lone SYN, no
+reply", "ICMP echo request (ping), no answer"), then the features furthest from training ("never
+seen in training" rather than "0.00%"); the numbers stay as data in the contributions.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 
+from netanomd.behaviour import reasons
 from netanomd.flow import FlowBatch, FlowRecord
 
 if TYPE_CHECKING:  # explain imports this module for Contribution
@@ -41,11 +45,16 @@ class Contribution:
 
     def sentence(self) -> str:
         if self.direction == "rare":
-            return f"{self.description} seen in {self.baseline:.2%} of training flows"
+            if self.baseline <= 0:
+                return f"{self.description}: {reasons.training_share(self.baseline)}"
+            return f"{self.description} in only {self.baseline:.2%} of training flows"
         word = "above" if self.direction == "above" else "below"
+        pct, _, scope = self.baseline_name.partition(" ")
+        which = {"p99": "the highest 1%", "p1": "the lowest 1%"}.get(pct, pct)
+        scope = f" {scope}" if scope else ""
         return (
-            f"{self.description} {_fmt(self.observed)} {word} training "
-            f"{self.baseline_name} {_fmt(self.baseline)}"
+            f"{self.description} {_fmt(self.observed)}, {word} {which} of training"
+            f"{scope} ({_fmt(self.baseline)})"
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -84,10 +93,13 @@ class Alert:
 
     @property
     def reason(self) -> str:
-        """One readable sentence: the top contributions joined."""
-        if not self.contributions:
-            return f"score {self.score:.3f} >= threshold {self.threshold:.3f}"
-        return "; ".join(c.sentence() for c in self.contributions)
+        """One readable sentence: what happened, then the top contributions."""
+        why = (
+            "; ".join(c.sentence() for c in self.contributions)
+            if self.contributions
+            else f"score {self.score:.3f} >= threshold {self.threshold:.3f}"
+        )
+        return f"{what_happened(self.flow)}; {why}"
 
     @property
     def alert_id(self) -> str:
@@ -111,6 +123,49 @@ class Alert:
             )
         )
         return hashlib.sha256(key.encode()).hexdigest()[:32]
+
+
+#: ICMPv6 types (Zeek logs both ICMP versions as ``icmp``; an IPv6 flow's type is one of these).
+ICMP6_TYPES: dict[int, str] = {
+    1: "destination unreachable",
+    2: "packet too big",
+    3: "time exceeded",
+    4: "parameter problem",
+    128: "echo request (ping)",
+    129: "echo reply",
+    130: "multicast listener query",
+    131: "multicast listener report",
+    132: "multicast listener done",
+    133: "router solicitation",
+    134: "router advertisement",
+    135: "neighbor solicitation",
+    136: "neighbor advertisement",
+    137: "redirect",
+    143: "multicast listener report v2",
+}
+
+
+def what_happened(flow: FlowRecord) -> str:
+    """The flow on the wire in words: ``"SMB (445/tcp): lone SYN, no reply"``; for ICMP its
+    type by name (Zeek's ``orig_p`` is the ICMP type, never a port)."""
+    proto = (flow.proto or "").lower()
+    if proto == "icmp":
+        answer = "answered" if (flow.resp_pkts or 0) > 0 else "no answer"
+        if flow.orig_p is None:
+            return f"ICMP, {answer}"
+        if ":" in (flow.orig_h or ""):
+            kind = ICMP6_TYPES.get(int(flow.orig_p), f"type {flow.orig_p}")
+            return f"ICMPv6 {kind}, {answer}"
+        return f"ICMP {reasons.icmp_type(flow.orig_p)}, {answer}"
+    what = reasons.describe_flow(
+        proto, flow.conn_state, flow.history, flow.orig_pkts, flow.resp_pkts
+    )
+    if flow.resp_p is None:
+        return what
+    svc = reasons.service_name(proto, int(flow.resp_p))
+    if flow.service and flow.service.lower() not in svc.lower():
+        svc += f", {flow.service}"
+    return f"{svc}: {what}"
 
 
 def above_threshold(scores: np.ndarray, threshold: float) -> np.ndarray:
@@ -138,19 +193,20 @@ def make_alerts(
     if idx.size == 0:
         return []
     sub = batch.take(idx)
-    reasons: Sequence[tuple[Contribution, ...]]
+    why: Sequence[tuple[Contribution, ...]]
     if X is not None and baselines is not None:
         services = batch.column("service").take(pa.array(idx)).to_pylist()
-        reasons = baselines.explain(X[idx], services)
+        protos = batch.column("proto").take(pa.array(idx)).to_pylist()
+        why = baselines.explain(X[idx], services, protos)
     else:
-        reasons = [()] * len(idx)
+        why = [()] * len(idx)
     return [
         Alert(
             flow=rec,
             score=float(scores[i]),
             threshold=float(threshold),
             model_id=model_id,
-            contributions=tuple(why),
+            contributions=tuple(w),
         )
-        for i, rec, why in zip(idx, sub.records(), reasons, strict=True)
+        for i, rec, w in zip(idx, sub.records(), why, strict=True)
     ]

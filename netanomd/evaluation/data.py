@@ -56,6 +56,9 @@ class LabeledData:
     #: Flow inputs: the benign rows featurised as a stream of their own (other rows NaN), what
     #: a sensor would have computed in a clean period; the clean protocol trains on these.
     X_benign_stream: np.ndarray | None = None
+    #: Flow inputs: the flows themselves, in the rows' (time) order, for the deployed
+    #: operating point (:mod:`netanomd.evaluation.deployed`), which trains and streams them.
+    batch: FlowBatch | None = None
 
     def counts(self) -> dict[str, int]:
         return {
@@ -138,6 +141,7 @@ def load_flows(
         files=[str(p) for p in paths],
         excluded=excluded,
         X_benign_stream=X_benign,
+        batch=batch,
     )
 
 

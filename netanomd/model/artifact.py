@@ -1,7 +1,9 @@
 """The model artifact: features, floors, detector, threshold and baselines, stored as one.
 
-A :class:`Model` is what the daemon, the CLI and the scoring API score with: its one scoring
-path is :meth:`Model.run` (features -> floors -> detector -> :mod:`netanomd.decision`). It is
+A :class:`Model` is what the daemon, the CLI and the scoring API score with: its flow decision
+is :meth:`Model.decide` (features -> floors -> detector -> :mod:`netanomd.decision`), and
+:meth:`Model.stream` is what the product reports: flow scores and alerts plus host behaviour,
+grouped into incidents (:mod:`netanomd.model.stream`). It is
 written as a single ``.npz`` file (a zip of plain numpy arrays, loaded with
 ``allow_pickle=False``, so loading never runs code from the file) holding:
 
@@ -14,6 +16,9 @@ written as a single ``.npz`` file (a zip of plain numpy arrays, loaded with
 * ``floors/values``: the training medians that one-sided columns are raised to before the
   detector and the explanations see them (:mod:`netanomd.features.floors`; format version 2,
   absent from version 1 artifacts, which score unfloored);
+* ``behaviour/<name>`` arrays and ``meta.json``'s ``behaviour`` entry: the operating point for
+  host behaviour and incidents (:mod:`netanomd.model.operating`; format version 4, absent from
+  older artifacts, which group flow alerts into incidents but detect no host behaviour);
 * ``digest``: SHA-256 over everything above; a file whose digest does not match is refused.
 
 The ``model_id`` ends with the first 12 hex digits of the *content digest* (the same SHA-256
@@ -34,7 +39,7 @@ import json
 import os
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -46,6 +51,10 @@ from netanomd.errors import ModelError
 from netanomd.features import FeatureSpec, Floors
 from netanomd.flow import FlowBatch
 from netanomd.fsutil import write_atomic
+from netanomd.model.operating import OperatingPoint
+
+if TYPE_CHECKING:
+    from netanomd.model.stream import Stream
 
 FORMAT = "netanomd-model"
 #: Version 2 added one-sided floors; version 1 artifacts (no floors) still load and score
@@ -53,8 +62,10 @@ FORMAT = "netanomd-model"
 #: silently ignoring its floors.
 #: Version 3 binds the model id to the content digest (versions 1 and 2 get an id derived
 #: from their digest on load).
-FORMAT_VERSION = 3
-READABLE_VERSIONS = (1, 2, 3)
+#: Version 4 adds the behaviour operating point (learned limits, incident settings); older
+#: versions load without it.
+FORMAT_VERSION = 4
+READABLE_VERSIONS = (1, 2, 3, 4)
 #: Largest total size the arrays of an artifact may expand to (a real model is a few MiB).
 MAX_UNCOMPRESSED = 256 << 20
 #: Hex digits of the content digest at the end of a model id.
@@ -72,6 +83,7 @@ class Model:
         baselines: Baselines,
         meta: dict[str, Any],
         floors: Floors | None = None,
+        operating: OperatingPoint | None = None,
     ) -> None:
         self.spec = spec
         self.detector = detector
@@ -79,6 +91,8 @@ class Model:
         self.baselines = baselines
         self.meta = meta
         self.floors = floors or Floors(spec.names, [], np.empty(0))
+        #: Host behaviour limits and incident settings (None: a model older than format 4).
+        self.operating = operating
 
     @property
     def model_id(self) -> str:
@@ -126,12 +140,13 @@ class Model:
         X = self.features(batch, fresh=fresh)
         return self.baselines.explain(X, batch.column("service").to_pylist())
 
-    def run(
-        self, batch: FlowBatch, threshold: float | None = None, *, fresh: bool = False
+    def decide(
+        self, batch: FlowBatch, spec: FeatureSpec, threshold: float | None = None
     ) -> tuple[np.ndarray, list[Alert]]:
-        """Score a batch and decide: (score per flow, explained alerts of the flows reaching
-        the threshold in force). The one scoring path of the daemon, the CLI and the API."""
-        X, scores = self._scored(batch, fresh)
+        """The flow decision on ``spec``'s stream state: (score per flow, explained alerts of
+        the flows reaching the threshold in force)."""
+        X = self.floors.apply(spec.transform(batch))
+        scores = self.detector.score(X) if len(batch) else np.empty(0, dtype=np.float64)
         alerts = make_alerts(
             batch,
             scores,
@@ -141,6 +156,19 @@ class Model:
             baselines=self.baselines,
         )
         return scores, alerts
+
+    def run(
+        self, batch: FlowBatch, threshold: float | None = None, *, fresh: bool = False
+    ) -> tuple[np.ndarray, list[Alert]]:
+        """Flow scores and alerts only, on the model's own stream (``fresh``: a stream of its
+        own). What a sensor reports is :meth:`stream`, which adds incidents."""
+        return self.decide(batch, self.spec.fresh() if fresh else self.spec, threshold)
+
+    def stream(self) -> Stream:
+        """A new stream of flows (fresh host state): flow alerts, host behaviour, incidents."""
+        from netanomd.model.stream import Stream
+
+        return Stream(self)
 
     # -- persistence --------------------------------------------------------------------
     def _arrays(self) -> dict[str, np.ndarray]:
@@ -155,6 +183,12 @@ class Model:
         meta["threshold"] = self.threshold
         meta["features"] = self.spec.to_state()
         meta["baseline_services"] = self.baselines.services
+        meta.pop("behaviour", None)
+        if self.operating is not None:
+            meta["behaviour"] = self.operating.meta()
+            arrays.update(
+                {f"behaviour/{k}": v for k, v in self.operating.thresholds.to_arrays().items()}
+            )
         arrays["meta.json"] = _meta_array(meta)
         return arrays
 
@@ -227,6 +261,12 @@ class Model:
                 arrays.get("floors/values", np.empty(0)),
                 float(floors_meta.get("quantile", 0.5)),
             )
+            operating = None
+            if version >= 4 and "behaviour" in meta:
+                bh = {
+                    k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith("behaviour/")
+                }
+                operating = OperatingPoint.from_stored(meta["behaviour"], bh)
         except ModelError as exc:
             raise ModelError(f"{where}: {exc}") from exc
         except KeyError as exc:
@@ -247,7 +287,7 @@ class Model:
             )
         if version < 3:
             meta["model_id"] = f"{det_meta['kind']}-{content[:ID_DIGITS]}"
-        model = cls(spec, detector, threshold, baselines, meta, floors)
+        model = cls(spec, detector, threshold, baselines, meta, floors, operating)
         try:
             scores = detector.score(np.zeros((1, n), dtype=np.float32))
         except Exception as exc:
@@ -307,4 +347,18 @@ def describe_model(model: Model) -> str:
     buf.write(f"threshold  {model.threshold:.6f} ({m.get('threshold_rule')})\n")
     t = m.get("training", {})
     buf.write(f"training   {t.get('rows')} flows from {t.get('sources')}\n")
+    op = model.operating
+    if op is None:
+        buf.write("behaviour  none (a model before format 4: flow alerts only)\n")
+    else:
+        thr = op.thresholds
+        buf.write(
+            f"behaviour  limits at quantile {thr.quantile} x margin {thr.margin}, unusual "
+            f"activity at {thr.anomaly_factor:.2f}x a limit; incident budget "
+            f"{op.incidents_per_day:g}/day; incidents close after {op.quiet:g} s quiet\n"
+        )
+        named = (op.info or {}).get("named_in_training") or {}
+        if named:
+            seen = ", ".join(f"{k} ({v} hosts)" for k, v in named.items())
+            buf.write(f"           seen in training (check it was expected): {seen}\n")
     return buf.getvalue()

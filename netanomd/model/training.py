@@ -5,10 +5,17 @@ every flow); a uniform sample of at most :data:`DEFAULT_MAX_TRAIN_ROWS` feature 
 and the detector is fitted robustly on it (:mod:`netanomd.model.robust`: on the distinct
 behaviours of unvetted traffic, one-sided columns floored).
 
-Threshold rule (the default): the :data:`DEFAULT_THRESHOLD_QUANTILE` quantile of the
-training scores — of every flow for a vetted baseline (about 1 flow in 200 like it reaches
-it), of the distinct behaviours otherwise. It is stored in the artifact and can be overridden
-per run (``--threshold``); the other rules are in :mod:`netanomd.decision.thresholds`.
+Threshold rule (the default): the incident budget
+(:func:`netanomd.decision.thresholds.by_incident_budget`): the lowest threshold within the top
+5% of the training behaviours whose training alerts, grouped per originator, make at most the
+operating point's ``incidents_per_day``; an analyst's load is incidents, not flows. With
+``threshold_quantile`` the rule is that quantile of the training scores (of every flow for a
+vetted baseline, of the distinct behaviours otherwise; :data:`DEFAULT_THRESHOLD_QUANTILE` is the
+usual choice), with ``alerts_per_day`` a flow-alert budget. The threshold is stored in the
+artifact and can be overridden per run (``--threshold``).
+
+In the same pass over the training stream, the host behaviour limits and the incident budget are
+learned (:mod:`netanomd.model.operating`) and stored in the model: the default operating point.
 """
 
 from __future__ import annotations
@@ -32,11 +39,12 @@ from netanomd.errors import ModelError
 from netanomd.features import FeatureSpec, FlowFeatures, HostFeatures
 from netanomd.flow import FlowBatch
 from netanomd.model.artifact import FORMAT, FORMAT_VERSION, ID_DIGITS, Model
+from netanomd.model.operating import BehaviourLearner
 from netanomd.model.robust import DEFAULT_TRIM, fit_robust
 
 log = logging.getLogger(__name__)
 
-#: Default threshold rule: this quantile of the training scores.
+#: The usual quantile for the quantile threshold rule (``train --threshold-quantile``).
 DEFAULT_THRESHOLD_QUANTILE = 0.995
 #: Training rows kept at most (uniform reservoir sample beyond that).
 DEFAULT_MAX_TRAIN_ROWS = 2_000_000
@@ -106,13 +114,14 @@ def train(
     *,
     detector: Detector | None = None,
     spec: FeatureSpec | None = None,
-    threshold_quantile: float = DEFAULT_THRESHOLD_QUANTILE,
+    threshold_quantile: float | None = None,
     alerts_per_day: float | None = None,
     vetted: bool = False,
     trim: float = DEFAULT_TRIM,
     seed: int = 0,
     max_rows: int = DEFAULT_MAX_TRAIN_ROWS,
     files: Sequence[str] = (),
+    behaviour: BehaviourLearner | None = None,
 ) -> Model:
     """Fit features and detector on ``batches`` and return a :class:`Model`.
 
@@ -122,33 +131,50 @@ def train(
     training traffic is ``vetted`` (a clean baseline someone checked, kept whole), the detector
     is fitted on its distinct behaviours, keyed by the per-flow block (see
     :mod:`netanomd.model.robust`); ``trim`` drops the most anomalous share and refits. Threshold:
-    the ``threshold_quantile`` quantile of the training scores (over distinct behaviours when
-    fitted on them, else over every flow), or, with ``alerts_per_day``, the alert budget at
-    the training data's flow rate (see :mod:`netanomd.decision.thresholds`).
+    the incident budget by default (see the module docstring); the ``threshold_quantile``
+    quantile of the training scores (over distinct behaviours when fitted on them, else over
+    every flow) when given, or, with ``alerts_per_day``, the alert budget at the training data's
+    flow rate (see :mod:`netanomd.decision.thresholds`). ``behaviour``
+    learns the host-behaviour operating point from the same batches (flows in arrival order);
+    ``None`` uses the defaults of :class:`~netanomd.model.operating.BehaviourLearner`.
     """
     spec = spec or default_spec()
+    learner = behaviour if behaviour is not None else BehaviourLearner()
     reservoir = _Reservoir(max_rows, seed)
     svc_codes: dict[str, int] = {}
+    host_codes: dict[str, int] = {}
+    t0: float | None = None
     ts_parts: list[np.ndarray] = []
     sources: dict[str, int] = {}
     for b in batches:
         if not len(b):
             continue
         spec.fit(b)
+        learner.update(b)
         # The service of each row rides along as one extra column (a code into svc_names),
         # so the sample keeps rows and services together for per-service baselines.
         codes = [
             svc_codes.setdefault(v or "", len(svc_codes)) for v in b.column("service").to_pylist()
         ]
-        reservoir.add(np.hstack([spec.transform(b), np.asarray(codes, np.float32)[:, None]]))
-        ts_parts.append(b.numeric("ts", fill=np.nan))
+        # So do the originator (a code) and the time (seconds since the first flow), for the
+        # incident budget.
+        hosts = [
+            host_codes.setdefault(v or "", len(host_codes)) for v in b.column("orig_h").to_pylist()
+        ]
+        bts = b.numeric("ts", fill=np.nan)
+        if t0 is None and np.isfinite(bts).any():
+            t0 = float(np.nanmin(bts))
+        extra = np.column_stack([codes, hosts, bts - (t0 or 0.0)])
+        reservoir.add(np.hstack([spec.transform(b), extra.astype(np.float32)]))
+        ts_parts.append(bts)
         src = b.column("source").fill_null("unknown").value_counts()
         for item in src.to_pylist():
             sources[str(item["values"])] = sources.get(str(item["values"]), 0) + int(item["counts"])
-    XS = reservoir.matrix(len(spec.names) + 1)
-    X = np.ascontiguousarray(XS[:, :-1])
+    XS = reservoir.matrix(len(spec.names) + 3)
+    X = np.ascontiguousarray(XS[:, :-3])
     svc_names = np.array(list(svc_codes), dtype=object)
-    services = svc_names[XS[:, -1].astype(np.int64)] if len(XS) else np.array([], object)
+    services = svc_names[XS[:, -3].astype(np.int64)] if len(XS) else np.array([], object)
+    row_hosts, row_ts = XS[:, -2].astype(np.int64), XS[:, -1].astype(np.float64)
     if len(X) < 10:
         raise ModelError(f"need at least 10 training flows, got {len(X)}")
     spec.reset()  # a scoring stream starts with fresh host state
@@ -168,8 +194,17 @@ def train(
         if rate is None:
             raise ModelError("an alert budget needs training flows with timestamps")
         threshold, rule = thresholds.by_budget(scores, rate, alerts_per_day)
-    else:
+    elif threshold_quantile is not None:
         threshold, rule = thresholds.by_quantile(fit.behaviour_scores, threshold_quantile)
+    else:
+        threshold, rule = thresholds.by_incident_budget(
+            scores,
+            row_hosts,
+            row_ts,
+            fit.behaviour_scores,
+            incidents_per_day=learner.incidents_per_day,
+            quiet=learner.quiet,
+        )
     rule["training"] = {"vetted": vetted} | fit.info
     finite = ts[np.isfinite(ts)]
     summary = TrainingSummary(
@@ -191,7 +226,10 @@ def train(
             q: float(np.quantile(scores, float(q))) for q in ("0.5", "0.9", "0.99", "0.999")
         },
     }
-    model = Model(spec, detector, threshold, Baselines.fit(spec.names, X, services), meta, floors)
+    operating = learner.finish()
+    model = Model(
+        spec, detector, threshold, Baselines.fit(spec.names, X, services), meta, floors, operating
+    )
     digest = model.content_digest()[:ID_DIGITS]
     meta["model_id"] = f"{detector.kind}-{created:%Y%m%dT%H%M%SZ}-{digest}"
     log.info(

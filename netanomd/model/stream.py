@@ -1,0 +1,97 @@
+"""One stream of flows through a model: flow scores and alerts, host behaviour, incidents.
+
+Owns :class:`Stream`, what the daemon's pipeline, ``netanomd score``, the demo and ``POST
+/v1/score`` all report through. Feed batches in arrival order (:meth:`Stream.process`); each
+batch is
+
+1. scored and decided flow by flow (:meth:`~netanomd.model.Model.decide`: the Isolation Forest
+   path, with the stream's own host-feature state);
+2. fed to the host behaviour pipeline (:class:`~netanomd.behaviour.pipeline.BehaviourPipeline`
+   with the model's learned limits), whose named detections become incidents;
+3. its flow alerts grouped into incidents, so every flow alert belongs to an incident an
+   analyst can act on: an alert inside an open behaviour incident (the host's scan, its failed
+   C&C connections...) belongs to that one; the others are grouped per originator into
+   "anomalous flows" incidents (:meth:`IncidentTracker.add_flow_alerts`, the same tracker).
+
+Incidents opened or updated by a batch come back with its scores and alerts; :meth:`finish` ends
+the stream (a file or a capture ended: every window and incident closes). A model older than
+format 4 has no behaviour limits: its stream groups flow alerts into incidents only. Flow time is
+the clock throughout (never the wall clock), so a replayed file and a live feed agree.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from netanomd.behaviour.incidents import Incident, IncidentTracker
+from netanomd.behaviour.pipeline import BehaviourPipeline
+from netanomd.decision import Alert, above_threshold
+from netanomd.flow import FlowBatch
+from netanomd.model.operating import DEFAULT_QUIET
+
+if TYPE_CHECKING:
+    from netanomd.model.artifact import Model
+
+
+class Stream:
+    """A model's stream state: feature state, host windows and open incidents."""
+
+    def __init__(self, model: Model) -> None:
+        self.model = model
+        self.spec = model.spec.fresh()
+        op = model.operating
+        self.tracker = IncidentTracker(op.quiet if op is not None else DEFAULT_QUIET)
+        self.behaviour = (
+            BehaviourPipeline(op.thresholds, tracker=self.tracker) if op is not None else None
+        )
+        self._clock = -np.inf
+        self._finished = False
+
+    @property
+    def clock(self) -> float:
+        """The stream's flow time: the latest flow time seen."""
+        return self._clock
+
+    def process(
+        self, batch: FlowBatch, threshold: float | None = None
+    ) -> tuple[np.ndarray, list[Alert], list[Incident]]:
+        """Score, decide and group one batch: (score per flow, flow alerts, incidents opened or
+        updated by it)."""
+        if self._finished:
+            raise RuntimeError("the stream was finished: start a new one with model.stream()")
+        scores, alerts = self.model.decide(batch, self.spec, threshold)
+        if not len(batch):
+            return scores, alerts, []
+        ts = batch.numeric("ts", fill=np.nan)
+        if np.isfinite(ts).any():
+            self._clock = max(self._clock, float(np.nanmax(ts)))
+        changed: dict[int, Incident] = {}
+        if self.behaviour is not None:
+            changed.update((i.id, i) for i in self.behaviour.process(batch))
+        idx = above_threshold(scores, self.model.threshold_for(threshold))
+        if idx.size:
+            idx = idx[~self._in_named(batch.take(idx))]
+        if idx.size:
+            now = self.behaviour.windows.clock if self.behaviour is not None else self._clock
+            found = self.tracker.add_flow_alerts(batch.take(idx), scores[idx], now)
+            changed.update((i.id, i) for i in found)
+        return scores, alerts, sorted(changed.values(), key=lambda i: i.id)
+
+    def _in_named(self, alerts: FlowBatch) -> np.ndarray:
+        """Which alerted flows an open behaviour incident already holds."""
+        inside = np.zeros(len(alerts), dtype=np.bool_)
+        for inc in self.tracker.open.values():
+            if inc.behaviour != "anomalous flows":
+                inside |= inc.members(alerts)
+        return inside
+
+    def finish(self) -> list[Incident]:
+        """End of the stream: close every window and incident; returns every incident."""
+        if not self._finished:
+            self._finished = True
+            if self.behaviour is not None:
+                self.behaviour.flush()
+            self.tracker.tick(float("inf"))
+        return sorted(self.tracker.all(), key=lambda i: i.id)

@@ -1,0 +1,212 @@
+"""Model.stream on real captures: the operating point in the artifact, incidents out."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow.compute as pc
+import pytest
+
+from netanomd.behaviour.incidents import Incident
+from netanomd.daemon.pipeline import Pipeline
+from netanomd.data import attack_files
+from netanomd.errors import ModelError
+from netanomd.flow import FlowBatch
+from netanomd.model import Model
+from netanomd.model.artifact import ID_DIGITS
+from netanomd.sinks import SinkSet
+from netanomd.sources import ReadStats
+from netanomd.sources.files import read_batches
+
+
+def _read(path: Path) -> FlowBatch:
+    return FlowBatch.concat(list(read_batches([str(path)], ReadStats())))
+
+
+def _capture(name: str) -> FlowBatch:
+    return _read(next(p for p in attack_files() if name in p.name))
+
+
+def _stream(model: Model, batch: FlowBatch, step: int = 200) -> tuple[int, list[Incident]]:
+    s = model.stream()
+    alerts = 0
+    for off in range(0, len(batch), step):
+        alerts += len(s.process(batch.slice(off, step))[1])
+    return alerts, s.finish()
+
+
+@pytest.mark.parametrize(
+    ("capture", "host", "peer"),
+    [("njrat", "192.168.1.115", "41.108.179.197"), ("remcos", "192.168.1.107", "66.63.168.35")],
+)
+def test_each_rat_capture_is_an_incident_naming_its_behaviour(
+    demo: Model, capture: str, host: str, peer: str
+) -> None:
+    batch = _capture(capture)
+    _, incidents = _stream(demo, batch)
+    named = [i for i in incidents if i.host == host and i.behaviour != "anomalous flows"]
+    (cc,) = named  # one incident for the C&C pair, whatever else the host did
+    assert cc.behaviour == "repeated failed connections" and cc.peer == peer and cc.closed
+    assert cc.severity >= 40 and peer in cc.title
+    pair = np.asarray(
+        pc.and_(pc.equal(batch.column("orig_h"), host), pc.equal(batch.column("resp_h"), peer))
+    )
+    assert (cc.members(batch) & pair).sum() >= 0.9 * pair.sum()
+
+
+def test_every_flow_alert_belongs_to_an_incident(demo: Model) -> None:
+    batch = _capture("remcos")
+    s = demo.stream()
+    scores, alerts, _ = s.process(batch)
+    incidents = s.finish()
+    assert alerts
+    alerted = batch.take(np.flatnonzero(scores >= demo.threshold))
+    held = np.zeros(len(alerted), dtype=np.bool_)
+    for inc in incidents:
+        held |= inc.members(alerted)
+    assert held.all()
+    with pytest.raises(RuntimeError, match="finished"):
+        s.process(batch)
+
+
+def test_a_scan_is_one_incident_holding_the_scanners_flows(demo: Model, data_dir: Path) -> None:
+    batch = _read(data_dir / "behaviour" / "zeek-traces-nmap-vsn.conn.log")
+    _, incidents = _stream(demo, batch, step=500)
+    scans = [i for i in incidents if i.host == "192.168.1.71" and i.family == "scan"]
+    assert scans and scans[0].severity >= 40
+    mine = np.asarray(pc.equal(batch.column("orig_h"), "192.168.1.71").fill_null(False))
+    inside = np.zeros(len(batch), dtype=np.bool_)
+    for inc in incidents:
+        if inc.host == "192.168.1.71":
+            inside |= inc.members(batch)
+    assert (inside & mine).sum() >= 0.9 * mine.sum()
+
+
+def test_the_operating_point_survives_the_artifact(demo: Model, tmp_path: Path) -> None:
+    assert demo.operating is not None
+    demo.save(tmp_path / "m.npz")
+    loaded = Model.load(tmp_path / "m.npz")
+    assert loaded.operating is not None
+    a, b = demo.operating.thresholds, loaded.operating.thresholds
+    np.testing.assert_array_equal(a.host, b.host)
+    assert a.pair_keys.tolist() == b.pair_keys.tolist()
+    assert loaded.operating.meta() == demo.operating.meta()
+    batch = _capture("njrat")
+    assert [i.title for i in _stream(demo, batch)[1]] == [
+        i.title for i in _stream(loaded, batch)[1]
+    ]
+
+
+def test_a_format_3_model_groups_flow_alerts_only(demo: Model, tmp_path: Path) -> None:
+    meta = dict(demo.meta) | {"format_version": 3}
+    old = Model(demo.spec, demo.detector, demo.threshold, demo.baselines, meta, demo.floors)
+    meta["model_id"] = "iforest-old-" + old.content_digest()[:ID_DIGITS]
+    old.save(tmp_path / "old.npz")
+    loaded = Model.load(tmp_path / "old.npz")
+    assert loaded.operating is None
+    alerts, incidents = _stream(loaded, _capture("remcos"))
+    assert alerts and incidents and {i.behaviour for i in incidents} == {"anomalous flows"}
+
+
+def test_behaviour_limits_that_do_not_fit_are_refused(demo: Model, tmp_path: Path) -> None:
+    assert demo.operating is not None
+    thr = demo.operating.thresholds
+    good = thr.host
+    try:
+        thr.host = good[:1]  # limits for one window scale, three scales declared
+        bad = Model(
+            demo.spec,
+            demo.detector,
+            demo.threshold,
+            demo.baselines,
+            dict(demo.meta),
+            demo.floors,
+            demo.operating,
+        )
+        bad.meta["model_id"] = "iforest-bad-" + bad.content_digest()[:ID_DIGITS]
+        bad.save(tmp_path / "bad.npz")
+    finally:
+        thr.host = good
+    with pytest.raises(ModelError, match="behaviour limits do not match"):
+        Model.load(tmp_path / "bad.npz")
+
+
+class _Incidents:
+    """A sink keeping what it is given (alerts and incidents), as the SQLite sink would."""
+
+    name = "memory"
+
+    def __init__(self) -> None:
+        self.alerts = 0
+        self.incidents: dict[int, Incident] = {}
+        self.updates = 0
+
+    def open(self) -> None:
+        pass
+
+    def write(self, alerts: object) -> None:
+        self.alerts += len(alerts)  # type: ignore[arg-type]
+
+    def write_incidents(self, incidents: list[Incident]) -> None:
+        self.updates += len(incidents)
+        self.incidents.update((i.id, i) for i in incidents)
+
+    def flush(self) -> None:
+        pass
+
+    def close(self, timeout: float = 30.0) -> bool:
+        return True
+
+
+def test_the_pipeline_writes_incidents_after_alerts(demo: Model) -> None:
+    sink = _Incidents()
+    pipe = Pipeline(demo, SinkSet([sink]), batch_size=200)
+    batch = _capture("remcos")
+    for off in range(0, len(batch), 100):
+        assert pipe.offer(batch.slice(off, 100), "file")
+    pipe.stop_intake()
+    pipe.run()
+    assert pipe.stats.alerts == sink.alerts > 0
+    assert sink.incidents and pipe.stats.incident_updates == sink.updates
+    assert not any(i.closed for i in sink.incidents.values())
+    assert pipe.drain(1.0)  # shutdown closes the incidents and writes them once more
+    assert all(i.closed for i in sink.incidents.values())
+    assert any(i.peer == "66.63.168.35" for i in sink.incidents.values())
+
+
+def test_flow_reasons_are_plain_language(demo: Model, data_dir: Path) -> None:
+    icmp = _read(data_dir / "behaviour" / "slips-test12-icmp-portscan.conn.log")
+    _, alerts = demo.run(icmp, 0.0, fresh=True)  # every flow alerts: every shape explained
+    pings = [a for a in alerts if a.flow.proto == "icmp" and ":" not in a.flow.orig_h]
+    assert pings and all(a.reason.startswith("ICMP ") for a in pings)
+    assert not any("port" in c.description for a in pings for c in a.contributions)
+    v6 = [a for a in alerts if a.flow.proto == "icmp" and ":" in a.flow.orig_h]
+    assert all(a.reason.startswith("ICMPv6 ") and "type " not in a.reason[:30] for a in v6)
+    scan = _read(data_dir / "behaviour" / "zeek-traces-nmap-vsn.conn.log")
+    _, alerts = demo.run(scan, 0.0, fresh=True)
+    syn = [a for a in alerts if a.flow.conn_state == "S0" and a.flow.history == "S"]
+    assert syn and all("lone SYN, no reply" in a.reason for a in syn)
+    rej = [a for a in alerts if a.flow.conn_state == "REJ" and a.flow.resp_p == 80]
+    assert rej and all(a.reason.startswith("HTTP (80/tcp): rejected") for a in rej)
+    never = [c for a in alerts for c in a.contributions if c.direction == "rare" and not c.baseline]
+    assert never and all("never seen in training" in c.sentence() for c in never)
+    assert not any("0.00%" in a.reason for a in alerts)
+
+
+def test_train_then_score_reports_the_brute_force_first(
+    tmp_path: Path, data_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The CLI path with no flags: `train` on the bundled clean day, `score` an SSH-port brute
+    force from another network; the incident names it, above the flow alerts."""
+    from netanomd.cli import main
+    from netanomd.data import baseline_files
+
+    model = tmp_path / "m.npz"
+    assert main(["train", "-i", *map(str, baseline_files()), "-m", str(model)]) == 0
+    assert "incident_budget" in capsys.readouterr().out
+    attack = data_dir / "behaviour" / "slips-malicious-ssh-bruteforce.conn.log"
+    assert main(["score", "-m", str(model), "-i", str(attack), "--db", str(tmp_path / "a.db")]) == 0
+    out = capsys.readouterr().out
+    head = out.split("incidents (most severe first):")[1].splitlines()[1]
+    assert "147.32.80.40 opened 67 connections to" in head and "(brute force; 67 flows" in head
