@@ -168,6 +168,8 @@ def test_daemon_answers_zeek_over_native_broker(
             def receive() -> bool:
                 for _, data in sub.poll():
                     name, args = brokerpy.parse_event(data)
+                    if name == api.INCIDENT.name:
+                        continue  # incidents come and go with the stream (see test_zeek_link)
                     assert not drained, "a verdict after the drain was answered"
                     if name == api.DRAINED.name:
                         drained.append(brokerpy.decode_event(api.DRAINED, args)["token"])
