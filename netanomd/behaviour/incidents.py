@@ -148,7 +148,8 @@ class Incident:
                 f"(received {reasons.amount(e.get('bytes_in', 0))})"
             )
         if self.family == "anomalous flows":
-            return f"{h}: {flows:,} anomalous flows in {span} (top score {self.score:.3f})"
+            many = reasons.plural(flows, "anomalous flow")
+            return f"{h}: {many} in {span} (top score {self.score:.3f})"
         feature = self.detail or "activity"
         return (
             f"{h} ({self.role}): unusual {feature.replace('_', ' ')}: "
