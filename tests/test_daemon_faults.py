@@ -1,5 +1,5 @@
 """Faults a sensor meets, on a real `netanomd run` daemon (followed Zeek log, SQLite, HTTP):
-a record that makes the model fail is set aside once and never again after a restart; a sink
+a count the model cannot hold is refused by the reader, and not read again after a restart; a sink
 that cannot write holds the files' positions back and health says so until it writes again; a
 source thread that dies is restarted and counted."""
 
@@ -41,7 +41,12 @@ def stored(db: Path) -> set[str]:
         return {r[0] for r in con.execute("SELECT uid FROM alerts")}
 
 
-def test_a_poison_record_is_set_aside_once(tmp_path: Path, model_path: Path) -> None:
+def test_a_count_the_model_cannot_hold_is_refused_by_the_reader(
+    tmp_path: Path, model_path: Path
+) -> None:
+    """orig_bytes 2**60 once reached the scorer and was set aside there; the readers now refuse
+    it as a malformed line (tests/test_fuzz.py), so nothing is quarantined. (No input is known
+    any more that passes a reader and makes the model fail.)"""
     rows = tsv_rows()[:200]
     log = tmp_path / "conn.log"
     log.write_bytes(tsv_header() + b"".join(rows[:50]) + poisoned(rows[50]) + b"".join(rows[51:]))
@@ -57,14 +62,12 @@ def test_a_poison_record_is_set_aside_once(tmp_path: Path, model_path: Path) -> 
         p = d.pipeline
         assert p is not None
         wait(lambda: p.stats.scored == len(rows) - 1, 30, "every good flow scored")
-        assert p.stats.quarantined == 1
+        assert p.stats.quarantined == 0
         status, health = healthz(d)
-        assert status == 200 and health["ready"] and health["quarantined"] == 1
+        assert status == 200 and health["ready"] and health["quarantined"] == 0
     finally:
         assert d.shutdown() == 0
-    lines = (tmp_path / "state" / "quarantine.jsonl").read_text().splitlines()
-    assert [json.loads(x)["flow"]["uid"] for x in lines] == ["CPoison000000000001"]
-    assert "ArrowInvalid" in json.loads(lines[0])["error"]
+    assert not (tmp_path / "state" / "quarantine.jsonl").exists()
     expected = {r.split(b"\t")[1].decode() for i, r in enumerate(rows) if i != 50}
     assert stored(tmp_path / "alerts.db") == expected
     # A restart resumes after the poison line: nothing is set aside (or scored) again.
