@@ -170,6 +170,30 @@ def test_ws_version_that_is_not_a_number_is_refused() -> None:
     assert client.counters.refused == 1
 
 
+@pytest.mark.parametrize(
+    ("frame", "why"),
+    [
+        (b"[" * 1000 + b"]" * 1000, "not a data-message: [[[[...]]]]"),
+        (
+            b'{"type":"data-message","topic":"t","@data-type":' + b"[" * 900 + b"]" * 900 + b"}",
+            "message: expected vector, got [[[[...]]]]",
+        ),
+        (b'{"type":"error","code":' + b"[" * 900 + b"]" * 900 + b"}", None),
+    ],
+)
+def test_ws_frame_nested_a_thousand_levels_is_named_without_walking_it(
+    frame: bytes, why: str | None, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Found by the long pass: the error message took ``str()`` of the whole frame."""
+    client, _ = _through_client(frame)
+    if why is None:  # Zeek's error message, logged
+        assert client.counters.server_errors == 1
+        assert "Zeek says: [[[[...]]]] (None)" in caplog.messages
+    else:
+        assert client.counters.malformed == 1
+        assert any(why in m for m in caplog.messages)
+
+
 def test_ws_frame_nested_too_deep_for_msgspec_is_malformed() -> None:
     deep = b'{"type":"data-message","topic":"t","@data-type":"vector","data":' + b"[" * 5000
     assert brokerjson.fast_flows_columns(deep + b"]" * 5000 + b"}") is None

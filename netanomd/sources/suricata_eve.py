@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import reprlib
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -119,14 +120,21 @@ def _int(obj: dict[str, Any], key: str, column: str) -> int:
     lo, hi = int_range(column)
     number = int(value)
     if not lo <= number <= hi or (isinstance(value, float) and value != number):
-        raise ValueError(f"{key}: {value!r:.80} is not an integer from {lo} to {hi}")
+        raise ValueError(f"{key}: {reprlib.repr(value)} is not an integer from {lo} to {hi}")
     return number
 
 
 def _text(obj: dict[str, Any], key: str) -> str | None:
     value = obj.get(key)
     if value is not None and not isinstance(value, str):
-        raise ValueError(f"{key}: {value!r:.80} is not a string")
+        raise ValueError(f"{key}: {reprlib.repr(value)} is not a string")
+    return value
+
+
+def _address(ev: dict[str, Any], key: str) -> str:
+    value = ev[key]
+    if not isinstance(value, str):
+        raise ValueError(f"{key}: {reprlib.repr(value)} is not an address")
     return value
 
 
@@ -149,9 +157,9 @@ def record_from_event(ev: dict[str, Any]) -> FlowRecord:
     return FlowRecord(
         ts=start,
         uid=f"S{flow_id}" if flow_id is not None else f"S{start}",
-        orig_h=str(ev["src_ip"]),
+        orig_h=_address(ev, "src_ip"),
         orig_p=_int(ev, "src_port", "orig_p") if "src_port" in ev else None,
-        resp_h=str(ev["dest_ip"]),
+        resp_h=_address(ev, "dest_ip"),
         resp_p=_int(ev, "dest_port", "resp_p") if "dest_port" in ev else None,
         proto=proto,
         service=app if isinstance(app, str) and app != "failed" else None,

@@ -49,6 +49,7 @@ from netanomd.zeek.brokerjson import (
     fast_flows_columns,
     loads,
     parse_event,
+    shown,
 )
 from netanomd.zeek.transport import (
     Counters,
@@ -128,7 +129,7 @@ class ZeekWebSocketClient:
         await ws.send(orjson.dumps(self.topics).decode())
         ack = loads(await asyncio.wait_for(ws.recv(), 10))
         if not isinstance(ack, dict) or ack.get("type") != "ack":
-            raise TransportError(f"{self.shown_url}: expected an ack, got {str(ack)[:120]}")
+            raise TransportError(f"{self.shown_url}: expected an ack, got {shown(ack)}")
         return ack
 
     def run(self) -> None:
@@ -256,14 +257,14 @@ class ZeekWebSocketClient:
             msg = loads(frame)
             if isinstance(msg, dict) and msg.get("type") == "error":
                 self.counters.server_errors += 1
-                log.warning("Zeek says: %s (%s)", msg.get("code"), msg.get("context"))
+                log.warning("Zeek says: %s (%s)", shown(msg.get("code")), shown(msg.get("context")))
                 return
             _, name, args = parse_event(msg)
             if name == api.DRAIN.name:
                 drains.append(decode_event(api.DRAIN, args)["token"])
                 return
             if name != api.FLOWS.name:
-                raise DecodeError(f"unexpected event {name!r}")
+                raise DecodeError(f"unexpected event {shown(name)}")
             columns = columns_of(args)
             acc.add_columns(columns)
             pending.append(columns)

@@ -15,6 +15,7 @@ This module uses nothing but the standard library: the btest stand-ins in
 
 from __future__ import annotations
 
+import reprlib
 from dataclasses import dataclass
 
 #: Version of the contract (``NetAnom::version``); a different major version is refused.
@@ -143,7 +144,7 @@ def version_problem(theirs: object, event: str) -> str | None:
     """Why an event with contract version ``theirs`` is refused, or None when it is accepted."""
     if not isinstance(theirs, str) or not major(theirs).isascii() or not major(theirs).isdigit():
         return (
-            f"{event} carries no netanomd contract version (got {str(theirs)[:40]!r}): the Zeek "
+            f"{event} carries no netanomd contract version (got {reprlib.repr(theirs)}): the Zeek "
             f"package predates contract {VERSION}; install the package from this netanomd release"
         )
     if major(theirs) != major(VERSION):

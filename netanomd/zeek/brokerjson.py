@@ -19,6 +19,7 @@ from __future__ import annotations
 import datetime as dt
 import operator
 import re
+import reprlib
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -52,11 +53,22 @@ class VersionError(DecodeError):
     """An event of a contract major version this side does not speak."""
 
 
+_SHOW = reprlib.Repr()
+_SHOW.maxstring = _SHOW.maxother = 80
+_SHOW.maxlevel = 3
+
+
+def shown(value: Any) -> str:
+    """A value of a message for an error: cut short, and never walked deeper than a few
+    levels (a frame may nest a thousand)."""
+    return _SHOW.repr(value)
+
+
 # -- values --------------------------------------------------------------------------------
 def timespan(text: str) -> float:
     m = _TIMESPAN.match(text)
     if not m:
-        raise DecodeError(f"bad timespan {text!r}")
+        raise DecodeError(f"bad timespan {shown(text)}")
     return int(m.group(1)) * _UNIT_SECONDS[m.group(2)]
 
 
@@ -84,7 +96,7 @@ def wrap(kind: str, value: Any) -> dict[str, Any]:
 def _unwrap(v: Any, kind: str, where: str) -> Any:
     if not isinstance(v, dict) or v.get("@data-type") != kind or "data" not in v:
         got = v.get("@data-type") if isinstance(v, dict) else type(v).__name__
-        raise DecodeError(f"{where}: expected {kind}, got {got!r}")
+        raise DecodeError(f"{where}: expected {kind}, got {shown(got)}")
     return v["data"]
 
 
@@ -105,7 +117,7 @@ def event_message(topic: str, name: str, args: Sequence[dict[str, Any]]) -> dict
 def parse_event(msg: Any) -> tuple[str, str, list[Any]]:
     """(topic, event name, wrapped arguments) of a data message carrying an event."""
     if not isinstance(msg, dict) or msg.get("type") != "data-message":
-        raise DecodeError(f"not a data-message: {str(msg)[:80]!r}")
+        raise DecodeError(f"not a data-message: {shown(msg)}")
     topic = msg.get("topic")
     if not isinstance(topic, str):
         raise DecodeError("data-message without a topic")
@@ -135,17 +147,17 @@ def _port_text(value: tuple[int, str]) -> str:
 
 def _port_value(text: Any) -> tuple[int, str]:
     if not isinstance(text, str):
-        raise TypeError(f"not a port: {text!r}")
+        raise TypeError(f"not a port: {shown(text)}")
     number, _, proto = text.partition("/")
     if not number.isdigit() or int(number) > 65535 or proto not in (*_PROTO, "unknown", "?"):
-        raise TypeError(f"bad port {text!r}")
+        raise TypeError(f"bad port {shown(text)}")
     return int(number), proto
 
 
 def _checked(kind: type, what: str) -> Callable[[Any], Any]:
     def check(v: Any) -> Any:
         if isinstance(v, bool) or not isinstance(v, kind):
-            raise TypeError(f"not {what}: {v!r}")
+            raise TypeError(f"not {what}: {shown(v)}")
         return v
 
     return check
@@ -153,13 +165,13 @@ def _checked(kind: type, what: str) -> Callable[[Any], Any]:
 
 def _real(v: Any) -> float:
     if isinstance(v, bool) or not isinstance(v, int | float):
-        raise TypeError(f"not a real: {v!r}")
+        raise TypeError(f"not a real: {shown(v)}")
     return float(v)
 
 
 def _span(v: Any) -> float:
     if not isinstance(v, str):
-        raise TypeError(f"not a timespan: {v!r}")
+        raise TypeError(f"not a timespan: {shown(v)}")
     try:
         return timespan(v)
     except DecodeError as exc:
@@ -239,7 +251,7 @@ def _values(arg: Any, kind: str, where: str) -> list[Any]:
         if not isinstance(v, dict) or "@data-type" not in v or "data" not in v:
             raise DecodeError(f"{where}[{i}]: not a Broker value")
         if v["@data-type"] != kind:
-            raise DecodeError(f"{where}[{i}]: expected {kind}, got {v['@data-type']!r:.80}")
+            raise DecodeError(f"{where}[{i}]: expected {kind}, got {shown(v['@data-type'])}")
     raise DecodeError(f"{where}: not a vector of {kind}")  # pragma: no cover - found above
 
 
@@ -260,15 +272,15 @@ def _counts(values: list[Any], name: str, where: str) -> pa.Array:
         ok = (isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi for v in values)
         bad = [next((i for i, good in enumerate(ok) if not good), 0)]
     if bad:
-        shown = f"{values[bad[0]]!r:.40}"
-        raise DecodeError(f"{where}[{bad[0]}]: {shown} is not a count from {lo} to {hi}")
+        value = shown(values[bad[0]])
+        raise DecodeError(f"{where}[{bad[0]}]: {value} is not a count from {lo} to {hi}")
     return arr
 
 
 def _bad(where: str, what: str, arr: pa.Array, ok: pa.Array) -> DecodeError:
     """The error naming the first element of ``arr`` that is not ``ok``."""
     i = pc.fill_null(ok, False).to_pylist().index(False)
-    return DecodeError(f"{where}[{i}]: bad {what} {arr[i].as_py()!r}")
+    return DecodeError(f"{where}[{i}]: bad {what} {shown(arr[i].as_py())}")
 
 
 _PROTOS = pa.array(["tcp", "udp", "icmp", "unknown", "?"])
@@ -456,7 +468,7 @@ class FlowsAccumulator:
                 ok = pc.match_substring_regex(arr, _ADDRESS)
                 if not pc.all(ok).as_py():
                     bad = ok.to_pylist().index(False)
-                    raise DecodeError(f"{where}[{bad}]: bad address {values[bad]!r}")
+                    raise DecodeError(f"{where}[{bad}]: bad address {shown(values[bad])}")
                 table[name] = arr
             elif kind == "port":
                 table[name] = _ports(arr, where)
