@@ -292,3 +292,44 @@ def test_every_declared_source_type_can_be_built() -> None:
     from netanomd.daemon.wiring import SOURCE_FACTORIES
 
     assert set(SOURCE_FACTORIES) == set(SOURCE_TYPES)
+
+
+def test_one_sensor_repeating_a_community_id_is_not_a_duplicate(model: Model) -> None:
+    """ssh_sshguess reuses client ports: 4 of its 15 connections repeat a community_id. They
+    are new connections, all scored (the old de-duplication dropped them)."""
+    batch = next(batches(TSV))
+    ids = batch.column("community_id").to_pylist()
+    assert len(set(ids)) == len(ids) - 4
+    pipeline = Pipeline(model, SinkSet(), batch_size=10_000, batch_timeout=0.0, dedup_window=120)
+    assert pipeline.emitter("zeek", block=True)(batch)
+    t = threading.Thread(target=pipeline.run, daemon=True)
+    t.start()
+    assert pipeline.drain(10)
+    pipeline.stop()
+    t.join(10)
+    assert (pipeline.stats.scored, pipeline.stats.duplicates) == (15, 0)
+
+
+def test_one_connection_from_two_sensors_is_scored_once(model: Model) -> None:
+    import pyarrow as pa
+
+    zeek = next(batches(TSV))
+
+    def as_suricata(shift: float) -> FlowBatch:
+        t = zeek.table
+        t = t.set_column(
+            t.schema.get_field_index("source"), "source", pa.array(["suricata"] * len(zeek))
+        )
+        ts = pa.array([x + shift for x in zeek.column("ts").to_pylist()], pa.float64())
+        return FlowBatch(t.set_column(t.schema.get_field_index("ts"), "ts", ts))
+
+    pipeline = Pipeline(model, SinkSet(), batch_size=10_000, batch_timeout=0.0, dedup_window=120)
+    emit = pipeline.emitter("both", block=True)
+    assert emit(zeek) and emit(as_suricata(0.4)) and emit(as_suricata(300.0))
+    t = threading.Thread(target=pipeline.run, daemon=True)
+    t.start()
+    assert pipeline.drain(10)
+    pipeline.stop()
+    t.join(10)
+    # the Suricata copy 0.4 s apart is the same connection; 300 s apart it is another one
+    assert (pipeline.stats.scored, pipeline.stats.duplicates) == (30, 15)

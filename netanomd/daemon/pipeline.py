@@ -69,30 +69,43 @@ class PipelineStats:
 
 
 class Deduplicator:
-    """Remembers community_ids for ``window`` seconds (at most ``max_entries``)."""
+    """Drops the second sighting of one connection by two sensors (Zeek and Suricata on the same
+    link): same community_id, flow start within ``tolerance`` seconds, *another* source kind.
 
-    def __init__(self, window: float, max_entries: int = 1_000_000) -> None:
+    The same sensor repeating a community_id is a new connection (NTP 123 -> 123 every minute,
+    a backlog replayed), never a duplicate. Sightings are remembered for ``window`` seconds of
+    wall-clock time, at most ``max_entries`` community_ids.
+    """
+
+    def __init__(self, window: float, max_entries: int = 1_000_000, tolerance: float = 2.0) -> None:
         self.window = window
         self.max_entries = max_entries
-        self._seen: OrderedDict[str, float] = OrderedDict()
+        self.tolerance = tolerance
+        #: community_id -> (expiry, [(flow start, source kind), ...]) (a few per id)
+        self._seen: OrderedDict[str, tuple[float, list[tuple[float, str]]]] = OrderedDict()
 
-    def keep(self, ids: list[str | None], now: float) -> np.ndarray:
-        """Mask of rows to keep: rows without an id, and the first sighting of each id."""
+    def keep(
+        self, ids: list[str | None], starts: list[float], sources: list[str | None], now: float
+    ) -> np.ndarray:
+        """Mask of rows to keep: all but a connection another source kind already reported."""
         seen = self._seen
         while seen:
-            oldest = next(iter(seen.values()))
-            if oldest > now and len(seen) <= self.max_entries:
+            until = next(iter(seen.values()))[0]
+            if until > now and len(seen) <= self.max_entries:
                 break
             seen.popitem(last=False)
         mask = np.ones(len(ids), dtype=bool)
-        for i, cid in enumerate(ids):
+        for i, (cid, start, source) in enumerate(zip(ids, starts, sources, strict=True)):
             if cid is None:
                 continue
-            until = seen.get(cid)
-            if until is not None and until > now:
+            kind = source or ""
+            got = seen.get(cid)
+            sightings = got[1] if got is not None else []
+            if any(k != kind and abs(t - start) <= self.tolerance for t, k in sightings):
                 mask[i] = False
                 continue
-            seen[cid] = now + self.window
+            sightings = [*sightings[-3:], (start, kind)]
+            seen[cid] = (now + self.window, sightings)
             seen.move_to_end(cid)
         return mask
 
@@ -273,8 +286,12 @@ class Pipeline:
         full = [i.batch for i in items if len(i.batch)]
         batch = FlowBatch.concat(full) if len(full) > 1 else full[0] if full else None
         if batch is not None and self.dedup is not None:
-            ids = batch.column("community_id").to_pylist()
-            keep = self.dedup.keep(ids, self.clock())
+            keep = self.dedup.keep(
+                batch.column("community_id").to_pylist(),
+                batch.numeric("ts", fill=np.nan).tolist(),
+                batch.column("source").to_pylist(),
+                self.clock(),
+            )
             if not keep.all():
                 self.stats.duplicates += int((~keep).sum())
                 batch = FlowBatch(batch.table.filter(pa.array(keep)))
