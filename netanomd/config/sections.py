@@ -59,7 +59,10 @@ class PipelineConfig:
         "drop_oldest", "what to do when the queue is full"
     )
     dedup_community_id: bool = setting(
-        True, "drop a flow whose Community ID was seen within the window"
+        True,
+        "score a connection once when two sensors report it: drop a flow whose Community ID "
+        "another source kind reported with a start within 2 s (the same sensor repeating an "
+        "ID is a new connection)",
     )
     dedup_window_seconds: float = setting(
         120.0, "how long a Community ID is remembered", exclusive_minimum=0, maximum=86_400
