@@ -315,7 +315,10 @@ def _mutate_json(data: bytes, rng: random.Random) -> bytes | None:
             parent = {k: v for k, v in parent.items() if k != path[-1]}
         else:
             parent = [v for i, v in enumerate(parent) if i != path[-1]]
-        return orjson.dumps(_replace(doc, path[:-1], parent))
+        try:
+            return orjson.dumps(_replace(doc, path[:-1], parent))
+        except (orjson.JSONEncodeError, TypeError):  # nested past orjson's limit
+            return None
     elif op == 3:  # an empty container of the same kind, or a copy of another node
         old = _get(doc, path)
         new = type(old)() if isinstance(old, dict | list) else _get(doc, rng.choice(paths))
