@@ -20,9 +20,11 @@ extremes, Unicode digits, deep nesting, lists where objects belong, empty and hu
 
 from __future__ import annotations
 
+import atexit
 import functools
 import os
 import random
+import shutil
 import signal
 import tempfile
 import traceback
@@ -469,7 +471,9 @@ def _file(data: bytes, suffix: str = "") -> Path:
 @functools.cache
 def _tmpdir() -> str:
     shm = Path("/dev/shm")
-    return tempfile.mkdtemp(prefix="netanomd-fuzz-", dir=shm if shm.is_dir() else None)
+    path = tempfile.mkdtemp(prefix="netanomd-fuzz-", dir=shm if shm.is_dir() else None)
+    atexit.register(shutil.rmtree, path, True)
+    return path
 
 
 def _read_file(content: bytes) -> FlowBatch | None:
