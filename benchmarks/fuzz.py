@@ -110,7 +110,10 @@ def worker_atheris(name: str, inputs: int, seconds: float, out: Path, crash_dir:
         rng = random.Random(seed)
         if rng.random() < 0.5:
             return atheris.Mutate(data, max_size)
-        return mutate(data or rng.choice(seeds), rng, seeds)[: max(max_size, 1 << 20)]
+        try:
+            return mutate(data or rng.choice(seeds), rng, seeds)[: max(max_size, 1 << 20)]
+        except Exception:  # a mutator bug must not end the pass
+            return atheris.Mutate(data, max_size)
 
     corpus = Path(tempfile.mkdtemp(prefix=f"fuzz-corpus-{name}-"))
     for i, seed in enumerate(seeds):

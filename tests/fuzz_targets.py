@@ -20,9 +20,11 @@ extremes, Unicode digits, deep nesting, lists where objects belong, empty and hu
 
 from __future__ import annotations
 
+import atexit
 import functools
 import os
 import random
+import shutil
 import signal
 import tempfile
 import traceback
@@ -315,7 +317,10 @@ def _mutate_json(data: bytes, rng: random.Random) -> bytes | None:
             parent = {k: v for k, v in parent.items() if k != path[-1]}
         else:
             parent = [v for i, v in enumerate(parent) if i != path[-1]]
-        return orjson.dumps(_replace(doc, path[:-1], parent))
+        try:
+            return orjson.dumps(_replace(doc, path[:-1], parent))
+        except (orjson.JSONEncodeError, TypeError):  # nested past orjson's limit
+            return None
     elif op == 3:  # an empty container of the same kind, or a copy of another node
         old = _get(doc, path)
         new = type(old)() if isinstance(old, dict | list) else _get(doc, rng.choice(paths))
@@ -466,7 +471,9 @@ def _file(data: bytes, suffix: str = "") -> Path:
 @functools.cache
 def _tmpdir() -> str:
     shm = Path("/dev/shm")
-    return tempfile.mkdtemp(prefix="netanomd-fuzz-", dir=shm if shm.is_dir() else None)
+    path = tempfile.mkdtemp(prefix="netanomd-fuzz-", dir=shm if shm.is_dir() else None)
+    atexit.register(shutil.rmtree, path, True)
+    return path
 
 
 def _read_file(content: bytes) -> FlowBatch | None:

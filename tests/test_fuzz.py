@@ -354,6 +354,10 @@ def test_config_billion_laughs_is_refused_at_once(tmp_path: Any) -> None:
         ("x: &a " + "[" * 2000 + "]" * 2000 + "\n", "nested deeper than 32 levels"),
         ("sinks:\n  sqlite: " + "{a: " * 40 + "1" + "}" * 40 + "\n", "nested deeper than 32"),
         ("sinks:\n  sqlite: \x00*a\n", "not valid YAML: unacceptable character #x0000"),
+        (
+            "model:\n  path: 2021-13-45T99:99:99\n",  # a YAML timestamp with month 13
+            "2:9: not valid YAML: '2021-13-45T99:99:99' is not a valid date",
+        ),
     ],
 )
 def test_config_that_is_not_a_config_is_a_config_error(tmp_path: Any, text: str, why: str) -> None:

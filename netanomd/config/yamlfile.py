@@ -37,6 +37,15 @@ class _LineLoader(yaml.SafeLoader):
         self.duplicates: list[tuple[KeyPath, int, int]] = []  # path, line, first line
         self.nodes = 0
 
+    def construct_timestamp(self, node: yaml.ScalarNode) -> Any:
+        """A YAML date (``2021-06-06``), or a YAML error at its line when it is no date."""
+        try:
+            return self.construct_yaml_timestamp(node)
+        except ValueError as exc:  # e.g. month 13: PyYAML raises a bare ValueError
+            raise yaml.constructor.ConstructorError(
+                None, None, f"{node.value!r} is not a valid date ({exc})", node.start_mark
+            ) from None
+
     def construct_document(self, node: yaml.Node) -> Any:
         self._record(node, (), set())
         return super().construct_document(node)
@@ -68,6 +77,9 @@ class _LineLoader(yaml.SafeLoader):
                 self.lines[(*path, i)] = item.start_mark.line + 1
                 self._record(item, (*path, i), active)
         active.discard(id(node))
+
+
+_LineLoader.add_constructor("tag:yaml.org,2002:timestamp", _LineLoader.construct_timestamp)
 
 
 def read_file(path: Path, origins: Origins, problems: list[Problem]) -> dict[str, Any]:
