@@ -4,6 +4,10 @@ Each command lives in its own module under :mod:`netanomd.commands` and exposes
 ``register(subparsers)``, which adds its parser and sets ``func`` to a function taking the
 parsed arguments and returning an exit code. This module only wires them, configures logging
 and turns :class:`netanomd.errors.NetanomError` into a one-line message and exit status 2.
+
+Only the command being run is imported (its module may pull in scikit-learn, numba, pyarrow):
+the others appear in ``netanomd --help`` through their one-line help in :data:`COMMANDS`, which
+a test keeps equal to each module's own.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ import argparse
 import importlib
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from netanomd import __version__
 from netanomd.errors import NetanomError
@@ -20,24 +24,42 @@ from netanomd.logs import configure
 
 log = logging.getLogger(__name__)
 
-#: One line per command module; each registers its own sub-commands.
-COMMAND_MODULES: tuple[str, ...] = (
-    "netanomd.commands.demo",
-    "netanomd.commands.train",
-    "netanomd.commands.score",
-    "netanomd.commands.alerts",
-    "netanomd.commands.incidents",
-    "netanomd.commands.es",
-    "netanomd.commands.kibana",
-    "netanomd.commands.zeek",
-    "netanomd.commands.evaluate",
-    "netanomd.commands.run",
-    "netanomd.commands.reload",
-    "netanomd.commands.config",
-)
+#: Command name -> (its module, its one-line help as the module's parser gives it).
+COMMANDS: dict[str, tuple[str, str]] = {
+    "demo": (
+        "netanomd.commands.demo",
+        "train on the bundled baseline, score bundled attacks, show the incidents",
+    ),
+    "train": ("netanomd.commands.train", "fit a detector on flow files and write a model artifact"),
+    "score": ("netanomd.commands.score", "score flow files; store incidents and alerts in SQLite"),
+    "alerts": ("netanomd.commands.alerts", "list stored flow alerts"),
+    "incidents": (
+        "netanomd.commands.incidents",
+        "list stored incidents (grouped alerts and host behaviours), newest first",
+    ),
+    "es": ("netanomd.commands.es", "Elasticsearch set-up and checks"),
+    "kibana": ("netanomd.commands.kibana", "Kibana saved objects"),
+    "zeek": ("netanomd.commands.zeek", "talk to a Zeek running the package"),
+    "evaluate": (
+        "netanomd.commands.evaluate",
+        "measure detection on labeled data (clean and contaminated protocols)",
+    ),
+    "run": (
+        "netanomd.commands.run",
+        "run the sensor daemon (sources -> scoring -> sinks) until SIGTERM",
+    ),
+    "reload": (
+        "netanomd.commands.reload",
+        "reload a running daemon (SIGHUP) and wait until it accepted or refused",
+    ),
+    "config": ("netanomd.commands.config", "check or show the configuration"),
+}
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(load: Iterable[str] | None = None) -> argparse.ArgumentParser:
+    """The parser, with the real sub-parsers of the commands in ``load`` (all when None) and a
+    one-line entry for each other command."""
+    wanted = set(COMMANDS) if load is None else set(load)
     parser = argparse.ArgumentParser(
         prog="netanomd",
         description="Network anomaly detector for Zeek and Suricata flows.",
@@ -47,13 +69,31 @@ def build_parser() -> argparse.ArgumentParser:
         "--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR (default INFO)"
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name in COMMAND_MODULES:
-        importlib.import_module(name).register(sub)
+    for name, (module, helptext) in COMMANDS.items():
+        if name in wanted:
+            importlib.import_module(module).register(sub)
+        else:
+            sub.add_parser(name, help=helptext)
     return parser
 
 
+def command_of(argv: Sequence[str]) -> str | None:
+    """The command named on a command line (the first word that is not an option)."""
+    skip = False
+    for word in argv:
+        if skip:
+            skip = False
+        elif word == "--log-level":
+            skip = True
+        elif not word.startswith("-"):
+            return word
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    command = command_of(argv)
+    parser = build_parser([command] if command in COMMANDS else [])
     args = parser.parse_args(argv)
     configure(args.log_level.upper())
     try:

@@ -79,3 +79,39 @@ def test_console_script_runs() -> None:
     bindir = Path(sys.executable).parent
     out = subprocess.run([str(bindir / "netanomd"), "--version"], capture_output=True, text=True)
     assert out.returncode == 0 and out.stdout.startswith("netanomd ")
+
+
+def test_each_commands_help_line_is_its_modules_own() -> None:
+    import argparse
+    import importlib
+
+    from netanomd.cli import COMMANDS
+
+    for name, (module, helptext) in COMMANDS.items():
+        scratch = argparse.ArgumentParser().add_subparsers()
+        importlib.import_module(module).register(scratch)
+        action = next(a for a in scratch._choices_actions if a.dest == name)
+        assert action.help == helptext, name
+
+
+def test_help_imports_no_command_module() -> None:
+    """`netanomd --help` lists every command without importing them (they pull in
+    scikit-learn, numba and pyarrow: seconds of CPU on a loaded sensor)."""
+    code = (
+        "import sys; from netanomd.cli import main\n"
+        "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+        "heavy = {'sklearn', 'numba', 'pyarrow', 'numpy', 'pandas', 'scipy'}\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & heavy))\n"
+        "print(sorted(m for m in sys.modules if m.startswith('netanomd.commands.')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    heavy, commands = out.stdout.strip().splitlines()[-2:]
+    assert (heavy, commands) == ("[]", "[]")
+
+
+def test_an_option_before_the_command_still_finds_it(tmp_path: Path) -> None:
+    from netanomd.sinks.sqlite import SQLiteSink
+
+    db = tmp_path / "empty.db"
+    SQLiteSink(db).close()
+    assert main(["--log-level", "WARNING", "incidents", "--db", str(db), "--json"]) == 0
