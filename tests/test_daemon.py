@@ -357,6 +357,19 @@ def test_score_api_takes_zeek_iso8601_times() -> None:
     assert records_from_json(flow | {"proto": "udp"})[0].ts == pytest.approx(1547150789.93386)
 
 
+def test_score_api_takes_zeek_json_log_lines(data_dir: Path) -> None:
+    """`head -3 conn.log | curl --data-binary @- .../v1/score`: Zeek's JSON log is NDJSON."""
+    from netanomd.daemon.score_api import parse_body
+
+    lines = (data_dir / "zeek/ssh_sshguess.json.conn.log").read_bytes().splitlines()[:3]
+    flows = parse_body(b"\n".join(lines) + b"\n")
+    assert [f["uid"] for f in flows] == [json.loads(x)["uid"] for x in lines]
+    answers = score_json(demo_model(), None, flows)
+    assert [a["uid"] for a in answers] == [f["uid"] for f in flows]
+    with pytest.raises(ValueError, match="line 2: "):
+        parse_body(lines[0] + b"\n{not json\n")
+
+
 class NotifyListener:
     def __init__(self, path: Path) -> None:
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)

@@ -7,7 +7,8 @@
 * ``GET /healthz``: 200 with ``{"ready": true, ...}`` once the model is loaded and the sources
   are open, else 503. Without the token (when one is set) it says only ``{"ready": ...}``, so a
   container health check needs no secret.
-* ``POST /v1/score``: one flow (JSON object) or many (JSON array, at most ``max_rows``),
+* ``POST /v1/score``: one flow (JSON object) or many (JSON array, or NDJSON as in Zeek's JSON
+  logs; at most ``max_rows``),
   answered by :func:`netanomd.daemon.score_api.score_json` (score, threshold, verdict and
   explanation per flow).
 
@@ -46,7 +47,7 @@ from netanomd.daemon.httpserver import (
     tls_context,
 )
 from netanomd.daemon.pipeline import Pipeline
-from netanomd.daemon.score_api import score_json
+from netanomd.daemon.score_api import parse_body, score_json
 from netanomd.errors import ConfigError
 from netanomd.model import Model
 
@@ -280,7 +281,7 @@ class Server:
 
     def _score(self, body: bytes) -> Response:
         try:
-            payload = json.loads(body)
+            payload = parse_body(body)
             p = self.daemon.pipeline
             result = score_json(p.model, p.threshold, payload, max_rows=self.max_rows)
         except RecursionError:

@@ -11,6 +11,7 @@ reasons, and the incidents (closed at the request's end) that hold it.
 
 from __future__ import annotations
 
+import json
 import math
 import reprlib
 import time
@@ -92,6 +93,25 @@ def records_from_json(payload: Any) -> list[FlowRecord]:
         except TypeError as exc:
             raise ValueError(f"[{i}]: {exc}") from None
     return out
+
+
+def parse_body(body: bytes) -> Any:
+    """A request body: one JSON value (an object or an array of flows), or NDJSON, one flow per
+    line, as Zeek writes its JSON logs (``head -3 conn.log | curl --data-binary @- ...``)."""
+    try:
+        return json.loads(body)
+    except json.JSONDecodeError as exc:
+        if not exc.msg.startswith("Extra data"):
+            raise
+    flows = []
+    for n, line in enumerate(body.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            flows.append(json.loads(line))
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"line {n}: {exc.msg} (column {exc.colno})") from None
+    return flows
 
 
 def score_json(
