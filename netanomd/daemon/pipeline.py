@@ -22,7 +22,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,7 +36,7 @@ from netanomd.flow import FlowBatch
 from netanomd.fsutil import open_append
 from netanomd.model import Model
 from netanomd.model.stream import Stream
-from netanomd.sinks import SinkSet
+from netanomd.sinks import Sink, SinkSet
 from netanomd.sources import Ack, Emit
 
 log = logging.getLogger(__name__)
@@ -391,36 +391,40 @@ class Pipeline:
         """Write to every sink; a sink that fails is retried (with capped backoff) until it
         writes, holding back the acknowledgements and so the sources (backpressure). False
         only when stopped while a sink still could not write."""
-        pending = self.sinks.write(alerts)
+        return self._until_written(
+            lambda only: self.sinks.write(alerts, only), f"{len(alerts)} alerts"
+        )
+
+    def _deliver_incidents(self, incidents: list[Incident]) -> bool:
+        """Write incidents to the sinks that keep them, retried like alerts (:meth:`_deliver`)."""
+        if not incidents:
+            return True
+        written = self._until_written(
+            lambda only: self.sinks.write_incidents(incidents, only), f"{len(incidents)} incidents"
+        )
+        if written:
+            self.stats.incident_updates += len(incidents)
+        return written
+
+    def _until_written(
+        self, write: Callable[[Sequence[Sink] | None], list[Sink]], what: str
+    ) -> bool:
+        """``write`` to every sink, then again to those that failed, with capped backoff, until
+        none fails; False when stopped first."""
+        pending = write(None)
         delay = 0.5
         while pending:
             self.heartbeat = self.clock()  # waiting on purpose: not a stalled loop
             if self._stopped:
                 log.error(
-                    "stopping while %s cannot write: %d alerts not written, positions not saved",
+                    "stopping while %s cannot write: %s not written, positions not saved",
                     ", ".join(s.name for s in pending),
-                    len(alerts),
+                    what,
                 )
                 return False
             self._wake.wait(delay)
             delay = min(delay * 2, 10.0)
-            pending = self.sinks.write(alerts, only=pending)
-        return True
-
-    def _deliver_incidents(self, incidents: list[Incident]) -> bool:
-        """Write incidents to the sinks that keep them, retried like alerts (:meth:`_deliver`);
-        a retry writes every such sink again (incidents are updated in place)."""
-        if not incidents:
-            return True
-        delay = 0.5
-        while self.sinks.write_incidents(incidents):
-            self.heartbeat = self.clock()
-            if self._stopped:
-                log.error("stopping while incidents cannot be written: %d lost", len(incidents))
-                return False
-            self._wake.wait(delay)
-            delay = min(delay * 2, 10.0)
-        self.stats.incident_updates += len(incidents)
+            pending = write(pending)
         return True
 
     # -- control ---------------------------------------------------------------------------

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from netanomd.decision import Alert
@@ -84,10 +84,29 @@ class SinkSet:
     def write(self, alerts: Sequence[Alert], only: Sequence[Sink] | None = None) -> list[Sink]:
         """Write to every sink (or to ``only`` those, for a retry); returns the sinks that
         failed (each failure is counted, and the sink is marked failing until it writes)."""
-        failed: list[Sink] = []
+        failed = self._each(self._sinks if only is None else only, lambda s: s.write(alerts))
         for sink in self._sinks if only is None else only:
+            if sink not in failed:
+                self.written[sink.name] += len(alerts)
+        return failed
+
+    def write_incidents(
+        self, incidents: Sequence[Incident], only: Sequence[Sink] | None = None
+    ) -> list[Sink]:
+        """Store opened or updated incidents in every sink that keeps incidents (or in ``only``
+        those); returns the sinks that failed, counted and marked like :meth:`write`."""
+        if not incidents:
+            return []
+        keep = [s for s in (self._sinks if only is None else only) if isinstance(s, IncidentSink)]
+        return self._each(keep, lambda s: s.write_incidents(incidents))  # type: ignore[attr-defined]
+
+    def _each(self, sinks: Sequence[Sink], call: Callable[[Sink], None]) -> list[Sink]:
+        """Call every sink; one that raises is counted, marked failing (logged once until it
+        works again) and returned; the others still get their call."""
+        failed: list[Sink] = []
+        for sink in sinks:
             try:
-                sink.write(alerts)
+                call(sink)
             except Exception as exc:  # one sink must not take the others down
                 failed.append(sink)
                 self.errors[sink.name] += 1
@@ -95,26 +114,8 @@ class SinkSet:
                     self.failing[sink.name] = time.time()
                     log.error("sink %s cannot write: %s", sink.name, exc)
             else:
-                self.written[sink.name] += len(alerts)
                 if self.failing.pop(sink.name, None) is not None:
                     log.info("sink %s writes again", sink.name)
-        return failed
-
-    def write_incidents(self, incidents: Sequence[Incident]) -> list[Sink]:
-        """Store opened or updated incidents in every sink that keeps incidents; returns the
-        sinks that failed (counted like :meth:`write`)."""
-        failed: list[Sink] = []
-        if not incidents:
-            return failed
-        for sink in self._sinks:
-            if not isinstance(sink, IncidentSink):
-                continue
-            try:
-                sink.write_incidents(incidents)
-            except Exception as exc:
-                failed.append(sink)
-                self.errors[sink.name] += 1
-                log.error("sink %s cannot write incidents: %s", sink.name, exc)
         return failed
 
     def flush(self) -> None:
