@@ -142,7 +142,7 @@ def run_ws(tmp: Path, model: Path, n_frames: int) -> float:
     )
     d.start()
     assert d.pipeline is not None
-    while not d.zeek_transports[0][1].counters.connects:
+    while not d.sources[0].counters.connects:  # type: ignore[attr-defined]
         time.sleep(0.01)
     t0 = time.perf_counter()
     go.set()
