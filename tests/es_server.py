@@ -5,8 +5,10 @@ with per-item results (``create`` -> 201, existing ``_id`` -> 409; ``index`` -> 
 200 updated, refused with 400 by a data stream), ``_index_template`` (its composed component
 templates must exist or be listed as ignorable), ``_component_template``, ``_ilm/policy``, index
 creation with aliases (``PUT /<index>``, ``HEAD /_alias/<name>``; a bulk write to an alias goes
-to its write index), plus fault injection: per-item 429s and mapping errors, whole-request
-errors, slow responses, and stop/start (connection refused while stopped).
+to its write index), ``POST /<alias>/_rollover`` (a new write index ``…-00000N+1``; the old ones
+stay readable through the alias), ``_search`` with an ``ids`` query over an index or alias
+(hits name their concrete ``_index``), plus fault injection: per-item 429s and mapping errors,
+whole-request errors, slow responses, and stop/start (connection refused while stopped).
 
 A bulk target that is neither a created index nor an alias is a data stream unless the
 highest-priority template matching its name has no ``data_stream`` (then it is auto-created as
@@ -39,6 +41,7 @@ class FakeElasticsearch:
         self.policies: dict[str, Any] = {}
         self.indices: dict[str, Any] = {}  # regular indices: name -> creation body
         self.aliases: dict[str, str] = {}  # alias -> its write index
+        self.members: dict[str, list[str]] = {}  # alias -> every index it points to
         self.indexed: Counter[str] = Counter()  # _id -> successful index ops
         self.throttle_items: Counter[str] = Counter()  # _id -> how many more 429s to give
         self.reject_ids: set[str] = set()  # _ids that fail with a mapping error
@@ -144,6 +147,10 @@ class FakeElasticsearch:
                 elif path.startswith("/_ilm/policy/"):
                     fake.policies[path.rsplit("/", 1)[1]] = json.loads(body)
                     self._reply(200, {"acknowledged": True})
+                elif re.fullmatch(r"/[^/_][^/]*/_rollover", path):
+                    self._reply(*fake.rollover(path.split("/")[1]))
+                elif re.fullmatch(r"/[^/_][^/]*/_search", path):
+                    self._reply(*fake.search(path.split("/")[1], json.loads(body or b"{}")))
                 elif method == "PUT" and re.fullmatch(r"/[a-z0-9][^/]*", path):
                     status, reply = fake.create_index(path[1:], json.loads(body or b"{}"))
                     self._reply(status, reply)
@@ -200,7 +207,36 @@ class FakeElasticsearch:
         for alias, spec in body.get("aliases", {}).items():
             if spec.get("is_write_index") or alias not in self.aliases:
                 self.aliases[alias] = name
+            self.members.setdefault(alias, []).append(name)
         return 200, {"acknowledged": True, "shards_acknowledged": True, "index": name}
+
+    def rollover(self, alias: str) -> tuple[int, dict[str, Any]]:
+        old = self.aliases.get(alias)
+        m = re.fullmatch(r"(.*-)(\d{6})", old or "")
+        if old is None or m is None:
+            return 400, {"error": {"type": "illegal_argument_exception"}, "status": 400}
+        new = f"{m.group(1)}{int(m.group(2)) + 1:06d}"
+        self.create_index(new, {"aliases": {alias: {"is_write_index": True}}})
+        return 200, {"acknowledged": True, "old_index": old, "new_index": new, "rolled_over": True}
+
+    def search(self, target: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        """Only what the sink asks: an ``ids`` query, ``_source: false``."""
+        indices = self.members.get(target) or ([target] if target in self.indices else [])
+        if not indices:
+            return 404, {"error": {"type": "index_not_found_exception"}, "status": 404}
+        wanted = set(body["query"]["ids"]["values"])
+        hits = [
+            {"_index": index, "_id": _id, "_score": 1.0}
+            for index in indices
+            for _id in self.docs.get(index, {})
+            if _id in wanted
+        ][: body.get("size", 10)]
+        return 200, {
+            "took": 1,
+            "timed_out": False,
+            "_shards": {"total": len(indices), "successful": len(indices), "failed": 0},
+            "hits": {"total": {"value": len(hits), "relation": "eq"}, "hits": hits},
+        }
 
     def is_data_stream(self, name: str) -> bool:
         if name in self.indices:

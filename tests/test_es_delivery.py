@@ -361,6 +361,47 @@ def test_incidents_are_one_document_each_replaced_as_they_grow(
     assert sink.dead_lettered == 0 and not es.creates  # no alert, no create
 
 
+@pytest.mark.parametrize("restart", [False, True], ids=["same-sink", "restarted-sink"])
+def test_an_incident_growing_across_a_rollover_stays_one_document(
+    es: FakeElasticsearch, tmp_path: Path, restart: bool
+) -> None:
+    """The incident alias rolls over (ILM) while incidents still grow: each is replaced in the
+    index that already holds it, never copied into the new write index (two documents for one
+    incident), also by a sink started after the rollover that has to search for it."""
+    url = f"http://127.0.0.1:{es.port}"
+    assert main(["es", "setup", "--url", url]) == 0
+    alias = "logs-netanomd.incident-default"
+    clock = Clock()
+    sink = make_sink(url, tmp_path, clock)
+    thresholds = learn([halves(load(baseline_files()[0]))[0]])
+    batch = load(Path(__file__).parent / "data/behaviour/portscan-002.conn.log.gz")
+    pipe = BehaviourPipeline(thresholds)
+    half = len(batch) // 2
+    for off in range(0, half, 200):
+        sink.write_incidents(pipe.process(batch.slice(off, min(200, half - off))))
+    assert sink.drain(timeout=60)
+    before = set(es.docs[f"{alias}-000001"])
+    assert before
+    es.rollover(alias)
+    assert es.aliases[alias] == f"{alias}-000002"
+    if restart:
+        sink.stop()
+        sink = make_sink(url, tmp_path, clock)
+    for off in range(half, len(batch), 200):
+        sink.write_incidents(pipe.process(batch.slice(off, 200)))
+    sink.write_incidents(pipe.flush())
+    assert sink.drain(timeout=60)
+    old, new = es.docs[f"{alias}-000001"], es.docs.get(f"{alias}-000002", {})
+    assert not set(old) & set(new)  # no incident in both
+    assert set(old) == before  # the grown ones were replaced where they were
+    assert max(es.indexed[i] for i in before) > 1
+    assert len(old) + len(new) == len(pipe.tracker.all())
+    for inc in pipe.tracker.all():  # the latest version of each, wherever it lives
+        doc = {**old, **new}[sink.ids(inc)]
+        assert doc["netanomd"]["incident"]["flows"] == inc.flows
+    assert sink.dead_lettered == 0
+
+
 def test_incidents_without_setup_are_dead_lettered_not_lost(
     es: FakeElasticsearch, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -13,6 +13,12 @@ spooled documents and bulk-``create``s (or ``index``es) them with the official c
 exponential backoff; any other item error (a mapping conflict) goes to a dead-letter JSONL file
 with the reason, so one bad document never holds back the others. The spool cursor moves only
 past documents that were delivered or dead-lettered.
+
+An incident is replaced in the concrete index that already holds it, not through the alias:
+after the alias rolls over, an ``index`` into the alias would leave the old copy behind in the
+previous index (two documents for one incident in Kibana). The sink remembers each incident's
+index from the bulk answers; for an incident it has not written since it started, one ``ids``
+search over the alias finds it (or not: then the alias's write index takes it).
 """
 
 from __future__ import annotations
@@ -65,6 +71,9 @@ def why(exc: BaseException) -> str:
 #: Spooled metadata beside a document's body: its id, and for incidents the bulk operation and
 #: the index (alerts: ``create`` into the alert data stream).
 _META = ("_id", "_op", "_index")
+#: Incidents whose concrete index the sink remembers (the oldest are forgotten and searched
+#: for again when they grow).
+_HOMES_KEPT = 100_000
 
 
 class ElasticsearchSink:
@@ -110,6 +119,8 @@ class ElasticsearchSink:
         self._failures = 0
         #: ids dead-lettered from the batch being retried (so a retry does not letter twice)
         self._lettered: set[str] = set()
+        #: incident id -> the concrete index holding it (insertion order: oldest first)
+        self._homes: dict[str, str] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -185,13 +196,26 @@ class ElasticsearchSink:
         docs, end = self.spool.peek(self.batch_size)
         if not docs:
             return 0
+        try:
+            self._find_homes([d["_id"] for d in docs if d.get("_op") == "index"])
+        except (TransportError, ApiError) as exc:
+            log.warning(
+                "elasticsearch unreachable (%s); %d documents stay spooled", why(exc), len(docs)
+            )
+            self._failures += 1
+            self.retries += 1
+            self.sleep(self.backoff())
+            return 0
         actions = []
         for d in docs:
             body = {k: v for k, v in d.items() if k not in _META}
+            index = d.get("_index", self.index)
+            if d.get("_op") == "index":
+                index = self._homes.get(d["_id"], index)
             actions.append(
                 {
                     "_op_type": d.get("_op", "create"),
-                    "_index": d.get("_index", self.index),
+                    "_index": index,
                     "_id": d["_id"],
                     "_source": body,
                 }
@@ -212,6 +236,12 @@ class ElasticsearchSink:
                 status = int(info.get("status", 0) or 0)
                 if ok or status in (200, 201):
                     self.sent += 1
+                    if "index" in item and "_index" in info:
+                        self._remember(str(info.get("_id")), str(info["_index"]))
+                elif "index" in item and status in (403, 404) and info.get("_id") in self._homes:
+                    # its index was closed, blocked or deleted since: write it anew via the alias
+                    del self._homes[str(info.get("_id"))]
+                    retry = True
                 elif status == 409:
                     self.duplicates += 1
                 elif status in RETRYABLE or status == 0:
@@ -236,6 +266,35 @@ class ElasticsearchSink:
         self._lettered.clear()
         self.spool.ack(end)
         return len(docs)
+
+    def _remember(self, incident_id: str, index: str) -> None:
+        self._homes.pop(incident_id, None)
+        self._homes[incident_id] = index
+        while len(self._homes) > _HOMES_KEPT:
+            del self._homes[next(iter(self._homes))]
+
+    def _find_homes(self, incident_ids: list[str]) -> None:
+        """Look up, with one ``ids`` search over the incident alias, the indices of incidents
+        this sink has not written since it started (they may sit in an index the alias has
+        rolled over from). Not found (new, or its index deleted): the alias's write index."""
+        unknown = sorted({i for i in incident_ids if i not in self._homes})
+        if not unknown:
+            return
+        try:
+            found = self.client.search(
+                index=self.incident_index,
+                query={"ids": {"values": unknown}},
+                source=False,
+                size=len(unknown),
+                ignore_unavailable=True,
+                allow_no_indices=True,
+            )
+        except ApiError as exc:
+            if exc.meta.status == 404:  # no alias yet: the bulk answer says what to do
+                return
+            raise
+        for hit in found["hits"]["hits"]:
+            self._remember(str(hit["_id"]), str(hit["_index"]))
 
     def _dead_letter(self, dead: list[tuple[dict[str, Any], Any]]) -> None:
         with open_append(self.dead_letter) as fh:
