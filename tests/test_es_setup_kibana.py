@@ -75,6 +75,64 @@ def test_setup_dsl(es: FakeElasticsearch) -> None:
 def test_unreachable_is_a_clear_error(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["es", "check", "--url", "http://127.0.0.1:9"]) == 2
     assert "cannot reach Elasticsearch at http://127.0.0.1:9" in capsys.readouterr().err
+    assert main(["es", "setup", "--url", "http://127.0.0.1:9", "http://127.0.0.1:10"]) == 2
+    err = capsys.readouterr().err
+    assert "Elasticsearch set-up at http://127.0.0.1:9, http://127.0.0.1:10 failed" in err
+
+
+def test_dry_run_prints_what_setup_sends(
+    es: FakeElasticsearch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--dry-run prints each request (method, path, JSON body) and sends nothing; the real run
+    then stores exactly those bodies, under --namespace's names."""
+    url = f"http://127.0.0.1:{es.port}"
+    args = ["es", "setup", "--url", url, "--namespace", "prod", "--retention-days", "7"]
+    assert main([*args, "--dry-run"]) == 0
+    shown = capsys.readouterr().out
+    assert not es.templates and not es.policies and not es.requests
+    requests: dict[str, Any] = {}
+    for block in re.split(r"\n(?=PUT )", shown.strip()):
+        head, _, body = block.partition("\n")
+        requests[head.split()[1]] = (head, json.loads(body))
+    alias = "logs-netanomd.incident-prod"
+    assert list(requests) == [
+        "/_ilm/policy/netanomd-alerts",
+        f"/_index_template/{TEMPLATE_NAME}",
+        "/_index_template/netanomd-incidents-prod",
+        f"/{alias}-000001",
+    ]
+    assert "only if the alias" in requests[f"/{alias}-000001"][0]
+    assert main(args) == 0
+    assert es.templates[TEMPLATE_NAME] == requests[f"/_index_template/{TEMPLATE_NAME}"][1]
+    assert (
+        es.templates["netanomd-incidents-prod"]
+        == requests["/_index_template/netanomd-incidents-prod"][1]
+    )
+    assert es.policies["netanomd-alerts"] == requests["/_ilm/policy/netanomd-alerts"][1]
+    assert es.aliases == {alias: f"{alias}-000001"}
+
+
+def test_api_key_option_is_sent_and_never_shown(
+    es: FakeElasticsearch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = f"http://127.0.0.1:{es.port}"
+    assert main(["es", "check", "--url", url, "--api-key", "k3y-s3cr3t"]) == 0
+    assert ("authorization", "ApiKey k3y-s3cr3t") in {
+        (k.lower(), v) for _, _, headers in es.requests for k, v in headers.items()
+    }
+    assert main(["es", "setup", "--url", "es:9200", "--api-key", "k3y-s3cr3t"]) == 2
+    err = capsys.readouterr().err
+    assert "--url es:9200" in err and "k3y-s3cr3t" not in err
+
+
+def test_setup_help_explains_every_option(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["es", "setup", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for option in ("--url", "--api-key", "--namespace", "--retention ilm|dsl", "--dry-run"):
+        assert option in text
+    assert "sinks.elasticsearch.hosts; default http://127.0.0.1:9200" in text
+    assert "lifecycle (dsl, Elasticsearch >= 8.11)" in text
 
 
 def test_option_errors_name_option_key_path_and_rule(
