@@ -251,3 +251,55 @@ def test_zeek_listen_says_once_what_it_waits_for(tmp_path: Path) -> None:
         out.stderr
     )
     assert "Connect call failed" in out.stderr.splitlines()[-1]
+
+
+def test_readme_install_gives_the_paths_the_unit_uses() -> None:
+    """The README's install section puts the command, the configuration, the model and the
+    systemd files exactly where systemd/netanomd.service (and its header) expects them."""
+    import re
+    import shlex
+    import tomllib
+
+    import yaml
+
+    repo = Path(__file__).parent.parent
+    unit = (repo / "systemd/netanomd.service").read_text()
+    start = shlex.split(re.search(r"^ExecStart=(.*)$", unit, re.M)[1])  # type: ignore[index]
+    reload_ = shlex.split(re.search(r"^ExecReload=(.*)$", unit, re.M)[1])  # type: ignore[index]
+    binary, config = start[0], start[start.index("--config") + 1]
+    assert reload_[0] == binary and reload_[reload_.index("--config") + 1] == config
+
+    readme = (repo / "README.md").read_text()
+    section = readme.split("## Installing on a sensor\n", 1)[1].split("\n## ", 1)[0]
+    steps = [
+        shlex.split(line, comments=True)
+        for block in re.findall(r"```sh\n(.*?)```", section, re.S)
+        for line in block.splitlines()
+    ]
+    steps = [s for s in steps if s]
+    venv = next(s[3] for s in steps if s[:3] == ["python3", "-m", "venv"])
+    assert any(s[0] == f"{venv}/bin/pip" and s[1] == "install" for s in steps)
+    scripts = tomllib.loads((repo / "pyproject.toml").read_text())["project"]["scripts"]
+    assert "netanomd" in scripts  # pip puts it in <venv>/bin/netanomd
+    assert ["ln", "-sf", f"{venv}/bin/netanomd", binary] in steps
+
+    installed = {s[-1]: s[-2] for s in steps if s[0] == "install"}  # destination -> source
+    assert installed[config] == "config/netanomd.yaml"
+    header = unit.split("[Unit]", 1)[0]
+    for dest, source in installed.items():
+        assert (repo / source).is_file(), source
+        if source.startswith("systemd/"):
+            assert dest in header, f"{source} -> {dest}: not where the unit's header says"
+    assert set(installed.values()) >= {
+        "systemd/netanomd.service",
+        "systemd/netanomd.sysusers",
+        "systemd/netanomd.tmpfiles",
+    }
+    model = yaml.safe_load((repo / "config/netanomd.yaml").read_text())["model"]["path"]
+    train = next(s for s in steps if s[:2] == ["netanomd", "train"])
+    assert train[train.index("--model") + 1] == model
+    assert ["chown", "netanomd:", model] in steps
+    assert ["netanomd", "config", "check", "-c", config] in steps
+    # Community ID on in both sensors, as their documentation spells it.
+    assert "@load policy/protocols/conn/community-id-logging" in section
+    assert re.search(r"- eve-log:\n(\s+.*\n)*?\s+community-id: true", section)

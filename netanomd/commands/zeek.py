@@ -234,7 +234,7 @@ def run(args: argparse.Namespace) -> int:
     if gave_up:
         raise TransportError(
             f"no Zeek at {where} after {args.wait:g} s: waiting for {what}"
-            + (f"; last attempt: {waiting.last}" if waiting.last else "")
+            + (f"; {waiting.held + 1} attempts, the last: {waiting.last}" if waiting.last else "")
         )
     c = transport.counters
     print(
