@@ -160,7 +160,8 @@ def summary(model: Model, hosts: int, path: str) -> str:
         f"model      {model.model_id} ({model.detector.kind}, {len(model.feature_names)} features)",
         f"baseline   {t.get('rows', 0):,} flows ({sources or 'no source'}) from {hosts:,} "
         f"originating hosts, {_span(t.get('ts_min'), t.get('ts_max'))}",
-        f"threshold  {model.threshold:.4f}: {threshold_rule(rule)}",
+        f"threshold  {model.threshold:.4f} (rule {rule.get('method', '?')}): "
+        f"{threshold_rule(rule)}",
     ]
     op = model.operating
     if op is None:
@@ -205,7 +206,7 @@ def threshold_rule(rule: dict[str, Any]) -> str:
         )
         allowed = float(rule["incidents_per_day"]) * max(days, 1 / 24)
         if int(rule.get("training_incidents", 0)) > allowed:
-            words += "; not met even at the top training score, which it is"
+            words += "; no threshold keeps to it: the top training score is used"
         return words + ")"
     return f"{method or 'unknown rule'}"
 
