@@ -12,8 +12,10 @@ test:
 demo: setup
 	.venv/bin/netanomd demo
 
-# Both evaluation protocols over every labeled set in $(SHARED_DATA): docs/evaluation.md,
-# docs/evaluation/results.json and the HTML report docs/evaluation/report.html (not committed).
+# Both evaluation protocols over every labeled set in $(SHARED_DATA) (make evaluate
+# SHARED_DATA=/path/to/shared/data elsewhere): docs/evaluation.md, docs/evaluation/results.json
+# and the HTML report docs/evaluation/report.html (not committed), replaced only when the whole
+# run succeeds; a missing folder is an error naming it.
 evaluate: setup
 	NUMBA_CACHE_DIR=.venv/numba-cache .venv/bin/netanomd evaluate --suite $(SHARED_DATA) \
 		--out docs/evaluation --markdown docs/evaluation.md --repeats 5

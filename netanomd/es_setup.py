@@ -1,6 +1,7 @@
 """The one-time set-up of the alert data stream and the incident indices in Elasticsearch.
 
-Owns :func:`setup`, which idempotently PUTs the index template for
+Owns :func:`plan` (the requests, in order, that ``netanomd es setup --dry-run`` prints) and
+:func:`setup`, which sends them: it idempotently PUTs the index template for
 ``logs-netanomd.alert-*`` (ECS mappings of the emitted fields,
 ``data_stream: {}``, priority 501: above the built-in ``logs-*-*`` template's 100 and, as
 Elastic's docs ask for overlapping patterns, above 500) and the retention: an ILM policy, or
@@ -35,6 +36,8 @@ exist from 8.11). The settings are the ``sinks.elasticsearch`` section of the co
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
 from typing import Any
 
 from elasticsearch import Elasticsearch
@@ -107,29 +110,86 @@ def ilm_policy(cfg: ElasticsearchSinkConfig) -> dict[str, Any]:
     }
 
 
-def setup(client: Elasticsearch, cfg: ElasticsearchSinkConfig) -> list[str]:
-    """Create or update the retention policy and the alert index template; returns what was
-    done."""
-    done = []
+@dataclass(frozen=True)
+class Step:
+    """One request of the set-up: ``method path`` with a JSON ``body``; ``unless_alias``: sent
+    only when that alias does not exist yet."""
+
+    method: str
+    path: str
+    body: dict[str, Any]
+    what: str
+    unless_alias: str | None = None
+
+    def show(self) -> str:
+        """The request as it would be sent (for ``--dry-run``)."""
+        cond = (
+            f"  # only if the alias {self.unless_alias} does not exist" if self.unless_alias else ""
+        )
+        return f"{self.method} {self.path}{cond}\n{json.dumps(self.body, indent=2)}"
+
+
+def plan(cfg: ElasticsearchSinkConfig) -> list[Step]:
+    """The requests :func:`setup` sends for ``cfg``, in order."""
+    steps = []
     if cfg.retention_mode == "ilm":
-        client.ilm.put_lifecycle(name=POLICY_NAME, policy=ilm_policy(cfg))
-        done.append(f"ILM policy {POLICY_NAME}: delete after {cfg.retention_days}d")
+        steps.append(
+            Step(
+                "PUT",
+                f"/_ilm/policy/{POLICY_NAME}",
+                {"policy": ilm_policy(cfg)},
+                f"ILM policy {POLICY_NAME}: delete after {cfg.retention_days}d",
+            )
+        )
     body = index_template(cfg)
-    client.indices.put_index_template(name=TEMPLATE_NAME, **body)
-    done.append(
-        f"index template {TEMPLATE_NAME} for {body['index_patterns'][0]} "
-        f"(priority {TEMPLATE_PRIORITY})"
+    steps.append(
+        Step(
+            "PUT",
+            f"/_index_template/{TEMPLATE_NAME}",
+            body,
+            f"index template {TEMPLATE_NAME} for {body['index_patterns'][0]} "
+            f"(priority {TEMPLATE_PRIORITY})",
+        )
     )
     name = INCIDENT_TEMPLATE_PREFIX + cfg.namespace
     body = incident_template(cfg)
-    client.indices.put_index_template(name=name, **body)
-    done.append(f"index template {name} for {body['index_patterns'][0]}")
+    steps.append(
+        Step(
+            "PUT",
+            f"/_index_template/{name}",
+            body,
+            f"index template {name} for {body['index_patterns'][0]}",
+        )
+    )
     alias = data_alias(cfg.namespace)
-    if client.indices.exists_alias(name=alias):
-        done.append(f"incident alias {alias}: exists")
-    else:
-        client.indices.create(index=f"{alias}-000001", aliases={alias: {"is_write_index": True}})
-        done.append(f"incident alias {alias}: created with index {alias}-000001")
+    steps.append(
+        Step(
+            "PUT",
+            f"/{alias}-000001",
+            {"aliases": {alias: {"is_write_index": True}}},
+            f"incident alias {alias}: created with index {alias}-000001",
+            unless_alias=alias,
+        )
+    )
+    return steps
+
+
+def setup(client: Elasticsearch, cfg: ElasticsearchSinkConfig) -> list[str]:
+    """Send :func:`plan`'s requests (the retention policy, both index templates, the first
+    incident index unless its alias exists); returns what was done, a line each."""
+    done = []
+    for step in plan(cfg):
+        if step.unless_alias and client.indices.exists_alias(name=step.unless_alias):
+            done.append(f"incident alias {step.unless_alias}: exists")
+            continue
+        client.perform_request(
+            step.method,
+            step.path,
+            body=step.body,
+            # As the typed API methods send them; the client adds compatible-with.
+            headers={"accept": "application/json", "content-type": "application/json"},
+        )
+        done.append(step.what)
     if cfg.retention_mode != "ilm":
         done.append(
             "incidents are kept until deleted (data-stream lifecycle needs a data stream): "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -115,3 +116,190 @@ def test_an_option_before_the_command_still_finds_it(tmp_path: Path) -> None:
     db = tmp_path / "empty.db"
     SQLiteSink(db).close()
     assert main(["--log-level", "WARNING", "incidents", "--db", str(db), "--json"]) == 0
+
+
+def test_train_says_what_the_baseline_covers(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`train` prints a summary a person reads: flows, hosts, the time span first -> last flow,
+    the threshold rule in words, the incident budget and where the model went; no raw dict."""
+    import datetime as dt
+
+    import pyarrow.compute as pc
+
+    from netanomd.sources.files import open_source
+
+    inputs = [str(p) for p in baseline_files() + attack_files()]
+    ts, hosts = [], set()
+    for path in inputs:
+        for batch in open_source(path).batches():
+            ts += [t for t in batch.column("ts").to_pylist() if t is not None]
+            hosts |= {h for h in pc.unique(batch.column("orig_h")).to_pylist() if h}
+    model = tmp_path / "m.npz"
+    args = ["train", "--input", *inputs, "--model", str(model), "--incidents-per-day", "3"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+
+    def utc(t: float) -> str:
+        return dt.datetime.fromtimestamp(t, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+    assert f"{len(ts):,} flows (zeek {len(ts):,}) from {len(hosts):,} originating hosts" in out
+    assert f"{utc(min(ts))} → {utc(max(ts))} UTC" in out
+    assert "threshold  " in out and "incidents a day" in out
+    assert "budget 3 a day" in out
+    assert f"saved      {model}" in out and model.exists()
+    assert "{" not in out and "'method'" not in out
+
+
+def test_train_threshold_rule_in_words(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    base = [str(p) for p in baseline_files()]
+    model = tmp_path / "q.npz"
+    assert main(["train", "-i", *base, "-m", str(model), "--threshold-quantile", "0.99"]) == 0
+    out = capsys.readouterr().out
+    assert "the 0.99 quantile of the training distinct behaviours' scores" in out
+    assert "about 1.00% of traffic like the baseline alerts" in out
+
+
+def test_evaluate_takes_several_sets_and_replaces_its_outputs_only_on_success(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--flows a=X b=Y` is two sets (as the help's list suggests); a missing --suite folder is
+    named; a failed run leaves the previous report and summary untouched."""
+    data = Path(__file__).parent / "data/zeek"
+    out, md = tmp_path / "report", tmp_path / "evaluation.md"
+    out.mkdir()
+    (out / "results.json").write_text("previous results")
+    md.write_text("previous summary")
+    common = ["--out", str(out), "--markdown", str(md)]
+
+    missing = tmp_path / "no-shared-data"
+    assert main(["evaluate", "--suite", str(missing), *common]) == 2
+    err = capsys.readouterr().err
+    assert f"--suite {missing}: no such directory" in err and "give --suite" not in err
+    absent = tmp_path / "absent.conn.log"
+    a = f"a={data / 'iot23-34-1-head100.conn.log.labeled'}"
+    assert main(["evaluate", "--flows", a, f"b={absent}", *common]) == 2
+    assert str(absent) in capsys.readouterr().err
+    assert (out / "results.json").read_text() == "previous results"
+    assert md.read_text() == "previous summary"
+
+    assert main(["evaluate", "--flows", a, f"b={data / 'iot23-8-1-head100.csv'}", *common]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert [e["dataset"] for e in results] == ["a", "b"]
+    assert "## a" in md.read_text() and "## b" in md.read_text()
+    leftovers = [p.name for p in [*out.iterdir(), *tmp_path.iterdir()] if p.name.startswith(".")]
+    assert leftovers == []
+
+
+def test_zeek_listen_says_once_what_it_waits_for(tmp_path: Path) -> None:
+    """With no Zeek listening, `zeek listen` says once what it waits for and why the attempt
+    failed (not once per retry), connects when Zeek comes up, and --wait gives up by name."""
+    import signal
+    import threading
+
+    from tests.conftest import free_port
+    from tests.waiting import wait
+    from tests.zeek_ws_server import FakeZeek
+
+    netanomd = str(Path(sys.executable).parent / "netanomd")
+    port = free_port()
+    url = f"ws://127.0.0.1:{port}"
+    proc = subprocess.Popen(
+        [netanomd, "zeek", "listen", "--url", url],
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+    )
+    lines: list[str] = []
+
+    def read() -> None:
+        assert proc.stderr is not None
+        lines.extend(iter(proc.stderr.readline, ""))
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    zeek = FakeZeek()
+    try:
+        wait(lambda: any(ln.startswith("waiting for ") for ln in lines), 30, "waiting line")
+        time.sleep(3.0)  # several more attempts (backoff 0.5 s, 1 s, 2 s)
+        zeek.start(port)
+        wait(lambda: any(ln.startswith("connected: ") for ln in lines), 30, "connected line")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+        zeek.stop()
+        reader.join(10)
+    assert proc.returncode == 0
+    waiting = [ln for ln in lines if ln.startswith("waiting for ")]
+    assert waiting == [
+        "waiting for the netanomd Zeek package's WebSocket listener (Zeek >= 5; local.zeek: "
+        "@load packages; NetAnom::websocket_addr/websocket_port, default 127.0.0.1:27759) "
+        f"at {url}; retrying until it answers\n"
+    ]
+    failures = [ln for ln in lines if "Connect call failed" in ln]
+    assert len(failures) == 1, lines
+
+    silent = free_port()
+    out = subprocess.run(
+        [netanomd, "zeek", "listen", "--url", f"ws://127.0.0.1:{silent}", "--wait", "1.5"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 2
+    assert f"netanomd: error: no Zeek at ws://127.0.0.1:{silent} after 1.5 s: waiting for " in (
+        out.stderr
+    )
+    assert "Connect call failed" in out.stderr.splitlines()[-1]
+
+
+def test_readme_install_gives_the_paths_the_unit_uses() -> None:
+    """The README's install section puts the command, the configuration, the model and the
+    systemd files exactly where systemd/netanomd.service (and its header) expects them."""
+    import re
+    import shlex
+    import tomllib
+
+    import yaml
+
+    repo = Path(__file__).parent.parent
+    unit = (repo / "systemd/netanomd.service").read_text()
+    start = shlex.split(re.search(r"^ExecStart=(.*)$", unit, re.M)[1])  # type: ignore[index]
+    reload_ = shlex.split(re.search(r"^ExecReload=(.*)$", unit, re.M)[1])  # type: ignore[index]
+    binary, config = start[0], start[start.index("--config") + 1]
+    assert reload_[0] == binary and reload_[reload_.index("--config") + 1] == config
+
+    readme = (repo / "README.md").read_text()
+    section = readme.split("## Installing on a sensor\n", 1)[1].split("\n## ", 1)[0]
+    steps = [
+        shlex.split(line, comments=True)
+        for block in re.findall(r"```sh\n(.*?)```", section, re.S)
+        for line in block.splitlines()
+    ]
+    steps = [s for s in steps if s]
+    venv = next(s[3] for s in steps if s[:3] == ["python3", "-m", "venv"])
+    assert any(s[0] == f"{venv}/bin/pip" and s[1] == "install" for s in steps)
+    scripts = tomllib.loads((repo / "pyproject.toml").read_text())["project"]["scripts"]
+    assert "netanomd" in scripts  # pip puts it in <venv>/bin/netanomd
+    assert ["ln", "-sf", f"{venv}/bin/netanomd", binary] in steps
+
+    installed = {s[-1]: s[-2] for s in steps if s[0] == "install"}  # destination -> source
+    assert installed[config] == "config/netanomd.yaml"
+    header = unit.split("[Unit]", 1)[0]
+    for dest, source in installed.items():
+        assert (repo / source).is_file(), source
+        if source.startswith("systemd/"):
+            assert dest in header, f"{source} -> {dest}: not where the unit's header says"
+    assert set(installed.values()) >= {
+        "systemd/netanomd.service",
+        "systemd/netanomd.sysusers",
+        "systemd/netanomd.tmpfiles",
+    }
+    model = yaml.safe_load((repo / "config/netanomd.yaml").read_text())["model"]["path"]
+    train = next(s for s in steps if s[:2] == ["netanomd", "train"])
+    assert train[train.index("--model") + 1] == model
+    assert ["chown", "netanomd:", model] in steps
+    assert ["netanomd", "config", "check", "-c", config] in steps
+    # Community ID on in both sensors, as their documentation spells it.
+    assert "@load policy/protocols/conn/community-id-logging" in section
+    assert re.search(r"- eve-log:\n(\s+.*\n)*?\s+community-id: true", section)

@@ -3,12 +3,19 @@
 The headline is what a deployed sensor reports (:mod:`netanomd.evaluation.deployed`): flow- and
 incident-level precision, recall and F1 at the model's own operating point, no labels used. The
 label-tuned F1 (:mod:`netanomd.evaluation.protocols`) is printed only as the "oracle" column.
+
+Outputs are written to temporary files next to their destination and moved into place only once
+every set was evaluated, so a run that fails (a missing ``--suite`` folder, a bad file) leaves
+the previous report, ``results.json`` and Markdown summary as they were.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
 import sys
+import tempfile
 import time
 from functools import partial
 from pathlib import Path
@@ -35,20 +42,30 @@ def register(sub: Any) -> None:
     p.add_argument("--suite", metavar="DIR", help="every labeled set in a shared data folder")
     p.add_argument(
         "--flows",
-        action="append",
+        nargs="+",
+        action="extend",
         default=[],
         metavar="NAME=FILE[,FILE]",
-        help="labeled Zeek conn logs / IoT-23 CSV / EVE (repeatable)",
+        help="labeled Zeek conn logs / IoT-23 CSV / EVE, one set per NAME=FILE[,FILE] "
+        "(several may follow one --flows, which may also repeat)",
     )
     p.add_argument("--label-map", metavar="JSON", help="address/CIDR -> label for EVE inputs")
     p.add_argument(
         "--cic",
-        action="append",
+        nargs="+",
+        action="extend",
         default=[],
         metavar="NAME=FILE",
-        help="CICFlowMeter CSV with Label (repeatable)",
+        help="CICFlowMeter CSV with Label, one set per NAME=FILE (several, or repeat)",
     )
-    p.add_argument("--nsl-kdd", action="append", default=[], metavar="NAME=TRAIN,TEST")
+    p.add_argument(
+        "--nsl-kdd",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="NAME=TRAIN,TEST",
+        help="NSL-KDD train and test files, one set per NAME=TRAIN,TEST (several, or repeat)",
+    )
     p.add_argument(
         "--detector",
         default="iforest",
@@ -87,12 +104,24 @@ def run(args: argparse.Namespace) -> int:
 
     jobs: list[tuple[str, Any]] = []
     if args.suite:
-        for name, paths, loader in suite(Path(args.suite)):
+        root = Path(args.suite)
+        if not root.is_dir():
+            raise InputError(
+                f"--suite {args.suite}: no such directory ({root.resolve()}); give the shared "
+                "data folder (make evaluate: SHARED_DATA=/path/to/shared/data)"
+            )
+        sets = suite(root)
+        for name, paths, loader in sets:
             missing = [str(p) for p in paths if not p.exists()]
             if missing:
                 print(f"skipping {name}: missing {', '.join(missing)}", file=sys.stderr)
                 continue
             jobs.append((name, loader))
+        if not jobs:
+            raise InputError(
+                f"--suite {args.suite}: none of the {len(sets)} labeled sets is there "
+                f"(looked for {sets[0][1][0].relative_to(root)} and the others listed above)"
+            )
     label_map = load_label_map(args.label_map) if args.label_map else None
     for spec in args.flows:
         name, files = _named(spec, "flows")
@@ -140,13 +169,34 @@ def run(args: argparse.Namespace) -> int:
             flush=True,
         )
     out = Path(args.out)
-    report.write(out, entries, pictures, command)
+    out.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".evaluate-", dir=out))
+    try:
+        report.write(staging, entries, pictures, command)
+        if args.markdown:
+            md = Path(args.markdown)
+            md.parent.mkdir(parents=True, exist_ok=True)
+            _write_then_move(md, report.markdown(entries, command))
+        for f in sorted(staging.iterdir()):
+            os.replace(f, out / f.name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     print(f"wrote {out / 'report.html'} and {out / 'results.json'}")
     if args.markdown:
-        Path(args.markdown).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.markdown).write_text(report.markdown(entries, command))
         print(f"wrote {args.markdown}")
     return 0
+
+
+def _write_then_move(path: Path, text: str) -> None:
+    """Write ``text`` to a temporary file beside ``path``, then move it over ``path``."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def _repeat(data: LabeledData, proto: str, first: list[Result], args: argparse.Namespace) -> None:

@@ -2,8 +2,8 @@
 
 * ``GET /metrics``: Prometheus text format (``prometheus_client``): flows received per source,
   scored, alerts per sink, drops by reason, duplicates, queue depth, batch latency and score
-  histograms, Elasticsearch spool size, model id and age, Zeek transport counters, HTTP
-  requests refused by reason.
+  histograms, incident updates written, Elasticsearch spool size, model id, load and training
+  times, Zeek transport counters, HTTP requests refused by reason.
 * ``GET /healthz``: 200 with ``{"ready": true, ...}`` once the model is loaded and the sources
   are open, else 503. Without the token (when one is set) it says only ``{"ready": ...}``, so a
   container health check needs no secret.
@@ -20,6 +20,7 @@ transport and its bounds are :mod:`netanomd.daemon.httpserver`'s.
 
 from __future__ import annotations
 
+import datetime as dt
 import hmac
 import json
 import logging
@@ -133,6 +134,11 @@ class DaemonCollector:
         for sink_name, n in sorted(p.sinks.written.items()):
             c.add_metric([sink_name], n)
         yield c
+        yield CounterMetricFamily(
+            "netanomd_incident_updates",
+            "Incident updates written (an incident is written again each time it changes)",
+            value=st.incident_updates,
+        )
         c = CounterMetricFamily("netanomd_sink_errors", "Sink write failures", labels=["sink"])
         for sink_name, n in sorted(p.sinks.errors.items()):
             c.add_metric([sink_name], n)
@@ -157,6 +163,13 @@ class DaemonCollector:
             "When the model in use was loaded",
             value=d.model_loaded_at,
         )
+        trained = model.meta.get("created_at")
+        if trained:
+            yield GaugeMetricFamily(
+                "netanomd_model_trained_timestamp_seconds",
+                "When the model in use was trained",
+                value=dt.datetime.fromisoformat(trained).timestamp(),
+            )
         yield GaugeMetricFamily(
             "netanomd_model_threshold",
             "Alert threshold in use",

@@ -10,7 +10,7 @@ imports it.
 
 from __future__ import annotations
 
-from netanomd.model.artifact import Model, describe_model
+from netanomd.model.artifact import Model
 from netanomd.model.training import DEFAULT_THRESHOLD_QUANTILE, default_spec, train
 
-__all__ = ["DEFAULT_THRESHOLD_QUANTILE", "Model", "default_spec", "describe_model", "train"]
+__all__ = ["DEFAULT_THRESHOLD_QUANTILE", "Model", "default_spec", "train"]

@@ -334,31 +334,3 @@ def _digest(arrays: dict[str, np.ndarray]) -> str:
         h.update(str(a.shape).encode())
         h.update(a.tobytes())
     return h.hexdigest()
-
-
-def describe_model(model: Model) -> str:
-    """Human summary of a model (for ``netanomd model show`` and logs)."""
-    buf = io.StringIO()
-    m = model.meta
-    buf.write(f"model      {model.model_id}\n")
-    buf.write(f"created    {m['created_at']}\n")
-    buf.write(f"detector   {model.detector.kind}\n")
-    buf.write(f"features   {len(model.feature_names)}\n")
-    buf.write(f"threshold  {model.threshold:.6f} ({m.get('threshold_rule')})\n")
-    t = m.get("training", {})
-    buf.write(f"training   {t.get('rows')} flows from {t.get('sources')}\n")
-    op = model.operating
-    if op is None:
-        buf.write("behaviour  none (a model before format 4: flow alerts only)\n")
-    else:
-        thr = op.thresholds
-        buf.write(
-            f"behaviour  limits at quantile {thr.quantile} x margin {thr.margin}, unusual "
-            f"activity at {thr.anomaly_factor:.2f}x a limit; incident budget "
-            f"{op.incidents_per_day:g}/day; incidents close after {op.quiet:g} s quiet\n"
-        )
-        named = (op.info or {}).get("named_in_training") or {}
-        if named:
-            seen = ", ".join(f"{k} ({v} hosts)" for k, v in named.items())
-            buf.write(f"           seen in training (check it was expected): {seen}\n")
-    return buf.getvalue()
