@@ -15,8 +15,8 @@ first index ``<alias>-000001`` with the alias when the alias does not exist yet.
 lifecycle does not apply to regular indices: with ``retention_mode="dsl"`` incidents are kept
 until deleted (they are few: one document per incident, not per flow), rolled over by the
 ``logs`` policy where ``logs@settings`` brings it. An incident still
-updated after a rollover is written to the new index, and its older version stays in the old
-one until that is deleted.
+updated after a rollover is replaced in the index that holds it (the sink finds it there), so
+it stays one document.
 
 Both templates compose Elastic's built-in component templates for logs, as the built-in
 ``logs`` template does (``logs@mappings``, ``logs@settings``, ``logs@custom``,
