@@ -29,7 +29,8 @@ from typing import Any
 
 from netanomd.errors import InputError
 from netanomd.feedback.rules import Rule, RuleSet, rule_from_dict, with_defaults
-from netanomd.sinks.sqlite import AlertQuery, StoredAlert, StoredIncident, alert_page, connect
+from netanomd.sinks.sqlite import StoredAlert, StoredIncident, connect
+from netanomd.store.read import incident_alerts
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS feedback_rules (
@@ -243,7 +244,7 @@ class FeedbackStore:
         return _action(row) if row else None
 
     def _keep_flows(self, inc: StoredIncident, verdict: str, now: float) -> int:
-        alerts = alert_page(self.path, AlertQuery(incident=inc.incident_id)).items
+        alerts = incident_alerts(self.path, inc)
         rows = [
             (inc.incident_id, a.uid, verdict, now, json.dumps(conn_record(a)))
             for a in alerts

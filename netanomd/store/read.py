@@ -4,7 +4,8 @@ and the analyst's page.
 Owns reading a time filter (:func:`parse_since`) and a severity floor (:func:`min_severity`)
 from text, and the summaries the page draws: counts per hour (:func:`hourly`), a host's peers
 in the order it first reached them (:func:`host_peers`), the score histogram of the stored
-alerts (:func:`score_histogram`) and the ports of an incident's flows. The listings themselves
+alerts (:func:`score_histogram`) and the flow alerts underneath an incident
+(:func:`incident_alerts`). The listings themselves
 (:func:`netanomd.sinks.sqlite.query_incidents`, :func:`netanomd.sinks.sqlite.alert_page`) stay
 next to the schema that writes them.
 """
@@ -17,7 +18,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from netanomd.errors import InputError
-from netanomd.sinks.sqlite import IncidentQuery, StoredIncident, _open_existing, query_incidents
+from netanomd.sinks.sqlite import (
+    AlertQuery,
+    IncidentQuery,
+    StoredAlert,
+    StoredIncident,
+    _open_existing,
+    alert_page,
+    query_incidents,
+)
 
 HOUR = 3600.0
 #: Flow times below this are relative seconds (some captures), not dates: left out of charts.
@@ -148,20 +157,6 @@ def _ports(text: str | None, most: int = 8) -> str:
     return shown + (f" (+{len(ports) - most} more)" if len(ports) > most else "")
 
 
-def incident_ports(path: str | os.PathLike[str], incident_id: str) -> list[tuple[str, int]]:
-    """The responder ports (``proto/port``) of an incident's flow alerts, most frequent first."""
-    sql = """
-        SELECT coalesce(proto, '?') || '/' || coalesce(resp_p, '?'), count(*) FROM alerts
-        WHERE uid IN (SELECT uid FROM incident_flows WHERE incident_id = ?)
-        GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 20
-    """
-    conn = _open_existing(path)
-    try:
-        return [(str(p), int(n)) for p, n in conn.execute(sql, (incident_id,))]
-    finally:
-        conn.close()
-
-
 def score_histogram(
     path: str | os.PathLike[str], lo: float, hi: float, bins: int, since: float | None = None
 ) -> list[int]:
@@ -240,3 +235,31 @@ def incident(path: str | os.PathLike[str], incident_id: str) -> StoredIncident:
         if inc.incident_id == full:
             return inc
     raise LookupError(f"incident {incident_id}: no such id")
+
+
+def incident_alerts(
+    path: str | os.PathLike[str], inc: StoredIncident, limit: int = 2000
+) -> list[StoredAlert]:
+    """The flow alerts underneath an incident, oldest first: those linked to it (a sample of
+    uids) and the host's other alerts inside its first/last seen that match its peer and port
+    (every alert of a behaviour on one peer, not only the sample)."""
+    linked = alert_page(path, AlertQuery(incident=inc.incident_id), order="ts").items
+    out = {a.alert_id: a for a in linked}
+    if inc.role != "service":
+        near = alert_page(
+            path,
+            AlertQuery(
+                host=inc.host,
+                port=inc.port if inc.port >= 0 and inc.role == "orig" else None,
+                since=inc.first_seen,
+                until=inc.last_seen,
+            ),
+            order="ts",
+            limit=limit,
+        ).items
+        mine = "orig_h" if inc.role == "orig" else "resp_h"
+        other = "resp_h" if inc.role == "orig" else "orig_h"
+        for a in near:
+            if getattr(a, mine) == inc.host and (not inc.peer or getattr(a, other) == inc.peer):
+                out.setdefault(a.alert_id, a)
+    return sorted(out.values(), key=lambda a: (a.ts or 0.0, a.alert_id))[:limit]

@@ -30,6 +30,7 @@ import json
 import threading
 import time
 import urllib.parse
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,11 +55,9 @@ from starlette.staticfiles import StaticFiles
 from netanomd.errors import InputError, NetanomError
 from netanomd.feedback import FeedbackStore, Rule, RuleSet, Suppressor, rule_from_dict
 from netanomd.sinks.sqlite import (
-    AlertQuery,
     IncidentQuery,
     StoredAlert,
     StoredIncident,
-    alert_page,
     query_incidents,
 )
 from netanomd.store import read
@@ -259,10 +258,11 @@ def build_app(settings: UiSettings) -> Starlette:
 
     async def incident(request: Request) -> Response:
         inc = _incident(state, request.path_params["incident_id"])
-        flows = alert_page(state.db, AlertQuery(incident=inc.incident_id), order="ts").items
+        flows = read.incident_alerts(state.db, inc)
         rules = state.rules()
         now = time.time()
-        flow_rows = [(a, _flow_rule(rules, now, a)) for a in flows[:500]]
+        shown = 500 if request.query_params.get("all") == "1" else 40
+        flow_rows = [(a, _flow_rule(rules, now, a)) for a in flows[:shown]]
         evidence = _evidence_rows(inc, flows)
         with state.lock:
             verdict = state.store.verdict(inc.incident_id)
@@ -276,7 +276,7 @@ def build_app(settings: UiSettings) -> Starlette:
             flow_total=len(flows),
             covered=_covering(rules, inc),
             verdict=verdict,
-            ports=read.incident_ports(state.db, inc.incident_id),
+            ports=Counter(f"{a.proto or '?'}/{a.resp_p}" for a in flows).most_common(20),
             timeline=charts.scatter_time(
                 [(a.ts, a.score) for a in flows if a.ts is not None],
                 "scores of the incident's flows over time",
