@@ -6,16 +6,20 @@ its flows come back out as conn.log lines that training reads; the page's access
 from __future__ import annotations
 
 import dataclasses
+import http.cookiejar
 import json
 import shutil
 import subprocess
 import sys
+import urllib.error
+import urllib.parse
+import urllib.request
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-from starlette.testclient import TestClient
 
 from netanomd.daemon.score_api import score_json
 from netanomd.data import attack_files
@@ -35,8 +39,9 @@ from netanomd.sinks import SinkSet
 from netanomd.sinks.sqlite import AlertQuery, IncidentQuery, SQLiteSink, alert_page, query_incidents
 from netanomd.sources import ReadStats
 from netanomd.sources.files import read_batches
-from netanomd.ui.app import UiSettings, build_app
+from netanomd.ui.app import UiSettings
 from netanomd.ui.auth import Access
+from netanomd.ui.server import Background, Listen
 from tests.conftest import REPO_DIR
 
 
@@ -236,41 +241,65 @@ def test_confirm_records_a_true_positive_and_export_has_everything(
     assert flows_out.read_text() == ""  # nothing marked benign
 
 
+@dataclass
+class Remote:
+    """The page bound beyond loopback (a read-only token and one analyst's), and a client with
+    a cookie jar."""
+
+    url: str
+    db: Path
+    opener: urllib.request.OpenerDirector
+
+    def get(self, path: str, token: str | None = None) -> tuple[int, str, str]:
+        """(status, final address, body)."""
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        try:
+            with self.opener.open(urllib.request.Request(self.url + path, headers=headers)) as r:
+                return r.status, r.url, r.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, path, exc.read().decode()
+
+    def post(self, path: str, form: dict[str, str], token: str | None = None) -> int:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        data = urllib.parse.urlencode(form).encode()
+        try:
+            with self.opener.open(urllib.request.Request(self.url + path, data, headers)) as r:
+                return int(r.status)
+        except urllib.error.HTTPError as exc:
+            return int(exc.code)
+
+
+VIEWER, CAROL = "viewer-token-0123456789", "carol-token-0123456789"
+
+
 @pytest.fixture()
-def remote(db: Path) -> Iterator[TestClient]:
-    """The page as bound beyond loopback, with a read-only token and one analyst's."""
-    access = Access(
-        bind="0.0.0.0",
-        token="viewer-token-0123456789",
-        analysts={"carol": "carol-token-0123456789"},
-    )
-    with TestClient(build_app(UiSettings(db=db, access=access))) as client:
-        yield client
+def remote(db: Path) -> Iterator[Remote]:
+    access = Access(bind="0.0.0.0", token=VIEWER, analysts={"carol": CAROL})
+    server = Background(UiSettings(db=db, access=access), Listen("0.0.0.0", 0))
+    server.start()
+    jar = urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar())
+    yield Remote(f"http://127.0.0.1:{server.port}", db, urllib.request.build_opener(jar))
+    server.stop()
 
 
-def test_beyond_loopback_a_token_is_needed(remote: TestClient) -> None:
-    assert remote.get("/incidents").status_code == 401
-    assert remote.get("/api/changes").status_code == 401
-    wrong = remote.get("/incidents", headers={"Authorization": "Bearer nope-nope-nope-nope"})
-    assert wrong.status_code == 401
-    ok = remote.get("/incidents", headers={"Authorization": "Bearer viewer-token-0123456789"})
-    assert ok.status_code == 200 and "read-only" in ok.text
+def test_beyond_loopback_a_token_is_needed(remote: Remote) -> None:
+    assert remote.get("/incidents")[0] == 401
+    assert remote.get("/api/changes")[0] == 401
+    assert remote.get("/incidents", token="nope-nope-nope-nope")[0] == 401
+    status, _, body = remote.get("/incidents", token=VIEWER)
+    assert status == 200 and "read-only" in body
     # ?token= once: a session cookie, and the token leaves the address.
-    first = remote.get("/model?token=viewer-token-0123456789", follow_redirects=False)
-    assert first.status_code == 303 and first.headers["location"] == "/model"
-    assert remote.get("/rules").status_code == 200
-    # The viewer may not act; the analyst may.
-    inc = query_incidents(remote.app.state.ui.db, IncidentQuery(), limit=1).items[0]  # type: ignore[attr-defined]
-    refused = remote.post(f"/incident/{inc.incident_id}/confirm", data={"comment": "x"})
-    assert refused.status_code == 403
-    done = remote.post(
-        f"/incident/{inc.incident_id}/confirm",
-        data={"comment": "seen"},
-        headers={"Authorization": "Bearer carol-token-0123456789"},
-        follow_redirects=False,
-    )
-    assert done.status_code == 303
-    assert remote.app.state.ui.store.verdict(inc.incident_id).who == "carol"  # type: ignore[attr-defined]
+    status, url, _ = remote.get(f"/model?token={VIEWER}")
+    assert status == 200 and url == remote.url + "/model"
+    assert remote.get("/rules")[0] == 200  # the cookie
+    # The viewer may not act; the analyst may, and the action is recorded under her name.
+    inc = query_incidents(remote.db, IncidentQuery(), limit=1).items[0]
+    assert remote.post(f"/incident/{inc.incident_id}/confirm", {"comment": "x"}) == 403
+    assert remote.post(f"/incident/{inc.incident_id}/confirm", {"comment": "seen"}, CAROL) == 200
+    store = FeedbackStore(remote.db)
+    verdict = store.verdict(inc.incident_id)
+    store.close()
+    assert verdict is not None and (verdict.who, verdict.comment) == ("carol", "seen")
 
 
 def test_binding_beyond_loopback_without_a_token_is_refused(db: Path) -> None:
