@@ -3,7 +3,7 @@
 ``netanomd feedback export`` writes everything as JSON lines (rules, actions with who and when,
 the flows judged, suppression counts by rule); ``--benign-flows FILE`` also writes the flows
 marked benign as Zeek JSON conn.log lines, which the next training run takes as one more input
-(``netanomd train BASELINE... FILE``).
+(``netanomd train --input BASELINE... FILE``).
 """
 
 from __future__ import annotations
@@ -29,7 +29,8 @@ def register(sub: Any) -> None:
         description=(
             "Write the feedback stored in the alert database as JSON lines (type: rule, action, "
             "flow, suppressed). --benign-flows FILE writes the flows marked benign as Zeek JSON "
-            "conn.log lines: give FILE to 'netanomd train' with the baseline to include them."
+            "conn.log lines: give FILE to 'netanomd train --input' after the baseline to include "
+            "them."
         ),
     )
     e.add_argument("--db", metavar="PATH", help=db_help())
@@ -63,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
                     f.write(line + "\n")
                     lines += 1
             print(
-                f"{lines} benign flows -> {args.benign_flows} (netanomd train BASELINE "
+                f"{lines} benign flows -> {args.benign_flows} (netanomd train --input BASELINE "
                 f"{args.benign_flows})",
                 file=sys.stderr,
             )

@@ -23,7 +23,9 @@ def register(sub: Any) -> None:
             "analyst is named (--analyst NAME for local use, NAME:TOKEN beyond loopback)."
         ),
     )
-    p.add_argument("--db", metavar="PATH", help=db_help())
+    p.add_argument(
+        "--db", metavar="PATH", help=db_help() + "; else the demo's, after 'netanomd demo'"
+    )
     p.add_argument(
         "--model",
         metavar="PATH",
@@ -46,7 +48,7 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--tls-cert", metavar="PEM", help="serve HTTPS with this certificate (chain)")
     p.add_argument("--tls-key", metavar="PEM", help="the private key of --tls-cert")
-    p.add_argument("--rules", metavar="YAML", help="allowlist rules file (shown, not editable)")
+    p.add_argument("--rules", metavar="YAML", help="allowlist rules file (applied; shown on the page, edited in the file)")
     p.add_argument("--kibana", metavar="URL", help="Kibana base URL, for Discover links")
     p.set_defaults(func=run)
 
@@ -84,12 +86,15 @@ def default_model(db: Path) -> Path | None:
 def run(args: argparse.Namespace) -> int:
     from netanomd.config.validation import is_loopback
     from netanomd.feedback import load_rules_file
-    from netanomd.sinks.sqlite import reading_db_path
+    from netanomd.sinks.sqlite import default_db_path, reading_db_path
     from netanomd.ui.app import UiSettings
     from netanomd.ui.auth import Access
     from netanomd.ui.server import Listen, serve
 
     db = reading_db_path(args.db)
+    demo = default_db_path().parent / "demo" / "demo-alerts.db"
+    if args.db is None and not db.exists() and demo.exists():
+        db = demo  # right after 'netanomd demo'
     if not db.exists():
         raise InputError(f"{db}: no alert database (run 'netanomd demo' first, or give --db)")
     if bool(args.tls_cert) != bool(args.tls_key):

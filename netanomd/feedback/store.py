@@ -103,7 +103,7 @@ def conn_record(a: StoredAlert) -> dict[str, Any]:
 
 def incident_rule(inc: StoredIncident, name: str, who: str, comment: str, now: float) -> Rule:
     """The rule that suppresses an incident's repeats: its host in its role, its behaviour, and
-    its peer, port and protocol when it has a single one."""
+    its peer (when it has only one), port and protocol."""
     fields: dict[str, Any] = {"name": name, "behaviour": inc.behaviour}
     host_key, peer_key = ("peer", "host") if inc.role == "resp" else ("host", "peer")
     if inc.role == "service":
@@ -111,7 +111,7 @@ def incident_rule(inc: StoredIncident, name: str, who: str, comment: str, now: f
         fields |= {"proto": proto, "port": port}
     else:
         fields[host_key] = inc.host
-        if inc.peer:
+        if inc.peer and len(inc.top_peers) <= 1:
             fields[peer_key] = inc.peer
         if inc.port >= 0:
             fields["port"] = inc.port
@@ -205,7 +205,8 @@ class FeedbackStore:
     # -- verdicts on incidents -------------------------------------------------------------
 
     def mark_benign(self, inc: StoredIncident, who: str, comment: str = "") -> Rule:
-        """Suppress the incident's repeats (a rule) and keep its flows for the next training."""
+        """Suppress the incident's repeats (a rule) and keep its flows that the rule covers for
+        the next training."""
         now = self._clock()
         rule = incident_rule(inc, f"benign-{inc.incident_id[:10]}", who, comment, now)
         with self._conn:
@@ -213,7 +214,7 @@ class FeedbackStore:
                 "INSERT OR REPLACE INTO feedback_rules (name, body) VALUES (?, ?)",
                 (rule.name, json.dumps(rule.to_dict())),
             )
-            n = self._keep_flows(inc, "benign", now)
+            n = self._keep_flows(inc, "benign", now, rule)
             self._action(
                 now,
                 who,
@@ -243,8 +244,18 @@ class FeedbackStore:
         ).fetchone()
         return _action(row) if row else None
 
-    def _keep_flows(self, inc: StoredIncident, verdict: str, now: float) -> int:
+    def _keep_flows(
+        self, inc: StoredIncident, verdict: str, now: float, rule: Rule | None = None
+    ) -> int:
+        """Keep the incident's flow alerts (those ``rule`` covers, when given: what is marked
+        benign is what the rule will suppress, never another flow the incident swept in)."""
         alerts = incident_alerts(self.path, inc)
+        if rule is not None:
+            alerts = [
+                a
+                for a in alerts
+                if rule.matches_flow(a.orig_h, a.resp_h, a.resp_p, a.proto, a.service)
+            ]
         rows = [
             (inc.incident_id, a.uid, verdict, now, json.dumps(conn_record(a)))
             for a in alerts

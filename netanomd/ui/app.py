@@ -54,6 +54,7 @@ from starlette.staticfiles import StaticFiles
 
 from netanomd.errors import InputError, NetanomError
 from netanomd.feedback import FeedbackStore, Rule, RuleSet, Suppressor, rule_from_dict
+from netanomd.feedback.store import incident_rule
 from netanomd.sinks.sqlite import (
     IncidentQuery,
     StoredAlert,
@@ -69,6 +70,7 @@ if TYPE_CHECKING:
 
 STATIC = Path(__file__).parent / "static"
 PAGE = 100  # incidents listed per page
+SCAN = 1000  # newest incidents read per listing (those the allowlist covers are left out)
 
 
 @dataclass
@@ -223,7 +225,7 @@ def build_app(settings: UiSettings) -> Starlette:
     async def incidents(request: Request) -> Response:
         query, given = _incident_query(request.query_params)
         show_suppressed = request.query_params.get("suppressed") == "1"
-        page = query_incidents(state.db, query, limit=None)
+        page = query_incidents(state.db, query, limit=SCAN)
         rules = state.rules()
         rows = []
         hidden = 0
@@ -239,7 +241,7 @@ def build_app(settings: UiSettings) -> Starlette:
             request,
             "incidents.html",
             rows=rows[:PAGE],
-            total=len(rows),
+            total=page.total - hidden,
             hidden=hidden,
             given=given,
             show_suppressed=show_suppressed,
@@ -266,6 +268,7 @@ def build_app(settings: UiSettings) -> Starlette:
         evidence = _evidence_rows(inc, flows)
         with state.lock:
             verdict = state.store.verdict(inc.incident_id)
+        would = incident_rule(inc, "preview", "", "", now).describe()
         threshold = flows[0].threshold if flows else None
         return _page(
             state,
@@ -275,6 +278,7 @@ def build_app(settings: UiSettings) -> Starlette:
             flows=flow_rows,
             flow_total=len(flows),
             covered=_covering(rules, inc),
+            would=would,
             verdict=verdict,
             ports=Counter(f"{a.proto or '?'}/{a.resp_p}" for a in flows).most_common(20),
             timeline=charts.scatter_time(
