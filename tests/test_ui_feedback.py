@@ -6,9 +6,11 @@ its flows come back out as conn.log lines that training reads; the page's access
 from __future__ import annotations
 
 import dataclasses
+import http.client
 import http.cookiejar
 import json
 import shutil
+import ssl
 import subprocess
 import sys
 import urllib.error
@@ -43,6 +45,7 @@ from netanomd.ui.app import UiSettings
 from netanomd.ui.auth import Access
 from netanomd.ui.server import Background, Listen
 from tests.conftest import REPO_DIR
+from tests.test_tls import Pki, pki  # noqa: F401 - the fixture
 
 
 def build_demo_db(model: Model, where: Path) -> tuple[Path, Path]:
@@ -129,6 +132,38 @@ def test_rule_fields_are_checked_with_their_names(tmp_path: Path) -> None:
     )
     with pytest.raises(InputError, match=r"rules\[1\]\.proto: 'sctp'"):
         load_rules_file(f)
+
+
+def test_config_rules_defaults_and_expiry_in_force(db: Path, tmp_path: Path) -> None:
+    f = tmp_path / "rules.yaml"
+    f.write_text(
+        "- name: nessus\n  host: 192.168.1.0/24\n  behaviour: repeated failed connections\n"
+    )
+    store = FeedbackStore(db, config_rules=load_rules_file(f))
+    names = [r.name for r in store.rules().rules]
+    assert names[: len(DEFAULT_RULES)] == [r.name for r in DEFAULT_RULES] and "nessus" in names
+    with pytest.raises(InputError, match="a rule of the config file has that name"):
+        store.add_rule(rule_from_dict({"name": "nessus", "port": 1}, "t"), "alice")
+    rules = store.rules()
+    njrat = _incident(db, "192.168.1.115", "repeated failed connections")
+    args = (njrat.host, njrat.role, njrat.peer, njrat.port, njrat.proto, njrat.behaviour)
+    assert rules.incident_rule(0.0, *args) is not None
+    # behaviour does not narrow flows: the scanner's flow alerts go too, anyone else's stay.
+    assert rules.flow_rule(0.0, "192.168.1.107", "66.63.168.35", 5888, "tcp", None) is not None
+    assert rules.flow_rule(0.0, "10.0.0.9", "66.63.168.35", 5888, "tcp", None) is None
+    # An expired rule is out of force; a default switched off too.
+    store.add_rule(
+        rule_from_dict({"name": "brief", "peer": "66.63.168.35", "expires": 1000.0}, "t"), "alice"
+    )
+    rules = store.rules()
+    assert rules.flow_rule(999.0, "10.0.0.9", "66.63.168.35", 5888, "tcp", None) is not None
+    assert rules.flow_rule(1001.0, "10.0.0.9", "66.63.168.35", 5888, "tcp", None) is None
+    store.set_default("mdns", False, "alice")
+    rules = store.rules()
+    assert rules.flow_rule(0.0, "10.0.0.5", "224.0.0.251", 5353, "udp", "dns") is None
+    assert rules.flow_rule(0.0, "10.0.0.5", "ff02::fb", 5353, "udp", None) is None
+    assert rules.flow_rule(0.0, "10.0.0.5", "239.255.255.250", 1900, "udp", None).name == "ssdp"  # type: ignore[union-attr]
+    store.close()
 
 
 def test_stream_hook_drops_and_counts_what_a_rule_covers(demo: Model) -> None:
@@ -309,3 +344,41 @@ def test_binding_beyond_loopback_without_a_token_is_refused(db: Path) -> None:
         Access(bind="10.1.2.3", token="viewer-token-0123456789", analysts={"dave": None})
     local = Access(bind="127.0.0.1", analysts={"erin": None})
     assert local.role(None) is not None and local.role(None).name == "erin"  # type: ignore[union-attr]
+
+
+def test_served_over_tls_with_a_certificate(db: Path, pki: Pki) -> None:  # noqa: F811
+    access = Access(bind="0.0.0.0", token=VIEWER)
+    server = Background(
+        UiSettings(db=db, access=access), Listen("0.0.0.0", 0, str(pki.cert), str(pki.key))
+    )
+    server.start()
+    base = f"https://127.0.0.1:{server.port}"
+    trusted = ssl.create_default_context(cafile=str(pki.ca))
+    try:
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(base + "/incidents", context=trusted, timeout=10)
+        assert refused.value.code == 401
+        # ?token= sets a cookie marked Secure over https.
+        no_redirect = urllib.request.build_opener(
+            urllib.request.HTTPSHandler(context=trusted), _NoRedirect()
+        )
+        with pytest.raises(urllib.error.HTTPError) as moved:
+            no_redirect.open(base + f"/incidents?token={VIEWER}", timeout=10)
+        assert moved.value.code == 303
+        cookie = moved.value.headers["set-cookie"]
+        assert "Secure" in cookie and "HttpOnly" in cookie and "SameSite=strict" in cookie
+        req = urllib.request.Request(
+            base + "/incidents", headers={"Authorization": f"Bearer {VIEWER}"}
+        )
+        with urllib.request.urlopen(req, context=trusted, timeout=10) as r:
+            assert r.status == 200 and "192.168.1.107" in r.read().decode()
+        # Plain HTTP on the TLS port gets no page.
+        with pytest.raises((urllib.error.URLError, ConnectionError, http.client.HTTPException)):
+            urllib.request.urlopen(f"http://127.0.0.1:{server.port}/incidents", timeout=10).read()
+    finally:
+        server.stop()
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None

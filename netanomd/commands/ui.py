@@ -48,7 +48,11 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--tls-cert", metavar="PEM", help="serve HTTPS with this certificate (chain)")
     p.add_argument("--tls-key", metavar="PEM", help="the private key of --tls-cert")
-    p.add_argument("--rules", metavar="YAML", help="allowlist rules file (applied; shown on the page, edited in the file)")
+    p.add_argument(
+        "--rules",
+        metavar="YAML",
+        help="allowlist rules file (applied; shown on the page, edited in the file)",
+    )
     p.add_argument("--kibana", metavar="URL", help="Kibana base URL, for Discover links")
     p.set_defaults(func=run)
 

@@ -255,7 +255,8 @@ def build_app(settings: UiSettings) -> Starlette:
     async def changes(request: Request) -> Response:
         n, at, alerts = read.latest_change(state.db)
         with state.lock:
-            actions = len(state.store.actions(limit=1)) and state.store.actions(limit=1)[0].id
+            latest = state.store.actions(limit=1)
+        actions = latest[0].id if latest else 0
         return JSONResponse({"incidents": n, "updated": at, "alerts": alerts, "actions": actions})
 
     async def incident(request: Request) -> Response:
@@ -473,7 +474,7 @@ def build_app(settings: UiSettings) -> Starlette:
     ]
     app = Starlette(
         routes=routes,
-        middleware=[Middleware(Guard, access=settings.access, state=state)],
+        middleware=[Middleware(Guard, access=settings.access)],
         exception_handlers={
             InputError: _error(state, 400),
             LookupError: _error(state, 404),
@@ -502,7 +503,7 @@ class Guard(BaseHTTPMiddleware):
     """Refuses requests without a valid token (when one is needed) and sets ``request.state.role``;
     a ``?token=`` in the address becomes a session cookie and is dropped from the address."""
 
-    def __init__(self, app: Any, access: Access, state: UiState) -> None:
+    def __init__(self, app: Any, access: Access) -> None:
         super().__init__(app)
         self.access = access
 
