@@ -310,7 +310,8 @@ VIEWER, CAROL = "viewer-token-0123456789", "carol-token-0123456789"
 @pytest.fixture()
 def remote(db: Path) -> Iterator[Remote]:
     access = Access(bind="0.0.0.0", token=VIEWER, analysts={"carol": CAROL})
-    server = Background(UiSettings(db=db, access=access), Listen("0.0.0.0", 0))
+    settings = UiSettings(db=db, access=access, kibana="https://kibana.example:5601")
+    server = Background(settings, Listen("0.0.0.0", 0))
     server.start()
     jar = urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar())
     yield Remote(f"http://127.0.0.1:{server.port}", db, urllib.request.build_opener(jar))
@@ -329,6 +330,11 @@ def test_beyond_loopback_a_token_is_needed(remote: Remote) -> None:
     assert remote.get("/rules")[0] == 200  # the cookie
     # The viewer may not act; the analyst may, and the action is recorded under her name.
     inc = query_incidents(remote.db, IncidentQuery(), limit=1).items[0]
+    # Its page links the sensor's records to Kibana's Discover.
+    _, _, body = remote.get(f"/incident/{inc.incident_id[:8]}")
+    uid = urllib.parse.quote(f'zeek.session_id:"{inc.uids[0]}"', safe="")
+    assert "https://kibana.example:5601/app/discover#/" in body and uid in body
+    assert urllib.parse.quote(f'event.id:"{inc.incident_id}"', safe="") in body
     assert remote.post(f"/incident/{inc.incident_id}/confirm", {"comment": "x"}) == 403
     assert remote.post(f"/incident/{inc.incident_id}/confirm", {"comment": "seen"}, CAROL) == 200
     store = FeedbackStore(remote.db)
