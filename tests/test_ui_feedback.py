@@ -380,7 +380,7 @@ def test_served_over_tls_with_a_certificate(db: Path, pki: Pki) -> None:  # noqa
             assert r.status == 200 and "192.168.1.107" in r.read().decode()
         # Plain HTTP on the TLS port gets no page.
         with pytest.raises((urllib.error.URLError, ConnectionError, http.client.HTTPException)):
-            urllib.request.urlopen(f"http://127.0.0.1:{server.port}/incidents", timeout=10).read()
+            urllib.request.urlopen(f"http://127.0.0.1:{server.port}/incidents", timeout=2).read()
     finally:
         server.stop()
 
