@@ -42,6 +42,7 @@ def _config(settings: UiSettings, listen: Listen) -> uvicorn.Config:
         log_level="warning",
         access_log=False,
         lifespan="off",
+        timeout_graceful_shutdown=1,  # a browser's idle keep-alive must not hold up a stop
     )
 
 
