@@ -53,6 +53,14 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "reload a running daemon (SIGHUP) and wait until it accepted or refused",
     ),
     "config": ("netanomd.commands.config", "check or show the configuration"),
+    "ui": (
+        "netanomd.commands.ui",
+        "serve the analyst's page (incidents, hosts, model, scoring, allowlist)",
+    ),
+    "feedback": (
+        "netanomd.commands.feedback",
+        "export analyst feedback (verdicts, allowlist rules, judged flows)",
+    ),
 }
 
 

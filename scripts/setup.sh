@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up everything netanomd needs on a Debian (bookworm) machine, idempotently:
 #   1. Debian packages (as root, or through sudo): Suricata 7 from bookworm-backports, Redis,
-#      Debian's Broker Python bindings, the headers systemd-python builds against.
+#      Debian's Broker Python bindings, the headers systemd-python builds against, Chromium and
+#      its driver (browser tests of the analyst page).
 #   2. A virtualenv in .venv with netanomd installed in editable mode, plus test tools.
 #   3. Broker's `broker` package (and only it) made importable inside the venv: Zeek's own
 #      bindings when they fit the venv's Python, else Debian's.
@@ -12,7 +13,9 @@ cd "$(dirname "$0")/.."
 log() { printf '[setup] %s\n' "$*" >&2; }
 
 # gcc + python3-dev + libsystemd-dev + pkg-config: systemd-python builds from source.
-APT_PACKAGES=(python3-venv python3-dev gcc python3-broker redis-server libsystemd-dev pkg-config systemd)
+# chromium + chromium-driver: the analyst page's browser tests (Playwright drives this Chromium).
+APT_PACKAGES=(python3-venv python3-dev gcc python3-broker redis-server libsystemd-dev pkg-config systemd
+    chromium chromium-driver)
 BACKPORTS_PACKAGES=(suricata)
 
 want_apt=1
@@ -65,7 +68,7 @@ stamp=.venv/.netanomd-installed
 if [[ ! -f $stamp || pyproject.toml -nt $stamp ]]; then
     log "installing Python packages into .venv"
     .venv/bin/python -m pip install -q --upgrade pip >&2
-    .venv/bin/python -m pip install -q -e '.[test,full]' >&2
+    .venv/bin/python -m pip install -q -e '.[test,full,ui]' >&2
     touch "$stamp"
 fi
 

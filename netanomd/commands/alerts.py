@@ -1,14 +1,13 @@
 """``netanomd alerts``: list stored flow alerts, as a table or as JSON lines.
 
-Also owns what the listing commands (``alerts``, ``incidents``) share: reading a time option
-(:func:`parse_since`), the "showing N of M" line with its hint when a time filter hides every
-match (:func:`summary`), and printing an aligned table (:func:`print_table`).
+Also owns what the listing commands (``alerts``, ``incidents``) print alike: the "showing N of
+M" line with its hint when a time filter hides every match (:func:`summary`), and printing an
+aligned table (:func:`print_table`). Reading their time options is :mod:`netanomd.store.read`'s.
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import sys
 from collections.abc import Collection, Sequence
 from typing import Any
@@ -26,27 +25,7 @@ from netanomd.sinks.sqlite import (
     default_db_path,
     reading_db_path,
 )
-
-
-def parse_since(text: str, option: str = "--since") -> float:
-    """Epoch seconds from an ISO date/time (UTC unless it says otherwise), epoch seconds, or a
-    relative age such as ``90m``, ``24h``, ``7d``."""
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-    if text and text[-1] in units and text[:-1].replace(".", "", 1).isdigit():
-        return dt.datetime.now(dt.UTC).timestamp() - float(text[:-1]) * units[text[-1]]
-    try:
-        return float(text)
-    except ValueError:
-        pass
-    try:
-        t = dt.datetime.fromisoformat(text)
-    except ValueError as exc:
-        raise InputError(
-            f"{option} {text!r}: expected an ISO date/time, epoch seconds, or an age like 24h"
-        ) from exc
-    if t.tzinfo is None:
-        t = t.replace(tzinfo=dt.UTC)
-    return t.timestamp()
+from netanomd.store.read import parse_since
 
 
 def db_help() -> str:

@@ -9,14 +9,14 @@ from typing import Any
 import orjson
 
 from netanomd.commands._display import when
-from netanomd.commands.alerts import check_limit, db_help, parse_since, print_table, summary
-from netanomd.errors import InputError
+from netanomd.commands.alerts import check_limit, db_help, print_table, summary
 from netanomd.sinks.sqlite import (
     IncidentQuery,
     StoredIncident,
     query_incidents,
     reading_db_path,
 )
+from netanomd.store.read import min_severity, parse_since
 
 
 def register(sub: Any) -> None:
@@ -42,20 +42,6 @@ def register(sub: Any) -> None:
     p.add_argument("--limit", type=int, default=50, help="at most this many; 0 for all (50)")
     p.add_argument("--json", action="store_true", help="one JSON object per line (for jq)")
     p.set_defaults(func=run)
-
-
-def min_severity(text: str) -> int:
-    """A severity floor from a label (low, medium, high, critical) or a number 0-100."""
-    from netanomd.behaviour.incidents import SEVERITY_LABELS
-
-    floors = {label: floor for floor, label in SEVERITY_LABELS}
-    if text.lower() in floors:
-        return floors[text.lower()]
-    if text.isdigit() and 0 <= int(text) <= 100:
-        return int(text)
-    raise InputError(
-        f"--severity {text!r}: expected one of {', '.join(reversed(floors))} or a number 0-100"
-    )
 
 
 def run(args: argparse.Namespace) -> int:

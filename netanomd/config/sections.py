@@ -22,6 +22,7 @@ __all__ = [
     "PipelineConfig",
     "SinksConfig",
     "SqliteSinkConfig",
+    "UiConfig",
     "ZeekNoticeSinkConfig",
 ]
 
@@ -186,6 +187,24 @@ class SinksConfig:
 
 
 @dataclass(frozen=True)
+class UiConfig:
+    """The analyst's page (netanomd.ui), served by the daemon on its own port."""
+
+    enabled: bool = setting(False, "serve the analyst's page over sinks.sqlite's database")
+    listen: str = setting(
+        "127.0.0.1:8765", "host:port of the page", pattern=HOSTPORT, error=HOSTPORT_ERR
+    )
+    token_file: str | None = setting(None, "file holding the read-only token (off loopback)")
+    analysts_file: str | None = setting(
+        None, "file of 'name token' lines: who may mark benign, confirm and edit rules"
+    )
+    tls_cert: str | None = setting(None, "PEM certificate (chain) to serve HTTPS with")
+    tls_key: str | None = setting(None, "PEM private key of tls_cert")
+    rules_file: str | None = setting(None, "YAML allowlist rules, applied and shown on the page")
+    kibana_url: str | None = setting(None, "Kibana base URL, for links to Discover")
+
+
+@dataclass(frozen=True)
 class Config:
     """The effective, validated configuration of ``netanomd run``."""
 
@@ -195,6 +214,7 @@ class Config:
     )
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     sinks: SinksConfig = field(default_factory=SinksConfig)
+    ui: UiConfig = field(default_factory=UiConfig)
     state_dir: str = setting("/var/lib/netanomd", "directory for state (spool, dedup, cursors)")
     log_level: Literal["debug", "info", "warning", "error", "critical"] = setting(
         "info", "log level"

@@ -25,6 +25,7 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import orjson
@@ -38,6 +39,9 @@ from netanomd.model import Model
 from netanomd.model.stream import Stream
 from netanomd.sinks import Sink, SinkSet
 from netanomd.sources import Ack, Emit
+
+if TYPE_CHECKING:
+    from netanomd.feedback.suppress import Suppressor
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +135,8 @@ class Pipeline:
             raise ValueError(f"on_full: unknown policy {on_full!r}")
         self.model = model
         self._stream = model.stream()
+        #: The allowlist hook given to every stream (netanomd.feedback; set by the ui section).
+        self.suppress: Suppressor | None = None
         self.sinks = sinks
         self.batch_size = batch_size
         self.batch_timeout = batch_timeout
@@ -348,6 +354,7 @@ class Pipeline:
         if self._stream.model is not model:
             self._deliver_incidents(self._stream.finish())
             self._stream = model.stream()
+        self._stream.suppress = self.suppress
         return self._stream
 
     def close_incidents(self) -> bool:

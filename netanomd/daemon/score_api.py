@@ -15,7 +15,7 @@ import json
 import math
 import reprlib
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -25,6 +25,9 @@ from netanomd.flow import FIELD_NAMES, FLOW_SCHEMA, FlowBatch, FlowRecord
 from netanomd.model import Model
 from netanomd.sources import int_range
 from netanomd.zeek.brokerjson import timestamp
+
+if TYPE_CHECKING:
+    from netanomd.feedback.suppress import Suppressor
 
 #: Later than any plausible flow (year 5138): a larger ``ts`` is not in seconds.
 MAX_EPOCH_SECONDS = 1e11
@@ -115,17 +118,25 @@ def parse_body(body: bytes) -> Any:
 
 
 def score_json(
-    model: Model, threshold: float | None, payload: Any, *, max_rows: int | None = None
+    model: Model,
+    threshold: float | None,
+    payload: Any,
+    *,
+    max_rows: int | None = None,
+    suppress: Suppressor | None = None,
 ) -> list[dict[str, Any]]:
     """Score the flows of a request on the daemon's path (:meth:`Model.stream`), as a stream of
     their own, and answer one verdict per flow, explained when anomalous, with the incidents
     (closed at the request's end) that hold the flow; more than ``max_rows`` flows are refused
-    (ValueError) before any is read."""
+    (ValueError) before any is read. With ``suppress``, an anomalous flow an allowlist rule
+    covers is answered ``suppressed`` with the rule's name."""
     if max_rows is not None and isinstance(payload, list) and len(payload) > max_rows:
         raise ValueError(f"{len(payload)} flows in one request; at most {max_rows}")
     batch = FlowBatch.from_records(records_from_json(payload))
     stream = model.stream()
+    stream.suppress = suppress
     scores, alerts, _ = stream.process(batch, threshold)
+    quiet = dict(suppress.last) if suppress is not None else {}
     held: list[list[dict[str, Any]]] = [[] for _ in range(len(batch))]
     for inc in stream.finish():
         brief = {
@@ -137,7 +148,8 @@ def score_json(
         for i in np.flatnonzero(inc.members(batch)).tolist():
             held[i].append(brief)
     t = model.threshold_for(threshold)
-    anomalous = dict(zip(above_threshold(scores, t).tolist(), alerts, strict=True))
+    reported = [i for i in above_threshold(scores, t).tolist() if i not in quiet]
+    anomalous = dict(zip(reported, alerts, strict=True))
     out = []
     uids = batch.column("uid").to_pylist()
     for i, (uid, score) in enumerate(zip(uids, scores.tolist(), strict=True)):
@@ -154,4 +166,6 @@ def score_json(
                 "incidents": held[i],
             }
         )
+        if i in quiet:  # anomalous, but an allowlist rule covers it
+            out[-1] |= {"verdict": "suppressed", "suppressed_by": quiet[i]}
     return out

@@ -83,6 +83,7 @@ class Daemon:
         self.failures: dict[str, BaseException] = {}
         self.reloads: ReloadResults | None = None
         self.server: Server | None = None
+        self.ui: Any = None  # the analyst's page (netanomd.ui.daemon), when configured
         self.latency = Histogram(LATENCY_BUCKETS)
         self.scores = Histogram(SCORE_BUCKETS)
         self.model_loaded_at = 0.0
@@ -127,6 +128,10 @@ class Daemon:
         if cfg.sinks.metrics.enabled:
             self.server = Server(self, cfg.sinks.metrics)
             self.server.start()
+        if cfg.ui.enabled:
+            from netanomd.ui.daemon import attach
+
+            self.ui = attach(cfg, self.pipeline)
         self._spawn("pipeline", self.pipeline.run)
         for src in self.sources:
             self._spawn(src.name, src.run)
@@ -352,6 +357,8 @@ class Daemon:
             src.stop()
         if self.server is not None:
             self.server.stop()
+        if self.ui is not None:
+            self.ui.stop()
         if not drained:
             log.error(
                 "shutdown timed out with %d flows queued",

@@ -17,10 +17,15 @@ Incidents opened or updated by a batch come back with its scores and alerts; :me
 the stream (a file or a capture ended: every window and incident closes). A model older than
 format 4 has no behaviour limits: its stream groups flow alerts into incidents only. Flow time is
 the clock throughout (never the wall clock), so a replayed file and a live feed agree.
+
+With :attr:`Stream.suppress` set (a :class:`~netanomd.feedback.suppress.Suppressor`), alerted
+flows and incidents an allowlist rule covers are dropped from what the stream reports and
+counted per rule; host behaviour still sees every flow.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -32,6 +37,7 @@ from netanomd.flow import FlowBatch
 from netanomd.model.operating import DEFAULT_QUIET
 
 if TYPE_CHECKING:
+    from netanomd.feedback.suppress import Suppressor
     from netanomd.model.artifact import Model
 
 
@@ -48,6 +54,8 @@ class Stream:
         )
         self._clock = -np.inf
         self._finished = False
+        #: Allowlist hook: drops (and counts) the alerts and incidents its rules cover.
+        self.suppress: Suppressor | None = None
 
     @property
     def clock(self) -> float:
@@ -71,13 +79,22 @@ class Stream:
         if self.behaviour is not None:
             changed.update((i.id, i) for i in self.behaviour.process(batch))
         idx = above_threshold(scores, self.model.threshold_for(threshold))
+        if self.suppress is not None:
+            keep = self.suppress.flows(batch, idx)
+            alerts = [a for a, k in zip(alerts, keep.tolist(), strict=True) if k]
+            idx = idx[keep]
         if idx.size:
             idx = idx[~self._in_named(batch.take(idx))]
         if idx.size:
             now = self.behaviour.windows.clock if self.behaviour is not None else self._clock
             found = self.tracker.add_flow_alerts(batch.take(idx), scores[idx], now)
             changed.update((i.id, i) for i in found)
-        return scores, alerts, sorted(changed.values(), key=lambda i: i.id)
+        return scores, alerts, self._reported(changed.values())
+
+    def _reported(self, incidents: Iterable[Incident]) -> list[Incident]:
+        """Incidents in id order, less those the allowlist covers."""
+        out = sorted(incidents, key=lambda i: i.id)
+        return out if self.suppress is None else self.suppress.incidents(out)
 
     def _in_named(self, alerts: FlowBatch) -> np.ndarray:
         """Which alerted flows an open behaviour incident already holds."""
@@ -94,4 +111,4 @@ class Stream:
             if self.behaviour is not None:
                 self.behaviour.flush()
             self.tracker.tick(float("inf"))
-        return sorted(self.tracker.all(), key=lambda i: i.id)
+        return self._reported(self.tracker.all())
