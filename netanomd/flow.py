@@ -102,6 +102,36 @@ class Signature:
         return dataclasses.asdict(self)
 
 
+#: ECS severity (0-100, Elastic's high 73, medium 47) at least as high as a Suricata signature
+#: severity (1 the most severe) that fired on a flow.
+_SIGNATURE_FLOORS = {1: 73, 2: 47}
+
+
+def signature_floor(signatures: Sequence[Signature]) -> int:
+    """The lowest ECS severity a flow or incident may have when these signatures fired on it:
+    73 (high) for a Suricata severity 1, 47 (medium) for 2, else 0."""
+    return max((_SIGNATURE_FLOORS.get(s.severity, 0) for s in signatures), default=0)
+
+
+#: How many signatures a reason names (the rest are counted).
+SIGNATURES_NAMED = 3
+
+
+def signatures_sentence(signatures: Sequence[Signature]) -> str:
+    """The signatures that fired on a flow, for a reason: ``"Suricata signatures: ET SCAN
+    Potential SSH Scan (sid 2001219, severity 2)"``, most severe first; "" when none."""
+    if not signatures:
+        return ""
+    ranked = sorted(signatures, key=lambda s: (s.severity, s.signature_id))
+    named = [
+        f"{s.signature} (sid {s.signature_id}, severity {s.severity})"
+        for s in ranked[:SIGNATURES_NAMED]
+    ]
+    more = len(ranked) - len(named)
+    word = "signature" if len(ranked) == 1 else "signatures"
+    return f"Suricata {word}: {'; '.join(named)}" + (f" and {more} more" if more > 0 else "")
+
+
 @functools.lru_cache(maxsize=1 << 16)
 def canonical_address(text: str) -> str:
     """An IPv6 address in its canonical text form (RFC 5952: ``FF02:0000:…:00FB`` ->

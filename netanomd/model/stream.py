@@ -27,6 +27,7 @@ import numpy as np
 
 from netanomd.behaviour.incidents import Incident, IncidentTracker
 from netanomd.behaviour.pipeline import BehaviourPipeline
+from netanomd.behaviour.signed import SignedFlows
 from netanomd.decision import Alert, above_threshold
 from netanomd.flow import FlowBatch
 from netanomd.model.operating import DEFAULT_QUIET
@@ -46,6 +47,7 @@ class Stream:
         self.behaviour = (
             BehaviourPipeline(op.thresholds, tracker=self.tracker) if op is not None else None
         )
+        self.signed = SignedFlows(self.tracker.quiet)
         self._clock = -np.inf
         self._finished = False
 
@@ -77,6 +79,9 @@ class Stream:
             now = self.behaviour.windows.clock if self.behaviour is not None else self._clock
             found = self.tracker.add_flow_alerts(batch.take(idx), scores[idx], now)
             changed.update((i.id, i) for i in found)
+        changed.update(
+            (i.id, i) for i in self.signed.process(batch, self.tracker, changed.values())
+        )
         return scores, alerts, sorted(changed.values(), key=lambda i: i.id)
 
     def _in_named(self, alerts: FlowBatch) -> np.ndarray:
