@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from netanomd import __version__
 from netanomd.decision import Alert
-from netanomd.flow import FlowRecord, Signature, signature_floor
+from netanomd.flow import FlowRecord, Signature, endpoint, signature_floor
 
 if TYPE_CHECKING:
     from netanomd.behaviour.incidents import Incident
@@ -262,7 +262,8 @@ def alert_document(
     put(
         doc,
         "event.reason",
-        f"Anomalous {proto} flow {f.orig_h} -> {f.resp_h}:{f.resp_p}: {alert.reason}",
+        f"Anomalous {proto} flow {f.orig_h or '-'} -> {endpoint(f.resp_h, f.resp_p)}: "
+        f"{alert.reason}",
     )
     put(doc, "event.kind", "alert")
     put(doc, "event.category", ["network", "intrusion_detection"])
@@ -448,7 +449,8 @@ def _flow_fields(
     rb = f.resp_ip_bytes
     doc: dict[str, Any] = {}
     put = _put
-    put(doc, "@timestamp", _iso(f.ts))
+    # A flow without a time (a CICFlowMeter derivative) is filed when it was scored.
+    put(doc, "@timestamp", _iso(f.ts if f.ts is not None else created))
     put(doc, "ecs.version", ECS_VERSION)
     put(doc, "data_stream.type", "logs")
     put(doc, "data_stream.dataset", dataset)
@@ -457,8 +459,10 @@ def _flow_fields(
     put(doc, "event.dataset", dataset)
     if f.duration is not None:
         put(doc, "event.duration", round(f.duration * 1e9))
-        put(doc, "event.end", _iso(f.ts + f.duration))
-    put(doc, "event.start", _iso(f.ts))
+    if f.ts is not None:
+        put(doc, "event.start", _iso(f.ts))
+        if f.duration is not None:
+            put(doc, "event.end", _iso(f.ts + f.duration))
     put(doc, "event.created", _iso(created))
     put(doc, "source.ip", f.orig_h)
     put(doc, "source.port", f.orig_p)

@@ -132,6 +132,14 @@ def signatures_sentence(signatures: Sequence[Signature]) -> str:
     return f"Suricata {word}: {'; '.join(named)}" + (f" and {more} more" if more > 0 else "")
 
 
+def endpoint(host: str | None, port: int | None) -> str:
+    """One end of a flow for display: ``10.0.0.1:80``; ``-`` for what the input did not give
+    (``-:80``, ``10.0.0.1``, ``-``)."""
+    if port is None:
+        return host or "-"
+    return f"{host or '-'}:{port}"
+
+
 @functools.lru_cache(maxsize=1 << 16)
 def canonical_address(text: str) -> str:
     """An IPv6 address in its canonical text form (RFC 5952: ``FF02:0000:…:00FB`` ->
@@ -285,6 +293,15 @@ class FlowBatch:
         if col.null_count:
             col = pc.fill_null(col, fill)
         return np.asarray(col.to_numpy(), dtype=dtype)
+
+    def placed(self) -> np.ndarray:
+        """Which flows have a start time and an originator address (bool per row): what host
+        behaviour and incidents need, and what a CICFlowMeter derivative may lack."""
+        ts, orig = self.table.column("ts"), self.table.column("orig_h")
+        if not ts.null_count and not orig.null_count:
+            return np.ones(len(self), dtype=np.bool_)
+        both = pc.and_(pc.is_valid(ts), pc.is_valid(orig))
+        return np.asarray(both.to_numpy(zero_copy_only=False), dtype=np.bool_)
 
     def take(self, indices: Sequence[int] | np.ndarray) -> FlowBatch:
         return FlowBatch(self.table.take(pa.array(np.asarray(indices, dtype=np.int64))))

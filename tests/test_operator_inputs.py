@@ -4,7 +4,9 @@ attached to their flows, and CICFlowMeter CSVs in the spellings people have."""
 
 from __future__ import annotations
 
+import csv
 import json
+import logging
 import socket
 import threading
 from pathlib import Path
@@ -15,13 +17,17 @@ import pytest
 
 from netanomd.behaviour.incidents import IncidentTracker
 from netanomd.behaviour.signed import SignedFlows
+from netanomd.commands._display import alert_line
 from netanomd.daemon.pipeline import Pipeline
 from netanomd.ecs import INTEGRATION_TYPES, ObserverInfo, alert_document, template_mappings
+from netanomd.errors import InputError
+from netanomd.evaluation.data import load_cicflowmeter
 from netanomd.flow import FlowBatch, FlowRecord, canonical_address
 from netanomd.model import Model
 from netanomd.sinks import SinkSet
 from netanomd.sinks.sqlite import SQLiteSink, query_alerts
 from netanomd.sources import ReadStats
+from netanomd.sources.cicflowmeter import CicFlowMeterSource
 from netanomd.sources.files import open_source
 from netanomd.sources.suricata_alerts import UNMATCHED, SignatureJoin
 from netanomd.sources.suricata_socket import EveSocket
@@ -273,3 +279,152 @@ def test_live_eve_socket_attaches_alerts(tmp_path: Path, demo: Model, kind: str)
     want, _ = expected_signatures(lines)
     said = {uid for uid, reason in stored.items() if "Suricata signature" in reason}
     assert said == {f"S{f}" for f in want}
+
+
+# -- point 16: CICFlowMeter CSVs as people have them ---------------------------------------------
+#: CIC-IDS2017 "1%"-style derivative: CICFlowMeter columns only and a 0/1 ``Labelb``; no
+#: addresses, ports or time (tests/data/SOURCE.txt).
+LABELB = DATA / "cic/cicids2017-sample-labelb.csv"
+PORTSCAN = DATA / "cic/portscan-head50.csv"  # CIC-IDS2017 GeneratedLabelledFlows, all columns
+
+#: The same columns in the spellings of the other producers.
+SPELLINGS: dict[str, dict[str, str]] = {
+    # MachineLearningCVE / TrafficLabelling CSVs: names after a comma start with a space
+    "cic-ids2017 spaces": {},
+    # CSE-CIC-IDS2018 / CICFlowMeter-V3
+    "cicflowmeter 3": {
+        "Source IP": "Src IP",
+        "Source Port": "Src Port",
+        "Destination IP": "Dst IP",
+        "Destination Port": "Dst Port",
+        "Total Fwd Packets": "Tot Fwd Pkts",
+        "Total Backward Packets": "Tot Bwd Pkts",
+        "Total Length of Fwd Packets": "TotLen Fwd Pkts",
+        "Total Length of Bwd Packets": "TotLen Bwd Pkts",
+    },
+    # CICFlowMeter 4 (the Java tool's current header)
+    "cicflowmeter 4": {
+        "Source IP": "Src IP",
+        "Source Port": "Src Port",
+        "Destination IP": "Dst IP",
+        "Destination Port": "Dst Port",
+        "Total Fwd Packets": "Total Fwd Packet",
+        "Total Backward Packets": "Total Bwd packets",
+        "Total Length of Fwd Packets": "Total Length of Fwd Packet",
+        "Total Length of Bwd Packets": "Total Length of Bwd Packet",
+    },
+    # the Python cicflowmeter
+    "python cicflowmeter": {
+        "Flow ID": "flow_id",
+        "Source IP": "src_ip",
+        "Source Port": "src_port",
+        "Destination IP": "dst_ip",
+        "Destination Port": "dst_port",
+        "Protocol": "protocol",
+        "Timestamp": "timestamp",
+        "Flow Duration": "flow_duration",
+        "Total Fwd Packets": "tot_fwd_pkts",
+        "Total Backward Packets": "tot_bwd_pkts",
+        "Total Length of Fwd Packets": "totlen_fwd_pkts",
+        "Total Length of Bwd Packets": "totlen_bwd_pkts",
+        "Label": "label",
+    },
+}
+
+
+def respelled(tmp_path: Path, src: Path, renames: dict[str, str], space: bool = False) -> Path:
+    header, _, body = src.read_text().partition("\n")
+    names = [renames.get(n, n) for n in header.split(",")]
+    out = tmp_path / src.name
+    out.write_text((", " if space else ",").join(names) + "\n" + body)
+    return out
+
+
+@pytest.mark.parametrize("spelling", list(SPELLINGS))
+def test_cic_column_spellings_read_alike(tmp_path: Path, spelling: str) -> None:
+    want = read(PORTSCAN).table.drop_columns(["uid"])
+    path = respelled(tmp_path, PORTSCAN, SPELLINGS[spelling], space=spelling.endswith("spaces"))
+    assert "Total Fwd Packets" not in path.read_text().splitlines()[0].split(",")
+    got = read(path).table.drop_columns(["uid"])
+    assert got.equals(want)
+    assert want.column("orig_pkts").null_count == 0 and want.column("ts").null_count == 0
+
+
+@pytest.mark.parametrize(
+    ("header", "values", "label", "detailed"),
+    [
+        ("Label", ["BENIGN", "DoS Hulk"], ["BENIGN", "DoS Hulk"], [None, None]),
+        ("label", [" BENIGN", "PortScan "], ["BENIGN", "PortScan"], [None, None]),
+        ("Labelb", ["0", "1"], ["benign", "malicious"], [None, None]),
+        ("Attack", ["Benign", "Bot"], ["Benign", "Bot"], [None, None]),
+        ("Labelb,Attack", ["0,Benign", "1,Bot"], ["benign", "malicious"], ["Benign", "Bot"]),
+    ],
+)
+def test_cic_label_columns(
+    tmp_path: Path, header: str, values: list[str], label: list[str], detailed: list[None]
+) -> None:
+    lines = PORTSCAN.read_text().splitlines()
+    head = lines[0].rpartition(",")[0]  # drop Label
+    rows = [ln.rpartition(",")[0] for ln in lines[1:3]]
+    path = tmp_path / "labels.csv"
+    path.write_text(
+        "\n".join([f"{head},{header}", *(f"{r},{v}" for r, v in zip(rows, values, strict=True))])
+        + "\n"
+    )
+    b = read(path)
+    assert b.column("label").to_pylist() == label
+    assert b.column("detailed_label").to_pylist() == detailed
+
+
+def test_cic_without_addresses_ports_or_time_is_scored(
+    tmp_path: Path, demo: Model, caplog: pytest.LogCaptureFixture
+) -> None:
+    rows = list(csv.reader(LABELB.open()))
+    header, body = rows[0], rows[1:]
+    assert not {"Source IP", "Destination Port", "Timestamp", "Label"} & set(header)
+    with caplog.at_level(logging.WARNING, "netanomd"):
+        src = open_source(LABELB, batch_size=100)  # sniffed as CICFlowMeter: not refused
+        assert isinstance(src, CicFlowMeterSource)
+        batch = FlowBatch.concat(list(src.batches()))
+    assert len(batch) == len(body) == 320
+    said = [r.getMessage() for r in caplog.records if "scored on what the file has" in r.message]
+    assert len(said) == 1  # once per file, not per block
+    assert "source address" in said[0] and "timestamp" in said[0]
+    assert src.missing == ("orig_h", "orig_p", "resp_h", "resp_p", "ts", "proto")
+    labels = batch.column("label").to_pylist()
+    assert labels.count("benign") == sum(r[-1] == "0" for r in body) == 76
+    assert labels.count("malicious") == sum(r[-1] == "1" for r in body)
+    uids = batch.column("uid").to_pylist()
+    assert len(set(uids)) == 320 and uids[0] == "cicids2017-sample-labelb.csv#1"
+    # scored on what is there, every flow its own alert, shown with "-"
+    demo.reset()
+    stream = demo.stream()
+    scores, alerts, incidents = stream.process(batch, threshold=0.0)
+    assert len(alerts) == 320 and np.isfinite(scores).all() and incidents == []
+    db = tmp_path / "alerts.db"
+    sink = SQLiteSink(db)
+    sink.write(alerts)
+    sink.close()
+    stored = query_alerts(db)
+    assert len(stored) == 320
+    line = alert_line(stored[0])
+    assert " - -> - - " in line and "None" not in line
+    doc = alert_document(alerts[0], ObserverInfo("s", "h"))
+    assert "None" not in doc["event"]["reason"] and "ip" not in doc["source"]
+    assert doc["source"]["packets"] == alerts[0].flow.orig_pkts
+    assert doc["@timestamp"] == doc["event"]["created"] and "start" not in doc["event"]
+
+
+def test_not_a_cic_file_says_which_column_is_missing(tmp_path: Path) -> None:
+    lines = LABELB.read_text().splitlines()
+    path = tmp_path / "x.csv"
+    path.write_text(lines[0].replace("Flow Duration", "Duration") + "\n" + lines[1] + "\n")
+    with pytest.raises(InputError, match="Flow Duration"):
+        list(CicFlowMeterSource(path).batches())
+
+
+def test_evaluate_cic_takes_labelb() -> None:
+    data = load_cicflowmeter("labelb", LABELB)
+    assert (data.y == 0).sum() == 76 and (data.y == 1).sum() == 244
+    assert not {"Labelb", "Label"} & set(data.feature_names)
+    assert "Total Fwd Packets" in data.feature_names

@@ -69,6 +69,11 @@ class Stream:
         ts = batch.numeric("ts", fill=np.nan)
         if np.isfinite(ts).any():
             self._clock = max(self._clock, float(np.nanmax(ts)))
+        all_scores = scores
+        placed = batch.placed()
+        if not placed.all():  # no time or originator (a CICFlowMeter derivative): no host view
+            rows = np.flatnonzero(placed)
+            batch, scores = batch.take(rows), scores[rows]
         changed: dict[int, Incident] = {}
         if self.behaviour is not None:
             changed.update((i.id, i) for i in self.behaviour.process(batch))
@@ -82,7 +87,7 @@ class Stream:
         changed.update(
             (i.id, i) for i in self.signed.process(batch, self.tracker, changed.values())
         )
-        return scores, alerts, sorted(changed.values(), key=lambda i: i.id)
+        return all_scores, alerts, sorted(changed.values(), key=lambda i: i.id)
 
     def _in_named(self, alerts: FlowBatch) -> np.ndarray:
         """Which alerted flows an open behaviour incident already holds."""
