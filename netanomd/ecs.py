@@ -414,7 +414,7 @@ def _ip(text: str) -> str | None:
     return text if text and _is_ip(text) else None
 
 
-def _signature_fields(doc: dict[str, Any], signatures: tuple[Signature, ...]) -> None:
+def _signature_fields(doc: dict[str, Any], signatures: tuple[Signature, ...] | None) -> None:
     """The Suricata signatures that fired on the flow: where Elastic's Suricata integration
     puts an alert's (one value, or a list), and all of each in ``netanomd.signatures``."""
     if not signatures:

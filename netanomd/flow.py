@@ -107,17 +107,17 @@ class Signature:
 _SIGNATURE_FLOORS = {1: 73, 2: 47}
 
 
-def signature_floor(signatures: Sequence[Signature]) -> int:
+def signature_floor(signatures: Sequence[Signature] | None) -> int:
     """The lowest ECS severity a flow or incident may have when these signatures fired on it:
     73 (high) for a Suricata severity 1, 47 (medium) for 2, else 0."""
-    return max((_SIGNATURE_FLOORS.get(s.severity, 0) for s in signatures), default=0)
+    return max((_SIGNATURE_FLOORS.get(s.severity, 0) for s in signatures or ()), default=0)
 
 
 #: How many signatures a reason names (the rest are counted).
 SIGNATURES_NAMED = 3
 
 
-def signatures_sentence(signatures: Sequence[Signature]) -> str:
+def signatures_sentence(signatures: Sequence[Signature] | None) -> str:
     """The signatures that fired on a flow, for a reason: ``"Suricata signatures: ET SCAN
     Potential SSH Scan (sid 2001219, severity 2)"``, most severe first; "" when none."""
     if not signatures:
@@ -208,7 +208,7 @@ class FlowRecord:
     source: str = "file"
     label: str | None = None
     detailed_label: str | None = None
-    signatures: tuple[Signature, ...] = ()
+    signatures: tuple[Signature, ...] | None = None  # None: none fired (or not Suricata)
 
     def to_dict(self) -> dict[str, Any]:
         """The record as a plain dict keyed by :data:`FIELD_NAMES`."""
@@ -320,4 +320,4 @@ class FlowBatch:
 
 def _record(row: dict[str, Any]) -> FlowRecord:
     sigs = row.pop("signatures")
-    return FlowRecord(**row, signatures=tuple(Signature(**s) for s in sigs or ()))
+    return FlowRecord(**row, signatures=tuple(Signature(**s) for s in sigs) if sigs else None)

@@ -121,6 +121,7 @@ def test_file_reader_attaches_alerts_to_their_flows(batch_size: int) -> None:
     assert signatures_by_flow(batch) == want
     assert src.stats.skipped == {UNMATCHED: orphans}  # alerts are no longer "skipped"
     severe = next(r for r in batch.records() if r.flow_id == SEVERE_FLOW)
+    assert severe.signatures is not None
     assert {(s.signature_id, s.severity, s.category) for s in severe.signatures} == {
         (2019309, 1, "Attempted Administrator Privilege Gain"),
         (2020899, 1, "Attempted Administrator Privilege Gain"),
