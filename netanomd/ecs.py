@@ -13,7 +13,11 @@ integration listed in :data:`INTEGRATION_TYPES` (``tests/test_ecs.py`` checks th
 against ECS's ``ecs_flat.yml``). Field choices follow those integrations: IP-layer byte counts go
 to ``source.bytes``/``destination.bytes``, ``event.duration`` is nanoseconds, the Zeek uid is
 ``zeek.session_id`` and the Suricata flow id ``suricata.eve.flow_id``, so an analyst pivots from
-an alert to the sensor's own records.
+an alert to the sensor's own records. Suricata signatures that fired on the flow go where that
+integration puts an alert's (``suricata.eve.alert.signature``, ``.signature_id``, ``.category``;
+one value or a list), with Suricata's severity in ``netanomd.signatures``; ``rule.*`` stays
+netanomd's own rule. A severity-1 signature makes the alert at least high (73), severity 2
+at least medium (:func:`~netanomd.flow.signature_floor`).
 
 ``message`` never carries per-alert numbers (Elastic Security's External Alerts rule names
 promoted alerts after it, so equal messages group); the full sentence with its numbers is
@@ -30,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from netanomd import __version__
 from netanomd.decision import Alert
-from netanomd.flow import FlowRecord
+from netanomd.flow import FlowRecord, Signature, endpoint, signature_floor
 
 if TYPE_CHECKING:
     from netanomd.behaviour.incidents import Incident
@@ -105,6 +109,9 @@ INTEGRATION_TYPES: dict[str, str] = {
     "zeek.connection.state": "keyword",
     "zeek.connection.history": "keyword",
     "suricata.eve.flow_id": "keyword",
+    "suricata.eve.alert.signature": "keyword",
+    "suricata.eve.alert.signature_id": "long",
+    "suricata.eve.alert.category": "keyword",
 }
 
 #: Mappings of the project's own fields.
@@ -127,6 +134,14 @@ NETANOMD_MAPPINGS: dict[str, Any] = {
         },
         "source": {"type": "keyword"},
         "label": {"type": "keyword"},
+        "signatures": {
+            "properties": {
+                "signature": {"type": "keyword", "ignore_above": 1024},
+                "signature_id": {"type": "long"},
+                "severity": {"type": "long"},
+                "category": {"type": "keyword"},
+            }
+        },
         "incident": {
             "properties": {
                 "id": {"type": "keyword"},
@@ -247,13 +262,14 @@ def alert_document(
     put(
         doc,
         "event.reason",
-        f"Anomalous {proto} flow {f.orig_h} -> {f.resp_h}:{f.resp_p}: {alert.reason}",
+        f"Anomalous {proto} flow {f.orig_h or '-'} -> {endpoint(f.resp_h, f.resp_p)}: "
+        f"{alert.reason}",
     )
     put(doc, "event.kind", "alert")
     put(doc, "event.category", ["network", "intrusion_detection"])
     put(doc, "event.type", ["info"])
     put(doc, "event.id", alert.alert_id)
-    sev = severity(alert.score, alert.threshold)
+    sev = max(severity(alert.score, alert.threshold), signature_floor(f.signatures))
     put(doc, "event.severity", sev)
     # One scale for both, as Elastic's rules: the risk score is the severity's band.
     put(doc, "event.risk_score", float(sev))
@@ -271,6 +287,7 @@ def alert_document(
         "reason": alert.reason,
         "explanation": [c.to_dict() for c in alert.contributions],
     }
+    _signature_fields(doc, f.signatures)
     _sensor_ids(
         doc,
         [f.uid] if f.source == "zeek" and f.uid else [],
@@ -397,6 +414,23 @@ def _ip(text: str) -> str | None:
     return text if text and _is_ip(text) else None
 
 
+def _signature_fields(doc: dict[str, Any], signatures: tuple[Signature, ...] | None) -> None:
+    """The Suricata signatures that fired on the flow: where Elastic's Suricata integration
+    puts an alert's (one value, or a list), and all of each in ``netanomd.signatures``."""
+    if not signatures:
+        return
+
+    def one_or_list(values: list[Any]) -> Any:
+        return values[0] if len(values) == 1 else values
+
+    _put(doc, "suricata.eve.alert.signature", one_or_list([s.signature for s in signatures]))
+    _put(doc, "suricata.eve.alert.signature_id", one_or_list([s.signature_id for s in signatures]))
+    categories = sorted({s.category for s in signatures if s.category})
+    if categories:
+        _put(doc, "suricata.eve.alert.category", one_or_list(categories))
+    doc[NAMESPACE_FIELD]["signatures"] = [s.to_dict() for s in signatures]
+
+
 def _sensor_ids(doc: dict[str, Any], uids: list[str], flow_ids: list[str]) -> None:
     """The sensor's own connection ids, where Elastic's Zeek and Suricata integrations put
     them (one value, or a list for an incident)."""
@@ -415,7 +449,8 @@ def _flow_fields(
     rb = f.resp_ip_bytes
     doc: dict[str, Any] = {}
     put = _put
-    put(doc, "@timestamp", _iso(f.ts))
+    # A flow without a time (a CICFlowMeter derivative) is filed when it was scored.
+    put(doc, "@timestamp", _iso(f.ts if f.ts is not None else created))
     put(doc, "ecs.version", ECS_VERSION)
     put(doc, "data_stream.type", "logs")
     put(doc, "data_stream.dataset", dataset)
@@ -424,8 +459,10 @@ def _flow_fields(
     put(doc, "event.dataset", dataset)
     if f.duration is not None:
         put(doc, "event.duration", round(f.duration * 1e9))
-        put(doc, "event.end", _iso(f.ts + f.duration))
-    put(doc, "event.start", _iso(f.ts))
+    if f.ts is not None:
+        put(doc, "event.start", _iso(f.ts))
+        if f.duration is not None:
+            put(doc, "event.end", _iso(f.ts + f.duration))
     put(doc, "event.created", _iso(created))
     put(doc, "source.ip", f.orig_h)
     put(doc, "source.port", f.orig_p)

@@ -18,11 +18,21 @@ Missing values are nulls (Zeek's unset ``-``). Sources fill what they know:
 * CICFlowMeter CSV (training and evaluation only) fills what its columns give.
 
 Labels (``label``, ``detailed_label``) are carried for evaluation and never used as features.
+``signatures`` lists the Suricata signatures that fired on the connection (:class:`Signature`,
+attached by :mod:`netanomd.sources.suricata_alerts`); they explain and raise severity, never
+score.
+
+Addresses are stored in one spelling: an IPv6 address in its canonical RFC 5952 form
+(Suricata writes ``ff02:0000:0000:0000:0000:0000:0000:00fb``, Zeek ``ff02::fb``), made once
+where a batch is built (:meth:`FlowBatch.from_table`, :meth:`FlowBatch.from_records`) and only
+for values containing ``:``, so IPv4 columns cost one vectorised scan.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
+import ipaddress
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -30,6 +40,16 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+
+#: One Suricata signature that fired on a flow (see :class:`Signature`).
+SIGNATURE_TYPE = pa.struct(
+    [
+        pa.field("signature", pa.string()),
+        pa.field("signature_id", pa.int64()),
+        pa.field("severity", pa.int32()),  # Suricata's: 1 is the most severe
+        pa.field("category", pa.string()),
+    ]
+)
 
 #: Column name -> Arrow type, in order. Every FlowBatch has exactly these columns.
 FLOW_SCHEMA = pa.schema(
@@ -59,10 +79,104 @@ FLOW_SCHEMA = pa.schema(
         pa.field("source", pa.string()),  # zeek, suricata, file, cicflowmeter
         pa.field("label", pa.string()),  # ground truth when the input carries it
         pa.field("detailed_label", pa.string()),
+        pa.field("signatures", pa.list_(SIGNATURE_TYPE)),  # null when none fired
     ]
 )
 
 FIELD_NAMES: tuple[str, ...] = tuple(FLOW_SCHEMA.names)
+#: The address columns, canonicalised where batches are built.
+ADDRESS_COLUMNS = ("orig_h", "resp_h")
+
+
+@dataclass(frozen=True, slots=True)
+class Signature:
+    """A Suricata signature that fired on a flow (an EVE ``alert`` event's ``alert`` object)."""
+
+    signature: str
+    signature_id: int
+    #: Suricata's severity: 1 (high) to 4 (low); 3 when the rule gives none.
+    severity: int
+    category: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+#: ECS severity (0-100, Elastic's high 73, medium 47) at least as high as a Suricata signature
+#: severity (1 the most severe) that fired on a flow.
+_SIGNATURE_FLOORS = {1: 73, 2: 47}
+
+
+def signature_floor(signatures: Sequence[Signature] | None) -> int:
+    """The lowest ECS severity a flow or incident may have when these signatures fired on it:
+    73 (high) for a Suricata severity 1, 47 (medium) for 2, else 0."""
+    return max((_SIGNATURE_FLOORS.get(s.severity, 0) for s in signatures or ()), default=0)
+
+
+#: How many signatures a reason names (the rest are counted).
+SIGNATURES_NAMED = 3
+
+
+def signatures_sentence(signatures: Sequence[Signature] | None) -> str:
+    """The signatures that fired on a flow, for a reason: ``"Suricata signatures: ET SCAN
+    Potential SSH Scan (sid 2001219, severity 2)"``, most severe first; "" when none."""
+    if not signatures:
+        return ""
+    ranked = sorted(signatures, key=lambda s: (s.severity, s.signature_id))
+    named = [
+        f"{s.signature} (sid {s.signature_id}, severity {s.severity})"
+        for s in ranked[:SIGNATURES_NAMED]
+    ]
+    more = len(ranked) - len(named)
+    word = "signature" if len(ranked) == 1 else "signatures"
+    return f"Suricata {word}: {'; '.join(named)}" + (f" and {more} more" if more > 0 else "")
+
+
+def endpoint(host: str | None, port: int | None) -> str:
+    """One end of a flow for display: ``10.0.0.1:80``; ``-`` for what the input did not give
+    (``-:80``, ``10.0.0.1``, ``-``)."""
+    if port is None:
+        return host or "-"
+    return f"{host or '-'}:{port}"
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def canonical_address(text: str) -> str:
+    """An IPv6 address in its canonical text form (RFC 5952: ``FF02:0000:…:00FB`` ->
+    ``ff02::fb``, an IPv4-mapped one as ``::ffff:192.0.2.1``); any other text unchanged."""
+    try:
+        addr = ipaddress.IPv6Address(text)
+    except ValueError:
+        return text
+    if addr.ipv4_mapped is not None:
+        return f"::ffff:{addr.ipv4_mapped}"
+    return addr.compressed
+
+
+def _canonical_column(col: pa.ChunkedArray) -> pa.ChunkedArray:
+    """``col`` with every IPv6 address in canonical form: only distinct values containing
+    ``:`` are looked at, through :func:`canonical_address`'s cache."""
+    colon = pc.match_substring(col, ":")
+    if not pc.any(colon).as_py():
+        return col
+    seen = pc.unique(col.filter(colon)).to_pylist()
+    pairs = [(v, canonical_address(v)) for v in seen]
+    pairs = [(v, c) for v, c in pairs if c != v]
+    if not pairs:
+        return col
+    spelled = pa.array([v for v, _ in pairs], pa.string())
+    canonical = pa.array([c for _, c in pairs], pa.string())
+    return pc.coalesce(pc.take(canonical, pc.index_in(col, value_set=spelled)), col)
+
+
+def _canonical_addresses(table: pa.Table) -> pa.Table:
+    for name in ADDRESS_COLUMNS:
+        i = table.schema.get_field_index(name)
+        col = table.column(i)
+        fixed = _canonical_column(col)
+        if fixed is not col:
+            table = table.set_column(i, table.schema.field(i), fixed)
+    return table
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +208,7 @@ class FlowRecord:
     source: str = "file"
     label: str | None = None
     detailed_label: str | None = None
+    signatures: tuple[Signature, ...] | None = None  # None: none fired (or not Suricata)
 
     def to_dict(self) -> dict[str, Any]:
         """The record as a plain dict keyed by :data:`FIELD_NAMES`."""
@@ -124,7 +239,7 @@ class FlowBatch:
     def from_table(cls, table: pa.Table) -> FlowBatch:
         """Conform ``table`` to :data:`FLOW_SCHEMA`: reorder, cast, add missing columns as null.
 
-        Columns not in the schema are dropped.
+        Columns not in the schema are dropped; IPv6 addresses get their canonical spelling.
         """
         n = table.num_rows
         columns = []
@@ -136,14 +251,24 @@ class FlowBatch:
                 columns.append(col)
             else:
                 columns.append(pa.nulls(n, type=field.type))
-        return cls(pa.Table.from_arrays(columns, schema=FLOW_SCHEMA))
+        return cls(_canonical_addresses(pa.Table.from_arrays(columns, schema=FLOW_SCHEMA)))
 
     @classmethod
     def from_records(cls, records: Iterable[FlowRecord]) -> FlowBatch:
         """Build a batch from records (for live sources that decode one message at a time)."""
         recs = list(records)
-        arrays = [pa.array([getattr(r, f.name) for r in recs], type=f.type) for f in FLOW_SCHEMA]
-        return cls(pa.Table.from_arrays(arrays, schema=FLOW_SCHEMA))
+
+        def column(f: pa.Field) -> pa.Array:
+            if f.name == "signatures":
+                values: list[Any] = [
+                    [s.to_dict() for s in r.signatures] if r.signatures else None for r in recs
+                ]
+            else:
+                values = [getattr(r, f.name) for r in recs]
+            return pa.array(values, type=f.type)
+
+        arrays = [column(f) for f in FLOW_SCHEMA]
+        return cls(_canonical_addresses(pa.Table.from_arrays(arrays, schema=FLOW_SCHEMA)))
 
     @classmethod
     def empty(cls) -> FlowBatch:
@@ -169,6 +294,15 @@ class FlowBatch:
             col = pc.fill_null(col, fill)
         return np.asarray(col.to_numpy(), dtype=dtype)
 
+    def placed(self) -> np.ndarray:
+        """Which flows have a start time and an originator address (bool per row): what host
+        behaviour and incidents need, and what a CICFlowMeter derivative may lack."""
+        ts, orig = self.table.column("ts"), self.table.column("orig_h")
+        if not ts.null_count and not orig.null_count:
+            return np.ones(len(self), dtype=np.bool_)
+        both = pc.and_(pc.is_valid(ts), pc.is_valid(orig))
+        return np.asarray(both.to_numpy(zero_copy_only=False), dtype=np.bool_)
+
     def take(self, indices: Sequence[int] | np.ndarray) -> FlowBatch:
         return FlowBatch(self.table.take(pa.array(np.asarray(indices, dtype=np.int64))))
 
@@ -178,7 +312,12 @@ class FlowBatch:
     def records(self) -> Iterator[FlowRecord]:
         """Rows as :class:`FlowRecord` objects (slow: use for the few rows that alert)."""
         for row in self.table.to_pylist():
-            yield FlowRecord(**row)
+            yield _record(row)
 
     def record(self, i: int) -> FlowRecord:
-        return FlowRecord(**self.table.slice(i, 1).to_pylist()[0])
+        return _record(self.table.slice(i, 1).to_pylist()[0])
+
+
+def _record(row: dict[str, Any]) -> FlowRecord:
+    sigs = row.pop("signatures")
+    return FlowRecord(**row, signatures=tuple(Signature(**s) for s in sigs) if sigs else None)

@@ -601,3 +601,259 @@ def test_any_yaml_document_gives_config_or_config_error(doc: dict[str, Any]) -> 
         except ConfigError as e:
             assert isinstance(e, ConfigValidationError), e
             assert all(line.startswith(f"{path}:") for line in e.problems)
+
+
+# --- ports and URLs (validation) and `config check` on this machine ------------------------------
+@pytest.mark.parametrize(
+    ("setting", "said"),
+    [
+        ("sinks.metrics.listen=127.0.0.1:99999", "'127.0.0.1:99999': port 99999 is not from 1"),
+        ("sinks.metrics.listen=127.0.0.1:0", "port 0 is not from 1 to 65535"),
+        ("sources[0].url=ws://127.0.0.1:70000", "sources[0].url: 'ws://127.0.0.1:70000': the port"),
+        ("sinks.elasticsearch.hosts=http://es:99999", "sinks.elasticsearch.hosts: 'http://es"),
+        ("sinks.elasticsearch.hosts=http://:9200", "'http://:9200' has no host"),
+        ("sinks.elasticsearch.hosts=http://es:92a", "the port is not a number from 1 to 65535"),
+    ],
+)
+def test_ports_and_urls_are_checked_when_loading(setting: str, said: str) -> None:
+    with pytest.raises(ConfigError) as exc:
+        load_config(None, env={}, overrides=[setting])
+    assert said in "\n".join(problems(exc))
+
+
+class Machine:
+    """A configuration of real files on this machine, each check's subject good; a test then
+    breaks one thing and `config check` must name it."""
+
+    def __init__(self, tmp_path: Path, model_file: Path) -> None:
+        self.tmp = tmp_path
+        self.logs = tmp_path / "zeek"
+        self.logs.mkdir()
+        (self.logs / "conn.log").write_bytes(
+            (DATA / "zeek/ctu-sme-11-head200.conn.log").read_bytes()
+        )
+        self.state = tmp_path / "state"
+        self.state.mkdir()
+        self.settings = {
+            "model.path": str(model_file),
+            "sources[0].type": "zeek_log",
+            "sources[0].path": str(self.logs / "*.log"),
+            "sources[1].type": "suricata_socket",
+            "sources[1].path": str(tmp_path / "eve.sock"),
+            "sinks.sqlite.path": str(self.state / "alerts.db"),
+            "state_dir": str(self.state),
+            "sinks.metrics.listen": f"127.0.0.1:{free_port()}",
+        }
+
+    def check(
+        self, capsys: pytest.CaptureFixture[str], **changes: str | None
+    ) -> tuple[int, list[str]]:
+        """`netanomd config check` with the settings changed (None: left out)."""
+        from netanomd.cli import main
+
+        merged = {**self.settings, **changes}
+        sets = [f"{k}={v}" for k, v in merged.items() if v is not None]
+        code = main(["config", "check", *(a for s in sets for a in ("--set", s))])
+        out = capsys.readouterr()
+        return code, (out.err + out.out).splitlines()
+
+
+DATA = REPO_DIR / "tests" / "data"
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from netanomd.data import demo_model
+
+    path = tmp_path_factory.mktemp("model") / "model.npz"
+    demo_model().save(path)
+    return path
+
+
+@pytest.fixture()
+def machine(tmp_path: Path, model_file: Path) -> Machine:
+    return Machine(tmp_path, model_file)
+
+
+def test_config_check_passes_a_sound_configuration(
+    machine: Machine, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, lines = machine.check(capsys)
+    assert code == 0, lines
+    assert lines[-1] == "defaults: OK (2 sources)"
+
+
+def test_config_check_model(machine: Machine, capsys: pytest.CaptureFixture[str]) -> None:
+    missing = machine.tmp / "nope.npz"
+    code, lines = machine.check(capsys, **{"model.path": str(missing)})
+    assert code == 1
+    assert f"model.path: '{missing}': no such file (make one with netanomd train)" in lines
+    not_a_model = machine.tmp / "conn.npz"
+    not_a_model.write_bytes((DATA / "zeek/ctu-sme-11-head200.conn.log").read_bytes())
+    code, lines = machine.check(capsys, **{"model.path": str(not_a_model)})
+    assert code == 1
+    assert any(
+        ln.startswith(f"model.path: '{not_a_model}': not a netanomd model artifact") for ln in lines
+    ), lines
+    import numpy as np
+
+    other = machine.tmp / "other.npz"  # a real .npz, not ours: no meta.json
+    np.savez(other, x=np.arange(3))
+    code, lines = machine.check(capsys, **{"model.path": str(other)})
+    assert f"model.path: '{other}': not a netanomd model artifact (no meta.json)" in lines
+
+
+def test_config_check_log_paths(machine: Machine, capsys: pytest.CaptureFixture[str]) -> None:
+    gone = machine.tmp / "no-such-dir" / "conn.log"
+    code, lines = machine.check(capsys, **{"sources[0].path": str(gone)})
+    assert code == 1
+    assert (
+        f"sources[0].path: '{gone}': no such file, and its directory {gone.parent} does not exist"
+        in lines
+    )
+    later = machine.logs / "conn.2.log"  # not there yet, but its directory is: waited for
+    code, lines = machine.check(capsys, **{"sources[0].path": str(later)})
+    assert (
+        code == 0
+        and f"note: sources[0].path: '{later}': no such file yet: it is waited for" in lines
+    )
+    (machine.logs / "dir.log").mkdir()  # the glob now matches a directory
+    code, lines = machine.check(capsys)
+    assert code == 1
+    assert f"sources[0].path: '{machine.logs}/*.log': {machine.logs}/dir.log is not a file" in lines
+
+
+def test_config_check_socket(machine: Machine, capsys: pytest.CaptureFixture[str]) -> None:
+    import socket
+
+    nowhere = machine.tmp / "run" / "eve.sock"
+    code, lines = machine.check(capsys, **{"sources[1].path": str(nowhere)})
+    assert (
+        code == 1
+        and f"sources[1].path: '{nowhere}': directory {nowhere.parent} does not exist" in lines
+    )
+    regular = machine.tmp / "eve.json"
+    regular.write_text("{}\n")
+    code, lines = machine.check(capsys, **{"sources[1].path": str(regular)})
+    assert code == 1
+    assert (
+        f"sources[1].path: '{regular}': exists and is not a socket (the daemon would replace it)"
+        in lines
+    )
+    served = machine.tmp / "served.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+        s.bind(str(served))
+        code, lines = machine.check(capsys, **{"sources[1].path": str(served)})
+    assert code == 1
+    assert f"sources[1].path: '{served}': is in use: something serves this socket already" in lines
+
+
+def test_config_check_ports_in_use(machine: Machine, capsys: pytest.CaptureFixture[str]) -> None:
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        taken = f"127.0.0.1:{busy.getsockname()[1]}"
+        code, lines = machine.check(capsys, **{"sinks.metrics.listen": taken})
+        assert code == 1
+        assert any(
+            ln.startswith(
+                f"sinks.metrics.listen: '{taken}': cannot listen there: Address already in use"
+            )
+            for ln in lines
+        ), lines
+        code, lines = machine.check(
+            capsys,
+            **{
+                "sources[0].type": "zeek_broker",
+                "sources[0].path": None,
+                "sources[0].listen": taken,
+            },
+        )
+        assert code == 1 and any(ln.startswith(f"sources[0].listen: '{taken}'") for ln in lines)
+    code, lines = machine.check(capsys, **{"sinks.metrics.listen": "127.0.0.1:99999"})
+    assert code == 2  # the value alone is wrong: refused when loading, by every command
+
+
+def test_config_check_sqlite_and_state_dir(
+    machine: Machine, capsys: pytest.CaptureFixture[str]
+) -> None:
+    a_file = machine.tmp / "plain"
+    a_file.write_text("x")
+    code, lines = machine.check(
+        capsys, **{"sinks.sqlite.path": str(a_file / "alerts.db"), "state_dir": str(a_file)}
+    )
+    assert code == 1
+    assert f"sinks.sqlite.path: '{a_file}/alerts.db': {a_file} is not a directory" in lines
+    assert f"state_dir: '{a_file}': {a_file} is not a directory" in lines
+    beneath = a_file / "sub" / "alerts.db"  # its ancestor is a file: cannot be made
+    code, lines = machine.check(capsys, **{"sinks.sqlite.path": str(beneath)})
+    assert (
+        f"sinks.sqlite.path: '{beneath}': directory {beneath.parent} does not exist and "
+        "cannot be made" in lines
+    )
+    fresh = machine.tmp / "new" / "alerts.db"  # absent, but the daemon makes it
+    code, lines = machine.check(capsys, **{"sinks.sqlite.path": str(fresh)})
+    assert code == 0
+    assert (
+        f"note: sinks.sqlite.path: '{fresh}': directory {fresh.parent} does not exist; "
+        "it will be made" in lines
+    )
+    code, lines = machine.check(capsys, **{"sinks.sqlite.path": str(a_file)})
+    assert code == 1 and f"sinks.sqlite.path: '{a_file}': is not an SQLite database" in lines
+    from netanomd.sinks.sqlite import SQLiteSink
+
+    real = machine.state / "real.db"
+    SQLiteSink(real).close()
+    assert machine.check(capsys, **{"sinks.sqlite.path": str(real)})[0] == 0
+
+
+def test_config_check_endpoint_files(machine: Machine, capsys: pytest.CaptureFixture[str]) -> None:
+    token = machine.tmp / "token"
+    token.write_text("")
+    code, lines = machine.check(capsys, **{"sinks.metrics.token_file": str(token)})
+    assert code == 1
+    assert (
+        f"sinks.metrics.token_file: '{token}': {token} must hold one token (no spaces), not nothing"
+        in lines
+    )
+    cert, key, other_key = machine.tmp / "c.pem", machine.tmp / "k.pem", machine.tmp / "o.pem"
+    for k, c in ((key, cert), (other_key, machine.tmp / "o-cert.pem")):
+        subprocess.run(
+            [
+                *("openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt"),
+                *("ec_paramgen_curve:prime256v1", "-nodes", "-days", "2", "-subj", "/CN=x"),
+                *("-keyout", str(k), "-out", str(c)),
+            ],
+            check=True,
+            capture_output=True,
+        )
+    tls = {"sinks.metrics.tls_cert": str(cert), "sinks.metrics.tls_key": str(key)}
+    assert machine.check(capsys, **tls)[0] == 0
+    code, lines = machine.check(capsys, **{**tls, "sinks.metrics.tls_key": str(other_key)})
+    assert code == 1
+    assert any(
+        ln.startswith(f"sinks.metrics.tls_cert: '{cert}': cannot load {cert} with") for ln in lines
+    )
+    code, lines = machine.check(capsys, **{**tls, "sinks.metrics.tls_key": str(machine.tmp / "x")})
+    assert (
+        f"sinks.metrics.tls_key: '{machine.tmp / 'x'}': no such file, or it cannot be read" in lines
+    )
+
+
+def test_config_check_offline_checks_values_only(
+    machine: Machine, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from netanomd.cli import main
+
+    code = main(["config", "check", "--offline", "--set", "model.path=/nowhere/model.npz"])
+    assert code == 0 and capsys.readouterr().out.strip() == "defaults: OK (1 sources)"

@@ -121,7 +121,8 @@ def check_fields(ecs: dict[str, Any], docs: list[dict[str, Any]]) -> set[str]:
             seen.add(field)
             if field in INTEGRATION_TYPES:
                 values = value if isinstance(value, list) else [value]
-                assert all(isinstance(v, str) for v in values), f"{field}={value!r}"
+                want = {"keyword": str, "long": int}[INTEGRATION_TYPES[field]]
+                assert all(isinstance(v, want) for v in values), f"{field}={value!r}"
                 continue
             assert field in ECS_TYPES, f"{field} is emitted but not declared"
             spec = ecs[field]

@@ -88,6 +88,8 @@ class Incident:
     uids: list[str] = field(default_factory=list)
     community_ids: list[str] = field(default_factory=list)
     closed: bool = False
+    #: Severity floor set by Suricata signatures on its flows (netanomd.behaviour.signed).
+    signature_floor: int = 0
 
     @property
     def family(self) -> str:
@@ -104,7 +106,7 @@ class Incident:
             base += 20  # an order of magnitude past the learned limit
         elif base < 47 and self.score >= 3.0:
             base = 47
-        return min(base, 99)
+        return min(max(base, self.signature_floor), 99)
 
     @property
     def title(self) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
+from netanomd.flow import endpoint
 from netanomd.sinks.sqlite import StoredAlert
 
 
@@ -16,9 +17,9 @@ def when(ts: float | None) -> str:
 
 
 def alert_line(a: StoredAlert) -> str:
-    proto = a.proto or "?"
+    proto = a.proto or "-"
     svc = f"/{a.service}" if a.service else ""
     return (
-        f"{a.score:.3f}  {when(a.ts)}  {a.orig_h}:{a.orig_p} -> {a.resp_h}:{a.resp_p} "
-        f"{proto}{svc}  {a.reason}"
+        f"{a.score:.3f}  {when(a.ts)}  {endpoint(a.orig_h, a.orig_p)} -> "
+        f"{endpoint(a.resp_h, a.resp_p)} {proto}{svc}  {a.reason}"
     )

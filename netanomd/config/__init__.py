@@ -12,7 +12,9 @@ The package's public API is this module. Inside, by concern:
   :mod:`~netanomd.config.yamlfile`, :mod:`~netanomd.config.validation`,
   :mod:`~netanomd.config.problems`, :mod:`~netanomd.config.masking`: reading the YAML file
   (``/etc/netanomd/netanomd.yaml`` by default) with the line of every key, the layering
-  ``defaults < file < environment < --set < command options``, and the problems.
+  ``defaults < file < environment < --set < command options``, and the problems;
+* :mod:`~netanomd.config.checks`: what ``netanomd config check`` checks on this machine beyond
+  the values (model loads, log paths, directories, free ports, TLS and token files).
 
 Layers: environment variables ``NETANOMD_<SECTION>__<KEY>`` (double underscore nests, a number
 indexes a list, e.g. ``NETANOMD_SINKS__SQLITE__PATH=/x`` or ``NETANOMD_SOURCES__0__URL=wss://

@@ -105,7 +105,7 @@ class ZeekLogSourceConfig(SourceConfig):
 @source("suricata_eve", removed={"follow": FOLLOW_REMOVED})
 @dataclass(frozen=True)
 class SuricataEveSourceConfig(SourceConfig):
-    """Suricata EVE JSON files (flow events)."""
+    """Suricata EVE JSON files (flow events; alert events are attached to their flows)."""
 
     path: str = setting("/var/log/suricata/eve.json", "EVE JSON file or glob")
     from_start: bool = _from_start()

@@ -3,7 +3,9 @@
 Owns the wording of every problem: unknown keys with the closest known key as a suggestion,
 removed keys with what to do instead, choices with a did-you-mean, the schema's ``x-error``
 messages; secrets are masked wherever a value is shown. Cross-checks: Elasticsearch credentials
-in pairs, and the HTTP endpoint off loopback only with a token and TLS.
+in pairs, the HTTP endpoint off loopback only with a token and TLS, and every port (of a
+``host:port`` or a URL) from 1 to 65535. What needs the machine (files, directories, whether a
+port is free) is :mod:`netanomd.config.checks`, run by ``netanomd config check``.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import difflib
 import ipaddress
 import math
 import os
+import urllib.parse
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -116,11 +119,43 @@ def _file_problem(path: KeyPath, value: str) -> str | None:
     return None
 
 
+#: Keys holding ``host:port``; keys holding URLs (``hosts`` may be a list of them).
+HOSTPORT_KEYS = frozenset({"listen", "connect"})
+URL_KEYS = frozenset({"url", "hosts"})
+
+
+def port_problem(path: KeyPath, key: str, value: str) -> str | None:
+    """What is wrong with the port of the ``host:port`` or URL ``value`` of ``key`` at
+    ``path`` (None when it is fine, or absent from a URL)."""
+    shown = show(path, value)
+    if key in HOSTPORT_KEYS:
+        text = value.rpartition(":")[2]
+        port = int(text) if text.isascii() and text.isdigit() else None
+    else:
+        try:
+            parts = urllib.parse.urlsplit(value)
+            port = parts.port
+        except ValueError as exc:  # "Port out of range 0-65535", "could not be cast"
+            return f"{shown}: the port is not a number from 1 to 65535 ({exc})"
+        if parts.scheme not in ("unix", "") and not parts.hostname:
+            return f"{shown} has no host"
+    if port is None and key in HOSTPORT_KEYS:
+        return f"{shown} has no port"
+    if port is not None and not 1 <= port <= 65535:
+        return f"{shown}: port {port} is not from 1 to 65535"
+    return None
+
+
 def _semantic_checks(data: dict[str, Any], env: Mapping[str, str]) -> Iterator[tuple[KeyPath, str]]:
     """What the schema cannot say."""
     for path, value in _walk(data):
         if isinstance(value, float) and not math.isfinite(value):
             yield path, f"{value!r} is not a finite number"
+        key = next((k for k in reversed(path) if isinstance(k, str)), None)
+        if isinstance(value, str) and (key in HOSTPORT_KEYS or key in URL_KEYS):
+            bad_port = port_problem(path, key, value)
+            if bad_port:
+                yield path, bad_port
         if path and path[-1] in FILE_KEYS and isinstance(value, str):
             problem = _file_problem(path, value)
             if problem:

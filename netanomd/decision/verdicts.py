@@ -20,7 +20,7 @@ import numpy as np
 import pyarrow as pa
 
 from netanomd.behaviour import reasons
-from netanomd.flow import FlowBatch, FlowRecord
+from netanomd.flow import FlowBatch, FlowRecord, signatures_sentence
 
 if TYPE_CHECKING:  # explain imports this module for Contribution
     from netanomd.decision.explain import Baselines
@@ -99,7 +99,8 @@ class Alert:
             if self.contributions
             else f"score {self.score:.3f} >= threshold {self.threshold:.3f}"
         )
-        return f"{what_happened(self.flow)}; {why}"
+        sigs = signatures_sentence(self.flow.signatures)
+        return f"{what_happened(self.flow)}; {why}" + (f"; {sigs}" if sigs else "")
 
     @property
     def alert_id(self) -> str:

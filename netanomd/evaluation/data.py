@@ -26,6 +26,7 @@ from netanomd.errors import InputError
 from netanomd.features import FeatureSpec, FlowFeatures, HostFeatures
 from netanomd.flow import FlowBatch
 from netanomd.sources import ReadStats
+from netanomd.sources.cicflowmeter import find_columns, label_text
 from netanomd.sources.files import read_batches
 
 BENIGN = {"benign", "normal"}
@@ -195,27 +196,22 @@ def _numeric_frame(df: pd.DataFrame) -> np.ndarray:
 
 
 def load_cicflowmeter(name: str, path: str | Path) -> LabeledData:
-    """A CICFlowMeter CSV with ``Label``, using its own numeric flow columns (no time split:
-    the public samples are shuffled)."""
+    """A CICFlowMeter CSV with a label column (``Label``, ``Labelb`` 0/1 or ``Attack``: the
+    spellings :mod:`netanomd.sources.cicflowmeter` knows), using its own numeric flow columns
+    (no time split: the public samples are shuffled)."""
     try:
         df = pd.read_csv(path, low_memory=False)
     except (OSError, ValueError) as exc:
         raise InputError(f"{path}: cannot read CSV ({exc})") from exc
     df.columns = [c.strip() for c in df.columns]
-    if "Label" not in df.columns:
-        raise InputError(f"{path}: no Label column")
-    labels = df["Label"].astype(str).tolist()
-    drop = {
-        "Label",
-        "Flow ID",
-        "Source IP",
-        "Src IP",
-        "Destination IP",
-        "Dst IP",
-        "Timestamp",
-        "Source Port",
-        "Src Port",
-    }
+    found = find_columns(df.columns)
+    if "label" not in found:
+        raise InputError(f"{path}: no label column (Label, Labelb or Attack)")
+    labels = label_text(pa.array(df[found["label"]].astype(str))).to_pylist()
+    named = df[found["detailed_label"]].astype(str).tolist() if "detailed_label" in found else None
+    # Identifiers and labels are never features.
+    keys = ("uid", "orig_h", "orig_p", "resp_h", "ts", "label", "detailed_label")
+    drop = {found[k] for k in keys if k in found}
     feats = df[[c for c in df.columns if c not in drop]]
     X = _numeric_frame(feats)
     keep = X.std(axis=0) > 0
@@ -227,7 +223,7 @@ def load_cicflowmeter(name: str, path: str | Path) -> LabeledData:
         X_flow=X,
         feature_names=[c for c, k in zip(feats.columns, keep, strict=True) if k],
         y=y,
-        kind=_kinds(labels, labels, y),
+        kind=_kinds(labels, named or labels, y),
         ts=None,
         files=[str(path)],
         excluded=excluded,

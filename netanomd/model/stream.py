@@ -32,6 +32,7 @@ import numpy as np
 
 from netanomd.behaviour.incidents import Incident, IncidentTracker
 from netanomd.behaviour.pipeline import BehaviourPipeline
+from netanomd.behaviour.signed import SignedFlows
 from netanomd.decision import Alert, above_threshold
 from netanomd.flow import FlowBatch
 from netanomd.model.operating import DEFAULT_QUIET
@@ -52,6 +53,7 @@ class Stream:
         self.behaviour = (
             BehaviourPipeline(op.thresholds, tracker=self.tracker) if op is not None else None
         )
+        self.signed = SignedFlows(self.tracker.quiet)
         self._clock = -np.inf
         self._finished = False
         #: Allowlist hook: drops (and counts) the alerts and incidents its rules cover.
@@ -75,21 +77,32 @@ class Stream:
         ts = batch.numeric("ts", fill=np.nan)
         if np.isfinite(ts).any():
             self._clock = max(self._clock, float(np.nanmax(ts)))
-        changed: dict[int, Incident] = {}
-        if self.behaviour is not None:
-            changed.update((i.id, i) for i in self.behaviour.process(batch))
+        all_scores = scores
+        alerted = np.zeros(len(batch), dtype=np.bool_)
         idx = above_threshold(scores, self.model.threshold_for(threshold))
         if self.suppress is not None:
             keep = self.suppress.flows(batch, idx)
             alerts = [a for a, k in zip(alerts, keep.tolist(), strict=True) if k]
             idx = idx[keep]
+        alerted[idx] = True
+        placed = batch.placed()
+        if not placed.all():  # no time or originator (a CICFlowMeter derivative): no host view
+            rows = np.flatnonzero(placed)
+            batch, scores, alerted = batch.take(rows), scores[rows], alerted[rows]
+        changed: dict[int, Incident] = {}
+        if self.behaviour is not None:
+            changed.update((i.id, i) for i in self.behaviour.process(batch))
+        idx = np.flatnonzero(alerted)
         if idx.size:
             idx = idx[~self._in_named(batch.take(idx))]
         if idx.size:
             now = self.behaviour.windows.clock if self.behaviour is not None else self._clock
             found = self.tracker.add_flow_alerts(batch.take(idx), scores[idx], now)
             changed.update((i.id, i) for i in found)
-        return scores, alerts, self._reported(changed.values())
+        changed.update(
+            (i.id, i) for i in self.signed.process(batch, self.tracker, changed.values())
+        )
+        return all_scores, alerts, self._reported(changed.values())
 
     def _reported(self, incidents: Iterable[Incident]) -> list[Incident]:
         """Incidents in id order, less those the allowlist covers."""

@@ -84,7 +84,8 @@ class ReadStats:
 
     rows: int = 0
     malformed: int = 0
-    #: Records of other kinds that were skipped on purpose (e.g. EVE ``alert`` events).
+    #: Records of other kinds that were skipped on purpose (e.g. EVE ``dns`` events, and the
+    #: ``alert`` events that never met their flow: "alert without flow event").
     skipped: dict[str, int] = field(default_factory=dict)
     #: The first :data:`MAX_PROBLEMS_KEPT` problems, each "file:line: what was wrong".
     problems: list[str] = field(default_factory=list)

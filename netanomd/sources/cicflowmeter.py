@@ -1,19 +1,36 @@
-"""CICFlowMeter CSV reader (CIC-IDS2017 and similar), for training and evaluation only.
+"""CICFlowMeter CSV reader (CIC-IDS2017, CSE-CIC-IDS2018 and their derivatives), for training
+and evaluation only.
 
-Mapped columns (header names are matched after stripping spaces; absent ones stay null):
-``Flow ID`` -> uid, ``Source IP``/``Src IP`` -> orig_h, ``Source Port`` -> orig_p,
-``Destination IP``/``Dst IP`` -> resp_h, ``Destination Port``/``Dst Port`` -> resp_p,
-``Protocol`` (IANA number) -> proto, ``Timestamp`` (day/month/year as CIC-IDS2017 writes it,
-taken as UTC) -> ts, ``Flow Duration`` (microseconds) -> duration,
-``Total Fwd Packets``/``Total Backward Packets`` -> orig_pkts/resp_pkts,
-``Total Length of Fwd Packets``/``Total Length of Bwd Packets`` (payload) ->
-orig_bytes/resp_bytes, ``Label`` -> label. CICFlowMeter writes ``Infinity`` and ``NaN`` in rate
-columns; they become null. There is no conn_state or history: those features stay "other".
+Owns the column spellings: a header name is matched by its letters and digits only, case
+ignored (``" Total Fwd Packets"``, ``"Tot Fwd Pkts"``, ``"tot_fwd_pkts"`` are one name), against
+the spellings of CIC-IDS2017's CSVs (CICFlowMeter 3, with or without leading spaces),
+CICFlowMeter 4 (``Total Fwd Packet``, ``Total Bwd packets``, ``Total Length of Fwd Packet``), the
+CSE-CIC-IDS2018 / CICFlowMeter-V3 abbreviations (``Tot Fwd Pkts``, ``TotLen Fwd Pkts``, ``Dst
+Port``) and the Python cicflowmeter's snake case. Mapped (absent ones stay null):
+
+* ``Flow ID`` -> uid (without one, ``<file name>#<n>`` for the file's n-th flow, so every
+  flow has its own alert id); ``Source IP``/``Src IP`` -> orig_h, ``Source Port`` -> orig_p,
+  ``Destination IP`` -> resp_h, ``Destination Port`` -> resp_p; ``Protocol`` (IANA number) ->
+  proto; ``Timestamp`` (day/month/year as CIC-IDS2017 writes it, taken as UTC) -> ts;
+* ``Flow Duration`` (microseconds) -> duration; forward/backward packet counts -> orig_pkts /
+  resp_pkts; forward/backward payload lengths -> orig_bytes / resp_bytes;
+* the label (:func:`label_columns`): ``Label``/``label``, else ``Labelb`` (0/1), else
+  ``Attack``/``Attack Type``; ``0`` and ``1`` read as benign and malicious; an ``Attack`` column
+  beside another label column becomes detailed_label.
+
+A file needs ``Flow Duration`` and the forward packet count. Published derivatives often drop
+addresses, ports and time (a 1% sample of CIC-IDS2017 with ``Labelb``): such a file is scored on
+what it has, and the source says once which of them are missing (:attr:`CicFlowMeterSource.missing`,
+and a log line). CICFlowMeter writes ``Infinity`` and ``NaN`` in rate columns; they become null.
+There is no conn_state or history: those features stay "other".
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import logging
+import re
+from collections.abc import Iterable, Iterator
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -24,22 +41,108 @@ from netanomd.errors import InputError
 from netanomd.flow import FlowBatch
 from netanomd.sources._text import DelimitedParser, FileSource, line_blocks, open_binary
 
-_COLUMNS = {
-    "uid": ("Flow ID",),
-    "orig_h": ("Source IP", "Src IP"),
-    "orig_p": ("Source Port", "Src Port"),
-    "resp_h": ("Destination IP", "Dst IP"),
-    "resp_p": ("Destination Port", "Dst Port"),
-    "proto": ("Protocol",),
-    "ts": ("Timestamp",),
-    "duration": ("Flow Duration",),
-    "orig_pkts": ("Total Fwd Packets", "Tot Fwd Pkts"),
-    "resp_pkts": ("Total Backward Packets", "Tot Bwd Pkts"),
-    "orig_bytes": ("Total Length of Fwd Packets", "TotLen Fwd Pkts"),
-    "resp_bytes": ("Total Length of Bwd Packets", "TotLen Bwd Pkts"),
-    "label": ("Label",),
+log = logging.getLogger(__name__)
+
+
+def column_key(name: str) -> str:
+    """A header name as it is matched: letters and digits, lower case (``" Tot Fwd Pkts"`` ->
+    ``"totfwdpkts"``)."""
+    return re.sub(r"[^0-9a-z]", "", name.lower())
+
+
+#: Canonical column -> the spellings it has (as :func:`column_key` gives them), first wins.
+COLUMNS: dict[str, tuple[str, ...]] = {
+    "uid": ("flowid",),
+    "orig_h": ("sourceip", "srcip"),
+    "orig_p": ("sourceport", "srcport"),
+    "resp_h": ("destinationip", "dstip", "destip"),
+    "resp_p": ("destinationport", "dstport", "destport"),
+    "proto": ("protocol",),
+    "ts": ("timestamp",),
+    "duration": ("flowduration",),
+    "orig_pkts": ("totalfwdpackets", "totalfwdpacket", "totfwdpkts", "totalforwardpackets"),
+    "resp_pkts": (
+        "totalbackwardpackets",
+        "totalbwdpackets",
+        "totalbwdpacket",
+        "totbwdpkts",
+    ),
+    "orig_bytes": (
+        "totallengthoffwdpackets",
+        "totallengthoffwdpacket",
+        "totlenfwdpkts",
+        "fwdpktslentotal",
+    ),
+    "resp_bytes": (
+        "totallengthofbwdpackets",
+        "totallengthofbwdpacket",
+        "totlenbwdpkts",
+        "bwdpktslentotal",
+    ),
 }
+#: Label columns, first present wins: a named label, a 0/1 one, the attack name.
+LABELS = ("label", "labelb", "attack", "attacktype")
+#: Columns naming the attack: the detailed label when another column is the label.
+ATTACK_NAMES = ("attack", "attacktype")
+#: What a file must have to be read as CICFlowMeter output.
+REQUIRED = ("duration", "orig_pkts")
+#: What a file may lack and still be scored (said once).
+OPTIONAL = ("orig_h", "orig_p", "resp_h", "resp_p", "ts", "proto")
 _PROTO_NAMES = {6: "tcp", 17: "udp", 1: "icmp"}
+_REQUIRED_NAMES = {
+    "duration": "'Flow Duration'",
+    "orig_pkts": "forward packet count ('Total Fwd Packets', 'Tot Fwd Pkts', ...)",
+}
+_OPTIONAL_NAMES = {
+    "orig_h": "source address",
+    "orig_p": "source port",
+    "resp_h": "destination address",
+    "resp_p": "destination port",
+    "ts": "timestamp",
+    "proto": "protocol",
+}
+
+
+def _by_key(names: Iterable[str]) -> dict[str, str]:
+    """:func:`column_key` -> the first header name with that key."""
+    out: dict[str, str] = {}
+    for name in names:
+        out.setdefault(column_key(name), name)
+    return out
+
+
+def find_columns(names: Iterable[str]) -> dict[str, str]:
+    """Canonical column -> the file's column name (``label``/``detailed_label`` included) for
+    the header ``names`` (as written, spaces and all)."""
+    by_key = _by_key(names)
+    out: dict[str, str] = {}
+    for canon, keys in COLUMNS.items():
+        found = next((by_key[k] for k in keys if k in by_key), None)
+        if found is not None:
+            out[canon] = found
+    label, detailed = label_columns(by_key.values())
+    if label is not None:
+        out["label"] = label
+    if detailed is not None:
+        out["detailed_label"] = detailed
+    return out
+
+
+def label_columns(names: Iterable[str]) -> tuple[str | None, str | None]:
+    """(label column, detailed label column) of a header, either None when absent: the first of
+    ``Label``, ``Labelb`` (0/1), ``Attack``; ``Attack`` is the detailed label beside another."""
+    by_key = _by_key(names)
+    label = next((by_key[k] for k in LABELS if k in by_key), None)
+    detailed = next((by_key[k] for k in ATTACK_NAMES if k in by_key), None)
+    return label, detailed if detailed != label else None
+
+
+def label_text(values: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
+    """Label values as text: surrounding spaces dropped, ``0`` benign and ``1`` malicious (the
+    binary columns of derivatives such as ``Labelb``), other names as written."""
+    text = pc.utf8_trim_whitespace(pc.cast(values, pa.string()))
+    binary = pc.if_else(pc.equal(text, "1"), "malicious", text)
+    return pc.if_else(pc.equal(text, "0"), "benign", binary)
 
 
 def _proto(text: str) -> str | None:
@@ -51,14 +154,18 @@ def _proto(text: str) -> str | None:
 
 
 def looks_like_cic(header: str) -> bool:
-    names = {h.strip() for h in header.split(",")}
-    return "Flow Duration" in names and ("Total Fwd Packets" in names or "Tot Fwd Pkts" in names)
+    """Whether a CSV header line is CICFlowMeter's: a flow duration and a forward packet count,
+    in any of the spellings of :data:`COLUMNS`."""
+    found = find_columns(header.split(","))
+    return all(k in found for k in REQUIRED)
 
 
 class CicFlowMeterSource(FileSource):
     """A CICFlowMeter CSV file."""
 
     kind = "cicflowmeter"
+    #: The :data:`OPTIONAL` columns the file lacks (known once the header was read).
+    missing: tuple[str, ...] = ()
 
     def batches(self) -> Iterator[FlowBatch]:
         with open_binary(self.path) as fh:
@@ -67,20 +174,28 @@ class CicFlowMeterSource(FileSource):
             if first is None or not first[1]:
                 raise InputError(f"{self.path}: empty file")
             header = first[1][0].decode("utf-8", "replace")
-            if not looks_like_cic(header):
-                raise InputError(f"{self.path}: not a CICFlowMeter CSV (no Flow Duration column)")
             fields = [h.strip() for h in header.split(",")]
-            mapping: dict[str, str] = {}
-            for canon, names in _COLUMNS.items():
-                for n in names:
-                    if n in fields:
-                        mapping[canon] = n
-                        break
+            mapping = find_columns(fields)
+            absent = [_REQUIRED_NAMES[k] for k in REQUIRED if k not in mapping]
+            if absent:
+                raise InputError(
+                    f"{self.path}: not a CICFlowMeter CSV (no {' and no '.join(absent)} column)"
+                )
+            self.missing = tuple(k for k in OPTIONAL if k not in mapping)
+            if self.missing:
+                log.warning(
+                    "%s: no %s column: flows are scored on what the file has; addresses, ports "
+                    "and times show as '-'",
+                    self.path,
+                    ", ".join(_OPTIONAL_NAMES[k] for k in self.missing),
+                )
             # Time and protocol are converted here, not by the generic parser.
             special: dict[str, str] = {k: mapping.pop(k) for k in ("ts", "proto") if k in mapping}
             parser = DelimitedParser(
                 self.path, fields, b",", mapping, null_values=("",), comment=None
             )
+            numbered = "uid" not in mapping
+            name = Path(self.path).name
             start, lines = first
             for s, ls in ((start + 1, lines[1:]), *blocks):
                 table = parser.parse(s, ls, self.stats)
@@ -90,6 +205,8 @@ class CicFlowMeterSource(FileSource):
                 cols = {name: table.column(name) for name in table.column_names}
                 if "duration" in cols:
                     cols["duration"] = pc.divide(cols["duration"], 1e6)
+                if "label" in cols:
+                    cols["label"] = label_text(cols["label"])
                 if special:
                     raw = self._raw_columns(ls, fields, special, n)
                     if "ts" in raw:
@@ -108,6 +225,10 @@ class CicFlowMeterSource(FileSource):
                         )
                     if "proto" in raw:
                         cols["proto"] = pa.array([_proto(v) for v in raw["proto"]], pa.string())
+                if numbered:
+                    first_row = self.stats.rows + 1
+                    rows = range(first_row, first_row + n)
+                    cols["uid"] = pa.array([f"{name}#{i}" for i in rows], pa.string())
                 cols["source"] = pa.array(["cicflowmeter"] * n, pa.string())
                 self.stats.rows += n
                 yield FlowBatch.from_table(pa.table(cols))

@@ -18,6 +18,7 @@ from netanomd.errors import InputError
 from netanomd.flow import FlowBatch
 from netanomd.sources import ReadStats
 from netanomd.sources.cicflowmeter import looks_like_cic
+from netanomd.sources.suricata_alerts import SignatureJoin
 from netanomd.sources.suricata_eve import eve_lines_to_batch
 from netanomd.sources.zeek_log import (
     ZeekTsvHeader,
@@ -71,6 +72,8 @@ class LineDecoder:
     def __init__(self, where: str, stats: ReadStats, formats: Sequence[str] = LINE_FORMATS):
         self.where = where
         self.stats = stats
+        #: Suricata alert events waiting for their flows (an EVE stream).
+        self.signatures = SignatureJoin(stats)
         self.formats = tuple(formats)
         #: The decided format, None until the first data line.
         self.format: str | None = None
@@ -128,7 +131,7 @@ class LineDecoder:
         if not body:
             return None
         if self.format == "eve":
-            return eve_lines_to_batch(body, self.stats, self.where, first_line)
+            return eve_lines_to_batch(body, self.stats, self.where, first_line, self.signatures)
         if self.format == "zeek-json":
             return zeek_json_lines_to_batch(body, self.stats, self.where, first_line)
         assert self._header is not None

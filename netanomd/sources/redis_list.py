@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 from netanomd.sources import Emit, ReadStats
+from netanomd.sources.suricata_alerts import SignatureJoin
 from netanomd.sources.suricata_eve import eve_lines_to_batch
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,7 @@ class RedisInput:
         self.batch_lines = batch_lines
         self.name = name or f"redis:{key}"
         self.stats = ReadStats()
+        self.signatures = SignatureJoin(self.stats)
         self.errors = 0
         self.ready = threading.Event()
         self._stop = threading.Event()
@@ -112,7 +114,10 @@ class RedisInput:
 
     def _emit(self, items: list[bytes]) -> None:
         batch = eve_lines_to_batch(
-            [i if isinstance(i, bytes) else str(i).encode() for i in items], self.stats, self.name
+            [i if isinstance(i, bytes) else str(i).encode() for i in items],
+            self.stats,
+            self.name,
+            signatures=self.signatures,
         )
         if batch is None:
             return

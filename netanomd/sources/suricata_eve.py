@@ -1,7 +1,9 @@
 """Suricata EVE JSON reader: ``event_type: flow`` records become flow records.
 
-Other event types (alert, dns, http, netflow, stats, ...) are skipped and counted per type in
-``stats.skipped``. Mapping:
+``alert`` events (Suricata's own signatures) go to the input's
+:class:`~netanomd.sources.suricata_alerts.SignatureJoin`, which attaches them to the flow of
+the same ``flow_id``. Other event types (dns, http, netflow, stats, ...) are skipped and counted
+per type in ``stats.skipped``. Mapping:
 
 * ``src_*`` is the originator, ``dest_*`` the responder; ``proto`` is lowercased;
   ``app_proto`` becomes ``service`` (``failed`` and absent become null).
@@ -45,6 +47,7 @@ from netanomd.errors import InputError
 from netanomd.flow import FlowBatch, FlowRecord
 from netanomd.sources import ReadStats, int_range
 from netanomd.sources._text import FileSource, line_blocks, open_binary
+from netanomd.sources.suricata_alerts import SignatureJoin
 
 log = logging.getLogger(__name__)
 
@@ -197,9 +200,16 @@ def parse_eve_line(line: bytes, where: str = "<eve>") -> FlowRecord | None:
 
 
 def eve_lines_to_batch(
-    lines: Sequence[bytes], stats: ReadStats, where: str, first_line: int = 1
+    lines: Sequence[bytes],
+    stats: ReadStats,
+    where: str,
+    first_line: int = 1,
+    signatures: SignatureJoin | None = None,
 ) -> FlowBatch | None:
-    """Parse EVE lines into a batch of flow records; other event types are counted."""
+    """Parse EVE lines into a batch of flow records; other event types are counted.
+
+    With ``signatures`` (the input's join, kept across calls) alert events are kept there and
+    the batch's flows carry the signatures that fired on them; without, they are skipped."""
     records: list[FlowRecord] = []
     for offset, line in enumerate(lines):
         if not line.strip():
@@ -212,6 +222,12 @@ def eve_lines_to_batch(
             stats.bad_line(f"{where}:{first_line + offset}: {exc}")
             continue
         kind = ev["event_type"]
+        if kind == "alert" and signatures is not None:
+            try:
+                signatures.add(ev)
+            except Exception as exc:
+                stats.bad_line(f"{where}:{first_line + offset}: bad alert event ({exc!r})")
+            continue
         if kind != "flow":
             stats.skip(str(kind))
             continue
@@ -222,7 +238,8 @@ def eve_lines_to_batch(
     if not records:
         return None
     stats.rows += len(records)
-    return FlowBatch.from_records(records)
+    batch = FlowBatch.from_records(records)
+    return signatures.attach(batch) if signatures is not None else batch
 
 
 class SuricataEveSource(FileSource):
@@ -231,11 +248,13 @@ class SuricataEveSource(FileSource):
     kind = "suricata-eve"
 
     def batches(self) -> Iterator[FlowBatch]:
+        signatures = SignatureJoin(self.stats)
         with open_binary(self.path) as fh:
             for start, lines in line_blocks(fh, self.batch_size):
-                batch = eve_lines_to_batch(lines, self.stats, self.path, start)
+                batch = eve_lines_to_batch(lines, self.stats, self.path, start, signatures)
                 if batch is not None:
                     yield batch
+        signatures.finish()
 
 
 __all__ = ["SuricataEveSource", "eve_lines_to_batch", "parse_eve_line"]

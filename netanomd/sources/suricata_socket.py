@@ -20,6 +20,7 @@ from pathlib import Path
 
 from netanomd.sources import Emit, ReadStats
 from netanomd.sources._text import LineSplitter
+from netanomd.sources.suricata_alerts import SignatureJoin
 from netanomd.sources.suricata_eve import eve_lines_to_batch
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,7 @@ class EveSocket:
         self.batch_wait = batch_wait
         self.name = name or f"eve-{kind}:{self.path}"
         self.stats = ReadStats()
+        self.signatures = SignatureJoin(self.stats)
         self.ready = threading.Event()
         self._stop = threading.Event()
         self._pending: list[bytes] = []
@@ -115,6 +117,6 @@ class EveSocket:
         lines, self._pending = self._pending, []
         if not lines:
             return
-        batch = eve_lines_to_batch(lines, self.stats, self.name)
+        batch = eve_lines_to_batch(lines, self.stats, self.name, signatures=self.signatures)
         if batch is not None:
             self.emit(batch, arrived=self._first)
