@@ -45,7 +45,7 @@ def test_daemon_serves_the_page_and_applies_the_allowlist(tmp_path: Path) -> Non
     log = tmp_path / "conn.log"
     log.write_bytes(b"".join(header + rows[:half]))
     (tmp_path / "analysts").write_text(f"# name token\nalice {TOKEN}\n")
-    port = free_port()
+    port, metrics_port = free_port(), free_port()
     db = tmp_path / "alerts.db"
     cfg = {
         "model": {"path": str(model), "reload_check_seconds": 0},
@@ -53,7 +53,7 @@ def test_daemon_serves_the_page_and_applies_the_allowlist(tmp_path: Path) -> Non
         "pipeline": {"batch_size": 500, "batch_timeout_ms": 50},
         "sinks": {
             "sqlite": {"path": str(db)},
-            "metrics": {"enabled": False},
+            "metrics": {"listen": f"127.0.0.1:{metrics_port}"},
             "zeek_notice": {"enabled": False},
         },
         "ui": {
@@ -105,5 +105,9 @@ def test_daemon_serves_the_page_and_applies_the_allowlist(tmp_path: Path) -> Non
             if 'rule="cc-known",kind="alerts"' in line
         ]
         assert counted and counted[0] >= len(later) // 2
+        # The daemon's own Prometheus endpoint counts the same, per rule and kind.
+        daemon_metrics = _get(f"http://127.0.0.1:{metrics_port}/metrics")
+        assert 'netanomd_suppressed_total{kind="alerts",rule="ssdp"} 1.0' in daemon_metrics
+        assert 'netanomd_suppressed_total{kind="alerts",rule="cc-known"}' in daemon_metrics
     finally:
         assert d.shutdown() == 0

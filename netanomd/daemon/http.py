@@ -139,6 +139,15 @@ class DaemonCollector:
             "Incident updates written (an incident is written again each time it changes)",
             value=st.incident_updates,
         )
+        if p.suppress is not None:
+            c = CounterMetricFamily(
+                "netanomd_suppressed",
+                "Flow alerts and incidents an allowlist rule kept from the sinks",
+                labels=["rule", "kind"],
+            )
+            for (rule, kind), n in sorted(p.suppress.totals.items()):
+                c.add_metric([rule, kind], n)
+            yield c
         c = CounterMetricFamily("netanomd_sink_errors", "Sink write failures", labels=["sink"])
         for sink_name, n in sorted(p.sinks.errors.items()):
             c.add_metric([sink_name], n)

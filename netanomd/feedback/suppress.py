@@ -30,6 +30,8 @@ class Suppressor:
         self.rules = rules
         self._clock = clock
         self.counts: Counter[tuple[str, str]] = Counter()
+        #: The same counts since this suppressor was made (never reset: the daemon's metrics).
+        self.totals: Counter[tuple[str, str]] = Counter()
         #: The last batch's suppressed rows: row index in the batch -> rule name.
         self.last: dict[int, str] = {}
         self._incidents_seen: set[int] = set()
@@ -54,6 +56,7 @@ class Suppressor:
                 keep[i] = False
                 self.last[int(rows[i])] = rule.name
                 self.counts[(rule.name, "alerts")] += 1
+                self.totals[(rule.name, "alerts")] += 1
         return keep
 
     def incidents(self, incidents: Iterable[Incident]) -> list[Incident]:
@@ -69,6 +72,7 @@ class Suppressor:
             elif inc.id not in self._incidents_seen:
                 self._incidents_seen.add(inc.id)
                 self.counts[(rule.name, "incidents")] += 1
+                self.totals[(rule.name, "incidents")] += 1
         return out
 
     def take_counts(self) -> Counter[tuple[str, str]]:
