@@ -56,7 +56,8 @@ def register(sub: Any) -> None:
         action="extend",
         default=[],
         metavar="NAME=FILE",
-        help="CICFlowMeter CSV with a label column (Label, Labelb 0/1, Attack), one set per NAME=FILE (several, or repeat)",
+        help="CICFlowMeter CSV with a label column (Label, Labelb 0/1, Attack), one set per "
+        "NAME=FILE (several, or repeat)",
     )
     p.add_argument(
         "--nsl-kdd",
