@@ -22,12 +22,16 @@ starts do not); a flow ending before the open window is counted in it. Distinct 
 HyperLogLog sketches (:mod:`netanomd.behaviour.hll`): no cap on how many flows or peers a window
 sees. Per (host, peer, port) "pair" the window keeps counts and inter-arrival statistics for
 brute force and beaconing (gaps between flow ends, the order flows arrive in), in a table bounded
-to the heaviest ``max_pairs`` pairs. Whether a peer is new for a host is answered by a
-two-generation Bloom filter of (host, peer) pairs seen before, which forgets the oldest
-generation when it fills up.
+to the heaviest ``max_pairs`` pairs; pairs count connection attempts (a TCP record repeating the
+source port of the pair's previous record, unanswered and without payload, is that attempt
+again, not a new one).
+Whether a peer is new for a host is answered by a two-generation Bloom filter of (host, peer)
+pairs seen before, which forgets the oldest generation when it fills up; a second one of
+(host, peer, port) targets counts the probes that reach a target the host never contacted
+before (``new_targets``: a scan explores, a client retrying its usual servers does not).
 
 Memory is bounded: ``max_hosts`` host slots (least recently seen idle slot evicted when full),
-``max_pairs`` pairs per scale, and the fixed-size Bloom filter.
+``max_pairs`` pairs per scale, and the two fixed-size Bloom filters.
 """
 
 from __future__ import annotations
@@ -55,6 +59,13 @@ MULTICAST = r"^(22[4-9]|23[0-9])\.|^[fF][fF][0-9a-fA-F]{2}:"
 NO_REPLY_DESTS = MULTICAST + r"|^255\.255\.255\.255$"
 #: ICMP echo request (v4, v6): a ping is a probe whether or not it is answered.
 _ICMP_ECHO = (8, 128)
+#: Seconds below which two records on one source port cannot be a retransmission of one attempt
+#: (TCP's least retransmission timeout is 200 ms).
+RETRY_GAP = 0.2
+#: Most records one attempt's retransmissions are logged as (a SYN and its 6 retries, Linux's
+#: default ``tcp_syn_retries``); a longer chain on one source port is a prober reusing a fixed
+#: port, every record an attempt.
+RETRY_RECORDS = 7
 #: Fewest flows to one peer and port before their inter-arrival regularity means anything.
 MIN_BEACON_EVENTS = 6
 #: Representative flow uids kept per host.
@@ -74,7 +85,10 @@ _SUMS = (
     "probe_udp1",
     "probe_syn",
     "probe_echo",
+    "new_targets",
 )
+_NEW_PEERS = _SUMS.index("new_peers")
+_NEW_TARGETS = _SUMS.index("new_targets")
 #: What kind of probe: one UDP packet unanswered, a lone SYN unanswered, an ICMP echo request.
 PROBE_KINDS: tuple[str, ...] = ("probe_udp1", "probe_syn", "probe_echo")
 # HyperLogLog sketches per (slot, window).
@@ -179,6 +193,32 @@ def probe_kinds(batch: FlowBatch, unanswered: np.ndarray) -> tuple[np.ndarray, .
     return udp1, syn, echo
 
 
+def _attempts(records: np.ndarray) -> np.ndarray:
+    """Attempts a chain of retried records stands for: one, unless it is too long to be one
+    attempt's retransmissions (:data:`RETRY_RECORDS`; a prober reusing a fixed source port)."""
+    return np.where(records > RETRY_RECORDS, records, 1.0)
+
+
+def retried(
+    port: np.ndarray,
+    start: np.ndarray,
+    bare: np.ndarray,
+    next_port: np.ndarray,
+    next_start: np.ndarray,
+    next_proto: np.ndarray,
+) -> np.ndarray:
+    """Whether a pair's next record is the same TCP attempt again: the previous one was bare
+    (unanswered, no payload) and the next reuses its source port at least :data:`RETRY_GAP`
+    seconds later."""
+    return np.asarray(
+        bare
+        & (next_port == port)
+        & (next_port >= 0)
+        & (next_proto == PROTO_CODE["tcp"])
+        & (next_start - start >= RETRY_GAP)
+    )
+
+
 class _Bloom:
     """Two-generation Bloom filter of 64-bit keys (2 probes), ``2**bits`` one-byte cells each."""
 
@@ -224,6 +264,16 @@ class _Pairs:
     last: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float64))
     gsum: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float64))
     gsq: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float64))
+    # The pair's first and last records (source port, start; whether the last was a bare
+    # unanswered attempt): an attempt retried across two segments is counted once.
+    fport: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    fts: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float64))
+    lport: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    lts: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float64))
+    lbare: np.ndarray = field(default_factory=lambda: np.zeros(0, np.bool_))
+    fchain: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float64))
+    lchain: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float64))
+    one_chain: np.ndarray = field(default_factory=lambda: np.zeros(0, np.bool_))
 
     def names(self) -> tuple[str, ...]:
         return (
@@ -239,6 +289,14 @@ class _Pairs:
             "last",
             "gsum",
             "gsq",
+            "fport",
+            "fts",
+            "lport",
+            "lts",
+            "lbare",
+            "fchain",
+            "lchain",
+            "one_chain",
         )
 
     def take(self, idx: np.ndarray) -> _Pairs:
@@ -294,6 +352,19 @@ class _Scale:
         if found.any():
             o = pos[found]
             f = new.take(np.flatnonzero(found))
+            # The old part's last attempt, retried at the start of the new part, is one attempt:
+            # the new part's record (its outcome) stands for it.
+            link = retried(old.lport[o], old.lts[o], old.lbare[o], f.fport, f.fts, f.proto)
+            a, b = old.lchain[o], f.fchain
+            # Records the two parts counted for the joined chain, and what it really holds (every
+            # record but its outcome is a bare attempt: unanswered and short).
+            fix = np.where(link, _attempts(a + b) - _attempts(a) - _attempts(b), 0.0)
+            old.n[o] += fix
+            old.unans[o] += fix
+            old.short[o] += fix
+            old.lchain[o] = np.where(link & f.one_chain, a + b, f.lchain)
+            old.one_chain[o] &= link & f.one_chain
+            old.lport[o], old.lts[o], old.lbare[o] = f.lport, f.lts, f.lbare
             bridge = np.maximum(f.first - old.last[o], 0.0)
             old.gsum[o] += f.gsum + bridge
             old.gsq[o] += f.gsq + bridge * bridge
@@ -358,6 +429,7 @@ class HostWindows:
         self._cids = np.full((s, SAMPLES), None, dtype=object)
         self._scales = [_Scale(w, s, self._p, self._max_pairs) for w in self.scales]
         self._bloom = _Bloom(self._bloom_bits)
+        self._targets = _Bloom(self._bloom_bits)
         self.clock = -np.inf
         self.evictions = 0
 
@@ -493,6 +565,7 @@ class HostWindows:
                 np.concatenate([rb, ob, rb]),
                 np.zeros(3 * n),
                 *(np.tile(k, 3) for k in kinds),
+                np.zeros(3 * n),
             ]
         )
         uids = _strings(batch, "uid")
@@ -520,6 +593,8 @@ class HostWindows:
                 peers_s[rows],
                 ports3[rows],
                 np.tile(pcode, 3)[rows],
+                np.tile(orig_p, 3)[rows],
+                np.tile(ob <= 0, 3)[rows],
                 np.tile(probe, 3)[rows],
                 np.tile(unans, 3)[rows],
                 np.tile(short, 3)[rows],
@@ -548,6 +623,8 @@ class HostWindows:
         peer_s: np.ndarray,
         port: np.ndarray,
         pcode: np.ndarray,
+        orig_p: np.ndarray,
+        empty: np.ndarray,
         probe: np.ndarray,
         unans: np.ndarray,
         short: np.ndarray,
@@ -563,7 +640,16 @@ class HostWindows:
         uk, first_i = np.unique(newkey, return_index=True)
         is_new = ~self._bloom.seen_then_add(uk)
         sums = sums.copy()
-        np.add.at(sums[:, 5], first_i[is_new], 1.0)
+        np.add.at(sums[:, _NEW_PEERS], first_i[is_new], 1.0)
+        # New probe targets: distinct (host, peer, port) probed here and never contacted before
+        # (a scan explores; a client retrying the servers it always uses does not).
+        uk_t = np.unique(pkey)
+        seen_t = self._targets.seen_then_add(uk_t)
+        p_idx = np.flatnonzero(probe)
+        if len(p_idx):
+            up, first_p = np.unique(pkey[p_idx], return_index=True)
+            fresh = ~seen_t[np.searchsorted(uk_t, up)]
+            np.add.at(sums[:, _NEW_TARGETS], p_idx[first_p[fresh]], 1.0)
         # Representative flows: the host's latest SAMPLES uids.
         order = np.lexsort((-np.arange(len(slot)), slot))
         so = slot[order]
@@ -574,7 +660,20 @@ class HostWindows:
         self._cids[so[keep], rank[keep]] = cids[order][keep]
         # Pairs of this segment, with inter-arrival sums of their arrival (event) times: flows
         # arrive by end, so these gaps are the same however the stream is cut into batches.
+        # Pairs count connection *attempts*: a TCP record on the source port of the pair's
+        # previous record, an unanswered one that carried no payload, at least a retransmission
+        # timer later (RETRY_GAP), is that attempt again: its SYN retransmitted after Zeek
+        # closed the first record, or the retry a stack makes after a reset. The attempt's last
+        # record (its outcome) stands for it. Records sooner than that, or a chain longer than
+        # RETRY_RECORDS, are attempts of their own (a flood or a prober from one fixed port).
         o = np.lexsort((when, pkey))
+        ks, ps, bare, t0, pc_ = pkey[o], orig_p[o], unans[o] & empty[o], ts[o], pcode[o]
+        again = (ks[1:] == ks[:-1]) & retried(ps[:-1], t0[:-1], bare[:-1], ps[1:], t0[1:], pc_[1:])
+        raw_start = np.r_[0, np.flatnonzero(ks[1:] != ks[:-1]) + 1]
+        raw_end = np.r_[raw_start[1:], len(o)] - 1
+        chain = np.cumsum(np.r_[True, ~again]) - 1
+        length = np.bincount(chain).astype(np.float64)
+        o = o[np.r_[~again, True] | (length[chain] > RETRY_RECORDS)]
         k_sorted = pkey[o]
         gstart = np.r_[0, np.flatnonzero(np.diff(k_sorted)) + 1]
         gid = np.repeat(np.arange(len(gstart)), np.diff(np.r_[gstart, len(o)]))
@@ -595,6 +694,14 @@ class HostWindows:
             last=np.maximum.reduceat(t_sorted, gstart),
             gsum=np.bincount(gid, weights=gaps, minlength=ng),
             gsq=np.bincount(gid, weights=gaps * gaps, minlength=ng),
+            fport=ps[raw_start],
+            fts=t0[raw_start],
+            lport=ps[raw_end],
+            lts=t0[raw_end],
+            lbare=bare[raw_end],
+            fchain=length[chain[raw_start]],
+            lchain=length[chain[raw_end]],
+            one_chain=chain[raw_start] == chain[raw_end],
         )
         sketch_rows = [
             (slot, peer_h),
