@@ -129,6 +129,25 @@ PAIR_COLUMNS: tuple[str, ...] = (
 #: Fewest flows of a pair for it to be reported in the pair rows.
 MIN_PAIR_FLOWS = 4
 
+#: Per-flow originator context (:meth:`HostWindows.update` ``context=``), as it stood when the
+#: flow arrived, counting it: whether its responder is new to the originator and how many new
+#: responders it reached in the widest window (``new_peers_window`` s); whether it went
+#: unanswered, how many attempts the originator made at this peer and port in the ``near_window``
+#: (the second scale) and how many of them failed; whether it was a probe, and the originator's
+#: probes in that window.
+CONTEXT_COLUMNS: tuple[str, ...] = (
+    "row",
+    "new_peer",
+    "new_peers",
+    "new_peers_window",
+    "unanswered",
+    "tries",
+    "failed_tries",
+    "probe",
+    "probes",
+    "near_window",
+)
+
 _K1 = np.uint64(0x9E3779B97F4A7C15)
 _K2 = np.uint64(0xC2B2AE3D27D4EB4F)
 
@@ -191,6 +210,23 @@ def probe_kinds(batch: FlowBatch, unanswered: np.ndarray) -> tuple[np.ndarray, .
     syn = (proto == "tcp") & (states == "S0") & (opk <= 2)
     echo = (proto == "icmp") & np.isin(batch.numeric("orig_p", fill=-1), _ICMP_ECHO)
     return udp1, syn, echo
+
+
+def _running(keys: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Per row, the sum of ``values`` over the rows so far (this one included) with its key."""
+    order = np.argsort(keys, kind="stable")
+    v = np.asarray(values, dtype=np.float64)[order]
+    total = np.cumsum(v)
+    k = keys[order]
+    first = np.r_[True, k[1:] != k[:-1]]
+    before = (total - v)[first][np.cumsum(first) - 1]
+    out = np.empty(len(v))
+    out[order] = total - before
+    return out
+
+
+def _frame(columns: tuple[str, ...]) -> pd.DataFrame:
+    return pd.DataFrame({c: [] for c in columns}, columns=list(columns))
 
 
 def _attempts(records: np.ndarray) -> np.ndarray:
@@ -493,10 +529,15 @@ class HostWindows:
         self.evictions += len(victims)
 
     # -- streaming ----------------------------------------------------------------------
-    def update(self, batch: FlowBatch) -> Closed:
-        """Add a batch (flows in arrival order); returns the windows that closed."""
+    def update(self, batch: FlowBatch, *, context: np.ndarray | None = None) -> Closed:
+        """Add a batch (flows in arrival order); returns the windows that closed and, for the
+        batch rows in ``context`` (e.g. the flows that alerted), each one's originator context
+        as it stood when the flow arrived (:data:`CONTEXT_COLUMNS`, in :attr:`Closed.context`)."""
         out: list[Closed] = []
         n = len(batch)
+        want = np.zeros(n, dtype=np.bool_)
+        if context is not None and len(context):
+            want[np.asarray(context, dtype=np.int64)] = True
         if n == 0:
             return Closed.empty()
         distinct = sum(
@@ -504,9 +545,10 @@ class HostWindows:
         )
         if n > 1 and distinct > self.max_hosts // 2:  # keep every piece's hosts within the table
             half = n // 2
-            return Closed.concat(
-                [self.update(batch.slice(0, half)), self.update(batch.slice(half))]
-            )
+            first = self.update(batch.slice(0, half), context=np.flatnonzero(want[:half]))
+            second = self.update(batch.slice(half), context=np.flatnonzero(want[half:]))
+            second.context["row"] += half
+            return Closed.concat([first, second])
         ts = batch.numeric("ts", fill=np.nan)
         bad = ~np.isfinite(ts)
         if bad.any():
@@ -574,6 +616,7 @@ class HostWindows:
         base = self.scales[0]
         minute = np.floor(t / base).astype(np.int64)
         cuts = np.flatnonzero(np.diff(minute)) + 1
+        found: list[pd.DataFrame] = []
         for a, b in zip(np.r_[0, cuts], np.r_[cuts, n], strict=True):
             rows = np.concatenate([np.arange(a, b) + r * n for r in range(3)])
             rows = rows[keep[rows]]
@@ -604,9 +647,13 @@ class HostWindows:
                 np.tile(cids, 3)[rows],
                 p_hash_all=np.tile(p_hash, 3)[rows],
                 when=np.tile(t, 3)[rows],
+                want=(rows < n) & want[np.minimum(rows, n - 1)],
+                found=found,
             )
         self.clock = float(t[-1])
-        return Closed.concat(out)
+        closed = Closed.concat(out)
+        closed.context = pd.concat(found, ignore_index=True) if found else _frame(CONTEXT_COLUMNS)
+        return closed
 
     def flush(self) -> Closed:
         """Close every open window (end of a stream)."""
@@ -635,12 +682,15 @@ class HostWindows:
         *,
         p_hash_all: np.ndarray,
         when: np.ndarray,
+        want: np.ndarray,
+        found: list[pd.DataFrame],
     ) -> None:
         # New peers: distinct (host, peer) pairs of this segment never seen before.
         uk, first_i = np.unique(newkey, return_index=True)
         is_new = ~self._bloom.seen_then_add(uk)
         sums = sums.copy()
         np.add.at(sums[:, _NEW_PEERS], first_i[is_new], 1.0)
+        hosts_new = sums[:, _NEW_PEERS] > 0
         # New probe targets: distinct (host, peer, port) probed here and never contacted before
         # (a scan explores; a client retrying the servers it always uses does not).
         uk_t = np.unique(pkey)
@@ -666,14 +716,22 @@ class HostWindows:
         # closed the first record, or the retry a stack makes after a reset. The attempt's last
         # record (its outcome) stands for it. Records sooner than that, or a chain longer than
         # RETRY_RECORDS, are attempts of their own (a flood or a prober from one fixed port).
-        o = np.lexsort((when, pkey))
-        ks, ps, bare, t0, pc_ = pkey[o], orig_p[o], unans[o] & empty[o], ts[o], pcode[o]
+        # Attempts are found in start order (records of one attempt start in turn), the pair's
+        # statistics taken in arrival order.
+        c = np.lexsort((ts, pkey))
+        ks, ps, bare, t0, pc_ = pkey[c], orig_p[c], unans[c] & empty[c], ts[c], pcode[c]
         again = (ks[1:] == ks[:-1]) & retried(ps[:-1], t0[:-1], bare[:-1], ps[1:], t0[1:], pc_[1:])
         raw_start = np.r_[0, np.flatnonzero(ks[1:] != ks[:-1]) + 1]
-        raw_end = np.r_[raw_start[1:], len(o)] - 1
+        raw_end = np.r_[raw_start[1:], len(c)] - 1
         chain = np.cumsum(np.r_[True, ~again]) - 1
         length = np.bincount(chain).astype(np.float64)
-        o = o[np.r_[~again, True] | (length[chain] > RETRY_RECORDS)]
+        alone = length[chain] > RETRY_RECORDS
+        starts = np.zeros(len(c), dtype=np.bool_)  # rows that start an attempt, in row order
+        starts[c] = np.r_[True, ~again] | alone
+        outcome = np.zeros(len(c), dtype=np.bool_)  # rows that end one (its outcome)
+        outcome[c] = np.r_[~again, True] | alone
+        o = np.lexsort((when, pkey))
+        o = o[outcome[o]]
         k_sorted = pkey[o]
         gstart = np.r_[0, np.flatnonzero(np.diff(k_sorted)) + 1]
         gid = np.repeat(np.arange(len(gstart)), np.diff(np.r_[gstart, len(o)]))
@@ -710,8 +768,74 @@ class HostWindows:
             (slot[probe], p_hash_all[probe]),
             (slot[probe], _mix(peer_h[probe], p_hash_all[probe])),
         ]
+        if want.any():
+            first = c[raw_start]  # each pair's first record here: maybe an older attempt's retry
+            found.append(
+                self._context(
+                    rows,
+                    slot,
+                    pkey,
+                    unans,
+                    probe,
+                    starts,
+                    want,
+                    hosts_new,
+                    (first, orig_p[first], ts[first], pcode[first], ~alone[raw_start]),
+                )
+            )
         for sc in self._scales:
             sc.add(slot, sums, ts, end, sketch_rows, seg_pairs)
+
+    def _context(
+        self,
+        rows: np.ndarray,
+        slot: np.ndarray,
+        pkey: np.ndarray,
+        unans: np.ndarray,
+        probe: np.ndarray,
+        starts: np.ndarray,
+        want: np.ndarray,
+        new_peer: np.ndarray,
+        firsts: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    ) -> pd.DataFrame:
+        """Originator context of the ``want`` rows of a segment, counting the segment's flows up
+        to and including each one (rows are in arrival order) on top of the open windows;
+        ``firsts`` are each pair's first record here (row, source port, start, protocol, short
+        chain), which continue the window's last attempt at the pair when it is retried."""
+        wide, near = self._scales[-1], self._scales[min(1, len(self._scales) - 1)]
+        new_peers = wide.sums[slot, _NEW_PEERS] + _running(slot, new_peer)
+        probes = near.sums[slot, _SUMS.index("probes")] + _running(slot, probe)
+        old = near.pairs
+        tries = np.zeros(len(rows))
+        failed = np.zeros(len(rows))
+        if len(old.key):
+            pos = np.minimum(np.searchsorted(old.key, pkey), len(old.key) - 1)
+            hit = old.key[pos] == pkey
+            tries = np.where(hit, old.n[pos], 0.0)
+            failed = np.where(hit, old.unans[pos], 0.0)
+            row, port, start, proto, short = firsts
+            p, h = pos[row], hit[row]
+            go_on = h & short & retried(old.lport[p], old.lts[p], old.lbare[p], port, start, proto)
+            starts = starts.copy()
+            starts[row[go_on]] = False
+        tries = tries + _running(pkey, starts)
+        failed = failed + _running(pkey, starts & unans)
+        w = np.flatnonzero(want)
+        return pd.DataFrame(
+            {
+                "row": rows[w],
+                "new_peer": new_peer[w],
+                "new_peers": new_peers[w],
+                "new_peers_window": wide.width,
+                "unanswered": unans[w],
+                "tries": tries[w],
+                "failed_tries": failed[w],
+                "probe": probe[w],
+                "probes": probes[w],
+                "near_window": near.width,
+            },
+            columns=list(CONTEXT_COLUMNS),
+        )
 
     def _emit(self, sc: _Scale) -> Closed:
         act = np.flatnonzero(sc.active)
@@ -767,10 +891,12 @@ class HostWindows:
 
 @dataclass
 class Closed:
-    """Windows that closed: one row per host window, and the pairs that were busy in them."""
+    """Windows that closed: one row per host window, and the pairs that were busy in them;
+    with the originator context of the flows an update was asked about."""
 
     hosts: pd.DataFrame
     pairs: pd.DataFrame
+    context: pd.DataFrame = field(default_factory=lambda: _frame(CONTEXT_COLUMNS))
 
     @staticmethod
     def concat(parts: list[Closed]) -> Closed:
@@ -779,11 +905,9 @@ class Closed:
         return Closed(
             pd.concat([p.hosts for p in parts], ignore_index=True),
             pd.concat([p.pairs for p in parts], ignore_index=True),
+            pd.concat([p.context for p in parts], ignore_index=True),
         )
 
     @staticmethod
     def empty() -> Closed:
-        return Closed(
-            pd.DataFrame({c: [] for c in WINDOW_COLUMNS}, columns=list(WINDOW_COLUMNS)),
-            pd.DataFrame({c: [] for c in PAIR_COLUMNS}, columns=list(PAIR_COLUMNS)),
-        )
+        return Closed(_frame(WINDOW_COLUMNS), _frame(PAIR_COLUMNS))

@@ -7,7 +7,10 @@ batch is
 1. scored and decided flow by flow (:meth:`~netanomd.model.Model.decide`: the Isolation Forest
    path, with the stream's own host-feature state);
 2. fed to the host behaviour pipeline (:class:`~netanomd.behaviour.pipeline.BehaviourPipeline`
-   with the model's learned limits), whose named detections become incidents;
+   with the model's learned limits), whose named detections become incidents, and which gives
+   each flow alert its originator's context at that moment, appended to the alert's reason as
+   :class:`~netanomd.behaviour.context.HostContext` contributions ("host's 412th new
+   destination this hour", "3rd unanswered attempt at this peer and port in 10 minutes");
 3. its flow alerts grouped into incidents, so every flow alert belongs to an incident an
    analyst can act on: an alert inside an open behaviour incident (the host's scan, its failed
    C&C connections...) belongs to that one; the others are grouped per originator into
@@ -21,10 +24,12 @@ the clock throughout (never the wall clock), so a replayed file and a live feed 
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from netanomd.behaviour.context import for_alerts
 from netanomd.behaviour.incidents import Incident, IncidentTracker
 from netanomd.behaviour.pipeline import BehaviourPipeline
 from netanomd.decision import Alert, above_threshold
@@ -68,9 +73,15 @@ class Stream:
         if np.isfinite(ts).any():
             self._clock = max(self._clock, float(np.nanmax(ts)))
         changed: dict[int, Incident] = {}
-        if self.behaviour is not None:
-            changed.update((i.id, i) for i in self.behaviour.process(batch))
         idx = above_threshold(scores, self.model.threshold_for(threshold))
+        if self.behaviour is not None:
+            found, context = self.behaviour.update(batch, idx)
+            changed.update((i.id, i) for i in found)
+            extra = for_alerts(context, idx, batch, self.behaviour.thresholds)
+            alerts = [
+                replace(a, contributions=(*a.contributions, *more)) if more else a
+                for a, more in zip(alerts, extra, strict=True)
+            ]
         if idx.size:
             idx = idx[~self._in_named(batch.take(idx))]
         if idx.size:
