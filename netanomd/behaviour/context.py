@@ -1,13 +1,13 @@
 """Host context of flow alerts: what the alerting flow's originator had been doing when it came.
 
-Owns :class:`HostContext` and :func:`for_alerts`. The host windows count, per originator, the
+Owns :class:`ContextPart` and :func:`for_alerts`. The host windows count, per originator, the
 new destinations of the widest window and the attempts at each peer and port of the second one
 (:data:`~netanomd.behaviour.windows.CONTEXT_COLUMNS`, asked for with ``HostWindows.update(...,
 context=rows)``); :func:`for_alerts` turns those rows into sentence parts of the alert's reason
 ("host's 412th new destination this hour", "3rd unanswered attempt at this peer and port in 10
-minutes"), each a :class:`HostContext` contribution that keeps the count (``observed``) and the
-learned limit it compares with (``baseline``) as numbers. Sentences are built for all alerts at
-once (numpy string operations); only the contribution objects are made one per alert.
+minutes"), each keeping the count and the learned limit it compares with as numbers (the model's
+stream makes them the alert's contributions). Sentences are built for all alerts at once (numpy
+string operations); only the part objects are made one per alert.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ import pandas as pd
 
 from netanomd.behaviour import reasons
 from netanomd.behaviour.detectors import Thresholds
-from netanomd.decision.verdicts import Contribution
 from netanomd.flow import FlowBatch
 
 #: Fewest failed attempts at one peer and port before they are worth a sentence.
@@ -27,20 +26,22 @@ MIN_FAILED = 2
 
 
 @dataclass(frozen=True, slots=True)
-class HostContext(Contribution):
-    """A contribution that is host context, not a feature's distance from training: its
-    sentence is its description; ``observed`` is the count, ``baseline`` the learned limit."""
+class ContextPart:
+    """One sentence part of an alert's host context, with its numbers."""
 
-    def sentence(self) -> str:
-        return self.description
+    feature: str  # "host.new_destinations", "host.failed_attempts"
+    sentence: str
+    observed: float  # the count
+    limit: float  # the learned limit it compares with
+    limit_name: str  # "learned limit per 60 min"
 
 
 def for_alerts(
     context: pd.DataFrame, rows: np.ndarray, batch: FlowBatch, thresholds: Thresholds
-) -> list[tuple[HostContext, ...]]:
+) -> list[tuple[ContextPart, ...]]:
     """Host context for the alerted ``rows`` of ``batch``, in their order, from the context rows
     the windows gave for them (rows without any are given none)."""
-    out: list[tuple[HostContext, ...]] = [() for _ in range(len(rows))]
+    out: list[tuple[ContextPart, ...]] = [() for _ in range(len(rows))]
     if not len(rows) or not len(context):
         return out
     ctx = context.drop_duplicates("row", keep="last").set_index("row")
@@ -86,14 +87,6 @@ def for_alerts(
         name = f"learned limit per {reasons.duration(window)}"
         for i in np.flatnonzero(mask).tolist():
             out[int(have[i])] += (
-                HostContext(
-                    feature=feature,
-                    description=str(sentence[i]),
-                    observed=float(observed[i]),
-                    baseline=float(base[i]),
-                    baseline_name=name,
-                    direction="context",
-                    weight=0.0,
-                ),
+                ContextPart(feature, str(sentence[i]), float(observed[i]), float(base[i]), name),
             )
     return out

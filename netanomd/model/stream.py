@@ -9,7 +9,7 @@ batch is
 2. fed to the host behaviour pipeline (:class:`~netanomd.behaviour.pipeline.BehaviourPipeline`
    with the model's learned limits), whose named detections become incidents, and which gives
    each flow alert its originator's context at that moment, appended to the alert's reason as
-   :class:`~netanomd.behaviour.context.HostContext` contributions ("host's 412th new
+   :class:`HostContext` contributions ("host's 412th new
    destination this hour", "3rd unanswered attempt at this peer and port in 10 minutes");
 3. its flow alerts grouped into incidents, so every flow alert belongs to an incident an
    analyst can act on: an alert inside an open behaviour incident (the host's scan, its failed
@@ -24,20 +24,41 @@ the clock throughout (never the wall clock), so a replayed file and a live feed 
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from netanomd.behaviour.context import for_alerts
+from netanomd.behaviour.context import ContextPart, for_alerts
 from netanomd.behaviour.incidents import Incident, IncidentTracker
 from netanomd.behaviour.pipeline import BehaviourPipeline
-from netanomd.decision import Alert, above_threshold
+from netanomd.decision import Alert, Contribution, above_threshold
 from netanomd.flow import FlowBatch
 from netanomd.model.operating import DEFAULT_QUIET
 
 if TYPE_CHECKING:
     from netanomd.model.artifact import Model
+
+
+@dataclass(frozen=True, slots=True)
+class HostContext(Contribution):
+    """An alert's host context as a contribution (not a feature's distance from training): its
+    sentence is its description; ``observed`` is the count, ``baseline`` the learned limit."""
+
+    def sentence(self) -> str:
+        return self.description
+
+    @classmethod
+    def of(cls, part: ContextPart) -> HostContext:
+        return cls(
+            feature=part.feature,
+            description=part.sentence,
+            observed=part.observed,
+            baseline=part.limit,
+            baseline_name=part.limit_name,
+            direction="context",
+            weight=0.0,
+        )
 
 
 class Stream:
@@ -79,7 +100,9 @@ class Stream:
             changed.update((i.id, i) for i in found)
             extra = for_alerts(context, idx, batch, self.behaviour.thresholds)
             alerts = [
-                replace(a, contributions=(*a.contributions, *more)) if more else a
+                replace(a, contributions=(*a.contributions, *map(HostContext.of, more)))
+                if more
+                else a
                 for a, more in zip(alerts, extra, strict=True)
             ]
         if idx.size:
