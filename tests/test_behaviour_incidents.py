@@ -112,8 +112,8 @@ def test_one_scanner_is_not_an_incident_per_target(thresholds: Thresholds) -> No
     batch = load(DATA / "behaviour/portscan-002.conn.log.gz")
     incs = run(BehaviourPipeline(thresholds), batch)
     assert {i.host for i in incs} == {"172.16.1.11"}
-    assert len(incs) <= 3
-    (scan,) = [i for i in incs if i.family == "scan"]
-    assert scan.severity >= 47
+    (scan,) = incs  # its retries of one port count attempts, not records: no brute force
+    assert scan.family == "scan"
+    assert severity_label(scan.severity) == "high"  # thousands of targets
     mine = np.asarray(batch.column("orig_h").to_pylist()) == "172.16.1.11"
     assert (scan.members(batch) & mine).sum() / mine.sum() >= 0.9
