@@ -412,10 +412,11 @@ class _Scale:
         fresh = new.take(np.flatnonzero(~found))
         if len(fresh.key):
             merged = _Pairs.concat(old, fresh)
-            if len(merged.key) > self.max_pairs:  # keep the heaviest pairs
+            if len(merged.key) > self.max_pairs:  # keep the heaviest pairs, in key order
                 keep = np.argpartition(-merged.n, self.max_pairs - 1)[: self.max_pairs]
-                merged = merged.take(keep)
-            self.pairs = merged.take(np.argsort(merged.key, kind="stable"))
+                self.pairs = merged.take(keep[np.argsort(merged.key[keep], kind="stable")])
+            else:
+                self.pairs = merged.take(np.argsort(merged.key, kind="stable"))
 
     def reset(self) -> None:
         act = np.flatnonzero(self.active)
