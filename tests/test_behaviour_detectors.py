@@ -3,9 +3,13 @@ captures: trained on the first half of the bundled benign day, as a sensor would
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 
 from netanomd.behaviour.detectors import (
@@ -13,6 +17,7 @@ from netanomd.behaviour.detectors import (
     FLOORS,
     Thresholds,
     anomaly_scores,
+    beacon_hash,
     detect,
     fit,
     floors_at,
@@ -22,6 +27,7 @@ from netanomd.behaviour.measure import covered, halves, load, run
 from netanomd.behaviour.pipeline import BehaviourPipeline, learn
 from netanomd.behaviour.windows import ROLES, Closed, HostWindows
 from netanomd.data import attack_files, baseline_files
+from netanomd.flow import FlowBatch
 
 DATA = Path(__file__).parent / "data"
 
@@ -178,3 +184,66 @@ def test_anomaly_score_is_actual_over_learned_limit(split: tuple, thresholds: Th
     )
     # The second half of the benign day stays under anomaly_factor (no "unusual activity").
     assert score.max() < thresholds.anomaly_factor
+
+
+def test_rat_c2_refused_all_along_is_found_when_training_held_it() -> None:
+    """RemcosRAT, trained on its own first half (C&C retries included, labels unseen): the
+    learned brute-force limit for its port is its own rate, yet 30 refused attempts a minute to
+    one peer are "repeated failed connections" in the second half."""
+    path = next(p for p in attack_files() if p.name.startswith("remcos-exfil"))
+    train, test = halves(load(path))
+    windows = HostWindows()
+    thr = learn([train], windows=windows)
+    incs = run(BehaviourPipeline(thr, windows=windows), test)
+    label = np.asarray(test.column("label").fill_null("").to_pylist())
+    mal = label == "Malicious"
+    (cc,) = [i for i in incs if i.family == "failed connections"]
+    assert (cc.peer, cc.port) == ("66.63.168.35", 5888)
+    assert (covered([cc], test) & mal).sum() / mal.sum() >= 0.9
+    assert 40 <= cc.severity < 70  # C&C-like failures: medium
+
+
+def test_probing_known_targets_again_is_no_new_scan(thresholds: Thresholds) -> None:
+    """Nmap over the same hosts and ports twice, two hours apart: the first pass explores and is
+    a scan; the second reaches no target the host had not contacted and opens no scan (a client
+    retrying the servers it knows, unanswered, is no scan either)."""
+    batch = load(DATA / "behaviour/zeek-traces-nmap-vsn.conn.log")
+    later = batch.table.set_column(
+        batch.table.schema.get_field_index("ts"), "ts", pc.add(batch.column("ts"), 7200.0)
+    )
+    incs = run(BehaviourPipeline(thresholds), FlowBatch.concat([batch, FlowBatch(later)]))
+    scans = [i for i in incs if i.family == "scan"]
+    assert [i.host for i in scans] == ["192.168.1.71"]
+    assert scans[0].last_seen < float(batch.numeric("ts").max()) + 60.0
+
+
+def test_a_new_device_keeping_time_with_the_pool_is_no_beacon(
+    split: tuple, thresholds: Thresholds
+) -> None:
+    """Training saw NTP used regularly with a pool of servers; a device never seen in training
+    (the same NTP traffic from a new address) beacons to them as clocks do: no incident. Without
+    the pool knowledge, each server would be a "beaconing" incident."""
+    train = split[0]
+    ntp = np.asarray(
+        pc.and_(
+            pc.equal(train.column("resp_p"), 123), pc.equal(train.column("orig_h"), "192.168.1.109")
+        ).fill_null(False)
+    )
+    flows = train.take(np.flatnonzero(ntp))
+    device = FlowBatch(
+        flows.table.set_column(
+            flows.table.schema.get_field_index("orig_h"),
+            "orig_h",
+            pa.array(["10.99.0.7"] * len(flows)),
+        )
+    )
+    pool = beacon_hash(
+        pd.DataFrame({"role": ["orig"], "host": ["-"], "proto": ["udp"], "port": [123]}),
+        any_host=True,
+    )
+    assert np.isin(pool, thresholds.known_beacons).all()
+    assert run(BehaviourPipeline(thresholds), device) == []
+    forgot = replace(
+        thresholds, known_beacons=thresholds.known_beacons[~np.isin(thresholds.known_beacons, pool)]
+    )
+    assert {i.behaviour for i in run(BehaviourPipeline(forgot), device)} == {"beaconing"}

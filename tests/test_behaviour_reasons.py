@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from netanomd.behaviour import reasons
 from netanomd.behaviour.measure import load
 from netanomd.data import baseline_files
@@ -71,7 +73,15 @@ def test_services_and_numbers_in_words() -> None:
 
 
 def test_host_context_counts_new_destinations() -> None:
-    assert reasons.host_context(412, 3600.0) == "host's 412th new destination this hour"
-    assert reasons.host_context(1, 60.0) == "host's 1st new destination this minute"
-    assert reasons.host_context(12, 600.0) == "host's 12th new destination in 10 minutes"
+    assert reasons.host_context(np.array([412, 1]), 3600.0).tolist() == [
+        "host's 412th new destination this hour",
+        "host's 1st new destination this hour",
+    ]
+    assert reasons.host_context(np.array([12]), 600.0)[0] == (
+        "host's 12th new destination in 10 minutes"
+    )
+    assert reasons.failed_attempts(np.array([3]), 600.0)[0] == (
+        "3rd unanswered attempt at this peer and port in 10 minutes"
+    )
     assert reasons.ordinal(22) == "22nd" and reasons.ordinal(113) == "113th"
+    assert reasons.ordinal(1412) == "1,412th" and reasons.ordinal(11) == "11th"

@@ -150,3 +150,47 @@ def test_bad_input_is_named() -> None:
         HostWindows((60.0, 90.0))
     with pytest.raises(ValueError, match="positive scales"):
         HostWindows((0.0,))
+
+
+def test_pairs_count_attempts_not_zeek_records() -> None:
+    """IoT-23 44-1: the bot's SYNs to its C&C are retransmitted on one source port and Zeek logs
+    each retransmission as a record of its own (S0, S0, S0, then SF). A pair counts attempts:
+    one per source port here, judged by its last record."""
+    batch = load(Path(__file__).parent / "data" / "zeek" / "iot23-44-1.csv")
+    closed, _ = windows_of(batch, step=50)
+    df = batch.table.to_pandas()
+    cc = df[(df["resp_h"] == "46.101.251.172") & (df["resp_p"] == 80) & (df["proto"] == "tcp")]
+    per_port = cc.groupby("orig_p")
+    assert per_port.size().max() >= 3 and len(cc) > per_port.ngroups  # retransmissions exist
+    pr = closed.pairs[
+        (closed.pairs["role"] == "orig")
+        & (closed.pairs["peer"] == "46.101.251.172")
+        & (closed.pairs["scale"] == 3600.0)
+    ]
+    assert pr["flows"].sum() == per_port.ngroups
+    last = cc.sort_values("ts").groupby("orig_p")["conn_state"].last()
+    assert pr["unanswered"].sum() == (last == "S0").sum()
+
+
+def test_new_targets_count_only_first_contacts() -> None:
+    """The nmap capture probed twice: the second pass reaches no target the host had not
+    contacted before, so its probes are no new targets (a scan explores; a retry does not)."""
+    batch = load(DATA / "zeek-traces-nmap-vsn.conn.log")
+    again = batch.table.set_column(
+        batch.table.schema.get_field_index("ts"),
+        "ts",
+        pa.compute.add(batch.column("ts"), 7200.0),
+    )
+    closed, _ = windows_of(FlowBatch.concat([batch, FlowBatch(again)]))
+    df = batch.table.to_pandas()
+    scanner = df["orig_h"].value_counts().index[0]
+    rows = closed.hosts[
+        (closed.hosts["host"] == scanner)
+        & (closed.hosts["role"] == "orig")
+        & (closed.hosts["scale"] == 60.0)
+    ].sort_values("start")
+    first, second = rows.iloc[0], rows.iloc[1]
+    probes = df[probe_mask(batch) & (df["orig_h"] == scanner).to_numpy()]
+    assert first["new_targets"] == len(set(zip(probes["resp_h"], probes["resp_p"], strict=True)))
+    assert second["probes"] == first["probes"] > 0
+    assert second["new_targets"] == 0

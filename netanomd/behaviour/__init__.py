@@ -7,6 +7,7 @@ Modules, one job each:
 * :mod:`~netanomd.behaviour.detectors`: learned thresholds and named detections;
 * :mod:`~netanomd.behaviour.incidents`: detections grouped into incidents with titles;
 * :mod:`~netanomd.behaviour.reasons`: Zeek fields in plain language;
+* :mod:`~netanomd.behaviour.context`: a flow alert's host context, as parts of its reason;
 * :mod:`~netanomd.behaviour.pipeline`: flows -> incidents, the same in training and live;
 * :mod:`~netanomd.behaviour.measure`: the measurement on the shared captures.
 """

@@ -8,14 +8,16 @@ closed windows of :class:`~netanomd.behaviour.windows.HostWindows` into named de
 behaviour                    evidence (in a window of 1 min, 10 min or 1 h)
 ===========================  ===================================================================
 horizontal / vertical scan,  one originator's probes (unanswered, reset without payload, ICMP
-scan                         echo) reach many (host, port) targets: mostly many hosts, mostly
-                             many ports, or both
+scan                         echo) reach many (host, port) targets it never contacted before:
+                             mostly many hosts, mostly many ports, or both
 inbound scan                 one responder probed by many distinct sources
 brute force                  many short TCP connections (< 10 kB each way) from one host to one
                              service of one peer, more than that service ever saw in training;
                              ``inbound brute force``: to one local service from many sources
 repeated failed connections  one peer and TCP port retried for most of a 10-min+ window, mostly
-                             unanswered (a dead or flaky C&C, a blocked service)
+                             unanswered (a dead or flaky C&C, a blocked service); or 20+
+                             attempts a minute, 90% of them unanswered or refused, under
+                             the service's brute-force limit
 SYN / UDP / ICMP flood       100+ flows to one peer and port at 10+ per second, 90% unanswered
                              (TCP); or one service reached by 100+ distinct sources (spoofed)
 beaconing                    short flows to one peer and port at regular intervals over half a
@@ -33,7 +35,9 @@ attacked during an unlabeled training window cannot teach that its attack is nor
 activity" also respects each busy training host's own maximum (a resolver, a proxy). Brute-force
 limits are learned per service (``tcp/22``) from its busiest pair; a service never used in
 training falls back to the floor. Beaconing needs a regularity above the ``quantile`` of the
-training pairs'; a host's periodic use of a service already regular in training is known. Floods
+training pairs'; a host's periodic use of a service already regular in training is known, and
+so is anyone's periodic use of a service that training saw used regularly with a pool of
+:data:`POOL_PEERS` or more servers (clocks and resolvers, learned, not a port list). Floods
 and repeated failed connections are defined, not learned: the training window may hold them.
 
 Operator knobs (stored with the thresholds): ``quantile`` and ``margin`` (higher: fewer, surer
@@ -98,6 +102,9 @@ def floors_at(scale: float) -> np.ndarray:
 
 PAIR_FLOOR = 10.0  # connections to one service before "brute force" can mean anything
 REGULARITY_FLOOR = 0.8  # 1 / (1 + coefficient of variation of the gaps): 0.8 is CV 0.25
+#: Distinct servers a service must be used regularly with, in training, for its periodic use to
+#: be known for every host (a pool: NTP, DNS, update mirrors; a C&C is one or two addresses).
+POOL_PEERS = 3
 #: A flood by definition, whatever training saw (an unlabeled training window may hold the flood
 #: itself): at least FLOOD_FLOWS flows to one peer and port, at FLOOD_RATE per second or more
 #: over their span, unanswered (TCP) or one-way (UDP, ICMP).
@@ -107,6 +114,10 @@ FLOOD_RATE = 10.0
 #: (a C&C that answers now and then still fails mostly).
 UNANSWERED_SHARE = 0.9
 FAILING_SHARE = 0.5
+#: Attempts at one peer and TCP port, nearly all (UNANSWERED_SHARE) refused or unanswered, at a
+#: rate of this many a minute (over a minute or more) that are "repeated failed connections"
+#: however short the window: a retry every three seconds, kept up, is no client's back-off.
+FAILING_BURST = 20.0
 #: Features whose excess alone makes "unusual activity" (the rest feed named behaviours).
 #: Bytes received are not among them: a big download is a user's business, not an attack sign.
 ANOMALY_FEATURES: tuple[str, ...] = ("flows", "unanswered", "new_peers", "peers", "ports")
@@ -151,7 +162,8 @@ class Thresholds:
     pair_keys: np.ndarray  # (P,) "scale|role|proto/port" strings
     pair_limits: np.ndarray  # (P,) connections to one service per window
     regularity: np.ndarray  # (S,) beaconing regularity limit per scale
-    known_beacons: np.ndarray  # (K,) uint64 hashes of "role|host|proto/port" regular in training
+    known_beacons: np.ndarray  # (K,) uint64 hashes of "role|host|proto/port" (host "*": a
+    # pool service) regular in training
     known_hosts: np.ndarray  # (H,) "role|host" of the busiest training hosts
     known_limits: np.ndarray  # (H, S, len(FEATURES)) each one's own limits (0: none)
     quantile: float = DEFAULT_QUANTILE
@@ -229,12 +241,14 @@ class Thresholds:
         )
 
 
-def _beacon_hash(frame: pd.DataFrame) -> np.ndarray:
-    """A host's periodic use of a service (any peer: NTP and update pools rotate addresses)."""
+def beacon_hash(frame: pd.DataFrame, *, any_host: bool = False) -> np.ndarray:
+    """A host's periodic use of a service (any peer: NTP and update pools rotate addresses);
+    with ``any_host``, the service's periodic use by anyone (``role|*|proto/port``)."""
+    host = "*" if any_host else frame["host"].astype(str)
     keys = (
         frame["role"].astype(str)
         + "|"
-        + frame["host"].astype(str)
+        + host
         + "|"
         + frame["proto"].astype(str)
         + "/"
@@ -300,7 +314,15 @@ def fit(
             if len(r):
                 regularity[si] = max(REGULARITY_FLOOR, float(np.quantile(r, quantile)))
         regular = beacons[beacons["regularity"] >= REGULARITY_FLOOR]
-        known = np.unique(_beacon_hash(regular)) if len(regular) else known
+        if len(regular):
+            # A service used regularly with a pool of servers (NTP, DNS, update mirrors) is
+            # what clocks and resolvers do: periodic use of it is known for every host.
+            svc = regular["proto"].astype(str) + "/" + regular["port"].astype(int).astype(str)
+            peers = regular.assign(svc=svc).groupby("svc")["peer"].nunique()
+            pool = regular[svc.isin(peers.index[peers >= POOL_PEERS]).to_numpy()]
+            known = np.unique(
+                np.concatenate([beacon_hash(regular), beacon_hash(pool, any_host=True)])
+            )
     return Thresholds(
         scales=np.asarray(scales, dtype=float),
         host=host,
@@ -390,9 +412,11 @@ def detect(closed: Closed, thr: Thresholds) -> pd.DataFrame:
     if len(hw):
         orig = (hw["role"] == "orig").to_numpy()
         # Scans: probes reaching many (host, port) targets.
+        # A scan explores: as many of its targets as the limit asks must be new to the host (a
+        # client retrying the servers it always uses, unanswered, is no scan).
         tgt = hw["probe_targets"].to_numpy(dtype=float)
         lim = _limits(hw, thr, "probe_targets")
-        hit = orig & (tgt >= lim)
+        hit = orig & (tgt >= lim) & (hw["new_targets"].to_numpy(dtype=float) >= lim)
         if hit.any():
             h = hw[hit]
             pp = h["probe_peers"].to_numpy(float) / _limits(h, thr, "probe_peers")
@@ -551,6 +575,17 @@ def _pair_detections(pw: pd.DataFrame, thr: Thresholds) -> pd.DataFrame:
         & ~flood
     )
     brute = tcp & (short >= limit) & ~flood & ~failing & ~explained
+    # A fast series of refused attempts that the service's learned limit does not call brute
+    # force (an unlabeled training window may hold it: a C&C that refuses its bot all day).
+    failing |= (
+        tcp
+        & ~inbound
+        & (flows >= FAILING_BURST)
+        & (flows / np.maximum(last - first, 60.0) >= FAILING_BURST / 60.0)
+        & (unans >= UNANSWERED_SHARE)
+        & ~flood
+        & ~brute
+    )
     proto_up = pw["proto"].astype(str).str.upper().to_numpy(dtype=object)
     behaviour = np.where(
         flood,
@@ -575,7 +610,8 @@ def _pair_detections(pw: pd.DataFrame, thr: Thresholds) -> pd.DataFrame:
         & (short >= 0.8 * flows)
     )
     if beacon.any():  # known (training) beacons and multicast announcements are no C&C
-        beacon &= ~np.isin(_beacon_hash(pw), thr.known_beacons)
+        beacon &= ~np.isin(beacon_hash(pw), thr.known_beacons)
+        beacon &= ~np.isin(beacon_hash(pw, any_host=True), thr.known_beacons)
         beacon &= ~pw["peer"].astype(str).str.match(NO_REPLY_DESTS).to_numpy(dtype=np.bool_)
     frames = []
     for mask, name, value, lim, feat in (

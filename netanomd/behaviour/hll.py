@@ -6,6 +6,17 @@ cardinalities). Rows are updated for a whole batch in one vectorised call, merge
 maximum (so sketches of two windows or two sensors combine exactly), and take ``2**p`` bytes each
 whatever the number of distinct items: memory is bounded by construction. With the default
 ``p = 7`` the standard error is about 9%, and counts below ~100 are near exact (linear counting).
+
+Why not Apache DataSketches (``datasketches`` 5.2.0, measured in one run, one core): its Python
+API updates a sketch one item per call (no bulk update from an array) and holds each sketch as
+an object. On 1,000,000 resampled real flows (``benchmarks/gen_connlog.py``) the host windows
+make 18.4 million sketch updates; this module's add, estimate and clear take 0.4 CPU-s of the
+stage's 4.0, the same updates, estimates and resets through ``hll_sketch`` (HLL_8, lg_k 7)
+2.4 CPU-s (129 ns a call): the behaviour stage would take 1.50x as long (1.27x on CTU-50 008
+laid 40 times over itself, 64k hosts), at the brief's limit, with a Python loop over every
+flow and 245,760 sketch objects for the default table instead of one uint8 array. Its sketches
+are the better-kept code; this one is 70 lines, tested against exact counts
+(``tests/test_behaviour_hll.py``).
 """
 
 from __future__ import annotations

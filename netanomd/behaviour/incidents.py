@@ -5,9 +5,24 @@ behaviour family, detail): the detail is the peer and service for brute force an
 service for floods, nothing for scans, exfiltration and unusual activity, so a scan seen in
 1-minute, 10-minute and hourly windows is one incident. Detections with an open incident's key
 update it (last seen, counts, peers, ports, uids); an incident closes once flow time has gone
-``quiet`` seconds past its last detection (the clock is the flow time passed in, never the wall
-clock). Each incident carries a title in an analyst's words, a calibrated severity (a scan,
-brute force, flood, beaconing or exfiltration is never "low") and its evidence as numbers.
+``quiet`` seconds past its last detection, plus the widest window it was detected in (the clock
+is the flow time passed in, never the wall clock). Each incident carries a title in an analyst's
+words, a calibrated severity and its evidence as numbers.
+
+Severity (0-99, ECS ``event.severity``; labels: 0 low, 40 medium, 70 high, 90 critical) is the
+behaviour's base plus 10 per order of magnitude of evidence, ``base + round(10 * log10(s))``,
+where ``s`` is the strongest detection's value over its learned limit (and, for a scan, also
+its targets / :data:`SCAN_FANOUT_UNIT`), at most 99, so it only grows with the evidence:
+
+=====================================================  ====  ==================================
+behaviour                                              base  e.g.
+=====================================================  ====  ==================================
+scan (horizontal, vertical, inbound), repeated failed    47  scan of 100 targets: 60 (medium);
+connections                                                  1,000 targets: 70 (high); C&C
+                                                             retried 240 times: 61 (medium)
+brute force, flood, beaconing, exfiltration              73  12x the limit: 84; 142x: 95
+unusual activity, anomalous flows (flow alerts)          21  47 (medium) from 3x the limit
+=====================================================  ====  ==================================
 
 :meth:`Incident.members` says which flows of a batch belong to an incident: the host in its role,
 inside the incident's windows, and matching the behaviour (the probes of a scan, the flows to the
@@ -57,11 +72,27 @@ BEHAVIOURS: dict[str, tuple[str, int]] = {
 #: Families judged on one (host, peer, service) pair: they share an incident for that pair.
 PAIR_FAMILIES = ("brute force", "failed connections", "flood", "beaconing")
 SEVERITY_LABELS = ((90, "critical"), (70, "high"), (40, "medium"), (0, "low"))
+#: A scan's fan-out counts as evidence in units of this many (host, port) targets: a confirmed
+#: scan of 1,000 targets (2.3 orders of magnitude) is "high" whatever its learned limit.
+SCAN_FANOUT_UNIT = 5.0
 SAMPLE_UIDS = 10
 
 
 def severity_label(severity: int) -> str:
     return next(label for floor, label in SEVERITY_LABELS if severity >= floor)
+
+
+def severity_of(behaviour: str, score: float, targets: float = 0.0) -> int:
+    """The severity mapping (module docstring): the behaviour's base, plus 10 per order of
+    magnitude of evidence (how far past the learned limit; for a scan also its fan-out in units
+    of :data:`SCAN_FANOUT_UNIT` targets), at most 99. Monotone in ``score`` and ``targets``."""
+    family, base = BEHAVIOURS.get(behaviour, (behaviour, 21))
+    if base < 47:  # what no named behaviour explains: medium only far past its limit
+        return 47 if score >= 3.0 else base
+    strength = max(score, 1.0)
+    if family == "scan":
+        strength = max(strength, targets / SCAN_FANOUT_UNIT)
+    return min(99, base + round(10.0 * float(np.log10(strength))))
 
 
 @dataclass
@@ -101,12 +132,10 @@ class Incident:
 
     @property
     def severity(self) -> int:
-        base = BEHAVIOURS.get(self.behaviour, (self.behaviour, 21))[1]
-        if base >= 47 and self.score >= 10.0:
-            base += 20  # an order of magnitude past the learned limit
-        elif base < 47 and self.score >= 3.0:
-            base = 47
-        return min(max(base, self.signature_floor), 99)
+        """Calibrated 0-99 (ECS ``event.severity``); see :func:`severity_of`. A Suricata
+        signature that fired on one of its flows sets a floor (:attr:`signature_floor`)."""
+        evidence = severity_of(self.behaviour, self.score, self.evidence.get("targets", 0.0))
+        return min(max(evidence, self.signature_floor), 99)
 
     @property
     def title(self) -> str:
@@ -386,8 +415,14 @@ class IncidentTracker:
         return self.update(frame, now)
 
     def tick(self, now: float) -> list[Incident]:
-        """Close incidents quiet for longer than :attr:`quiet`; returns those closed now."""
-        done = [k for k, inc in self.open.items() if now - inc.last_seen > self.quiet]
+        """Close incidents quiet for longer than :attr:`quiet` past the windows that could still
+        report them (an incident seen only in hourly windows is confirmed once an hour); returns
+        those closed now."""
+        done = [
+            k
+            for k, inc in self.open.items()
+            if now - inc.last_seen > self.quiet + max(inc.flows_by_scale, default=0.0)
+        ]
         out = []
         for k in done:
             inc = self.open.pop(k)

@@ -12,6 +12,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+import numpy as np
+import pandas as pd
+
 from netanomd.behaviour.detectors import (
     DEFAULT_ANOMALY_FACTOR,
     DEFAULT_MARGIN,
@@ -66,8 +69,17 @@ class BehaviourPipeline:
 
     def process(self, batch: FlowBatch) -> list[Incident]:
         """Add a batch; returns incidents opened or updated by the windows it closed."""
-        closed = self.windows.update(batch)
-        return self.tracker.update(detect(closed, self.thresholds), self.windows.clock)
+        return self.update(batch)[0]
+
+    def update(
+        self, batch: FlowBatch, context: np.ndarray | None = None
+    ) -> tuple[list[Incident], pd.DataFrame]:
+        """:meth:`process`, plus the originator context of the batch rows in ``context`` (the
+        flows that alerted) as the windows saw them arrive
+        (:data:`~netanomd.behaviour.windows.CONTEXT_COLUMNS`)."""
+        closed = self.windows.update(batch, context=context)
+        found = self.tracker.update(detect(closed, self.thresholds), self.windows.clock)
+        return found, closed.context
 
     def flush(self) -> list[Incident]:
         """Close the open windows now (a file ended, a stream went quiet); incidents stay open

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import socket
 
+import numpy as np
+
 ICMP_TYPES: dict[int, str] = {
     0: "echo reply",
     3: "destination unreachable",
@@ -134,16 +136,40 @@ def plural(n: int, noun: str) -> str:
 
 def ordinal(n: int) -> str:
     """``1st``, ``2nd``, ``412th``."""
-    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
-    return f"{n:,}{suffix}"
+    return str(ordinals(np.array([n]))[0])
 
 
-def host_context(new_peers: int, scale: float) -> str:
-    """``"host's 412th new destination this hour"``, from a window's new-peer count."""
-    period = {60.0: "this minute", 600.0: "in 10 minutes", 3600.0: "this hour"}.get(
+def ordinals(n: np.ndarray) -> np.ndarray:
+    """:func:`ordinal` of every count at once (strings)."""
+    k = np.asarray(n, dtype=np.int64)
+    ones, tens = k % 10, k % 100
+    suffix = np.where(
+        (tens >= 10) & (tens <= 20),
+        "th",
+        np.select([ones == 1, ones == 2, ones == 3], ["st", "nd", "rd"], "th"),
+    )
+    return np.char.add(np.array([f"{x:,}" for x in k.tolist()], dtype=str), suffix)
+
+
+def period(scale: float) -> str:
+    """A window in words: ``"this minute"``, ``"in 10 minutes"``, ``"this hour"``."""
+    return {60.0: "this minute", 600.0: "in 10 minutes", 3600.0: "this hour"}.get(
         float(scale), f"in {duration(scale)}"
     )
-    return f"host's {ordinal(int(new_peers))} new destination {period}"
+
+
+def host_context(new_peers: np.ndarray, scale: float) -> np.ndarray:
+    """``"host's 412th new destination this hour"`` per new-peer count of a window."""
+    return np.char.add(
+        np.char.add("host's ", ordinals(new_peers)), f" new destination {period(scale)}"
+    )
+
+
+def failed_attempts(failed: np.ndarray, scale: float) -> np.ndarray:
+    """``"3rd unanswered attempt at this peer and port in 10 minutes"`` per count."""
+    return np.char.add(
+        ordinals(failed), f" unanswered attempt at this peer and port {period(scale)}"
+    )
 
 
 def duration(seconds: float) -> str:

@@ -22,12 +22,16 @@ starts do not); a flow ending before the open window is counted in it. Distinct 
 HyperLogLog sketches (:mod:`netanomd.behaviour.hll`): no cap on how many flows or peers a window
 sees. Per (host, peer, port) "pair" the window keeps counts and inter-arrival statistics for
 brute force and beaconing (gaps between flow ends, the order flows arrive in), in a table bounded
-to the heaviest ``max_pairs`` pairs. Whether a peer is new for a host is answered by a
-two-generation Bloom filter of (host, peer) pairs seen before, which forgets the oldest
-generation when it fills up.
+to the heaviest ``max_pairs`` pairs; pairs count connection attempts (a TCP record repeating the
+source port of the pair's previous record, unanswered and without payload, is that attempt
+again, not a new one).
+Whether a peer is new for a host is answered by a two-generation Bloom filter of (host, peer)
+pairs seen before, which forgets the oldest generation when it fills up; a second one of
+(host, peer, port) targets counts the probes that reach a target the host never contacted
+before (``new_targets``: a scan explores, a client retrying its usual servers does not).
 
 Memory is bounded: ``max_hosts`` host slots (least recently seen idle slot evicted when full),
-``max_pairs`` pairs per scale, and the fixed-size Bloom filter.
+``max_pairs`` pairs per scale, and the two fixed-size Bloom filters.
 """
 
 from __future__ import annotations
@@ -55,6 +59,13 @@ MULTICAST = r"^(22[4-9]|23[0-9])\.|^[fF][fF][0-9a-fA-F]{2}:"
 NO_REPLY_DESTS = MULTICAST + r"|^255\.255\.255\.255$"
 #: ICMP echo request (v4, v6): a ping is a probe whether or not it is answered.
 _ICMP_ECHO = (8, 128)
+#: Seconds below which two records on one source port cannot be a retransmission of one attempt
+#: (TCP's least retransmission timeout is 200 ms).
+RETRY_GAP = 0.2
+#: Most records one attempt's retransmissions are logged as (a SYN and its 6 retries, Linux's
+#: default ``tcp_syn_retries``); a longer chain on one source port is a prober reusing a fixed
+#: port, every record an attempt.
+RETRY_RECORDS = 7
 #: Fewest flows to one peer and port before their inter-arrival regularity means anything.
 MIN_BEACON_EVENTS = 6
 #: Representative flow uids kept per host.
@@ -74,7 +85,10 @@ _SUMS = (
     "probe_udp1",
     "probe_syn",
     "probe_echo",
+    "new_targets",
 )
+_NEW_PEERS = _SUMS.index("new_peers")
+_NEW_TARGETS = _SUMS.index("new_targets")
 #: What kind of probe: one UDP packet unanswered, a lone SYN unanswered, an ICMP echo request.
 PROBE_KINDS: tuple[str, ...] = ("probe_udp1", "probe_syn", "probe_echo")
 # HyperLogLog sketches per (slot, window).
@@ -114,6 +128,25 @@ PAIR_COLUMNS: tuple[str, ...] = (
 )
 #: Fewest flows of a pair for it to be reported in the pair rows.
 MIN_PAIR_FLOWS = 4
+
+#: Per-flow originator context (:meth:`HostWindows.update` ``context=``), as it stood when the
+#: flow arrived, counting it: whether its responder is new to the originator and how many new
+#: responders it reached in the widest window (``new_peers_window`` s); whether it went
+#: unanswered, how many attempts the originator made at this peer and port in the ``near_window``
+#: (the second scale) and how many of them failed; whether it was a probe, and the originator's
+#: probes in that window.
+CONTEXT_COLUMNS: tuple[str, ...] = (
+    "row",
+    "new_peer",
+    "new_peers",
+    "new_peers_window",
+    "unanswered",
+    "tries",
+    "failed_tries",
+    "probe",
+    "probes",
+    "near_window",
+)
 
 _K1 = np.uint64(0x9E3779B97F4A7C15)
 _K2 = np.uint64(0xC2B2AE3D27D4EB4F)
@@ -179,6 +212,49 @@ def probe_kinds(batch: FlowBatch, unanswered: np.ndarray) -> tuple[np.ndarray, .
     return udp1, syn, echo
 
 
+def _running(keys: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Per row, the sum of ``values`` over the rows so far (this one included) with its key."""
+    order = np.argsort(keys, kind="stable")
+    v = np.asarray(values, dtype=np.float64)[order]
+    total = np.cumsum(v)
+    k = keys[order]
+    first = np.r_[True, k[1:] != k[:-1]]
+    before = (total - v)[first][np.cumsum(first) - 1]
+    out = np.empty(len(v))
+    out[order] = total - before
+    return out
+
+
+def _frame(columns: tuple[str, ...]) -> pd.DataFrame:
+    return pd.DataFrame({c: [] for c in columns}, columns=list(columns))
+
+
+def _attempts(records: np.ndarray) -> np.ndarray:
+    """Attempts a chain of retried records stands for: one, unless it is too long to be one
+    attempt's retransmissions (:data:`RETRY_RECORDS`; a prober reusing a fixed source port)."""
+    return np.where(records > RETRY_RECORDS, records, 1.0)
+
+
+def retried(
+    port: np.ndarray,
+    start: np.ndarray,
+    bare: np.ndarray,
+    next_port: np.ndarray,
+    next_start: np.ndarray,
+    next_proto: np.ndarray,
+) -> np.ndarray:
+    """Whether a pair's next record is the same TCP attempt again: the previous one was bare
+    (unanswered, no payload) and the next reuses its source port at least :data:`RETRY_GAP`
+    seconds later."""
+    return np.asarray(
+        bare
+        & (next_port == port)
+        & (next_port >= 0)
+        & (next_proto == PROTO_CODE["tcp"])
+        & (next_start - start >= RETRY_GAP)
+    )
+
+
 class _Bloom:
     """Two-generation Bloom filter of 64-bit keys (2 probes), ``2**bits`` one-byte cells each."""
 
@@ -224,6 +300,16 @@ class _Pairs:
     last: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float64))
     gsum: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float64))
     gsq: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float64))
+    # The pair's first and last records (source port, start; whether the last was a bare
+    # unanswered attempt): an attempt retried across two segments is counted once.
+    fport: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    fts: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float64))
+    lport: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    lts: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float64))
+    lbare: np.ndarray = field(default_factory=lambda: np.zeros(0, np.bool_))
+    fchain: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float64))
+    lchain: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float64))
+    one_chain: np.ndarray = field(default_factory=lambda: np.zeros(0, np.bool_))
 
     def names(self) -> tuple[str, ...]:
         return (
@@ -239,6 +325,14 @@ class _Pairs:
             "last",
             "gsum",
             "gsq",
+            "fport",
+            "fts",
+            "lport",
+            "lts",
+            "lbare",
+            "fchain",
+            "lchain",
+            "one_chain",
         )
 
     def take(self, idx: np.ndarray) -> _Pairs:
@@ -294,6 +388,19 @@ class _Scale:
         if found.any():
             o = pos[found]
             f = new.take(np.flatnonzero(found))
+            # The old part's last attempt, retried at the start of the new part, is one attempt:
+            # the new part's record (its outcome) stands for it.
+            link = retried(old.lport[o], old.lts[o], old.lbare[o], f.fport, f.fts, f.proto)
+            a, b = old.lchain[o], f.fchain
+            # Records the two parts counted for the joined chain, and what it really holds (every
+            # record but its outcome is a bare attempt: unanswered and short).
+            fix = np.where(link, _attempts(a + b) - _attempts(a) - _attempts(b), 0.0)
+            old.n[o] += fix
+            old.unans[o] += fix
+            old.short[o] += fix
+            old.lchain[o] = np.where(link & f.one_chain, a + b, f.lchain)
+            old.one_chain[o] &= link & f.one_chain
+            old.lport[o], old.lts[o], old.lbare[o] = f.lport, f.lts, f.lbare
             bridge = np.maximum(f.first - old.last[o], 0.0)
             old.gsum[o] += f.gsum + bridge
             old.gsq[o] += f.gsq + bridge * bridge
@@ -305,10 +412,11 @@ class _Scale:
         fresh = new.take(np.flatnonzero(~found))
         if len(fresh.key):
             merged = _Pairs.concat(old, fresh)
-            if len(merged.key) > self.max_pairs:  # keep the heaviest pairs
+            if len(merged.key) > self.max_pairs:  # keep the heaviest pairs, in key order
                 keep = np.argpartition(-merged.n, self.max_pairs - 1)[: self.max_pairs]
-                merged = merged.take(keep)
-            self.pairs = merged.take(np.argsort(merged.key, kind="stable"))
+                self.pairs = merged.take(keep[np.argsort(merged.key[keep], kind="stable")])
+            else:
+                self.pairs = merged.take(np.argsort(merged.key, kind="stable"))
 
     def reset(self) -> None:
         act = np.flatnonzero(self.active)
@@ -358,6 +466,7 @@ class HostWindows:
         self._cids = np.full((s, SAMPLES), None, dtype=object)
         self._scales = [_Scale(w, s, self._p, self._max_pairs) for w in self.scales]
         self._bloom = _Bloom(self._bloom_bits)
+        self._targets = _Bloom(self._bloom_bits)
         self.clock = -np.inf
         self.evictions = 0
 
@@ -421,10 +530,15 @@ class HostWindows:
         self.evictions += len(victims)
 
     # -- streaming ----------------------------------------------------------------------
-    def update(self, batch: FlowBatch) -> Closed:
-        """Add a batch (flows in arrival order); returns the windows that closed."""
+    def update(self, batch: FlowBatch, *, context: np.ndarray | None = None) -> Closed:
+        """Add a batch (flows in arrival order); returns the windows that closed and, for the
+        batch rows in ``context`` (e.g. the flows that alerted), each one's originator context
+        as it stood when the flow arrived (:data:`CONTEXT_COLUMNS`, in :attr:`Closed.context`)."""
         out: list[Closed] = []
         n = len(batch)
+        want = np.zeros(n, dtype=np.bool_)
+        if context is not None and len(context):
+            want[np.asarray(context, dtype=np.int64)] = True
         if n == 0:
             return Closed.empty()
         distinct = sum(
@@ -432,9 +546,10 @@ class HostWindows:
         )
         if n > 1 and distinct > self.max_hosts // 2:  # keep every piece's hosts within the table
             half = n // 2
-            return Closed.concat(
-                [self.update(batch.slice(0, half)), self.update(batch.slice(half))]
-            )
+            first = self.update(batch.slice(0, half), context=np.flatnonzero(want[:half]))
+            second = self.update(batch.slice(half), context=np.flatnonzero(want[half:]))
+            second.context["row"] += half
+            return Closed.concat([first, second])
         ts = batch.numeric("ts", fill=np.nan)
         bad = ~np.isfinite(ts)
         if bad.any():
@@ -493,6 +608,7 @@ class HostWindows:
                 np.concatenate([rb, ob, rb]),
                 np.zeros(3 * n),
                 *(np.tile(k, 3) for k in kinds),
+                np.zeros(3 * n),
             ]
         )
         uids = _strings(batch, "uid")
@@ -501,6 +617,7 @@ class HostWindows:
         base = self.scales[0]
         minute = np.floor(t / base).astype(np.int64)
         cuts = np.flatnonzero(np.diff(minute)) + 1
+        found: list[pd.DataFrame] = []
         for a, b in zip(np.r_[0, cuts], np.r_[cuts, n], strict=True):
             rows = np.concatenate([np.arange(a, b) + r * n for r in range(3)])
             rows = rows[keep[rows]]
@@ -520,6 +637,8 @@ class HostWindows:
                 peers_s[rows],
                 ports3[rows],
                 np.tile(pcode, 3)[rows],
+                np.tile(orig_p, 3)[rows],
+                np.tile(ob <= 0, 3)[rows],
                 np.tile(probe, 3)[rows],
                 np.tile(unans, 3)[rows],
                 np.tile(short, 3)[rows],
@@ -529,9 +648,13 @@ class HostWindows:
                 np.tile(cids, 3)[rows],
                 p_hash_all=np.tile(p_hash, 3)[rows],
                 when=np.tile(t, 3)[rows],
+                want=(rows < n) & want[np.minimum(rows, n - 1)],
+                found=found,
             )
         self.clock = float(t[-1])
-        return Closed.concat(out)
+        closed = Closed.concat(out)
+        closed.context = pd.concat(found, ignore_index=True) if found else _frame(CONTEXT_COLUMNS)
+        return closed
 
     def flush(self) -> Closed:
         """Close every open window (end of a stream)."""
@@ -548,6 +671,8 @@ class HostWindows:
         peer_s: np.ndarray,
         port: np.ndarray,
         pcode: np.ndarray,
+        orig_p: np.ndarray,
+        empty: np.ndarray,
         probe: np.ndarray,
         unans: np.ndarray,
         short: np.ndarray,
@@ -558,12 +683,24 @@ class HostWindows:
         *,
         p_hash_all: np.ndarray,
         when: np.ndarray,
+        want: np.ndarray,
+        found: list[pd.DataFrame],
     ) -> None:
         # New peers: distinct (host, peer) pairs of this segment never seen before.
         uk, first_i = np.unique(newkey, return_index=True)
         is_new = ~self._bloom.seen_then_add(uk)
         sums = sums.copy()
-        np.add.at(sums[:, 5], first_i[is_new], 1.0)
+        np.add.at(sums[:, _NEW_PEERS], first_i[is_new], 1.0)
+        hosts_new = sums[:, _NEW_PEERS] > 0
+        # New probe targets: distinct (host, peer, port) probed here and never contacted before
+        # (a scan explores; a client retrying the servers it always uses does not).
+        uk_t = np.unique(pkey)
+        seen_t = self._targets.seen_then_add(uk_t)
+        p_idx = np.flatnonzero(probe)
+        if len(p_idx):
+            up, first_p = np.unique(pkey[p_idx], return_index=True)
+            fresh = ~seen_t[np.searchsorted(uk_t, up)]
+            np.add.at(sums[:, _NEW_TARGETS], p_idx[first_p[fresh]], 1.0)
         # Representative flows: the host's latest SAMPLES uids.
         order = np.lexsort((-np.arange(len(slot)), slot))
         so = slot[order]
@@ -574,7 +711,28 @@ class HostWindows:
         self._cids[so[keep], rank[keep]] = cids[order][keep]
         # Pairs of this segment, with inter-arrival sums of their arrival (event) times: flows
         # arrive by end, so these gaps are the same however the stream is cut into batches.
+        # Pairs count connection *attempts*: a TCP record on the source port of the pair's
+        # previous record, an unanswered one that carried no payload, at least a retransmission
+        # timer later (RETRY_GAP), is that attempt again: its SYN retransmitted after Zeek
+        # closed the first record, or the retry a stack makes after a reset. The attempt's last
+        # record (its outcome) stands for it. Records sooner than that, or a chain longer than
+        # RETRY_RECORDS, are attempts of their own (a flood or a prober from one fixed port).
+        # Attempts are found in start order (records of one attempt start in turn), the pair's
+        # statistics taken in arrival order.
+        c = np.lexsort((ts, pkey))
+        ks, ps, bare, t0, pc_ = pkey[c], orig_p[c], unans[c] & empty[c], ts[c], pcode[c]
+        again = (ks[1:] == ks[:-1]) & retried(ps[:-1], t0[:-1], bare[:-1], ps[1:], t0[1:], pc_[1:])
+        raw_start = np.r_[0, np.flatnonzero(ks[1:] != ks[:-1]) + 1]
+        raw_end = np.r_[raw_start[1:], len(c)] - 1
+        chain = np.cumsum(np.r_[True, ~again]) - 1
+        length = np.bincount(chain).astype(np.float64)
+        alone = length[chain] > RETRY_RECORDS
+        starts = np.zeros(len(c), dtype=np.bool_)  # rows that start an attempt, in row order
+        starts[c] = np.r_[True, ~again] | alone
+        outcome = np.zeros(len(c), dtype=np.bool_)  # rows that end one (its outcome)
+        outcome[c] = np.r_[~again, True] | alone
         o = np.lexsort((when, pkey))
+        o = o[outcome[o]]
         k_sorted = pkey[o]
         gstart = np.r_[0, np.flatnonzero(np.diff(k_sorted)) + 1]
         gid = np.repeat(np.arange(len(gstart)), np.diff(np.r_[gstart, len(o)]))
@@ -595,6 +753,14 @@ class HostWindows:
             last=np.maximum.reduceat(t_sorted, gstart),
             gsum=np.bincount(gid, weights=gaps, minlength=ng),
             gsq=np.bincount(gid, weights=gaps * gaps, minlength=ng),
+            fport=ps[raw_start],
+            fts=t0[raw_start],
+            lport=ps[raw_end],
+            lts=t0[raw_end],
+            lbare=bare[raw_end],
+            fchain=length[chain[raw_start]],
+            lchain=length[chain[raw_end]],
+            one_chain=chain[raw_start] == chain[raw_end],
         )
         sketch_rows = [
             (slot, peer_h),
@@ -603,8 +769,74 @@ class HostWindows:
             (slot[probe], p_hash_all[probe]),
             (slot[probe], _mix(peer_h[probe], p_hash_all[probe])),
         ]
+        if want.any():
+            first = c[raw_start]  # each pair's first record here: maybe an older attempt's retry
+            found.append(
+                self._context(
+                    rows,
+                    slot,
+                    pkey,
+                    unans,
+                    probe,
+                    starts,
+                    want,
+                    hosts_new,
+                    (first, orig_p[first], ts[first], pcode[first], ~alone[raw_start]),
+                )
+            )
         for sc in self._scales:
             sc.add(slot, sums, ts, end, sketch_rows, seg_pairs)
+
+    def _context(
+        self,
+        rows: np.ndarray,
+        slot: np.ndarray,
+        pkey: np.ndarray,
+        unans: np.ndarray,
+        probe: np.ndarray,
+        starts: np.ndarray,
+        want: np.ndarray,
+        new_peer: np.ndarray,
+        firsts: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    ) -> pd.DataFrame:
+        """Originator context of the ``want`` rows of a segment, counting the segment's flows up
+        to and including each one (rows are in arrival order) on top of the open windows;
+        ``firsts`` are each pair's first record here (row, source port, start, protocol, short
+        chain), which continue the window's last attempt at the pair when it is retried."""
+        wide, near = self._scales[-1], self._scales[min(1, len(self._scales) - 1)]
+        new_peers = wide.sums[slot, _NEW_PEERS] + _running(slot, new_peer)
+        probes = near.sums[slot, _SUMS.index("probes")] + _running(slot, probe)
+        old = near.pairs
+        tries = np.zeros(len(rows))
+        failed = np.zeros(len(rows))
+        if len(old.key):
+            pos = np.minimum(np.searchsorted(old.key, pkey), len(old.key) - 1)
+            hit = old.key[pos] == pkey
+            tries = np.where(hit, old.n[pos], 0.0)
+            failed = np.where(hit, old.unans[pos], 0.0)
+            row, port, start, proto, short = firsts
+            p, h = pos[row], hit[row]
+            go_on = h & short & retried(old.lport[p], old.lts[p], old.lbare[p], port, start, proto)
+            starts = starts.copy()
+            starts[row[go_on]] = False
+        tries = tries + _running(pkey, starts)
+        failed = failed + _running(pkey, starts & unans)
+        w = np.flatnonzero(want)
+        return pd.DataFrame(
+            {
+                "row": rows[w],
+                "new_peer": new_peer[w],
+                "new_peers": new_peers[w],
+                "new_peers_window": wide.width,
+                "unanswered": unans[w],
+                "tries": tries[w],
+                "failed_tries": failed[w],
+                "probe": probe[w],
+                "probes": probes[w],
+                "near_window": near.width,
+            },
+            columns=list(CONTEXT_COLUMNS),
+        )
 
     def _emit(self, sc: _Scale) -> Closed:
         act = np.flatnonzero(sc.active)
@@ -660,10 +892,12 @@ class HostWindows:
 
 @dataclass
 class Closed:
-    """Windows that closed: one row per host window, and the pairs that were busy in them."""
+    """Windows that closed: one row per host window, and the pairs that were busy in them;
+    with the originator context of the flows an update was asked about."""
 
     hosts: pd.DataFrame
     pairs: pd.DataFrame
+    context: pd.DataFrame = field(default_factory=lambda: _frame(CONTEXT_COLUMNS))
 
     @staticmethod
     def concat(parts: list[Closed]) -> Closed:
@@ -672,11 +906,9 @@ class Closed:
         return Closed(
             pd.concat([p.hosts for p in parts], ignore_index=True),
             pd.concat([p.pairs for p in parts], ignore_index=True),
+            pd.concat([p.context for p in parts], ignore_index=True),
         )
 
     @staticmethod
     def empty() -> Closed:
-        return Closed(
-            pd.DataFrame({c: [] for c in WINDOW_COLUMNS}, columns=list(WINDOW_COLUMNS)),
-            pd.DataFrame({c: [] for c in PAIR_COLUMNS}, columns=list(PAIR_COLUMNS)),
-        )
+        return Closed(_frame(WINDOW_COLUMNS), _frame(PAIR_COLUMNS))

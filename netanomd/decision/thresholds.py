@@ -7,7 +7,8 @@ JSON-able description that the model artifact stores (``meta.threshold_rule``):
   ``1 - q`` of flows alert);
 * ``budget``: at most ``alerts_per_day`` alerts at the observed flow rate, i.e. the quantile
   ``1 - alerts_per_day / flows_per_day`` of the training scores;
-* ``incident_budget``: the lowest threshold (within the top 5% of training behaviours) whose
+* ``incident_budget``: the lowest threshold (within the top 5% of training behaviours, and
+  never alerting on more than :data:`MAX_TRAINING_ALERT_SHARE` of the training flows) whose
   training alerts, grouped per originator into incidents that close after ``quiet`` seconds
   without an alert, make at most ``incidents_per_day`` incidents per day: the analyst's load is
   counted in incidents, not flows, so a host's thousand alerts cost one;
@@ -47,8 +48,12 @@ def by_budget(
     }
 
 
-#: The incident budget never puts the threshold below this quantile of the training behaviours.
+#: The incident budget never puts the threshold below this quantile of the training behaviours,
 INCIDENT_BUDGET_FLOOR = 0.95
+#: nor where more than this share of the training flows would alert. Behaviours are distinct
+#: flow shapes: on a capture of one or two hosts a few behaviours are most of the flows, and the
+#: budget alone (unmeetable there) would leave their every repetition above the line.
+MAX_TRAINING_ALERT_SHARE = 0.005
 
 
 def incidents_at(
@@ -65,6 +70,15 @@ def incidents_at(
     return int(1 + ((h[1:] != h[:-1]) | (np.diff(t) > quiet)).sum())
 
 
+def lowest_for_share(scores: np.ndarray, share: float) -> float:
+    """The lowest threshold at which at most ``share`` of ``scores`` reach it (above the
+    highest score when even one would be too many)."""
+    k = int(np.floor(share * len(scores)))
+    if k >= len(scores):
+        return -np.inf
+    return float(np.nextafter(np.sort(scores)[::-1][k], np.inf))
+
+
 def by_incident_budget(
     scores: np.ndarray,
     hosts: np.ndarray,
@@ -73,15 +87,21 @@ def by_incident_budget(
     *,
     incidents_per_day: float,
     quiet: float,
+    max_alert_share: float = MAX_TRAINING_ALERT_SHARE,
 ) -> tuple[float, dict[str, Any]]:
     """The incident-budget rule (see the module docstring); ``scores``, ``hosts`` (codes) and
-    ``ts`` describe the training flows, ``behaviour_scores`` bound the search."""
+    ``ts`` describe the training flows, ``behaviour_scores`` bound the search, and the line is
+    never where more than ``max_alert_share`` of the training flows would alert."""
     if incidents_per_day < 0 or quiet <= 0:
         raise ModelError("incidents per day must be >= 0 and the quiet period > 0 s")
+    if not 0.0 < max_alert_share <= 1.0:
+        raise ModelError(f"the training alert share must be in (0, 1], got {max_alert_share}")
     finite = ts[np.isfinite(ts)]
     days = max(float(finite.max() - finite.min()) / 86400.0, 1 / 24) if finite.size else 1.0
     qs = np.linspace(INCIDENT_BUDGET_FLOOR, 1.0, 101)
-    candidates = np.quantile(behaviour_scores, qs)
+    candidates = np.maximum(
+        np.quantile(behaviour_scores, qs), lowest_for_share(scores, max_alert_share)
+    )
     allowed = incidents_per_day * days
     pick = len(candidates) - 1
     for i, t in enumerate(candidates):
@@ -96,6 +116,8 @@ def by_incident_budget(
         "training_days": round(days, 4),
         "training_incidents": incidents_at(t, scores, hosts, ts, quiet),
         "quantile": float(qs[pick]),
+        "max_training_alert_share": max_alert_share,
+        "training_alert_share": float(np.mean(scores >= t)) if len(scores) else 0.0,
     }
 
 

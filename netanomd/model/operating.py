@@ -6,8 +6,9 @@ limits plus the incident settings the model stores: the quiet period that closes
 the incident budget).
 
 How the budget works: the flow threshold is placed by it (the lowest threshold whose training
-alerts, grouped per originator, make at most ``incidents_per_day`` incidents a day:
-:func:`netanomd.decision.thresholds.by_incident_budget`, applied by
+alerts, grouped per originator, make at most ``incidents_per_day`` incidents a day, never
+alerting on more than :data:`~netanomd.decision.thresholds.MAX_TRAINING_ALERT_SHARE` of the
+training flows: :func:`netanomd.decision.thresholds.by_incident_budget`, applied by
 :func:`netanomd.model.train`). The named behaviours (scan, brute force, flood, beaconing,
 exfiltration) keep their learned, population-wide limits: a training window that held an attack
 cannot teach the attack is normal. "Unusual activity" (what no named behaviour explains) is

@@ -7,7 +7,10 @@ batch is
 1. scored and decided flow by flow (:meth:`~netanomd.model.Model.decide`: the Isolation Forest
    path, with the stream's own host-feature state);
 2. fed to the host behaviour pipeline (:class:`~netanomd.behaviour.pipeline.BehaviourPipeline`
-   with the model's learned limits), whose named detections become incidents;
+   with the model's learned limits), whose named detections become incidents, and which gives
+   each flow alert its originator's context at that moment, appended to the alert's reason as
+   :class:`HostContext` contributions ("host's 412th new
+   destination this hour", "3rd unanswered attempt at this peer and port in 10 minutes");
 3. its flow alerts grouped into incidents, so every flow alert belongs to an incident an
    analyst can act on: an alert inside an open behaviour incident (the host's scan, its failed
    C&C connections...) belongs to that one; the others are grouped per originator into
@@ -26,20 +29,49 @@ counted per rule; host behaviour still sees every flow.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from netanomd.behaviour.context import ContextPart, for_alerts
 from netanomd.behaviour.incidents import Incident, IncidentTracker
 from netanomd.behaviour.pipeline import BehaviourPipeline
 from netanomd.behaviour.signed import SignedFlows
-from netanomd.decision import Alert, above_threshold
+from netanomd.decision import Alert, Contribution, above_threshold
 from netanomd.flow import FlowBatch
 from netanomd.model.operating import DEFAULT_QUIET
 
 if TYPE_CHECKING:
     from netanomd.feedback.suppress import Suppressor
     from netanomd.model.artifact import Model
+
+
+@dataclass(frozen=True, slots=True)
+class HostContext(Contribution):
+    """An alert's host context as a contribution (not a feature's distance from training): its
+    sentence is its description; ``observed`` is the count, ``baseline`` the learned limit."""
+
+    def sentence(self) -> str:
+        return self.description
+
+    @classmethod
+    def of(cls, part: ContextPart) -> HostContext:
+        return cls(
+            feature=part.feature,
+            description=part.sentence,
+            observed=part.observed,
+            baseline=part.limit,
+            baseline_name=part.limit_name,
+            direction="context",
+            weight=0.0,
+        )
+
+
+def _with_context(alert: Alert, parts: tuple[ContextPart, ...]) -> Alert:
+    if not parts:
+        return alert
+    return replace(alert, contributions=(*alert.contributions, *map(HostContext.of, parts)))
 
 
 class Stream:
@@ -85,14 +117,23 @@ class Stream:
             alerts = [a for a, k in zip(alerts, keep.tolist(), strict=True) if k]
             idx = idx[keep]
         alerted[idx] = True
+        alerted_all = alerted
         placed = batch.placed()
         if not placed.all():  # no time or originator (a CICFlowMeter derivative): no host view
             rows = np.flatnonzero(placed)
             batch, scores, alerted = batch.take(rows), scores[rows], alerted[rows]
         changed: dict[int, Incident] = {}
-        if self.behaviour is not None:
-            changed.update((i.id, i) for i in self.behaviour.process(batch))
         idx = np.flatnonzero(alerted)
+        if self.behaviour is not None:
+            found, context = self.behaviour.update(batch, idx)
+            changed.update((i.id, i) for i in found)
+            extra = iter(for_alerts(context, idx, batch, self.behaviour.thresholds))
+            # alerts follow the whole batch's alerted rows; only placed ones have a context
+            has_context = placed[np.flatnonzero(alerted_all)].tolist()
+            alerts = [
+                _with_context(a, next(extra)) if there else a
+                for a, there in zip(alerts, has_context, strict=True)
+            ]
         if idx.size:
             idx = idx[~self._in_named(batch.take(idx))]
         if idx.size:

@@ -7,8 +7,10 @@ behaviours of unvetted traffic, one-sided columns floored).
 
 Threshold rule (the default): the incident budget
 (:func:`netanomd.decision.thresholds.by_incident_budget`): the lowest threshold within the top
-5% of the training behaviours whose training alerts, grouped per originator, make at most the
-operating point's ``incidents_per_day``; an analyst's load is incidents, not flows. With
+5% of the training behaviours, never alerting on more than 0.5% of the training flows
+(:data:`~netanomd.decision.thresholds.MAX_TRAINING_ALERT_SHARE`), whose training alerts,
+grouped per originator, make at most the operating point's ``incidents_per_day``; an analyst's
+load is incidents, not flows. With
 ``threshold_quantile`` the rule is that quantile of the training scores (of every flow for a
 vetted baseline, of the distinct behaviours otherwise; :data:`DEFAULT_THRESHOLD_QUANTILE` is the
 usual choice), with ``alerts_per_day`` a flow-alert budget. The threshold is stored in the
