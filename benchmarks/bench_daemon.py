@@ -1,7 +1,9 @@
 """The running daemon end to end, one core: flows per daemon CPU-second (and per wall second)
 from a Suricata EVE unix socket, the Zeek WebSocket source and a Redis list into SQLite, where
 the daemon's CPU went (its source thread, its scoring thread), and the p99 time from a flow's
-arrival to its alert being written at a steady 10,000 flows/s (target <= 50 ms, issue 16).
+arrival to its alert being written at a steady 10,000 flows/s (target <= 50 ms, issue 16):
+from the daemon's read of it, and from its send (the sender writes its send time into the
+record's label), so time spent queued in the socket counts.
 
 The daemon (``netanomd.daemon.service.Daemon``, the same object ``netanomd run`` drives) runs in
 this process pinned to core 0; the sender runs in another process on core 1:
@@ -51,6 +53,13 @@ EVE = [
 ]
 
 
+#: The label of a sent record holds its send time (``time.monotonic``, one clock for every
+#: process of the machine), so the latency run measures from send, not from the daemon's read:
+#: time spent in the socket's queue counts too. Labels are never features.
+SENT = b'"label": "%20.6f"'
+UNSENT = SENT % 0.0
+
+
 def eve_records(n: int) -> list[bytes]:
     src = next(p for p in EVE if p.exists())
     flows = [ln for ln in src.read_bytes().splitlines() if b'"event_type":"flow"' in ln]
@@ -59,7 +68,8 @@ def eve_records(n: int) -> list[bytes]:
         ev = json.loads(flows[i % len(flows)])
         ev["flow_id"] = 10_000_000 + i
         ev.pop("community_id", None)
-        out.append(json.dumps(ev).encode())
+        ev["label"] = "LABEL"
+        out.append(json.dumps(ev).encode().replace(b'"label": "LABEL"', UNSENT))
     return out
 
 
@@ -74,6 +84,7 @@ def eve_sender(path: str, records: list[bytes], rate: float, go: Any) -> None:
             due = start + i / rate
             while time.perf_counter() < due:
                 pass
+            rec = rec.replace(UNSENT, SENT % time.monotonic())
         s.sendto(rec, path)
 
 
@@ -142,19 +153,26 @@ def config(tmp: Path, model: Path, sources: list[dict[str, Any]]) -> Path:
 
 def run_eve(
     tmp: Path, model: Path, n: int, rate: float
-) -> tuple[int, float, tuple[float, dict[str, float]], np.ndarray]:
+) -> tuple[int, float, tuple[float, dict[str, float]], np.ndarray, np.ndarray]:
+    """Score ``n`` records sent at ``rate`` per second (0: as fast as they are taken): flows
+    scored, seconds, CPU, and per flow the time from its read (and, when paced, from its
+    send) to its alert being written."""
     sock = tmp / f"eve-{int(rate)}.sock"
     d = Daemon(
         str(config(tmp, model, [{"type": "suricata_socket", "path": str(sock)}])),
         notifier=Notifier(env={}),
     )
     lat: list[tuple[float, int]] = []
+    sent: list[float] = []
     d.start()
     assert d.pipeline is not None
     inner = d.pipeline.on_batch
 
     def record(batch: Any, scores: Any, alerts: Any, arrived: float) -> None:
-        lat.append((time.monotonic() - arrived, len(batch)))
+        now = time.monotonic()
+        lat.append((now - arrived, len(batch)))
+        if rate:
+            sent.extend(now - float(x) for x in batch.column("label").to_pylist())
         if inner:
             inner(batch, scores, alerts, arrived)
 
@@ -177,7 +195,7 @@ def run_eve(
     d.shutdown()
     w = np.repeat([x for x, _ in lat], [k for _, k in lat])
     print(f"  ({d.pipeline.stats.alerts:,} alerts written)")
-    return d.pipeline.stats.scored, secs, used, w
+    return d.pipeline.stats.scored, secs, used, w, np.array(sent)
 
 
 def run_ws(
@@ -273,17 +291,19 @@ def main() -> int:
         tmp = Path(t)
         model = tmp / "model.npz"
         demo_model().save(model)
-        n, secs, cpu, _ = run_eve(tmp, model, args.flows, 0)
+        n, secs, cpu, *_ = run_eve(tmp, model, args.flows, 0)
         eve = report("Suricata EVE unix_dgram -> score -> SQLite", n, secs, cpu)
         n, secs, cpu = run_ws(tmp, model, args.flows // 100)
         ws = report("Zeek WebSocket frames of 100 -> score -> SQLite", n, secs, cpu)
         got = run_redis(tmp, model, args.flows)
         red = report("Redis list (backlog) -> score -> SQLite", *got) if got else None
-        *_, lat = run_eve(tmp, model, 50_000, 10_000)
-        p50, p99 = np.percentile(lat, [50, 99]) * 1000
+        n, secs, (used, _), read, sent = run_eve(tmp, model, 50_000, 10_000)
+        p50, p99 = np.percentile(read, [50, 99]) * 1000
+        s50, s99 = np.percentile(sent, [50, 99]) * 1000
         print(
-            f"arrival -> alert written at 10,000 flows/s: p50 {p50:.1f} ms, p99 {p99:.1f} ms "
-            f"(target <= 50 ms: {'met' if p99 <= 50 else 'NOT met'})"
+            f"at 10,000 flows/s ({100 * used / secs:.0f}% of a core): read -> alert written "
+            f"p50 {p50:.1f} ms, p99 {p99:.1f} ms; sent -> alert written p50 {s50:.1f} ms, "
+            f"p99 {s99:.1f} ms (target <= 50 ms: {'met' if s99 <= 50 else 'NOT met'})"
         )
         goals = [("EVE", eve, 150_000), ("Zeek WS", ws, 250_000), ("Redis", red, 150_000)]
         for what, got_rate, goal in goals:

@@ -1,7 +1,11 @@
 """Suricata EVE JSON reader: ``event_type: flow`` records become flow records.
 
 Other event types (alert, dns, http, netflow, stats, ...) are skipped and counted per type in
-``stats.skipped``. Mapping:
+``stats.skipped``. A block of lines is decoded at once (one msgspec ``decode_lines`` call into
+typed structs that read only the fields below and check their types and ranges) and its columns
+are built at once; only a block holding a bad line is decoded line by line, to name the line and
+what is wrong with it (``flow event missing or bad field (Expected `int` <= 65535 - at
+`$.src_port`)``). Mapping:
 
 * ``src_*`` is the originator, ``dest_*`` the responder; ``proto`` is lowercased;
   ``app_proto`` becomes ``service`` (``failed`` and absent become null).
