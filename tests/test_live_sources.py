@@ -394,3 +394,21 @@ def test_zeek_and_suricata_on_one_pcap_give_one_alert_with_both_ids(model: Model
         doc = alert_document(a, observer, now=1.7e9)
         assert doc["zeek"]["session_id"] == uid[cid]
         assert doc["suricata"]["eve"]["flow_id"] == str(flow_id[cid])
+
+
+def test_suricata_ipv6_addresses_are_spelled_as_zeek_spells_them() -> None:
+    """wikipedia.pcap through Zeek and through Suricata: Suricata writes
+    ``ff02:0000:0000:0000:0000:0000:0000:00fb`` where Zeek writes ``ff02::fb``; read, both give
+    each connection the same addresses, so one host has one spelling in the stores (issue 17
+    point 3)."""
+    zeek = FlowBatch.concat(list(batches(DATA / "wikipedia.json.conn.log")))
+    eve = FlowBatch.concat(list(batches(EVE.parent / "wikipedia.eve.json")))
+
+    def hosts(b: FlowBatch) -> dict[str, frozenset[str]]:
+        # as a set: the two sensors disagree on which side opened one of the connections
+        cols = [b.column(c).to_pylist() for c in ("community_id", "orig_h", "resp_h")]
+        return {cid: frozenset((o, r)) for cid, o, r in zip(*cols, strict=True)}
+
+    assert len(hosts(eve)) == len(eve) == 34
+    assert hosts(eve) == hosts(zeek)
+    assert frozenset(("fe80::217:f2ff:fed7:cf65", "ff02::fb")) in hosts(eve).values()

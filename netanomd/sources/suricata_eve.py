@@ -7,7 +7,8 @@ are built at once; only a block holding a bad line is decoded line by line, to n
 what is wrong with it (``flow event missing or bad field (Expected `int` <= 65535 - at
 `$.src_port`)``). Mapping:
 
-* ``src_*`` is the originator, ``dest_*`` the responder; ``proto`` is lowercased;
+* ``src_*`` is the originator, ``dest_*`` the responder (IPv6 addresses in their compressed
+  form, as Zeek writes them: :func:`canonical_address`); ``proto`` is lowercased;
   ``app_proto`` becomes ``service`` (``failed`` and absent become null).
 * ``flow.start`` is ``ts`` (epoch seconds; EVE's ``+0200``-style offsets are honoured);
   ``duration = flow.end - flow.start``.
@@ -39,6 +40,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import ipaddress
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from typing import Annotated, Any
@@ -134,6 +136,28 @@ def parse_time(text: str) -> float:
     return dt.datetime.fromisoformat(text).timestamp()
 
 
+#: Suricata's IPv6 spelling -> the canonical one; emptied at _SECONDS_MAX entries.
+_ADDRESSES: dict[str, str] = {}
+
+
+def canonical_address(text: str) -> str:
+    """An address as Zeek writes it: IPv6 compressed (``ff02::fb``, where Suricata writes
+    ``ff02:0000:0000:0000:0000:0000:0000:00fb``), so one host has one spelling in every store
+    (issue 17 point 3); IPv4 and text that is not an address are kept as they are."""
+    if ":" not in text:
+        return text
+    got = _ADDRESSES.get(text)
+    if got is None:
+        try:
+            got = ipaddress.ip_address(text).compressed
+        except ValueError:
+            got = text
+        if len(_ADDRESSES) >= _SECONDS_MAX:
+            _ADDRESSES.clear()
+        _ADDRESSES[text] = got
+    return got
+
+
 def _flags(value: Any) -> int:
     if isinstance(value, str):
         try:
@@ -214,6 +238,8 @@ class _Columns:
         self.ts: list[float] = []
         self.duration: list[float] = []
         self.proto: list[str] = []
+        self.orig_h: list[str] = []
+        self.resp_h: list[str] = []
         self.state_history: list[tuple[str, str]] = []
 
     def add(self, ev: _Event) -> None:
@@ -252,6 +278,8 @@ class _Columns:
         self.ts.append(start)
         self.duration.append(max(end - start, 0.0))
         self.proto.append(proto)
+        self.orig_h.append(canonical_address(ev.src_ip))
+        self.resp_h.append(canonical_address(ev.dest_ip))
         self.state_history.append(sh)
 
     def __len__(self) -> int:
@@ -276,9 +304,9 @@ class _Columns:
                 ],
                 pa.string(),
             ),
-            "orig_h": pa.array([e.src_ip for e in evs], pa.string()),
+            "orig_h": pa.array(self.orig_h, pa.string()),
             "orig_p": pa.array([e.src_port for e in evs], pa.int32()),
-            "resp_h": pa.array([e.dest_ip for e in evs], pa.string()),
+            "resp_h": pa.array(self.resp_h, pa.string()),
             "resp_p": pa.array([e.dest_port for e in evs], pa.int32()),
             "proto": pa.array(self.proto, pa.string()),
             "service": pa.array(

@@ -102,7 +102,8 @@ class EveSocket:
 
     def _read_datagrams(self, sock: socket.socket) -> None:
         """Every datagram waiting (one select for many), into a reused buffer; a batch is
-        decoded whenever ``batch_lines`` records are pending."""
+        decoded whenever ``batch_lines`` records are pending or the oldest has waited
+        ``batch_wait`` (a steady stream never lets the socket run dry)."""
         view = memoryview(self._buffer)
         while not self._stop.is_set():
             try:
@@ -116,7 +117,9 @@ class EveSocket:
                 self._pending.append(record)
             else:  # several records in one datagram
                 self._pending.extend(ln for ln in record.splitlines() if ln.strip())
-            if len(self._pending) >= self.batch_lines:
+            if len(self._pending) >= self.batch_lines or (
+                time.monotonic() - self._first >= self.batch_wait
+            ):
                 self._flush()
 
     def _read_stream(self, sock: socket.socket, splitter: LineSplitter) -> bool:
