@@ -4,8 +4,8 @@ Other event types (alert, dns, http, netflow, stats, ...) are skipped and counte
 ``stats.skipped``. A block of lines is decoded at once (one msgspec ``decode_lines`` call into
 typed structs that read only the fields below and check their types and ranges) and its columns
 are built at once; only a block holding a bad line is decoded line by line, to name the line and
-what is wrong with it (``flow event missing or bad field (Expected `int` <= 65535 - at
-`$.src_port`)``). Mapping:
+what is wrong with it (``flow event missing or bad field (src_port: 70000 is not an integer
+from 0 to 65535)``). Mapping:
 
 * ``src_*`` is the originator, ``dest_*`` the responder (IPv6 addresses in their compressed
   form, as Zeek writes them: :func:`canonical_address`); ``proto`` is lowercased;
@@ -42,11 +42,14 @@ import datetime as dt
 import functools
 import ipaddress
 import logging
+import re
+import reprlib
 from collections.abc import Callable, Iterator, Sequence
 from typing import Annotated, Any
 
 import msgspec
 import numpy as np
+import orjson
 import pyarrow as pa
 
 from netanomd.errors import InputError
@@ -61,11 +64,11 @@ _SYN, _FIN, _RST, _ACK = 0x02, 0x01, 0x04, 0x10
 
 # -- the EVE fields a flow event is read from, decoded and range-checked by msgspec -----------
 # Lax mode, as the per-record reader was: "5" and 5.0 are the integer 5; 5.5, "many", -1 and
-# 70000 for a port are errors naming the field (``Expected `int` <= 65535 - at `$.src_port```).
+# 70000 for a port are errors naming the field and its value (:func:`_bad_field`).
 # Fields not named here are skipped unread (an alert's payload, a stats event's counters).
 _Port = Annotated[int, msgspec.Meta(ge=int_range("orig_p")[0], le=int_range("orig_p")[1])]
 _Count = Annotated[int, msgspec.Meta(ge=0, le=MAX_COUNT)]
-#: msgspec takes no upper bound beyond int64: :meth:`_Columns.add` checks the flow id's.
+#: msgspec takes no upper bound beyond int64: :func:`_events` checks the flow id's.
 _FlowId = Annotated[int, msgspec.Meta(ge=0)]
 _FLOW_ID_MAX = int_range("flow_id")[1]
 
@@ -252,8 +255,6 @@ class _Columns:
         when = f.start if f.start is not None else ev.timestamp
         if when is None:
             raise ValueError("no 'flow.start' or 'timestamp'")
-        if ev.flow_id is not None and ev.flow_id > _FLOW_ID_MAX:
-            raise ValueError(f"flow_id: {ev.flow_id} is not an integer from 0 to {_FLOW_ID_MAX}")
         start = parse_time(when)
         end = parse_time(f.end) if f.end is not None else start
         pts, ptc = f.pkts_toserver, f.pkts_toclient
@@ -328,18 +329,50 @@ class _Columns:
         return FlowBatch(pa.Table.from_arrays(arrays, schema=FLOW_SCHEMA))
 
 
-def _problem(exc: msgspec.DecodeError, line: bytes) -> str:
-    """What is wrong with a line the decoder refused: not JSON, not an EVE record, or a flow
-    event with a missing or bad field (the field's path in the message)."""
-    if not isinstance(exc, msgspec.ValidationError):
-        return f"invalid JSON ({exc})"
+def _expected(field: str) -> str:
+    """What the EVE field ``field`` must hold, as the other readers say it."""
+    if field in ("src_ip", "dest_ip"):
+        return "an address"
+    if field in ("flow", "tcp"):
+        return "an object"
+    if field in _Flow.__struct_fields__[:4] or field in ("flow_id", "src_port", "dest_port"):
+        lo, hi = int_range({"src_port": "orig_p", "dest_port": "resp_p"}.get(field, field))
+        return f"an integer from {lo} to {hi}"
+    return "a string"
+
+
+def _bad_field(line: bytes, path: Sequence[str]) -> str:
+    """A flow event's bad field, with its value as the line has it: ``flow event missing or bad
+    field (src_port: 70000 is not an integer from 0 to 65535)``."""
     try:
-        kind = _KIND_DECODER.decode(line)
-    except msgspec.DecodeError:
-        return "not a Suricata EVE record (no event_type)"
-    if kind.event_type == "flow":
-        return f"flow event missing or bad field ({exc})"
-    return ""  # another event type whose fields we do not read: skipped, not malformed
+        value = orjson.loads(line)
+        for key in path:
+            value = value[key]
+        shown = reprlib.repr(value)
+    except (orjson.JSONDecodeError, KeyError, TypeError, RecursionError):
+        shown = "its value"
+    return f"flow event missing or bad field ({path[-1]}: {shown} is not {_expected(path[-1])})"
+
+
+def _refused(exc: Exception, line: bytes) -> tuple[str, str | None]:
+    """Why the decoder refused a line: (what is wrong, None) for a bad line — not JSON (or
+    nested too deeply to read), not an EVE record, or a flow event with a missing or bad field
+    — or ("", its type) for an event of another type whose fields we do not read (skipped, not
+    malformed)."""
+    if isinstance(exc, RecursionError):
+        return "invalid JSON (nested too deeply)", None
+    if not isinstance(exc, msgspec.ValidationError):
+        return f"invalid JSON ({exc})", None
+    try:
+        kind = _KIND_DECODER.decode(line).event_type
+    except (msgspec.DecodeError, RecursionError):
+        return "not a Suricata EVE record (no event_type)", None
+    if kind != "flow":
+        return "", str(kind)
+    path = re.findall(r"\.(\w+)", str(exc).rpartition("- at `$")[2])
+    if not path:
+        return f"flow event missing or bad field ({exc})", None
+    return _bad_field(line, path), None
 
 
 #: Told of each bad line: its number and what is wrong with it.
@@ -355,22 +388,34 @@ def _events(
     nums = [first_line + i for i, ln in enumerate(lines) if ln.strip()]
     try:
         events = _DECODER.decode_lines(b"\n".join(lines))
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):
         events = None
-    if events is not None and len(events) == len(nums):
+    if (
+        events is not None
+        and len(events) == len(nums)
+        and not any(e.flow_id is not None and e.flow_id > _FLOW_ID_MAX for e in events)
+    ):
         yield from zip(nums, events, strict=True)
         return
     for i, line in enumerate(lines):
         if not line.strip():
             continue
         try:
-            yield first_line + i, _DECODER.decode(line)
-        except msgspec.DecodeError as exc:
-            problem = _problem(exc, line)
-            if problem:
-                bad(first_line + i, problem)
+            ev = _DECODER.decode(line)
+        except (msgspec.DecodeError, RecursionError) as exc:
+            problem, kind = _refused(exc, line)
+            if kind is not None:
+                stats.skip(kind)
             else:
-                stats.skip(str(_KIND_DECODER.decode(line).event_type))
+                bad(first_line + i, problem)
+            continue
+        if ev.flow_id is not None and ev.flow_id > _FLOW_ID_MAX:
+            if ev.event_type == "flow":
+                bad(first_line + i, _bad_field(line, ["flow_id"]))
+            else:
+                stats.skip(ev.event_type)
+            continue
+        yield first_line + i, ev
 
 
 def _decode(lines: Sequence[bytes], first_line: int, stats: ReadStats, bad: _Bad) -> _Columns:
