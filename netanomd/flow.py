@@ -169,7 +169,9 @@ def _canonical_column(col: pa.ChunkedArray) -> pa.ChunkedArray:
     return pc.coalesce(pc.take(canonical, pc.index_in(col, value_set=spelled)), col)
 
 
-def _canonical_addresses(table: pa.Table) -> pa.Table:
+def canonical_addresses(table: pa.Table) -> pa.Table:
+    """``table`` with its address columns in one spelling (:func:`canonical_address`); every
+    way flows enter a batch goes through here."""
     for name in ADDRESS_COLUMNS:
         i = table.schema.get_field_index(name)
         col = table.column(i)
@@ -251,7 +253,7 @@ class FlowBatch:
                 columns.append(col)
             else:
                 columns.append(pa.nulls(n, type=field.type))
-        return cls(_canonical_addresses(pa.Table.from_arrays(columns, schema=FLOW_SCHEMA)))
+        return cls(canonical_addresses(pa.Table.from_arrays(columns, schema=FLOW_SCHEMA)))
 
     @classmethod
     def from_records(cls, records: Iterable[FlowRecord]) -> FlowBatch:
@@ -268,7 +270,7 @@ class FlowBatch:
             return pa.array(values, type=f.type)
 
         arrays = [column(f) for f in FLOW_SCHEMA]
-        return cls(_canonical_addresses(pa.Table.from_arrays(arrays, schema=FLOW_SCHEMA)))
+        return cls(canonical_addresses(pa.Table.from_arrays(arrays, schema=FLOW_SCHEMA)))
 
     @classmethod
     def empty(cls) -> FlowBatch:

@@ -23,11 +23,12 @@ from typing import Any
 import numpy as np
 import pytest
 
+from netanomd.daemon.pipeline import Deduplicator
 from netanomd.daemon.score_api import records_from_json, score_json
 from netanomd.daemon.service import Daemon
 from netanomd.data import attack_files, demo_model
 from netanomd.detectors.registry import make
-from netanomd.flow import FlowBatch
+from netanomd.flow import FlowBatch, FlowRecord, Signature
 from netanomd.model import train
 from netanomd.sdnotify import Notifier
 from netanomd.sources.files import open_source
@@ -616,3 +617,27 @@ def test_daemon_starts_without_matplotlib() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout == "[]\n"
+
+
+def test_a_connection_both_sensors_saw_keeps_suricatas_signatures_and_flow_id() -> None:
+    """Zeek's record of a connection is kept over Suricata's; what only Suricata knew (its
+    flow id and the signatures that fired on the flow) moves onto it, so the alert names them."""
+    sig = Signature("ET SCAN Potential SSH Scan", 2001219, 2, "Attempted Information Leak")
+    common = dict(orig_h="10.0.0.5", orig_p=40000, resp_h="10.0.0.9", resp_p=22, proto="tcp")
+    zeek = FlowRecord(ts=100.0, uid="Cz1", community_id="1:abc=", source="zeek", **common)  # type: ignore[arg-type]
+    suri = FlowRecord(
+        ts=100.4,
+        uid="S77",
+        community_id="1:abc=",
+        source="suricata",
+        flow_id=77,
+        signatures=(sig,),
+        **common,  # type: ignore[arg-type]
+    )
+    other = FlowRecord(ts=101.0, uid="Cz2", community_id="1:def=", source="zeek", **common)  # type: ignore[arg-type]
+    kept, dropped = Deduplicator(120.0).apply(FlowBatch.from_records([suri, zeek, other]), 0.0)
+    assert dropped == 1 and len(kept) == 2
+    first = kept.record(0)
+    assert (first.uid, first.flow_id, first.source) == ("Cz1", 77, "zeek")
+    assert first.signatures == (sig,)
+    assert kept.record(1).signatures is None and kept.record(1).flow_id is None

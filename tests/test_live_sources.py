@@ -333,3 +333,82 @@ def test_one_connection_from_two_sensors_is_scored_once(model: Model) -> None:
     t.join(10)
     # the Suricata copy 0.4 s apart is the same connection; 300 s apart it is another one
     assert (pipeline.stats.scored, pipeline.stats.duplicates) == (30, 15)
+
+
+class Collect:
+    """A sink that keeps what it is given."""
+
+    name = "collect"
+
+    def __init__(self) -> None:
+        self.alerts: list[Alert] = []
+
+    def open(self) -> None: ...
+
+    def write(self, alerts: Sequence[Alert]) -> None:
+        self.alerts.extend(alerts)
+
+    def flush(self) -> None: ...
+
+    def close(self, timeout: float = 30.0) -> bool:
+        return True
+
+
+def test_zeek_and_suricata_on_one_pcap_give_one_alert_with_both_ids(model: Model) -> None:
+    """Zeek's conn.log and Suricata's EVE of the same capture (ftp_bruteforce.pcap): every
+    connection is scored once, as Zeek's record, and its alert names both the Zeek uid and the
+    Suricata flow id, where Elastic's integrations put them (issue 17 point 3)."""
+    from netanomd.ecs import ObserverInfo, alert_document
+
+    zeek = FlowBatch.concat(list(batches(DATA / "ftp_bruteforce.json.conn.log")))
+    eve = FlowBatch.concat(list(batches(EVE.parent / "ftp_bruteforce.eve.json")))
+    flow_id = dict(
+        zip(eve.column("community_id").to_pylist(), eve.column("flow_id").to_pylist(), strict=True)
+    )
+    uid = dict(
+        zip(zeek.column("community_id").to_pylist(), zeek.column("uid").to_pylist(), strict=True)
+    )
+    assert len(zeek) == len(eve) == len(flow_id) == len(uid) == 30 and flow_id.keys() == uid.keys()
+    sink = Collect()
+    pipeline = Pipeline(
+        model,
+        SinkSet([sink]),
+        batch_size=10_000,
+        batch_timeout=0.0,
+        dedup_window=120,
+        threshold=0.0,
+    )
+    emit = pipeline.emitter("both", block=True)
+    assert emit(eve) and emit(zeek)  # Suricata's records first, as in the issue
+    t = threading.Thread(target=pipeline.run, daemon=True)
+    t.start()
+    assert pipeline.drain(10)
+    pipeline.stop()
+    t.join(10)
+    assert (pipeline.stats.scored, pipeline.stats.duplicates) == (30, 30)
+    assert len(sink.alerts) == 30  # threshold 0: every flow alerts
+    observer = ObserverInfo(name="sensor", hostname="sensor")
+    for a in sink.alerts:
+        cid = a.flow.community_id
+        assert (a.flow.source, a.flow.uid, a.flow.flow_id) == ("zeek", uid[cid], flow_id[cid])
+        doc = alert_document(a, observer, now=1.7e9)
+        assert doc["zeek"]["session_id"] == uid[cid]
+        assert doc["suricata"]["eve"]["flow_id"] == str(flow_id[cid])
+
+
+def test_suricata_ipv6_addresses_are_spelled_as_zeek_spells_them() -> None:
+    """wikipedia.pcap through Zeek and through Suricata: Suricata writes
+    ``ff02:0000:0000:0000:0000:0000:0000:00fb`` where Zeek writes ``ff02::fb``; read, both give
+    each connection the same addresses, so one host has one spelling in the stores (issue 17
+    point 3)."""
+    zeek = FlowBatch.concat(list(batches(DATA / "wikipedia.json.conn.log")))
+    eve = FlowBatch.concat(list(batches(EVE.parent / "wikipedia.eve.json")))
+
+    def hosts(b: FlowBatch) -> dict[str, frozenset[str]]:
+        # as a set: the two sensors disagree on which side opened one of the connections
+        cols = [b.column(c).to_pylist() for c in ("community_id", "orig_h", "resp_h")]
+        return {cid: frozenset((o, r)) for cid, o, r in zip(*cols, strict=True)}
+
+    assert len(hosts(eve)) == len(eve) == 34
+    assert hosts(eve) == hosts(zeek)
+    assert frozenset(("fe80::217:f2ff:fed7:cf65", "ff02::fb")) in hosts(eve).values()

@@ -25,7 +25,7 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import orjson
@@ -76,6 +76,12 @@ class Deduplicator:
     """Drops the second sighting of one connection by two sensors (Zeek and Suricata on the same
     link): same community_id, flow start within ``tolerance`` seconds, *another* source kind.
 
+    The one record kept carries both sensors' identifiers (issue 17 point 3): when both
+    sightings are in one batch the Zeek record is kept (its uid, its richer fields) and takes
+    the Suricata record's ``flow_id``, so its alert names ``zeek.session_id`` and
+    ``suricata.eve.flow_id``. A sighting that comes a batch later than its twin is dropped: the
+    twin was already scored and written.
+
     The same sensor repeating a community_id is a new connection (NTP 123 -> 123 every minute,
     a backlog replayed), never a duplicate. Sightings are remembered for ``window`` seconds of
     wall-clock time, at most ``max_entries`` community_ids.
@@ -85,19 +91,30 @@ class Deduplicator:
         self.window = window
         self.max_entries = max_entries
         self.tolerance = tolerance
-        #: community_id -> (expiry, [(flow start, source kind), ...]) (a few per id)
-        self._seen: OrderedDict[str, tuple[float, list[tuple[float, str]]]] = OrderedDict()
+        #: community_id -> (expiry, [(flow start, source kind, batch number, row), ...]) (a few
+        #: per id; the row is where the kept sighting sits in its batch)
+        self._seen: OrderedDict[str, tuple[float, list[tuple[float, str, int, int]]]] = (
+            OrderedDict()
+        )
+        self._batches = 0
 
-    def keep(
-        self, ids: list[str | None], starts: list[float], sources: list[str | None], now: float
-    ) -> np.ndarray:
-        """Mask of rows to keep: all but a connection another source kind already reported."""
+    def apply(self, batch: FlowBatch, now: float) -> tuple[FlowBatch, int]:
+        """``batch`` without the connections another source kind reported, and how many
+        rows were dropped."""
         seen = self._seen
         while seen:
             until = next(iter(seen.values()))[0]
             if until > now and len(seen) <= self.max_entries:
                 break
             seen.popitem(last=False)
+        self._batches += 1
+        this = self._batches
+        ids = batch.column("community_id").to_pylist()
+        starts = batch.numeric("ts", fill=np.nan).tolist()
+        sources = batch.column("source").to_pylist()
+        flow_ids: list[int | None] | None = None
+        sigs: list[Any] | None = None
+        merged = signed = False
         mask = np.ones(len(ids), dtype=bool)
         for i, (cid, start, source) in enumerate(zip(ids, starts, sources, strict=True)):
             if cid is None:
@@ -105,13 +122,45 @@ class Deduplicator:
             kind = source or ""
             got = seen.get(cid)
             sightings = got[1] if got is not None else []
-            if any(k != kind and abs(t - start) <= self.tolerance for t, k in sightings):
+            twin = next(
+                (
+                    n
+                    for n, (t, k, _, _) in enumerate(sightings)
+                    if k != kind and abs(t - start) <= self.tolerance
+                ),
+                None,
+            )
+            if twin is None:
+                sightings = [*sightings[-3:], (start, kind, this, i)]
+                seen[cid] = (now + self.window, sightings)
+                seen.move_to_end(cid)
+                continue
+            t, k, where, j = sightings[twin]
+            if where != this:  # scored in an earlier batch
                 mask[i] = False
                 continue
-            sightings = [*sightings[-3:], (start, kind)]
-            seen[cid] = (now + self.window, sightings)
-            seen.move_to_end(cid)
-        return mask
+            if flow_ids is None or sigs is None:
+                flow_ids = batch.column("flow_id").to_pylist()
+                sigs = batch.column("signatures").to_pylist()
+            keep, drop = (i, j) if kind == "zeek" else (j, i)
+            mask[drop] = False
+            if flow_ids[keep] is None and flow_ids[drop] is not None:
+                flow_ids[keep], merged = flow_ids[drop], True
+            if sigs[drop]:  # Suricata's signatures go with its flow id onto the kept record
+                sigs[keep], signed = [*(sigs[keep] or []), *sigs[drop]], True
+            sightings[twin] = (start, kind, this, i) if keep == i else (t, k, where, j)
+        dropped = int((~mask).sum())
+        table = batch.table
+        if merged:
+            index = table.schema.get_field_index("flow_id")
+            table = table.set_column(index, "flow_id", pa.array(flow_ids, pa.uint64()))
+        if signed:
+            index = table.schema.get_field_index("signatures")
+            field = table.schema.field(index)
+            table = table.set_column(index, field, pa.array(sigs, field.type))
+        if dropped:
+            table = table.filter(pa.array(mask))
+        return (FlowBatch(table) if merged or signed or dropped else batch), dropped
 
 
 class Pipeline:
@@ -292,15 +341,8 @@ class Pipeline:
         full = [i.batch for i in items if len(i.batch)]
         batch = FlowBatch.concat(full) if len(full) > 1 else full[0] if full else None
         if batch is not None and self.dedup is not None:
-            keep = self.dedup.keep(
-                batch.column("community_id").to_pylist(),
-                batch.numeric("ts", fill=np.nan).tolist(),
-                batch.column("source").to_pylist(),
-                self.clock(),
-            )
-            if not keep.all():
-                self.stats.duplicates += int((~keep).sum())
-                batch = FlowBatch(batch.table.filter(pa.array(keep)))
+            batch, dropped = self.dedup.apply(batch, self.clock())
+            self.stats.duplicates += dropped
         scores: np.ndarray = np.empty(0)
         alerts: list[Alert] = []
         if batch is not None and len(batch):

@@ -1,11 +1,16 @@
 """Suricata EVE JSON reader: ``event_type: flow`` records become flow records.
 
 ``alert`` events (Suricata's own signatures) go to the input's
-:class:`~netanomd.sources.suricata_alerts.SignatureJoin`, which attaches them to the flow of
-the same ``flow_id``. Other event types (dns, http, netflow, stats, ...) are skipped and counted
-per type in ``stats.skipped``. Mapping:
+:class:`~netanomd.sources.suricata_alerts.SignatureJoin`, which attaches them to the flow of the
+same ``flow_id``. Other event types (dns, http, netflow, stats, ...) are skipped and counted per
+type in ``stats.skipped``. A block of lines is decoded at once (one msgspec ``decode_lines``
+call into typed structs that read only the fields below and check their types and ranges) and
+its columns are built at once; only a block holding a bad line is decoded line by line, to name
+the line and what is wrong with it (``flow event missing or bad field (src_port: 70000 is not an
+integer from 0 to 65535)``). Mapping:
 
-* ``src_*`` is the originator, ``dest_*`` the responder; ``proto`` is lowercased;
+* ``src_*`` is the originator, ``dest_*`` the responder (IPv6 addresses in their canonical
+  form, as Zeek writes them: :func:`netanomd.flow.canonical_addresses`); ``proto`` is lowercased;
   ``app_proto`` becomes ``service`` (``failed`` and absent become null).
 * ``flow.start`` is ``ts`` (epoch seconds; EVE's ``+0200``-style offsets are honoured);
   ``duration = flow.end - flow.start``.
@@ -36,16 +41,21 @@ per type in ``stats.skipped``. Mapping:
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
+import re
 import reprlib
-from collections.abc import Iterator, Sequence
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
+from typing import Annotated, Any
 
+import msgspec
+import numpy as np
 import orjson
+import pyarrow as pa
 
 from netanomd.errors import InputError
-from netanomd.flow import FlowBatch, FlowRecord
-from netanomd.sources import ReadStats, int_range
+from netanomd.flow import FLOW_SCHEMA, FlowBatch, FlowRecord, canonical_addresses
+from netanomd.sources import MAX_COUNT, ReadStats, int_range
 from netanomd.sources._text import FileSource, line_blocks, open_binary
 from netanomd.sources.suricata_alerts import SignatureJoin
 
@@ -54,9 +64,80 @@ log = logging.getLogger(__name__)
 ETHERNET_HEADER = 14
 _SYN, _FIN, _RST, _ACK = 0x02, 0x01, 0x04, 0x10
 
+# -- the EVE fields a flow event is read from, decoded and range-checked by msgspec -----------
+# Lax mode, as the per-record reader was: "5" and 5.0 are the integer 5; 5.5, "many", -1 and
+# 70000 for a port are errors naming the field and its value (:func:`_bad_field`).
+# Fields not named here are skipped unread (an alert's payload, a stats event's counters).
+_Port = Annotated[int, msgspec.Meta(ge=int_range("orig_p")[0], le=int_range("orig_p")[1])]
+_Count = Annotated[int, msgspec.Meta(ge=0, le=MAX_COUNT)]
+#: msgspec takes no upper bound beyond int64: :func:`_events` checks the flow id's.
+_FlowId = Annotated[int, msgspec.Meta(ge=0)]
+_FLOW_ID_MAX = int_range("flow_id")[1]
+
+
+class _Flow(msgspec.Struct):
+    pkts_toserver: _Count = 0
+    pkts_toclient: _Count = 0
+    bytes_toserver: _Count = 0
+    bytes_toclient: _Count = 0
+    start: str | None = None
+    end: str | None = None
+
+
+class _Tcp(msgspec.Struct):
+    # Any: a flag field that is not a hex string counts as no flags (never an error).
+    tcp_flags: Any = None
+    tcp_flags_ts: Any = None
+    tcp_flags_tc: Any = None
+
+
+class _Event(msgspec.Struct):
+    event_type: str
+    timestamp: str | None = None
+    flow_id: _FlowId | None = None
+    src_ip: str | None = None
+    src_port: _Port | None = None
+    dest_ip: str | None = None
+    dest_port: _Port | None = None
+    proto: Any = ""
+    app_proto: Any = None
+    community_id: str | None = None
+    label: str | None = None
+    flow: _Flow | None = None
+    tcp: _Tcp | None = None
+
+
+class _Kind(msgspec.Struct):
+    """Only the event type: what a line the full decoder refused says it is."""
+
+    event_type: Any
+
+
+_DECODER = msgspec.json.Decoder(_Event, strict=False)
+_KIND_DECODER = msgspec.json.Decoder(_Kind)
+
+
+#: Epoch seconds of "YYYY-mm-ddTHH:MM:SS+hhmm" (an EVE time without its fraction): flows of
+#: one batch share a few seconds. Emptied when it reaches _SECONDS_MAX entries.
+_SECONDS: dict[str, int] = {}
+_SECONDS_MAX = 1 << 16
+
 
 def parse_time(text: str) -> float:
-    """EVE timestamp (``2013-03-07T21:42:06.869344+0000``) to epoch seconds."""
+    """EVE timestamp (``2013-03-07T21:42:06.869344+0000``) to epoch seconds.
+
+    Exactly ``datetime.fromisoformat(text).timestamp()`` (whole microseconds over 10**6); for
+    Suricata's own layout (six digits of fraction, a ``+hhmm`` offset) the whole seconds are
+    looked up per distinct second instead of parsed again."""
+    micro = text[20:26]
+    if len(text) == 31 and text[19] == "." and micro.isascii() and micro.isdigit():
+        key = text[:19] + text[26:]
+        base = _SECONDS.get(key)
+        if base is None:
+            if len(_SECONDS) >= _SECONDS_MAX:
+                _SECONDS.clear()
+            base = _SECONDS[key] = int(dt.datetime.fromisoformat(key).timestamp())
+        return (base * 10**6 + int(micro)) / 10**6
     return dt.datetime.fromisoformat(text).timestamp()
 
 
@@ -69,16 +150,27 @@ def _flags(value: Any) -> int:
     return 0
 
 
+@functools.lru_cache(maxsize=4096)
 def conn_state_and_history(
-    proto: str, tcp: dict[str, Any] | None, pkts_ts: int, pkts_tc: int, bytes_ts: int, bytes_tc: int
+    tcp: bool,
+    flags_ts: str | None,
+    flags_tc: str | None,
+    flags: str | None,
+    pkts_ts: bool,
+    pkts_tc: bool,
+    data_ts: bool,
+    data_tc: bool,
 ) -> tuple[str, str]:
-    """Approximate Zeek ``conn_state`` and ``history`` from an EVE flow (see module doc)."""
-    if proto != "tcp" or tcp is None:
-        return ("SF" if pkts_tc > 0 and pkts_ts > 0 else "S0"), ("Dd" if pkts_tc else "D")
-    ts = _flags(tcp.get("tcp_flags_ts"))
-    tc = _flags(tcp.get("tcp_flags_tc"))
+    """Approximate Zeek ``conn_state`` and ``history`` from an EVE flow (see module doc): a
+    TCP flow with a ``tcp`` object and its flag strings, whether each side sent packets and
+    whether it sent payload (more than 40 bytes of IP+TCP header per packet plus Ethernet).
+    Cached: a few hundred combinations cover real traffic."""
+    if not tcp:
+        return ("SF" if pkts_tc and pkts_ts else "S0"), ("Dd" if pkts_tc else "D")
+    ts = _flags(flags_ts)
+    tc = _flags(flags_tc)
     if not ts and not tc:  # only the combined flags are known
-        both = _flags(tcp.get("tcp_flags"))
+        both = _flags(flags)
         ts, tc = both, both if pkts_tc else 0
     hist = ""
     if ts & _SYN:
@@ -87,10 +179,9 @@ def conn_state_and_history(
         hist += "h"
     if ts & _ACK:
         hist += "A"
-    # Data beyond 40 bytes of IP+TCP header per packet (plus Ethernet) means payload.
-    if bytes_ts > pkts_ts * (40 + ETHERNET_HEADER):
+    if data_ts:
         hist += "D"
-    if bytes_tc > pkts_tc * (40 + ETHERNET_HEADER):
+    if data_tc:
         hist += "d"
     if ts & _FIN:
         hist += "F"
@@ -100,7 +191,7 @@ def conn_state_and_history(
         hist += "R"
     if tc & _RST:
         hist += "r"
-    if pkts_tc == 0:
+    if not pkts_tc:
         state = "S0" if ts & _SYN else "OTH"
     elif tc & _RST and not (tc & _SYN and tc & _ACK):
         state = "REJ" if ts & _SYN else "RSTR"
@@ -117,86 +208,219 @@ def conn_state_and_history(
     return state, hist
 
 
-def _int(obj: dict[str, Any], key: str, column: str) -> int:
-    """``obj[key]`` (0 when absent) as an integer in the range of the flow column it fills."""
-    value = obj.get(key, 0)
-    lo, hi = int_range(column)
-    number = int(value)
-    if not lo <= number <= hi or (isinstance(value, float) and value != number):
-        raise ValueError(f"{key}: {reprlib.repr(value)} is not an integer from {lo} to {hi}")
-    return number
+def _flag_text(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
 
 
-def _text(obj: dict[str, Any], key: str) -> str | None:
-    value = obj.get(key)
-    if value is not None and not isinstance(value, str):
-        raise ValueError(f"{key}: {reprlib.repr(value)} is not a string")
-    return value
+class _Columns:
+    """The flow columns of a block of EVE events: :meth:`add` checks a flow event and works out
+    what is not a plain field (times, state, history); :meth:`batch` builds each column at once."""
+
+    def __init__(self) -> None:
+        self.events: list[_Event] = []
+        self.ts: list[float] = []
+        self.duration: list[float] = []
+        self.proto: list[str] = []
+        self.orig_h: list[str] = []
+        self.resp_h: list[str] = []
+        self.state_history: list[tuple[str, str]] = []
+
+    def add(self, ev: _Event) -> None:
+        """Take one flow event (raises ValueError naming what is missing or bad)."""
+        f = ev.flow
+        if f is None:
+            raise ValueError("no 'flow' object")
+        if ev.src_ip is None or ev.dest_ip is None:
+            raise ValueError("no 'src_ip' or 'dest_ip'")
+        when = f.start if f.start is not None else ev.timestamp
+        if when is None:
+            raise ValueError("no 'flow.start' or 'timestamp'")
+        start = parse_time(when)
+        end = parse_time(f.end) if f.end is not None else start
+        pts, ptc = f.pkts_toserver, f.pkts_toclient
+        p = ev.proto
+        proto = (p if isinstance(p, str) else str(p)).lower()
+        tcp = ev.tcp
+        if proto == "tcp" and tcp is not None:
+            header = 40 + ETHERNET_HEADER
+            sh = conn_state_and_history(
+                True,
+                _flag_text(tcp.tcp_flags_ts),
+                _flag_text(tcp.tcp_flags_tc),
+                _flag_text(tcp.tcp_flags),
+                pts > 0,
+                ptc > 0,
+                f.bytes_toserver > pts * header,
+                f.bytes_toclient > ptc * header,
+            )
+        else:
+            sh = conn_state_and_history(False, None, None, None, pts > 0, ptc > 0, False, False)
+        self.events.append(ev)
+        self.ts.append(start)
+        self.duration.append(max(end - start, 0.0))
+        self.proto.append(proto)
+        self.orig_h.append(ev.src_ip)
+        self.resp_h.append(ev.dest_ip)
+        self.state_history.append(sh)
+
+    def __len__(self) -> int:
+        return len(self.events)
+
+    def batch(self) -> FlowBatch:
+        evs = self.events
+        n = len(evs)
+        flows = [e.flow for e in evs]
+        counts = np.array(
+            [(f.pkts_toserver, f.bytes_toserver, f.pkts_toclient, f.bytes_toclient) for f in flows],  # type: ignore[union-attr]
+            dtype=np.int64,
+        ).reshape(n, 4)
+        pts, bts, ptc, btc = counts.T
+        apps = [e.app_proto for e in evs]
+        given: dict[str, pa.Array] = {
+            "ts": pa.array(self.ts, pa.float64()),
+            "uid": pa.array(
+                [
+                    f"S{e.flow_id}" if e.flow_id is not None else f"S{t}"
+                    for e, t in zip(evs, self.ts, strict=True)
+                ],
+                pa.string(),
+            ),
+            "orig_h": pa.array(self.orig_h, pa.string()),
+            "orig_p": pa.array([e.src_port for e in evs], pa.int32()),
+            "resp_h": pa.array(self.resp_h, pa.string()),
+            "resp_p": pa.array([e.dest_port for e in evs], pa.int32()),
+            "proto": pa.array(self.proto, pa.string()),
+            "service": pa.array(
+                [a if isinstance(a, str) and a != "failed" else None for a in apps], pa.string()
+            ),
+            "duration": pa.array(self.duration, pa.float64()),
+            "conn_state": pa.array([sh[0] for sh in self.state_history], pa.string()),
+            "history": pa.array([sh[1] for sh in self.state_history], pa.string()),
+            "orig_pkts": pa.array(pts),
+            "orig_ip_bytes": pa.array(np.maximum(bts - ETHERNET_HEADER * pts, 0)),
+            "resp_pkts": pa.array(ptc),
+            "resp_ip_bytes": pa.array(np.maximum(btc - ETHERNET_HEADER * ptc, 0)),
+            "community_id": pa.array([e.community_id for e in evs], pa.string()),
+            "flow_id": pa.array([e.flow_id for e in evs], pa.uint64()),
+            "source": pa.array(["suricata"] * n, pa.string()),
+            "label": pa.array([e.label for e in evs], pa.string()),
+        }
+        arrays = [given[f.name] if f.name in given else pa.nulls(n, f.type) for f in FLOW_SCHEMA]
+        return FlowBatch(canonical_addresses(pa.Table.from_arrays(arrays, schema=FLOW_SCHEMA)))
 
 
-def _address(ev: dict[str, Any], key: str) -> str:
-    value = ev[key]
-    if not isinstance(value, str):
-        raise ValueError(f"{key}: {reprlib.repr(value)} is not an address")
-    return value
+def _expected(field: str) -> str:
+    """What the EVE field ``field`` must hold, as the other readers say it."""
+    if field in ("src_ip", "dest_ip"):
+        return "an address"
+    if field in ("flow", "tcp"):
+        return "an object"
+    if field in _Flow.__struct_fields__[:4] or field in ("flow_id", "src_port", "dest_port"):
+        lo, hi = int_range({"src_port": "orig_p", "dest_port": "resp_p"}.get(field, field))
+        return f"an integer from {lo} to {hi}"
+    return "a string"
 
 
-def record_from_event(ev: dict[str, Any]) -> FlowRecord:
-    """A FlowRecord from a decoded EVE ``flow`` event (raises KeyError/ValueError/TypeError)."""
-    flow = ev["flow"]
-    if not isinstance(flow, dict):
-        raise TypeError(f"'flow' is a {type(flow).__name__}, not an object")
-    if not isinstance(ev.get("tcp", {}), dict):
-        raise TypeError(f"'tcp' is a {type(ev['tcp']).__name__}, not an object")
-    proto = str(ev.get("proto", "")).lower()
-    pts, ptc = _int(flow, "pkts_toserver", "orig_pkts"), _int(flow, "pkts_toclient", "resp_pkts")
-    bts = _int(flow, "bytes_toserver", "orig_ip_bytes")
-    btc = _int(flow, "bytes_toclient", "resp_ip_bytes")
-    start = parse_time(flow["start"]) if "start" in flow else parse_time(ev["timestamp"])
-    end = parse_time(flow["end"]) if "end" in flow else start
-    state, hist = conn_state_and_history(proto, ev.get("tcp"), pts, ptc, bts, btc)
-    app = ev.get("app_proto")
-    flow_id = _int(ev, "flow_id", "flow_id") if "flow_id" in ev else None
-    return FlowRecord(
-        ts=start,
-        uid=f"S{flow_id}" if flow_id is not None else f"S{start}",
-        orig_h=_address(ev, "src_ip"),
-        orig_p=_int(ev, "src_port", "orig_p") if "src_port" in ev else None,
-        resp_h=_address(ev, "dest_ip"),
-        resp_p=_int(ev, "dest_port", "resp_p") if "dest_port" in ev else None,
-        proto=proto,
-        service=app if isinstance(app, str) and app != "failed" else None,
-        duration=max(end - start, 0.0),
-        conn_state=state,
-        history=hist,
-        orig_pkts=pts,
-        orig_ip_bytes=max(bts - ETHERNET_HEADER * pts, 0),
-        resp_pkts=ptc,
-        resp_ip_bytes=max(btc - ETHERNET_HEADER * ptc, 0),
-        community_id=_text(ev, "community_id"),
-        flow_id=flow_id,
-        source="suricata",
-        label=_text(ev, "label"),
-    )
-
-
-def parse_eve_line(line: bytes, where: str = "<eve>") -> FlowRecord | None:
-    """One EVE line: a FlowRecord for a flow event, None for other event types.
-
-    Raises :class:`InputError` naming ``where`` for malformed input.
-    """
+def _bad_field(line: bytes, path: Sequence[str]) -> str:
+    """A flow event's bad field, with its value as the line has it: ``flow event missing or bad
+    field (src_port: 70000 is not an integer from 0 to 65535)``."""
     try:
-        ev = orjson.loads(line)
-    except orjson.JSONDecodeError as exc:
-        raise InputError(f"{where}: invalid JSON ({exc})") from exc
-    if not isinstance(ev, dict) or "event_type" not in ev:
-        raise InputError(f"{where}: not a Suricata EVE record (no event_type)")
-    if ev["event_type"] != "flow":
-        return None
+        value = orjson.loads(line)
+        for key in path:
+            value = value[key]
+        shown = reprlib.repr(value)
+    except (orjson.JSONDecodeError, KeyError, TypeError, RecursionError):
+        shown = "its value"
+    return f"flow event missing or bad field ({path[-1]}: {shown} is not {_expected(path[-1])})"
+
+
+def _refused(exc: Exception, line: bytes) -> tuple[str, str | None]:
+    """Why the decoder refused a line: (what is wrong, None) for a bad line — not JSON (or
+    nested too deeply to read), not an EVE record, or a flow event with a missing or bad field
+    — or ("", its type) for an event of another type whose fields we do not read (skipped, not
+    malformed)."""
+    if isinstance(exc, RecursionError):
+        return "invalid JSON (nested too deeply)", None
+    if not isinstance(exc, msgspec.ValidationError):
+        return f"invalid JSON ({exc})", None
     try:
-        return record_from_event(ev)
-    except Exception as exc:
-        raise InputError(f"{where}: flow event missing or bad field ({exc!r})") from exc
+        kind = _KIND_DECODER.decode(line).event_type
+    except (msgspec.DecodeError, RecursionError):
+        return "not a Suricata EVE record (no event_type)", None
+    if kind != "flow":
+        return "", str(kind)
+    path = re.findall(r"\.(\w+)", str(exc).rpartition("- at `$")[2])
+    if not path:
+        return f"flow event missing or bad field ({exc})", None
+    return _bad_field(line, path), None
+
+
+#: Told of each bad line: its number and what is wrong with it.
+_Bad = Callable[[int, str], None]
+
+
+def _events(
+    lines: Sequence[bytes], first_line: int, stats: ReadStats, bad: _Bad
+) -> Iterator[tuple[int, _Event]]:
+    """The decoded events of a block with their line numbers; bad lines go to ``bad``, events
+    of types whose fields do not decode are counted as skipped. The whole block goes to msgspec
+    at once; only a block with a bad line is decoded line by line."""
+    nums = [first_line + i for i, ln in enumerate(lines) if ln.strip()]
+    try:
+        events = _DECODER.decode_lines(b"\n".join(lines))
+    except (msgspec.DecodeError, RecursionError):
+        events = None
+    if (
+        events is not None
+        and len(events) == len(nums)
+        and not any(e.flow_id is not None and e.flow_id > _FLOW_ID_MAX for e in events)
+    ):
+        yield from zip(nums, events, strict=True)
+        return
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            ev = _DECODER.decode(line)
+        except (msgspec.DecodeError, RecursionError) as exc:
+            problem, kind = _refused(exc, line)
+            if kind is not None:
+                stats.skip(kind)
+            else:
+                bad(first_line + i, problem)
+            continue
+        if ev.flow_id is not None and ev.flow_id > _FLOW_ID_MAX:
+            if ev.event_type == "flow":
+                bad(first_line + i, _bad_field(line, ["flow_id"]))
+            else:
+                stats.skip(ev.event_type)
+            continue
+        yield first_line + i, ev
+
+
+def _decode(
+    lines: Sequence[bytes],
+    first_line: int,
+    stats: ReadStats,
+    bad: _Bad,
+    signatures: SignatureJoin | None = None,
+) -> _Columns:
+    cols = _Columns()
+    for num, ev in _events(lines, first_line, stats, bad):
+        if ev.event_type == "alert" and signatures is not None:
+            try:  # alerts are few beside flows: their whole record is read again
+                signatures.add(orjson.loads(lines[num - first_line]))
+            except Exception as exc:
+                bad(num, f"bad alert event ({exc!r})")
+            continue
+        if ev.event_type != "flow":
+            stats.skip(ev.event_type)
+            continue
+        try:
+            cols.add(ev)
+        except ValueError as exc:  # any single record is skipped, never fatal to the source
+            bad(num, f"flow event missing or bad field ({exc})")
+    return cols
 
 
 def eve_lines_to_batch(
@@ -206,40 +430,35 @@ def eve_lines_to_batch(
     first_line: int = 1,
     signatures: SignatureJoin | None = None,
 ) -> FlowBatch | None:
-    """Parse EVE lines into a batch of flow records; other event types are counted.
+    """Decode EVE lines into a batch of flow records; other event types are counted in
+    ``stats.skipped``, bad lines in ``stats.malformed`` with ``where`` and their line number.
 
     With ``signatures`` (the input's join, kept across calls) alert events are kept there and
     the batch's flows carry the signatures that fired on them; without, they are skipped."""
-    records: list[FlowRecord] = []
-    for offset, line in enumerate(lines):
-        if not line.strip():
-            continue
-        try:
-            ev = orjson.loads(line)
-            if not isinstance(ev, dict) or "event_type" not in ev:
-                raise ValueError("not a Suricata EVE record (no event_type)")
-        except ValueError as exc:
-            stats.bad_line(f"{where}:{first_line + offset}: {exc}")
-            continue
-        kind = ev["event_type"]
-        if kind == "alert" and signatures is not None:
-            try:
-                signatures.add(ev)
-            except Exception as exc:
-                stats.bad_line(f"{where}:{first_line + offset}: bad alert event ({exc!r})")
-            continue
-        if kind != "flow":
-            stats.skip(str(kind))
-            continue
-        try:
-            records.append(record_from_event(ev))
-        except Exception as exc:  # any single record is skipped, never fatal to the source
-            stats.bad_line(f"{where}:{first_line + offset}: bad flow event ({exc!r})")
-    if not records:
+    cols = _decode(
+        lines,
+        first_line,
+        stats,
+        lambda num, what: stats.bad_line(f"{where}:{num}: {what}"),
+        signatures,
+    )
+    if not len(cols):
         return None
-    stats.rows += len(records)
-    batch = FlowBatch.from_records(records)
+    stats.rows += len(cols)
+    batch = cols.batch()
     return signatures.attach(batch) if signatures is not None else batch
+
+
+def parse_eve_line(line: bytes, where: str = "<eve>") -> FlowRecord | None:
+    """One EVE line: a FlowRecord for a flow event, None for other event types.
+
+    Raises :class:`InputError` naming ``where`` for malformed input.
+    """
+    problems: list[str] = []
+    cols = _decode([line], 1, ReadStats(), lambda _, what: problems.append(f"{where}: {what}"))
+    if problems:
+        raise InputError(problems[0])
+    return cols.batch().record(0) if len(cols) else None
 
 
 class SuricataEveSource(FileSource):

@@ -3,8 +3,10 @@
 Owns the socket Suricata's ``filetype: unix_dgram`` (one record per datagram) or ``unix_stream``
 (one record per line; lines cut by the one :class:`~netanomd.sources._text.LineSplitter` per
 connection) output connects to: binding it (mode 0660, so Suricata's group may write; the
-directory decides who), reading, micro-batching by count or time, and decoding with the EVE line
-decoder. Suricata cannot be paused through a socket: the emit callable's policy decides what
+directory decides who), reading everything waiting on one wake-up (``recv`` until it would block,
+into one reused buffer), micro-batching by count or time (a batch is decoded ``batch_wait``
+seconds after its oldest record was read at the latest), and decoding the batch at once with the
+EVE decoder. Suricata cannot be paused through a socket: the emit callable's policy decides what
 happens when scoring falls behind.
 """
 
@@ -51,8 +53,12 @@ class EveSocket:
         self.signatures = SignatureJoin(self.stats)
         self.ready = threading.Event()
         self._stop = threading.Event()
+        #: Records read and not yet decoded (a datagram each, or a line of a stream).
         self._pending: list[bytes] = []
+        #: When the oldest pending record was read (``time.monotonic``).
         self._first = 0.0
+        #: Suricata writes one record per datagram; the largest fits in the receive buffer.
+        self._buffer = bytearray(1 << 20)
 
     def stop(self) -> None:
         self._stop.set()
@@ -73,32 +79,22 @@ class EveSocket:
         self.ready.set()
         try:
             while not self._stop.is_set():
-                timeout = self.batch_wait if self._pending else 0.2
+                if self._pending:
+                    timeout = max(self._first + self.batch_wait - time.monotonic(), 0.0)
+                else:
+                    timeout = 0.2
                 for key, _ in sel.select(timeout):
                     sock: socket.socket = key.fileobj  # type: ignore[assignment]
                     if sock is srv and self.kind == "stream":
                         conn, _ = srv.accept()
                         conn.setblocking(False)
                         sel.register(conn, selectors.EVENT_READ, LineSplitter())
-                        continue
-                    try:
-                        data = sock.recv(1 << 20)
-                    except BlockingIOError:
-                        continue
-                    if self.kind == "dgram":
-                        self._add(data.splitlines())
-                        continue
-                    splitter: LineSplitter = key.data
-                    if not data:
+                    elif self.kind == "dgram":
+                        self._read_datagrams(sock)
+                    elif not self._read_stream(sock, key.data):
                         sel.unregister(sock)
                         sock.close()
-                        self._add(splitter.finish())
-                        continue
-                    self._add(splitter.feed(data))
-                if self._pending and (
-                    len(self._pending) >= self.batch_lines
-                    or time.monotonic() - self._first >= self.batch_wait
-                ):
+                if self._pending and time.monotonic() - self._first >= self.batch_wait:
                     self._flush()
             self._flush()
         finally:
@@ -106,12 +102,45 @@ class EveSocket:
             srv.close()
             self.path.unlink(missing_ok=True)
 
-    def _add(self, lines: list[bytes]) -> None:
-        if not self._pending:
-            self._first = time.monotonic()
-        self._pending.extend(ln for ln in lines if ln.strip())
-        if len(self._pending) >= self.batch_lines:
-            self._flush()
+    def _read_datagrams(self, sock: socket.socket) -> None:
+        """Every datagram waiting (one select for many), into a reused buffer; a batch is
+        decoded whenever ``batch_lines`` records are pending or the oldest has waited
+        ``batch_wait`` (a steady stream never lets the socket run dry)."""
+        view = memoryview(self._buffer)
+        while not self._stop.is_set():
+            try:
+                n = sock.recv_into(self._buffer)
+            except BlockingIOError:
+                return
+            if not self._pending:
+                self._first = time.monotonic()
+            record = bytes(view[:n])
+            if record.find(b"\n", 0, n - 1) < 0:
+                self._pending.append(record)
+            else:  # several records in one datagram
+                self._pending.extend(ln for ln in record.splitlines() if ln.strip())
+            if len(self._pending) >= self.batch_lines or (
+                time.monotonic() - self._first >= self.batch_wait
+            ):
+                self._flush()
+
+    def _read_stream(self, sock: socket.socket, splitter: LineSplitter) -> bool:
+        """What a stream connection has sent; False once it has closed."""
+        while True:
+            try:
+                data = sock.recv(1 << 20)
+            except BlockingIOError:
+                return True
+            except ConnectionError:
+                data = b""
+            lines = splitter.feed(data) if data else splitter.finish()
+            if lines and not self._pending:
+                self._first = time.monotonic()
+            self._pending.extend(lines)
+            if len(self._pending) >= self.batch_lines:
+                self._flush()
+            if not data:
+                return False
 
     def _flush(self) -> None:
         lines, self._pending = self._pending, []
