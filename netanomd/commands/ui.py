@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from netanomd.errors import InputError
+from netanomd.fsutil import read_token
 
 
 def register(sub: Any) -> None:
@@ -59,13 +60,7 @@ def register(sub: Any) -> None:
 
 def _token(path: str | None) -> str | None:
     if path:
-        try:
-            token = Path(path).read_text(encoding="utf-8").strip()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise InputError(f"--token-file {path}: cannot read it ({exc})") from None
-        if not token or any(c.isspace() for c in token):
-            raise InputError(f"--token-file {path}: expected one token (no spaces)")
-        return token
+        return read_token(path, "--token-file")
     return os.environ.get("NETANOMD_UI_TOKEN") or None
 
 

@@ -215,14 +215,14 @@ def _database(path: KeyPath, value: str) -> Iterator[Finding]:
 
 
 def _endpoint_files(config: Config) -> Iterator[Finding]:
-    from netanomd.daemon.http import read_token
     from netanomd.daemon.httpserver import tls_context
+    from netanomd.fsutil import read_token
 
     metrics = config.sinks.metrics
     where: KeyPath = ("sinks", "metrics")
     if metrics.token_file:
         try:
-            read_token(metrics.token_file)
+            read_token(metrics.token_file, "sinks.metrics.token_file")
         except NetanomError as exc:
             message = str(exc).removeprefix("sinks.metrics.token_file: ")
             yield Finding((*where, "token_file"), metrics.token_file, message)

@@ -26,7 +26,6 @@ import json
 import logging
 import threading
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -49,7 +48,7 @@ from netanomd.daemon.httpserver import (
 )
 from netanomd.daemon.pipeline import Pipeline
 from netanomd.daemon.score_api import parse_body, score_json
-from netanomd.errors import ConfigError
+from netanomd.fsutil import read_token
 from netanomd.model import Model
 
 log = logging.getLogger(__name__)
@@ -216,20 +215,6 @@ class DaemonCollector:
         yield c
 
 
-def read_token(path: str) -> str:
-    """The bearer token in ``path`` (surrounding whitespace dropped); never logged."""
-    try:
-        token = Path(path).read_text().strip()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"sinks.metrics.token_file: cannot read {path}: {exc}") from None
-    if not token or any(c.isspace() for c in token):
-        raise ConfigError(
-            f"sinks.metrics.token_file: {path} must hold one token (no spaces), not "
-            + ("nothing" if not token else "several words")
-        )
-    return token
-
-
 class Server:
     """The endpoint: routes, authentication and the scoring API's size limits, served by a
     bounded :class:`~netanomd.daemon.httpserver.HttpServer`."""
@@ -239,7 +224,11 @@ class Server:
         self.max_rows = settings.max_rows
         self.registry = CollectorRegistry()
         self.registry.register(DaemonCollector(daemon))
-        self.token = read_token(settings.token_file) if settings.token_file else None
+        self.token = (
+            read_token(settings.token_file, "sinks.metrics.token_file")
+            if settings.token_file
+            else None
+        )
         tls = None
         if settings.tls_cert and settings.tls_key:
             tls = tls_context(settings.tls_cert, settings.tls_key)

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from netanomd.errors import ConfigError
 from netanomd.feedback import FeedbackStore, Suppressor, load_rules_file
+from netanomd.fsutil import read_token
 from netanomd.ui.app import UiSettings
 from netanomd.ui.auth import Access
 from netanomd.ui.server import Background, Listen
@@ -21,16 +22,6 @@ from netanomd.ui.server import Background, Listen
 if TYPE_CHECKING:
     from netanomd.config import Config
     from netanomd.daemon.pipeline import Pipeline
-
-
-def _one_token(path: str, key: str) -> str:
-    try:
-        token = Path(path).read_text(encoding="utf-8").strip()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"ui.{key}: cannot read {path}: {exc}") from None
-    if not token or any(c.isspace() for c in token):
-        raise ConfigError(f"ui.{key}: {path} must hold one token (no spaces)")
-    return token
 
 
 def read_analysts(path: str) -> dict[str, str | None]:
@@ -66,7 +57,7 @@ def attach(cfg: Config, pipeline: Pipeline) -> Background:
     host = host.strip("[]")
     access = Access(
         bind=host,
-        token=_one_token(ui.token_file, "token_file") if ui.token_file else None,
+        token=read_token(ui.token_file, "ui.token_file") if ui.token_file else None,
         analysts=read_analysts(ui.analysts_file) if ui.analysts_file else {},
     )
     settings = UiSettings(
