@@ -17,6 +17,7 @@ the same values on first use, with the same functions.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -211,6 +212,10 @@ ICMP6_TYPES: dict[int, str] = {
 }
 
 
+#: :func:`reasons.service_name` looks ports up in the system's services database: once each.
+_service_name = functools.lru_cache(maxsize=1 << 16)(reasons.service_name)
+
+
 def what_happened(flow: FlowRecord) -> str:
     """The flow on the wire in words: ``"SMB (445/tcp): lone SYN, no reply"``; for ICMP its
     type by name (Zeek's ``orig_p`` is the ICMP type, never a port)."""
@@ -228,7 +233,7 @@ def what_happened(flow: FlowRecord) -> str:
     )
     if flow.resp_p is None:
         return what
-    svc = reasons.service_name(proto, int(flow.resp_p))
+    svc = _service_name(proto, int(flow.resp_p))
     if flow.service and flow.service.lower() not in svc.lower():
         svc += f", {flow.service}"
     return f"{svc}: {what}"
