@@ -120,9 +120,11 @@ def line_blocks(
 def data_blocks(
     fh: IO[bytes], max_lines: int, first_line: int = 1, skip: int = 0
 ) -> Iterator[tuple[int, bytes]]:
-    """Yield ``(line number of the first line, block)``: blocks of at most ``max_lines`` whole
-    lines, as read (each line ends in ``\n``; one is added to an unterminated last line), after
-    skipping the first ``skip`` lines. Lines are never copied one by one."""
+    """Yield ``(line number of the first line, block)``: blocks of ``max_lines`` whole lines
+    (the last one may have fewer), as read (each line ends in ``\n``; one is added to an
+    unterminated last line), after skipping the first ``skip`` lines. Lines are never copied
+    one by one, and the blocks are the same whatever the read size, so a file is cut into the
+    same batches as :func:`line_blocks` cuts it."""
     lineno = first_line
     rest = b""
     while True:
@@ -131,7 +133,8 @@ def data_blocks(
         if not chunk:
             if not buf:
                 return
-            buf += b"\n"
+            if not buf.endswith(b"\n"):
+                buf += b"\n"
         ends = np.flatnonzero(np.frombuffer(buf, dtype=np.uint8) == 10)
         start = 0
         if skip:
@@ -140,16 +143,16 @@ def data_blocks(
             lineno += len(dropped)
             start = int(dropped[-1]) + 1 if len(dropped) else 0
             ends = ends[len(dropped) :]
-        for k in range(0, len(ends), max_lines):
-            stop = int(ends[min(k + max_lines, len(ends)) - 1]) + 1
+        # Whole blocks only, until the file ends: the rest waits for the next read.
+        whole = len(ends) if not chunk else len(ends) - len(ends) % max_lines
+        for k in range(0, whole, max_lines):
+            stop = int(ends[min(k + max_lines, whole) - 1]) + 1
             yield lineno, buf[start:stop]
-            lineno += min(max_lines, len(ends) - k)
+            lineno += min(max_lines, whole - k)
             start = stop
-        rest = buf[start:]
         if not chunk:
             return
-
-
+        rest = buf[start:]
 def split_lines(data: bytes) -> list[bytes]:
     """The lines of a block from :func:`data_blocks`, without line ends (a ``\r`` before the
     ``\n`` goes too, as :class:`LineSplitter` does)."""
