@@ -81,11 +81,16 @@ class Usage:
 
 
 def measure(cmd: list[str], *, core: int = 0) -> Usage:
-    """Run ``cmd`` pinned to one core and single-threaded; raise when it fails."""
+    """Run ``cmd`` pinned to one core and single-threaded, from the checkout's root (so
+    ``python -m netanomd`` is this checkout's); raise when it fails."""
     env = dict(os.environ, **ONE_CORE_ENV)
     start = time.perf_counter()
     proc = subprocess.Popen(
-        ["taskset", "-c", str(core), *cmd], stdout=subprocess.PIPE, env=env, text=True
+        ["taskset", "-c", str(core), *cmd],
+        stdout=subprocess.PIPE,
+        env=env,
+        text=True,
+        cwd=HERE.parent,
     )
     out = proc.stdout.read() if proc.stdout else ""
     _, status, usage = os.wait4(proc.pid, 0)
