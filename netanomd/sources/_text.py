@@ -2,13 +2,13 @@
 lines with line numbers, and turning delimited text into typed Arrow columns.
 
 Parsing is columnar. A file is read in blocks of whole lines kept as bytes
-(:func:`data_blocks`); a block whose field count and line shapes check out in a few whole-block
-operations goes straight to :func:`pyarrow.csv.read_csv` with each column's type, nulls and
-booleans declared, so Arrow parses it typed in one pass (:meth:`DelimitedParser.parse_data`).
-Anything that pass refuses (a comment or short line, a value that is not its type, a count out
-of range) sends the block down the careful path: lines checked one by one, columns parsed as
-strings and cast one by one, and only a column whose cast fails checked value by value, to name
-the bad line and drop it.
+(:func:`data_blocks`); a block without comment lines (a trailing ``#close`` is cut off) goes
+straight to :func:`pyarrow.csv.read_csv` with each column's type, nulls and booleans declared,
+so Arrow parses it typed in one pass and checks every line's field count
+(:meth:`DelimitedParser.parse_data`). Anything that pass refuses (a comment or short line, a
+value that is not its type, a count out of range) sends the block down the careful path: lines
+checked one by one, columns parsed as strings and cast one by one, and only a column whose cast
+fails checked value by value, to name the bad line and drop it.
 """
 
 from __future__ import annotations
@@ -153,6 +153,8 @@ def data_blocks(
         if not chunk:
             return
         rest = buf[start:]
+
+
 def split_lines(data: bytes) -> list[bytes]:
     """The lines of a block from :func:`data_blocks`, without line ends (a ``\r`` before the
     ``\n`` goes too, as :class:`LineSplitter` does)."""
