@@ -8,11 +8,11 @@ language: what happened on the wire (:func:`what_happened`: "SMB (445/tcp): lone
 reply", "ICMP echo request (ping), no answer"), then the features furthest from training ("never
 seen in training" rather than "0.00%"); the numbers stay as data in the contributions.
 
-Alerts are built for a whole batch at once (:func:`make_alerts`): the alerting rows' columns are
-read once, reasons are worded once per distinct (flow shape, contributions) and shared by the
-alerts that have them, and each alert's id and explanation JSON are computed with it, so a sink
-storing thousands of alerts formats nothing per alert. An :class:`Alert` made by hand computes
-the same values on first use, with the same functions.
+Alerts are built for a whole batch at once (:func:`make_alerts`): explanations are computed for
+all alerting rows together, and reasons are worded once per distinct (flow shape,
+contributions) and shared by the alerts that have them (a scan's thousand alerts are a handful
+of sentences). An alert's id and explanation JSON are computed once, when a sink first asks;
+an :class:`Alert` made by hand words its reason the same way, with the same functions.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import numpy as np
 import orjson
 
 from netanomd.behaviour import reasons
-from netanomd.flow import FIELD_NAMES, FlowBatch, FlowRecord
+from netanomd.flow import FlowBatch, FlowRecord
 
 if TYPE_CHECKING:  # explain imports this module for Contribution
     from netanomd.decision.explain import Baselines
@@ -264,11 +264,10 @@ def make_alerts(
     if idx.size == 0:
         return []
     sub = batch.take(idx)
-    columns = [sub.column(name).to_pylist() for name in FIELD_NAMES]
-    flows = [FlowRecord(*values) for values in zip(*columns, strict=True)]
+    flows = list(sub.records())
     why: Sequence[tuple[Contribution, ...]]
     if X is not None and baselines is not None:
-        service, proto = (columns[FIELD_NAMES.index(c)] for c in ("service", "proto"))
+        service, proto = (sub.column(c).to_pylist() for c in ("service", "proto"))
         why = baselines.explain(X[idx], service, proto)
     else:
         why = [()] * len(idx)

@@ -32,8 +32,8 @@ log = logging.getLogger(__name__)
 
 #: Rows per batch unless a caller asks otherwise.
 DEFAULT_BATCH = 65_536
-#: Bytes read per block (lines are never split across blocks).
-BLOCK_BYTES = 8 << 20
+#: Bytes read at a time (lines are never split across blocks).
+BLOCK_BYTES = 2 << 20
 GZIP_MAGIC = b"\x1f\x8b"
 
 
@@ -124,35 +124,37 @@ def data_blocks(
     (the last one may have fewer), as read (each line ends in ``\n``; one is added to an
     unterminated last line), after skipping the first ``skip`` lines. Lines are never copied
     one by one, and the blocks are the same whatever the read size, so a file is cut into the
-    same batches as :func:`line_blocks` cuts it."""
+    same batches as :func:`line_blocks` cuts it. Memory: one read, and a block being filled."""
     lineno = first_line
-    rest = b""
+    pending: list[bytes] = []  # whole lines of the block being filled
+    have = 0  # how many
+    partial = b""  # a line begun in an earlier read
     while True:
         chunk = fh.read(BLOCK_BYTES)
-        buf = rest + chunk if rest else chunk
         if not chunk:
-            if not buf:
-                return
-            if not buf.endswith(b"\n"):
-                buf += b"\n"
-        ends = np.flatnonzero(np.frombuffer(buf, dtype=np.uint8) == 10)
-        start = 0
-        if skip:
-            dropped = ends[:skip]
-            skip -= len(dropped)
-            lineno += len(dropped)
-            start = int(dropped[-1]) + 1 if len(dropped) else 0
-            ends = ends[len(dropped) :]
-        # Whole blocks only, until the file ends: the rest waits for the next read.
-        whole = len(ends) if not chunk else len(ends) - len(ends) % max_lines
-        for k in range(0, whole, max_lines):
-            stop = int(ends[min(k + max_lines, whole) - 1]) + 1
-            yield lineno, buf[start:stop]
-            lineno += min(max_lines, whole - k)
-            start = stop
-        if not chunk:
+            if partial:
+                pending.append(partial + b"\n")
+                have += 1
+            if have and not skip:
+                yield lineno, b"".join(pending)
             return
-        rest = buf[start:]
+        ends = np.flatnonzero(np.frombuffer(chunk, dtype=np.uint8) == 10)
+        pos = idx = 0
+        if skip and len(ends):
+            k = min(skip, len(ends))
+            pos, idx, partial = int(ends[k - 1]) + 1, k, b""
+            skip -= k
+            lineno += k
+        while idx < len(ends):
+            take = min(max_lines - have, len(ends) - idx)
+            cut = int(ends[idx + take - 1]) + 1
+            pending.append(partial + chunk[pos:cut] if partial else chunk[pos:cut])
+            partial, pos, idx, have = b"", cut, idx + take, have + take
+            if have == max_lines:
+                yield lineno, b"".join(pending)
+                lineno += have
+                pending, have = [], 0
+        partial += chunk[pos:]
 
 
 def split_lines(data: bytes) -> list[bytes]:
