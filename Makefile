@@ -20,5 +20,6 @@ evaluate: setup
 	NUMBA_CACHE_DIR=.venv/numba-cache .venv/bin/netanomd evaluate --suite $(SHARED_DATA) \
 		--out docs/evaluation --markdown docs/evaluation.md --repeats 5
 
+# Every benchmark, then their figures into README.md's table (machine, date, commit): one run.
 bench: setup
-	NUMBA_CACHE_DIR=.venv/numba-cache .venv/bin/python benchmarks/run.py
+	NUMBA_CACHE_DIR=.venv/numba-cache .venv/bin/python benchmarks/run.py --readme README.md

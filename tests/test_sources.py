@@ -290,3 +290,76 @@ def test_memory_does_not_grow_with_file_length(tmp_path: Path) -> None:
 
     small, large = peak(600), peak(2400)  # 120,000 vs 480,000 rows (both > one read block)
     assert large < 1.3 * small, (small, large)
+
+
+def test_data_blocks_cut_whole_lines_at_any_read_size(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Blocks hold max_lines whole lines (the last may hold fewer) with their numbers,
+    whatever the read size, so batches do not depend on it; ``skip`` drops a header; an
+    unterminated last line is still a line."""
+    import io
+
+    from netanomd.sources import _text
+
+    text = (DATA / "zeek/ctu-sme-11-head200.conn.log").read_bytes().rstrip(b"\n")
+    lines = text.split(b"\n")
+    for read_size in (7, 1000, 1 << 20):
+        monkeypatch.setattr(_text, "BLOCK_BYTES", read_size)
+        blocks = list(_text.data_blocks(io.BytesIO(text), 33, skip=8))
+        assert all(b.endswith(b"\n") and b.count(b"\n") == 33 for _, b in blocks[:-1])
+        assert 0 < blocks[-1][1].count(b"\n") <= 33
+        got = [ln for _, b in blocks for ln in _text.split_lines(b)]
+        assert got == lines[8:]
+        starts = [n for n, _ in blocks]
+        sizes = [b.count(b"\n") for _, b in blocks]
+        assert starts == [9 + sum(sizes[:i]) for i in range(len(blocks))]
+
+
+def test_typed_pass_and_line_by_line_read_the_same(tmp_path: Path) -> None:
+    """A block Arrow parses typed in one pass and the careful line-by-line path agree on
+    every value, and a block with any odd line (bad values, a short line, comments, CRLF,
+    an empty line, ``(empty)``) is read as the careful path reads it, problems named by line."""
+    text = (DATA / "zeek/ctu-sme-11-head200.conn.log").read_bytes()
+    lines = text.rstrip(b"\n").split(b"\n")
+    header = ZeekTsvHeader.parse(lines[:8], "x")
+    body = [ln for ln in lines[8:] if not ln.startswith(b"#")]
+
+    def one_by_one(data_lines: list[bytes], first: int) -> tuple[FlowBatch, list[str]]:
+        stats = ReadStats()
+        parts = [
+            zeek_tsv_lines_to_batch([ln], header, stats, "x", first_line=first + i)
+            for i, ln in enumerate(data_lines)
+        ]
+        return FlowBatch.concat([p for p in parts if p is not None]), stats.problems
+
+    clean = tmp_path / "clean.log"
+    clean.write_bytes(text)
+    batch, src = read(clean, batch_size=64)
+    expected, _ = one_by_one(body, 9)
+    assert batch.table.equals(expected.table) and src.stats.malformed == 0
+
+    odd = list(body)
+    f = odd[5].split(b"\t")
+    f[5] = b"70000"  # a port out of range
+    odd[5] = b"\t".join(f)
+    f = odd[40].split(b"\t")
+    f[9] = b"12abc"  # orig_bytes not a number
+    odd[40] = b"\t".join(f)
+    # In the last block, which has no odd line but these (and the #close): the typed pass.
+    f = odd[193].split(b"\t")
+    f[7] = b"(empty)"  # service: the empty string
+    odd[193] = b"\t".join(f)
+    f = odd[195].split(b"\t")
+    f[8] = b"inf"  # a duration that is not finite: kept, as null
+    odd[195] = b"\t".join(f)
+    odd[100] = odd[100].rsplit(b"\t", 3)[0]  # a short line
+    odd[120] = odd[120] + b"\r"  # CRLF
+    odd.insert(150, b"")  # an empty line
+    odd.insert(160, b"#a comment in the middle")
+    messy = tmp_path / "messy.log"
+    messy.write_bytes(b"\n".join(lines[:8] + odd) + b"\n#close\t2026\n")
+    batch, src = read(messy, batch_size=64)
+    expected, problems = one_by_one(odd, 9)
+    assert batch.table.equals(expected.table)
+    assert [p.replace(str(messy), "x") for p in src.stats.problems] == problems
+    assert [p.split(": ")[0] for p in problems] == ["x:14", "x:49", "x:109"]
+    assert batch.record(190).service == "" and batch.record(192).duration is None

@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import sqlite3
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from netanomd.data import attack_files, baseline_files
 from netanomd.decision import Alert, Contribution
 from netanomd.errors import InputError
+from netanomd.flow import FlowBatch
+from netanomd.model import Model
 from netanomd.sinks import Sink
 from netanomd.sinks.sqlite import SCHEMA_VERSION, SQLiteSink, query_alerts
+from netanomd.sources import ReadStats
+from netanomd.sources.files import read_batches
 from tests.test_features import HTTP, REJ
 
 
@@ -60,3 +68,33 @@ def test_refuses_newer_schema_and_non_database(tmp_path: Path) -> None:
         SQLiteSink(junk)
     with pytest.raises(InputError, match="no alert database"):
         query_alerts(tmp_path / "missing.db")
+
+
+def test_batch_alerts_are_the_alerts_made_one_by_one(demo: Model, tmp_path: Path) -> None:
+    """make_alerts words, ids and explains a batch's alerts column-wise; an alert copied with
+    dataclasses.replace recomputes each from its own flow: they must agree on real traffic,
+    and the store must hold exactly those values."""
+    files = [*baseline_files(), *attack_files()]
+    flows = FlowBatch.concat(list(read_batches(files, ReadStats())))
+    # A low threshold, so ordinary services (with their own baselines) alert too.
+    low = float(np.quantile(demo.score(flows, fresh=True), 0.9))
+    _, alerts = demo.run(flows, low, fresh=True)
+    assert len(alerts) > 500
+    assert {a.flow.proto for a in alerts} >= {"tcp", "udp", "icmp"}
+    assert any(" for " in c.baseline_name for a in alerts for c in a.contributions)
+    assert 20 < len({a.reason for a in alerts}) < len(alerts)  # shared wording, not one for all
+    again = [dataclasses.replace(a) for a in alerts]
+    assert [a.reason for a in again] == [a.reason for a in alerts]
+    assert [a.alert_id for a in again] == [a.alert_id for a in alerts]
+    assert [json.loads(a.explanation_json) for a in alerts] == [
+        [c.to_dict() for c in a.contributions] for a in alerts
+    ]
+    sink = SQLiteSink(tmp_path / "a.db")
+    sink.write(alerts)
+    sink.close()
+    stored = {r.alert_id: r for r in query_alerts(tmp_path / "a.db")}
+    assert sink.written == len(stored) == len(alerts)
+    for a in again:
+        r = stored[a.alert_id]
+        assert (r.reason, r.score, r.uid) == (a.reason, a.score, a.flow.uid)
+        assert r.explanation == [c.to_dict() for c in a.contributions]

@@ -12,7 +12,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import orjson
@@ -20,13 +20,14 @@ import orjson
 from netanomd.behaviour.incidents import Incident, severity_label
 from netanomd.commands._display import alert_line, when
 from netanomd.commands._inputs import read_inputs, stats_line
-from netanomd.daemon.wiring import elasticsearch_sink
 from netanomd.flow import FlowBatch
 from netanomd.model import Model
 from netanomd.sinks import SinkSet
-from netanomd.sinks.elasticsearch import ElasticsearchSink
 from netanomd.sinks.sqlite import SQLiteSink, default_db_path, query_alerts
 from netanomd.sources import ReadStats
+
+if TYPE_CHECKING:  # Elasticsearch's client is imported only when --es-url asks for it
+    from netanomd.sinks.elasticsearch import ElasticsearchSink
 
 
 def register(sub: Any) -> None:
@@ -182,6 +183,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _es_sink(args: argparse.Namespace, db: Path) -> ElasticsearchSink:
     from netanomd.config import Option, load_config
+    from netanomd.daemon.wiring import elasticsearch_sink
     from netanomd.es_client import elasticsearch_client
 
     es = "sinks.elasticsearch"

@@ -149,21 +149,21 @@ class Baselines:
 
     def _bounds(
         self, X: np.ndarray, services: Sequence[str | None] | None
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
-        """Per-row (lo, med, hi) and a label of which baseline each row uses."""
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Per-row (lo, med, hi) and the index of the service baseline each row uses (-1: the
+        baseline over all training flows), row-wise in a few array operations."""
         n = len(X)
-        lo = np.broadcast_to(self.lo, X.shape).copy()
-        med = np.broadcast_to(self.med, X.shape).copy()
-        hi = np.broadcast_to(self.hi, X.shape).copy()
-        which = [""] * n
-        if services is not None and self.services:
+        svc = np.full(n, -1, dtype=np.int64)
+        if services is not None and self.services and n:
             index = {s: i for i, s in enumerate(self.services)}
-            for r, svc in enumerate(services):
-                k = index.get(svc) if svc else None
-                if k is not None:
-                    lo[r], med[r], hi[r] = self.svc_q[k]
-                    which[r] = f" for {svc}"
-        return lo, med, hi, which
+            svc = np.fromiter((index.get(s, -1) if s else -1 for s in services), np.int64, n)
+        q = np.stack([self.lo, self.med, self.hi])  # (3, features)
+        if (svc >= 0).any():
+            table = np.concatenate([q[None], np.asarray(self.svc_q, dtype=q.dtype)])
+            per_row = table[svc + 1]  # (rows, 3, features); row 0 of the table is overall
+            return per_row[:, 0], per_row[:, 1], per_row[:, 2], svc
+        lo, med, hi = (np.broadcast_to(q[k], X.shape) for k in range(3))
+        return lo, med, hi, svc
 
     def explain(
         self,
@@ -173,8 +173,11 @@ class Baselines:
     ) -> list[tuple[Contribution, ...]]:
         """For each row, the features furthest outside the training distribution (of the
         row's service when that service has its own baseline); port features never explain an
-        ICMP row (``protos`` given)."""
-        lo, med, hi, which = self._bounds(X, services)
+        ICMP row (``protos`` given).
+
+        The ranking and every number are computed for all rows at once; the loop only wraps
+        the chosen ones in :class:`Contribution` values."""
+        lo, med, hi, svc = self._bounds(X, services)
         above = np.maximum(X - hi, 0.0) / (np.maximum(hi - med, 0.0) + 0.25)
         below = np.maximum(lo - X, 0.0) / (np.maximum(med - lo, 0.0) + 0.25)
         # A category present in the flow but rare in training: -log10 of its training share.
@@ -185,36 +188,43 @@ class Baselines:
             icmp = np.array([(p or "").lower() == "icmp" for p in protos], dtype=np.bool_)
             ports = np.array([n in PORT_COLUMNS for n in self.names], dtype=np.bool_)
             weights = np.where(icmp[:, None] & ports[None, :], 0.0, weights)
-        out: list[tuple[Contribution, ...]] = []
+        n = X.shape[0]
         top = np.argsort(-weights, axis=1)[:, :MAX_CONTRIBUTIONS]
-        for i in range(X.shape[0]):
-            contribs = []
-            for j in top[i]:
-                w = float(weights[i, j])
-                if w <= 0.0:
-                    break
-                name = self.names[j]
-                if self.binary[j]:
-                    share = float(self.share[j])
-                    contribs.append(
-                        Contribution(name, describe(name), 1.0, share, "share", "rare", w)
-                    )
-                    continue
-                is_above = X[i, j] > hi[i, j]
-                base = hi[i, j] if is_above else lo[i, j]
-                obs = float(X[i, j])
-                if name in LOG1P_COLUMNS:
-                    obs, base = float(np.expm1(obs)), float(np.expm1(base))
-                contribs.append(
-                    Contribution(
-                        name,
-                        describe(name),
-                        obs,
-                        float(base),
-                        ("p99" if is_above else "p1") + which[i],
-                        "above" if is_above else "below",
-                        w,
-                    )
+        rows = np.arange(n)[:, None]
+        w = weights[rows, top]
+        # A row's reasons stop at its first non-positive weight.
+        keep = np.cumprod(w > 0.0, axis=1).astype(np.bool_)
+        x = X[rows, top].astype(np.float64)
+        is_above = x > hi[rows, top]
+        # In the baselines' own precision, as the numbers were always reported.
+        base = np.where(is_above, hi[rows, top], lo[rows, top])
+        log1p = np.array([name in LOG1P_COLUMNS for name in self.names], dtype=np.bool_)[top]
+        with np.errstate(over="ignore"):  # expm1 of a column that is not log1p is unused
+            obs = np.where(log1p, np.expm1(x), x)
+            base = np.where(log1p, np.expm1(base), base)
+        # Python lists: the loop below reads single values, which numpy makes slow.
+        binary, share = self.binary[top].tolist(), np.asarray(self.share)[top].tolist()
+        up, w_, obs_, base_ = is_above.tolist(), w.tolist(), obs.tolist(), base.tolist()
+        suffix = ["", *(f" for {s}" for s in self.services)]
+        which = (svc + 1).tolist()
+        names = self.names
+        descriptions = [describe(name) for name in names]
+        out: list[tuple[Contribution, ...]] = [()] * n
+        at_i, at_j = (a.tolist() for a in np.nonzero(keep))
+        for i, j, k in zip(at_i, at_j, top[keep].tolist(), strict=True):
+            if binary[i][j]:
+                c = Contribution(
+                    names[k], descriptions[k], 1.0, share[i][j], "share", "rare", w_[i][j]
                 )
-            out.append(tuple(contribs))
+            else:
+                c = Contribution(
+                    names[k],
+                    descriptions[k],
+                    obs_[i][j],
+                    base_[i][j],
+                    ("p99" if up[i][j] else "p1") + suffix[which[i]],
+                    "above" if up[i][j] else "below",
+                    w_[i][j],
+                )
+            out[i] = (*out[i], c)
         return out

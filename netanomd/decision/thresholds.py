@@ -21,7 +21,6 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from sklearn.metrics import precision_recall_curve
 
 from netanomd.errors import ModelError
 
@@ -132,6 +131,8 @@ def flows_per_day(ts: np.ndarray) -> float | None:
 
 def by_validation_f1(scores: np.ndarray, y: np.ndarray) -> tuple[float, dict[str, Any]]:
     """The threshold with the best F1 on labeled validation rows (y in {0, 1})."""
+    from sklearn.metrics import precision_recall_curve  # scoring never needs scikit-learn
+
     keep = y >= 0
     s, t = scores[keep], y[keep]
     if t.min(initial=1) == t.max(initial=0):

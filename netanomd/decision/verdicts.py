@@ -7,17 +7,24 @@ alerts of a scored batch, each explained against the model's training baselines
 language: what happened on the wire (:func:`what_happened`: "SMB (445/tcp): lone SYN, no
 reply", "ICMP echo request (ping), no answer"), then the features furthest from training ("never
 seen in training" rather than "0.00%"); the numbers stay as data in the contributions.
+
+Alerts are built for a whole batch at once (:func:`make_alerts`): explanations are computed for
+all alerting rows together, and reasons are worded once per distinct (flow shape,
+contributions) and shared by the alerts that have them (a scan's thousand alerts are a handful
+of sentences). An alert's id and explanation JSON are computed once, when a sink first asks;
+an :class:`Alert` made by hand words its reason the same way, with the same functions.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pyarrow as pa
+import orjson
 
 from netanomd.behaviour import reasons
 from netanomd.flow import FlowBatch, FlowRecord, signatures_sentence
@@ -83,47 +90,109 @@ def _fmt(x: float) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Alert:
-    """A flow whose score reached the threshold, with why."""
+    """A flow whose score reached the threshold, with why.
+
+    ``reason``, ``alert_id`` and ``explanation_json`` are computed once: by
+    :func:`make_alerts` for a batch, or on first use (a copy made with
+    :func:`dataclasses.replace` computes its own)."""
 
     flow: FlowRecord
     score: float
     threshold: float
     model_id: str
     contributions: tuple[Contribution, ...] = field(default_factory=tuple)
+    _reason: str | None = field(default=None, init=False, repr=False, compare=False)
+    _alert_id: str | None = field(default=None, init=False, repr=False, compare=False)
+    _explanation: str | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def reason(self) -> str:
         """One readable sentence: what happened, then the top contributions."""
-        why = (
-            "; ".join(c.sentence() for c in self.contributions)
-            if self.contributions
-            else f"score {self.score:.3f} >= threshold {self.threshold:.3f}"
-        )
-        sigs = signatures_sentence(self.flow.signatures)
-        return f"{what_happened(self.flow)}; {why}" + (f"; {sigs}" if sigs else "")
+        if self._reason is None:
+            object.__setattr__(self, "_reason", _reason(self, {}, {}))
+        return self._reason  # type: ignore[return-value]
 
     @property
     def alert_id(self) -> str:
         """Deterministic id: the same flow scored by the same model gives the same id, so a
         retried delivery never makes a duplicate."""
-        f = self.flow
-        key = "|".join(
-            str(v)
-            for v in (
-                self.model_id,
-                f.source,
-                f.uid,
-                f.flow_id,
-                f.community_id,
-                repr(f.ts),
-                f.orig_h,
-                f.orig_p,
-                f.resp_h,
-                f.resp_p,
-                f.proto,
-            )
+        if self._alert_id is None:
+            object.__setattr__(self, "_alert_id", alert_id(self.model_id, self.flow))
+        return self._alert_id  # type: ignore[return-value]
+
+    @property
+    def explanation_json(self) -> str:
+        """The contributions as a JSON list of objects (what stores keep beside the reason)."""
+        if self._explanation is None:
+            object.__setattr__(self, "_explanation", explanation_json(self.contributions))
+        return self._explanation  # type: ignore[return-value]
+
+
+def alert_id(model_id: str, f: FlowRecord) -> str:
+    """The id of ``f``'s alert under ``model_id`` (:attr:`Alert.alert_id`)."""
+    key = "|".join(
+        str(v)
+        for v in (
+            model_id,
+            f.source,
+            f.uid,
+            f.flow_id,
+            f.community_id,
+            repr(f.ts),
+            f.orig_h,
+            f.orig_p,
+            f.resp_h,
+            f.resp_p,
+            f.proto,
         )
-        return hashlib.sha256(key.encode()).hexdigest()[:32]
+    )
+    return hashlib.sha256(key.encode()).hexdigest()[:32]
+
+
+def explanation_json(contributions: Sequence[Contribution]) -> str:
+    """``[{"feature": ..., "observed": ..., ...}, ...]`` (:meth:`Contribution.to_dict` each)."""
+    return orjson.dumps([c.to_dict() for c in contributions]).decode()
+
+
+def _what_key(f: FlowRecord) -> tuple[Any, ...]:
+    """What :func:`what_happened` reads of a flow: flows with equal keys are worded alike
+    (keep it in step with :func:`what_happened`; a test checks the two agree)."""
+    return (
+        f.proto,
+        f.orig_p,
+        ":" in (f.orig_h or ""),
+        f.resp_p,
+        f.resp_pkts,
+        f.orig_pkts,
+        f.conn_state,
+        f.history,
+        f.service,
+    )
+
+
+def _reason(
+    alert: Alert,
+    said: dict[tuple[Any, ...], str],
+    sentences: dict[Contribution, str],
+) -> str:
+    """:attr:`Alert.reason`, with the wording of flow shapes (``said``) and contributions
+    (``sentences``) already done reused: the memo a batch of alerts shares."""
+    key = _what_key(alert.flow)
+    what = said.get(key)
+    if what is None:
+        what = said[key] = what_happened(alert.flow)
+    parts = []
+    for c in alert.contributions:
+        text = sentences.get(c)
+        if text is None:
+            text = sentences[c] = c.sentence()
+        parts.append(text)
+    if not parts:
+        parts.append(f"score {alert.score:.3f} >= threshold {alert.threshold:.3f}")
+    sigs = signatures_sentence(alert.flow.signatures)  # Suricata's own, when any fired
+    if sigs:
+        parts.append(sigs)
+    return f"{what}; {'; '.join(parts)}"
 
 
 #: ICMPv6 types (Zeek logs both ICMP versions as ``icmp``; an IPv6 flow's type is one of these).
@@ -146,6 +215,10 @@ ICMP6_TYPES: dict[int, str] = {
 }
 
 
+#: :func:`reasons.service_name` looks ports up in the system's services database: once each.
+_service_name = functools.lru_cache(maxsize=1 << 16)(reasons.service_name)
+
+
 def what_happened(flow: FlowRecord) -> str:
     """The flow on the wire in words: ``"SMB (445/tcp): lone SYN, no reply"``; for ICMP its
     type by name (Zeek's ``orig_p`` is the ICMP type, never a port)."""
@@ -163,7 +236,7 @@ def what_happened(flow: FlowRecord) -> str:
     )
     if flow.resp_p is None:
         return what
-    svc = reasons.service_name(proto, int(flow.resp_p))
+    svc = _service_name(proto, int(flow.resp_p))
     if flow.service and flow.service.lower() not in svc.lower():
         svc += f", {flow.service}"
     return f"{svc}: {what}"
@@ -194,20 +267,19 @@ def make_alerts(
     if idx.size == 0:
         return []
     sub = batch.take(idx)
+    flows = list(sub.records())
     why: Sequence[tuple[Contribution, ...]]
     if X is not None and baselines is not None:
-        services = batch.column("service").take(pa.array(idx)).to_pylist()
-        protos = batch.column("proto").take(pa.array(idx)).to_pylist()
-        why = baselines.explain(X[idx], services, protos)
+        service, proto = (sub.column(c).to_pylist() for c in ("service", "proto"))
+        why = baselines.explain(X[idx], service, proto)
     else:
         why = [()] * len(idx)
-    return [
-        Alert(
-            flow=rec,
-            score=float(scores[i]),
-            threshold=float(threshold),
-            model_id=model_id,
-            contributions=tuple(w),
-        )
-        for i, rec, w in zip(idx, sub.records(), why, strict=True)
-    ]
+    threshold = float(threshold)
+    said: dict[tuple[Any, ...], str] = {}
+    sentences: dict[Contribution, str] = {}
+    alerts = []
+    for f, score, w in zip(flows, scores[idx].tolist(), why, strict=True):
+        a = Alert(f, score, threshold, model_id, tuple(w))
+        object.__setattr__(a, "_reason", _reason(a, said, sentences))
+        alerts.append(a)
+    return alerts

@@ -219,7 +219,7 @@ def _row(alert: Alert, now: float) -> tuple[Any, ...]:
         alert.threshold,
         alert.model_id,
         alert.reason,
-        json.dumps([c.to_dict() for c in alert.contributions]),
+        alert.explanation_json,
         f.source,
         f.community_id,
         f.flow_id,

@@ -1,16 +1,19 @@
 """Shared machinery for line-oriented flow files: opening (gzip by magic), reading in blocks of
 lines with line numbers, and turning delimited text into typed Arrow columns.
 
-Parsing is columnar: a block of lines is checked for its field count in Python (one
-``bytes.count`` per line), the good lines go to :func:`pyarrow.csv.read_csv` as strings, and each
-column is cast to its type in one Arrow call. Only when a cast fails does a column fall back to
-a per-value check, to name the bad line and drop it.
+Parsing is columnar. A file is read in blocks of whole lines kept as bytes
+(:func:`data_blocks`); a block without comment lines (a trailing ``#close`` is cut off) goes
+straight to :func:`pyarrow.csv.read_csv` with each column's type, nulls and booleans declared,
+so Arrow parses it typed in one pass and checks every line's field count
+(:meth:`DelimitedParser.parse_data`). Anything that pass refuses (a comment or short line, a
+value that is not its type, a count out of range) sends the block down the careful path: lines
+checked one by one, columns parsed as strings and cast one by one, and only a column whose cast
+fails checked value by value, to name the bad line and drop it.
 """
 
 from __future__ import annotations
 
 import gzip
-import io
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -29,8 +32,8 @@ log = logging.getLogger(__name__)
 
 #: Rows per batch unless a caller asks otherwise.
 DEFAULT_BATCH = 65_536
-#: Bytes read per block (lines are never split across blocks).
-BLOCK_BYTES = 8 << 20
+#: Bytes read at a time (lines are never split across blocks).
+BLOCK_BYTES = 2 << 20
 GZIP_MAGIC = b"\x1f\x8b"
 
 
@@ -114,8 +117,68 @@ def line_blocks(
             return
 
 
+def data_blocks(
+    fh: IO[bytes], max_lines: int, first_line: int = 1, skip: int = 0
+) -> Iterator[tuple[int, bytes]]:
+    """Yield ``(line number of the first line, block)``: blocks of ``max_lines`` whole lines
+    (the last one may have fewer), as read (each line ends in ``\n``; one is added to an
+    unterminated last line), after skipping the first ``skip`` lines. Lines are never copied
+    one by one, and the blocks are the same whatever the read size, so a file is cut into the
+    same batches as :func:`line_blocks` cuts it. Memory: one read, and a block being filled."""
+    lineno = first_line
+    pending: list[bytes] = []  # whole lines of the block being filled
+    have = 0  # how many
+    partial = b""  # a line begun in an earlier read
+    while True:
+        chunk = fh.read(BLOCK_BYTES)
+        if not chunk:
+            if partial:
+                pending.append(partial + b"\n")
+                have += 1
+            if have and not skip:
+                yield lineno, b"".join(pending)
+            return
+        ends = np.flatnonzero(np.frombuffer(chunk, dtype=np.uint8) == 10)
+        pos = idx = 0
+        if skip and len(ends):
+            k = min(skip, len(ends))
+            pos, idx, partial = int(ends[k - 1]) + 1, k, b""
+            skip -= k
+            lineno += k
+        while idx < len(ends):
+            take = min(max_lines - have, len(ends) - idx)
+            cut = int(ends[idx + take - 1]) + 1
+            pending.append(partial + chunk[pos:cut] if partial else chunk[pos:cut])
+            partial, pos, idx, have = b"", cut, idx + take, have + take
+            if have == max_lines:
+                yield lineno, b"".join(pending)
+                lineno += have
+                pending, have = [], 0
+        partial += chunk[pos:]
+
+
+def split_lines(data: bytes) -> list[bytes]:
+    """The lines of a block from :func:`data_blocks`, without line ends (a ``\r`` before the
+    ``\n`` goes too, as :class:`LineSplitter` does)."""
+    lines = data[:-1].split(b"\n") if data.endswith(b"\n") else data.split(b"\n")
+    if b"\r" in data:
+        lines = [ln.rstrip(b"\r") for ln in lines]
+    return lines
+
+
 # -- typed conversion ----------------------------------------------------------------------
 _TYPES: dict[str, pa.DataType] = {f.name: f.type for f in FLOW_SCHEMA}
+
+
+def _parse_type(typ: pa.DataType) -> pa.DataType:
+    """The type Arrow parses a column of ``typ`` as (integers wide, then range-checked)."""
+    if pa.types.is_unsigned_integer(typ):
+        return pa.uint64()
+    if pa.types.is_integer(typ):
+        return pa.int64()
+    if pa.types.is_floating(typ):
+        return pa.float64()
+    return typ
 
 
 def to_float(col: pa.ChunkedArray | pa.Array) -> tuple[pa.Array, list[int]]:
@@ -214,32 +277,98 @@ class DelimitedParser:
         # Arrow needs unique column names.
         self._names = [f"c{i}" for i in range(len(self.fields))]
         self._include = [self._names[self.fields.index(v)] for v in self.mapping.values()]
+        self._parse_options = pacsv.ParseOptions(
+            delimiter=self.sep.decode(), quote_char=False, newlines_in_values=False
+        )
+        self._typed_options = pacsv.ConvertOptions(
+            column_types={
+                self._names[self.fields.index(f)]: _parse_type(_TYPES[c])
+                for c, f in self.mapping.items()
+            },
+            include_columns=self._include,
+            null_values=self.null_values,
+            strings_can_be_null=True,
+            true_values=["T", "true"],
+            false_values=["F", "false"],
+        )
+
+    def parse_data(self, first_line: int, data: bytes, stats: ReadStats) -> pa.Table | None:
+        """Typed canonical columns of the good lines of a block from :func:`data_blocks`: the
+        block in one typed Arrow pass when it has no comment lines and Arrow accepts every
+        line (field counts, types) and every value; else line by line (:meth:`parse`)."""
+        comment = self.comment
+        if comment is not None and not data.startswith(comment):
+            cut = data.find(b"\n" + comment)
+            tail = split_lines(data[cut + 1 :]) if cut >= 0 else []
+            if all(not ln or ln.startswith(comment) for ln in tail):
+                data = data[: cut + 1] if cut >= 0 else data  # a log's #close carries no flows
+        if self.line_filter is None and not (
+            comment is not None and (data.startswith(comment) or b"\n" + comment in data)
+        ):
+            typed = self._typed(data)
+            if typed is not None:
+                return typed
+        return self.parse(first_line, split_lines(data), stats)
 
     def parse(self, first_line: int, lines: list[bytes], stats: ReadStats) -> pa.Table | None:
         """Typed canonical columns of the good lines (None when there are none)."""
-        lf = self.line_filter
-        data = self._fast_block(lines) if lf is None else None
-        if data is not None:
-            return self._convert(data, range(first_line, first_line + len(lines)), stats, lines)
+        if self.line_filter is None and lines and lines[-1]:
+            data = b"\n".join(lines)
+            if self._well_formed(data, len(lines)):
+                return self._convert(data, range(first_line, first_line + len(lines)), stats)
         good, numbers = self._checked_lines(first_line, lines, stats)
         if not good:
             return None
-        return self._convert(b"\n".join(good), numbers, stats, good)
+        return self._convert(b"\n".join(good), numbers, stats)
 
-    def _fast_block(self, lines: list[bytes]) -> bytes | None:
-        """The joined block when all lines are well-formed data lines (the common case),
-        checked with a few whole-block operations instead of a loop; None when any needs a
-        look."""
-        if not lines or not lines[-1]:
-            return None
-        data = b"\n".join(lines)
-        if data.count(self.sep) != self._nsep * len(lines) or b"\n\n" in data:
-            return None
-        if self.comment is not None and (
+    def _well_formed(self, data: bytes, nlines: int) -> bool:
+        """Whether every one of the ``nlines`` lines of ``data`` is a well-formed data line
+        (the common case), checked with a few whole-block operations instead of a loop."""
+        if not data or data.count(self.sep) != self._nsep * nlines or b"\n\n" in data:
+            return False
+        return self.comment is None or not (
             data.startswith(self.comment) or b"\n" + self.comment in data
-        ):
+        )
+
+    def _read_options(self, data: bytes) -> pacsv.ReadOptions:
+        """One Arrow block for the whole of ``data``."""
+        return pacsv.ReadOptions(
+            column_names=self._names, block_size=len(data) + 1, use_threads=False
+        )
+
+    def _typed(self, data: bytes) -> pa.Table | None:
+        """The block parsed typed in one Arrow pass, or None when any value needs a look."""
+        try:
+            table = pacsv.read_csv(
+                pa.BufferReader(data),
+                read_options=self._read_options(data),
+                parse_options=self._parse_options,
+                convert_options=self._typed_options,
+            )
+        except (pa.ArrowInvalid, UnicodeDecodeError):
             return None
-        return data
+        columns: dict[str, pa.Array] = {}
+        empty = self.empty_value
+        if empty is not None and empty.encode() not in data:
+            empty = None  # the usual block: nothing to replace
+        for canon, field in self.mapping.items():
+            col = table.column(self._names[self.fields.index(field)]).combine_chunks()
+            typ = _TYPES[canon]
+            if pa.types.is_string(typ):
+                if empty is not None:
+                    col = pc.if_else(pc.equal(col, empty), "", col)
+            elif pa.types.is_integer(typ):
+                lo, hi = int_range(canon)
+                low, high = pc.min_max(col).values()
+                if low.is_valid and (low.as_py() < lo or high.as_py() > hi):
+                    return None
+                col = col.cast(typ)
+            elif pa.types.is_floating(typ) and col.null_count < len(col):
+                finite = pc.is_finite(col)
+                if not pc.all(finite).as_py():
+                    col = pc.if_else(finite, col, pa.scalar(None, col.type))
+            columns[canon] = col
+        return pa.table(columns)
 
     def _checked_lines(
         self, first_line: int, lines: list[bytes], stats: ReadStats
@@ -260,18 +389,16 @@ class DelimitedParser:
             numbers.append(first_line + offset)
         return good, numbers
 
-    def _convert(
-        self, data: bytes, numbers: Sequence[int], stats: ReadStats, good: list[bytes]
-    ) -> pa.Table | None:
+    def _convert(self, data: bytes, numbers: Sequence[int], stats: ReadStats) -> pa.Table | None:
+        """Typed columns of good lines joined in ``data``; ``numbers`` are their line numbers."""
+        typed = self._typed(data)
+        if typed is not None:
+            return typed
         try:
             table = pacsv.read_csv(
-                io.BytesIO(data),
-                read_options=pacsv.ReadOptions(
-                    column_names=self._names, block_size=len(data) + 1, use_threads=False
-                ),
-                parse_options=pacsv.ParseOptions(
-                    delimiter=self.sep.decode(), quote_char=False, newlines_in_values=False
-                ),
+                pa.BufferReader(data),
+                read_options=self._read_options(data),
+                parse_options=self._parse_options,
                 convert_options=pacsv.ConvertOptions(
                     column_types=dict.fromkeys(self._include, pa.string()),
                     include_columns=self._include,
@@ -281,7 +408,7 @@ class DelimitedParser:
             )
         except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
             # Arrow could not parse the block (e.g. invalid UTF-8): fall back line by line.
-            return self._parse_slowly(good, numbers, stats, exc)
+            return self._parse_slowly(data.split(b"\n"), numbers, stats, exc)
         columns: dict[str, pa.Array] = {}
         bad_rows: dict[int, str] = {}
         for canon, field in self.mapping.items():

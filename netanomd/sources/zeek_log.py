@@ -25,9 +25,12 @@ from netanomd.sources._text import (
     DelimitedParser,
     FileSource,
     convert,
+    data_blocks,
     expected,
+    head,
     line_blocks,
     open_binary,
+    split_lines,
 )
 
 log = logging.getLogger(__name__)
@@ -140,7 +143,7 @@ class ZeekTsvHeader:
 def _finish(table: pa.Table | None, source: str) -> FlowBatch | None:
     if table is None or table.num_rows == 0:
         return None
-    table = table.append_column("source", pa.array([source] * table.num_rows, pa.string()))
+    table = table.append_column("source", pa.repeat(pa.scalar(source), table.num_rows))
     return FlowBatch.from_table(table)
 
 
@@ -160,20 +163,14 @@ class ZeekTsvSource(FileSource):
     kind = "zeek-tsv"
 
     def batches(self) -> Iterator[FlowBatch]:
+        start = head(self.path)
+        if not start:
+            raise InputError(f"{self.path}: empty file")
+        header = ZeekTsvHeader.parse(split_lines(start), self.path)
+        parser = header.parser(self.path)
         with open_binary(self.path) as fh:
-            blocks = line_blocks(fh, self.batch_size)
-            header_lines: list[bytes] = []
-            first: tuple[int, list[bytes]] | None = next(blocks, None)
-            if first is None:
-                raise InputError(f"{self.path}: empty file")
-            for ln in first[1]:
-                if not ln.startswith(b"#"):
-                    break
-                header_lines.append(ln)
-            header = ZeekTsvHeader.parse(header_lines, self.path)
-            parser = header.parser(self.path)
-            for start, lines in _chain(first, blocks):
-                batch = _finish(parser.parse(start, lines, self.stats), "zeek")
+            for first, data in data_blocks(fh, self.batch_size, skip=header.lines):
+                batch = _finish(parser.parse_data(first, data, self.stats), "zeek")
                 if batch is not None:
                     self.stats.rows += len(batch)
                     yield batch

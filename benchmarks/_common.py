@@ -1,0 +1,100 @@
+"""What the benchmark scripts share: the output folder, the generated logs and the model they
+score with (made by ``netanomd train`` with its default flags), one measured child process
+(CPU seconds, wall seconds, peak RSS), and the table rows that ``run.py`` collects into the
+README.
+
+A benchmark reports a figure for the README table with :func:`row`; it prints an ordinary line
+too, so a benchmark run on its own reads the same.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+OUT = HERE / "out"
+NETANOMD = [sys.executable, "-m", "netanomd"]
+#: Prefix of a line ``run.py`` puts in the README table (``what<TAB>figure``).
+ROW_MARK = "@row "
+#: One core, one thread, for every measured child.
+ONE_CORE_ENV = {
+    "NUMBA_NUM_THREADS": "1",
+    "OMP_NUM_THREADS": "1",
+    "OPENBLAS_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+    "ARROW_NUM_THREADS": "1",
+}
+
+
+def row(what: str, figure: str) -> None:
+    """One line of the README benchmark table."""
+    print(f"{ROW_MARK}{what}\t{figure}", flush=True)
+
+
+def out_dir() -> Path:
+    OUT.mkdir(parents=True, exist_ok=True)
+    return OUT
+
+
+def ensure_log(rows: int, attacks: bool = False) -> Path:
+    """A generated Zeek TSV conn.log of ``rows`` rows (made once, kept in ``out/``)."""
+    path = out_dir() / f"conn-{rows}{'-attacks' if attacks else ''}.log"
+    if not path.exists():
+        tmp = path.with_suffix(".tmp")
+        extra = ["--with-attacks"] if attacks else []
+        subprocess.run(
+            [sys.executable, str(HERE / "gen_connlog.py"), str(rows), str(tmp), *extra],
+            check=True,
+        )
+        tmp.rename(path)
+    return path
+
+
+def ensure_model() -> Path:
+    """The model ``netanomd train`` makes with its default flags from the bundled baseline."""
+    model = out_dir() / "bench-model.npz"
+    if not model.exists():
+        from netanomd.data import baseline_files
+
+        files = [str(p) for p in baseline_files()]
+        subprocess.run(
+            [*NETANOMD, "train", "--model", str(model), "--input", *files],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+    return model
+
+
+@dataclass(frozen=True)
+class Usage:
+    """What one child process cost."""
+
+    cpu: float  # user + system seconds
+    wall: float
+    rss_mib: float  # peak resident set
+    stdout: str
+
+
+def measure(cmd: list[str], *, core: int = 0) -> Usage:
+    """Run ``cmd`` pinned to one core and single-threaded, from the checkout's root (so
+    ``python -m netanomd`` is this checkout's); raise when it fails."""
+    env = dict(os.environ, **ONE_CORE_ENV)
+    start = time.perf_counter()
+    proc = subprocess.Popen(
+        ["taskset", "-c", str(core), *cmd],
+        stdout=subprocess.PIPE,
+        env=env,
+        text=True,
+        cwd=HERE.parent,
+    )
+    out = proc.stdout.read() if proc.stdout else ""
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    if status != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed ({status}):\n{out}")
+    return Usage(usage.ru_utime + usage.ru_stime, wall, usage.ru_maxrss / 1024, out)
