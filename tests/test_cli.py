@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import subprocess
 import sys
 import time
@@ -64,6 +65,36 @@ def test_train_score_alerts(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     rows = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
     assert 1 <= len(rows) <= 3 and all(r["score"] >= 0.6 for r in rows)
     assert all(r["reason"] and r["model_id"].startswith("iforest-") for r in rows)
+
+
+def test_score_applies_the_allowlist(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``score`` keeps out what the database's allowlist covers, as the daemon does: the
+    link-local discovery default (ICMPv6 neighbour discovery and multicast listener reports from
+    fe80::/10) and a rule from ``--rules``; ``--no-allowlist`` reports everything."""
+    model = tmp_path / "m.npz"
+    assert main(["train", "--input", *map(str, baseline_files()), "--model", str(model)]) == 0
+    njrat = next(str(p) for p in attack_files() if "njrat" in p.name)
+    rules = tmp_path / "allow.yaml"
+    rules.write_text("- {name: lab-c2, peer: 41.108.179.197/32, comment: known lab C&C}\n")
+
+    def stored(db: Path, where: str) -> int:
+        with sqlite3.connect(db) as conn:
+            return int(conn.execute(f"SELECT count(*) FROM alerts WHERE {where}").fetchone()[0])
+
+    everything, allowed = tmp_path / "all.db", tmp_path / "allowed.db"
+    args = ["score", "--model", str(model), "--input", njrat, "--top", "0"]
+    assert main([*args, "--db", str(everything), "--no-allowlist"]) == 0
+    assert "allowlist:" not in capsys.readouterr().out
+    assert main([*args, "--db", str(allowed), "--rules", str(rules)]) == 0
+    out = capsys.readouterr().out
+    nd = "proto = 'icmp' AND orig_h LIKE 'fe80:%' AND resp_h LIKE 'ff02:%'"
+    assert stored(everything, nd) > 100 and stored(everything, "resp_p = 1177") > 100
+    assert stored(allowed, nd) == 0 and stored(allowed, "resp_p = 1177") == 0
+    kept_out = stored(everything, "1") - stored(allowed, "1")
+    assert f"allowlist: {kept_out} flow alerts" in out and "ipv6-nd, lab-c2" in out
+    with sqlite3.connect(allowed) as conn:
+        counts = dict(conn.execute("SELECT rule || '/' || kind, count FROM feedback_suppressed"))
+    assert counts["ipv6-nd/alerts"] > 100 and counts["lab-c2/alerts"] > 100
 
 
 def test_bad_input_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -2,7 +2,9 @@
 
 The files are one stream (consecutive logs of one sensor) through :meth:`Model.stream`: flow
 alerts and the incidents they and host behaviour make. Incidents are printed first (most severe
-first), then, with ``--top``, the top flow alerts.
+first), then, with ``--top``, the top flow alerts. The allowlist of the alert database (the
+discovery defaults, the rules analysts made on ``netanomd ui``, and ``--rules``) applies as in
+the daemon: what a rule covers is counted, not stored.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from netanomd.sinks.sqlite import SQLiteSink, default_db_path, query_alerts
 from netanomd.sources import ReadStats
 
 if TYPE_CHECKING:  # Elasticsearch's client is imported only when --es-url asks for it
+    from netanomd.feedback import Suppressor
     from netanomd.sinks.elasticsearch import ElasticsearchSink
 
 
@@ -59,6 +62,16 @@ def register(sub: Any) -> None:
     p.add_argument("--es-user", help="Elasticsearch user name")
     p.add_argument("--es-ca-file", help="CA certificate file for Elasticsearch TLS")
     p.add_argument("--es-namespace", default="default", help="data stream namespace")
+    p.add_argument(
+        "--rules",
+        metavar="FILE",
+        help="allowlist rules (YAML), on top of the database's own and the discovery defaults",
+    )
+    p.add_argument(
+        "--no-allowlist",
+        action="store_true",
+        help="report everything: no allowlist rules, not even the discovery defaults",
+    )
     p.add_argument(
         "--spool",
         metavar="DIR",
@@ -96,6 +109,8 @@ class ScoreRun:
     seconds: float = 0.0
     #: Every incident of the stream, closed at its end.
     incidents: list[Incident] = field(default_factory=list)
+    #: What allowlist rules kept out: (rule, "alerts" | "incidents") -> count.
+    suppressed: dict[tuple[str, str], int] = field(default_factory=dict)
 
 
 def score_files(
@@ -104,12 +119,14 @@ def score_files(
     sinks: SinkSet,
     threshold: float | None = None,
     scores_path: str | None = None,
+    suppress: Suppressor | None = None,
 ) -> ScoreRun:
     """Score the input files as one stream; alerts and incident updates go to ``sinks`` as they
-    come, the closed incidents at the end."""
+    come, the closed incidents at the end; with ``suppress``, less what its rules cover."""
     run = ScoreRun(ReadStats())
     writer = _ScoreWriter(scores_path) if scores_path else None
     stream = model.stream()
+    stream.suppress = suppress
     start = time.perf_counter()
     try:
         for batch in read_inputs(inputs, run.stats, "scoring"):
@@ -121,6 +138,8 @@ def score_files(
                 writer.write(batch, scores)
         run.incidents = stream.finish()
         sinks.write_incidents(run.incidents)
+        if suppress is not None:
+            run.suppressed = dict(suppress.totals)
     finally:
         if writer:
             writer.close()
@@ -150,6 +169,38 @@ def print_incidents(incidents: Sequence[Incident], limit: int, indent: str = "  
         print(f"{indent}... and {len(incidents) - len(shown)} more")
 
 
+def allowlist(db: Path, rules_file: str | None = None) -> Suppressor:
+    """The allowlist ``db``'s analysts keep (with the discovery defaults they left on), plus
+    the rules of ``rules_file``."""
+    from netanomd.feedback import FeedbackStore, Suppressor, load_rules_file
+
+    store = FeedbackStore(db, config_rules=load_rules_file(rules_file) if rules_file else ())
+    try:
+        return Suppressor(store.rules())
+    finally:
+        store.close()
+
+
+def record_suppressed(db: Path, res: ScoreRun) -> None:
+    """Add what the allowlist kept out to ``db``'s counts (the page's rules table) and say it."""
+    if not res.suppressed:
+        return
+    from netanomd.feedback import FeedbackStore
+
+    store = FeedbackStore(db)
+    try:
+        store.add_suppressed(res.suppressed)
+    finally:
+        store.close()
+    alerts = sum(n for (_, kind), n in res.suppressed.items() if kind == "alerts")
+    incidents = sum(n for (_, kind), n in res.suppressed.items() if kind == "incidents")
+    rules = ", ".join(sorted({rule for rule, _ in res.suppressed}))
+    print(
+        f"allowlist: {alerts} flow alerts and {incidents} incident{'s' * (incidents != 1)} "
+        f"kept out by rules {rules} (--no-allowlist reports them)"
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     model = Model.load(args.model)
     db = Path(args.db) if args.db else default_db_path()
@@ -157,7 +208,8 @@ def run(args: argparse.Namespace) -> int:
     es = _es_sink(args, db) if args.es_url else None
     if es is not None:
         sinks.add(es)  # not opened: the command delivers the spool itself when scoring ends
-    res = score_files(model, args.input, sinks, args.threshold, args.scores)
+    suppress = None if args.no_allowlist else allowlist(db, args.rules)
+    res = score_files(model, args.input, sinks, args.threshold, args.scores, suppress)
     if es is not None:
         print(
             f"elasticsearch: {es.sent} alerts sent to {es.index}, {es.duplicates} already there, "
@@ -171,6 +223,7 @@ def run(args: argparse.Namespace) -> int:
         f"threshold {model.threshold_for(args.threshold):.4f}) in {res.seconds:.2f}s, "
         f"{rate:,.0f} flows/s; stored in {db}"
     )
+    record_suppressed(db, res)
     if args.incidents and res.incidents:
         print("incidents (most severe first):")
         print_incidents(res.incidents, args.incidents)
