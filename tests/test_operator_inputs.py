@@ -274,12 +274,21 @@ def test_live_eve_socket_attaches_alerts(tmp_path: Path, demo: Model, kind: str)
     pipeline.stop()
     for t in threads:
         t.join(10)
-    stored = {a.uid: a.reason for a in query_alerts(tmp_path / "alerts.db")}
+    rows = query_alerts(tmp_path / "alerts.db")
+    stored = {a.uid: a.reason for a in rows}
     assert len(stored) == flows
     assert "(sid 2019309, severity 1)" in stored[f"S{SEVERE_FLOW}"]
     want, _ = expected_signatures(lines)
     said = {uid for uid, reason in stored.items() if "Suricata signature" in reason}
     assert said == {f"S{f}" for f in want}
+    # ... and kept as data beside the sentence (the analyst page lists them per incident)
+    kept = {a.uid: a.signatures for a in rows if a.signatures}
+    assert set(kept) == said
+    severe = kept[f"S{SEVERE_FLOW}"]
+    assert (
+        severe is not None
+        and {2019309: 1}.items() <= {s["signature_id"]: s["severity"] for s in severe}.items()
+    )
 
 
 # -- point 16: CICFlowMeter CSVs as people have them ---------------------------------------------

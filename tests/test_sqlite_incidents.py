@@ -102,9 +102,9 @@ def test_v1_database_is_migrated_in_place(tmp_path: Path, thresholds: Thresholds
     stream(thresholds, load(NMAP), SinkSet([sink]), step=100)
     sink.close()
     conn = sqlite3.connect(db)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
     conn.close()
-    assert [a.alert_id for a in query_alerts(db)] == ["a1"]
+    assert [(a.alert_id, a.signatures) for a in query_alerts(db)] == [("a1", None)]
     assert query_incidents(db, IncidentQuery()).total == 1
 
 

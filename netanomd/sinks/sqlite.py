@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _V1 = """
 CREATE TABLE IF NOT EXISTS alerts (
@@ -98,8 +98,12 @@ CREATE INDEX IF NOT EXISTS incident_flows_uid ON incident_flows (uid);
 CREATE INDEX IF NOT EXISTS alerts_uid ON alerts (uid);
 """
 
+_V3 = """
+ALTER TABLE alerts ADD COLUMN signatures TEXT;  -- JSON list of Suricata's signatures, or NULL
+"""
+
 #: The script that brings a database from version ``v - 1`` to ``v``.
-_MIGRATIONS: dict[int, str] = {1: _V1, 2: _V2}
+_MIGRATIONS: dict[int, str] = {1: _V1, 2: _V2, 3: _V3}
 
 _INCIDENT_COLUMNS = (
     "incident_id",
@@ -149,6 +153,7 @@ _COLUMNS = (
     "flow_id",
     "label",
     "created_at",
+    "signatures",
 )
 
 
@@ -225,6 +230,7 @@ def _row(alert: Alert, now: float) -> tuple[Any, ...]:
         f.flow_id,
         f.label,
         now,
+        json.dumps([s.to_dict() for s in f.signatures]) if f.signatures else None,
     )
 
 
@@ -336,6 +342,9 @@ class StoredAlert:
     flow_id: int | None
     label: str | None
     created_at: float
+    #: Suricata's signatures that fired on the flow (signature, signature_id, severity,
+    #: category), when the sensor was Suricata with alert output on.
+    signatures: list[dict[str, Any]] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -425,6 +434,7 @@ def alert_page(
     for r in rows:
         d = dict(zip(_COLUMNS, r, strict=True))
         d["explanation"] = json.loads(d["explanation"])
+        d["signatures"] = json.loads(d["signatures"]) if d["signatures"] else None
         out.append(StoredAlert(**d))
     return page.with_items(out)
 

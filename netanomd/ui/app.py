@@ -582,14 +582,13 @@ def _evidence_rows(
 
 
 def _signatures(flows: list[StoredAlert]) -> list[str]:
-    """Suricata signatures named in the flows' explanations, when the alert data carries them."""
-    seen: dict[str, None] = {}
+    """Suricata's signatures that fired on the incident's flows (the sensor's own alerts,
+    attached by flow_id), most often first: ``ET SCAN … (sid 2001219, severity 2)``."""
+    seen: Counter[str] = Counter()
     for a in flows:
-        for c in a.explanation:
-            sig = c.get("signature")
-            if isinstance(sig, str) and sig:
-                seen[sig] = None
-    return list(seen)
+        for sig in a.signatures or ():
+            seen[f"{sig['signature']} (sid {sig['signature_id']}, severity {sig['severity']})"] += 1
+    return [name for name, _ in seen.most_common()]
 
 
 SCORE_FIELDS = (
