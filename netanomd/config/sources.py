@@ -135,5 +135,26 @@ class RedisSourceConfig(SourceConfig):
     )
     key: str = setting("suricata", "list or channel name Suricata's eve-log redis output uses")
     mode: Literal["list", "pubsub"] = setting(
-        "list", "list (BLPOP, nothing lost) or pubsub (channel)"
+        "list",
+        "list (moved into this daemon's processing list, removed once written: nothing lost; "
+        "several daemons can share one list) or pubsub (channel)",
     )
+    consumer: str | None = setting(
+        None,
+        "this daemon's name among those sharing the list (default: the host name); "
+        "give each daemon on one host its own",
+        pattern=r"^[A-Za-z0-9_.:@-]+$",
+        error="{value} is not a valid consumer name (letters, digits, _ . : @ -)",
+    )
+    processing_list: str | None = setting(
+        None, "where records wait until written (default: <key>:processing:<consumer>)"
+    )
+    heartbeat_seconds: float = setting(
+        10.0,
+        "a consumer whose heartbeat is older than this is dead (its records go back to the list)",
+        exclusive_minimum=0,
+    )
+    recover_dead: bool = setting(
+        True, "put the records of dead consumers of this list back into it for the living"
+    )
+    batch_lines: int = setting(1000, "records moved per Redis round trip", minimum=1)
