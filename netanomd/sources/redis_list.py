@@ -146,7 +146,6 @@ class RedisInput:
         self._stop = threading.Event()
         self._factory = client_factory
         self._token = uuid.uuid4().hex
-        self._next_check = 0.0
 
     def stop(self) -> None:
         self._stop.set()
@@ -181,31 +180,43 @@ class RedisInput:
     def _run_list(self, client: Any, *, resume: bool) -> None:
         move = client.register_script(_MOVE)
         ack = client.register_script(_ACK)
-        recover = client.register_script(_RECOVER)
-        beat = client.register_script(_BEAT)
         self._register(client)
-        if resume:
-            # What we had taken before a stop or a kill: scored again, oldest first. It stays in
-            # the processing list (the newest on the left), so the acks trim it from the right.
-            held = client.lrange(self.processing, 0, -1)
-            held.reverse()
-            self.resumed += len(held)
-            if held:
-                log.info(
-                    "%s: re-reading %d records left in %s", self.name, len(held), self.processing
-                )
-            for i in range(0, len(held), self.batch_lines):
-                self._emit(held[i : i + self.batch_lines], self._acker(client, ack))
-        self.ready.set()
-        while not self._stop.is_set():
-            self._housekeeping(client, beat, recover)
-            items = move(keys=[self.key, self.processing], args=[self.batch_lines])
-            if not items:
-                one = client.blmove(self.key, self.processing, 1, "RIGHT", "LEFT")
-                if one is None:
-                    continue
-                items = [one]
-            self._emit(items, self._acker(client, ack))
+        # The heartbeat has its own thread: a batch held back by a slow sink must not make the
+        # others think this daemon died.
+        done = threading.Event()
+        beat = threading.Thread(
+            target=self._heartbeat, args=(client, done), name=f"{self.name}-heartbeat", daemon=True
+        )
+        beat.start()
+        try:
+            if resume:
+                # What we had taken before a stop or a kill, scored again oldest first. It stays
+                # in the processing list (the newest on the left), so the acks trim it from the
+                # right like any batch.
+                held = client.lrange(self.processing, 0, -1)
+                held.reverse()
+                self.resumed += len(held)
+                if held:
+                    log.info(
+                        "%s: re-reading %d records left in %s",
+                        self.name,
+                        len(held),
+                        self.processing,
+                    )
+                for i in range(0, len(held), self.batch_lines):
+                    self._emit(held[i : i + self.batch_lines], self._acker(client, ack))
+            self.ready.set()
+            while not self._stop.is_set():
+                items = move(keys=[self.key, self.processing], args=[self.batch_lines])
+                if not items:
+                    one = client.blmove(self.key, self.processing, 1, "RIGHT", "LEFT")
+                    if one is None:
+                        continue
+                    items = [one]
+                self._emit(items, self._acker(client, ack))
+        finally:
+            done.set()
+            beat.join(5)
 
     def _register(self, client: Any) -> None:
         hb = heartbeat_key(self.key, self.consumer)
@@ -218,28 +229,31 @@ class RedisInput:
                 self.consumer,
             )
         client.hset(consumers_key(self.key), self.consumer, self.processing)
-        self._next_check = 0.0
 
     def _ttl_ms(self) -> int:
         return max(int(self.heartbeat_seconds * 1000), 1)
 
-    def _housekeeping(self, client: Any, beat: Any, recover: Any) -> None:
-        """Every third of a heartbeat: refresh ours; with ``recover_dead``, put the records of
+    def _heartbeat(self, client: Any, done: threading.Event) -> None:
+        """Thrice per heartbeat: refresh ours; with ``recover_dead``, put the records of
         consumers whose heartbeat expired back onto the shared list."""
-        now = time.monotonic()
-        if now < self._next_check:
-            return
-        self._next_check = now + self.heartbeat_seconds / 3
-        if not beat(
-            keys=[heartbeat_key(self.key, self.consumer)], args=[self._token, self._ttl_ms()]
-        ):
+        beat = client.register_script(_BEAT)
+        recover = client.register_script(_RECOVER)
+        while not done.is_set():
+            try:
+                self._housekeeping(client, beat, recover)
+            except Exception as exc:  # the reading loop reports and reconnects
+                log.debug("%s: heartbeat: %s", self.name, exc)
+            done.wait(self.heartbeat_seconds / 3)
+
+    def _housekeeping(self, client: Any, beat: Any, recover: Any) -> None:
+        hb = heartbeat_key(self.key, self.consumer)
+        if not beat(keys=[hb], args=[self._token, self._ttl_ms()]):
             log.error(
-                "%s: another process holds consumer name %r (ours expired, or two daemons share "
-                "the name); taking it back",
+                "%s: another process holds consumer name %r (two daemons share the name?); "
+                "taking it back",
                 self.name,
                 self.consumer,
             )
-            self._token = uuid.uuid4().hex
             self._register(client)
         if not self.recover_dead:
             return
@@ -254,7 +268,7 @@ class RedisInput:
             if n >= 0:
                 self.recovered += n
                 log.warning(
-                    "%s: consumer %r is dead (no heartbeat for %.0fs): %d of its records are "
+                    "%s: consumer %r is dead (no heartbeat for %.1fs): %d of its records are "
                     "back on %s",
                     self.name,
                     name,
