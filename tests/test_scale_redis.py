@@ -86,13 +86,13 @@ def run_shared_list(
     procs = {n: start(cfgs[n], tmp / n / "daemon.log") for n in names}
     victim = names[-1]
     held_at_kill = 0
+    plist = f"{KEY}:processing:{victim}"
     try:
         wait(lambda: len(client.hgetall(f"{KEY}:consumers")) == daemons, 60, "all registered")
         for i in range(0, len(records), 25):
             client.lpush(KEY, *records[i : i + 25])  # what Suricata's `mode: list` does
             time.sleep(0.01)
             if not held_at_kill and i > len(records) // 3:
-                plist = f"{KEY}:processing:{victim}"
                 wait(lambda: client.llen(plist) > 0, 30, "the victim holding records")
                 procs[victim].send_signal(signal.SIGKILL)
                 procs[victim].wait(10)
@@ -107,14 +107,14 @@ def run_shared_list(
         assert held_at_kill > 0
         wait(lambda: client.llen(KEY) == 0, 30, "the shared list empty")
         alive = names if restart else names[:-1]
-        for n in alive:
-            wait(lambda n=n: client.llen(f"{KEY}:processing:{n}") == 0, 30, f"{n} acknowledged")
+        plists = [f"{KEY}:processing:{n}" for n in alive]
+        wait(lambda: all(client.llen(p) == 0 for p in plists), 30, "every batch acknowledged")
         if restart:
             wait(lambda: len(es.docs.get(ALERTS, {})) >= len(expected), 120, "all in ES")
         else:
             wait(lambda: client.hget(f"{KEY}:consumers", victim) is None, 30, "victim recovered")
     finally:
-        for n, p in procs.items():
+        for p in procs.values():
             if p.poll() is None:
                 p.send_signal(signal.SIGTERM)
         for n, p in procs.items():
