@@ -49,6 +49,28 @@ def _topics() -> Any:
     )
 
 
+def _shards() -> Any:
+    return setting(
+        (),
+        "take only these shards of NetAnom::shards (each host's flows stay on one shard); "
+        "empty: every shard",
+    )
+
+
+def _shard_of() -> Any:
+    return setting(
+        None,
+        "'i/n': this daemon is number i (0 to n-1) of n daemons and takes the shards k with "
+        "k mod n = i of zeek_shards (so with NetAnom::shards = n, shard i)",
+        pattern=r"^[0-9]+/[1-9][0-9]*$",
+        error="{value} is not i/n (e.g. 2/4: the third of four daemons)",
+    )
+
+
+def _zeek_shards() -> Any:
+    return setting(None, "NetAnom::shards as redef'd in Zeek, for shard_of (default: n)", minimum=1)
+
+
 def _from_start() -> Any:
     return setting(False, "read existing content first; otherwise start at the end")
 
@@ -67,6 +89,9 @@ class ZeekWsSourceConfig(SourceConfig):
     ca_file: str | None = setting(None, "CA certificate(s) to verify a wss:// Zeek with")
     insecure: bool = setting(False, "do not verify the wss:// server certificate")
     topics: tuple[str, ...] = _topics()
+    shards: tuple[int, ...] = _shards()
+    shard_of: str | None = _shard_of()
+    zeek_shards: int | None = _zeek_shards()
 
 
 @source(
@@ -91,6 +116,9 @@ class ZeekBrokerSourceConfig(SourceConfig):
         None, "listen at host:port for Zeek to peer with us", pattern=HOSTPORT, error=HOSTPORT_ERR
     )
     topics: tuple[str, ...] = _topics()
+    shards: tuple[int, ...] = _shards()
+    shard_of: str | None = _shard_of()
+    zeek_shards: int | None = _zeek_shards()
 
 
 @source("zeek_log", removed={"follow": FOLLOW_REMOVED})
