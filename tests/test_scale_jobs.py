@@ -8,6 +8,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from netanomd.commands._jobs import part_of, score_jobs
@@ -70,3 +71,28 @@ def test_parts_follow_the_originator() -> None:
     orig = ["10.0.0.1", "10.0.0.2", "10.0.0.1", "fe80::2", None, "10.0.0.3"]
     assert part_of(orig, 2).tolist() == [1, 0, 1, 0, 0, 1]
     assert part_of(orig, 1).tolist() == [0] * 6
+
+
+def test_alerts_and_incidents_read_several_databases(
+    tmp_path: Path, model_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Two daemons' databases (one flow file scored by both: a flow scored twice) read as one:
+    each alert and incident once, in the order one database holding everything gives."""
+    from netanomd.cli import main
+
+    njrat, remcos = sorted(str(p) for p in attack_files())
+    for name, files in (("a", [remcos]), ("b", [njrat, remcos]), ("all", [njrat, remcos])):
+        score_files(Model.load(model_file), files, SinkSet([SQLiteSink(tmp_path / f"{name}.db")]))
+    dbs = ["--db", str(tmp_path / "a.db"), "--db", str(tmp_path / "b.db")]
+    alone = ["--db", str(tmp_path / "all.db")]
+    for command, ident in (("alerts", "alert_id"), ("incidents", "incident_id")):
+        for limit in ("0", "7"):
+            got = []
+            for where in (dbs, alone):
+                assert main([command, *where, "--limit", limit, "--json"]) == 0
+                out, err = capsys.readouterr()
+                got.append(([orjson.loads(line)[ident] for line in out.splitlines()], err))
+            (merged, merged_note), (single, single_note) = got
+            assert merged == single and len(set(merged)) == len(merged)
+            assert merged_note == single_note  # "7 of N alerts": the same N
+        assert len(rows(tmp_path / "a.db", command, ident)) > 0
