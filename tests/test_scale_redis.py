@@ -98,7 +98,11 @@ def run_shared_list(
                 procs[victim].wait(10)
                 held_at_kill = int(client.llen(plist))
         if restart:  # as systemd would: it drains its Elasticsearch spool
+            beat = f"{KEY}:consumer:{victim}"
+            before = client.get(beat)
             procs[victim] = start(cfgs[victim], tmp / victim / "daemon.log")
+            # Its source registers once the daemon has started (a new heartbeat token).
+            wait(lambda: client.get(beat) not in (None, before), 60, "the victim back")
 
         def all_scored() -> bool:
             return set().union(*(uids_in(tmp / n / "alerts.db") for n in names)) >= expected
