@@ -96,3 +96,20 @@ def test_alerts_and_incidents_read_several_databases(
             assert merged == single and len(set(merged)) == len(merged)
             assert merged_note == single_note  # "7 of N alerts": the same N
         assert len(rows(tmp_path / "a.db", command, ident)) > 0
+
+
+def test_score_command_jobs(
+    tmp_path: Path, model_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from netanomd.cli import main
+
+    base = ["score", "--model", str(model_file), "--input", *map(str, attack_files())]
+    for jobs in ("1", "2"):
+        assert main([*base, "--db", str(tmp_path / f"{jobs}.db"), "--jobs", jobs]) == 0
+    out = capsys.readouterr().out
+    assert out.count("1758 flows read") == 2
+    assert rows(tmp_path / "2.db", "alerts", "alert_id") == rows(
+        tmp_path / "1.db", "alerts", "alert_id"
+    )
+    assert main([*base, "--jobs", "2", "--scores", str(tmp_path / "s.jsonl")]) == 2
+    assert "--jobs 2: expected 1 or more, and 1 with --scores" in capsys.readouterr().err
