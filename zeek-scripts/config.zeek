@@ -7,8 +7,9 @@ export {
 	## Export finished connections to the daemon.
 	option enable_export = T;
 
-	## Topic prefix flows are published to; the shard number is appended
-	## ("netanom/flows/3"). A single daemon subscribes to the prefix and gets every shard.
+	## Topic prefix flows are published to; the shard number and a slash are appended
+	## ("netanom/flows/3/": the slash keeps a subscription to shard 1 from matching
+	## shard 10). A single daemon subscribes to the prefix and gets every shard.
 	const flows_topic = "netanom/flows" &redef;
 
 	## Number of shards: each originator address always lands on the same shard, so with

@@ -132,7 +132,7 @@ function publish_batch(k: count)
 	if ( |b$uid| == 0 )
 		return;
 
-	local topic = fmt("%s/%d", flows_topic, k);
+	local topic = fmt("%s/%d/", flows_topic, k);
 @if ( Version::number >= 70100 )
 	Cluster::publish(topic, NetAnom::flows, version, b$uid, b$ts, b$orig_h, b$orig_p,
 	    b$resp_h, b$resp_p, b$proto, b$service, b$duration, b$orig_bytes, b$resp_bytes,
@@ -321,7 +321,7 @@ event NetAnom::finish_trace()
 	while ( k < shards )
 		{
 		add drains_pending[k];
-		local topic = fmt("%s/%d", flows_topic, k);
+		local topic = fmt("%s/%d/", flows_topic, k);
 @if ( Version::number >= 70100 )
 		Cluster::publish(topic, NetAnom::drain, version, k);
 @else

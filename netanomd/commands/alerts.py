@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Collection, Sequence
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -20,18 +21,23 @@ from netanomd.sinks.sqlite import (
     AlertQuery,
     Page,
     StoredAlert,
-    alert_page,
     daemon_db_path,
     default_db_path,
     reading_db_path,
 )
-from netanomd.store.read import parse_since
+from netanomd.store.read import alerts_of, parse_since
 
 
 def db_help() -> str:
     return (
-        f"database (default {default_db_path()} if it exists, else the daemon's {daemon_db_path()})"
+        f"database (default {default_db_path()} if it exists, else the daemon's "
+        f"{daemon_db_path()}); repeat to read several as one (one per daemon sharing the work)"
     )
+
+
+def db_paths(given: Sequence[str] | None) -> list[Path]:
+    """The databases a reading command opens: each ``--db`` given, or the default one."""
+    return [reading_db_path(p) for p in given] if given else [reading_db_path(None)]
 
 
 def register(sub: Any) -> None:
@@ -44,7 +50,7 @@ def register(sub: Any) -> None:
             "scored. --json writes one object per line for jq; the count goes to stderr."
         ),
     )
-    p.add_argument("--db", metavar="PATH", help=db_help())
+    p.add_argument("--db", metavar="PATH", action="append", help=db_help())
     p.add_argument("--since", metavar="WHEN", help="flow time at or after (ISO, epoch, or 24h)")
     p.add_argument("--until", metavar="WHEN", help="flow time at or before (ISO, epoch, or 24h)")
     p.add_argument("--host", metavar="IP", help="alerts with this address at either end")
@@ -72,8 +78,8 @@ def run(args: argparse.Namespace) -> int:
         port=args.port,
         incident=args.incident,
     )
-    page = alert_page(
-        reading_db_path(args.db),
+    page = alerts_of(
+        db_paths(args.db),
         query,
         limit=check_limit(args.limit),
         order="ts" if args.sort == "time" else "score",

@@ -9,14 +9,12 @@ from typing import Any
 import orjson
 
 from netanomd.commands._display import when
-from netanomd.commands.alerts import check_limit, db_help, print_table, summary
+from netanomd.commands.alerts import check_limit, db_help, db_paths, print_table, summary
 from netanomd.sinks.sqlite import (
     IncidentQuery,
     StoredIncident,
-    query_incidents,
-    reading_db_path,
 )
-from netanomd.store.read import min_severity, parse_since
+from netanomd.store.read import incidents_of, min_severity, parse_since
 
 
 def register(sub: Any) -> None:
@@ -29,7 +27,7 @@ def register(sub: Any) -> None:
             "an incident: netanomd alerts --incident ID."
         ),
     )
-    p.add_argument("--db", metavar="PATH", help=db_help())
+    p.add_argument("--db", metavar="PATH", action="append", help=db_help())
     p.add_argument(
         "--severity",
         metavar="LEVEL",
@@ -52,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
         since=parse_since(args.since, "--since") if args.since else None,
         until=parse_since(args.until, "--until") if args.until else None,
     )
-    page = query_incidents(reading_db_path(args.db), query, limit=check_limit(args.limit))
+    page = incidents_of(db_paths(args.db), query, limit=check_limit(args.limit))
     if args.json:
         for inc in page.items:
             sys.stdout.write(orjson.dumps(inc.to_dict()).decode() + "\n")

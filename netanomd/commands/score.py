@@ -22,6 +22,7 @@ import orjson
 from netanomd.behaviour.incidents import Incident, severity_label
 from netanomd.commands._display import alert_line, when
 from netanomd.commands._inputs import read_inputs, stats_line
+from netanomd.errors import InputError
 from netanomd.flow import FlowBatch
 from netanomd.model import Model
 from netanomd.sinks import SinkSet
@@ -41,6 +42,13 @@ def register(sub: Any) -> None:
     p.add_argument("--input", "-i", nargs="+", required=True, metavar="FILE")
     p.add_argument("--db", metavar="PATH", help=f"alert database (default {default_db_path()})")
     p.add_argument("--threshold", type=float, help="override the model's stored threshold")
+    p.add_argument(
+        "--jobs",
+        "-j",
+        type=int,
+        default=1,
+        help="processes, one per core, split by originator: the results of one (default 1)",
+    )
     p.add_argument(
         "--scores",
         metavar="FILE",
@@ -202,14 +210,23 @@ def record_suppressed(db: Path, res: ScoreRun) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.jobs < 1 or (args.jobs > 1 and args.scores):
+        raise InputError(f"--jobs {args.jobs}: expected 1 or more, and 1 with --scores")
     model = Model.load(args.model)
     db = Path(args.db) if args.db else default_db_path()
     sinks = SinkSet([SQLiteSink(db)])
     es = _es_sink(args, db) if args.es_url else None
     if es is not None:
         sinks.add(es)  # not opened: the command delivers the spool itself when scoring ends
-    suppress = None if args.no_allowlist else allowlist(db, args.rules)
-    res = score_files(model, args.input, sinks, args.threshold, args.scores, suppress)
+    if args.jobs > 1:  # the jobs' streams run in other processes, without the allowlist
+        if not args.no_allowlist:
+            print("note: --jobs scores without the allowlist (as --no-allowlist does)")
+        from netanomd.commands._jobs import score_jobs
+
+        res: ScoreRun = score_jobs(args.model, args.input, sinks, args.jobs, args.threshold)
+    else:
+        suppress = None if args.no_allowlist else allowlist(db, args.rules)
+        res = score_files(model, args.input, sinks, args.threshold, args.scores, suppress)
     if es is not None:
         print(
             f"elasticsearch: {es.sent} alerts sent to {es.index}, {es.duplicates} already there, "

@@ -49,6 +49,28 @@ def _topics() -> Any:
     )
 
 
+def _shards() -> Any:
+    return setting(
+        (),
+        "take only these shards of NetAnom::shards (each host's flows stay on one shard); "
+        "empty: every shard",
+    )
+
+
+def _shard_of() -> Any:
+    return setting(
+        None,
+        "'i/n': this daemon is number i (0 to n-1) of n daemons and takes the shards k with "
+        "k mod n = i of zeek_shards (so with NetAnom::shards = n, shard i)",
+        pattern=r"^[0-9]+/[1-9][0-9]*$",
+        error="{value} is not i/n (e.g. 2/4: the third of four daemons)",
+    )
+
+
+def _zeek_shards() -> Any:
+    return setting(None, "NetAnom::shards as redef'd in Zeek, for shard_of (default: n)", minimum=1)
+
+
 def _from_start() -> Any:
     return setting(False, "read existing content first; otherwise start at the end")
 
@@ -67,6 +89,9 @@ class ZeekWsSourceConfig(SourceConfig):
     ca_file: str | None = setting(None, "CA certificate(s) to verify a wss:// Zeek with")
     insecure: bool = setting(False, "do not verify the wss:// server certificate")
     topics: tuple[str, ...] = _topics()
+    shards: tuple[int, ...] = _shards()
+    shard_of: str | None = _shard_of()
+    zeek_shards: int | None = _zeek_shards()
 
 
 @source(
@@ -91,6 +116,9 @@ class ZeekBrokerSourceConfig(SourceConfig):
         None, "listen at host:port for Zeek to peer with us", pattern=HOSTPORT, error=HOSTPORT_ERR
     )
     topics: tuple[str, ...] = _topics()
+    shards: tuple[int, ...] = _shards()
+    shard_of: str | None = _shard_of()
+    zeek_shards: int | None = _zeek_shards()
 
 
 @source("zeek_log", removed={"follow": FOLLOW_REMOVED})
@@ -135,5 +163,26 @@ class RedisSourceConfig(SourceConfig):
     )
     key: str = setting("suricata", "list or channel name Suricata's eve-log redis output uses")
     mode: Literal["list", "pubsub"] = setting(
-        "list", "list (BLPOP, nothing lost) or pubsub (channel)"
+        "list",
+        "list (moved into this daemon's processing list, removed once written: nothing lost; "
+        "several daemons can share one list) or pubsub (channel)",
     )
+    consumer: str | None = setting(
+        None,
+        "this daemon's name among those sharing the list (default: the host name); "
+        "give each daemon on one host its own",
+        pattern=r"^[A-Za-z0-9_.:@-]+$",
+        error="{value} is not a valid consumer name (letters, digits, _ . : @ -)",
+    )
+    processing_list: str | None = setting(
+        None, "where records wait until written (default: <key>:processing:<consumer>)"
+    )
+    heartbeat_seconds: float = setting(
+        10.0,
+        "a consumer whose heartbeat is older than this is dead (its records go back to the list)",
+        exclusive_minimum=0,
+    )
+    recover_dead: bool = setting(
+        True, "put the records of dead consumers of this list back into it for the living"
+    )
+    batch_lines: int = setting(1000, "records moved per Redis round trip", minimum=1)

@@ -33,7 +33,7 @@ from netanomd.sinks.incident_ids import IncidentIds
 from netanomd.sinks.sqlite import SQLiteSink
 from netanomd.sources import LiveSource
 from netanomd.sources.follow import LogFollower, OffsetStore
-from netanomd.sources.redis_list import RedisInput
+from netanomd.sources.redis_list import redis_source
 from netanomd.sources.suricata_socket import EveSocket
 
 
@@ -85,7 +85,7 @@ def _suricata_socket(
 
 def _redis(cfg: RedisSourceConfig, name: str, ctx: SourceContext) -> list[LiveSource]:
     emit = ctx.pipeline.emitter(name, block=True)
-    return [RedisInput(cfg.url, cfg.key, cfg.mode, emit, name=name)]
+    return [redis_source(cfg, emit, name=name)]
 
 
 #: Source ``type`` (as in the configuration) -> the factory that builds its live sources.

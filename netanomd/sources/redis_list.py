@@ -1,32 +1,112 @@
-"""Suricata's ``redis`` EVE output as a :class:`~netanomd.sources.LiveSource`: a list (popped in
-batches; several daemons can share one list) or a pub/sub channel.
+"""Suricata's ``redis`` EVE output as a :class:`~netanomd.sources.LiveSource`: a list shared by
+several daemons, read as a reliable queue, or a pub/sub channel.
 
 Suricata's ``mode: list`` (its default, also called ``lpush``) pushes new records on the left,
-so the oldest wait on the right: the list is popped from the right (``RPOP``/``BRPOP``), and a
-backlog is scored oldest first.
+so the oldest wait on the right: a backlog is scored oldest first.
 
-Owns connecting (with capped backoff on errors), popping or receiving, and decoding the records
-with the EVE line decoder. Records popped from a list are ours alone: they are handed on with
-backpressure, never dropped.
+The reliable queue (Redis' documented ``LMOVE`` pattern, batched): a Lua script atomically moves
+up to ``batch_lines`` records from the right of the shared list onto the left of this daemon's
+*processing list* (``<key>:processing:<consumer>``), and returns them; when the list is empty,
+``BLMOVE`` waits for one. A batch's records leave the processing list only in its ``ack``, once
+every sink has written it (acks come in order, so the acknowledged records are the oldest: an
+``LTRIM`` from the right, checked against the batch's first and last record; anything else falls
+back to removing each record). At start a daemon first re-reads its own processing list (what it
+had taken before it stopped or was killed). Each consumer keeps a heartbeat key
+(``<key>:consumer:<name>``, TTL ``heartbeat_seconds``) and is listed with its processing list
+in the hash ``<key>:consumers``; with ``recover_dead``, every daemon looks thrice per heartbeat
+for consumers whose heartbeat expired and pushes their processing lists back onto the right of
+the shared list (oldest first, in one Lua call, so two survivors never both take them), where
+the living pick them up. Every record is
+scored at least once; a record that was scored but not yet acknowledged when its daemon died is
+scored again (Elasticsearch keeps one copy: the ids are deterministic).
+
+Owns connecting (with capped backoff on errors), moving or receiving, acknowledging, the
+heartbeat, and decoding the records with the EVE line decoder. Records taken from a list are
+handed on with backpressure, never dropped.
 """
 
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from typing import Any
 
-from netanomd.sources import Emit, ReadStats
+from netanomd.config import RedisSourceConfig
+from netanomd.flow import FlowBatch
+from netanomd.sources import Ack, Emit, ReadStats
 from netanomd.sources.suricata_alerts import SignatureJoin
 from netanomd.sources.suricata_eve import eve_lines_to_batch
 
 log = logging.getLogger(__name__)
 
+#: KEYS: shared list, processing list; ARGV: how many. Moves up to ARGV[1] records from the
+#: right of the shared list onto the left of the processing list (oldest ends rightmost).
+_MOVE = """
+local items = redis.call('RPOP', KEYS[1], ARGV[1])
+if not items then return {} end
+for i = 1, #items, 1000 do
+  redis.call('LPUSH', KEYS[2], unpack(items, i, math.min(i + 999, #items)))
+end
+return items
+"""
+
+#: KEYS: processing list; ARGV: count, oldest record, newest record. The n oldest records are
+#: the acknowledged batch when the ends match: trim them; otherwise 0 (the caller removes each).
+_ACK = """
+local n = tonumber(ARGV[1])
+if redis.call('LINDEX', KEYS[1], -1) == ARGV[2] and redis.call('LINDEX', KEYS[1], -n) == ARGV[3]
+then
+  redis.call('LTRIM', KEYS[1], 0, -(n + 1))
+  return n
+end
+return 0
+"""
+
+#: KEYS: shared list, consumers hash, heartbeat key, processing list; ARGV: consumer name. If
+#: the heartbeat is gone, the processing list goes back onto the right of the shared list
+#: (its oldest record rightmost, popped first) and the consumer is forgotten.
+_RECOVER = """
+if redis.call('EXISTS', KEYS[3]) == 1 then return -1 end
+local items = redis.call('LRANGE', KEYS[4], 0, -1)
+for i = 1, #items, 1000 do
+  redis.call('RPUSH', KEYS[1], unpack(items, i, math.min(i + 999, #items)))
+end
+redis.call('DEL', KEYS[4])
+redis.call('HDEL', KEYS[2], ARGV[1])
+return #items
+"""
+
+#: KEYS: heartbeat key; ARGV: our token, TTL ms. Refreshes our heartbeat; 0 when another
+#: process holds the name (ours expired and was taken, or a second daemon uses the same name).
+_BEAT = """
+local v = redis.call('GET', KEYS[1])
+if v and v ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+"""
+
+
+def processing_list(key: str, consumer: str) -> str:
+    """The processing list of ``consumer`` on the shared list ``key``."""
+    return f"{key}:processing:{consumer}"
+
+
+def heartbeat_key(key: str, consumer: str) -> str:
+    return f"{key}:consumer:{consumer}"
+
+
+def consumers_key(key: str) -> str:
+    """The hash of the consumers of ``key``: name -> processing list."""
+    return f"{key}:consumers"
+
 
 class RedisInput:
-    """Suricata's ``redis`` EVE output: a list (RPOP, shared by several daemons) or pub/sub."""
+    """Suricata's ``redis`` EVE output: a list (a reliable queue shared by several daemons) or
+    pub/sub."""
 
     def __init__(
         self,
@@ -36,6 +116,10 @@ class RedisInput:
         emit: Emit,
         *,
         batch_lines: int = 1000,
+        consumer: str | None = None,
+        processing: str | None = None,
+        heartbeat_seconds: float = 10.0,
+        recover_dead: bool = True,
         client_factory: Callable[[str], Any] | None = None,
         name: str | None = None,
     ) -> None:
@@ -46,13 +130,22 @@ class RedisInput:
         self.mode = mode
         self.emit = emit
         self.batch_lines = batch_lines
+        self.consumer = consumer or socket.gethostname()
+        self.processing = processing or processing_list(key, self.consumer)
+        self.heartbeat_seconds = heartbeat_seconds
+        self.recover_dead = recover_dead
         self.name = name or f"redis:{key}"
         self.stats = ReadStats()
         self.signatures = SignatureJoin(self.stats)
         self.errors = 0
+        #: Records put back from dead consumers' processing lists.
+        self.recovered = 0
+        #: Records re-read from our own processing list at start.
+        self.resumed = 0
         self.ready = threading.Event()
         self._stop = threading.Event()
         self._factory = client_factory
+        self._token = uuid.uuid4().hex
 
     def stop(self) -> None:
         self._stop.set()
@@ -66,11 +159,13 @@ class RedisInput:
 
     def run(self) -> None:
         backoff = 0.5
+        resumed = False
         while not self._stop.is_set():
             try:
                 client = self._client()
                 if self.mode == "list":
-                    self._run_list(client)
+                    self._run_list(client, resume=not resumed)
+                    resumed = True
                 else:
                     self._run_pubsub(client)
                 backoff = 0.5
@@ -80,16 +175,120 @@ class RedisInput:
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, 30.0)
 
-    def _run_list(self, client: Any) -> None:
-        while not self._stop.is_set():
-            items = client.rpop(self.key, self.batch_lines)
+    # -- the reliable queue -------------------------------------------------------------------
+
+    def _run_list(self, client: Any, *, resume: bool) -> None:
+        move = client.register_script(_MOVE)
+        ack = client.register_script(_ACK)
+        self._register(client)
+        # The heartbeat has its own thread: a batch held back by a slow sink must not make the
+        # others think this daemon died.
+        done = threading.Event()
+        beat = threading.Thread(
+            target=self._heartbeat, args=(client, done), name=f"{self.name}-heartbeat", daemon=True
+        )
+        beat.start()
+        try:
+            if resume:
+                # What we had taken before a stop or a kill, scored again oldest first. It stays
+                # in the processing list (the newest on the left), so the acks trim it from the
+                # right like any batch.
+                held = client.lrange(self.processing, 0, -1)
+                held.reverse()
+                self.resumed += len(held)
+                if held:
+                    log.info(
+                        "%s: re-reading %d records left in %s",
+                        self.name,
+                        len(held),
+                        self.processing,
+                    )
+                for i in range(0, len(held), self.batch_lines):
+                    self._emit(held[i : i + self.batch_lines], self._acker(client, ack))
             self.ready.set()
-            if not items:
-                got = client.brpop([self.key], timeout=1)
-                if got is None:
-                    continue
-                items = [got[1]]
-            self._emit(items)
+            while not self._stop.is_set():
+                items = move(keys=[self.key, self.processing], args=[self.batch_lines])
+                if not items:
+                    one = client.blmove(self.key, self.processing, 1, "RIGHT", "LEFT")
+                    if one is None:
+                        continue
+                    items = [one]
+                self._emit(items, self._acker(client, ack))
+        finally:
+            done.set()
+            beat.join(5)
+
+    def _register(self, client: Any) -> None:
+        hb = heartbeat_key(self.key, self.consumer)
+        old = client.set(hb, self._token, px=self._ttl_ms(), get=True)
+        if old is not None and old.decode() != self._token:
+            log.warning(
+                "%s: consumer name %r was in use (a previous run, or another daemon with the "
+                "same name: give each daemon its own 'consumer')",
+                self.name,
+                self.consumer,
+            )
+        client.hset(consumers_key(self.key), self.consumer, self.processing)
+
+    def _ttl_ms(self) -> int:
+        return max(int(self.heartbeat_seconds * 1000), 1)
+
+    def _heartbeat(self, client: Any, done: threading.Event) -> None:
+        """Thrice per heartbeat: refresh ours; with ``recover_dead``, put the records of
+        consumers whose heartbeat expired back onto the shared list."""
+        beat = client.register_script(_BEAT)
+        recover = client.register_script(_RECOVER)
+        while not done.is_set():
+            try:
+                self._housekeeping(client, beat, recover)
+            except Exception as exc:  # the reading loop reports and reconnects
+                log.debug("%s: heartbeat: %s", self.name, exc)
+            done.wait(self.heartbeat_seconds / 3)
+
+    def _housekeeping(self, client: Any, beat: Any, recover: Any) -> None:
+        hb = heartbeat_key(self.key, self.consumer)
+        if not beat(keys=[hb], args=[self._token, self._ttl_ms()]):
+            log.error(
+                "%s: another process holds consumer name %r (two daemons share the name?); "
+                "taking it back",
+                self.name,
+                self.consumer,
+            )
+            self._register(client)
+        if not self.recover_dead:
+            return
+        for raw_name, raw_list in client.hgetall(consumers_key(self.key)).items():
+            name = raw_name.decode()
+            if name == self.consumer:
+                continue
+            n = recover(
+                keys=[self.key, consumers_key(self.key), heartbeat_key(self.key, name), raw_list],
+                args=[name],
+            )
+            if n >= 0:
+                self.recovered += n
+                log.warning(
+                    "%s: consumer %r is dead (no heartbeat for %.1fs): %d of its records are "
+                    "back on %s",
+                    self.name,
+                    name,
+                    self.heartbeat_seconds,
+                    n,
+                    self.key,
+                )
+
+    def _acker(self, client: Any, ack: Any) -> Callable[[list[bytes]], None]:
+        def done(items: list[bytes]) -> None:
+            if not ack(keys=[self.processing], args=[len(items), items[0], items[-1]]):
+                # Not the oldest records (our list was taken over meanwhile): remove each.
+                pipe = client.pipeline(transaction=False)
+                for item in items:
+                    pipe.lrem(self.processing, -1, item)
+                pipe.execute()
+
+        return done
+
+    # -- pub/sub ------------------------------------------------------------------------------
 
     def _run_pubsub(self, client: Any) -> None:
         ps = client.pubsub(ignore_subscribe_messages=True)
@@ -107,20 +306,41 @@ class RedisInput:
                 if pending and (
                     len(pending) >= self.batch_lines or time.monotonic() - first > 0.05
                 ):
-                    self._emit(pending)
+                    self._emit(pending, None)
                     pending = []
         finally:
             ps.close()
 
-    def _emit(self, items: list[bytes]) -> None:
-        batch = eve_lines_to_batch(
-            [i if isinstance(i, bytes) else str(i).encode() for i in items],
-            self.stats,
-            self.name,
-            signatures=self.signatures,
-        )
+    def _emit(self, items: list[bytes], done: Callable[[list[bytes]], None] | None) -> None:
+        lines = [i if isinstance(i, bytes) else str(i).encode() for i in items]
+        batch = eve_lines_to_batch(lines, self.stats, self.name, signatures=self.signatures)
+        ack: Ack | None = None
+        if done is not None:
+
+            def ack() -> None:
+                done(lines)
+
         if batch is None:
-            return
-        while not self.emit(batch):
+            if ack is None:
+                return
+            # Records without flows (dns, stats events) are acknowledged in their turn too.
+            batch = FlowBatch.empty()
+        while not self.emit(batch, ack):
             if self._stop.wait(0.05):
                 return
+
+
+def redis_source(cfg: RedisSourceConfig, emit: Emit, *, name: str) -> RedisInput:
+    """The Redis input ``cfg`` describes, handing its batches to ``emit``."""
+    return RedisInput(
+        cfg.url,
+        cfg.key,
+        cfg.mode,
+        emit,
+        batch_lines=cfg.batch_lines,
+        consumer=cfg.consumer,
+        processing=cfg.processing_list,
+        heartbeat_seconds=cfg.heartbeat_seconds,
+        recover_dead=cfg.recover_dead,
+        name=name,
+    )

@@ -5,7 +5,8 @@ Owns reading a time filter (:func:`parse_since`) and a severity floor (:func:`mi
 from text, and the summaries the page draws: counts per hour (:func:`hourly`), a host's peers
 in the order it first reached them (:func:`host_peers`), the score histogram of the stored
 alerts (:func:`score_histogram`) and the flow alerts underneath an incident
-(:func:`incident_alerts`). The listings themselves
+(:func:`incident_alerts`). Several databases (one per daemon sharing the work) read as one:
+:func:`alerts_of`, :func:`incidents_of`. The listings themselves
 (:func:`netanomd.sinks.sqlite.query_incidents`, :func:`netanomd.sinks.sqlite.alert_page`) stay
 next to the schema that writes them.
 """
@@ -14,13 +15,15 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from netanomd.errors import InputError
 from netanomd.sinks.sqlite import (
     AlertQuery,
     IncidentQuery,
+    Page,
     StoredAlert,
     StoredIncident,
     _open_existing,
@@ -28,9 +31,62 @@ from netanomd.sinks.sqlite import (
     query_incidents,
 )
 
+T = TypeVar("T")
+
 HOUR = 3600.0
 #: Flow times below this are relative seconds (some captures), not dates: left out of charts.
 ABSOLUTE = 1e9
+
+
+def merge_pages(
+    pages: Sequence[Page[T]], ident: Callable[[T], str], rank: Callable[[T], Any], limit: int | None
+) -> Page[T]:
+    """Complete pages (every match) of the same listing from several databases as one: each
+    item once (by ``ident``; a flow scored by two daemons, once each, is one alert), ordered by
+    ``rank``, at most ``limit``, with the total of distinct matches."""
+    seen: dict[str, T] = {}
+    for page in pages:
+        for item in page.items:
+            seen.setdefault(ident(item), item)
+    dupes = sum(len(p.items) for p in pages) - len(seen)
+    items = sorted(seen.values(), key=rank)[:limit]
+    spans = [p.span for p in pages if p.span is not None]
+    span = (min(s[0] for s in spans), max(s[1] for s in spans)) if spans else None
+    total = sum(p.total for p in pages) - dupes
+    return Page(items, total, sum(p.hidden_by_time for p in pages), span)
+
+
+#: How ``alert_page`` orders (its ``order``), as a sort key over the stored alerts.
+_ALERT_RANK: dict[str, Callable[[StoredAlert], Any]] = {
+    "score": lambda a: (-a.score, a.ts if a.ts is not None else 0.0),
+    "ts": lambda a: (-(a.ts if a.ts is not None else 0.0), -a.score),
+}
+
+
+def alerts_of(
+    paths: Sequence[str | os.PathLike[str]],
+    query: AlertQuery,
+    *,
+    limit: int | None = None,
+    order: str = "score",
+) -> Page[StoredAlert]:
+    """:func:`~netanomd.sinks.sqlite.alert_page` over several databases, merged."""
+    if len(paths) == 1:
+        return alert_page(paths[0], query, limit=limit, order=order)
+    # Every match of each: the distinct total needs them all (read once per command).
+    pages = [alert_page(p, query, limit=None, order=order) for p in paths]
+    return merge_pages(pages, lambda a: a.alert_id, _ALERT_RANK[order], limit)
+
+
+def incidents_of(
+    paths: Sequence[str | os.PathLike[str]], query: IncidentQuery, *, limit: int | None = None
+) -> Page[StoredIncident]:
+    """:func:`~netanomd.sinks.sqlite.query_incidents` over several databases, merged (newest
+    last seen first)."""
+    if len(paths) == 1:
+        return query_incidents(paths[0], query, limit=limit)
+    pages = [query_incidents(p, query, limit=None) for p in paths]
+    return merge_pages(pages, lambda i: i.incident_id, lambda i: -i.last_seen, limit)
 
 
 def parse_since(text: str, option: str = "--since") -> float:
