@@ -58,6 +58,7 @@ from netanomd.behaviour.windows import (
     PROBE_KINDS,
     ROLES,
     Closed,
+    empty_frame,
     hash_strings,
 )
 
@@ -404,6 +405,8 @@ def anomaly_scores(
 
 def detect(closed: Closed, thr: Thresholds) -> pd.DataFrame:
     """Named detections for the closed windows, one row each (columns :data:`DETECTION_COLUMNS`)."""
+    if not len(closed.hosts) and not len(closed.pairs):  # most batches close no window
+        return empty_frame(DETECTION_COLUMNS)
     out: list[pd.DataFrame] = []
     hw = closed.hosts[closed.hosts["scale"].isin(thr.scales.tolist())]
     hw = hw.reset_index(drop=True)
@@ -498,7 +501,7 @@ def detect(closed: Closed, thr: Thresholds) -> pd.DataFrame:
             rows["feature"] = feature[hit]
             out.append(rows)
     if not out:
-        return pd.DataFrame({c: [] for c in DETECTION_COLUMNS}, columns=list(DETECTION_COLUMNS))
+        return empty_frame(DETECTION_COLUMNS)
     return pd.concat(out, ignore_index=True)
 
 
