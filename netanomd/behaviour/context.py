@@ -15,10 +15,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
 
 from netanomd.behaviour import reasons
 from netanomd.behaviour.detectors import Thresholds
+from netanomd.behaviour.windows import Context
 from netanomd.flow import FlowBatch
 
 #: Fewest failed attempts at one peer and port before they are worth a sentence.
@@ -37,15 +37,15 @@ class ContextPart:
 
 
 def for_alerts(
-    context: pd.DataFrame, rows: np.ndarray, batch: FlowBatch, thresholds: Thresholds
+    context: Context, rows: np.ndarray, batch: FlowBatch, thresholds: Thresholds
 ) -> list[tuple[ContextPart, ...]]:
     """Host context for the alerted ``rows`` of ``batch``, in their order, from the context rows
     the windows gave for them (rows without any are given none)."""
     out: list[tuple[ContextPart, ...]] = [() for _ in range(len(rows))]
-    if not len(rows) or not len(context):
+    if not len(rows) or not len(context["row"]):
         return out
     # each row's last context row (a row split across pieces is given again), as numpy arrays
-    row = context["row"].to_numpy(dtype=np.int64)
+    row = np.asarray(context["row"], dtype=np.int64)
     uniq, from_end = np.unique(row[::-1], return_index=True)
     last = len(row) - 1 - from_end
     want = np.asarray(rows, dtype=np.int64)
@@ -54,7 +54,7 @@ def for_alerts(
     at = last[pos[have]]
 
     def c(name: str, dtype: type) -> np.ndarray:
-        return np.asarray(context[name].to_numpy(dtype=dtype)[at])
+        return np.asarray(context[name], dtype=dtype)[at]
 
     wide = float(c("new_peers_window", float)[0]) if len(at) else 0.0
     near = float(c("near_window", float)[0]) if len(at) else 0.0

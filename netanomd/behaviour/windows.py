@@ -238,6 +238,18 @@ def empty_frame(columns: tuple[str, ...]) -> pd.DataFrame:
 
 
 Columns = dict[str, "np.ndarray | list[object]"]
+#: Originator context (:data:`CONTEXT_COLUMNS`), a numpy array per column.
+Context = dict[str, np.ndarray]
+
+
+def _context_of(parts: list[Context]) -> Context:
+    """One context of ``parts`` in order (no parts: every column empty)."""
+    full = [p for p in parts if len(p["row"])]
+    if len(full) == 1:
+        return full[0]
+    if not full:
+        return {c: np.zeros(0, np.int64 if c == "row" else np.float64) for c in CONTEXT_COLUMNS}
+    return {c: np.concatenate([p[c] for p in full]) for c in CONTEXT_COLUMNS}
 
 
 def _frame_of(parts: list[Columns], columns: tuple[str, ...]) -> pd.DataFrame:
@@ -402,9 +414,11 @@ class _Scale:
         np.minimum.at(self.first, slot, ts)
         np.maximum.at(self.last, slot, end)
         self.active[u] = True
-        k = len(_SKETCHES)
-        for i, (rows, hashes) in enumerate(sketch_rows):
-            self.hll.add(rows * k + i, hashes)
+        k = len(_SKETCHES)  # every sketch's items in one add
+        self.hll.add(
+            np.concatenate([rows * k + i for i, (rows, _) in enumerate(sketch_rows)]),
+            np.concatenate([hashes for _, hashes in sketch_rows]),
+        )
         self._merge_pairs(seg_pairs)
 
     def _merge_pairs(self, new: _Pairs) -> None:
@@ -650,8 +664,30 @@ class HostWindows:
         base = self.scales[0]
         minute = np.floor(t / base).astype(np.int64)
         cuts = np.flatnonzero(np.diff(minute)) + 1
-        found: list[Columns] = []
+        found: list[Context] = []
         emitted: list[tuple[Columns, Columns]] = []
+        # every role's row of every flow (3n), tiled once; a segment takes its rows of them
+        per_row = [
+            slots,
+            sums3,
+            np.tile(ts, 3),
+            np.tile(end, 3),
+            peers_h,
+            peers_s,
+            ports3,
+            np.tile(pcode, 3),
+            np.tile(orig_p, 3),
+            np.tile(ob <= 0, 3),
+            np.tile(probe, 3),
+            np.tile(unans, 3),
+            np.tile(short, 3),
+            pkey,
+            newkey,
+            np.tile(uids, 3),
+            np.tile(cids, 3),
+        ]
+        p_hash3, t3 = np.tile(p_hash, 3), np.tile(t, 3)
+        want3 = np.concatenate([want, np.zeros(2 * n, np.bool_)])
         for a, b in zip(np.r_[0, cuts], np.r_[cuts, n], strict=True):
             rows = np.concatenate([np.arange(a, b) + r * n for r in range(3)])
             rows = rows[keep[rows]]
@@ -661,33 +697,22 @@ class HostWindows:
                     if sc.active.any():
                         emitted.append(self._emit(sc))
                     sc.bucket = bk
+            whole = len(rows) == 3 * n  # the usual live batch: one segment, no multicast
+
+            def pick(x: np.ndarray, rows: np.ndarray = rows, whole: bool = whole) -> np.ndarray:
+                return x if whole else x[rows]
+
             self._add_segment(
                 rows,
-                slots[rows],
-                sums3[rows],
-                np.tile(ts, 3)[rows],
-                np.tile(end, 3)[rows],
-                peers_h[rows],
-                peers_s[rows],
-                ports3[rows],
-                np.tile(pcode, 3)[rows],
-                np.tile(orig_p, 3)[rows],
-                np.tile(ob <= 0, 3)[rows],
-                np.tile(probe, 3)[rows],
-                np.tile(unans, 3)[rows],
-                np.tile(short, 3)[rows],
-                pkey[rows],
-                newkey[rows],
-                np.tile(uids, 3)[rows],
-                np.tile(cids, 3)[rows],
-                p_hash_all=np.tile(p_hash, 3)[rows],
-                when=np.tile(t, 3)[rows],
-                want=(rows < n) & want[np.minimum(rows, n - 1)],
+                *(pick(x) for x in per_row),
+                p_hash_all=pick(p_hash3),
+                when=pick(t3),
+                want=pick(want3),
                 found=found,
             )
         self.clock = float(t[-1])
         closed = self._closed(emitted)
-        closed.context = _frame_of(found, CONTEXT_COLUMNS)
+        closed.context = _context_of(found)
         return closed
 
     def flush(self) -> Closed:
@@ -725,7 +750,7 @@ class HostWindows:
         p_hash_all: np.ndarray,
         when: np.ndarray,
         want: np.ndarray,
-        found: list[Columns],
+        found: list[Context],
     ) -> None:
         # New peers: distinct (host, peer) pairs of this segment never seen before.
         uk, first_i = np.unique(newkey, return_index=True)
@@ -839,7 +864,7 @@ class HostWindows:
         want: np.ndarray,
         new_peer: np.ndarray,
         firsts: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray],
-    ) -> Columns:
+    ) -> Context:
         """Originator context of the ``want`` rows of a segment, counting the segment's flows up
         to and including each one (rows are in arrival order) on top of the open windows;
         ``firsts`` are each pair's first record here (row, source port, start, protocol, short
@@ -935,7 +960,7 @@ class Closed:
 
     hosts: pd.DataFrame
     pairs: pd.DataFrame
-    context: pd.DataFrame = field(default_factory=lambda: empty_frame(CONTEXT_COLUMNS))
+    context: Context = field(default_factory=lambda: _context_of([]))
 
     @staticmethod
     def concat(parts: list[Closed]) -> Closed:
@@ -943,7 +968,7 @@ class Closed:
         return Closed(
             _concat([p.hosts for p in parts], WINDOW_COLUMNS),
             _concat([p.pairs for p in parts], PAIR_COLUMNS),
-            _concat([p.context for p in parts], CONTEXT_COLUMNS),
+            _context_of([p.context for p in parts]),
         )
 
     @staticmethod
