@@ -51,6 +51,7 @@ DEFAULT_SCALES: tuple[float, ...] = (60.0, 600.0, 3600.0)
 
 #: Conn states in which the responder never answered with data (Zeek conn.log docs).
 UNANSWERED_STATES = ("S0", "REJ", "RSTOS0", "RSTRH", "SH", "SHR")
+_UNANSWERED = pa.array(UNANSWERED_STATES)
 #: A "short" connection moves less payload than this each way: a login attempt or a probe, not a
 #: transfer (brute force is many short connections to one service).
 SHORT_BYTES = 10_000
@@ -179,7 +180,7 @@ def unanswered_mask(batch: FlowBatch) -> np.ndarray:
     addresses do not count (nobody is meant to answer)."""
     states = batch.column("conn_state")
     unans = np.asarray(
-        pc.fill_null(pc.is_in(states, value_set=pa.array(UNANSWERED_STATES)), False).to_numpy(
+        pc.fill_null(pc.is_in(states, value_set=_UNANSWERED), False).to_numpy(
             zero_copy_only=False
         ),
         np.bool_,
@@ -296,13 +297,14 @@ def retried(
 
 
 class _Bloom:
-    """Two-generation Bloom filter of 64-bit keys (2 probes), ``2**bits`` one-byte cells each."""
+    """Two-generation Bloom filter of 64-bit keys (2 probes), ``2**bits`` cells each, one bit a
+    cell (8 cells a byte: 1 MiB for the default 2**23, so a batch's probes stay in cache)."""
 
     def __init__(self, bits: int) -> None:
         self.mask = np.uint64((1 << bits) - 1)
         self.bits = bits
-        self.cur = np.zeros(1 << bits, dtype=np.bool_)
-        self.old = np.zeros(1 << bits, dtype=np.bool_)
+        self.cur = np.zeros(max(1, (1 << bits) // 8), dtype=np.uint8)
+        self.old = np.zeros_like(self.cur)
         self.filled = 0
 
     def _probes(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -310,16 +312,22 @@ class _Bloom:
         b = ((keys >> np.uint64(32)) & self.mask).astype(np.int64)
         return a, b
 
+    @staticmethod
+    def _has(cells: np.ndarray, at: np.ndarray) -> np.ndarray:
+        return np.asarray((cells[at >> 3] >> (at & 7).astype(np.uint8)) & 1, dtype=np.bool_)
+
     def seen_then_add(self, keys: np.ndarray) -> np.ndarray:
         """For distinct ``keys``: whether each was present; all are added."""
         a, b = self._probes(keys)
-        seen = (self.cur[a] & self.cur[b]) | (self.old[a] & self.old[b])
+        seen = (self._has(self.cur, a) & self._has(self.cur, b)) | (
+            self._has(self.old, a) & self._has(self.old, b)
+        )
         self.filled += int(np.count_nonzero(~seen))
-        self.cur[a] = True
-        self.cur[b] = True
+        both = np.concatenate([a, b])
+        np.bitwise_or.at(self.cur, both >> 3, np.left_shift(1, both & 7).astype(np.uint8))
         if self.filled > (1 << self.bits) // 8:  # ~2.5% false "seen" at this fill
             self.old, self.cur = self.cur, self.old
-            self.cur[:] = False
+            self.cur[:] = 0
             self.filled = 0
         return np.asarray(seen)
 
@@ -584,10 +592,10 @@ class HostWindows:
             want[np.asarray(context, dtype=np.int64)] = True
         if n == 0:
             return Closed.empty()
-        distinct = sum(
-            int(pc.count_distinct(batch.column(c)).as_py()) for c in ("orig_h", "resp_h", "resp_p")
-        )
-        if n > 1 and distinct > self.max_hosts // 2:  # keep every piece's hosts within the table
+        # keep every piece's hosts within the table (a batch of few flows cannot hold that many:
+        # not counted)
+        many = 3 * n > self.max_hosts // 2
+        if n > 1 and many and self._distinct(batch) > self.max_hosts // 2:
             half = n // 2
             first = self.update(batch.slice(0, half), context=np.flatnonzero(want[:half]))
             second = self.update(batch.slice(half), context=np.flatnonzero(want[half:]))
@@ -714,6 +722,12 @@ class HostWindows:
         closed = self._closed(emitted)
         closed.context = _context_of(found)
         return closed
+
+    @staticmethod
+    def _distinct(batch: FlowBatch) -> int:
+        """Distinct originators, responders and ports of ``batch`` (bounds its host slots)."""
+        cols = ("orig_h", "resp_h", "resp_p")
+        return sum(int(pc.count_distinct(batch.column(c)).as_py()) for c in cols)
 
     def flush(self) -> Closed:
         """Close every open window (end of a stream)."""
