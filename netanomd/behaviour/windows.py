@@ -180,9 +180,7 @@ def unanswered_mask(batch: FlowBatch) -> np.ndarray:
     addresses do not count (nobody is meant to answer)."""
     states = batch.column("conn_state")
     unans = np.asarray(
-        pc.fill_null(pc.is_in(states, value_set=_UNANSWERED), False).to_numpy(
-            zero_copy_only=False
-        ),
+        pc.fill_null(pc.is_in(states, value_set=_UNANSWERED), False).to_numpy(zero_copy_only=False),
         np.bool_,
     )
     unans &= batch.numeric("resp_bytes") <= 0  # Zeek's state can miss a reply that carried data
