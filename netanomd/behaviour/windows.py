@@ -928,9 +928,9 @@ class HostWindows:
         }
         for c, name in enumerate(_SUMS):
             cols[name] = sc.sums[act, c]
+        est = sc.hll.estimate((act[:, None] * k + np.arange(k)[None, :]).ravel()).reshape(-1, k)
         for i, name in enumerate(_SKETCHES):
-            est = sc.hll.estimate(act * k + i)
-            cols[name] = np.minimum(est, sc.sums[act, 0])  # never more distinct than flows
+            cols[name] = np.minimum(est[:, i], sc.sums[act, 0])  # never more distinct than flows
         cols["uids"] = [[u for u in row if u] for row in self._uids[act].tolist()]
         cols["community_ids"] = [[c for c in row if c] for row in self._cids[act].tolist()]
         pairs = self._pair_rows(sc)
