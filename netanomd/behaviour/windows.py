@@ -968,7 +968,8 @@ class HostWindows:
 @dataclass
 class Closed:
     """Windows that closed: one row per host window, and the pairs that were busy in them;
-    with the originator context of the flows an update was asked about."""
+    with the originator context of the flows an update was asked about (:data:`Context`: a
+    numpy array per column, no frame: it is made for every batch with alerts)."""
 
     hosts: pd.DataFrame
     pairs: pd.DataFrame
