@@ -93,7 +93,7 @@ def test_defaults() -> None:
         ),
     )
     p = cfg.pipeline
-    assert (p.batch_size, p.batch_timeout_ms, p.queue_size) == (1024, 200, 65536)
+    assert (p.batch_size, p.batch_timeout_ms, p.queue_size) == (1024, 20, 65536)
     assert (p.on_full, p.dedup_community_id, p.dedup_window_seconds) == ("drop_oldest", True, 120)
     assert cfg.sinks.sqlite.enabled and cfg.sinks.sqlite.path == "/var/lib/netanomd/alerts.db"
     assert not cfg.sinks.elasticsearch.enabled

@@ -15,10 +15,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
 
 from netanomd.behaviour import reasons
 from netanomd.behaviour.detectors import Thresholds
+from netanomd.behaviour.windows import Context
 from netanomd.flow import FlowBatch
 
 #: Fewest failed attempts at one peer and port before they are worth a sentence.
@@ -37,22 +37,30 @@ class ContextPart:
 
 
 def for_alerts(
-    context: pd.DataFrame, rows: np.ndarray, batch: FlowBatch, thresholds: Thresholds
+    context: Context, rows: np.ndarray, batch: FlowBatch, thresholds: Thresholds
 ) -> list[tuple[ContextPart, ...]]:
     """Host context for the alerted ``rows`` of ``batch``, in their order, from the context rows
     the windows gave for them (rows without any are given none)."""
     out: list[tuple[ContextPart, ...]] = [() for _ in range(len(rows))]
-    if not len(rows) or not len(context):
+    if not len(rows) or not len(context["row"]):
         return out
-    ctx = context.drop_duplicates("row", keep="last").set_index("row")
-    at = pd.Index(ctx.index).get_indexer(np.asarray(rows, dtype=np.int64))
-    have = np.flatnonzero(at >= 0)
-    c = ctx.iloc[at[have]]
-    wide = float(c["new_peers_window"].iloc[0]) if len(c) else 0.0
-    near = float(c["near_window"].iloc[0]) if len(c) else 0.0
+    # each row's last context row (a row split across pieces is given again), as numpy arrays
+    row = np.asarray(context["row"], dtype=np.int64)
+    uniq, from_end = np.unique(row[::-1], return_index=True)
+    last = len(row) - 1 - from_end
+    want = np.asarray(rows, dtype=np.int64)
+    pos = np.minimum(np.searchsorted(uniq, want), len(uniq) - 1)
+    have = np.flatnonzero(uniq[pos] == want)
+    at = last[pos[have]]
+
+    def c(name: str, dtype: type) -> np.ndarray:
+        return np.asarray(context[name], dtype=dtype)[at]
+
+    wide = float(c("new_peers_window", float)[0]) if len(at) else 0.0
+    near = float(c("near_window", float)[0]) if len(at) else 0.0
     parts: list[tuple[np.ndarray, np.ndarray, np.ndarray, str, float, np.ndarray]] = []
-    new = c["new_peer"].to_numpy(dtype=np.bool_)
-    count = c["new_peers"].to_numpy(dtype=float)
+    new = c("new_peer", np.bool_)
+    count = c("new_peers", float)
     parts.append(
         (
             new,
@@ -60,12 +68,12 @@ def for_alerts(
             count,
             "host.new_destinations",
             wide,
-            np.full(len(c), thresholds.host_limit(wide, "orig", "new_peers")),
+            np.full(len(at), thresholds.host_limit(wide, "orig", "new_peers")),
         )
     )
-    failed = c["failed_tries"].to_numpy(dtype=float)
-    retried = c["unanswered"].to_numpy(dtype=np.bool_) & (failed >= MIN_FAILED)
-    limit = np.zeros(len(c))
+    failed = c("failed_tries", float)
+    retried = c("unanswered", np.bool_) & (failed >= MIN_FAILED)
+    limit = np.zeros(len(at))
     if retried.any():  # the learned limit of each one's service (few: the failing ones)
         sub = batch.take(np.asarray(rows, dtype=np.int64)[have[retried]])
         proto = sub.column("proto").fill_null("").to_pylist()

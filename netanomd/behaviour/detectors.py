@@ -58,6 +58,7 @@ from netanomd.behaviour.windows import (
     PROBE_KINDS,
     ROLES,
     Closed,
+    empty_frame,
     hash_strings,
 )
 
@@ -181,18 +182,31 @@ class Thresholds:
     ) -> np.ndarray:
         """Per window: the population limit; with ``own``, raised to the host's own training
         maximum (times margin) if it was busier than the population."""
-        f = FEATURES.index(feature)
+        return self.limit_table(scale, role, host, (feature,), own=own)[:, 0]
+
+    def limit_table(
+        self,
+        scale: np.ndarray,
+        role: np.ndarray,
+        host: np.ndarray,
+        features: tuple[str, ...],
+        *,
+        own: bool,
+    ) -> np.ndarray:
+        """:meth:`limits` of several features at once: one column per feature (the windows'
+        scales, roles and hosts are looked up once)."""
+        f = [FEATURES.index(x) for x in features]
         si = np.searchsorted(self.scales, np.asarray(scale, dtype=float))
         roles = np.asarray(role, dtype=object)
         ri = np.select([roles == r for r in ROLES], list(range(len(ROLES))), -1)
         if (ri < 0).any():
             raise ValueError(f"unknown role {roles[ri < 0][0]!r}; roles are {ROLES}")
-        lim = np.asarray(self.host[si, ri, f], dtype=float)
+        lim = np.asarray(self.host[si, ri][:, f], dtype=float)
         if not own:
             return lim
         who = pd.Index(roles.astype(str)).str.cat(pd.Index(np.asarray(host).astype(str)), sep="|")
         ki = self._known_index.get_indexer(who)
-        mine = np.where(ki >= 0, self.known_limits[np.maximum(ki, 0), si, f], 0.0)
+        mine = np.where((ki >= 0)[:, None], self.known_limits[np.maximum(ki, 0), si][:, f], 0.0)
         return np.asarray(np.maximum(lim, mine), dtype=float)
 
     def host_limit(self, scale: float, role: str, feature: str) -> float:
@@ -394,7 +408,13 @@ def anomaly_scores(
     limit over :data:`ANOMALY_FEATURES` (1 = at the limit), with that feature, its value and
     the limit ("actual vs typical")."""
     values = np.column_stack([hosts[f].to_numpy(dtype=float) for f in ANOMALY_FEATURES])
-    limits = np.column_stack([_limits(hosts, thr, f, own=True) for f in ANOMALY_FEATURES])
+    limits = thr.limit_table(
+        hosts["scale"].to_numpy(),
+        hosts["role"].to_numpy(),
+        hosts["host"].to_numpy(),
+        ANOMALY_FEATURES,
+        own=True,
+    )
     ratios = values / limits
     best = ratios.argmax(axis=1)
     rows = np.arange(len(hosts))
@@ -404,6 +424,8 @@ def anomaly_scores(
 
 def detect(closed: Closed, thr: Thresholds) -> pd.DataFrame:
     """Named detections for the closed windows, one row each (columns :data:`DETECTION_COLUMNS`)."""
+    if not len(closed.hosts) and not len(closed.pairs):  # most batches close no window
+        return empty_frame(DETECTION_COLUMNS)
     out: list[pd.DataFrame] = []
     hw = closed.hosts[closed.hosts["scale"].isin(thr.scales.tolist())]
     hw = hw.reset_index(drop=True)
@@ -498,7 +520,7 @@ def detect(closed: Closed, thr: Thresholds) -> pd.DataFrame:
             rows["feature"] = feature[hit]
             out.append(rows)
     if not out:
-        return pd.DataFrame({c: [] for c in DETECTION_COLUMNS}, columns=list(DETECTION_COLUMNS))
+        return empty_frame(DETECTION_COLUMNS)
     return pd.concat(out, ignore_index=True)
 
 

@@ -58,7 +58,8 @@ class HllTable:
         if len(rows) == 0:
             return
         idx, rank = split_hash(hashes, self.p)
-        np.maximum.at(self.registers, (np.asarray(rows, dtype=np.int64), idx), rank)
+        cells = np.asarray(rows, dtype=np.int64) * self.m + idx  # numpy's fast 1-d ufunc.at
+        np.maximum.at(self.registers.reshape(-1), cells, rank)
 
     def merge_into(self, dst: np.ndarray, other: HllTable, src: np.ndarray) -> None:
         """Sketch ``dst[i]`` absorbs ``other``'s sketch ``src[i]`` (a union of the two sets)."""

@@ -292,8 +292,12 @@ class IncidentTracker:
 
     def update(self, detections: pd.DataFrame, now: float) -> list[Incident]:
         """Merge detections; returns the incidents opened or changed by them."""
+        return self._merge_all(detections.to_dict("records") if len(detections) else [], now)
+
+    def _merge_all(self, detections: list[dict[Any, Any]], now: float) -> list[Incident]:
+        """:meth:`update` on detection rows as dicts (:data:`DETECTION_COLUMNS` keys)."""
         changed: dict[int, Incident] = {}
-        for d in detections.to_dict("records"):
+        for d in detections:
             behaviour = str(d["behaviour"])
             family = BEHAVIOURS.get(behaviour, (behaviour, 21))[0]
             detail = str(d["detail"])
@@ -382,37 +386,52 @@ class IncidentTracker:
             return []
         t = alerts.table
         ts = alerts.numeric("ts")
-        frame = pd.DataFrame(
-            {
-                "scale": 0.0,
-                "role": "orig",
-                "host": t.column("orig_h").to_pylist(),
-                "behaviour": "anomalous flows",
-                "detail": "",
-                "peer": t.column("resp_h").to_pylist(),
-                "port": -1,
-                "proto": "",
-                "start": ts,
-                "end": ts + np.maximum(alerts.numeric("duration"), 0.0) + 1e-6,
-                "first_ts": ts,
-                "last_ts": ts,
-                "flows": 1.0,
-                "unanswered": 0.0,
-                "peers": 1.0,
-                "ports": 1.0,
-                "targets": 1.0,
-                "bytes_out": 0.0,
-                "bytes_in": 0.0,
-                "value": scores,
-                "threshold": 1.0,
-                "score": scores,
-                "period": 0.0,
-                **{k: 0.0 for k in PROBE_KINDS},
-                "uids": [[u] for u in t.column("uid").to_pylist()],
-                "community_ids": [[c] if c else [] for c in t.column("community_id").to_pylist()],
-            }
+        end = ts + np.maximum(alerts.numeric("duration"), 0.0) + 1e-6
+        fixed = {
+            "scale": 0.0,
+            "role": "orig",
+            "behaviour": "anomalous flows",
+            "detail": "",
+            "port": -1,
+            "proto": "",
+            "flows": 1.0,
+            "unanswered": 0.0,
+            "peers": 1.0,
+            "ports": 1.0,
+            "targets": 1.0,
+            "bytes_out": 0.0,
+            "bytes_in": 0.0,
+            "threshold": 1.0,
+            "period": 0.0,
+            **{k: 0.0 for k in PROBE_KINDS},
+        }
+        rows = zip(
+            t.column("orig_h").to_pylist(),
+            t.column("resp_h").to_pylist(),
+            ts.tolist(),
+            end.tolist(),
+            np.asarray(scores, dtype=np.float64).tolist(),
+            t.column("uid").to_pylist(),
+            t.column("community_id").to_pylist(),
+            strict=True,
         )
-        return self.update(frame, now)
+        records = [
+            {
+                **fixed,
+                "host": host,
+                "peer": peer,
+                "start": t0,
+                "end": t1,
+                "first_ts": t0,
+                "last_ts": t0,
+                "value": score,
+                "score": score,
+                "uids": [uid],
+                "community_ids": [cid] if cid else [],
+            }
+            for host, peer, t0, t1, score, uid, cid in rows
+        ]
+        return self._merge_all(records, now)
 
     def tick(self, now: float) -> list[Incident]:
         """Close incidents quiet for longer than :attr:`quiet` past the windows that could still

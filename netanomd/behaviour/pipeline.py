@@ -13,7 +13,6 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import numpy as np
-import pandas as pd
 
 from netanomd.behaviour.detectors import (
     DEFAULT_ANOMALY_FACTOR,
@@ -24,7 +23,7 @@ from netanomd.behaviour.detectors import (
     fit,
 )
 from netanomd.behaviour.incidents import Incident, IncidentTracker
-from netanomd.behaviour.windows import DEFAULT_SCALES, Closed, HostWindows
+from netanomd.behaviour.windows import DEFAULT_SCALES, Closed, Context, HostWindows
 from netanomd.flow import FlowBatch
 
 
@@ -73,7 +72,7 @@ class BehaviourPipeline:
 
     def update(
         self, batch: FlowBatch, context: np.ndarray | None = None
-    ) -> tuple[list[Incident], pd.DataFrame]:
+    ) -> tuple[list[Incident], Context]:
         """:meth:`process`, plus the originator context of the batch rows in ``context`` (the
         flows that alerted) as the windows saw them arrive
         (:data:`~netanomd.behaviour.windows.CONTEXT_COLUMNS`)."""

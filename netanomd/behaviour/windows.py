@@ -51,6 +51,7 @@ DEFAULT_SCALES: tuple[float, ...] = (60.0, 600.0, 3600.0)
 
 #: Conn states in which the responder never answered with data (Zeek conn.log docs).
 UNANSWERED_STATES = ("S0", "REJ", "RSTOS0", "RSTRH", "SH", "SHR")
+_UNANSWERED = pa.array(UNANSWERED_STATES)
 #: A "short" connection moves less payload than this each way: a login attempt or a probe, not a
 #: transfer (brute force is many short connections to one service).
 SHORT_BYTES = 10_000
@@ -155,7 +156,8 @@ _K2 = np.uint64(0xC2B2AE3D27D4EB4F)
 def hash_strings(values: np.ndarray) -> np.ndarray:
     """A stable 64-bit hash per string (nulls hash as the empty string)."""
     obj = np.asarray(values, dtype=object)
-    return np.asarray(pd.util.hash_array(obj, categorize=True), dtype=np.uint64)
+    # categorize=True (factorize first) gives the same hashes, ~7x slower on a batch of 200
+    return np.asarray(pd.util.hash_array(obj, categorize=False), dtype=np.uint64)
 
 
 def _mix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -178,9 +180,7 @@ def unanswered_mask(batch: FlowBatch) -> np.ndarray:
     addresses do not count (nobody is meant to answer)."""
     states = batch.column("conn_state")
     unans = np.asarray(
-        pc.fill_null(pc.is_in(states, value_set=pa.array(UNANSWERED_STATES)), False).to_numpy(
-            zero_copy_only=False
-        ),
+        pc.fill_null(pc.is_in(states, value_set=_UNANSWERED), False).to_numpy(zero_copy_only=False),
         np.bool_,
     )
     unans &= batch.numeric("resp_bytes") <= 0  # Zeek's state can miss a reply that carried data
@@ -225,8 +225,47 @@ def _running(keys: np.ndarray, values: np.ndarray) -> np.ndarray:
     return out
 
 
-def _frame(columns: tuple[str, ...]) -> pd.DataFrame:
-    return pd.DataFrame({c: [] for c in columns}, columns=list(columns))
+_EMPTY: dict[tuple[str, ...], pd.DataFrame] = {}
+
+
+def empty_frame(columns: tuple[str, ...]) -> pd.DataFrame:
+    """An empty frame of ``columns`` (a copy of one built once: building costs ~0.4 ms)."""
+    empty = _EMPTY.get(columns)
+    if empty is None:
+        empty = _EMPTY[columns] = pd.DataFrame({c: [] for c in columns}, columns=list(columns))
+    return empty.copy()
+
+
+Columns = dict[str, "np.ndarray | list[object]"]
+#: Originator context (:data:`CONTEXT_COLUMNS`), a numpy array per column.
+Context = dict[str, np.ndarray]
+
+
+def _context_of(parts: list[Context]) -> Context:
+    """One context of ``parts`` in order (no parts: every column empty)."""
+    full = [p for p in parts if len(p["row"])]
+    if len(full) == 1:
+        return full[0]
+    if not full:
+        return {c: np.zeros(0, np.int64 if c == "row" else np.float64) for c in CONTEXT_COLUMNS}
+    return {c: np.concatenate([p[c] for p in full]) for c in CONTEXT_COLUMNS}
+
+
+def _frame_of(parts: list[Columns], columns: tuple[str, ...]) -> pd.DataFrame:
+    """One frame of ``columns`` from column parts (arrays, or lists of Python objects), built
+    once rather than a frame per part and a concat."""
+    if not parts:
+        return empty_frame(columns)
+    if len(parts) == 1:
+        return pd.DataFrame(parts[0], columns=list(columns))
+    cols: dict[str, object] = {}
+    for c in columns:
+        values = [p[c] for p in parts]
+        if isinstance(values[0], list):
+            cols[c] = [v for part in values for v in part]
+        else:
+            cols[c] = np.concatenate([np.asarray(v) for v in values])
+    return pd.DataFrame(cols, columns=list(columns))
 
 
 def _attempts(records: np.ndarray) -> np.ndarray:
@@ -256,13 +295,14 @@ def retried(
 
 
 class _Bloom:
-    """Two-generation Bloom filter of 64-bit keys (2 probes), ``2**bits`` one-byte cells each."""
+    """Two-generation Bloom filter of 64-bit keys (2 probes), ``2**bits`` cells each, one bit a
+    cell (8 cells a byte: 1 MiB for the default 2**23, so a batch's probes stay in cache)."""
 
     def __init__(self, bits: int) -> None:
         self.mask = np.uint64((1 << bits) - 1)
         self.bits = bits
-        self.cur = np.zeros(1 << bits, dtype=np.bool_)
-        self.old = np.zeros(1 << bits, dtype=np.bool_)
+        self.cur = np.zeros(max(1, (1 << bits) // 8), dtype=np.uint8)
+        self.old = np.zeros_like(self.cur)
         self.filled = 0
 
     def _probes(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -270,16 +310,22 @@ class _Bloom:
         b = ((keys >> np.uint64(32)) & self.mask).astype(np.int64)
         return a, b
 
+    @staticmethod
+    def _has(cells: np.ndarray, at: np.ndarray) -> np.ndarray:
+        return np.asarray((cells[at >> 3] >> (at & 7).astype(np.uint8)) & 1, dtype=np.bool_)
+
     def seen_then_add(self, keys: np.ndarray) -> np.ndarray:
         """For distinct ``keys``: whether each was present; all are added."""
         a, b = self._probes(keys)
-        seen = (self.cur[a] & self.cur[b]) | (self.old[a] & self.old[b])
+        seen = (self._has(self.cur, a) & self._has(self.cur, b)) | (
+            self._has(self.old, a) & self._has(self.old, b)
+        )
         self.filled += int(np.count_nonzero(~seen))
-        self.cur[a] = True
-        self.cur[b] = True
+        both = np.concatenate([a, b])
+        np.bitwise_or.at(self.cur, both >> 3, np.left_shift(1, both & 7).astype(np.uint8))
         if self.filled > (1 << self.bits) // 8:  # ~2.5% false "seen" at this fill
             self.old, self.cur = self.cur, self.old
-            self.cur[:] = False
+            self.cur[:] = 0
             self.filled = 0
         return np.asarray(seen)
 
@@ -367,14 +413,18 @@ class _Scale:
         seg_pairs: _Pairs,
     ) -> None:
         u, inv = np.unique(slot, return_inverse=True)
-        for c in range(sums.shape[1]):
-            self.sums[u, c] += np.bincount(inv, weights=sums[:, c], minlength=len(u))
+        cols = sums.shape[1]  # one bincount over (slot, column) cells
+        cells = (inv[:, None] * cols + np.arange(cols)[None, :]).ravel()
+        add = np.bincount(cells, weights=sums.ravel(), minlength=len(u) * cols)
+        self.sums[u] += add.reshape(len(u), cols)
         np.minimum.at(self.first, slot, ts)
         np.maximum.at(self.last, slot, end)
         self.active[u] = True
-        k = len(_SKETCHES)
-        for i, (rows, hashes) in enumerate(sketch_rows):
-            self.hll.add(rows * k + i, hashes)
+        k = len(_SKETCHES)  # every sketch's items in one add
+        self.hll.add(
+            np.concatenate([rows * k + i for i, (rows, _) in enumerate(sketch_rows)]),
+            np.concatenate([hashes for _, hashes in sketch_rows]),
+        )
         self._merge_pairs(seg_pairs)
 
     def _merge_pairs(self, new: _Pairs) -> None:
@@ -534,17 +584,16 @@ class HostWindows:
         """Add a batch (flows in arrival order); returns the windows that closed and, for the
         batch rows in ``context`` (e.g. the flows that alerted), each one's originator context
         as it stood when the flow arrived (:data:`CONTEXT_COLUMNS`, in :attr:`Closed.context`)."""
-        out: list[Closed] = []
         n = len(batch)
         want = np.zeros(n, dtype=np.bool_)
         if context is not None and len(context):
             want[np.asarray(context, dtype=np.int64)] = True
         if n == 0:
             return Closed.empty()
-        distinct = sum(
-            int(pc.count_distinct(batch.column(c)).as_py()) for c in ("orig_h", "resp_h", "resp_p")
-        )
-        if n > 1 and distinct > self.max_hosts // 2:  # keep every piece's hosts within the table
+        # keep every piece's hosts within the table (a batch of few flows cannot hold that many:
+        # not counted)
+        many = 3 * n > self.max_hosts // 2
+        if n > 1 and many and self._distinct(batch) > self.max_hosts // 2:
             half = n // 2
             first = self.update(batch.slice(0, half), context=np.flatnonzero(want[:half]))
             second = self.update(batch.slice(half), context=np.flatnonzero(want[half:]))
@@ -578,8 +627,12 @@ class HostWindows:
         ob = np.maximum(batch.numeric("orig_bytes"), 0.0)
         rb = np.maximum(batch.numeric("resp_bytes"), 0.0)
         short = (ob < SHORT_BYTES) & (rb < SHORT_BYTES)
-        pcode = np.array([PROTO_CODE.get(x, 0) for x in proto.tolist()], dtype=np.int64)
-        svc = np.char.add(np.char.add(proto.astype(str), "/"), svc_port.astype(str)).astype(object)
+        pcode = np.zeros(n, dtype=np.int64)
+        for name, code in PROTO_CODE.items():
+            pcode[proto == name] = code
+        svc = np.array(
+            [f"{p}/{q}" for p, q in zip(proto.tolist(), svc_port.tolist(), strict=True)], object
+        )
 
         h_orig, h_resp, h_svc = hash_strings(orig_h), hash_strings(resp_h), hash_strings(svc)
         p_hash = h_svc  # the service "proto/port" identifies a port
@@ -617,7 +670,30 @@ class HostWindows:
         base = self.scales[0]
         minute = np.floor(t / base).astype(np.int64)
         cuts = np.flatnonzero(np.diff(minute)) + 1
-        found: list[pd.DataFrame] = []
+        found: list[Context] = []
+        emitted: list[tuple[Columns, Columns]] = []
+        # every role's row of every flow (3n), tiled once; a segment takes its rows of them
+        per_row = [
+            slots,
+            sums3,
+            np.tile(ts, 3),
+            np.tile(end, 3),
+            peers_h,
+            peers_s,
+            ports3,
+            np.tile(pcode, 3),
+            np.tile(orig_p, 3),
+            np.tile(ob <= 0, 3),
+            np.tile(probe, 3),
+            np.tile(unans, 3),
+            np.tile(short, 3),
+            pkey,
+            newkey,
+            np.tile(uids, 3),
+            np.tile(cids, 3),
+        ]
+        p_hash3, t3 = np.tile(p_hash, 3), np.tile(t, 3)
+        want3 = np.concatenate([want, np.zeros(2 * n, np.bool_)])
         for a, b in zip(np.r_[0, cuts], np.r_[cuts, n], strict=True):
             rows = np.concatenate([np.arange(a, b) + r * n for r in range(3)])
             rows = rows[keep[rows]]
@@ -625,40 +701,42 @@ class HostWindows:
                 bk = int(np.floor(t[a] / sc.width))
                 if bk != sc.bucket:
                     if sc.active.any():
-                        out.append(self._emit(sc))
+                        emitted.append(self._emit(sc))
                     sc.bucket = bk
+            whole = len(rows) == 3 * n  # the usual live batch: one segment, no multicast
+
+            def pick(x: np.ndarray, rows: np.ndarray = rows, whole: bool = whole) -> np.ndarray:
+                return x if whole else x[rows]
+
             self._add_segment(
                 rows,
-                slots[rows],
-                sums3[rows],
-                np.tile(ts, 3)[rows],
-                np.tile(end, 3)[rows],
-                peers_h[rows],
-                peers_s[rows],
-                ports3[rows],
-                np.tile(pcode, 3)[rows],
-                np.tile(orig_p, 3)[rows],
-                np.tile(ob <= 0, 3)[rows],
-                np.tile(probe, 3)[rows],
-                np.tile(unans, 3)[rows],
-                np.tile(short, 3)[rows],
-                pkey[rows],
-                newkey[rows],
-                np.tile(uids, 3)[rows],
-                np.tile(cids, 3)[rows],
-                p_hash_all=np.tile(p_hash, 3)[rows],
-                when=np.tile(t, 3)[rows],
-                want=(rows < n) & want[np.minimum(rows, n - 1)],
+                *(pick(x) for x in per_row),
+                p_hash_all=pick(p_hash3),
+                when=pick(t3),
+                want=pick(want3),
                 found=found,
             )
         self.clock = float(t[-1])
-        closed = Closed.concat(out)
-        closed.context = pd.concat(found, ignore_index=True) if found else _frame(CONTEXT_COLUMNS)
+        closed = self._closed(emitted)
+        closed.context = _context_of(found)
         return closed
+
+    @staticmethod
+    def _distinct(batch: FlowBatch) -> int:
+        """Distinct originators, responders and ports of ``batch`` (bounds its host slots)."""
+        cols = ("orig_h", "resp_h", "resp_p")
+        return sum(int(pc.count_distinct(batch.column(c)).as_py()) for c in cols)
 
     def flush(self) -> Closed:
         """Close every open window (end of a stream)."""
-        return Closed.concat([self._emit(sc) for sc in self._scales if sc.active.any()])
+        return self._closed([self._emit(sc) for sc in self._scales if sc.active.any()])
+
+    @staticmethod
+    def _closed(emitted: list[tuple[Columns, Columns]]) -> Closed:
+        return Closed(
+            _frame_of([h for h, _ in emitted], WINDOW_COLUMNS),
+            _frame_of([p for _, p in emitted if len(p["scale"])], PAIR_COLUMNS),
+        )
 
     def _add_segment(
         self,
@@ -684,7 +762,7 @@ class HostWindows:
         p_hash_all: np.ndarray,
         when: np.ndarray,
         want: np.ndarray,
-        found: list[pd.DataFrame],
+        found: list[Context],
     ) -> None:
         # New peers: distinct (host, peer) pairs of this segment never seen before.
         uk, first_i = np.unique(newkey, return_index=True)
@@ -798,7 +876,7 @@ class HostWindows:
         want: np.ndarray,
         new_peer: np.ndarray,
         firsts: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray],
-    ) -> pd.DataFrame:
+    ) -> Context:
         """Originator context of the ``want`` rows of a segment, counting the segment's flows up
         to and including each one (rows are in arrival order) on top of the open windows;
         ``firsts`` are each pair's first record here (row, source port, start, protocol, short
@@ -822,26 +900,24 @@ class HostWindows:
         tries = tries + _running(pkey, starts)
         failed = failed + _running(pkey, starts & unans)
         w = np.flatnonzero(want)
-        return pd.DataFrame(
-            {
-                "row": rows[w],
-                "new_peer": new_peer[w],
-                "new_peers": new_peers[w],
-                "new_peers_window": wide.width,
-                "unanswered": unans[w],
-                "tries": tries[w],
-                "failed_tries": failed[w],
-                "probe": probe[w],
-                "probes": probes[w],
-                "near_window": near.width,
-            },
-            columns=list(CONTEXT_COLUMNS),
-        )
+        return {
+            "row": rows[w],
+            "new_peer": new_peer[w],
+            "new_peers": new_peers[w],
+            "new_peers_window": np.full(len(w), wide.width),
+            "unanswered": unans[w],
+            "tries": tries[w],
+            "failed_tries": failed[w],
+            "probe": probe[w],
+            "probes": probes[w],
+            "near_window": np.full(len(w), near.width),
+        }
 
-    def _emit(self, sc: _Scale) -> Closed:
+    def _emit(self, sc: _Scale) -> tuple[Columns, Columns]:
+        """The host and pair columns of ``sc``'s closing window; resets it."""
         act = np.flatnonzero(sc.active)
         k = len(_SKETCHES)
-        cols: dict[str, object] = {
+        cols: Columns = {
             "scale": np.full(len(act), sc.width),
             "role": np.array(ROLES, dtype=object)[self._role[act]],
             "host": self._host[act],
@@ -852,17 +928,16 @@ class HostWindows:
         }
         for c, name in enumerate(_SUMS):
             cols[name] = sc.sums[act, c]
+        est = sc.hll.estimate((act[:, None] * k + np.arange(k)[None, :]).ravel()).reshape(-1, k)
         for i, name in enumerate(_SKETCHES):
-            est = sc.hll.estimate(act * k + i)
-            cols[name] = np.minimum(est, sc.sums[act, 0])  # never more distinct than flows
+            cols[name] = np.minimum(est[:, i], sc.sums[act, 0])  # never more distinct than flows
         cols["uids"] = [[u for u in row if u] for row in self._uids[act].tolist()]
         cols["community_ids"] = [[c for c in row if c] for row in self._cids[act].tolist()]
-        hosts = pd.DataFrame(cols, columns=list(WINDOW_COLUMNS))
         pairs = self._pair_rows(sc)
         sc.reset()
-        return Closed(hosts, pairs)
+        return cols, pairs
 
-    def _pair_rows(self, sc: _Scale) -> pd.DataFrame:
+    def _pair_rows(self, sc: _Scale) -> Columns:
         pr = sc.pairs.take(np.flatnonzero(sc.pairs.n >= MIN_PAIR_FLOWS))
         g = np.maximum(pr.n - 1.0, 1.0)
         mean = pr.gsum / g
@@ -870,7 +945,7 @@ class HostWindows:
         with np.errstate(divide="ignore", invalid="ignore"):
             cv = np.where(mean > 0, np.sqrt(var) / mean, np.inf)
         regular = np.where(pr.n >= MIN_BEACON_EVENTS, 1.0 / (1.0 + cv), 0.0)
-        cols: dict[str, object] = {
+        cols: Columns = {
             "scale": np.full(len(pr.key), sc.width),
             "role": np.array(ROLES, dtype=object)[self._role[pr.slot]],
             "host": self._host[pr.slot],
@@ -887,28 +962,35 @@ class HostWindows:
             "period": mean,
             "regularity": regular,
         }
-        return pd.DataFrame(cols, columns=list(PAIR_COLUMNS))
+        return cols
 
 
 @dataclass
 class Closed:
     """Windows that closed: one row per host window, and the pairs that were busy in them;
-    with the originator context of the flows an update was asked about."""
+    with the originator context of the flows an update was asked about (:data:`Context`: a
+    numpy array per column, no frame: it is made for every batch with alerts)."""
 
     hosts: pd.DataFrame
     pairs: pd.DataFrame
-    context: pd.DataFrame = field(default_factory=lambda: _frame(CONTEXT_COLUMNS))
+    context: Context = field(default_factory=lambda: _context_of([]))
 
     @staticmethod
     def concat(parts: list[Closed]) -> Closed:
-        if not parts:
-            return Closed.empty()
+        """One :class:`Closed` of ``parts`` in order (empty frames add nothing)."""
         return Closed(
-            pd.concat([p.hosts for p in parts], ignore_index=True),
-            pd.concat([p.pairs for p in parts], ignore_index=True),
-            pd.concat([p.context for p in parts], ignore_index=True),
+            _concat([p.hosts for p in parts], WINDOW_COLUMNS),
+            _concat([p.pairs for p in parts], PAIR_COLUMNS),
+            _context_of([p.context for p in parts]),
         )
 
     @staticmethod
     def empty() -> Closed:
-        return Closed(_frame(WINDOW_COLUMNS), _frame(PAIR_COLUMNS))
+        return Closed(empty_frame(WINDOW_COLUMNS), empty_frame(PAIR_COLUMNS))
+
+
+def _concat(frames: list[pd.DataFrame], columns: tuple[str, ...]) -> pd.DataFrame:
+    full = [f for f in frames if len(f)]
+    if not full:
+        return empty_frame(columns)
+    return full[0] if len(full) == 1 else pd.concat(full, ignore_index=True)
