@@ -154,3 +154,25 @@ def test_incidents_command(
 
     assert main(["incidents", "--db", str(db), "--severity", "urgent"]) == 2
     assert "--severity 'urgent'" in capsys.readouterr().err
+
+
+def test_every_flow_alert_is_linked_to_its_incident(tmp_path: Path) -> None:
+    """Each stored flow alert is linked to the incident holding it (not only a sample of 10
+    uids per incident): ``alerts --incident`` lists all of an incident's flow alerts."""
+    from netanomd.commands.score import score_files
+    from netanomd.data import attack_files, demo_model
+
+    db = tmp_path / "a.db"
+    score_files(demo_model(), [str(p) for p in attack_files()], SinkSet([SQLiteSink(db)]))
+    with sqlite3.connect(db) as conn:
+        alerted = {u for (u,) in conn.execute("SELECT uid FROM alerts")}
+        linked = {u for (u,) in conn.execute("SELECT DISTINCT uid FROM incident_flows")}
+    assert len(alerted) > 900 and alerted <= linked
+    incidents = query_incidents(db, IncidentQuery()).items
+    cc = next(i for i in incidents if i.behaviour == "repeated failed connections")
+    under = query_alerts(db, incident=cc.incident_id)
+    assert len(under) > 100  # the C&C's flow alerts, where the sample holds 10
+    assert {(a.orig_h, a.resp_h) for a in under} == {(cc.host, cc.peer)}
+    # each alert sits under one incident
+    total = sum(len(query_alerts(db, incident=i.incident_id)) for i in incidents)
+    assert total == len(alerted)

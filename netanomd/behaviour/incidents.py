@@ -118,6 +118,10 @@ class Incident:
     top_peers: Counter[str] = field(default_factory=Counter)
     uids: list[str] = field(default_factory=list)
     community_ids: list[str] = field(default_factory=list)
+    #: The uids of the flow alerts the latest batch put into it, every one (``uids`` is a
+    #: sample): set by the stream, linked by the sinks, so an incident's flow alerts can all be
+    #: found (``netanomd alerts --incident``).
+    alert_uids: list[str] = field(default_factory=list)
     closed: bool = False
     #: Severity floor set by Suricata signatures on its flows (netanomd.behaviour.signed).
     signature_floor: int = 0

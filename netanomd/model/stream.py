@@ -134,11 +134,18 @@ class Stream:
                 _with_context(a, next(extra)) if there else a
                 for a, there in zip(alerts, has_context, strict=True)
             ]
+        for inc in changed.values():
+            inc.alert_uids = []
         if idx.size:
-            idx = idx[~self._in_named(batch.take(idx))]
+            idx = self._link_named(batch, idx, changed)
         if idx.size:
             now = self.behaviour.windows.clock if self.behaviour is not None else self._clock
-            found = self.tracker.add_flow_alerts(batch.take(idx), scores[idx], now)
+            rest = batch.take(idx)
+            found = self.tracker.add_flow_alerts(rest, scores[idx], now)
+            hosts = np.asarray(rest.column("orig_h").to_pylist(), dtype=object)
+            uids = np.asarray(rest.column("uid").to_pylist(), dtype=object)
+            for inc in found:  # "anomalous flows": one incident per originator
+                inc.alert_uids = [u for u in uids[hosts == inc.host].tolist() if u]
             changed.update((i.id, i) for i in found)
         changed.update(
             (i.id, i) for i in self.signed.process(batch, self.tracker, changed.values())
@@ -150,13 +157,26 @@ class Stream:
         out = sorted(incidents, key=lambda i: i.id)
         return out if self.suppress is None else self.suppress.incidents(out)
 
-    def _in_named(self, alerts: FlowBatch) -> np.ndarray:
-        """Which alerted flows an open behaviour incident already holds."""
+    def _link_named(
+        self, batch: FlowBatch, idx: np.ndarray, changed: dict[int, Incident]
+    ) -> np.ndarray:
+        """Link the alerted rows ``idx`` of ``batch`` that an open behaviour incident already
+        holds to it (``alert_uids``; the incident is reported as updated); returns the rows
+        left for "anomalous flows"."""
+        alerts = batch.take(idx)
+        uids = np.asarray(alerts.column("uid").to_pylist(), dtype=object)
         inside = np.zeros(len(alerts), dtype=np.bool_)
         for inc in self.tracker.open.values():
-            if inc.behaviour != "anomalous flows":
-                inside |= inc.members(alerts)
-        return inside
+            if inc.behaviour == "anomalous flows":
+                continue
+            members = inc.members(alerts)
+            if members.any():
+                inside |= members
+                if inc.id not in changed:
+                    inc.alert_uids = []
+                    changed[inc.id] = inc
+                inc.alert_uids.extend(u for u in uids[members].tolist() if u)
+        return idx[~inside]
 
     def finish(self) -> list[Incident]:
         """End of the stream: close every window and incident; returns every incident."""

@@ -274,7 +274,7 @@ class SQLiteSink:
         for inc in incidents:
             sid = self.ids(inc)
             rows.append(_incident_row(inc, sid, self.ids.observer, now))
-            links.extend((sid, uid) for uid in inc.uids if uid)
+            links.extend((sid, uid) for uid in (*inc.uids, *inc.alert_uids) if uid)
         cols = ", ".join(_INCIDENT_COLUMNS)
         update = ", ".join(
             f"{c} = excluded.{c}"
