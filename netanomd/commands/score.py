@@ -49,6 +49,12 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--incidents", type=int, default=20, help="incidents to print (default 20, 0 = none)"
     )
+    add_es_arguments(p)
+    p.set_defaults(func=run)
+
+
+def add_es_arguments(p: argparse.ArgumentParser) -> None:
+    """The options that also send the alerts to Elasticsearch (read by :func:`es_sink`)."""
     p.add_argument(
         "--es-url",
         nargs="+",
@@ -64,7 +70,6 @@ def register(sub: Any) -> None:
         metavar="DIR",
         help="Elasticsearch spool directory (default: next to the alert database)",
     )
-    p.set_defaults(func=run)
 
 
 class _ScoreWriter:
@@ -154,10 +159,24 @@ def run(args: argparse.Namespace) -> int:
     model = Model.load(args.model)
     db = Path(args.db) if args.db else default_db_path()
     sinks = SinkSet([SQLiteSink(db)])
-    es = _es_sink(args, db) if args.es_url else None
+    es = es_sink(args, db) if args.es_url else None
     if es is not None:
         sinks.add(es)  # not opened: the command delivers the spool itself when scoring ends
     res = score_files(model, args.input, sinks, args.threshold, args.scores)
+    report(res, model, db, es, args.threshold, args.incidents, args.top)
+    return 0
+
+
+def report(
+    res: ScoreRun,
+    model: Model,
+    db: Path,
+    es: ElasticsearchSink | None,
+    threshold: float | None,
+    incidents: int,
+    top: int,
+) -> None:
+    """Print what scoring found: delivery, counts, then the incidents and the top flow alerts."""
     if es is not None:
         print(
             f"elasticsearch: {es.sent} alerts sent to {es.index}, {es.duplicates} already there, "
@@ -168,20 +187,19 @@ def run(args: argparse.Namespace) -> int:
     print(stats_line(res.stats))
     print(
         f"{len(res.incidents)} incidents, {res.alerts} flow alerts (model {model.model_id}, "
-        f"threshold {model.threshold_for(args.threshold):.4f}) in {res.seconds:.2f}s, "
+        f"threshold {model.threshold_for(threshold):.4f}) in {res.seconds:.2f}s, "
         f"{rate:,.0f} flows/s; stored in {db}"
     )
-    if args.incidents and res.incidents:
+    if incidents and res.incidents:
         print("incidents (most severe first):")
-        print_incidents(res.incidents, args.incidents)
-    if args.top and res.alerts:
-        print(f"top {min(args.top, res.alerts)} flow alerts:")
-        for a in query_alerts(db, limit=args.top):
+        print_incidents(res.incidents, incidents)
+    if top and res.alerts:
+        print(f"top {min(top, res.alerts)} flow alerts:")
+        for a in query_alerts(db, limit=top):
             print("  " + alert_line(a))
-    return 0
 
 
-def _es_sink(args: argparse.Namespace, db: Path) -> ElasticsearchSink:
+def es_sink(args: argparse.Namespace, db: Path) -> ElasticsearchSink:
     from netanomd.config import Option, load_config
     from netanomd.daemon.wiring import elasticsearch_sink
     from netanomd.es_client import elasticsearch_client
