@@ -45,6 +45,7 @@ def register(sub: Any) -> None:
         metavar="DIR",
         help="keep the sensor's logs in DIR, one directory per capture (default: discarded)",
     )
+    p.add_argument("--threshold", type=float, help="override the model's stored flow threshold")
     p.add_argument(
         "--incidents", type=int, default=20, help="incidents to print (default 20, 0 = none)"
     )
@@ -128,8 +129,8 @@ def run(args: argparse.Namespace) -> int:
         es = es_sink(args, db) if args.es_url else None
         if es is not None:
             sinks.add(es)  # not opened: the command delivers the spool itself when scoring ends
-        res = score_files(model, [str(p) for p in logs], sinks)
-    report(res, model, db, es, None, args.incidents, 15 if args.verbose else 0)
+        res = score_files(model, [str(p) for p in logs], sinks, args.threshold)
+    report(res, model, db, es, args.threshold, args.incidents, 15 if args.verbose else 0)
     if args.keep_logs:
         print(f"{sensor.name} logs kept in {root}/ (one directory per capture)")
     return 0

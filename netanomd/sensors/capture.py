@@ -37,5 +37,13 @@ def capture_format(path: str | Path) -> str:
     raise InputError(
         f"{path}: not a pcap or pcapng capture (first bytes {head.hex()}; a pcap starts with "
         "d4c3b2a1 or a1b2c3d4, a pcapng with 0a0d0d0a)"
-        + ("; it looks like text: score logs with 'netanomd score'" if head.isascii() else "")
+        + (
+            "; it looks like text: score logs with 'netanomd score'"
+            if all(32 <= b < 127 or b in b"\t\r\n" for b in head)
+            else ""
+        )
     )
+
+
+def _text(head: bytes) -> bool:
+    return all(32 <= b < 127 or b in b"\t\r\n" for b in head)
