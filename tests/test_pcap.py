@@ -55,6 +55,7 @@ ATTACKS = [
     ("malicious-ssh-bruteforce.pcap", "(brute force;", "147.32.80.40 opened 67 connections"),
     ("nmap-vsn.pcap", "scan;", "192.168.1.71 sent lone SYNs"),
     ("dhcp_dhcp_flood.pcap", "(UDP flood;", "UDP flood on udp/67"),
+    ("test12-icmp-portscan.pcap", "(horizontal scan;", "192.168.1.109 pinged 18 hosts"),
 ]
 
 
