@@ -116,13 +116,14 @@ def to_pcapng(pcap: Path, out: Path) -> None:
 
 @pytest.mark.usefixtures("suricata_only")
 def test_several_captures_pcapng_too_one_stream_logs_kept(
-    model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     ng = tmp_path / "ftp_bruteforce.pcapng"
     to_pcapng(PCAPS / "ftp_bruteforce.pcap", ng)
     assert capture_format(ng) == "pcapng"
-    logs = tmp_path / "logs"
-    argv = ["pcap", str(ng), str(PCAPS / "ssh_sshguess.pcap"), str(PCAPS / "ftp_bruteforce.pcap")]
+    monkeypatch.chdir(tmp_path)
+    logs = Path("logs")  # relative, as typed
+    argv = ["pcap", ng.name, str(PCAPS / "ssh_sshguess.pcap"), str(PCAPS / "ftp_bruteforce.pcap")]
     argv += ["-m", str(model), "--db", str(tmp_path / "a.db"), "--keep-logs", str(logs), "-v"]
     assert main(argv) == 0
     out = capsys.readouterr().out

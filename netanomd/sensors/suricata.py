@@ -1,12 +1,18 @@
 """Suricata 7 reading a capture into ``eve.json`` (flow and alert events, Community ID) with
-netanomd's offline configuration (``suricata-offline.yaml`` beside this module)."""
+netanomd's offline configuration (``suricata-offline.yaml`` beside this module), the events put
+in the order their flows started (Suricata writes the flows still open at the end of a capture
+in an order that changes from run to run)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import orjson
+
+from netanomd.errors import SensorError
 from netanomd.sensors.process import Progress, run_sensor
+from netanomd.sources.suricata_eve import parse_time
 
 TEMPLATE = Path(__file__).with_name("suricata-offline.yaml")
 
@@ -42,12 +48,33 @@ class Suricata:
     def read(self, capture: Path, log_dir: Path, progress: Progress | None = None) -> Path:
         """Run on ``capture`` writing into ``log_dir``; the path of its ``eve.json``."""
         log_dir.mkdir(parents=True, exist_ok=True)
+        log_dir = log_dir.resolve()  # Suricata runs in it: paths on its command line are absolute
         conf = log_dir / "suricata.yaml"
-        conf.write_text(render_config(log_dir.resolve(), self.rules))
+        conf.write_text(render_config(log_dir, self.rules))
         argv = [self.binary, "-c", str(conf), "-r", str(capture.resolve())]
-        argv += ["-l", str(log_dir.resolve()), "-k", "none"]
+        argv += ["-l", str(log_dir), "-k", "none"]
         (log_dir / "eve.json").unlink(missing_ok=True)  # Suricata appends to an old one
         if not self.rules:
             argv += ["-S", "/dev/null"]  # no rule set installed: say so, do not warn about it
         run_sensor(self.name, argv, capture, log_dir, progress)
-        return log_dir / "eve.json"
+        eve = log_dir / "eve.json"
+        sort_by_flow_start(eve)
+        return eve
+
+
+def sort_by_flow_start(eve: Path) -> None:
+    """Rewrite ``eve`` with its events in the order their flows started, a flow's alerts before
+    the flow (ties by flow id): the same capture gives the same order."""
+
+    def key(numbered: tuple[int, bytes]) -> tuple[float, int, int]:
+        num, line = numbered
+        try:
+            ev = orjson.loads(line)
+            when = ev.get("flow", {}).get("start") or ev["timestamp"]
+            return parse_time(when), ev["event_type"] != "alert", ev.get("flow_id") or 0
+        except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError, ValueError) as exc:
+            raise SensorError(f"{eve}:{num}: a Suricata event without a time: {exc}") from exc
+
+    lines = eve.read_bytes().splitlines()
+    ordered = sorted(enumerate(lines, 1), key=key)
+    eve.write_bytes(b"".join(line + b"\n" for _, line in ordered))
