@@ -32,6 +32,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "train": ("netanomd.commands.train", "fit a detector on flow files and write a model artifact"),
     "score": ("netanomd.commands.score", "score flow files; store incidents and alerts in SQLite"),
+    "pcap": (
+        "netanomd.commands.pcap",
+        "run Zeek or Suricata on captures, score their flows, show the incidents",
+    ),
     "alerts": ("netanomd.commands.alerts", "list stored flow alerts"),
     "incidents": (
         "netanomd.commands.incidents",

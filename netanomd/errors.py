@@ -25,3 +25,7 @@ class ModelError(NetanomError):
 
 class TransportError(NetanomError):
     """A peer (Zeek, Elasticsearch, Redis) could not be reached or spoke out of protocol."""
+
+
+class SensorError(NetanomError):
+    """A sensor netanomd runs itself (Zeek or Suricata reading a capture) failed."""

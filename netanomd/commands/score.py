@@ -60,6 +60,13 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--incidents", type=int, default=20, help="incidents to print (default 20, 0 = none)"
     )
+    add_allowlist_arguments(p)
+    add_es_arguments(p)
+    p.set_defaults(func=run)
+
+
+def add_es_arguments(p: argparse.ArgumentParser) -> None:
+    """The options that also send the alerts to Elasticsearch (read by :func:`es_sink`)."""
     p.add_argument(
         "--es-url",
         nargs="+",
@@ -71,21 +78,10 @@ def register(sub: Any) -> None:
     p.add_argument("--es-ca-file", help="CA certificate file for Elasticsearch TLS")
     p.add_argument("--es-namespace", default="default", help="data stream namespace")
     p.add_argument(
-        "--rules",
-        metavar="FILE",
-        help="allowlist rules (YAML), on top of the database's own and the discovery defaults",
-    )
-    p.add_argument(
-        "--no-allowlist",
-        action="store_true",
-        help="report everything: no allowlist rules, not even the discovery defaults",
-    )
-    p.add_argument(
         "--spool",
         metavar="DIR",
         help="Elasticsearch spool directory (default: next to the alert database)",
     )
-    p.set_defaults(func=run)
 
 
 class _ScoreWriter:
@@ -177,6 +173,20 @@ def print_incidents(incidents: Sequence[Incident], limit: int, indent: str = "  
         print(f"{indent}... and {len(incidents) - len(shown)} more")
 
 
+def add_allowlist_arguments(p: argparse.ArgumentParser) -> None:
+    """``--rules`` and ``--no-allowlist``, for every command that scores into a database."""
+    p.add_argument(
+        "--rules",
+        metavar="FILE",
+        help="allowlist rules (YAML), on top of the database's own and the discovery defaults",
+    )
+    p.add_argument(
+        "--no-allowlist",
+        action="store_true",
+        help="report everything: no allowlist rules, not even the discovery defaults",
+    )
+
+
 def allowlist(db: Path, rules_file: str | None = None) -> Suppressor:
     """The allowlist ``db``'s analysts keep (with the discovery defaults they left on), plus
     the rules of ``rules_file``."""
@@ -215,7 +225,7 @@ def run(args: argparse.Namespace) -> int:
     model = Model.load(args.model)
     db = Path(args.db) if args.db else default_db_path()
     sinks = SinkSet([SQLiteSink(db)])
-    es = _es_sink(args, db) if args.es_url else None
+    es = es_sink(args, db) if args.es_url else None
     if es is not None:
         sinks.add(es)  # not opened: the command delivers the spool itself when scoring ends
     if args.jobs > 1:  # the jobs' streams run in other processes, without the allowlist
@@ -227,6 +237,20 @@ def run(args: argparse.Namespace) -> int:
     else:
         suppress = None if args.no_allowlist else allowlist(db, args.rules)
         res = score_files(model, args.input, sinks, args.threshold, args.scores, suppress)
+    report(res, model, db, es, args.threshold, args.incidents, args.top)
+    return 0
+
+
+def report(
+    res: ScoreRun,
+    model: Model,
+    db: Path,
+    es: ElasticsearchSink | None,
+    threshold: float | None,
+    incidents: int,
+    top: int,
+) -> None:
+    """Print what scoring found: delivery, counts, then the incidents and the top flow alerts."""
     if es is not None:
         print(
             f"elasticsearch: {es.sent} alerts sent to {es.index}, {es.duplicates} already there, "
@@ -237,21 +261,20 @@ def run(args: argparse.Namespace) -> int:
     print(stats_line(res.stats))
     print(
         f"{len(res.incidents)} incidents, {res.alerts} flow alerts (model {model.model_id}, "
-        f"threshold {model.threshold_for(args.threshold):.4f}) in {res.seconds:.2f}s, "
+        f"threshold {model.threshold_for(threshold):.4f}) in {res.seconds:.2f}s, "
         f"{rate:,.0f} flows/s; stored in {db}"
     )
     record_suppressed(db, res)
-    if args.incidents and res.incidents:
+    if incidents and res.incidents:
         print("incidents (most severe first):")
-        print_incidents(res.incidents, args.incidents)
-    if args.top and res.alerts:
-        print(f"top {min(args.top, res.alerts)} flow alerts:")
-        for a in query_alerts(db, limit=args.top):
+        print_incidents(res.incidents, incidents)
+    if top and res.alerts:
+        print(f"top {min(top, res.alerts)} flow alerts:")
+        for a in query_alerts(db, limit=top):
             print("  " + alert_line(a))
-    return 0
 
 
-def _es_sink(args: argparse.Namespace, db: Path) -> ElasticsearchSink:
+def es_sink(args: argparse.Namespace, db: Path) -> ElasticsearchSink:
     from netanomd.config import Option, load_config
     from netanomd.daemon.wiring import elasticsearch_sink
     from netanomd.es_client import elasticsearch_client

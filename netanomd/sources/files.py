@@ -30,7 +30,7 @@ def detect_format(path: str | Path) -> str:
     if not data.strip():
         raise InputError(f"{path}: empty file")
     if b"\x00" in data[:4096]:
-        raise InputError(f"{path}: binary data, not a text log (is it a pcap? run Zeek on it)")
+        raise InputError(f"{path}: binary data, not a text log (a capture? netanomd pcap {path})")
     raw_first = data.lstrip().split(b"\n", 1)[0].rstrip(b"\r")
     try:
         first = raw_first.decode("utf-8")

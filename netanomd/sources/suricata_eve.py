@@ -11,7 +11,8 @@ integer from 0 to 65535)``). Mapping:
 
 * ``src_*`` is the originator, ``dest_*`` the responder (IPv6 addresses in their canonical
   form, as Zeek writes them: :func:`netanomd.flow.canonical_addresses`); ``proto`` is lowercased;
-  ``app_proto`` becomes ``service`` (``failed`` and absent become null).
+  ``app_proto`` becomes ``service`` (``failed`` and absent become null). ICMP has no ports:
+  ``icmp_type`` and ``icmp_code`` take their places, as Zeek puts them in ``orig_p``/``resp_p``.
 * ``flow.start`` is ``ts`` (epoch seconds; EVE's ``+0200``-style offsets are honoured);
   ``duration = flow.end - flow.start``.
 * EVE byte counts include the 14-byte Ethernet header of every packet (VERIFIED: 610 bytes =
@@ -99,6 +100,8 @@ class _Event(msgspec.Struct):
     src_port: _Port | None = None
     dest_ip: str | None = None
     dest_port: _Port | None = None
+    icmp_type: _Port | None = None
+    icmp_code: _Port | None = None
     proto: Any = ""
     app_proto: Any = None
     community_id: str | None = None
@@ -286,9 +289,13 @@ class _Columns:
                 pa.string(),
             ),
             "orig_h": pa.array(self.orig_h, pa.string()),
-            "orig_p": pa.array([e.src_port for e in evs], pa.int32()),
+            "orig_p": pa.array(
+                [e.icmp_type if e.src_port is None else e.src_port for e in evs], pa.int32()
+            ),
             "resp_h": pa.array(self.resp_h, pa.string()),
-            "resp_p": pa.array([e.dest_port for e in evs], pa.int32()),
+            "resp_p": pa.array(
+                [e.icmp_code if e.dest_port is None else e.dest_port for e in evs], pa.int32()
+            ),
             "proto": pa.array(self.proto, pa.string()),
             "service": pa.array(
                 [a if isinstance(a, str) and a != "failed" else None for a in apps], pa.string()
