@@ -25,6 +25,7 @@ import hmac
 import json
 import logging
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,7 @@ from netanomd.daemon.pipeline import Pipeline
 from netanomd.daemon.score_api import parse_body, score_json
 from netanomd.errors import ConfigError
 from netanomd.model import Model
+from netanomd.model.drift import DriftReport, model_age
 
 log = logging.getLogger(__name__)
 
@@ -184,6 +186,7 @@ class DaemonCollector:
             "Alert threshold in use",
             value=p.threshold if p.threshold is not None else model.threshold,
         )
+        yield from _drift_families(p)
         es = d.es_sink
         if es is not None:
             yield GaugeMetricFamily(
@@ -214,6 +217,43 @@ class DaemonCollector:
                 for key, value in vars(src.counters).items():
                     c.add_metric([src.name, key], value)
         yield c
+
+
+def drift_of(p: Pipeline) -> DriftReport | None:
+    """Drift of the recent flows against the model in use (None without a reservoir)."""
+    return None if p.reservoir is None else p.reservoir.recent.report(p.model, time.time())
+
+
+def _drift_families(p: Pipeline) -> Iterator[Any]:
+    trained = model_age(p.model.meta, time.time())
+    if trained is not None:
+        yield GaugeMetricFamily(
+            "netanomd_model_age_seconds", "Time since the model in use was trained", value=trained
+        )
+    report = drift_of(p)
+    if report is None:
+        return
+    yield GaugeMetricFamily(
+        "netanomd_drift_flows", "Recent flows drift is measured on", value=report.rows
+    )
+    yield GaugeMetricFamily(
+        "netanomd_drift_score_psi",
+        "Population stability index of recent scores vs the training window",
+        value=report.score_psi,
+    )
+    g = GaugeMetricFamily(
+        "netanomd_drift_feature_psi",
+        "Population stability index of recent flows vs the training window, per feature",
+        labels=["feature"],
+    )
+    for name, value in sorted(report.feature_psi.items()):
+        g.add_metric([name], value)
+    yield g
+    yield GaugeMetricFamily(
+        "netanomd_drift_flagged",
+        "1 when the traffic drifted from the training window",
+        value=float(report.flagged),
+    )
 
 
 def read_token(path: str) -> str:
@@ -288,6 +328,11 @@ class Server:
             h = self.daemon.health()
             # Unauthenticated (a container's health check): readiness only, nothing about
             # the sources, sinks or model.
+            if authorized and self.daemon.pipeline is not None:
+                drift = drift_of(self.daemon.pipeline)
+                if drift is not None:
+                    h["drift"] = drift.to_dict()
+                    h["warnings"] = [w for w in (drift.warning(),) if w]
             body = h if authorized else {"ready": h["ready"]}
             return Response(200 if h["ready"] else 503, json.dumps(body).encode())
         if not authorized:

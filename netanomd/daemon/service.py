@@ -44,6 +44,7 @@ from netanomd.decision import Alert
 from netanomd.errors import ModelError, NetanomError
 from netanomd.flow import FlowBatch
 from netanomd.model import Model
+from netanomd.model.reservoir import daemon_reservoir
 from netanomd.sdnotify import Notifier
 from netanomd.sinks import SinkSet
 from netanomd.sinks.elasticsearch import ElasticsearchSink
@@ -120,6 +121,7 @@ class Daemon:
             on_batch=self._observe,
             quarantine=state_dir / "quarantine.jsonl",
         )
+        self.pipeline.reservoir = daemon_reservoir(cfg.model, state_dir)
         self.sources = live_sources(cfg.sources, SourceContext(self.pipeline, state_dir))
         if cfg.sinks.zeek_notice.enabled:
             for sink in zeek_notice_sinks(self.sources, ids):
