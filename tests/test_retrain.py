@@ -5,8 +5,14 @@ that silences an open incident or blows the budget is refused with the reason.""
 
 from __future__ import annotations
 
+import datetime as dt
 import gzip
+import itertools
 import json
+import os
+import re
+import shutil
+import subprocess
 import threading
 import time
 import urllib.request
@@ -257,3 +263,59 @@ def _alert_uids(db: Path) -> list[tuple[str]]:
         return con.execute("SELECT uid FROM alerts").fetchall()
     finally:
         con.close()
+
+
+# ---- the weekly timer -------------------------------------------------------------------------
+SYSTEMD_DIR = Path(__file__).resolve().parent.parent / "systemd"
+RETRAIN_UNIT = SYSTEMD_DIR / "netanomd-retrain.service"
+RETRAIN_TIMER = SYSTEMD_DIR / "netanomd-retrain.timer"
+
+
+def _analyze(*args: str) -> subprocess.CompletedProcess[str]:
+    tool = shutil.which("systemd-analyze") or "/usr/bin/systemd-analyze"
+    return subprocess.run(
+        [tool, *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "LC_ALL": "C"},
+    )
+
+
+def _verifiable(tmp_path: Path, timer: str | None = None) -> list[str]:
+    """Copies of the two units, ExecStart pointed at /bin/true (netanomd is not installed)."""
+    unit = RETRAIN_UNIT.read_text()
+    exec_start = "ExecStart=/usr/bin/netanomd retrain --config /etc/netanomd/netanomd.yaml\n"
+    assert exec_start in unit
+    (tmp_path / RETRAIN_UNIT.name).write_text(unit.replace("=/usr/bin/netanomd ", "=/bin/true "))
+    (tmp_path / RETRAIN_TIMER.name).write_text(timer or RETRAIN_TIMER.read_text())
+    return [str(tmp_path / RETRAIN_UNIT.name), str(tmp_path / RETRAIN_TIMER.name)]
+
+
+def test_retrain_units_verify_clean_and_run_weekly(tmp_path: Path) -> None:
+    result = _analyze("verify", *_verifiable(tmp_path))
+    assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
+    calendar = next(
+        line.split("=", 1)[1]
+        for line in RETRAIN_TIMER.read_text().splitlines()
+        if line.startswith("OnCalendar=")
+    )
+    out = _analyze("calendar", "--iterations=3", calendar).stdout
+    stamps = [
+        dt.datetime.strptime(line.split(": ", 1)[1].strip()[4:23], "%Y-%m-%d %H:%M:%S")
+        for line in out.splitlines()
+        if "Next elapse" in line or line.strip().startswith("Iter.")
+    ]
+    assert len(stamps) == 3
+    assert {b - a for a, b in itertools.pairwise(stamps)} == {dt.timedelta(days=7)}
+    security = _analyze("security", "--offline=yes", "--no-pager", str(RETRAIN_UNIT)).stdout
+    match = re.search(
+        r"Overall exposure level for netanomd-retrain\.service: (\d+(?:\.\d+)?)", security
+    )
+    assert match is not None and float(match.group(1)) <= 1.5, security[-400:]
+
+
+def test_retrain_timer_verify_catches_mistakes(tmp_path: Path) -> None:
+    broken = RETRAIN_TIMER.read_text().replace("OnCalendar=Mon", "OnCalendar=Mnday")
+    out = _analyze("verify", *_verifiable(tmp_path, broken))
+    assert "Failed to parse calendar specification" in out.stdout + out.stderr
