@@ -22,9 +22,12 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 
+from netanomd.behaviour.incidents import Incident
 from netanomd.cli import main
+from netanomd.commands.retrain import benign_batch, open_incidents
 from netanomd.daemon.service import Daemon
 from netanomd.data import attack_files, baseline_files, demo_model
+from netanomd.feedback.store import open_store
 from netanomd.flow import FlowBatch
 from netanomd.model.store import ModelStore
 from netanomd.sdnotify import Notifier
@@ -32,6 +35,7 @@ from netanomd.sinks.incident_ids import IncidentIds
 from netanomd.sinks.sqlite import SQLiteSink
 from netanomd.sources import ReadStats
 from netanomd.sources.files import read_batches
+from netanomd.store.read import incident as stored_incident
 from tests.conftest import free_port
 from tests.waiting import wait
 
@@ -85,17 +89,9 @@ def test_candidate_that_silences_an_open_incident_is_refused(
     normal: refused, the current model kept, the candidate stored for review."""
     logs = archive(tmp_path, attack=True)
     current = store.load_current()
-    remcos = FlowBatch.concat(
-        list(read_batches([str(p) for p in attack_files() if "remcos" in p.name], ReadStats()))
-    )
-    _, alerts, incidents = current.stream().process(remcos)
-    assert any(not i.closed and i.behaviour == "brute force" for i in incidents)
     db = tmp_path / "alerts.db"
-    sink = SQLiteSink(str(db), ids=IncidentIds())
-    sink.open()
-    sink.write(alerts)
-    sink.write_incidents(incidents)
-    sink.close()
+    incidents = remcos_incidents(store, db)
+    assert any(not i.closed and i.behaviour == "brute force" for i in incidents)
     code, out = retrain(
         capsys,
         *("--store", str(store.root), "--zeek-logs", str(logs), "--db", str(db)),
@@ -111,6 +107,46 @@ def test_candidate_that_silences_an_open_incident_is_refused(
     assert refused["action"] == "refused" and refused["model"] == candidate
     assert "silence" in refused["reason"]
     assert store.stack() == [current.model_id]  # a refusal is nothing to roll back
+
+
+def remcos_incidents(store: ModelStore, db: Path) -> list[Incident]:
+    """The current model's alerts and (open) incidents on the RemcosRAT capture, written to
+    the SQLite database ``db`` as the daemon writes them."""
+    remcos = FlowBatch.concat(
+        list(read_batches([str(p) for p in attack_files() if "remcos" in p.name], ReadStats()))
+    )
+    _, alerts, incidents = store.load_current().stream().process(remcos)
+    sink = SQLiteSink(str(db), ids=IncidentIds())
+    sink.open()
+    sink.write(alerts)
+    sink.write_incidents(incidents)
+    sink.close()
+    return incidents
+
+
+def test_an_incident_marked_benign_trains_and_is_not_guarded(
+    tmp_path: Path, store: ModelStore, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The analyst marked the brute force benign: its flows join the training data, and a
+    candidate that stops reporting it is not refused for that."""
+    logs = archive(tmp_path, attack=True)
+    db = tmp_path / "alerts.db"
+    remcos_incidents(store, db)
+    brute = next(i for i in open_incidents(db) if i.behaviour == "brute force")
+    feedback = open_store(db)
+    feedback.mark_benign(stored_incident(db, brute.incident_id), "analyst", "our backup job")
+    feedback.close()
+    marked = benign_batch(db)
+    assert marked is not None and len(marked) > 100
+    assert set(marked.column("orig_h").to_pylist()) == {brute.host}
+    assert brute.incident_id not in {i.incident_id for i in open_incidents(db)}
+    code, out = retrain(
+        capsys,
+        *("--store", str(store.root), "--zeek-logs", str(logs), "--db", str(db)),
+        *("--days", "2", "--until", DAY2),
+    )
+    assert code == 0 and f", {len(marked)} marked benign) in " in out, out
+    assert "brute force of 192.168.1.107" not in out
 
 
 def test_candidate_over_the_budget_is_refused(

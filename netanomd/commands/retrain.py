@@ -6,21 +6,22 @@ Training data, the last ``--days`` days up to ``--until`` (default: today, UTC),
   ``YYYY-MM-DD.parquet``, :mod:`netanomd.model.reservoir`), which works for every source;
 * a Zeek log archive (``--zeek-logs DIR``: ``DIR/YYYY-MM-DD/conn.*.log.gz``).
 
-The candidate is trained the way the current model was (its features, detector, threshold
-rule, vetted or not, behaviour limits and incident budget), then both models score the most
-recent ``--shadow-days`` of the same traffic as fresh streams (the shadow run). The candidate
-is promoted (:mod:`netanomd.model.store`) only if
+Flows an analyst marked benign (:mod:`netanomd.feedback`, in the database below) are added
+to the training data. The candidate is trained the way the current model was (its features,
+detector, threshold rule, vetted or not, behaviour limits and incident budget), then both
+models score the most recent ``--shadow-days`` of the same traffic as fresh streams (the
+shadow run). The candidate is promoted (:mod:`netanomd.model.store`) only if
 
 * it keeps the budget: at most ``max(budget x shadow days, the current model's count)``
   incidents, and at most ``max(0.5% of the shadow flows, the current model's count)`` flow
   alerts, each with :data:`SLACK` (a quarter) on top: a day's counts are small numbers, and
   a candidate fitted on the shadow days alerts on about its quantile's share of them by
   construction; and
-* it does not silence an open incident: for every incident still open in the daemon's SQLite
-  database (``--db``, default the configuration's ``sinks.sqlite.path``) that the current
-  model reports in the shadow run (same host and behaviour; or whose flows are in it), the
-  candidate reports the same behaviour of that host (flow alerts for an "anomalous flows"
-  incident).
+* it does not silence an open incident: for every incident still open and not marked benign
+  in the daemon's SQLite database (``--db``, default the configuration's
+  ``sinks.sqlite.path``) that the current model reports in the shadow run (same host and
+  behaviour), or whose flows are in it, the candidate reports the same behaviour of that
+  host (flow alerts for an "anomalous flows" incident).
 
 Otherwise the current model stays and the command says why. Either way the candidate is kept
 in the store (``netanomd model promote`` can still promote it) and the outcome is recorded in
@@ -251,7 +252,8 @@ class OpenIncident:
 
 
 def open_incidents(db: Path) -> list[OpenIncident]:
-    """Incidents the daemon's database still has open (none when there is no database)."""
+    """Incidents the daemon's database still has open, less those an analyst marked benign
+    (none when there is no database)."""
     if not db.exists():
         return []
     try:
@@ -263,11 +265,29 @@ def open_incidents(db: Path) -> list[OpenIncident]:
                 " WHERE f.incident_id = i.incident_id) "
                 "FROM incidents i WHERE i.closed = 0"
             ).fetchall()
+            judged = con.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'feedback_actions'"
+            ).fetchone()
+            benign = {t for (t,) in con.execute(_BENIGN_VERDICTS).fetchall()} if judged else set()
         finally:
             con.close()
     except sqlite3.Error as exc:
         raise InputError(f"retrain: {db}: cannot read its open incidents ({exc})") from exc
-    return [OpenIncident(i, h, b, t, frozenset(json.loads(u or "[]"))) for i, h, b, t, u in rows]
+    return [
+        OpenIncident(i, h, b, t, frozenset(json.loads(u or "[]")))
+        for i, h, b, t, u in rows
+        if i not in benign
+    ]
+
+
+#: Incidents whose latest verdict (netanomd.feedback) is benign.
+_BENIGN_VERDICTS = """
+SELECT target FROM feedback_actions a
+WHERE action = 'benign' AND id = (
+    SELECT MAX(id) FROM feedback_actions b
+    WHERE b.target = a.target AND b.action IN ('benign', 'confirm')
+)
+"""
 
 
 @dataclass(frozen=True)
