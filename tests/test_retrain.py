@@ -16,9 +16,11 @@ import subprocess
 import threading
 import time
 import urllib.request
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
@@ -27,8 +29,10 @@ from netanomd.cli import main
 from netanomd.commands.retrain import benign_batch, open_incidents
 from netanomd.daemon.service import Daemon
 from netanomd.data import attack_files, baseline_files, demo_model
+from netanomd.errors import InputError
 from netanomd.feedback.store import open_store
 from netanomd.flow import FlowBatch
+from netanomd.model.reservoir import Reservoir, day_files, read_day
 from netanomd.model.store import ModelStore
 from netanomd.sdnotify import Notifier
 from netanomd.sinks.incident_ids import IncidentIds
@@ -355,3 +359,102 @@ def test_retrain_timer_verify_catches_mistakes(tmp_path: Path) -> None:
     broken = RETRAIN_TIMER.read_text().replace("OnCalendar=Mon", "OnCalendar=Mnday")
     out = _analyze("verify", *_verifiable(tmp_path, broken))
     assert "Failed to parse calendar specification" in out.stdout + out.stderr
+
+
+# ---- the reservoir ----------------------------------------------------------------------------
+def read_all(paths: list[Path]) -> FlowBatch:
+    return FlowBatch.concat(list(read_batches([str(p) for p in paths], ReadStats())))
+
+
+def test_reservoir_is_stratified_by_hour_and_capped(tmp_path: Path) -> None:
+    """10 flows an hour at most (per_day 240): every hour of the benign day with at least 10
+    flows keeps exactly 10, quieter hours keep all theirs; one file per flow day."""
+    day = read_all(baseline_files())
+    r = Reservoir(tmp_path / "res", per_day=240, flush_seconds=1e9)
+    no_scores = np.zeros(500)
+    for i in range(0, len(day), 500):
+        part = day.slice(i, 500)
+        r.add(part, no_scores[: len(part)], [], [])
+    assert not (tmp_path / "res").exists()  # nothing written before a flush
+    r.flush()
+    [(date, path)] = day_files(tmp_path / "res")
+    assert date == dt.date(2023, 2, 20) and path.name == "2023-02-20.parquet"
+    kept = read_day(path)
+    hours = Counter((kept.numeric("ts") // 3600).astype(int).tolist())
+    totals = Counter((day.numeric("ts") // 3600).astype(int).tolist())
+    assert hours == {h: min(10, n) for h, n in totals.items()}
+    assert len(set(kept.column("uid").to_pylist())) == len(kept)
+    assert list(kept.numeric("ts")) == sorted(kept.numeric("ts"))
+
+
+def test_reservoir_leaves_out_alerts_and_open_incidents(tmp_path: Path) -> None:
+    """The RemcosRAT capture and an hour of the benign day through the demo model: alerted
+    flows and every flow of the host in open incidents stay out, the rest is kept."""
+    model = demo_model()
+    remcos = FlowBatch.concat(
+        [
+            read_all([p for p in attack_files() if "remcos" in p.name]),
+            read_all(baseline_files()).slice(0, 1000),
+        ]
+    )
+    stream = model.stream()
+    r = Reservoir(tmp_path / "res", per_day=24_000)
+    scores, alerts, _ = stream.process(remcos)
+    open_now = list(stream.tracker.open.values())
+    assert alerts and {i.host for i in open_now} == {"192.168.1.107"}
+    r.add(remcos, scores, alerts, open_now)
+    r.flush()
+    kept = FlowBatch.concat([read_day(p) for _, p in day_files(tmp_path / "res")])
+    assert r.excluded == len(remcos) - len(kept) >= len(alerts)
+    assert "192.168.1.107" not in set(kept.column("orig_h").to_pylist())
+    assert not {a.flow.uid for a in alerts} & set(kept.column("uid").to_pylist())
+    alerted = {a.flow.uid for a in alerts}
+    clean = [
+        u
+        for u, o, p in zip(
+            remcos.column("uid").to_pylist(),
+            remcos.column("orig_h").to_pylist(),
+            remcos.column("resp_h").to_pylist(),
+            strict=True,
+        )
+        if "192.168.1.107" not in (o, p) and u not in alerted
+    ]
+    assert len(clean) > 900 and sorted(kept.column("uid").to_pylist()) == sorted(clean)
+    # the drift sample holds every flow, alerts included
+    assert r.recent.report(model, 0.0).rows == len(remcos)
+
+
+def test_reservoir_merges_after_a_restart_and_prunes_old_days(tmp_path: Path) -> None:
+    day = read_all(baseline_files())
+    remcos = read_all([p for p in attack_files() if "remcos" in p.name])
+    root = tmp_path / "res"
+    half = len(day) // 2
+    first = Reservoir(root, per_day=240_000)
+    first.add(day.slice(0, half), np.zeros(half), [], [])
+    first.flush()
+    again = Reservoir(root, per_day=240_000, keep_days=5)
+    again.add(day.slice(half), np.zeros(len(day) - half), [], [])
+    again.flush()
+    [(_, path)] = day_files(root)
+    assert sorted(read_day(path).column("uid").to_pylist()) == sorted(day.column("uid").to_pylist())
+    # Another day (the remcos capture's), then caps: one day kept, then a byte cap.
+    days = Reservoir(root, per_day=240_000, keep_days=1)
+    days.add(remcos, np.zeros(len(remcos)), [], [])
+    days.flush()
+    newest = max(dt.date(2023, 2, 20), *(d for d, _ in day_files(root)))
+    assert [d for d, _ in day_files(root)] == [newest]
+    (root / "notes.txt").write_text("not a day")
+    tiny = Reservoir(root, per_day=240_000, max_bytes=1)
+    tiny.add(day.slice(0, 100), np.zeros(100), [], [])
+    tiny.flush()
+    assert len(day_files(root)) == 1  # the newest day always stays
+    assert (root / "notes.txt").exists()
+
+
+def test_reservoir_settings_are_checked(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match=r"model.reservoir_per_day: 5 is too few"):
+        Reservoir(tmp_path, per_day=5)
+    bad = tmp_path / "2023-01-01.parquet"
+    bad.write_bytes(b"PAR1 not parquet")
+    with pytest.raises(InputError, match=r"2023-01-01.parquet: not a reservoir day file"):
+        read_day(bad)
