@@ -35,7 +35,6 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from netanomd.behaviour.incidents import Incident
-from netanomd.config import ModelConfig
 from netanomd.decision import Alert
 from netanomd.errors import InputError
 from netanomd.flow import FLOW_SCHEMA, FlowBatch
@@ -209,18 +208,6 @@ class Reservoir:
             total -= path.stat().st_size
             path.unlink(missing_ok=True)
             log.info("reservoir: %s deleted (over %d bytes)", path.name, self.max_bytes)
-
-
-def daemon_reservoir(settings: ModelConfig, state_dir: Path) -> Reservoir | None:
-    """The daemon's reservoir, ``<state_dir>/reservoir`` (None when ``reservoir_per_day`` is 0)."""
-    if not settings.reservoir_per_day:
-        return None
-    return Reservoir(
-        state_dir / "reservoir",
-        per_day=settings.reservoir_per_day,
-        keep_days=settings.reservoir_days,
-        max_bytes=settings.reservoir_max_mb << 20,
-    )
 
 
 def day_files(root: Path) -> list[tuple[dt.date, Path]]:
