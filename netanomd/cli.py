@@ -61,6 +61,14 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "netanomd.commands.ui",
         "serve the analyst's page (incidents, hosts, model, scoring, allowlist)",
     ),
+    "model": (
+        "netanomd.commands.model",
+        "the versioned model store: list, show, add, promote, roll back",
+    ),
+    "retrain": (
+        "netanomd.commands.retrain",
+        "train a candidate on recent days; promote it only if it keeps the budget",
+    ),
     "feedback": (
         "netanomd.commands.feedback",
         "export analyst feedback (verdicts, allowlist rules, judged flows)",

@@ -31,7 +31,26 @@ __all__ = [
 class ModelConfig:
     """The anomaly model."""
 
-    path: str = setting("/var/lib/netanomd/model.npz", "trained model file")
+    path: str = setting(
+        "/var/lib/netanomd/model.npz",
+        "trained model file; <store>/current follows the versioned store's promotions",
+    )
+    store: str = setting(
+        "/var/lib/netanomd",
+        "versioned model store (models/<id>.npz, the current pointer, history.jsonl) that "
+        "`netanomd model` and `netanomd retrain` manage",
+    )
+    reservoir_per_day: int = setting(
+        200_000,
+        "flows a day kept in <state_dir>/reservoir for `netanomd retrain` (a sample stratified "
+        "by hour, without alerted flows or those of open incidents); 0: keep none",
+        minimum=0,
+        maximum=100_000_000,
+    )
+    reservoir_days: int = setting(30, "days the reservoir keeps", minimum=1, maximum=3660)
+    reservoir_max_mb: int = setting(
+        1024, "the reservoir's size cap in MiB (oldest days go first)", minimum=1
+    )
     threshold: float | None = setting(
         None, "score threshold; null uses the one stored in the model"
     )

@@ -20,11 +20,11 @@ transport and its bounds are :mod:`netanomd.daemon.httpserver`'s.
 
 from __future__ import annotations
 
-import datetime as dt
 import hmac
 import json
 import logging
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -50,6 +50,7 @@ from netanomd.daemon.pipeline import Pipeline
 from netanomd.daemon.score_api import parse_body, score_json
 from netanomd.fsutil import read_token
 from netanomd.model import Model
+from netanomd.model.drift import DriftReport, trained_at
 
 log = logging.getLogger(__name__)
 
@@ -171,18 +172,19 @@ class DaemonCollector:
             "When the model in use was loaded",
             value=d.model_loaded_at,
         )
-        trained = model.meta.get("created_at")
-        if trained:
+        trained = trained_at(model.meta)
+        if trained is not None:  # its age is time() - this (Grafana's "model age")
             yield GaugeMetricFamily(
                 "netanomd_model_trained_timestamp_seconds",
                 "When the model in use was trained",
-                value=dt.datetime.fromisoformat(trained).timestamp(),
+                value=trained,
             )
         yield GaugeMetricFamily(
             "netanomd_model_threshold",
             "Alert threshold in use",
             value=p.threshold if p.threshold is not None else model.threshold,
         )
+        yield from _drift_families(p)
         es = d.es_sink
         if es is not None:
             yield GaugeMetricFamily(
@@ -213,6 +215,38 @@ class DaemonCollector:
                 for key, value in vars(src.counters).items():
                     c.add_metric([src.name, key], value)
         yield c
+
+
+def drift_of(p: Pipeline) -> DriftReport | None:
+    """Drift of the recent flows against the model in use (None without a reservoir)."""
+    return None if p.reservoir is None else p.reservoir.recent.report(p.model, time.time())
+
+
+def _drift_families(p: Pipeline) -> Iterator[Any]:
+    report = drift_of(p)
+    if report is None:
+        return
+    yield GaugeMetricFamily(
+        "netanomd_drift_flows", "Recent flows drift is measured on", value=report.rows
+    )
+    yield GaugeMetricFamily(
+        "netanomd_drift_score_psi",
+        "Population stability index of recent scores vs the training window",
+        value=report.score_psi,
+    )
+    g = GaugeMetricFamily(
+        "netanomd_drift_feature_psi",
+        "Population stability index of recent flows vs the training window, per feature",
+        labels=["feature"],
+    )
+    for name, value in sorted(report.feature_psi.items()):
+        g.add_metric([name], value)
+    yield g
+    yield GaugeMetricFamily(
+        "netanomd_drift_flagged",
+        "1 when the traffic drifted from the training window",
+        value=float(report.flagged),
+    )
 
 
 class Server:
@@ -277,6 +311,11 @@ class Server:
             h = self.daemon.health()
             # Unauthenticated (a container's health check): readiness only, nothing about
             # the sources, sinks or model.
+            if authorized and self.daemon.pipeline is not None:
+                drift = drift_of(self.daemon.pipeline)
+                if drift is not None:
+                    h["drift"] = drift.to_dict()
+                    h["warnings"] = [w for w in (drift.warning(),) if w]
             body = h if authorized else {"ready": h["ready"]}
             return Response(200 if h["ready"] else 503, json.dumps(body).encode())
         if not authorized:

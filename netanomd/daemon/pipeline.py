@@ -42,6 +42,7 @@ from netanomd.sources import Ack, Emit
 
 if TYPE_CHECKING:
     from netanomd.feedback.suppress import Suppressor
+    from netanomd.model.reservoir import Reservoir
 
 log = logging.getLogger(__name__)
 
@@ -186,6 +187,8 @@ class Pipeline:
         self._stream = model.stream()
         #: The allowlist hook given to every stream (netanomd.feedback; set by the ui section).
         self.suppress: Suppressor | None = None
+        #: The training reservoir fed with every scored batch (netanomd.model.reservoir).
+        self.reservoir: Reservoir | None = None
         self.sinks = sinks
         self.batch_size = batch_size
         self.batch_timeout = batch_timeout
@@ -349,6 +352,8 @@ class Pipeline:
             batch, scores, alerts, incidents = self._score(batch)
             if not self._deliver(alerts) or not self._deliver_incidents(incidents):
                 return  # stopping with a sink that cannot write: nothing is acknowledged
+            if self.reservoir is not None:
+                self.reservoir.add(batch, scores, alerts, self._stream.tracker.open.values())
             self.stats.scored += len(batch)
             self.stats.alerts += len(alerts)
             self.stats.batches += 1
@@ -501,6 +506,8 @@ class Pipeline:
 
     def stop(self) -> None:
         self._wake.set()
+        if self.reservoir is not None:
+            self.reservoir.flush()
         with self._lock:
             self._stopped = True
             self._intake = False

@@ -44,6 +44,7 @@ from netanomd.decision import Alert
 from netanomd.errors import ModelError, NetanomError
 from netanomd.flow import FlowBatch
 from netanomd.model import Model
+from netanomd.model.reservoir import Reservoir
 from netanomd.sdnotify import Notifier
 from netanomd.sinks import SinkSet
 from netanomd.sinks.elasticsearch import ElasticsearchSink
@@ -120,6 +121,14 @@ class Daemon:
             on_batch=self._observe,
             quarantine=state_dir / "quarantine.jsonl",
         )
+        m = cfg.model
+        if m.reservoir_per_day:  # what `netanomd retrain` trains on (netanomd.model.reservoir)
+            self.pipeline.reservoir = Reservoir(
+                state_dir / "reservoir",
+                per_day=m.reservoir_per_day,
+                keep_days=m.reservoir_days,
+                max_bytes=m.reservoir_max_mb << 20,
+            )
         self.sources = live_sources(cfg.sources, SourceContext(self.pipeline, state_dir))
         if cfg.sinks.zeek_notice.enabled:
             for sink in zeek_notice_sinks(self.sources, ids):

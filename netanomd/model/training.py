@@ -40,6 +40,7 @@ from netanomd.detectors.iforest import IsolationForestDetector
 from netanomd.errors import ModelError
 from netanomd.features import FeatureSpec, FlowFeatures, HostFeatures
 from netanomd.flow import FlowBatch
+from netanomd.model import drift
 from netanomd.model.artifact import FORMAT, FORMAT_VERSION, ID_DIGITS, Model
 from netanomd.model.operating import BehaviourLearner
 from netanomd.model.robust import DEFAULT_TRIM, fit_robust
@@ -227,6 +228,7 @@ def train(
         "training_scores": {
             q: float(np.quantile(scores, float(q))) for q in ("0.5", "0.9", "0.99", "0.999")
         },
+        "drift": drift.summarize(spec.names, X, scores).to_meta(),
     }
     operating = learner.finish()
     model = Model(
