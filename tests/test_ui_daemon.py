@@ -105,6 +105,11 @@ def test_daemon_serves_the_page_and_applies_the_allowlist(tmp_path: Path) -> Non
             if 'rule="cc-known",kind="alerts"' in line
         ]
         assert counted and counted[0] >= len(later) // 2
+        # The model page shows the recent traffic's scores (every flow, not only alerts).
+        model_page = _get(base + "/model")
+        assert "scores of recent traffic (" in model_page, model_page[-2000:]
+        sampled = d.pipeline.reservoir.recent.scores()  # type: ignore[union-attr]
+        assert f"({len(sampled):,} flows sampled" in model_page and len(sampled) >= half
         # The daemon's own Prometheus endpoint counts the same, per rule and kind.
         daemon_metrics = _get(f"http://127.0.0.1:{metrics_port}/metrics")
         assert 'netanomd_suppressed_total{kind="alerts",rule="ssdp"} 1.0' in daemon_metrics

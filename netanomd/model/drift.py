@@ -267,6 +267,13 @@ class DriftMonitor:
                 self._parts = thinned
                 self._n = sum(len(b) for _, b, _ in thinned)
 
+    def scores(self) -> np.ndarray:
+        """The sampled flows' scores (every flow, alerts or not): recent traffic's score
+        distribution, e.g. for the analyst page's model view."""
+        with self._lock:
+            parts = [s for _, _, s in self._parts]
+        return np.concatenate(parts) if parts else np.empty(0)
+
     def report(self, model: Model, now: float) -> DriftReport:
         """Drift of the recent flows against ``model``'s training window (cached for
         ``every`` seconds per model)."""

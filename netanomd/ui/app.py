@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from jinja2 import Environment, PackageLoader, select_autoescape
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -87,6 +88,8 @@ class UiSettings:
     live_model: Callable[[], Model] | None = None
     #: The daemon's allowlist hook: given the rules when they change; its counts are stored.
     suppressor: Suppressor | None = None
+    #: Scores of a sample of the recent traffic, every flow (the daemon's drift monitor).
+    recent_scores: Callable[[], np.ndarray] | None = None
 
 
 def _when(ts: float | None, fmt: str = "%Y-%m-%d %H:%M:%S") -> str:
@@ -355,7 +358,20 @@ def build_app(settings: UiSettings) -> Starlette:
             }
         else:
             markers = []
-        if rng is not None:  # the alerts' range, and the threshold: the tail they sit in
+        recent = state.settings.recent_scores() if state.settings.recent_scores else None
+        if recent is not None and len(recent) and model is not None:
+            # every flow of the recent traffic against the training quantiles and threshold
+            values = [*recent.tolist(), *(v for _, v in markers)]
+            lo, hi = min(values), max(values)
+            pad = (hi - lo) * 0.05 or 1e-3
+            counts_np, edges_np = np.histogram(recent, bins=30, range=(lo - pad, hi + pad))
+            hist = charts.histogram(
+                edges_np.tolist(),
+                counts_np.tolist(),
+                markers,
+                f"scores of recent traffic ({len(recent):,} flows sampled over the last day)",
+            )
+        elif rng is not None:  # the alerts' range, and the threshold: the tail they sit in
             lo = min(rng[0], model.threshold) if model is not None else rng[0]
             hi = max(rng[1], lo + 1e-3)
             pad = (hi - lo) * 0.05
