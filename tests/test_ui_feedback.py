@@ -388,3 +388,18 @@ def test_served_over_tls_with_a_certificate(db: Path, pki: Pki) -> None:  # noqa
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
     def redirect_request(self, *args: Any, **kwargs: Any) -> None:
         return None
+
+
+def test_config_check_refuses_the_page_beyond_loopback_without_a_token() -> None:
+    """``ui:`` bound beyond loopback needs a token (or analysts' tokens); TLS files in pairs:
+    `config check` says so before the daemon is started."""
+    from tests.test_http_endpoint import config_check
+
+    wide = ["ui.enabled=true", "ui.listen=0.0.0.0:8765"]
+    code, err = config_check(*wide)
+    assert code == 2 and "ui.listen" in err and "needs token_file or analysts_file" in err
+    assert config_check(*wide, "ui.token_file=/etc/netanomd/ui.token")[0] == 0
+    assert config_check(*wide, "ui.analysts_file=/etc/netanomd/analysts")[0] == 0
+    assert config_check("ui.enabled=true", "ui.listen=127.0.0.1:8765")[0] == 0
+    code, err = config_check("ui.enabled=true", "ui.tls_cert=/etc/netanomd/cert.pem")
+    assert code == 2 and "tls_cert: given without tls_key" in err

@@ -177,6 +177,28 @@ def _semantic_checks(data: dict[str, Any], env: Mapping[str, str]) -> Iterator[t
     metrics = sinks.get("metrics") if isinstance(sinks, dict) else None
     if isinstance(metrics, dict):
         yield from _endpoint_checks(metrics)
+    ui = data.get("ui")
+    if isinstance(ui, dict):
+        yield from _ui_checks(ui)
+
+
+def _ui_checks(ui: dict[str, Any]) -> Iterator[tuple[KeyPath, str]]:
+    """The analyst page: TLS files come in pairs; off loopback, a token to get in."""
+    cert, key = ui.get("tls_cert"), ui.get("tls_key")
+    if isinstance(cert, str) != isinstance(key, str):
+        given, other = ("tls_cert", "tls_key") if isinstance(cert, str) else ("tls_key", "tls_cert")
+        yield ("ui", given), f"given without {other} (both are needed for HTTPS)"
+    listen = ui.get("listen")
+    if not ui.get("enabled") or not isinstance(listen, str) or ":" not in listen:
+        return
+    if is_loopback(listen.rpartition(":")[0]):
+        return
+    if not isinstance(ui.get("token_file"), str) and not isinstance(ui.get("analysts_file"), str):
+        yield (
+            ("ui", "listen"),
+            f"{listen} is reachable from other hosts, so it needs token_file or analysts_file: "
+            "without a token anyone who can connect reads the incidents (or listen on 127.0.0.1)",
+        )
 
 
 def is_loopback(host: str) -> bool:
