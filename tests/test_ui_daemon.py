@@ -108,6 +108,7 @@ def test_daemon_serves_the_page_and_applies_the_allowlist(tmp_path: Path) -> Non
         # The model page shows the recent traffic's scores (every flow, not only alerts).
         model_page = _get(base + "/model")
         assert "scores of recent traffic (" in model_page, model_page[-2000:]
+        assert "Scores of recent traffic, against the training quantiles" in model_page
         sampled = d.pipeline.reservoir.recent.scores()  # type: ignore[union-attr]
         assert f"({len(sampled):,} flows sampled" in model_page and len(sampled) >= half
         # The daemon's own Prometheus endpoint counts the same, per rule and kind.

@@ -359,7 +359,8 @@ def build_app(settings: UiSettings) -> Starlette:
         else:
             markers = []
         recent = state.settings.recent_scores() if state.settings.recent_scores else None
-        if recent is not None and len(recent) and model is not None:
+        recent_traffic = recent is not None and len(recent) > 0 and model is not None
+        if recent is not None and recent_traffic:
             # every flow of the recent traffic against the training quantiles and threshold
             values = [*recent.tolist(), *(v for _, v in markers)]
             lo, hi = min(values), max(values)
@@ -390,6 +391,7 @@ def build_app(settings: UiSettings) -> Starlette:
             model_path=state.settings.model,
             model_error=state.model_error,
             hist=hist,
+            recent_traffic=recent_traffic,
             rate=charts.hourly_bars([(b.start, b.count) for b in hours], "flow alerts per hour"),
             suppressed=suppressed,
         )
