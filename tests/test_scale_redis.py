@@ -89,14 +89,25 @@ def run_shared_list(
     plist = f"{KEY}:processing:{victim}"
     try:
         wait(lambda: len(client.hgetall(f"{KEY}:consumers")) == daemons, 60, "all registered")
+        killed = False
+
+        def kill_if_holding() -> bool:
+            """SIGKILL the victim the moment it holds records it has not acknowledged."""
+            nonlocal killed, held_at_kill
+            if client.llen(plist) == 0:
+                return False
+            procs[victim].send_signal(signal.SIGKILL)
+            procs[victim].wait(10)
+            killed, held_at_kill = True, int(client.llen(plist))
+            return True
+
         for i in range(0, len(records), 25):
             client.lpush(KEY, *records[i : i + 25])  # what Suricata's `mode: list` does
             time.sleep(0.01)
-            if not held_at_kill and i > len(records) // 3:
-                wait(lambda: client.llen(plist) > 0, 30, "the victim holding records")
-                procs[victim].send_signal(signal.SIGKILL)
-                procs[victim].wait(10)
-                held_at_kill = int(client.llen(plist))
+            if not killed and i > len(records) // 3:
+                kill_if_holding()  # checked while the records keep coming, never waited on
+        if not killed:
+            wait(kill_if_holding, 30, "the victim holding records")
         if restart:  # as systemd would: it drains its Elasticsearch spool
             beat = f"{KEY}:consumer:{victim}"
             before = client.get(beat)

@@ -23,7 +23,7 @@ import numpy as np
 import pyarrow as pa
 
 from netanomd.behaviour.incidents import Incident
-from netanomd.commands.score import ScoreRun
+from netanomd.commands._scored import ScoreRun
 from netanomd.decision import Alert
 from netanomd.flow import FlowBatch
 from netanomd.model import Model

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +21,7 @@ import orjson
 from netanomd.behaviour.incidents import Incident, severity_label
 from netanomd.commands._display import alert_line, when
 from netanomd.commands._inputs import read_inputs, stats_line
+from netanomd.commands._scored import ScoreRun
 from netanomd.errors import InputError
 from netanomd.flow import FlowBatch
 from netanomd.model import Model
@@ -102,19 +102,6 @@ class _ScoreWriter:
 
     def close(self) -> None:
         self._fh.close()
-
-
-@dataclass
-class ScoreRun:
-    """What scoring some files found."""
-
-    stats: ReadStats
-    alerts: int = 0
-    seconds: float = 0.0
-    #: Every incident of the stream, closed at its end.
-    incidents: list[Incident] = field(default_factory=list)
-    #: What allowlist rules kept out: (rule, "alerts" | "incidents") -> count.
-    suppressed: dict[tuple[str, str], int] = field(default_factory=dict)
 
 
 def score_files(
