@@ -297,13 +297,14 @@ class FlowBatch:
         return np.asarray(col.to_numpy(), dtype=dtype)
 
     def placed(self) -> np.ndarray:
-        """Which flows have a start time and an originator address (bool per row): what host
-        behaviour and incidents need, and what a CICFlowMeter derivative may lack."""
+        """Which flows have a (finite) start time and an originator address (bool per row):
+        what host behaviour and incidents need, and what a CICFlowMeter derivative may lack."""
         ts, orig = self.table.column("ts"), self.table.column("orig_h")
-        if not ts.null_count and not orig.null_count:
+        finite = pc.is_finite(ts)  # null stays null: not placed
+        if not ts.null_count and not orig.null_count and pc.all(finite).as_py():
             return np.ones(len(self), dtype=np.bool_)
-        both = pc.and_(pc.is_valid(ts), pc.is_valid(orig))
-        return np.asarray(both.to_numpy(zero_copy_only=False), dtype=np.bool_)
+        both = pc.and_kleene(pc.and_kleene(pc.is_valid(ts), finite), pc.is_valid(orig))
+        return np.asarray(pc.fill_null(both, False).to_numpy(zero_copy_only=False), dtype=np.bool_)
 
     def take(self, indices: Sequence[int] | np.ndarray) -> FlowBatch:
         return FlowBatch(self.table.take(pa.array(np.asarray(indices, dtype=np.int64))))

@@ -296,3 +296,34 @@ def test_flow_alerts_carry_their_hosts_context(demo: Model, remcos: FlowBatch) -
     assert first and first[0].description == "host's 1st new destination this hour"
     counts = [c.observed for c in first if c.description.startswith("host's")]
     assert counts == sorted(counts)  # within the hour, the count only grows
+
+
+def test_a_flow_without_a_finite_time_is_scored_but_stays_out_of_host_behaviour(
+    demo: Model,
+) -> None:
+    """A flow whose start time is missing, NaN or infinite (a fuzzed or broken record) is
+    scored like any other, but it has no place in a time window: host behaviour and incidents
+    skip it instead of failing the batch."""
+    from netanomd.flow import FlowRecord
+
+    demo.reset()
+    times = [1_700_000_000.0, float("inf"), float("nan"), 1_700_000_001.0]
+    recs = [
+        FlowRecord(
+            ts=t,
+            uid=f"C{i}",
+            orig_h="10.0.0.1",
+            orig_p=40000 + i,
+            resp_h="10.0.0.2",
+            resp_p=22,
+            proto="tcp",
+            duration=0.1,
+            conn_state="S0",
+            history="S",
+        )
+        for i, t in enumerate(times)
+    ]
+    batch = FlowBatch.from_records(recs)
+    assert batch.placed().tolist() == [True, False, False, True]
+    scores, _, _ = demo.stream().process(batch, threshold=0.0)
+    assert len(scores) == 4 and np.isfinite(scores).all()

@@ -668,7 +668,8 @@ class HostWindows:
         cids = _strings(batch, "community_id")
 
         base = self.scales[0]
-        minute = np.floor(t / base).astype(np.int64)
+        # clipped: a nonsense duration (1e300 s) must not overflow the cast
+        minute = np.floor(np.clip(t / base, -(2.0**62), 2.0**62)).astype(np.int64)
         cuts = np.flatnonzero(np.diff(minute)) + 1
         found: list[Context] = []
         emitted: list[tuple[Columns, Columns]] = []
