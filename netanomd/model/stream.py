@@ -142,10 +142,14 @@ class Stream:
             now = self.behaviour.windows.clock if self.behaviour is not None else self._clock
             rest = batch.take(idx)
             found = self.tracker.add_flow_alerts(rest, scores[idx], now)
-            hosts = np.asarray(rest.column("orig_h").to_pylist(), dtype=object)
-            uids = np.asarray(rest.column("uid").to_pylist(), dtype=object)
+            by_host: dict[str, list[str]] = {}  # grouped once: one pass over the alerts
+            for host, uid in zip(
+                rest.column("orig_h").to_pylist(), rest.column("uid").to_pylist(), strict=True
+            ):
+                if uid:
+                    by_host.setdefault(host, []).append(uid)
             for inc in found:  # "anomalous flows": one incident per originator
-                inc.alert_uids = [u for u in uids[hosts == inc.host].tolist() if u]
+                inc.alert_uids = by_host.get(inc.host, [])
             changed.update((i.id, i) for i in found)
         changed.update(
             (i.id, i) for i in self.signed.process(batch, self.tracker, changed.values())
@@ -163,15 +167,18 @@ class Stream:
         """Link the alerted rows ``idx`` of ``batch`` that an open behaviour incident already
         holds to it (``alert_uids``; the incident is reported as updated); returns the rows
         left for "anomalous flows"."""
+        named = [i for i in self.tracker.open.values() if i.behaviour != "anomalous flows"]
+        if not named:
+            return idx
         alerts = batch.take(idx)
-        uids = np.asarray(alerts.column("uid").to_pylist(), dtype=object)
+        uids: np.ndarray | None = None  # read only when an incident holds some of them
         inside = np.zeros(len(alerts), dtype=np.bool_)
-        for inc in self.tracker.open.values():
-            if inc.behaviour == "anomalous flows":
-                continue
+        for inc in named:
             members = inc.members(alerts)
             if members.any():
                 inside |= members
+                if uids is None:
+                    uids = np.asarray(alerts.column("uid").to_pylist(), dtype=object)
                 if inc.id not in changed:
                     inc.alert_uids = []
                     changed[inc.id] = inc
