@@ -50,6 +50,17 @@ def uids_in(db: Path) -> set[str]:
         return {r[0] for r in con.execute("SELECT uid FROM alerts")}
 
 
+def stopped(pid: int) -> bool:
+    """Every thread of ``pid`` is stopped by a signal (state T in /proc)."""
+    states = []
+    for stat in Path(f"/proc/{pid}/task").glob("*/stat"):
+        try:
+            states.append(stat.read_text().rsplit(")", 1)[1].split()[0])
+        except FileNotFoundError:
+            continue
+    return bool(states) and all(s == "T" for s in states)
+
+
 def daemon_config(tmp: Path, model: Path, redis_url: str, es_port: int, name: str) -> Path:
     home = tmp / name
     home.mkdir()
@@ -92,13 +103,20 @@ def run_shared_list(
         killed = False
 
         def kill_if_holding() -> bool:
-            """SIGKILL the victim the moment it holds records it has not acknowledged."""
+            """SIGKILL the victim while it holds records it has not acknowledged. It is frozen
+            (SIGSTOP) first, so it cannot acknowledge between the look and the kill; when it holds
+            nothing it is let go on (SIGCONT)."""
             nonlocal killed, held_at_kill
-            if client.llen(plist) == 0:
+            proc = procs[victim]
+            proc.send_signal(signal.SIGSTOP)
+            wait(lambda: stopped(proc.pid), 10, "the victim frozen")
+            held = int(client.llen(plist))
+            if held == 0:
+                proc.send_signal(signal.SIGCONT)
                 return False
-            procs[victim].send_signal(signal.SIGKILL)
-            procs[victim].wait(10)
-            killed, held_at_kill = True, int(client.llen(plist))
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(10)
+            killed, held_at_kill = True, held
             return True
 
         for i in range(0, len(records), 25):
