@@ -81,8 +81,9 @@ def figures(results: Sequence[Result], X_test: np.ndarray | None) -> list[tuple[
         title=f"confusion ({main.model})",
     )
     bins = np.linspace(float(np.min(s)), float(np.max(s)) + 1e-9, 40) if len(s) else 10
-    ax[1].hist(s[y == 0], bins=bins, alpha=0.6, label="benign", density=True)
-    ax[1].hist(s[y == 1], bins=bins, alpha=0.6, label="malicious", density=True)
+    for cls, label in ((0, "benign"), (1, "malicious")):
+        if np.any(y == cls):  # a density of no samples is 0/0
+            ax[1].hist(s[y == cls], bins=bins, alpha=0.6, label=label, density=True)
     if main.threshold is not None:
         ax[1].axvline(main.threshold, color="k", ls="--", lw=1, label="threshold")
     ax[1].set(xlabel="score", title="score histogram (test)")
