@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 
 from netanomd.cli import main
-from netanomd.ecs import ObserverInfo, incident_document
 from netanomd.errors import InputError
 from netanomd.sinks.sqlite import IncidentQuery, query_incidents
 from netanomd.telemetry.incidents import BEHAVIOUR
 from netanomd.telemetry.series import DEFAULT_SERIES, entity_of, load_series
+from tests.es_server import FakeElasticsearch
 
 START = dt.datetime(2026, 11, 2, tzinfo=dt.UTC)
 DASHBOARD = Path(__file__).parent.parent / "grafana/netanomd-dashboard.json"
@@ -160,36 +160,37 @@ def test_series_file(tmp_path: Path) -> None:
     assert entity_of({"name": "web-1"}, "name") == "web-1"
 
 
-def test_grafana_panels_read_the_metric_incidents(tmp_path: Path) -> None:
-    """The dashboard's metric-anomaly panels query the Elasticsearch incident indices for the
-    rule name and fields a metric incident's document has."""
-    from netanomd.telemetry.csvfile import read_csv
-    from netanomd.telemetry.incidents import incidents_of
-    from netanomd.telemetry.rows import build_rows
-    from netanomd.telemetry.scoring import score_rows
-
-    csv_file = tmp_path / "c.csv"
-    times = write_metrics(csv_file, 200, dt.timedelta(minutes=1), lambda t: 500.0, range(150, 152))
-    samples, series = read_csv(csv_file)
-    rows = build_rows(samples, series)
-    res = score_rows(rows, rows.ts < times[100])
-    (inc,) = incidents_of(res.anomalies, 60.0, 300.0, times[-1])
-    doc = incident_document(inc, "abc", ObserverInfo("sensor-1", "sensor-1"))
+def test_es_delivery_and_the_grafana_panels(
+    tmp_path: Path, es: FakeElasticsearch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With --es-url the incident reaches Elasticsearch's incident indices through the existing
+    sink, and the dashboard's metric-anomaly panels query the rule name and fields its
+    document has."""
+    url = f"http://127.0.0.1:{es.port}"
+    assert main(["es", "setup", "--url", url]) == 0
+    csv_file, db = tmp_path / "c.csv", tmp_path / "m.db"
+    write_metrics(csv_file, 200, dt.timedelta(minutes=1), lambda t: 500.0, range(150, 152))
+    assert main(["metrics", "--csv", str(csv_file), "--db", str(db), "--es-url", url]) == 0
+    (stored,) = query_incidents(db, IncidentQuery()).items
+    (doc,) = [d for docs in es.docs.values() for i, d in docs.items() if i == stored.incident_id]
+    assert doc["rule"]["name"] == BEHAVIOUR and doc["event"]["reason"] == stored.title
+    assert doc["netanomd"]["incident"]["evidence"]["ratio"] == stored.evidence["ratio"]
     dash = json.loads(DASHBOARD.read_text())
     es_var = {v["name"]: v for v in dash["templating"]["list"]}["es_datasource"]
     assert es_var["type"] == "datasource" and es_var["query"] == "elasticsearch"
-    panels = [p for p in dash["panels"] if p.get("datasource", {}).get("uid") == "${es_datasource}"]
-    assert len(panels) >= 2
+    panels = [p for p in dash["panels"] if p["datasource"]["uid"] == "${es_datasource}"]
+    assert {p["type"] for p in panels} == {"timeseries", "table"}
     for panel in panels:
         for target in panel["targets"]:
-            for field, value in re.findall(r'([\w.@]+):"([^"]+)"', target["query"]):
-                assert _field(doc, field) == value, (panel["title"], field)
-            for field in (
-                [target.get("timeField", "@timestamp")]
-                + [m.get("field") for m in target.get("metrics", []) if m.get("field")]
-                + [b.get("field") for b in target.get("bucketAggs", []) if b.get("field")]
-            ):
-                assert _field(doc, field) is not None, (panel["title"], field)
+            terms = re.findall(r'([\w.@]+):"([^"]+)"', target["query"])
+            assert terms and all(_field(doc, f) == v for f, v in terms), panel["title"]
+            fields = [
+                target["timeField"],
+                *(a["field"] for a in target["metrics"] + target["bucketAggs"] if "field" in a),
+            ]
+            assert all(_field(doc, f) is not None for f in fields), (panel["title"], fields)
+        for t in panel.get("transformations", []):  # the table's columns
+            assert all(_field(doc, f) is not None for f in t["options"]["includeByName"])
 
 
 def _field(doc: dict[str, Any], dotted: str) -> Any:
@@ -199,3 +200,30 @@ def _field(doc: dict[str, Any], dotted: str) -> Any:
             return None
         node = node[part]
     return node
+
+
+def test_saved_model_scores_a_later_window(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A model fitted on one file's baseline (--save-model) scores another file whole
+    (--model), finding the same spike with the same numbers as fitting in place."""
+    whole, later = tmp_path / "whole.csv", tmp_path / "later.csv"
+    times = write_metrics(whole, 360, dt.timedelta(minutes=1), lambda t: 1000.0, range(300, 305))
+    lines = whole.read_text().splitlines()
+    later.write_text("\n".join([lines[0], *lines[1 + 2 * 250 :]]) + "\n")  # steps 250 on
+    model, db1, db2 = tmp_path / "metrics-model.npz", tmp_path / "a.db", tmp_path / "b.db"
+    fit = ["metrics", "--csv", str(whole), "--db", str(db1), "--save-model", str(model)]
+    assert main(fit) == 0
+    assert main(["metrics", "--csv", str(later), "--db", str(db2), "--model", str(model)]) == 0
+    out = capsys.readouterr().out
+    # The second run reports the model's baseline (the first file's) and scores every row.
+    assert out.count("iforest fitted on 360 baseline rows (2026-11-02 00:00:00 to 2026") == 2
+    assert "scored 220 rows: 5 anomalous" in out
+    (first,) = query_incidents(db1, IncidentQuery()).items
+    (second,) = query_incidents(db2, IncidentQuery()).items
+    assert (second.host, second.first_seen, second.detections) == ("web", times[300], 5)
+    assert second.title == first.title and second.evidence == first.evidence
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(b"not a zip")
+    assert main(["metrics", "--csv", str(later), "--db", str(db2), "--model", str(bad)]) == 2
+    assert f"metrics model {bad}: not a metrics model" in capsys.readouterr().err

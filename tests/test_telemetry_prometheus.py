@@ -166,6 +166,16 @@ def push(seconds: float, rate: float) -> int:
     return got
 
 
+def _seen(stack: Stack, t0: float) -> list[tuple[float, float]]:
+    """Loopback receive rate per second since ``t0`` as Prometheus has it (for a failure)."""
+    from netanomd.telemetry.prometheus import PrometheusClient, fetch
+    from netanomd.telemetry.series import DEFAULT_SERIES
+
+    rx = [s for s in DEFAULT_SERIES if s.name == "receive_bytes"]
+    got = fetch(PrometheusClient(stack.prometheus), rx, t0, time.time(), 1.0)
+    return [(round(t - t0), round(v)) for t, v in zip(got["ts"], got["value"], strict=True)]
+
+
 def test_metrics_finds_a_loopback_burst(
     stack: Stack, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -205,7 +215,7 @@ def test_metrics_finds_a_loopback_burst(
     assert "capture_drops" in absent and not {"sensor_flows", "sensor_queue"} & set(absent)
     stored = query_incidents(db, IncidentQuery(behaviour="metric anomaly")).items
     during = [i for i in stored if i.first_seen <= b1 + 2 and i.last_seen >= b0]
-    assert len(during) == 1, [(i.first_seen, i.last_seen, i.title) for i in stored]
+    assert len(during) == 1, (sent, [(i.first_seen, i.title) for i in stored], _seen(stack, t0))
     inc = during[0]
     assert inc.host == "127.0.0.1" and inc.role == "instance"
     # Loopback counts each byte once received and once sent: whichever names it, it is the load.

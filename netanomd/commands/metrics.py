@@ -5,7 +5,8 @@ CPU, memory, network throughput, errors and drops, and the sensor's own health) 
 from a Prometheus server's ``query_range`` API, or a CSV file of the first seed's shape
 (timestamp, container, cpu, memory, throughput, latency); builds one feature row per
 (instance, step); fits the detector on the baseline (the first part of the window, or a
-``--baseline`` range) and scores the rest (:mod:`netanomd.telemetry.scoring`); stores the
+``--baseline`` range) and scores the rest (:mod:`netanomd.telemetry.scoring`), or scores the
+whole window with a model fitted before (``--model``, saved with ``--save-model``); stores the
 anomalies as incidents in the alert database (and Elasticsearch with ``--es-url``) and prints
 them as a table, each with its reason in words.
 """
@@ -27,9 +28,10 @@ from netanomd.errors import InputError
 from netanomd.sinks import SinkSet
 from netanomd.sinks.sqlite import SQLiteSink, default_db_path
 from netanomd.store.read import parse_since
+from netanomd.telemetry import modelfile
 from netanomd.telemetry.incidents import MetricIncident, incidents_of
-from netanomd.telemetry.rows import Rows, build_rows
-from netanomd.telemetry.scoring import DEFAULT_QUANTILE, MIN_DEVIATION, MetricRun, score_rows
+from netanomd.telemetry.rows import build_rows
+from netanomd.telemetry.scoring import DEFAULT_QUANTILE, MIN_DEVIATION, MetricModel, MetricRun
 from netanomd.telemetry.series import Series
 
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -73,11 +75,20 @@ def register(sub: Any) -> None:
         "--baseline",
         default="50%",
         metavar="SPAN",
-        help="the normal period: a share of the window's start (50%%, the default) or "
-        "START..END (ISO, epoch or ages)",
+        help="the normal period: a share of the window's start (50%%, the default; 100%% with "
+        "--save-model) or START..END (ISO, epoch or ages)",
     )
     p.add_argument(
         "--detector", default="iforest", help="unsupervised detector kind (default iforest)"
+    )
+    p.add_argument(
+        "--model",
+        metavar="PATH",
+        help="score the whole window with a metrics model saved before (--save-model) instead "
+        "of fitting one on --baseline",
+    )
+    p.add_argument(
+        "--save-model", metavar="PATH", help="save the model fitted on the baseline to PATH"
     )
     p.add_argument(
         "--quantile",
@@ -134,25 +145,30 @@ def baseline_mask(ts: np.ndarray, spec: str) -> np.ndarray:
         share = float(text) / (100.0 if spec.endswith("%") else 1.0)
     except ValueError:
         share = -1.0
-    if not 0.0 < share < 1.0:
+    if not 0.0 < share <= 1.0:
         raise InputError(f"--baseline {spec!r}: expected a share such as 50% or START..END")
     t0, t1 = float(ts.min()), float(ts.max())
     return np.asarray(ts <= t0 + share * (t1 - t0))
 
 
-def _read(args: argparse.Namespace) -> tuple[pd.DataFrame, tuple[Series, ...], float, str]:
-    """Samples, series, step and where they came from."""
+def _read(
+    args: argparse.Namespace, model: MetricModel | None
+) -> tuple[pd.DataFrame, tuple[Series, ...], float, str]:
+    """Samples, series (the model's when there is one), step and where they came from."""
     if args.csv:
         from netanomd.telemetry.csvfile import read_csv
 
         samples, series = read_csv(args.csv)
+        series = model.series if model is not None else series
         steps = np.diff(np.unique(samples["ts"].to_numpy()))
         step = float(np.median(steps)) if steps.size else 1.0
         return samples, series, step, args.csv
     from netanomd.telemetry.prometheus import PrometheusClient, fetch
     from netanomd.telemetry.series import load_series
 
-    series = load_series(args.series)
+    if model is not None and args.series != "default":
+        raise InputError("--series and --model: the model's series are the ones it scores")
+    series = model.series if model is not None else load_series(args.series)
     step = duration(args.step, "--step")
     end = parse_since(args.end, "--end") if args.end else time.time()
     start = parse_since(args.start, "--start")
@@ -164,8 +180,9 @@ def _read(args: argparse.Namespace) -> tuple[pd.DataFrame, tuple[Series, ...], f
 
 
 def run(args: argparse.Namespace) -> int:
-    samples, series, step, origin = _read(args)
-    rows = build_rows(samples, series)
+    model = modelfile.load(args.model) if args.model else None
+    samples, series, step, origin = _read(args, model)
+    rows = build_rows(samples, series, keep_all=model is not None)
     entities = sorted(set(rows.entity.tolist()))
     print(
         f"read {len(rows.series)} series for {len(entities)} "
@@ -174,13 +191,26 @@ def run(args: argparse.Namespace) -> int:
         f"{when(float(rows.ts.min()))} to {when(float(rows.ts.max()))} UTC, step {step:g}s"
         + (f"; no samples for {', '.join(rows.absent)}" if rows.absent else "")
     )
-    res = score_rows(
-        rows,
-        baseline_mask(rows.ts, args.baseline),
-        kind=args.detector,
-        quantile=args.quantile,
-        min_deviation=args.min_deviation,
-    )
+    if model is None:
+        base = baseline_mask(rows.ts, args.baseline)
+        if base.all() and not args.save_model:
+            raise InputError(
+                "the baseline covers the whole window: nothing is left to score (to fit a "
+                "model for later windows, give --save-model)"
+            )
+        model = MetricModel.fit(
+            rows,
+            base,
+            kind=args.detector,
+            quantile=args.quantile,
+            min_deviation=args.min_deviation,
+        )
+        res = model.score(rows, ~base)
+    else:
+        res = model.score(rows, np.ones(len(rows), dtype=bool))
+    if args.save_model:
+        modelfile.save(model, args.save_model)
+        print(f"metrics model saved to {args.save_model}")
     quiet = duration(args.quiet, "--quiet") if args.quiet else QUIET_STEPS * step
     incidents = incidents_of(res.anomalies, step, quiet, float(rows.ts.max()))
     db = Path(args.db) if args.db else default_db_path()
@@ -191,14 +221,14 @@ def run(args: argparse.Namespace) -> int:
         sinks.add(es)
     failed = sinks.write_incidents(incidents)
     sinks.close(timeout=60)
-    _report(rows, res, incidents, db, args.incidents, sqlite, failed)
+    _report(model, res, incidents, db, args.incidents, sqlite, failed)
     if es is not None:
         print(f"elasticsearch: incidents sent to {es.incident_index}")
     return 1 if failed else 0
 
 
 def _report(
-    rows: Rows,
+    model: MetricModel,
     res: MetricRun,
     incidents: list[MetricIncident],
     db: Path,
@@ -207,11 +237,11 @@ def _report(
     failed: list[Any],
 ) -> None:
     base = res.baseline
-    hourly = "per hour of day" if res.comparison.hourly[~base].any() else "overall"
-    first, last = when(float(rows.ts[base].min())), when(float(rows.ts[base].max()))
+    hourly = "per hour of day" if model.baseline.hourly else "overall"
+    info = model.info
     print(
-        f"{res.kind} fitted on {int(base.sum()):,} baseline rows ({first} to {last}), "
-        f"threshold {res.threshold:.4f}; usual values {hourly}"
+        f"{res.kind} fitted on {info['rows']:,} baseline rows ({when(info['start'])} to "
+        f"{when(info['end'])}), threshold {res.threshold:.4f}; usual values {hourly}"
     )
     extra = []
     if res.beyond:

@@ -111,7 +111,7 @@ def ratio(value: float, usual: float, floor: float) -> float | None:
     series' noise floor, where a ratio says nothing."""
     if value < 0 or usual <= 0 or usual < floor:
         return None
-    return value / usual
+    return float(value / usual)
 
 
 def reason(series: Series, value: float, usual: float, spread: float, hourly: bool) -> str:

@@ -111,7 +111,7 @@ def _incident(
         span_end=last,
         detections=len(steps),
         score=max(a.score for a in steps),
-        evidence=top.evidence() | {"steps": float(len(steps)), "step": step},
+        evidence=top.evidence() | {"steps": float(len(steps)), "step": float(step)},
         closed=end - last > quiet,
         reason=title,
         strength=strength(top),

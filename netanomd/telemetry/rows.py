@@ -48,8 +48,10 @@ class Rows:
         return [s.name for s in self.series]
 
 
-def build_rows(samples: pd.DataFrame, series: Sequence[Series]) -> Rows:
-    """Pivot ``samples`` (:data:`SAMPLE_COLUMNS`) into :class:`Rows` over ``series``."""
+def build_rows(samples: pd.DataFrame, series: Sequence[Series], *, keep_all: bool = False) -> Rows:
+    """Pivot ``samples`` (:data:`SAMPLE_COLUMNS`) into :class:`Rows` over ``series``; with
+    ``keep_all``, a series without samples stays as a column of NaN (a stored model's
+    columns are fixed)."""
     missing = set(SAMPLE_COLUMNS) - set(samples.columns)
     if missing:
         raise InputError(f"samples lack column(s) {sorted(missing)}")
@@ -63,6 +65,9 @@ def build_rows(samples: pd.DataFrame, series: Sequence[Series]) -> Rows:
     wide = samples.pivot_table(
         index=["entity", "ts"], columns="series", values="value", aggfunc="sum"
     )
+    for s in series:
+        if keep_all and s.name not in wide.columns:
+            wide[s.name] = np.nan
     present = [s for s in series if s.name in wide.columns]
     wide = wide[[s.name for s in present]].sort_index()
     # A step an entity missed keeps its last value; what it never reported stays NaN.

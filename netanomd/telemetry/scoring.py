@@ -1,7 +1,8 @@
 """Score metric rows: a detector fitted on the baseline rows, each series' robust baseline to
 name what is unusual.
 
-Owns :func:`score_rows`, :func:`features` and :class:`Anomaly`. Each series is first compared
+Owns :class:`MetricModel` (``fit`` on baseline rows, ``score`` rows), :func:`features` and
+:class:`Anomaly`. Each series is first compared
 with its usual value for the entity (and hour of day, when the baseline is long enough:
 :mod:`netanomd.telemetry.baseline`); the detector's row is every series' deviation ``z``,
 compressed as ``sign(z) * log1p(|z|)`` (:func:`features`), so one detector serves entities of
@@ -28,12 +29,15 @@ cannot be compared and are counted in :attr:`MetricRun.unknown`.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 from netanomd.decision.thresholds import by_quantile
+from netanomd.detectors import Detector
 from netanomd.detectors.registry import UNSUPERVISED, make
 from netanomd.errors import InputError
+from netanomd.features.floors import Floors
 from netanomd.model.robust import fit_robust
 from netanomd.telemetry.baseline import Comparison, SeriesBaseline, reason
 from netanomd.telemetry.baseline import ratio as ratio_of
@@ -82,7 +86,7 @@ class Anomaly:
             out["ratio"] = self.ratio
         for s, value, usual, z, _ in self.also:
             out[f"{s.name}.value"], out[f"{s.name}.usual"], out[f"{s.name}.z"] = value, usual, z
-        return out
+        return {k: float(v) for k, v in out.items()}  # plain floats: every sink encodes them
 
 
 @dataclass
@@ -90,7 +94,7 @@ class MetricRun:
     """What scoring a window found."""
 
     rows: Rows
-    baseline: np.ndarray  # bool per row
+    baseline: np.ndarray  # bool per row: not scored (the baseline)
     scores: np.ndarray
     threshold: float
     kind: str
@@ -104,48 +108,96 @@ class MetricRun:
     beyond: int = 0
 
 
-def score_rows(
-    rows: Rows,
-    baseline: np.ndarray,
-    *,
-    kind: str = "iforest",
-    quantile: float = DEFAULT_QUANTILE,
-    min_deviation: float = MIN_DEVIATION,
-    seed: int = 0,
-) -> MetricRun:
-    """Fit on the rows where ``baseline`` is true, score the others (module docstring)."""
-    if kind not in UNSUPERVISED:
-        raise InputError(f"--detector {kind!r}: expected one of {', '.join(UNSUPERVISED)}")
-    baseline = np.asarray(baseline, dtype=bool)
-    if baseline.sum() < MIN_BASELINE_ROWS:
-        raise InputError(
-            f"the baseline holds {int(baseline.sum())} rows; at least {MIN_BASELINE_ROWS} are "
-            "needed (a longer window, a smaller step, or another --baseline)"
+@dataclass
+class MetricModel:
+    """What a baseline teaches: each series' usual values, the fitted detector and its
+    threshold, and the range of deviations the baseline itself had (stored with
+    :mod:`netanomd.telemetry.modelfile`)."""
+
+    series: tuple[Series, ...]
+    baseline: SeriesBaseline
+    detector: Detector
+    floors: Floors
+    threshold: float
+    #: Per series, the lowest and highest deviation of the baseline rows.
+    lo: np.ndarray
+    hi: np.ndarray
+    min_deviation: float = MIN_DEVIATION
+    #: JSON-able facts: quantile, baseline rows and time span.
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def kind(self) -> str:
+        return self.detector.kind
+
+    @classmethod
+    def fit(
+        cls,
+        rows: Rows,
+        baseline: np.ndarray,
+        *,
+        kind: str = "iforest",
+        quantile: float = DEFAULT_QUANTILE,
+        min_deviation: float = MIN_DEVIATION,
+        seed: int = 0,
+    ) -> MetricModel:
+        """Fit on the rows where ``baseline`` is true (module docstring)."""
+        if kind not in UNSUPERVISED:
+            raise InputError(f"--detector {kind!r}: expected one of {', '.join(UNSUPERVISED)}")
+        baseline = np.asarray(baseline, dtype=bool)
+        if baseline.sum() < MIN_BASELINE_ROWS:
+            raise InputError(
+                f"the baseline holds {int(baseline.sum())} rows; at least {MIN_BASELINE_ROWS} "
+                "are needed (a longer window, a smaller step, or another --baseline)"
+            )
+        usual = SeriesBaseline.fit(rows, baseline)
+        cmp = usual.compare(rows)
+        detector = make(kind, seed)
+        fit = fit_robust(detector, features(cmp)[baseline], distinct=False, names=rows.names)
+        threshold, _ = by_quantile(fit.scores, quantile)
+        seen = cmp.z[baseline & cmp.known]
+        ts = rows.ts[baseline]
+        info = {
+            "quantile": quantile,
+            "rows": int(baseline.sum()),
+            "start": float(ts.min()),
+            "end": float(ts.max()),
+        }
+        return cls(
+            rows.series,
+            usual,
+            detector,
+            fit.floors,
+            threshold,
+            seen.min(axis=0),
+            seen.max(axis=0),
+            min_deviation,
+            info,
         )
-    if baseline.all():
-        raise InputError("the baseline covers the whole window: nothing is left to score")
-    cmp = SeriesBaseline.fit(rows, baseline).compare(rows)
-    X = features(cmp)
-    detector = make(kind, seed)
-    fit = fit_robust(detector, X[baseline], distinct=False, names=rows.names)
-    threshold, _ = by_quantile(fit.scores, quantile)
-    scores = detector.score(fit.floors.apply(X))
-    run = MetricRun(rows, baseline, scores, threshold, kind, cmp)
-    scored = ~baseline
-    run.unknown = int((scored & ~cmp.known).sum())
-    seen = cmp.z[baseline & cmp.known]
-    lo = seen.min(axis=0) if len(seen) else np.zeros(cmp.z.shape[1])
-    hi = seen.max(axis=0) if len(seen) else np.zeros(cmp.z.shape[1])
-    beyond = ((cmp.z > hi + min_deviation) | (cmp.z < lo - min_deviation)).any(axis=1)
-    run.beyond = int((scored & cmp.known & beyond & (scores <= threshold)).sum())
-    for i in np.flatnonzero(scored & cmp.known & ((scores > threshold) | beyond)):
-        z = np.abs(cmp.z[i])
-        order = [int(j) for j in np.argsort(-z, kind="stable") if z[j] >= min_deviation]
-        if not order:
-            run.unexplained += 1
-            continue
-        run.anomalies.append(_anomaly(rows, cmp, scores, int(i), order))
-    return run
+
+    def score(self, rows: Rows, scored: np.ndarray) -> MetricRun:
+        """Score the rows where ``scored`` is true (module docstring)."""
+        if [s.name for s in rows.series] != [s.name for s in self.series]:
+            raise InputError(
+                f"the rows hold series {rows.names}, the model was fitted on "
+                f"{[s.name for s in self.series]}"
+            )
+        scored = np.asarray(scored, dtype=bool)
+        cmp = self.baseline.compare(rows)
+        scores = self.detector.score(self.floors.apply(features(cmp)))
+        run = MetricRun(rows, ~scored, scores, self.threshold, self.kind, cmp)
+        run.unknown = int((scored & ~cmp.known).sum())
+        dev = self.min_deviation
+        beyond = ((cmp.z > self.hi + dev) | (cmp.z < self.lo - dev)).any(axis=1)
+        run.beyond = int((scored & cmp.known & beyond & (scores <= self.threshold)).sum())
+        for i in np.flatnonzero(scored & cmp.known & ((scores > self.threshold) | beyond)):
+            z = np.abs(cmp.z[i])
+            order = [int(j) for j in np.argsort(-z, kind="stable") if z[j] >= dev]
+            if not order:
+                run.unexplained += 1
+                continue
+            run.anomalies.append(_anomaly(rows, cmp, scores, int(i), order))
+        return run
 
 
 def features(cmp: Comparison) -> np.ndarray:
