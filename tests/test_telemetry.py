@@ -132,6 +132,8 @@ def test_bad_csv_says_where(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     bad.write_text("when,container,cpu\n1,web,2\n")
     assert main(["metrics", "--csv", str(bad), "--db", str(tmp_path / "m.db")]) == 2
     assert "expected a time column (timestamp/time/ts)" in capsys.readouterr().err
+    assert main(["metrics", "--csv", str(bad), "--step", "5m", "--series", "x.yaml"]) == 2
+    assert "--series, --step: for --prometheus" in capsys.readouterr().err
 
 
 def test_series_file(tmp_path: Path) -> None:

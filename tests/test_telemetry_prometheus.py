@@ -223,7 +223,9 @@ def test_metrics_finds_a_loopback_burst(
     assert "throughput" in inc.title and "its usual" in inc.title, inc.title
     assert 0.5 * rate <= inc.evidence["value"] <= 2.0 * rate, (inc.evidence, rate)
     assert inc.evidence["ratio"] >= 10 and inc.evidence["usual"] < 0.1 * rate
-    assert inc.detections >= LOAD / 2 and inc.severity_label in ("high", "critical")
+    # At least 10x its usual: medium 57 or more (how much more depends on this machine's other
+    # loopback traffic in the baseline).
+    assert inc.detections >= LOAD / 2 and inc.severity >= 57
     # The table says it too, with the stored id.
     (line,) = [ln for ln in out.splitlines() if inc.incident_id[:12] in ln]
     assert "127.0.0.1" in line and "throughput" in line

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from netanomd.behaviour.incidents import severity_label
 from netanomd.commands._display import when
 from netanomd.commands.alerts import print_table
 from netanomd.commands.score import add_es_arguments, es_sink
@@ -35,6 +36,13 @@ from netanomd.telemetry.scoring import DEFAULT_QUANTILE, MIN_DEVIATION, MetricMo
 from netanomd.telemetry.series import Series
 
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+#: Options that only a Prometheus window has -> their argparse names.
+_PROMETHEUS_ONLY = {
+    "--start": "start",
+    "--end": "end",
+    "--step": "step",
+    "--rate-window": "rate_window",
+}
 #: Steps without an anomaly that end an incident (unless --quiet says otherwise).
 QUIET_STEPS = 5
 
@@ -63,9 +71,9 @@ def register(sub: Any) -> None:
         help="series to read from Prometheus: 'default' (node-exporter and netanomd) or a YAML "
         "file (docs/metrics.md)",
     )
-    p.add_argument("--start", default="6h", metavar="WHEN", help="ISO, epoch, or an age (6h)")
+    p.add_argument("--start", metavar="WHEN", help="ISO, epoch, or an age (default 6h)")
     p.add_argument("--end", metavar="WHEN", help="ISO, epoch, or an age (default now)")
-    p.add_argument("--step", default="60s", metavar="DUR", help="Prometheus step (default 60s)")
+    p.add_argument("--step", metavar="DUR", help="Prometheus step (default 60s)")
     p.add_argument(
         "--rate-window",
         metavar="DUR",
@@ -158,6 +166,11 @@ def _read(
     if args.csv:
         from netanomd.telemetry.csvfile import read_csv
 
+        given = [o for o, v in _PROMETHEUS_ONLY.items() if getattr(args, v) is not None]
+        if args.series != "default":
+            given.insert(0, "--series")
+        if given:
+            raise InputError(f"{', '.join(given)}: for --prometheus; a CSV file is read whole")
         samples, series = read_csv(args.csv)
         series = model.series if model is not None else series
         steps = np.diff(np.unique(samples["ts"].to_numpy()))
@@ -169,9 +182,9 @@ def _read(
     if model is not None and args.series != "default":
         raise InputError("--series and --model: the model's series are the ones it scores")
     series = model.series if model is not None else load_series(args.series)
-    step = duration(args.step, "--step")
+    step = duration(args.step or "60s", "--step")
     end = parse_since(args.end, "--end") if args.end else time.time()
-    start = parse_since(args.start, "--start")
+    start = parse_since(args.start or "6h", "--start")
     if not start < end:
         raise InputError(f"--start {args.start} is not before --end ({when(end)})")
     window = f"{duration(args.rate_window, '--rate-window'):g}s" if args.rate_window else None
@@ -219,11 +232,15 @@ def run(args: argparse.Namespace) -> int:
     es = es_sink(args, db) if args.es_url else None
     if es is not None:
         sinks.add(es)
-    failed = sinks.write_incidents(incidents)
+    failed = [s.name for s in sinks.write_incidents(incidents)]
     sinks.close(timeout=60)
     _report(model, res, incidents, db, args.incidents, sqlite, failed)
-    if es is not None:
-        print(f"elasticsearch: incidents sent to {es.incident_index}")
+    if es is not None and "elasticsearch" not in failed:
+        left = es.spool.size()
+        print(
+            f"elasticsearch: incidents sent to {es.incident_index}"
+            + (f"; {left:,} bytes stay spooled in {es.spool.dir}" if left else "")
+        )
     return 1 if failed else 0
 
 
@@ -234,7 +251,7 @@ def _report(
     db: Path,
     limit: int,
     sqlite: SQLiteSink,
-    failed: list[Any],
+    failed: list[str],
 ) -> None:
     base = res.baseline
     hourly = "per hour of day" if model.baseline.hourly else "overall"
@@ -250,7 +267,9 @@ def _report(
         extra.append(f"{res.unexplained} past the threshold with no series unusual")
     if res.unknown:
         extra.append(f"{res.unknown} of entities absent from the baseline, not compared")
-    stored = "not stored: a sink failed" if failed else f"stored in {db}"
+    stored = f"stored in {db}" if "sqlite" not in failed else f"not stored in {db}"
+    if failed:
+        stored += f" (failed: {', '.join(failed)}; see the log)"
     print(
         f"scored {int((~base).sum()):,} rows: {len(res.anomalies)} anomalous"
         + (f" ({'; '.join(extra)})" if extra else "")
@@ -263,7 +282,7 @@ def _report(
             [
                 when(i.first_seen),
                 when(i.last_seen)[-8:],
-                f"{_label(i.severity)} {i.severity}",
+                f"{severity_label(i.severity)} {i.severity}",
                 i.host,
                 str(i.detections),
                 sqlite.ids(i)[:12],
@@ -279,9 +298,3 @@ def _report(
             f"... and {len(incidents) - len(shown)} more (netanomd incidents --behaviour "
             "'metric anomaly')"
         )
-
-
-def _label(severity: int) -> str:
-    from netanomd.behaviour.incidents import severity_label
-
-    return severity_label(severity)

@@ -2,15 +2,15 @@
 name what is unusual.
 
 Owns :class:`MetricModel` (``fit`` on baseline rows, ``score`` rows), :func:`features` and
-:class:`Anomaly`. Each series is first compared
-with its usual value for the entity (and hour of day, when the baseline is long enough:
-:mod:`netanomd.telemetry.baseline`); the detector's row is every series' deviation ``z``,
-compressed as ``sign(z) * log1p(|z|)`` (:func:`features`), so one detector serves entities of
-any size, knows that a daytime load at 3 am is unusual, and a thousandfold rise is not a
-thousand times farther than a tenfold one. The detector is one of netanomd's unsupervised
-detectors (:mod:`netanomd.detectors.registry`, Isolation Forest by default), fitted by
-:func:`netanomd.model.robust.fit_robust` on the baseline rows kept whole (the baseline is the
-period the operator calls normal); the threshold is the ``quantile`` of the baseline rows'
+:class:`Anomaly`. Each series is first compared with its usual value for the entity (and hour
+of day, when the baseline is long enough: :mod:`netanomd.telemetry.baseline`); the detector's
+row is every series' deviation ``z``, compressed as ``sign(z) * log1p(|z|)``
+(:func:`features`), so one detector serves entities of any size, knows that a daytime load at
+3 am is unusual, and a thousandfold rise is not a hundred times farther than a tenfold one.
+The detector is one of netanomd's unsupervised detectors (:mod:`netanomd.detectors.registry`,
+Isolation Forest by default), fitted by :func:`netanomd.model.robust.fit_robust` on the
+baseline rows kept whole (the baseline is the period the operator calls normal); the
+threshold is the ``quantile`` of the baseline rows'
 scores (:func:`netanomd.decision.thresholds.by_quantile`). A row after (or outside) the
 baseline is an anomaly when its score passes the threshold *and* at least one series is
 ``min_deviation`` spreads from its usual value (:mod:`netanomd.telemetry.baseline`): the
@@ -45,8 +45,9 @@ from netanomd.telemetry.rows import Rows
 from netanomd.telemetry.series import Series
 
 #: Quantile of the baseline rows' scores used as the threshold: low, because on a handful of
-#: series an Isolation Forest's scores saturate (a step at 14x its usual throughput scored 0.62
-#: where the baseline's top 1% reached 0.62 too); the series' deviations are the second gate.
+#: series an Isolation Forest's scores saturate near the baseline's own top scores (a CSV step
+#: at 14x its usual throughput scored 0.62 where the baseline's top 1% reached 0.62 too); the
+#: series' deviations are the second gate.
 DEFAULT_QUANTILE = 0.95
 #: Spreads (robust standard deviations) from its usual value that make a series unusual.
 MIN_DEVIATION = 4.0
