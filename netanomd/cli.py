@@ -36,6 +36,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "netanomd.commands.pcap",
         "run Zeek or Suricata on captures, score their flows, show the incidents",
     ),
+    "metrics": (
+        "netanomd.commands.metrics",
+        "find anomalies in host and sensor metrics (Prometheus or CSV); store incidents",
+    ),
     "alerts": ("netanomd.commands.alerts", "list stored flow alerts"),
     "incidents": (
         "netanomd.commands.incidents",

@@ -16,6 +16,7 @@ log() { printf '[setup] %s\n' "$*" >&2; }
 # chromium + chromium-driver: the analyst page's browser tests (Playwright drives this Chromium).
 APT_PACKAGES=(python3-venv python3-dev gcc python3-broker redis-server libsystemd-dev pkg-config systemd
     chromium chromium-driver)
+APT_PACKAGES+=(prometheus prometheus-node-exporter)  # netanomd metrics and its tests (tests/test_telemetry_prometheus.py)
 BACKPORTS_PACKAGES=(suricata)
 
 want_apt=1
