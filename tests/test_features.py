@@ -160,10 +160,10 @@ def test_a_full_host_table_evicts_the_least_recent_hosts_in_bulk() -> None:
     hf.transform(flows(list(range(256, 300)), 20.0))  # 44 new hosts into a full table
     assert hf.hosts <= 256 and hf.evictions >= 44
     tracked = set(hf._slot_of)
-    from netanomd.features.host_block import _hash
+    from netanomd.features._strings import hash_strings
 
     def key(h: int) -> int:
-        return int(_hash(pa.chunked_array([[f"10.0.{h >> 8}.{h & 255}"]]))[0])
+        return int(hash_strings(pa.chunked_array([[f"10.0.{h >> 8}.{h & 255}"]]))[0])
 
     assert key(0) in tracked  # seen recently: kept
     assert all(key(h) in tracked for h in range(256, 300))  # the batch's own hosts
