@@ -54,6 +54,33 @@ NAMES: tuple[str, ...] = (
 )
 
 
+#: Up to this many values, distinct ones are counted by comparing pairs (branch-free, and
+#: faster than sorting at the usual window depth); beyond it, by sorting.
+_PAIRWISE_MAX = 64
+
+
+@nb.njit(cache=True, nogil=True, boundscheck=False)
+def _distinct(values: np.ndarray, m: int) -> int:  # pragma: no cover - compiled
+    """How many distinct values the first ``m`` (>= 1) of ``values`` hold (sorts them when
+    there are many)."""
+    if m > _PAIRWISE_MAX:
+        u = values[:m]
+        u.sort()
+        n = 1
+        for q in range(1, m):
+            if u[q] != u[q - 1]:
+                n += 1
+        return n
+    n = 0
+    for q in range(m):
+        x = values[q]
+        seen = 0
+        for q2 in range(q):
+            seen += values[q2] == x
+        n += seen == 0
+    return n
+
+
 @nb.njit(cache=True, nogil=True, boundscheck=False)
 def _host_kernel(
     slots: np.ndarray,
@@ -117,18 +144,8 @@ def _host_kernel(
             s_rb += ring_rb[h, k]
             tmp_u[q] = ring_dst[h, k]
             tmp_i[q] = ring_port[h, k]
-        u = tmp_u[:m]
-        u.sort()
-        n_dst = 1
-        for q in range(1, m):
-            if u[q] != u[q - 1]:
-                n_dst += 1
-        v = tmp_i[:m]
-        v.sort()
-        n_port = 1
-        for q in range(1, m):
-            if v[q] != v[q - 1]:
-                n_port += 1
+        n_dst = _distinct(tmp_u, m)
+        n_port = _distinct(tmp_i, m)
         # Beaconing: inter-arrival regularity of flows to this flow's responder and port.
         c = 0
         for q in range(m):
