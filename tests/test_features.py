@@ -186,3 +186,14 @@ def test_distinct_counts_agree_with_numpy_by_pairs_and_by_sorting() -> None:
             assert _distinct(values.copy(), m) == len(np.unique(values))
             ports = rng.integers(-1, high % 65536 + 1, size=m)
             assert _distinct(ports.copy(), m) == len(np.unique(ports))
+
+
+def test_the_kernel_sort_orders_few_and_many_values_as_numpy() -> None:
+    from netanomd.features.host_block import _PAIRWISE_MAX, _sort
+
+    rng = np.random.default_rng(3)
+    for m in (0, 1, 4, _PAIRWISE_MAX, _PAIRWISE_MAX + 1, 500):
+        values = rng.normal(size=m + 5)
+        expect = np.concatenate([np.sort(values[:m]), values[m:]])
+        _sort(values, m)
+        assert np.array_equal(values, expect)

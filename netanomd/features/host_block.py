@@ -82,6 +82,22 @@ def _distinct(values: np.ndarray, m: int) -> int:  # pragma: no cover - compiled
 
 
 @nb.njit(cache=True, nogil=True, boundscheck=False)
+def _sort(values: np.ndarray, m: int) -> None:  # pragma: no cover - compiled
+    """Sort the first ``m`` values in place: by insertion when few (fast on nearly sorted
+    input), else by quicksort."""
+    if m > _PAIRWISE_MAX:
+        values[:m].sort()
+        return
+    for q in range(1, m):
+        x = values[q]
+        j = q
+        while j > 0 and values[j - 1] > x:
+            values[j] = values[j - 1]
+            j -= 1
+        values[j] = x
+
+
+@nb.njit(cache=True, nogil=True, boundscheck=False)
 def _host_kernel(
     slots: np.ndarray,
     ts: np.ndarray,
@@ -146,26 +162,31 @@ def _host_kernel(
             tmp_i[q] = ring_port[h, k]
         n_dst = _distinct(tmp_u, m)
         n_port = _distinct(tmp_i, m)
-        # Beaconing: inter-arrival regularity of flows to this flow's responder and port.
+        # Beaconing: inter-arrival regularity of flows to this flow's responder and port,
+        # their times taken oldest first (the ring's arrival order: nearly sorted already).
         c = 0
-        for q in range(m):
-            k = idx[q]
-            if ring_dst[h, k] == dst[r] and ring_port[h, k] == port[r]:
-                times[c] = ring_ts[h, k]
+        n_ring = ring_len[h]
+        first = ring_pos[h] if n_ring == depth else 0
+        for j in range(n_ring):
+            k = first + j
+            if k >= depth:
+                k -= depth
+            t = ring_ts[h, k]
+            if abs(t - t0) <= window and ring_dst[h, k] == dst[r] and ring_port[h, k] == port[r]:
+                times[c] = t
                 c += 1
         periodic = 0.0
         if c >= 4:
-            tt = times[:c]
-            tt.sort()
+            _sort(times, c)
             # The gaps' mean and standard deviation, summed in order as the array methods do.
             total = 0.0
             for q in range(1, c):
-                total += tt[q] - tt[q - 1]
+                total += times[q] - times[q - 1]
             mean = total / (c - 1)
             if mean > 0.0:
                 ssd = 0.0
                 for q in range(1, c):
-                    d = (tt[q] - tt[q - 1]) - mean
+                    d = (times[q] - times[q - 1]) - mean
                     ssd += d * d
                 cv = (ssd / (c - 1)) ** 0.5 / mean
                 periodic = 1.0 / (1.0 + cv)
