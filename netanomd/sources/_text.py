@@ -124,7 +124,8 @@ def data_blocks(
     (the last one may have fewer), as read (each line ends in ``\n``; one is added to an
     unterminated last line), after skipping the first ``skip`` lines. Lines are never copied
     one by one, and the blocks are the same whatever the read size, so a file is cut into the
-    same batches as :func:`line_blocks` cuts it. Memory: one read, and a block being filled."""
+    same batches as :func:`line_blocks` cuts it. Memory: one read and a block being filled;
+    nothing of a yielded block is kept while the consumer holds it."""
     lineno = first_line
     pending: list[bytes] = []  # whole lines of the block being filled
     have = 0  # how many
@@ -136,7 +137,7 @@ def data_blocks(
                 pending.append(partial + b"\n")
                 have += 1
             if have and not skip:
-                yield lineno, b"".join(pending)
+                yield lineno, _drain(pending)
             return
         ends = np.flatnonzero(np.frombuffer(chunk, dtype=np.uint8) == 10)
         pos = idx = 0
@@ -151,10 +152,18 @@ def data_blocks(
             pending.append(partial + chunk[pos:cut] if partial else chunk[pos:cut])
             partial, pos, idx, have = b"", cut, idx + take, have + take
             if have == max_lines:
-                yield lineno, b"".join(pending)
+                yield lineno, _drain(pending)
                 lineno += have
-                pending, have = [], 0
+                have = 0
         partial += chunk[pos:]
+
+
+def _drain(parts: list[bytes]) -> bytes:
+    """The parts joined, the list emptied: a generator yielding this keeps no reference to
+    either while its consumer works on the block."""
+    data = b"".join(parts)
+    parts.clear()
+    return data
 
 
 def split_lines(data: bytes) -> list[bytes]:
