@@ -306,14 +306,15 @@ class DelimitedParser:
         block in one typed Arrow pass when it has no comment lines and Arrow accepts every
         line (field counts, types) and every value; else line by line (:meth:`parse`)."""
         comment = self.comment
-        if comment is not None and not data.startswith(comment):
-            cut = data.find(b"\n" + comment)
-            tail = split_lines(data[cut + 1 :]) if cut >= 0 else []
-            if all(not ln or ln.startswith(comment) for ln in tail):
-                data = data[: cut + 1] if cut >= 0 else data  # a log's #close carries no flows
-        if self.line_filter is None and not (
-            comment is not None and (data.startswith(comment) or b"\n" + comment in data)
-        ):
+        clean = self.line_filter is None  # no comment line (after a trailing #close is cut)
+        if comment is not None and clean:
+            if data.startswith(comment):
+                clean = False
+            elif (cut := data.find(b"\n" + comment) + 1) > 0:  # one scan for comment lines
+                tail = split_lines(data[cut:])
+                clean = all(not ln or ln.startswith(comment) for ln in tail)
+                data = data[:cut] if clean else data  # a log's #close carries no flows
+        if clean:
             typed = self._typed(data)
             if typed is not None:
                 return typed
