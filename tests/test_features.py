@@ -133,9 +133,9 @@ def test_spec_state_round_trip_and_mismatch() -> None:
         FeatureSpec.from_state(state | {"blocks": [{"kind": "nope", "state": {}}]})
 
 
-def test_a_full_host_table_evicts_the_least_recent_hosts_in_bulk() -> None:
-    """Past max_hosts originators, the hosts seen longest ago make room, a host the batch uses
-    is never evicted, and a returning evicted host starts a fresh window."""
+def test_a_full_host_table_evicts_the_least_recent_hosts() -> None:
+    """Past max_hosts originators, the hosts seen longest ago make room, one per new host,
+    and a returning evicted host starts a fresh window."""
     import pyarrow as pa
 
     from netanomd.features.host_block import HostFeatures
@@ -158,8 +158,8 @@ def test_a_full_host_table_evicts_the_least_recent_hosts_in_bulk() -> None:
     hf.transform(flows(list(range(256)), 0.0))  # hosts 0..255, in that order
     hf.transform(flows([0, 0], 10.0))  # host 0 is recent again
     hf.transform(flows(list(range(256, 300)), 20.0))  # 44 new hosts into a full table
-    assert hf.hosts <= 256 and hf.evictions >= 44
-    tracked = set(hf._slot_of)
+    assert hf.hosts == 256 and hf.evictions == 44
+    tracked = hf.tracked()
     from netanomd.features._strings import hash_strings
 
     def key(h: int) -> int:
@@ -307,3 +307,37 @@ def test_string_hashes_treat_null_as_empty_and_ignore_chunking() -> None:
     assert np.array_equal(hash_strings(pa.array(values).slice(2)), whole[2:])
     assert whole[1] == whole[2] and whole[0] == whole[4]
     assert len(set(whole[[0, 2, 3, 5]].tolist())) == 4
+
+
+def test_the_host_table_is_a_least_recently_used_cache_under_churn() -> None:
+    """Thousands of hosts through a small table: the same hosts stay as in a reference LRU
+    (an OrderedDict), a tracked host keeps its slot, and one host is evicted per new host
+    once the table is full; keys that collide in the index survive deletions around them."""
+    from collections import OrderedDict
+
+    from netanomd.features._host_table import HostTable, slot_for
+
+    rng = np.random.default_rng(11)
+    table = HostTable(37)
+    ref: OrderedDict[int, int] = OrderedDict()
+    evicted = 0
+    universe = rng.integers(0, 1 << 63, size=120, dtype=np.uint64)
+    universe[:8] = np.arange(8, dtype=np.uint64) << np.uint64(40)  # alike low bits
+    for step, key in enumerate(rng.choice(universe, size=20_000)):
+        slot, fresh = slot_for(
+            np.uint64(key), table.keys, table.index, table.prev, table.next, table.meta
+        )
+        k = int(key)
+        assert fresh == (k not in ref)
+        if k in ref:
+            assert ref[k] == slot
+            ref.move_to_end(k)
+        else:
+            if len(ref) == 37:
+                ref.popitem(last=False)
+                evicted += 1
+            ref[k] = slot
+        if step % 997 == 0:
+            assert table.tracked() == set(ref)
+    assert table.tracked() == set(ref) and table.hosts == 37
+    assert table.evictions == evicted > 1000

@@ -38,6 +38,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from netanomd.features._host_table import HostTable, slot_for
 from netanomd.features._strings import hash_strings
 from netanomd.flow import FlowBatch
 
@@ -99,7 +100,12 @@ def _sort(values: np.ndarray, m: int) -> None:  # pragma: no cover - compiled
 
 @nb.njit(cache=True, nogil=True, boundscheck=False)
 def _host_kernel(
-    slots: np.ndarray,
+    hosts: np.ndarray,
+    keys: np.ndarray,
+    index: np.ndarray,
+    prev: np.ndarray,
+    nxt: np.ndarray,
+    meta: np.ndarray,
     ts: np.ndarray,
     dst: np.ndarray,
     port: np.ndarray,
@@ -124,8 +130,11 @@ def _host_kernel(
     tmp_u = np.empty(depth, dtype=np.uint64)
     tmp_i = np.empty(depth, dtype=np.int64)
     times = np.empty(depth, dtype=np.float64)
-    for r in range(slots.shape[0]):
-        h = slots[r]
+    for r in range(hosts.shape[0]):
+        h, fresh = slot_for(hosts[r], keys, index, prev, nxt, meta)
+        if fresh:
+            ring_len[h] = 0
+            ring_pos[h] = 0
         p = ring_pos[h]
         ring_ts[h, p] = ts[r]
         ring_dst[h, p] = dst[r]
@@ -241,10 +250,7 @@ class HostFeatures:
     def reset(self) -> None:
         """Forget every host (a new stream starts)."""
         n, d = self.max_hosts, self.depth
-        self._slot_of: dict[int, int] = {}
-        self._host_of = np.zeros(n, dtype=np.uint64)
-        self._last_seen = np.full(n, -np.inf)
-        self._free = list(range(n - 1, -1, -1))
+        self._table = HostTable(n)
         self._ring_ts = np.zeros((n, d))
         self._ring_dst = np.zeros((n, d), dtype=np.uint64)
         self._ring_port = np.zeros((n, d), dtype=np.int32)
@@ -253,52 +259,21 @@ class HostFeatures:
         self._ring_rb = np.zeros((n, d), dtype=np.float32)
         self._ring_len = np.zeros(n, dtype=np.int64)
         self._ring_pos = np.zeros(n, dtype=np.int64)
-        self.evictions = 0
 
     @property
     def hosts(self) -> int:
         """Originators currently tracked."""
-        return len(self._slot_of)
+        return self._table.hosts
 
-    def _slots(self, hosts: np.ndarray, ts: np.ndarray) -> np.ndarray:
-        uniq, inverse = np.unique(hosts, return_inverse=True)
-        last = np.full(len(uniq), -np.inf)
-        np.maximum.at(last, inverse, np.nan_to_num(ts, nan=-np.inf))
-        slot_of = self._slot_of
-        slot_u = np.fromiter((slot_of.get(h, -1) for h in uniq.tolist()), np.int64, len(uniq))
-        new = np.flatnonzero(slot_u < 0)
-        short = len(new) - len(self._free)
-        if short > 0:
-            # Evict in bulk, least recently seen first, never a host this batch uses; a little
-            # headroom so that a stream of new hosts does not evict on every batch.
-            self._evict(short + self.max_hosts // 64, slot_u[slot_u >= 0])
-        for i in new.tolist():
-            s = self._free.pop()
-            h = int(uniq[i])
-            slot_of[h] = s
-            self._host_of[s] = h
-            slot_u[i] = s
-        self._last_seen[slot_u] = np.maximum(self._last_seen[slot_u], last)
-        return np.asarray(slot_u[inverse], dtype=np.int64)
+    @property
+    def evictions(self) -> int:
+        """Originators evicted to make room since the stream started."""
+        return self._table.evictions
 
-    def _evict(self, count: int, in_use: np.ndarray) -> None:
-        """Free ``count`` slots (fewer if fewer are evictable): one partial sort per batch,
-        not one per new host, so a full table costs the same as an empty one."""
-        seen = self._last_seen.copy()
-        seen[in_use] = np.inf  # in use by this batch
-        if self._free:
-            seen[np.asarray(self._free, dtype=np.int64)] = np.inf  # already free
-        count = min(count, int((seen != np.inf).sum()))
-        if count <= 0:
-            return
-        victims = np.argpartition(seen, count - 1)[:count]
-        for v in victims.tolist():
-            self._slot_of.pop(int(self._host_of[v]), None)
-        self._ring_len[victims] = 0
-        self._ring_pos[victims] = 0
-        self._last_seen[victims] = -np.inf
-        self._free.extend(victims.tolist())
-        self.evictions += count
+    def tracked(self) -> set[int]:
+        """The keys (:func:`~netanomd.features._strings.hash_strings` of the address) of the
+        originators tracked."""
+        return self._table.tracked()
 
     def fit(self, batch: FlowBatch) -> None:
         return None
@@ -311,23 +286,22 @@ class HostFeatures:
     def transform_into(self, batch: FlowBatch, out: np.ndarray) -> None:
         """Write the batch's columns into ``out`` (float32, ``(len(batch), len(names))``, a
         column slice of a wider matrix will do)."""
-        n = len(batch)
-        # More rows than host slots: go in pieces so one piece never needs more slots.
-        step = self.max_hosts
-        for o in range(0, n, step):
-            piece = batch if n <= step else batch.slice(o, step)
-            self._transform_into(piece, out[o : o + step])
-
-    def _transform_into(self, batch: FlowBatch, out: np.ndarray) -> None:
+        if not len(batch):
+            return
         ts = batch.numeric("ts", fill=np.nan)
         ts = np.where(np.isfinite(ts), ts, 0.0)
-        slots = self._slots(hash_strings(batch.column("orig_h")), ts)
+        table = self._table
         failed = pc.is_in(batch.column("conn_state"), value_set=pa.array(FAILED_STATES))
         fail = np.asarray(pc.fill_null(failed, True).to_numpy(zero_copy_only=False), np.uint8)
         ob = np.maximum(batch.numeric("orig_bytes", dtype=np.float32), 0.0)
         rb = np.maximum(batch.numeric("resp_bytes", dtype=np.float32), 0.0)
         _host_kernel(
-            slots,
+            hash_strings(batch.column("orig_h")),
+            table.keys,
+            table.index,
+            table.prev,
+            table.next,
+            table.meta,
             ts,
             hash_strings(batch.column("resp_h")),
             batch.numeric("resp_p", fill=-1, dtype=np.int32),
