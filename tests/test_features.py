@@ -133,9 +133,9 @@ def test_spec_state_round_trip_and_mismatch() -> None:
         FeatureSpec.from_state(state | {"blocks": [{"kind": "nope", "state": {}}]})
 
 
-def test_a_full_host_table_evicts_the_least_recent_hosts_in_bulk() -> None:
-    """Past max_hosts originators, the hosts seen longest ago make room, a host the batch uses
-    is never evicted, and a returning evicted host starts a fresh window."""
+def test_a_full_host_table_evicts_the_least_recent_hosts() -> None:
+    """Past max_hosts originators, the hosts seen longest ago make room, one per new host,
+    and a returning evicted host starts a fresh window."""
     import pyarrow as pa
 
     from netanomd.features.host_block import HostFeatures
@@ -158,12 +158,12 @@ def test_a_full_host_table_evicts_the_least_recent_hosts_in_bulk() -> None:
     hf.transform(flows(list(range(256)), 0.0))  # hosts 0..255, in that order
     hf.transform(flows([0, 0], 10.0))  # host 0 is recent again
     hf.transform(flows(list(range(256, 300)), 20.0))  # 44 new hosts into a full table
-    assert hf.hosts <= 256 and hf.evictions >= 44
-    tracked = set(hf._slot_of)
-    from netanomd.features.host_block import _hash
+    assert hf.hosts == 256 and hf.evictions == 44
+    tracked = hf.tracked()
+    from netanomd.features._strings import hash_strings
 
     def key(h: int) -> int:
-        return int(_hash(pa.chunked_array([[f"10.0.{h >> 8}.{h & 255}"]]))[0])
+        return int(hash_strings(pa.chunked_array([[f"10.0.{h >> 8}.{h & 255}"]]))[0])
 
     assert key(0) in tracked  # seen recently: kept
     assert all(key(h) in tracked for h in range(256, 300))  # the batch's own hosts
@@ -172,3 +172,172 @@ def test_a_full_host_table_evicts_the_least_recent_hosts_in_bulk() -> None:
     assert X[0, hf.names.index("host_log_conns")] == pytest.approx(np.log1p(1))
     Y = hf.transform(flows([0], 40.0))  # a kept host still has its earlier flows
     assert Y[0, hf.names.index("host_log_conns")] == pytest.approx(np.log1p(4))
+
+
+def test_distinct_counts_agree_with_numpy_by_pairs_and_by_sorting() -> None:
+    """The host kernel counts distinct responders and ports by comparing pairs in a small
+    window and by sorting in a large one: both give numpy's count."""
+    from netanomd.features.host_block import _PAIRWISE_MAX, _distinct
+
+    rng = np.random.default_rng(7)
+    for m in (1, 2, 17, _PAIRWISE_MAX, _PAIRWISE_MAX + 1, 300):
+        for high in (3, 50, 1 << 40):
+            values = rng.integers(0, high, size=m).astype(np.uint64)
+            assert _distinct(values.copy(), m) == len(np.unique(values))
+            ports = rng.integers(-1, high % 65536 + 1, size=m)
+            assert _distinct(ports.copy(), m) == len(np.unique(ports))
+
+
+def test_the_kernel_sort_orders_few_and_many_values_as_numpy() -> None:
+    from netanomd.features.host_block import _PAIRWISE_MAX, _sort
+
+    rng = np.random.default_rng(3)
+    for m in (0, 1, 4, _PAIRWISE_MAX, _PAIRWISE_MAX + 1, 500):
+        values = rng.normal(size=m + 5)
+        expect = np.concatenate([np.sort(values[:m]), values[m:]])
+        _sort(values, m)
+        assert np.array_equal(values, expect)
+
+
+def _numpy_flow_features(batch: FlowBatch) -> np.ndarray:
+    """The flow block as whole-column numpy operations: the formulation the models were
+    trained with, kept here as the oracle for the compiled kernels."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from netanomd.features.flow_block import CONN_STATES, HISTORY_ORIG, HISTORY_RESP, PROTOCOLS
+
+    def num(name: str) -> np.ndarray:
+        col = pc.cast(batch.column(name), pa.float64())
+        return np.asarray(col.to_numpy(zero_copy_only=False), dtype=np.float64)
+
+    def one_hot(col: pa.ChunkedArray, values: tuple[str, ...]) -> list[np.ndarray]:
+        idx = pc.index_in(col, value_set=pa.array(values, type=pa.string()))
+        codes = np.asarray(pc.fill_null(idx, -1).to_numpy(zero_copy_only=False))
+        hot = [(codes == i).astype(np.float64) for i in range(len(values))]
+        return [*hot, 1.0 - np.sum(hot, axis=0)]
+
+    n = len(batch)
+    dur = np.maximum(np.nan_to_num(num("duration"), nan=0.0), 0.0)
+    opk, rpk = np.nan_to_num(num("orig_pkts"), nan=0.0), np.nan_to_num(num("resp_pkts"), nan=0.0)
+    ob, rb, oip, rip = (
+        num("orig_bytes"),
+        num("resp_bytes"),
+        num("orig_ip_bytes"),
+        num("resp_ip_bytes"),
+    )
+    ob = np.where(np.isnan(ob), np.maximum(np.nan_to_num(oip) - 40 * opk, 0.0), ob)
+    rb = np.where(np.isnan(rb), np.maximum(np.nan_to_num(rip) - 40 * rpk, 0.0), rb)
+    oip, rip = (
+        np.where(np.isnan(oip), ob + 40 * opk, oip),
+        np.where(np.isnan(rip), rb + 40 * rpk, rip),
+    )
+    ob, rb = np.maximum(ob, 0.0), np.maximum(rb, 0.0)
+    rp, op = num("resp_p"), num("orig_p")
+    hist = pc.fill_null(batch.column("history"), "")
+    cols = [
+        np.log1p(dur), np.log1p(ob), np.log1p(rb), np.log1p(opk), np.log1p(rpk), np.log1p(oip),
+        np.log1p(rip), np.log1p(ob) - np.log1p(rb),
+        np.log1p(np.divide(oip, opk, out=np.zeros(n), where=opk > 0)),
+        np.log1p(np.divide(rip, rpk, out=np.zeros(n), where=rpk > 0)),
+        np.log1p((opk + rpk) / np.maximum(dur, 1e-3)),
+        np.nan_to_num(num("missed_bytes")) > 0,
+        np.asarray(batch.column("service").is_null().to_numpy(zero_copy_only=False)),
+        rp < 1024, (rp >= 1024) & (rp < 49152), (rp >= 49152) | np.isnan(rp), op < 1024,
+        *one_hot(pc.utf8_lower(batch.column("proto")), PROTOCOLS),
+        *one_hot(batch.column("conn_state"), CONN_STATES),
+        *(
+            np.asarray(pc.match_substring(hist, ch).to_numpy(zero_copy_only=False))
+            for ch in HISTORY_ORIG + HISTORY_RESP + "^"
+        ),
+    ]  # fmt: skip
+    return np.stack([np.asarray(c, dtype=np.float64) for c in cols], axis=1).astype(np.float32)
+
+
+def test_flow_block_is_bit_identical_to_its_numpy_formulation_on_real_captures() -> None:
+    """Every bundled capture, and rows with what real logs seldom have (no byte counts,
+    infinite or negative durations, upper-case protocols, nulls everywhere): the compiled
+    block gives exactly the numpy formulation's float32 bits, in a column slice too."""
+    import pyarrow as pa
+
+    from netanomd.data import attack_files, baseline_files
+    from netanomd.sources import ReadStats
+    from netanomd.sources.files import read_batches
+
+    files = [*baseline_files(), *attack_files()]
+    batches = list(read_batches(files, ReadStats()))
+    odd = pa.table(
+        {
+            "duration": [None, float("inf"), -1.0, 0.0, 2e-4],
+            "orig_bytes": pa.array([None, 5, None, 0, 7], pa.int64()),
+            "orig_ip_bytes": pa.array([400, None, None, 10, 1 << 40], pa.int64()),
+            "orig_pkts": pa.array([3, None, 1, 0, 2], pa.int64()),
+            "resp_pkts": pa.array([None, 2, 0, 5, 1], pa.int64()),
+            "resp_ip_bytes": pa.array([None, 100, 0, None, 9], pa.int64()),
+            "missed_bytes": pa.array([None, 1, 0, 3, None], pa.int64()),
+            "proto": ["TCP", None, "Udp", "sctp", "icmp"],
+            "conn_state": ["SF", None, "weird", "S0", "OTH"],
+            "history": [None, "", "ShADad^", "ü^Fr", "SSSS"],
+            "resp_p": pa.array([None, 0, 1023, 1024, 49152], pa.int32()),
+            "orig_p": pa.array([None, 1023, 1024, 0, 65535], pa.int32()),
+            "service": [None, "dns", "", None, "http"],
+        }
+    )
+    batches.append(FlowBatch.from_table(odd))
+    assert sum(len(b) for b in batches) > 5_000
+    block = FlowFeatures()
+    for batch in batches:
+        expect = _numpy_flow_features(batch)
+        assert np.array_equal(block.transform(batch).view(np.uint32), expect.view(np.uint32))
+        wide = np.full((len(batch), len(block.names) + 3), -7.0, dtype=np.float32)
+        block.transform_into(batch, wide[:, 2:-1])
+        assert np.array_equal(wide[:, 2:-1].view(np.uint32), expect.view(np.uint32))
+        assert (wide[:, :2] == -7.0).all() and (wide[:, -1] == -7.0).all()
+
+
+def test_string_hashes_treat_null_as_empty_and_ignore_chunking() -> None:
+    import pyarrow as pa
+
+    from netanomd.features._strings import hash_strings
+
+    values = ["10.0.0.1", None, "", "fe80::1", "10.0.0.1", "ü"]
+    chunked = pa.chunked_array([values[:2], values[2:]])
+    whole = hash_strings(pa.array(values))
+    assert np.array_equal(hash_strings(chunked), whole)
+    assert np.array_equal(hash_strings(pa.array(values).slice(2)), whole[2:])
+    assert whole[1] == whole[2] and whole[0] == whole[4]
+    assert len(set(whole[[0, 2, 3, 5]].tolist())) == 4
+
+
+def test_the_host_table_is_a_least_recently_used_cache_under_churn() -> None:
+    """Thousands of hosts through a small table: the same hosts stay as in a reference LRU
+    (an OrderedDict), a tracked host keeps its slot, and one host is evicted per new host
+    once the table is full; keys that collide in the index survive deletions around them."""
+    from collections import OrderedDict
+
+    from netanomd.features._host_table import HostTable, slot_for
+
+    rng = np.random.default_rng(11)
+    table = HostTable(37)
+    ref: OrderedDict[int, int] = OrderedDict()
+    evicted = 0
+    universe = rng.integers(0, 1 << 63, size=120, dtype=np.uint64)
+    universe[:8] = np.arange(8, dtype=np.uint64) << np.uint64(40)  # alike low bits
+    for step, key in enumerate(rng.choice(universe, size=20_000)):
+        slot, fresh = slot_for(
+            np.uint64(key), table.keys, table.index, table.prev, table.next, table.meta
+        )
+        k = int(key)
+        assert fresh == (k not in ref)
+        if k in ref:
+            assert ref[k] == slot
+            ref.move_to_end(k)
+        else:
+            if len(ref) == 37:
+                ref.popitem(last=False)
+                evicted += 1
+            ref[k] = slot
+        if step % 997 == 0:
+            assert table.tracked() == set(ref)
+    assert table.tracked() == set(ref) and table.hosts == 37
+    assert table.evictions == evicted > 1000

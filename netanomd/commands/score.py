@@ -139,6 +139,15 @@ def score_files(
     return run
 
 
+def one_heap() -> None:
+    """Arrow's buffers from the C heap numpy uses: the memory a block's parse frees then serves
+    scoring, instead of each allocator keeping its own high-water mark (Arrow's default,
+    mimalloc, holds what it has had; 58 MiB more peak RSS on a 1M-row log)."""
+    import pyarrow as pa
+
+    pa.set_memory_pool(pa.system_memory_pool())
+
+
 def ranked(incidents: Sequence[Incident]) -> list[Incident]:
     """Most severe first, then the most flows."""
     return sorted(incidents, key=lambda i: (-i.severity, -i.flows, i.first_seen))
@@ -209,6 +218,7 @@ def record_suppressed(db: Path, res: ScoreRun) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.jobs < 1 or (args.jobs > 1 and args.scores):
         raise InputError(f"--jobs {args.jobs}: expected 1 or more, and 1 with --scores")
+    one_heap()
     model = Model.load(args.model)
     db = Path(args.db) if args.db else default_db_path()
     sinks = SinkSet([SQLiteSink(db)])

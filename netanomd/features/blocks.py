@@ -48,6 +48,11 @@ class FeatureBlock(Protocol):
         """``float32`` matrix of shape ``(len(batch), len(names))``."""
         ...
 
+    def transform_into(self, batch: FlowBatch, out: np.ndarray) -> None:
+        """The same columns written into ``out``, a ``float32`` view of that shape (a column
+        slice of a wider matrix will do)."""
+        ...
+
     def to_state(self) -> dict[str, Any]:
         """JSON-able parameters that recreate the fitted block."""
         ...

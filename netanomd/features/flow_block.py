@@ -43,10 +43,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
+import numba as nb
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from netanomd.features._strings import string_views
 from netanomd.flow import FlowBatch
 
 PROTOCOLS = ("tcp", "udp", "icmp")
@@ -122,11 +124,143 @@ def _num(batch: FlowBatch, name: str) -> np.ndarray:
     return np.asarray(pc.cast(col, pa.float64()).to_numpy(zero_copy_only=False), dtype=np.float64)
 
 
-def _is_in(col: pa.ChunkedArray, values: Sequence[str]) -> list[np.ndarray]:
-    """For each value, a 0/1 float32 column saying whether ``col`` equals it."""
+def _codes(col: pa.ChunkedArray, values: Sequence[str]) -> np.ndarray:
+    """Index of each value of ``col`` in ``values`` (-1 when absent or null), as int8."""
     idx = pc.index_in(col, value_set=pa.array(values, type=pa.string()))
-    codes = np.asarray(pc.fill_null(idx, -1).to_numpy(zero_copy_only=False))
-    return [(codes == i).astype(np.float32) for i in range(len(values))]
+    return np.asarray(pc.fill_null(idx, -1).to_numpy(zero_copy_only=False), dtype=np.int8)
+
+
+#: Where the one-hot groups start.
+_J_PROTO = NAMES.index("proto_tcp")
+_J_STATE = NAMES.index("state_S0")
+_J_HIST = NAMES.index("hist_oS")
+#: Columns of the scratch matrix whose ``log1p`` numpy takes between the two kernels.
+_N_LOG = 10
+_BIG = np.finfo(np.float64).max
+
+
+@nb.njit(cache=True, nogil=True, boundscheck=False)
+def _finite(x: float) -> float:  # pragma: no cover - compiled
+    """``np.nan_to_num``: NaN as 0, infinities as the largest finite values."""
+    if x != x:
+        return 0.0
+    if x > _BIG:
+        return _BIG
+    if x < -_BIG:
+        return -_BIG
+    return x
+
+
+@nb.njit(cache=True, nogil=True, boundscheck=False)
+def _quantities(
+    dur: np.ndarray,
+    opk: np.ndarray,
+    rpk: np.ndarray,
+    ob: np.ndarray,
+    rb: np.ndarray,
+    oip: np.ndarray,
+    rip: np.ndarray,
+    scratch: np.ndarray,
+) -> None:  # pragma: no cover - compiled
+    """The ten quantities the ``log1p`` columns take, one row of ``scratch`` each: unknown
+    byte counts estimated from the other kind, clipped at 0 (see the module docstring)."""
+    h = float(HEADER_BYTES_PER_PKT)
+    for r in range(dur.shape[0]):
+        d = _finite(dur[r])
+        if d < 0.0:
+            d = 0.0
+        op = _finite(opk[r])
+        rp = _finite(rpk[r])
+        o = ob[r]
+        if o != o:
+            o = _finite(oip[r]) - h * op
+            if o < 0.0:
+                o = 0.0
+        b = rb[r]
+        if b != b:
+            b = _finite(rip[r]) - h * rp
+            if b < 0.0:
+                b = 0.0
+        oi = oip[r]
+        if oi != oi:
+            oi = o + h * op
+        ri = rip[r]
+        if ri != ri:
+            ri = b + h * rp
+        if o < 0.0:
+            o = 0.0
+        if b < 0.0:
+            b = 0.0
+        scratch[0, r] = d
+        scratch[1, r] = o
+        scratch[2, r] = b
+        scratch[3, r] = op
+        scratch[4, r] = rp
+        scratch[5, r] = oi
+        scratch[6, r] = ri
+        scratch[7, r] = oi / op if op > 0.0 else 0.0
+        scratch[8, r] = ri / rp if rp > 0.0 else 0.0
+        scratch[9, r] = (op + rp) / (d if d >= 1e-3 else 1e-3)
+
+
+@nb.njit(cache=True, nogil=True, boundscheck=False)
+def _columns(
+    logs: np.ndarray,
+    missed: np.ndarray,
+    no_service: np.ndarray,
+    resp_p: np.ndarray,
+    orig_p: np.ndarray,
+    proto: np.ndarray,
+    state: np.ndarray,
+    hist_offsets: np.ndarray,
+    hist_data: np.ndarray,
+    hist_valid: np.ndarray,
+    hist_column: np.ndarray,
+    out: np.ndarray,
+) -> None:  # pragma: no cover - compiled
+    """Every column of the block, row by row, into ``out`` (float32; a column slice of a
+    wider matrix will do). ``hist_column[byte]`` is the history column a character sets."""
+    n_proto = len(PROTOCOLS)
+    n_state = len(CONN_STATES)
+    j_proto, j_state, j_hist = _J_PROTO, _J_STATE, _J_HIST
+    n_hist = out.shape[1] - j_hist
+    check = hist_valid.shape[0] > 0
+    for r in range(out.shape[0]):
+        for j in range(7):
+            out[r, j] = logs[j, r]
+        out[r, 7] = logs[1, r] - logs[2, r]
+        out[r, 8] = logs[7, r]
+        out[r, 9] = logs[8, r]
+        out[r, 10] = logs[9, r]
+        out[r, 11] = 1.0 if missed[r] > 0.0 else 0.0
+        out[r, 12] = 1.0 if no_service[r] else 0.0
+        rp = resp_p[r]
+        out[r, 13] = 1.0 if rp < 1024.0 else 0.0
+        out[r, 14] = 1.0 if rp >= 1024.0 and rp < 49152.0 else 0.0
+        out[r, 15] = 1.0 if rp >= 49152.0 or rp != rp else 0.0
+        out[r, 16] = 1.0 if orig_p[r] < 1024.0 else 0.0
+        for j in range(j_proto, j_hist + n_hist):
+            out[r, j] = 0.0
+        p = proto[r]
+        out[r, j_proto + (p if p >= 0 else n_proto)] = 1.0
+        s = state[r]
+        out[r, j_state + (s if s >= 0 else n_state)] = 1.0
+        if not check or hist_valid[r]:
+            for k in range(hist_offsets[r], hist_offsets[r + 1]):
+                j = hist_column[hist_data[k]]
+                if j >= 0:
+                    out[r, j_hist + j] = 1.0
+
+
+def _history_columns() -> np.ndarray:
+    """byte -> index among the ``hist_`` columns (-1: a character no column tracks)."""
+    table = np.full(256, -1, dtype=np.int16)
+    for j, ch in enumerate(HISTORY_ORIG + HISTORY_RESP + "^"):
+        table[ord(ch)] = j
+    return table
+
+
+_HISTORY_COLUMN = _history_columns()
 
 
 class FlowFeatures:
@@ -157,66 +291,41 @@ class FlowFeatures:
         return cls()
 
     def transform(self, batch: FlowBatch) -> np.ndarray:
-        n = len(batch)
-        out = np.empty((n, len(NAMES)), dtype=np.float32)
-        if n == 0:
-            return out
-        dur = np.nan_to_num(_num(batch, "duration"), nan=0.0)
-        np.maximum(dur, 0.0, out=dur)
-        opk = np.nan_to_num(_num(batch, "orig_pkts"), nan=0.0)
-        rpk = np.nan_to_num(_num(batch, "resp_pkts"), nan=0.0)
-        ob, rb = _num(batch, "orig_bytes"), _num(batch, "resp_bytes")
-        oip, rip = _num(batch, "orig_ip_bytes"), _num(batch, "resp_ip_bytes")
-        h = HEADER_BYTES_PER_PKT
-        ob = np.where(np.isnan(ob), np.maximum(np.nan_to_num(oip) - h * opk, 0.0), ob)
-        rb = np.where(np.isnan(rb), np.maximum(np.nan_to_num(rip) - h * rpk, 0.0), rb)
-        oip = np.where(np.isnan(oip), ob + h * opk, oip)
-        rip = np.where(np.isnan(rip), rb + h * rpk, rip)
-        # Zeek reports huge byte counts for some broken TCP sequences; clip at 0 from below.
-        ob, rb = np.maximum(ob, 0.0), np.maximum(rb, 0.0)
-        cols: list[np.ndarray] = [
-            np.log1p(dur),
-            np.log1p(ob),
-            np.log1p(rb),
-            np.log1p(opk),
-            np.log1p(rpk),
-            np.log1p(oip),
-            np.log1p(rip),
-            np.log1p(ob) - np.log1p(rb),
-            np.log1p(np.divide(oip, opk, out=np.zeros(n), where=opk > 0)),
-            np.log1p(np.divide(rip, rpk, out=np.zeros(n), where=rpk > 0)),
-            np.log1p((opk + rpk) / np.maximum(dur, 1e-3)),
-            (np.nan_to_num(_num(batch, "missed_bytes")) > 0).astype(np.float64),
-            np.asarray(batch.column("service").is_null().to_numpy(zero_copy_only=False), float),
-        ]
-        rp = _num(batch, "resp_p")
-        op = _num(batch, "orig_p")
-        cols += [
-            (rp < 1024).astype(np.float64),
-            ((rp >= 1024) & (rp < 49152)).astype(np.float64),
-            ((rp >= 49152) | np.isnan(rp)).astype(np.float64),
-            (op < 1024).astype(np.float64),
-        ]
-        for j, c in enumerate(cols):
-            out[:, j] = c
-        j = len(cols)
-        proto = pc.utf8_lower(batch.column("proto"))
-        onehot = _is_in(proto, PROTOCOLS)
-        for c in onehot:
-            out[:, j] = c
-            j += 1
-        out[:, j] = 1.0 - np.sum(onehot, axis=0)
-        j += 1
-        onehot = _is_in(batch.column("conn_state"), CONN_STATES)
-        for c in onehot:
-            out[:, j] = c
-            j += 1
-        out[:, j] = 1.0 - np.sum(onehot, axis=0)
-        j += 1
-        hist = pc.fill_null(batch.column("history"), "")
-        for ch in HISTORY_ORIG + HISTORY_RESP + "^":
-            has = pc.match_substring(hist, ch)
-            out[:, j] = np.asarray(has.to_numpy(zero_copy_only=False), dtype=np.float32)
-            j += 1
-        assert j == len(NAMES)
+        out = np.empty((len(batch), len(NAMES)), dtype=np.float32)
+        self.transform_into(batch, out)
         return out
+
+    def transform_into(self, batch: FlowBatch, out: np.ndarray) -> None:
+        """Write the batch's columns into ``out`` (float32, ``(len(batch), len(names))``, a
+        column slice of a wider matrix will do): two compiled passes over the columns, with
+        numpy's ``log1p`` (the one the models were trained with) between them."""
+        n = len(batch)
+        if n == 0:
+            return
+        logs = np.empty((_N_LOG, n), dtype=np.float64)
+        _quantities(
+            _num(batch, "duration"),
+            _num(batch, "orig_pkts"),
+            _num(batch, "resp_pkts"),
+            _num(batch, "orig_bytes"),
+            _num(batch, "resp_bytes"),
+            _num(batch, "orig_ip_bytes"),
+            _num(batch, "resp_ip_bytes"),
+            logs,
+        )
+        np.log1p(logs, out=logs)
+        offsets, data, valid = string_views(batch.column("history"))
+        _columns(
+            logs,
+            _num(batch, "missed_bytes"),
+            np.asarray(batch.column("service").is_null().to_numpy(zero_copy_only=False)),
+            _num(batch, "resp_p"),
+            _num(batch, "orig_p"),
+            _codes(pc.utf8_lower(batch.column("proto")), PROTOCOLS),
+            _codes(batch.column("conn_state"), CONN_STATES),
+            offsets,
+            data,
+            valid,
+            _HISTORY_COLUMN,
+            out,
+        )

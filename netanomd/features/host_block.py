@@ -35,10 +35,11 @@ from typing import Any, ClassVar
 
 import numba as nb
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from netanomd.features._host_table import HostTable, slot_for
+from netanomd.features._strings import hash_strings
 from netanomd.flow import FlowBatch
 
 FAILED_STATES = ("S0", "REJ", "RSTO", "RSTOS0", "RSTR", "RSTRH", "SH", "SHR", "OTH")
@@ -54,9 +55,57 @@ NAMES: tuple[str, ...] = (
 )
 
 
-@nb.njit(cache=True, nogil=True)
+#: Up to this many values, distinct ones are counted by comparing pairs (branch-free, and
+#: faster than sorting at the usual window depth); beyond it, by sorting.
+_PAIRWISE_MAX = 64
+
+
+@nb.njit(cache=True, nogil=True, boundscheck=False)
+def _distinct(values: np.ndarray, m: int) -> int:  # pragma: no cover - compiled
+    """How many distinct values the first ``m`` (>= 1) of ``values`` hold (sorts them when
+    there are many)."""
+    if m > _PAIRWISE_MAX:
+        u = values[:m]
+        u.sort()
+        n = 1
+        for q in range(1, m):
+            if u[q] != u[q - 1]:
+                n += 1
+        return n
+    n = 0
+    for q in range(m):
+        x = values[q]
+        seen = 0
+        for q2 in range(q):
+            seen += values[q2] == x
+        n += seen == 0
+    return n
+
+
+@nb.njit(cache=True, nogil=True, boundscheck=False)
+def _sort(values: np.ndarray, m: int) -> None:  # pragma: no cover - compiled
+    """Sort the first ``m`` values in place: by insertion when few (fast on nearly sorted
+    input), else by quicksort."""
+    if m > _PAIRWISE_MAX:
+        values[:m].sort()
+        return
+    for q in range(1, m):
+        x = values[q]
+        j = q
+        while j > 0 and values[j - 1] > x:
+            values[j] = values[j - 1]
+            j -= 1
+        values[j] = x
+
+
+@nb.njit(cache=True, nogil=True, boundscheck=False)
 def _host_kernel(
-    slots: np.ndarray,
+    hosts: np.ndarray,
+    keys: np.ndarray,
+    index: np.ndarray,
+    prev: np.ndarray,
+    nxt: np.ndarray,
+    meta: np.ndarray,
     ts: np.ndarray,
     dst: np.ndarray,
     port: np.ndarray,
@@ -73,14 +122,19 @@ def _host_kernel(
     ring_pos: np.ndarray,
     window: float,
     out: np.ndarray,
-) -> None:
+) -> None:  # pragma: no cover - compiled
+    """One pass over the rows in arrival order; ``out`` (float32, one column per name) may be
+    a column slice of a wider matrix. Scratch is allocated once per call, not per row."""
     depth = ring_ts.shape[1]
     idx = np.empty(depth, dtype=np.int64)
     tmp_u = np.empty(depth, dtype=np.uint64)
     tmp_i = np.empty(depth, dtype=np.int64)
     times = np.empty(depth, dtype=np.float64)
-    for r in range(slots.shape[0]):
-        h = slots[r]
+    for r in range(hosts.shape[0]):
+        h, fresh = slot_for(hosts[r], keys, index, prev, nxt, meta)
+        if fresh:
+            ring_len[h] = 0
+            ring_pos[h] = 0
         p = ring_pos[h]
         ring_ts[h, p] = ts[r]
         ring_dst[h, p] = dst[r]
@@ -115,30 +169,35 @@ def _host_kernel(
             s_rb += ring_rb[h, k]
             tmp_u[q] = ring_dst[h, k]
             tmp_i[q] = ring_port[h, k]
-        u = np.sort(tmp_u[:m])
-        n_dst = 1
-        for q in range(1, m):
-            if u[q] != u[q - 1]:
-                n_dst += 1
-        v = np.sort(tmp_i[:m])
-        n_port = 1
-        for q in range(1, m):
-            if v[q] != v[q - 1]:
-                n_port += 1
-        # Beaconing: inter-arrival regularity of flows to this flow's responder and port.
+        n_dst = _distinct(tmp_u, m)
+        n_port = _distinct(tmp_i, m)
+        # Beaconing: inter-arrival regularity of flows to this flow's responder and port,
+        # their times taken oldest first (the ring's arrival order: nearly sorted already).
         c = 0
-        for q in range(m):
-            k = idx[q]
-            if ring_dst[h, k] == dst[r] and ring_port[h, k] == port[r]:
-                times[c] = ring_ts[h, k]
+        n_ring = ring_len[h]
+        first = ring_pos[h] if n_ring == depth else 0
+        for j in range(n_ring):
+            k = first + j
+            if k >= depth:
+                k -= depth
+            t = ring_ts[h, k]
+            if abs(t - t0) <= window and ring_dst[h, k] == dst[r] and ring_port[h, k] == port[r]:
+                times[c] = t
                 c += 1
         periodic = 0.0
         if c >= 4:
-            tt = np.sort(times[:c])
-            gaps = tt[1:] - tt[:-1]
-            mean = gaps.mean()
+            _sort(times, c)
+            # The gaps' mean and standard deviation, summed in order as the array methods do.
+            total = 0.0
+            for q in range(1, c):
+                total += times[q] - times[q - 1]
+            mean = total / (c - 1)
             if mean > 0.0:
-                cv = gaps.std() / mean
+                ssd = 0.0
+                for q in range(1, c):
+                    d = (times[q] - times[q - 1]) - mean
+                    ssd += d * d
+                cv = (ssd / (c - 1)) ** 0.5 / mean
                 periodic = 1.0 / (1.0 + cv)
         span = max(tmax - tmin, 60.0)
         out[r, 0] = np.log1p(m)
@@ -148,14 +207,6 @@ def _host_kernel(
         out[r, 4] = n_fail / m
         out[r, 5] = np.log1p(s_ob) - np.log1p(s_rb)
         out[r, 6] = periodic
-
-
-def _hash(col: pa.ChunkedArray) -> np.ndarray:
-    """64-bit hashes of the column's strings (nulls as ""). ``categorize=False``: the same
-    hashes for strings, without factorizing first (~7x faster on a live batch's 200 values)."""
-    values = col.fill_null("").to_numpy(zero_copy_only=False)
-    hashed = pd.util.hash_array(np.asarray(values, dtype=object), categorize=False)
-    return np.asarray(hashed, dtype=np.uint64)
 
 
 #: Bounds on the state a model may ask for (a model file is not trusted to size memory).
@@ -199,10 +250,7 @@ class HostFeatures:
     def reset(self) -> None:
         """Forget every host (a new stream starts)."""
         n, d = self.max_hosts, self.depth
-        self._slot_of: dict[int, int] = {}
-        self._host_of = np.zeros(n, dtype=np.uint64)
-        self._last_seen = np.full(n, -np.inf)
-        self._free = list(range(n - 1, -1, -1))
+        self._table = HostTable(n)
         self._ring_ts = np.zeros((n, d))
         self._ring_dst = np.zeros((n, d), dtype=np.uint64)
         self._ring_port = np.zeros((n, d), dtype=np.int32)
@@ -211,80 +259,51 @@ class HostFeatures:
         self._ring_rb = np.zeros((n, d), dtype=np.float32)
         self._ring_len = np.zeros(n, dtype=np.int64)
         self._ring_pos = np.zeros(n, dtype=np.int64)
-        self.evictions = 0
 
     @property
     def hosts(self) -> int:
         """Originators currently tracked."""
-        return len(self._slot_of)
+        return self._table.hosts
 
-    def _slots(self, hosts: np.ndarray, ts: np.ndarray) -> np.ndarray:
-        uniq, inverse = np.unique(hosts, return_inverse=True)
-        last = np.full(len(uniq), -np.inf)
-        np.maximum.at(last, inverse, np.nan_to_num(ts, nan=-np.inf))
-        slot_of = self._slot_of
-        slot_u = np.fromiter((slot_of.get(h, -1) for h in uniq.tolist()), np.int64, len(uniq))
-        new = np.flatnonzero(slot_u < 0)
-        short = len(new) - len(self._free)
-        if short > 0:
-            # Evict in bulk, least recently seen first, never a host this batch uses; a little
-            # headroom so that a stream of new hosts does not evict on every batch.
-            self._evict(short + self.max_hosts // 64, slot_u[slot_u >= 0])
-        for i in new.tolist():
-            s = self._free.pop()
-            h = int(uniq[i])
-            slot_of[h] = s
-            self._host_of[s] = h
-            slot_u[i] = s
-        self._last_seen[slot_u] = np.maximum(self._last_seen[slot_u], last)
-        return np.asarray(slot_u[inverse], dtype=np.int64)
+    @property
+    def evictions(self) -> int:
+        """Originators evicted to make room since the stream started."""
+        return self._table.evictions
 
-    def _evict(self, count: int, in_use: np.ndarray) -> None:
-        """Free ``count`` slots (fewer if fewer are evictable): one partial sort per batch,
-        not one per new host, so a full table costs the same as an empty one."""
-        seen = self._last_seen.copy()
-        seen[in_use] = np.inf  # in use by this batch
-        if self._free:
-            seen[np.asarray(self._free, dtype=np.int64)] = np.inf  # already free
-        count = min(count, int((seen != np.inf).sum()))
-        if count <= 0:
-            return
-        victims = np.argpartition(seen, count - 1)[:count]
-        for v in victims.tolist():
-            self._slot_of.pop(int(self._host_of[v]), None)
-        self._ring_len[victims] = 0
-        self._ring_pos[victims] = 0
-        self._last_seen[victims] = -np.inf
-        self._free.extend(victims.tolist())
-        self.evictions += count
+    def tracked(self) -> set[int]:
+        """The keys (:func:`~netanomd.features._strings.hash_strings` of the address) of the
+        originators tracked."""
+        return self._table.tracked()
 
     def fit(self, batch: FlowBatch) -> None:
         return None
 
     def transform(self, batch: FlowBatch) -> np.ndarray:
-        n = len(batch)
-        if n <= self.max_hosts:
-            return self._transform(batch)
-        # More rows than host slots: go in pieces so one piece never needs more slots.
-        step = self.max_hosts
-        return np.vstack([self._transform(batch.slice(o, step)) for o in range(0, n, step)])
+        out = np.empty((len(batch), len(NAMES)), dtype=np.float32)
+        self.transform_into(batch, out)
+        return out
 
-    def _transform(self, batch: FlowBatch) -> np.ndarray:
-        n = len(batch)
-        out = np.zeros((n, len(NAMES)), dtype=np.float64)
-        if n == 0:
-            return out.astype(np.float32)
+    def transform_into(self, batch: FlowBatch, out: np.ndarray) -> None:
+        """Write the batch's columns into ``out`` (float32, ``(len(batch), len(names))``, a
+        column slice of a wider matrix will do)."""
+        if not len(batch):
+            return
         ts = batch.numeric("ts", fill=np.nan)
         ts = np.where(np.isfinite(ts), ts, 0.0)
-        slots = self._slots(_hash(batch.column("orig_h")), ts)
+        table = self._table
         failed = pc.is_in(batch.column("conn_state"), value_set=pa.array(FAILED_STATES))
         fail = np.asarray(pc.fill_null(failed, True).to_numpy(zero_copy_only=False), np.uint8)
         ob = np.maximum(batch.numeric("orig_bytes", dtype=np.float32), 0.0)
         rb = np.maximum(batch.numeric("resp_bytes", dtype=np.float32), 0.0)
         _host_kernel(
-            slots,
+            hash_strings(batch.column("orig_h")),
+            table.keys,
+            table.index,
+            table.prev,
+            table.next,
+            table.meta,
             ts,
-            _hash(batch.column("resp_h")),
+            hash_strings(batch.column("resp_h")),
             batch.numeric("resp_p", fill=-1, dtype=np.int32),
             fail,
             ob,
@@ -300,7 +319,6 @@ class HostFeatures:
             self.window,
             out,
         )
-        return out.astype(np.float32)
 
     def to_state(self) -> dict[str, Any]:
         return {"window": self.window, "depth": self.depth, "max_hosts": self.max_hosts}

@@ -50,9 +50,14 @@ class FeatureSpec:
         return FeatureSpec.from_state(self.to_state())
 
     def transform(self, batch: FlowBatch) -> np.ndarray:
-        if len(self.blocks) == 1:
-            return self.blocks[0].transform(batch)
-        return np.ascontiguousarray(np.hstack([b.transform(batch) for b in self.blocks]))
+        """The ``float32`` matrix, each block writing its columns into its slice of it."""
+        out = np.empty((len(batch), len(self.names)), dtype=np.float32)
+        j = 0
+        for b in self.blocks:
+            width = len(b.names)
+            b.transform_into(batch, out[:, j : j + width])
+            j += width
+        return out
 
     def to_state(self) -> dict[str, Any]:
         return {

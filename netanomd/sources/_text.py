@@ -124,7 +124,8 @@ def data_blocks(
     (the last one may have fewer), as read (each line ends in ``\n``; one is added to an
     unterminated last line), after skipping the first ``skip`` lines. Lines are never copied
     one by one, and the blocks are the same whatever the read size, so a file is cut into the
-    same batches as :func:`line_blocks` cuts it. Memory: one read, and a block being filled."""
+    same batches as :func:`line_blocks` cuts it. Memory: one read and a block being filled;
+    nothing of a yielded block is kept while the consumer holds it."""
     lineno = first_line
     pending: list[bytes] = []  # whole lines of the block being filled
     have = 0  # how many
@@ -136,7 +137,7 @@ def data_blocks(
                 pending.append(partial + b"\n")
                 have += 1
             if have and not skip:
-                yield lineno, b"".join(pending)
+                yield lineno, _drain(pending)
             return
         ends = np.flatnonzero(np.frombuffer(chunk, dtype=np.uint8) == 10)
         pos = idx = 0
@@ -151,10 +152,18 @@ def data_blocks(
             pending.append(partial + chunk[pos:cut] if partial else chunk[pos:cut])
             partial, pos, idx, have = b"", cut, idx + take, have + take
             if have == max_lines:
-                yield lineno, b"".join(pending)
+                yield lineno, _drain(pending)
                 lineno += have
-                pending, have = [], 0
+                have = 0
         partial += chunk[pos:]
+
+
+def _drain(parts: list[bytes]) -> bytes:
+    """The parts joined, the list emptied: a generator yielding this keeps no reference to
+    either while its consumer works on the block."""
+    data = b"".join(parts)
+    parts.clear()
+    return data
 
 
 def split_lines(data: bytes) -> list[bytes]:
@@ -297,14 +306,15 @@ class DelimitedParser:
         block in one typed Arrow pass when it has no comment lines and Arrow accepts every
         line (field counts, types) and every value; else line by line (:meth:`parse`)."""
         comment = self.comment
-        if comment is not None and not data.startswith(comment):
-            cut = data.find(b"\n" + comment)
-            tail = split_lines(data[cut + 1 :]) if cut >= 0 else []
-            if all(not ln or ln.startswith(comment) for ln in tail):
-                data = data[: cut + 1] if cut >= 0 else data  # a log's #close carries no flows
-        if self.line_filter is None and not (
-            comment is not None and (data.startswith(comment) or b"\n" + comment in data)
-        ):
+        clean = self.line_filter is None  # no comment line (after a trailing #close is cut)
+        if comment is not None and clean:
+            if data.startswith(comment):
+                clean = False
+            elif (cut := data.find(b"\n" + comment) + 1) > 0:  # one scan for comment lines
+                tail = split_lines(data[cut:])
+                clean = all(not ln or ln.startswith(comment) for ln in tail)
+                data = data[:cut] if clean else data  # a log's #close carries no flows
+        if clean:
             typed = self._typed(data)
             if typed is not None:
                 return typed

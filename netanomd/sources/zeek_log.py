@@ -171,6 +171,7 @@ class ZeekTsvSource(FileSource):
         with open_binary(self.path) as fh:
             for first, data in data_blocks(fh, self.batch_size, skip=header.lines):
                 batch = _finish(parser.parse_data(first, data, self.stats), "zeek")
+                del data  # the text is parsed: not kept while the batch is scored
                 if batch is not None:
                     self.stats.rows += len(batch)
                     yield batch
