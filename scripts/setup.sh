@@ -16,6 +16,7 @@ log() { printf '[setup] %s\n' "$*" >&2; }
 # chromium + chromium-driver: the analyst page's browser tests (Playwright drives this Chromium).
 APT_PACKAGES=(python3-venv python3-dev gcc python3-broker redis-server libsystemd-dev pkg-config systemd
     chromium chromium-driver)
+APT_PACKAGES+=(tcpreplay iproute2)  # tests/test_live_capture.py: replaying captures onto a veth pair in netns
 BACKPORTS_PACKAGES=(suricata)
 
 want_apt=1

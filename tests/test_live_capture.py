@@ -248,7 +248,9 @@ def test_suricata_on_an_interface_feeds_the_daemon_and_incidents_name_the_attack
 def test_watching_an_interface_that_is_not_there_fails_naming_it(
     tmp_path: Path, pair: tuple[str, str]
 ) -> None:
-    with pytest.raises(SensorError, match=r"(?s)did not start watching eth9 .*eth9: failed to find interface: No such device"):
+    """Suricata's own words on why it could not capture, in the error."""
+    why = r"(?s)did not start watching eth9 .*eth9: failed to find interface: No such device"
+    with pytest.raises(SensorError, match=why):
         Suricata(SURICATA, rules=[]).watch(
             "eth9", tmp_path / "eve.sock", tmp_path / "s", ["ip", "netns", "exec", pair[1]]
         )
