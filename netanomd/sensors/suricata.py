@@ -84,12 +84,14 @@ class Suricata:
         log_dir: Path,
         launcher: Sequence[str] = (),
         timeout: float = 60.0,
+        settle: float = 2.0,
     ) -> subprocess.Popen[bytes]:
         """Watch ``interface`` (af-packet), its events going to the daemon's stream socket
         ``eve_socket``, its configuration and console output (``suricata.out``: start, and at the
         end the interface's packet, drop and bad-checksum counts) in ``log_dir``; ``launcher``
-        goes before the command (e.g. ``ip netns exec NAME``). Returns once Suricata says its
-        engine started (capture is running), else a :class:`SensorError` with its last output.
+        goes before the command (e.g. ``ip netns exec NAME``). Returns ``settle`` seconds after
+        Suricata says its engine started (capture is running), else a :class:`SensorError` with
+        its last output.
         The caller stops it (SIGTERM: Suricata then logs the flows still open)."""
         log_dir = log_dir.resolve()
         live = log_dir / "netanomd-live.yaml"
@@ -116,6 +118,9 @@ class Suricata:
                     f"{proc.returncode}; its output is in {out}):\n  " + "\n  ".join(tail)
                 )
             time.sleep(0.1)
+        # Once started, af-packet's capture threads synchronise their sockets and drop what
+        # arrived before they all were up; Suricata does not say when that is done.
+        time.sleep(settle)
         return proc
 
     def configure(self, log_dir: Path, include: Path | None = None) -> list[str]:
