@@ -17,6 +17,7 @@ log() { printf '[setup] %s\n' "$*" >&2; }
 APT_PACKAGES=(python3-venv python3-dev gcc python3-broker redis-server libsystemd-dev pkg-config systemd
     chromium chromium-driver)
 APT_PACKAGES+=(prometheus prometheus-node-exporter)  # netanomd metrics and its tests (tests/test_telemetry_prometheus.py)
+APT_PACKAGES+=(tcpreplay iproute2)  # tests/test_live_capture.py: replaying captures onto a veth pair in netns
 BACKPORTS_PACKAGES=(suricata)
 
 want_apt=1
