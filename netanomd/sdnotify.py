@@ -10,7 +10,8 @@ process).
 A plain ``AF_UNIX``/``SOCK_DGRAM`` implementation of the documented protocol (sd_notify(3)),
 chosen over systemd-python's ``daemon.notify`` so that the environment and the socket are
 injectable in tests and the module has no C dependency. Without ``$NOTIFY_SOCKET`` every call
-is a no-op; a failed send is logged at debug level and never raised.
+is a no-op; a failed send is logged at debug level and never raised, and a send never waits
+(a listener that stops reading costs a dropped message, not a stalled daemon).
 """
 
 from __future__ import annotations
@@ -74,7 +75,9 @@ class Notifier:
             try:
                 if self._sock is None:
                     self._sock = self._factory()
-                self._sock.sendto(payload, self.address)
+                # Never wait: a listener that stopped reading (its queue holds only a few
+                # datagrams) must not block the daemon's loop; that message is dropped instead.
+                self._sock.sendto(payload, socket.MSG_DONTWAIT, self.address)
             except OSError as exc:
                 log.debug("sd_notify %r to %r failed: %s", payload, self.address, exc)
                 return False

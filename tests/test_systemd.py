@@ -3,6 +3,7 @@ and the sd_notify protocol of netanomd.sdnotify against real AF_UNIX datagram so
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -10,6 +11,7 @@ import shutil
 import socket
 import stat
 import subprocess
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -378,6 +380,35 @@ def test_notifier_never_raises_on_send_failure(
         raise OSError("socket() refused")
 
     assert Notifier(env={"NOTIFY_SOCKET": "@x"}, socket_factory=broken_factory).ready() is False
+    notifier.close()
+
+
+def test_notifier_never_waits_on_a_listener_that_stopped_reading(
+    path_socket: tuple[socket.socket, str],
+) -> None:
+    """The kernel queues only a few datagrams for a socket nobody reads: the sends past that are
+    dropped (False) at once instead of blocking the caller, and sending works again once the
+    listener reads."""
+    sock, address = path_socket
+    notifier = Notifier(env={"NOTIFY_SOCKET": address})
+    results: list[bool] = []
+    sender = threading.Thread(
+        target=lambda: results.extend(notifier.status(f"s{i}") for i in range(500)), daemon=True
+    )
+    sender.start()
+    sender.join(10)
+    assert not sender.is_alive(), "a send blocked on the full queue"
+    assert results[0] is True and results.count(False) > 0
+    queued = results.index(False)
+    sock.setblocking(False)
+    got = []
+    with contextlib.suppress(BlockingIOError):
+        while True:
+            got.append(sock.recv(4096))
+    assert got[0] == b"STATUS=s0" and len(got) >= queued
+    assert notifier.ready() is True
+    sock.settimeout(5)
+    assert sock.recv(4096) == b"READY=1"
     notifier.close()
 
 
