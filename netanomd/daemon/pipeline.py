@@ -352,8 +352,6 @@ class Pipeline:
             batch, scores, alerts, incidents = self._score(batch)
             if not self._deliver(alerts) or not self._deliver_incidents(incidents):
                 return  # stopping with a sink that cannot write: nothing is acknowledged
-            if self.reservoir is not None:
-                self.reservoir.add(batch, scores, alerts, self._stream.tracker.open.values())
             self.stats.scored += len(batch)
             self.stats.alerts += len(alerts)
             self.stats.batches += 1
@@ -366,6 +364,9 @@ class Pipeline:
                     log.error("%s: could not save its position: %s", item.source, exc)
         if batch is not None and self.on_batch is not None:
             self.on_batch(batch, scores, alerts, min(i.arrived for i in items))
+        if batch is not None and len(batch) and self.reservoir is not None:
+            # The training sample last: the alerts are written and the sources acknowledged.
+            self.reservoir.add(batch, scores, alerts, self._stream.tracker.open.values())
 
     def _score(self, batch: FlowBatch) -> tuple[FlowBatch, np.ndarray, list[Alert], list[Incident]]:
         """Score a batch on the stream; if the model raises, score its flows one by one and set
