@@ -55,6 +55,18 @@ class _Item:
     arrived: float
 
 
+@dataclass(frozen=True)
+class BatchTiming:
+    """Where the last micro-batch spent its time (``clock`` seconds): its oldest flow arrived,
+    the scoring loop took it off the queue, the stream scored it, the sinks had its alerts and
+    incidents."""
+
+    arrived: float
+    taken: float
+    scored: float
+    written: float
+
+
 @dataclass
 class PipelineStats:
     received: dict[str, int] = field(default_factory=dict)
@@ -214,6 +226,8 @@ class Pipeline:
         self._wake = threading.Event()
         self._log_next = 0.0
         self._quarantine_log_next = 0.0
+        #: The last scored micro-batch's timing (set before ``on_batch`` is told).
+        self.timing: BatchTiming | None = None
 
     # -- intake ----------------------------------------------------------------------------
     @property
@@ -341,6 +355,7 @@ class Pipeline:
                 self.heartbeat = self.clock()
 
     def process(self, items: list[_Item]) -> None:
+        taken = self.clock()
         full = [i.batch for i in items if len(i.batch)]
         batch = FlowBatch.concat(full) if len(full) > 1 else full[0] if full else None
         if batch is not None and self.dedup is not None:
@@ -350,8 +365,11 @@ class Pipeline:
         alerts: list[Alert] = []
         if batch is not None and len(batch):
             batch, scores, alerts, incidents = self._score(batch)
+            scored = self.clock()
             if not self._deliver(alerts) or not self._deliver_incidents(incidents):
                 return  # stopping with a sink that cannot write: nothing is acknowledged
+            arrived = min(i.arrived for i in items)
+            self.timing = BatchTiming(arrived, taken, scored, self.clock())
             self.stats.scored += len(batch)
             self.stats.alerts += len(alerts)
             self.stats.batches += 1
