@@ -384,7 +384,10 @@ class Pipeline:
             self.on_batch(batch, scores, alerts, min(i.arrived for i in items))
         if batch is not None and len(batch) and self.reservoir is not None:
             # The training sample last: the alerts are written and the sources acknowledged.
-            self.reservoir.add(batch, scores, alerts, self._stream.tracker.open.values())
+            try:
+                self.reservoir.add(batch, scores, alerts, self._stream.tracker.open.values())
+            except Exception:  # a bug there must not count scored flows as lost
+                log.exception("the training reservoir could not take %d scored flows", len(batch))
 
     def _score(self, batch: FlowBatch) -> tuple[FlowBatch, np.ndarray, list[Alert], list[Incident]]:
         """Score a batch on the stream; if the model raises, score its flows one by one and set
