@@ -412,3 +412,88 @@ def test_suricata_ipv6_addresses_are_spelled_as_zeek_spells_them() -> None:
     assert len(hosts(eve)) == len(eve) == 34
     assert hosts(eve) == hosts(zeek)
     assert frozenset(("fe80::217:f2ff:fed7:cf65", "ff02::fb")) in hosts(eve).values()
+
+
+def _state_and_history(
+    tcp: bool, ts: int, tc: int, both: int, pts: bool, ptc: bool, dts: bool, dtc: bool
+) -> tuple[str, str]:
+    """The conn_state/history rules of the module doc, one flow at a time (the reference the
+    column-wise decoder must agree with)."""
+    if not tcp:
+        return ("SF" if ptc and pts else "S0"), ("Dd" if ptc else "D")
+    if not ts and not tc:
+        ts, tc = both, both if ptc else 0
+    syn_ack = bool(tc & 0x02 and tc & 0x10)
+    marks = [ts & 0x02, syn_ack, ts & 0x10, dts, dtc, ts & 0x01, tc & 0x01, ts & 0x04, tc & 0x04]
+    history = "".join(c for c, on in zip("ShADdFfRr", marks, strict=True) if on)
+    if not ptc:
+        state = "S0" if ts & 0x02 else "OTH"
+    elif tc & 0x04 and not syn_ack:
+        state = "REJ" if ts & 0x02 else "RSTR"
+    elif ts & 0x04:
+        state = "RSTO"
+    elif tc & 0x04:
+        state = "RSTR"
+    elif ts & 0x01 and tc & 0x01:
+        state = "SF"
+    elif ts & 0x02 and tc & 0x02:
+        state = "S1"
+    else:
+        state = "OTH"
+    return state, history
+
+
+def test_eve_conn_states_column_wise_follow_the_rules_for_every_flag_combination() -> None:
+    """Every combination of the TCP flag bits that matter on each side (and of the combined
+    flags when the sides are unknown), packets and payload each way, TCP or not."""
+    import itertools
+
+    import numpy as np
+
+    from netanomd.sources.suricata_eve import conn_states
+
+    bits = [0, 0x01, 0x02, 0x04, 0x10, 0x12, 0x11, 0x14, 0x17, 0x1F, 0x100]
+    cases = list(
+        itertools.product([True, False], bits, bits, [0, 0x12, 0x1B, 0x04], *[[True, False]] * 4)
+    )
+    cols = [np.array(c) for c in zip(*cases, strict=True)]
+    states, histories = conn_states(*cols)
+    want = [_state_and_history(*c) for c in cases]
+    assert list(zip(states, histories, strict=True)) == want
+
+
+def test_eve_times_column_wise_are_exactly_the_scalar_parse() -> None:
+    """Suricata's timestamps in a real capture, and spellings Arrow must not take for them
+    (other layouts, impossible dates, offsets out of range, far years): each the scalar
+    parse's value, or its refusal."""
+    import math
+
+    from netanomd.sources.suricata_eve import parse_time, parse_times
+
+    capture = Path(__file__).parent / "data" / "eve" / "test6-malicious-head400.json"
+    texts = [json.loads(ln)["timestamp"] for ln in capture.read_bytes().splitlines()]
+    texts += [
+        "2021-06-06T16:38:55+02:00",
+        "2021-06-06T16:38:55.8558+0200",
+        "2020-02-29T16:38:55.855844+0200",
+        "2021-02-29T16:38:55.855844+0200",
+        "2021-06-06T24:00:00.000000+0200",
+        "2021-06-06T23:59:60.000000+0200",
+        "2021-06-06T16:38:55.855844+2400",
+        "2021-06-06T16:38:55.855844+0099",
+        "2021-06-06T16:38:55.855844-0130",
+        "0001-01-01T00:00:00.000001+0100",
+        "9999-12-31T23:59:59.999999-0100",
+        "garbage",
+    ]
+    capture_only = len(texts) - 12
+    for block, bad in ((texts[:capture_only], 0), (texts, 5), (texts[capture_only:], 5)):
+        got, refused = parse_times(block)
+        for i, text in enumerate(block):
+            try:
+                want = parse_time(text)
+            except ValueError as exc:
+                assert refused[i] == str(exc) and math.isnan(got[i])
+            else:
+                assert i not in refused and got[i] == want, text
+        assert len(refused) == bad

@@ -55,6 +55,18 @@ class _Item:
     arrived: float
 
 
+@dataclass(frozen=True)
+class BatchTiming:
+    """Where the last micro-batch spent its time (``clock`` seconds): its oldest flow arrived,
+    the scoring loop took it off the queue, the stream scored it, the sinks had its alerts and
+    incidents."""
+
+    arrived: float
+    taken: float
+    scored: float
+    written: float
+
+
 @dataclass
 class PipelineStats:
     received: dict[str, int] = field(default_factory=dict)
@@ -214,6 +226,8 @@ class Pipeline:
         self._wake = threading.Event()
         self._log_next = 0.0
         self._quarantine_log_next = 0.0
+        #: The last scored micro-batch's timing (set before ``on_batch`` is told).
+        self.timing: BatchTiming | None = None
 
     # -- intake ----------------------------------------------------------------------------
     @property
@@ -341,6 +355,7 @@ class Pipeline:
                 self.heartbeat = self.clock()
 
     def process(self, items: list[_Item]) -> None:
+        taken = self.clock()
         full = [i.batch for i in items if len(i.batch)]
         batch = FlowBatch.concat(full) if len(full) > 1 else full[0] if full else None
         if batch is not None and self.dedup is not None:
@@ -350,10 +365,11 @@ class Pipeline:
         alerts: list[Alert] = []
         if batch is not None and len(batch):
             batch, scores, alerts, incidents = self._score(batch)
+            scored = self.clock()
             if not self._deliver(alerts) or not self._deliver_incidents(incidents):
                 return  # stopping with a sink that cannot write: nothing is acknowledged
-            if self.reservoir is not None:
-                self.reservoir.add(batch, scores, alerts, self._stream.tracker.open.values())
+            arrived = min(i.arrived for i in items)
+            self.timing = BatchTiming(arrived, taken, scored, self.clock())
             self.stats.scored += len(batch)
             self.stats.alerts += len(alerts)
             self.stats.batches += 1
@@ -366,6 +382,12 @@ class Pipeline:
                     log.error("%s: could not save its position: %s", item.source, exc)
         if batch is not None and self.on_batch is not None:
             self.on_batch(batch, scores, alerts, min(i.arrived for i in items))
+        if batch is not None and len(batch) and self.reservoir is not None:
+            # The training sample last: the alerts are written and the sources acknowledged.
+            try:
+                self.reservoir.add(batch, scores, alerts, self._stream.tracker.open.values())
+            except Exception:  # a bug there must not count scored flows as lost
+                log.exception("the training reservoir could not take %d scored flows", len(batch))
 
     def _score(self, batch: FlowBatch) -> tuple[FlowBatch, np.ndarray, list[Alert], list[Incident]]:
         """Score a batch on the stream; if the model raises, score its flows one by one and set

@@ -47,12 +47,13 @@ import logging
 import re
 import reprlib
 from collections.abc import Callable, Iterator, Sequence
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 import msgspec
 import numpy as np
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from netanomd.errors import InputError
 from netanomd.flow import FLOW_SCHEMA, FlowBatch, FlowRecord, canonical_addresses
@@ -76,7 +77,9 @@ _FlowId = Annotated[int, msgspec.Meta(ge=0)]
 _FLOW_ID_MAX = int_range("flow_id")[1]
 
 
-class _Flow(msgspec.Struct):
+# gc=False: decoded JSON holds no cycles, and a thousand tracked objects per block would make
+# the collector run (and walk the daemon's heap) every few blocks.
+class _Flow(msgspec.Struct, gc=False):
     pkts_toserver: _Count = 0
     pkts_toclient: _Count = 0
     bytes_toserver: _Count = 0
@@ -85,14 +88,14 @@ class _Flow(msgspec.Struct):
     end: str | None = None
 
 
-class _Tcp(msgspec.Struct):
+class _Tcp(msgspec.Struct, gc=False):
     # Any: a flag field that is not a hex string counts as no flags (never an error).
     tcp_flags: Any = None
     tcp_flags_ts: Any = None
     tcp_flags_tc: Any = None
 
 
-class _Event(msgspec.Struct):
+class _Event(msgspec.Struct, gc=False):
     event_type: str
     timestamp: str | None = None
     flow_id: _FlowId | None = None
@@ -144,176 +147,231 @@ def parse_time(text: str) -> float:
     return dt.datetime.fromisoformat(text).timestamp()
 
 
-def _flags(value: Any) -> int:
-    if isinstance(value, str):
+#: Told of each bad line: its number and what is wrong with it.
+_Bad = Callable[[int, str], None]
+
+#: An EVE time as Suricata writes it (``2013-03-07T21:42:06.869344+0000``): parsed column-wise.
+_EVE_TIME = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}[+-][0-9]{4}$"
+#: Microseconds beyond which a float64 no longer holds every integer (the division would round
+#: twice): such times take the scalar path.
+_EXACT_MICROS = 2**53
+
+
+def parse_times(texts: Sequence[str]) -> tuple[np.ndarray, dict[int, str]]:
+    """EVE timestamps to epoch seconds at once: each exactly :func:`parse_time` of it, and for
+    the texts it refuses, their row and why (those rows hold NaN). Suricata's own layout is cast
+    by Arrow in one call (Arrow refuses every date :func:`parse_time` refuses); any other
+    spelling, or a block Arrow refuses, is parsed text by text."""
+    out = np.full(len(texts), np.nan)
+    arr = pa.array(texts, pa.string())
+    fast = np.asarray(pc.match_substring_regex(arr, _EVE_TIME))
+    if fast.any():
+        rows = np.flatnonzero(fast)
         try:
-            return int(value, 16)
-        except ValueError:
-            return 0
-    return 0
+            micros = (
+                (arr if rows.size == len(texts) else arr.take(pa.array(rows)))
+                .cast(pa.timestamp("us", "UTC"))
+                .cast(pa.int64())
+                .to_numpy()
+            )
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            fast[:] = False
+        else:
+            exact = np.abs(micros) < _EXACT_MICROS
+            out[rows[exact]] = micros[exact] / 10**6
+            fast[rows[~exact]] = False
+    bad: dict[int, str] = {}
+    for i in np.flatnonzero(~fast).tolist():
+        try:
+            out[i] = parse_time(texts[i])
+        except ValueError as exc:
+            bad[i] = str(exc)
+    return out, bad
 
 
 @functools.lru_cache(maxsize=4096)
-def conn_state_and_history(
-    tcp: bool,
-    flags_ts: str | None,
-    flags_tc: str | None,
-    flags: str | None,
-    pkts_ts: bool,
-    pkts_tc: bool,
-    data_ts: bool,
-    data_tc: bool,
-) -> tuple[str, str]:
-    """Approximate Zeek ``conn_state`` and ``history`` from an EVE flow (see module doc): a
-    TCP flow with a ``tcp`` object and its flag strings, whether each side sent packets and
-    whether it sent payload (more than 40 bytes of IP+TCP header per packet plus Ethernet).
-    Cached: a few hundred combinations cover real traffic."""
-    if not tcp:
-        return ("SF" if pkts_tc and pkts_ts else "S0"), ("Dd" if pkts_tc else "D")
-    ts = _flags(flags_ts)
-    tc = _flags(flags_tc)
-    if not ts and not tc:  # only the combined flags are known
-        both = _flags(flags)
-        ts, tc = both, both if pkts_tc else 0
-    hist = ""
-    if ts & _SYN:
-        hist += "S"
-    if tc & _SYN and tc & _ACK:
-        hist += "h"
-    if ts & _ACK:
-        hist += "A"
-    if data_ts:
-        hist += "D"
-    if data_tc:
-        hist += "d"
-    if ts & _FIN:
-        hist += "F"
-    if tc & _FIN:
-        hist += "f"
-    if ts & _RST:
-        hist += "R"
-    if tc & _RST:
-        hist += "r"
-    if not pkts_tc:
-        state = "S0" if ts & _SYN else "OTH"
-    elif tc & _RST and not (tc & _SYN and tc & _ACK):
-        state = "REJ" if ts & _SYN else "RSTR"
-    elif ts & _RST:
-        state = "RSTO"
-    elif tc & _RST:
-        state = "RSTR"
-    elif ts & _FIN and tc & _FIN:
-        state = "SF"
-    elif ts & _SYN and tc & _SYN:
-        state = "S1"
-    else:
-        state = "OTH"
-    return state, hist
+def _hex(text: str) -> int:
+    """A TCP flags string as an integer (0 when it is not hex); values beyond int64 keep their
+    low byte and stay non-zero."""
+    try:
+        value = int(text, 16)
+    except ValueError:
+        return 0
+    return value if -(2**62) < value < 2**62 else (value & 0xFF) | 0x100
 
 
-def _flag_text(value: Any) -> str | None:
-    return value if isinstance(value, str) else None
+def _flag_column(values: Sequence[Any]) -> np.ndarray:
+    """TCP flag fields as integers: a field that is not a hex string counts as no flags."""
+    return np.array([_hex(v) if isinstance(v, str) else 0 for v in values], dtype=np.int64)
 
 
-class _Columns:
-    """The flow columns of a block of EVE events: :meth:`add` checks a flow event and works out
-    what is not a plain field (times, state, history); :meth:`batch` builds each column at once."""
+#: conn_state names by code, in the order :func:`conn_states` decides them.
+_STATES = np.array(["S0", "OTH", "REJ", "RSTR", "RSTO", "SF", "S1"], dtype=object)
+#: history letters by bit: originator SYN, responder SYN+ACK, originator ACK, data each way,
+#: FIN each way, RST each way.
+_HISTORY_LETTERS = "ShADdFfRr"
+_HISTORIES = np.array(
+    [
+        "".join(c for k, c in enumerate(_HISTORY_LETTERS) if code >> k & 1)
+        for code in range(1 << len(_HISTORY_LETTERS))
+    ],
+    dtype=object,
+)
 
-    def __init__(self) -> None:
-        self.events: list[_Event] = []
-        self.ts: list[float] = []
-        self.duration: list[float] = []
-        self.proto: list[str] = []
-        self.orig_h: list[str] = []
-        self.resp_h: list[str] = []
-        self.state_history: list[tuple[str, str]] = []
 
-    def add(self, ev: _Event) -> None:
-        """Take one flow event (raises ValueError naming what is missing or bad)."""
+def conn_states(
+    tcp: np.ndarray,
+    flags_ts: np.ndarray,
+    flags_tc: np.ndarray,
+    flags: np.ndarray,
+    pkts_ts: np.ndarray,
+    pkts_tc: np.ndarray,
+    data_ts: np.ndarray,
+    data_tc: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Approximate Zeek ``conn_state`` and ``history`` (object arrays of str) from EVE flows
+    (see module doc), column-wise: per flow whether it is TCP with a ``tcp`` object, its flag
+    integers (each side's, and the combined ones), whether each side sent packets and whether
+    it sent payload (more than 40 bytes of IP+TCP header per packet plus Ethernet)."""
+    only_both = (flags_ts == 0) & (flags_tc == 0)  # only the combined flags are known
+    ts = np.where(only_both, flags, flags_ts)
+    tc = np.where(only_both, np.where(pkts_tc, flags, 0), flags_tc)
+    syn_ack = (tc & _SYN != 0) & (tc & _ACK != 0)
+    bits = [
+        ts & _SYN != 0,
+        syn_ack,
+        ts & _ACK != 0,
+        data_ts,
+        data_tc,
+        ts & _FIN != 0,
+        tc & _FIN != 0,
+        ts & _RST != 0,
+        tc & _RST != 0,
+    ]
+    code = np.zeros(len(tcp), dtype=np.int64)
+    for k, bit in enumerate(bits):
+        code |= bit.astype(np.int64) << k
+    syn_ts, rst_ts, rst_tc = bits[0], bits[7], bits[8]
+    state = np.select(
+        [
+            ~pkts_tc,
+            rst_tc & ~syn_ack,
+            rst_ts,
+            rst_tc,
+            bits[5] & bits[6],
+            syn_ts & (tc & _SYN != 0),
+        ],
+        [np.where(syn_ts, 0, 1), np.where(syn_ts, 2, 3), 4, 3, 5, 6],
+        default=1,
+    )
+    other_state = np.where(pkts_tc & pkts_ts, 5, 0)
+    other_history = np.where(pkts_tc, 0b11000, 0b01000)
+    states = _STATES[np.where(tcp, state, other_state)]
+    histories = _HISTORIES[np.where(tcp, code, other_history)]
+    return states, histories
+
+
+def _flow_columns(evs: Sequence[_Event], nums: Sequence[int], bad: _Bad) -> FlowBatch | None:
+    """The flow batch of a block's flow events (with their line numbers), built column by
+    column; an event with a missing or bad field goes to ``bad`` and is left out."""
+    problems: list[tuple[int, str]] = []
+    keep: list[int] = []
+    for i, ev in enumerate(evs):
         f = ev.flow
         if f is None:
-            raise ValueError("no 'flow' object")
-        if ev.src_ip is None or ev.dest_ip is None:
-            raise ValueError("no 'src_ip' or 'dest_ip'")
-        when = f.start if f.start is not None else ev.timestamp
-        if when is None:
-            raise ValueError("no 'flow.start' or 'timestamp'")
-        start = parse_time(when)
-        end = parse_time(f.end) if f.end is not None else start
-        pts, ptc = f.pkts_toserver, f.pkts_toclient
-        p = ev.proto
-        proto = (p if isinstance(p, str) else str(p)).lower()
-        tcp = ev.tcp
-        if proto == "tcp" and tcp is not None:
-            header = 40 + ETHERNET_HEADER
-            sh = conn_state_and_history(
-                True,
-                _flag_text(tcp.tcp_flags_ts),
-                _flag_text(tcp.tcp_flags_tc),
-                _flag_text(tcp.tcp_flags),
-                pts > 0,
-                ptc > 0,
-                f.bytes_toserver > pts * header,
-                f.bytes_toclient > ptc * header,
-            )
+            problems.append((i, "no 'flow' object"))
+        elif ev.src_ip is None or ev.dest_ip is None:
+            problems.append((i, "no 'src_ip' or 'dest_ip'"))
+        elif f.start is None and ev.timestamp is None:
+            problems.append((i, "no 'flow.start' or 'timestamp'"))
         else:
-            sh = conn_state_and_history(False, None, None, None, pts > 0, ptc > 0, False, False)
-        self.events.append(ev)
-        self.ts.append(start)
-        self.duration.append(max(end - start, 0.0))
-        self.proto.append(proto)
-        self.orig_h.append(ev.src_ip)
-        self.resp_h.append(ev.dest_ip)
-        self.state_history.append(sh)
+            keep.append(i)
+    if problems:
+        for i, what in problems:
+            bad(nums[i], f"flow event missing or bad field ({what})")
+        evs, nums = [evs[i] for i in keep], [nums[i] for i in keep]
+    flows = cast("list[_Flow]", [e.flow for e in evs])
+    starts = cast(
+        "list[str]",
+        [f.start if f.start is not None else e.timestamp for f, e in zip(flows, evs, strict=True)],
+    )
+    ends = [f.end if f.end is not None else t for f, t in zip(flows, starts, strict=True)]
+    start, bad_start = parse_times(starts)
+    end, bad_end = parse_times(ends)
+    if bad_start or bad_end:
+        for i, why in sorted({**bad_end, **bad_start}.items()):  # the start's problem first
+            bad(nums[i], f"flow event missing or bad field ({why})")
+        rows = [i for i in range(len(evs)) if i not in bad_start and i not in bad_end]
+        evs, flows = [evs[i] for i in rows], [flows[i] for i in rows]
+        start, end = start[rows], end[rows]
+    return _batch(evs, flows, start, end) if evs else None
 
-    def __len__(self) -> int:
-        return len(self.events)
 
-    def batch(self) -> FlowBatch:
-        evs = self.events
-        n = len(evs)
-        flows = [e.flow for e in evs]
-        counts = np.array(
-            [(f.pkts_toserver, f.bytes_toserver, f.pkts_toclient, f.bytes_toclient) for f in flows],  # type: ignore[union-attr]
-            dtype=np.int64,
-        ).reshape(n, 4)
-        pts, bts, ptc, btc = counts.T
-        apps = [e.app_proto for e in evs]
-        given: dict[str, pa.Array] = {
-            "ts": pa.array(self.ts, pa.float64()),
-            "uid": pa.array(
-                [
-                    f"S{e.flow_id}" if e.flow_id is not None else f"S{t}"
-                    for e, t in zip(evs, self.ts, strict=True)
-                ],
-                pa.string(),
-            ),
-            "orig_h": pa.array(self.orig_h, pa.string()),
-            "orig_p": pa.array(
-                [e.icmp_type if e.src_port is None else e.src_port for e in evs], pa.int32()
-            ),
-            "resp_h": pa.array(self.resp_h, pa.string()),
-            "resp_p": pa.array(
-                [e.icmp_code if e.dest_port is None else e.dest_port for e in evs], pa.int32()
-            ),
-            "proto": pa.array(self.proto, pa.string()),
-            "service": pa.array(
-                [a if isinstance(a, str) and a != "failed" else None for a in apps], pa.string()
-            ),
-            "duration": pa.array(self.duration, pa.float64()),
-            "conn_state": pa.array([sh[0] for sh in self.state_history], pa.string()),
-            "history": pa.array([sh[1] for sh in self.state_history], pa.string()),
-            "orig_pkts": pa.array(pts),
-            "orig_ip_bytes": pa.array(np.maximum(bts - ETHERNET_HEADER * pts, 0)),
-            "resp_pkts": pa.array(ptc),
-            "resp_ip_bytes": pa.array(np.maximum(btc - ETHERNET_HEADER * ptc, 0)),
-            "community_id": pa.array([e.community_id for e in evs], pa.string()),
-            "flow_id": pa.array([e.flow_id for e in evs], pa.uint64()),
-            "source": pa.array(["suricata"] * n, pa.string()),
-            "label": pa.array([e.label for e in evs], pa.string()),
-        }
-        arrays = [given[f.name] if f.name in given else pa.nulls(n, f.type) for f in FLOW_SCHEMA]
-        return FlowBatch(canonical_addresses(pa.Table.from_arrays(arrays, schema=FLOW_SCHEMA)))
+def _batch(
+    evs: Sequence[_Event], flows: Sequence[_Flow], start: np.ndarray, end: np.ndarray
+) -> FlowBatch:
+    """The batch of checked flow events whose start and end times are parsed."""
+    n = len(evs)
+    pts = np.array([f.pkts_toserver for f in flows], dtype=np.int64)
+    ptc = np.array([f.pkts_toclient for f in flows], dtype=np.int64)
+    bts = np.array([f.bytes_toserver for f in flows], dtype=np.int64)
+    btc = np.array([f.bytes_toclient for f in flows], dtype=np.int64)
+    proto = [(p if isinstance(p, str) else str(p)).lower() for p in (e.proto for e in evs)]
+    tcps = [e.tcp for e in evs]
+    is_tcp = np.array(
+        [p == "tcp" and t is not None for p, t in zip(proto, tcps, strict=True)], dtype=bool
+    )
+    if is_tcp.any():
+        none = _Tcp()
+        tcp = [t if t is not None else none for t in tcps]
+        flags_ts = _flag_column([t.tcp_flags_ts for t in tcp])
+        flags_tc = _flag_column([t.tcp_flags_tc for t in tcp])
+        flags = _flag_column([t.tcp_flags for t in tcp])
+    else:
+        flags_ts = flags_tc = flags = np.zeros(n, dtype=np.int64)
+    header = 40 + ETHERNET_HEADER
+    states, histories = conn_states(
+        is_tcp, flags_ts, flags_tc, flags, pts > 0, ptc > 0, bts > pts * header, btc > ptc * header
+    )
+    ids = [e.flow_id for e in evs]
+    apps = [e.app_proto for e in evs]
+    uids = (
+        [f"S{i}" for i in ids]
+        if None not in ids
+        else [
+            f"S{i}" if i is not None else f"S{t}" for i, t in zip(ids, start.tolist(), strict=True)
+        ]
+    )
+    given: dict[str, pa.Array] = {
+        "ts": pa.array(start, pa.float64()),
+        "uid": pa.array(uids, pa.string()),
+        "orig_h": pa.array([e.src_ip for e in evs], pa.string()),
+        "orig_p": pa.array(
+            [e.icmp_type if e.src_port is None else e.src_port for e in evs], pa.int32()
+        ),
+        "resp_h": pa.array([e.dest_ip for e in evs], pa.string()),
+        "resp_p": pa.array(
+            [e.icmp_code if e.dest_port is None else e.dest_port for e in evs], pa.int32()
+        ),
+        "proto": pa.array(proto, pa.string()),
+        "service": pa.array(
+            [a if isinstance(a, str) and a != "failed" else None for a in apps],
+            pa.string(),
+        ),
+        "duration": pa.array(np.maximum(end - start, 0.0), pa.float64()),
+        "conn_state": pa.array(states, pa.string()),
+        "history": pa.array(histories, pa.string()),
+        "orig_pkts": pa.array(pts),
+        "orig_ip_bytes": pa.array(np.maximum(bts - ETHERNET_HEADER * pts, 0)),
+        "resp_pkts": pa.array(ptc),
+        "resp_ip_bytes": pa.array(np.maximum(btc - ETHERNET_HEADER * ptc, 0)),
+        "community_id": pa.array([e.community_id for e in evs], pa.string()),
+        "flow_id": pa.array(ids, pa.uint64()),
+        "source": pa.array(["suricata"] * n, pa.string()),
+        "label": pa.array([e.label for e in evs], pa.string()),
+    }
+    arrays = [given[f.name] if f.name in given else pa.nulls(n, f.type) for f in FLOW_SCHEMA]
+    return FlowBatch(canonical_addresses(pa.Table.from_arrays(arrays, schema=FLOW_SCHEMA)))
 
 
 def _expected(field: str) -> str:
@@ -362,14 +420,10 @@ def _refused(exc: Exception, line: bytes) -> tuple[str, str | None]:
     return _bad_field(line, path), None
 
 
-#: Told of each bad line: its number and what is wrong with it.
-_Bad = Callable[[int, str], None]
-
-
 def _events(
     lines: Sequence[bytes], first_line: int, stats: ReadStats, bad: _Bad
-) -> Iterator[tuple[int, _Event]]:
-    """The decoded events of a block with their line numbers; bad lines go to ``bad``, events
+) -> tuple[list[int], list[_Event]]:
+    """The decoded events of a block and their line numbers; bad lines go to ``bad``, events
     of types whose fields do not decode are counted as skipped. The whole block goes to msgspec
     at once; only a block with a bad line is decoded line by line."""
     nums = [first_line + i for i, ln in enumerate(lines) if ln.strip()]
@@ -382,8 +436,8 @@ def _events(
         and len(events) == len(nums)
         and not any(e.flow_id is not None and e.flow_id > _FLOW_ID_MAX for e in events)
     ):
-        yield from zip(nums, events, strict=True)
-        return
+        return nums, events
+    nums, events = [], []
     for i, line in enumerate(lines):
         if not line.strip():
             continue
@@ -402,7 +456,9 @@ def _events(
             else:
                 stats.skip(ev.event_type)
             continue
-        yield first_line + i, ev
+        nums.append(first_line + i)
+        events.append(ev)
+    return nums, events
 
 
 def _decode(
@@ -411,23 +467,35 @@ def _decode(
     stats: ReadStats,
     bad: _Bad,
     signatures: SignatureJoin | None = None,
-) -> _Columns:
-    cols = _Columns()
-    for num, ev in _events(lines, first_line, stats, bad):
-        if ev.event_type == "alert" and signatures is not None:
-            try:  # alerts are few beside flows: their whole record is read again
-                signatures.add(orjson.loads(lines[num - first_line]))
-            except Exception as exc:
-                bad(num, f"bad alert event ({exc!r})")
-            continue
-        if ev.event_type != "flow":
-            stats.skip(ev.event_type)
-            continue
-        try:
-            cols.add(ev)
-        except ValueError as exc:  # any single record is skipped, never fatal to the source
-            bad(num, f"flow event missing or bad field ({exc})")
-    return cols
+) -> FlowBatch | None:
+    """The flow batch of a block (None without flow events); alerts go to ``signatures``,
+    other types are counted as skipped, bad lines go to ``bad`` in line order."""
+    found: list[tuple[int, str]] = []
+
+    def note(num: int, what: str) -> None:
+        found.append((num, what))
+
+    nums, events = _events(lines, first_line, stats, note)
+    kinds = [e.event_type for e in events]
+    if kinds.count("flow") != len(kinds):
+        flows: list[_Event] = []
+        flow_nums: list[int] = []
+        for num, ev, kind in zip(nums, events, kinds, strict=True):
+            if kind == "flow":
+                flows.append(ev)
+                flow_nums.append(num)
+            elif kind == "alert" and signatures is not None:
+                try:  # alerts are few beside flows: their whole record is read again
+                    signatures.add(orjson.loads(lines[num - first_line]))
+                except Exception as exc:
+                    note(num, f"bad alert event ({exc!r})")
+            else:
+                stats.skip(kind)
+        nums, events = flow_nums, flows
+    batch = _flow_columns(events, nums, note) if events else None
+    for num, what in sorted(found, key=lambda x: x[0]):
+        bad(num, what)
+    return batch
 
 
 def eve_lines_to_batch(
@@ -442,17 +510,16 @@ def eve_lines_to_batch(
 
     With ``signatures`` (the input's join, kept across calls) alert events are kept there and
     the batch's flows carry the signatures that fired on them; without, they are skipped."""
-    cols = _decode(
+    batch = _decode(
         lines,
         first_line,
         stats,
         lambda num, what: stats.bad_line(f"{where}:{num}: {what}"),
         signatures,
     )
-    if not len(cols):
+    if batch is None:
         return None
-    stats.rows += len(cols)
-    batch = cols.batch()
+    stats.rows += len(batch)
     return signatures.attach(batch) if signatures is not None else batch
 
 
@@ -462,10 +529,10 @@ def parse_eve_line(line: bytes, where: str = "<eve>") -> FlowRecord | None:
     Raises :class:`InputError` naming ``where`` for malformed input.
     """
     problems: list[str] = []
-    cols = _decode([line], 1, ReadStats(), lambda _, what: problems.append(f"{where}: {what}"))
+    batch = _decode([line], 1, ReadStats(), lambda _, what: problems.append(f"{where}: {what}"))
     if problems:
         raise InputError(problems[0])
-    return cols.batch().record(0) if len(cols) else None
+    return batch.record(0) if batch is not None else None
 
 
 class SuricataEveSource(FileSource):

@@ -4,16 +4,17 @@ Owns the socket Suricata's ``filetype: unix_dgram`` (one record per datagram) or
 (one record per line; lines cut by the one :class:`~netanomd.sources._text.LineSplitter` per
 connection) output connects to: binding it (mode 0660, so Suricata's group may write; the
 directory decides who), reading everything waiting on one wake-up (``recv`` until it would block,
-into one reused buffer), micro-batching by count or time (a batch is decoded ``batch_wait``
-seconds after its oldest record was read at the latest), and decoding the batch at once with the
-EVE decoder. Suricata cannot be paused through a socket: the emit callable's policy decides what
-happens when scoring falls behind.
+into one reused buffer; datagrams are waited for with one ``poll``), micro-batching by count or
+time (a batch is decoded ``batch_wait`` seconds after its oldest record was read at the latest),
+and decoding the batch at once with the EVE decoder. Suricata cannot be paused through a socket:
+the emit callable's policy decides what happens when scoring falls behind.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import select
 import selectors
 import socket
 import threading
@@ -74,55 +75,89 @@ class EveSocket:
         else:
             srv.listen(8)
         srv.setblocking(False)
-        sel = selectors.DefaultSelector()
-        sel.register(srv, selectors.EVENT_READ, None)
         self.ready.set()
         try:
+            if self.kind == "dgram":
+                self._serve_datagrams(srv)
+            else:
+                self._serve_stream(srv)
+            self._flush()
+        finally:
+            srv.close()
+            self.path.unlink(missing_ok=True)
+
+    def _timeout(self) -> float:
+        """Seconds until the pending batch is due (0.2 when nothing is pending)."""
+        if self._pending:
+            return max(self._first + self.batch_wait - time.monotonic(), 0.0)
+        return 0.2
+
+    def _serve_datagrams(self, srv: socket.socket) -> None:
+        """Wait (one ``poll``, no selector bookkeeping: Suricata sends a few records per
+        wake-up) and read whatever is waiting, until stopped."""
+        poller = select.poll()
+        poller.register(srv, select.POLLIN)
+        while not self._stop.is_set():
+            if poller.poll(self._timeout() * 1000):
+                self._read_datagrams(srv)
+            if self._pending and time.monotonic() - self._first >= self.batch_wait:
+                self._flush()
+
+    def _serve_stream(self, srv: socket.socket) -> None:
+        """Accept connections and read their lines, until stopped."""
+        sel = selectors.DefaultSelector()
+        sel.register(srv, selectors.EVENT_READ, None)
+        try:
             while not self._stop.is_set():
-                if self._pending:
-                    timeout = max(self._first + self.batch_wait - time.monotonic(), 0.0)
-                else:
-                    timeout = 0.2
-                for key, _ in sel.select(timeout):
+                for key, _ in sel.select(self._timeout()):
                     sock: socket.socket = key.fileobj  # type: ignore[assignment]
-                    if sock is srv and self.kind == "stream":
+                    if sock is srv:
                         conn, _ = srv.accept()
                         conn.setblocking(False)
                         sel.register(conn, selectors.EVENT_READ, LineSplitter())
-                    elif self.kind == "dgram":
-                        self._read_datagrams(sock)
                     elif not self._read_stream(sock, key.data):
                         sel.unregister(sock)
                         sock.close()
                 if self._pending and time.monotonic() - self._first >= self.batch_wait:
                     self._flush()
-            self._flush()
         finally:
+            for key in list(sel.get_map().values()):
+                if key.fileobj is not srv:
+                    key.fileobj.close()  # type: ignore[union-attr]
             sel.close()
-            srv.close()
-            self.path.unlink(missing_ok=True)
+
+    #: Datagrams read between looks at the clock and the stop flag.
+    _CHECK_EVERY = 64
 
     def _read_datagrams(self, sock: socket.socket) -> None:
-        """Every datagram waiting (one select for many), into a reused buffer; a batch is
-        decoded whenever ``batch_lines`` records are pending or the oldest has waited
-        ``batch_wait`` (a steady stream never lets the socket run dry)."""
-        view = memoryview(self._buffer)
-        while not self._stop.is_set():
-            try:
-                n = sock.recv_into(self._buffer)
-            except BlockingIOError:
+        """Every datagram waiting, into a reused buffer; a batch is decoded whenever
+        ``batch_lines`` records are pending or the oldest has waited ``batch_wait`` (looked at
+        every few dozen datagrams: a steady stream never lets the socket run dry)."""
+        buffer = self._buffer
+        view = memoryview(buffer)
+        recv_into = sock.recv_into
+        pending = self._pending
+        while True:
+            for _ in range(self._CHECK_EVERY):
+                try:
+                    n = recv_into(buffer)
+                except BlockingIOError:
+                    return
+                if not pending:
+                    self._first = time.monotonic()
+                record = bytes(view[:n])
+                if record.find(b"\n", 0, n - 1) < 0:
+                    pending.append(record)
+                else:  # several records in one datagram
+                    pending.extend(ln for ln in record.splitlines() if ln.strip())
+                if len(pending) >= self.batch_lines:
+                    self._flush()
+                    pending = self._pending
+            if self._stop.is_set():
                 return
-            if not self._pending:
-                self._first = time.monotonic()
-            record = bytes(view[:n])
-            if record.find(b"\n", 0, n - 1) < 0:
-                self._pending.append(record)
-            else:  # several records in one datagram
-                self._pending.extend(ln for ln in record.splitlines() if ln.strip())
-            if len(self._pending) >= self.batch_lines or (
-                time.monotonic() - self._first >= self.batch_wait
-            ):
+            if pending and time.monotonic() - self._first >= self.batch_wait:
                 self._flush()
+                pending = self._pending
 
     def _read_stream(self, sock: socket.socket, splitter: LineSplitter) -> bool:
         """What a stream connection has sent; False once it has closed."""
