@@ -16,6 +16,7 @@ log() { printf '[setup] %s\n' "$*" >&2; }
 # chromium + chromium-driver: the analyst page's browser tests (Playwright drives this Chromium).
 APT_PACKAGES=(python3-venv python3-dev gcc python3-broker redis-server libsystemd-dev pkg-config systemd
     chromium chromium-driver)
+APT_PACKAGES+=(podman debootstrap runc docker-compose)  # the container image and compose.yaml: scripts/build-image.sh, tests/test_container_image.py
 BACKPORTS_PACKAGES=(suricata)
 
 want_apt=1

@@ -169,47 +169,58 @@ def test_healthcheck_answers_from_the_daemons_own_configuration(
 
 
 def compose() -> dict[str, Any]:
-    data: dict[str, Any] = yaml.safe_load(COMPOSE.read_text())
+    """compose.yaml as Compose itself resolves it (docker-compose config: validated against the
+    Compose schema, anchors merged, ${VAR:-default} interpolated with nothing set)."""
+    env = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/root")}
+    command = ["docker-compose", "--project-directory", str(REPO_DIR), "-f", str(COMPOSE)]
+    r = subprocess.run([*command, "config"], capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stderr
+    data: dict[str, Any] = yaml.safe_load(r.stdout)
     return data
 
 
-def interpolate(value: str) -> str:
-    """Compose's ${NAME:-default} with nothing set: the default."""
-    return re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", value)
+def mounts(service: dict[str, Any]) -> dict[str, str]:
+    """Container path -> source (a named volume or a host path) of a service's volumes."""
+    return {v.split(":")[1]: v.split(":")[0] for v in service.get("volumes", [])}
 
 
-def netanomd_services(services: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    image = "localhost/netanomd:latest"
-    return {n: s for n, s in services.items() if interpolate(s.get("image", "")) == image}
+IMAGE = "localhost/netanomd:latest"
 
 
 def test_compose_runs_netanomd_beside_zeek_or_suricata_on_the_host_network() -> None:
     data = compose()
     services: dict[str, Any] = data["services"]
-    ours = netanomd_services(services)
+    ours = {n: s for n, s in services.items() if s["image"] == IMAGE}
     assert set(ours) == {"netanomd-suricata", "netanomd-zeek", "netanomd-es-setup"}
     for name, sensor in (("suricata", "netanomd-suricata"), ("zeek", "netanomd-zeek")):
         s = services[name]
         assert s["profiles"] == [name] and services[sensor]["profiles"] == [name]
         assert s["network_mode"] == "host" and {"NET_RAW", "NET_ADMIN"} <= set(s["cap_add"])
-        assert services[sensor]["depends_on"] == [name]
+        assert name in services[sensor]["depends_on"]
     for name, s in ours.items():
-        assert s["network_mode"] == "host", name
-        assert s["build"]["dockerfile"] == CONTAINERFILE.name
+        assert s["network_mode"] == "host" and s["cap_drop"] == ["ALL"], name
+        assert s["build"] == {"context": str(REPO_DIR), "dockerfile": CONTAINERFILE.name}
         assert "healthcheck" not in s, f"{name}: the image's HEALTHCHECK applies"
-        mounts = {v.split(":")[1]: v.split(":")[0] for v in s["volumes"]}
-        assert mounts[CONFIG] == "netanomd-config", name
+        assert mounts(s)[CONFIG] == "netanomd-config", name
         if name != "netanomd-es-setup":
-            assert mounts[STATE] == "netanomd-state", name
+            assert mounts(s)[STATE] == "netanomd-state", name
             assert s["stop_grace_period"] == "70s"
-        for v in s["volumes"]:
-            assert v.split(":")[0] in data["volumes"], f"{name}: undeclared volume {v}"
-    # Elasticsearch and Kibana only with the elastic profile; Elasticsearch's health gates them.
-    for name in ("elasticsearch", "kibana", "netanomd-es-setup"):
-        assert services[name]["profiles"] == ["elastic"], name
+        assert set(mounts(s).values()) <= set(data["volumes"]), name
+    # Every service belongs to one profile: the sensor is a choice, Elasticsearch and Kibana are
+    # optional; Elasticsearch's health gates Kibana and the index set-up.
+    by_profile: dict[str, set[str]] = {}
+    for name, s in services.items():
+        (profile,) = s["profiles"]
+        by_profile.setdefault(profile, set()).add(name)
+    assert by_profile == {
+        "suricata": {"suricata", "netanomd-suricata"},
+        "zeek": {"zeek", "netanomd-zeek"},
+        "elastic": {"elasticsearch", "kibana", "netanomd-es-setup"},
+    }
     probe = services["elasticsearch"]["healthcheck"]["test"]
     assert probe[0] == "CMD" and "/_cluster/health" in probe[-1]
-    assert services["kibana"]["depends_on"]["elasticsearch"]["condition"] == "service_healthy"
+    for name in ("kibana", "netanomd-es-setup"):
+        assert services[name]["depends_on"]["elasticsearch"]["condition"] == "service_healthy"
     assert services["netanomd-es-setup"]["command"] == ["es", "setup"]
 
 
@@ -220,22 +231,24 @@ def test_compose_netanomd_settings_are_a_valid_configuration_fed_by_the_sensor()
     services = compose()["services"]
 
     def settings(name: str) -> Config:
-        env = {k: interpolate(str(v)) for k, v in services[name].get("environment", {}).items()}
+        env = {k: str(v) for k, v in services[name].get("environment", {}).items()}
         assert all(k.startswith("NETANOMD_") for k in env), name
         return load_config(None, env=env)
 
-    for name in netanomd_services(services):
+    for name in ("netanomd-suricata", "netanomd-zeek", "netanomd-es-setup"):
         assert not settings(name).sinks.elasticsearch.enabled, f"{name}: Elasticsearch is opt-in"
     eve = settings("netanomd-suricata").sources[0]
     assert isinstance(eve, SuricataEveSourceConfig)
-    logs = next(v for v in services["suricata"]["volumes"] if v.endswith(":/var/log/suricata"))
-    shared = logs.split(":")[0] + ":" + str(Path(eve.path).parent) + ":ro"
-    assert shared in services["netanomd-suricata"]["volumes"]
+    logs = Path(eve.path).parent
+    assert mounts(services["suricata"])[str(logs)] == "suricata-logs"
+    assert mounts(services["netanomd-suricata"])[str(logs)] == "suricata-logs"
+    assert services["netanomd-suricata"]["volumes"][-1].endswith(":ro")
     zeek = settings("netanomd-zeek").sources[0]
     assert isinstance(zeek, ZeekWsSourceConfig) and zeek.url == "ws://127.0.0.1:27759"
-    command = [interpolate(a) for a in services["zeek"]["command"]]
-    scripts = next(v for v in services["zeek"]["volumes"] if v.startswith("./zeek-scripts:"))
-    assert scripts.split(":")[1] in command
+    command = services["zeek"]["command"]
+    scripts = next(k for k, v in mounts(services["zeek"]).items() if v.endswith("/zeek-scripts"))
+    assert scripts in command and "-C" in command
+    assert mounts(services["zeek"])[scripts] == str(REPO_DIR / "zeek-scripts")
     assert (REPO_DIR / "zeek-scripts" / "__load__.zeek").exists()
 
 
