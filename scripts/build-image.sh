@@ -137,6 +137,7 @@ cleanup() { podman rm -f "$name" >/dev/null 2>&1 || true; rm -rf "$data"; }
 trap cleanup EXIT
 gzip -dc netanomd/data/attacks/njrat-001.conn.log.gz >"$data/conn.log"
 chmod 0755 "$data" && chmod 0644 "$data/conn.log"
+flows=$(grep -vc '^#' "$data/conn.log")
 port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 step "running the daemon in $tag on 127.0.0.1:$port"
 "${engine[@]}" run -d --name "$name" --network host "${limits[@]}" \
@@ -147,9 +148,9 @@ step "running the daemon in $tag on 127.0.0.1:$port"
 
 # /healthz until ready (200), then /metrics until the capture's flows are scored.
 probe() {
-    python3 - "$port" <<'PY'
+    python3 - "$port" "$flows" <<'PY'
 import re, sys, time, urllib.error, urllib.request as u
-base = f"http://127.0.0.1:{sys.argv[1]}"
+base, flows = f"http://127.0.0.1:{sys.argv[1]}", int(sys.argv[2])
 deadline, answer = time.monotonic() + 90, "no answer"
 while time.monotonic() < deadline:
     try:
@@ -162,14 +163,14 @@ while time.monotonic() < deadline:
         answer = f"no answer ({e})"
     time.sleep(1)
 print("healthz:", answer)
-scored = 0.0
-while time.monotonic() < deadline and scored < 900:
+scored = 0
+while time.monotonic() < deadline and scored < flows:
     text = u.urlopen(base + "/metrics", timeout=5).read().decode()
     m = re.search(r"^netanomd_flows_scored_total (\S+)$", text, re.M)
-    scored = float(m.group(1)) if m else 0.0
-    time.sleep(1)
-print("scored:", int(scored))
-sys.exit(0 if answer.startswith("200 ") and scored >= 900 else 1)
+    scored = int(float(m.group(1))) if m else 0
+    time.sleep(0.5)
+print(f"scored: {scored} of {flows}")
+sys.exit(0 if answer.startswith("200 ") and scored == flows else 1)
 PY
 }
 if ! probe; then
