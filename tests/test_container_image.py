@@ -86,11 +86,12 @@ def test_containerfile_runs_the_daemon_as_a_non_root_user_with_config_and_state_
     steps = final_stage()
     base_arg = next(rest for word, rest in instructions(CONTAINERFILE) if word == "ARG")
     assert base_arg.startswith("BASE_IMAGE=") and "debian:bookworm" in base_arg
-    assert all(
-        rest.split()[0] == "${BASE_IMAGE}"
-        for word, rest in instructions(CONTAINERFILE)
-        if word == "FROM"
-    )
+    stages: list[str] = []  # every stage starts from the base or from an earlier stage
+    for word, rest in instructions(CONTAINERFILE):
+        if word == "FROM":
+            image, *alias = rest.split()
+            assert image == "${BASE_IMAGE}" or image in stages, f"FROM {rest}"
+            stages += alias[1:]
     user = [rest for word, rest in steps if word == "USER"]
     assert user and user[-1] not in ("root", "0", "0:0")
     # The user is made in the image, with the uid the volumes are owned by.
