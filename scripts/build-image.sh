@@ -15,8 +15,9 @@
 #   --ca-bundle FILE  CA bundle pip trusts in the build (a TLS-inspecting proxy); default $PIP_CERT
 #                     when set. A build secret: not stored in the image.
 #   --no-run          build only
-# Prints "healthz: <answer>", "scored: <n>", "healthcheck: healthy", "size: <bytes>" and the
-# seconds each step took; exits non-zero with the engine's error text on any failure.
+# Prints (stdout) "built: ...", "size: <bytes>", the demo's output, "healthz: <status> <body>",
+# "scored: <n> of <flows>", "healthcheck: healthy", "stopped: exit 0", "stored incidents: <n>",
+# "total: <s> s"; progress on stderr; exits non-zero with the engine's error text on a failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -129,19 +130,26 @@ demo=$("${engine[@]}" run --rm "${limits[@]}" "$tag" demo) || die "the demo fail
 printf '%s\n' "$demo"
 grep -q "incidents (most severe first)" <<<"$demo" || die "the demo printed no incidents"
 
-# The daemon on the bundled NjRAT capture (a Zeek conn.log followed from its start), on the
-# host's network at a free loopback port.
+# The daemon on the bundled NjRAT capture (a Zeek conn.log followed from its start), as
+# compose.yaml runs it: the host's network (at a free loopback port), no capabilities, no new
+# privileges, the state in a new named volume (seeded with the image's model).
 data=$(mktemp -d)
 name=netanomd-check-$$
-cleanup() { podman rm -f "$name" >/dev/null 2>&1 || true; rm -rf "$data"; }
+cleanup() {
+    podman rm -f "$name" >/dev/null 2>&1 || true
+    podman volume rm -f "$name" >/dev/null 2>&1 || true
+    rm -rf "$data"
+}
 trap cleanup EXIT
 gzip -dc netanomd/data/attacks/njrat-001.conn.log.gz >"$data/conn.log"
 chmod 0755 "$data" && chmod 0644 "$data/conn.log"
 flows=$(grep -vc '^#' "$data/conn.log")
 port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 step "running the daemon in $tag on 127.0.0.1:$port"
+podman volume create "$name" >/dev/null
 "${engine[@]}" run -d --name "$name" --network host "${limits[@]}" \
-    -v "$data:/data:ro,Z" \
+    --cap-drop ALL --security-opt no-new-privileges \
+    -v "$name:/var/lib/netanomd" -v "$data:/data:ro,Z" \
     -e NETANOMD_SOURCES__0__TYPE=zeek_log -e NETANOMD_SOURCES__0__PATH=/data/conn.log \
     -e NETANOMD_SOURCES__0__FROM_START=true \
     -e "NETANOMD_SINKS__METRICS__LISTEN=127.0.0.1:$port" "$tag" >/dev/null
@@ -187,5 +195,9 @@ fi
 code=$(podman inspect --format '{{.State.ExitCode}}' "$name")
 [[ $code == 0 ]] || { podman logs "$name" >&2; die "the daemon exited $code on SIGTERM"; }
 echo "stopped: exit 0"
+# What it stored outlives the container: read from the volume by another one.
+stored=$("${engine[@]}" run --rm "${limits[@]}" -v "$name:/var/lib/netanomd" "$tag" \
+    incidents --db /var/lib/netanomd/alerts.db --json) || die "cannot read the stored incidents"
+echo "stored incidents: $(grep -c '^{' <<<"$stored" || true)"
 step "done"
 echo "total: $((SECONDS - t0)) s"

@@ -265,8 +265,9 @@ def incidents(demo_output: str) -> list[str]:
 @pytest.mark.timeout(900)
 def test_image_builds_runs_the_demo_and_answers_healthz(tmp_path: Path) -> None:
     """scripts/build-image.sh end to end: build (a debootstrap base when no registry answers),
-    the demo's incidents, the daemon ready on /healthz with the capture's flows scored, the
-    image's HEALTHCHECK, exit 0 on SIGTERM; then the built image's configuration."""
+    the demo's incidents, the daemon (no capabilities, state in a named volume) ready on
+    /healthz with the capture's flows scored, the image's HEALTHCHECK, exit 0 on SIGTERM, its
+    incidents read back from the volume; then the built image's configuration."""
     tag = "localhost/netanomd:test"
     r = subprocess.run(
         [str(BUILD_SCRIPT), "--tag", tag], capture_output=True, text=True, timeout=880
@@ -278,6 +279,7 @@ def test_image_builds_runs_the_demo_and_answers_healthz(tmp_path: Path) -> None:
     scored, _, flows = report["scored"].partition(" of ")
     assert int(scored) == int(flows) > 0
     assert report["healthcheck"] == "healthy" and report["stopped"] == "exit 0"
+    assert int(report["stored incidents"]) > 0  # NjRAT's C&C, read from the state volume
     # The demo in the image finds what the same demo finds here (same code, data and seed).
     here = subprocess.run(
         [sys.executable, "-m", "netanomd", "demo", "--workdir", str(tmp_path)],
