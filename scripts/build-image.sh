@@ -39,7 +39,7 @@ while (($#)); do
         *) die "unknown argument '$1' (see the header of $0)" ;;
     esac
 done
-command -v podman >/dev/null || die "podman is not installed (apt-get install podman buildah)"
+command -v podman >/dev/null || die "podman is not installed (scripts/setup.sh installs it: podman, debootstrap, runc)"
 [[ -z $ca || -r $ca ]] || die "--ca-bundle: cannot read '$ca'"
 
 t0=$SECONDS
