@@ -18,6 +18,7 @@ APT_PACKAGES=(python3-venv python3-dev gcc python3-broker redis-server libsystem
     chromium chromium-driver)
 APT_PACKAGES+=(prometheus prometheus-node-exporter)  # netanomd metrics and its tests (tests/test_telemetry_prometheus.py)
 APT_PACKAGES+=(tcpreplay iproute2)  # tests/test_live_capture.py: replaying captures onto a veth pair in netns
+APT_PACKAGES+=(podman debootstrap runc docker-compose)  # the container image and compose.yaml: scripts/build-image.sh, tests/test_container_image.py
 BACKPORTS_PACKAGES=(suricata)
 
 want_apt=1
