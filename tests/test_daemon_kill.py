@@ -33,10 +33,17 @@ def start(cfg: Path, log: Path) -> subprocess.Popen[bytes]:
 
 
 def stored(db: Path) -> list[str]:
+    """The uids of the alerts a daemon's SQLite sink has committed (none before its schema is
+    there: the file exists a moment before its tables do)."""
     if not db.exists():
         return []
     with sqlite3.connect(db, timeout=30) as con:
-        return [r[0] for r in con.execute("SELECT uid FROM alerts")]
+        try:
+            return [r[0] for r in con.execute("SELECT uid FROM alerts")]
+        except sqlite3.OperationalError as exc:
+            if "no such table" in str(exc):
+                return []
+            raise
 
 
 def committed(state: Path, log: Path) -> int:

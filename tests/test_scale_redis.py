@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -17,7 +16,7 @@ import pytest
 
 from tests.es_server import FakeElasticsearch
 from tests.test_daemon import model_path, write_config
-from tests.test_daemon_kill import start
+from tests.test_daemon_kill import start, stored
 from tests.waiting import wait
 
 __all__ = ["model_path"]  # the fixture, shared with test_daemon
@@ -44,10 +43,7 @@ def eve_flow_records(copies: int) -> list[bytes]:
 
 
 def uids_in(db: Path) -> set[str]:
-    if not db.exists():
-        return set()
-    with sqlite3.connect(db, timeout=30) as con:
-        return {r[0] for r in con.execute("SELECT uid FROM alerts")}
+    return set(stored(db))
 
 
 def stopped(pid: int) -> bool:
