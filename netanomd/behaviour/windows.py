@@ -43,6 +43,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from netanomd.behaviour import _kernels as _k
 from netanomd.behaviour.hll import DEFAULT_P, HllTable
 from netanomd.flow import FlowBatch
 
@@ -210,19 +211,6 @@ def probe_kinds(batch: FlowBatch, unanswered: np.ndarray) -> tuple[np.ndarray, .
     syn = (proto == "tcp") & (states == "S0") & (opk <= 2)
     echo = (proto == "icmp") & np.isin(batch.numeric("orig_p", fill=-1), _ICMP_ECHO)
     return udp1, syn, echo
-
-
-def _running(keys: np.ndarray, values: np.ndarray) -> np.ndarray:
-    """Per row, the sum of ``values`` over the rows so far (this one included) with its key."""
-    order = np.argsort(keys, kind="stable")
-    v = np.asarray(values, dtype=np.float64)[order]
-    total = np.cumsum(v)
-    k = keys[order]
-    first = np.r_[True, k[1:] != k[:-1]]
-    before = (total - v)[first][np.cumsum(first) - 1]
-    out = np.empty(len(v))
-    out[order] = total - before
-    return out
 
 
 _EMPTY: dict[tuple[str, ...], pd.DataFrame] = {}
@@ -409,22 +397,12 @@ class _Scale:
         sums: np.ndarray,
         ts: np.ndarray,
         end: np.ndarray,
-        sketch_rows: list[tuple[np.ndarray, np.ndarray]],
+        sketch: tuple[np.ndarray, np.ndarray, np.ndarray],
         seg_pairs: _Pairs,
     ) -> None:
-        u, inv = np.unique(slot, return_inverse=True)
-        cols = sums.shape[1]  # one bincount over (slot, column) cells
-        cells = (inv[:, None] * cols + np.arange(cols)[None, :]).ravel()
-        add = np.bincount(cells, weights=sums.ravel(), minlength=len(u) * cols)
-        self.sums[u] += add.reshape(len(u), cols)
-        np.minimum.at(self.first, slot, ts)
-        np.maximum.at(self.last, slot, end)
-        self.active[u] = True
-        k = len(_SKETCHES)  # every sketch's items in one add
-        self.hll.add(
-            np.concatenate([rows * k + i for i, (rows, _) in enumerate(sketch_rows)]),
-            np.concatenate([hashes for _, hashes in sketch_rows]),
-        )
+        """Add a segment's rows (``sketch``: each row's peer and port hashes, whether a probe)."""
+        _k.scale_add(self.sums, self.first, self.last, self.active, slot, sums, ts, end)
+        _k.hll_sketches(self.hll.registers, self.hll.p, len(_SKETCHES), slot, *sketch)
         self._merge_pairs(seg_pairs)
 
     def _merge_pairs(self, new: _Pairs) -> None:
@@ -771,9 +749,15 @@ class HostWindows:
         sums = sums.copy()
         np.add.at(sums[:, _NEW_PEERS], first_i[is_new], 1.0)
         hosts_new = sums[:, _NEW_PEERS] > 0
+        # Rows by pair (stable): in arrival order within a pair (a pair is one role's, whose
+        # rows arrive in order), and in start order (``c``, below).
+        o = np.argsort(pkey, kind="stable")
+        k_sorted = pkey[o]
+        change = k_sorted[1:] != k_sorted[:-1]
+        raw_start = np.r_[0, np.flatnonzero(change) + 1]
         # New probe targets: distinct (host, peer, port) probed here and never contacted before
         # (a scan explores; a client retrying the servers it always uses does not).
-        uk_t = np.unique(pkey)
+        uk_t = k_sorted[raw_start]
         seen_t = self._targets.seen_then_add(uk_t)
         p_idx = np.flatnonzero(probe)
         if len(p_idx):
@@ -781,13 +765,9 @@ class HostWindows:
             fresh = ~seen_t[np.searchsorted(uk_t, up)]
             np.add.at(sums[:, _NEW_TARGETS], p_idx[first_p[fresh]], 1.0)
         # Representative flows: the host's latest SAMPLES uids.
-        order = np.lexsort((-np.arange(len(slot)), slot))
-        so = slot[order]
-        start = np.r_[0, np.flatnonzero(np.diff(so)) + 1]
-        rank = np.arange(len(so)) - np.repeat(start, np.diff(np.r_[start, len(so)]))
-        keep = rank < SAMPLES
-        self._uids[so[keep], rank[keep]] = uids[order][keep]
-        self._cids[so[keep], rank[keep]] = cids[order][keep]
+        latest, rank = _k.latest(slot, self.max_hosts, SAMPLES)
+        self._uids[slot[latest], rank] = uids[latest]
+        self._cids[slot[latest], rank] = cids[latest]
         # Pairs of this segment, with inter-arrival sums of their arrival (event) times: flows
         # arrive by end, so these gaps are the same however the stream is cut into batches.
         # Pairs count connection *attempts*: a TCP record on the source port of the pair's
@@ -798,10 +778,9 @@ class HostWindows:
         # RETRY_RECORDS, are attempts of their own (a flood or a prober from one fixed port).
         # Attempts are found in start order (records of one attempt start in turn), the pair's
         # statistics taken in arrival order.
-        c = np.lexsort((ts, pkey))
-        ks, ps, bare, t0, pc_ = pkey[c], orig_p[c], unans[c] & empty[c], ts[c], pcode[c]
-        again = (ks[1:] == ks[:-1]) & retried(ps[:-1], t0[:-1], bare[:-1], ps[1:], t0[1:], pc_[1:])
-        raw_start = np.r_[0, np.flatnonzero(ks[1:] != ks[:-1]) + 1]
+        c = _k.by_key_then(o, k_sorted, ts)
+        ps, bare, t0, pc_ = orig_p[c], unans[c] & empty[c], ts[c], pcode[c]
+        again = ~change & retried(ps[:-1], t0[:-1], bare[:-1], ps[1:], t0[1:], pc_[1:])
         raw_end = np.r_[raw_start[1:], len(c)] - 1
         chain = np.cumsum(np.r_[True, ~again]) - 1
         length = np.bincount(chain).astype(np.float64)
@@ -810,9 +789,8 @@ class HostWindows:
         starts[c] = np.r_[True, ~again] | alone
         outcome = np.zeros(len(c), dtype=np.bool_)  # rows that end one (its outcome)
         outcome[c] = np.r_[~again, True] | alone
-        o = np.lexsort((when, pkey))
-        o = o[outcome[o]]
-        k_sorted = pkey[o]
+        ends = outcome[o]
+        o, k_sorted = o[ends], k_sorted[ends]
         gstart = np.r_[0, np.flatnonzero(np.diff(k_sorted)) + 1]
         gid = np.repeat(np.arange(len(gstart)), np.diff(np.r_[gstart, len(o)]))
         t_sorted = when[o]
@@ -841,13 +819,6 @@ class HostWindows:
             lchain=length[chain[raw_end]],
             one_chain=chain[raw_start] == chain[raw_end],
         )
-        sketch_rows = [
-            (slot, peer_h),
-            (slot, p_hash_all),
-            (slot[probe], peer_h[probe]),
-            (slot[probe], p_hash_all[probe]),
-            (slot[probe], _mix(peer_h[probe], p_hash_all[probe])),
-        ]
         if want.any():
             first = c[raw_start]  # each pair's first record here: maybe an older attempt's retry
             found.append(
@@ -855,6 +826,8 @@ class HostWindows:
                     rows,
                     slot,
                     pkey,
+                    c,
+                    change,
                     unans,
                     probe,
                     starts,
@@ -864,13 +837,15 @@ class HostWindows:
                 )
             )
         for sc in self._scales:
-            sc.add(slot, sums, ts, end, sketch_rows, seg_pairs)
+            sc.add(slot, sums, ts, end, (peer_h, p_hash_all, probe), seg_pairs)
 
     def _context(
         self,
         rows: np.ndarray,
         slot: np.ndarray,
         pkey: np.ndarray,
+        by_pair: np.ndarray,
+        change: np.ndarray,
         unans: np.ndarray,
         probe: np.ndarray,
         starts: np.ndarray,
@@ -883,8 +858,9 @@ class HostWindows:
         ``firsts`` are each pair's first record here (row, source port, start, protocol, short
         chain), which continue the window's last attempt at the pair when it is retried."""
         wide, near = self._scales[-1], self._scales[min(1, len(self._scales) - 1)]
-        new_peers = wide.sums[slot, _NEW_PEERS] + _running(slot, new_peer)
-        probes = near.sums[slot, _SUMS.index("probes")] + _running(slot, probe)
+        hosts = self.max_hosts
+        new_peers = wide.sums[slot, _NEW_PEERS] + _k.running(slot, new_peer, hosts)
+        probes = near.sums[slot, _SUMS.index("probes")] + _k.running(slot, probe, hosts)
         old = near.pairs
         tries = np.zeros(len(rows))
         failed = np.zeros(len(rows))
@@ -898,8 +874,11 @@ class HostWindows:
             go_on = h & short & retried(old.lport[p], old.lts[p], old.lbare[p], port, start, proto)
             starts = starts.copy()
             starts[row[go_on]] = False
-        tries = tries + _running(pkey, starts)
-        failed = failed + _running(pkey, starts & unans)
+        pair = np.empty(len(by_pair), np.int64)  # each row's pair, numbered
+        pair[by_pair] = np.cumsum(np.r_[0, change])
+        groups = int(pair.max()) + 1
+        tries = tries + _k.running(pair, starts, groups)
+        failed = failed + _k.running(pair, starts & unans, groups)
         w = np.flatnonzero(want)
         return {
             "row": rows[w],
