@@ -53,6 +53,7 @@ DEFAULT_SCALES: tuple[float, ...] = (60.0, 600.0, 3600.0)
 #: Conn states in which the responder never answered with data (Zeek conn.log docs).
 UNANSWERED_STATES = ("S0", "REJ", "RSTOS0", "RSTRH", "SH", "SHR")
 _UNANSWERED = pa.array(UNANSWERED_STATES)
+_RESET = pa.array(("RSTO", "RSTOS0"))
 #: A "short" connection moves less payload than this each way: a login attempt or a probe, not a
 #: transfer (brute force is many short connections to one service).
 SHORT_BYTES = 10_000
@@ -175,15 +176,25 @@ def _strings(batch: FlowBatch, name: str) -> np.ndarray:
     return np.asarray(batch.column(name).fill_null("").to_numpy(zero_copy_only=False), object)
 
 
+def _coded(batch: FlowBatch, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """A string column as its distinct values (nulls as "") and each row's index into them."""
+    enc = pc.dictionary_encode(batch.column(name).fill_null("").combine_chunks())
+    values = np.asarray(enc.dictionary.to_numpy(zero_copy_only=False), dtype=object)
+    return values, np.asarray(enc.indices.to_numpy(zero_copy_only=False), dtype=np.int64)
+
+
+def _is(batch: FlowBatch, name: str, value: str | pa.Array) -> np.ndarray:
+    """Rows whose string column ``name`` is ``value`` (or in it); nulls are not."""
+    col = batch.column(name)
+    hit = pc.is_in(col, value_set=value) if isinstance(value, pa.Array) else pc.equal(col, value)
+    return np.asarray(pc.fill_null(hit, False).to_numpy(zero_copy_only=False), np.bool_)
+
+
 def unanswered_mask(batch: FlowBatch) -> np.ndarray:
     """Flows the responder never answered: a state of :data:`UNANSWERED_STATES` (S0, REJ, SH,
     ...) with no payload back, or no responder packet at all. Flows to multicast or broadcast
     addresses do not count (nobody is meant to answer)."""
-    states = batch.column("conn_state")
-    unans = np.asarray(
-        pc.fill_null(pc.is_in(states, value_set=_UNANSWERED), False).to_numpy(zero_copy_only=False),
-        np.bool_,
-    )
+    unans = _is(batch, "conn_state", _UNANSWERED)
     unans &= batch.numeric("resp_bytes") <= 0  # Zeek's state can miss a reply that carried data
     unans |= batch.numeric("resp_pkts", fill=-1) == 0
     group = pc.fill_null(pc.match_substring_regex(batch.column("resp_h"), NO_REPLY_DESTS), False)
@@ -194,22 +205,18 @@ def probe_mask(batch: FlowBatch, unanswered: np.ndarray | None = None) -> np.nda
     """Flows that look like probes: unanswered, a TCP handshake the originator reset without
     payload (connect scan), or an ICMP echo request."""
     unans = unanswered_mask(batch) if unanswered is None else unanswered
-    proto = np.asarray(batch.column("proto").fill_null("").to_numpy(zero_copy_only=False))
     empty = (batch.numeric("orig_bytes") <= 0) & (batch.numeric("resp_bytes") <= 0)
-    states = np.asarray(batch.column("conn_state").fill_null("").to_numpy(zero_copy_only=False))
-    reset = (proto == "tcp") & empty & np.isin(states, ("RSTO", "RSTOS0"))
-    echo = (proto == "icmp") & np.isin(batch.numeric("orig_p", fill=-1), _ICMP_ECHO)
+    reset = _is(batch, "proto", "tcp") & empty & _is(batch, "conn_state", _RESET)
+    echo = _is(batch, "proto", "icmp") & np.isin(batch.numeric("orig_p", fill=-1), _ICMP_ECHO)
     return np.asarray(unans | reset | echo)
 
 
 def probe_kinds(batch: FlowBatch, unanswered: np.ndarray) -> tuple[np.ndarray, ...]:
     """Masks in :data:`PROBE_KINDS` order: one-packet UDP unanswered, lone SYN unanswered, ping."""
-    proto = np.asarray(batch.column("proto").fill_null("").to_numpy(zero_copy_only=False))
-    states = np.asarray(batch.column("conn_state").fill_null("").to_numpy(zero_copy_only=False))
     opk = batch.numeric("orig_pkts", fill=-1)
-    udp1 = (proto == "udp") & unanswered & (opk == 1)
-    syn = (proto == "tcp") & (states == "S0") & (opk <= 2)
-    echo = (proto == "icmp") & np.isin(batch.numeric("orig_p", fill=-1), _ICMP_ECHO)
+    udp1 = _is(batch, "proto", "udp") & unanswered & (opk == 1)
+    syn = _is(batch, "proto", "tcp") & _is(batch, "conn_state", "S0") & (opk <= 2)
+    echo = _is(batch, "proto", "icmp") & np.isin(batch.numeric("orig_p", fill=-1), _ICMP_ECHO)
     return udp1, syn, echo
 
 
@@ -587,12 +594,13 @@ class HostWindows:
         dur = np.maximum(batch.numeric("duration"), 0.0)
         end = ts + dur
         t = np.maximum.accumulate(np.maximum(end, self.clock))
-        orig_h = _strings(batch, "orig_h")
-        resp_h = _strings(batch, "resp_h")
-        proto = _strings(batch, "proto")
+        # Strings are hashed, named and given a slot once per distinct value.
+        orig_v, orig_c = _coded(batch, "orig_h")
+        resp_v, resp_c = _coded(batch, "resp_h")
+        proto_v, proto_c = _coded(batch, "proto")
         port = batch.numeric("resp_p", fill=-1, dtype=np.int64)
         orig_p = batch.numeric("orig_p", fill=-1, dtype=np.int64)
-        icmp = proto == "icmp"
+        icmp = (proto_v == "icmp")[proto_c]
         svc_port = np.where(icmp, orig_p, port)  # Zeek: ICMP type in orig_p, code in resp_p
         unans = unanswered_mask(batch)
         # A multicast group is no host and no server: announcements to it (mDNS, SSDP, Ganglia)
@@ -605,25 +613,35 @@ class HostWindows:
         ob = np.maximum(batch.numeric("orig_bytes"), 0.0)
         rb = np.maximum(batch.numeric("resp_bytes"), 0.0)
         short = (ob < SHORT_BYTES) & (rb < SHORT_BYTES)
-        pcode = np.zeros(n, dtype=np.int64)
-        for name, code in PROTO_CODE.items():
-            pcode[proto == name] = code
-        svc = np.array(
-            [f"{p}/{q}" for p, q in zip(proto.tolist(), svc_port.tolist(), strict=True)], object
+        pcode = np.array([PROTO_CODE.get(v, 0) for v in proto_v.tolist()], np.int64)[proto_c]
+        _, port_c = np.unique(svc_port, return_inverse=True)
+        _, svc_first, svc_c = np.unique(
+            proto_c * (int(port_c.max()) + 1) + port_c, return_index=True, return_inverse=True
         )
-
-        h_orig, h_resp, h_svc = hash_strings(orig_h), hash_strings(resp_h), hash_strings(svc)
-        p_hash = h_svc  # the service "proto/port" identifies a port
-        hosts = np.concatenate([orig_h, resp_h, svc])
-        roles = np.repeat(np.arange(3), n)
-        keys = np.concatenate(
+        svc_v = np.array(
             [
-                _mix(h_orig, np.zeros(n, np.uint64)),
-                _mix(h_resp, np.ones(n, np.uint64)),
-                _mix(h_svc, np.full(n, 2, np.uint64)),
-            ]
+                f"{proto_v[proto_c[i]]}/{svc_port[i]}"
+                for i in svc_first.tolist()  # a service "proto/port" per distinct pair
+            ],
+            dtype=object,
         )
-        slots = self._slots(keys, hosts, roles, float(t[-1]))
+        ho_v, hr_v, hs_v = hash_strings(orig_v), hash_strings(resp_v), hash_strings(svc_v)
+        h_orig, h_resp, h_svc = ho_v[orig_c], hr_v[resp_c], hs_v[svc_c]
+        p_hash = h_svc  # the service "proto/port" identifies a port
+        role_keys = [
+            _mix(h, np.full(len(h), r, np.uint64)) for r, h in enumerate((ho_v, hr_v, hs_v))
+        ]
+        at = np.cumsum([0, len(ho_v), len(hr_v)])
+        slot_v = self._slots(
+            np.concatenate(role_keys),
+            np.concatenate([orig_v, resp_v, svc_v]),
+            np.repeat(np.arange(3), [len(k) for k in role_keys]),
+            float(t[-1]),
+        )
+        codes = (orig_c, resp_c, svc_c)
+        slots = np.concatenate([slot_v[at[r] + c] for r, c in enumerate(codes)])
+        keys = np.concatenate([role_keys[r][c] for r, c in enumerate(codes)])
+        orig_h, resp_h = orig_v[orig_c], resp_v[resp_c]
         peers_h = np.concatenate([h_resp, h_orig, h_orig])
         peers_s = np.concatenate([resp_h, orig_h, orig_h])
         ports3 = np.tile(svc_port, 3)
@@ -799,10 +817,10 @@ class HostWindows:
         ng = len(gstart)
         seg_pairs = _Pairs(
             key=k_sorted[gstart],
-            slot=slot[o][gstart],
-            peer=peer_s[o][gstart],
-            port=port[o][gstart],
-            proto=pcode[o][gstart],
+            slot=slot[o[gstart]],
+            peer=peer_s[o[gstart]],
+            port=port[o[gstart]],
+            proto=pcode[o[gstart]],
             n=np.bincount(gid, minlength=ng).astype(np.float64),
             unans=np.bincount(gid, weights=unans[o].astype(np.float64), minlength=ng),
             short=np.bincount(gid, weights=short[o].astype(np.float64), minlength=ng),
@@ -859,37 +877,42 @@ class HostWindows:
         chain), which continue the window's last attempt at the pair when it is retried."""
         wide, near = self._scales[-1], self._scales[min(1, len(self._scales) - 1)]
         hosts = self.max_hosts
-        new_peers = wide.sums[slot, _NEW_PEERS] + _k.running(slot, new_peer, hosts)
-        probes = near.sums[slot, _SUMS.index("probes")] + _k.running(slot, probe, hosts)
+        w = np.flatnonzero(want)
+        sw = slot[w]
+        new_peers = wide.sums[sw, _NEW_PEERS] + _k.running(slot, new_peer, hosts)[w]
+        probes = near.sums[sw, _SUMS.index("probes")] + _k.running(slot, probe, hosts)[w]
         old = near.pairs
-        tries = np.zeros(len(rows))
-        failed = np.zeros(len(rows))
+        tries = np.zeros(len(w))
+        failed = np.zeros(len(w))
         if len(old.key):
-            pos = np.minimum(np.searchsorted(old.key, pkey), len(old.key) - 1)
-            hit = old.key[pos] == pkey
+
+            def find(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+                pos = np.minimum(np.searchsorted(old.key, keys), len(old.key) - 1)
+                return pos, old.key[pos] == keys
+
+            pos, hit = find(pkey[w])
             tries = np.where(hit, old.n[pos], 0.0)
             failed = np.where(hit, old.unans[pos], 0.0)
             row, port, start, proto, short = firsts
-            p, h = pos[row], hit[row]
+            p, h = find(pkey[row])
             go_on = h & short & retried(old.lport[p], old.lts[p], old.lbare[p], port, start, proto)
             starts = starts.copy()
             starts[row[go_on]] = False
         pair = np.empty(len(by_pair), np.int64)  # each row's pair, numbered
         pair[by_pair] = np.cumsum(np.r_[0, change])
         groups = int(pair.max()) + 1
-        tries = tries + _k.running(pair, starts, groups)
-        failed = failed + _k.running(pair, starts & unans, groups)
-        w = np.flatnonzero(want)
+        tries = tries + _k.running(pair, starts, groups)[w]
+        failed = failed + _k.running(pair, starts & unans, groups)[w]
         return {
             "row": rows[w],
             "new_peer": new_peer[w],
-            "new_peers": new_peers[w],
+            "new_peers": new_peers,
             "new_peers_window": np.full(len(w), wide.width),
             "unanswered": unans[w],
-            "tries": tries[w],
-            "failed_tries": failed[w],
+            "tries": tries,
+            "failed_tries": failed,
             "probe": probe[w],
-            "probes": probes[w],
+            "probes": probes,
             "near_window": np.full(len(w), near.width),
         }
 
