@@ -641,9 +641,10 @@ class HostWindows:
         codes = (orig_c, resp_c, svc_c)
         slots = np.concatenate([slot_v[at[r] + c] for r, c in enumerate(codes)])
         keys = np.concatenate([role_keys[r][c] for r, c in enumerate(codes)])
-        orig_h, resp_h = orig_v[orig_c], resp_v[resp_c]
         peers_h = np.concatenate([h_resp, h_orig, h_orig])
-        peers_s = np.concatenate([resp_h, orig_h, orig_h])
+        # each row's peer, as an index into peer_names
+        peer_names = np.concatenate([resp_v, orig_v])
+        peer_code = np.concatenate([resp_c, orig_c + len(resp_v), orig_c + len(resp_v)])
         ports3 = np.tile(svc_port, 3)
         # Pair identity: orig (host, responder, port); resp (host, port); service (svc, source).
         pkey = _mix(keys, np.concatenate([_mix(h_resp, p_hash), p_hash, h_orig]))
@@ -660,8 +661,7 @@ class HostWindows:
                 np.zeros(3 * n),
             ]
         )
-        uids = _strings(batch, "uid")
-        cids = _strings(batch, "community_id")
+        samples = (batch.column("uid").fill_null(""), batch.column("community_id").fill_null(""))
 
         base = self.scales[0]
         # clipped: a nonsense duration (1e300 s) must not overflow the cast
@@ -676,7 +676,7 @@ class HostWindows:
             np.tile(ts, 3),
             np.tile(end, 3),
             peers_h,
-            peers_s,
+            peer_code,
             ports3,
             np.tile(pcode, 3),
             np.tile(orig_p, 3),
@@ -686,8 +686,6 @@ class HostWindows:
             np.tile(short, 3),
             pkey,
             newkey,
-            np.tile(uids, 3),
-            np.tile(cids, 3),
         ]
         p_hash3, t3 = np.tile(p_hash, 3), np.tile(t, 3)
         want3 = np.concatenate([want, np.zeros(2 * n, np.bool_)])
@@ -712,6 +710,8 @@ class HostWindows:
                 when=pick(t3),
                 want=pick(want3),
                 found=found,
+                peer_names=peer_names,
+                samples=samples,
             )
         self.clock = float(t[-1])
         closed = self._closed(emitted)
@@ -743,7 +743,7 @@ class HostWindows:
         ts: np.ndarray,
         end: np.ndarray,
         peer_h: np.ndarray,
-        peer_s: np.ndarray,
+        peer_code: np.ndarray,
         port: np.ndarray,
         pcode: np.ndarray,
         orig_p: np.ndarray,
@@ -753,13 +753,13 @@ class HostWindows:
         short: np.ndarray,
         pkey: np.ndarray,
         newkey: np.ndarray,
-        uids: np.ndarray,
-        cids: np.ndarray,
         *,
         p_hash_all: np.ndarray,
         when: np.ndarray,
         want: np.ndarray,
         found: list[Context],
+        peer_names: np.ndarray,
+        samples: tuple[pa.ChunkedArray, pa.ChunkedArray],
     ) -> None:
         # New peers: distinct (host, peer) pairs of this segment never seen before.
         uk, first_i = np.unique(newkey, return_index=True)
@@ -784,8 +784,9 @@ class HostWindows:
             np.add.at(sums[:, _NEW_TARGETS], p_idx[first_p[fresh]], 1.0)
         # Representative flows: the host's latest SAMPLES uids.
         latest, rank = _k.latest(slot, self.max_hosts, SAMPLES)
-        self._uids[slot[latest], rank] = uids[latest]
-        self._cids[slot[latest], rank] = cids[latest]
+        flow = pa.array(rows[latest] % len(samples[0]))
+        for table, col in zip((self._uids, self._cids), samples, strict=True):
+            table[slot[latest], rank] = col.take(flow).to_numpy(zero_copy_only=False)
         # Pairs of this segment, with inter-arrival sums of their arrival (event) times: flows
         # arrive by end, so these gaps are the same however the stream is cut into batches.
         # Pairs count connection *attempts*: a TCP record on the source port of the pair's
@@ -818,7 +819,7 @@ class HostWindows:
         seg_pairs = _Pairs(
             key=k_sorted[gstart],
             slot=slot[o[gstart]],
-            peer=peer_s[o[gstart]],
+            peer=peer_names[peer_code[o[gstart]]],
             port=port[o[gstart]],
             proto=pcode[o[gstart]],
             n=np.bincount(gid, minlength=ng).astype(np.float64),
