@@ -42,6 +42,24 @@ def running(group: np.ndarray, values: np.ndarray, groups: int) -> np.ndarray:  
     return out
 
 
+#: Columns a window sums per slot, in :func:`scale_add`'s order.
+SUMS: tuple[str, ...] = (
+    "flows",
+    "unanswered",
+    "probes",
+    "bytes_out",
+    "bytes_in",
+    "new_peers",
+    "probe_udp1",
+    "probe_syn",
+    "probe_echo",
+    "new_targets",
+)
+#: Bits of a row's ``flags`` (:func:`scale_add`): unanswered, probe, then the probe kinds
+#: (``probe_udp1``, ``probe_syn``, ``probe_echo``).
+UNANSWERED, PROBE, UDP1, SYN, ECHO = 1, 2, 4, 8, 16
+
+
 @nb.njit(cache=True, nogil=True)
 def scale_add(
     table: np.ndarray,
@@ -49,22 +67,56 @@ def scale_add(
     last: np.ndarray,
     active: np.ndarray,
     slot: np.ndarray,
-    sums: np.ndarray,
+    flags: np.ndarray,
+    amounts: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
     ts: np.ndarray,
     end: np.ndarray,
 ) -> None:  # pragma: no cover - compiled
-    """Add each row's ``sums`` to its slot's row of ``table``; the slot's first start, last end;
-    mark it active."""
-    cols = sums.shape[1]
+    """Add each row to its slot's :data:`SUMS` in ``table`` (``amounts``: bytes out, bytes in,
+    new peers, new targets); the slot's first start, last end; mark it active."""
+    out, back, peers, targets = amounts
     for i in range(len(slot)):
         s = slot[i]
-        for c in range(cols):
-            table[s, c] += sums[i, c]
+        f = flags[i]
+        row = table[s]
+        row[0] += 1.0
+        row[1] += (f & UNANSWERED) != 0
+        row[2] += (f & PROBE) != 0
+        row[3] += out[i]
+        row[4] += back[i]
+        row[5] += peers[i]
+        row[6] += (f & UDP1) != 0
+        row[7] += (f & SYN) != 0
+        row[8] += (f & ECHO) != 0
+        row[9] += targets[i]
         if ts[i] < first[s]:
             first[s] = ts[i]
         if end[i] > last[s]:
             last[s] = end[i]
         active[s] = True
+
+
+@nb.njit(cache=True, nogil=True)
+def first_of(keys: np.ndarray) -> np.ndarray:  # pragma: no cover - compiled
+    """Whether each row is the first with its key (keys are well-mixed 64-bit hashes)."""
+    size = 1
+    while size < 2 * len(keys):
+        size *= 2
+    mask = np.uint64(size - 1)
+    wrap = np.int64(size - 1)
+    table = np.empty(size, np.uint64)
+    used = np.zeros(size, np.bool_)
+    out = np.zeros(len(keys), np.bool_)
+    for i in range(len(keys)):
+        k = keys[i]
+        j = np.int64(k & mask)
+        while used[j] and table[j] != k:
+            j = (j + np.int64(1)) & wrap
+        if not used[j]:
+            used[j] = True
+            table[j] = k
+            out[i] = True
+    return out
 
 
 @nb.njit(cache=True, nogil=True)

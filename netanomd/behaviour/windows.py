@@ -78,20 +78,8 @@ PROTO_CODE = {"tcp": 6, "udp": 17, "icmp": 1}
 PROTO_NAME = {v: k for k, v in PROTO_CODE.items()}
 
 # Aggregate columns summed per (slot, window).
-_SUMS = (
-    "flows",
-    "unanswered",
-    "probes",
-    "bytes_out",
-    "bytes_in",
-    "new_peers",
-    "probe_udp1",
-    "probe_syn",
-    "probe_echo",
-    "new_targets",
-)
+_SUMS = _k.SUMS
 _NEW_PEERS = _SUMS.index("new_peers")
-_NEW_TARGETS = _SUMS.index("new_targets")
 #: What kind of probe: one UDP packet unanswered, a lone SYN unanswered, an ICMP echo request.
 PROBE_KINDS: tuple[str, ...] = ("probe_udp1", "probe_syn", "probe_echo")
 # HyperLogLog sketches per (slot, window).
@@ -401,14 +389,17 @@ class _Scale:
     def add(
         self,
         slot: np.ndarray,
-        sums: np.ndarray,
+        sums: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray],
         ts: np.ndarray,
         end: np.ndarray,
         sketch: tuple[np.ndarray, np.ndarray, np.ndarray],
         seg_pairs: _Pairs,
     ) -> None:
-        """Add a segment's rows (``sketch``: each row's peer and port hashes, whether a probe)."""
-        _k.scale_add(self.sums, self.first, self.last, self.active, slot, sums, ts, end)
+        """Add a segment's rows (``sums``: each row's flags, bytes out and in, whether a new
+        peer and a new target; ``sketch``: its peer and port hashes, whether a probe)."""
+        flags, out, back, peers, targets = sums
+        amounts = (out, back, peers, targets)
+        _k.scale_add(self.sums, self.first, self.last, self.active, slot, flags, amounts, ts, end)
         _k.hll_sketches(self.hll.registers, self.hll.p, len(_SKETCHES), slot, *sketch)
         self._merge_pairs(seg_pairs)
 
@@ -645,22 +636,16 @@ class HostWindows:
         # each row's peer, as an index into peer_names
         peer_names = np.concatenate([resp_v, orig_v])
         peer_code = np.concatenate([resp_c, orig_c + len(resp_v), orig_c + len(resp_v)])
-        ports3 = np.tile(svc_port, 3)
         # Pair identity: orig (host, responder, port); resp (host, port); service (svc, source).
         pkey = _mix(keys, np.concatenate([_mix(h_resp, p_hash), p_hash, h_orig]))
         newkey = _mix(keys, peers_h)
-        sums3 = np.column_stack(
-            [
-                np.ones(3 * n),
-                np.tile(unans, 3),
-                np.tile(probe, 3),
-                np.concatenate([ob, rb, ob]),
-                np.concatenate([rb, ob, rb]),
-                np.zeros(3 * n),
-                *(np.tile(k, 3) for k in kinds),
-                np.zeros(3 * n),
-            ]
-        )
+        flags = (
+            unans * _k.UNANSWERED
+            + probe * _k.PROBE
+            + kinds[0] * _k.UDP1
+            + kinds[1] * _k.SYN
+            + kinds[2] * _k.ECHO
+        ).astype(np.uint8)
         samples = (batch.column("uid").fill_null(""), batch.column("community_id").fill_null(""))
 
         base = self.scales[0]
@@ -669,29 +654,15 @@ class HostWindows:
         cuts = np.flatnonzero(np.diff(minute)) + 1
         found: list[Context] = []
         emitted: list[tuple[Columns, Columns]] = []
-        # every role's row of every flow (3n), tiled once; a segment takes its rows of them
-        per_row = [
-            slots,
-            sums3,
-            np.tile(ts, 3),
-            np.tile(end, 3),
-            peers_h,
-            peer_code,
-            ports3,
-            np.tile(pcode, 3),
-            np.tile(orig_p, 3),
-            np.tile(ob <= 0, 3),
-            np.tile(probe, 3),
-            np.tile(unans, 3),
-            np.tile(short, 3),
-            pkey,
-            newkey,
-        ]
-        p_hash3, t3 = np.tile(p_hash, 3), np.tile(t, 3)
-        want3 = np.concatenate([want, np.zeros(2 * n, np.bool_)])
+        # a segment takes its rows (3 per flow: one per role) of the role rows and of the flows
+        per_role = [slots, peers_h, peer_code, pkey, newkey]
+        per_role += [np.concatenate([ob, rb, ob]), np.concatenate([rb, ob, rb])]
+        per_flow = [ts, end, svc_port, pcode, orig_p, ob <= 0, probe, unans, short, flags]
+        per_flow += [p_hash, t]
         for a, b in zip(np.r_[0, cuts], np.r_[cuts, n], strict=True):
             rows = np.concatenate([np.arange(a, b) + r * n for r in range(3)])
             rows = rows[keep[rows]]
+            flow = rows % n
             for sc in self._scales:
                 bk = int(np.floor(t[a] / sc.width))
                 if bk != sc.bucket:
@@ -699,16 +670,32 @@ class HostWindows:
                         emitted.append(self._emit(sc))
                     sc.bucket = bk
             whole = len(rows) == 3 * n  # the usual live batch: one segment, no multicast
-
-            def pick(x: np.ndarray, rows: np.ndarray = rows, whole: bool = whole) -> np.ndarray:
-                return x if whole else x[rows]
-
+            role_rows = per_role if whole else [x[rows] for x in per_role]
+            slot, peer_h, peer_c, pkey_s, newkey_s, out, back = role_rows
+            ts_s, end_s, port_s, pcode_s, orig_p_s, empty, probe_s, unans_s, short_s = (
+                x[flow] for x in per_flow[:9]
+            )
+            flags_s, p_hash_s, when = (x[flow] for x in per_flow[9:])
             self._add_segment(
                 rows,
-                *(pick(x) for x in per_row),
-                p_hash_all=pick(p_hash3),
-                when=pick(t3),
-                want=pick(want3),
+                slot,
+                ts_s,
+                end_s,
+                peer_h,
+                peer_c,
+                port_s,
+                pcode_s,
+                orig_p_s,
+                empty,
+                probe_s,
+                unans_s,
+                short_s,
+                pkey_s,
+                newkey_s,
+                p_hash_all=p_hash_s,
+                when=when,
+                want=(rows < n) & want[flow],
+                amounts=(flags_s, out, back),
                 found=found,
                 peer_names=peer_names,
                 samples=samples,
@@ -739,7 +726,6 @@ class HostWindows:
         self,
         rows: np.ndarray,
         slot: np.ndarray,
-        sums: np.ndarray,
         ts: np.ndarray,
         end: np.ndarray,
         peer_h: np.ndarray,
@@ -757,16 +743,16 @@ class HostWindows:
         p_hash_all: np.ndarray,
         when: np.ndarray,
         want: np.ndarray,
+        amounts: tuple[np.ndarray, np.ndarray, np.ndarray],  # flags, bytes out, bytes in
         found: list[Context],
         peer_names: np.ndarray,
         samples: tuple[pa.ChunkedArray, pa.ChunkedArray],
     ) -> None:
+        flags, out, back = amounts
         # New peers: distinct (host, peer) pairs of this segment never seen before.
-        uk, first_i = np.unique(newkey, return_index=True)
-        is_new = ~self._bloom.seen_then_add(uk)
-        sums = sums.copy()
-        np.add.at(sums[:, _NEW_PEERS], first_i[is_new], 1.0)
-        hosts_new = sums[:, _NEW_PEERS] > 0
+        first_i = np.flatnonzero(_k.first_of(newkey))
+        hosts_new = np.zeros(len(slot), np.bool_)
+        hosts_new[first_i[~self._bloom.seen_then_add(newkey[first_i])]] = True
         # Rows by pair (stable): in arrival order within a pair (a pair is one role's, whose
         # rows arrive in order), and in start order (``c``, below).
         o = np.argsort(pkey, kind="stable")
@@ -775,13 +761,13 @@ class HostWindows:
         raw_start = np.r_[0, np.flatnonzero(change) + 1]
         # New probe targets: distinct (host, peer, port) probed here and never contacted before
         # (a scan explores; a client retrying the servers it always uses does not).
-        uk_t = k_sorted[raw_start]
-        seen_t = self._targets.seen_then_add(uk_t)
+        seen_t = self._targets.seen_then_add(k_sorted[raw_start])
+        pair = np.empty(len(o), np.int64)  # each row's pair, numbered in key order
+        pair[o] = np.cumsum(np.r_[0, change])
+        new_target = np.zeros(len(slot), np.bool_)
         p_idx = np.flatnonzero(probe)
-        if len(p_idx):
-            up, first_p = np.unique(pkey[p_idx], return_index=True)
-            fresh = ~seen_t[np.searchsorted(uk_t, up)]
-            np.add.at(sums[:, _NEW_TARGETS], p_idx[first_p[fresh]], 1.0)
+        first_p = p_idx[_k.first_of(pkey[p_idx])]
+        new_target[first_p[~seen_t[pair[first_p]]]] = True
         # Representative flows: the host's latest SAMPLES uids.
         latest, rank = _k.latest(slot, self.max_hosts, SAMPLES)
         flow = pa.array(rows[latest] % len(samples[0]))
@@ -845,8 +831,7 @@ class HostWindows:
                     rows,
                     slot,
                     pkey,
-                    c,
-                    change,
+                    pair,
                     unans,
                     probe,
                     starts,
@@ -856,15 +841,21 @@ class HostWindows:
                 )
             )
         for sc in self._scales:
-            sc.add(slot, sums, ts, end, (peer_h, p_hash_all, probe), seg_pairs)
+            sc.add(
+                slot,
+                (flags, out, back, hosts_new, new_target),
+                ts,
+                end,
+                (peer_h, p_hash_all, probe),
+                seg_pairs,
+            )
 
     def _context(
         self,
         rows: np.ndarray,
         slot: np.ndarray,
         pkey: np.ndarray,
-        by_pair: np.ndarray,
-        change: np.ndarray,
+        pair: np.ndarray,
         unans: np.ndarray,
         probe: np.ndarray,
         starts: np.ndarray,
@@ -899,8 +890,6 @@ class HostWindows:
             go_on = h & short & retried(old.lport[p], old.lts[p], old.lbare[p], port, start, proto)
             starts = starts.copy()
             starts[row[go_on]] = False
-        pair = np.empty(len(by_pair), np.int64)  # each row's pair, numbered
-        pair[by_pair] = np.cumsum(np.r_[0, change])
         groups = int(pair.max()) + 1
         tries = tries + _k.running(pair, starts, groups)[w]
         failed = failed + _k.running(pair, starts & unans, groups)[w]
