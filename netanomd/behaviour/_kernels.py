@@ -179,3 +179,35 @@ def by_key_then(order: np.ndarray, keys: np.ndarray, second: np.ndarray) -> np.n
             out[i:j] = run[np.argsort(second[run], kind="mergesort")]
         i = j
     return out
+
+
+@nb.njit(cache=True, nogil=True)
+def index_find(slots: np.ndarray, rows: np.ndarray, keys: np.ndarray) -> np.ndarray:
+    # pragma: no cover - compiled
+    """Row of each key in an open-addressing index (``slots`` keys, ``rows`` their rows, -1
+    empty; a power-of-two size); -1 where absent."""
+    wrap = np.int64(len(slots) - 1)
+    out = np.full(len(keys), -1, np.int64)
+    for i in range(len(keys)):
+        k = keys[i]
+        j = np.int64(k & np.uint64(wrap))
+        while rows[j] >= 0:
+            if slots[j] == k:
+                out[i] = rows[j]
+                break
+            j = (j + np.int64(1)) & wrap
+    return out
+
+
+@nb.njit(cache=True, nogil=True)
+def index_put(slots: np.ndarray, rows: np.ndarray, keys: np.ndarray, first: int) -> None:
+    # pragma: no cover - compiled
+    """Index new (absent) ``keys`` as rows ``first``, ``first + 1``, ..."""
+    wrap = np.int64(len(slots) - 1)
+    for i in range(len(keys)):
+        k = keys[i]
+        j = np.int64(k & np.uint64(wrap))
+        while rows[j] >= 0:
+            j = (j + np.int64(1)) & wrap
+        slots[j] = k
+        rows[j] = first + i

@@ -315,7 +315,8 @@ class _Bloom:
 
 @dataclass
 class _Pairs:
-    """Per (slot, peer, port) counts and inter-arrival sums for one open window; keys sorted."""
+    """Per (slot, peer, port) counts and inter-arrival sums: a segment's (keys sorted), or a
+    window's (:class:`_PairTable`)."""
 
     key: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint64))
     slot: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
@@ -372,6 +373,68 @@ class _Pairs:
         return _Pairs(*(np.concatenate([getattr(a, k), getattr(b, k)]) for k in a.names()))
 
 
+class _PairTable:
+    """The pairs of one open window: :class:`_Pairs` columns grown by doubling (rows in arrival
+    order, not sorted) and a hash index from key to row, so a batch costs its own pairs, not the
+    table's size; :meth:`view` gives the rows, :meth:`sorted` in key order."""
+
+    def __init__(self) -> None:
+        self.clear()
+
+    def clear(self) -> None:
+        self._cols = _Pairs()
+        self.size = 0
+        self._keys = np.zeros(16, np.uint64)
+        self._rows = np.full(16, -1, np.int64)
+
+    def view(self) -> _Pairs:
+        """Every row (views: writing to them writes the table)."""
+        return _Pairs(*(getattr(self._cols, k)[: self.size] for k in self._cols.names()))
+
+    def sorted(self) -> _Pairs:
+        """Every row, in key order (what a sorted table held)."""
+        v = self.view()
+        return v.take(np.argsort(v.key, kind="stable"))
+
+    def find(self, keys: np.ndarray) -> np.ndarray:
+        """Row of each key, -1 where absent."""
+        return np.asarray(_k.index_find(self._keys, self._rows, keys))
+
+    def append(self, fresh: _Pairs) -> None:
+        """Add pairs whose keys are not in the table."""
+        m = len(fresh.key)
+        if self.size + m > len(self._cols.key):
+            cap = max(2 * len(self._cols.key), self.size + m, 1024)
+            grown = []
+            for k in self._cols.names():
+                old = getattr(self._cols, k)
+                new = np.empty(cap, dtype=old.dtype)
+                new[: self.size] = old[: self.size]
+                grown.append(new)
+            self._cols = _Pairs(*grown)
+        for k in self._cols.names():
+            getattr(self._cols, k)[self.size : self.size + m] = getattr(fresh, k)
+        self.size += m
+        if 2 * self.size > len(self._keys):  # keep the index at most half full
+            self._reindex()
+        else:
+            _k.index_put(self._keys, self._rows, fresh.key, self.size - m)
+
+    def replace(self, pairs: _Pairs) -> None:
+        """Hold exactly ``pairs``."""
+        self._cols = pairs
+        self.size = len(pairs.key)
+        self._reindex()
+
+    def _reindex(self) -> None:
+        cap = 16
+        while cap < 4 * self.size:
+            cap *= 2
+        self._keys = np.zeros(cap, np.uint64)
+        self._rows = np.full(cap, -1, np.int64)
+        _k.index_put(self._keys, self._rows, self._cols.key[: self.size], 0)
+
+
 class _Scale:
     """The open window of one time scale, for every host slot."""
 
@@ -384,7 +447,7 @@ class _Scale:
         self.last = np.full(slots, -np.inf)
         self.active = np.zeros(slots, dtype=np.bool_)
         self.hll = HllTable(slots * len(_SKETCHES), p)
-        self.pairs = _Pairs()
+        self.pairs = _PairTable()
 
     def add(
         self,
@@ -404,13 +467,9 @@ class _Scale:
         self._merge_pairs(seg_pairs)
 
     def _merge_pairs(self, new: _Pairs) -> None:
-        old = self.pairs
-        if len(old.key):
-            pos = np.minimum(np.searchsorted(old.key, new.key), len(old.key) - 1)
-            found = old.key[pos] == new.key
-        else:
-            pos = np.zeros(len(new.key), dtype=np.int64)
-            found = np.zeros(len(new.key), dtype=np.bool_)
+        old = self.pairs.view()
+        pos = self.pairs.find(new.key)
+        found = pos >= 0
         if found.any():
             o = pos[found]
             f = new.take(np.flatnonzero(found))
@@ -435,14 +494,15 @@ class _Scale:
             old.short[o] += f.short
             old.first[o] = np.minimum(old.first[o], f.first)
             old.last[o] = np.maximum(old.last[o], f.last)
-        fresh = new.take(np.flatnonzero(~found))
-        if len(fresh.key):
-            merged = _Pairs.concat(old, fresh)
-            if len(merged.key) > self.max_pairs:  # keep the heaviest pairs, in key order
-                keep = np.argpartition(-merged.n, self.max_pairs - 1)[: self.max_pairs]
-                self.pairs = merged.take(keep[np.argsort(merged.key[keep], kind="stable")])
-            else:
-                self.pairs = merged.take(np.argsort(merged.key, kind="stable"))
+        fresh = new.take(np.flatnonzero(~found))  # in key order, as ``new``
+        if not len(fresh.key):
+            return
+        if len(old.key) + len(fresh.key) > self.max_pairs:  # keep the heaviest pairs
+            merged = _Pairs.concat(self.pairs.sorted(), fresh)
+            keep = np.argpartition(-merged.n, self.max_pairs - 1)[: self.max_pairs]
+            self.pairs.replace(merged.take(keep))
+        else:
+            self.pairs.append(fresh)
 
     def reset(self) -> None:
         act = np.flatnonzero(self.active)
@@ -452,7 +512,7 @@ class _Scale:
         k = len(_SKETCHES)
         self.hll.clear((act[:, None] * k + np.arange(k)[None, :]).ravel())
         self.active[act] = False
-        self.pairs = _Pairs()
+        self.pairs.clear()
 
 
 class HostWindows:
@@ -546,7 +606,8 @@ class HostWindows:
                 sc.last[dropped] = -np.inf
                 sc.active[dropped] = False
                 sc.hll.clear((dropped[:, None] * k + np.arange(k)[None, :]).ravel())
-                sc.pairs = sc.pairs.take(np.flatnonzero(~np.isin(sc.pairs.slot, dropped)))
+                kept = sc.pairs.view()
+                sc.pairs.replace(kept.take(np.flatnonzero(~np.isin(kept.slot, dropped))))
         for v in victims.tolist():
             del self._slot_of[int(self._key[v])]
         self._uids[victims] = None
@@ -873,14 +934,14 @@ class HostWindows:
         sw = slot[w]
         new_peers = wide.sums[sw, _NEW_PEERS] + _k.running(slot, new_peer, hosts)[w]
         probes = near.sums[sw, _SUMS.index("probes")] + _k.running(slot, probe, hosts)[w]
-        old = near.pairs
+        old = near.pairs.view()
         tries = np.zeros(len(w))
         failed = np.zeros(len(w))
         if len(old.key):
 
             def find(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-                pos = np.minimum(np.searchsorted(old.key, keys), len(old.key) - 1)
-                return pos, old.key[pos] == keys
+                pos = near.pairs.find(keys)
+                return np.maximum(pos, 0), pos >= 0
 
             pos, hit = find(pkey[w])
             tries = np.where(hit, old.n[pos], 0.0)
@@ -931,7 +992,9 @@ class HostWindows:
         return cols, pairs
 
     def _pair_rows(self, sc: _Scale) -> Columns:
-        pr = sc.pairs.take(np.flatnonzero(sc.pairs.n >= MIN_PAIR_FLOWS))
+        v = sc.pairs.view()
+        busy = np.flatnonzero(v.n >= MIN_PAIR_FLOWS)
+        pr = v.take(busy[np.argsort(v.key[busy], kind="stable")])  # in key order
         g = np.maximum(pr.n - 1.0, 1.0)
         mean = pr.gsum / g
         var = np.maximum(pr.gsq / g - mean * mean, 0.0)
