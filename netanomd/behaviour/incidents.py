@@ -305,8 +305,12 @@ class IncidentTracker:
         by them. Without ``tick``, quiet incidents are left open (the caller ticks)."""
         # in the order the windows closed (one window end after another), as a stream cut into
         # small batches would merge them
-        rows = detections.sort_values("end", kind="stable").to_dict("records")
-        return self._merge_all(rows if len(detections) else [], now, tick=tick)
+        if not len(detections):  # most batches close no window
+            return self._merge_all([], now, tick=tick)
+        end = detections["end"].to_numpy()
+        if len(end) > 1 and (np.diff(end) < 0).any():
+            detections = detections.iloc[np.argsort(end, kind="stable")]
+        return self._merge_all(detections.to_dict("records"), now, tick=tick)
 
     def _merge_all(
         self,
