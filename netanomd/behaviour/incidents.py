@@ -295,6 +295,9 @@ class IncidentTracker:
         self.quiet = float(quiet)
         self.open: dict[tuple[str, str, str, str], Incident] = {}
         self.closed: list[Incident] = []
+        #: Per key, the incident that closed last: a later detection of activity it already
+        #: covers (the same flows seen by a wider window) reopens it.
+        self._last_closed: dict[tuple[str, str, str, str], Incident] = {}
         self._ids = itertools.count(1)
 
     def all(self) -> list[Incident]:
@@ -336,8 +339,8 @@ class IncidentTracker:
             # an incident quiet for long enough by the row's own time is over, whenever the
             # stream last ticked (so the grouping does not depend on the batch size)
             at = min(float(d["end"]), now)  # a window closed early (flush) is known now
-            inc = self._live(key, at)
-            scan = self._live((key[0], key[1], "scan", ""), at)
+            inc = self._live(key, at, float(d["first_ts"]))
+            scan = self._live((key[0], key[1], "scan", ""), at, float(d["first_ts"]))
             # A scanner hammering one port with probes is still the scan (its flows counted
             # there); persistent retries of one peer (a C&C) stay an incident of their own.
             retry = family == "brute force" and d["unanswered"] >= 0.5 * d["flows"]
@@ -371,14 +374,27 @@ class IncidentTracker:
             self.tick(now)
         return list(changed.values())
 
-    def _live(self, key: tuple[str, str, str, str], now: float) -> Incident | None:
-        """The open incident of ``key``, closed first if it has been quiet at ``now``."""
+    def _live(self, key: tuple[str, str, str, str], now: float, since: float) -> Incident | None:
+        """The incident of ``key`` for activity from ``since`` known at ``now``: the open one,
+        closed first if it has been quiet at ``now``; a closed one reopened if it already
+        covers that activity."""
         inc = self.open.get(key)
         if inc is not None and self._quiet(inc, now):
-            del self.open[key]
-            inc.closed = True
-            self.closed.append(inc)
-            return None
+            self._close(key)
+            inc = None
+        last = self._last_closed.get(key)
+        if inc is None and last is not None and since <= last.last_seen:
+            del self._last_closed[key]
+            self.closed = [c for c in self.closed if c is not last]
+            last.closed = False
+            self.open[key] = inc = last
+        return inc
+
+    def _close(self, key: tuple[str, str, str, str]) -> Incident:
+        inc = self.open.pop(key)
+        inc.closed = True
+        self.closed.append(inc)
+        self._last_closed[key] = inc
         return inc
 
     def _quiet(self, inc: Incident, now: float) -> bool:
@@ -448,6 +464,7 @@ class IncidentTracker:
         if not records:
             self.open = {k: v for k, v in self.open.items() if v is not inc}
             self.closed = [c for c in self.closed if c is not inc]
+            self._last_closed = {k: v for k, v in self._last_closed.items() if v is not inc}
             return False
         d = records[0]
         inc.first_seen = inc.last_seen = float(d["first_ts"])
@@ -464,13 +481,7 @@ class IncidentTracker:
         report them (an incident seen only in hourly windows is confirmed once an hour); returns
         those closed now."""
         done = [k for k, inc in self.open.items() if self._quiet(inc, now)]
-        out = []
-        for k in done:
-            inc = self.open.pop(k)
-            inc.closed = True
-            self.closed.append(inc)
-            out.append(inc)
-        return out
+        return [self._close(k) for k in done]
 
 
 def _alert_records(alerts: FlowBatch, scores: np.ndarray) -> list[dict[str, Any]]:
