@@ -327,3 +327,46 @@ def test_a_flow_without_a_finite_time_is_scored_but_stays_out_of_host_behaviour(
     assert batch.placed().tolist() == [True, False, False, True]
     scores, _, _ = demo.stream().process(batch, threshold=0.0)
     assert len(scores) == 4 and np.isfinite(scores).all()
+
+
+def test_the_grouping_does_not_depend_on_the_batch_size(demo: Model, data_dir: Path) -> None:
+    # A named incident opens when its window closes, after its flows alerted; cut into small
+    # batches, those alerts went to "anomalous flows" first (400 incidents at 100 flows a batch,
+    # 39 at 10,000 before): they move into the named incident that covers them.
+    batch = _read(data_dir / "behaviour" / "ctu50-008.conn.log.labeled.gz")
+    end = batch.numeric("ts") + np.maximum(batch.numeric("duration"), 0.0)
+    batch = batch.take(np.argsort(end, kind="stable"))  # as a sensor logs them
+    seen = []
+    for step in (100, 1000, 10_000):
+        s = demo.stream()
+        links: dict[str, set[int]] = {}  # alert uid -> the incidents it was linked to
+        for off in range(0, len(batch), step):
+            for inc in s.process(batch.slice(off, step))[2]:
+                for u in inc.alert_uids:
+                    links.setdefault(u, set()).add(inc.id)
+        incidents = s.finish()
+        for inc in incidents:  # the end of the stream can still move alerts
+            for u in inc.alert_uids:
+                links.setdefault(u, set()).add(inc.id)
+        named = {i.id for i in incidents if i.behaviour != "anomalous flows"}
+        host = {i.id: i.host for i in incidents if i.behaviour == "anomalous flows"}
+        where = {}  # an alert is explained by a named incident, or its host's anomalous flows
+        for u, ids in links.items():
+            if ids & named:
+                where[u] = "named"
+            else:
+                (alone,) = ids & set(host)  # one anomalous-flows incident still holds it
+                where[u] = host[alone]
+        seen.append(
+            (
+                sorted(
+                    (i.behaviour, i.role, i.host, i.detail, i.flows, i.severity, i.first_seen)
+                    for i in incidents
+                ),
+                where,
+            )
+        )
+    assert seen[0] == seen[1] == seen[2]
+    behaviours = {b for b, *_ in seen[0][0]}
+    assert {"brute force", "vertical scan", "beaconing", "anomalous flows"} <= behaviours
+    assert len(seen[0][0]) < 40

@@ -525,15 +525,10 @@ def detect(closed: Closed, thr: Thresholds) -> pd.DataFrame:
 
 
 def _outbound_flows(pw: pd.DataFrame, inbound: np.ndarray) -> np.ndarray:
-    """For each inbound pair row: flows of the busiest originator pair into the same service."""
-    out = pw[~inbound]
-    best = out.groupby(["peer", "port", "scale", "start"])["flows"].max().to_dict()
-    return np.array(
-        [
-            best.get((h, p, s, t), -1.0)
-            for h, p, s, t in zip(pw["host"], pw["port"], pw["scale"], pw["start"], strict=True)
-        ]
-    )
+    """For each pair row: flows of the busiest originator pair into the same service (-1: none)."""
+    best = pw[~inbound].groupby(["peer", "port", "scale", "start"])["flows"].max()
+    at = pd.MultiIndex.from_arrays([pw["host"], pw["port"], pw["scale"], pw["start"]])
+    return np.asarray(best.reindex(at).fillna(-1.0).to_numpy(dtype=float))
 
 
 def _pair_detections(pw: pd.DataFrame, thr: Thresholds) -> pd.DataFrame:
@@ -541,43 +536,21 @@ def _pair_detections(pw: pd.DataFrame, thr: Thresholds) -> pd.DataFrame:
     pw = pw.reset_index(drop=True)
     if not len(pw):
         return pw
-    limit = np.array(
-        [
-            thr.pair_limit(s, r, p, int(port))
-            for s, r, p, port in zip(pw["scale"], pw["role"], pw["proto"], pw["port"], strict=True)
-        ]
+    # learned limit per distinct (scale, role, service), not per row
+    kind, kinds = pd.factorize(
+        pd.MultiIndex.from_arrays([pw["scale"], pw["role"], pw["proto"], pw["port"]])
     )
+    limit = np.array([thr.pair_limit(s, r, p, int(port)) for s, r, p, port in kinds])[kind]
     flows = pw["flows"].to_numpy(dtype=float)
     short = pw["short"].to_numpy(dtype=float)
     unans = pw["unanswered"].to_numpy(dtype=float) / np.maximum(flows, 1.0)
     tcp = (pw["proto"] == "tcp").to_numpy()
     inbound = (pw["role"] == "resp").to_numpy()
-    # Inbound repeats that one originator explains are that originator's brute force, not two.
-    out_keys = set(
-        zip(
-            pw.loc[~inbound, "peer"],
-            pw.loc[~inbound, "port"],
-            pw.loc[~inbound, "scale"],
-            pw.loc[~inbound, "start"],
-            strict=True,
-        )
-    )
-    explained = np.array(
-        [
-            (h, p, s, t) in out_keys and n_out >= 0.9 * n
-            for h, p, s, t, n, n_out in zip(
-                pw["host"],
-                pw["port"],
-                pw["scale"],
-                pw["start"],
-                flows,
-                _outbound_flows(pw, inbound),
-                strict=True,
-            )
-        ],
-        dtype=np.bool_,
-    )
-    explained &= inbound
+    # Inbound repeats that one originator explains (its pair into the same service holds 90%
+    # of them) are that originator's brute force, not two.
+    explained = inbound.copy()
+    if explained.any():
+        explained &= _outbound_flows(pw, inbound) >= 0.9 * flows
     first = pw["first_ts"].to_numpy(float)
     last = pw["last_ts"].to_numpy(float)
     width = pw["end"].to_numpy(float) - pw["start"].to_numpy(float)

@@ -2,7 +2,8 @@
 
 Owns the distinct-count sketch used by the host windows: a table of ``rows x 2**p`` uint8
 registers (one HyperLogLog per row, Flajolet et al. 2007, with linear counting for small
-cardinalities). Rows are updated for a whole batch in one vectorised call, merge by register
+cardinalities). Rows are updated for a whole batch in one compiled loop (:func:`put` per item,
+also called from the windows' own kernel), merge by register
 maximum (so sketches of two windows or two sensors combine exactly), and take ``2**p`` bytes each
 whatever the number of distinct items: memory is bounded by construction. With the default
 ``p = 7`` the standard error is about 9%, and counts below ~100 are near exact (linear counting).
@@ -21,6 +22,7 @@ are the better-kept code; this one is 70 lines, tested against exact counts
 
 from __future__ import annotations
 
+import numba as nb
 import numpy as np
 
 DEFAULT_P = 7
@@ -30,17 +32,44 @@ def _alpha(m: int) -> float:
     return 0.7213 / (1.0 + 1.079 / m)
 
 
+@nb.njit(cache=True, nogil=True)
+def register_of(h: np.uint64, p: int) -> tuple[int, np.uint8]:  # pragma: no cover - compiled
+    """Register index and rank (position of the first 1-bit after the index bits) of a hash."""
+    rest = h & ((np.uint64(1) << np.uint64(64 - p)) - np.uint64(1))
+    bitlen = 0
+    while rest:
+        rest >>= np.uint64(1)
+        bitlen += 1
+    return int(h >> np.uint64(64 - p)), np.uint8((64 - p) - bitlen + 1)
+
+
+@nb.njit(cache=True, nogil=True)
+def put(registers: np.ndarray, row: int, h: np.uint64, p: int) -> None:  # pragma: no cover
+    """Add hash ``h`` to sketch ``row`` of a ``rows x 2**p`` register table."""
+    idx, rank = register_of(h, p)
+    if rank > registers[row, idx]:
+        registers[row, idx] = rank
+
+
+@nb.njit(cache=True, nogil=True)
+def _add(registers: np.ndarray, rows: np.ndarray, hashes: np.ndarray, p: int) -> None:
+    for i in range(len(rows)):  # pragma: no cover - compiled
+        put(registers, rows[i], hashes[i], p)
+
+
+@nb.njit(cache=True, nogil=True)
+def _split(hashes: np.ndarray, p: int) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover
+    idx = np.empty(len(hashes), np.int64)
+    rank = np.empty(len(hashes), np.uint8)
+    for i in range(len(hashes)):
+        idx[i], rank[i] = register_of(hashes[i], p)
+    return idx, rank
+
+
 def split_hash(hashes: np.ndarray, p: int) -> tuple[np.ndarray, np.ndarray]:
-    """Register index and rank (position of the first 1-bit after the index bits) per hash."""
-    h = np.asarray(hashes, dtype=np.uint64)
-    idx = (h >> np.uint64(64 - p)).astype(np.int64)
-    rest = h & np.uint64((1 << (64 - p)) - 1)
-    # Bit length of `rest`, exact: frexp of each 32-bit half (exact in a float64).
-    _, hi = np.frexp((rest >> np.uint64(32)).astype(np.float64))
-    _, lo = np.frexp((rest & np.uint64(0xFFFFFFFF)).astype(np.float64))
-    bitlen = np.where(hi > 0, hi + 32, lo)
-    rank = (64 - p) - bitlen + 1
-    return idx, rank.astype(np.uint8)
+    """Register index and rank (:func:`register_of`) per hash."""
+    idx, rank = _split(np.asarray(hashes, dtype=np.uint64), p)
+    return idx, rank
 
 
 class HllTable:
@@ -57,9 +86,12 @@ class HllTable:
         """Add item ``hashes[i]`` (uint64) to sketch ``rows[i]``."""
         if len(rows) == 0:
             return
-        idx, rank = split_hash(hashes, self.p)
-        cells = np.asarray(rows, dtype=np.int64) * self.m + idx  # numpy's fast 1-d ufunc.at
-        np.maximum.at(self.registers.reshape(-1), cells, rank)
+        _add(
+            self.registers,
+            np.asarray(rows, dtype=np.int64),
+            np.asarray(hashes, dtype=np.uint64),
+            self.p,
+        )
 
     def merge_into(self, dst: np.ndarray, other: HllTable, src: np.ndarray) -> None:
         """Sketch ``dst[i]`` absorbs ``other``'s sketch ``src[i]`` (a union of the two sets)."""

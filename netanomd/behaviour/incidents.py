@@ -122,6 +122,12 @@ class Incident:
     #: sample): set by the stream, linked by the sinks, so an incident's flow alerts can all be
     #: found (``netanomd alerts --incident``).
     alert_uids: list[str] = field(default_factory=list)
+    #: The uids of flow alerts that left it with the latest batch (a named incident that opened
+    #: later covers them; set by the stream): the sinks unlink them from it.
+    released_uids: list[str] = field(default_factory=list)
+    #: Every flow alert it held went to named incidents: it is no incident any more (the sinks
+    #: drop it).
+    retracted: bool = False
     closed: bool = False
     #: Severity floor set by Suricata signatures on its flows (netanomd.behaviour.signed).
     signature_floor: int = 0
@@ -289,17 +295,36 @@ class IncidentTracker:
         self.quiet = float(quiet)
         self.open: dict[tuple[str, str, str, str], Incident] = {}
         self.closed: list[Incident] = []
+        #: Per key, the incident that closed last: a later detection of activity it already
+        #: covers (the same flows seen by a wider window) reopens it.
+        self._last_closed: dict[tuple[str, str, str, str], Incident] = {}
         self._ids = itertools.count(1)
 
     def all(self) -> list[Incident]:
         return [*self.closed, *self.open.values()]
 
-    def update(self, detections: pd.DataFrame, now: float) -> list[Incident]:
-        """Merge detections; returns the incidents opened or changed by them."""
-        return self._merge_all(detections.to_dict("records") if len(detections) else [], now)
+    def update(self, detections: pd.DataFrame, now: float, *, tick: bool = True) -> list[Incident]:
+        """Merge detections known at flow time ``now``; returns the incidents opened or changed
+        by them. Without ``tick``, quiet incidents are left open (the caller ticks)."""
+        # in the order the windows closed (one window end after another), as a stream cut into
+        # small batches would merge them
+        if not len(detections):  # most batches close no window
+            return self._merge_all([], now, tick=tick)
+        end = detections["end"].to_numpy()
+        if len(end) > 1 and (np.diff(end) < 0).any():
+            detections = detections.iloc[np.argsort(end, kind="stable")]
+        return self._merge_all(detections.to_dict("records"), now, tick=tick)
 
-    def _merge_all(self, detections: list[dict[Any, Any]], now: float) -> list[Incident]:
-        """:meth:`update` on detection rows as dicts (:data:`DETECTION_COLUMNS` keys)."""
+    def _merge_all(
+        self,
+        detections: list[dict[Any, Any]],
+        now: float,
+        placed: list[Incident] | None = None,
+        *,
+        tick: bool = True,
+    ) -> list[Incident]:
+        """:meth:`update` on detection rows as dicts (:data:`DETECTION_COLUMNS` keys); each
+        row's incident is appended to ``placed`` if given."""
         changed: dict[int, Incident] = {}
         for d in detections:
             behaviour = str(d["behaviour"])
@@ -311,14 +336,19 @@ class IncidentTracker:
             # burst): the strongest detection names it.
             group = "pair" if family in PAIR_FAMILIES and d["role"] != "service" else family
             key = (str(d["role"]), str(d["host"]), group, detail)
-            inc = self.open.get(key)
-            scan = self.open.get((key[0], key[1], "scan", ""))
+            # an incident quiet for long enough by the row's own time is over, whenever the
+            # stream last ticked (so the grouping does not depend on the batch size)
+            at = min(float(d["end"]), now)  # a window closed early (flush) is known now
+            inc = self._live(key, at, float(d["first_ts"]))
+            scan = self._live((key[0], key[1], "scan", ""), at, float(d["first_ts"]))
             # A scanner hammering one port with probes is still the scan (its flows counted
             # there); persistent retries of one peer (a C&C) stay an incident of their own.
             retry = family == "brute force" and d["unanswered"] >= 0.5 * d["flows"]
             if inc is None and scan is not None and retry:
                 self._extend(scan, d)
                 changed[scan.id] = scan
+                if placed is not None:
+                    placed.append(scan)
                 continue
             if inc is None:
                 inc = Incident(
@@ -338,8 +368,37 @@ class IncidentTracker:
                 self.open[key] = inc
             self._merge(inc, d, behaviour)
             changed[inc.id] = inc
-        self.tick(now)
+            if placed is not None:
+                placed.append(inc)
+        if tick:
+            self.tick(now)
         return list(changed.values())
+
+    def _live(self, key: tuple[str, str, str, str], now: float, since: float) -> Incident | None:
+        """The incident of ``key`` for activity from ``since`` known at ``now``: the open one,
+        closed first if it has been quiet at ``now``; a closed one reopened if it already
+        covers that activity."""
+        inc = self.open.get(key)
+        if inc is not None and self._quiet(inc, now):
+            self._close(key)
+            inc = None
+        last = self._last_closed.get(key)
+        if inc is None and last is not None and since <= last.last_seen:
+            del self._last_closed[key]
+            self.closed = [c for c in self.closed if c is not last]
+            last.closed = False
+            self.open[key] = inc = last
+        return inc
+
+    def _close(self, key: tuple[str, str, str, str]) -> Incident:
+        inc = self.open.pop(key)
+        inc.closed = True
+        self.closed.append(inc)
+        self._last_closed[key] = inc
+        return inc
+
+    def _quiet(self, inc: Incident, now: float) -> bool:
+        return now - inc.last_seen > self.quiet + max(inc.flows_by_scale, default=0.0)
 
     @staticmethod
     def _extend(inc: Incident, d: dict[Any, Any]) -> None:
@@ -384,72 +443,94 @@ class IncidentTracker:
             peer = str(d["peer"])
             inc.top_peers[peer] = max(inc.top_peers[peer], int(d["flows"]))
 
-    def add_flow_alerts(self, alerts: FlowBatch, scores: np.ndarray, now: float) -> list[Incident]:
-        """Group flow alerts (e.g. Isolation Forest) per originator into incidents."""
+    def add_flow_alerts(
+        self,
+        alerts: FlowBatch,
+        scores: np.ndarray,
+        now: float,
+        placed: list[Incident] | None = None,
+    ) -> list[Incident]:
+        """Group flow alerts (e.g. Isolation Forest) per originator into incidents (appended to
+        ``placed``, alert by alert, if given)."""
         if len(alerts) == 0:
             return []
-        t = alerts.table
-        ts = alerts.numeric("ts")
-        end = ts + np.maximum(alerts.numeric("duration"), 0.0) + 1e-6
-        fixed = {
-            "scale": 0.0,
-            "role": "orig",
-            "behaviour": "anomalous flows",
-            "detail": "",
-            "port": -1,
-            "proto": "",
-            "flows": 1.0,
-            "unanswered": 0.0,
-            "peers": 1.0,
-            "ports": 1.0,
-            "targets": 1.0,
-            "bytes_out": 0.0,
-            "bytes_in": 0.0,
-            "threshold": 1.0,
-            "period": 0.0,
-            **{k: 0.0 for k in PROBE_KINDS},
-        }
-        rows = zip(
-            t.column("orig_h").to_pylist(),
-            t.column("resp_h").to_pylist(),
-            ts.tolist(),
-            end.tolist(),
-            np.asarray(scores, dtype=np.float64).tolist(),
-            t.column("uid").to_pylist(),
-            t.column("community_id").to_pylist(),
-            strict=True,
-        )
-        records = [
-            {
-                **fixed,
-                "host": host,
-                "peer": peer,
-                "start": t0,
-                "end": t1,
-                "first_ts": t0,
-                "last_ts": t0,
-                "value": score,
-                "score": score,
-                "uids": [uid],
-                "community_ids": [cid] if cid else [],
-            }
-            for host, peer, t0, t1, score, uid, cid in rows
-        ]
-        return self._merge_all(records, now)
+        return self._merge_all(_alert_records(alerts, scores), now, placed)
+
+    def regroup(self, inc: Incident, alerts: FlowBatch, scores: np.ndarray) -> bool:
+        """Rebuild the flow-alert incident ``inc`` in place from ``alerts`` (the ones it keeps, in
+        arrival order), as if the others had never been in it; with none left it is forgotten.
+        Returns whether it still exists."""
+        records = _alert_records(alerts, scores) if len(alerts) else []
+        if not records:
+            self.open = {k: v for k, v in self.open.items() if v is not inc}
+            self.closed = [c for c in self.closed if c is not inc]
+            self._last_closed = {k: v for k, v in self._last_closed.items() if v is not inc}
+            return False
+        d = records[0]
+        inc.first_seen = inc.last_seen = float(d["first_ts"])
+        inc.span_start, inc.span_end = float(d["start"]), float(d["end"])
+        inc.detections, inc.score = 0, 0.0
+        inc.flows_by_scale, inc.evidence, inc.top_peers = {}, {}, Counter()
+        inc.uids, inc.community_ids = [], []
+        for d in records:
+            self._merge(inc, d, "anomalous flows")
+        return True
 
     def tick(self, now: float) -> list[Incident]:
         """Close incidents quiet for longer than :attr:`quiet` past the windows that could still
         report them (an incident seen only in hourly windows is confirmed once an hour); returns
         those closed now."""
-        done = [
-            k
-            for k, inc in self.open.items()
-            if now - inc.last_seen > self.quiet + max(inc.flows_by_scale, default=0.0)
-        ]
-        out = []
-        for k in done:
-            inc = self.open.pop(k)
-            inc.closed = True
-            self.closed.append(inc)
-            out.append(inc)
-        return out
+        done = [k for k, inc in self.open.items() if self._quiet(inc, now)]
+        return [self._close(k) for k in done]
+
+
+def _alert_records(alerts: FlowBatch, scores: np.ndarray) -> list[dict[str, Any]]:
+    """Flow alerts as detection rows (:data:`DETECTION_COLUMNS` keys) of "anomalous flows"."""
+    t = alerts.table
+    ts = alerts.numeric("ts")
+    end = ts + np.maximum(alerts.numeric("duration"), 0.0) + 1e-6
+    fixed = {
+        "scale": 0.0,
+        "role": "orig",
+        "behaviour": "anomalous flows",
+        "detail": "",
+        "port": -1,
+        "proto": "",
+        "flows": 1.0,
+        "unanswered": 0.0,
+        "peers": 1.0,
+        "ports": 1.0,
+        "targets": 1.0,
+        "bytes_out": 0.0,
+        "bytes_in": 0.0,
+        "threshold": 1.0,
+        "period": 0.0,
+        **{k: 0.0 for k in PROBE_KINDS},
+    }
+    rows = zip(
+        t.column("orig_h").to_pylist(),
+        t.column("resp_h").to_pylist(),
+        ts.tolist(),
+        end.tolist(),
+        np.asarray(scores, dtype=np.float64).tolist(),
+        t.column("uid").to_pylist(),
+        t.column("community_id").to_pylist(),
+        strict=True,
+    )
+    records = [
+        {
+            **fixed,
+            "host": host,
+            "peer": peer,
+            "start": t0,
+            "end": t1,
+            "first_ts": t0,
+            "last_ts": t0,
+            "value": score,
+            "score": score,
+            "uids": [uid],
+            "community_ids": [cid] if cid else [],
+        }
+        for host, peer, t0, t1, score, uid, cid in rows
+    ]
+    return records

@@ -71,13 +71,14 @@ class BehaviourPipeline:
         return self.update(batch)[0]
 
     def update(
-        self, batch: FlowBatch, context: np.ndarray | None = None
+        self, batch: FlowBatch, context: np.ndarray | None = None, *, tick: bool = True
     ) -> tuple[list[Incident], Context]:
         """:meth:`process`, plus the originator context of the batch rows in ``context`` (the
         flows that alerted) as the windows saw them arrive
-        (:data:`~netanomd.behaviour.windows.CONTEXT_COLUMNS`)."""
+        (:data:`~netanomd.behaviour.windows.CONTEXT_COLUMNS`). Without ``tick`` quiet incidents
+        are not closed at the batch's end (the caller still has flows of it to group)."""
         closed = self.windows.update(batch, context=context)
-        found = self.tracker.update(detect(closed, self.thresholds), self.windows.clock)
+        found = self.tracker.update(detect(closed, self.thresholds), self.windows.clock, tick=tick)
         return found, closed.context
 
     def flush(self) -> list[Incident]:

@@ -43,6 +43,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from netanomd.behaviour import _kernels as _k
 from netanomd.behaviour.hll import DEFAULT_P, HllTable
 from netanomd.flow import FlowBatch
 
@@ -52,6 +53,7 @@ DEFAULT_SCALES: tuple[float, ...] = (60.0, 600.0, 3600.0)
 #: Conn states in which the responder never answered with data (Zeek conn.log docs).
 UNANSWERED_STATES = ("S0", "REJ", "RSTOS0", "RSTRH", "SH", "SHR")
 _UNANSWERED = pa.array(UNANSWERED_STATES)
+_RESET = pa.array(("RSTO", "RSTOS0"))
 #: A "short" connection moves less payload than this each way: a login attempt or a probe, not a
 #: transfer (brute force is many short connections to one service).
 SHORT_BYTES = 10_000
@@ -76,20 +78,8 @@ PROTO_CODE = {"tcp": 6, "udp": 17, "icmp": 1}
 PROTO_NAME = {v: k for k, v in PROTO_CODE.items()}
 
 # Aggregate columns summed per (slot, window).
-_SUMS = (
-    "flows",
-    "unanswered",
-    "probes",
-    "bytes_out",
-    "bytes_in",
-    "new_peers",
-    "probe_udp1",
-    "probe_syn",
-    "probe_echo",
-    "new_targets",
-)
+_SUMS = _k.SUMS
 _NEW_PEERS = _SUMS.index("new_peers")
-_NEW_TARGETS = _SUMS.index("new_targets")
 #: What kind of probe: one UDP packet unanswered, a lone SYN unanswered, an ICMP echo request.
 PROBE_KINDS: tuple[str, ...] = ("probe_udp1", "probe_syn", "probe_echo")
 # HyperLogLog sketches per (slot, window).
@@ -174,15 +164,25 @@ def _strings(batch: FlowBatch, name: str) -> np.ndarray:
     return np.asarray(batch.column(name).fill_null("").to_numpy(zero_copy_only=False), object)
 
 
+def _coded(batch: FlowBatch, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """A string column as its distinct values (nulls as "") and each row's index into them."""
+    enc = pc.dictionary_encode(batch.column(name).fill_null("").combine_chunks())
+    values = np.asarray(enc.dictionary.to_numpy(zero_copy_only=False), dtype=object)
+    return values, np.asarray(enc.indices.to_numpy(zero_copy_only=False), dtype=np.int64)
+
+
+def _is(batch: FlowBatch, name: str, value: str | pa.Array) -> np.ndarray:
+    """Rows whose string column ``name`` is ``value`` (or in it); nulls are not."""
+    col = batch.column(name)
+    hit = pc.is_in(col, value_set=value) if isinstance(value, pa.Array) else pc.equal(col, value)
+    return np.asarray(pc.fill_null(hit, False).to_numpy(zero_copy_only=False), np.bool_)
+
+
 def unanswered_mask(batch: FlowBatch) -> np.ndarray:
     """Flows the responder never answered: a state of :data:`UNANSWERED_STATES` (S0, REJ, SH,
     ...) with no payload back, or no responder packet at all. Flows to multicast or broadcast
     addresses do not count (nobody is meant to answer)."""
-    states = batch.column("conn_state")
-    unans = np.asarray(
-        pc.fill_null(pc.is_in(states, value_set=_UNANSWERED), False).to_numpy(zero_copy_only=False),
-        np.bool_,
-    )
+    unans = _is(batch, "conn_state", _UNANSWERED)
     unans &= batch.numeric("resp_bytes") <= 0  # Zeek's state can miss a reply that carried data
     unans |= batch.numeric("resp_pkts", fill=-1) == 0
     group = pc.fill_null(pc.match_substring_regex(batch.column("resp_h"), NO_REPLY_DESTS), False)
@@ -193,36 +193,19 @@ def probe_mask(batch: FlowBatch, unanswered: np.ndarray | None = None) -> np.nda
     """Flows that look like probes: unanswered, a TCP handshake the originator reset without
     payload (connect scan), or an ICMP echo request."""
     unans = unanswered_mask(batch) if unanswered is None else unanswered
-    proto = np.asarray(batch.column("proto").fill_null("").to_numpy(zero_copy_only=False))
     empty = (batch.numeric("orig_bytes") <= 0) & (batch.numeric("resp_bytes") <= 0)
-    states = np.asarray(batch.column("conn_state").fill_null("").to_numpy(zero_copy_only=False))
-    reset = (proto == "tcp") & empty & np.isin(states, ("RSTO", "RSTOS0"))
-    echo = (proto == "icmp") & np.isin(batch.numeric("orig_p", fill=-1), _ICMP_ECHO)
+    reset = _is(batch, "proto", "tcp") & empty & _is(batch, "conn_state", _RESET)
+    echo = _is(batch, "proto", "icmp") & np.isin(batch.numeric("orig_p", fill=-1), _ICMP_ECHO)
     return np.asarray(unans | reset | echo)
 
 
 def probe_kinds(batch: FlowBatch, unanswered: np.ndarray) -> tuple[np.ndarray, ...]:
     """Masks in :data:`PROBE_KINDS` order: one-packet UDP unanswered, lone SYN unanswered, ping."""
-    proto = np.asarray(batch.column("proto").fill_null("").to_numpy(zero_copy_only=False))
-    states = np.asarray(batch.column("conn_state").fill_null("").to_numpy(zero_copy_only=False))
     opk = batch.numeric("orig_pkts", fill=-1)
-    udp1 = (proto == "udp") & unanswered & (opk == 1)
-    syn = (proto == "tcp") & (states == "S0") & (opk <= 2)
-    echo = (proto == "icmp") & np.isin(batch.numeric("orig_p", fill=-1), _ICMP_ECHO)
+    udp1 = _is(batch, "proto", "udp") & unanswered & (opk == 1)
+    syn = _is(batch, "proto", "tcp") & _is(batch, "conn_state", "S0") & (opk <= 2)
+    echo = _is(batch, "proto", "icmp") & np.isin(batch.numeric("orig_p", fill=-1), _ICMP_ECHO)
     return udp1, syn, echo
-
-
-def _running(keys: np.ndarray, values: np.ndarray) -> np.ndarray:
-    """Per row, the sum of ``values`` over the rows so far (this one included) with its key."""
-    order = np.argsort(keys, kind="stable")
-    v = np.asarray(values, dtype=np.float64)[order]
-    total = np.cumsum(v)
-    k = keys[order]
-    first = np.r_[True, k[1:] != k[:-1]]
-    before = (total - v)[first][np.cumsum(first) - 1]
-    out = np.empty(len(v))
-    out[order] = total - before
-    return out
 
 
 _EMPTY: dict[tuple[str, ...], pd.DataFrame] = {}
@@ -332,7 +315,8 @@ class _Bloom:
 
 @dataclass
 class _Pairs:
-    """Per (slot, peer, port) counts and inter-arrival sums for one open window; keys sorted."""
+    """Per (slot, peer, port) counts and inter-arrival sums: a segment's (keys sorted), or a
+    window's (:class:`_PairTable`)."""
 
     key: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint64))
     slot: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
@@ -389,6 +373,68 @@ class _Pairs:
         return _Pairs(*(np.concatenate([getattr(a, k), getattr(b, k)]) for k in a.names()))
 
 
+class _PairTable:
+    """The pairs of one open window: :class:`_Pairs` columns grown by doubling (rows in arrival
+    order, not sorted) and a hash index from key to row, so a batch costs its own pairs, not the
+    table's size; :meth:`view` gives the rows, :meth:`sorted` in key order."""
+
+    def __init__(self) -> None:
+        self.clear()
+
+    def clear(self) -> None:
+        self._cols = _Pairs()
+        self.size = 0
+        self._keys = np.zeros(16, np.uint64)
+        self._rows = np.full(16, -1, np.int64)
+
+    def view(self) -> _Pairs:
+        """Every row (views: writing to them writes the table)."""
+        return _Pairs(*(getattr(self._cols, k)[: self.size] for k in self._cols.names()))
+
+    def sorted(self) -> _Pairs:
+        """Every row, in key order (what a sorted table held)."""
+        v = self.view()
+        return v.take(np.argsort(v.key, kind="stable"))
+
+    def find(self, keys: np.ndarray) -> np.ndarray:
+        """Row of each key, -1 where absent."""
+        return np.asarray(_k.index_find(self._keys, self._rows, keys))
+
+    def append(self, fresh: _Pairs) -> None:
+        """Add pairs whose keys are not in the table."""
+        m = len(fresh.key)
+        if self.size + m > len(self._cols.key):
+            cap = max(2 * len(self._cols.key), self.size + m, 1024)
+            grown = []
+            for k in self._cols.names():
+                old = getattr(self._cols, k)
+                new = np.empty(cap, dtype=old.dtype)
+                new[: self.size] = old[: self.size]
+                grown.append(new)
+            self._cols = _Pairs(*grown)
+        for k in self._cols.names():
+            getattr(self._cols, k)[self.size : self.size + m] = getattr(fresh, k)
+        self.size += m
+        if 2 * self.size > len(self._keys):  # keep the index at most half full
+            self._reindex()
+        else:
+            _k.index_put(self._keys, self._rows, fresh.key, self.size - m)
+
+    def replace(self, pairs: _Pairs) -> None:
+        """Hold exactly ``pairs``."""
+        self._cols = pairs
+        self.size = len(pairs.key)
+        self._reindex()
+
+    def _reindex(self) -> None:
+        cap = 16
+        while cap < 4 * self.size:
+            cap *= 2
+        self._keys = np.zeros(cap, np.uint64)
+        self._rows = np.full(cap, -1, np.int64)
+        _k.index_put(self._keys, self._rows, self._cols.key[: self.size], 0)
+
+
 class _Scale:
     """The open window of one time scale, for every host slot."""
 
@@ -401,40 +447,29 @@ class _Scale:
         self.last = np.full(slots, -np.inf)
         self.active = np.zeros(slots, dtype=np.bool_)
         self.hll = HllTable(slots * len(_SKETCHES), p)
-        self.pairs = _Pairs()
+        self.pairs = _PairTable()
 
     def add(
         self,
         slot: np.ndarray,
-        sums: np.ndarray,
+        sums: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray],
         ts: np.ndarray,
         end: np.ndarray,
-        sketch_rows: list[tuple[np.ndarray, np.ndarray]],
+        sketch: tuple[np.ndarray, np.ndarray, np.ndarray],
         seg_pairs: _Pairs,
     ) -> None:
-        u, inv = np.unique(slot, return_inverse=True)
-        cols = sums.shape[1]  # one bincount over (slot, column) cells
-        cells = (inv[:, None] * cols + np.arange(cols)[None, :]).ravel()
-        add = np.bincount(cells, weights=sums.ravel(), minlength=len(u) * cols)
-        self.sums[u] += add.reshape(len(u), cols)
-        np.minimum.at(self.first, slot, ts)
-        np.maximum.at(self.last, slot, end)
-        self.active[u] = True
-        k = len(_SKETCHES)  # every sketch's items in one add
-        self.hll.add(
-            np.concatenate([rows * k + i for i, (rows, _) in enumerate(sketch_rows)]),
-            np.concatenate([hashes for _, hashes in sketch_rows]),
-        )
+        """Add a segment's rows (``sums``: each row's flags, bytes out and in, whether a new
+        peer and a new target; ``sketch``: its peer and port hashes, whether a probe)."""
+        flags, out, back, peers, targets = sums
+        amounts = (out, back, peers, targets)
+        _k.scale_add(self.sums, self.first, self.last, self.active, slot, flags, amounts, ts, end)
+        _k.hll_sketches(self.hll.registers, self.hll.p, len(_SKETCHES), slot, *sketch)
         self._merge_pairs(seg_pairs)
 
     def _merge_pairs(self, new: _Pairs) -> None:
-        old = self.pairs
-        if len(old.key):
-            pos = np.minimum(np.searchsorted(old.key, new.key), len(old.key) - 1)
-            found = old.key[pos] == new.key
-        else:
-            pos = np.zeros(len(new.key), dtype=np.int64)
-            found = np.zeros(len(new.key), dtype=np.bool_)
+        old = self.pairs.view()
+        pos = self.pairs.find(new.key)
+        found = pos >= 0
         if found.any():
             o = pos[found]
             f = new.take(np.flatnonzero(found))
@@ -459,14 +494,15 @@ class _Scale:
             old.short[o] += f.short
             old.first[o] = np.minimum(old.first[o], f.first)
             old.last[o] = np.maximum(old.last[o], f.last)
-        fresh = new.take(np.flatnonzero(~found))
-        if len(fresh.key):
-            merged = _Pairs.concat(old, fresh)
-            if len(merged.key) > self.max_pairs:  # keep the heaviest pairs, in key order
-                keep = np.argpartition(-merged.n, self.max_pairs - 1)[: self.max_pairs]
-                self.pairs = merged.take(keep[np.argsort(merged.key[keep], kind="stable")])
-            else:
-                self.pairs = merged.take(np.argsort(merged.key, kind="stable"))
+        fresh = new.take(np.flatnonzero(~found))  # in key order, as ``new``
+        if not len(fresh.key):
+            return
+        if len(old.key) + len(fresh.key) > self.max_pairs:  # keep the heaviest pairs
+            merged = _Pairs.concat(self.pairs.sorted(), fresh)
+            keep = np.argpartition(-merged.n, self.max_pairs - 1)[: self.max_pairs]
+            self.pairs.replace(merged.take(keep))
+        else:
+            self.pairs.append(fresh)
 
     def reset(self) -> None:
         act = np.flatnonzero(self.active)
@@ -476,7 +512,7 @@ class _Scale:
         k = len(_SKETCHES)
         self.hll.clear((act[:, None] * k + np.arange(k)[None, :]).ravel())
         self.active[act] = False
-        self.pairs = _Pairs()
+        self.pairs.clear()
 
 
 class HostWindows:
@@ -570,7 +606,8 @@ class HostWindows:
                 sc.last[dropped] = -np.inf
                 sc.active[dropped] = False
                 sc.hll.clear((dropped[:, None] * k + np.arange(k)[None, :]).ravel())
-                sc.pairs = sc.pairs.take(np.flatnonzero(~np.isin(sc.pairs.slot, dropped)))
+                kept = sc.pairs.view()
+                sc.pairs.replace(kept.take(np.flatnonzero(~np.isin(kept.slot, dropped))))
         for v in victims.tolist():
             del self._slot_of[int(self._key[v])]
         self._uids[victims] = None
@@ -609,12 +646,13 @@ class HostWindows:
         dur = np.maximum(batch.numeric("duration"), 0.0)
         end = ts + dur
         t = np.maximum.accumulate(np.maximum(end, self.clock))
-        orig_h = _strings(batch, "orig_h")
-        resp_h = _strings(batch, "resp_h")
-        proto = _strings(batch, "proto")
+        # Strings are hashed, named and given a slot once per distinct value.
+        orig_v, orig_c = _coded(batch, "orig_h")
+        resp_v, resp_c = _coded(batch, "resp_h")
+        proto_v, proto_c = _coded(batch, "proto")
         port = batch.numeric("resp_p", fill=-1, dtype=np.int64)
         orig_p = batch.numeric("orig_p", fill=-1, dtype=np.int64)
-        icmp = proto == "icmp"
+        icmp = (proto_v == "icmp")[proto_c]
         svc_port = np.where(icmp, orig_p, port)  # Zeek: ICMP type in orig_p, code in resp_p
         unans = unanswered_mask(batch)
         # A multicast group is no host and no server: announcements to it (mDNS, SSDP, Ganglia)
@@ -627,45 +665,49 @@ class HostWindows:
         ob = np.maximum(batch.numeric("orig_bytes"), 0.0)
         rb = np.maximum(batch.numeric("resp_bytes"), 0.0)
         short = (ob < SHORT_BYTES) & (rb < SHORT_BYTES)
-        pcode = np.zeros(n, dtype=np.int64)
-        for name, code in PROTO_CODE.items():
-            pcode[proto == name] = code
-        svc = np.array(
-            [f"{p}/{q}" for p, q in zip(proto.tolist(), svc_port.tolist(), strict=True)], object
+        pcode = np.array([PROTO_CODE.get(v, 0) for v in proto_v.tolist()], np.int64)[proto_c]
+        _, port_c = np.unique(svc_port, return_inverse=True)
+        _, svc_first, svc_c = np.unique(
+            proto_c * (int(port_c.max()) + 1) + port_c, return_index=True, return_inverse=True
         )
-
-        h_orig, h_resp, h_svc = hash_strings(orig_h), hash_strings(resp_h), hash_strings(svc)
-        p_hash = h_svc  # the service "proto/port" identifies a port
-        hosts = np.concatenate([orig_h, resp_h, svc])
-        roles = np.repeat(np.arange(3), n)
-        keys = np.concatenate(
+        svc_v = np.array(
             [
-                _mix(h_orig, np.zeros(n, np.uint64)),
-                _mix(h_resp, np.ones(n, np.uint64)),
-                _mix(h_svc, np.full(n, 2, np.uint64)),
-            ]
+                f"{proto_v[proto_c[i]]}/{svc_port[i]}"
+                for i in svc_first.tolist()  # a service "proto/port" per distinct pair
+            ],
+            dtype=object,
         )
-        slots = self._slots(keys, hosts, roles, float(t[-1]))
+        ho_v, hr_v, hs_v = hash_strings(orig_v), hash_strings(resp_v), hash_strings(svc_v)
+        h_orig, h_resp, h_svc = ho_v[orig_c], hr_v[resp_c], hs_v[svc_c]
+        p_hash = h_svc  # the service "proto/port" identifies a port
+        role_keys = [
+            _mix(h, np.full(len(h), r, np.uint64)) for r, h in enumerate((ho_v, hr_v, hs_v))
+        ]
+        at = np.cumsum([0, len(ho_v), len(hr_v)])
+        slot_v = self._slots(
+            np.concatenate(role_keys),
+            np.concatenate([orig_v, resp_v, svc_v]),
+            np.repeat(np.arange(3), [len(k) for k in role_keys]),
+            float(t[-1]),
+        )
+        codes = (orig_c, resp_c, svc_c)
+        slots = np.concatenate([slot_v[at[r] + c] for r, c in enumerate(codes)])
+        keys = np.concatenate([role_keys[r][c] for r, c in enumerate(codes)])
         peers_h = np.concatenate([h_resp, h_orig, h_orig])
-        peers_s = np.concatenate([resp_h, orig_h, orig_h])
-        ports3 = np.tile(svc_port, 3)
+        # each row's peer, as an index into peer_names
+        peer_names = np.concatenate([resp_v, orig_v])
+        peer_code = np.concatenate([resp_c, orig_c + len(resp_v), orig_c + len(resp_v)])
         # Pair identity: orig (host, responder, port); resp (host, port); service (svc, source).
         pkey = _mix(keys, np.concatenate([_mix(h_resp, p_hash), p_hash, h_orig]))
         newkey = _mix(keys, peers_h)
-        sums3 = np.column_stack(
-            [
-                np.ones(3 * n),
-                np.tile(unans, 3),
-                np.tile(probe, 3),
-                np.concatenate([ob, rb, ob]),
-                np.concatenate([rb, ob, rb]),
-                np.zeros(3 * n),
-                *(np.tile(k, 3) for k in kinds),
-                np.zeros(3 * n),
-            ]
-        )
-        uids = _strings(batch, "uid")
-        cids = _strings(batch, "community_id")
+        flags = (
+            unans * _k.UNANSWERED
+            + probe * _k.PROBE
+            + kinds[0] * _k.UDP1
+            + kinds[1] * _k.SYN
+            + kinds[2] * _k.ECHO
+        ).astype(np.uint8)
+        samples = (batch.column("uid").fill_null(""), batch.column("community_id").fill_null(""))
 
         base = self.scales[0]
         # clipped: a nonsense duration (1e300 s) must not overflow the cast
@@ -673,31 +715,15 @@ class HostWindows:
         cuts = np.flatnonzero(np.diff(minute)) + 1
         found: list[Context] = []
         emitted: list[tuple[Columns, Columns]] = []
-        # every role's row of every flow (3n), tiled once; a segment takes its rows of them
-        per_row = [
-            slots,
-            sums3,
-            np.tile(ts, 3),
-            np.tile(end, 3),
-            peers_h,
-            peers_s,
-            ports3,
-            np.tile(pcode, 3),
-            np.tile(orig_p, 3),
-            np.tile(ob <= 0, 3),
-            np.tile(probe, 3),
-            np.tile(unans, 3),
-            np.tile(short, 3),
-            pkey,
-            newkey,
-            np.tile(uids, 3),
-            np.tile(cids, 3),
-        ]
-        p_hash3, t3 = np.tile(p_hash, 3), np.tile(t, 3)
-        want3 = np.concatenate([want, np.zeros(2 * n, np.bool_)])
+        # a segment takes its rows (3 per flow: one per role) of the role rows and of the flows
+        per_role = [slots, peers_h, peer_code, pkey, newkey]
+        per_role += [np.concatenate([ob, rb, ob]), np.concatenate([rb, ob, rb])]
+        per_flow = [ts, end, svc_port, pcode, orig_p, ob <= 0, probe, unans, short, flags]
+        per_flow += [p_hash, t]
         for a, b in zip(np.r_[0, cuts], np.r_[cuts, n], strict=True):
             rows = np.concatenate([np.arange(a, b) + r * n for r in range(3)])
             rows = rows[keep[rows]]
+            flow = rows % n
             for sc in self._scales:
                 bk = int(np.floor(t[a] / sc.width))
                 if bk != sc.bucket:
@@ -705,17 +731,35 @@ class HostWindows:
                         emitted.append(self._emit(sc))
                     sc.bucket = bk
             whole = len(rows) == 3 * n  # the usual live batch: one segment, no multicast
-
-            def pick(x: np.ndarray, rows: np.ndarray = rows, whole: bool = whole) -> np.ndarray:
-                return x if whole else x[rows]
-
+            role_rows = per_role if whole else [x[rows] for x in per_role]
+            slot, peer_h, peer_c, pkey_s, newkey_s, out, back = role_rows
+            ts_s, end_s, port_s, pcode_s, orig_p_s, empty, probe_s, unans_s, short_s = (
+                x[flow] for x in per_flow[:9]
+            )
+            flags_s, p_hash_s, when = (x[flow] for x in per_flow[9:])
             self._add_segment(
                 rows,
-                *(pick(x) for x in per_row),
-                p_hash_all=pick(p_hash3),
-                when=pick(t3),
-                want=pick(want3),
+                slot,
+                ts_s,
+                end_s,
+                peer_h,
+                peer_c,
+                port_s,
+                pcode_s,
+                orig_p_s,
+                empty,
+                probe_s,
+                unans_s,
+                short_s,
+                pkey_s,
+                newkey_s,
+                p_hash_all=p_hash_s,
+                when=when,
+                want=(rows < n) & want[flow],
+                amounts=(flags_s, out, back),
                 found=found,
+                peer_names=peer_names,
+                samples=samples,
             )
         self.clock = float(t[-1])
         closed = self._closed(emitted)
@@ -743,11 +787,10 @@ class HostWindows:
         self,
         rows: np.ndarray,
         slot: np.ndarray,
-        sums: np.ndarray,
         ts: np.ndarray,
         end: np.ndarray,
         peer_h: np.ndarray,
-        peer_s: np.ndarray,
+        peer_code: np.ndarray,
         port: np.ndarray,
         pcode: np.ndarray,
         orig_p: np.ndarray,
@@ -757,37 +800,40 @@ class HostWindows:
         short: np.ndarray,
         pkey: np.ndarray,
         newkey: np.ndarray,
-        uids: np.ndarray,
-        cids: np.ndarray,
         *,
         p_hash_all: np.ndarray,
         when: np.ndarray,
         want: np.ndarray,
+        amounts: tuple[np.ndarray, np.ndarray, np.ndarray],  # flags, bytes out, bytes in
         found: list[Context],
+        peer_names: np.ndarray,
+        samples: tuple[pa.ChunkedArray, pa.ChunkedArray],
     ) -> None:
+        flags, out, back = amounts
         # New peers: distinct (host, peer) pairs of this segment never seen before.
-        uk, first_i = np.unique(newkey, return_index=True)
-        is_new = ~self._bloom.seen_then_add(uk)
-        sums = sums.copy()
-        np.add.at(sums[:, _NEW_PEERS], first_i[is_new], 1.0)
-        hosts_new = sums[:, _NEW_PEERS] > 0
+        first_i = np.flatnonzero(_k.first_of(newkey))
+        hosts_new = np.zeros(len(slot), np.bool_)
+        hosts_new[first_i[~self._bloom.seen_then_add(newkey[first_i])]] = True
+        # Rows by pair (stable): in arrival order within a pair (a pair is one role's, whose
+        # rows arrive in order), and in start order (``c``, below).
+        o = np.argsort(pkey, kind="stable")
+        k_sorted = pkey[o]
+        change = k_sorted[1:] != k_sorted[:-1]
+        raw_start = np.r_[0, np.flatnonzero(change) + 1]
         # New probe targets: distinct (host, peer, port) probed here and never contacted before
         # (a scan explores; a client retrying the servers it always uses does not).
-        uk_t = np.unique(pkey)
-        seen_t = self._targets.seen_then_add(uk_t)
+        seen_t = self._targets.seen_then_add(k_sorted[raw_start])
+        pair = np.empty(len(o), np.int64)  # each row's pair, numbered in key order
+        pair[o] = np.cumsum(np.r_[0, change])
+        new_target = np.zeros(len(slot), np.bool_)
         p_idx = np.flatnonzero(probe)
-        if len(p_idx):
-            up, first_p = np.unique(pkey[p_idx], return_index=True)
-            fresh = ~seen_t[np.searchsorted(uk_t, up)]
-            np.add.at(sums[:, _NEW_TARGETS], p_idx[first_p[fresh]], 1.0)
+        first_p = p_idx[_k.first_of(pkey[p_idx])]
+        new_target[first_p[~seen_t[pair[first_p]]]] = True
         # Representative flows: the host's latest SAMPLES uids.
-        order = np.lexsort((-np.arange(len(slot)), slot))
-        so = slot[order]
-        start = np.r_[0, np.flatnonzero(np.diff(so)) + 1]
-        rank = np.arange(len(so)) - np.repeat(start, np.diff(np.r_[start, len(so)]))
-        keep = rank < SAMPLES
-        self._uids[so[keep], rank[keep]] = uids[order][keep]
-        self._cids[so[keep], rank[keep]] = cids[order][keep]
+        latest, rank = _k.latest(slot, self.max_hosts, SAMPLES)
+        flow = pa.array(rows[latest] % len(samples[0]))
+        for table, col in zip((self._uids, self._cids), samples, strict=True):
+            table[slot[latest], rank] = col.take(flow).to_numpy(zero_copy_only=False)
         # Pairs of this segment, with inter-arrival sums of their arrival (event) times: flows
         # arrive by end, so these gaps are the same however the stream is cut into batches.
         # Pairs count connection *attempts*: a TCP record on the source port of the pair's
@@ -798,10 +844,9 @@ class HostWindows:
         # RETRY_RECORDS, are attempts of their own (a flood or a prober from one fixed port).
         # Attempts are found in start order (records of one attempt start in turn), the pair's
         # statistics taken in arrival order.
-        c = np.lexsort((ts, pkey))
-        ks, ps, bare, t0, pc_ = pkey[c], orig_p[c], unans[c] & empty[c], ts[c], pcode[c]
-        again = (ks[1:] == ks[:-1]) & retried(ps[:-1], t0[:-1], bare[:-1], ps[1:], t0[1:], pc_[1:])
-        raw_start = np.r_[0, np.flatnonzero(ks[1:] != ks[:-1]) + 1]
+        c = _k.by_key_then(o, k_sorted, ts)
+        ps, bare, t0, pc_ = orig_p[c], unans[c] & empty[c], ts[c], pcode[c]
+        again = ~change & retried(ps[:-1], t0[:-1], bare[:-1], ps[1:], t0[1:], pc_[1:])
         raw_end = np.r_[raw_start[1:], len(c)] - 1
         chain = np.cumsum(np.r_[True, ~again]) - 1
         length = np.bincount(chain).astype(np.float64)
@@ -810,9 +855,8 @@ class HostWindows:
         starts[c] = np.r_[True, ~again] | alone
         outcome = np.zeros(len(c), dtype=np.bool_)  # rows that end one (its outcome)
         outcome[c] = np.r_[~again, True] | alone
-        o = np.lexsort((when, pkey))
-        o = o[outcome[o]]
-        k_sorted = pkey[o]
+        ends = outcome[o]
+        o, k_sorted = o[ends], k_sorted[ends]
         gstart = np.r_[0, np.flatnonzero(np.diff(k_sorted)) + 1]
         gid = np.repeat(np.arange(len(gstart)), np.diff(np.r_[gstart, len(o)]))
         t_sorted = when[o]
@@ -821,10 +865,10 @@ class HostWindows:
         ng = len(gstart)
         seg_pairs = _Pairs(
             key=k_sorted[gstart],
-            slot=slot[o][gstart],
-            peer=peer_s[o][gstart],
-            port=port[o][gstart],
-            proto=pcode[o][gstart],
+            slot=slot[o[gstart]],
+            peer=peer_names[peer_code[o[gstart]]],
+            port=port[o[gstart]],
+            proto=pcode[o[gstart]],
             n=np.bincount(gid, minlength=ng).astype(np.float64),
             unans=np.bincount(gid, weights=unans[o].astype(np.float64), minlength=ng),
             short=np.bincount(gid, weights=short[o].astype(np.float64), minlength=ng),
@@ -841,13 +885,6 @@ class HostWindows:
             lchain=length[chain[raw_end]],
             one_chain=chain[raw_start] == chain[raw_end],
         )
-        sketch_rows = [
-            (slot, peer_h),
-            (slot, p_hash_all),
-            (slot[probe], peer_h[probe]),
-            (slot[probe], p_hash_all[probe]),
-            (slot[probe], _mix(peer_h[probe], p_hash_all[probe])),
-        ]
         if want.any():
             first = c[raw_start]  # each pair's first record here: maybe an older attempt's retry
             found.append(
@@ -855,6 +892,7 @@ class HostWindows:
                     rows,
                     slot,
                     pkey,
+                    pair,
                     unans,
                     probe,
                     starts,
@@ -864,13 +902,21 @@ class HostWindows:
                 )
             )
         for sc in self._scales:
-            sc.add(slot, sums, ts, end, sketch_rows, seg_pairs)
+            sc.add(
+                slot,
+                (flags, out, back, hosts_new, new_target),
+                ts,
+                end,
+                (peer_h, p_hash_all, probe),
+                seg_pairs,
+            )
 
     def _context(
         self,
         rows: np.ndarray,
         slot: np.ndarray,
         pkey: np.ndarray,
+        pair: np.ndarray,
         unans: np.ndarray,
         probe: np.ndarray,
         starts: np.ndarray,
@@ -883,34 +929,41 @@ class HostWindows:
         ``firsts`` are each pair's first record here (row, source port, start, protocol, short
         chain), which continue the window's last attempt at the pair when it is retried."""
         wide, near = self._scales[-1], self._scales[min(1, len(self._scales) - 1)]
-        new_peers = wide.sums[slot, _NEW_PEERS] + _running(slot, new_peer)
-        probes = near.sums[slot, _SUMS.index("probes")] + _running(slot, probe)
-        old = near.pairs
-        tries = np.zeros(len(rows))
-        failed = np.zeros(len(rows))
+        hosts = self.max_hosts
+        w = np.flatnonzero(want)
+        sw = slot[w]
+        new_peers = wide.sums[sw, _NEW_PEERS] + _k.running(slot, new_peer, hosts)[w]
+        probes = near.sums[sw, _SUMS.index("probes")] + _k.running(slot, probe, hosts)[w]
+        old = near.pairs.view()
+        tries = np.zeros(len(w))
+        failed = np.zeros(len(w))
         if len(old.key):
-            pos = np.minimum(np.searchsorted(old.key, pkey), len(old.key) - 1)
-            hit = old.key[pos] == pkey
+
+            def find(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+                pos = near.pairs.find(keys)
+                return np.maximum(pos, 0), pos >= 0
+
+            pos, hit = find(pkey[w])
             tries = np.where(hit, old.n[pos], 0.0)
             failed = np.where(hit, old.unans[pos], 0.0)
             row, port, start, proto, short = firsts
-            p, h = pos[row], hit[row]
+            p, h = find(pkey[row])
             go_on = h & short & retried(old.lport[p], old.lts[p], old.lbare[p], port, start, proto)
             starts = starts.copy()
             starts[row[go_on]] = False
-        tries = tries + _running(pkey, starts)
-        failed = failed + _running(pkey, starts & unans)
-        w = np.flatnonzero(want)
+        groups = int(pair.max()) + 1
+        tries = tries + _k.running(pair, starts, groups)[w]
+        failed = failed + _k.running(pair, starts & unans, groups)[w]
         return {
             "row": rows[w],
             "new_peer": new_peer[w],
-            "new_peers": new_peers[w],
+            "new_peers": new_peers,
             "new_peers_window": np.full(len(w), wide.width),
             "unanswered": unans[w],
-            "tries": tries[w],
-            "failed_tries": failed[w],
+            "tries": tries,
+            "failed_tries": failed,
             "probe": probe[w],
-            "probes": probes[w],
+            "probes": probes,
             "near_window": np.full(len(w), near.width),
         }
 
@@ -939,7 +992,9 @@ class HostWindows:
         return cols, pairs
 
     def _pair_rows(self, sc: _Scale) -> Columns:
-        pr = sc.pairs.take(np.flatnonzero(sc.pairs.n >= MIN_PAIR_FLOWS))
+        v = sc.pairs.view()
+        busy = np.flatnonzero(v.n >= MIN_PAIR_FLOWS)
+        pr = v.take(busy[np.argsort(v.key[busy], kind="stable")])  # in key order
         g = np.maximum(pr.n - 1.0, 1.0)
         mean = pr.gsum / g
         var = np.maximum(pr.gsq / g - mean * mean, 0.0)

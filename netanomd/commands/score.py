@@ -128,7 +128,7 @@ def score_files(
             if writer:
                 writer.write(batch, scores)
         run.incidents = stream.finish()
-        sinks.write_incidents(run.incidents)
+        sinks.write_incidents([*run.incidents, *stream.retracted])
         if suppress is not None:
             run.suppressed = dict(suppress.totals)
     finally:

@@ -421,7 +421,7 @@ class Pipeline:
         """The stream of the model in force; after a swap, the old stream's incidents close."""
         model = self.model  # one reference per micro-batch: a swap applies to the next one
         if self._stream.model is not model:
-            self._deliver_incidents(self._stream.finish())
+            self._deliver_incidents([*self._stream.finish(), *self._stream.retracted])
             self._stream = model.stream()
         self._stream.suppress = self.suppress
         return self._stream
@@ -430,7 +430,7 @@ class Pipeline:
         """End the stream (shutdown, once drained): close every incident and write them, one
         attempt (shutdown does not wait on a sink). False if a sink could not take them."""
         closed = self._stream.finish()
-        failed = self.sinks.write_incidents(closed)
+        failed = self.sinks.write_incidents([*closed, *self._stream.retracted])
         if failed:
             log.error(
                 "%s could not take the %d incidents closed at shutdown",

@@ -86,6 +86,16 @@ class Stream:
             BehaviourPipeline(op.thresholds, tracker=self.tracker) if op is not None else None
         )
         self.signed = SignedFlows(self.tracker.quiet)
+        #: The flow alerts held by "anomalous flows" incidents (rows, their incident's id and
+        #: score), until a named incident that covers them takes them (:meth:`_adopt`).
+        self._held: FlowBatch | None = None
+        self._held_inc = np.zeros(0, np.int64)
+        self._held_score = np.zeros(0)
+        self._held_by: dict[int, Incident] = {}
+        self._horizon = -np.inf
+        self._released: list[Incident] = []  # reported with released uids: cleared next batch
+        #: Incidents the end of the stream retracted (:meth:`finish`): for the sinks to drop.
+        self.retracted: list[Incident] = []
         self._clock = -np.inf
         self._finished = False
         #: Allowlist hook: drops (and counts) the alerts and incidents its rules cover.
@@ -106,6 +116,9 @@ class Stream:
         scores, alerts = self.model.decide(batch, self.spec, threshold)
         if not len(batch):
             return scores, alerts, []
+        for inc in self._released:
+            inc.released_uids = []
+        self._released = []
         ts = batch.numeric("ts", fill=np.nan)
         if np.isfinite(ts).any():
             self._clock = max(self._clock, float(np.nanmax(ts)))
@@ -123,10 +136,14 @@ class Stream:
             rows = np.flatnonzero(placed)
             batch, scores, alerted = batch.take(rows), scores[rows], alerted[rows]
         changed: dict[int, Incident] = {}
+        found: list[Incident] = []
         idx = np.flatnonzero(alerted)
         if self.behaviour is not None:
-            found, context = self.behaviour.update(batch, idx)
+            found, context = self.behaviour.update(batch, idx, tick=False)
+            for inc in found:
+                inc.alert_uids = []
             changed.update((i.id, i) for i in found)
+            self._adopt(found, changed)
             extra = iter(for_alerts(context, idx, batch, self.behaviour.thresholds))
             # alerts follow the whole batch's alerted rows; only placed ones have a context
             has_context = placed[np.flatnonzero(alerted_all)].tolist()
@@ -134,23 +151,23 @@ class Stream:
                 _with_context(a, next(extra)) if there else a
                 for a, there in zip(alerts, has_context, strict=True)
             ]
-        for inc in changed.values():
-            inc.alert_uids = []
         if idx.size:
-            idx = self._link_named(batch, idx, changed)
+            idx = self._link_named(batch, idx, changed, found)
         if idx.size:
             now = self.behaviour.windows.clock if self.behaviour is not None else self._clock
             rest = batch.take(idx)
-            found = self.tracker.add_flow_alerts(rest, scores[idx], now)
-            by_host: dict[str, list[str]] = {}  # grouped once: one pass over the alerts
-            for host, uid in zip(
-                rest.column("orig_h").to_pylist(), rest.column("uid").to_pylist(), strict=True
-            ):
+            placed_in: list[Incident] = []
+            grouped = self.tracker.add_flow_alerts(rest, scores[idx], now, placed_in)
+            for inc in grouped:  # "anomalous flows": one incident per originator
+                inc.alert_uids = []
+            for inc, uid in zip(placed_in, rest.column("uid").to_pylist(), strict=True):
                 if uid:
-                    by_host.setdefault(host, []).append(uid)
-            for inc in found:  # "anomalous flows": one incident per originator
-                inc.alert_uids = by_host.get(inc.host, [])
-            changed.update((i.id, i) for i in found)
+                    inc.alert_uids.append(uid)
+            changed.update((i.id, i) for i in grouped)
+            if self.behaviour is not None:
+                self._hold(rest, scores[idx], placed_in)
+        # quiet incidents close once the batch's flows are all grouped
+        self.tracker.tick(self.behaviour.windows.clock if self.behaviour else self._clock)
         changed.update(
             (i.id, i) for i in self.signed.process(batch, self.tracker, changed.values())
         )
@@ -162,18 +179,20 @@ class Stream:
         return out if self.suppress is None else self.suppress.incidents(out)
 
     def _link_named(
-        self, batch: FlowBatch, idx: np.ndarray, changed: dict[int, Incident]
+        self, batch: FlowBatch, idx: np.ndarray, changed: dict[int, Incident], found: list[Incident]
     ) -> np.ndarray:
-        """Link the alerted rows ``idx`` of ``batch`` that an open behaviour incident already
-        holds to it (``alert_uids``; the incident is reported as updated); returns the rows
-        left for "anomalous flows"."""
-        named = [i for i in self.tracker.open.values() if i.behaviour != "anomalous flows"]
+        """Link the alerted rows ``idx`` of ``batch`` that a behaviour incident holds (an open
+        one, or one this batch ``found``, which may have closed in it already) to it
+        (``alert_uids``; the incident is reported as updated); returns the rows left for
+        "anomalous flows"."""
+        named = {i.id: i for i in (*self.tracker.open.values(), *found)}
+        named = {k: i for k, i in named.items() if i.behaviour != "anomalous flows"}
         if not named:
             return idx
         alerts = batch.take(idx)
         uids: np.ndarray | None = None  # read only when an incident holds some of them
         inside = np.zeros(len(alerts), dtype=np.bool_)
-        for inc in named:
+        for inc in named.values():
             members = inc.members(alerts)
             if members.any():
                 inside |= members
@@ -185,11 +204,75 @@ class Stream:
                 inc.alert_uids.extend(u for u in uids[members].tolist() if u)
         return idx[~inside]
 
+    def _hold(self, alerts: FlowBatch, scores: np.ndarray, incs: list[Incident]) -> None:
+        """Keep the flow alerts just grouped into "anomalous flows" incidents, with their
+        incident, for a named incident that covers them later; forget those of closed incidents
+        that no window still open can cover."""
+        self._held_by.update((i.id, i) for i in incs)
+        ids = np.array([i.id for i in incs], dtype=np.int64)
+        parts = [alerts] if self._held is None else [self._held, alerts]
+        self._held = FlowBatch.concat(parts)
+        self._held_inc = np.concatenate([self._held_inc, ids])
+        self._held_score = np.concatenate([self._held_score, np.asarray(scores, np.float64)])
+        assert self.behaviour is not None
+        widest = self.behaviour.windows.scales[-1]
+        horizon = np.floor(self.behaviour.windows.clock / widest) * widest  # open window start
+        if horizon > self._horizon:
+            self._horizon = horizon
+            end = self._held.numeric("ts") + np.maximum(self._held.numeric("duration"), 0.0)
+            gone = {k for k, i in self._held_by.items() if i.closed and i.last_seen < horizon}
+            drop = np.isin(self._held_inc, list(gone)) & (end < horizon)
+            if drop.any():
+                self._keep(~drop)
+            self._held_by = {k: v for k, v in self._held_by.items() if k not in gone}
+
+    def _keep(self, keep: np.ndarray) -> None:
+        assert self._held is not None
+        self._held = self._held.take(np.flatnonzero(keep))
+        self._held_inc, self._held_score = self._held_inc[keep], self._held_score[keep]
+
+    def _adopt(self, named: Iterable[Incident], changed: dict[int, Incident]) -> None:
+        """Move the held flow alerts that the named incidents ``named`` (opened or updated now)
+        cover out of their "anomalous flows" incidents into the named one: a named incident
+        opens when its window closes, after the flows it names have alerted, and the grouping
+        must not depend on how the stream was cut into batches. An "anomalous flows" incident
+        left without alerts is forgotten."""
+        held = self._held
+        named = [i for i in named if i.behaviour != "anomalous flows"]
+        if held is None or not len(held) or not named:
+            return
+        moved = np.zeros(len(held), dtype=np.bool_)
+        uids = np.asarray(held.column("uid").to_pylist(), dtype=object)
+        for inc in named:
+            mine = inc.members(held)  # linked to every named incident holding it
+            if mine.any():
+                moved |= mine
+                inc.alert_uids.extend(u for u in uids[mine].tolist() if u)
+                changed[inc.id] = inc
+        if not moved.any():
+            return
+        touched = np.unique(self._held_inc[moved]).tolist()
+        released = {k: uids[moved & (self._held_inc == k)].tolist() for k in touched}
+        self._keep(~moved)
+        assert self._held is not None
+        for k in touched:
+            inc = self._held_by[k]
+            rows = np.flatnonzero(self._held_inc == k)
+            inc.alert_uids = []
+            inc.released_uids = [u for u in released[k] if u]
+            self._released.append(inc)
+            changed[inc.id] = inc  # reported: the sinks unlink (or drop) what left it
+            if not self.tracker.regroup(inc, self._held.take(rows), self._held_score[rows]):
+                inc.retracted = True
+                del self._held_by[k]
+
     def finish(self) -> list[Incident]:
         """End of the stream: close every window and incident; returns every incident."""
         if not self._finished:
             self._finished = True
             if self.behaviour is not None:
-                self.behaviour.flush()
+                changed: dict[int, Incident] = {}
+                self._adopt(self.behaviour.flush(), changed)
+                self.retracted = [i for i in changed.values() if i.retracted]
             self.tracker.tick(float("inf"))
         return self._reported(self.tracker.all())

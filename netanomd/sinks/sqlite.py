@@ -271,8 +271,14 @@ class SQLiteSink:
         now = float(self._clock())
         rows: list[tuple[Any, ...]] = []
         links: list[tuple[str, str]] = []
+        unlink: list[tuple[str, str]] = []  # alerts a named incident took over
+        gone: list[tuple[str]] = []
         for inc in incidents:
             sid = self.ids(inc)
+            unlink.extend((sid, uid) for uid in inc.released_uids)
+            if inc.retracted:
+                gone.append((sid,))
+                continue
             rows.append(_incident_row(inc, sid, self.ids.observer, now))
             links.extend((sid, uid) for uid in (*inc.uids, *inc.alert_uids) if uid)
         cols = ", ".join(_INCIDENT_COLUMNS)
@@ -286,6 +292,11 @@ class SQLiteSink:
             f"ON CONFLICT (incident_id) DO UPDATE SET {update}"
         )
         with self._conn:
+            self._conn.executemany(
+                "DELETE FROM incident_flows WHERE incident_id = ? AND uid = ?", unlink
+            )
+            self._conn.executemany("DELETE FROM incident_flows WHERE incident_id = ?", gone)
+            self._conn.executemany("DELETE FROM incidents WHERE incident_id = ?", gone)
             self._conn.executemany(sql, rows)
             self._conn.executemany(
                 "INSERT OR IGNORE INTO incident_flows (incident_id, uid) VALUES (?, ?)", links

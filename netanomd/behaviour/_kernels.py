@@ -1,0 +1,213 @@
+"""numba kernels of the host windows: the per-row loops over a segment's columns.
+
+Owns the loops :mod:`netanomd.behaviour.windows` runs once per flow row, compiled (``nogil``, so a
+daemon's decoding thread runs while a batch is scored; ``cache``, so start-up reuses them):
+running counts per group, the per-slot sums of an open window, HyperLogLog register updates and
+the latest representative rows per host. Each gives exactly what the numpy formulation it
+replaced gave: counts and byte sums are whole numbers, so their float sums do not depend on the
+order they are added in.
+"""
+
+from __future__ import annotations
+
+import numba as nb
+import numpy as np
+
+from netanomd.behaviour.hll import put
+
+_K1 = np.uint64(0x9E3779B97F4A7C15)
+_K2 = np.uint64(0xC2B2AE3D27D4EB4F)
+
+
+@nb.njit(cache=True, nogil=True)
+def mix1(a: np.uint64, b: np.uint64) -> np.uint64:  # pragma: no cover - compiled
+    """One pair of :func:`netanomd.behaviour.windows._mix` (the same bits)."""
+    x = (a * _K1) ^ (b + _K2 + (a << np.uint64(6)) + (a >> np.uint64(2)))
+    x ^= x >> np.uint64(31)
+    x *= _K2
+    x ^= x >> np.uint64(29)
+    return x
+
+
+@nb.njit(cache=True, nogil=True)
+def running(group: np.ndarray, values: np.ndarray, groups: int) -> np.ndarray:  # pragma: no cover
+    """Per row, the sum of ``values`` over the rows so far (this one included) of its group
+    (``group`` in ``[0, groups)``)."""
+    acc = np.zeros(groups)
+    out = np.empty(len(group))
+    for i in range(len(group)):
+        g = group[i]
+        acc[g] += values[i]
+        out[i] = acc[g]
+    return out
+
+
+#: Columns a window sums per slot, in :func:`scale_add`'s order.
+SUMS: tuple[str, ...] = (
+    "flows",
+    "unanswered",
+    "probes",
+    "bytes_out",
+    "bytes_in",
+    "new_peers",
+    "probe_udp1",
+    "probe_syn",
+    "probe_echo",
+    "new_targets",
+)
+#: Bits of a row's ``flags`` (:func:`scale_add`): unanswered, probe, then the probe kinds
+#: (``probe_udp1``, ``probe_syn``, ``probe_echo``).
+UNANSWERED, PROBE, UDP1, SYN, ECHO = 1, 2, 4, 8, 16
+
+
+@nb.njit(cache=True, nogil=True)
+def scale_add(
+    table: np.ndarray,
+    first: np.ndarray,
+    last: np.ndarray,
+    active: np.ndarray,
+    slot: np.ndarray,
+    flags: np.ndarray,
+    amounts: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    ts: np.ndarray,
+    end: np.ndarray,
+) -> None:  # pragma: no cover - compiled
+    """Add each row to its slot's :data:`SUMS` in ``table`` (``amounts``: bytes out, bytes in,
+    new peers, new targets); the slot's first start, last end; mark it active."""
+    out, back, peers, targets = amounts
+    for i in range(len(slot)):
+        s = slot[i]
+        f = flags[i]
+        row = table[s]
+        row[0] += 1.0
+        row[1] += (f & UNANSWERED) != 0
+        row[2] += (f & PROBE) != 0
+        row[3] += out[i]
+        row[4] += back[i]
+        row[5] += peers[i]
+        row[6] += (f & UDP1) != 0
+        row[7] += (f & SYN) != 0
+        row[8] += (f & ECHO) != 0
+        row[9] += targets[i]
+        if ts[i] < first[s]:
+            first[s] = ts[i]
+        if end[i] > last[s]:
+            last[s] = end[i]
+        active[s] = True
+
+
+@nb.njit(cache=True, nogil=True)
+def first_of(keys: np.ndarray) -> np.ndarray:  # pragma: no cover - compiled
+    """Whether each row is the first with its key (keys are well-mixed 64-bit hashes)."""
+    size = 1
+    while size < 2 * len(keys):
+        size *= 2
+    mask = np.uint64(size - 1)
+    wrap = np.int64(size - 1)
+    table = np.empty(size, np.uint64)
+    used = np.zeros(size, np.bool_)
+    out = np.zeros(len(keys), np.bool_)
+    for i in range(len(keys)):
+        k = keys[i]
+        j = np.int64(k & mask)
+        while used[j] and table[j] != k:
+            j = (j + np.int64(1)) & wrap
+        if not used[j]:
+            used[j] = True
+            table[j] = k
+            out[i] = True
+    return out
+
+
+@nb.njit(cache=True, nogil=True)
+def hll_sketches(
+    reg: np.ndarray,
+    p: int,
+    sketches: int,
+    slot: np.ndarray,
+    peer: np.ndarray,
+    port: np.ndarray,
+    probe: np.ndarray,
+) -> None:  # pragma: no cover - compiled
+    """The window sketches of each row: peers, ports; for probes also probed peers, probed
+    ports and probed (peer, port) targets (sketch ``slot * sketches + i``, i in that order)."""
+    for i in range(len(slot)):
+        base = slot[i] * sketches
+        put(reg, base, peer[i], p)
+        put(reg, base + 1, port[i], p)
+        if probe[i]:
+            put(reg, base + 2, peer[i], p)
+            put(reg, base + 3, port[i], p)
+            put(reg, base + 4, mix1(peer[i], port[i]), p)
+
+
+@nb.njit(cache=True, nogil=True)
+def latest(slot: np.ndarray, slots: int, keep: int) -> tuple[np.ndarray, np.ndarray]:
+    # pragma: no cover - compiled
+    """Each slot's latest ``keep`` rows, newest first: (rows, rank of each among its slot's)."""
+    count = np.zeros(slots, np.int64)
+    rows = np.empty(len(slot), np.int64)
+    rank = np.empty(len(slot), np.int64)
+    n = 0
+    for i in range(len(slot) - 1, -1, -1):
+        s = slot[i]
+        if count[s] < keep:
+            rows[n] = i
+            rank[n] = count[s]
+            count[s] += 1
+            n += 1
+    return rows[:n], rank[:n]
+
+
+@nb.njit(cache=True, nogil=True)
+def by_key_then(order: np.ndarray, keys: np.ndarray, second: np.ndarray) -> np.ndarray:
+    # pragma: no cover - compiled
+    """``order`` (rows stably sorted by key; ``keys`` in that order) re-sorted within each run
+    of one key by ``second`` (stable): what ``np.lexsort((second, key))`` gives."""
+    out = order.copy()
+    n = len(order)
+    i = 0
+    while i < n:
+        j = i + 1
+        ordered = True
+        while j < n and keys[j] == keys[i]:
+            if second[order[j]] < second[order[j - 1]]:
+                ordered = False
+            j += 1
+        if not ordered:
+            run = order[i:j]
+            out[i:j] = run[np.argsort(second[run], kind="mergesort")]
+        i = j
+    return out
+
+
+@nb.njit(cache=True, nogil=True)
+def index_find(slots: np.ndarray, rows: np.ndarray, keys: np.ndarray) -> np.ndarray:
+    # pragma: no cover - compiled
+    """Row of each key in an open-addressing index (``slots`` keys, ``rows`` their rows, -1
+    empty; a power-of-two size); -1 where absent."""
+    wrap = np.int64(len(slots) - 1)
+    out = np.full(len(keys), -1, np.int64)
+    for i in range(len(keys)):
+        k = keys[i]
+        j = np.int64(k & np.uint64(wrap))
+        while rows[j] >= 0:
+            if slots[j] == k:
+                out[i] = rows[j]
+                break
+            j = (j + np.int64(1)) & wrap
+    return out
+
+
+@nb.njit(cache=True, nogil=True)
+def index_put(slots: np.ndarray, rows: np.ndarray, keys: np.ndarray, first: int) -> None:
+    # pragma: no cover - compiled
+    """Index new (absent) ``keys`` as rows ``first``, ``first + 1``, ..."""
+    wrap = np.int64(len(slots) - 1)
+    for i in range(len(keys)):
+        k = keys[i]
+        j = np.int64(k & np.uint64(wrap))
+        while rows[j] >= 0:
+            j = (j + np.int64(1)) & wrap
+        slots[j] = k
+        rows[j] = first + i
