@@ -3,11 +3,15 @@
 Host behaviour must stay whole, so the work is split by originator, not by file: job ``j`` of
 ``N`` reads every input and keeps the flows whose originator address falls in its part
 (:func:`part_of`: the address' last 32 bits modulo ``N``, as the Zeek package shards flows), in
-their file order, through its own :meth:`Model.stream`. Each host's flows therefore meet the
-same feature state, host windows and incidents as in one process. The jobs hand back their
-alerts and incidents; the calling process writes them to the sinks (SQLite, Elasticsearch), so
-there is one database, as with one process. Reading is repeated by every job (it is the cheap
-part: scoring and host behaviour dominate), so the speed-up is below N.
+their file order, through its own :meth:`Model.stream` as one part of the whole stream
+(``Stream.process(batch, part=...)``): its clocks follow every flow, so windows turn and
+incidents close when they would in one process. Each host's flows therefore meet the same
+feature state, host windows and incidents as in one process, stamped with the same times.
+The jobs hand back their alerts and incidents; the calling process writes them to the sinks
+(SQLite, Elasticsearch), so there is one database, as with one process. Reading is repeated
+by every job (it is the cheap part: scoring and host behaviour dominate), so the speed-up is
+below N. What counts one responder or service across originators (an inbound scan, a flood
+from many sources) sees each job's share of them only, as with sharded daemons.
 """
 
 from __future__ import annotations
@@ -20,7 +24,6 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 
 import numpy as np
-import pyarrow as pa
 
 from netanomd.behaviour.incidents import Incident
 from netanomd.commands._scored import ScoreRun
@@ -47,13 +50,14 @@ def part_of(orig: Sequence[str | None], jobs: int) -> np.ndarray:
     return np.fromiter((_low32(a) % jobs for a in orig), np.int64, len(orig))
 
 
-def _batches(inputs: Sequence[str], stats: ReadStats, job: int, jobs: int) -> Iterator[FlowBatch]:
+def _batches(
+    inputs: Sequence[str], stats: ReadStats, job: int, jobs: int
+) -> Iterator[tuple[FlowBatch, np.ndarray]]:
+    """Every batch of the inputs, with the rows of job ``job`` in it (maybe none)."""
     for path in inputs:
         source = open_source(path)
         for batch in source.batches():
-            keep = np.flatnonzero(part_of(batch.column("orig_h").to_pylist(), jobs) == job)
-            if len(keep):
-                yield FlowBatch(batch.table.take(pa.array(keep)))
+            yield batch, np.flatnonzero(part_of(batch.column("orig_h").to_pylist(), jobs) == job)
         stats.merge(source.stats)
 
 
@@ -74,9 +78,9 @@ def score_part(
     model = Model.load(model_path)
     res = JobResult(ReadStats())
     stream = model.stream()
-    for batch in _batches(inputs, res.stats, job, jobs):
-        _scores, alerts, _changed = stream.process(batch, threshold)
-        res.flows += len(batch)
+    for batch, part in _batches(inputs, res.stats, job, jobs):
+        _scores, alerts, _changed = stream.process(batch, threshold, part=part)
+        res.flows += len(part)
         res.alerts += alerts
     res.incidents = stream.finish()
     return res
