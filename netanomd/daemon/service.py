@@ -14,7 +14,8 @@ keeps the old one running and logs why (changed sources or sinks need a restart;
 so); every outcome is written to ``state_dir/reload.json`` (:mod:`netanomd.daemon.reload`), which
 ``netanomd reload`` (the unit's ``ExecReload``) waits for.
 SIGTERM/SIGINT stop intake, drain the queue, flush the sinks and the Elasticsearch spool,
-and exit 0 within ``shutdown_timeout`` seconds.
+and exit 0 within ``shutdown_timeout`` seconds; during the start too (the handlers come
+first): the start stops at its next step, closes what it opened and never sends READY=1.
 """
 
 from __future__ import annotations
@@ -56,6 +57,10 @@ log = logging.getLogger(__name__)
 
 class StartupError(NetanomError):
     """A part of the daemon failed while starting (the message names it)."""
+
+
+class _StoppedWhileStarting(Exception):
+    """SIGTERM/SIGINT came while the daemon was starting: it stops instead of going on."""
 
 
 class Daemon:
@@ -106,6 +111,7 @@ class Daemon:
         state_dir = Path(cfg.state_dir)
         state_dir.mkdir(parents=True, exist_ok=True)
         model = self._load_model()
+        self._starting("the model is loaded")
         ids = IncidentIds()  # one naming of incidents for every sink of this daemon
         self.sinks = configured_sinks(cfg.sinks, state_dir, ids)
         p = cfg.pipeline
@@ -145,6 +151,7 @@ class Daemon:
         for src in self.sources:
             self._spawn(src.name, src.run)
         self._await_sources()
+        self._starting("the sources are started")
         self.reloads = ReloadResults(state_dir)
         self.reloads.started(model.model_id)
         self.ready = True
@@ -172,13 +179,19 @@ class Daemon:
         for src in self.sources:
             t = self.threads[src.name][0]
             while not src.ready.wait(0.05) and t.is_alive() and time.monotonic() < deadline:
-                pass
+                self._starting(f"waiting for source {src.name}")
             if not src.ready.is_set() and not t.is_alive():
                 exc = self.failures.get(src.name)
                 why = f"{type(exc).__name__}: {exc}" if exc is not None else "its thread ended"
                 path = getattr(src, "path", None)
                 at = f" ({path})" if path is not None else ""
                 raise StartupError(f"source {src.name}{at} failed to start: {why}")
+
+    def _starting(self, where: str) -> None:
+        """Give up starting when a stop was asked for (READY=1 is never sent)."""
+        if self._stop.is_set():
+            log.info("stop requested while starting (%s): stopping", where)
+            raise _StoppedWhileStarting(where)
 
     def _spawn(self, name: str, target: Callable[[], None]) -> None:
         def run() -> None:
@@ -301,13 +314,18 @@ class Daemon:
         self._reload.set()
 
     def serve(self, install_signals: bool = True) -> int:
-        """Run until SIGTERM/SIGINT (or :meth:`request_stop`); returns the exit code."""
+        """Run until SIGTERM/SIGINT (or :meth:`request_stop`); returns the exit code. The
+        handlers are installed before anything starts: a SIGTERM while starting (a model
+        loading, a source not up yet) stops the daemon cleanly at the next step, without
+        READY=1."""
         if install_signals:
             signal.signal(signal.SIGHUP, lambda *_: self._reload.set())
             signal.signal(signal.SIGTERM, lambda *_: self._stop.set())
             signal.signal(signal.SIGINT, lambda *_: self._stop.set())
         try:
             self.start()
+        except _StoppedWhileStarting:
+            return self.shutdown()
         except BaseException:
             try:
                 self.shutdown()  # close what was opened; the error says what failed
