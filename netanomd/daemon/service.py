@@ -45,6 +45,7 @@ from netanomd.decision import Alert
 from netanomd.errors import ModelError, NetanomError
 from netanomd.flow import FlowBatch
 from netanomd.model import Model
+from netanomd.model.drift import DriftMonitor, DriftReport
 from netanomd.model.reservoir import Reservoir
 from netanomd.sdnotify import Notifier
 from netanomd.sinks import SinkSet
@@ -72,6 +73,7 @@ class Daemon:
         notifier: Notifier | None = None,
         shutdown_timeout: float = 60.0,
         env: dict[str, str] | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.config_path = config_path
         self.overrides = list(overrides)
@@ -79,6 +81,8 @@ class Daemon:
         self.config: Config = load_config(config_path, env=env, overrides=self.overrides)
         self.notifier = notifier or Notifier()
         self.shutdown_timeout = shutdown_timeout
+        #: Wall clock (epoch seconds) of the drift passes and the model's age.
+        self.clock = clock
         self.pipeline: Pipeline | None = None
         self.sinks = SinkSet()
         self.sources: list[LiveSource] = []
@@ -103,7 +107,7 @@ class Daemon:
     # -- set-up ------------------------------------------------------------------------------
     def _load_model(self) -> Model:
         model = Model.load(self.config.model.path)
-        self.model_loaded_at = time.time()
+        self.model_loaded_at = self.clock()
         return model
 
     def start(self) -> None:
@@ -134,6 +138,7 @@ class Daemon:
                 per_day=m.reservoir_per_day,
                 keep_days=m.reservoir_days,
                 max_bytes=m.reservoir_max_mb << 20,
+                drift=DriftMonitor(every=m.drift_check_seconds),
             )
         self.sources = live_sources(cfg.sources, SourceContext(self.pipeline, state_dir))
         if cfg.sinks.zeek_notice.enabled:
@@ -223,6 +228,19 @@ class Daemon:
         self.latency.observe(np.array([time.monotonic() - arrived]))
 
     # -- running -----------------------------------------------------------------------------
+    def drift_pass(self) -> DriftReport | None:
+        """Measure drift when ``model.drift_check_seconds`` passed since the last pass (the
+        loop calls this every turn); returns the pass's report, None when none was due or
+        the daemon keeps no reservoir. A crossing of the threshold is logged as a warning."""
+        p = self.pipeline
+        if p is None or p.reservoir is None:
+            return None
+        try:
+            return p.reservoir.recent.check(p.model, self.clock())
+        except Exception:  # measuring must never stop the loop that pings the watchdog
+            log.exception("drift pass failed")
+            return None
+
     def health(self) -> dict[str, Any]:
         """Ready only while the scoring loop runs, every sink writes and at least one source
         is up; each source says whether it is up and when it last delivered flows."""
@@ -291,7 +309,7 @@ class Daemon:
             assert self.pipeline is not None
             self.pipeline.threshold = new_cfg.model.threshold
             self.pipeline.swap_model(model)
-            self.model_loaded_at = time.time()
+            self.model_loaded_at = self.clock()
             self.config = new_cfg
             log.info("reload: now scoring with %s", model.model_id)
             return True, ""
@@ -356,6 +374,7 @@ class Daemon:
                     f"{self.rate:,.0f} flows/s, {self.pipeline.stats.alerts:,} alerts, "
                     f"model {self.pipeline.model.model_id}"
                 )
+            self.drift_pass()
             check = self.config.model.reload_check_seconds
             if check and now - last_model_check >= check:
                 last_model_check = now
