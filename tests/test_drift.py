@@ -4,6 +4,7 @@ attack captures (NjRAT C&C, RemcosRAT exfiltration, other networks) as drifted."
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -95,17 +96,20 @@ def test_bad_stored_summary_is_named() -> None:
 
 
 def test_daemon_monitor_flags_an_attack_on_flow_columns_and_score(
-    split: tuple[Model, FlowBatch],
+    split: tuple[Model, FlowBatch], caplog: pytest.LogCaptureFixture
 ) -> None:
-    """The daemon's monitor (a sample of the day's flows, per-flow columns and the score):
-    quiet on the benign half hours, flagged once the attack capture arrives."""
+    """The daemon's monitor (a sample of the day's flows, per-flow columns and the score),
+    measured by passes every ``every`` seconds of the caller's clock: quiet on the benign half
+    hours, flagged (a warning logged once, at the crossing) once the attack capture arrives."""
     model, rest = split
-    monitor = DriftMonitor(cap=3000, every=0.0)
+    monitor = DriftMonitor(cap=3000, every=300.0)
     stream = model.stream()
     for i in range(0, len(rest), 500):
         part = rest.slice(i, 500)
         monitor.observe(part, stream.process(part)[0])
-    benign = monitor.report(model, now=0.0)
+    assert monitor.latest is None  # nothing is measured until a pass
+    benign = monitor.check(model, now=1000.0)
+    assert benign is not None and monitor.latest is benign
     assert 1500 <= benign.rows <= 3000 and not benign.flagged, benign.to_dict()
     assert monitor.rate == 0.5  # thinned once: a uniform sample of the whole stretch
     assert benign.model_age_seconds == 0.0  # trained "after" now: never negative
@@ -114,9 +118,22 @@ def test_daemon_monitor_flags_an_attack_on_flow_columns_and_score(
     for i in range(0, len(attack), 500):
         part = attack.slice(i, 500)
         monitor.observe(part, stream.process(part)[0])
-    drifted = monitor.report(model, now=0.0)
+    with caplog.at_level(logging.INFO, logger="netanomd.model.drift"):
+        assert monitor.check(model, now=1299.0) is None  # not due: the last pass stands
+        assert monitor.latest is benign and monitor.passes == 1
+        drifted = monitor.check(model, now=1300.0)
+        assert monitor.check(model, now=1600.0) is not None  # still drifted: no new warning
+    assert drifted is not None and monitor.latest is not benign and monitor.passes == 3
     # a sixth of the sample is the attack: flagged, on the score distribution
     assert drifted.flagged and drifted.score_psi > DRIFT_PSI > benign.score_psi, drifted.to_dict()
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "traffic drifted" in warnings[0].getMessage()
+    assert f"model {model.model_id}: " in warnings[0].getMessage()
+
+
+def test_monitor_pass_interval_must_be_positive() -> None:
+    with pytest.raises(ModelError, match=r"a pass every 0\.0 seconds"):
+        DriftMonitor(every=0.0)
 
 
 def test_model_age_is_from_training_time() -> None:

@@ -98,7 +98,7 @@ def test_candidate_that_silences_an_open_incident_is_refused(
     assert any(not i.closed and i.behaviour == "brute force" for i in incidents)
     code, out = retrain(
         capsys,
-        *("--store", str(store.root), "--zeek-logs", str(logs), "--db", str(db)),
+        *("--store", str(store.root), "--zeek-archive", str(logs), "--db", str(db)),
         *("--days", "2", "--until", DAY2),
     )
     assert code == 0
@@ -146,7 +146,7 @@ def test_an_incident_marked_benign_trains_and_is_not_guarded(
     assert brute.incident_id not in {i.incident_id for i in open_incidents(db)}
     code, out = retrain(
         capsys,
-        *("--store", str(store.root), "--zeek-logs", str(logs), "--db", str(db)),
+        *("--store", str(store.root), "--zeek-archive", str(logs), "--db", str(db)),
         *("--days", "2", "--until", DAY2),
     )
     assert code == 0 and f", {len(marked)} marked benign) in " in out, out
@@ -160,7 +160,7 @@ def test_candidate_over_the_budget_is_refused(
     before = store.current_id()
     code, out = retrain(
         capsys,
-        *("--store", str(store.root), "--zeek-logs", str(logs), "--db", str(tmp_path / "no.db")),
+        *("--store", str(store.root), "--zeek-archive", str(logs), "--db", str(tmp_path / "no.db")),
         *("--days", "2", "--until", DAY2, "--threshold-quantile", "0.5"),
     )
     assert code == 0 and store.current_id() == before
@@ -174,12 +174,22 @@ def test_no_traffic_in_the_window_is_an_error_naming_where(
 ) -> None:
     logs = archive(tmp_path)
     code = main(
-        ["retrain", "--store", str(store.root), "--zeek-logs", str(logs), "--until", "2026-11-27"]
+        [
+            "retrain",
+            "--store",
+            str(store.root),
+            "--zeek-archive",
+            str(logs),
+            "--until",
+            "2026-11-27",
+        ]
     )
     err = capsys.readouterr().err
     assert code == 2 and "no traffic from 2026-11-21 to 2026-11-27 in " in err
     assert f"{logs}/YYYY-MM-DD/conn.*.log.gz" in err
-    code = main(["retrain", "--store", str(store.root), "--zeek-logs", str(logs), "--until", "x"])
+    code = main(
+        ["retrain", "--store", str(store.root), "--zeek-archive", str(logs), "--until", "x"]
+    )
     assert code == 2 and "--until 'x' is not a date" in capsys.readouterr().err
 
 
@@ -254,7 +264,7 @@ def test_retrain_promote_rollback_with_a_running_daemon(
         wait(lambda: len(seen) > 500, what="scoring with the first model")
         code, out = retrain(
             capsys,
-            *("-c", str(cfg_path), "--zeek-logs", str(logs), "--days", "2", "--until", DAY2),
+            *("-c", str(cfg_path), "--zeek-archive", str(logs), "--days", "2", "--until", DAY2),
         )
         assert code == 0 and "promoted   " in out, out
         second = store.current_id()
@@ -390,7 +400,8 @@ def test_reservoir_is_stratified_by_hour_and_capped(tmp_path: Path) -> None:
 
 def test_reservoir_leaves_out_alerts_and_open_incidents(tmp_path: Path) -> None:
     """The RemcosRAT capture and an hour of the benign day through the demo model: alerted
-    flows and every flow of the host in open incidents stay out, the rest is kept."""
+    flows and the flows of open named incidents (the brute force) stay out; the rest is kept,
+    the attacker's other traffic included."""
     model = demo_model()
     remcos = FlowBatch.concat(
         [
@@ -403,26 +414,24 @@ def test_reservoir_leaves_out_alerts_and_open_incidents(tmp_path: Path) -> None:
     scores, alerts, _ = stream.process(remcos)
     open_now = list(stream.tracker.open.values())
     assert alerts and {i.host for i in open_now} == {"192.168.1.107"}
+    (brute,) = [i for i in open_now if i.behaviour == "brute force"]
     r.add(remcos, scores, alerts, open_now)
     r.flush()
     kept = FlowBatch.concat([read_day(p) for _, p in day_files(tmp_path / "res")])
     assert r.excluded == len(remcos) - len(kept) >= len(alerts)
-    assert "192.168.1.107" not in set(kept.column("orig_h").to_pylist())
     assert not {a.flow.uid for a in alerts} & set(kept.column("uid").to_pylist())
+    assert not brute.members(kept).any()
     alerted = {a.flow.uid for a in alerts}
+    inside = brute.members(remcos)
     clean = [
         u
-        for u, o, p in zip(
-            remcos.column("uid").to_pylist(),
-            remcos.column("orig_h").to_pylist(),
-            remcos.column("resp_h").to_pylist(),
-            strict=True,
-        )
-        if "192.168.1.107" not in (o, p) and u not in alerted
+        for u, there in zip(remcos.column("uid").to_pylist(), inside.tolist(), strict=True)
+        if not there and u not in alerted
     ]
     assert len(clean) > 900 and sorted(kept.column("uid").to_pylist()) == sorted(clean)
+    assert "192.168.1.107" in set(kept.column("orig_h").to_pylist())  # its other traffic
     # the drift sample holds every flow, alerts included
-    assert r.recent.report(model, 0.0).rows == len(remcos)
+    assert r.recent.measure(model, 0.0).rows == len(remcos)
 
 
 def test_reservoir_merges_after_a_restart_and_prunes_old_days(tmp_path: Path) -> None:

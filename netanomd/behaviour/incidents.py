@@ -69,6 +69,8 @@ BEHAVIOURS: dict[str, tuple[str, int]] = {
     "unusual activity": ("unusual activity", 21),
     "anomalous flows": ("anomalous flows", 21),
 }
+#: The behaviour of the incidents that group flow alerts per originator.
+FLOW_ALERTS = "anomalous flows"
 #: Families judged on one (host, peer, service) pair: they share an incident for that pair.
 PAIR_FAMILIES = ("brute force", "failed connections", "flood", "beaconing")
 SEVERITY_LABELS = ((90, "critical"), (70, "high"), (40, "medium"), (0, "low"))

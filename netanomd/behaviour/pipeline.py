@@ -71,13 +71,19 @@ class BehaviourPipeline:
         return self.update(batch)[0]
 
     def update(
-        self, batch: FlowBatch, context: np.ndarray | None = None, *, tick: bool = True
+        self,
+        batch: FlowBatch,
+        context: np.ndarray | None = None,
+        times: np.ndarray | None = None,
+        *,
+        tick: bool = True,
     ) -> tuple[list[Incident], Context]:
         """:meth:`process`, plus the originator context of the batch rows in ``context`` (the
         flows that alerted) as the windows saw them arrive
-        (:data:`~netanomd.behaviour.windows.CONTEXT_COLUMNS`). Without ``tick`` quiet incidents
-        are not closed at the batch's end (the caller still has flows of it to group)."""
-        closed = self.windows.update(batch, context=context)
+        (:data:`~netanomd.behaviour.windows.CONTEXT_COLUMNS`); ``times``: a wider stream's
+        clock (:meth:`~netanomd.behaviour.windows.HostWindows.update`). Without ``tick`` quiet
+        incidents are not closed at the batch's end (the caller still has flows of it to group)."""
+        closed = self.windows.update(batch, context=context, times=times)
         found = self.tracker.update(detect(closed, self.thresholds), self.windows.clock, tick=tick)
         return found, closed.context
 

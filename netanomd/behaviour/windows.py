@@ -617,23 +617,43 @@ class HostWindows:
         self.evictions += len(victims)
 
     # -- streaming ----------------------------------------------------------------------
-    def update(self, batch: FlowBatch, *, context: np.ndarray | None = None) -> Closed:
+    def times(self, batch: FlowBatch) -> np.ndarray:
+        """The clock at each flow of ``batch`` (every flow start time finite): the latest flow
+        end so far, never going back."""
+        end = batch.numeric("ts", fill=np.nan) + np.maximum(batch.numeric("duration"), 0.0)
+        return np.maximum.accumulate(np.maximum(end, self.clock))
+
+    def update(
+        self,
+        batch: FlowBatch,
+        *,
+        context: np.ndarray | None = None,
+        times: np.ndarray | None = None,
+    ) -> Closed:
         """Add a batch (flows in arrival order); returns the windows that closed and, for the
         batch rows in ``context`` (e.g. the flows that alerted), each one's originator context
-        as it stood when the flow arrived (:data:`CONTEXT_COLUMNS`, in :attr:`Closed.context`)."""
+        as it stood when the flow arrived (:data:`CONTEXT_COLUMNS`, in :attr:`Closed.context`).
+
+        ``times`` (``len(batch) + 1``: the clock at each flow, then at the batch's end) is for a
+        batch that is one part of a wider stream's (``netanomd score --jobs``): the windows turn
+        with that stream's clock (:meth:`times` of its whole batch), as they would in it."""
         n = len(batch)
         want = np.zeros(n, dtype=np.bool_)
         if context is not None and len(context):
             want[np.asarray(context, dtype=np.int64)] = True
         if n == 0:
-            return Closed.empty()
+            return Closed.empty() if times is None else self._closed(self._turn(times[-1]))
         # keep every piece's hosts within the table (a batch of few flows cannot hold that many:
         # not counted)
         many = 3 * n > self.max_hosts // 2
         if n > 1 and many and self._distinct(batch) > self.max_hosts // 2:
             half = n // 2
-            first = self.update(batch.slice(0, half), context=np.flatnonzero(want[:half]))
-            second = self.update(batch.slice(half), context=np.flatnonzero(want[half:]))
+            head = None if times is None else np.r_[times[:half], times[half - 1]]
+            tail = None if times is None else times[half:]
+            first = self.update(
+                batch.slice(0, half), context=np.flatnonzero(want[:half]), times=head
+            )
+            second = self.update(batch.slice(half), context=np.flatnonzero(want[half:]), times=tail)
             second.context["row"] += half
             return Closed.concat([first, second])
         ts = batch.numeric("ts", fill=np.nan)
@@ -643,9 +663,8 @@ class HostWindows:
             raise ValueError(
                 f"flow {where} of the batch (uid {batch.column('uid')[where]}) has no ts"
             )
-        dur = np.maximum(batch.numeric("duration"), 0.0)
-        end = ts + dur
-        t = np.maximum.accumulate(np.maximum(end, self.clock))
+        end = ts + np.maximum(batch.numeric("duration"), 0.0)
+        t = self.times(batch) if times is None else np.asarray(times[:n], dtype=np.float64)
         # Strings are hashed, named and given a slot once per distinct value.
         orig_v, orig_c = _coded(batch, "orig_h")
         resp_v, resp_c = _coded(batch, "resp_h")
@@ -762,6 +781,8 @@ class HostWindows:
                 samples=samples,
             )
         self.clock = float(t[-1])
+        if times is not None:
+            emitted += self._turn(times[-1])
         closed = self._closed(emitted)
         closed.context = _context_of(found)
         return closed
@@ -771,6 +792,20 @@ class HostWindows:
         """Distinct originators, responders and ports of ``batch`` (bounds its host slots)."""
         cols = ("orig_h", "resp_h", "resp_p")
         return sum(int(pc.count_distinct(batch.column(c)).as_py()) for c in cols)
+
+    def _turn(self, clock: float) -> list[tuple[Columns, Columns]]:
+        """Move the clock on to ``clock`` without flows: the windows it ends close."""
+        emitted: list[tuple[Columns, Columns]] = []
+        self.clock = max(self.clock, float(clock))
+        if not np.isfinite(self.clock):
+            return emitted
+        for sc in self._scales:
+            bk = int(np.floor(self.clock / sc.width))
+            if bk != sc.bucket:
+                if sc.active.any():
+                    emitted.append(self._emit(sc))
+                sc.bucket = bk
+        return emitted
 
     def flush(self) -> Closed:
         """Close every open window (end of a stream)."""

@@ -3,11 +3,17 @@
 Host behaviour must stay whole, so the work is split by originator, not by file: job ``j`` of
 ``N`` reads every input and keeps the flows whose originator address falls in its part
 (:func:`part_of`: the address' last 32 bits modulo ``N``, as the Zeek package shards flows), in
-their file order, through its own :meth:`Model.stream`. Each host's flows therefore meet the
-same feature state, host windows and incidents as in one process. The jobs hand back their
-alerts and incidents; the calling process writes them to the sinks (SQLite, Elasticsearch), so
-there is one database, as with one process. Reading is repeated by every job (it is the cheap
-part: scoring and host behaviour dominate), so the speed-up is below N.
+their file order, through its own :meth:`Model.stream` as one part of the whole stream
+(``Stream.process(batch, part=...)``): its clocks follow every flow, so windows turn and
+incidents close when they would in one process. Each host's flows therefore meet the same
+feature state, host windows and incidents as in one process, stamped with the same times.
+The jobs hand back their alerts and incidents; the calling process writes them to the sinks
+(SQLite, Elasticsearch), so there is one database, as with one process, and names each
+incident by the first_seen it was first reported with, as one process's sinks do
+(:func:`write_incidents`). Reading is repeated
+by every job (it is the cheap part: scoring and host behaviour dominate), so the speed-up is
+below N. What counts one responder or service across originators (an inbound scan, a flood
+from many sources) sees each job's share of them only, as with sharded daemons.
 """
 
 from __future__ import annotations
@@ -20,7 +26,6 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 
 import numpy as np
-import pyarrow as pa
 
 from netanomd.behaviour.incidents import Incident
 from netanomd.commands._scored import ScoreRun
@@ -47,13 +52,14 @@ def part_of(orig: Sequence[str | None], jobs: int) -> np.ndarray:
     return np.fromiter((_low32(a) % jobs for a in orig), np.int64, len(orig))
 
 
-def _batches(inputs: Sequence[str], stats: ReadStats, job: int, jobs: int) -> Iterator[FlowBatch]:
+def _batches(
+    inputs: Sequence[str], stats: ReadStats, job: int, jobs: int
+) -> Iterator[tuple[FlowBatch, np.ndarray]]:
+    """Every batch of the inputs, with the rows of job ``job`` in it (maybe none)."""
     for path in inputs:
         source = open_source(path)
         for batch in source.batches():
-            keep = np.flatnonzero(part_of(batch.column("orig_h").to_pylist(), jobs) == job)
-            if len(keep):
-                yield FlowBatch(batch.table.take(pa.array(keep)))
+            yield batch, np.flatnonzero(part_of(batch.column("orig_h").to_pylist(), jobs) == job)
         stats.merge(source.stats)
 
 
@@ -65,6 +71,9 @@ class JobResult:
     flows: int = 0
     alerts: list[Alert] = field(default_factory=list)
     incidents: list[Incident] = field(default_factory=list)
+    #: Incident (tracker id) -> its first_seen when the stream first reported it: what one
+    #: process's sinks name it by (netanomd.sinks.incident_ids), since it can move earlier.
+    first_reported: dict[int, float] = field(default_factory=dict)
 
 
 def score_part(
@@ -74,12 +83,29 @@ def score_part(
     model = Model.load(model_path)
     res = JobResult(ReadStats())
     stream = model.stream()
-    for batch in _batches(inputs, res.stats, job, jobs):
-        _scores, alerts, _changed = stream.process(batch, threshold)
-        res.flows += len(batch)
+    for batch, part in _batches(inputs, res.stats, job, jobs):
+        _scores, alerts, changed = stream.process(batch, threshold, part=part)
+        res.flows += len(part)
         res.alerts += alerts
+        for inc in changed:
+            res.first_reported.setdefault(inc.id, inc.first_seen)
     res.incidents = stream.finish()
     return res
+
+
+def write_incidents(sinks: SinkSet, parts: Sequence[JobResult]) -> list[Incident]:
+    """Write the jobs' incidents as one process's sinks end up with them: named (their stable
+    id fixed) as first reported, then written as they finished."""
+    incidents = [i for p in parts for i in p.incidents]
+    final = [i.first_seen for i in incidents]
+    for p in parts:
+        for inc in p.incidents:
+            inc.first_seen = p.first_reported.get(inc.id, inc.first_seen)
+    sinks.write_incidents(incidents)
+    for inc, first_seen in zip(incidents, final, strict=True):
+        inc.first_seen = first_seen
+    sinks.write_incidents(incidents)
+    return incidents
 
 
 @dataclass
@@ -109,9 +135,8 @@ def score_jobs(
                 score_part, [(model_path, list(inputs), j, jobs, threshold) for j in range(jobs)]
             )
         alerts = sorted((a for p in parts for a in p.alerts), key=lambda a: (a.flow.ts, a.alert_id))
-        incidents = [i for p in parts for i in p.incidents]
         sinks.write(alerts)
-        sinks.write_incidents(incidents)
+        incidents = write_incidents(sinks, parts)
     finally:
         sinks.close(timeout=60)
     stats = parts[0].stats  # every job read every file: one job's counts are the input's

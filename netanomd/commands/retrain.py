@@ -4,13 +4,15 @@ Training data, the last ``--days`` days up to ``--until`` (default: today, UTC),
 
 * the daemon's training reservoir (``--reservoir DIR``, default ``<state_dir>/reservoir``:
   ``YYYY-MM-DD.parquet``, :mod:`netanomd.model.reservoir`), which works for every source;
-* a Zeek log archive (``--zeek-logs DIR``: ``DIR/YYYY-MM-DD/conn.*.log.gz``).
+* a Zeek log archive (``--zeek-archive DIR``: ``DIR/YYYY-MM-DD/conn.*.log.gz``,
+  :mod:`netanomd.commands._archive`, as ``netanomd train`` reads it).
 
 Flows an analyst marked benign (:mod:`netanomd.feedback`, in the database below) are added
-to the training data. The candidate is trained the way the current model was (its features,
-detector, threshold rule, vetted or not, behaviour limits and incident budget), then both
-models score the most recent ``--shadow-days`` of the same traffic as fresh streams (the
-shadow run). The candidate is promoted (:mod:`netanomd.model.store`) only if
+to the training data, in flow-time order, once (:func:`with_benign`). The candidate is
+trained the way the current model was (its features, detector, threshold rule, vetted or
+not, behaviour limits and incident budget), then both models score the most recent
+``--shadow-days`` of the same traffic as fresh streams (the shadow run). The candidate is
+promoted (:mod:`netanomd.model.store`) only if
 
 * it keeps the budget: at most ``max(budget x shadow days, the current model's count)``
   incidents, and at most ``max(0.5% of the shadow flows, the current model's count)`` flow
@@ -32,10 +34,8 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import itertools
 import json
 import logging
-import re
 import sqlite3
 import tempfile
 import time
@@ -44,6 +44,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from netanomd.behaviour.incidents import FLOW_ALERTS
+from netanomd.commands._archive import add_window_arguments, archive_days, day_window, where
 from netanomd.config import DEFAULT_CONFIG_PATH, Config, load_config
 from netanomd.decision.thresholds import MAX_TRAINING_ALERT_SHARE
 from netanomd.errors import InputError
@@ -55,8 +61,6 @@ log = logging.getLogger(__name__)
 
 #: How far (a share) the candidate may exceed the budget or the current model's counts.
 SLACK = 1.25
-
-DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 
 def register(sub: Any) -> None:
@@ -71,15 +75,8 @@ def register(sub: Any) -> None:
         metavar="DIR",
         help="the daemon's training reservoir (default <state_dir>/reservoir)",
     )
-    src.add_argument(
-        "--zeek-logs", metavar="DIR", help="a Zeek log archive: DIR/YYYY-MM-DD/conn.*.log.gz"
-    )
-    p.add_argument("--days", type=int, default=7, help="days to train on (default 7)")
-    p.add_argument(
-        "--until",
-        metavar="YYYY-MM-DD",
-        help="last day of the window (default today, UTC)",
-    )
+    src.add_argument("--zeek-archive", metavar="DIR", help=f"a Zeek log archive: {where('DIR')}")
+    add_window_arguments(p, days=7)
     p.add_argument(
         "--shadow-days",
         type=int,
@@ -99,30 +96,6 @@ def register(sub: Any) -> None:
 
 
 # -- training data -------------------------------------------------------------------------
-def day_window(until: str | None, days: int) -> tuple[dt.date, dt.date]:
-    """(first, last) day of the window of ``days`` days ending ``until`` (default today)."""
-    if days < 1:
-        raise InputError(f"retrain: --days {days} must be at least 1")
-    try:
-        last = dt.date.fromisoformat(until) if until else dt.datetime.now(dt.UTC).date()
-    except ValueError:
-        raise InputError(f"retrain: --until {until!r} is not a date (YYYY-MM-DD)") from None
-    return last - dt.timedelta(days=days - 1), last
-
-
-def archive_days(logdir: Path, first: dt.date, last: dt.date) -> list[tuple[dt.date, list[Path]]]:
-    """The conn logs of each day in ``[first, last]`` of a Zeek log archive, oldest first."""
-    if not logdir.is_dir():
-        raise InputError(f"retrain: {logdir}: no such log archive directory")
-    out = []
-    for d in sorted(p for p in logdir.iterdir() if p.is_dir() and DAY.match(p.name)):
-        day = dt.date.fromisoformat(d.name)
-        files = sorted(d.glob("conn.*.log.gz"))
-        if first <= day <= last and files:
-            out.append((day, files))
-    return out
-
-
 def reservoir_days(root: Path, first: dt.date, last: dt.date) -> list[tuple[dt.date, list[Path]]]:
     """The reservoir's day files in ``[first, last]``, oldest first."""
     from netanomd.model.reservoir import day_files
@@ -162,6 +135,39 @@ def benign_batch(db: Path) -> FlowBatch | None:
         path.write_text("".join(line + "\n" for line in lines))
         batches = list(read_batches([str(path)], ReadStats()))
     return FlowBatch.concat(batches) if batches else None
+
+
+def with_benign(batches: Iterable[FlowBatch], benign: FlowBatch | None) -> Iterator[FlowBatch]:
+    """The training batches with the flows marked benign merged in by flow time: each joins
+    the end of the batch whose time span holds it (the training stream's windows see it when
+    it happened, not all at once at the end; the batch's own order is kept), those before a
+    batch's span come as a batch of their own before it, and a flow the training data holds
+    too (a Zeek archive has every flow) is there once."""
+    if benign is None or not len(benign):
+        yield from batches
+        return
+    benign = benign.take(np.argsort(benign.numeric("ts", fill=-np.inf), kind="stable"))
+    times = benign.numeric("ts", fill=-np.inf)
+    marked = pa.array([u for u in benign.column("uid").to_pylist() if u], pa.string())
+    done = 0
+    for batch in batches:
+        dup = np.asarray(pc.fill_null(pc.is_in(batch.column("uid"), marked), False))
+        if dup.any():
+            batch = batch.take(np.flatnonzero(~dup))
+        ts = batch.numeric("ts", fill=np.nan)
+        if np.isfinite(ts).any():
+            before = int(np.searchsorted(times, np.nanmin(ts), side="left"))
+            if before > done:
+                yield benign.slice(done, before - done)
+                done = before
+            upto = int(np.searchsorted(times, np.nanmax(ts), side="right"))
+            if upto > done:
+                batch = FlowBatch.concat([batch, benign.slice(done, upto - done)])
+                done = upto
+        if len(batch):
+            yield batch
+    if done < len(benign):
+        yield benign.slice(done)
 
 
 # -- the candidate ---------------------------------------------------------------------------
@@ -209,8 +215,6 @@ def train_like(
 
 
 # -- the shadow run --------------------------------------------------------------------------
-#: The behaviour of the incidents that group flow alerts (netanomd.behaviour.incidents).
-FLOW_ALERTS = "anomalous flows"
 
 
 @dataclass
@@ -355,23 +359,22 @@ def run(args: argparse.Namespace) -> int:
     store = ModelStore(args.store or cfg.model.store)
     if args.shadow_days < 1:
         raise InputError(f"retrain: --shadow-days {args.shadow_days} must be at least 1")
-    first, last = day_window(args.until, args.days)
-    if args.zeek_logs:
-        days = archive_days(Path(args.zeek_logs), first, last)
-        where = f"{args.zeek_logs}/YYYY-MM-DD/conn.*.log.gz"
+    first, last = day_window(args.until, args.days, "retrain")
+    if args.zeek_archive:
+        days = archive_days(Path(args.zeek_archive), first, last, "retrain")
+        layout = where(args.zeek_archive)
     else:
         root = Path(args.reservoir or Path(cfg.state_dir) / "reservoir")
         days = reservoir_days(root, first, last)
-        where = f"{root}/YYYY-MM-DD.parquet"
+        layout = f"{root}/YYYY-MM-DD.parquet"
     if not days:
-        raise InputError(f"retrain: no traffic from {first} to {last} in {where}")
+        raise InputError(f"retrain: no traffic from {first} to {last} in {layout}")
     current = current_model(store, cfg)
     db = Path(args.db or cfg.sinks.sqlite.path)
     files = [str(p) for _, paths in days for p in paths]
     benign = benign_batch(db)
-    batches = read_days(days)
+    batches = with_benign(read_days(days), benign)
     if benign is not None:
-        batches = itertools.chain(batches, [benign])
         files.append(f"{db} (flows marked benign)")
     t0 = time.monotonic()
     candidate = train_like(current, batches, files, args)

@@ -1,4 +1,5 @@
-"""``netanomd train``: fit a model on flow files and write the artifact.
+"""``netanomd train``: fit a model on flow files, or on the last days of a Zeek log archive
+(``--zeek-archive DIR --days N``, :mod:`netanomd.commands._archive`), and write the artifact.
 
 The model carries its default operating point, learned in the same pass: the flow threshold,
 the host-behaviour limits and the incident budget (:mod:`netanomd.model.operating`); the
@@ -15,11 +16,13 @@ import argparse
 import datetime as dt
 import os
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pyarrow.compute as pc
 
 from netanomd.behaviour.detectors import DEFAULT_MARGIN, DEFAULT_QUANTILE
+from netanomd.commands._archive import add_window_arguments, archive_days, day_window, where
 from netanomd.commands._inputs import read_inputs, stats_line
 from netanomd.detectors.registry import UNSUPERVISED, make
 from netanomd.errors import InputError
@@ -35,14 +38,20 @@ def register(sub: Any) -> None:
     p: argparse.ArgumentParser = sub.add_parser(
         "train", help="fit a detector on flow files and write a model artifact"
     )
-    p.add_argument(
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument(
         "--input",
         "-i",
         nargs="+",
-        required=True,
         metavar="FILE",
         help="Zeek conn.log (TSV/JSON, .gz), Suricata EVE JSON or CICFlowMeter CSV",
     )
+    src.add_argument(
+        "--zeek-archive",
+        metavar="DIR",
+        help=f"the last --days days of a Zeek log archive: {where('DIR')}",
+    )
+    add_window_arguments(p, days=7)
     p.add_argument("--model", "-m", required=True, metavar="PATH", help="artifact to write")
     p.add_argument(
         "--threshold-quantile",
@@ -123,10 +132,11 @@ def run(args: argparse.Namespace) -> int:
         )
     except ValueError as exc:
         raise InputError(f"train: {exc}") from exc
+    inputs = args.input or archive_inputs(args)
     stats = ReadStats()
     hosts: set[str] = set()
     model = train(
-        _count_hosts(read_inputs(args.input, stats, "reading"), hosts),
+        _count_hosts(read_inputs(inputs, stats, "reading"), hosts),
         threshold_quantile=args.threshold_quantile,
         alerts_per_day=args.alerts_per_day,
         vetted=args.vetted,
@@ -134,13 +144,29 @@ def run(args: argparse.Namespace) -> int:
         spec=FeatureSpec() if args.features == "flow" else default_spec(),
         detector=make(args.detector, args.seed),
         seed=args.seed,
-        files=args.input,
+        files=inputs,
         behaviour=behaviour,
     )
     model.save(args.model)
     print(stats_line(stats))
     print(summary(model, len(hosts), args.model), end="")
     return 0
+
+
+def archive_inputs(args: argparse.Namespace) -> list[str]:
+    """The conn logs of the last ``--days`` days of ``--zeek-archive`` (says which days)."""
+    first, last = day_window(args.until, args.days, "train")
+    days = archive_days(Path(args.zeek_archive), first, last, "train")
+    if not days:
+        raise InputError(
+            f"train: no conn logs from {first} to {last} in {where(args.zeek_archive)}"
+        )
+    files = [str(p) for _, paths in days for p in paths]
+    print(
+        f"archive    {len(files)} conn logs of {len(days)} days "
+        f"({', '.join(d.isoformat() for d, _ in days)})"
+    )
+    return files
 
 
 def _count_hosts(batches: Iterable[FlowBatch], hosts: set[str]) -> Iterator[FlowBatch]:

@@ -51,6 +51,12 @@ class ModelConfig:
     reservoir_max_mb: int = setting(
         1024, "the reservoir's size cap in MiB (oldest days go first)", minimum=1
     )
+    drift_check_seconds: float = setting(
+        300.0,
+        "how often the daemon measures drift against the model's training window (a warning "
+        "in the log when it crosses the threshold; /metrics and /healthz show the last pass)",
+        minimum=1,
+    )
     threshold: float | None = setting(
         None, "score threshold; null uses the one stored in the model"
     )

@@ -24,7 +24,6 @@ import hmac
 import json
 import logging
 import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -218,8 +217,8 @@ class DaemonCollector:
 
 
 def drift_of(p: Pipeline) -> DriftReport | None:
-    """Drift of the recent flows against the model in use (None without a reservoir)."""
-    return None if p.reservoir is None else p.reservoir.recent.report(p.model, time.time())
+    """The daemon's last drift pass (None without a reservoir, or before the first pass)."""
+    return None if p.reservoir is None else p.reservoir.recent.latest
 
 
 def _drift_families(p: Pipeline) -> Iterator[Any]:

@@ -14,7 +14,8 @@ keeps the old one running and logs why (changed sources or sinks need a restart;
 so); every outcome is written to ``state_dir/reload.json`` (:mod:`netanomd.daemon.reload`), which
 ``netanomd reload`` (the unit's ``ExecReload``) waits for.
 SIGTERM/SIGINT stop intake, drain the queue, flush the sinks and the Elasticsearch spool,
-and exit 0 within ``shutdown_timeout`` seconds.
+and exit 0 within ``shutdown_timeout`` seconds; during the start too (the handlers come
+first): the start stops at its next step, closes what it opened and never sends READY=1.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from netanomd.decision import Alert
 from netanomd.errors import ModelError, NetanomError
 from netanomd.flow import FlowBatch
 from netanomd.model import Model
+from netanomd.model.drift import DriftMonitor, DriftReport
 from netanomd.model.reservoir import Reservoir
 from netanomd.sdnotify import Notifier
 from netanomd.sinks import SinkSet
@@ -58,6 +60,10 @@ class StartupError(NetanomError):
     """A part of the daemon failed while starting (the message names it)."""
 
 
+class _StoppedWhileStarting(Exception):
+    """SIGTERM/SIGINT came while the daemon was starting: it stops instead of going on."""
+
+
 class Daemon:
     def __init__(
         self,
@@ -67,6 +73,7 @@ class Daemon:
         notifier: Notifier | None = None,
         shutdown_timeout: float = 60.0,
         env: dict[str, str] | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.config_path = config_path
         self.overrides = list(overrides)
@@ -74,6 +81,8 @@ class Daemon:
         self.config: Config = load_config(config_path, env=env, overrides=self.overrides)
         self.notifier = notifier or Notifier()
         self.shutdown_timeout = shutdown_timeout
+        #: Wall clock (epoch seconds) of the drift passes and the model's age.
+        self.clock = clock
         self.pipeline: Pipeline | None = None
         self.sinks = SinkSet()
         self.sources: list[LiveSource] = []
@@ -98,7 +107,7 @@ class Daemon:
     # -- set-up ------------------------------------------------------------------------------
     def _load_model(self) -> Model:
         model = Model.load(self.config.model.path)
-        self.model_loaded_at = time.time()
+        self.model_loaded_at = self.clock()
         return model
 
     def start(self) -> None:
@@ -106,6 +115,7 @@ class Daemon:
         state_dir = Path(cfg.state_dir)
         state_dir.mkdir(parents=True, exist_ok=True)
         model = self._load_model()
+        self._starting("the model is loaded")
         ids = IncidentIds()  # one naming of incidents for every sink of this daemon
         self.sinks = configured_sinks(cfg.sinks, state_dir, ids)
         p = cfg.pipeline
@@ -128,6 +138,7 @@ class Daemon:
                 per_day=m.reservoir_per_day,
                 keep_days=m.reservoir_days,
                 max_bytes=m.reservoir_max_mb << 20,
+                drift=DriftMonitor(every=m.drift_check_seconds),
             )
         self.sources = live_sources(cfg.sources, SourceContext(self.pipeline, state_dir))
         if cfg.sinks.zeek_notice.enabled:
@@ -145,6 +156,7 @@ class Daemon:
         for src in self.sources:
             self._spawn(src.name, src.run)
         self._await_sources()
+        self._starting("the sources are started")
         self.reloads = ReloadResults(state_dir)
         self.reloads.started(model.model_id)
         self.ready = True
@@ -172,13 +184,19 @@ class Daemon:
         for src in self.sources:
             t = self.threads[src.name][0]
             while not src.ready.wait(0.05) and t.is_alive() and time.monotonic() < deadline:
-                pass
+                self._starting(f"waiting for source {src.name}")
             if not src.ready.is_set() and not t.is_alive():
                 exc = self.failures.get(src.name)
                 why = f"{type(exc).__name__}: {exc}" if exc is not None else "its thread ended"
                 path = getattr(src, "path", None)
                 at = f" ({path})" if path is not None else ""
                 raise StartupError(f"source {src.name}{at} failed to start: {why}")
+
+    def _starting(self, where: str) -> None:
+        """Give up starting when a stop was asked for (READY=1 is never sent)."""
+        if self._stop.is_set():
+            log.info("stop requested while starting (%s): stopping", where)
+            raise _StoppedWhileStarting(where)
 
     def _spawn(self, name: str, target: Callable[[], None]) -> None:
         def run() -> None:
@@ -210,6 +228,19 @@ class Daemon:
         self.latency.observe(np.array([time.monotonic() - arrived]))
 
     # -- running -----------------------------------------------------------------------------
+    def drift_pass(self) -> DriftReport | None:
+        """Measure drift when ``model.drift_check_seconds`` passed since the last pass (the
+        loop calls this every turn); returns the pass's report, None when none was due or
+        the daemon keeps no reservoir. A crossing of the threshold is logged as a warning."""
+        p = self.pipeline
+        if p is None or p.reservoir is None:
+            return None
+        try:
+            return p.reservoir.recent.check(p.model, self.clock())
+        except Exception:  # measuring must never stop the loop that pings the watchdog
+            log.exception("drift pass failed")
+            return None
+
     def health(self) -> dict[str, Any]:
         """Ready only while the scoring loop runs, every sink writes and at least one source
         is up; each source says whether it is up and when it last delivered flows."""
@@ -278,7 +309,7 @@ class Daemon:
             assert self.pipeline is not None
             self.pipeline.threshold = new_cfg.model.threshold
             self.pipeline.swap_model(model)
-            self.model_loaded_at = time.time()
+            self.model_loaded_at = self.clock()
             self.config = new_cfg
             log.info("reload: now scoring with %s", model.model_id)
             return True, ""
@@ -301,13 +332,18 @@ class Daemon:
         self._reload.set()
 
     def serve(self, install_signals: bool = True) -> int:
-        """Run until SIGTERM/SIGINT (or :meth:`request_stop`); returns the exit code."""
+        """Run until SIGTERM/SIGINT (or :meth:`request_stop`); returns the exit code. The
+        handlers are installed before anything starts: a SIGTERM while starting (a model
+        loading, a source not up yet) stops the daemon cleanly at the next step, without
+        READY=1."""
         if install_signals:
             signal.signal(signal.SIGHUP, lambda *_: self._reload.set())
             signal.signal(signal.SIGTERM, lambda *_: self._stop.set())
             signal.signal(signal.SIGINT, lambda *_: self._stop.set())
         try:
             self.start()
+        except _StoppedWhileStarting:
+            return self.shutdown()
         except BaseException:
             try:
                 self.shutdown()  # close what was opened; the error says what failed
@@ -338,6 +374,7 @@ class Daemon:
                     f"{self.rate:,.0f} flows/s, {self.pipeline.stats.alerts:,} alerts, "
                     f"model {self.pipeline.model.model_id}"
                 )
+            self.drift_pass()
             check = self.config.model.reload_check_seconds
             if check and now - last_model_check >= check:
                 last_model_check = now

@@ -228,15 +228,20 @@ class DriftMonitor:
     """The daemon's view: a uniform sample of the flows scored over the last ``window``
     seconds of flow time (every flow, alerts included; at most ``cap`` rows: when the sample
     outgrows it, every part is thinned by half and new flows are sampled at half the rate),
-    measured against the model in use on demand (at most every ``every`` seconds).
+    measured against the model in use by a pass every ``every`` seconds (:meth:`check`, which
+    the daemon's loop calls with its clock). The last pass is what the metrics and the health
+    endpoint show (:attr:`latest`); a pass that finds drift the previous one did not (or the
+    first pass of a model) logs a warning, and one that finds it gone says so.
 
     A sample of flows carries no host history, so the daemon compares the per-flow columns
     (the stateless feature blocks) and the score distribution, which the host columns feed;
     the tests measure every column on whole streams."""
 
     def __init__(
-        self, cap: int = 20_000, window: float = 86400.0, every: float = 60.0, seed: int = 0
+        self, cap: int = 20_000, window: float = 86400.0, every: float = 300.0, seed: int = 0
     ) -> None:
+        if every <= 0:
+            raise ModelError(f"drift: a pass every {every} seconds; expected more than 0")
         self.cap = cap
         self.window = window
         self.every = every
@@ -245,7 +250,9 @@ class DriftMonitor:
         self._parts: deque[tuple[float, FlowBatch, np.ndarray]] = deque()
         self._n = 0
         self._lock = threading.Lock()
+        #: (when, model id, report) of the last pass.
         self._last: tuple[float, str, DriftReport] | None = None
+        self.passes = 0
 
     def observe(self, batch: FlowBatch, scores: np.ndarray) -> None:
         with self._lock:
@@ -274,30 +281,41 @@ class DriftMonitor:
             parts = [s for _, _, s in self._parts]
         return np.concatenate(parts) if parts else np.empty(0)
 
-    def report(self, model: Model, now: float) -> DriftReport:
-        """Drift of the recent flows against ``model``'s training window (cached for
-        ``every`` seconds per model)."""
+    @property
+    def latest(self) -> DriftReport | None:
+        """The last pass's report (None before the first)."""
+        last = self._last
+        return None if last is None else last[2]
+
+    def check(self, model: Model, now: float) -> DriftReport | None:
+        """A pass when ``every`` seconds passed since the last one (``now``: epoch seconds),
+        or the model changed; returns its report, None when no pass was due."""
         last = self._last
         if last is not None and last[1] == model.model_id and now - last[0] < self.every:
-            return last[2]
+            return None
+        report = self.measure(model, now)
+        self.passes += 1
+        warning = report.warning()
+        was = last is not None and last[1] == model.model_id and last[2].flagged
+        if warning and not was:
+            log.warning("model %s: %s", model.model_id, warning)
+        elif was and not report.flagged:
+            log.info("model %s: traffic back within its training window", model.model_id)
+        self._last = (now, model.model_id, report)
+        return report
+
+    def measure(self, model: Model, now: float) -> DriftReport:
+        """Drift of the recent flows against ``model``'s training window."""
         with self._lock:
             parts = list(self._parts)
         age = model_age(model.meta, now)
         window = summary_of(model.meta)
         if window is None or not parts:
-            report = DriftReport(0, 0.0, {}, age)
-        else:
-            batch = FlowBatch.concat([b for _, b, _ in parts])
-            scores = np.concatenate([s for _, _, s in parts])
-            flow_cols = {
-                n for b in model.spec.blocks if isinstance(b, FlowFeatures) for n in b.names
-            }
-            cols = [j for j, n in enumerate(model.feature_names) if n in flow_cols]
-            X = model.features(batch, fresh=True)[:, cols]
-            names = tuple(model.feature_names[j] for j in cols)
-            report = measure(window, names, X, scores, age)
-        warning = report.warning()
-        if warning and (last is None or last[1] != model.model_id or not last[2].flagged):
-            log.warning("model %s: %s", model.model_id, warning)
-        self._last = (now, model.model_id, report)
-        return report
+            return DriftReport(0, 0.0, {}, age)
+        batch = FlowBatch.concat([b for _, b, _ in parts])
+        scores = np.concatenate([s for _, _, s in parts])
+        flow_cols = {n for b in model.spec.blocks if isinstance(b, FlowFeatures) for n in b.names}
+        cols = [j for j, n in enumerate(model.feature_names) if n in flow_cols]
+        X = model.features(batch, fresh=True)[:, cols]
+        names = tuple(model.feature_names[j] for j in cols)
+        return measure(window, names, X, scores, age)

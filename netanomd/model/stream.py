@@ -107,14 +107,23 @@ class Stream:
         return self._clock
 
     def process(
-        self, batch: FlowBatch, threshold: float | None = None
+        self,
+        batch: FlowBatch,
+        threshold: float | None = None,
+        *,
+        part: np.ndarray | None = None,
     ) -> tuple[np.ndarray, list[Alert], list[Incident]]:
         """Score, decide and group one batch: (score per flow, flow alerts, incidents opened or
-        updated by it)."""
+        updated by it). With ``part`` (row numbers), the stream is one part of a wider one
+        (``netanomd score --jobs``): only those rows are scored and grouped, while the clocks
+        follow every row of ``batch``, so windows and incidents turn as in the wider stream."""
         if self._finished:
             raise RuntimeError("the stream was finished: start a new one with model.stream()")
+        times = None
+        if part is not None:
+            batch, times = self._part(batch, np.asarray(part, dtype=np.int64))
         scores, alerts = self.model.decide(batch, self.spec, threshold)
-        if not len(batch):
+        if not len(batch) and times is None:  # (an empty part still moves the clocks on)
             return scores, alerts, []
         for inc in self._released:
             inc.released_uids = []
@@ -135,11 +144,13 @@ class Stream:
         if not placed.all():  # no time or originator (a CICFlowMeter derivative): no host view
             rows = np.flatnonzero(placed)
             batch, scores, alerted = batch.take(rows), scores[rows], alerted[rows]
+            if times is not None:
+                times = np.r_[times[rows], times[-1]]
         changed: dict[int, Incident] = {}
         found: list[Incident] = []
         idx = np.flatnonzero(alerted)
         if self.behaviour is not None:
-            found, context = self.behaviour.update(batch, idx, tick=False)
+            found, context = self.behaviour.update(batch, idx, times, tick=False)
             for inc in found:
                 inc.alert_uids = []
             changed.update((i.id, i) for i in found)
@@ -172,6 +183,21 @@ class Stream:
             (i.id, i) for i in self.signed.process(batch, self.tracker, changed.values())
         )
         return all_scores, alerts, self._reported(changed.values())
+
+    def _part(self, batch: FlowBatch, part: np.ndarray) -> tuple[FlowBatch, np.ndarray | None]:
+        """Rows ``part`` of ``batch``, and the host windows' clock (the whole batch's) at each
+        of them and at its end; the stream's clock follows the whole batch."""
+        ts = batch.numeric("ts", fill=np.nan)
+        if np.isfinite(ts).any():
+            self._clock = max(self._clock, float(np.nanmax(ts)))
+        if self.behaviour is None:
+            return batch.take(part), None
+        windows = self.behaviour.windows
+        placed = np.flatnonzero(batch.placed())
+        clock = np.full(len(batch), np.nan)
+        clock[placed] = windows.times(batch.take(placed))
+        end = clock[placed[-1]] if len(placed) else windows.clock
+        return batch.take(part), np.r_[clock[part], end]
 
     def _reported(self, incidents: Iterable[Incident]) -> list[Incident]:
         """Incidents in id order, less those the allowlist covers."""

@@ -1,0 +1,92 @@
+"""The training reservoir's biases, on real captures: an attack raised as an incident only when
+its window closed must not stay in the sample its first flows went into, and a restart (or
+flows for a day already written) must not tilt an hour's sample towards the later flows."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from netanomd.behaviour.incidents import Incident
+from netanomd.data import attack_files, baseline_files, demo_model
+from netanomd.flow import FlowBatch
+from netanomd.model.reservoir import Reservoir, day_files, read_day
+from netanomd.sources import ReadStats
+from netanomd.sources.files import read_batches
+
+
+def read_all(paths: list[Path]) -> FlowBatch:
+    return FlowBatch.concat(list(read_batches([str(p) for p in paths], ReadStats())))
+
+
+def stored(root: Path) -> FlowBatch:
+    return FlowBatch.concat([read_day(p) for _, p in day_files(root)])
+
+
+def test_flows_sampled_before_their_incident_opened_are_taken_out(tmp_path: Path) -> None:
+    """The RemcosRAT brute force, 50 flows a batch, none alerted (threshold above every score):
+    the incident opens when its first window closes, after that window's flows were sampled
+    and written (a flush every batch). None of its flows is left in the written days; the
+    host's other flows and everyone else's are."""
+    remcos = read_all([p for p in attack_files() if "remcos" in p.name])
+    stream = demo_model().stream()
+    r = Reservoir(tmp_path / "res", per_day=1_000_000, flush_seconds=0.0)
+    seen: dict[int, Incident] = {}
+    first_open = None
+    for i in range(0, len(remcos), 50):
+        part = remcos.slice(i, 50)
+        scores, alerts, _ = stream.process(part, threshold=2.0)
+        assert not alerts
+        open_now = list(stream.tracker.open.values())
+        if open_now and first_open is None:
+            first_open = i
+            assert len(stored(tmp_path / "res")) >= 50  # the attack's start is on disk
+        r.add(part, scores, alerts, open_now)
+        seen.update((inc.id, inc) for inc in open_now)
+    r.flush()
+    (brute,) = [i for i in seen.values() if i.behaviour == "brute force"]
+    assert first_open is not None and first_open > 0
+    kept = stored(tmp_path / "res")
+    inside = brute.members(remcos)
+    assert inside.sum() > 500 and not brute.members(kept).any()
+    expected = set(np.asarray(remcos.column("uid").to_pylist(), dtype=object)[~inside].tolist())
+    assert set(kept.column("uid").to_pylist()) == expected
+    assert r.excluded == int(inside.sum())
+    assert brute.host in set(kept.column("orig_h").to_pylist())  # its other traffic stays
+
+
+def test_a_restart_keeps_sampling_each_hour_uniformly(tmp_path: Path) -> None:
+    """Each hour of the benign day: its first 80% of flows sampled by one daemon, the last
+    20% by the next one (a restart). With 10 flows kept an hour, about a fifth of the kept
+    flows must come after the restart, as if no restart had happened (the day file keeps how
+    many flows each hour saw). A restarted sample that forgot it would keep mostly the later
+    flows."""
+    day = read_all(baseline_files())
+    hour = (day.numeric("ts") // 3600).astype(np.int64)
+    rank = np.zeros(len(day))
+    for h in np.unique(hour):
+        rows = np.flatnonzero(hour == h)
+        rank[rows] = np.arange(len(rows)) / len(rows)
+    early, late = np.flatnonzero(rank < 0.8), np.flatnonzero(rank >= 0.8)
+    busy = {h for h, n in Counter(hour.tolist()).items() if n >= 200}
+    assert len(busy) >= 5
+    later = total = 0
+    for seed in range(10):
+        root = tmp_path / str(seed)
+        before = Reservoir(root, per_day=240, seed=seed)
+        before.add(day.take(early), np.zeros(len(early)), [], [])
+        before.flush()
+        after = Reservoir(root, per_day=240, seed=seed + 100)
+        after.add(day.take(late), np.zeros(len(late)), [], [])
+        after.flush()
+        kept = stored(root)
+        in_busy = np.isin((kept.numeric("ts") // 3600).astype(np.int64), list(busy))
+        late_uids = set(day.take(late).column("uid").to_pylist())
+        uids = np.asarray(kept.column("uid").to_pylist(), dtype=object)[in_busy]
+        later += sum(u in late_uids for u in uids.tolist())
+        total += len(uids)
+    assert total == 10 * 10 * len(busy)
+    share = later / total
+    assert 0.12 < share < 0.28, share  # a fifth, give or take sampling noise
