@@ -24,7 +24,7 @@ STAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("flow features", ("features/",)),
     ("forest", ("detectors/",)),
     ("host behaviour", ("behaviour/windows.py", "behaviour/pipeline.py", "behaviour/detectors")),
-    ("incidents", ("behaviour/incidents.py", "Stream._in_named")),
+    ("incidents", ("behaviour/incidents.py", "Stream._link_named")),
     ("read", ("sources/",)),
 )
 
