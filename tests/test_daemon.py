@@ -491,7 +491,7 @@ def test_stalled_pipeline_stops_watchdog(tmp_path: Path, model_path: Path) -> No
     sent: list[str] = []
 
     class Sock:
-        def sendto(self, data: bytes, addr: str) -> None:
+        def sendto(self, data: bytes, *flags_and_address: object) -> None:
             sent.append(data.decode())
 
         def close(self) -> None:
