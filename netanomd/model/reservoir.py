@@ -208,7 +208,9 @@ class Reservoir:
             for h in np.unique(hour):
                 day = dt.datetime.fromtimestamp(int(h) * 3600, dt.UTC).date()
                 hours = self._day(day)
-                slot = hours.setdefault(int(h) % 24, _Hour(self.per_day // 24))
+                slot = hours.get(int(h) % 24)
+                if slot is None:
+                    slot = hours[int(h) % 24] = _Hour(self.per_day // 24)
                 slot.add(batch.table, rows[hour == h], self.rng)
                 self._dirty.add(day)
             self.kept += len(rows)
