@@ -62,14 +62,15 @@ LOOSE_PARTS = 16
 class _Hour:
     """Algorithm R over one hour's flows: at most ``cap`` kept of the ``seen`` so far.
 
-    A batch costs what it brings, not what the hour holds: the rows it has taken are copied
-    into a new part, and ``slots`` (the numbers of the kept rows, in arrival order: every
-    row stored gets the next number, so the parts in order hold consecutive numbers from
-    ``base``) drop the numbers they replace and end with theirs. Replaced rows stay in their
-    parts until the hour's table is built (:meth:`table`, when read or written), which keeps
-    just the slots' rows. Parts of fewer than :data:`SEAL_ROWS` rows are merged, so the hour
-    holds few small tables: an ``add`` copies its taken rows, at most twice, and fewer than
-    ``SEAL_ROWS`` more."""
+    A batch costs what it brings, not what the hour holds: the rows it has taken
+    (:meth:`choose`) are copied into a new part (:meth:`append`: one copy of the batch's
+    rows taken, sliced by hour), and ``slots`` (the numbers of the kept rows, in arrival
+    order: every row stored gets the next number, so the parts in order hold consecutive
+    numbers from ``base``) drop the numbers they replace and end with theirs. Replaced rows
+    stay in their parts until the hour's table is built (:meth:`table`, when read or
+    written), which keeps just the slots' rows. Parts of fewer than :data:`SEAL_ROWS` rows
+    are merged, so the hour holds few small tables: a batch copies its taken rows, at most
+    twice, and fewer than ``SEAL_ROWS`` more."""
 
     def __init__(self, cap: int, kept: pa.Table | None = None, seen: int = 0) -> None:
         self.cap = cap
@@ -92,11 +93,12 @@ class _Hour:
         self.parts = [table] if self.held else []
         self.sealed = len(self.parts)
 
-    def add(self, rows: pa.Table, at: np.ndarray, rng: np.random.Generator) -> None:
-        """Sample the rows ``at`` (positions in ``rows``, in arrival order)."""
+    def choose(self, at: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Sample the rows ``at`` (a batch's positions, in arrival order): the positions taken,
+        in arrival order, whose rows the caller hands to :meth:`append`."""
         n = len(at)
         if not n:
-            return
+            return at
         k = self.held
         free = max(0, min(self.cap - k, n))
         # (slot, row) of each row taken, in arrival order: the first ``free`` fill the empty
@@ -110,7 +112,7 @@ class _Hour:
         self.seen += n
         self.held = k + free
         if not pos.size:
-            return
+            return at[:0]
         # a slot taken twice in the batch keeps the later row; the earlier is never copied
         last = len(slot) - 1 - np.unique(slot[::-1], return_index=True)[1]
         last.sort()
@@ -120,12 +122,13 @@ class _Hour:
         new = self.next + np.arange(len(last))
         self.slots[: self.held] = np.concatenate([self.slots[:k][stay], new])
         self.next += len(last)
-        self.parts.append(rows.take(pa.array(at[pos[last]])))
-        self._merge()
+        return at[pos[last]]
 
-    def _merge(self) -> None:
-        """Merge the small parts at the end (less than :data:`SEAL_ROWS` rows before this
-        batch's), once they are :data:`LOOSE_PARTS` or together large enough to keep."""
+    def append(self, taken: pa.Table) -> None:
+        """The rows :meth:`choose` took, as the last part; the small parts at the end (less
+        than :data:`SEAL_ROWS` rows before these) are merged once they are
+        :data:`LOOSE_PARTS` or together large enough to keep."""
+        self.parts.append(taken)
         loose = self.parts[self.sealed :]
         rows = sum(t.num_rows for t in loose)
         if len(loose) >= LOOSE_PARTS or (rows >= SEAL_ROWS and len(loose) > 1):
@@ -205,14 +208,22 @@ class Reservoir:
         )
         hour = (ts // 3600).astype(np.int64)
         with self._lock:
+            chosen = []
             for h in np.unique(hour):
                 day = dt.datetime.fromtimestamp(int(h) * 3600, dt.UTC).date()
                 hours = self._day(day)
                 slot = hours.get(int(h) % 24)
                 if slot is None:
                     slot = hours[int(h) % 24] = _Hour(self.per_day // 24)
-                slot.add(batch.table, rows[hour == h], self.rng)
+                chosen.append((slot, slot.choose(rows[hour == h], self.rng)))
                 self._dirty.add(day)
+            chosen = [(slot, at) for slot, at in chosen if len(at)]
+            if chosen:  # one copy of the rows taken, whatever the hours they go to
+                taken = batch.table.take(pa.array(np.concatenate([at for _, at in chosen])))
+                start = 0
+                for slot, at in chosen:
+                    slot.append(taken.slice(start, len(at)))
+                    start += len(at)
             self.kept += len(rows)
             self._incidents.update((inc.id, inc) for inc in _named(open_incidents))
         if self.clock() - self._last_flush >= self.flush_seconds:
