@@ -8,10 +8,12 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 
 from netanomd.behaviour.incidents import Incident
 from netanomd.data import attack_files, baseline_files, demo_model
 from netanomd.flow import FlowBatch
+from netanomd.model.drift import DriftMonitor
 from netanomd.model.reservoir import Reservoir, day_files, read_day
 from netanomd.sources import ReadStats
 from netanomd.sources.files import read_batches
@@ -90,3 +92,37 @@ def test_a_restart_keeps_sampling_each_hour_uniformly(tmp_path: Path) -> None:
     assert total == 10 * 10 * len(busy)
     share = later / total
     assert 0.12 < share < 0.28, share  # a fifth, give or take sampling noise
+
+
+def test_add_costs_the_rows_it_brings_not_the_rows_the_hour_holds(tmp_path: Path) -> None:
+    """The benign day's flows re-timed into one hour: 40,000 seen, 8,000 kept (per_day
+    192,000), then 64 batches of 200. Rows touched by an ``add``, counted as the bytes Arrow
+    allocates during it over the bytes of one of the batch's rows: fewer than the batch's on
+    average (a fifth of its rows is taken), and no batch re-takes what the hour holds (the
+    reservoir that concatenated and re-took the hour on every batch touched 8,200 rows each).
+    The sample is still exactly the hour's cap."""
+    day = read_all(baseline_files())
+    hour_start = 1_676_890_800.0  # 2023-02-20 11:00 UTC
+
+    def timed(start: int, n: int) -> FlowBatch:
+        table = day.take(np.arange(start, start + n) % len(day)).table
+        ts = hour_start + np.arange(start, start + n) * 0.05
+        return FlowBatch(table.set_column(table.schema.get_field_index("ts"), "ts", pa.array(ts)))
+
+    held = 8_000
+    r = Reservoir(
+        tmp_path / "res", per_day=24 * held, flush_seconds=1e9, drift=DriftMonitor(1 << 30)
+    )
+    for start in range(0, 40_000, 5_000):
+        r.add(timed(start, 5_000), np.zeros(5_000), [], [])
+    pool = pa.default_memory_pool()
+    touched = []
+    for i in range(64):
+        batch = timed(40_000 + 200 * i, 200)
+        row_bytes = batch.table.nbytes / len(batch)
+        before = pool.total_bytes_allocated()
+        r.add(batch, np.zeros(len(batch)), [], [])
+        touched.append((pool.total_bytes_allocated() - before) / row_bytes)
+    assert np.mean(touched) < 200 and max(touched) < held / 4, (np.mean(touched), max(touched))
+    r.flush()
+    assert len(stored(tmp_path / "res")) == held

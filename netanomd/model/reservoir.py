@@ -53,31 +53,100 @@ log = logging.getLogger(__name__)
 SUFFIX = ".parquet"
 #: The day file's metadata key holding the flows each hour saw (JSON: hour -> count).
 SEEN_KEY = b"netanomd.seen"
+#: An hour's small parts (fewer rows than this) are merged as they come (:class:`_Hour`).
+SEAL_ROWS = 1024
+#: ... and at the latest when there are this many of them.
+LOOSE_PARTS = 16
 
 
 class _Hour:
-    """Algorithm R over one hour's flows: ``kept`` rows of at most ``cap``, ``seen`` so far."""
+    """Algorithm R over one hour's flows: at most ``cap`` kept of the ``seen`` so far.
+
+    A batch costs what it brings, not what the hour holds: the rows it has taken
+    (:meth:`choose`) are copied into a new part (:meth:`append`: one copy of the batch's
+    rows taken, sliced by hour), and ``slots`` (the numbers of the kept rows, in arrival
+    order: every row stored gets the next number, so the parts in order hold consecutive
+    numbers from ``base``) drop the numbers they replace and end with theirs. Replaced rows
+    stay in their parts until the hour's table is built (:meth:`table`, when read or
+    written), which keeps just the slots' rows. Parts of fewer than :data:`SEAL_ROWS` rows
+    are merged, so the hour holds few small tables: a batch copies its taken rows, at most
+    twice, and fewer than ``SEAL_ROWS`` more."""
 
     def __init__(self, cap: int, kept: pa.Table | None = None, seen: int = 0) -> None:
         self.cap = cap
-        self.kept = kept if kept is not None else FLOW_SCHEMA.empty_table()
-        self.seen = max(seen, kept.num_rows if kept is not None else 0)
+        kept = kept if kept is not None else FLOW_SCHEMA.empty_table()
+        #: numbers of the kept rows; more than ``cap`` only when a day written with a larger
+        #: ``per_day`` is read back (replacements then go to the first ``cap`` slots)
+        self.slots = np.empty(max(cap, kept.num_rows), dtype=np.int64)
+        self.parts: list[pa.Table] = []
+        self.sealed = 0  # parts[:sealed] are large enough to stay as they are
+        self.base = self.next = self.held = 0
+        self._reset(kept)
+        self.seen = max(seen, self.held)
 
-    def add(self, rows: pa.Table, rng: np.random.Generator) -> None:
-        n = rows.num_rows
+    def _reset(self, table: pa.Table) -> None:
+        """Hold exactly ``table``'s rows, one part, numbered on from the last number."""
+        self.held = table.num_rows
+        self.base = self.next
+        self.slots[: self.held] = self.next + np.arange(self.held)
+        self.next += self.held
+        self.parts = [table] if self.held else []
+        self.sealed = len(self.parts)
+
+    def choose(self, at: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Sample the rows ``at`` (a batch's positions, in arrival order): the positions taken,
+        in arrival order, whose rows the caller hands to :meth:`append`."""
+        n = len(at)
         if not n:
-            return
-        k = self.kept.num_rows
+            return at
+        k = self.held
         free = max(0, min(self.cap - k, n))
-        # slot of each kept row in [kept..., rows...]; Algorithm R for the rest
-        slots = np.arange(k + free)
-        pos = np.arange(free, n)
-        if pos.size:
-            j = rng.integers(0, self.seen + pos + 1)
-            take = j < self.cap
-            slots[j[take]] = k + pos[take]
+        # (slot, row) of each row taken, in arrival order: the first ``free`` fill the empty
+        # slots, then Algorithm R: the row seen ``t``-th replaces slot j < cap, j in [0, t]
+        slot, pos = np.arange(k, k + free), np.arange(free)
+        rest = np.arange(free, n)
+        if rest.size:
+            j = rng.integers(0, self.seen + rest + 1)
+            hit = j < self.cap
+            slot, pos = np.concatenate([slot, j[hit]]), np.concatenate([pos, rest[hit]])
         self.seen += n
-        self.kept = pa.concat_tables([self.kept, rows]).take(pa.array(np.sort(slots)))
+        self.held = k + free
+        if not pos.size:
+            return at[:0]
+        # a slot taken twice in the batch keeps the later row; the earlier is never copied
+        last = len(slot) - 1 - np.unique(slot[::-1], return_index=True)[1]
+        last.sort()
+        # the slots stay in arrival order: those replaced leave, the batch's rows go last
+        stay = np.ones(k, dtype=np.bool_)
+        stay[slot[last][slot[last] < k]] = False
+        new = self.next + np.arange(len(last))
+        self.slots[: self.held] = np.concatenate([self.slots[:k][stay], new])
+        self.next += len(last)
+        return at[pos[last]]
+
+    def append(self, taken: pa.Table) -> None:
+        """The rows :meth:`choose` took, as the last part; the small parts at the end (less
+        than :data:`SEAL_ROWS` rows before these) are merged once they are
+        :data:`LOOSE_PARTS` or together large enough to keep."""
+        self.parts.append(taken)
+        loose = self.parts[self.sealed :]
+        rows = sum(t.num_rows for t in loose)
+        if len(loose) >= LOOSE_PARTS or (rows >= SEAL_ROWS and len(loose) > 1):
+            merged = pa.concat_tables(loose).combine_chunks()
+            self.parts[self.sealed :] = [merged]
+        if rows >= SEAL_ROWS:
+            self.sealed = len(self.parts)
+
+    def table(self) -> pa.Table:
+        """The kept rows in arrival order (built once; the hour then holds just them)."""
+        if len(self.parts) != 1 or self.next - self.base != self.held:
+            whole = pa.concat_tables(self.parts) if self.parts else FLOW_SCHEMA.empty_table()
+            self._reset(whole.take(pa.array(self.slots[: self.held] - self.base)))
+        return self.parts[0] if self.parts else FLOW_SCHEMA.empty_table()
+
+    def keep(self, rows: np.ndarray) -> None:
+        """Keep only the rows of :meth:`table` where ``rows`` is true (its slots freed)."""
+        self._reset(self.table().filter(pa.array(rows)))
 
 
 class Reservoir:
@@ -133,19 +202,29 @@ class Reservoir:
         open_incidents = list(open_incidents)
         keep = self._clean(batch, alerts, open_incidents)
         self.excluded += int((~keep).sum())
-        rows = batch.table.filter(pa.array(keep))
+        rows = np.flatnonzero(keep)
         ts = np.nan_to_num(
-            FlowBatch(rows).numeric("ts", fill=np.nan), nan=time.time(), posinf=0, neginf=0
+            batch.numeric("ts", fill=np.nan)[rows], nan=time.time(), posinf=0, neginf=0
         )
         hour = (ts // 3600).astype(np.int64)
         with self._lock:
+            chosen = []
             for h in np.unique(hour):
                 day = dt.datetime.fromtimestamp(int(h) * 3600, dt.UTC).date()
                 hours = self._day(day)
-                slot = hours.setdefault(int(h) % 24, _Hour(self.per_day // 24))
-                slot.add(rows.filter(pa.array(hour == h)), self.rng)
+                slot = hours.get(int(h) % 24)
+                if slot is None:
+                    slot = hours[int(h) % 24] = _Hour(self.per_day // 24)
+                chosen.append((slot, slot.choose(rows[hour == h], self.rng)))
                 self._dirty.add(day)
-            self.kept += rows.num_rows
+            chosen = [(slot, at) for slot, at in chosen if len(at)]
+            if chosen:  # one copy of the rows taken, whatever the hours they go to
+                taken = batch.table.take(pa.array(np.concatenate([at for _, at in chosen])))
+                start = 0
+                for slot, at in chosen:
+                    slot.append(taken.slice(start, len(at)))
+                    start += len(at)
+            self.kept += len(rows)
             self._incidents.update((inc.id, inc) for inc in _named(open_incidents))
         if self.clock() - self._last_flush >= self.flush_seconds:
             try:
@@ -201,14 +280,14 @@ class Reservoir:
             if not near:
                 continue
             for slot in self._day(day).values():
-                if not slot.kept.num_rows:
+                if not slot.held:
                     continue
-                batch = FlowBatch(slot.kept)
+                batch = FlowBatch(slot.table())
                 out = np.zeros(len(batch), dtype=np.bool_)
                 for inc in near:
                     out |= inc.members(batch)
                 if out.any():
-                    slot.kept = slot.kept.filter(pa.array(~out))
+                    slot.keep(~out)
                     self.excluded += int(out.sum())
                     self._dirty.add(day)
 
@@ -219,7 +298,7 @@ class Reservoir:
         """Write the changed days, forget all but the newest in memory, prune old days."""
         with self._lock:
             self._purge()
-            dirty = {d: self._days[d] for d in self._dirty}
+            dirty = {d: _day_table(self._days[d]) for d in sorted(self._dirty)}
             self._dirty = set()
             newest = max(self._days, default=None)
             self._days = {d: h for d, h in self._days.items() if d == newest}
@@ -227,10 +306,7 @@ class Reservoir:
         if not dirty:
             return
         self.root.mkdir(parents=True, exist_ok=True)
-        for day, hours in dirty.items():
-            table = pa.concat_tables([hours[h].kept for h in sorted(hours)])
-            seen = json.dumps({str(h): hours[h].seen for h in sorted(hours)}).encode()
-            table = table.replace_schema_metadata({**(table.schema.metadata or {}), SEEN_KEY: seen})
+        for day, table in dirty.items():
             path = self.path_of(day)
             tmp = path.with_name(f".{path.name}.tmp")
             pq.write_table(table, tmp, compression="zstd")
@@ -250,6 +326,13 @@ class Reservoir:
             total -= path.stat().st_size
             path.unlink(missing_ok=True)
             log.info("reservoir: %s deleted (over %d bytes)", path.name, self.max_bytes)
+
+
+def _day_table(hours: dict[int, _Hour]) -> pa.Table:
+    """A day's kept flows, hour by hour, with each hour's seen count as metadata."""
+    table = pa.concat_tables([hours[h].table() for h in sorted(hours)])
+    seen = json.dumps({str(h): hours[h].seen for h in sorted(hours)}).encode()
+    return table.replace_schema_metadata({**(table.schema.metadata or {}), SEEN_KEY: seen})
 
 
 def _named(incidents: Iterable[Incident]) -> list[Incident]:
