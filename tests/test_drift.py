@@ -139,3 +139,25 @@ def test_monitor_pass_interval_must_be_positive() -> None:
 def test_model_age_is_from_training_time() -> None:
     assert model_age({"created_at": "2026-01-01T00:00:00+00:00"}, 1767312000.0) == 86400.0
     assert model_age({}, 0.0) is None
+
+
+def test_monitor_keeps_few_parts_of_many_small_batches(split: tuple[Model, FlowBatch]) -> None:
+    """A live daemon hands the monitor thousands of small batches: neighbours are merged, so
+    thinning and reading the sample are a few table operations, and the sample is every flow
+    observed, in order, while it is under the cap."""
+    from netanomd.model.drift import MAX_PARTS
+
+    _, rest = split
+    monitor = DriftMonitor(cap=len(rest) + 1, every=300.0)
+    for i in range(0, len(rest), 5):
+        part = rest.slice(i, 5)
+        monitor.observe(part, part.numeric("duration"))
+    assert len(rest) // 5 > 10 * MAX_PARTS and monitor.rate == 1.0
+    assert len(monitor._parts) <= MAX_PARTS + 1
+    assert np.array_equal(monitor.scores(), rest.numeric("duration"))
+    small = DriftMonitor(cap=len(rest) // 3, every=300.0)
+    for i in range(0, len(rest), 5):
+        part = rest.slice(i, 5)
+        small.observe(part, part.numeric("duration"))
+    assert small.rate < 1.0 and len(small._parts) <= MAX_PARTS + 1
+    assert len(small.scores()) <= small.cap

@@ -224,6 +224,20 @@ def measure(
     return DriftReport(len(X), score if math.isfinite(score) else 0.0, per, age)
 
 
+#: Parts (scored batches) the daemon's sample holds before neighbours are merged.
+MAX_PARTS = 64
+
+
+def _merged(
+    group: list[tuple[float, FlowBatch, np.ndarray]],
+) -> tuple[float, FlowBatch, np.ndarray]:
+    """One part of ``group``'s rows (their order kept), its newest flow time."""
+    if len(group) == 1:
+        return group[0]
+    table = FlowBatch.concat([b for _, b, _ in group]).table.combine_chunks()
+    return max(t for t, _, _ in group), FlowBatch(table), np.concatenate([s for *_, s in group])
+
+
 class DriftMonitor:
     """The daemon's view: a uniform sample of the flows scored over the last ``window``
     seconds of flow time (every flow, alerts included; at most ``cap`` rows: when the sample
@@ -265,6 +279,8 @@ class DriftMonitor:
             self._n += len(batch)
             while self._parts and self._parts[0][0] < newest - self.window:
                 self._n -= len(self._parts.popleft()[1])
+            if len(self._parts) > MAX_PARTS:
+                self._coalesce()
             while self._n > self.cap:
                 self.rate /= 2
                 thinned: deque[tuple[float, FlowBatch, np.ndarray]] = deque()
@@ -273,6 +289,25 @@ class DriftMonitor:
                     thinned.append((t, b.take(rows), s[rows]))
                 self._parts = thinned
                 self._n = sum(len(b) for _, b, _ in thinned)
+
+    def _coalesce(self) -> None:
+        """Merge neighbouring parts into chunks of about ``cap / MAX_PARTS`` rows, each keeping
+        its newest flow time, so thinning or reading the sample is a few table operations
+        rather than one per batch the daemon scored (a chunk leaves the window with its newest
+        flow)."""
+        size = max(self.cap // MAX_PARTS, 1)
+        merged: deque[tuple[float, FlowBatch, np.ndarray]] = deque()
+        group: list[tuple[float, FlowBatch, np.ndarray]] = []
+        rows = 0
+        for part in self._parts:
+            group.append(part)
+            rows += len(part[1])
+            if rows >= size:
+                merged.append(_merged(group))
+                group, rows = [], 0
+        if group:
+            merged.append(_merged(group))
+        self._parts = merged
 
     def scores(self) -> np.ndarray:
         """The sampled flows' scores (every flow, alerts or not): recent traffic's score
