@@ -2,7 +2,9 @@
 client uses: ``GET /`` with ``X-Elastic-Product: Elasticsearch``, ``compatible-with`` media
 types (a request without one is refused, as ES does for an unknown media type), ``_bulk`` NDJSON
 with per-item results (``create`` -> 201, existing ``_id`` -> 409; ``index`` -> 201 created or
-200 updated, refused with 400 by a data stream), ``_index_template`` (its composed component
+200 updated, refused with 400 by a data stream; ``delete``, an action line with no source
+line -> 200 ``deleted``, 404 ``not_found`` when the id is not there, 404
+``index_not_found_exception`` when the index is not), ``_index_template`` (its composed component
 templates must exist or be listed as ignorable), ``_component_template``, ``_ilm/policy``, index
 creation with aliases (``PUT /<index>``, ``HEAD /_alias/<name>``; a bulk write to an alias goes
 to its write index), ``POST /<alias>/_rollover`` (a new write index ``…-00000N+1``; the old ones
@@ -43,6 +45,7 @@ class FakeElasticsearch:
         self.aliases: dict[str, str] = {}  # alias -> its write index
         self.members: dict[str, list[str]] = {}  # alias -> every index it points to
         self.indexed: Counter[str] = Counter()  # _id -> successful index ops
+        self.deleted: Counter[str] = Counter()  # _id -> documents deleted
         self.throttle_items: Counter[str] = Counter()  # _id -> how many more 429s to give
         self.reject_ids: set[str] = set()  # _ids that fail with a mapping error
         self.fail_requests = 0  # next N bulk requests answer 503
@@ -252,127 +255,105 @@ class FakeElasticsearch:
 
     # -- the bulk API ----------------------------------------------------------------------
     def bulk(self, body: bytes) -> dict[str, Any]:
-        lines = [ln for ln in body.split(b"\n") if ln.strip()]
-        items, errors = [], False
-        for i in range(0, len(lines), 2):
-            action = json.loads(lines[i])
-            ((op, meta),) = action.items()
-            source = json.loads(lines[i + 1])
-            _id = meta["_id"]
-            index = self.aliases.get(meta["_index"], meta["_index"])
-            stream = self.is_data_stream(index)
-            if not stream and index not in self.indices:
-                self.indices[index] = {}  # auto-created, as ES does
-            if (
-                op == "index"
-                and not stream
-                and not (self.throttle_items[_id] > 0 or _id in self.reject_ids)
-            ):
-                docs = self.docs.setdefault(index, {})
-                created = _id not in docs
-                docs[_id] = source
-                self.indexed[_id] += 1
-                items.append(
-                    {
-                        op: {
-                            "_index": index,
-                            "_id": _id,
-                            "_version": self.indexed[_id],
-                            "result": "created" if created else "updated",
-                            "status": 201 if created else 200,
-                        }
-                    }
-                )
-                continue
-            if op not in ("create", "index"):
-                items.append(
-                    {
-                        op: {
-                            "_index": index,
-                            "_id": _id,
-                            "status": 400,
-                            "error": {"type": "illegal_argument_exception", "reason": op},
-                        }
-                    }
-                )
-                errors = True
-                continue
-            if op != "create" and stream:
-                # Data streams only accept create.
-                items.append(
-                    {
-                        op: {
-                            "_index": index,
-                            "_id": _id,
-                            "status": 400,
-                            "error": {
-                                "type": "illegal_argument_exception",
-                                "reason": "only write ops with an op_type of create are "
-                                "allowed in data streams",
-                            },
-                        }
-                    }
-                )
-                errors = True
-                continue
-            if self.throttle_items[_id] > 0:
-                self.throttle_items[_id] -= 1
-                items.append(
-                    {
-                        op: {
-                            "_index": index,
-                            "_id": _id,
-                            "status": 429,
-                            "error": {
-                                "type": "es_rejected_execution_exception",
-                                "reason": "rejected execution",
-                            },
-                        }
-                    }
-                )
-                errors = True
-            elif _id in self.reject_ids:
-                items.append(
-                    {
-                        op: {
-                            "_index": index,
-                            "_id": _id,
-                            "status": 400,
-                            "error": {
-                                "type": "document_parsing_exception",
-                                "reason": "[1:2] failed to parse field [source.ip] of type [ip]",
-                            },
-                        }
-                    }
-                )
-                errors = True
-            elif _id in self.docs.setdefault(index, {}):
-                items.append(
-                    {
-                        op: {
-                            "_index": index,
-                            "_id": _id,
-                            "status": 409,
-                            "error": {
-                                "type": "version_conflict_engine_exception",
-                                "reason": f"[{_id}]: version conflict, document already exists",
-                            },
-                        }
-                    }
-                )
-                errors = True
+        """Walks the NDJSON action by action: ``delete`` is an action line alone, the other
+        operations carry their source on the next line."""
+        lines = iter([ln for ln in body.split(b"\n") if ln.strip()])
+        items = []
+        for line in lines:
+            ((op, meta),) = json.loads(line).items()
+            if op == "delete":
+                info = self.delete(meta["_id"], meta["_index"])
             else:
-                self.docs[index][_id] = source
-                self.creates[_id] += 1
-                items.append(
-                    {
-                        op: {
-                            "_index": index,
-                            "_id": _id,
-                            "_version": 1,
-                            "result": "created",
-                            "status": 201,
-                        }
-                    }
-                )
+                info = self.write(op, meta["_id"], meta["_index"], json.loads(next(lines)))
+            items.append({op: info})
+        errors = any("error" in info for item in items for info in item.values())
         return {"took": 1, "errors": errors, "items": items}
+
+    def delete(self, _id: str, target: str) -> dict[str, Any]:
+        """A bulk ``delete``: 200 ``deleted``, or 404 ``not_found`` (no error: nothing was
+        there); a missing index is 404 ``index_not_found_exception`` (a delete creates none)."""
+        index = self.aliases.get(target, target)
+        if self.throttle_items[_id] > 0:
+            self.throttle_items[_id] -= 1
+            return _error(index, _id, 429, "es_rejected_execution_exception", "rejected execution")
+        if index not in self.indices and index not in self.docs:
+            return _error(index, _id, 404, "index_not_found_exception", f"no such index [{target}]")
+        if self.is_data_stream(index):
+            return _error(index, _id, 400, "illegal_argument_exception", _STREAM_ONLY_CREATE)
+        docs = self.docs.setdefault(index, {})
+        if _id not in docs:
+            return {
+                "_index": index,
+                "_id": _id,
+                "_version": 1,
+                "result": "not_found",
+                "status": 404,
+            }
+        del docs[_id]
+        self.deleted[_id] += 1
+        version = max(self.indexed[_id], self.creates[_id]) + self.deleted[_id]
+        return {
+            "_index": index,
+            "_id": _id,
+            "_version": version,
+            "result": "deleted",
+            "status": 200,
+        }
+
+    def write(self, op: str, _id: str, target: str, source: dict[str, Any]) -> dict[str, Any]:
+        """A bulk ``create`` or ``index`` (any other operation with a source is refused)."""
+        index = self.aliases.get(target, target)
+        stream = self.is_data_stream(index)
+        if not stream and index not in self.indices:
+            self.indices[index] = {}  # auto-created, as ES does
+        if op not in ("create", "index"):
+            return _error(index, _id, 400, "illegal_argument_exception", op)
+        if op != "create" and stream:
+            return _error(index, _id, 400, "illegal_argument_exception", _STREAM_ONLY_CREATE)
+        if self.throttle_items[_id] > 0:
+            self.throttle_items[_id] -= 1
+            return _error(index, _id, 429, "es_rejected_execution_exception", "rejected execution")
+        if _id in self.reject_ids:
+            return _error(
+                index,
+                _id,
+                400,
+                "document_parsing_exception",
+                "[1:2] failed to parse field [source.ip] of type [ip]",
+            )
+        docs = self.docs.setdefault(index, {})
+        if op == "index":
+            created = _id not in docs
+            docs[_id] = source
+            self.indexed[_id] += 1
+            return {
+                "_index": index,
+                "_id": _id,
+                "_version": self.indexed[_id],
+                "result": "created" if created else "updated",
+                "status": 201 if created else 200,
+            }
+        if _id in docs:
+            return _error(
+                index,
+                _id,
+                409,
+                "version_conflict_engine_exception",
+                f"[{_id}]: version conflict, document already exists",
+            )
+        docs[_id] = source
+        self.creates[_id] += 1
+        return {"_index": index, "_id": _id, "_version": 1, "result": "created", "status": 201}
+
+
+_STREAM_ONLY_CREATE = "only write ops with an op_type of create are allowed in data streams"
+
+
+def _error(index: str, _id: str, status: int, kind: str, reason: str) -> dict[str, Any]:
+    """A bulk item's failure."""
+    return {
+        "_index": index,
+        "_id": _id,
+        "status": status,
+        "error": {"type": kind, "reason": reason},
+    }

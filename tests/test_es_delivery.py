@@ -10,12 +10,15 @@ import orjson
 import pytest
 from elasticsearch import Elasticsearch
 
+from netanomd.behaviour.incidents import Incident
 from netanomd.behaviour.measure import halves, load, run
 from netanomd.behaviour.pipeline import BehaviourPipeline, learn
 from netanomd.cli import main
 from netanomd.data import attack_files, baseline_files, demo_model
 from netanomd.decision import Alert
 from netanomd.ecs import ObserverInfo
+from netanomd.flow import FlowBatch
+from netanomd.model import Model
 from netanomd.sinks import IncidentSink, Sink, SinkSet
 from netanomd.sinks.elasticsearch import ElasticsearchSink
 from netanomd.sinks.incident_ids import IncidentIds
@@ -66,7 +69,9 @@ def _close_sinks() -> None:
             sink.close()
 
 
-def make_sink(url: str, tmp_path: Path, clock: Clock, **kw: object) -> ElasticsearchSink:
+def make_sink(
+    url: str, tmp_path: Path, clock: Clock, ids: IncidentIds | None = None, **kw: object
+) -> ElasticsearchSink:
     client = Elasticsearch(url, max_retries=0, request_timeout=5)
     spool = Spool(tmp_path / "spool", **kw)  # type: ignore[arg-type]
     sink = ElasticsearchSink(
@@ -78,6 +83,7 @@ def make_sink(url: str, tmp_path: Path, clock: Clock, **kw: object) -> Elasticse
         batch_size=500,
         initial_backoff=1.0,
         max_backoff=30.0,
+        ids=ids,
     )
     _OPEN.append(sink)
     return sink
@@ -420,3 +426,142 @@ def test_incidents_without_setup_are_dead_lettered_not_lost(
     (line,) = sink.dead_letter.read_bytes().splitlines()
     assert "data streams" in orjson.loads(line)["reason"]["reason"]
     assert "netanomd es setup" in caplog.text  # the log says what to do
+
+
+def _stream_batches(name: str, step: int = 200) -> list[FlowBatch]:
+    """A capture (attack corpus or tests/data/behaviour) cut into batches of ``step`` flows."""
+    files = [*attack_files(), *(Path(__file__).parent / "data/behaviour").glob("*.conn.log*")]
+    path = next(p for p in files if p.name.startswith(name))
+    batch = FlowBatch.concat(list(read_batches([str(path)], ReadStats())))
+    return [batch.slice(off, step) for off in range(0, len(batch), step)]
+
+
+def _where(es: FakeElasticsearch, alias: str) -> dict[str, str]:
+    """incident id -> the index holding it (each id must be in one index only)."""
+    held = [(i, index) for index in es.members[alias] for i in es.docs.get(index, {})]
+    assert len(held) == len(dict(held)), "an incident in two indices"
+    return dict(held)
+
+
+@pytest.mark.parametrize(
+    ("capture", "mode"),
+    [
+        ("portscan-002", "one-index"),
+        ("portscan-002", "rollover-each-batch"),
+        ("portscan-002", "rollover-restarted-sink"),
+        ("njrat-001", "rollover-each-batch"),
+    ],
+)
+def test_a_retracted_incident_is_deleted_where_it_is_stored(
+    es: FakeElasticsearch, tmp_path: Path, demo: Model, capture: str, mode: str
+) -> None:
+    """Incidents the stream retracts (their alerts went to the named incident that covers them:
+    mid-stream in portscan-002, at the end in njrat-001) are deleted from the index that holds
+    them, also after the alias rolled over (every batch here, so each retraction hits an older
+    index) and by a sink restarted since, which has to search for it: what stays is what SQLite
+    keeps, one document each."""
+    url = f"http://127.0.0.1:{es.port}"
+    assert main(["es", "setup", "--url", url]) == 0
+    alias = "logs-netanomd.incident-default"
+    clock = Clock()
+    ids = IncidentIds(OBSERVER.name)  # one run: its sinks (and a restarted one) share the ids
+    sink = make_sink(url, tmp_path, clock, ids=ids)
+    sqlite = SQLiteSink(tmp_path / "a.db", ids=ids)
+    stream = demo.stream()
+    retracted: dict[str, str] = {}  # id -> the index it was deleted from
+
+    def deliver(incidents: list[Incident]) -> None:
+        nonlocal sink
+        before = _where(es, alias)
+        for inc in incidents:
+            if inc.retracted:
+                sid = sink.ids(inc)
+                assert sid in before, "retracted before it was ever written"
+                retracted[sid] = before[sid]
+                if mode != "one-index":  # not where a delete through the alias would go
+                    assert before[sid] != es.aliases[alias]
+        assert SinkSet([sink, sqlite]).write_incidents(incidents) == []
+        assert sink.drain(timeout=60)
+        assert not set(retracted) & set(_where(es, alias))
+        if mode != "one-index":
+            es.rollover(alias)
+        if mode == "rollover-restarted-sink":
+            assert sink.close(0)
+            sink = make_sink(url, tmp_path, clock, ids=ids)
+
+    for part in _stream_batches(capture):
+        deliver(stream.process(part)[2])
+    deliver([*stream.finish(), *stream.retracted])
+    sqlite.close()
+    assert retracted and all(es.indexed[i] >= 1 and es.deleted[i] == 1 for i in retracted)
+    stored = query_incidents(tmp_path / "a.db", IncidentQuery()).items
+    assert set(_where(es, alias)) == {s.incident_id for s in stored}
+    assert sink.dead_lettered == 0
+
+
+def _njrat_retraction(model: Model) -> tuple[int, Incident]:
+    """njrat-001 streamed: the one incident its end retracts, and the batch that first reported
+    it."""
+    stream = model.stream()
+    first = {}
+    for k, part in enumerate(_stream_batches("njrat-001")):
+        for inc in stream.process(part)[2]:
+            first.setdefault(id(inc), k)
+    stream.finish()
+    (gone,) = stream.retracted
+    return first[id(gone)], gone
+
+
+@pytest.mark.parametrize("setup", [True, False], ids=["alias", "no-index"])
+def test_retracting_an_incident_never_written_is_a_no_op(
+    es: FakeElasticsearch, tmp_path: Path, demo: Model, setup: bool
+) -> None:
+    """The delete of an incident Elasticsearch never got answers 404 (``not_found``, or no such
+    index before ``es setup``): done, neither retried nor dead-lettered."""
+    url = f"http://127.0.0.1:{es.port}"
+    if setup:
+        assert main(["es", "setup", "--url", url]) == 0
+    sink = make_sink(url, tmp_path, Clock())
+    _, gone = _njrat_retraction(demo)
+    sink.write_incidents([gone])
+    assert sink.deliver_once() == 1
+    assert not sink.spool.peek(1)[0]
+    assert sink.deleted == 1 and sink.retries == 0 and sink.dead_lettered == 0
+    assert not es.deleted and not any(es.docs.values())
+    assert not sink.dead_letter.exists()
+
+
+def test_a_retraction_waits_in_the_spool_through_an_outage(
+    es: FakeElasticsearch, tmp_path: Path, demo: Model
+) -> None:
+    """Elasticsearch answers 503 from the batch that first reports the njrat incident retracted
+    at the end: its index and its delete wait in the spool, through a restart, in order, and
+    once Elasticsearch answers the incident is not stored (a delete sent ahead of its index
+    would leave it there); the other incidents are."""
+    url = f"http://127.0.0.1:{es.port}"
+    assert main(["es", "setup", "--url", url]) == 0
+    alias = "logs-netanomd.incident-default"
+    first, _ = _njrat_retraction(demo)
+    ids = IncidentIds(OBSERVER.name)
+    clock = Clock()
+    sink = make_sink(url, tmp_path, clock, ids=ids)
+    stream = demo.stream()
+    for k, part in enumerate(_stream_batches("njrat-001")):
+        if k == first:
+            es.fail_requests = 1000
+        sink.write_incidents(stream.process(part)[2])
+        sink.deliver_once()
+    assert first > 0 and len(es.docs[f"{alias}-000001"]) > 0  # some went out before
+    final = stream.finish()
+    (gone,) = stream.retracted
+    sink.write_incidents([*final, gone])
+    sink.deliver_once()
+    sid = ids(gone)
+    assert sink.retries >= 2 and sid not in _where(es, alias)
+    assert sink.close(0) is False  # stopped with the index and the delete spooled
+    es.fail_requests = 0
+    sink = make_sink(url, tmp_path, clock, ids=ids)
+    assert sink.drain(timeout=60)
+    assert es.indexed[sid] == 1 and es.deleted[sid] == 1 and sink.deleted == 1
+    assert set(_where(es, alias)) == {ids(i) for i in final}
+    assert sink.dead_lettered == 0

@@ -21,7 +21,7 @@ import pytest
 from netanomd.behaviour.measure import halves, load, run
 from netanomd.behaviour.pipeline import BehaviourPipeline, learn
 from netanomd.config import ZeekBrokerSourceConfig, ZeekWsSourceConfig
-from netanomd.data import baseline_files
+from netanomd.data import attack_files, baseline_files
 from netanomd.decision import Alert
 from netanomd.errors import TransportError
 from netanomd.flow import FlowBatch
@@ -29,7 +29,8 @@ from netanomd.model import Model
 from netanomd.sinks import IncidentSink
 from netanomd.sinks.incident_ids import IncidentIds
 from netanomd.sinks.zeek_notice import ZeekNoticeSink, incident_values
-from netanomd.sources import Ack, LiveSource
+from netanomd.sources import Ack, LiveSource, ReadStats
+from netanomd.sources.files import read_batches
 from netanomd.sources.zeek_broker import ZeekBrokerClient
 from netanomd.sources.zeek_link import ZeekLink, zeek_source
 from netanomd.sources.zeek_ws import ZeekWebSocketClient
@@ -250,6 +251,38 @@ def test_incidents_reach_zeek_one_event_each(zeek: WsZeek | BrokerZeek) -> None:
             for key in ("role", "host", "peer", "behaviour", "severity", "flow_count", "title"):
                 assert v[key] == want[key], key
             assert v["evidence"] == want["evidence"] and "flows=" in v["evidence"]
+    finally:
+        stop()
+
+
+def test_a_retracted_incident_is_not_announced(zeek: WsZeek | BrokerZeek, demo: Model) -> None:
+    """The njrat capture streamed: every incident report goes to Zeek as it comes, but the
+    incident the end retracts (its alerts went to the named one) is not sent again: Zeek keeps
+    the notice it already had, and gets nothing more for it."""
+    path = next(p for p in attack_files() if p.name.startswith("njrat-001"))
+    batch = FlowBatch.concat(list(read_batches([str(path)], ReadStats())))
+    held = Held()
+    held.release.set()
+    link = zeek.link(held)
+    ids = IncidentIds("sensor-1")
+    sink = ZeekNoticeSink(link, ids=ids)
+    stream = demo.stream()
+    sent: list[str] = []  # the ids of the reports the sink should send, in order
+    stop = running(link, zeek)
+    try:
+        for off in range(0, len(batch), 200):
+            incidents = stream.process(batch.slice(off, 200))[2]
+            sink.write_incidents(incidents)
+            sent += [ids(i) for i in incidents]
+        final = stream.finish()
+        (gone,) = stream.retracted
+        assert ids(gone) in sent  # announced while it was an incident
+        sink.write_incidents([*final, gone])
+        sent += [ids(i) for i in final]
+        assert sink.close(10)
+        wait(lambda: len(zeek.decoded(api.INCIDENT)) >= len(sent), what="the incidents")
+        assert [v["id"] for v in zeek.decoded(api.INCIDENT)] == sent
+        assert link.counters.incidents_sent == len(sent) and not link.counters.incidents_dropped
     finally:
         stop()
 

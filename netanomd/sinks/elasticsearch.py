@@ -19,6 +19,13 @@ after the alias rolls over, an ``index`` into the alias would leave the old copy
 previous index (two documents for one incident in Kibana). The sink remembers each incident's
 index from the bulk answers; for an incident it has not written since it started, one ``ids``
 search over the alias finds it (or not: then the alias's write index takes it).
+
+A retracted incident (an "anomalous flows" incident whose alerts all went to a named incident
+that covers them; :attr:`~netanomd.behaviour.incidents.Incident.retracted`) becomes a bulk
+``delete`` of its id in that same home index, spooled like every other document: it survives an
+outage and stays behind the ``index`` actions of the same id (one bulk request keeps their
+order). A delete answered 404 (``not_found``: it was never written, or its index is gone) is
+done, not an error.
 """
 
 from __future__ import annotations
@@ -68,12 +75,15 @@ def why(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {str(exc)[:300]}"
 
 
-#: Spooled metadata beside a document's body: its id, and for incidents the bulk operation and
-#: the index (alerts: ``create`` into the alert data stream).
+#: Spooled metadata beside a document's body: its id, and for incidents the bulk operation
+#: (``index``, or ``delete`` with no body for a retracted one) and the index (alerts:
+#: ``create`` into the alert data stream).
 _META = ("_id", "_op", "_index")
 #: Incidents whose concrete index the sink remembers (the oldest are forgotten and searched
 #: for again when they grow).
 _HOMES_KEPT = 100_000
+#: The bulk operations on incidents, which go to the concrete index holding the incident.
+_HOMED = frozenset({"index", "delete"})
 
 
 class ElasticsearchSink:
@@ -114,6 +124,8 @@ class ElasticsearchSink:
         self.duplicates = 0
         self.retries = 0
         self.dead_lettered = 0
+        #: Retracted incidents delivered (deleted, or found never written).
+        self.deleted = 0
         #: Unexpected sender errors (the sender goes on).
         self.errors = 0
         self._failures = 0
@@ -141,6 +153,9 @@ class ElasticsearchSink:
         docs = []
         for inc in incidents:
             sid = self.ids(inc)
+            if inc.retracted:
+                docs.append({"_id": sid, "_op": "delete", "_index": self.incident_index})
+                continue
             doc = incident_document(inc, sid, self.observer, self.namespace, now=now)
             doc |= {"_id": sid, "_op": "index", "_index": self.incident_index}
             docs.append(doc)
@@ -197,7 +212,7 @@ class ElasticsearchSink:
         if not docs:
             return 0
         try:
-            self._find_homes([d["_id"] for d in docs if d.get("_op") == "index"])
+            self._find_homes([d["_id"] for d in docs if d.get("_op") in _HOMED])
         except (TransportError, ApiError) as exc:
             log.warning(
                 "elasticsearch unreachable (%s); %d documents stay spooled", why(exc), len(docs)
@@ -208,33 +223,38 @@ class ElasticsearchSink:
             return 0
         actions = []
         for d in docs:
-            body = {k: v for k, v in d.items() if k not in _META}
+            op = d.get("_op", "create")
             index = d.get("_index", self.index)
-            if d.get("_op") == "index":
+            if op in _HOMED:
                 index = self._homes.get(d["_id"], index)
-            actions.append(
-                {
-                    "_op_type": d.get("_op", "create"),
-                    "_index": index,
-                    "_id": d["_id"],
-                    "_source": body,
-                }
-            )
+            action: dict[str, Any] = {"_op_type": op, "_index": index, "_id": d["_id"]}
+            if op != "delete":
+                action["_source"] = {k: v for k, v in d.items() if k not in _META}
+            actions.append(action)
         retry = False
         dead: list[tuple[dict[str, Any], Any]] = []
-        by_id = {d["_id"]: d for d in docs}
         try:
-            for ok, item in helpers.streaming_bulk(
-                self.client,
-                actions,
-                chunk_size=len(actions),
-                max_retries=0,
-                raise_on_error=False,
-                raise_on_exception=False,
+            # one answer per action, in order (an index and a delete may share an _id)
+            for doc, (ok, item) in zip(
+                docs,
+                helpers.streaming_bulk(
+                    self.client,
+                    actions,
+                    chunk_size=len(actions),
+                    max_retries=0,
+                    raise_on_error=False,
+                    raise_on_exception=False,
+                ),
+                strict=False,
             ):
                 info: dict[str, Any] = next(iter(item.values()), {})
                 status = int(info.get("status", 0) or 0)
-                if ok or status in (200, 201):
+                if "delete" in item and (ok or (status == 404 and "exception" not in info)):
+                    # deleted, or nothing to delete (never written, or its index is gone); a
+                    # whole request answered 404 (it carries the exception) says nothing of it
+                    self.deleted += 1
+                    self._homes.pop(str(info.get("_id")), None)
+                elif ok or status in (200, 201):
                     self.sent += 1
                     if "index" in item and "_index" in info:
                         self._remember(str(info.get("_id")), str(info["_index"]))
@@ -247,7 +267,7 @@ class ElasticsearchSink:
                 elif status in RETRYABLE or status == 0:
                     retry = True
                 elif info.get("_id") not in self._lettered:
-                    dead.append((by_id.get(info.get("_id"), {}), info.get("error")))
+                    dead.append((doc, info.get("error")))
         except (TransportError, ApiError) as exc:
             log.warning(
                 "elasticsearch unreachable (%s); %d documents stay spooled", why(exc), len(docs)
@@ -256,8 +276,8 @@ class ElasticsearchSink:
         if dead:
             self._dead_letter(dead)
         if retry:
-            # Everything that did arrive answers 409 next time (alerts) or is replaced by the
-            # same version (incidents): resending the batch is safe.
+            # Everything that did arrive answers 409 next time (alerts), is replaced by the
+            # same version (incidents) or answers 404 (deleted ones): resending is safe.
             self._failures += 1
             self.retries += 1
             self.sleep(self.backoff())
@@ -301,7 +321,7 @@ class ElasticsearchSink:
             for doc, error in dead:
                 fh.write(orjson.dumps({"reason": error, "document": doc}) + b"\n")
                 hint = ""
-                if doc.get("_op") == "index":  # an incident: its index needs 'es setup'
+                if doc.get("_op") in _HOMED:  # an incident: its index needs 'es setup'
                     hint = f" (has 'netanomd es setup' created the alias {self.incident_index}?)"
                 log.error("elasticsearch rejected document %s: %s%s", doc.get("_id"), error, hint)
                 self._lettered.add(str(doc.get("_id")))

@@ -4,6 +4,11 @@ incident opened or updated as a ``NetAnom::incident`` event, which becomes one
 ``NetAnom::Incident`` notice per incident (its id is the notice's identifier, so Zeek suppresses
 the incident's later updates).
 
+A retracted incident (its alerts all went to a named incident that covers them;
+:attr:`~netanomd.behaviour.incidents.Incident.retracted`) is not sent: a notice cannot be taken
+back, so an incident Zeek was already told of stays announced there (the named incident that
+took its alerts is announced too; the SQLite and Elasticsearch sinks drop the retracted one).
+
 Turns alerts and incidents into the events' plain values (:func:`verdict_values`,
 :func:`incident_values`, keyed by the argument names of :data:`netanomd.zeek.api.VERDICT` and
 :data:`~netanomd.zeek.api.INCIDENT`) and hands them to the Zeek link, which publishes them from
@@ -84,8 +89,9 @@ class ZeekNoticeSink:
             self.link.publish_verdicts([verdict_values(a) for a in alerts])
 
     def write_incidents(self, incidents: Sequence[Incident]) -> None:
-        if incidents:
-            self.link.publish_incidents([incident_values(i, self.ids(i)) for i in incidents])
+        values = [incident_values(i, self.ids(i)) for i in incidents if not i.retracted]
+        if values:
+            self.link.publish_incidents(values)
 
     def open(self) -> None:
         """The link is opened (and stopped) by the daemon as a source."""
