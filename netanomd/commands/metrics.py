@@ -28,14 +28,13 @@ from netanomd.commands.score import add_es_arguments, es_sink
 from netanomd.errors import InputError
 from netanomd.sinks import SinkSet
 from netanomd.sinks.sqlite import SQLiteSink, default_db_path
-from netanomd.store.read import parse_since
+from netanomd.store.read import duration, parse_since
 from netanomd.telemetry import modelfile
 from netanomd.telemetry.incidents import MetricIncident, incidents_of
 from netanomd.telemetry.rows import build_rows
 from netanomd.telemetry.scoring import DEFAULT_QUANTILE, MIN_DEVIATION, MetricModel, MetricRun
 from netanomd.telemetry.series import Series
 
-_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 #: Options that only a Prometheus window has -> their argparse names.
 _PROMETHEUS_ONLY = {
     "--start": "start",
@@ -121,20 +120,6 @@ def register(sub: Any) -> None:
     )
     add_es_arguments(p)
     p.set_defaults(func=run)
-
-
-def duration(text: str, option: str) -> float:
-    """Seconds from ``90``, ``15s``, ``5m``, ``1h``, ``1d`` (> 0)."""
-    t = text.strip()
-    scale = _UNITS.get(t[-1:])
-    number = t[:-1] if scale is not None else t
-    try:
-        seconds = float(number) * (scale or 1.0)
-    except ValueError:
-        seconds = -1.0
-    if not seconds > 0 or not np.isfinite(seconds):
-        raise InputError(f"{option} {text!r}: expected a duration such as 15s, 5m, 1h")
-    return seconds
 
 
 def baseline_mask(ts: np.ndarray, spec: str) -> np.ndarray:

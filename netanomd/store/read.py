@@ -14,6 +14,7 @@ next to the schema that writes them.
 from __future__ import annotations
 
 import datetime as dt
+import math
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -89,12 +90,29 @@ def incidents_of(
     return merge_pages(pages, lambda i: i.incident_id, lambda i: -i.last_seen, limit)
 
 
+#: The units of a duration or an age on the command line.
+UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def duration(text: str, option: str) -> float:
+    """Seconds from ``90``, ``15s``, ``5m``, ``1h``, ``1d`` (> 0)."""
+    t = text.strip()
+    scale = UNITS.get(t[-1:])
+    number = t[:-1] if scale is not None else t
+    try:
+        seconds = float(number) * (scale or 1.0)
+    except ValueError:
+        seconds = -1.0
+    if not seconds > 0 or not math.isfinite(seconds):
+        raise InputError(f"{option} {text!r}: expected a duration such as 15s, 5m, 1h")
+    return seconds
+
+
 def parse_since(text: str, option: str = "--since") -> float:
     """Epoch seconds from an ISO date/time (UTC unless it says otherwise), epoch seconds, or a
-    relative age such as ``90m``, ``24h``, ``7d``."""
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-    if text and text[-1] in units and text[:-1].replace(".", "", 1).isdigit():
-        return dt.datetime.now(dt.UTC).timestamp() - float(text[:-1]) * units[text[-1]]
+    relative age such as ``90m``, ``24h``, ``7d`` (:data:`UNITS`)."""
+    if text and text[-1] in UNITS and text[:-1].replace(".", "", 1).isdigit():
+        return dt.datetime.now(dt.UTC).timestamp() - float(text[:-1]) * UNITS[text[-1]]
     try:
         return float(text)
     except ValueError:
