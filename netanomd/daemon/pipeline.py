@@ -13,7 +13,9 @@ alerts and then the incidents they opened or updated to the run's
 :class:`~netanomd.sinks.SinkSet` (both retried until written), the model swap used by reload
 (atomic: the next micro-batch uses the new model, in a new stream; the old stream's incidents are
 closed and written), and draining on shutdown (which closes the incidents:
-:meth:`Pipeline.close_incidents`).
+:meth:`Pipeline.close_incidents`). The training reservoir is fed off the scoring thread
+(:class:`~netanomd.daemon.sampler.Sampler`), and :meth:`Pipeline.warm_up` scores sample flows on a
+throwaway stream before the first live batch, so neither holds up a batch's alerts.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -32,6 +34,7 @@ import orjson
 import pyarrow as pa
 
 from netanomd.behaviour.incidents import Incident
+from netanomd.daemon.sampler import Sampler
 from netanomd.decision import Alert
 from netanomd.flow import FlowBatch
 from netanomd.fsutil import open_append
@@ -199,8 +202,8 @@ class Pipeline:
         self._stream = model.stream()
         #: The allowlist hook given to every stream (netanomd.feedback; set by the ui section).
         self.suppress: Suppressor | None = None
-        #: The training reservoir fed with every scored batch (netanomd.model.reservoir).
-        self.reservoir: Reservoir | None = None
+        #: Feeds the training reservoir (:attr:`reservoir`) with every scored batch.
+        self.sampler: Sampler | None = None
         self.sinks = sinks
         self.batch_size = batch_size
         self.batch_timeout = batch_timeout
@@ -228,6 +231,28 @@ class Pipeline:
         self._quarantine_log_next = 0.0
         #: The last scored micro-batch's timing (set before ``on_batch`` is told).
         self.timing: BatchTiming | None = None
+
+    @property
+    def reservoir(self) -> Reservoir | None:
+        """The training reservoir fed with every scored batch (netanomd.model.reservoir)."""
+        return None if self.sampler is None else self.sampler.reservoir
+
+    @reservoir.setter
+    def reservoir(self, reservoir: Reservoir | None) -> None:
+        self.sampler = None if reservoir is None else Sampler(reservoir)
+
+    def warm_up(self, batches: Iterable[FlowBatch]) -> int:
+        """Score ``batches`` on a throwaway stream of the model, nothing written or kept: the
+        first live batch then finds the compiled kernels loaded (numba's cache) and the code
+        paths of scoring, host windows and incidents run once, instead of paying for them
+        while its alerts wait. Returns the flows scored."""
+        stream = self.model.stream()
+        n = 0
+        for batch in batches:
+            stream.process(batch, self.threshold)
+            n += len(batch)
+        stream.finish()
+        return n
 
     # -- intake ----------------------------------------------------------------------------
     @property
@@ -382,12 +407,10 @@ class Pipeline:
                     log.error("%s: could not save its position: %s", item.source, exc)
         if batch is not None and self.on_batch is not None:
             self.on_batch(batch, scores, alerts, min(i.arrived for i in items))
-        if batch is not None and len(batch) and self.reservoir is not None:
-            # The training sample last: the alerts are written and the sources acknowledged.
-            try:
-                self.reservoir.add(batch, scores, alerts, self._stream.tracker.open.values())
-            except Exception:  # a bug there must not count scored flows as lost
-                log.exception("the training reservoir could not take %d scored flows", len(batch))
+        if batch is not None and len(batch) and self.sampler is not None:
+            # The training sample last, on its own thread: the alerts are written and the
+            # sources acknowledged.
+            self.sampler.add(batch, scores, alerts, self._stream.tracker.open.values())
 
     def _score(self, batch: FlowBatch) -> tuple[FlowBatch, np.ndarray, list[Alert], list[Incident]]:
         """Score a batch on the stream; if the model raises, score its flows one by one and set
@@ -528,8 +551,8 @@ class Pipeline:
 
     def stop(self) -> None:
         self._wake.set()
-        if self.reservoir is not None:
-            self.reservoir.flush()
+        if self.sampler is not None:
+            self.sampler.close()
         with self._lock:
             self._stopped = True
             self._intake = False
