@@ -56,12 +56,12 @@ class Sampler:
         incidents open when the batch was scored)."""
         work = (batch, scores, alerts, list(open_incidents))
         with self._cond:
-            if self._closed:  # (shutting down: added here and now)
+            if len(self._work) >= self.backlog and not self._closed:
+                self.waits += 1
+                self._cond.wait_for(lambda: len(self._work) < self.backlog or self._closed)
+            if self._closed:  # (shutting down: the thread may be gone; added here and now)
                 self._add(work)
                 return
-            if len(self._work) >= self.backlog:
-                self.waits += 1
-                self._cond.wait_for(lambda: len(self._work) < self.backlog)
             self._work.append(work)
             self._cond.notify_all()
             if self._thread is None:
