@@ -22,6 +22,17 @@ processes); the split comes from each thread's ``/proc`` counters.
 The model is the demo model with its stored threshold; the alerts it raises on these captures
 are written to SQLite (the count is printed).
 Usage: ``python benchmarks/bench_daemon.py [--flows N] [--only eve ws redis latency]``.
+
+Where the daemon's CPU goes, per thread and stage (a py-spy profile of one run)::
+
+    py-spy record -r 100 -f raw -o prof.txt -- python benchmarks/bench_daemon.py --only eve
+    python benchmarks/bench_daemon.py --stages prof.txt
+
+The source thread's samples split into its I/O (socket, Redis client, WebSocket and asyncio),
+decoding records into batches, and the hand-off to the scoring queue; the scoring thread's into
+the stream's stages (as ``stages.py`` names them), the sinks, the training reservoir and the
+rest of the pipeline. Samples of the benchmark's own threads (start-up, the senders' set-up,
+its polling) are left out.
 """
 
 from __future__ import annotations
@@ -291,6 +302,55 @@ def run_redis(
         proc.wait(10)
 
 
+#: (stage, markers) of the source thread's samples, checked in order.
+SOURCE_STAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("hand-off to the scoring queue", ("Pipeline.offer", "emitter.<locals>.emit")),
+    ("decode into a batch", ("suricata_eve.py", "brokerjson.py", "brokerpy.py", "attach")),
+    ("read (socket, Redis, WebSocket)", ("",)),
+)
+#: What marks a stack as the source thread's (its ``run``) or the scoring thread's.
+SOURCE_RUNS = ("EveSocket.run", "ZeekWebSocketClient.run", "RedisInput.run", "ZeekBroker")
+SCORING_RUN = "Pipeline.run"
+
+
+def stage_table(path: str) -> dict[str, dict[str, int]]:
+    """Samples of a py-spy raw profile per thread (source, scoring) and stage."""
+    from stages import STAGES
+
+    scoring = (
+        ("waiting for a batch, concatenating", ("Pipeline._take", "FlowBatch.concat")),
+        ("acknowledging to the source (Redis)", ("_acker",)),
+        *STAGES,
+        ("sinks", ("sinks/",)),
+        ("training reservoir", ("Reservoir.add",)),
+        ("stream, other", ("Stream.process",)),
+        ("pipeline, other", ("",)),
+    )
+    out: dict[str, dict[str, int]] = {"source": {}, "scoring": {}}
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            stack, _, n = line.rstrip("\n").rpartition(" ")
+            if any(r in stack for r in SOURCE_RUNS) and SCORING_RUN not in stack:
+                thread, marks = "source", SOURCE_STAGES
+            elif SCORING_RUN in stack:
+                thread, marks = "scoring", scoring
+            else:
+                continue
+            stage = next(name for name, ms in marks if any(m in stack for m in ms))
+            out[thread][stage] = out[thread].get(stage, 0) + int(n)
+    return out
+
+
+def print_stages(path: str) -> None:
+    table = stage_table(path)
+    total = sum(sum(t.values()) for t in table.values()) or 1
+    print(f"{path}: {total} samples in the daemon's threads")
+    for thread, stages in table.items():
+        print(f"  {thread} thread {sum(stages.values()) / total:6.1%}")
+        for stage, n in sorted(stages.items(), key=lambda kv: -kv[1]):
+            print(f"    {stage:<40} {n / total:6.1%}")
+
+
 def main() -> int:
     os.environ.setdefault("NUMBA_NUM_THREADS", "1")
     sys.path.insert(0, str(ROOT))
@@ -306,7 +366,15 @@ def main() -> int:
         default=None,
         help="model.reservoir_per_day (default: the daemon's; 0: no training reservoir)",
     )
+    ap.add_argument(
+        "--stages",
+        metavar="PROFILE",
+        help="print the per-thread stage table of a py-spy raw profile of a run, and stop",
+    )
     args = ap.parse_args()
+    if args.stages:
+        print_stages(args.stages)
+        return 0
     global RESERVOIR
     RESERVOIR = args.reservoir
     if hasattr(os, "sched_setaffinity"):
