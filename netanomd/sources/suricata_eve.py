@@ -44,14 +44,12 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import logging
-import operator
 import re
 import reprlib
 from collections.abc import Callable, Iterator, Sequence
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 import msgspec
-import msgspec.structs
 import numpy as np
 import orjson
 import pyarrow as pa
@@ -152,73 +150,36 @@ def parse_time(text: str) -> float:
 #: Told of each bad line: its number and what is wrong with it.
 _Bad = Callable[[int, str], None]
 
-#: Where Suricata's time layout (``2013-03-07T21:42:06.869344+0000``) has digits, and what it
-#: has between them: its texts are parsed column-wise by :func:`_layout_micros`.
-_LAYOUT = "0000-00-00T00:00:00.000000+0000"
-_DIGITS = np.array([c == "0" for c in _LAYOUT])
-_SEPARATORS = np.array([ord(c) for c in _LAYOUT])
+#: An EVE time as Suricata writes it (``2013-03-07T21:42:06.869344+0000``): parsed column-wise.
+_EVE_TIME = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}[+-][0-9]{4}$"
 #: Microseconds beyond which a float64 no longer holds every integer (the division would round
 #: twice): such times take the scalar path.
 _EXACT_MICROS = 2**53
-_DAYS_IN_MONTH = np.array([0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31])
-
-
-def _layout_micros(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Epoch microseconds of the texts in Suricata's own layout, computed column-wise from their
-    characters (no regex, no parse per text), and which texts they are: a text of another
-    spelling, or one whose date, time or offset :func:`datetime.datetime.fromisoformat` might
-    refuse (a day the month lacks, hour 24, second 60, an offset of 24 hours or more), is left
-    to the scalar parse, as is one too far from 1970 for a float64 to hold its microseconds."""
-    n = len(texts)
-    width = len(_LAYOUT)
-    chars = np.zeros((n, width), dtype=np.int64)
-    fits = np.fromiter(map(len, texts), np.int64, n) == width
-    if fits.any():
-        rows = np.flatnonzero(fits)
-        picked = texts if rows.size == n else [texts[i] for i in rows.tolist()]
-        chars[rows] = np.array(picked, dtype=f"<U{width}").view(np.uint32).reshape(-1, width)
-    digit = chars - ord("0")
-    ok = fits & ((digit[:, _DIGITS] >= 0) & (digit[:, _DIGITS] <= 9)).all(axis=1)
-    seps = chars[:, ~_DIGITS] == _SEPARATORS[~_DIGITS]
-    sign = np.where(chars[:, 26] == ord("-"), -1, 1)
-    seps[:, -1] |= chars[:, 26] == ord("-")  # the offset's sign: '+' or '-'
-    ok &= seps.all(axis=1)
-
-    def num(a: int, b: int) -> np.ndarray:
-        out = np.zeros(n, dtype=np.int64)
-        for k in range(a, b):
-            out = out * 10 + digit[:, k]
-        return out
-
-    year, month, day = num(0, 4), num(5, 7), num(8, 10)
-    hour, minute, second, micro = num(11, 13), num(14, 16), num(17, 19), num(20, 26)
-    off_h, off_m = num(27, 29), num(29, 31)
-    leap = (year % 4 == 0) & ((year % 100 != 0) | (year % 400 == 0))
-    month_ok = (month >= 1) & (month <= 12)
-    days = _DAYS_IN_MONTH[np.where(month_ok, month, 0)] + (leap & (month == 2))
-    ok &= (year >= 1) & month_ok & (day >= 1) & (day <= days)
-    ok &= (hour <= 23) & (minute <= 59) & (second <= 59) & (off_h <= 23) & (off_m <= 59)
-    # days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's days_from_civil)
-    y = year - (month <= 2)
-    era = np.floor_divide(y, 400)
-    yoe = y - era * 400
-    doy = (153 * np.where(month > 2, month - 3, month + 9) + 2) // 5 + day - 1
-    doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
-    epoch_days = era * 146097 + doe - 719468
-    seconds = epoch_days * 86400 + hour * 3600 + minute * 60 + second
-    seconds -= sign * (off_h * 3600 + off_m * 60)
-    micros = seconds * 10**6 + micro
-    ok &= np.abs(micros) < _EXACT_MICROS
-    return micros, ok
 
 
 def parse_times(texts: Sequence[str]) -> tuple[np.ndarray, dict[int, str]]:
     """EVE timestamps to epoch seconds at once: each exactly :func:`parse_time` of it, and for
-    the texts it refuses, their row and why (those rows hold NaN). Suricata's own layout is
-    computed column-wise (:func:`_layout_micros`); any other spelling, and any date that
-    computation leaves, is parsed text by text."""
-    micros, fast = _layout_micros(texts)
-    out = np.where(fast, micros / 10**6, np.nan)
+    the texts it refuses, their row and why (those rows hold NaN). Suricata's own layout is cast
+    by Arrow in one call (Arrow refuses every date :func:`parse_time` refuses); any other
+    spelling, or a block Arrow refuses, is parsed text by text."""
+    out = np.full(len(texts), np.nan)
+    arr = pa.array(texts, pa.string())
+    fast = np.asarray(pc.match_substring_regex(arr, _EVE_TIME))
+    if fast.any():
+        rows = np.flatnonzero(fast)
+        try:
+            micros = (
+                (arr if rows.size == len(texts) else arr.take(pa.array(rows)))
+                .cast(pa.timestamp("us", "UTC"))
+                .cast(pa.int64())
+                .to_numpy()
+            )
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            fast[:] = False
+        else:
+            exact = np.abs(micros) < _EXACT_MICROS
+            out[rows[exact]] = micros[exact] / 10**6
+            fast[rows[~exact]] = False
     bad: dict[int, str] = {}
     for i in np.flatnonzero(~fast).tolist():
         try:
@@ -240,13 +201,8 @@ def _hex(text: str) -> int:
 
 
 def _flag_column(values: Sequence[Any]) -> np.ndarray:
-    """TCP flag fields as integers: a field that is not a hex string counts as no flags. Each
-    distinct value is looked at once."""
-    try:
-        codes = {v: _hex(v) if isinstance(v, str) else 0 for v in set(values)}
-    except TypeError:  # an unhashable value (a list, an object): never a flags string
-        return np.array([_hex(v) if isinstance(v, str) else 0 for v in values], dtype=np.int64)
-    return np.fromiter(map(codes.__getitem__, values), np.int64, len(values))
+    """TCP flag fields as integers: a field that is not a hex string counts as no flags."""
+    return np.array([_hex(v) if isinstance(v, str) else 0 for v in values], dtype=np.int64)
 
 
 #: conn_state names by code, in the order :func:`conn_states` decides them.
@@ -315,17 +271,11 @@ def conn_states(
     return states, histories
 
 
-def _columns(structs: Sequence[msgspec.Struct], kind: type[msgspec.Struct]) -> dict[str, Any]:
-    """The structs' fields as columns (a tuple each), transposed in C."""
-    if not structs:
-        return {name: () for name in kind.__struct_fields__}
-    rows = map(msgspec.structs.astuple, structs)
-    return dict(zip(kind.__struct_fields__, zip(*rows, strict=True), strict=True))
-
-
-def _problems(evs: Sequence[_Event]) -> list[tuple[int, str]]:
-    """The flow events that lack what a flow record needs, with what they lack."""
+def _flow_columns(evs: Sequence[_Event], nums: Sequence[int], bad: _Bad) -> FlowBatch | None:
+    """The flow batch of a block's flow events (with their line numbers), built column by
+    column; an event with a missing or bad field goes to ``bad`` and is left out."""
     problems: list[tuple[int, str]] = []
+    keep: list[int] = []
     for i, ev in enumerate(evs):
         f = ev.flow
         if f is None:
@@ -334,135 +284,80 @@ def _problems(evs: Sequence[_Event]) -> list[tuple[int, str]]:
             problems.append((i, "no 'src_ip' or 'dest_ip'"))
         elif f.start is None and ev.timestamp is None:
             problems.append((i, "no 'flow.start' or 'timestamp'"))
-    return problems
-
-
-def _or(values: tuple[Any, ...], instead: tuple[Any, ...]) -> tuple[Any, ...]:
-    """``values`` with each None replaced by the same row of ``instead``."""
-    if None not in values:
-        return values
-    return tuple(v if v is not None else w for v, w in zip(values, instead, strict=True))
-
-
-def _flow_columns(evs: Sequence[_Event], nums: Sequence[int], bad: _Bad) -> FlowBatch | None:
-    """The flow batch of a block's flow events (with their line numbers), built column by
-    column; an event with a missing or bad field goes to ``bad`` and is left out."""
-    cols = _columns(evs, _Event)
-    flows = cols["flow"]
-    complete = None not in flows and None not in cols["src_ip"] and None not in cols["dest_ip"]
-    if complete:
-        fcols = _columns(flows, _Flow)
-        starts = _or(fcols["start"], cols["timestamp"])
-        complete = None not in starts
-    if not complete:
-        problems = _problems(evs)
+        else:
+            keep.append(i)
+    if problems:
         for i, what in problems:
             bad(nums[i], f"flow event missing or bad field ({what})")
-        left = {i for i, _ in problems}
-        keep = [i for i in range(len(evs)) if i not in left]
         evs, nums = [evs[i] for i in keep], [nums[i] for i in keep]
-        if not evs:
-            return None
-        cols = _columns(evs, _Event)
-        fcols = _columns(cols["flow"], _Flow)
-        starts = _or(fcols["start"], cols["timestamp"])
-    ends = _or(fcols["end"], starts)
+    flows = cast("list[_Flow]", [e.flow for e in evs])
+    starts = cast(
+        "list[str]",
+        [f.start if f.start is not None else e.timestamp for f, e in zip(flows, evs, strict=True)],
+    )
+    ends = [f.end if f.end is not None else t for f, t in zip(flows, starts, strict=True)]
     start, bad_start = parse_times(starts)
     end, bad_end = parse_times(ends)
     if bad_start or bad_end:
         for i, why in sorted({**bad_end, **bad_start}.items()):  # the start's problem first
             bad(nums[i], f"flow event missing or bad field ({why})")
         rows = [i for i in range(len(evs)) if i not in bad_start and i not in bad_end]
-        if not rows:
-            return None
-        cols = {k: tuple(v[i] for i in rows) for k, v in cols.items()}
-        fcols = {k: tuple(v[i] for i in rows) for k, v in fcols.items()}
+        evs, flows = [evs[i] for i in rows], [flows[i] for i in rows]
         start, end = start[rows], end[rows]
-    return _batch(cols, fcols, start, end)
-
-
-def _lowered(protos: tuple[Any, ...]) -> pa.Array:
-    """The ``proto`` column lowercased (a value that is not a string as ``str`` has it)."""
-    if None not in protos:
-        try:
-            arr = pa.array(protos, pa.string())
-        except (pa.ArrowInvalid, pa.ArrowTypeError):
-            pass
-        else:
-            if pc.all(pc.string_is_ascii(arr)).as_py() is not False:
-                return pc.ascii_lower(arr)
-    return pa.array([(p if isinstance(p, str) else str(p)).lower() for p in protos], pa.string())
-
-
-def _services(apps: tuple[Any, ...]) -> pa.Array:
-    """``app_proto`` as ``service``: ``failed``, absent and values that are not strings are
-    null."""
-    try:
-        arr = pa.array(apps, pa.string())
-    except (pa.ArrowInvalid, pa.ArrowTypeError):
-        return pa.array(
-            [a if isinstance(a, str) and a != "failed" else None for a in apps], pa.string()
-        )
-    failed = pc.fill_null(pc.equal(arr, "failed"), False)
-    return pc.if_else(failed, pa.scalar(None, pa.string()), arr) if pc.any(failed).as_py() else arr
-
-
-def _uids(ids: tuple[int | None, ...], flow_ids: pa.Array, start: np.ndarray) -> pa.Array:
-    """``uid``: "S" + the flow id (+ the start time where there is no flow id)."""
-    if not flow_ids.null_count:
-        return pc.binary_join_element_wise("S", pc.cast(flow_ids, pa.string()), "")
-    return pa.array(
-        [f"S{i}" if i is not None else f"S{t}" for i, t in zip(ids, start.tolist(), strict=True)],
-        pa.string(),
-    )
-
-
-def _ports(ports: tuple[int | None, ...], icmp: tuple[int | None, ...]) -> pa.Array:
-    """A port column; ICMP's type or code where the event has no port."""
-    return pa.array(_or(ports, icmp), pa.int32())
+    return _batch(evs, flows, start, end) if evs else None
 
 
 def _batch(
-    cols: dict[str, Any], fcols: dict[str, Any], start: np.ndarray, end: np.ndarray
+    evs: Sequence[_Event], flows: Sequence[_Flow], start: np.ndarray, end: np.ndarray
 ) -> FlowBatch:
-    """The batch of checked flow events (their columns, and their ``flow`` objects' columns)
-    whose start and end times are parsed."""
-    n = len(start)
-
-    def counts(name: str) -> np.ndarray:
-        return np.fromiter(fcols[name], np.int64, n)
-
-    pts, ptc = counts("pkts_toserver"), counts("pkts_toclient")
-    bts, btc = counts("bytes_toserver"), counts("bytes_toclient")
-    proto = _lowered(cols["proto"])
-    tcps = cols["tcp"]
-    has_tcp = np.array(tcps, dtype=object) != None  # noqa: E711 (element-wise)
-    is_tcp = has_tcp & np.asarray(pc.equal(proto, "tcp"), dtype=bool)
+    """The batch of checked flow events whose start and end times are parsed."""
+    n = len(evs)
+    pts = np.array([f.pkts_toserver for f in flows], dtype=np.int64)
+    ptc = np.array([f.pkts_toclient for f in flows], dtype=np.int64)
+    bts = np.array([f.bytes_toserver for f in flows], dtype=np.int64)
+    btc = np.array([f.bytes_toclient for f in flows], dtype=np.int64)
+    proto = [(p if isinstance(p, str) else str(p)).lower() for p in (e.proto for e in evs)]
+    tcps = [e.tcp for e in evs]
+    is_tcp = np.array(
+        [p == "tcp" and t is not None for p, t in zip(proto, tcps, strict=True)], dtype=bool
+    )
     if is_tcp.any():
         none = _Tcp()
-        tcols = _columns([t if t is not None else none for t in tcps], _Tcp)
-        flags_ts = _flag_column(tcols["tcp_flags_ts"])
-        flags_tc = _flag_column(tcols["tcp_flags_tc"])
-        flags = _flag_column(tcols["tcp_flags"])
+        tcp = [t if t is not None else none for t in tcps]
+        flags_ts = _flag_column([t.tcp_flags_ts for t in tcp])
+        flags_tc = _flag_column([t.tcp_flags_tc for t in tcp])
+        flags = _flag_column([t.tcp_flags for t in tcp])
     else:
         flags_ts = flags_tc = flags = np.zeros(n, dtype=np.int64)
     header = 40 + ETHERNET_HEADER
     states, histories = conn_states(
         is_tcp, flags_ts, flags_tc, flags, pts > 0, ptc > 0, bts > pts * header, btc > ptc * header
     )
-    ids = cols["flow_id"]
-    flow_ids = (
-        pa.array(np.fromiter(ids, np.uint64, n)) if None not in ids else pa.array(ids, pa.uint64())
+    ids = [e.flow_id for e in evs]
+    apps = [e.app_proto for e in evs]
+    uids = (
+        [f"S{i}" for i in ids]
+        if None not in ids
+        else [
+            f"S{i}" if i is not None else f"S{t}" for i, t in zip(ids, start.tolist(), strict=True)
+        ]
     )
     given: dict[str, pa.Array] = {
         "ts": pa.array(start, pa.float64()),
-        "uid": _uids(ids, flow_ids, start),
-        "orig_h": pa.array(cols["src_ip"], pa.string()),
-        "orig_p": _ports(cols["src_port"], cols["icmp_type"]),
-        "resp_h": pa.array(cols["dest_ip"], pa.string()),
-        "resp_p": _ports(cols["dest_port"], cols["icmp_code"]),
-        "proto": proto,
-        "service": _services(cols["app_proto"]),
+        "uid": pa.array(uids, pa.string()),
+        "orig_h": pa.array([e.src_ip for e in evs], pa.string()),
+        "orig_p": pa.array(
+            [e.icmp_type if e.src_port is None else e.src_port for e in evs], pa.int32()
+        ),
+        "resp_h": pa.array([e.dest_ip for e in evs], pa.string()),
+        "resp_p": pa.array(
+            [e.icmp_code if e.dest_port is None else e.dest_port for e in evs], pa.int32()
+        ),
+        "proto": pa.array(proto, pa.string()),
+        "service": pa.array(
+            [a if isinstance(a, str) and a != "failed" else None for a in apps],
+            pa.string(),
+        ),
         "duration": pa.array(np.maximum(end - start, 0.0), pa.float64()),
         "conn_state": pa.array(states, pa.string()),
         "history": pa.array(histories, pa.string()),
@@ -470,10 +365,10 @@ def _batch(
         "orig_ip_bytes": pa.array(np.maximum(bts - ETHERNET_HEADER * pts, 0)),
         "resp_pkts": pa.array(ptc),
         "resp_ip_bytes": pa.array(np.maximum(btc - ETHERNET_HEADER * ptc, 0)),
-        "community_id": pa.array(cols["community_id"], pa.string()),
-        "flow_id": flow_ids,
+        "community_id": pa.array([e.community_id for e in evs], pa.string()),
+        "flow_id": pa.array(ids, pa.uint64()),
         "source": pa.array(["suricata"] * n, pa.string()),
-        "label": pa.array(cols["label"], pa.string()),
+        "label": pa.array([e.label for e in evs], pa.string()),
     }
     arrays = [given[f.name] if f.name in given else pa.nulls(n, f.type) for f in FLOW_SCHEMA]
     return FlowBatch(canonical_addresses(pa.Table.from_arrays(arrays, schema=FLOW_SCHEMA)))
@@ -525,17 +420,6 @@ def _refused(exc: Exception, line: bytes) -> tuple[str, str | None]:
     return _bad_field(line, path), None
 
 
-_FLOW_ID = operator.attrgetter("flow_id")
-
-
-def _beyond(events: Sequence[_Event]) -> bool:
-    """Whether an event's flow id is beyond what Suricata's 64-bit ids hold."""
-    ids = list(map(_FLOW_ID, events))
-    if None in ids:
-        ids = [i for i in ids if i is not None]
-    return bool(ids) and max(ids) > _FLOW_ID_MAX
-
-
 def _events(
     lines: Sequence[bytes], first_line: int, stats: ReadStats, bad: _Bad
 ) -> tuple[list[int], list[_Event]]:
@@ -547,7 +431,11 @@ def _events(
         events = _DECODER.decode_lines(b"\n".join(lines))
     except (msgspec.DecodeError, RecursionError):
         events = None
-    if events is not None and len(events) == len(nums) and not _beyond(events):
+    if (
+        events is not None
+        and len(events) == len(nums)
+        and not any(e.flow_id is not None and e.flow_id > _FLOW_ID_MAX for e in events)
+    ):
         return nums, events
     nums, events = [], []
     for i, line in enumerate(lines):
@@ -573,9 +461,6 @@ def _events(
     return nums, events
 
 
-_EVENT_TYPE = operator.attrgetter("event_type")
-
-
 def _decode(
     lines: Sequence[bytes],
     first_line: int,
@@ -591,7 +476,7 @@ def _decode(
         found.append((num, what))
 
     nums, events = _events(lines, first_line, stats, note)
-    kinds = list(map(_EVENT_TYPE, events))
+    kinds = [e.event_type for e in events]
     if kinds.count("flow") != len(kinds):
         flows: list[_Event] = []
         flow_nums: list[int] = []
