@@ -11,7 +11,10 @@ this process pinned to core 0; the sender runs in another process on core 1:
 * EVE: real Suricata flow records (``../shared/data/suricata/test6-malicious.suricata.json``
   flow events, or the repository's test subset) sent one record per datagram, as Suricata's
   ``unix_dgram`` output does, to the daemon's socket (a unix datagram socket blocks the sender
-  when the daemon's receive queue is full, so nothing is lost);
+  when the daemon's receive queue is full, so nothing is lost; it holds
+  ``net.unix.max_dgram_qlen`` datagrams, 10 by default, so the daemon wakes every few records);
+  ``eve-stream``: the same records a line each on one ``unix_stream`` connection, as Suricata's
+  ``unix_stream`` output writes them;
 * WebSocket: ``NetAnom::flows`` frames of 100 flows from the peer in ``tests/zeek_ws_server.py``;
 * Redis: the same EVE records pushed to a list (``LPUSH``, as Suricata's ``mode: list``) of a
   local ``redis-server`` before the daemon starts; the daemon pops the backlog.
@@ -22,6 +25,17 @@ processes); the split comes from each thread's ``/proc`` counters.
 The model is the demo model with its stored threshold; the alerts it raises on these captures
 are written to SQLite (the count is printed).
 Usage: ``python benchmarks/bench_daemon.py [--flows N] [--only eve ws redis latency]``.
+
+Where the daemon's CPU goes, per thread and stage (a py-spy profile of one run)::
+
+    py-spy record -r 100 -f raw -o prof.txt -- python benchmarks/bench_daemon.py --only eve
+    python benchmarks/bench_daemon.py --stages prof.txt
+
+The source thread's samples split into its I/O (socket, Redis client, WebSocket and asyncio),
+decoding records into batches, and the hand-off to the scoring queue; the scoring thread's into
+the stream's stages (as ``stages.py`` names them), the sinks, the training reservoir and the
+rest of the pipeline. Samples of the benchmark's own threads (start-up, the senders' set-up,
+its polling) are left out.
 """
 
 from __future__ import annotations
@@ -73,10 +87,16 @@ def eve_records(n: int) -> list[bytes]:
     return out
 
 
-def eve_sender(path: str, records: list[bytes], rate: float, go: Any) -> None:
+def eve_sender(path: str, records: list[bytes], rate: float, go: Any, kind: str = "dgram") -> None:
+    """Send the records as Suricata does: a datagram each (``unix_dgram``), or a line each on
+    one connection (``unix_stream``)."""
     if hasattr(os, "sched_setaffinity") and len(os.sched_getaffinity(0)) > 1:
         os.sched_setaffinity(0, {1})
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    if kind == "dgram":
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    else:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.connect(path)
     go.wait()
     start = time.perf_counter()
     for i, rec in enumerate(records):
@@ -85,7 +105,11 @@ def eve_sender(path: str, records: list[bytes], rate: float, go: Any) -> None:
             while time.perf_counter() < due:
                 pass
             rec = rec.replace(UNSENT, SENT % time.monotonic())
-        s.sendto(rec, path)
+        if kind == "dgram":
+            s.sendto(rec, path)
+        else:
+            s.sendall(rec + b"\n")
+    s.close()
 
 
 class Cpu:
@@ -158,16 +182,14 @@ def config(tmp: Path, model: Path, sources: list[dict[str, Any]]) -> Path:
 
 
 def run_eve(
-    tmp: Path, model: Path, n: int, rate: float
+    tmp: Path, model: Path, n: int, rate: float, kind: str = "dgram"
 ) -> tuple[int, float, tuple[float, dict[str, float]], np.ndarray, np.ndarray, np.ndarray]:
-    """Score ``n`` records sent at ``rate`` per second (0: as fast as they are taken): flows
-    scored, seconds, CPU, and per flow the time from its read (and, when paced, from its
-    send) to its alert being written."""
-    sock = tmp / f"eve-{int(rate)}.sock"
-    d = Daemon(
-        str(config(tmp, model, [{"type": "suricata_socket", "path": str(sock)}])),
-        notifier=Notifier(env={}),
-    )
+    """Score ``n`` records sent at ``rate`` per second (0: as fast as they are taken) over a
+    ``kind`` socket: flows scored, seconds, CPU, and per flow the time from its read (and, when
+    paced, from its send) to its alert being written."""
+    sock = tmp / f"eve-{kind}-{int(rate)}.sock"
+    source = {"type": "suricata_socket", "path": str(sock), "kind": kind}
+    d = Daemon(str(config(tmp, model, [source])), notifier=Notifier(env={}))
     lat: list[tuple[float, int]] = []
     #: per batch: arrived -> taken off the queue, taken -> scored, scored -> written
     stages: list[tuple[float, float, float]] = []
@@ -190,7 +212,7 @@ def run_eve(
     d.pipeline.on_batch = record
     ctx = mp.get_context("spawn")
     go = ctx.Event()
-    proc = ctx.Process(target=eve_sender, args=(str(sock), eve_records(n), rate, go))
+    proc = ctx.Process(target=eve_sender, args=(str(sock), eve_records(n), rate, go, kind))
     proc.start()
     time.sleep(1.0)
     cpu = Cpu(d)
@@ -291,12 +313,61 @@ def run_redis(
         proc.wait(10)
 
 
+#: (stage, markers) of the source thread's samples, checked in order.
+SOURCE_STAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("hand-off to the scoring queue", ("Pipeline.offer", "emitter.<locals>.emit")),
+    ("decode into a batch", ("suricata_eve.py", "brokerjson.py", "brokerpy.py", "attach")),
+    ("read (socket, Redis, WebSocket)", ("",)),
+)
+#: What marks a stack as the source thread's (its ``run``) or the scoring thread's.
+SOURCE_RUNS = ("EveSocket.run", "ZeekWebSocketClient.run", "RedisInput.run", "ZeekBroker")
+SCORING_RUN = "Pipeline.run"
+
+
+def stage_table(path: str) -> dict[str, dict[str, int]]:
+    """Samples of a py-spy raw profile per thread (source, scoring) and stage."""
+    from stages import STAGES
+
+    scoring = (
+        ("waiting for a batch, concatenating", ("Pipeline._take", "FlowBatch.concat")),
+        ("acknowledging to the source (Redis)", ("_acker",)),
+        *STAGES,
+        ("sinks", ("sinks/",)),
+        ("training reservoir", ("Reservoir.add",)),
+        ("stream, other", ("Stream.process",)),
+        ("pipeline, other", ("",)),
+    )
+    out: dict[str, dict[str, int]] = {"source": {}, "scoring": {}}
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            stack, _, n = line.rstrip("\n").rpartition(" ")
+            if any(r in stack for r in SOURCE_RUNS) and SCORING_RUN not in stack:
+                thread, marks = "source", SOURCE_STAGES
+            elif SCORING_RUN in stack:
+                thread, marks = "scoring", scoring
+            else:
+                continue
+            stage = next(name for name, ms in marks if any(m in stack for m in ms))
+            out[thread][stage] = out[thread].get(stage, 0) + int(n)
+    return out
+
+
+def print_stages(path: str) -> None:
+    table = stage_table(path)
+    total = sum(sum(t.values()) for t in table.values()) or 1
+    print(f"{path}: {total} samples in the daemon's threads")
+    for thread, stages in table.items():
+        print(f"  {thread} thread {sum(stages.values()) / total:6.1%}")
+        for stage, n in sorted(stages.items(), key=lambda kv: -kv[1]):
+            print(f"    {stage:<40} {n / total:6.1%}")
+
+
 def main() -> int:
     os.environ.setdefault("NUMBA_NUM_THREADS", "1")
     sys.path.insert(0, str(ROOT))
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--flows", type=int, default=200_000)
-    runs = ("eve", "ws", "redis", "latency")
+    runs = ("eve", "eve-stream", "ws", "redis", "latency")
     ap.add_argument(
         "--only", nargs="+", choices=runs, default=runs, help="the runs to make (default: all)"
     )
@@ -306,7 +377,15 @@ def main() -> int:
         default=None,
         help="model.reservoir_per_day (default: the daemon's; 0: no training reservoir)",
     )
+    ap.add_argument(
+        "--stages",
+        metavar="PROFILE",
+        help="print the per-thread stage table of a py-spy raw profile of a run, and stop",
+    )
     args = ap.parse_args()
+    if args.stages:
+        print_stages(args.stages)
+        return 0
     global RESERVOIR
     RESERVOIR = args.reservoir
     if hasattr(os, "sched_setaffinity"):
@@ -314,10 +393,13 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as t:
         tmp = Path(t)
         model = ensure_model()  # the model `netanomd train` makes with its default flags
-        eve = ws = red = None
+        eve = eve_stream = ws = red = None
         if "eve" in args.only:
             n, secs, cpu, *_ = run_eve(tmp, model, args.flows, 0)
             eve = report("Suricata EVE unix_dgram -> score -> SQLite", n, secs, cpu)
+        if "eve-stream" in args.only:
+            n, secs, cpu, *_ = run_eve(tmp, model, args.flows, 0, "stream")
+            eve_stream = report("Suricata EVE unix_stream -> score -> SQLite", n, secs, cpu)
         if "ws" in args.only:
             n, secs, cpu = run_ws(tmp, model, args.flows // 100)
             ws = report("Zeek WebSocket frames of 100 -> score -> SQLite", n, secs, cpu)
@@ -326,7 +408,12 @@ def main() -> int:
             red = report("Redis list (backlog) -> score -> SQLite", *got) if got else None
         if "latency" in args.only:
             latency(tmp, model)
-        goals = [("EVE", eve, 150_000), ("Zeek WS", ws, 250_000), ("Redis", red, 150_000)]
+        goals = [
+            ("EVE", eve, 150_000),
+            ("EVE unix_stream", eve_stream, 150_000),
+            ("Zeek WS", ws, 250_000),
+            ("Redis", red, 150_000),
+        ]
         for what, got_rate, goal in goals:
             if got_rate is not None:
                 print(f"  {what}: {got_rate / goal:.2f} x the goal of {goal:,} per CPU-second")

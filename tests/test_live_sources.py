@@ -217,6 +217,46 @@ def poison(line: bytes) -> list[bytes]:
     ]
 
 
+def test_eve_dgram_queue_too_short_for_suricata_is_named(tmp_path: Path) -> None:
+    """The kernel's Unix datagram queue length: a short one is named with its value and the
+    remedy; a long enough one, or none to read (not Linux), is no problem."""
+    from netanomd.sources.suricata_socket import DGRAM_QLEN_ENOUGH, dgram_queue_problem
+
+    setting = tmp_path / "max_dgram_qlen"
+    setting.write_text("10\n")
+    problem = dgram_queue_problem(setting)
+    assert problem is not None
+    assert problem.startswith("net.unix.max_dgram_qlen is 10: ")
+    assert "kind: stream" in problem and f"{DGRAM_QLEN_ENOUGH} or more" in problem
+    setting.write_text(f"{DGRAM_QLEN_ENOUGH}\n")
+    assert dgram_queue_problem(setting) is None
+    assert dgram_queue_problem(tmp_path / "missing") is None
+
+
+def test_eve_dgram_socket_warns_of_this_machines_short_queue(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A datagram socket says at start whether this machine's queue is too short (and a stream
+    socket, whose queue is bytes, never does)."""
+    from netanomd.sources.suricata_socket import EveSocket, dgram_queue_problem
+
+    expected = dgram_queue_problem()
+    for kind in ("dgram", "stream"):
+        caplog.clear()
+        src = EveSocket(tmp_path / f"{kind}.sock", kind, lambda *a, **k: True)
+        t = threading.Thread(target=src.run, daemon=True)
+        with caplog.at_level("WARNING", logger="netanomd.sources.suricata_socket"):
+            t.start()
+            assert src.ready.wait(5)
+            src.stop()
+            t.join(5)
+        said = [r.getMessage() for r in caplog.records if "max_dgram_qlen" in r.getMessage()]
+        if kind == "dgram" and expected is not None:
+            assert said == [f"{src.name}: {expected}"]
+        else:
+            assert said == []
+
+
 @pytest.mark.parametrize("kind", ["dgram", "stream"])
 def test_eve_socket_survives_poison_records(tmp_path: Path, model: Model, kind: str) -> None:
     import socket as so
