@@ -24,9 +24,11 @@ def matrices() -> tuple[np.ndarray, np.ndarray]:
     return spec.transform(train), spec.transform(test)
 
 
-def fitted(X: np.ndarray, seed: int = 7) -> tuple[IsolationForestDetector, IsolationForest]:
-    iso = IsolationForest(n_estimators=100, max_samples=256, random_state=seed, n_jobs=1).fit(X)
-    det = IsolationForestDetector(random_state=seed)
+def fitted(
+    X: np.ndarray, seed: int = 7, trees: int = 100
+) -> tuple[IsolationForestDetector, IsolationForest]:
+    iso = IsolationForest(n_estimators=trees, max_samples=256, random_state=seed, n_jobs=1).fit(X)
+    det = IsolationForestDetector(n_estimators=trees, random_state=seed)
     det.load_sklearn(iso, X.shape[1])
     return det, iso
 
@@ -40,6 +42,20 @@ def test_matches_sklearn_on_real_flows(matrices: tuple[np.ndarray, np.ndarray]) 
     # One row at a time gives the same as in a batch.
     one = np.array([det.score(X_test[i : i + 1])[0] for i in range(50)])
     np.testing.assert_array_equal(one, det.score(X_test[:50]))
+
+
+@pytest.mark.parametrize("trees", [1, 7, 10])
+def test_any_tree_count_and_odd_rows(matrices: tuple[np.ndarray, np.ndarray], trees: int) -> None:
+    """The kernel walks trees four at a time and rows two at a time: tree counts that are not
+    a multiple of four and an odd number of rows (one row left over in each block of 256 and at
+    the end) score as scikit-learn does, and each row as it does alone."""
+    X_train, X_test = matrices
+    det, iso = fitted(X_train, seed=5, trees=trees)
+    X = X_test[: 2 * 256 + 7]  # two full blocks and an odd tail
+    assert len(X) % 2 == 1
+    np.testing.assert_allclose(det.score(X), -iso.score_samples(X), rtol=0, atol=1e-6)
+    alone = np.array([det.score(X[i : i + 1])[0] for i in range(len(X) - 9, len(X))])
+    np.testing.assert_array_equal(alone, det.score(X)[-9:])
 
 
 def test_fit_equals_sklearn_fit(matrices: tuple[np.ndarray, np.ndarray]) -> None:
