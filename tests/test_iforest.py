@@ -8,6 +8,7 @@ from sklearn.ensemble import IsolationForest
 
 from netanomd.data import attack_files, baseline_files
 from netanomd.detectors import Detector
+from netanomd.detectors._forest_kernel import order_keys
 from netanomd.detectors.iforest import IsolationForestDetector
 from netanomd.errors import ModelError
 from netanomd.features import FeatureSpec
@@ -85,6 +86,43 @@ def test_values_exactly_on_thresholds(matrices: tuple[np.ndarray, np.ndarray]) -
     np.testing.assert_allclose(det.score(rows), -iso.score_samples(rows), atol=1e-6)
 
 
+def test_order_keys_compare_as_the_floats() -> None:
+    """The kernel compares int32 keys, not floats: every pair of float32 values (infinities,
+    subnormals, both zeros) orders the same way as keys; NaN is below everything (goes left)."""
+    tiny = np.finfo(np.float32).smallest_subnormal
+    values = np.array(
+        [-np.inf, -3.4e38, -1.5, -tiny, -0.0, 0.0, tiny, 1e-30, 1.0, 1.0000001, 3.4e38, np.inf],
+        dtype=np.float32,
+    )
+    keys = order_keys(values)
+    assert np.array_equal(keys[:, None] > keys[None, :], values[:, None] > values[None, :])
+    nan = order_keys(np.array([np.nan, -np.nan], dtype=np.float32))
+    assert (nan[:, None] < keys[None, :]).all()
+
+
+def test_edge_values_walk_as_float_compares(matrices: tuple[np.ndarray, np.ndarray]) -> None:
+    """The kernel maps each row to keys itself: rows holding NaN, infinities, both zeros and
+    subnormals take, in every tree, the branches a plain float walk of the stored trees takes."""
+    X_train, X_test = matrices
+    det, _ = fitted(X_train, seed=2, trees=9)
+    rows = X_test[:40].copy()
+    edge = np.array([np.nan, np.inf, -np.inf, 0.0, -0.0, np.finfo(np.float32).smallest_subnormal])
+    rng = np.random.default_rng(4)
+    for r in range(len(rows)):
+        cols = rng.choice(rows.shape[1], 6, replace=False)
+        rows[r, cols] = edge[rng.permutation(len(edge))]
+    feature, threshold, leaf = det._feature, det._threshold, det._leaf
+    assert feature is not None and threshold is not None and leaf is not None
+    expect = np.zeros(len(rows))
+    for t in range(feature.shape[0]):
+        for r, x in enumerate(rows):
+            k = 0
+            for _ in range(det._depth):
+                k = 2 * k + 1 + int(x[feature[t, k]] > threshold[t, k])
+            expect[r] += leaf[t, k - (1 << det._depth) + 1]
+    np.testing.assert_allclose(det.path_lengths(rows), expect / feature.shape[0], atol=1e-12)
+
+
 def test_nan_empty_and_shape_errors(matrices: tuple[np.ndarray, np.ndarray]) -> None:
     X_train, _ = matrices
     det, _ = fitted(X_train)
@@ -93,6 +131,9 @@ def test_nan_empty_and_shape_errors(matrices: tuple[np.ndarray, np.ndarray]) -> 
     row[0, :] = np.nan
     s = det.score(row)
     assert np.isfinite(s).all() and s[0] == det.score(row)[0]  # deterministic: NaN goes left
+    zeros = np.zeros((2, X_train.shape[1]), np.float32)
+    zeros[1] = -0.0
+    assert det.score(zeros)[0] == det.score(zeros)[1]  # -0.0 == 0.0 as floats, and as keys
     with pytest.raises(ModelError, match="expected"):
         det.score(X_train[:, :5])
     with pytest.raises(ModelError, match="not fitted"):
