@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from netanomd.detectors._forest_kernel import path_length_sums
+from netanomd.detectors._forest_kernel import pack_nodes, path_length_sums
 from netanomd.errors import ModelError
 
 log = logging.getLogger(__name__)
@@ -56,6 +56,8 @@ class IsolationForestDetector:
         self._feature: np.ndarray | None = None
         self._threshold: np.ndarray | None = None
         self._leaf: np.ndarray | None = None
+        #: What the kernel walks: feature and threshold key per node (derived, never stored).
+        self._nodes: np.ndarray | None = None
         self._depth = 0
         self._n_features = 0
         self._max_samples_used = 0
@@ -104,6 +106,7 @@ class IsolationForestDetector:
                 stack.append((left[node], 2 * pos + 1, d + 1))
                 stack.append((right[node], 2 * pos + 2, d + 1))
         self._feature, self._threshold, self._leaf = feature, threshold, leaf
+        self._nodes = pack_nodes(feature, threshold)
         self._depth = depth
         self._n_features = n_features
         self._max_samples_used = int(iso.max_samples_)
@@ -111,13 +114,13 @@ class IsolationForestDetector:
     # -- scoring ------------------------------------------------------------------------
     def path_lengths(self, X: np.ndarray) -> np.ndarray:
         """Mean path length per row."""
-        if self._feature is None or self._threshold is None or self._leaf is None:
+        if self._nodes is None or self._leaf is None:
             raise ModelError("isolation forest is not fitted")
         X = np.ascontiguousarray(X, dtype=np.float32)
         if X.ndim != 2 or X.shape[1] != self._n_features:
             raise ModelError(f"expected {self._n_features} feature columns, got {X.shape[1:]}")
-        sums = path_length_sums(X, self._feature, self._threshold, self._leaf, self._depth)
-        return np.asarray(sums / self._feature.shape[0])
+        sums = path_length_sums(X, self._nodes, self._leaf, self._depth)
+        return np.asarray(sums / self._nodes.shape[0])
 
     def score(self, X: np.ndarray) -> np.ndarray:
         denom = float(average_path_length(np.array([self._max_samples_used]))[0])
@@ -170,6 +173,7 @@ class IsolationForestDetector:
             raise ModelError("isolation forest refers to feature columns that do not exist")
         det._feature = np.ascontiguousarray(feature)
         det._threshold = np.ascontiguousarray(threshold)
+        det._nodes = pack_nodes(feature, threshold)
         det._leaf = np.ascontiguousarray(leaf)
         det._depth, det._n_features, det._max_samples_used = depth, n_features, msu
         det._sklearn_version = str(params.get("sklearn_version", ""))

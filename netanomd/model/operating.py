@@ -24,10 +24,9 @@ stored in the model and printed by ``netanomd train``; its ``--behaviour-quantil
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from netanomd.behaviour.detectors import (
     DEFAULT_ANOMALY_FACTOR,
@@ -39,6 +38,9 @@ from netanomd.behaviour.detectors import (
 )
 from netanomd.behaviour.windows import DEFAULT_SCALES, Closed, HostWindows
 from netanomd.flow import FlowBatch
+
+if TYPE_CHECKING:  # scoring loads an operating point without pandas; only learning uses it
+    import pandas as pd
 
 #: False "unusual activity" incidents per day of training traffic the default point allows.
 DEFAULT_INCIDENTS_PER_DAY = 2.0

@@ -33,7 +33,6 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -210,6 +209,8 @@ class CicFlowMeterSource(FileSource):
                 if special:
                     raw = self._raw_columns(ls, fields, special, n)
                     if "ts" in raw:
+                        import pandas as pd  # day-first, mixed-format times only: not on load
+
                         parsed = pd.to_datetime(
                             pd.Series(raw["ts"]),
                             dayfirst=True,
