@@ -122,3 +122,27 @@ def test_the_sampler_adds_every_batch_in_order_and_writes_on_close(
     assert not list((tmp_path / "reservoir").glob("*.parquet"))  # not written yet
     sampler.close()
     assert list((tmp_path / "reservoir").glob("*.parquet"))
+
+
+def test_refreeze_lets_a_replaced_objects_cycles_be_collected() -> None:
+    """What start-up froze stays out of collections; a reload's refreeze frees a replaced
+    object's reference cycles (a frozen cycle is otherwise kept for the life of the process)."""
+    import weakref
+
+    from netanomd.daemon.service import refreeze
+
+    class Node:
+        other: object = None
+
+    a, b = Node(), Node()
+    a.other, b.other = b, a  # a cycle: only a collection frees it
+    gone = weakref.ref(a)
+    try:
+        gc.freeze()
+        del a, b
+        gc.collect()
+        assert gone() is not None  # frozen: out of the collector's reach
+        refreeze()
+        assert gone() is None
+    finally:
+        gc.unfreeze()

@@ -9,7 +9,9 @@ turning (a stalled pipeline stops the pings and systemd restarts the service).
 Before the sources start, the scoring path is warmed up on the bundled attack captures (a
 throwaway stream: :meth:`~netanomd.daemon.pipeline.Pipeline.warm_up`) and what start-up made is
 frozen out of the garbage collector's reach (``gc.freeze``), so neither the first live batch nor
-a later full collection walks it while alerts wait.
+a later full collection walks it while alerts wait. A reload thaws the heap, collects and
+freezes it again (:func:`refreeze`), so a replaced model's reference cycles are not kept for the
+life of the process.
 
 A source whose thread dies before it accepts input (a socket directory missing or not
 writable) fails the start with an error naming it; READY=1 is not sent.
@@ -68,6 +70,15 @@ class StartupError(NetanomError):
 
 class _StoppedWhileStarting(Exception):
     """SIGTERM/SIGINT came while the daemon was starting: it stops instead of going on."""
+
+
+def refreeze() -> None:
+    """Move every object alive now out of the garbage collector's generations (``gc.freeze``),
+    after letting what was frozen before be collected again (``gc.unfreeze``): start-up's and a
+    reload's long-lived objects are then never walked by a collection while alerts wait."""
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
 
 
 class Daemon:
@@ -167,8 +178,7 @@ class Daemon:
         self._starting("the sources are started")
         self.reloads = ReloadResults(state_dir)
         self.reloads.started(model.model_id)
-        gc.collect()
-        gc.freeze()  # start-up's objects (the model, the modules) are never garbage
+        refreeze()
         self.ready = True
         self.notifier.ready()
         self.notifier.status(f"model {model.model_id}; {len(self.sources)} sources")
@@ -336,6 +346,7 @@ class Daemon:
             assert self.pipeline is not None
             self.pipeline.threshold = new_cfg.model.threshold
             self.pipeline.swap_model(model)
+            refreeze()  # the replaced model's cycles become collectable; the new one is frozen
             self.model_loaded_at = self.clock()
             self.config = new_cfg
             log.info("reload: now scoring with %s", model.model_id)
