@@ -39,12 +39,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from netanomd.behaviour import _kernels as _k
 from netanomd.behaviour.hll import DEFAULT_P, HllTable
+from netanomd.behaviour.table import Table, objects
 from netanomd.flow import FlowBatch
 
 ROLES: tuple[str, ...] = ("orig", "resp", "service")
@@ -145,6 +145,8 @@ _K2 = np.uint64(0xC2B2AE3D27D4EB4F)
 
 def hash_strings(values: np.ndarray) -> np.ndarray:
     """A stable 64-bit hash per string (nulls hash as the empty string)."""
+    import pandas as pd  # TEMP: old hashing until goal 3
+
     obj = np.asarray(values, dtype=object)
     # categorize=True (factorize first) gives the same hashes, ~7x slower on a batch of 200
     return np.asarray(pd.util.hash_array(obj, categorize=False), dtype=np.uint64)
@@ -208,18 +210,7 @@ def probe_kinds(batch: FlowBatch, unanswered: np.ndarray) -> tuple[np.ndarray, .
     return udp1, syn, echo
 
 
-_EMPTY: dict[tuple[str, ...], pd.DataFrame] = {}
-
-
-def empty_frame(columns: tuple[str, ...]) -> pd.DataFrame:
-    """An empty frame of ``columns`` (a copy of one built once: building costs ~0.4 ms)."""
-    empty = _EMPTY.get(columns)
-    if empty is None:
-        empty = _EMPTY[columns] = pd.DataFrame({c: [] for c in columns}, columns=list(columns))
-    return empty.copy()
-
-
-Columns = dict[str, "np.ndarray | list[object]"]
+Columns = dict[str, np.ndarray]
 #: Originator context (:data:`CONTEXT_COLUMNS`), a numpy array per column.
 Context = dict[str, np.ndarray]
 
@@ -232,23 +223,6 @@ def _context_of(parts: list[Context]) -> Context:
     if not full:
         return {c: np.zeros(0, np.int64 if c == "row" else np.float64) for c in CONTEXT_COLUMNS}
     return {c: np.concatenate([p[c] for p in full]) for c in CONTEXT_COLUMNS}
-
-
-def _frame_of(parts: list[Columns], columns: tuple[str, ...]) -> pd.DataFrame:
-    """One frame of ``columns`` from column parts (arrays, or lists of Python objects), built
-    once rather than a frame per part and a concat."""
-    if not parts:
-        return empty_frame(columns)
-    if len(parts) == 1:
-        return pd.DataFrame(parts[0], columns=list(columns))
-    cols: dict[str, object] = {}
-    for c in columns:
-        values = [p[c] for p in parts]
-        if isinstance(values[0], list):
-            cols[c] = [v for part in values for v in part]
-        else:
-            cols[c] = np.concatenate([np.asarray(v) for v in values])
-    return pd.DataFrame(cols, columns=list(columns))
 
 
 def _attempts(records: np.ndarray) -> np.ndarray:
@@ -814,8 +788,8 @@ class HostWindows:
     @staticmethod
     def _closed(emitted: list[tuple[Columns, Columns]]) -> Closed:
         return Closed(
-            _frame_of([h for h, _ in emitted], WINDOW_COLUMNS),
-            _frame_of([p for _, p in emitted if len(p["scale"])], PAIR_COLUMNS),
+            Table.concat([Table(h, WINDOW_COLUMNS) for h, _ in emitted], WINDOW_COLUMNS),
+            Table.concat([Table(p, PAIR_COLUMNS) for _, p in emitted], PAIR_COLUMNS),
         )
 
     def _add_segment(
@@ -1020,8 +994,8 @@ class HostWindows:
         est = sc.hll.estimate((act[:, None] * k + np.arange(k)[None, :]).ravel()).reshape(-1, k)
         for i, name in enumerate(_SKETCHES):
             cols[name] = np.minimum(est[:, i], sc.sums[act, 0])  # never more distinct than flows
-        cols["uids"] = [[u for u in row if u] for row in self._uids[act].tolist()]
-        cols["community_ids"] = [[c for c in row if c] for row in self._cids[act].tolist()]
+        for name, table in (("uids", self._uids), ("community_ids", self._cids)):
+            cols[name] = objects(([u for u in row if u] for row in table[act].tolist()), len(act))
         pairs = self._pair_rows(sc)
         sc.reset()
         return cols, pairs
@@ -1058,30 +1032,24 @@ class HostWindows:
 
 @dataclass
 class Closed:
-    """Windows that closed: one row per host window, and the pairs that were busy in them;
-    with the originator context of the flows an update was asked about (:data:`Context`: a
-    numpy array per column, no frame: it is made for every batch with alerts)."""
+    """Windows that closed: one row per host window (:data:`WINDOW_COLUMNS`), and the pairs that
+    were busy in them (:data:`PAIR_COLUMNS`); with the originator context of the flows an update
+    was asked about (:data:`Context`: a numpy array per column: it is made for every batch with
+    alerts)."""
 
-    hosts: pd.DataFrame
-    pairs: pd.DataFrame
+    hosts: Table
+    pairs: Table
     context: Context = field(default_factory=lambda: _context_of([]))
 
     @staticmethod
     def concat(parts: list[Closed]) -> Closed:
-        """One :class:`Closed` of ``parts`` in order (empty frames add nothing)."""
+        """One :class:`Closed` of ``parts`` in order (empty tables add nothing)."""
         return Closed(
-            _concat([p.hosts for p in parts], WINDOW_COLUMNS),
-            _concat([p.pairs for p in parts], PAIR_COLUMNS),
+            Table.concat([p.hosts for p in parts], WINDOW_COLUMNS),
+            Table.concat([p.pairs for p in parts], PAIR_COLUMNS),
             _context_of([p.context for p in parts]),
         )
 
     @staticmethod
     def empty() -> Closed:
-        return Closed(empty_frame(WINDOW_COLUMNS), empty_frame(PAIR_COLUMNS))
-
-
-def _concat(frames: list[pd.DataFrame], columns: tuple[str, ...]) -> pd.DataFrame:
-    full = [f for f in frames if len(f)]
-    if not full:
-        return empty_frame(columns)
-    return full[0] if len(full) == 1 else pd.concat(full, ignore_index=True)
+        return Closed(Table.empty(WINDOW_COLUMNS), Table.empty(PAIR_COLUMNS))
