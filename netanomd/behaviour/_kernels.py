@@ -13,7 +13,7 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-from netanomd.behaviour.hll import put
+from netanomd.behaviour.hll import register_of
 
 _K1 = np.uint64(0x9E3779B97F4A7C15)
 _K2 = np.uint64(0xC2B2AE3D27D4EB4F)
@@ -42,7 +42,7 @@ def running(group: np.ndarray, values: np.ndarray, groups: int) -> np.ndarray:  
     return out
 
 
-#: Columns a window sums per slot, in :func:`scale_add`'s order.
+#: Columns a window sums per slot, in :func:`windows_add`'s order.
 SUMS: tuple[str, ...] = (
     "flows",
     "unanswered",
@@ -55,14 +55,14 @@ SUMS: tuple[str, ...] = (
     "probe_echo",
     "new_targets",
 )
-#: Bits of a row's ``flags`` (:func:`scale_add`): unanswered, probe, then the probe kinds
+#: Bits of a row's ``flags`` (:func:`windows_add`): unanswered, probe, then the probe kinds
 #: (``probe_udp1``, ``probe_syn``, ``probe_echo``).
 UNANSWERED, PROBE, UDP1, SYN, ECHO = 1, 2, 4, 8, 16
 
 
 @nb.njit(cache=True, nogil=True)
-def scale_add(
-    table: np.ndarray,
+def windows_add(
+    sums: np.ndarray,
     first: np.ndarray,
     last: np.ndarray,
     active: np.ndarray,
@@ -72,28 +72,62 @@ def scale_add(
     ts: np.ndarray,
     end: np.ndarray,
 ) -> None:  # pragma: no cover - compiled
-    """Add each row to its slot's :data:`SUMS` in ``table`` (``amounts``: bytes out, bytes in,
-    new peers, new targets); the slot's first start, last end; mark it active."""
+    """Add each row to its slot's :data:`SUMS` in the open window of every scale (``sums``:
+    slots x scales x SUMS; ``amounts``: bytes out, bytes in, new peers, new targets); the
+    slot's first start, last end (slots x scales); mark it active."""
     out, back, peers, targets = amounts
     for i in range(len(slot)):
         s = slot[i]
         f = flags[i]
-        row = table[s]
-        row[0] += 1.0
-        row[1] += (f & UNANSWERED) != 0
-        row[2] += (f & PROBE) != 0
-        row[3] += out[i]
-        row[4] += back[i]
-        row[5] += peers[i]
-        row[6] += (f & UDP1) != 0
-        row[7] += (f & SYN) != 0
-        row[8] += (f & ECHO) != 0
-        row[9] += targets[i]
-        if ts[i] < first[s]:
-            first[s] = ts[i]
-        if end[i] > last[s]:
-            last[s] = end[i]
-        active[s] = True
+        for j in range(sums.shape[1]):
+            sums[s, j, 0] += 1.0
+            sums[s, j, 1] += (f & UNANSWERED) != 0
+            sums[s, j, 2] += (f & PROBE) != 0
+            sums[s, j, 3] += out[i]
+            sums[s, j, 4] += back[i]
+            sums[s, j, 5] += peers[i]
+            sums[s, j, 6] += (f & UDP1) != 0
+            sums[s, j, 7] += (f & SYN) != 0
+            sums[s, j, 8] += (f & ECHO) != 0
+            sums[s, j, 9] += targets[i]
+            if ts[i] < first[s, j]:
+                first[s, j] = ts[i]
+            if end[i] > last[s, j]:
+                last[s, j] = end[i]
+            active[s, j] = True
+
+
+@nb.njit(cache=True, nogil=True)
+def _put_all(reg: np.ndarray, row: int, h: np.uint64, p: int) -> None:  # pragma: no cover
+    """:func:`~netanomd.behaviour.hll.put` into sketch ``row`` of every scale (``reg``: sketches
+    x registers x scales), the register and rank found once."""
+    idx, rank = register_of(h, p)
+    for j in range(reg.shape[2]):
+        if rank > reg[row, idx, j]:
+            reg[row, idx, j] = rank
+
+
+@nb.njit(cache=True, nogil=True)
+def hll_sketches(
+    reg: np.ndarray,
+    p: int,
+    sketches: int,
+    slot: np.ndarray,
+    peer: np.ndarray,
+    port: np.ndarray,
+    probe: np.ndarray,
+) -> None:  # pragma: no cover - compiled
+    """The window sketches of each row, in every scale (``reg``: sketches x registers x
+    scales): peers, ports; for probes also probed peers, probed ports and probed (peer,
+    port) targets (sketch ``slot * sketches + i``, i in that order)."""
+    for i in range(len(slot)):
+        base = slot[i] * sketches
+        _put_all(reg, base, peer[i], p)
+        _put_all(reg, base + 1, port[i], p)
+        if probe[i]:
+            _put_all(reg, base + 2, peer[i], p)
+            _put_all(reg, base + 3, port[i], p)
+            _put_all(reg, base + 4, mix1(peer[i], port[i]), p)
 
 
 @nb.njit(cache=True, nogil=True)
@@ -120,25 +154,42 @@ def first_of(keys: np.ndarray) -> np.ndarray:  # pragma: no cover - compiled
 
 
 @nb.njit(cache=True, nogil=True)
-def hll_sketches(
-    reg: np.ndarray,
-    p: int,
-    sketches: int,
-    slot: np.ndarray,
-    peer: np.ndarray,
-    port: np.ndarray,
-    probe: np.ndarray,
-) -> None:  # pragma: no cover - compiled
-    """The window sketches of each row: peers, ports; for probes also probed peers, probed
-    ports and probed (peer, port) targets (sketch ``slot * sketches + i``, i in that order)."""
-    for i in range(len(slot)):
-        base = slot[i] * sketches
-        put(reg, base, peer[i], p)
-        put(reg, base + 1, port[i], p)
-        if probe[i]:
-            put(reg, base + 2, peer[i], p)
-            put(reg, base + 3, port[i], p)
-            put(reg, base + 4, mix1(peer[i], port[i]), p)
+def group_order(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    # pragma: no cover - compiled
+    """Rows grouped by key without sorting the keys: (rows, groups numbered in order of first
+    appearance and each group's rows in row order; each row's group; where each group starts
+    in the rows). Keys are well-mixed 64-bit hashes."""
+    n = len(keys)
+    size = 1
+    while size < 2 * n:
+        size *= 2
+    mask = np.uint64(size - 1)
+    wrap = np.int64(size - 1)
+    table = np.empty(size, np.uint64)
+    gid = np.full(size, -1, np.int64)
+    group = np.empty(n, np.int64)
+    count = np.zeros(n + 1, np.int64)
+    groups = 0
+    for i in range(n):
+        k = keys[i]
+        j = np.int64(k & mask)
+        while gid[j] >= 0 and table[j] != k:
+            j = (j + np.int64(1)) & wrap
+        if gid[j] < 0:
+            gid[j] = groups
+            table[j] = k
+            groups += 1
+        g = gid[j]
+        group[i] = g
+        count[g + 1] += 1
+    start = np.cumsum(count[: groups + 1])
+    fill = start[:groups].copy()
+    rows = np.empty(n, np.int64)
+    for i in range(n):
+        g = group[i]
+        rows[fill[g]] = i
+        fill[g] += 1
+    return rows, group, start[:groups]
 
 
 @nb.njit(cache=True, nogil=True)

@@ -52,8 +52,7 @@ DEFAULT_SCALES: tuple[float, ...] = (60.0, 600.0, 3600.0)
 
 #: Conn states in which the responder never answered with data (Zeek conn.log docs).
 UNANSWERED_STATES = ("S0", "REJ", "RSTOS0", "RSTRH", "SH", "SHR")
-_UNANSWERED = pa.array(UNANSWERED_STATES)
-_RESET = pa.array(("RSTO", "RSTOS0"))
+_RESET = ("RSTO", "RSTOS0")
 #: A "short" connection moves less payload than this each way: a login attempt or a probe, not a
 #: transfer (brute force is many short connections to one service).
 SHORT_BYTES = 10_000
@@ -71,6 +70,8 @@ RETRY_GAP = 0.2
 RETRY_RECORDS = 7
 #: Fewest flows to one peer and port before their inter-arrival regularity means anything.
 MIN_BEACON_EVENTS = 6
+#: The string columns a batch is coded by (:func:`_coded`).
+_CODED = ("orig_h", "resp_h", "proto", "conn_state")
 #: Representative flow uids kept per host.
 SAMPLES = 5
 
@@ -162,52 +163,89 @@ def _mix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.asarray(x, dtype=np.uint64)
 
 
-def _strings(batch: FlowBatch, name: str) -> np.ndarray:
-    return np.asarray(batch.column(name).fill_null("").to_numpy(zero_copy_only=False), object)
+@dataclass(frozen=True)
+class _Coded:
+    """A string column coded: its distinct values (nulls as ""), each row's index into them,
+    and how many distinct values it holds besides nulls (``pyarrow.compute.count_distinct``)."""
+
+    values: pa.Array
+    codes: np.ndarray
+    distinct: int
 
 
-def _coded(batch: FlowBatch, name: str) -> tuple[np.ndarray, np.ndarray]:
-    """A string column as its distinct values (nulls as "") and each row's index into them."""
-    enc = pc.dictionary_encode(batch.column(name).fill_null("").combine_chunks())
-    values = np.asarray(enc.dictionary.to_numpy(zero_copy_only=False), dtype=object)
-    return values, np.asarray(enc.indices.to_numpy(zero_copy_only=False), dtype=np.int64)
-
-
-def _is(batch: FlowBatch, name: str, value: str | pa.Array) -> np.ndarray:
-    """Rows whose string column ``name`` is ``value`` (or in it); nulls are not."""
+def _coded(batch: FlowBatch, name: str) -> _Coded:
+    """Column ``name`` coded (one pass over the rows: tests on the values then cost the distinct
+    values, not the rows)."""
     col = batch.column(name)
-    hit = pc.is_in(col, value_set=value) if isinstance(value, pa.Array) else pc.equal(col, value)
-    return np.asarray(pc.fill_null(hit, False).to_numpy(zero_copy_only=False), np.bool_)
+    enc = pc.dictionary_encode(col.chunk(0) if col.num_chunks == 1 else col.combine_chunks())
+    values, idx = enc.dictionary, enc.indices
+    distinct = len(values)
+    if idx.null_count:
+        at = int(pc.index(values, "").as_py())
+        if at < 0:
+            at = len(values)
+            values = pa.concat_arrays([values, pa.array([""], values.type)])
+        idx = idx.fill_null(at)
+    return _Coded(values, np.asarray(idx.to_numpy(zero_copy_only=False), np.int64), distinct)
+
+
+def _values(coded: _Coded) -> np.ndarray:
+    """The distinct values of a coded column (``object``)."""
+    return np.asarray(coded.values.to_numpy(zero_copy_only=False), dtype=object)
+
+
+def _bools(values: pa.Array, codes: np.ndarray) -> np.ndarray:
+    return np.asarray(np.asarray(values.to_numpy(zero_copy_only=False), np.bool_)[codes])
+
+
+def _is(coded: _Coded, value: str | tuple[str, ...]) -> np.ndarray:
+    """Rows whose coded string column is ``value`` (or one of them); nulls are not."""
+    wanted = pa.array((value,) if isinstance(value, str) else value, pa.string())
+    return _bools(pc.is_in(coded.values, value_set=wanted), coded.codes)
+
+
+def _matches(coded: _Coded, pattern: str) -> np.ndarray:
+    """Rows whose coded string column matches the regular expression ``pattern``."""
+    return _bools(pc.match_substring_regex(coded.values, pattern), coded.codes)
+
+
+def _unanswered(batch: FlowBatch, state: _Coded, resp: _Coded) -> np.ndarray:
+    unans = _is(state, UNANSWERED_STATES)
+    unans &= batch.numeric("resp_bytes") <= 0  # Zeek's state can miss a reply that carried data
+    unans |= batch.numeric("resp_pkts", fill=-1) == 0
+    return np.asarray(unans & ~_matches(resp, NO_REPLY_DESTS))
 
 
 def unanswered_mask(batch: FlowBatch) -> np.ndarray:
     """Flows the responder never answered: a state of :data:`UNANSWERED_STATES` (S0, REJ, SH,
     ...) with no payload back, or no responder packet at all. Flows to multicast or broadcast
     addresses do not count (nobody is meant to answer)."""
-    unans = _is(batch, "conn_state", _UNANSWERED)
-    unans &= batch.numeric("resp_bytes") <= 0  # Zeek's state can miss a reply that carried data
-    unans |= batch.numeric("resp_pkts", fill=-1) == 0
-    group = pc.fill_null(pc.match_substring_regex(batch.column("resp_h"), NO_REPLY_DESTS), False)
-    return np.asarray(unans & ~np.asarray(group.to_numpy(zero_copy_only=False), np.bool_))
+    return _unanswered(batch, _coded(batch, "conn_state"), _coded(batch, "resp_h"))
+
+
+def _probes(
+    batch: FlowBatch, unans: np.ndarray, state: _Coded, proto: _Coded
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Probes (:func:`probe_mask`), then their kinds in :data:`PROBE_KINDS` order: one-packet
+    UDP unanswered, lone SYN unanswered, ping."""
+    tcp = _is(proto, "tcp")
+    empty = (batch.numeric("orig_bytes") <= 0) & (batch.numeric("resp_bytes") <= 0)
+    reset = tcp & empty & _is(state, _RESET)
+    echo = _is(proto, "icmp") & np.isin(batch.numeric("orig_p", fill=-1), _ICMP_ECHO)
+    opk = batch.numeric("orig_pkts", fill=-1)
+    udp1 = _is(proto, "udp") & unans & (opk == 1)
+    syn = tcp & _is(state, "S0") & (opk <= 2)
+    return np.asarray(unans | reset | echo), udp1, syn, echo
 
 
 def probe_mask(batch: FlowBatch, unanswered: np.ndarray | None = None) -> np.ndarray:
     """Flows that look like probes: unanswered, a TCP handshake the originator reset without
     payload (connect scan), or an ICMP echo request."""
-    unans = unanswered_mask(batch) if unanswered is None else unanswered
-    empty = (batch.numeric("orig_bytes") <= 0) & (batch.numeric("resp_bytes") <= 0)
-    reset = _is(batch, "proto", "tcp") & empty & _is(batch, "conn_state", _RESET)
-    echo = _is(batch, "proto", "icmp") & np.isin(batch.numeric("orig_p", fill=-1), _ICMP_ECHO)
-    return np.asarray(unans | reset | echo)
-
-
-def probe_kinds(batch: FlowBatch, unanswered: np.ndarray) -> tuple[np.ndarray, ...]:
-    """Masks in :data:`PROBE_KINDS` order: one-packet UDP unanswered, lone SYN unanswered, ping."""
-    opk = batch.numeric("orig_pkts", fill=-1)
-    udp1 = _is(batch, "proto", "udp") & unanswered & (opk == 1)
-    syn = _is(batch, "proto", "tcp") & _is(batch, "conn_state", "S0") & (opk <= 2)
-    echo = _is(batch, "proto", "icmp") & np.isin(batch.numeric("orig_p", fill=-1), _ICMP_ECHO)
-    return udp1, syn, echo
+    state, proto = _coded(batch, "conn_state"), _coded(batch, "proto")
+    unans = unanswered
+    if unans is None:
+        unans = _unanswered(batch, state, _coded(batch, "resp_h"))
+    return _probes(batch, unans, state, proto)[0]
 
 
 Columns = dict[str, np.ndarray]
@@ -223,6 +261,13 @@ def _context_of(parts: list[Context]) -> Context:
     if not full:
         return {c: np.zeros(0, np.int64 if c == "row" else np.float64) for c in CONTEXT_COLUMNS}
     return {c: np.concatenate([p[c] for p in full]) for c in CONTEXT_COLUMNS}
+
+
+def _present(uids: list[str | None]) -> list[str | None]:
+    """The sample uids a slot holds (neither missing nor empty)."""
+    if all(uids):
+        return uids
+    return [u for u in uids if u] if any(uids) else []
 
 
 def _attempts(records: np.ndarray) -> np.ndarray:
@@ -289,7 +334,7 @@ class _Bloom:
 
 @dataclass
 class _Pairs:
-    """Per (slot, peer, port) counts and inter-arrival sums: a segment's (keys sorted), or a
+    """Per (slot, peer, port) counts and inter-arrival sums: a segment's, or a
     window's (:class:`_PairTable`)."""
 
     key: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint64))
@@ -409,19 +454,19 @@ class _PairTable:
         _k.index_put(self._keys, self._rows, self._cols.key[: self.size], 0)
 
 
-class _Scale:
-    """The open window of one time scale, for every host slot."""
+class _Open:
+    """The open windows of every scale, for every host slot, in arrays stacked by scale (one
+    kernel adds a segment to them all): sums, first start and last end, whether active, and
+    the HyperLogLog registers of the sketches."""
 
-    def __init__(self, width: float, slots: int, p: int, max_pairs: int) -> None:
-        self.width = width
-        self.bucket = -1
-        self.max_pairs = max_pairs
-        self.sums = np.zeros((slots, len(_SUMS)))
-        self.first = np.full(slots, np.inf)
-        self.last = np.full(slots, -np.inf)
-        self.active = np.zeros(slots, dtype=np.bool_)
-        self.hll = HllTable(slots * len(_SKETCHES), p)
-        self.pairs = _PairTable()
+    def __init__(self, scales: int, slots: int, p: int) -> None:
+        # the scale is the last axis: a row's scales share cache lines
+        self.p = p
+        self.sums = np.zeros((slots, scales, len(_SUMS)))
+        self.first = np.full((slots, scales), np.inf)
+        self.last = np.full((slots, scales), -np.inf)
+        self.active = np.zeros((slots, scales), dtype=np.bool_)
+        self.registers = np.zeros((slots * len(_SKETCHES), 1 << p, scales), dtype=np.uint8)
 
     def add(
         self,
@@ -430,17 +475,32 @@ class _Scale:
         ts: np.ndarray,
         end: np.ndarray,
         sketch: tuple[np.ndarray, np.ndarray, np.ndarray],
-        seg_pairs: _Pairs,
     ) -> None:
         """Add a segment's rows (``sums``: each row's flags, bytes out and in, whether a new
         peer and a new target; ``sketch``: its peer and port hashes, whether a probe)."""
         flags, out, back, peers, targets = sums
         amounts = (out, back, peers, targets)
-        _k.scale_add(self.sums, self.first, self.last, self.active, slot, flags, amounts, ts, end)
-        _k.hll_sketches(self.hll.registers, self.hll.p, len(_SKETCHES), slot, *sketch)
-        self._merge_pairs(seg_pairs)
+        _k.windows_add(self.sums, self.first, self.last, self.active, slot, flags, amounts, ts, end)
+        _k.hll_sketches(self.registers, self.p, len(_SKETCHES), slot, *sketch)
 
-    def _merge_pairs(self, new: _Pairs) -> None:
+
+class _Scale:
+    """The open window of one time scale, for every host slot (views of :class:`_Open`'s
+    arrays at scale ``j``)."""
+
+    def __init__(self, width: float, j: int, open_: _Open, max_pairs: int) -> None:
+        self.width = width
+        self.bucket = -1
+        self.max_pairs = max_pairs
+        self.sums = open_.sums[:, j]
+        self.first = open_.first[:, j]
+        self.last = open_.last[:, j]
+        self.active = open_.active[:, j]
+        registers = open_.registers[:, :, j]
+        self.hll = HllTable(len(registers), open_.p, registers=registers)
+        self.pairs = _PairTable()
+
+    def merge_pairs(self, new: _Pairs) -> None:
         old = self.pairs.view()
         pos = self.pairs.find(new.key)
         found = pos >= 0
@@ -468,10 +528,11 @@ class _Scale:
             old.short[o] += f.short
             old.first[o] = np.minimum(old.first[o], f.first)
             old.last[o] = np.maximum(old.last[o], f.last)
-        fresh = new.take(np.flatnonzero(~found))  # in key order, as ``new``
+        fresh = new.take(np.flatnonzero(~found))
         if not len(fresh.key):
             return
         if len(old.key) + len(fresh.key) > self.max_pairs:  # keep the heaviest pairs
+            fresh = fresh.take(np.argsort(fresh.key, kind="stable"))  # ties: by key
             merged = _Pairs.concat(self.pairs.sorted(), fresh)
             keep = np.argpartition(-merged.n, self.max_pairs - 1)[: self.max_pairs]
             self.pairs.replace(merged.take(keep))
@@ -524,7 +585,10 @@ class HostWindows:
         self._free = list(range(s - 1, -1, -1))
         self._uids = np.full((s, SAMPLES), None, dtype=object)
         self._cids = np.full((s, SAMPLES), None, dtype=object)
-        self._scales = [_Scale(w, s, self._p, self._max_pairs) for w in self.scales]
+        self._open = _Open(len(self.scales), s, self._p)
+        self._scales = [
+            _Scale(w, j, self._open, self._max_pairs) for j, w in enumerate(self.scales)
+        ]
         self._bloom = _Bloom(self._bloom_bits)
         self._targets = _Bloom(self._bloom_bits)
         self.clock = -np.inf
@@ -617,10 +681,12 @@ class HostWindows:
             want[np.asarray(context, dtype=np.int64)] = True
         if n == 0:
             return Closed.empty() if times is None else self._closed(self._turn(times[-1]))
+        # Strings are hashed, named and given a slot once per distinct value.
+        orig, resp, proto, state = (_coded(batch, c) for c in _CODED)
         # keep every piece's hosts within the table (a batch of few flows cannot hold that many:
         # not counted)
         many = 3 * n > self.max_hosts // 2
-        if n > 1 and many and self._distinct(batch) > self.max_hosts // 2:
+        if n > 1 and many and self._distinct(batch, orig, resp) > self.max_hosts // 2:
             half = n // 2
             head = None if times is None else np.r_[times[:half], times[half - 1]]
             tail = None if times is None else times[half:]
@@ -639,22 +705,19 @@ class HostWindows:
             )
         end = ts + np.maximum(batch.numeric("duration"), 0.0)
         t = self.times(batch) if times is None else np.asarray(times[:n], dtype=np.float64)
-        # Strings are hashed, named and given a slot once per distinct value.
-        orig_v, orig_c = _coded(batch, "orig_h")
-        resp_v, resp_c = _coded(batch, "resp_h")
-        proto_v, proto_c = _coded(batch, "proto")
+        orig_v, orig_c = _values(orig), orig.codes
+        resp_v, resp_c = _values(resp), resp.codes
+        proto_v, proto_c = _values(proto), proto.codes
         port = batch.numeric("resp_p", fill=-1, dtype=np.int64)
         orig_p = batch.numeric("orig_p", fill=-1, dtype=np.int64)
         icmp = (proto_v == "icmp")[proto_c]
         svc_port = np.where(icmp, orig_p, port)  # Zeek: ICMP type in orig_p, code in resp_p
-        unans = unanswered_mask(batch)
+        unans = _unanswered(batch, state, resp)
         # A multicast group is no host and no server: announcements to it (mDNS, SSDP, Ganglia)
         # count for their senders only. Broadcast stays (a DHCP flood goes to 255.255.255.255).
-        group = pc.fill_null(pc.match_substring_regex(batch.column("resp_h"), MULTICAST), False)
-        unicast = ~np.asarray(group.to_numpy(zero_copy_only=False), np.bool_)
+        unicast = ~_matches(resp, MULTICAST)
         keep = np.concatenate([np.ones(n, np.bool_), unicast, unicast])
-        probe = probe_mask(batch, unans)
-        kinds = probe_kinds(batch, unans)
+        probe, *kinds = _probes(batch, unans, state, proto)
         ob = np.maximum(batch.numeric("orig_bytes"), 0.0)
         rb = np.maximum(batch.numeric("resp_bytes"), 0.0)
         short = (ob < SHORT_BYTES) & (rb < SHORT_BYTES)
@@ -762,10 +825,10 @@ class HostWindows:
         return closed
 
     @staticmethod
-    def _distinct(batch: FlowBatch) -> int:
+    def _distinct(batch: FlowBatch, orig: _Coded, resp: _Coded) -> int:
         """Distinct originators, responders and ports of ``batch`` (bounds its host slots)."""
-        cols = ("orig_h", "resp_h", "resp_p")
-        return sum(int(pc.count_distinct(batch.column(c)).as_py()) for c in cols)
+        ports = int(pc.count_distinct(batch.column("resp_p")).as_py())
+        return orig.distinct + resp.distinct + ports
 
     def _turn(self, clock: float) -> list[tuple[Columns, Columns]]:
         """Move the clock on to ``clock`` without flows: the windows it ends close."""
@@ -823,17 +886,14 @@ class HostWindows:
         first_i = np.flatnonzero(_k.first_of(newkey))
         hosts_new = np.zeros(len(slot), np.bool_)
         hosts_new[first_i[~self._bloom.seen_then_add(newkey[first_i])]] = True
-        # Rows by pair (stable): in arrival order within a pair (a pair is one role's, whose
-        # rows arrive in order), and in start order (``c``, below).
-        o = np.argsort(pkey, kind="stable")
+        # Rows by pair (pairs in order of first appearance): in arrival order within a pair (a
+        # pair is one role's, whose rows arrive in order), and in start order (``c``, below).
+        o, pair, raw_start = _k.group_order(pkey)
         k_sorted = pkey[o]
         change = k_sorted[1:] != k_sorted[:-1]
-        raw_start = np.r_[0, np.flatnonzero(change) + 1]
         # New probe targets: distinct (host, peer, port) probed here and never contacted before
         # (a scan explores; a client retrying the servers it always uses does not).
         seen_t = self._targets.seen_then_add(k_sorted[raw_start])
-        pair = np.empty(len(o), np.int64)  # each row's pair, numbered in key order
-        pair[o] = np.cumsum(np.r_[0, change])
         new_target = np.zeros(len(slot), np.bool_)
         p_idx = np.flatnonzero(probe)
         first_p = p_idx[_k.first_of(pkey[p_idx])]
@@ -910,15 +970,11 @@ class HostWindows:
                     (first, orig_p[first], ts[first], pcode[first], ~alone[raw_start]),
                 )
             )
+        self._open.add(
+            slot, (flags, out, back, hosts_new, new_target), ts, end, (peer_h, p_hash_all, probe)
+        )
         for sc in self._scales:
-            sc.add(
-                slot,
-                (flags, out, back, hosts_new, new_target),
-                ts,
-                end,
-                (peer_h, p_hash_all, probe),
-                seg_pairs,
-            )
+            sc.merge_pairs(seg_pairs)
 
     def _context(
         self,
@@ -995,7 +1051,8 @@ class HostWindows:
         for i, name in enumerate(_SKETCHES):
             cols[name] = np.minimum(est[:, i], sc.sums[act, 0])  # never more distinct than flows
         for name, table in (("uids", self._uids), ("community_ids", self._cids)):
-            cols[name] = objects(([u for u in row if u] for row in table[act].tolist()), len(act))
+            rows = table[act].tolist()  # most hold SAMPLES uids or none (no community ids)
+            cols[name] = objects((_present(r) for r in rows), len(act))
         pairs = self._pair_rows(sc)
         sc.reset()
         return cols, pairs
