@@ -27,7 +27,7 @@ from netanomd.behaviour.incidents import Incident
 from netanomd.behaviour.measure import covered, halves, load, run
 from netanomd.behaviour.pipeline import BehaviourPipeline, learn
 from netanomd.behaviour.table import Table
-from netanomd.behaviour.windows import ROLES, Closed, HostWindows
+from netanomd.behaviour.windows import ROLES, Closed, HostWindows, sample_lists
 from netanomd.data import attack_files, baseline_files
 from netanomd.flow import FlowBatch
 
@@ -35,7 +35,9 @@ DATA = Path(__file__).parent / "data"
 
 
 def frame(table: Table) -> pd.DataFrame:
-    return pd.DataFrame({c: table[c] for c in table.columns}, columns=list(table.columns))
+    """A table as a frame to query (sample uids as one list per row)."""
+    cols = {c: sample_lists(v) if (v := table[c]).ndim == 2 else v for c in table.columns}
+    return pd.DataFrame(cols, columns=list(table.columns))
 
 
 @pytest.fixture(scope="module")

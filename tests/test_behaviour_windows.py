@@ -17,6 +17,7 @@ from netanomd.behaviour.windows import (
     Closed,
     HostWindows,
     probe_mask,
+    sample_lists,
     unanswered_mask,
 )
 from netanomd.data import baseline_files
@@ -34,7 +35,9 @@ def load(path: Path) -> FlowBatch:
 
 
 def frame(table: Table) -> pd.DataFrame:
-    return pd.DataFrame({c: table[c] for c in table.columns}, columns=list(table.columns))
+    """A table as a frame to query (sample uids as one list per row)."""
+    cols = {c: sample_lists(v) if (v := table[c]).ndim == 2 else v for c in table.columns}
+    return pd.DataFrame(cols, columns=list(table.columns))
 
 
 @dataclass

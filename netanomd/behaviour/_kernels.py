@@ -154,11 +154,19 @@ def first_of(keys: np.ndarray) -> np.ndarray:  # pragma: no cover - compiled
 
 
 @nb.njit(cache=True, nogil=True)
+def _spread(x: np.uint64) -> np.uint64:  # pragma: no cover - compiled
+    """The splitmix64 finaliser (a bijection: distinct keys stay distinct)."""
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
+@nb.njit(cache=True, nogil=True)
 def group_order(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     # pragma: no cover - compiled
     """Rows grouped by key without sorting the keys: (rows, groups numbered in order of first
     appearance and each group's rows in row order; each row's group; where each group starts
-    in the rows). Keys are well-mixed 64-bit hashes."""
+    in the rows). Any 64-bit keys (spread by the splitmix64 finaliser to find their place)."""
     n = len(keys)
     size = 1
     while size < 2 * n:
@@ -172,7 +180,7 @@ def group_order(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     groups = 0
     for i in range(n):
         k = keys[i]
-        j = np.int64(k & mask)
+        j = np.int64(_spread(k) & mask)
         while gid[j] >= 0 and table[j] != k:
             j = (j + np.int64(1)) & wrap
         if gid[j] < 0:

@@ -60,6 +60,7 @@ from netanomd.behaviour.windows import (
     ROLES,
     Closed,
     hash_strings,
+    sample_lists,
 )
 
 #: How limits are learned (see the module docstring); an operator tunes these three.
@@ -429,8 +430,8 @@ def _rows(
             "feature": _text(feature, n),
             "period": np.zeros(n),
             **{k: hw[k] for k in PROBE_KINDS},
-            "uids": hw["uids"],
-            "community_ids": hw["community_ids"],
+            "uids": sample_lists(hw["uids"]),
+            "community_ids": sample_lists(hw["community_ids"]),
         },
         DETECTION_COLUMNS,
     )
@@ -519,13 +520,11 @@ def detect(closed: Closed, thr: Thresholds) -> Table:
     if len(pairs):
         # Representative flows: the host's latest ones in that window.
         wkey = _keys(hw["scale"], role, hw["host"], hw["start"])
-        uids = dict(zip(wkey, hw["uids"].tolist(), strict=True))
-        cids = dict(zip(wkey, hw["community_ids"].tolist(), strict=True))
+        window = dict(zip(wkey, range(len(wkey)), strict=True))  # the last row of a key
         pk = _keys(pairs["scale"], pairs["role"], pairs["host"], pairs["start"])
-        n = len(pk)
+        at = np.array([window.get(k, -1) for k in pk], dtype=np.int64)
         pairs = pairs.replace(
-            uids=objects((uids.get(k, []) for k in pk), n),
-            community_ids=objects((cids.get(k, []) for k in pk), n),
+            uids=_samples_at(hw["uids"], at), community_ids=_samples_at(hw["community_ids"], at)
         )
         out.append(pairs)
         key = set(pk)
@@ -548,6 +547,15 @@ def detect(closed: Closed, thr: Thresholds) -> Table:
             f = feature[hit]
             out.append(_rows(hw.take(hit), "unusual activity", value[hit], limit[hit], f, f))
     return Table.concat(out, DETECTION_COLUMNS)
+
+
+def _samples_at(samples: np.ndarray, at: np.ndarray) -> np.ndarray:
+    """:func:`sample_lists` of rows ``at`` (an empty list where -1)."""
+    if not len(samples):
+        return objects(([] for _ in at), len(at))
+    lists = sample_lists(samples[np.maximum(at, 0)])
+    lists[at < 0] = objects(([] for _ in range(int((at < 0).sum()))), int((at < 0).sum()))
+    return lists
 
 
 def _outbound_flows(pw: Table, inbound: np.ndarray) -> np.ndarray:

@@ -99,6 +99,10 @@ WINDOW_COLUMNS: tuple[str, ...] = (
     "uids",
     "community_ids",
 )
+#: :data:`WINDOW_COLUMNS` ``uids`` and ``community_ids`` are (rows, :data:`SAMPLES`) ``object``
+#: arrays: the host's latest flows in the window, newest first, None or "" where it holds fewer
+#: (:func:`sample_lists` gives one list per row).
+
 #: One row per (scale, role, host, peer, port) with at least MIN_PAIR_FLOWS flows in a window.
 #: For the ``resp`` role ``peer`` is the first originator seen (the pair is the local port).
 PAIR_COLUMNS: tuple[str, ...] = (
@@ -268,6 +272,12 @@ def _present(uids: list[str | None]) -> list[str | None]:
     if all(uids):
         return uids
     return [u for u in uids if u] if any(uids) else []
+
+
+def sample_lists(samples: np.ndarray) -> np.ndarray:
+    """One list per row of a (rows, :data:`SAMPLES`) ``uids`` or ``community_ids`` column: the
+    ids it holds, newest first (an ``object`` array)."""
+    return objects((_present(r) for r in samples.tolist()), len(samples))
 
 
 def _attempts(records: np.ndarray) -> np.ndarray:
@@ -722,16 +732,13 @@ class HostWindows:
         rb = np.maximum(batch.numeric("resp_bytes"), 0.0)
         short = (ob < SHORT_BYTES) & (rb < SHORT_BYTES)
         pcode = np.array([PROTO_CODE.get(v, 0) for v in proto_v.tolist()], np.int64)[proto_c]
-        _, port_c = np.unique(svc_port, return_inverse=True)
-        _, svc_first, svc_c = np.unique(
-            proto_c * (int(port_c.max()) + 1) + port_c, return_index=True, return_inverse=True
+        # a service "proto/port" per distinct pair (ports are -1 to 65535)
+        svc_rows, svc_c, svc_at = _k.group_order(
+            (proto_c.astype(np.uint64) << np.uint64(32)) + (svc_port + 1).astype(np.uint64)
         )
+        svc_first = svc_rows[svc_at]
         svc_v = np.array(
-            [
-                f"{proto_v[proto_c[i]]}/{svc_port[i]}"
-                for i in svc_first.tolist()  # a service "proto/port" per distinct pair
-            ],
-            dtype=object,
+            [f"{proto_v[proto_c[i]]}/{svc_port[i]}" for i in svc_first.tolist()], dtype=object
         )
         ho_v, hr_v, hs_v = hash_strings(orig_v), hash_strings(resp_v), hash_strings(svc_v)
         h_orig, h_resp, h_svc = ho_v[orig_c], hr_v[resp_c], hs_v[svc_c]
@@ -1050,9 +1057,8 @@ class HostWindows:
         est = sc.hll.estimate((act[:, None] * k + np.arange(k)[None, :]).ravel()).reshape(-1, k)
         for i, name in enumerate(_SKETCHES):
             cols[name] = np.minimum(est[:, i], sc.sums[act, 0])  # never more distinct than flows
-        for name, table in (("uids", self._uids), ("community_ids", self._cids)):
-            rows = table[act].tolist()  # most hold SAMPLES uids or none (no community ids)
-            cols[name] = objects((_present(r) for r in rows), len(act))
+        cols["uids"] = self._uids[act]  # listed only for the windows detected
+        cols["community_ids"] = self._cids[act]
         pairs = self._pair_rows(sc)
         sc.reset()
         return cols, pairs
