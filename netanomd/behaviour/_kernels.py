@@ -30,6 +30,78 @@ def mix1(a: np.uint64, b: np.uint64) -> np.uint64:  # pragma: no cover - compile
 
 
 @nb.njit(cache=True, nogil=True)
+def _rotl(x: np.uint64, b: int) -> np.uint64:  # pragma: no cover - compiled
+    return (x << np.uint64(b)) | (x >> np.uint64(64 - b))
+
+
+@nb.njit(cache=True, nogil=True)
+def _siphash(data: np.ndarray, start: int, stop: int, k0: np.uint64, k1: np.uint64) -> np.uint64:
+    # pragma: no cover - compiled
+    """SipHash-2-4 of ``data[start:stop]`` with key (``k0``, ``k1``)."""
+    v0 = np.uint64(0x736F6D6570736575) ^ k0
+    v1 = np.uint64(0x646F72616E646F6D) ^ k1
+    v2 = np.uint64(0x6C7967656E657261) ^ k0
+    v3 = np.uint64(0x7465646279746573) ^ k1
+    n = stop - start
+    whole = start + n - n % 8
+    i = start
+    while i <= whole:
+        if i < whole:
+            m = np.uint64(0)
+            for k in range(8):
+                m |= np.uint64(data[i + k]) << np.uint64(8 * k)
+        else:  # the last block: the bytes left and the length in the top byte
+            m = np.uint64(n & 0xFF) << np.uint64(56)
+            for k in range(stop - whole):
+                m |= np.uint64(data[whole + k]) << np.uint64(8 * k)
+        v3 ^= m
+        for _ in range(2):
+            v0 += v1
+            v1 = _rotl(v1, 13) ^ v0
+            v0 = _rotl(v0, 32)
+            v2 += v3
+            v3 = _rotl(v3, 16) ^ v2
+            v0 += v3
+            v3 = _rotl(v3, 21) ^ v0
+            v2 += v1
+            v1 = _rotl(v1, 17) ^ v2
+            v2 = _rotl(v2, 32)
+        v0 ^= m
+        i += 8
+    v2 ^= np.uint64(0xFF)
+    for _ in range(4):
+        v0 += v1
+        v1 = _rotl(v1, 13) ^ v0
+        v0 = _rotl(v0, 32)
+        v2 += v3
+        v3 = _rotl(v3, 16) ^ v2
+        v0 += v3
+        v3 = _rotl(v3, 21) ^ v0
+        v2 += v1
+        v1 = _rotl(v1, 17) ^ v2
+        v2 = _rotl(v2, 32)
+    return v0 ^ v1 ^ v2 ^ v3
+
+
+@nb.njit(cache=True, nogil=True)
+def sip_strings(
+    offsets: np.ndarray, data: np.ndarray, valid: np.ndarray, k0: np.uint64, k1: np.uint64
+) -> np.ndarray:  # pragma: no cover - compiled
+    """Per string (``offsets``, ``data``, ``valid`` as
+    :func:`netanomd.features._strings.string_views` gives them; a null is ""): SipHash-2-4 of
+    its UTF-8 bytes, then the splitmix64 finaliser."""
+    n = len(offsets) - 1
+    check = valid.shape[0] > 0
+    out = np.empty(n, np.uint64)
+    for r in range(n):
+        h = _siphash(data, offsets[r], offsets[r + 1], k0, k1)
+        if check and not valid[r]:
+            h = _siphash(data, 0, 0, k0, k1)
+        out[r] = _spread(h)
+    return out
+
+
+@nb.njit(cache=True, nogil=True)
 def running(group: np.ndarray, values: np.ndarray, groups: int) -> np.ndarray:  # pragma: no cover
     """Per row, the sum of ``values`` over the rows so far (this one included) of its group
     (``group`` in ``[0, groups)``)."""

@@ -51,6 +51,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
 from netanomd.behaviour.table import Table, objects
 from netanomd.behaviour.windows import (
@@ -273,7 +274,7 @@ def beacon_hash(pairs: Table, *, any_host: bool = False) -> np.ndarray:
     hosts = ["*"] * len(svc) if any_host else _strs(pairs["host"])
     roles = _strs(pairs["role"])
     keys = [f"{r}|{h}|{v}" for r, h, v in zip(roles, hosts, svc, strict=True)]
-    return hash_strings(np.asarray(keys, dtype=object))
+    return hash_strings(pa.array(keys, pa.string()))
 
 
 def _group_max(keys: list[Any], values: np.ndarray) -> tuple[list[Any], np.ndarray]:

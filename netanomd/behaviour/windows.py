@@ -45,6 +45,7 @@ import pyarrow.compute as pc
 from netanomd.behaviour import _kernels as _k
 from netanomd.behaviour.hll import DEFAULT_P, HllTable
 from netanomd.behaviour.table import Table, objects
+from netanomd.features._strings import string_views
 from netanomd.flow import FlowBatch
 
 ROLES: tuple[str, ...] = ("orig", "resp", "service")
@@ -148,13 +149,20 @@ _K1 = np.uint64(0x9E3779B97F4A7C15)
 _K2 = np.uint64(0xC2B2AE3D27D4EB4F)
 
 
-def hash_strings(values: np.ndarray) -> np.ndarray:
-    """A stable 64-bit hash per string (nulls hash as the empty string)."""
-    import pandas as pd  # TEMP: old hashing until goal 3
+#: The SipHash key of :func:`hash_strings` (pandas' default ``hash_key``).
+_SIP_KEY = np.frombuffer(b"0123456789123456", dtype="<u8")
 
-    obj = np.asarray(values, dtype=object)
-    # categorize=True (factorize first) gives the same hashes, ~7x slower on a batch of 200
-    return np.asarray(pd.util.hash_array(obj, categorize=False), dtype=np.uint64)
+
+def hash_strings(col: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """A stable 64-bit hash per string of ``col`` (a null hashes as ""): SipHash-2-4 of its
+    UTF-8 bytes, then the splitmix64 finaliser, the hash ``pandas.util.hash_array`` gives
+    (``categorize=False``). Host slots, sketches and Bloom filters key on it, and the known
+    beacons of saved thresholds (:func:`~netanomd.behaviour.detectors.beacon_hash`): with
+    :func:`netanomd.features._strings.hash_strings` instead, 3 of the estimates in the reasons of
+    ``python -m netanomd.behaviour.measure`` move and one ping sweep of 18 hosts reads "15
+    hosts", and saved models' known beacons would match nothing."""
+    offsets, data, valid = string_views(col)
+    return np.asarray(_k.sip_strings(offsets, data, valid, _SIP_KEY[0], _SIP_KEY[1]))
 
 
 def _mix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -740,7 +748,8 @@ class HostWindows:
         svc_v = np.array(
             [f"{proto_v[proto_c[i]]}/{svc_port[i]}" for i in svc_first.tolist()], dtype=object
         )
-        ho_v, hr_v, hs_v = hash_strings(orig_v), hash_strings(resp_v), hash_strings(svc_v)
+        ho_v, hr_v = hash_strings(orig.values), hash_strings(resp.values)
+        hs_v = hash_strings(pa.array(svc_v, pa.string()))
         h_orig, h_resp, h_svc = ho_v[orig_c], hr_v[resp_c], hs_v[svc_c]
         p_hash = h_svc  # the service "proto/port" identifies a port
         role_keys = [
