@@ -21,12 +21,21 @@ _K2 = np.uint64(0xC2B2AE3D27D4EB4F)
 
 @nb.njit(cache=True, nogil=True)
 def mix1(a: np.uint64, b: np.uint64) -> np.uint64:  # pragma: no cover - compiled
-    """One pair of :func:`netanomd.behaviour.windows._mix` (the same bits)."""
+    """Two uint64 hashes combined into one (order matters)."""
     x = (a * _K1) ^ (b + _K2 + (a << np.uint64(6)) + (a >> np.uint64(2)))
     x ^= x >> np.uint64(31)
     x *= _K2
     x ^= x >> np.uint64(29)
     return x
+
+
+@nb.njit(cache=True, nogil=True)
+def mix(a: np.ndarray, b: np.ndarray) -> np.ndarray:  # pragma: no cover - compiled
+    """:func:`mix1` of each pair of ``a`` and ``b``."""
+    out = np.empty(len(a), np.uint64)
+    for i in range(len(a)):
+        out[i] = mix1(a[i], b[i])
+    return out
 
 
 @nb.njit(cache=True, nogil=True)

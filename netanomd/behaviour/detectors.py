@@ -455,6 +455,12 @@ def anomaly_scores(
     return ratios[rows, best], feature, values[rows, best], limits[rows, best]
 
 
+def _among(values: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+    """Rows of ``values`` (strings) that are in ``wanted``."""
+    want = set(wanted.tolist())
+    return np.flatnonzero(np.array([v in want for v in values.tolist()], dtype=np.bool_))
+
+
 def _keys(*cols: np.ndarray) -> list[tuple[Any, ...]]:
     """One tuple per row of ``cols``."""
     return list(zip(*(c.tolist() for c in cols), strict=True))
@@ -520,8 +526,10 @@ def detect(closed: Closed, thr: Thresholds) -> Table:
     pairs = _pair_detections(closed.pairs, thr)
     if len(pairs):
         # Representative flows: the host's latest ones in that window.
-        wkey = _keys(hw["scale"], role, hw["host"], hw["start"])
-        window = dict(zip(wkey, range(len(wkey)), strict=True))  # the last row of a key
+        # (only windows of hosts the pairs name can match one: tuples for those alone)
+        cand = _among(hw["host"], pairs["host"])
+        wkey = _keys(*(c[cand] for c in (hw["scale"], role, hw["host"], hw["start"])))
+        window = dict(zip(wkey, cand.tolist(), strict=True))  # the last row of a key
         pk = _keys(pairs["scale"], pairs["role"], pairs["host"], pairs["start"])
         at = np.array([window.get(k, -1) for k in pk], dtype=np.int64)
         pairs = pairs.replace(
@@ -529,12 +537,13 @@ def detect(closed: Closed, thr: Thresholds) -> Table:
         )
         out.append(pairs)
         key = set(pk)
-        named |= np.array([k in key for k in wkey], dtype=np.bool_)
+        named[cand] |= np.array([k in key for k in wkey], dtype=np.bool_)
         # The target of a named outbound behaviour is that behaviour's victim, not a second case.
         victims = set(_keys(pairs["scale"], pairs["peer"], pairs["start"]))
-        named |= (role == "resp") & np.array(
-            [k in victims for k in _keys(hw["scale"], hw["host"], hw["start"])], dtype=np.bool_
-        )
+        cand = _among(hw["host"], pairs["peer"])
+        cand = cand[role[cand] == "resp"]
+        vkey = _keys(*(c[cand] for c in (hw["scale"], hw["host"], hw["start"])))
+        named[cand] |= np.array([k in victims for k in vkey], dtype=np.bool_)
     # Unusual activity: above a learned limit, explained by nothing named.
     if len(hw):
         score, feature, value, limit = anomaly_scores(hw, thr)

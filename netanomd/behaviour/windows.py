@@ -145,9 +145,6 @@ CONTEXT_COLUMNS: tuple[str, ...] = (
     "near_window",
 )
 
-_K1 = np.uint64(0x9E3779B97F4A7C15)
-_K2 = np.uint64(0xC2B2AE3D27D4EB4F)
-
 
 #: The SipHash key of :func:`hash_strings` (pandas' default ``hash_key``).
 _SIP_KEY = np.frombuffer(b"0123456789123456", dtype="<u8")
@@ -167,12 +164,7 @@ def hash_strings(col: pa.Array | pa.ChunkedArray) -> np.ndarray:
 
 def _mix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Combine two uint64 hash arrays into one (order matters)."""
-    with np.errstate(over="ignore"):
-        x = (a * _K1) ^ (b + _K2 + (a << np.uint64(6)) + (a >> np.uint64(2)))
-        x ^= x >> np.uint64(31)
-        x *= _K2
-        x ^= x >> np.uint64(29)
-    return np.asarray(x, dtype=np.uint64)
+    return np.asarray(_k.mix(np.asarray(a, np.uint64), np.asarray(b, np.uint64)))
 
 
 @dataclass(frozen=True)
