@@ -282,6 +282,125 @@ def group_order(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 @nb.njit(cache=True, nogil=True)
+def retry1(
+    port: int,
+    start: float,
+    bare: bool,
+    next_port: int,
+    next_start: float,
+    next_proto: int,
+    gap: float,
+) -> bool:  # pragma: no cover - compiled
+    """Whether a pair's next record is the same TCP attempt again
+    (:func:`netanomd.behaviour.windows.retried`; ``gap``: its RETRY_GAP)."""
+    return (
+        bare
+        and next_port == port
+        and next_port >= 0
+        and next_proto == 6
+        and next_start - start >= gap
+    )
+
+
+@nb.njit(cache=True, nogil=True)
+def retried(
+    port: np.ndarray,
+    start: np.ndarray,
+    bare: np.ndarray,
+    next_port: np.ndarray,
+    next_start: np.ndarray,
+    next_proto: np.ndarray,
+    gap: float,
+) -> np.ndarray:  # pragma: no cover - compiled
+    """:func:`retry1` of each row."""
+    out = np.empty(len(port), np.bool_)
+    for i in range(len(port)):
+        out[i] = retry1(port[i], start[i], bare[i], next_port[i], next_start[i], next_proto[i], gap)
+    return out
+
+
+@nb.njit(cache=True, nogil=True)
+def pair_stats(
+    o: np.ndarray,
+    c: np.ndarray,
+    group_start: np.ndarray,
+    orig_p: np.ndarray,
+    bare: np.ndarray,
+    ts: np.ndarray,
+    proto: np.ndarray,
+    when: np.ndarray,
+    weights: tuple[np.ndarray, np.ndarray],
+    gap: float,
+    most: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    # pragma: no cover - compiled
+    """A segment's pairs (rows grouped by pair: ``o`` in arrival order, ``c`` in start order,
+    groups from ``group_start``) as connection attempts: a record :func:`retry1` says is retried
+    by the next one in start order is that attempt again, its last record the outcome, unless
+    the chain is longer than ``most`` records (each one an attempt). Returns (per row: whether
+    it starts an attempt; per pair: its first outcome row in arrival order, and the columns
+    n, unanswered, short, first, last, gap sum, gap square sum of its outcomes in arrival order
+    (``weights``: unanswered, short per row); per position of ``c``: its chain, and that
+    chain's length in records)."""
+    n = len(c)
+    groups = len(group_start)
+    bounds = np.empty(groups + 1, np.int64)
+    bounds[:groups] = group_start
+    bounds[groups] = n
+    chain = np.empty(n, np.int64)
+    again = np.zeros(n, np.bool_)  # position i is retried by position i + 1
+    cid = -1
+    for g in range(groups):
+        for i in range(bounds[g], bounds[g + 1]):
+            if i == bounds[g] or not again[i - 1]:
+                cid += 1
+            chain[i] = cid
+            if i + 1 < bounds[g + 1]:
+                r, q = c[i], c[i + 1]
+                again[i] = retry1(orig_p[r], ts[r], bare[r], orig_p[q], ts[q], proto[q], gap)
+    length = np.zeros(cid + 1)
+    for i in range(n):
+        length[chain[i]] += 1.0
+    starts = np.zeros(n, np.bool_)
+    outcome = np.zeros(n, np.bool_)
+    lengths = np.empty(n)
+    for i in range(n):
+        lengths[i] = length[chain[i]]
+        alone = lengths[i] > most
+        first = i == 0 or not again[i - 1] or chain[i - 1] != chain[i]
+        starts[c[i]] = first or alone
+        outcome[c[i]] = not again[i] or alone
+    unans, short = weights
+    stats = np.zeros((groups, 7))
+    head = np.empty(groups, np.int64)
+    for g in range(groups):
+        seen = False
+        prev = 0.0
+        for k in range(bounds[g], bounds[g + 1]):
+            r = o[k]
+            if not outcome[r]:
+                continue
+            t = when[r]
+            gap_t = 0.0
+            if not seen:
+                head[g] = r
+                stats[g, 3] = t
+                stats[g, 4] = t
+                seen = True
+            else:
+                gap_t = t - prev
+                if t > stats[g, 4]:
+                    stats[g, 4] = t
+            prev = t
+            stats[g, 0] += 1.0
+            stats[g, 1] += unans[r]
+            stats[g, 2] += short[r]
+            stats[g, 5] += gap_t
+            stats[g, 6] += gap_t * gap_t
+    return starts, head, stats, chain, lengths
+
+
+@nb.njit(cache=True, nogil=True)
 def latest(slot: np.ndarray, slots: int, keep: int) -> tuple[np.ndarray, np.ndarray]:
     # pragma: no cover - compiled
     """Each slot's latest ``keep`` rows, newest first: (rows, rank of each among its slot's)."""

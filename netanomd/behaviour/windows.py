@@ -297,13 +297,7 @@ def retried(
     """Whether a pair's next record is the same TCP attempt again: the previous one was bare
     (unanswered, no payload) and the next reuses its source port at least :data:`RETRY_GAP`
     seconds later."""
-    return np.asarray(
-        bare
-        & (next_port == port)
-        & (next_port >= 0)
-        & (next_proto == PROTO_CODE["tcp"])
-        & (next_start - start >= RETRY_GAP)
-    )
+    return np.asarray(_k.retried(port, start, bare, next_port, next_start, next_proto, RETRY_GAP))
 
 
 class _Bloom:
@@ -898,7 +892,6 @@ class HostWindows:
         # pair is one role's, whose rows arrive in order), and in start order (``c``, below).
         o, pair, raw_start = _k.group_order(pkey)
         k_sorted = pkey[o]
-        change = k_sorted[1:] != k_sorted[:-1]
         # New probe targets: distinct (host, peer, port) probed here and never contacted before
         # (a scan explores; a client retrying the servers it always uses does not).
         seen_t = self._targets.seen_then_add(k_sorted[raw_start])
@@ -922,44 +915,32 @@ class HostWindows:
         # Attempts are found in start order (records of one attempt start in turn), the pair's
         # statistics taken in arrival order.
         c = _k.by_key_then(o, k_sorted, ts)
-        ps, bare, t0, pc_ = orig_p[c], unans[c] & empty[c], ts[c], pcode[c]
-        again = ~change & retried(ps[:-1], t0[:-1], bare[:-1], ps[1:], t0[1:], pc_[1:])
+        bare = unans & empty
+        starts, head, stats, chain, length = _k.pair_stats(
+            o, c, raw_start, orig_p, bare, ts, pcode, when, (unans, short), RETRY_GAP, RETRY_RECORDS
+        )
         raw_end = np.r_[raw_start[1:], len(c)] - 1
-        chain = np.cumsum(np.r_[True, ~again]) - 1
-        length = np.bincount(chain).astype(np.float64)
-        alone = length[chain] > RETRY_RECORDS
-        starts = np.zeros(len(c), dtype=np.bool_)  # rows that start an attempt, in row order
-        starts[c] = np.r_[True, ~again] | alone
-        outcome = np.zeros(len(c), dtype=np.bool_)  # rows that end one (its outcome)
-        outcome[c] = np.r_[~again, True] | alone
-        ends = outcome[o]
-        o, k_sorted = o[ends], k_sorted[ends]
-        gstart = np.r_[0, np.flatnonzero(np.diff(k_sorted)) + 1]
-        gid = np.repeat(np.arange(len(gstart)), np.diff(np.r_[gstart, len(o)]))
-        t_sorted = when[o]
-        gaps = np.r_[0.0, np.diff(t_sorted)]
-        gaps[gstart] = 0.0
-        ng = len(gstart)
+        fr, lr = c[raw_start], c[raw_end]  # each pair's first and last record in start order
         seg_pairs = _Pairs(
-            key=k_sorted[gstart],
-            slot=slot[o[gstart]],
-            peer=peer_names[peer_code[o[gstart]]],
-            port=port[o[gstart]],
-            proto=pcode[o[gstart]],
-            n=np.bincount(gid, minlength=ng).astype(np.float64),
-            unans=np.bincount(gid, weights=unans[o].astype(np.float64), minlength=ng),
-            short=np.bincount(gid, weights=short[o].astype(np.float64), minlength=ng),
-            first=t_sorted[gstart],
-            last=np.maximum.reduceat(t_sorted, gstart),
-            gsum=np.bincount(gid, weights=gaps, minlength=ng),
-            gsq=np.bincount(gid, weights=gaps * gaps, minlength=ng),
-            fport=ps[raw_start],
-            fts=t0[raw_start],
-            lport=ps[raw_end],
-            lts=t0[raw_end],
-            lbare=bare[raw_end],
-            fchain=length[chain[raw_start]],
-            lchain=length[chain[raw_end]],
+            key=pkey[head],
+            slot=slot[head],
+            peer=peer_names[peer_code[head]],
+            port=port[head],
+            proto=pcode[head],
+            n=stats[:, 0],
+            unans=stats[:, 1],
+            short=stats[:, 2],
+            first=stats[:, 3],
+            last=stats[:, 4],
+            gsum=stats[:, 5],
+            gsq=stats[:, 6],
+            fport=orig_p[fr],
+            fts=ts[fr],
+            lport=orig_p[lr],
+            lts=ts[lr],
+            lbare=bare[lr],
+            fchain=length[raw_start],
+            lchain=length[raw_end],
             one_chain=chain[raw_start] == chain[raw_end],
         )
         if want.any():
@@ -975,7 +956,13 @@ class HostWindows:
                     starts,
                     want,
                     hosts_new,
-                    (first, orig_p[first], ts[first], pcode[first], ~alone[raw_start]),
+                    (
+                        first,
+                        orig_p[first],
+                        ts[first],
+                        pcode[first],
+                        length[raw_start] <= RETRY_RECORDS,
+                    ),
                 )
             )
         self._open.add(
