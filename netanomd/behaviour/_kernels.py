@@ -1,11 +1,13 @@
 """numba kernels of the host windows: the per-row loops over a segment's columns.
 
 Owns the loops :mod:`netanomd.behaviour.windows` runs once per flow row, compiled (``nogil``, so a
-daemon's decoding thread runs while a batch is scored; ``cache``, so start-up reuses them):
-running counts per group, the per-slot sums of an open window, HyperLogLog register updates and
-the latest representative rows per host. Each gives exactly what the numpy formulation it
-replaced gave: counts and byte sums are whole numbers, so their float sums do not depend on the
-order they are added in.
+daemon's decoding thread runs while a batch is scored; ``cache``, so start-up reuses them): the
+address hash (SipHash-2-4 over Arrow's string buffers), hash combining, grouping rows by key
+without sorting, a segment's pairs as connection attempts (retry chains, per-pair counts and
+gap sums), the sums and HyperLogLog registers of every scale's open window in one pass, running
+counts per group and the latest representative rows per host. Each gives exactly what the numpy
+formulation it replaced gave: counts and byte sums are whole numbers, so their float sums do not
+depend on the order they are added in, and the gap sums add in the order numpy's did.
 """
 
 from __future__ import annotations

@@ -2,9 +2,10 @@
 
 Owns :class:`HostWindows`, the streaming aggregator. Feed it :class:`~netanomd.flow.FlowBatch`
 es in arrival order (a file read in batches and a live stream go through the same code); each
-call returns the windows that closed as a :class:`Closed`: one row per (scale, role, host,
-window) with the columns of :data:`WINDOW_COLUMNS`, and one per busy (host, peer, port) pair with
-those of :data:`PAIR_COLUMNS`. :meth:`HostWindows.flush` closes what is still open.
+call returns the windows that closed as a :class:`Closed` (numpy columns,
+:class:`~netanomd.behaviour.table.Table`): one row per (scale, role, host, window) with the
+columns of :data:`WINDOW_COLUMNS`, and one per busy (host, peer, port) pair with those of
+:data:`PAIR_COLUMNS`. :meth:`HostWindows.flush` closes what is still open.
 
 Every flow counts for three *roles*:
 
