@@ -13,6 +13,7 @@ import pyarrow.compute as pc
 import pytest
 
 from netanomd.behaviour.detectors import (
+    DETECTION_COLUMNS,
     FEATURES,
     FLOORS,
     Thresholds,
@@ -25,11 +26,18 @@ from netanomd.behaviour.detectors import (
 from netanomd.behaviour.incidents import Incident
 from netanomd.behaviour.measure import covered, halves, load, run
 from netanomd.behaviour.pipeline import BehaviourPipeline, learn
-from netanomd.behaviour.windows import ROLES, Closed, HostWindows
+from netanomd.behaviour.table import Table
+from netanomd.behaviour.windows import ROLES, Closed, HostWindows, sample_lists
 from netanomd.data import attack_files, baseline_files
 from netanomd.flow import FlowBatch
 
 DATA = Path(__file__).parent / "data"
+
+
+def frame(table: Table) -> pd.DataFrame:
+    """A table as a frame to query (sample uids as one list per row)."""
+    cols = {c: sample_lists(v) if (v := table[c]).ndim == 2 else v for c in table.columns}
+    return pd.DataFrame(cols, columns=list(table.columns))
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +65,8 @@ def test_limits_are_learned_from_training_above_floors(
     # The busy workstation's flows per minute set the originators' limit, not a constant.
     w = HostWindows()
     closed = Closed.concat([w.update(split[0]), w.flush()])
-    orig = closed.hosts[(closed.hosts["role"] == "orig") & (closed.hosts["scale"] == 60.0)]
+    hosts = frame(closed.hosts)
+    orig = hosts[(hosts["role"] == "orig") & (hosts["scale"] == 60.0)]
     learned = thr.host_limit(60.0, "orig", "flows")
     assert learned != FLOORS["flows"]
     expect = orig.groupby("host")["flows"].max().quantile(thr.quantile) * thr.margin
@@ -77,9 +86,9 @@ def test_thresholds_round_trip_through_npz_without_pickle(
     w = HostWindows()
     closed = Closed.concat([w.update(split[1]), w.flush()])
     a, b = detect(closed, thresholds), detect(closed, back)
-    assert a.drop(columns=["uids", "community_ids"]).equals(
-        b.drop(columns=["uids", "community_ids"])
-    )
+    assert a.columns == b.columns == DETECTION_COLUMNS
+    for c in DETECTION_COLUMNS:
+        assert np.array_equal(a[c], b[c]), c
     assert np.array_equal(back.known_limits, thresholds.known_limits)
     arrays = thresholds.to_arrays()
     arrays["features"] = np.array(["flows"])
@@ -167,8 +176,9 @@ def test_rat_c2_retries_are_one_incident_per_peer_service(
 def test_anomaly_score_is_actual_over_learned_limit(split: tuple, thresholds: Thresholds) -> None:
     w = HostWindows()
     closed = Closed.concat([w.update(split[1]), w.flush()])
-    hosts = closed.hosts[closed.hosts["role"] != "service"].reset_index(drop=True)
-    score, feature, value, limit = anomaly_scores(hosts, thresholds)
+    table = closed.hosts.take(closed.hosts["role"] != "service")
+    score, feature, value, limit = anomaly_scores(table, thresholds)
+    hosts = frame(table)
     assert np.allclose(score, value / limit)
     i = int(score.argmax())
     assert value[i] == hosts.loc[i, feature[i]]
@@ -237,10 +247,8 @@ def test_a_new_device_keeping_time_with_the_pool_is_no_beacon(
             pa.array(["10.99.0.7"] * len(flows)),
         )
     )
-    pool = beacon_hash(
-        pd.DataFrame({"role": ["orig"], "host": ["-"], "proto": ["udp"], "port": [123]}),
-        any_host=True,
-    )
+    one = {"role": ["orig"], "host": ["-"], "proto": ["udp"], "port": [123]}
+    pool = beacon_hash(Table({k: np.array(v, dtype=object) for k, v in one.items()}), any_host=True)
     assert np.isin(pool, thresholds.known_beacons).all()
     assert run(BehaviourPipeline(thresholds), device) == []
     forgot = replace(

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
+import pyarrow as pa
 import pytest
 
 from netanomd.behaviour.hll import HllTable, split_hash
@@ -27,7 +29,7 @@ def test_estimates_match_exact_distinct_counts(day: FlowBatch) -> None:
     hours = ((day.numeric("ts") - day.numeric("ts").min()) // 3600).astype(np.int64)
     resp = _values(day, "resp_h")
     table = HllTable(int(hours.max()) + 1)
-    table.add(hours, hash_strings(resp))
+    table.add(hours, hash_strings(pa.array(resp, pa.string())))
     est = table.estimate(np.arange(int(hours.max()) + 1))
     exact = np.array([len(set(resp[hours == h])) for h in range(int(hours.max()) + 1)])
     busy = exact > 0
@@ -39,7 +41,7 @@ def test_estimates_match_exact_distinct_counts(day: FlowBatch) -> None:
 
 
 def test_merge_is_the_union(day: FlowBatch) -> None:
-    resp = hash_strings(_values(day, "resp_h"))
+    resp = hash_strings(day.column("resp_h"))
     half = len(resp) // 2
     a, b, both = HllTable(1), HllTable(1), HllTable(1)
     a.add(np.zeros(half, np.int64), resp[:half])
@@ -62,3 +64,16 @@ def test_rank_is_position_of_first_one_bit() -> None:
 def test_bad_sizes_are_refused() -> None:
     with pytest.raises(ValueError, match="4 <= p <= 16"):
         HllTable(4, p=3)
+
+
+def test_address_hash_is_the_one_saved_models_know(day: FlowBatch) -> None:
+    """Host windows hash addresses (and known beacons, saved with the thresholds) as pandas'
+    ``hash_array`` always did, without pandas: every address of the day, and services, beacon
+    keys and non-ASCII text, hash the same."""
+    values = np.concatenate([_values(day, "orig_h"), _values(day, "resp_h")])
+    values = np.concatenate([np.unique(values), ["", "udp/67", "orig|*|udp/123", "hôte ∆"]])
+    ours = hash_strings(pa.array(values.tolist(), pa.string()))
+    assert len(values) > 400
+    assert np.array_equal(ours, pd.util.hash_array(values.astype(object), categorize=False))
+    chunked = pa.chunked_array([values[:7].tolist(), values[7:].tolist()], pa.string())
+    assert np.array_equal(hash_strings(chunked), ours)

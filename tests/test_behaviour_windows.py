@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -9,12 +10,14 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
+from netanomd.behaviour.table import Table
 from netanomd.behaviour.windows import (
     PAIR_COLUMNS,
     WINDOW_COLUMNS,
     Closed,
     HostWindows,
     probe_mask,
+    sample_lists,
     unanswered_mask,
 )
 from netanomd.data import baseline_files
@@ -31,12 +34,28 @@ def load(path: Path) -> FlowBatch:
     return batch.take(np.argsort(end, kind="stable"))
 
 
-def windows_of(batch: FlowBatch, step: int | None = None, **kw: int) -> tuple[Closed, HostWindows]:
+def frame(table: Table) -> pd.DataFrame:
+    """A table as a frame to query (sample uids as one list per row)."""
+    cols = {c: sample_lists(v) if (v := table[c]).ndim == 2 else v for c in table.columns}
+    return pd.DataFrame(cols, columns=list(table.columns))
+
+
+@dataclass
+class Frames:
+    """Closed windows as frames, to query in tests."""
+
+    hosts: pd.DataFrame
+    pairs: pd.DataFrame
+
+
+def windows_of(batch: FlowBatch, step: int | None = None, **kw: int) -> tuple[Frames, HostWindows]:
     w = HostWindows(**kw)  # type: ignore[arg-type]
     size = step or max(len(batch), 1)
     parts = [w.update(batch.slice(o, size)) for o in range(0, len(batch), size)]
     parts.append(w.flush())
-    return Closed.concat(parts), w
+    closed = Closed.concat(parts)
+    assert closed.hosts.columns == WINDOW_COLUMNS and closed.pairs.columns == PAIR_COLUMNS
+    return Frames(frame(closed.hosts), frame(closed.pairs)), w
 
 
 @pytest.fixture(scope="module")

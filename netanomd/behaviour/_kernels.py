@@ -1,11 +1,13 @@
 """numba kernels of the host windows: the per-row loops over a segment's columns.
 
 Owns the loops :mod:`netanomd.behaviour.windows` runs once per flow row, compiled (``nogil``, so a
-daemon's decoding thread runs while a batch is scored; ``cache``, so start-up reuses them):
-running counts per group, the per-slot sums of an open window, HyperLogLog register updates and
-the latest representative rows per host. Each gives exactly what the numpy formulation it
-replaced gave: counts and byte sums are whole numbers, so their float sums do not depend on the
-order they are added in.
+daemon's decoding thread runs while a batch is scored; ``cache``, so start-up reuses them): the
+address hash (SipHash-2-4 over Arrow's string buffers), hash combining, grouping rows by key
+without sorting, a segment's pairs as connection attempts (retry chains, per-pair counts and
+gap sums), the sums and HyperLogLog registers of every scale's open window in one pass, running
+counts per group and the latest representative rows per host. Each gives exactly what the numpy
+formulation it replaced gave: counts and byte sums are whole numbers, so their float sums do not
+depend on the order they are added in, and the gap sums add in the order numpy's did.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-from netanomd.behaviour.hll import put
+from netanomd.behaviour.hll import register_of
 
 _K1 = np.uint64(0x9E3779B97F4A7C15)
 _K2 = np.uint64(0xC2B2AE3D27D4EB4F)
@@ -21,12 +23,93 @@ _K2 = np.uint64(0xC2B2AE3D27D4EB4F)
 
 @nb.njit(cache=True, nogil=True)
 def mix1(a: np.uint64, b: np.uint64) -> np.uint64:  # pragma: no cover - compiled
-    """One pair of :func:`netanomd.behaviour.windows._mix` (the same bits)."""
+    """Two uint64 hashes combined into one (order matters)."""
     x = (a * _K1) ^ (b + _K2 + (a << np.uint64(6)) + (a >> np.uint64(2)))
     x ^= x >> np.uint64(31)
     x *= _K2
     x ^= x >> np.uint64(29)
     return x
+
+
+@nb.njit(cache=True, nogil=True)
+def mix(a: np.ndarray, b: np.ndarray) -> np.ndarray:  # pragma: no cover - compiled
+    """:func:`mix1` of each pair of ``a`` and ``b``."""
+    out = np.empty(len(a), np.uint64)
+    for i in range(len(a)):
+        out[i] = mix1(a[i], b[i])
+    return out
+
+
+@nb.njit(cache=True, nogil=True)
+def _rotl(x: np.uint64, b: int) -> np.uint64:  # pragma: no cover - compiled
+    return (x << np.uint64(b)) | (x >> np.uint64(64 - b))
+
+
+@nb.njit(cache=True, nogil=True)
+def _siphash(data: np.ndarray, start: int, stop: int, k0: np.uint64, k1: np.uint64) -> np.uint64:
+    # pragma: no cover - compiled
+    """SipHash-2-4 of ``data[start:stop]`` with key (``k0``, ``k1``)."""
+    v0 = np.uint64(0x736F6D6570736575) ^ k0
+    v1 = np.uint64(0x646F72616E646F6D) ^ k1
+    v2 = np.uint64(0x6C7967656E657261) ^ k0
+    v3 = np.uint64(0x7465646279746573) ^ k1
+    n = stop - start
+    whole = start + n - n % 8
+    i = start
+    while i <= whole:
+        if i < whole:
+            m = np.uint64(0)
+            for k in range(8):
+                m |= np.uint64(data[i + k]) << np.uint64(8 * k)
+        else:  # the last block: the bytes left and the length in the top byte
+            m = np.uint64(n & 0xFF) << np.uint64(56)
+            for k in range(stop - whole):
+                m |= np.uint64(data[whole + k]) << np.uint64(8 * k)
+        v3 ^= m
+        for _ in range(2):
+            v0 += v1
+            v1 = _rotl(v1, 13) ^ v0
+            v0 = _rotl(v0, 32)
+            v2 += v3
+            v3 = _rotl(v3, 16) ^ v2
+            v0 += v3
+            v3 = _rotl(v3, 21) ^ v0
+            v2 += v1
+            v1 = _rotl(v1, 17) ^ v2
+            v2 = _rotl(v2, 32)
+        v0 ^= m
+        i += 8
+    v2 ^= np.uint64(0xFF)
+    for _ in range(4):
+        v0 += v1
+        v1 = _rotl(v1, 13) ^ v0
+        v0 = _rotl(v0, 32)
+        v2 += v3
+        v3 = _rotl(v3, 16) ^ v2
+        v0 += v3
+        v3 = _rotl(v3, 21) ^ v0
+        v2 += v1
+        v1 = _rotl(v1, 17) ^ v2
+        v2 = _rotl(v2, 32)
+    return v0 ^ v1 ^ v2 ^ v3
+
+
+@nb.njit(cache=True, nogil=True)
+def sip_strings(
+    offsets: np.ndarray, data: np.ndarray, valid: np.ndarray, k0: np.uint64, k1: np.uint64
+) -> np.ndarray:  # pragma: no cover - compiled
+    """Per string (``offsets``, ``data``, ``valid`` as
+    :func:`netanomd.features._strings.string_views` gives them; a null is ""): SipHash-2-4 of
+    its UTF-8 bytes, then the splitmix64 finaliser."""
+    n = len(offsets) - 1
+    check = valid.shape[0] > 0
+    out = np.empty(n, np.uint64)
+    for r in range(n):
+        h = _siphash(data, offsets[r], offsets[r + 1], k0, k1)
+        if check and not valid[r]:
+            h = _siphash(data, 0, 0, k0, k1)
+        out[r] = _spread(h)
+    return out
 
 
 @nb.njit(cache=True, nogil=True)
@@ -42,7 +125,7 @@ def running(group: np.ndarray, values: np.ndarray, groups: int) -> np.ndarray:  
     return out
 
 
-#: Columns a window sums per slot, in :func:`scale_add`'s order.
+#: Columns a window sums per slot, in :func:`windows_add`'s order.
 SUMS: tuple[str, ...] = (
     "flows",
     "unanswered",
@@ -55,14 +138,14 @@ SUMS: tuple[str, ...] = (
     "probe_echo",
     "new_targets",
 )
-#: Bits of a row's ``flags`` (:func:`scale_add`): unanswered, probe, then the probe kinds
+#: Bits of a row's ``flags`` (:func:`windows_add`): unanswered, probe, then the probe kinds
 #: (``probe_udp1``, ``probe_syn``, ``probe_echo``).
 UNANSWERED, PROBE, UDP1, SYN, ECHO = 1, 2, 4, 8, 16
 
 
 @nb.njit(cache=True, nogil=True)
-def scale_add(
-    table: np.ndarray,
+def windows_add(
+    sums: np.ndarray,
     first: np.ndarray,
     last: np.ndarray,
     active: np.ndarray,
@@ -72,28 +155,62 @@ def scale_add(
     ts: np.ndarray,
     end: np.ndarray,
 ) -> None:  # pragma: no cover - compiled
-    """Add each row to its slot's :data:`SUMS` in ``table`` (``amounts``: bytes out, bytes in,
-    new peers, new targets); the slot's first start, last end; mark it active."""
+    """Add each row to its slot's :data:`SUMS` in the open window of every scale (``sums``:
+    slots x scales x SUMS; ``amounts``: bytes out, bytes in, new peers, new targets); the
+    slot's first start, last end (slots x scales); mark it active."""
     out, back, peers, targets = amounts
     for i in range(len(slot)):
         s = slot[i]
         f = flags[i]
-        row = table[s]
-        row[0] += 1.0
-        row[1] += (f & UNANSWERED) != 0
-        row[2] += (f & PROBE) != 0
-        row[3] += out[i]
-        row[4] += back[i]
-        row[5] += peers[i]
-        row[6] += (f & UDP1) != 0
-        row[7] += (f & SYN) != 0
-        row[8] += (f & ECHO) != 0
-        row[9] += targets[i]
-        if ts[i] < first[s]:
-            first[s] = ts[i]
-        if end[i] > last[s]:
-            last[s] = end[i]
-        active[s] = True
+        for j in range(sums.shape[1]):
+            sums[s, j, 0] += 1.0
+            sums[s, j, 1] += (f & UNANSWERED) != 0
+            sums[s, j, 2] += (f & PROBE) != 0
+            sums[s, j, 3] += out[i]
+            sums[s, j, 4] += back[i]
+            sums[s, j, 5] += peers[i]
+            sums[s, j, 6] += (f & UDP1) != 0
+            sums[s, j, 7] += (f & SYN) != 0
+            sums[s, j, 8] += (f & ECHO) != 0
+            sums[s, j, 9] += targets[i]
+            if ts[i] < first[s, j]:
+                first[s, j] = ts[i]
+            if end[i] > last[s, j]:
+                last[s, j] = end[i]
+            active[s, j] = True
+
+
+@nb.njit(cache=True, nogil=True)
+def _put_all(reg: np.ndarray, row: int, h: np.uint64, p: int) -> None:  # pragma: no cover
+    """:func:`~netanomd.behaviour.hll.put` into sketch ``row`` of every scale (``reg``: sketches
+    x registers x scales), the register and rank found once."""
+    idx, rank = register_of(h, p)
+    for j in range(reg.shape[2]):
+        if rank > reg[row, idx, j]:
+            reg[row, idx, j] = rank
+
+
+@nb.njit(cache=True, nogil=True)
+def hll_sketches(
+    reg: np.ndarray,
+    p: int,
+    sketches: int,
+    slot: np.ndarray,
+    peer: np.ndarray,
+    port: np.ndarray,
+    probe: np.ndarray,
+) -> None:  # pragma: no cover - compiled
+    """The window sketches of each row, in every scale (``reg``: sketches x registers x
+    scales): peers, ports; for probes also probed peers, probed ports and probed (peer,
+    port) targets (sketch ``slot * sketches + i``, i in that order)."""
+    for i in range(len(slot)):
+        base = slot[i] * sketches
+        _put_all(reg, base, peer[i], p)
+        _put_all(reg, base + 1, port[i], p)
+        if probe[i]:
+            _put_all(reg, base + 2, peer[i], p)
+            _put_all(reg, base + 3, port[i], p)
+            _put_all(reg, base + 4, mix1(peer[i], port[i]), p)
 
 
 @nb.njit(cache=True, nogil=True)
@@ -120,25 +237,169 @@ def first_of(keys: np.ndarray) -> np.ndarray:  # pragma: no cover - compiled
 
 
 @nb.njit(cache=True, nogil=True)
-def hll_sketches(
-    reg: np.ndarray,
-    p: int,
-    sketches: int,
-    slot: np.ndarray,
-    peer: np.ndarray,
+def _spread(x: np.uint64) -> np.uint64:  # pragma: no cover - compiled
+    """The splitmix64 finaliser (a bijection: distinct keys stay distinct)."""
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
+@nb.njit(cache=True, nogil=True)
+def group_order(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    # pragma: no cover - compiled
+    """Rows grouped by key without sorting the keys: (rows, groups numbered in order of first
+    appearance and each group's rows in row order; each row's group; where each group starts
+    in the rows). Any 64-bit keys (spread by the splitmix64 finaliser to find their place)."""
+    n = len(keys)
+    size = 1
+    while size < 2 * n:
+        size *= 2
+    mask = np.uint64(size - 1)
+    wrap = np.int64(size - 1)
+    table = np.empty(size, np.uint64)
+    gid = np.full(size, -1, np.int64)
+    group = np.empty(n, np.int64)
+    count = np.zeros(n + 1, np.int64)
+    groups = 0
+    for i in range(n):
+        k = keys[i]
+        j = np.int64(_spread(k) & mask)
+        while gid[j] >= 0 and table[j] != k:
+            j = (j + np.int64(1)) & wrap
+        if gid[j] < 0:
+            gid[j] = groups
+            table[j] = k
+            groups += 1
+        g = gid[j]
+        group[i] = g
+        count[g + 1] += 1
+    start = np.cumsum(count[: groups + 1])
+    fill = start[:groups].copy()
+    rows = np.empty(n, np.int64)
+    for i in range(n):
+        g = group[i]
+        rows[fill[g]] = i
+        fill[g] += 1
+    return rows, group, start[:groups]
+
+
+@nb.njit(cache=True, nogil=True)
+def retry1(
+    port: int,
+    start: float,
+    bare: bool,
+    next_port: int,
+    next_start: float,
+    next_proto: int,
+    gap: float,
+) -> bool:  # pragma: no cover - compiled
+    """Whether a pair's next record is the same TCP attempt again
+    (:func:`netanomd.behaviour.windows.retried`; ``gap``: its RETRY_GAP)."""
+    return (
+        bare
+        and next_port == port
+        and next_port >= 0
+        and next_proto == 6
+        and next_start - start >= gap
+    )
+
+
+@nb.njit(cache=True, nogil=True)
+def retried(
     port: np.ndarray,
-    probe: np.ndarray,
-) -> None:  # pragma: no cover - compiled
-    """The window sketches of each row: peers, ports; for probes also probed peers, probed
-    ports and probed (peer, port) targets (sketch ``slot * sketches + i``, i in that order)."""
-    for i in range(len(slot)):
-        base = slot[i] * sketches
-        put(reg, base, peer[i], p)
-        put(reg, base + 1, port[i], p)
-        if probe[i]:
-            put(reg, base + 2, peer[i], p)
-            put(reg, base + 3, port[i], p)
-            put(reg, base + 4, mix1(peer[i], port[i]), p)
+    start: np.ndarray,
+    bare: np.ndarray,
+    next_port: np.ndarray,
+    next_start: np.ndarray,
+    next_proto: np.ndarray,
+    gap: float,
+) -> np.ndarray:  # pragma: no cover - compiled
+    """:func:`retry1` of each row."""
+    out = np.empty(len(port), np.bool_)
+    for i in range(len(port)):
+        out[i] = retry1(port[i], start[i], bare[i], next_port[i], next_start[i], next_proto[i], gap)
+    return out
+
+
+@nb.njit(cache=True, nogil=True)
+def pair_stats(
+    o: np.ndarray,
+    c: np.ndarray,
+    group_start: np.ndarray,
+    orig_p: np.ndarray,
+    bare: np.ndarray,
+    ts: np.ndarray,
+    proto: np.ndarray,
+    when: np.ndarray,
+    weights: tuple[np.ndarray, np.ndarray],
+    gap: float,
+    most: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    # pragma: no cover - compiled
+    """A segment's pairs (rows grouped by pair: ``o`` in arrival order, ``c`` in start order,
+    groups from ``group_start``) as connection attempts: a record :func:`retry1` says is retried
+    by the next one in start order is that attempt again, its last record the outcome, unless
+    the chain is longer than ``most`` records (each one an attempt). Returns (per row: whether
+    it starts an attempt; per pair: its first outcome row in arrival order, and the columns
+    n, unanswered, short, first, last, gap sum, gap square sum of its outcomes in arrival order
+    (``weights``: unanswered, short per row); per position of ``c``: its chain, and that
+    chain's length in records)."""
+    n = len(c)
+    groups = len(group_start)
+    bounds = np.empty(groups + 1, np.int64)
+    bounds[:groups] = group_start
+    bounds[groups] = n
+    chain = np.empty(n, np.int64)
+    again = np.zeros(n, np.bool_)  # position i is retried by position i + 1
+    cid = -1
+    for g in range(groups):
+        for i in range(bounds[g], bounds[g + 1]):
+            if i == bounds[g] or not again[i - 1]:
+                cid += 1
+            chain[i] = cid
+            if i + 1 < bounds[g + 1]:
+                r, q = c[i], c[i + 1]
+                again[i] = retry1(orig_p[r], ts[r], bare[r], orig_p[q], ts[q], proto[q], gap)
+    length = np.zeros(cid + 1)
+    for i in range(n):
+        length[chain[i]] += 1.0
+    starts = np.zeros(n, np.bool_)
+    outcome = np.zeros(n, np.bool_)
+    lengths = np.empty(n)
+    for i in range(n):
+        lengths[i] = length[chain[i]]
+        alone = lengths[i] > most
+        first = i == 0 or not again[i - 1] or chain[i - 1] != chain[i]
+        starts[c[i]] = first or alone
+        outcome[c[i]] = not again[i] or alone
+    unans, short = weights
+    stats = np.zeros((groups, 7))
+    head = np.empty(groups, np.int64)
+    for g in range(groups):
+        seen = False
+        prev = 0.0
+        for k in range(bounds[g], bounds[g + 1]):
+            r = o[k]
+            if not outcome[r]:
+                continue
+            t = when[r]
+            gap_t = 0.0
+            if not seen:
+                head[g] = r
+                stats[g, 3] = t
+                stats[g, 4] = t
+                seen = True
+            else:
+                gap_t = t - prev
+                if t > stats[g, 4]:
+                    stats[g, 4] = t
+            prev = t
+            stats[g, 0] += 1.0
+            stats[g, 1] += unans[r]
+            stats[g, 2] += short[r]
+            stats[g, 5] += gap_t
+            stats[g, 6] += gap_t * gap_t
+    return starts, head, stats, chain, lengths
 
 
 @nb.njit(cache=True, nogil=True)

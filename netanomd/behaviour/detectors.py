@@ -46,20 +46,22 @@ incidents), ``anomaly_factor`` (how far past a limit "unusual activity" needs to
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import pandas as pd
+import pyarrow as pa
 
+from netanomd.behaviour.table import Table, objects
 from netanomd.behaviour.windows import (
     MIN_BEACON_EVENTS,
     NO_REPLY_DESTS,
     PROBE_KINDS,
     ROLES,
     Closed,
-    empty_frame,
     hash_strings,
+    sample_lists,
 )
 
 #: How limits are learned (see the module docstring); an operator tunes these three.
@@ -171,11 +173,11 @@ class Thresholds:
     margin: float = DEFAULT_MARGIN
     anomaly_factor: float = DEFAULT_ANOMALY_FACTOR
     _pair: dict[str, float] = field(default_factory=dict, repr=False)
-    _known_index: pd.Index = field(default_factory=lambda: pd.Index([]), repr=False)
+    _known_index: dict[str, int] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         self._pair = dict(zip(self.pair_keys.tolist(), self.pair_limits.tolist(), strict=True))
-        self._known_index = pd.Index(self.known_hosts.tolist())
+        self._known_index = {k: i for i, k in reversed(list(enumerate(self.known_hosts.tolist())))}
 
     def limits(
         self, scale: np.ndarray, role: np.ndarray, host: np.ndarray, feature: str, *, own: bool
@@ -204,8 +206,9 @@ class Thresholds:
         lim = np.asarray(self.host[si, ri][:, f], dtype=float)
         if not own:
             return lim
-        who = pd.Index(roles.astype(str)).str.cat(pd.Index(np.asarray(host).astype(str)), sep="|")
-        ki = self._known_index.get_indexer(who)
+        known = self._known_index
+        who = zip(roles.tolist(), np.asarray(host, dtype=object).tolist(), strict=True)
+        ki = np.array([known.get(f"{r}|{h}", -1) for r, h in who], dtype=np.int64)
         mine = np.where((ki >= 0)[:, None], self.known_limits[np.maximum(ki, 0), si][:, f], 0.0)
         return np.asarray(np.maximum(lim, mine), dtype=float)
 
@@ -255,20 +258,39 @@ class Thresholds:
         )
 
 
-def beacon_hash(frame: pd.DataFrame, *, any_host: bool = False) -> np.ndarray:
+def _strs(values: np.ndarray) -> list[str]:
+    return [str(v) for v in values.tolist()]
+
+
+def _service(proto: np.ndarray, port: np.ndarray) -> list[str]:
+    """``proto/port`` per row."""
+    return [f"{p}/{int(q)}" for p, q in zip(proto.tolist(), port.tolist(), strict=True)]
+
+
+def beacon_hash(pairs: Table, *, any_host: bool = False) -> np.ndarray:
     """A host's periodic use of a service (any peer: NTP and update pools rotate addresses);
     with ``any_host``, the service's periodic use by anyone (``role|*|proto/port``)."""
-    host = "*" if any_host else frame["host"].astype(str)
-    keys = (
-        frame["role"].astype(str)
-        + "|"
-        + host
-        + "|"
-        + frame["proto"].astype(str)
-        + "/"
-        + frame["port"].astype(int).astype(str)
-    )
-    return hash_strings(keys.to_numpy(dtype=object))
+    svc = _service(pairs["proto"], pairs["port"])
+    hosts = ["*"] * len(svc) if any_host else _strs(pairs["host"])
+    roles = _strs(pairs["role"])
+    keys = [f"{r}|{h}|{v}" for r, h, v in zip(roles, hosts, svc, strict=True)]
+    return hash_strings(pa.array(keys, pa.string()))
+
+
+def _group_max(keys: list[Any], values: np.ndarray) -> tuple[list[Any], np.ndarray]:
+    """The distinct ``keys`` in sorted order and the column-wise maximum of ``values`` (rows)
+    per key."""
+    uniq, inverse = np.unique(np.asarray(keys, dtype=object), return_inverse=True)
+    out = np.full((len(uniq), *values.shape[1:]), -np.inf)
+    np.maximum.at(out, inverse, values)
+    return uniq.tolist(), out
+
+
+def _descending(counts: np.ndarray) -> np.ndarray:
+    """Indices that put ``counts`` in descending order, ties as a descending quicksort leaves
+    them (the order the busiest training hosts have always been kept in)."""
+    idx = np.arange(len(counts))[::-1]
+    return np.asarray(idx[counts[::-1].argsort(kind="quicksort")][::-1])
 
 
 def fit(
@@ -285,55 +307,65 @@ def fit(
         raise ValueError("quantile must be in (0, 1] and margin >= 1")
     host = np.stack([np.tile(floors_at(sc), (len(ROLES), 1)) for sc in scales]).astype(float)
     hw = training.hosts
-    hw = hw[hw["scale"].isin(list(scales))]
+    hw = hw.take(np.isin(hw["scale"], list(scales)))
+    feats = np.column_stack([np.asarray(hw[f], dtype=float) for f in FEATURES]) if len(hw) else None
+    hosts = _strs(hw["host"])
+    roles = _strs(hw["role"])
     for si, sc in enumerate(scales):
         for ri, role in enumerate(ROLES):
-            rows = hw[(hw["scale"] == sc) & (hw["role"] == role)]
-            if len(rows):
-                per_host = rows.groupby("host")[list(FEATURES)].max()
-                q = per_host.quantile(quantile).to_numpy(dtype=float)
+            rows = np.flatnonzero((hw["scale"] == sc) & (hw["role"] == role))
+            if len(rows) and feats is not None:
+                _, per_host = _group_max([hosts[i] for i in rows.tolist()], feats[rows])
+                q = np.quantile(per_host, quantile, axis=0)
                 host[si, ri] = np.maximum(floors_at(sc), q * margin)
     # The busiest training hosts keep their own limits (a resolver, a proxy, a scanner you run).
-    who = hw["role"].astype(str) + "|" + hw["host"].astype(str)
-    busiest = who.groupby(who).size().sort_values(ascending=False).index[:max_known].tolist()
+    who = [f"{r}|{h}" for r, h in zip(roles, hosts, strict=True)]
+    names, inverse = np.unique(np.asarray(who, dtype=object), return_inverse=True)
+    order = _descending(np.bincount(inverse, minlength=len(names)))[:max_known]
+    busiest = [str(names[i]) for i in order.tolist()]
     own = np.zeros((len(busiest), len(scales), len(FEATURES)))
-    if busiest:
-        per = hw.assign(who=who)[who.isin(busiest)].groupby(["who", "scale"])[list(FEATURES)].max()
-        pos = {k: i for i, k in enumerate(busiest)}
-        sidx = {float(s): i for i, s in enumerate(scales)}
-        for (k, sc), vals in zip(per.index.tolist(), per.to_numpy(dtype=float), strict=True):
-            own[pos[k], sidx[float(sc)]] = vals * margin
+    if busiest and feats is not None:
+        pos = np.full(len(names), -1, np.int64)
+        pos[order] = np.arange(len(order))
+        k = pos[inverse]
+        mine = k >= 0
+        sidx = np.searchsorted(np.asarray(scales, dtype=float), hw["scale"][mine])
+        top = np.full(own.shape, -np.inf)
+        np.maximum.at(top, (k[mine], sidx), feats[mine])
+        own = np.where(np.isfinite(top), top * margin, 0.0)
     pw = training.pairs
     keys: list[str] = []
     limits: list[float] = []
     if len(pw):
-        svc = (
-            pw["scale"].map(lambda s: f"{s:g}")
-            + "|"
-            + pw["role"].astype(str)
-            + "|"
-            + pw["proto"].astype(str)
-            + "/"
-            + pw["port"].astype(int).astype(str)
-        )
-        mx = pw.assign(svc=svc).groupby("svc")["short"].max()
-        keys = mx.index.tolist()
-        limits = np.maximum(PAIR_FLOOR, mx.to_numpy(dtype=float) * margin).tolist()
+        svc = [
+            f"{s:g}|{r}|{v}"
+            for s, r, v in zip(
+                pw["scale"].tolist(),
+                _strs(pw["role"]),
+                _service(pw["proto"], pw["port"]),
+                strict=True,
+            )
+        ]
+        keys, mx = _group_max(svc, np.asarray(pw["short"], dtype=float))
+        limits = np.maximum(PAIR_FLOOR, mx * margin).tolist()
     regularity = np.full(len(scales), REGULARITY_FLOOR)
     known = np.zeros(0, dtype=np.uint64)
     if len(pw):
-        beacons = pw[(pw["flows"] >= MIN_BEACON_EVENTS) & (pw["role"] == "orig")]
+        beacons = pw.take((pw["flows"] >= MIN_BEACON_EVENTS) & (pw["role"] == "orig"))
         for si, sc in enumerate(scales):
-            r = beacons.loc[beacons["scale"] == sc, "regularity"].to_numpy(dtype=float)
+            r = np.asarray(beacons["regularity"][beacons["scale"] == sc], dtype=float)
             if len(r):
                 regularity[si] = max(REGULARITY_FLOOR, float(np.quantile(r, quantile)))
-        regular = beacons[beacons["regularity"] >= REGULARITY_FLOOR]
+        regular = beacons.take(beacons["regularity"] >= REGULARITY_FLOOR)
         if len(regular):
             # A service used regularly with a pool of servers (NTP, DNS, update mirrors) is
             # what clocks and resolvers do: periodic use of it is known for every host.
-            svc = regular["proto"].astype(str) + "/" + regular["port"].astype(int).astype(str)
-            peers = regular.assign(svc=svc).groupby("svc")["peer"].nunique()
-            pool = regular[svc.isin(peers.index[peers >= POOL_PEERS]).to_numpy()]
+            svc = _service(regular["proto"], regular["port"])
+            peers: dict[str, set[Any]] = {}
+            for v, peer in zip(svc, regular["peer"].tolist(), strict=True):
+                peers.setdefault(v, set()).add(peer)
+            pooled = {v for v, p in peers.items() if len(p) >= POOL_PEERS}
+            pool = regular.take(np.array([v in pooled for v in svc], dtype=np.bool_))
             known = np.unique(
                 np.concatenate([beacon_hash(regular), beacon_hash(pool, any_host=True)])
             )
@@ -352,31 +384,36 @@ def fit(
     )
 
 
-def _limits(hw: pd.DataFrame, thr: Thresholds, feature: str, own: bool = False) -> np.ndarray:
-    return thr.limits(
-        hw["scale"].to_numpy(), hw["role"].to_numpy(), hw["host"].to_numpy(), feature, own=own
-    )
+def _limits(hw: Table, thr: Thresholds, feature: str, own: bool = False) -> np.ndarray:
+    return thr.limits(hw["scale"], hw["role"], hw["host"], feature, own=own)
+
+
+def _text(values: np.ndarray | str, n: int) -> np.ndarray:
+    """A string column of ``n`` rows (``object``), from strings or one string."""
+    if isinstance(values, str):
+        return np.full(n, values, dtype=object)
+    return np.asarray(values, dtype=object)
 
 
 def _rows(
-    hw: pd.DataFrame,
+    hw: Table,
     behaviour: np.ndarray | str,
     value: np.ndarray,
     limit: np.ndarray,
-    feature: str,
+    feature: np.ndarray | str,
     detail: np.ndarray | str = "",
-) -> pd.DataFrame:
+) -> Table:
     n = len(hw)
-    return pd.DataFrame(
+    return Table(
         {
             "scale": hw["scale"],
             "role": hw["role"],
             "host": hw["host"],
-            "behaviour": behaviour,
-            "detail": detail,
-            "peer": "",
-            "port": -1,
-            "proto": "",
+            "behaviour": _text(behaviour, n),
+            "detail": _text(detail, n),
+            "peer": _text("", n),
+            "port": np.full(n, -1, np.int64),
+            "proto": _text("", n),
             "start": hw["start"],
             "end": hw["end"],
             "first_ts": hw["first_ts"],
@@ -388,32 +425,28 @@ def _rows(
             "targets": hw["probe_targets"],
             "bytes_out": hw["bytes_out"],
             "bytes_in": hw["bytes_in"],
-            "value": value,
-            "threshold": limit,
-            "score": value / limit,
-            "feature": feature,
+            "value": np.asarray(value, dtype=float),
+            "threshold": np.asarray(limit, dtype=float),
+            "score": np.asarray(value / limit, dtype=float),
+            "feature": _text(feature, n),
             "period": np.zeros(n),
             **{k: hw[k] for k in PROBE_KINDS},
-            "uids": hw["uids"],
-            "community_ids": hw["community_ids"],
+            "uids": sample_lists(hw["uids"]),
+            "community_ids": sample_lists(hw["community_ids"]),
         },
-        columns=list(DETECTION_COLUMNS),
-    ).reset_index(drop=True)
+        DETECTION_COLUMNS,
+    )
 
 
 def anomaly_scores(
-    hosts: pd.DataFrame, thr: Thresholds
+    hosts: Table, thr: Thresholds
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The host-level anomaly score of each window row: its largest ratio of actual to learned
     limit over :data:`ANOMALY_FEATURES` (1 = at the limit), with that feature, its value and
     the limit ("actual vs typical")."""
-    values = np.column_stack([hosts[f].to_numpy(dtype=float) for f in ANOMALY_FEATURES])
+    values = np.column_stack([np.asarray(hosts[f], dtype=float) for f in ANOMALY_FEATURES])
     limits = thr.limit_table(
-        hosts["scale"].to_numpy(),
-        hosts["role"].to_numpy(),
-        hosts["host"].to_numpy(),
-        ANOMALY_FEATURES,
-        own=True,
+        hosts["scale"], hosts["role"], hosts["host"], ANOMALY_FEATURES, own=True
     )
     ratios = values / limits
     best = ratios.argmax(axis=1)
@@ -422,27 +455,38 @@ def anomaly_scores(
     return ratios[rows, best], feature, values[rows, best], limits[rows, best]
 
 
-def detect(closed: Closed, thr: Thresholds) -> pd.DataFrame:
+def _among(values: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+    """Rows of ``values`` (strings) that are in ``wanted``."""
+    want = set(wanted.tolist())
+    return np.flatnonzero(np.array([v in want for v in values.tolist()], dtype=np.bool_))
+
+
+def _keys(*cols: np.ndarray) -> list[tuple[Any, ...]]:
+    """One tuple per row of ``cols``."""
+    return list(zip(*(c.tolist() for c in cols), strict=True))
+
+
+def detect(closed: Closed, thr: Thresholds) -> Table:
     """Named detections for the closed windows, one row each (columns :data:`DETECTION_COLUMNS`)."""
     if not len(closed.hosts) and not len(closed.pairs):  # most batches close no window
-        return empty_frame(DETECTION_COLUMNS)
-    out: list[pd.DataFrame] = []
-    hw = closed.hosts[closed.hosts["scale"].isin(thr.scales.tolist())]
-    hw = hw.reset_index(drop=True)
+        return Table.empty(DETECTION_COLUMNS)
+    out: list[Table] = []
+    hw = closed.hosts.take(np.isin(closed.hosts["scale"], thr.scales))
     named = np.zeros(len(hw), dtype=np.bool_)
     scanning = False
+    role = hw["role"]
     if len(hw):
-        orig = (hw["role"] == "orig").to_numpy()
+        orig = role == "orig"
         # Scans: probes reaching many (host, port) targets.
         # A scan explores: as many of its targets as the limit asks must be new to the host (a
         # client retrying the servers it always uses, unanswered, is no scan).
-        tgt = hw["probe_targets"].to_numpy(dtype=float)
+        tgt = np.asarray(hw["probe_targets"], dtype=float)
         lim = _limits(hw, thr, "probe_targets")
-        hit = orig & (tgt >= lim) & (hw["new_targets"].to_numpy(dtype=float) >= lim)
+        hit = orig & (tgt >= lim) & (np.asarray(hw["new_targets"], dtype=float) >= lim)
         if hit.any():
-            h = hw[hit]
-            pp = h["probe_peers"].to_numpy(float) / _limits(h, thr, "probe_peers")
-            po = h["probe_ports"].to_numpy(float) / _limits(h, thr, "probe_ports")
+            h = hw.take(hit)
+            pp = np.asarray(h["probe_peers"], dtype=float) / _limits(h, thr, "probe_peers")
+            po = np.asarray(h["probe_ports"], dtype=float) / _limits(h, thr, "probe_ports")
             kind = np.where(
                 (pp >= 1) & (po >= 1),
                 "scan",
@@ -452,108 +496,120 @@ def detect(closed: Closed, thr: Thresholds) -> pd.DataFrame:
             named |= hit
         scanning = bool(hit.any())
         # Inbound scans: one host probed by many distinct sources (scanners, a worm, a botnet).
-        src = hw["probe_peers"].to_numpy(dtype=float)
+        src = np.asarray(hw["probe_peers"], dtype=float)
         lim = _limits(hw, thr, "probe_peers")
-        hit = (hw["role"] == "resp").to_numpy() & (src >= lim)
+        hit = (role == "resp") & (src >= lim)
         if hit.any():
-            out.append(_rows(hw[hit], "inbound scan", src[hit], lim[hit], "probe_peers"))
+            out.append(_rows(hw.take(hit), "inbound scan", src[hit], lim[hit], "probe_peers"))
             named |= hit
         # Exfiltration: far more out than training hosts sent, and well above what came in.
-        bo = hw["bytes_out"].to_numpy(dtype=float)
+        bo = np.asarray(hw["bytes_out"], dtype=float)
         lim = _limits(hw, thr, "bytes_out")
         hit = orig & (bo >= lim)
-        hit &= bo >= 4.0 * hw["bytes_in"].to_numpy(dtype=float)
+        hit &= bo >= 4.0 * np.asarray(hw["bytes_in"], dtype=float)
         if hit.any():
-            out.append(_rows(hw[hit], "exfiltration", bo[hit], lim[hit], "bytes_out"))
+            out.append(_rows(hw.take(hit), "exfiltration", bo[hit], lim[hit], "bytes_out"))
             named |= hit
         # Floods on a service from many sources (spoofed or distributed).
-        svc = (hw["role"] == "service").to_numpy()
-        peers = hw["peers"].to_numpy(dtype=float)
+        svc = role == "service"
+        peers = np.asarray(hw["peers"], dtype=float)
         lim = np.maximum(_limits(hw, thr, "peers"), FLOOD_FLOWS)
         hit = svc & (peers >= lim)
         if hit.any():
-            h = hw[hit]
-            proto = h["host"].str.split("/").str[0].str.upper()
+            h = hw.take(hit)
+            names = _strs(h["host"])
+            flood = [f"{n.split('/')[0].upper()} flood" for n in names]
             out.append(
-                _rows(
-                    h,
-                    (proto + " flood").to_numpy(dtype=object),
-                    peers[hit],
-                    lim[hit],
-                    "peers",
-                    h["host"].to_numpy(dtype=object),
-                )
+                _rows(h, objects(flood, len(flood)), peers[hit], lim[hit], "peers", h["host"])
             )
             named |= hit
     pairs = _pair_detections(closed.pairs, thr)
     if len(pairs):
         # Representative flows: the host's latest ones in that window.
-        wkey = list(zip(hw["scale"], hw["role"], hw["host"], hw["start"], strict=True))
-        uids = dict(zip(wkey, hw["uids"], strict=True))
-        cids = dict(zip(wkey, hw["community_ids"], strict=True))
-        pk = list(zip(pairs["scale"], pairs["role"], pairs["host"], pairs["start"], strict=True))
-        pairs["uids"] = [uids.get(k, []) for k in pk]
-        pairs["community_ids"] = [cids.get(k, []) for k in pk]
+        # (only windows of hosts the pairs name can match one: tuples for those alone)
+        cand = _among(hw["host"], pairs["host"])
+        wkey = _keys(*(c[cand] for c in (hw["scale"], role, hw["host"], hw["start"])))
+        window = dict(zip(wkey, cand.tolist(), strict=True))  # the last row of a key
+        pk = _keys(pairs["scale"], pairs["role"], pairs["host"], pairs["start"])
+        at = np.array([window.get(k, -1) for k in pk], dtype=np.int64)
+        pairs = pairs.replace(
+            uids=_samples_at(hw["uids"], at), community_ids=_samples_at(hw["community_ids"], at)
+        )
         out.append(pairs)
-        key = set(zip(pairs["scale"], pairs["role"], pairs["host"], pairs["start"], strict=True))
-        named |= np.array(
-            [k in key for k in zip(hw["scale"], hw["role"], hw["host"], hw["start"], strict=True)],
-            dtype=np.bool_,
-        )
+        key = set(pk)
+        named[cand] |= np.array([k in key for k in wkey], dtype=np.bool_)
         # The target of a named outbound behaviour is that behaviour's victim, not a second case.
-        victims = set(zip(pairs["scale"], pairs["peer"], pairs["start"], strict=True))
-        named |= (hw["role"] == "resp").to_numpy() & np.array(
-            [k in victims for k in zip(hw["scale"], hw["host"], hw["start"], strict=True)],
-            dtype=np.bool_,
-        )
+        victims = set(_keys(pairs["scale"], pairs["peer"], pairs["start"]))
+        cand = _among(hw["host"], pairs["peer"])
+        cand = cand[role[cand] == "resp"]
+        vkey = _keys(*(c[cand] for c in (hw["scale"], hw["host"], hw["start"])))
+        named[cand] |= np.array([k in victims for k in vkey], dtype=np.bool_)
     # Unusual activity: above a learned limit, explained by nothing named.
     if len(hw):
         score, feature, value, limit = anomaly_scores(hw, thr)
-        hit = (score >= thr.anomaly_factor) & ~named & (hw["role"] != "service").to_numpy()
+        hit = (score >= thr.anomaly_factor) & ~named & (role != "service")
         # While a scan is under way, a responder made unusual by a single source is one of its
         # targets: that is the scan's incident, not one per target.
         if scanning:
-            single = (hw["role"] == "resp").to_numpy() & (hw["peers"].to_numpy(float) < 2.0)
+            single = (role == "resp") & (np.asarray(hw["peers"], dtype=float) < 2.0)
             hit &= ~single
         if hit.any():
-            rows = _rows(hw[hit], "unusual activity", value[hit], limit[hit], "", feature[hit])
-            rows["feature"] = feature[hit]
-            out.append(rows)
-    if not out:
-        return empty_frame(DETECTION_COLUMNS)
-    return pd.concat(out, ignore_index=True)
+            f = feature[hit]
+            out.append(_rows(hw.take(hit), "unusual activity", value[hit], limit[hit], f, f))
+    return Table.concat(out, DETECTION_COLUMNS)
 
 
-def _outbound_flows(pw: pd.DataFrame, inbound: np.ndarray) -> np.ndarray:
+def _samples_at(samples: np.ndarray, at: np.ndarray) -> np.ndarray:
+    """:func:`sample_lists` of rows ``at`` (an empty list where -1)."""
+    if not len(samples):
+        return objects(([] for _ in at), len(at))
+    lists = sample_lists(samples[np.maximum(at, 0)])
+    lists[at < 0] = objects(([] for _ in range(int((at < 0).sum()))), int((at < 0).sum()))
+    return lists
+
+
+def _outbound_flows(pw: Table, inbound: np.ndarray) -> np.ndarray:
     """For each pair row: flows of the busiest originator pair into the same service (-1: none)."""
-    best = pw[~inbound].groupby(["peer", "port", "scale", "start"])["flows"].max()
-    at = pd.MultiIndex.from_arrays([pw["host"], pw["port"], pw["scale"], pw["start"]])
-    return np.asarray(best.reindex(at).fillna(-1.0).to_numpy(dtype=float))
-
-
-def _pair_detections(pw: pd.DataFrame, thr: Thresholds) -> pd.DataFrame:
-    pw = pw[pw["scale"].isin(thr.scales.tolist()) & (pw["role"] != "service")]
-    pw = pw.reset_index(drop=True)
-    if not len(pw):
-        return pw
-    # learned limit per distinct (scale, role, service), not per row
-    kind, kinds = pd.factorize(
-        pd.MultiIndex.from_arrays([pw["scale"], pw["role"], pw["proto"], pw["port"]])
+    best: dict[tuple[Any, ...], float] = {}
+    out_rows = np.flatnonzero(~inbound)
+    keys = _keys(
+        pw["peer"][out_rows], pw["port"][out_rows], pw["scale"][out_rows], pw["start"][out_rows]
     )
-    limit = np.array([thr.pair_limit(s, r, p, int(port)) for s, r, p, port in kinds])[kind]
-    flows = pw["flows"].to_numpy(dtype=float)
-    short = pw["short"].to_numpy(dtype=float)
-    unans = pw["unanswered"].to_numpy(dtype=float) / np.maximum(flows, 1.0)
-    tcp = (pw["proto"] == "tcp").to_numpy()
-    inbound = (pw["role"] == "resp").to_numpy()
+    for k, f in zip(keys, pw["flows"][out_rows].tolist(), strict=True):
+        if f > best.get(k, -np.inf):
+            best[k] = f
+    at = _keys(pw["host"], pw["port"], pw["scale"], pw["start"])
+    return np.array([best.get(k, -1.0) for k in at], dtype=float)
+
+
+_NO_REPLY = re.compile(NO_REPLY_DESTS)
+
+
+def _pair_detections(pw: Table, thr: Thresholds) -> Table:
+    pw = pw.take(np.isin(pw["scale"], thr.scales) & (pw["role"] != "service"))
+    if not len(pw):
+        return Table.empty(DETECTION_COLUMNS)
+    # learned limit per distinct (scale, role, service), not per row
+    cache: dict[tuple[Any, ...], float] = {}
+    limit = np.empty(len(pw))
+    for i, k in enumerate(_keys(pw["scale"], pw["role"], pw["proto"], pw["port"])):
+        got = cache.get(k)
+        if got is None:
+            got = cache[k] = thr.pair_limit(k[0], k[1], k[2], int(k[3]))
+        limit[i] = got
+    flows = np.asarray(pw["flows"], dtype=float)
+    short = np.asarray(pw["short"], dtype=float)
+    unans = np.asarray(pw["unanswered"], dtype=float) / np.maximum(flows, 1.0)
+    tcp = pw["proto"] == "tcp"
+    inbound = pw["role"] == "resp"
     # Inbound repeats that one originator explains (its pair into the same service holds 90%
     # of them) are that originator's brute force, not two.
     explained = inbound.copy()
     if explained.any():
         explained &= _outbound_flows(pw, inbound) >= 0.9 * flows
-    first = pw["first_ts"].to_numpy(float)
-    last = pw["last_ts"].to_numpy(float)
-    width = pw["end"].to_numpy(float) - pw["start"].to_numpy(float)
+    first = np.asarray(pw["first_ts"], dtype=float)
+    last = np.asarray(pw["last_ts"], dtype=float)
+    width = np.asarray(pw["end"], dtype=float) - np.asarray(pw["start"], dtype=float)
     rate = flows / np.maximum(last - first, 1.0)
     flood = (flows >= FLOOD_FLOWS) & (rate >= FLOOD_RATE) & ((unans >= UNANSWERED_SHARE) | ~tcp)
     flood &= ~explained
@@ -581,34 +637,36 @@ def _pair_detections(pw: pd.DataFrame, thr: Thresholds) -> pd.DataFrame:
         & ~flood
         & ~brute
     )
-    proto_up = pw["proto"].astype(str).str.upper().to_numpy(dtype=object)
+    proto = _strs(pw["proto"])
+    proto_flood = np.array([f"{p.upper()} flood" for p in proto], dtype=object)
     behaviour = np.where(
         flood,
-        np.where(tcp, "SYN flood", proto_up + " flood"),
+        np.where(tcp, "SYN flood", proto_flood),
         np.where(
             failing,
             "repeated failed connections",
             np.where(inbound, "inbound brute force", "brute force"),
         ),
-    )
-    si = np.searchsorted(thr.scales, pw["scale"].to_numpy(dtype=float))
+    ).astype(object)
+    si = np.searchsorted(thr.scales, np.asarray(pw["scale"], dtype=float))
     reg_lim = thr.regularity[si]
-    reg = pw["regularity"].to_numpy(dtype=float)
+    reg = np.asarray(pw["regularity"], dtype=float)
     # Beaconing is persistent and small: regular check-ins (short flows, not back-to-back chunks
     # of a stream) over at least half of a 10-minute or longer window.
     beacon = (
-        (pw["role"] == "orig").to_numpy()
+        (pw["role"] == "orig")
         & (width >= 600.0)
         & lasting
-        & (pw["flows"].to_numpy(float) >= MIN_BEACON_EVENTS)
+        & (flows >= MIN_BEACON_EVENTS)
         & (reg >= reg_lim)
         & (short >= 0.8 * flows)
     )
     if beacon.any():  # known (training) beacons and multicast announcements are no C&C
         beacon &= ~np.isin(beacon_hash(pw), thr.known_beacons)
         beacon &= ~np.isin(beacon_hash(pw, any_host=True), thr.known_beacons)
-        beacon &= ~pw["peer"].astype(str).str.match(NO_REPLY_DESTS).to_numpy(dtype=np.bool_)
-    frames = []
+        multicast = [_NO_REPLY.match(p) is not None for p in _strs(pw["peer"])]
+        beacon &= ~np.array(multicast, dtype=np.bool_)
+    parts = []
     for mask, name, value, lim, feat in (
         (
             brute | flood | failing,
@@ -621,21 +679,18 @@ def _pair_detections(pw: pd.DataFrame, thr: Thresholds) -> pd.DataFrame:
     ):
         if not mask.any():
             continue
-        p = pw[mask]
-        frames.append(
-            pd.DataFrame(
+        p = pw.take(mask)
+        n = len(p)
+        svc = _service(p["proto"], p["port"])
+        detail = [f"{peer}:{v}" for peer, v in zip(_strs(p["peer"]), svc, strict=True)]
+        parts.append(
+            Table(
                 {
                     "scale": p["scale"],
                     "role": p["role"],
                     "host": p["host"],
                     "behaviour": name[mask],
-                    "detail": (
-                        p["peer"].astype(str)
-                        + ":"
-                        + p["proto"]
-                        + "/"
-                        + p["port"].astype(int).astype(str)
-                    ),
+                    "detail": np.asarray(detail, dtype=object),
                     "peer": p["peer"],
                     "port": p["port"],
                     "proto": p["proto"],
@@ -645,23 +700,21 @@ def _pair_detections(pw: pd.DataFrame, thr: Thresholds) -> pd.DataFrame:
                     "last_ts": p["last_ts"],
                     "flows": p["flows"],
                     "unanswered": p["unanswered"],
-                    "peers": 1.0,
-                    "ports": 1.0,
-                    "targets": 1.0,
-                    "bytes_out": 0.0,
-                    "bytes_in": 0.0,
+                    "peers": np.ones(n),
+                    "ports": np.ones(n),
+                    "targets": np.ones(n),
+                    "bytes_out": np.zeros(n),
+                    "bytes_in": np.zeros(n),
                     "value": value[mask],
                     "threshold": lim[mask],
                     "score": value[mask] / lim[mask],
-                    "feature": feat,
+                    "feature": np.full(n, feat, dtype=object),
                     "period": p["period"],
-                    **{k: 0.0 for k in PROBE_KINDS},
-                    "uids": [[] for _ in range(len(p))],
-                    "community_ids": [[] for _ in range(len(p))],
+                    **{k: np.zeros(n) for k in PROBE_KINDS},
+                    "uids": objects(([] for _ in range(n)), n),
+                    "community_ids": objects(([] for _ in range(n)), n),
                 },
-                columns=list(DETECTION_COLUMNS),
+                DETECTION_COLUMNS,
             )
         )
-    if not frames:
-        return pw.iloc[0:0]
-    return pd.concat(frames, ignore_index=True)
+    return Table.concat(parts, DETECTION_COLUMNS)

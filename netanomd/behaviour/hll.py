@@ -33,14 +33,21 @@ def _alpha(m: int) -> float:
 
 
 @nb.njit(cache=True, nogil=True)
+def bit_length(x: np.uint64) -> int:  # pragma: no cover - compiled
+    """Bits needed for ``x`` (0 for 0): a binary search, six steps whatever ``x``."""
+    n = 0
+    for step in (32, 16, 8, 4, 2, 1):
+        if x >> np.uint64(step):
+            x >>= np.uint64(step)
+            n += step
+    return n + int(x != np.uint64(0))
+
+
+@nb.njit(cache=True, nogil=True)
 def register_of(h: np.uint64, p: int) -> tuple[int, np.uint8]:  # pragma: no cover - compiled
     """Register index and rank (position of the first 1-bit after the index bits) of a hash."""
     rest = h & ((np.uint64(1) << np.uint64(64 - p)) - np.uint64(1))
-    bitlen = 0
-    while rest:
-        rest >>= np.uint64(1)
-        bitlen += 1
-    return int(h >> np.uint64(64 - p)), np.uint8((64 - p) - bitlen + 1)
+    return int(h >> np.uint64(64 - p)), np.uint8((64 - p) - bit_length(rest) + 1)
 
 
 @nb.njit(cache=True, nogil=True)
@@ -75,12 +82,17 @@ def split_hash(hashes: np.ndarray, p: int) -> tuple[np.ndarray, np.ndarray]:
 class HllTable:
     """``rows`` HyperLogLog sketches of ``2**p`` registers each, all in one uint8 array."""
 
-    def __init__(self, rows: int, p: int = DEFAULT_P) -> None:
+    def __init__(self, rows: int, p: int = DEFAULT_P, registers: np.ndarray | None = None) -> None:
+        """``registers``: an existing ``rows x 2**p`` uint8 array to keep the sketches in."""
         if not 4 <= p <= 16 or rows < 1:
             raise ValueError("HllTable needs rows >= 1 and 4 <= p <= 16")
         self.p = p
         self.m = 1 << p
-        self.registers = np.zeros((rows, self.m), dtype=np.uint8)
+        if registers is None:
+            registers = np.zeros((rows, self.m), dtype=np.uint8)
+        if registers.shape != (rows, self.m) or registers.dtype != np.uint8:
+            raise ValueError(f"HllTable registers must be uint8 of shape {(rows, self.m)}")
+        self.registers = registers
 
     def add(self, rows: np.ndarray, hashes: np.ndarray) -> None:
         """Add item ``hashes[i]`` (uint64) to sketch ``rows[i]``."""

@@ -38,10 +38,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import pyarrow.compute as pc
 
 from netanomd.behaviour import reasons
+from netanomd.behaviour.table import Table
 from netanomd.behaviour.windows import (
     MULTICAST,
     PROBE_KINDS,
@@ -305,17 +305,17 @@ class IncidentTracker:
     def all(self) -> list[Incident]:
         return [*self.closed, *self.open.values()]
 
-    def update(self, detections: pd.DataFrame, now: float, *, tick: bool = True) -> list[Incident]:
+    def update(self, detections: Table, now: float, *, tick: bool = True) -> list[Incident]:
         """Merge detections known at flow time ``now``; returns the incidents opened or changed
         by them. Without ``tick``, quiet incidents are left open (the caller ticks)."""
         # in the order the windows closed (one window end after another), as a stream cut into
         # small batches would merge them
         if not len(detections):  # most batches close no window
             return self._merge_all([], now, tick=tick)
-        end = detections["end"].to_numpy()
+        end = detections["end"]
         if len(end) > 1 and (np.diff(end) < 0).any():
-            detections = detections.iloc[np.argsort(end, kind="stable")]
-        return self._merge_all(detections.to_dict("records"), now, tick=tick)
+            detections = detections.take(np.argsort(end, kind="stable"))
+        return self._merge_all(detections.records(), now, tick=tick)
 
     def _merge_all(
         self,

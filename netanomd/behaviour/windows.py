@@ -2,9 +2,10 @@
 
 Owns :class:`HostWindows`, the streaming aggregator. Feed it :class:`~netanomd.flow.FlowBatch`
 es in arrival order (a file read in batches and a live stream go through the same code); each
-call returns the windows that closed as a :class:`Closed`: one row per (scale, role, host,
-window) with the columns of :data:`WINDOW_COLUMNS`, and one per busy (host, peer, port) pair with
-those of :data:`PAIR_COLUMNS`. :meth:`HostWindows.flush` closes what is still open.
+call returns the windows that closed as a :class:`Closed` (numpy columns,
+:class:`~netanomd.behaviour.table.Table`): one row per (scale, role, host, window) with the
+columns of :data:`WINDOW_COLUMNS`, and one per busy (host, peer, port) pair with those of
+:data:`PAIR_COLUMNS`. :meth:`HostWindows.flush` closes what is still open.
 
 Every flow counts for three *roles*:
 
@@ -39,12 +40,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from netanomd.behaviour import _kernels as _k
 from netanomd.behaviour.hll import DEFAULT_P, HllTable
+from netanomd.behaviour.table import Table, objects
+from netanomd.features._strings import string_views
 from netanomd.flow import FlowBatch
 
 ROLES: tuple[str, ...] = ("orig", "resp", "service")
@@ -52,8 +54,7 @@ DEFAULT_SCALES: tuple[float, ...] = (60.0, 600.0, 3600.0)
 
 #: Conn states in which the responder never answered with data (Zeek conn.log docs).
 UNANSWERED_STATES = ("S0", "REJ", "RSTOS0", "RSTRH", "SH", "SHR")
-_UNANSWERED = pa.array(UNANSWERED_STATES)
-_RESET = pa.array(("RSTO", "RSTOS0"))
+_RESET = ("RSTO", "RSTOS0")
 #: A "short" connection moves less payload than this each way: a login attempt or a probe, not a
 #: transfer (brute force is many short connections to one service).
 SHORT_BYTES = 10_000
@@ -71,6 +72,8 @@ RETRY_GAP = 0.2
 RETRY_RECORDS = 7
 #: Fewest flows to one peer and port before their inter-arrival regularity means anything.
 MIN_BEACON_EVENTS = 6
+#: The string columns a batch is coded by (:func:`_coded`).
+_CODED = ("orig_h", "resp_h", "proto", "conn_state")
 #: Representative flow uids kept per host.
 SAMPLES = 5
 
@@ -98,6 +101,10 @@ WINDOW_COLUMNS: tuple[str, ...] = (
     "uids",
     "community_ids",
 )
+#: :data:`WINDOW_COLUMNS` ``uids`` and ``community_ids`` are (rows, :data:`SAMPLES`) ``object``
+#: arrays: the host's latest flows in the window, newest first, None or "" where it holds fewer
+#: (:func:`sample_lists` gives one list per row).
+
 #: One row per (scale, role, host, peer, port) with at least MIN_PAIR_FLOWS flows in a window.
 #: For the ``resp`` role ``peer`` is the first originator seen (the pair is the local port).
 PAIR_COLUMNS: tuple[str, ...] = (
@@ -139,87 +146,114 @@ CONTEXT_COLUMNS: tuple[str, ...] = (
     "near_window",
 )
 
-_K1 = np.uint64(0x9E3779B97F4A7C15)
-_K2 = np.uint64(0xC2B2AE3D27D4EB4F)
+
+#: The SipHash key of :func:`hash_strings` (pandas' default ``hash_key``).
+_SIP_KEY = np.frombuffer(b"0123456789123456", dtype="<u8")
 
 
-def hash_strings(values: np.ndarray) -> np.ndarray:
-    """A stable 64-bit hash per string (nulls hash as the empty string)."""
-    obj = np.asarray(values, dtype=object)
-    # categorize=True (factorize first) gives the same hashes, ~7x slower on a batch of 200
-    return np.asarray(pd.util.hash_array(obj, categorize=False), dtype=np.uint64)
+def hash_strings(col: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """A stable 64-bit hash per string of ``col`` (a null hashes as ""): SipHash-2-4 of its
+    UTF-8 bytes, then the splitmix64 finaliser, the hash ``pandas.util.hash_array`` gives
+    (``categorize=False``). Host slots, sketches and Bloom filters key on it, and the known
+    beacons of saved thresholds (:func:`~netanomd.behaviour.detectors.beacon_hash`): with
+    :func:`netanomd.features._strings.hash_strings` instead, 3 of the estimates in the reasons of
+    ``python -m netanomd.behaviour.measure`` move and one ping sweep of 18 hosts reads "15
+    hosts", and saved models' known beacons would match nothing."""
+    offsets, data, valid = string_views(col)
+    return np.asarray(_k.sip_strings(offsets, data, valid, _SIP_KEY[0], _SIP_KEY[1]))
 
 
 def _mix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Combine two uint64 hash arrays into one (order matters)."""
-    with np.errstate(over="ignore"):
-        x = (a * _K1) ^ (b + _K2 + (a << np.uint64(6)) + (a >> np.uint64(2)))
-        x ^= x >> np.uint64(31)
-        x *= _K2
-        x ^= x >> np.uint64(29)
-    return np.asarray(x, dtype=np.uint64)
+    return np.asarray(_k.mix(np.asarray(a, np.uint64), np.asarray(b, np.uint64)))
 
 
-def _strings(batch: FlowBatch, name: str) -> np.ndarray:
-    return np.asarray(batch.column(name).fill_null("").to_numpy(zero_copy_only=False), object)
+@dataclass(frozen=True)
+class _Coded:
+    """A string column coded: its distinct values (nulls as ""), each row's index into them,
+    and how many distinct values it holds besides nulls (``pyarrow.compute.count_distinct``)."""
+
+    values: pa.Array
+    codes: np.ndarray
+    distinct: int
 
 
-def _coded(batch: FlowBatch, name: str) -> tuple[np.ndarray, np.ndarray]:
-    """A string column as its distinct values (nulls as "") and each row's index into them."""
-    enc = pc.dictionary_encode(batch.column(name).fill_null("").combine_chunks())
-    values = np.asarray(enc.dictionary.to_numpy(zero_copy_only=False), dtype=object)
-    return values, np.asarray(enc.indices.to_numpy(zero_copy_only=False), dtype=np.int64)
-
-
-def _is(batch: FlowBatch, name: str, value: str | pa.Array) -> np.ndarray:
-    """Rows whose string column ``name`` is ``value`` (or in it); nulls are not."""
+def _coded(batch: FlowBatch, name: str) -> _Coded:
+    """Column ``name`` coded (one pass over the rows: tests on the values then cost the distinct
+    values, not the rows)."""
     col = batch.column(name)
-    hit = pc.is_in(col, value_set=value) if isinstance(value, pa.Array) else pc.equal(col, value)
-    return np.asarray(pc.fill_null(hit, False).to_numpy(zero_copy_only=False), np.bool_)
+    enc = pc.dictionary_encode(col.chunk(0) if col.num_chunks == 1 else col.combine_chunks())
+    values, idx = enc.dictionary, enc.indices
+    distinct = len(values)
+    if idx.null_count:
+        at = int(pc.index(values, "").as_py())
+        if at < 0:
+            at = len(values)
+            values = pa.concat_arrays([values, pa.array([""], values.type)])
+        idx = idx.fill_null(at)
+    return _Coded(values, np.asarray(idx.to_numpy(zero_copy_only=False), np.int64), distinct)
+
+
+def _values(coded: _Coded) -> np.ndarray:
+    """The distinct values of a coded column (``object``)."""
+    return np.asarray(coded.values.to_numpy(zero_copy_only=False), dtype=object)
+
+
+def _bools(values: pa.Array, codes: np.ndarray) -> np.ndarray:
+    return np.asarray(np.asarray(values.to_numpy(zero_copy_only=False), np.bool_)[codes])
+
+
+def _is(coded: _Coded, value: str | tuple[str, ...]) -> np.ndarray:
+    """Rows whose coded string column is ``value`` (or one of them); nulls are not."""
+    wanted = pa.array((value,) if isinstance(value, str) else value, pa.string())
+    return _bools(pc.is_in(coded.values, value_set=wanted), coded.codes)
+
+
+def _matches(coded: _Coded, pattern: str) -> np.ndarray:
+    """Rows whose coded string column matches the regular expression ``pattern``."""
+    return _bools(pc.match_substring_regex(coded.values, pattern), coded.codes)
+
+
+def _unanswered(batch: FlowBatch, state: _Coded, resp: _Coded) -> np.ndarray:
+    unans = _is(state, UNANSWERED_STATES)
+    unans &= batch.numeric("resp_bytes") <= 0  # Zeek's state can miss a reply that carried data
+    unans |= batch.numeric("resp_pkts", fill=-1) == 0
+    return np.asarray(unans & ~_matches(resp, NO_REPLY_DESTS))
 
 
 def unanswered_mask(batch: FlowBatch) -> np.ndarray:
     """Flows the responder never answered: a state of :data:`UNANSWERED_STATES` (S0, REJ, SH,
     ...) with no payload back, or no responder packet at all. Flows to multicast or broadcast
     addresses do not count (nobody is meant to answer)."""
-    unans = _is(batch, "conn_state", _UNANSWERED)
-    unans &= batch.numeric("resp_bytes") <= 0  # Zeek's state can miss a reply that carried data
-    unans |= batch.numeric("resp_pkts", fill=-1) == 0
-    group = pc.fill_null(pc.match_substring_regex(batch.column("resp_h"), NO_REPLY_DESTS), False)
-    return np.asarray(unans & ~np.asarray(group.to_numpy(zero_copy_only=False), np.bool_))
+    return _unanswered(batch, _coded(batch, "conn_state"), _coded(batch, "resp_h"))
+
+
+def _probes(
+    batch: FlowBatch, unans: np.ndarray, state: _Coded, proto: _Coded
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Probes (:func:`probe_mask`), then their kinds in :data:`PROBE_KINDS` order: one-packet
+    UDP unanswered, lone SYN unanswered, ping."""
+    tcp = _is(proto, "tcp")
+    empty = (batch.numeric("orig_bytes") <= 0) & (batch.numeric("resp_bytes") <= 0)
+    reset = tcp & empty & _is(state, _RESET)
+    echo = _is(proto, "icmp") & np.isin(batch.numeric("orig_p", fill=-1), _ICMP_ECHO)
+    opk = batch.numeric("orig_pkts", fill=-1)
+    udp1 = _is(proto, "udp") & unans & (opk == 1)
+    syn = tcp & _is(state, "S0") & (opk <= 2)
+    return np.asarray(unans | reset | echo), udp1, syn, echo
 
 
 def probe_mask(batch: FlowBatch, unanswered: np.ndarray | None = None) -> np.ndarray:
     """Flows that look like probes: unanswered, a TCP handshake the originator reset without
     payload (connect scan), or an ICMP echo request."""
-    unans = unanswered_mask(batch) if unanswered is None else unanswered
-    empty = (batch.numeric("orig_bytes") <= 0) & (batch.numeric("resp_bytes") <= 0)
-    reset = _is(batch, "proto", "tcp") & empty & _is(batch, "conn_state", _RESET)
-    echo = _is(batch, "proto", "icmp") & np.isin(batch.numeric("orig_p", fill=-1), _ICMP_ECHO)
-    return np.asarray(unans | reset | echo)
+    state, proto = _coded(batch, "conn_state"), _coded(batch, "proto")
+    unans = unanswered
+    if unans is None:
+        unans = _unanswered(batch, state, _coded(batch, "resp_h"))
+    return _probes(batch, unans, state, proto)[0]
 
 
-def probe_kinds(batch: FlowBatch, unanswered: np.ndarray) -> tuple[np.ndarray, ...]:
-    """Masks in :data:`PROBE_KINDS` order: one-packet UDP unanswered, lone SYN unanswered, ping."""
-    opk = batch.numeric("orig_pkts", fill=-1)
-    udp1 = _is(batch, "proto", "udp") & unanswered & (opk == 1)
-    syn = _is(batch, "proto", "tcp") & _is(batch, "conn_state", "S0") & (opk <= 2)
-    echo = _is(batch, "proto", "icmp") & np.isin(batch.numeric("orig_p", fill=-1), _ICMP_ECHO)
-    return udp1, syn, echo
-
-
-_EMPTY: dict[tuple[str, ...], pd.DataFrame] = {}
-
-
-def empty_frame(columns: tuple[str, ...]) -> pd.DataFrame:
-    """An empty frame of ``columns`` (a copy of one built once: building costs ~0.4 ms)."""
-    empty = _EMPTY.get(columns)
-    if empty is None:
-        empty = _EMPTY[columns] = pd.DataFrame({c: [] for c in columns}, columns=list(columns))
-    return empty.copy()
-
-
-Columns = dict[str, "np.ndarray | list[object]"]
+Columns = dict[str, np.ndarray]
 #: Originator context (:data:`CONTEXT_COLUMNS`), a numpy array per column.
 Context = dict[str, np.ndarray]
 
@@ -234,21 +268,17 @@ def _context_of(parts: list[Context]) -> Context:
     return {c: np.concatenate([p[c] for p in full]) for c in CONTEXT_COLUMNS}
 
 
-def _frame_of(parts: list[Columns], columns: tuple[str, ...]) -> pd.DataFrame:
-    """One frame of ``columns`` from column parts (arrays, or lists of Python objects), built
-    once rather than a frame per part and a concat."""
-    if not parts:
-        return empty_frame(columns)
-    if len(parts) == 1:
-        return pd.DataFrame(parts[0], columns=list(columns))
-    cols: dict[str, object] = {}
-    for c in columns:
-        values = [p[c] for p in parts]
-        if isinstance(values[0], list):
-            cols[c] = [v for part in values for v in part]
-        else:
-            cols[c] = np.concatenate([np.asarray(v) for v in values])
-    return pd.DataFrame(cols, columns=list(columns))
+def _present(uids: list[str | None]) -> list[str | None]:
+    """The sample uids a slot holds (neither missing nor empty)."""
+    if all(uids):
+        return uids
+    return [u for u in uids if u] if any(uids) else []
+
+
+def sample_lists(samples: np.ndarray) -> np.ndarray:
+    """One list per row of a (rows, :data:`SAMPLES`) ``uids`` or ``community_ids`` column: the
+    ids it holds, newest first (an ``object`` array)."""
+    return objects((_present(r) for r in samples.tolist()), len(samples))
 
 
 def _attempts(records: np.ndarray) -> np.ndarray:
@@ -268,13 +298,7 @@ def retried(
     """Whether a pair's next record is the same TCP attempt again: the previous one was bare
     (unanswered, no payload) and the next reuses its source port at least :data:`RETRY_GAP`
     seconds later."""
-    return np.asarray(
-        bare
-        & (next_port == port)
-        & (next_port >= 0)
-        & (next_proto == PROTO_CODE["tcp"])
-        & (next_start - start >= RETRY_GAP)
-    )
+    return np.asarray(_k.retried(port, start, bare, next_port, next_start, next_proto, RETRY_GAP))
 
 
 class _Bloom:
@@ -315,7 +339,7 @@ class _Bloom:
 
 @dataclass
 class _Pairs:
-    """Per (slot, peer, port) counts and inter-arrival sums: a segment's (keys sorted), or a
+    """Per (slot, peer, port) counts and inter-arrival sums: a segment's, or a
     window's (:class:`_PairTable`)."""
 
     key: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint64))
@@ -435,19 +459,19 @@ class _PairTable:
         _k.index_put(self._keys, self._rows, self._cols.key[: self.size], 0)
 
 
-class _Scale:
-    """The open window of one time scale, for every host slot."""
+class _Open:
+    """The open windows of every scale, for every host slot, in arrays stacked by scale (one
+    kernel adds a segment to them all): sums, first start and last end, whether active, and
+    the HyperLogLog registers of the sketches."""
 
-    def __init__(self, width: float, slots: int, p: int, max_pairs: int) -> None:
-        self.width = width
-        self.bucket = -1
-        self.max_pairs = max_pairs
-        self.sums = np.zeros((slots, len(_SUMS)))
-        self.first = np.full(slots, np.inf)
-        self.last = np.full(slots, -np.inf)
-        self.active = np.zeros(slots, dtype=np.bool_)
-        self.hll = HllTable(slots * len(_SKETCHES), p)
-        self.pairs = _PairTable()
+    def __init__(self, scales: int, slots: int, p: int) -> None:
+        # the scale is the last axis: a row's scales share cache lines
+        self.p = p
+        self.sums = np.zeros((slots, scales, len(_SUMS)))
+        self.first = np.full((slots, scales), np.inf)
+        self.last = np.full((slots, scales), -np.inf)
+        self.active = np.zeros((slots, scales), dtype=np.bool_)
+        self.registers = np.zeros((slots * len(_SKETCHES), 1 << p, scales), dtype=np.uint8)
 
     def add(
         self,
@@ -456,17 +480,32 @@ class _Scale:
         ts: np.ndarray,
         end: np.ndarray,
         sketch: tuple[np.ndarray, np.ndarray, np.ndarray],
-        seg_pairs: _Pairs,
     ) -> None:
         """Add a segment's rows (``sums``: each row's flags, bytes out and in, whether a new
         peer and a new target; ``sketch``: its peer and port hashes, whether a probe)."""
         flags, out, back, peers, targets = sums
         amounts = (out, back, peers, targets)
-        _k.scale_add(self.sums, self.first, self.last, self.active, slot, flags, amounts, ts, end)
-        _k.hll_sketches(self.hll.registers, self.hll.p, len(_SKETCHES), slot, *sketch)
-        self._merge_pairs(seg_pairs)
+        _k.windows_add(self.sums, self.first, self.last, self.active, slot, flags, amounts, ts, end)
+        _k.hll_sketches(self.registers, self.p, len(_SKETCHES), slot, *sketch)
 
-    def _merge_pairs(self, new: _Pairs) -> None:
+
+class _Scale:
+    """The open window of one time scale, for every host slot (views of :class:`_Open`'s
+    arrays at scale ``j``)."""
+
+    def __init__(self, width: float, j: int, open_: _Open, max_pairs: int) -> None:
+        self.width = width
+        self.bucket = -1
+        self.max_pairs = max_pairs
+        self.sums = open_.sums[:, j]
+        self.first = open_.first[:, j]
+        self.last = open_.last[:, j]
+        self.active = open_.active[:, j]
+        registers = open_.registers[:, :, j]
+        self.hll = HllTable(len(registers), open_.p, registers=registers)
+        self.pairs = _PairTable()
+
+    def merge_pairs(self, new: _Pairs) -> None:
         old = self.pairs.view()
         pos = self.pairs.find(new.key)
         found = pos >= 0
@@ -494,10 +533,11 @@ class _Scale:
             old.short[o] += f.short
             old.first[o] = np.minimum(old.first[o], f.first)
             old.last[o] = np.maximum(old.last[o], f.last)
-        fresh = new.take(np.flatnonzero(~found))  # in key order, as ``new``
+        fresh = new.take(np.flatnonzero(~found))
         if not len(fresh.key):
             return
         if len(old.key) + len(fresh.key) > self.max_pairs:  # keep the heaviest pairs
+            fresh = fresh.take(np.argsort(fresh.key, kind="stable"))  # ties: by key
             merged = _Pairs.concat(self.pairs.sorted(), fresh)
             keep = np.argpartition(-merged.n, self.max_pairs - 1)[: self.max_pairs]
             self.pairs.replace(merged.take(keep))
@@ -550,7 +590,10 @@ class HostWindows:
         self._free = list(range(s - 1, -1, -1))
         self._uids = np.full((s, SAMPLES), None, dtype=object)
         self._cids = np.full((s, SAMPLES), None, dtype=object)
-        self._scales = [_Scale(w, s, self._p, self._max_pairs) for w in self.scales]
+        self._open = _Open(len(self.scales), s, self._p)
+        self._scales = [
+            _Scale(w, j, self._open, self._max_pairs) for j, w in enumerate(self.scales)
+        ]
         self._bloom = _Bloom(self._bloom_bits)
         self._targets = _Bloom(self._bloom_bits)
         self.clock = -np.inf
@@ -643,10 +686,12 @@ class HostWindows:
             want[np.asarray(context, dtype=np.int64)] = True
         if n == 0:
             return Closed.empty() if times is None else self._closed(self._turn(times[-1]))
+        # Strings are hashed, named and given a slot once per distinct value.
+        orig, resp, proto, state = (_coded(batch, c) for c in _CODED)
         # keep every piece's hosts within the table (a batch of few flows cannot hold that many:
         # not counted)
         many = 3 * n > self.max_hosts // 2
-        if n > 1 and many and self._distinct(batch) > self.max_hosts // 2:
+        if n > 1 and many and self._distinct(batch, orig, resp) > self.max_hosts // 2:
             half = n // 2
             head = None if times is None else np.r_[times[:half], times[half - 1]]
             tail = None if times is None else times[half:]
@@ -665,38 +710,33 @@ class HostWindows:
             )
         end = ts + np.maximum(batch.numeric("duration"), 0.0)
         t = self.times(batch) if times is None else np.asarray(times[:n], dtype=np.float64)
-        # Strings are hashed, named and given a slot once per distinct value.
-        orig_v, orig_c = _coded(batch, "orig_h")
-        resp_v, resp_c = _coded(batch, "resp_h")
-        proto_v, proto_c = _coded(batch, "proto")
+        orig_v, orig_c = _values(orig), orig.codes
+        resp_v, resp_c = _values(resp), resp.codes
+        proto_v, proto_c = _values(proto), proto.codes
         port = batch.numeric("resp_p", fill=-1, dtype=np.int64)
         orig_p = batch.numeric("orig_p", fill=-1, dtype=np.int64)
         icmp = (proto_v == "icmp")[proto_c]
         svc_port = np.where(icmp, orig_p, port)  # Zeek: ICMP type in orig_p, code in resp_p
-        unans = unanswered_mask(batch)
+        unans = _unanswered(batch, state, resp)
         # A multicast group is no host and no server: announcements to it (mDNS, SSDP, Ganglia)
         # count for their senders only. Broadcast stays (a DHCP flood goes to 255.255.255.255).
-        group = pc.fill_null(pc.match_substring_regex(batch.column("resp_h"), MULTICAST), False)
-        unicast = ~np.asarray(group.to_numpy(zero_copy_only=False), np.bool_)
+        unicast = ~_matches(resp, MULTICAST)
         keep = np.concatenate([np.ones(n, np.bool_), unicast, unicast])
-        probe = probe_mask(batch, unans)
-        kinds = probe_kinds(batch, unans)
+        probe, *kinds = _probes(batch, unans, state, proto)
         ob = np.maximum(batch.numeric("orig_bytes"), 0.0)
         rb = np.maximum(batch.numeric("resp_bytes"), 0.0)
         short = (ob < SHORT_BYTES) & (rb < SHORT_BYTES)
         pcode = np.array([PROTO_CODE.get(v, 0) for v in proto_v.tolist()], np.int64)[proto_c]
-        _, port_c = np.unique(svc_port, return_inverse=True)
-        _, svc_first, svc_c = np.unique(
-            proto_c * (int(port_c.max()) + 1) + port_c, return_index=True, return_inverse=True
+        # a service "proto/port" per distinct pair (ports are -1 to 65535)
+        svc_rows, svc_c, svc_at = _k.group_order(
+            (proto_c.astype(np.uint64) << np.uint64(32)) + (svc_port + 1).astype(np.uint64)
         )
+        svc_first = svc_rows[svc_at]
         svc_v = np.array(
-            [
-                f"{proto_v[proto_c[i]]}/{svc_port[i]}"
-                for i in svc_first.tolist()  # a service "proto/port" per distinct pair
-            ],
-            dtype=object,
+            [f"{proto_v[proto_c[i]]}/{svc_port[i]}" for i in svc_first.tolist()], dtype=object
         )
-        ho_v, hr_v, hs_v = hash_strings(orig_v), hash_strings(resp_v), hash_strings(svc_v)
+        ho_v, hr_v = hash_strings(orig.values), hash_strings(resp.values)
+        hs_v = hash_strings(pa.array(svc_v, pa.string()))
         h_orig, h_resp, h_svc = ho_v[orig_c], hr_v[resp_c], hs_v[svc_c]
         p_hash = h_svc  # the service "proto/port" identifies a port
         role_keys = [
@@ -788,10 +828,10 @@ class HostWindows:
         return closed
 
     @staticmethod
-    def _distinct(batch: FlowBatch) -> int:
+    def _distinct(batch: FlowBatch, orig: _Coded, resp: _Coded) -> int:
         """Distinct originators, responders and ports of ``batch`` (bounds its host slots)."""
-        cols = ("orig_h", "resp_h", "resp_p")
-        return sum(int(pc.count_distinct(batch.column(c)).as_py()) for c in cols)
+        ports = int(pc.count_distinct(batch.column("resp_p")).as_py())
+        return orig.distinct + resp.distinct + ports
 
     def _turn(self, clock: float) -> list[tuple[Columns, Columns]]:
         """Move the clock on to ``clock`` without flows: the windows it ends close."""
@@ -814,8 +854,8 @@ class HostWindows:
     @staticmethod
     def _closed(emitted: list[tuple[Columns, Columns]]) -> Closed:
         return Closed(
-            _frame_of([h for h, _ in emitted], WINDOW_COLUMNS),
-            _frame_of([p for _, p in emitted if len(p["scale"])], PAIR_COLUMNS),
+            Table.concat([Table(h, WINDOW_COLUMNS) for h, _ in emitted], WINDOW_COLUMNS),
+            Table.concat([Table(p, PAIR_COLUMNS) for _, p in emitted], PAIR_COLUMNS),
         )
 
     def _add_segment(
@@ -849,17 +889,13 @@ class HostWindows:
         first_i = np.flatnonzero(_k.first_of(newkey))
         hosts_new = np.zeros(len(slot), np.bool_)
         hosts_new[first_i[~self._bloom.seen_then_add(newkey[first_i])]] = True
-        # Rows by pair (stable): in arrival order within a pair (a pair is one role's, whose
-        # rows arrive in order), and in start order (``c``, below).
-        o = np.argsort(pkey, kind="stable")
+        # Rows by pair (pairs in order of first appearance): in arrival order within a pair (a
+        # pair is one role's, whose rows arrive in order), and in start order (``c``, below).
+        o, pair, raw_start = _k.group_order(pkey)
         k_sorted = pkey[o]
-        change = k_sorted[1:] != k_sorted[:-1]
-        raw_start = np.r_[0, np.flatnonzero(change) + 1]
         # New probe targets: distinct (host, peer, port) probed here and never contacted before
         # (a scan explores; a client retrying the servers it always uses does not).
         seen_t = self._targets.seen_then_add(k_sorted[raw_start])
-        pair = np.empty(len(o), np.int64)  # each row's pair, numbered in key order
-        pair[o] = np.cumsum(np.r_[0, change])
         new_target = np.zeros(len(slot), np.bool_)
         p_idx = np.flatnonzero(probe)
         first_p = p_idx[_k.first_of(pkey[p_idx])]
@@ -880,44 +916,32 @@ class HostWindows:
         # Attempts are found in start order (records of one attempt start in turn), the pair's
         # statistics taken in arrival order.
         c = _k.by_key_then(o, k_sorted, ts)
-        ps, bare, t0, pc_ = orig_p[c], unans[c] & empty[c], ts[c], pcode[c]
-        again = ~change & retried(ps[:-1], t0[:-1], bare[:-1], ps[1:], t0[1:], pc_[1:])
+        bare = unans & empty
+        starts, head, stats, chain, length = _k.pair_stats(
+            o, c, raw_start, orig_p, bare, ts, pcode, when, (unans, short), RETRY_GAP, RETRY_RECORDS
+        )
         raw_end = np.r_[raw_start[1:], len(c)] - 1
-        chain = np.cumsum(np.r_[True, ~again]) - 1
-        length = np.bincount(chain).astype(np.float64)
-        alone = length[chain] > RETRY_RECORDS
-        starts = np.zeros(len(c), dtype=np.bool_)  # rows that start an attempt, in row order
-        starts[c] = np.r_[True, ~again] | alone
-        outcome = np.zeros(len(c), dtype=np.bool_)  # rows that end one (its outcome)
-        outcome[c] = np.r_[~again, True] | alone
-        ends = outcome[o]
-        o, k_sorted = o[ends], k_sorted[ends]
-        gstart = np.r_[0, np.flatnonzero(np.diff(k_sorted)) + 1]
-        gid = np.repeat(np.arange(len(gstart)), np.diff(np.r_[gstart, len(o)]))
-        t_sorted = when[o]
-        gaps = np.r_[0.0, np.diff(t_sorted)]
-        gaps[gstart] = 0.0
-        ng = len(gstart)
+        fr, lr = c[raw_start], c[raw_end]  # each pair's first and last record in start order
         seg_pairs = _Pairs(
-            key=k_sorted[gstart],
-            slot=slot[o[gstart]],
-            peer=peer_names[peer_code[o[gstart]]],
-            port=port[o[gstart]],
-            proto=pcode[o[gstart]],
-            n=np.bincount(gid, minlength=ng).astype(np.float64),
-            unans=np.bincount(gid, weights=unans[o].astype(np.float64), minlength=ng),
-            short=np.bincount(gid, weights=short[o].astype(np.float64), minlength=ng),
-            first=t_sorted[gstart],
-            last=np.maximum.reduceat(t_sorted, gstart),
-            gsum=np.bincount(gid, weights=gaps, minlength=ng),
-            gsq=np.bincount(gid, weights=gaps * gaps, minlength=ng),
-            fport=ps[raw_start],
-            fts=t0[raw_start],
-            lport=ps[raw_end],
-            lts=t0[raw_end],
-            lbare=bare[raw_end],
-            fchain=length[chain[raw_start]],
-            lchain=length[chain[raw_end]],
+            key=pkey[head],
+            slot=slot[head],
+            peer=peer_names[peer_code[head]],
+            port=port[head],
+            proto=pcode[head],
+            n=stats[:, 0],
+            unans=stats[:, 1],
+            short=stats[:, 2],
+            first=stats[:, 3],
+            last=stats[:, 4],
+            gsum=stats[:, 5],
+            gsq=stats[:, 6],
+            fport=orig_p[fr],
+            fts=ts[fr],
+            lport=orig_p[lr],
+            lts=ts[lr],
+            lbare=bare[lr],
+            fchain=length[raw_start],
+            lchain=length[raw_end],
             one_chain=chain[raw_start] == chain[raw_end],
         )
         if want.any():
@@ -933,18 +957,20 @@ class HostWindows:
                     starts,
                     want,
                     hosts_new,
-                    (first, orig_p[first], ts[first], pcode[first], ~alone[raw_start]),
+                    (
+                        first,
+                        orig_p[first],
+                        ts[first],
+                        pcode[first],
+                        length[raw_start] <= RETRY_RECORDS,
+                    ),
                 )
             )
+        self._open.add(
+            slot, (flags, out, back, hosts_new, new_target), ts, end, (peer_h, p_hash_all, probe)
+        )
         for sc in self._scales:
-            sc.add(
-                slot,
-                (flags, out, back, hosts_new, new_target),
-                ts,
-                end,
-                (peer_h, p_hash_all, probe),
-                seg_pairs,
-            )
+            sc.merge_pairs(seg_pairs)
 
     def _context(
         self,
@@ -1020,8 +1046,8 @@ class HostWindows:
         est = sc.hll.estimate((act[:, None] * k + np.arange(k)[None, :]).ravel()).reshape(-1, k)
         for i, name in enumerate(_SKETCHES):
             cols[name] = np.minimum(est[:, i], sc.sums[act, 0])  # never more distinct than flows
-        cols["uids"] = [[u for u in row if u] for row in self._uids[act].tolist()]
-        cols["community_ids"] = [[c for c in row if c] for row in self._cids[act].tolist()]
+        cols["uids"] = self._uids[act]  # listed only for the windows detected
+        cols["community_ids"] = self._cids[act]
         pairs = self._pair_rows(sc)
         sc.reset()
         return cols, pairs
@@ -1058,30 +1084,24 @@ class HostWindows:
 
 @dataclass
 class Closed:
-    """Windows that closed: one row per host window, and the pairs that were busy in them;
-    with the originator context of the flows an update was asked about (:data:`Context`: a
-    numpy array per column, no frame: it is made for every batch with alerts)."""
+    """Windows that closed: one row per host window (:data:`WINDOW_COLUMNS`), and the pairs that
+    were busy in them (:data:`PAIR_COLUMNS`); with the originator context of the flows an update
+    was asked about (:data:`Context`: a numpy array per column: it is made for every batch with
+    alerts)."""
 
-    hosts: pd.DataFrame
-    pairs: pd.DataFrame
+    hosts: Table
+    pairs: Table
     context: Context = field(default_factory=lambda: _context_of([]))
 
     @staticmethod
     def concat(parts: list[Closed]) -> Closed:
-        """One :class:`Closed` of ``parts`` in order (empty frames add nothing)."""
+        """One :class:`Closed` of ``parts`` in order (empty tables add nothing)."""
         return Closed(
-            _concat([p.hosts for p in parts], WINDOW_COLUMNS),
-            _concat([p.pairs for p in parts], PAIR_COLUMNS),
+            Table.concat([p.hosts for p in parts], WINDOW_COLUMNS),
+            Table.concat([p.pairs for p in parts], PAIR_COLUMNS),
             _context_of([p.context for p in parts]),
         )
 
     @staticmethod
     def empty() -> Closed:
-        return Closed(empty_frame(WINDOW_COLUMNS), empty_frame(PAIR_COLUMNS))
-
-
-def _concat(frames: list[pd.DataFrame], columns: tuple[str, ...]) -> pd.DataFrame:
-    full = [f for f in frames if len(f)]
-    if not full:
-        return empty_frame(columns)
-    return full[0] if len(full) == 1 else pd.concat(full, ignore_index=True)
+        return Closed(Table.empty(WINDOW_COLUMNS), Table.empty(PAIR_COLUMNS))

@@ -36,6 +36,7 @@ from netanomd.behaviour.detectors import (
     detect,
     fit,
 )
+from netanomd.behaviour.table import Table
 from netanomd.behaviour.windows import DEFAULT_SCALES, Closed, HostWindows
 from netanomd.flow import FlowBatch
 
@@ -136,26 +137,25 @@ class BehaviourLearner:
                 anomaly_factor=factor,
             )
             found = detect(closed, thr)
-            unusual = _incidents(found[found["behaviour"] == "unusual activity"])
+            unusual = _incidents(found.take(found["behaviour"] == "unusual activity"))
             if unusual <= self.incidents_per_day * days or steps >= BUDGET_STEPS:
                 break
             factor *= BUDGET_STEP
             steps += 1
-        named = found[found["behaviour"] != "unusual activity"]
+        named = found.take(found["behaviour"] != "unusual activity")
+        hosts: dict[str, set[str]] = {}
+        for b, h in zip(named["behaviour"].tolist(), named["host"].tolist(), strict=True):
+            hosts.setdefault(str(b), set()).add(h)
         info = {
             "training_days": round(days, 4),
             "unusual_incidents": unusual,
             "budget_steps": steps,
-            "named_in_training": {
-                str(k): int(v)
-                for k, v in named.groupby("behaviour")["host"].nunique().to_dict().items()
-            },
+            "named_in_training": {k: len(hosts[k]) for k in sorted(hosts)},
         }
         return OperatingPoint(thr, self.quiet, self.incidents_per_day, info)
 
 
-def _incidents(detections: pd.DataFrame) -> int:
+def _incidents(detections: Table) -> int:
     """Distinct (role, host, feature) among detections: roughly the incidents they would open."""
-    if not len(detections):
-        return 0
-    return int(detections.groupby(["role", "host", "detail"]).ngroups)
+    cols = (detections["role"], detections["host"], detections["detail"])
+    return len(set(zip(*(c.tolist() for c in cols), strict=True)))

@@ -1,0 +1,66 @@
+"""Named numpy columns of one length: the closed windows and the detections, without pandas.
+
+Owns :class:`Table`, what :class:`~netanomd.behaviour.windows.HostWindows` closes (host and pair
+windows) and :func:`~netanomd.behaviour.detectors.detect` names. A column is a numpy array
+(numbers, or ``object`` for strings and lists); rows are taken by index or mask and given out as
+dicts of plain Python values (:meth:`Table.records`), as an incident is built from them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+
+def objects(values: Iterable[object], count: int) -> np.ndarray:
+    """An ``object`` array of ``count`` items, each kept as it is (lists stay one item)."""
+    return np.fromiter(values, dtype=object, count=count)
+
+
+class Table:
+    """Columns ``names`` (numpy arrays of one length); see the module docstring."""
+
+    __slots__ = ("_cols", "columns")
+
+    def __init__(self, cols: Mapping[str, np.ndarray], names: Sequence[str] | None = None) -> None:
+        self.columns: tuple[str, ...] = tuple(cols if names is None else names)
+        self._cols = {c: cols[c] for c in self.columns}
+        lengths = {len(v) for v in self._cols.values()}
+        if len(lengths) > 1:
+            sizes = {c: len(v) for c, v in self._cols.items()}
+            raise ValueError(f"Table columns differ in length: {sizes}")
+
+    @classmethod
+    def empty(cls, names: Sequence[str]) -> Table:
+        return cls({c: np.zeros(0) for c in names}, names)
+
+    @classmethod
+    def concat(cls, parts: Sequence[Table], names: Sequence[str]) -> Table:
+        """The rows of ``parts`` in order (empty parts add nothing)."""
+        full = [p for p in parts if len(p)]
+        if not full:
+            return cls.empty(names)
+        if len(full) == 1:
+            return full[0]
+        return cls({c: np.concatenate([p[c] for p in full]) for c in names}, names)
+
+    def __len__(self) -> int:
+        return len(self._cols[self.columns[0]]) if self.columns else 0
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self._cols[name]
+
+    def take(self, rows: np.ndarray) -> Table:
+        """Rows by index (ints) or mask (bools)."""
+        return Table({c: v[rows] for c, v in self._cols.items()}, self.columns)
+
+    def replace(self, **cols: np.ndarray) -> Table:
+        """The same rows with columns ``cols`` replaced."""
+        return Table({**self._cols, **cols}, self.columns)
+
+    def records(self) -> list[dict[str, Any]]:
+        """One dict per row, plain Python values (``float``, ``int``, ``str``, lists)."""
+        values = [self._cols[c].tolist() for c in self.columns]
+        return [dict(zip(self.columns, row, strict=True)) for row in zip(*values, strict=True)]
