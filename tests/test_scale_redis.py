@@ -151,8 +151,11 @@ def run_shared_list(
             assert code in (0, -signal.SIGKILL), (tmp / n / "daemon.log").read_text()[-3000:]
     per_daemon = [uids_in(tmp / n / "alerts.db") for n in names]
     assert set().union(*per_daemon) == expected  # none lost
-    # The work was shared, and only what the victim held can have been scored twice.
-    assert all(per_daemon) and sum(map(len, per_daemon)) <= len(expected) + held_at_kill
+    # The work was shared: the victim took records (held_at_kill > 0 above) and every other
+    # daemon wrote alerts (a victim killed before its first write and restarted after the list
+    # drained may have written none). Only what the victim held can have been scored twice.
+    assert all(per_daemon[:-1])
+    assert sum(map(len, per_daemon)) <= len(expected) + held_at_kill
     assert max(es.creates.values()) == 1  # no alert twice in Elasticsearch
     print(
         f"{daemons} daemons, {len(expected)} flows: scored {[len(u) for u in per_daemon]}, "
