@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -255,8 +255,10 @@ def make_alerts(
     *,
     X: np.ndarray | None = None,
     baselines: Baselines | None = None,
+    select: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> list[Alert]:
-    """Alerts for the rows of ``batch`` at or above ``threshold``.
+    """Alerts for the rows of ``batch`` at or above ``threshold`` (with ``select``, for the
+    rows it returns given those: the others are never built).
 
     With ``baselines`` and the feature matrix ``X`` the rows were scored on, each alert
     carries the features furthest outside the training distribution of its service.
@@ -264,6 +266,8 @@ def make_alerts(
     if (X is None) != (baselines is None):
         raise ValueError("make_alerts explains with both X and baselines, or with neither")
     idx = above_threshold(scores, threshold)
+    if select is not None:
+        idx = np.asarray(select(idx), dtype=np.int64)
     if idx.size == 0:
         return []
     sub = batch.take(idx)

@@ -38,7 +38,7 @@ from netanomd.behaviour.context import ContextPart, for_alerts
 from netanomd.behaviour.incidents import Incident, IncidentTracker
 from netanomd.behaviour.pipeline import BehaviourPipeline
 from netanomd.behaviour.signed import SignedFlows
-from netanomd.decision import Alert, Contribution, above_threshold
+from netanomd.decision import Alert, Contribution
 from netanomd.flow import FlowBatch
 from netanomd.model.operating import DEFAULT_QUIET
 
@@ -122,7 +122,14 @@ class Stream:
         times = None
         if part is not None:
             batch, times = self._part(batch, np.asarray(part, dtype=np.int64))
-        scores, alerts = self.model.decide(batch, self.spec, threshold)
+        suppress, alerting = self.suppress, batch
+        allowed: list[np.ndarray] = []  # the alerting rows the allowlist leaves
+
+        def select(rows: np.ndarray) -> np.ndarray:  # alerts are built for these only
+            allowed.append(rows if suppress is None else rows[suppress.flows(alerting, rows)])
+            return allowed[-1]
+
+        scores, alerts = self.model.decide(batch, self.spec, threshold, select=select)
         if not len(batch) and times is None:  # (an empty part still moves the clocks on)
             return scores, alerts, []
         for inc in self._released:
@@ -133,12 +140,7 @@ class Stream:
             self._clock = max(self._clock, float(np.nanmax(ts)))
         all_scores = scores
         alerted = np.zeros(len(batch), dtype=np.bool_)
-        idx = above_threshold(scores, self.model.threshold_for(threshold))
-        if self.suppress is not None:
-            keep = self.suppress.flows(batch, idx)
-            alerts = [a for a, k in zip(alerts, keep.tolist(), strict=True) if k]
-            idx = idx[keep]
-        alerted[idx] = True
+        alerted[allowed[-1]] = True
         alerted_all = alerted
         placed = batch.placed()
         if not placed.all():  # no time or originator (a CICFlowMeter derivative): no host view
