@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from netanomd.behaviour.context import ContextPart, for_alerts
-from netanomd.behaviour.incidents import Incident, IncidentTracker
+from netanomd.behaviour.incidents import Incident, IncidentTracker, members
 from netanomd.behaviour.pipeline import BehaviourPipeline
 from netanomd.behaviour.signed import SignedFlows
 from netanomd.decision import Alert, Contribution
@@ -220,16 +220,15 @@ class Stream:
         alerts = batch.take(idx)
         uids: np.ndarray | None = None  # read only when an incident holds some of them
         inside = np.zeros(len(alerts), dtype=np.bool_)
-        for inc in named.values():
-            members = inc.members(alerts)
-            if members.any():
-                inside |= members
+        for inc, mine in zip(named.values(), members([*named.values()], alerts), strict=True):
+            if mine.any():
+                inside |= mine
                 if uids is None:
                     uids = np.asarray(alerts.column("uid").to_pylist(), dtype=object)
                 if inc.id not in changed:
                     inc.alert_uids = []
                     changed[inc.id] = inc
-                inc.alert_uids.extend(u for u in uids[members].tolist() if u)
+                inc.alert_uids.extend(u for u in uids[mine].tolist() if u)
         return idx[~inside]
 
     def _hold(self, alerts: FlowBatch, scores: np.ndarray, incs: list[Incident]) -> None:
@@ -271,9 +270,8 @@ class Stream:
             return
         moved = np.zeros(len(held), dtype=np.bool_)
         uids = np.asarray(held.column("uid").to_pylist(), dtype=object)
-        for inc in named:
-            mine = inc.members(held)  # linked to every named incident holding it
-            if mine.any():
+        for inc, mine in zip(named, members(named, held), strict=True):
+            if mine.any():  # linked to every named incident holding it
                 moved |= mine
                 inc.alert_uids.extend(u for u in uids[mine].tolist() if u)
                 changed[inc.id] = inc
