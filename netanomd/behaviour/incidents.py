@@ -385,6 +385,9 @@ class IncidentTracker:
         #: covers (the same flows seen by a wider window) reopens it.
         self._last_closed: dict[tuple[str, str, str, str], Incident] = {}
         self._ids = itertools.count(1)
+        #: No open incident goes quiet before this flow time (a lower bound, lowered whenever
+        #: an incident opens or shrinks): :meth:`tick` looks at them all only past it.
+        self._due = float("inf")
 
     def all(self) -> list[Incident]:
         return [*self.closed, *self.open.values()]
@@ -452,6 +455,7 @@ class IncidentTracker:
                     proto=str(d["proto"]),
                 )
                 self.open[key] = inc
+                self._due = min(self._due, self._deadline(inc))
             self._merge(inc, d, behaviour)
             changed[inc.id] = inc
             if placed is not None:
@@ -474,6 +478,7 @@ class IncidentTracker:
             self.closed = [c for c in self.closed if c is not last]
             last.closed = False
             self.open[key] = inc = last
+            self._due = min(self._due, self._deadline(inc))
         return inc
 
     def _close(self, key: tuple[str, str, str, str]) -> Incident:
@@ -485,6 +490,10 @@ class IncidentTracker:
 
     def _quiet(self, inc: Incident, now: float) -> bool:
         return now - inc.last_seen > self.quiet + max(inc.flows_by_scale, default=0.0)
+
+    def _deadline(self, inc: Incident) -> float:
+        """The flow time past which ``inc`` is quiet (:meth:`_quiet`), give or take rounding."""
+        return inc.last_seen + self.quiet + max(inc.flows_by_scale, default=0.0)
 
     @staticmethod
     def _extend(inc: Incident, d: dict[Any, Any]) -> None:
@@ -560,14 +569,19 @@ class IncidentTracker:
         inc.uids, inc.community_ids = [], []
         for d in records:
             self._merge(inc, d, "anomalous flows")
+        self._due = min(self._due, self._deadline(inc))
         return True
 
     def tick(self, now: float) -> list[Incident]:
         """Close incidents quiet for longer than :attr:`quiet` past the windows that could still
         report them (an incident seen only in hourly windows is confirmed once an hour); returns
         those closed now."""
+        if now < self._due - 1.0:  # (a second's margin for rounding)
+            return []
         done = [k for k, inc in self.open.items() if self._quiet(inc, now)]
-        return [self._close(k) for k in done]
+        closed = [self._close(k) for k in done]
+        self._due = min(map(self._deadline, self.open.values()), default=float("inf"))
+        return closed
 
 
 def _alert_records(alerts: FlowBatch, scores: np.ndarray) -> list[dict[str, Any]]:
