@@ -402,7 +402,10 @@ class IncidentTracker:
         end = detections["end"].to_numpy()
         if len(end) > 1 and (np.diff(end) < 0).any():
             detections = detections.iloc[np.argsort(end, kind="stable")]
-        return self._merge_all(detections.to_dict("records"), now, tick=tick)
+        names = [str(c) for c in detections.columns]  # rows as dicts, a column at a time
+        values = [detections[c].tolist() for c in detections.columns]
+        rows = [dict(zip(names, row, strict=True)) for row in zip(*values, strict=True)]
+        return self._merge_all(rows, now, tick=tick)
 
     def _merge_all(
         self,

@@ -21,6 +21,7 @@ A rule is active until its expiry (wall clock, epoch seconds) and while enabled.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -79,12 +80,19 @@ def _services(service: str | None) -> list[str]:
     return (service or "").lower().split(",")
 
 
-def _in(address: str | None, networks: Sequence[Network]) -> bool:
-    if not address:
-        return False
+@functools.lru_cache(maxsize=1 << 16)
+def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """An address (a zone such as ``%eth0`` dropped), or None when ``text`` is not one; parsed
+    once per distinct text."""
     try:
-        ip = ipaddress.ip_address(address.split("%")[0])
+        return ipaddress.ip_address(text.split("%")[0])
     except ValueError:
+        return None
+
+
+def _in(address: str | None, networks: Sequence[Network]) -> bool:
+    ip = _address(address) if address else None
+    if ip is None:
         return False
     return any(ip.version == n.version and ip in n for n in networks)
 
