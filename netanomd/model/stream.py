@@ -23,7 +23,8 @@ the clock throughout (never the wall clock), so a replayed file and a live feed 
 
 With :attr:`Stream.suppress` set (a :class:`~netanomd.feedback.suppress.Suppressor`), alerted
 flows and incidents an allowlist rule covers are dropped from what the stream reports and
-counted per rule; host behaviour still sees every flow.
+counted per rule (the flows before their alerts are built); host behaviour still sees every
+flow.
 """
 
 from __future__ import annotations
@@ -122,11 +123,12 @@ class Stream:
         times = None
         if part is not None:
             batch, times = self._part(batch, np.asarray(part, dtype=np.int64))
-        suppress, alerting = self.suppress, batch
-        allowed: list[np.ndarray] = []  # the alerting rows the allowlist leaves
+        suppress = self.suppress
+        allowed: list[np.ndarray] = []  # the alerting rows no allowlist rule covers
 
-        def select(rows: np.ndarray) -> np.ndarray:  # alerts are built for these only
-            allowed.append(rows if suppress is None else rows[suppress.flows(alerting, rows)])
+        def select(rows: np.ndarray, flows: FlowBatch = batch) -> np.ndarray:
+            """The alerting ``rows`` to build alerts for: those the allowlist leaves."""
+            allowed.append(rows if suppress is None else rows[suppress.flows(flows, rows)])
             return allowed[-1]
 
         scores, alerts = self.model.decide(batch, self.spec, threshold, select=select)
