@@ -35,12 +35,11 @@ from __future__ import annotations
 
 import itertools
 from collections import Counter
-from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
-import pyarrow as pa
+import pandas as pd
 import pyarrow.compute as pc
 
 from netanomd.behaviour import reasons
@@ -52,9 +51,6 @@ from netanomd.behaviour.windows import (
     unanswered_mask,
 )
 from netanomd.flow import FlowBatch
-
-if TYPE_CHECKING:  # the detectors' frames (read through their own methods: no import here)
-    import pandas as pd
 
 #: Behaviour -> (family used in the key, base severity 0-100 as in ECS event.severity).
 BEHAVIOURS: dict[str, tuple[str, int]] = {
@@ -307,7 +303,7 @@ class _Rows:
         if name not in self._masks:
             if name == "multicast":
                 values, codes = _coded_strings(self.batch, "resp_h")
-                group = pc.match_substring_regex(pa.array(values, pa.string()), MULTICAST)
+                group = pc.match_substring_regex(values, MULTICAST)
                 table = np.append(np.asarray(group.to_numpy(zero_copy_only=False), bool), False)
                 self._masks[name] = table[codes]
             elif name == "unanswered":
@@ -317,16 +313,16 @@ class _Rows:
         return self._masks[name]
 
 
-def _coded_strings(batch: FlowBatch, col: str) -> tuple[list[str], np.ndarray]:
-    """A string column's distinct values and each row's index into them (null: one past the
-    last)."""
+def _coded_strings(batch: FlowBatch, col: str) -> tuple[Any, np.ndarray]:
+    """A string column's distinct values (a pyarrow array) and each row's index into them
+    (null: one past the last)."""
     enc = pc.dictionary_encode(batch.column(col).combine_chunks())
-    values = enc.dictionary.to_pylist()
+    values = enc.dictionary
     codes = pc.fill_null(enc.indices, len(values)).to_numpy(zero_copy_only=False)
     return values, np.asarray(codes, dtype=np.int64)
 
 
-def members(incidents: Sequence[Incident], batch: FlowBatch) -> list[np.ndarray]:
+def members(incidents: list[Incident], batch: FlowBatch) -> list[np.ndarray]:
     """Which flows of ``batch`` belong to each of ``incidents`` (a bool mask per incident, in
     order): the host in its role, inside the incident's windows, and matching the behaviour
     (module docstring). The batch's columns are read once for all of them."""
@@ -402,10 +398,7 @@ class IncidentTracker:
         end = detections["end"].to_numpy()
         if len(end) > 1 and (np.diff(end) < 0).any():
             detections = detections.iloc[np.argsort(end, kind="stable")]
-        names = [str(c) for c in detections.columns]  # rows as dicts, a column at a time
-        values = [detections[c].tolist() for c in detections.columns]
-        rows = [dict(zip(names, row, strict=True)) for row in zip(*values, strict=True)]
-        return self._merge_all(rows, now, tick=tick)
+        return self._merge_all(detections.to_dict("records"), now, tick=tick)
 
     def _merge_all(
         self,
