@@ -314,8 +314,13 @@ class FlowBatch:
 
     def records(self) -> Iterator[FlowRecord]:
         """Rows as :class:`FlowRecord` objects (slow: use for the few rows that alert)."""
-        for row in self.table.to_pylist():
-            yield _record(row)
+        t = self.table  # column by column: a dict per row costs 3x
+        cols = [t.column(name).to_pylist() for name in FIELD_NAMES[:-1]]
+        sigs = [
+            tuple(Signature(**s) for s in v) if v else None for v in t["signatures"].to_pylist()
+        ]
+        for row in zip(*cols, sigs, strict=True):  # signatures is the last field
+            yield FlowRecord(*row)
 
     def record(self, i: int) -> FlowRecord:
         return _record(self.table.slice(i, 1).to_pylist()[0])

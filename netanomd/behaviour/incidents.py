@@ -24,8 +24,9 @@ brute force, flood, beaconing, exfiltration              73  12x the limit: 84; 
 unusual activity, anomalous flows (flow alerts)          21  47 (medium) from 3x the limit
 =====================================================  ====  ==================================
 
-:meth:`Incident.members` says which flows of a batch belong to an incident: the host in its role,
-inside the incident's windows, and matching the behaviour (the probes of a scan, the flows to the
+:func:`members` says which flows of a batch belong to each of many incidents (the batch's columns
+read once for all of them; :meth:`Incident.members` for one): the host in its role, inside the
+incident's windows, and matching the behaviour (the probes of a scan, the flows to the
 brute-forced service, ...). Flow alerts of a detector (Isolation Forest) are grouped per
 originator by :meth:`IncidentTracker.add_flow_alerts`.
 """
@@ -254,38 +255,117 @@ class Incident:
         }
 
     def members(self, batch: FlowBatch) -> np.ndarray:
-        """Which flows of ``batch`` belong to this incident (bool per row)."""
-        ts = batch.numeric("ts")
-        end = ts + np.maximum(batch.numeric("duration"), 0.0)
-        mask = (end >= self.span_start) & (ts < self.span_end)
-        col = {"orig": "orig_h", "resp": "resp_h"}.get(self.role)
-        proto = np.asarray(batch.column("proto").fill_null("").to_numpy(zero_copy_only=False))
-        if col is not None:
-            mask &= np.asarray(pc.equal(batch.column(col), self.host).fill_null(False))
-        else:  # service role: host is "proto/port"
-            p, _, port = self.host.partition("/")
-            icmp = proto == "icmp"
-            svc_port = np.where(
-                icmp, batch.numeric("orig_p", fill=-1), batch.numeric("resp_p", fill=-1)
+        """Which flows of ``batch`` belong to this incident (bool per row); for many incidents
+        at once, :func:`members`."""
+        return members([self], batch)[0]
+
+
+class _Rows:
+    """The columns of a batch that membership reads, each read (and each mask computed) once
+    for all the incidents asked about; a host's rows are found through an index of the
+    distinct addresses, so an incident costs what its own host's rows cost."""
+
+    def __init__(self, batch: FlowBatch) -> None:
+        self.batch = batch
+        self.n = len(batch)
+        self.ts = batch.numeric("ts")
+        self.end = self.ts + np.maximum(batch.numeric("duration"), 0.0)
+        self.proto = np.asarray(
+            batch.column("proto").fill_null("").to_numpy(zero_copy_only=False), dtype=object
+        )
+        self.resp_p = batch.numeric("resp_p", fill=-1)
+        self._hosts: dict[str, tuple[dict[str, np.ndarray], dict[str, int], np.ndarray]] = {}
+        self._masks: dict[str, np.ndarray] = {}
+
+    def _index(self, col: str) -> tuple[dict[str, np.ndarray], dict[str, int], np.ndarray]:
+        """(address -> its rows, address -> its code, code per row; -1: null)."""
+        if col not in self._hosts:
+            enc = pc.dictionary_encode(self.batch.column(col).combine_chunks())
+            values = enc.dictionary.to_pylist()
+            codes = np.asarray(
+                pc.fill_null(enc.indices, -1).to_numpy(zero_copy_only=False), dtype=np.int64
             )
-            mask &= (proto == p) & (svc_port == int(port))
-        if self.role != "orig":  # as the windows: multicast flows count for their sender only
-            group = pc.match_substring_regex(batch.column("resp_h"), MULTICAST)
-            mask &= ~np.asarray(pc.fill_null(group, False).to_numpy(zero_copy_only=False), bool)
-        if self.family == "scan":
-            mask &= probe_mask(batch)
-        elif self.family in ("brute force", "beaconing", "failed connections") or (
-            self.family == "flood" and self.role != "service"
+            order = np.argsort(codes, kind="stable")
+            cuts = np.searchsorted(codes[order], np.arange(len(values) + 1))
+            rows = {v: order[cuts[k] : cuts[k + 1]] for k, v in enumerate(values)}
+            self._hosts[col] = (rows, {v: k for k, v in enumerate(values)}, codes)
+        return self._hosts[col]
+
+    def of_host(self, col: str, host: str) -> np.ndarray:
+        return self._index(col)[0].get(host, np.zeros(0, np.int64))
+
+    def is_host(self, col: str, host: str, rows: np.ndarray) -> np.ndarray:
+        _, code, codes = self._index(col)
+        return np.asarray(codes[rows] == code.get(host, -2))
+
+    def mask(self, name: str) -> np.ndarray:
+        """A per-row mask: "multicast" (to a multicast group), "probe", "unanswered"."""
+        if name not in self._masks:
+            if name == "multicast":
+                values, codes = _coded_strings(self.batch, "resp_h")
+                group = pc.match_substring_regex(values, MULTICAST)
+                table = np.append(np.asarray(group.to_numpy(zero_copy_only=False), bool), False)
+                self._masks[name] = table[codes]
+            elif name == "unanswered":
+                self._masks[name] = unanswered_mask(self.batch)
+            else:
+                self._masks[name] = probe_mask(self.batch, self.mask("unanswered"))
+        return self._masks[name]
+
+
+def _coded_strings(batch: FlowBatch, col: str) -> tuple[Any, np.ndarray]:
+    """A string column's distinct values (a pyarrow array) and each row's index into them
+    (null: one past the last)."""
+    enc = pc.dictionary_encode(batch.column(col).combine_chunks())
+    values = enc.dictionary
+    codes = pc.fill_null(enc.indices, len(values)).to_numpy(zero_copy_only=False)
+    return values, np.asarray(codes, dtype=np.int64)
+
+
+def members(incidents: list[Incident], batch: FlowBatch) -> list[np.ndarray]:
+    """Which flows of ``batch`` belong to each of ``incidents`` (a bool mask per incident, in
+    order): the host in its role, inside the incident's windows, and matching the behaviour
+    (module docstring). The batch's columns are read once for all of them."""
+    if not incidents:
+        return []
+    f = _Rows(batch)
+    out = []
+    for inc in incidents:
+        col = {"orig": "orig_h", "resp": "resp_h"}.get(inc.role)
+        if col is not None:
+            rows = f.of_host(col, inc.host)
+        else:  # service role: host is "proto/port"
+            p, _, port = inc.host.partition("/")
+            rows = np.flatnonzero(f.proto == p)
+            icmp = f.proto[rows] == "icmp"
+            svc_port = np.where(
+                icmp,
+                f.batch.take(rows).numeric("orig_p", fill=-1),
+                f.resp_p[rows],
+            )
+            rows = rows[svc_port == int(port)]
+        keep = (f.end[rows] >= inc.span_start) & (f.ts[rows] < inc.span_end)
+        if inc.role != "orig":  # as the windows: multicast flows count for their sender only
+            keep &= ~f.mask("multicast")[rows]
+        family = inc.family
+        if family == "scan":
+            keep &= f.mask("probe")[rows]
+        elif family in ("brute force", "beaconing", "failed connections") or (
+            family == "flood" and inc.role != "service"
         ):
-            mask &= (batch.numeric("resp_p", fill=-1) == self.port) & (proto == self.proto)
-            if self.role == "orig":
-                mask &= np.asarray(pc.equal(batch.column("resp_h"), self.peer).fill_null(False))
-        elif self.family == "exfiltration":  # the flows that carried the bytes out
-            ob, rb = batch.numeric("orig_bytes"), batch.numeric("resp_bytes")
-            mask &= (ob >= SHORT_BYTES) & (ob >= 4.0 * rb)
-        elif self.family == "unusual activity" and self.detail == "unanswered":
-            mask &= unanswered_mask(batch)
-        return np.asarray(mask, dtype=np.bool_)
+            keep &= (f.resp_p[rows] == inc.port) & (f.proto[rows] == inc.proto)
+            if inc.role == "orig":
+                keep &= f.is_host("resp_h", inc.peer, rows)
+        elif family == "exfiltration":  # the flows that carried the bytes out
+            sub = f.batch.take(rows)
+            ob, rb = sub.numeric("orig_bytes"), sub.numeric("resp_bytes")
+            keep &= (ob >= SHORT_BYTES) & (ob >= 4.0 * rb)
+        elif family == "unusual activity" and inc.detail == "unanswered":
+            keep &= f.mask("unanswered")[rows]
+        mask = np.zeros(f.n, dtype=np.bool_)
+        mask[rows[keep]] = True
+        out.append(mask)
+    return out
 
 
 class IncidentTracker:
@@ -301,6 +381,9 @@ class IncidentTracker:
         #: covers (the same flows seen by a wider window) reopens it.
         self._last_closed: dict[tuple[str, str, str, str], Incident] = {}
         self._ids = itertools.count(1)
+        #: No open incident goes quiet before this flow time (a lower bound, lowered whenever
+        #: an incident opens or shrinks): :meth:`tick` looks at them all only past it.
+        self._due = float("inf")
 
     def all(self) -> list[Incident]:
         return [*self.closed, *self.open.values()]
@@ -368,6 +451,7 @@ class IncidentTracker:
                     proto=str(d["proto"]),
                 )
                 self.open[key] = inc
+                self._due = min(self._due, self._deadline(inc))
             self._merge(inc, d, behaviour)
             changed[inc.id] = inc
             if placed is not None:
@@ -390,6 +474,7 @@ class IncidentTracker:
             self.closed = [c for c in self.closed if c is not last]
             last.closed = False
             self.open[key] = inc = last
+            self._due = min(self._due, self._deadline(inc))
         return inc
 
     def _close(self, key: tuple[str, str, str, str]) -> Incident:
@@ -401,6 +486,10 @@ class IncidentTracker:
 
     def _quiet(self, inc: Incident, now: float) -> bool:
         return now - inc.last_seen > self.quiet + max(inc.flows_by_scale, default=0.0)
+
+    def _deadline(self, inc: Incident) -> float:
+        """The flow time past which ``inc`` is quiet (:meth:`_quiet`), give or take rounding."""
+        return inc.last_seen + self.quiet + max(inc.flows_by_scale, default=0.0)
 
     @staticmethod
     def _extend(inc: Incident, d: dict[Any, Any]) -> None:
@@ -476,14 +565,19 @@ class IncidentTracker:
         inc.uids, inc.community_ids = [], []
         for d in records:
             self._merge(inc, d, "anomalous flows")
+        self._due = min(self._due, self._deadline(inc))
         return True
 
     def tick(self, now: float) -> list[Incident]:
         """Close incidents quiet for longer than :attr:`quiet` past the windows that could still
         report them (an incident seen only in hourly windows is confirmed once an hour); returns
         those closed now."""
+        if now < self._due - 1.0:  # (a second's margin for rounding)
+            return []
         done = [k for k, inc in self.open.items() if self._quiet(inc, now)]
-        return [self._close(k) for k in done]
+        closed = [self._close(k) for k in done]
+        self._due = min(map(self._deadline, self.open.values()), default=float("inf"))
+        return closed
 
 
 def _alert_records(alerts: FlowBatch, scores: np.ndarray) -> list[dict[str, Any]]:

@@ -5,7 +5,8 @@ application service for the common services) fitted when a model is trained and 
 artifact, and :meth:`Baselines.explain`, which ranks a flow's features by how far they lie
 outside them and turns the top ones into :class:`~netanomd.decision.Contribution` values with
 human descriptions (:func:`describe`); for
-ICMP flows no port feature at all (Zeek's ports of an ICMP flow are its type and code).
+ICMP flows no port feature at all (Zeek's ports of an ICMP flow are its type and code). Rows with
+the same ranking and numbers share one tuple of contributions, made once.
 """
 
 from __future__ import annotations
@@ -202,6 +203,44 @@ class Baselines:
         with np.errstate(over="ignore"):  # expm1 of a column that is not log1p is unused
             obs = np.where(log1p, np.expm1(x), x)
             base = np.where(log1p, np.expm1(base), base)
+        # Rows with the same numbers have the same reasons (a scan's thousand alerts are a few
+        # distinct rows): each distinct row is worded once, its tuple shared by the others.
+        which = np.where(keep[:, 0], svc + 1, 0)[:, None]
+        key = np.ascontiguousarray(
+            np.concatenate(
+                [np.where(keep, top, -1), is_above & keep, which]
+                + [np.where(keep, v, 0.0).view(np.int64) for v in (obs, base, w)],
+                axis=1,
+                dtype=np.int64,
+            )
+        )
+        _, first, inverse = np.unique(
+            key.view(np.dtype((np.void, key.dtype.itemsize * key.shape[1]))).ravel(),
+            return_index=True,
+            return_inverse=True,
+        )
+        distinct = self._contributions(
+            top[first],
+            keep[first],
+            is_above[first],
+            obs[first],
+            base[first],
+            w[first],
+            svc[first],
+        )
+        return [distinct[k] for k in inverse.ravel().tolist()]
+
+    def _contributions(
+        self,
+        top: np.ndarray,
+        keep: np.ndarray,
+        is_above: np.ndarray,
+        obs: np.ndarray,
+        base: np.ndarray,
+        w: np.ndarray,
+        svc: np.ndarray,
+    ) -> list[tuple[Contribution, ...]]:
+        """The :class:`Contribution` values of rows whose ranking and numbers are computed."""
         # Python lists: the loop below reads single values, which numpy makes slow.
         binary, share = self.binary[top].tolist(), np.asarray(self.share)[top].tolist()
         up, w_, obs_, base_ = is_above.tolist(), w.tolist(), obs.tolist(), base.tolist()
@@ -209,7 +248,7 @@ class Baselines:
         which = (svc + 1).tolist()
         names = self.names
         descriptions = [describe(name) for name in names]
-        out: list[tuple[Contribution, ...]] = [()] * n
+        out: list[tuple[Contribution, ...]] = [()] * len(top)
         at_i, at_j = (a.tolist() for a in np.nonzero(keep))
         for i, j, k in zip(at_i, at_j, top[keep].tolist(), strict=True):
             if binary[i][j]:

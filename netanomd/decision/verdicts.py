@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -130,28 +130,17 @@ class Alert:
 
 def alert_id(model_id: str, f: FlowRecord) -> str:
     """The id of ``f``'s alert under ``model_id`` (:attr:`Alert.alert_id`)."""
-    key = "|".join(
-        str(v)
-        for v in (
-            model_id,
-            f.source,
-            f.uid,
-            f.flow_id,
-            f.community_id,
-            repr(f.ts),
-            f.orig_h,
-            f.orig_p,
-            f.resp_h,
-            f.resp_p,
-            f.proto,
-        )
+    key = (
+        f"{model_id}|{f.source}|{f.uid}|{f.flow_id}|{f.community_id}|{f.ts!r}|{f.orig_h}|"
+        f"{f.orig_p}|{f.resp_h}|{f.resp_p}|{f.proto}"
     )
     return hashlib.sha256(key.encode()).hexdigest()[:32]
 
 
 def explanation_json(contributions: Sequence[Contribution]) -> str:
-    """``[{"feature": ..., "observed": ..., ...}, ...]`` (:meth:`Contribution.to_dict` each)."""
-    return orjson.dumps([c.to_dict() for c in contributions]).decode()
+    """``[{"feature": ..., "observed": ..., ...}, ...]`` (:meth:`Contribution.to_dict` each:
+    orjson writes a dataclass's fields in the same order)."""
+    return orjson.dumps(list(contributions)).decode()
 
 
 def _what_key(f: FlowRecord) -> tuple[Any, ...]:
@@ -255,8 +244,10 @@ def make_alerts(
     *,
     X: np.ndarray | None = None,
     baselines: Baselines | None = None,
+    select: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> list[Alert]:
-    """Alerts for the rows of ``batch`` at or above ``threshold``.
+    """Alerts for the rows of ``batch`` at or above ``threshold`` (with ``select``, for the
+    rows it returns given those: the others are never built).
 
     With ``baselines`` and the feature matrix ``X`` the rows were scored on, each alert
     carries the features furthest outside the training distribution of its service.
@@ -264,6 +255,8 @@ def make_alerts(
     if (X is None) != (baselines is None):
         raise ValueError("make_alerts explains with both X and baselines, or with neither")
     idx = above_threshold(scores, threshold)
+    if select is not None:
+        idx = np.asarray(select(idx), dtype=np.int64)
     if idx.size == 0:
         return []
     sub = batch.take(idx)

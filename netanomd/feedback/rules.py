@@ -13,19 +13,27 @@ DHCP, DHCPv6, ICMPv6 neighbour discovery), reading rules from a YAML file, and m
   the incident's host (its originator or responder, by role), peer, port, protocol and behaviour;
   ``service`` is not an incident field, so a rule naming a service matches no incident.
 
+A batch of flows is matched column-wise (:meth:`RuleSet.flow_rules`, each rule's address and
+service tests run once per distinct value), with the same answers as one flow at a time.
+
 A rule is active until its expiry (wall clock, epoch seconds) and while enabled.
 """
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pyarrow.compute as pc
+
 from netanomd.errors import InputError
+from netanomd.flow import FlowBatch
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -67,14 +75,48 @@ def parse_ports(value: Any, where: str) -> tuple[int, ...]:
     return tuple(out)
 
 
-def _in(address: str | None, networks: Sequence[Network]) -> bool:
-    if not address:
-        return False
+def _services(service: str | None) -> list[str]:
+    """Zeek's ``service`` field (``"dns,http"``) as the names a rule's ``service`` matches."""
+    return (service or "").lower().split(",")
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """An address (a zone such as ``%eth0`` dropped), or None when ``text`` is not one; parsed
+    once per distinct text."""
     try:
-        ip = ipaddress.ip_address(address.split("%")[0])
+        return ipaddress.ip_address(text.split("%")[0])
     except ValueError:
+        return None
+
+
+def _in(address: str | None, networks: Sequence[Network]) -> bool:
+    ip = _address(address) if address else None
+    if ip is None:
         return False
     return any(ip.version == n.version and ip in n for n in networks)
+
+
+class _FlowColumns:
+    """The columns of a batch the flow rules read, each string column tested once per distinct
+    value (:meth:`each`)."""
+
+    def __init__(self, batch: FlowBatch) -> None:
+        self.batch = batch
+        self.n = len(batch)
+        self.resp_p = batch.numeric("resp_p", fill=-1, dtype=np.int64)  # -1: no port
+        self._codes: dict[str, tuple[np.ndarray, list[Any]]] = {}
+
+    def each(self, name: str, test: Callable[[Any], bool]) -> np.ndarray:
+        """``test`` of column ``name``'s value of every row (bool per row)."""
+        if name not in self._codes:
+            enc = pc.dictionary_encode(self.batch.column(name).combine_chunks())
+            values = enc.dictionary.to_pylist()
+            codes = pc.fill_null(enc.indices, len(values)).to_numpy(zero_copy_only=False)
+            self._codes[name] = (np.asarray(codes, np.int64), [*values, None])  # null: last
+        codes, values = self._codes[name]
+        table = np.fromiter((test(v) for v in values), np.bool_, len(values))
+        return np.asarray(table[codes], dtype=np.bool_)
 
 
 @dataclass(frozen=True)
@@ -123,8 +165,23 @@ class Rule:
             return False
         if self.proto and (proto or "").lower() != self.proto:
             return False
-        services = (service or "").lower().split(",")
-        return not (self.service and self.service not in services)
+        return not (self.service and self.service not in _services(service))
+
+    def flow_mask(self, flows: _FlowColumns) -> np.ndarray:
+        """:meth:`matches_flow` of every flow of a batch at once (bool per row): the address
+        and service tests run once per distinct value."""
+        mask = np.full(flows.n, self.has_flow_fields, dtype=np.bool_)
+        if self.host:
+            mask &= flows.each("orig_h", lambda a: _in(a, self.host))
+        if self.peer:
+            mask &= flows.each("resp_h", lambda a: _in(a, self.peer))
+        if self.port:
+            mask &= np.isin(flows.resp_p, self.port)
+        if self.proto:
+            mask &= flows.each("proto", lambda p: (p or "").lower() == self.proto)
+        if self.service:
+            mask &= flows.each("service", lambda s: self.service in _services(s))
+        return mask
 
     def matches_incident(
         self, host: str, role: str, peer: str, port: int, proto: str, behaviour: str
@@ -324,6 +381,19 @@ class RuleSet:
             if r.active(now) and r.matches_flow(orig_h, resp_h, resp_p, proto, service):
                 return r
         return None
+
+    def flow_rules(self, now: float, batch: FlowBatch) -> tuple[list[Rule], np.ndarray]:
+        """:meth:`flow_rule` of every flow of ``batch`` at once: the active rules, and per row
+        the index of the first one matching it (-1: none)."""
+        active = self.active(now)
+        which = np.full(len(batch), -1, dtype=np.int64)
+        if not active or not len(batch):
+            return active, which
+        flows = _FlowColumns(batch)
+        for k, rule in enumerate(active):
+            hit = (which < 0) & rule.flow_mask(flows)
+            which[hit] = k
+        return active, which
 
     def incident_rule(
         self, now: float, host: str, role: str, peer: str, port: int, proto: str, behaviour: str

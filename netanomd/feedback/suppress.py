@@ -42,21 +42,16 @@ class Suppressor:
     def flows(self, batch: FlowBatch, rows: np.ndarray) -> np.ndarray:
         """Which of ``rows`` (alerted rows of ``batch``) to keep (bool per row)."""
         self.last = {}
-        keep = np.ones(len(rows), dtype=np.bool_)
         if not len(rows):
-            return keep
-        now = self._clock()
-        sub = batch.take(rows)
-        cols = [
-            sub.column(c).to_pylist() for c in ("orig_h", "resp_h", "resp_p", "proto", "service")
-        ]
-        for i, (orig_h, resp_h, resp_p, proto, service) in enumerate(zip(*cols, strict=True)):
-            rule = self.rules.flow_rule(now, orig_h, resp_h, resp_p, proto, service)
-            if rule is not None:
-                keep[i] = False
-                self.last[int(rows[i])] = rule.name
-                self.counts[(rule.name, "alerts")] += 1
-                self.totals[(rule.name, "alerts")] += 1
+            return np.ones(0, dtype=np.bool_)
+        rules, which = self.rules.flow_rules(self._clock(), batch.take(rows))
+        keep = which < 0
+        names = [r.name for r in rules]
+        dropped = which[~keep].tolist()
+        self.last = dict(zip(rows[~keep].tolist(), [names[k] for k in dropped], strict=True))
+        for k, n in zip(*np.unique(which[~keep], return_counts=True), strict=True):
+            self.counts[(rules[k].name, "alerts")] += int(n)
+            self.totals[(rules[k].name, "alerts")] += int(n)
         return keep
 
     def incidents(self, incidents: Iterable[Incident]) -> list[Incident]:

@@ -38,6 +38,7 @@ import io
 import json
 import os
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -141,10 +142,16 @@ class Model:
         return self.baselines.explain(X, batch.column("service").to_pylist())
 
     def decide(
-        self, batch: FlowBatch, spec: FeatureSpec, threshold: float | None = None
+        self,
+        batch: FlowBatch,
+        spec: FeatureSpec,
+        threshold: float | None = None,
+        *,
+        select: Callable[[np.ndarray], np.ndarray] | None = None,
     ) -> tuple[np.ndarray, list[Alert]]:
         """The flow decision on ``spec``'s stream state: (score per flow, explained alerts of
-        the flows reaching the threshold in force)."""
+        the flows reaching the threshold in force; with ``select``, of the rows it returns given
+        those rows, e.g. less the ones an allowlist covers)."""
         X = self.floors.apply(spec.transform(batch))
         scores = self.detector.score(X) if len(batch) else np.empty(0, dtype=np.float64)
         alerts = make_alerts(
@@ -154,6 +161,7 @@ class Model:
             self.model_id,
             X=X,
             baselines=self.baselines,
+            select=select,
         )
         return scores, alerts
 

@@ -23,7 +23,8 @@ the clock throughout (never the wall clock), so a replayed file and a live feed 
 
 With :attr:`Stream.suppress` set (a :class:`~netanomd.feedback.suppress.Suppressor`), alerted
 flows and incidents an allowlist rule covers are dropped from what the stream reports and
-counted per rule; host behaviour still sees every flow.
+counted per rule (the flows before their alerts are built); host behaviour still sees every
+flow.
 """
 
 from __future__ import annotations
@@ -35,10 +36,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from netanomd.behaviour.context import ContextPart, for_alerts
-from netanomd.behaviour.incidents import Incident, IncidentTracker
+from netanomd.behaviour.incidents import Incident, IncidentTracker, members
 from netanomd.behaviour.pipeline import BehaviourPipeline
 from netanomd.behaviour.signed import SignedFlows
-from netanomd.decision import Alert, Contribution, above_threshold
+from netanomd.decision import Alert, Contribution
 from netanomd.flow import FlowBatch
 from netanomd.model.operating import DEFAULT_QUIET
 
@@ -122,7 +123,15 @@ class Stream:
         times = None
         if part is not None:
             batch, times = self._part(batch, np.asarray(part, dtype=np.int64))
-        scores, alerts = self.model.decide(batch, self.spec, threshold)
+        suppress = self.suppress
+        allowed: list[np.ndarray] = []  # the alerting rows no allowlist rule covers
+
+        def select(rows: np.ndarray, flows: FlowBatch = batch) -> np.ndarray:
+            """The alerting ``rows`` to build alerts for: those the allowlist leaves."""
+            allowed.append(rows if suppress is None else rows[suppress.flows(flows, rows)])
+            return allowed[-1]
+
+        scores, alerts = self.model.decide(batch, self.spec, threshold, select=select)
         if not len(batch) and times is None:  # (an empty part still moves the clocks on)
             return scores, alerts, []
         for inc in self._released:
@@ -133,12 +142,7 @@ class Stream:
             self._clock = max(self._clock, float(np.nanmax(ts)))
         all_scores = scores
         alerted = np.zeros(len(batch), dtype=np.bool_)
-        idx = above_threshold(scores, self.model.threshold_for(threshold))
-        if self.suppress is not None:
-            keep = self.suppress.flows(batch, idx)
-            alerts = [a for a, k in zip(alerts, keep.tolist(), strict=True) if k]
-            idx = idx[keep]
-        alerted[idx] = True
+        alerted[allowed[-1]] = True
         alerted_all = alerted
         placed = batch.placed()
         if not placed.all():  # no time or originator (a CICFlowMeter derivative): no host view
@@ -218,16 +222,15 @@ class Stream:
         alerts = batch.take(idx)
         uids: np.ndarray | None = None  # read only when an incident holds some of them
         inside = np.zeros(len(alerts), dtype=np.bool_)
-        for inc in named.values():
-            members = inc.members(alerts)
-            if members.any():
-                inside |= members
+        for inc, mine in zip(named.values(), members([*named.values()], alerts), strict=True):
+            if mine.any():
+                inside |= mine
                 if uids is None:
                     uids = np.asarray(alerts.column("uid").to_pylist(), dtype=object)
                 if inc.id not in changed:
                     inc.alert_uids = []
                     changed[inc.id] = inc
-                inc.alert_uids.extend(u for u in uids[members].tolist() if u)
+                inc.alert_uids.extend(u for u in uids[mine].tolist() if u)
         return idx[~inside]
 
     def _hold(self, alerts: FlowBatch, scores: np.ndarray, incs: list[Incident]) -> None:
@@ -269,9 +272,8 @@ class Stream:
             return
         moved = np.zeros(len(held), dtype=np.bool_)
         uids = np.asarray(held.column("uid").to_pylist(), dtype=object)
-        for inc in named:
-            mine = inc.members(held)  # linked to every named incident holding it
-            if mine.any():
+        for inc, mine in zip(named, members(named, held), strict=True):
+            if mine.any():  # linked to every named incident holding it
                 moved |= mine
                 inc.alert_uids.extend(u for u in uids[mine].tolist() if u)
                 changed[inc.id] = inc
