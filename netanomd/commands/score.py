@@ -10,6 +10,7 @@ the daemon: what a rule covers is counted, not stored.
 from __future__ import annotations
 
 import argparse
+import gc
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -233,6 +234,7 @@ def run(args: argparse.Namespace) -> int:
         res: ScoreRun = score_jobs(args.model, args.input, sinks, args.jobs, args.threshold)
     else:
         suppress = None if args.no_allowlist else allowlist(db, args.rules)
+        gc.freeze()  # start-up's objects (modules, the model) are never walked by a collection
         res = score_files(model, args.input, sinks, args.threshold, args.scores, suppress)
     report(res, model, db, es, args.threshold, args.incidents, args.top)
     return 0
