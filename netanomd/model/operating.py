@@ -24,7 +24,7 @@ stored in the model and printed by ``netanomd train``; its ``--behaviour-quantil
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
@@ -39,9 +39,6 @@ from netanomd.behaviour.detectors import (
 from netanomd.behaviour.table import Table
 from netanomd.behaviour.windows import DEFAULT_SCALES, Closed, HostWindows
 from netanomd.flow import FlowBatch
-
-if TYPE_CHECKING:  # scoring loads an operating point without pandas; only learning uses it
-    import pandas as pd
 
 #: False "unusual activity" incidents per day of training traffic the default point allows.
 DEFAULT_INCIDENTS_PER_DAY = 2.0
