@@ -139,15 +139,27 @@ def data_blocks(
             if have and not skip:
                 yield lineno, _drain(pending)
             return
-        ends = np.flatnonzero(np.frombuffer(chunk, dtype=np.uint8) == 10)
+        newline = np.frombuffer(chunk, dtype=np.uint8) == 10
+        count = int(np.count_nonzero(newline))
+        if not skip and have + count < max_lines:
+            # The usual read: wholly inside the block being filled, so only its last line
+            # end is needed, not every one.
+            if count:
+                cut = chunk.rfind(b"\n") + 1
+                pending.append(partial + chunk[:cut] if partial else chunk[:cut])
+                partial, have = chunk[cut:], have + count
+            else:
+                partial += chunk
+            continue
+        ends = np.flatnonzero(newline)
         pos = idx = 0
-        if skip and len(ends):
-            k = min(skip, len(ends))
+        if skip and count:
+            k = min(skip, count)
             pos, idx, partial = int(ends[k - 1]) + 1, k, b""
             skip -= k
             lineno += k
-        while idx < len(ends):
-            take = min(max_lines - have, len(ends) - idx)
+        while idx < count:
+            take = min(max_lines - have, count - idx)
             cut = int(ends[idx + take - 1]) + 1
             pending.append(partial + chunk[pos:cut] if partial else chunk[pos:cut])
             partial, pos, idx, have = b"", cut, idx + take, have + take
@@ -164,6 +176,21 @@ def _drain(parts: list[bytes]) -> bytes:
     data = b"".join(parts)
     parts.clear()
     return data
+
+
+def _comment_line(data: bytes, comment: bytes) -> int:
+    """Offset of the first line of ``data`` after its first that starts with ``comment``, or
+    -1. The comment's first byte is looked for with ``memchr`` (a two-byte ``\\n#`` needle
+    is searched an order of magnitude slower); the few hits inside values are stepped over,
+    and a block with many of them is searched for the line start directly."""
+    at = data.find(comment[:1], 1)
+    for _ in range(16):
+        if at < 0:
+            return -1
+        if data[at - 1] == 10 and data.startswith(comment, at):
+            return at
+        at = data.find(comment[:1], at + 1)
+    return -1 if at < 0 else data.find(b"\n" + comment, at - 1) + 1 or -1
 
 
 def split_lines(data: bytes) -> list[bytes]:
@@ -256,6 +283,15 @@ def convert(name: str, col: pa.ChunkedArray | pa.Array) -> tuple[pa.Array, list[
     return out, bad
 
 
+def _replace_empty(col: pa.Array | pa.ChunkedArray, empty: str) -> pa.Array | pa.ChunkedArray:
+    """``col`` with each value ``empty`` (Zeek's ``(empty)``) made ``""``; the column itself
+    when it holds none (the usual case: one comparison, no copy)."""
+    hit = pc.equal(col, empty)
+    if not pc.any(hit).as_py():
+        return col
+    return pc.if_else(hit, "", col)
+
+
 class DelimitedParser:
     """Parses blocks of delimited lines (Zeek TSV, CSV) into canonical flow columns.
 
@@ -310,7 +346,7 @@ class DelimitedParser:
         if comment is not None and clean:
             if data.startswith(comment):
                 clean = False
-            elif (cut := data.find(b"\n" + comment) + 1) > 0:  # one scan for comment lines
+            elif (cut := _comment_line(data, comment)) > 0:
                 tail = split_lines(data[cut:])
                 clean = all(not ln or ln.startswith(comment) for ln in tail)
                 data = data[:cut] if clean else data  # a log's #close carries no flows
@@ -366,7 +402,7 @@ class DelimitedParser:
             typ = _TYPES[canon]
             if pa.types.is_string(typ):
                 if empty is not None:
-                    col = pc.if_else(pc.equal(col, empty), "", col)
+                    col = _replace_empty(col, empty)
             elif pa.types.is_integer(typ):
                 lo, hi = int_range(canon)
                 low, high = pc.min_max(col).values()
@@ -424,7 +460,7 @@ class DelimitedParser:
         for canon, field in self.mapping.items():
             col = table.column(self._names[self.fields.index(field)])
             if self.empty_value is not None and pa.types.is_string(_TYPES[canon]):
-                col = pc.if_else(pc.equal(col, self.empty_value), "", col)
+                col = _replace_empty(col, self.empty_value)
             typed, bad = convert(canon, col)
             for i in bad:
                 bad_rows.setdefault(

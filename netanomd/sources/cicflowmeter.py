@@ -33,7 +33,6 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -210,6 +209,10 @@ class CicFlowMeterSource(FileSource):
                 if special:
                     raw = self._raw_columns(ls, fields, special, n)
                     if "ts" in raw:
+                        # Here only: importing pandas costs about 0.4 CPU-s, more than
+                        # reading a million Zeek rows, and no other format needs it.
+                        import pandas as pd
+
                         parsed = pd.to_datetime(
                             pd.Series(raw["ts"]),
                             dayfirst=True,
