@@ -13,6 +13,7 @@ fails checked value by value, to name the bad line and drop it.
 
 from __future__ import annotations
 
+import functools
 import gzip
 import logging
 from collections.abc import Callable, Iterator, Sequence
@@ -283,13 +284,24 @@ def convert(name: str, col: pa.ChunkedArray | pa.Array) -> tuple[pa.Array, list[
     return out, bad
 
 
+@functools.lru_cache(maxsize=64)
+def string_scalar(text: str) -> pa.Scalar:
+    """``text`` as an Arrow string scalar, built from buffers: pyarrow's conversion of a Python
+    value (``pa.scalar``, ``pa.array`` of a list, ``pc.equal(col, "text")``) imports pandas the
+    first time, about 0.35 CPU-s, which the readers otherwise never need."""
+    data = text.encode()
+    offsets = np.array([0, len(data)], dtype=np.int32)
+    array = pa.Array.from_buffers(pa.string(), 1, [None, pa.py_buffer(offsets), pa.py_buffer(data)])
+    return array[0]
+
+
 def _replace_empty(col: pa.Array | pa.ChunkedArray, empty: str) -> pa.Array | pa.ChunkedArray:
     """``col`` with each value ``empty`` (Zeek's ``(empty)``) made ``""``; the column itself
     when it holds none (the usual case: one comparison, no copy)."""
-    hit = pc.equal(col, empty)
+    hit = pc.equal(col, string_scalar(empty))
     if not pc.any(hit).as_py():
         return col
-    return pc.if_else(hit, "", col)
+    return pc.if_else(hit, string_scalar(""), col)
 
 
 class DelimitedParser:

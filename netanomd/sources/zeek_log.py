@@ -31,6 +31,7 @@ from netanomd.sources._text import (
     line_blocks,
     open_binary,
     split_lines,
+    string_scalar,
 )
 
 log = logging.getLogger(__name__)
@@ -143,7 +144,7 @@ class ZeekTsvHeader:
 def _finish(table: pa.Table | None, source: str) -> FlowBatch | None:
     if table is None or table.num_rows == 0:
         return None
-    table = table.append_column("source", pa.repeat(pa.scalar(source), table.num_rows))
+    table = table.append_column("source", pa.repeat(string_scalar(source), table.num_rows))
     return FlowBatch.from_table(table)
 
 
