@@ -207,8 +207,10 @@ def split_lines(data: bytes) -> list[bytes]:
 _TYPES: dict[str, pa.DataType] = {f.name: f.type for f in FLOW_SCHEMA}
 
 
-def _parse_type(typ: pa.DataType) -> pa.DataType:
-    """The type Arrow parses a column of ``typ`` as (integers wide, then range-checked)."""
+def parse_type(name: str) -> pa.DataType:
+    """The type Arrow parses the :data:`FLOW_SCHEMA` column ``name`` as (integers wide, then
+    range-checked by :func:`typed_column`)."""
+    typ = _TYPES[name]
     if pa.types.is_unsigned_integer(typ):
         return pa.uint64()
     if pa.types.is_integer(typ):
@@ -216,6 +218,24 @@ def _parse_type(typ: pa.DataType) -> pa.DataType:
     if pa.types.is_floating(typ):
         return pa.float64()
     return typ
+
+
+def typed_column(name: str, col: pa.Array) -> pa.Array | None:
+    """A column Arrow parsed as :func:`parse_type` of ``name``, in its :data:`FLOW_SCHEMA`
+    type: integers range-checked (None when a value is out of :func:`int_range`: the careful
+    path names it) and narrowed, non-finite floats made null; others as they are."""
+    typ = _TYPES[name]
+    if pa.types.is_integer(typ):
+        lo, hi = int_range(name)
+        low, high = pc.min_max(col).values()
+        if low.is_valid and (low.as_py() < lo or high.as_py() > hi):
+            return None
+        return col.cast(typ)
+    if pa.types.is_floating(typ) and col.null_count < len(col):
+        finite = pc.is_finite(col)
+        if not pc.all(finite).as_py():
+            return pc.if_else(finite, col, pa.nulls(1, col.type)[0])
+    return col
 
 
 def to_float(col: pa.ChunkedArray | pa.Array) -> tuple[pa.Array, list[int]]:
@@ -339,8 +359,7 @@ class DelimitedParser:
         )
         self._typed_options = pacsv.ConvertOptions(
             column_types={
-                self._names[self.fields.index(f)]: _parse_type(_TYPES[c])
-                for c, f in self.mapping.items()
+                self._names[self.fields.index(f)]: parse_type(c) for c, f in self.mapping.items()
             },
             include_columns=self._include,
             null_values=self.null_values,
@@ -415,16 +434,10 @@ class DelimitedParser:
             if pa.types.is_string(typ):
                 if empty is not None:
                     col = _replace_empty(col, empty)
-            elif pa.types.is_integer(typ):
-                lo, hi = int_range(canon)
-                low, high = pc.min_max(col).values()
-                if low.is_valid and (low.as_py() < lo or high.as_py() > hi):
+            else:
+                col = typed_column(canon, col)
+                if col is None:
                     return None
-                col = col.cast(typ)
-            elif pa.types.is_floating(typ) and col.null_count < len(col):
-                finite = pc.is_finite(col)
-                if not pc.all(finite).as_py():
-                    col = pc.if_else(finite, col, pa.scalar(None, col.type))
             columns[canon] = col
         return pa.table(columns)
 
