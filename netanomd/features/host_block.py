@@ -140,6 +140,10 @@ def _host_kernel(
     tmp_u = np.empty(depth, dtype=np.uint64)
     tmp_i = np.empty(depth, dtype=np.int64)
     times = np.empty(depth, dtype=np.float64)
+    # log1p of the counts a window can hold (0 to depth), the same values computed once
+    log1p_count = np.empty(depth + 1, dtype=np.float64)
+    for k in range(depth + 1):
+        log1p_count[k] = np.log1p(k)
     later = np.empty(depth, dtype=np.float64)
     for r in range(hosts.shape[0]):
         h, fresh = slot_for(hosts[r], keys, index, prev, nxt, meta)
@@ -153,7 +157,7 @@ def _host_kernel(
         ring_fail[h, p] = failed[r]
         ring_ob[h, p] = ob[r]
         ring_rb[h, p] = rb[r]
-        ring_pos[h] = (p + 1) % depth
+        ring_pos[h] = p + 1 if p + 1 < depth else 0
         if ring_len[h] < depth:
             ring_len[h] += 1
         # The window: entries within `window` seconds of this flow; among them the flows to
@@ -215,10 +219,10 @@ def _host_kernel(
                 cv = (ssd / (c - 1)) ** 0.5 / mean
                 periodic = 1.0 / (1.0 + cv)
         span = max(tmax - tmin, 60.0)
-        out[r, 0] = np.log1p(m)
+        out[r, 0] = log1p_count[m]
         out[r, 1] = np.log1p(m * 60.0 / span)
-        out[r, 2] = np.log1p(n_dst)
-        out[r, 3] = np.log1p(n_port)
+        out[r, 2] = log1p_count[n_dst]
+        out[r, 3] = log1p_count[n_port]
         out[r, 4] = n_fail / m
         out[r, 5] = np.log1p(s_ob) - np.log1p(s_rb)
         out[r, 6] = periodic
