@@ -180,10 +180,10 @@ def _drain(parts: list[bytes]) -> bytes:
 
 
 def _comment_line(data: bytes, comment: bytes) -> int:
-    """Offset of the first line of ``data`` after its first that starts with ``comment``, or
-    -1. The comment's first byte is looked for with ``memchr`` (a two-byte ``\\n#`` needle
-    is searched an order of magnitude slower); the few hits inside values are stepped over,
-    and a block with many of them is searched for the line start directly."""
+    """Offset of the first line of ``data`` (its first line aside) that starts with
+    ``comment``, or -1. The comment's first byte is looked for with ``memchr`` (a two-byte
+    ``\\n#`` needle is searched an order of magnitude slower); the few hits inside values are
+    stepped over, and a block with many of them is searched for the line start directly."""
     at = data.find(comment[:1], 1)
     for _ in range(16):
         if at < 0:

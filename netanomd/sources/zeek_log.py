@@ -6,6 +6,10 @@ IoT-23 variant, whose last three fields (``tunnel_parents label detailed-label``
 by runs of spaces instead of the separator, is recognised from its ``#fields`` line.
 Field names map to :data:`~netanomd.flow.FLOW_SCHEMA` by dropping ``id.``; label columns
 (``label``/``Label``, ``detailedlabel``/``detailed-label``) go to ``label``/``detailed_label``.
+
+JSON is decoded column-wise: a block of lines in one typed ``pyarrow.json`` pass; a block with
+any line that pass would read differently from a JSON parser is decoded line by line
+(:func:`_json_rows`), which names each bad line.
 """
 
 from __future__ import annotations
