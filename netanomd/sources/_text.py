@@ -128,7 +128,8 @@ def data_blocks(
     same batches as :func:`line_blocks` cuts it. Memory: one read and a block being filled;
     nothing of a yielded block is kept while the consumer holds it."""
     lineno = first_line
-    pending: list[bytes] = []  # whole lines of the block being filled
+    # Whole lines of the block being filled: views of the reads (copied once, by the join).
+    pending: list[bytes | memoryview] = []
     have = 0  # how many
     partial = b""  # a line begun in an earlier read
     while True:
@@ -140,6 +141,7 @@ def data_blocks(
             if have and not skip:
                 yield lineno, _drain(pending)
             return
+        view = memoryview(chunk)
         newline = np.frombuffer(chunk, dtype=np.uint8) == 10
         count = int(np.count_nonzero(newline))
         if not skip and have + count < max_lines:
@@ -147,7 +149,9 @@ def data_blocks(
             # end is needed, not every one.
             if count:
                 cut = chunk.rfind(b"\n") + 1
-                pending.append(partial + chunk[:cut] if partial else chunk[:cut])
+                if partial:
+                    pending.append(partial)
+                pending.append(view[:cut])
                 partial, have = chunk[cut:], have + count
             else:
                 partial += chunk
@@ -162,7 +166,9 @@ def data_blocks(
         while idx < count:
             take = min(max_lines - have, count - idx)
             cut = int(ends[idx + take - 1]) + 1
-            pending.append(partial + chunk[pos:cut] if partial else chunk[pos:cut])
+            if partial:
+                pending.append(partial)
+            pending.append(view[pos:cut])
             partial, pos, idx, have = b"", cut, idx + take, have + take
             if have == max_lines:
                 yield lineno, _drain(pending)
@@ -171,7 +177,7 @@ def data_blocks(
         partial += chunk[pos:]
 
 
-def _drain(parts: list[bytes]) -> bytes:
+def _drain(parts: list[bytes | memoryview]) -> bytes:
     """The parts joined, the list emptied: a generator yielding this keeps no reference to
     either while its consumer works on the block."""
     data = b"".join(parts)
