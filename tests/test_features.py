@@ -175,17 +175,17 @@ def test_a_full_host_table_evicts_the_least_recent_hosts() -> None:
 
 
 def test_distinct_counts_agree_with_numpy_by_pairs_and_by_sorting() -> None:
-    """The host kernel counts distinct responders and ports by comparing pairs in a small
-    window and by sorting in a large one: both give numpy's count."""
-    from netanomd.features.host_block import _PAIRWISE_MAX, _distinct
+    """The host kernel counts distinct responders and ports together, by comparing pairs in a
+    small window and by sorting in a large one: both give numpy's counts."""
+    from netanomd.features.host_block import _PAIRWISE_MAX, _distinct_pair
 
     rng = np.random.default_rng(7)
     for m in (1, 2, 17, _PAIRWISE_MAX, _PAIRWISE_MAX + 1, 300):
         for high in (3, 50, 1 << 40):
             values = rng.integers(0, high, size=m).astype(np.uint64)
-            assert _distinct(values.copy(), m) == len(np.unique(values))
             ports = rng.integers(-1, high % 65536 + 1, size=m)
-            assert _distinct(ports.copy(), m) == len(np.unique(ports))
+            got = _distinct_pair(values.copy(), ports.copy(), m)
+            assert got == (len(np.unique(values)), len(np.unique(ports)))
 
 
 def test_the_kernel_sort_orders_few_and_many_values_as_numpy() -> None:

@@ -62,24 +62,35 @@ _PAIRWISE_MAX = 64
 
 @nb.njit(cache=True, nogil=True, boundscheck=False)
 def _distinct(values: np.ndarray, m: int) -> int:  # pragma: no cover - compiled
-    """How many distinct values the first ``m`` (>= 1) of ``values`` hold (sorts them when
-    there are many)."""
-    if m > _PAIRWISE_MAX:
-        u = values[:m]
-        u.sort()
-        n = 1
-        for q in range(1, m):
-            if u[q] != u[q - 1]:
-                n += 1
-        return n
-    n = 0
-    for q in range(m):
-        x = values[q]
-        seen = 0
-        for q2 in range(q):
-            seen += values[q2] == x
-        n += seen == 0
+    """How many distinct values the first ``m`` (>= 1) of ``values`` hold, by sorting them."""
+    u = values[:m]
+    u.sort()
+    n = 1
+    for q in range(1, m):
+        if u[q] != u[q - 1]:
+            n += 1
     return n
+
+
+@nb.njit(cache=True, nogil=True, boundscheck=False)
+def _distinct_pair(a: np.ndarray, b: np.ndarray, m: int) -> tuple[int, int]:  # pragma: no cover
+    """How many distinct values the first ``m`` (>= 1) of ``a`` hold, and of ``b``: up to
+    :data:`_PAIRWISE_MAX` by comparing pairs, both in one loop; beyond, by sorting."""
+    if m > _PAIRWISE_MAX:
+        return _distinct(a, m), _distinct(b, m)
+    n_a = 0
+    n_b = 0
+    for q in range(m):
+        x = a[q]
+        y = b[q]
+        seen_a = 0
+        seen_b = 0
+        for q2 in range(q):
+            seen_a += a[q2] == x
+            seen_b += b[q2] == y
+        n_a += seen_a == 0
+        n_b += seen_b == 0
+    return n_a, n_b
 
 
 @nb.njit(cache=True, nogil=True, boundscheck=False)
@@ -126,10 +137,14 @@ def _host_kernel(
     """One pass over the rows in arrival order; ``out`` (float32, one column per name) may be
     a column slice of a wider matrix. Scratch is allocated once per call, not per row."""
     depth = ring_ts.shape[1]
-    idx = np.empty(depth, dtype=np.int64)
     tmp_u = np.empty(depth, dtype=np.uint64)
     tmp_i = np.empty(depth, dtype=np.int64)
     times = np.empty(depth, dtype=np.float64)
+    # log1p of the counts a window can hold (0 to depth), the same values computed once
+    log1p_count = np.empty(depth + 1, dtype=np.float64)
+    for k in range(depth + 1):
+        log1p_count[k] = np.log1p(k)
+    later = np.empty(depth, dtype=np.float64)
     for r in range(hosts.shape[0]):
         h, fresh = slot_for(hosts[r], keys, index, prev, nxt, meta)
         if fresh:
@@ -142,48 +157,52 @@ def _host_kernel(
         ring_fail[h, p] = failed[r]
         ring_ob[h, p] = ob[r]
         ring_rb[h, p] = rb[r]
-        ring_pos[h] = (p + 1) % depth
+        ring_pos[h] = p + 1 if p + 1 < depth else 0
         if ring_len[h] < depth:
             ring_len[h] += 1
-        # The window: entries within `window` seconds of this flow.
+        # The window: entries within `window` seconds of this flow; among them the flows to
+        # this flow's responder and port, for beaconing, their times taken oldest first (the
+        # ring's arrival order, nearly sorted already: the slots from `first` on, then those
+        # before it).
         m = 0
         t0 = ts[r]
         tmin = t0
         tmax = t0
-        for k in range(ring_len[h]):
+        n_fail = 0
+        s_ob = 0.0
+        s_rb = 0.0
+        c = 0
+        c_later = 0
+        n_ring = ring_len[h]
+        first = ring_pos[h] if n_ring == depth else 0
+        d0 = dst[r]
+        p0 = port[r]
+        for k in range(n_ring):
             t = ring_ts[h, k]
             if abs(t - t0) <= window:
-                idx[m] = k
+                u = ring_dst[h, k]
+                v = ring_port[h, k]
+                tmp_u[m] = u
+                tmp_i[m] = v
+                n_fail += ring_fail[h, k]
+                s_ob += ring_ob[h, k]
+                s_rb += ring_rb[h, k]
                 m += 1
                 if t < tmin:
                     tmin = t
                 if t > tmax:
                     tmax = t
-        n_fail = 0
-        s_ob = 0.0
-        s_rb = 0.0
-        for q in range(m):
-            k = idx[q]
-            n_fail += ring_fail[h, k]
-            s_ob += ring_ob[h, k]
-            s_rb += ring_rb[h, k]
-            tmp_u[q] = ring_dst[h, k]
-            tmp_i[q] = ring_port[h, k]
-        n_dst = _distinct(tmp_u, m)
-        n_port = _distinct(tmp_i, m)
-        # Beaconing: inter-arrival regularity of flows to this flow's responder and port,
-        # their times taken oldest first (the ring's arrival order: nearly sorted already).
-        c = 0
-        n_ring = ring_len[h]
-        first = ring_pos[h] if n_ring == depth else 0
-        for j in range(n_ring):
-            k = first + j
-            if k >= depth:
-                k -= depth
-            t = ring_ts[h, k]
-            if abs(t - t0) <= window and ring_dst[h, k] == dst[r] and ring_port[h, k] == port[r]:
-                times[c] = t
-                c += 1
+                if u == d0 and v == p0:
+                    if k >= first:
+                        times[c] = t
+                        c += 1
+                    else:
+                        later[c_later] = t
+                        c_later += 1
+        for q in range(c_later):
+            times[c + q] = later[q]
+        c += c_later
+        n_dst, n_port = _distinct_pair(tmp_u, tmp_i, m)
         periodic = 0.0
         if c >= 4:
             _sort(times, c)
@@ -200,10 +219,10 @@ def _host_kernel(
                 cv = (ssd / (c - 1)) ** 0.5 / mean
                 periodic = 1.0 / (1.0 + cv)
         span = max(tmax - tmin, 60.0)
-        out[r, 0] = np.log1p(m)
+        out[r, 0] = log1p_count[m]
         out[r, 1] = np.log1p(m * 60.0 / span)
-        out[r, 2] = np.log1p(n_dst)
-        out[r, 3] = np.log1p(n_port)
+        out[r, 2] = log1p_count[n_dst]
+        out[r, 3] = log1p_count[n_port]
         out[r, 4] = n_fail / m
         out[r, 5] = np.log1p(s_ob) - np.log1p(s_rb)
         out[r, 6] = periodic

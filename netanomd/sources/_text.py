@@ -13,6 +13,7 @@ fails checked value by value, to name the bad line and drop it.
 
 from __future__ import annotations
 
+import functools
 import gzip
 import logging
 from collections.abc import Callable, Iterator, Sequence
@@ -127,7 +128,8 @@ def data_blocks(
     same batches as :func:`line_blocks` cuts it. Memory: one read and a block being filled;
     nothing of a yielded block is kept while the consumer holds it."""
     lineno = first_line
-    pending: list[bytes] = []  # whole lines of the block being filled
+    # Whole lines of the block being filled: views of the reads (copied once, by the join).
+    pending: list[bytes | memoryview] = []
     have = 0  # how many
     partial = b""  # a line begun in an earlier read
     while True:
@@ -139,17 +141,34 @@ def data_blocks(
             if have and not skip:
                 yield lineno, _drain(pending)
             return
-        ends = np.flatnonzero(np.frombuffer(chunk, dtype=np.uint8) == 10)
+        view = memoryview(chunk)
+        newline = np.frombuffer(chunk, dtype=np.uint8) == 10
+        count = int(np.count_nonzero(newline))
+        if not skip and have + count < max_lines:
+            # The usual read: wholly inside the block being filled, so only its last line
+            # end is needed, not every one.
+            if count:
+                cut = chunk.rfind(b"\n") + 1
+                if partial:
+                    pending.append(partial)
+                pending.append(view[:cut])
+                partial, have = chunk[cut:], have + count
+            else:
+                partial += chunk
+            continue
+        ends = np.flatnonzero(newline)
         pos = idx = 0
-        if skip and len(ends):
-            k = min(skip, len(ends))
+        if skip and count:
+            k = min(skip, count)
             pos, idx, partial = int(ends[k - 1]) + 1, k, b""
             skip -= k
             lineno += k
-        while idx < len(ends):
-            take = min(max_lines - have, len(ends) - idx)
+        while idx < count:
+            take = min(max_lines - have, count - idx)
             cut = int(ends[idx + take - 1]) + 1
-            pending.append(partial + chunk[pos:cut] if partial else chunk[pos:cut])
+            if partial:
+                pending.append(partial)
+            pending.append(view[pos:cut])
             partial, pos, idx, have = b"", cut, idx + take, have + take
             if have == max_lines:
                 yield lineno, _drain(pending)
@@ -158,12 +177,27 @@ def data_blocks(
         partial += chunk[pos:]
 
 
-def _drain(parts: list[bytes]) -> bytes:
+def _drain(parts: list[bytes | memoryview]) -> bytes:
     """The parts joined, the list emptied: a generator yielding this keeps no reference to
     either while its consumer works on the block."""
     data = b"".join(parts)
     parts.clear()
     return data
+
+
+def _comment_line(data: bytes, comment: bytes) -> int:
+    """Offset of the first line of ``data`` (its first line aside) that starts with
+    ``comment``, or -1. The comment's first byte is looked for with ``memchr`` (a two-byte
+    ``\\n#`` needle is searched an order of magnitude slower); the few hits inside values are
+    stepped over, and a block with many of them is searched for the line start directly."""
+    at = data.find(comment[:1], 1)
+    for _ in range(16):
+        if at < 0:
+            return -1
+        if data[at - 1] == 10 and data.startswith(comment, at):
+            return at
+        at = data.find(comment[:1], at + 1)
+    return -1 if at < 0 else data.find(b"\n" + comment, at - 1) + 1 or -1
 
 
 def split_lines(data: bytes) -> list[bytes]:
@@ -179,8 +213,10 @@ def split_lines(data: bytes) -> list[bytes]:
 _TYPES: dict[str, pa.DataType] = {f.name: f.type for f in FLOW_SCHEMA}
 
 
-def _parse_type(typ: pa.DataType) -> pa.DataType:
-    """The type Arrow parses a column of ``typ`` as (integers wide, then range-checked)."""
+def parse_type(name: str) -> pa.DataType:
+    """The type Arrow parses the :data:`FLOW_SCHEMA` column ``name`` as (integers wide, then
+    range-checked by :func:`typed_column`)."""
+    typ = _TYPES[name]
     if pa.types.is_unsigned_integer(typ):
         return pa.uint64()
     if pa.types.is_integer(typ):
@@ -188,6 +224,24 @@ def _parse_type(typ: pa.DataType) -> pa.DataType:
     if pa.types.is_floating(typ):
         return pa.float64()
     return typ
+
+
+def typed_column(name: str, col: pa.Array) -> pa.Array | None:
+    """A column Arrow parsed as :func:`parse_type` of ``name``, in its :data:`FLOW_SCHEMA`
+    type: integers range-checked (None when a value is out of :func:`int_range`: the careful
+    path names it) and narrowed, non-finite floats made null; others as they are."""
+    typ = _TYPES[name]
+    if pa.types.is_integer(typ):
+        lo, hi = int_range(name)
+        low, high = pc.min_max(col).values()
+        if low.is_valid and (low.as_py() < lo or high.as_py() > hi):
+            return None
+        return col.cast(typ)
+    if pa.types.is_floating(typ) and col.null_count < len(col):
+        finite = pc.is_finite(col)
+        if not pc.all(finite).as_py():
+            return pc.if_else(finite, col, pa.nulls(1, col.type)[0])
+    return col
 
 
 def to_float(col: pa.ChunkedArray | pa.Array) -> tuple[pa.Array, list[int]]:
@@ -256,6 +310,26 @@ def convert(name: str, col: pa.ChunkedArray | pa.Array) -> tuple[pa.Array, list[
     return out, bad
 
 
+@functools.lru_cache(maxsize=64)
+def string_scalar(text: str) -> pa.Scalar:
+    """``text`` as an Arrow string scalar, built from buffers: pyarrow's conversion of a Python
+    value (``pa.scalar``, ``pa.array`` of a list, ``pc.equal(col, "text")``) imports pandas the
+    first time, about 0.35 CPU-s, which the readers otherwise never need."""
+    data = text.encode()
+    offsets = np.array([0, len(data)], dtype=np.int32)
+    array = pa.Array.from_buffers(pa.string(), 1, [None, pa.py_buffer(offsets), pa.py_buffer(data)])
+    return array[0]
+
+
+def _replace_empty(col: pa.Array | pa.ChunkedArray, empty: str) -> pa.Array | pa.ChunkedArray:
+    """``col`` with each value ``empty`` (Zeek's ``(empty)``) made ``""``; the column itself
+    when it holds none (the usual case: one comparison, no copy)."""
+    hit = pc.equal(col, string_scalar(empty))
+    if not pc.any(hit).as_py():
+        return col
+    return pc.if_else(hit, string_scalar(""), col)
+
+
 class DelimitedParser:
     """Parses blocks of delimited lines (Zeek TSV, CSV) into canonical flow columns.
 
@@ -291,8 +365,7 @@ class DelimitedParser:
         )
         self._typed_options = pacsv.ConvertOptions(
             column_types={
-                self._names[self.fields.index(f)]: _parse_type(_TYPES[c])
-                for c, f in self.mapping.items()
+                self._names[self.fields.index(f)]: parse_type(c) for c, f in self.mapping.items()
             },
             include_columns=self._include,
             null_values=self.null_values,
@@ -310,7 +383,7 @@ class DelimitedParser:
         if comment is not None and clean:
             if data.startswith(comment):
                 clean = False
-            elif (cut := data.find(b"\n" + comment) + 1) > 0:  # one scan for comment lines
+            elif (cut := _comment_line(data, comment)) > 0:
                 tail = split_lines(data[cut:])
                 clean = all(not ln or ln.startswith(comment) for ln in tail)
                 data = data[:cut] if clean else data  # a log's #close carries no flows
@@ -366,17 +439,11 @@ class DelimitedParser:
             typ = _TYPES[canon]
             if pa.types.is_string(typ):
                 if empty is not None:
-                    col = pc.if_else(pc.equal(col, empty), "", col)
-            elif pa.types.is_integer(typ):
-                lo, hi = int_range(canon)
-                low, high = pc.min_max(col).values()
-                if low.is_valid and (low.as_py() < lo or high.as_py() > hi):
+                    col = _replace_empty(col, empty)
+            else:
+                col = typed_column(canon, col)
+                if col is None:
                     return None
-                col = col.cast(typ)
-            elif pa.types.is_floating(typ) and col.null_count < len(col):
-                finite = pc.is_finite(col)
-                if not pc.all(finite).as_py():
-                    col = pc.if_else(finite, col, pa.scalar(None, col.type))
             columns[canon] = col
         return pa.table(columns)
 
@@ -424,7 +491,7 @@ class DelimitedParser:
         for canon, field in self.mapping.items():
             col = table.column(self._names[self.fields.index(field)])
             if self.empty_value is not None and pa.types.is_string(_TYPES[canon]):
-                col = pc.if_else(pc.equal(col, self.empty_value), "", col)
+                col = _replace_empty(col, self.empty_value)
             typed, bad = convert(canon, col)
             for i in bad:
                 bad_rows.setdefault(

@@ -6,6 +6,10 @@ IoT-23 variant, whose last three fields (``tunnel_parents label detailed-label``
 by runs of spaces instead of the separator, is recognised from its ``#fields`` line.
 Field names map to :data:`~netanomd.flow.FLOW_SCHEMA` by dropping ``id.``; label columns
 (``label``/``Label``, ``detailedlabel``/``detailed-label``) go to ``label``/``detailed_label``.
+
+JSON is decoded column-wise: a block of lines in one typed ``pyarrow.json`` pass; a block with
+any line that pass would read differently from a JSON parser is decoded line by line
+(:func:`_json_rows`), which names each bad line.
 """
 
 from __future__ import annotations
@@ -15,8 +19,11 @@ import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.json as pajson
 
 from netanomd.errors import InputError
 from netanomd.flow import FIELD_NAMES, FlowBatch
@@ -30,7 +37,10 @@ from netanomd.sources._text import (
     head,
     line_blocks,
     open_binary,
+    parse_type,
     split_lines,
+    string_scalar,
+    typed_column,
 )
 
 log = logging.getLogger(__name__)
@@ -143,7 +153,7 @@ class ZeekTsvHeader:
 def _finish(table: pa.Table | None, source: str) -> FlowBatch | None:
     if table is None or table.num_rows == 0:
         return None
-    table = table.append_column("source", pa.repeat(pa.scalar(source), table.num_rows))
+    table = table.append_column("source", pa.repeat(string_scalar(source), table.num_rows))
     return FlowBatch.from_table(table)
 
 
@@ -252,6 +262,86 @@ def zeek_json_lines_to_batch(
     lines: Sequence[bytes], stats: ReadStats, where: str, first_line: int = 1
 ) -> FlowBatch | None:
     """Parse Zeek JSON log lines (one object per line) into a batch; bad lines are counted."""
+    if lines and all(lines):  # blank lines (a follower's skipped ones) go the careful way
+        table = _json_typed(b"\n".join(lines) + b"\n", len(lines))
+        if table is not None:
+            return _counted(table, stats)
+    return _json_rows(lines, stats, where, first_line)
+
+
+def zeek_json_block_to_batch(
+    data: bytes, stats: ReadStats, where: str, first_line: int = 1
+) -> FlowBatch | None:
+    """:func:`zeek_json_lines_to_batch` for a block from :func:`data_blocks`."""
+    nlines = int(np.count_nonzero(np.frombuffer(data, dtype=np.uint8) == 10))
+    table = _json_typed(data, nlines)
+    if table is not None:
+        return _counted(table, stats)
+    return _json_rows(split_lines(data), stats, where, first_line)
+
+
+#: Every key :data:`_JSON_KEYS` names, with the type Arrow parses its value as.
+_JSON_SCHEMA = pa.schema(
+    [pa.field(key, parse_type(canon)) for canon, keys in _JSON_KEYS.items() for key in keys]
+)
+_JSON_PARSE = pajson.ParseOptions(explicit_schema=_JSON_SCHEMA, unexpected_field_behavior="ignore")
+
+
+def _json_typed(data: bytes, nlines: int) -> pa.Table | None:
+    """The ``nlines`` lines of ``data`` decoded column-wise in one Arrow pass, or None when
+    any line needs the careful path (:func:`_json_rows`): one that is not a JSON object with
+    ``id.orig_h`` on a line of its own, a value that is not of its column's type or out of
+    range, a key given twice, a blank line, an object with two spellings of a label key, or
+    text that is not UTF-8. One leniency remains: Arrow takes ``NaN``, ``Infinity`` and numbers
+    beyond a double's range (not JSON) in keys no column reads, where the careful path calls
+    the line invalid JSON; in the keys it reads they go the careful way."""
+    try:
+        table = pajson.read_json(
+            pa.BufferReader(data),
+            read_options=pajson.ReadOptions(use_threads=False, block_size=len(data) + 1),
+            parse_options=_JSON_PARSE,
+        )
+    except (pa.ArrowInvalid, UnicodeDecodeError):
+        return None
+    if table.num_rows != nlines or table.column("id.orig_h").null_count:
+        return None
+    if not data.isascii():  # Arrow does not check UTF-8 (in the keys it skips, not at all)
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+    columns: dict[str, pa.Array] = {}
+    for canon, keys in _JSON_KEYS.items():
+        col = table.column(keys[0]).combine_chunks()
+        others = [k for k in keys[1:] if table.column(k).null_count < table.num_rows]
+        if others:
+            # The first of the other spellings an object has stands in for a missing or null
+            # one: ambiguous (so left to the careful path) when an object may have two.
+            if len(others) > 1 or any(
+                f'"{k}"'.encode() in data for k in keys[1:] if k != others[0]
+            ):
+                return None
+            col = pc.coalesce(col, table.column(others[0]).combine_chunks())
+        if pa.types.is_floating(col.type) and not pc.all(pc.is_finite(col)).as_py():
+            return None  # NaN, Infinity or an overflow: Arrow takes them, JSON has none
+        typed = typed_column(canon, col)
+        if typed is None:
+            return None
+        columns[canon] = typed
+    return pa.table(columns)
+
+
+def _counted(table: pa.Table, stats: ReadStats) -> FlowBatch | None:
+    batch = _finish(table, "zeek")
+    if batch is not None:
+        stats.rows += len(batch)
+    return batch
+
+
+def _json_rows(
+    lines: Sequence[bytes], stats: ReadStats, where: str, first_line: int = 1
+) -> FlowBatch | None:
+    """The careful path: each line decoded on its own, every bad line counted and named."""
     cols: dict[str, list[object]] = {c: [] for c in _JSON_KEYS}
     linenos: list[int] = []
     n = 0
@@ -304,10 +394,7 @@ def zeek_json_lines_to_batch(
     if bad_rows:
         keep = [i not in bad_rows for i in range(n)]
         table = table.filter(pa.array(keep))
-    batch = _finish(table, "zeek")
-    if batch is not None:
-        stats.rows += len(batch)
-    return batch
+    return _counted(table, stats)
 
 
 def _problem(stats: ReadStats, where: str, lineno: int, what: str) -> None:
@@ -321,7 +408,8 @@ class ZeekJsonSource(FileSource):
 
     def batches(self) -> Iterator[FlowBatch]:
         with open_binary(self.path) as fh:
-            for start, lines in line_blocks(fh, self.batch_size):
-                batch = zeek_json_lines_to_batch(lines, self.stats, self.path, start)
+            for start, data in data_blocks(fh, self.batch_size):
+                batch = zeek_json_block_to_batch(data, self.stats, self.path, start)
+                del data  # decoded: not kept while the batch is scored
                 if batch is not None:
                     yield batch
