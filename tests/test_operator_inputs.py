@@ -79,6 +79,12 @@ def test_canonical_form_in_every_batch_constructor() -> None:
         "not:an:address",  # not an address: left as written
     ]
     assert canonical_address("::FFFF:192.0.2.1") == "::ffff:192.0.2.1"
+    # The byte search that skips IPv4-only columns: an IPv6 address in a later chunk, and in a
+    # slice whose buffer also holds text outside it, is still put in canonical form.
+    sliced = pa.array(["FF02:0000:0000:0000:0000:0000:0000:00FB", "10.0.0.2"]).slice(0, 1)
+    chunked = pa.table({"orig_h": pa.chunked_array([pa.array(["10.0.0.1"]), sliced])})
+    got = FlowBatch.from_table(chunked).column("orig_h").to_pylist()
+    assert got == ["10.0.0.1", "ff02::fb"]
 
 
 # -- point 4: Suricata's own alerts on their flows -----------------------------------------------
