@@ -235,8 +235,9 @@ class Stream:
 
     def _hold(self, alerts: FlowBatch, scores: np.ndarray, incs: list[Incident]) -> None:
         """Keep the flow alerts just grouped into "anomalous flows" incidents, with their
-        incident, for a named incident that covers them later; forget those of closed incidents
-        that no window still open can cover."""
+        incident, for a named incident that covers them later; forget those of incidents
+        closed for good (:meth:`IncidentTracker.over`) once none of their alerts ended inside a
+        window still open (so an incident is never rebuilt from part of its alerts)."""
         self._held_by.update((i.id, i) for i in incs)
         ids = np.array([i.id for i in incs], dtype=np.int64)
         parts = [alerts] if self._held is None else [self._held, alerts]
@@ -249,8 +250,13 @@ class Stream:
         if horizon > self._horizon:
             self._horizon = horizon
             end = self._held.numeric("ts") + np.maximum(self._held.numeric("duration"), 0.0)
-            gone = {k for k, i in self._held_by.items() if i.closed and i.last_seen < horizon}
-            drop = np.isin(self._held_inc, list(gone)) & (end < horizon)
+            young = set(np.unique(self._held_inc[end >= horizon]).tolist())
+            gone = {
+                k
+                for k, i in self._held_by.items()
+                if k not in young and self.tracker.over(i, horizon)
+            }
+            drop = np.isin(self._held_inc, list(gone))
             if drop.any():
                 self._keep(~drop)
             self._held_by = {k: v for k, v in self._held_by.items() if k not in gone}
