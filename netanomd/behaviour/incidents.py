@@ -486,9 +486,13 @@ class IncidentTracker:
         return inc
 
     def over(self, inc: Incident, now: float) -> bool:
-        """Whether ``inc`` is closed for good for activity known from flow time ``now`` on: it
-        closed, and is quiet at ``now`` (so no later detection reopens it as still going)."""
+        """Whether ``inc`` is over for activity known from flow time ``now`` on: it closed, and
+        is quiet at ``now`` (no later detection reopens it as still going)."""
         return inc.closed and self._quiet(inc, now)
+
+    def seal(self, inc: Incident) -> None:
+        """No later detection reopens ``inc`` (its caller no longer keeps what rebuilds it)."""
+        self._last_closed = {k: v for k, v in self._last_closed.items() if v is not inc}
 
     def _close(self, key: tuple[str, str, str, str]) -> Incident:
         inc = self.open.pop(key)

@@ -235,9 +235,10 @@ class Stream:
 
     def _hold(self, alerts: FlowBatch, scores: np.ndarray, incs: list[Incident]) -> None:
         """Keep the flow alerts just grouped into "anomalous flows" incidents, with their
-        incident, for a named incident that covers them later; forget those of incidents
-        closed for good (:meth:`IncidentTracker.over`) once none of their alerts ended inside a
-        window still open (so an incident is never rebuilt from part of its alerts)."""
+        incident, for a named incident that covers them later; forget those of an incident
+        that is over (:meth:`IncidentTracker.over`) once none of them ended inside a window
+        still open, and seal it (:meth:`IncidentTracker.seal`): it is never rebuilt from part of
+        its alerts."""
         self._held_by.update((i.id, i) for i in incs)
         ids = np.array([i.id for i in incs], dtype=np.int64)
         parts = [alerts] if self._held is None else [self._held, alerts]
@@ -251,15 +252,19 @@ class Stream:
             self._horizon = horizon
             end = self._held.numeric("ts") + np.maximum(self._held.numeric("duration"), 0.0)
             young = set(np.unique(self._held_inc[end >= horizon]).tolist())
+            # flows still to come start after the latest start seen (a log in start order) or
+            # end after it (in end order): no alert is known before it any more
+            since = min(horizon, self._clock)
             gone = {
                 k
                 for k, i in self._held_by.items()
-                if k not in young and self.tracker.over(i, horizon)
+                if k not in young and self.tracker.over(i, since)
             }
             drop = np.isin(self._held_inc, list(gone))
             if drop.any():
                 self._keep(~drop)
-            self._held_by = {k: v for k, v in self._held_by.items() if k not in gone}
+            for k in gone:  # never rebuilt from part of its alerts: never reopened
+                self.tracker.seal(self._held_by.pop(k))
 
     def _keep(self, keep: np.ndarray) -> None:
         assert self._held is not None
