@@ -6,8 +6,9 @@ service for floods, nothing for scans, exfiltration and unusual activity, so a s
 1-minute, 10-minute and hourly windows is one incident. Detections with an open incident's key
 update it (last seen, counts, peers, ports, uids); an incident closes once flow time has gone
 ``quiet`` seconds past its last detection, plus the widest window it was detected in (the clock
-is the flow time passed in, never the wall clock). Each incident carries a title in an analyst's
-words, a calibrated severity and its evidence as numbers.
+is the flow time passed in, never the wall clock); a detection that finds the incident closed by
+a later clock than its own time, but not yet quiet at it, reopens it. Each incident carries a
+title in an analyst's words, a calibrated severity and its evidence as numbers.
 
 Severity (0-99, ECS ``event.severity``; labels: 0 low, 40 medium, 70 high, 90 critical) is the
 behaviour's base plus 10 per order of magnitude of evidence, ``base + round(10 * log10(s))``,
@@ -462,20 +463,36 @@ class IncidentTracker:
 
     def _live(self, key: tuple[str, str, str, str], now: float, since: float) -> Incident | None:
         """The incident of ``key`` for activity from ``since`` known at ``now``: the open one,
-        closed first if it has been quiet at ``now``; a closed one reopened if it already
-        covers that activity."""
+        closed first if it has been quiet at ``now``; the last closed one reopened if it
+        already covers that activity, or if it was not yet quiet at ``now`` (a tick closed it
+        by a clock past ``now``: the latest flow end runs ahead of flows still arriving, e.g.
+        in a log sorted by start time), so where the stream's batches end (and so its ticks)
+        does not change the grouping."""
         inc = self.open.get(key)
         if inc is not None and self._quiet(inc, now):
             self._close(key)
             inc = None
         last = self._last_closed.get(key)
-        if inc is None and last is not None and since <= last.last_seen:
+        if (
+            inc is None
+            and last is not None
+            and (since <= last.last_seen or not self._quiet(last, now))
+        ):
             del self._last_closed[key]
             self.closed = [c for c in self.closed if c is not last]
             last.closed = False
             self.open[key] = inc = last
             self._due = min(self._due, self._deadline(inc))
         return inc
+
+    def over(self, inc: Incident, now: float) -> bool:
+        """Whether ``inc`` is over for activity known from flow time ``now`` on: it closed, and
+        is quiet at ``now`` (no later detection reopens it as still going)."""
+        return inc.closed and self._quiet(inc, now)
+
+    def seal(self, inc: Incident) -> None:
+        """No later detection reopens ``inc`` (its caller no longer keeps what rebuilds it)."""
+        self._last_closed = {k: v for k, v in self._last_closed.items() if v is not inc}
 
     def _close(self, key: tuple[str, str, str, str]) -> Incident:
         inc = self.open.pop(key)

@@ -235,8 +235,10 @@ class Stream:
 
     def _hold(self, alerts: FlowBatch, scores: np.ndarray, incs: list[Incident]) -> None:
         """Keep the flow alerts just grouped into "anomalous flows" incidents, with their
-        incident, for a named incident that covers them later; forget those of closed incidents
-        that no window still open can cover."""
+        incident, for a named incident that covers them later; forget those of an incident
+        that is over (:meth:`IncidentTracker.over`) once none of them ended inside a window
+        still open, and seal it (:meth:`IncidentTracker.seal`): it is never rebuilt from part of
+        its alerts."""
         self._held_by.update((i.id, i) for i in incs)
         ids = np.array([i.id for i in incs], dtype=np.int64)
         parts = [alerts] if self._held is None else [self._held, alerts]
@@ -249,11 +251,20 @@ class Stream:
         if horizon > self._horizon:
             self._horizon = horizon
             end = self._held.numeric("ts") + np.maximum(self._held.numeric("duration"), 0.0)
-            gone = {k for k, i in self._held_by.items() if i.closed and i.last_seen < horizon}
-            drop = np.isin(self._held_inc, list(gone)) & (end < horizon)
+            young = set(np.unique(self._held_inc[end >= horizon]).tolist())
+            # flows still to come start after the latest start seen (a log in start order) or
+            # end after it (in end order): no alert is known before it any more
+            since = min(horizon, self._clock)
+            gone = {
+                k
+                for k, i in self._held_by.items()
+                if k not in young and self.tracker.over(i, since)
+            }
+            drop = np.isin(self._held_inc, list(gone))
             if drop.any():
                 self._keep(~drop)
-            self._held_by = {k: v for k, v in self._held_by.items() if k not in gone}
+            for k in gone:  # never rebuilt from part of its alerts: never reopened
+                self.tracker.seal(self._held_by.pop(k))
 
     def _keep(self, keep: np.ndarray) -> None:
         assert self._held is not None
