@@ -220,10 +220,26 @@ def _dests(resp: _Coded) -> np.ndarray:
     return np.asarray(np.asarray(_k.dest_kinds(offsets, data))[resp.codes])
 
 
-def _unanswered(batch: FlowBatch, state: _Coded, dests: np.ndarray) -> np.ndarray:
+class _Numbers:
+    """A batch's numeric columns (:meth:`FlowBatch.numeric`), each read once: the tests of a
+    batch ask for some more than once."""
+
+    def __init__(self, batch: FlowBatch) -> None:
+        self.batch = batch
+        self._read: dict[tuple[str, float, type], np.ndarray] = {}
+
+    def __call__(self, name: str, fill: float = 0.0, dtype: type = np.float64) -> np.ndarray:
+        key = (name, fill, dtype)
+        col = self._read.get(key)
+        if col is None:
+            col = self._read[key] = self.batch.numeric(name, fill=fill, dtype=dtype)
+        return col
+
+
+def _unanswered(num: _Numbers, state: _Coded, dests: np.ndarray) -> np.ndarray:
     unans = _is(state, UNANSWERED_STATES)
-    unans &= batch.numeric("resp_bytes") <= 0  # Zeek's state can miss a reply that carried data
-    unans |= batch.numeric("resp_pkts", fill=-1) == 0
+    unans &= num("resp_bytes") <= 0  # Zeek's state can miss a reply that carried data
+    unans |= num("resp_pkts", fill=-1) == 0
     return np.asarray(unans & (dests == 0))
 
 
@@ -231,20 +247,21 @@ def unanswered_mask(batch: FlowBatch) -> np.ndarray:
     """Flows the responder never answered: a state of :data:`UNANSWERED_STATES` (S0, REJ, SH,
     ...) with no payload back, or no responder packet at all. Flows to multicast or broadcast
     addresses do not count (nobody is meant to answer)."""
-    return _unanswered(batch, _coded(batch, "conn_state"), _dests(_coded(batch, "resp_h")))
+    state, resp = _coded(batch, "conn_state"), _coded(batch, "resp_h")
+    return _unanswered(_Numbers(batch), state, _dests(resp))
 
 
 def _probes(
-    batch: FlowBatch, unans: np.ndarray, state: _Coded, proto: _Coded
+    num: _Numbers, unans: np.ndarray, state: _Coded, proto: _Coded
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Probes (:func:`probe_mask`), then their kinds in :data:`PROBE_KINDS` order: one-packet
     UDP unanswered, lone SYN unanswered, ping."""
     tcp = _is(proto, "tcp")
-    empty = (batch.numeric("orig_bytes") <= 0) & (batch.numeric("resp_bytes") <= 0)
+    empty = (num("orig_bytes") <= 0) & (num("resp_bytes") <= 0)
     reset = tcp & empty & _is(state, _RESET)
-    op = batch.numeric("orig_p", fill=-1)
+    op = num("orig_p", fill=-1, dtype=np.int64)
     echo = _is(proto, "icmp") & ((op == _ICMP_ECHO[0]) | (op == _ICMP_ECHO[1]))
-    opk = batch.numeric("orig_pkts", fill=-1)
+    opk = num("orig_pkts", fill=-1)
     udp1 = _is(proto, "udp") & unans & (opk == 1)
     syn = tcp & _is(state, "S0") & (opk <= 2)
     return np.asarray(unans | reset | echo), udp1, syn, echo
@@ -254,10 +271,11 @@ def probe_mask(batch: FlowBatch, unanswered: np.ndarray | None = None) -> np.nda
     """Flows that look like probes: unanswered, a TCP handshake the originator reset without
     payload (connect scan), or an ICMP echo request."""
     state, proto = _coded(batch, "conn_state"), _coded(batch, "proto")
+    num = _Numbers(batch)
     unans = unanswered
     if unans is None:
-        unans = _unanswered(batch, state, _dests(_coded(batch, "resp_h")))
-    return _probes(batch, unans, state, proto)[0]
+        unans = _unanswered(num, state, _dests(_coded(batch, "resp_h")))
+    return _probes(num, unans, state, proto)[0]
 
 
 Columns = dict[str, np.ndarray]
@@ -404,6 +422,10 @@ class _PairTable:
         self._keys = np.zeros(16, np.uint64)
         self._rows = np.full(16, -1, np.int64)
 
+    def columns(self, names: tuple[str, ...]) -> tuple[np.ndarray, ...]:
+        """Columns ``names`` to their capacity (rows past :attr:`size` are unused)."""
+        return tuple(getattr(self._cols, k) for k in names)
+
     def view(self) -> _Pairs:
         """Every row (views: writing to them writes the table)."""
         return _Pairs(*(getattr(self._cols, k)[: self.size] for k in self._cols.names()))
@@ -508,10 +530,9 @@ class _Scale:
         pos = self.pairs.find(new.key)
         hits = int(np.count_nonzero(pos >= 0))
         if hits:
-            old = self.pairs.view()
             _k.merge_pairs(
                 pos,
-                tuple(getattr(old, k) for k in _MERGED),
+                self.pairs.columns(_MERGED),
                 tuple(getattr(new, k) for k in (*_MERGED, "fport", "fts", "proto", "fchain")),
                 RETRY_GAP,
                 RETRY_RECORDS,
@@ -646,7 +667,11 @@ class HostWindows:
     def times(self, batch: FlowBatch) -> np.ndarray:
         """The clock at each flow of ``batch`` (every flow start time finite): the latest flow
         end so far, never going back."""
-        end = batch.numeric("ts", fill=np.nan) + np.maximum(batch.numeric("duration"), 0.0)
+        num = _Numbers(batch)
+        return self._times(num("ts", fill=np.nan) + np.maximum(num("duration"), 0.0))
+
+    def _times(self, end: np.ndarray) -> np.ndarray:
+        """:meth:`times` of flows ending at ``end``."""
         return np.maximum.accumulate(np.maximum(end, self.clock))
 
     def update(
@@ -676,7 +701,7 @@ class HostWindows:
         many = 3 * n > self.max_hosts // 2
         if n > 1 and many and self._distinct(batch, orig, resp) > self.max_hosts // 2:
             half = n // 2
-            head = None if times is None else np.r_[times[:half], times[half - 1]]
+            head = None if times is None else np.append(times[:half], times[half - 1])
             tail = None if times is None else times[half:]
             first = self.update(
                 batch.slice(0, half), context=np.flatnonzero(want[:half]), times=head
@@ -684,31 +709,32 @@ class HostWindows:
             second = self.update(batch.slice(half), context=np.flatnonzero(want[half:]), times=tail)
             second.context["row"] += half
             return Closed.concat([first, second])
-        ts = batch.numeric("ts", fill=np.nan)
+        num = _Numbers(batch)
+        ts = num("ts", fill=np.nan)
         bad = ~np.isfinite(ts)
         if bad.any():
             where = int(np.flatnonzero(bad)[0])
             raise ValueError(
                 f"flow {where} of the batch (uid {batch.column('uid')[where]}) has no ts"
             )
-        end = ts + np.maximum(batch.numeric("duration"), 0.0)
-        t = self.times(batch) if times is None else np.asarray(times[:n], dtype=np.float64)
+        end = ts + np.maximum(num("duration"), 0.0)
+        t = self._times(end) if times is None else np.asarray(times[:n], dtype=np.float64)
         orig_v, orig_c = orig.names, orig.codes
         resp_v, resp_c = resp.names, resp.codes
         proto_v, proto_c = proto.names, proto.codes
-        port = batch.numeric("resp_p", fill=-1, dtype=np.int64)
-        orig_p = batch.numeric("orig_p", fill=-1, dtype=np.int64)
+        port = num("resp_p", fill=-1, dtype=np.int64)
+        orig_p = num("orig_p", fill=-1, dtype=np.int64)
         icmp = (proto_v == "icmp")[proto_c]
         svc_port = np.where(icmp, orig_p, port)  # Zeek: ICMP type in orig_p, code in resp_p
         dests = _dests(resp)
-        unans = _unanswered(batch, state, dests)
+        unans = _unanswered(num, state, dests)
         # A multicast group is no host and no server: announcements to it (mDNS, SSDP, Ganglia)
         # count for their senders only. Broadcast stays (a DHCP flood goes to 255.255.255.255).
         unicast = dests != _MULTICAST_DEST
         keep = np.concatenate([np.ones(n, np.bool_), unicast, unicast])
-        probe, *kinds = _probes(batch, unans, state, proto)
-        ob = np.maximum(batch.numeric("orig_bytes"), 0.0)
-        rb = np.maximum(batch.numeric("resp_bytes"), 0.0)
+        probe, *kinds = _probes(num, unans, state, proto)
+        ob = np.maximum(num("orig_bytes"), 0.0)
+        rb = np.maximum(num("resp_bytes"), 0.0)
         short = (ob < SHORT_BYTES) & (rb < SHORT_BYTES)
         pcode = np.array([PROTO_CODE.get(v, 0) for v in proto_v.tolist()], np.int64)[proto_c]
         # a service "proto/port" per distinct pair (ports are -1 to 65535)
@@ -750,7 +776,10 @@ class HostWindows:
             + kinds[1] * _k.SYN
             + kinds[2] * _k.ECHO
         ).astype(np.uint8)
-        samples = (batch.column("uid").fill_null(""), batch.column("community_id").fill_null(""))
+        samples = tuple(
+            c.fill_null("") if c.null_count else c
+            for c in (batch.column("uid"), batch.column("community_id"))
+        )
 
         base = self.scales[0]
         # clipped: a nonsense duration (1e300 s) must not overflow the cast
@@ -763,7 +792,7 @@ class HostWindows:
         per_role += [np.concatenate([ob, rb, ob]), np.concatenate([rb, ob, rb])]
         per_flow = [ts, end, svc_port, pcode, orig_p, ob <= 0, probe, unans, short, flags]
         per_flow += [p_hash, t]
-        for a, b in zip(np.r_[0, cuts], np.r_[cuts, n], strict=True):
+        for a, b in zip([0, *cuts.tolist()], [*cuts.tolist(), n], strict=True):
             rows = np.concatenate([np.arange(a, b) + r * n for r in range(3)])
             rows = rows[keep[rows]]
             flow = rows % n
@@ -807,9 +836,7 @@ class HostWindows:
         self.clock = float(t[-1])
         if times is not None:
             emitted += self._turn(times[-1])
-        closed = self._closed(emitted)
-        closed.context = _context_of(found)
-        return closed
+        return self._closed(emitted, _context_of(found))
 
     @staticmethod
     def _distinct(batch: FlowBatch, orig: _Coded, resp: _Coded) -> int:
@@ -836,10 +863,11 @@ class HostWindows:
         return self._closed([self._emit(sc) for sc in self._scales if sc.active.any()])
 
     @staticmethod
-    def _closed(emitted: list[tuple[Columns, Columns]]) -> Closed:
+    def _closed(emitted: list[tuple[Columns, Columns]], context: Context | None = None) -> Closed:
         return Closed(
             Table.concat([Table(h, WINDOW_COLUMNS) for h, _ in emitted], WINDOW_COLUMNS),
             Table.concat([Table(p, PAIR_COLUMNS) for _, p in emitted], PAIR_COLUMNS),
+            _context_of([]) if context is None else context,
         )
 
     def _add_segment(
@@ -866,7 +894,7 @@ class HostWindows:
         amounts: tuple[np.ndarray, np.ndarray, np.ndarray],  # flags, bytes out, bytes in
         found: list[Context],
         peer_names: np.ndarray,
-        samples: tuple[pa.ChunkedArray, pa.ChunkedArray],
+        samples: tuple[pa.ChunkedArray, ...],
     ) -> None:
         flags, out, back = amounts
         # New peers: distinct (host, peer) pairs of this segment never seen before.
@@ -904,7 +932,7 @@ class HostWindows:
         starts, head, stats, chain, length = _k.pair_stats(
             o, c, raw_start, orig_p, bare, ts, pcode, when, (unans, short), RETRY_GAP, RETRY_RECORDS
         )
-        raw_end = np.r_[raw_start[1:], len(c)] - 1
+        raw_end = np.append(raw_start[1:], len(c)) - 1
         fr, lr = c[raw_start], c[raw_end]  # each pair's first and last record in start order
         seg_pairs = _Pairs(
             key=pkey[head],
