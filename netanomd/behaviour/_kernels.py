@@ -115,8 +115,11 @@ def sip_strings(
 @nb.njit(cache=True, nogil=True)
 def running(group: np.ndarray, values: np.ndarray, groups: int) -> np.ndarray:  # pragma: no cover
     """Per row, the sum of ``values`` over the rows so far (this one included) of its group
-    (``group`` in ``[0, groups)``)."""
-    acc = np.zeros(groups)
+    (``group`` in ``[0, groups)``; only the groups present are cleared: a segment's few hosts
+    among many slots)."""
+    acc = np.empty(groups)
+    for i in range(len(group)):
+        acc[group[i]] = 0.0
     out = np.empty(len(group))
     for i in range(len(group)):
         g = group[i]
@@ -406,7 +409,9 @@ def pair_stats(
 def latest(slot: np.ndarray, slots: int, keep: int) -> tuple[np.ndarray, np.ndarray]:
     # pragma: no cover - compiled
     """Each slot's latest ``keep`` rows, newest first: (rows, rank of each among its slot's)."""
-    count = np.zeros(slots, np.int64)
+    count = np.empty(slots, np.int64)  # cleared for the slots present only
+    for i in range(len(slot)):
+        count[slot[i]] = 0
     rows = np.empty(len(slot), np.int64)
     rank = np.empty(len(slot), np.int64)
     n = 0
