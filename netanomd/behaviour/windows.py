@@ -776,8 +776,9 @@ class HostWindows:
             + kinds[1] * _k.SYN
             + kinds[2] * _k.ECHO
         ).astype(np.uint8)
+        # the flows' ids as Python strings (nulls as ""), taken by the segments' latest rows
         samples = tuple(
-            c.fill_null("") if c.null_count else c
+            np.asarray((c.fill_null("") if c.null_count else c).to_numpy(zero_copy_only=False))
             for c in (batch.column("uid"), batch.column("community_id"))
         )
 
@@ -894,7 +895,7 @@ class HostWindows:
         amounts: tuple[np.ndarray, np.ndarray, np.ndarray],  # flags, bytes out, bytes in
         found: list[Context],
         peer_names: np.ndarray,
-        samples: tuple[pa.ChunkedArray, ...],
+        samples: tuple[np.ndarray, ...],
     ) -> None:
         flags, out, back = amounts
         # New peers: distinct (host, peer) pairs of this segment never seen before.
@@ -914,9 +915,9 @@ class HostWindows:
         new_target[first_p[~seen_t[pair[first_p]]]] = True
         # Representative flows: the host's latest SAMPLES uids.
         latest, rank = _k.latest(slot, self.max_hosts, SAMPLES)
-        flow = pa.array(rows[latest] % len(samples[0]))
+        flow = rows[latest] % len(samples[0])
         for table, col in zip((self._uids, self._cids), samples, strict=True):
-            table[slot[latest], rank] = col.take(flow).to_numpy(zero_copy_only=False)
+            table[slot[latest], rank] = col[flow]
         # Pairs of this segment, with inter-arrival sums of their arrival (event) times: flows
         # arrive by end, so these gaps are the same however the stream is cut into batches.
         # Pairs count connection *attempts*: a TCP record on the source port of the pair's
