@@ -116,8 +116,11 @@ def measure(model_path: str, inputs: list[str], size: int, rate: float) -> dict[
     files = [FlowBatch.concat(list(read_batches([p], ReadStats()))) for p in inputs]
     if rate:
         files = [retime(fb, rate) for fb in files]
-    # warm up (numba, caches) outside the measurement
-    model.stream().process(files[0].slice(0, min(size, len(files[0]))))
+    # warm up (numba, caches) outside the measurement: a few batches, so that the kernels of a
+    # window's known pairs run (and compile, in a fresh checkout) too
+    warm = model.stream()
+    for a in range(0, min(4 * size, len(files[0])), size):
+        warm.process(files[0].slice(a, size))
     times: list[float] = []
     alerts = incidents = flows = 0
     while flows < max(MIN_FLOWS, MIN_BATCHES * size):

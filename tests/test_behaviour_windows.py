@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,8 +11,11 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
+from netanomd.behaviour import _kernels as _k
 from netanomd.behaviour.table import Table
 from netanomd.behaviour.windows import (
+    MULTICAST,
+    NO_REPLY_DESTS,
     PAIR_COLUMNS,
     WINDOW_COLUMNS,
     Closed,
@@ -21,6 +25,7 @@ from netanomd.behaviour.windows import (
     unanswered_mask,
 )
 from netanomd.data import baseline_files
+from netanomd.features._strings import string_views
 from netanomd.flow import FlowBatch
 from netanomd.sources import ReadStats
 from netanomd.sources.files import read_batches
@@ -213,3 +218,21 @@ def test_new_targets_count_only_first_contacts() -> None:
     assert first["new_targets"] == len(set(zip(probes["resp_h"], probes["resp_p"], strict=True)))
     assert second["probes"] == first["probes"] > 0
     assert second["new_targets"] == 0
+
+
+def test_destination_kinds_are_the_documented_patterns(day: FlowBatch) -> None:
+    """The kernel that tells multicast groups and the broadcast address apart gives what the
+    regular expressions MULTICAST and NO_REPLY_DESTS say, on every responder of a real day and
+    on near misses."""
+    near = ["224.0.0.251", "239.255.255.250", "223.1.1.1", "240.0.0.1", "22.4.0.1", "2240.1"]
+    near += ["ff02::fb", "FF0e::1", "fF1a:", "ffx2::1", "ff02", "f", "", "255.255.255.255"]
+    near += ["255.255.255.2550", " 255.255.255.255", "fe80::1", "2001:db8::1"]
+    values = pa.array([*set(day.column("resp_h").to_pylist()) - {None}, *near], pa.string())
+    offsets, data, _ = string_views(values)
+    kinds = np.asarray(_k.dest_kinds(offsets, data))
+    multicast, no_reply = re.compile(MULTICAST), re.compile(NO_REPLY_DESTS)
+    want = [
+        1 if multicast.search(v) else 2 if no_reply.search(v) else 0 for v in values.to_pylist()
+    ]
+    assert kinds.tolist() == want
+    assert {0, 1, 2} <= set(want)

@@ -115,8 +115,11 @@ def sip_strings(
 @nb.njit(cache=True, nogil=True)
 def running(group: np.ndarray, values: np.ndarray, groups: int) -> np.ndarray:  # pragma: no cover
     """Per row, the sum of ``values`` over the rows so far (this one included) of its group
-    (``group`` in ``[0, groups)``)."""
-    acc = np.zeros(groups)
+    (``group`` in ``[0, groups)``; only the groups present are cleared: a segment's few hosts
+    among many slots)."""
+    acc = np.empty(groups)
+    for i in range(len(group)):
+        acc[group[i]] = 0.0
     out = np.empty(len(group))
     for i in range(len(group)):
         g = group[i]
@@ -406,7 +409,9 @@ def pair_stats(
 def latest(slot: np.ndarray, slots: int, keep: int) -> tuple[np.ndarray, np.ndarray]:
     # pragma: no cover - compiled
     """Each slot's latest ``keep`` rows, newest first: (rows, rank of each among its slot's)."""
-    count = np.zeros(slots, np.int64)
+    count = np.empty(slots, np.int64)  # cleared for the slots present only
+    for i in range(len(slot)):
+        count[slot[i]] = 0
     rows = np.empty(len(slot), np.int64)
     rank = np.empty(len(slot), np.int64)
     n = 0
@@ -472,3 +477,136 @@ def index_put(slots: np.ndarray, rows: np.ndarray, keys: np.ndarray, first: int)
             j = (j + np.int64(1)) & wrap
         slots[j] = k
         rows[j] = first + i
+
+
+@nb.njit(cache=True, nogil=True)
+def _has_bit(cells: np.ndarray, at: np.int64) -> bool:  # pragma: no cover - compiled
+    return bool(((cells[at >> 3] >> (at & 7)) & 1) != 0)
+
+
+@nb.njit(cache=True, nogil=True)
+def bloom_add(
+    cur: np.ndarray, old: np.ndarray, mask: np.uint64, keys: np.ndarray
+) -> np.ndarray:  # pragma: no cover - compiled
+    """For distinct ``keys`` of a two-generation Bloom filter (``cur``, ``old``: one bit a cell;
+    probes ``key & mask`` and ``(key >> 32) & mask``): whether each was present before any of
+    them was added to ``cur``; all are added."""
+    n = len(keys)
+    seen = np.empty(n, np.bool_)
+    a = np.empty(n, np.int64)
+    b = np.empty(n, np.int64)
+    for i in range(n):
+        a[i] = np.int64(keys[i] & mask)
+        b[i] = np.int64((keys[i] >> np.uint64(32)) & mask)
+        seen[i] = (_has_bit(cur, a[i]) and _has_bit(cur, b[i])) or (
+            _has_bit(old, a[i]) and _has_bit(old, b[i])
+        )
+    for i in range(n):
+        cur[a[i] >> 3] |= np.uint8(1 << (a[i] & 7))
+        cur[b[i] >> 3] |= np.uint8(1 << (b[i] & 7))
+    return seen
+
+
+@nb.njit(cache=True, nogil=True)
+def _minimum(a: float, b: float) -> float:  # pragma: no cover - compiled
+    """``np.minimum``'s (NaN propagates)."""
+    if np.isnan(a) or np.isnan(b):
+        return np.nan
+    return a if a <= b else b
+
+
+@nb.njit(cache=True, nogil=True)
+def _maximum(a: float, b: float) -> float:  # pragma: no cover - compiled
+    """``np.maximum``'s (NaN propagates)."""
+    if np.isnan(a) or np.isnan(b):
+        return np.nan
+    return a if a >= b else b
+
+
+@nb.njit(cache=True, nogil=True)
+def merge_pairs(
+    pos: np.ndarray,
+    old: tuple[np.ndarray, ...],
+    new: tuple[np.ndarray, ...],
+    gap: float,
+    records: int,
+) -> None:  # pragma: no cover - compiled
+    """Add each new pair found in a window's pair table (``pos[i] >= 0``: at row ``pos[i]``) to
+    its row, in place, as :meth:`netanomd.behaviour.windows._Scale.merge_pairs` describes (``gap``
+    and ``records``: its RETRY_GAP and RETRY_RECORDS). ``old``: the table's n, unans, short,
+    first, last, gsum, gsq, lport, lts, lbare, lchain, one_chain; ``new``: the same of the new
+    pairs, then their fport, fts, proto, fchain."""
+    n, unans, short, first, last, gsum, gsq, lport, lts, lbare, lchain, one_chain = old
+    f_n, f_unans, f_short, f_first, f_last, f_gsum, f_gsq = new[:7]
+    f_lport, f_lts, f_lbare, f_lchain, f_one, f_fport, f_fts, f_proto, f_fchain = new[7:]
+    for i in range(len(pos)):
+        o = pos[i]
+        if o < 0:
+            continue
+        link = retry1(lport[o], lts[o], lbare[o], f_fport[i], f_fts[i], f_proto[i], gap)
+        a, b = lchain[o], f_fchain[i]
+        fix = 0.0
+        if link:
+            ab = a + b
+            fix = (
+                (ab if ab > records else 1.0)
+                - (a if a > records else 1.0)
+                - (b if b > records else 1.0)
+            )
+        n[o] += fix
+        unans[o] += fix
+        short[o] += fix
+        lchain[o] = a + b if link and f_one[i] else f_lchain[i]
+        one_chain[o] = one_chain[o] and link and f_one[i]
+        lport[o], lts[o], lbare[o] = f_lport[i], f_lts[i], f_lbare[i]
+        bridge = _maximum(f_first[i] - last[o], 0.0)
+        gsum[o] += f_gsum[i] + bridge
+        gsq[o] += f_gsq[i] + bridge * bridge
+        n[o] += f_n[i]
+        unans[o] += f_unans[i]
+        short[o] += f_short[i]
+        first[o] = _minimum(first[o], f_first[i])
+        last[o] = _maximum(last[o], f_last[i])
+
+
+@nb.njit(cache=True, nogil=True)
+def _hexdigit(c: int) -> bool:  # pragma: no cover - compiled
+    return 48 <= c <= 57 or 65 <= c <= 70 or 97 <= c <= 102
+
+
+_BROADCAST = np.frombuffer(b"255.255.255.255", np.uint8)
+
+
+@nb.njit(cache=True, nogil=True)
+def dest_kinds(offsets: np.ndarray, data: np.ndarray) -> np.ndarray:  # pragma: no cover
+    """Per string (Arrow ``offsets`` into ``data``): 1 for a multicast address (the windows'
+    MULTICAST: ``^(22[4-9]|23[0-9])\\.|^[fF][fF][0-9a-fA-F]{2}:``), 2 for ``255.255.255.255``,
+    else 0."""
+    out = np.zeros(len(offsets) - 1, np.uint8)
+    for r in range(len(out)):
+        a, z = offsets[r], offsets[r + 1]
+        m = z - a
+        if m >= 4 and data[a] == 50 and data[a + 3] == 46:  # "2..."
+            c1, c2 = data[a + 1], data[a + 2]
+            if (c1 == 50 and 52 <= c2 <= 57) or (c1 == 51 and 48 <= c2 <= 57):  # 22[4-9], 23x
+                out[r] = 1
+                continue
+        if (
+            m >= 5
+            and (data[a] == 102 or data[a] == 70)
+            and (data[a + 1] == 102 or data[a + 1] == 70)
+            and _hexdigit(data[a + 2])
+            and _hexdigit(data[a + 3])
+            and data[a + 4] == 58
+        ):
+            out[r] = 1
+            continue
+        if m == len(_BROADCAST):
+            same = True
+            for j in range(m):
+                if data[a + j] != _BROADCAST[j]:
+                    same = False
+                    break
+            if same:
+                out[r] = 2
+    return out

@@ -174,6 +174,9 @@ class Thresholds:
     anomaly_factor: float = DEFAULT_ANOMALY_FACTOR
     _pair: dict[str, float] = field(default_factory=dict, repr=False)
     _known_index: dict[str, int] = field(default_factory=dict, repr=False)
+    _host_limits: dict[tuple[float, str, str], float] = field(
+        default_factory=dict, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         self._pair = dict(zip(self.pair_keys.tolist(), self.pair_limits.tolist(), strict=True))
@@ -213,8 +216,15 @@ class Thresholds:
         return np.asarray(np.maximum(lim, mine), dtype=float)
 
     def host_limit(self, scale: float, role: str, feature: str) -> float:
-        s = int(np.flatnonzero(np.isclose(self.scales, scale))[0])
-        return float(self.host[s, ROLES.index(role), FEATURES.index(feature)])
+        """The population limit of ``feature`` for ``role`` at ``scale`` (looked up once: an
+        alerting batch asks for the same one)."""
+        key = (scale, role, feature)
+        limit = self._host_limits.get(key)
+        if limit is None:
+            s = int(np.flatnonzero(np.isclose(self.scales, scale))[0])
+            limit = float(self.host[s, ROLES.index(role), FEATURES.index(feature)])
+            self._host_limits[key] = limit
+        return limit
 
     def pair_limit(self, scale: float, role: str, proto: str, port: int) -> float:
         return self._pair.get(f"{scale:g}|{role}|{proto}/{port}", PAIR_FLOOR)

@@ -19,6 +19,10 @@ def objects(values: Iterable[object], count: int) -> np.ndarray:
     return np.fromiter(values, dtype=object, count=count)
 
 
+#: :meth:`Table.empty` by column names (no rows to write to: shared).
+_EMPTY: dict[tuple[str, ...], Table] = {}
+
+
 class Table:
     """Columns ``names`` (numpy arrays of one length); see the module docstring."""
 
@@ -34,7 +38,12 @@ class Table:
 
     @classmethod
     def empty(cls, names: Sequence[str]) -> Table:
-        return cls({c: np.zeros(0) for c in names}, names)
+        """No rows (one shared table per ``names``: a batch that closes no window makes one)."""
+        key = tuple(names)
+        table = _EMPTY.get(key)
+        if table is None:
+            table = _EMPTY[key] = cls({c: np.zeros(0) for c in names}, names)
+        return table
 
     @classmethod
     def concat(cls, parts: Sequence[Table], names: Sequence[str]) -> Table:

@@ -68,7 +68,8 @@ _ICMP_ECHO = (8, 128)
 RETRY_GAP = 0.2
 #: Most records one attempt's retransmissions are logged as (a SYN and its 6 retries, Linux's
 #: default ``tcp_syn_retries``); a longer chain on one source port is a prober reusing a fixed
-#: port, every record an attempt.
+#: port, every record an attempt: a chain stands for one attempt, or for each of its records when
+#: longer.
 RETRY_RECORDS = 7
 #: Fewest flows to one peer and port before their inter-arrival regularity means anything.
 MIN_BEACON_EVENTS = 6
@@ -170,10 +171,12 @@ def _mix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class _Coded:
-    """A string column coded: its distinct values (nulls as ""), each row's index into them,
-    and how many distinct values it holds besides nulls (``pyarrow.compute.count_distinct``)."""
+    """A string column coded: its distinct values (nulls as ""), as Arrow and as ``object``
+    numpy arrays, each row's index into them, and how many distinct values it holds besides
+    nulls (``pyarrow.compute.count_distinct``)."""
 
     values: pa.Array
+    names: np.ndarray
     codes: np.ndarray
     distinct: int
 
@@ -191,53 +194,74 @@ def _coded(batch: FlowBatch, name: str) -> _Coded:
             at = len(values)
             values = pa.concat_arrays([values, pa.array([""], values.type)])
         idx = idx.fill_null(at)
-    return _Coded(values, np.asarray(idx.to_numpy(zero_copy_only=False), np.int64), distinct)
-
-
-def _values(coded: _Coded) -> np.ndarray:
-    """The distinct values of a coded column (``object``)."""
-    return np.asarray(coded.values.to_numpy(zero_copy_only=False), dtype=object)
-
-
-def _bools(values: pa.Array, codes: np.ndarray) -> np.ndarray:
-    return np.asarray(np.asarray(values.to_numpy(zero_copy_only=False), np.bool_)[codes])
+    names = np.asarray(values.to_numpy(zero_copy_only=False), dtype=object)
+    codes = np.asarray(idx.to_numpy(zero_copy_only=False), np.int64)
+    return _Coded(values, names, codes, distinct)
 
 
 def _is(coded: _Coded, value: str | tuple[str, ...]) -> np.ndarray:
-    """Rows whose coded string column is ``value`` (or one of them); nulls are not."""
-    wanted = pa.array((value,) if isinstance(value, str) else value, pa.string())
-    return _bools(pc.is_in(coded.values, value_set=wanted), coded.codes)
+    """Rows whose coded string column is ``value`` (or one of them); nulls are not (tested on
+    the few distinct values, in Python: a pyarrow call costs more at a live batch's size)."""
+    wanted = {value} if isinstance(value, str) else set(value)
+    names = coded.names.tolist()
+    hit = np.fromiter((v in wanted for v in names), np.bool_, count=len(names))
+    return np.asarray(hit[coded.codes])
 
 
-def _matches(coded: _Coded, pattern: str) -> np.ndarray:
-    """Rows whose coded string column matches the regular expression ``pattern``."""
-    return _bools(pc.match_substring_regex(coded.values, pattern), coded.codes)
+#: :func:`_dests` kinds: a multicast group (:data:`MULTICAST`), the broadcast address (the rest
+#: of :data:`NO_REPLY_DESTS`).
+_MULTICAST_DEST, _BROADCAST_DEST = 1, 2
 
 
-def _unanswered(batch: FlowBatch, state: _Coded, resp: _Coded) -> np.ndarray:
+def _dests(resp: _Coded) -> np.ndarray:
+    """Per row, what kind of destination its coded responder is: 0, or :data:`_MULTICAST_DEST`,
+    :data:`_BROADCAST_DEST` (:data:`MULTICAST`, :data:`NO_REPLY_DESTS`, tested by a kernel)."""
+    offsets, data, _ = string_views(resp.values)
+    return np.asarray(np.asarray(_k.dest_kinds(offsets, data))[resp.codes])
+
+
+class _Numbers:
+    """A batch's numeric columns (:meth:`FlowBatch.numeric`), each read once: the tests of a
+    batch ask for some more than once."""
+
+    def __init__(self, batch: FlowBatch) -> None:
+        self.batch = batch
+        self._read: dict[tuple[str, float, type], np.ndarray] = {}
+
+    def __call__(self, name: str, fill: float = 0.0, dtype: type = np.float64) -> np.ndarray:
+        key = (name, fill, dtype)
+        col = self._read.get(key)
+        if col is None:
+            col = self._read[key] = self.batch.numeric(name, fill=fill, dtype=dtype)
+        return col
+
+
+def _unanswered(num: _Numbers, state: _Coded, dests: np.ndarray) -> np.ndarray:
     unans = _is(state, UNANSWERED_STATES)
-    unans &= batch.numeric("resp_bytes") <= 0  # Zeek's state can miss a reply that carried data
-    unans |= batch.numeric("resp_pkts", fill=-1) == 0
-    return np.asarray(unans & ~_matches(resp, NO_REPLY_DESTS))
+    unans &= num("resp_bytes") <= 0  # Zeek's state can miss a reply that carried data
+    unans |= num("resp_pkts", fill=-1) == 0
+    return np.asarray(unans & (dests == 0))
 
 
 def unanswered_mask(batch: FlowBatch) -> np.ndarray:
     """Flows the responder never answered: a state of :data:`UNANSWERED_STATES` (S0, REJ, SH,
     ...) with no payload back, or no responder packet at all. Flows to multicast or broadcast
     addresses do not count (nobody is meant to answer)."""
-    return _unanswered(batch, _coded(batch, "conn_state"), _coded(batch, "resp_h"))
+    state, resp = _coded(batch, "conn_state"), _coded(batch, "resp_h")
+    return _unanswered(_Numbers(batch), state, _dests(resp))
 
 
 def _probes(
-    batch: FlowBatch, unans: np.ndarray, state: _Coded, proto: _Coded
+    num: _Numbers, unans: np.ndarray, state: _Coded, proto: _Coded
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Probes (:func:`probe_mask`), then their kinds in :data:`PROBE_KINDS` order: one-packet
     UDP unanswered, lone SYN unanswered, ping."""
     tcp = _is(proto, "tcp")
-    empty = (batch.numeric("orig_bytes") <= 0) & (batch.numeric("resp_bytes") <= 0)
+    empty = (num("orig_bytes") <= 0) & (num("resp_bytes") <= 0)
     reset = tcp & empty & _is(state, _RESET)
-    echo = _is(proto, "icmp") & np.isin(batch.numeric("orig_p", fill=-1), _ICMP_ECHO)
-    opk = batch.numeric("orig_pkts", fill=-1)
+    op = num("orig_p", fill=-1, dtype=np.int64)
+    echo = _is(proto, "icmp") & ((op == _ICMP_ECHO[0]) | (op == _ICMP_ECHO[1]))
+    opk = num("orig_pkts", fill=-1)
     udp1 = _is(proto, "udp") & unans & (opk == 1)
     syn = tcp & _is(state, "S0") & (opk <= 2)
     return np.asarray(unans | reset | echo), udp1, syn, echo
@@ -247,10 +271,11 @@ def probe_mask(batch: FlowBatch, unanswered: np.ndarray | None = None) -> np.nda
     """Flows that look like probes: unanswered, a TCP handshake the originator reset without
     payload (connect scan), or an ICMP echo request."""
     state, proto = _coded(batch, "conn_state"), _coded(batch, "proto")
+    num = _Numbers(batch)
     unans = unanswered
     if unans is None:
-        unans = _unanswered(batch, state, _coded(batch, "resp_h"))
-    return _probes(batch, unans, state, proto)[0]
+        unans = _unanswered(num, state, _dests(_coded(batch, "resp_h")))
+    return _probes(num, unans, state, proto)[0]
 
 
 Columns = dict[str, np.ndarray]
@@ -281,12 +306,6 @@ def sample_lists(samples: np.ndarray) -> np.ndarray:
     return objects((_present(r) for r in samples.tolist()), len(samples))
 
 
-def _attempts(records: np.ndarray) -> np.ndarray:
-    """Attempts a chain of retried records stands for: one, unless it is too long to be one
-    attempt's retransmissions (:data:`RETRY_RECORDS`; a prober reusing a fixed source port)."""
-    return np.where(records > RETRY_RECORDS, records, 1.0)
-
-
 def retried(
     port: np.ndarray,
     start: np.ndarray,
@@ -312,24 +331,10 @@ class _Bloom:
         self.old = np.zeros_like(self.cur)
         self.filled = 0
 
-    def _probes(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        a = (keys & self.mask).astype(np.int64)
-        b = ((keys >> np.uint64(32)) & self.mask).astype(np.int64)
-        return a, b
-
-    @staticmethod
-    def _has(cells: np.ndarray, at: np.ndarray) -> np.ndarray:
-        return np.asarray((cells[at >> 3] >> (at & 7).astype(np.uint8)) & 1, dtype=np.bool_)
-
     def seen_then_add(self, keys: np.ndarray) -> np.ndarray:
         """For distinct ``keys``: whether each was present; all are added."""
-        a, b = self._probes(keys)
-        seen = (self._has(self.cur, a) & self._has(self.cur, b)) | (
-            self._has(self.old, a) & self._has(self.old, b)
-        )
-        self.filled += int(np.count_nonzero(~seen))
-        both = np.concatenate([a, b])
-        np.bitwise_or.at(self.cur, both >> 3, np.left_shift(1, both & 7).astype(np.uint8))
+        seen = np.asarray(_k.bloom_add(self.cur, self.old, self.mask, keys))
+        self.filled += len(seen) - int(np.count_nonzero(seen))
         if self.filled > (1 << self.bits) // 8:  # ~2.5% false "seen" at this fill
             self.old, self.cur = self.cur, self.old
             self.cur[:] = 0
@@ -397,6 +402,12 @@ class _Pairs:
         return _Pairs(*(np.concatenate([getattr(a, k), getattr(b, k)]) for k in a.names()))
 
 
+#: The :class:`_Pairs` columns :func:`~netanomd.behaviour._kernels.merge_pairs` updates, in its
+#: order.
+_MERGED: tuple[str, ...] = ("n", "unans", "short", "first", "last", "gsum", "gsq")
+_MERGED += ("lport", "lts", "lbare", "lchain", "one_chain")
+
+
 class _PairTable:
     """The pairs of one open window: :class:`_Pairs` columns grown by doubling (rows in arrival
     order, not sorted) and a hash index from key to row, so a batch costs its own pairs, not the
@@ -410,6 +421,10 @@ class _PairTable:
         self.size = 0
         self._keys = np.zeros(16, np.uint64)
         self._rows = np.full(16, -1, np.int64)
+
+    def columns(self, names: tuple[str, ...]) -> tuple[np.ndarray, ...]:
+        """Columns ``names`` to their capacity (rows past :attr:`size` are unused)."""
+        return tuple(getattr(self._cols, k) for k in names)
 
     def view(self) -> _Pairs:
         """Every row (views: writing to them writes the table)."""
@@ -506,37 +521,26 @@ class _Scale:
         self.pairs = _PairTable()
 
     def merge_pairs(self, new: _Pairs) -> None:
-        old = self.pairs.view()
+        """Add a segment's pairs: a pair the window holds is added to its row (by a kernel,
+        :func:`~netanomd.behaviour._kernels.merge_pairs`: the old part's last attempt, retried at
+        the start of the new part, is one attempt, the new part's record, its outcome, standing
+        for it; the records the two parts counted for the joined chain are replaced by what it
+        really holds, every record but its outcome a bare attempt: unanswered and short); the
+        others are appended, the heaviest kept beyond ``max_pairs``."""
         pos = self.pairs.find(new.key)
-        found = pos >= 0
-        if found.any():
-            o = pos[found]
-            f = new.take(np.flatnonzero(found))
-            # The old part's last attempt, retried at the start of the new part, is one attempt:
-            # the new part's record (its outcome) stands for it.
-            link = retried(old.lport[o], old.lts[o], old.lbare[o], f.fport, f.fts, f.proto)
-            a, b = old.lchain[o], f.fchain
-            # Records the two parts counted for the joined chain, and what it really holds (every
-            # record but its outcome is a bare attempt: unanswered and short).
-            fix = np.where(link, _attempts(a + b) - _attempts(a) - _attempts(b), 0.0)
-            old.n[o] += fix
-            old.unans[o] += fix
-            old.short[o] += fix
-            old.lchain[o] = np.where(link & f.one_chain, a + b, f.lchain)
-            old.one_chain[o] &= link & f.one_chain
-            old.lport[o], old.lts[o], old.lbare[o] = f.lport, f.lts, f.lbare
-            bridge = np.maximum(f.first - old.last[o], 0.0)
-            old.gsum[o] += f.gsum + bridge
-            old.gsq[o] += f.gsq + bridge * bridge
-            old.n[o] += f.n
-            old.unans[o] += f.unans
-            old.short[o] += f.short
-            old.first[o] = np.minimum(old.first[o], f.first)
-            old.last[o] = np.maximum(old.last[o], f.last)
-        fresh = new.take(np.flatnonzero(~found))
-        if not len(fresh.key):
+        hits = int(np.count_nonzero(pos >= 0))
+        if hits:
+            _k.merge_pairs(
+                pos,
+                self.pairs.columns(_MERGED),
+                tuple(getattr(new, k) for k in (*_MERGED, "fport", "fts", "proto", "fchain")),
+                RETRY_GAP,
+                RETRY_RECORDS,
+            )
+        if hits == len(pos):
             return
-        if len(old.key) + len(fresh.key) > self.max_pairs:  # keep the heaviest pairs
+        fresh = new if not hits else new.take(np.flatnonzero(pos < 0))
+        if self.pairs.size + len(fresh.key) > self.max_pairs:  # keep the heaviest pairs
             fresh = fresh.take(np.argsort(fresh.key, kind="stable"))  # ties: by key
             merged = _Pairs.concat(self.pairs.sorted(), fresh)
             keep = np.argpartition(-merged.n, self.max_pairs - 1)[: self.max_pairs]
@@ -663,7 +667,11 @@ class HostWindows:
     def times(self, batch: FlowBatch) -> np.ndarray:
         """The clock at each flow of ``batch`` (every flow start time finite): the latest flow
         end so far, never going back."""
-        end = batch.numeric("ts", fill=np.nan) + np.maximum(batch.numeric("duration"), 0.0)
+        num = _Numbers(batch)
+        return self._times(num("ts", fill=np.nan) + np.maximum(num("duration"), 0.0))
+
+    def _times(self, end: np.ndarray) -> np.ndarray:
+        """:meth:`times` of flows ending at ``end``."""
         return np.maximum.accumulate(np.maximum(end, self.clock))
 
     def update(
@@ -693,7 +701,7 @@ class HostWindows:
         many = 3 * n > self.max_hosts // 2
         if n > 1 and many and self._distinct(batch, orig, resp) > self.max_hosts // 2:
             half = n // 2
-            head = None if times is None else np.r_[times[:half], times[half - 1]]
+            head = None if times is None else np.append(times[:half], times[half - 1])
             tail = None if times is None else times[half:]
             first = self.update(
                 batch.slice(0, half), context=np.flatnonzero(want[:half]), times=head
@@ -701,30 +709,32 @@ class HostWindows:
             second = self.update(batch.slice(half), context=np.flatnonzero(want[half:]), times=tail)
             second.context["row"] += half
             return Closed.concat([first, second])
-        ts = batch.numeric("ts", fill=np.nan)
+        num = _Numbers(batch)
+        ts = num("ts", fill=np.nan)
         bad = ~np.isfinite(ts)
         if bad.any():
             where = int(np.flatnonzero(bad)[0])
             raise ValueError(
                 f"flow {where} of the batch (uid {batch.column('uid')[where]}) has no ts"
             )
-        end = ts + np.maximum(batch.numeric("duration"), 0.0)
-        t = self.times(batch) if times is None else np.asarray(times[:n], dtype=np.float64)
-        orig_v, orig_c = _values(orig), orig.codes
-        resp_v, resp_c = _values(resp), resp.codes
-        proto_v, proto_c = _values(proto), proto.codes
-        port = batch.numeric("resp_p", fill=-1, dtype=np.int64)
-        orig_p = batch.numeric("orig_p", fill=-1, dtype=np.int64)
+        end = ts + np.maximum(num("duration"), 0.0)
+        t = self._times(end) if times is None else np.asarray(times[:n], dtype=np.float64)
+        orig_v, orig_c = orig.names, orig.codes
+        resp_v, resp_c = resp.names, resp.codes
+        proto_v, proto_c = proto.names, proto.codes
+        port = num("resp_p", fill=-1, dtype=np.int64)
+        orig_p = num("orig_p", fill=-1, dtype=np.int64)
         icmp = (proto_v == "icmp")[proto_c]
         svc_port = np.where(icmp, orig_p, port)  # Zeek: ICMP type in orig_p, code in resp_p
-        unans = _unanswered(batch, state, resp)
+        dests = _dests(resp)
+        unans = _unanswered(num, state, dests)
         # A multicast group is no host and no server: announcements to it (mDNS, SSDP, Ganglia)
         # count for their senders only. Broadcast stays (a DHCP flood goes to 255.255.255.255).
-        unicast = ~_matches(resp, MULTICAST)
+        unicast = dests != _MULTICAST_DEST
         keep = np.concatenate([np.ones(n, np.bool_), unicast, unicast])
-        probe, *kinds = _probes(batch, unans, state, proto)
-        ob = np.maximum(batch.numeric("orig_bytes"), 0.0)
-        rb = np.maximum(batch.numeric("resp_bytes"), 0.0)
+        probe, *kinds = _probes(num, unans, state, proto)
+        ob = np.maximum(num("orig_bytes"), 0.0)
+        rb = np.maximum(num("resp_bytes"), 0.0)
         short = (ob < SHORT_BYTES) & (rb < SHORT_BYTES)
         pcode = np.array([PROTO_CODE.get(v, 0) for v in proto_v.tolist()], np.int64)[proto_c]
         # a service "proto/port" per distinct pair (ports are -1 to 65535)
@@ -766,7 +776,11 @@ class HostWindows:
             + kinds[1] * _k.SYN
             + kinds[2] * _k.ECHO
         ).astype(np.uint8)
-        samples = (batch.column("uid").fill_null(""), batch.column("community_id").fill_null(""))
+        # the flows' ids as Python strings (nulls as ""), taken by the segments' latest rows
+        samples = tuple(
+            np.asarray((c.fill_null("") if c.null_count else c).to_numpy(zero_copy_only=False))
+            for c in (batch.column("uid"), batch.column("community_id"))
+        )
 
         base = self.scales[0]
         # clipped: a nonsense duration (1e300 s) must not overflow the cast
@@ -779,7 +793,7 @@ class HostWindows:
         per_role += [np.concatenate([ob, rb, ob]), np.concatenate([rb, ob, rb])]
         per_flow = [ts, end, svc_port, pcode, orig_p, ob <= 0, probe, unans, short, flags]
         per_flow += [p_hash, t]
-        for a, b in zip(np.r_[0, cuts], np.r_[cuts, n], strict=True):
+        for a, b in zip([0, *cuts.tolist()], [*cuts.tolist(), n], strict=True):
             rows = np.concatenate([np.arange(a, b) + r * n for r in range(3)])
             rows = rows[keep[rows]]
             flow = rows % n
@@ -823,9 +837,7 @@ class HostWindows:
         self.clock = float(t[-1])
         if times is not None:
             emitted += self._turn(times[-1])
-        closed = self._closed(emitted)
-        closed.context = _context_of(found)
-        return closed
+        return self._closed(emitted, _context_of(found))
 
     @staticmethod
     def _distinct(batch: FlowBatch, orig: _Coded, resp: _Coded) -> int:
@@ -852,10 +864,11 @@ class HostWindows:
         return self._closed([self._emit(sc) for sc in self._scales if sc.active.any()])
 
     @staticmethod
-    def _closed(emitted: list[tuple[Columns, Columns]]) -> Closed:
+    def _closed(emitted: list[tuple[Columns, Columns]], context: Context | None = None) -> Closed:
         return Closed(
             Table.concat([Table(h, WINDOW_COLUMNS) for h, _ in emitted], WINDOW_COLUMNS),
             Table.concat([Table(p, PAIR_COLUMNS) for _, p in emitted], PAIR_COLUMNS),
+            _context_of([]) if context is None else context,
         )
 
     def _add_segment(
@@ -882,7 +895,7 @@ class HostWindows:
         amounts: tuple[np.ndarray, np.ndarray, np.ndarray],  # flags, bytes out, bytes in
         found: list[Context],
         peer_names: np.ndarray,
-        samples: tuple[pa.ChunkedArray, pa.ChunkedArray],
+        samples: tuple[np.ndarray, ...],
     ) -> None:
         flags, out, back = amounts
         # New peers: distinct (host, peer) pairs of this segment never seen before.
@@ -902,9 +915,9 @@ class HostWindows:
         new_target[first_p[~seen_t[pair[first_p]]]] = True
         # Representative flows: the host's latest SAMPLES uids.
         latest, rank = _k.latest(slot, self.max_hosts, SAMPLES)
-        flow = pa.array(rows[latest] % len(samples[0]))
+        flow = rows[latest] % len(samples[0])
         for table, col in zip((self._uids, self._cids), samples, strict=True):
-            table[slot[latest], rank] = col.take(flow).to_numpy(zero_copy_only=False)
+            table[slot[latest], rank] = col[flow]
         # Pairs of this segment, with inter-arrival sums of their arrival (event) times: flows
         # arrive by end, so these gaps are the same however the stream is cut into batches.
         # Pairs count connection *attempts*: a TCP record on the source port of the pair's
@@ -920,7 +933,7 @@ class HostWindows:
         starts, head, stats, chain, length = _k.pair_stats(
             o, c, raw_start, orig_p, bare, ts, pcode, when, (unans, short), RETRY_GAP, RETRY_RECORDS
         )
-        raw_end = np.r_[raw_start[1:], len(c)] - 1
+        raw_end = np.append(raw_start[1:], len(c)) - 1
         fr, lr = c[raw_start], c[raw_end]  # each pair's first and last record in start order
         seg_pairs = _Pairs(
             key=pkey[head],
