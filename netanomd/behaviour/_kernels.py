@@ -46,6 +46,25 @@ def _rotl(x: np.uint64, b: int) -> np.uint64:  # pragma: no cover - compiled
 
 
 @nb.njit(cache=True, nogil=True)
+def _sip_rounds(
+    v0: np.uint64, v1: np.uint64, v2: np.uint64, v3: np.uint64, rounds: int
+) -> tuple[np.uint64, np.uint64, np.uint64, np.uint64]:  # pragma: no cover - compiled
+    """``rounds`` SipRounds of the state (2 per message block, 4 to finish: SipHash-2-4)."""
+    for _ in range(rounds):
+        v0 += v1
+        v1 = _rotl(v1, 13) ^ v0
+        v0 = _rotl(v0, 32)
+        v2 += v3
+        v3 = _rotl(v3, 16) ^ v2
+        v0 += v3
+        v3 = _rotl(v3, 21) ^ v0
+        v2 += v1
+        v1 = _rotl(v1, 17) ^ v2
+        v2 = _rotl(v2, 32)
+    return v0, v1, v2, v3
+
+
+@nb.njit(cache=True, nogil=True)
 def _siphash(data: np.ndarray, start: int, stop: int, k0: np.uint64, k1: np.uint64) -> np.uint64:
     # pragma: no cover - compiled
     """SipHash-2-4 of ``data[start:stop]`` with key (``k0``, ``k1``)."""
@@ -66,31 +85,11 @@ def _siphash(data: np.ndarray, start: int, stop: int, k0: np.uint64, k1: np.uint
             for k in range(stop - whole):
                 m |= np.uint64(data[whole + k]) << np.uint64(8 * k)
         v3 ^= m
-        for _ in range(2):
-            v0 += v1
-            v1 = _rotl(v1, 13) ^ v0
-            v0 = _rotl(v0, 32)
-            v2 += v3
-            v3 = _rotl(v3, 16) ^ v2
-            v0 += v3
-            v3 = _rotl(v3, 21) ^ v0
-            v2 += v1
-            v1 = _rotl(v1, 17) ^ v2
-            v2 = _rotl(v2, 32)
+        v0, v1, v2, v3 = _sip_rounds(v0, v1, v2, v3, 2)
         v0 ^= m
         i += 8
     v2 ^= np.uint64(0xFF)
-    for _ in range(4):
-        v0 += v1
-        v1 = _rotl(v1, 13) ^ v0
-        v0 = _rotl(v0, 32)
-        v2 += v3
-        v3 = _rotl(v3, 16) ^ v2
-        v0 += v3
-        v3 = _rotl(v3, 21) ^ v0
-        v2 += v1
-        v1 = _rotl(v1, 17) ^ v2
-        v2 = _rotl(v2, 32)
+    v0, v1, v2, v3 = _sip_rounds(v0, v1, v2, v3, 4)
     return v0 ^ v1 ^ v2 ^ v3
 
 
