@@ -523,7 +523,12 @@ def test_stalled_pipeline_stops_watchdog(tmp_path: Path, model_path: Path) -> No
     d.pipeline.sinks.add(Stuck())
     with log.open("ab") as fh:
         fh.write(b"".join(tsv_rows()[:10]))
-    time.sleep(2.0)  # scoring is stuck in the sink
+    # Scoring is stuck in the sink. The loop's last turn is when it took the batch (after the
+    # follower's poll and the batch timeout), so wait until that is older than the daemon's
+    # stall limit (2 s here) and a ping interval more, rather than a fixed time after the write.
+    assert d.pipeline is not None
+    pipeline = d.pipeline
+    wait(lambda: time.monotonic() - pipeline.heartbeat > 2.5, 15, "the loop stalled")
     before = sent.count("WATCHDOG=1")
     time.sleep(1.5)
     assert sent.count("WATCHDOG=1") == before  # no pings while stalled
