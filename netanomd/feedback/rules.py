@@ -143,6 +143,22 @@ class Rule:
     def active(self, now: float) -> bool:
         return self.enabled and (self.expires is None or now < self.expires)
 
+    def _flow_tests(self) -> list[tuple[str, Callable[[Any], bool]]]:
+        """The rule's flow fields as (flow column, test of one value): a flow matches when it
+        passes every test, and a rule with none matches no flow."""
+        tests: list[tuple[str, Callable[[Any], bool]]] = []
+        if self.host:
+            tests.append(("orig_h", lambda a: _in(a, self.host)))
+        if self.peer:
+            tests.append(("resp_h", lambda a: _in(a, self.peer)))
+        if self.port:
+            tests.append(("resp_p", lambda p: p in self.port))
+        if self.proto:
+            tests.append(("proto", lambda p: (p or "").lower() == self.proto))
+        if self.service:
+            tests.append(("service", lambda s: self.service in _services(s)))
+        return tests
+
     @property
     def has_flow_fields(self) -> bool:
         return bool(self.host or self.peer or self.port or self.proto or self.service)
@@ -155,32 +171,19 @@ class Rule:
         proto: str | None,
         service: str | None,
     ) -> bool:
-        if not self.has_flow_fields:
-            return False
-        if self.host and not _in(orig_h, self.host):
-            return False
-        if self.peer and not _in(resp_h, self.peer):
-            return False
-        if self.port and resp_p not in self.port:
-            return False
-        if self.proto and (proto or "").lower() != self.proto:
-            return False
-        return not (self.service and self.service not in _services(service))
+        flow = dict(orig_h=orig_h, resp_h=resp_h, resp_p=resp_p, proto=proto, service=service)
+        tests = self._flow_tests()
+        return bool(tests) and all(test(flow[name]) for name, test in tests)
 
     def flow_mask(self, flows: _FlowColumns) -> np.ndarray:
-        """:meth:`matches_flow` of every flow of a batch at once (bool per row): the address
-        and service tests run once per distinct value."""
+        """:meth:`matches_flow` of every flow of a batch at once (bool per row): the same tests,
+        each run once per distinct value of its column (ports compared as numbers)."""
         mask = np.full(flows.n, self.has_flow_fields, dtype=np.bool_)
-        if self.host:
-            mask &= flows.each("orig_h", lambda a: _in(a, self.host))
-        if self.peer:
-            mask &= flows.each("resp_h", lambda a: _in(a, self.peer))
-        if self.port:
-            mask &= np.isin(flows.resp_p, self.port)
-        if self.proto:
-            mask &= flows.each("proto", lambda p: (p or "").lower() == self.proto)
-        if self.service:
-            mask &= flows.each("service", lambda s: self.service in _services(s))
+        for name, test in self._flow_tests():
+            if name == "resp_p":
+                mask &= np.isin(flows.resp_p, self.port)  # (-1: no port, in no rule)
+            else:
+                mask &= flows.each(name, test)
         return mask
 
     def matches_incident(
