@@ -49,6 +49,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -113,19 +114,31 @@ def eve_sender(path: str, records: list[bytes], rate: float, go: Any, kind: str 
 
 
 class Cpu:
-    """The daemon process's CPU time over a run, and each of its threads' share."""
+    """The daemon process's CPU time over a run, and each of its threads' share: the scoring
+    loop (``pipeline``), the sources, the training reservoir's feeder and the rest (threads that
+    start during the run, e.g. the reservoir's on the first batch, count from 0)."""
 
     def __init__(self, d: Daemon) -> None:
         self.d = d
         self.start = time.process_time()
-        self.threads = {name: _thread_cpu(t.native_id) for name, (t, _) in d.threads.items()}
+        self.threads = {t.native_id: _thread_cpu(t.native_id) for t in threading.enumerate()}
 
     def done(self) -> tuple[float, dict[str, float]]:
         total = time.process_time() - self.start
-        split = {
-            name: _thread_cpu(t.native_id) - self.threads.get(name, 0.0)
-            for name, (t, _) in self.d.threads.items()
-        }
+        sources = {t.native_id for t, _ in self.d.threads.values() if t.name != "pipeline"}
+        split: dict[str, float] = {}
+        for t in threading.enumerate():
+            used = _thread_cpu(t.native_id) - self.threads.get(t.native_id, 0.0)
+            kind = (
+                "scoring"
+                if t.name == "pipeline"
+                else "source"
+                if t.native_id in sources
+                else "reservoir"
+                if t.name == "reservoir"
+                else "other"
+            )
+            split[kind] = split.get(kind, 0.0) + used
         return total, split
 
 
@@ -142,10 +155,7 @@ def _thread_cpu(tid: int | None) -> float:
 def report(what: str, n: int, secs: float, cpu: tuple[float, dict[str, float]]) -> float:
     total, split = cpu
     per_cpu = n / total
-    parts = ", ".join(
-        f"{'scoring' if name == 'pipeline' else 'source'} {100 * t / total:.0f}%"
-        for name, t in sorted(split.items())
-    )
+    parts = ", ".join(f"{name} {100 * t / total:.0f}%" for name, t in sorted(split.items()))
     print(
         f"daemon, {what}: {per_cpu:,.0f} flows per daemon CPU-second "
         f"({n / secs:,.0f} flows/s wall, {n:,} flows; CPU: {parts})"
