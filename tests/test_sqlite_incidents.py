@@ -70,6 +70,11 @@ def test_incidents_are_upserted_by_stable_id_with_their_flows(
     assert row.behaviour == "scan" and row.severity == inc.severity >= 47
     assert row.first_seen == inc.first_seen and row.last_seen == inc.last_seen
     assert row.evidence == inc.evidence and row.observer == "sensor-1"
+    # Every column holds what the incident reports (JSON read back: pairs come back as lists).
+    reported = inc.to_dict()
+    reported["top_peers"] = [list(p) for p in reported["top_peers"]]
+    del reported["id"]
+    assert {k: row.to_dict()[k] for k in reported} == reported
     assert len(row.incident_id) == 32
     # The flow alerts underneath stay queryable, by the incident's id or a prefix of it.
     linked = query_alerts(db, incident=row.incident_id[:8], limit=None)

@@ -83,6 +83,30 @@ SCAN_FANOUT_UNIT = 5.0
 SAMPLE_UIDS = 10
 #: How many of its busiest peers an incident reports (``top_peers``).
 TOP_PEERS = 5
+#: What an incident reports (:meth:`Incident.reported`, :meth:`Incident.to_dict`), in order.
+REPORTED = (
+    "id",
+    "role",
+    "host",
+    "behaviour",
+    "detail",
+    "title",
+    "severity",
+    "severity_label",
+    "score",
+    "first_seen",
+    "last_seen",
+    "flows",
+    "detections",
+    "peer",
+    "port",
+    "proto",
+    "top_peers",
+    "uids",
+    "community_ids",
+    "evidence",
+    "closed",
+)
 
 
 class _Detection(NamedTuple):
@@ -128,7 +152,10 @@ _EVIDENCE_AT = len(_Detection._fields) - len(EVIDENCE)
 
 
 def severity_label(severity: int) -> str:
-    return next(label for floor, label in SEVERITY_LABELS if severity >= floor)
+    for floor, label in SEVERITY_LABELS:
+        if severity >= floor:
+            return label
+    return SEVERITY_LABELS[-1][1]
 
 
 def severity_of(behaviour: str, score: float, targets: float = 0.0) -> int:
@@ -274,32 +301,37 @@ class Incident:
             what = {"probe_udp1": "sent one-packet UDP to", "probe_syn": "sent lone SYNs to"}[kind]
         return f"{self.host} {what} {peers} on {ports} {when}; {answered}"
 
-    def to_dict(self) -> dict[str, Any]:
-        """A plain dict for sinks (JSON-ready)."""
+    def reported(self) -> tuple[Any, ...]:
+        """What an incident reports, in :data:`REPORTED` order: its title and severity worked
+        out once, its lists and evidence copied (what :meth:`to_dict` and the stores take)."""
         severity = self.severity
-        return {
-            "id": self.id,
-            "role": self.role,
-            "host": self.host,
-            "behaviour": self.behaviour,
-            "detail": self.detail,
-            "title": self.title,
-            "severity": severity,
-            "severity_label": severity_label(severity),
-            "score": self.score,
-            "first_seen": self.first_seen,
-            "last_seen": self.last_seen,
-            "flows": self.flows,
-            "detections": self.detections,
-            "peer": self.peer,
-            "port": self.port,
-            "proto": self.proto,
-            "top_peers": self.top_peers.most_common(TOP_PEERS),
-            "uids": list(self.uids),
-            "community_ids": list(self.community_ids),
-            "evidence": dict(self.evidence),
-            "closed": self.closed,
-        }
+        return (
+            self.id,
+            self.role,
+            self.host,
+            self.behaviour,
+            self.detail,
+            self.title,
+            severity,
+            severity_label(severity),
+            self.score,
+            self.first_seen,
+            self.last_seen,
+            self.flows,
+            self.detections,
+            self.peer,
+            self.port,
+            self.proto,
+            self.top_peers.most_common(TOP_PEERS),
+            list(self.uids),
+            list(self.community_ids),
+            dict(self.evidence),
+            self.closed,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """A plain dict for sinks (JSON-ready): :meth:`reported` by name."""
+        return dict(zip(REPORTED, self.reported(), strict=True))
 
     def members(self, batch: FlowBatch) -> np.ndarray:
         """Which flows of ``batch`` belong to this incident (bool per row); for many incidents
@@ -391,6 +423,10 @@ def members(incidents: list[Incident], batch: FlowBatch) -> list[np.ndarray]:
                 f.resp_p[rows],
             )
             rows = rows[svc_port == int(port)]
+        mask = np.zeros(f.n, dtype=np.bool_)
+        out.append(mask)
+        if not rows.size:  # (most open incidents, for a batch's alerts)
+            continue
         keep = (f.end[rows] >= inc.span_start) & (f.ts[rows] < inc.span_end)
         if inc.role != "orig":  # as the windows: multicast flows count for their sender only
             keep &= ~f.mask("multicast")[rows]
@@ -409,9 +445,7 @@ def members(incidents: list[Incident], batch: FlowBatch) -> list[np.ndarray]:
             keep &= (ob >= SHORT_BYTES) & (ob >= 4.0 * rb)
         elif family == "unusual activity" and inc.detail == "unanswered":
             keep &= f.mask("unanswered")[rows]
-        mask = np.zeros(f.n, dtype=np.bool_)
         mask[rows[keep]] = True
-        out.append(mask)
     return out
 
 

@@ -133,6 +133,10 @@ _INCIDENT_COLUMNS = (
 )
 #: The columns stored as JSON (and read back as lists and objects).
 _INCIDENT_JSON = ("top_peers", "uids", "community_ids", "evidence")
+#: Where the JSON columns and ``closed`` sit in a row (and in what an incident reports, whose
+#: order the columns keep, ``incident_id`` in place of its ``id``).
+_JSON_AT = _INCIDENT_COLUMNS.index(_INCIDENT_JSON[0])
+_CLOSED_AT = _INCIDENT_COLUMNS.index("closed")
 
 _COLUMNS = (
     "alert_id",
@@ -236,34 +240,15 @@ def _row(alert: Alert, now: float) -> tuple[Any, ...]:
 
 
 def _incident_row(inc: Incident, incident_id: str, observer: str, now: float) -> tuple[Any, ...]:
-    """The ``incidents`` row of ``inc`` (:data:`_INCIDENT_COLUMNS`, in order): the values of
-    :meth:`Incident.to_dict`, read straight off the incident (its severity worked out once), the
-    lists and the evidence as JSON."""
-    from netanomd.behaviour.incidents import TOP_PEERS, severity_label  # (pyarrow: lazily)
-
-    severity = inc.severity
+    """The ``incidents`` row of ``inc``: what it reports (:meth:`Incident.reported`, in the
+    order of :data:`_INCIDENT_COLUMNS`) under ``incident_id``, the lists and the evidence as
+    JSON."""
+    v = inc.reported()
     return (
         incident_id,
-        inc.role,
-        inc.host,
-        inc.behaviour,
-        inc.detail,
-        inc.title,
-        severity,
-        severity_label(severity),
-        inc.score,
-        inc.first_seen,
-        inc.last_seen,
-        inc.flows,
-        inc.detections,
-        inc.peer,
-        inc.port,
-        inc.proto,
-        json.dumps(inc.top_peers.most_common(TOP_PEERS)),
-        json.dumps(inc.uids),
-        json.dumps(inc.community_ids),
-        json.dumps(inc.evidence),
-        int(inc.closed),
+        *v[1:_JSON_AT],
+        *map(json.dumps, v[_JSON_AT:_CLOSED_AT]),
+        int(v[_CLOSED_AT]),
         observer,
         now,
         now,
