@@ -355,6 +355,7 @@ class _Rows:
         self.resp_p = batch.numeric("resp_p", fill=-1)
         self._hosts: dict[str, tuple[dict[str, np.ndarray], dict[str, int], np.ndarray]] = {}
         self._masks: dict[str, np.ndarray] = {}
+        self._pairs: dict[str, dict[tuple[int, float, str], np.ndarray]] = {}
 
     def _index(self, col: str) -> tuple[dict[str, np.ndarray], dict[str, int], np.ndarray]:
         """(address -> its rows, address -> its code, code per row; -1: null)."""
@@ -371,11 +372,27 @@ class _Rows:
         return self._hosts[col]
 
     def of_host(self, col: str, host: str) -> np.ndarray:
-        return self._index(col)[0].get(host, np.zeros(0, np.int64))
+        return self._index(col)[0].get(host, _NO_ROWS)
 
-    def is_host(self, col: str, host: str, rows: np.ndarray) -> np.ndarray:
-        _, code, codes = self._index(col)
-        return np.asarray(codes[rows] == code.get(host, -2))
+    def pair_rows(self, host: str, peer: str, port: int, proto: str) -> np.ndarray:
+        """The rows from originator ``host`` to ``peer`` on ``port``/``proto`` (the host's rows
+        grouped by responder, port and proto once, for all the pairs of a busy host)."""
+        pairs = self._pairs.get(host)
+        if pairs is None:
+            rows = self.of_host("orig_h", host)
+            keys = zip(
+                self._index("resp_h")[2][rows].tolist(),
+                self.resp_p[rows].tolist(),
+                self.proto[rows].tolist(),
+                strict=True,
+            )
+            groups: dict[tuple[int, float, str], list[int]] = {}
+            for key, row in zip(keys, rows.tolist(), strict=True):
+                groups.setdefault(key, []).append(row)
+            pairs = {k: np.asarray(v, dtype=np.int64) for k, v in groups.items()}
+            self._pairs[host] = pairs
+        code = self._index("resp_h")[1].get(peer, -2)
+        return pairs.get((code, float(port), proto), _NO_ROWS)
 
     def mask(self, name: str) -> np.ndarray:
         """A per-row mask: "multicast" (to a multicast group), "probe", "unanswered"."""
@@ -390,6 +407,10 @@ class _Rows:
             else:
                 self._masks[name] = probe_mask(self.batch, self.mask("unanswered"))
         return self._masks[name]
+
+
+#: No rows (shared: row numbers are only read).
+_NO_ROWS = np.zeros(0, dtype=np.int64)
 
 
 def _coded_strings(batch: FlowBatch, col: str) -> tuple[Any, np.ndarray]:
@@ -410,8 +431,14 @@ def members(incidents: list[Incident], batch: FlowBatch) -> list[np.ndarray]:
     f = _Rows(batch)
     out = []
     for inc in incidents:
+        family = inc.family
+        pair = family in ("brute force", "beaconing", "failed connections") or (
+            family == "flood" and inc.role != "service"
+        )  # the flows to one service (of one peer, for an originator)
         col = {"orig": "orig_h", "resp": "resp_h"}.get(inc.role)
-        if col is not None:
+        if pair and col == "orig_h":
+            rows = f.pair_rows(inc.host, inc.peer, inc.port, inc.proto)
+        elif col is not None:
             rows = f.of_host(col, inc.host)
         else:  # service role: host is "proto/port"
             p, _, port = inc.host.partition("/")
@@ -430,15 +457,11 @@ def members(incidents: list[Incident], batch: FlowBatch) -> list[np.ndarray]:
         keep = (f.end[rows] >= inc.span_start) & (f.ts[rows] < inc.span_end)
         if inc.role != "orig":  # as the windows: multicast flows count for their sender only
             keep &= ~f.mask("multicast")[rows]
-        family = inc.family
         if family == "scan":
             keep &= f.mask("probe")[rows]
-        elif family in ("brute force", "beaconing", "failed connections") or (
-            family == "flood" and inc.role != "service"
-        ):
-            keep &= (f.resp_p[rows] == inc.port) & (f.proto[rows] == inc.proto)
-            if inc.role == "orig":
-                keep &= f.is_host("resp_h", inc.peer, rows)
+        elif pair:
+            if col != "orig_h":
+                keep &= (f.resp_p[rows] == inc.port) & (f.proto[rows] == inc.proto)
         elif family == "exfiltration":  # the flows that carried the bytes out
             sub = f.batch.take(rows)
             ob, rb = sub.numeric("orig_bytes"), sub.numeric("resp_bytes")
