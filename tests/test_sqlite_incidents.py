@@ -70,6 +70,11 @@ def test_incidents_are_upserted_by_stable_id_with_their_flows(
     assert row.behaviour == "scan" and row.severity == inc.severity >= 47
     assert row.first_seen == inc.first_seen and row.last_seen == inc.last_seen
     assert row.evidence == inc.evidence and row.observer == "sensor-1"
+    # Every column holds what the incident reports (JSON read back: pairs come back as lists).
+    reported = inc.to_dict()
+    reported["top_peers"] = [list(p) for p in reported["top_peers"]]
+    del reported["id"]
+    assert {k: row.to_dict()[k] for k in reported} == reported
     assert len(row.incident_id) == 32
     # The flow alerts underneath stay queryable, by the incident's id or a prefix of it.
     linked = query_alerts(db, incident=row.incident_id[:8], limit=None)
@@ -85,6 +90,64 @@ def test_incidents_are_upserted_by_stable_id_with_their_flows(
         again.close()
         other = query_incidents(tmp_path / f"{observer}.db", IncidentQuery()).items
         assert ({o.incident_id for o in other} == {r.incident_id for r in page.items}) is same
+
+
+def test_links_are_those_of_every_version_written(tmp_path: Path, thresholds: Thresholds) -> None:
+    """An open incident's sample already linked is not linked again as it grows: the table
+    still holds exactly what linking every version's sample and flow alerts gives, with
+    released uids unlinked (and linked again while in the sample), a retracted incident's links
+    gone, and a write that SQLite rolled back linking everything when retried."""
+    db = tmp_path / "a.db"
+    sink = SQLiteSink(db, ids=IncidentIds("sensor-1"))
+    expected: set[tuple[str, str]] = set()
+
+    def write(incidents: list[Incident]) -> None:
+        sink.write_incidents(incidents)  # what every version of every incident links:
+        for inc in incidents:
+            sid = sink.ids(inc)
+            expected.difference_update((sid, uid) for uid in inc.released_uids)
+            if inc.retracted:
+                expected.difference_update([link for link in expected if link[0] == sid])
+            else:
+                expected.update((sid, uid) for uid in (*inc.uids, *inc.alert_uids) if uid)
+
+    def stored() -> set[tuple[str, str]]:
+        with sqlite3.connect(db) as conn:
+            return set(conn.execute("SELECT incident_id, uid FROM incident_flows"))
+
+    with sqlite3.connect(db) as conn:  # a failure inside the write's transaction
+        conn.execute(
+            "CREATE TRIGGER boom BEFORE INSERT ON incident_flows WHEN NEW.uid = 'boom' "
+            "BEGIN SELECT RAISE(ABORT, 'boom'); END"
+        )
+    pipe = BehaviourPipeline(thresholds)
+    batch = load(PORTSCAN)
+    first = pipe.process(batch.slice(0, 300))
+    assert first and first[0].uids
+    first[0].alert_uids = ["boom"]
+    with pytest.raises(sqlite3.IntegrityError, match="boom"):
+        sink.write_incidents(first)
+    assert stored() == set()  # rolled back: nothing of it is linked, nor remembered as linked
+    with sqlite3.connect(db) as conn:
+        conn.execute("DROP TRIGGER boom")
+    write(first)
+    first[0].alert_uids = []
+    for off in range(300, len(batch), 300):
+        write(pipe.process(batch.slice(off, 300)))
+        assert stored() == expected
+    held = max(pipe.tracker.open.values(), key=lambda i: len(i.uids))
+    assert len(held.uids) == 10  # a full sample, linked already
+    held.alert_uids = ["C-alert-1", "C-alert-2"]
+    write([held])
+    held.alert_uids, held.released_uids = [], [held.uids[0], "C-alert-1"]
+    write([held])
+    assert (sink.ids(held), held.uids[0]) in stored() == expected
+    assert (sink.ids(held), "C-alert-1") not in expected
+    held.released_uids, held.retracted = [], True
+    write([held])
+    write(pipe.flush())
+    assert stored() == expected and not any(link[0] == sink.ids(held) for link in expected)
+    sink.close()
 
 
 def test_v1_database_is_migrated_in_place(tmp_path: Path, thresholds: Thresholds) -> None:

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from netanomd.data import attack_files, baseline_files
-from netanomd.decision import Alert, Contribution
+from netanomd.decision import Alert, Contribution, verdicts
 from netanomd.errors import InputError
 from netanomd.flow import FlowBatch
 from netanomd.model import Model
@@ -71,9 +71,10 @@ def test_refuses_newer_schema_and_non_database(tmp_path: Path) -> None:
 
 
 def test_batch_alerts_are_the_alerts_made_one_by_one(demo: Model, tmp_path: Path) -> None:
-    """make_alerts words, ids and explains a batch's alerts column-wise; an alert copied with
-    dataclasses.replace recomputes each from its own flow: they must agree on real traffic,
-    and the store must hold exactly those values."""
+    """make_alerts words, ids and explains a batch's alerts column-wise, the wording of flow
+    shapes and contributions shared; an alert copied with dataclasses.replace recomputes each
+    from its own flow, and a reason worded with nothing shared is the same: they must agree on
+    real traffic, and the store must hold exactly those values."""
     files = [*baseline_files(), *attack_files()]
     flows = FlowBatch.concat(list(read_batches(files, ReadStats())))
     # A low threshold, so ordinary services (with their own baselines) alert too.
@@ -85,6 +86,7 @@ def test_batch_alerts_are_the_alerts_made_one_by_one(demo: Model, tmp_path: Path
     assert 20 < len({a.reason for a in alerts}) < len(alerts)  # shared wording, not one for all
     again = [dataclasses.replace(a) for a in alerts]
     assert [a.reason for a in again] == [a.reason for a in alerts]
+    assert [verdicts._reason(a, {}, {}) for a in again] == [a.reason for a in alerts]
     assert [a.alert_id for a in again] == [a.alert_id for a in alerts]
     assert [json.loads(a.explanation_json) for a in alerts] == [
         [c.to_dict() for c in a.contributions] for a in alerts

@@ -34,10 +34,11 @@ originator by :meth:`IncidentTracker.add_flow_alerts`.
 
 from __future__ import annotations
 
-import itertools
 from collections import Counter
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from itertools import count, repeat
+from typing import Any, NamedTuple, cast
 
 import numpy as np
 import pyarrow.compute as pc
@@ -80,10 +81,81 @@ SEVERITY_LABELS = ((90, "critical"), (70, "high"), (40, "medium"), (0, "low"))
 #: scan of 1,000 targets (2.3 orders of magnitude) is "high" whatever its learned limit.
 SCAN_FANOUT_UNIT = 5.0
 SAMPLE_UIDS = 10
+#: How many of its busiest peers an incident reports (``top_peers``).
+TOP_PEERS = 5
+#: What an incident reports (:meth:`Incident.reported`, :meth:`Incident.to_dict`), in order.
+REPORTED = (
+    "id",
+    "role",
+    "host",
+    "behaviour",
+    "detail",
+    "title",
+    "severity",
+    "severity_label",
+    "score",
+    "first_seen",
+    "last_seen",
+    "flows",
+    "detections",
+    "peer",
+    "port",
+    "proto",
+    "top_peers",
+    "uids",
+    "community_ids",
+    "evidence",
+    "closed",
+)
+
+
+class _Detection(NamedTuple):
+    """One detection row as the tracker reads it (:data:`DETECTION_COLUMNS` names; a flow
+    alert is one too, :func:`_alert_rows`): a tuple built straight from the columns. The
+    evidence (:data:`EVIDENCE`) comes last."""
+
+    role: str
+    host: str
+    behaviour: str
+    detail: str
+    peer: str
+    port: int
+    proto: str
+    start: float
+    end: float
+    first_ts: float
+    last_ts: float
+    uids: list[str]
+    community_ids: list[str]
+    flows: float
+    unanswered: float
+    peers: float
+    ports: float
+    targets: float
+    bytes_out: float
+    bytes_in: float
+    value: float
+    threshold: float
+    score: float
+    scale: float
+    period: float
+    probe_udp1: float
+    probe_syn: float
+    probe_echo: float
+
+
+#: The numbers the strongest detection of an incident gives it as evidence, in this order (the
+#: last fields of a detection row).
+EVIDENCE = _Detection._fields[_Detection._fields.index("flows") :]
+assert EVIDENCE[-len(PROBE_KINDS) :] == PROBE_KINDS
+_EVIDENCE_AT = len(_Detection._fields) - len(EVIDENCE)
 
 
 def severity_label(severity: int) -> str:
-    return next(label for floor, label in SEVERITY_LABELS if severity >= floor)
+    for floor, label in SEVERITY_LABELS:
+        if severity >= floor:
+            return label
+    return SEVERITY_LABELS[-1][1]
 
 
 def severity_of(behaviour: str, score: float, targets: float = 0.0) -> int:
@@ -229,31 +301,37 @@ class Incident:
             what = {"probe_udp1": "sent one-packet UDP to", "probe_syn": "sent lone SYNs to"}[kind]
         return f"{self.host} {what} {peers} on {ports} {when}; {answered}"
 
+    def reported(self) -> tuple[Any, ...]:
+        """What an incident reports, in :data:`REPORTED` order: its title and severity worked
+        out once, its lists and evidence copied (what :meth:`to_dict` and the stores take)."""
+        severity = self.severity
+        return (
+            self.id,
+            self.role,
+            self.host,
+            self.behaviour,
+            self.detail,
+            self.title,
+            severity,
+            severity_label(severity),
+            self.score,
+            self.first_seen,
+            self.last_seen,
+            self.flows,
+            self.detections,
+            self.peer,
+            self.port,
+            self.proto,
+            self.top_peers.most_common(TOP_PEERS),
+            list(self.uids),
+            list(self.community_ids),
+            dict(self.evidence),
+            self.closed,
+        )
+
     def to_dict(self) -> dict[str, Any]:
-        """A plain dict for sinks (JSON-ready)."""
-        return {
-            "id": self.id,
-            "role": self.role,
-            "host": self.host,
-            "behaviour": self.behaviour,
-            "detail": self.detail,
-            "title": self.title,
-            "severity": self.severity,
-            "severity_label": severity_label(self.severity),
-            "score": self.score,
-            "first_seen": self.first_seen,
-            "last_seen": self.last_seen,
-            "flows": self.flows,
-            "detections": self.detections,
-            "peer": self.peer,
-            "port": self.port,
-            "proto": self.proto,
-            "top_peers": self.top_peers.most_common(5),
-            "uids": list(self.uids),
-            "community_ids": list(self.community_ids),
-            "evidence": dict(self.evidence),
-            "closed": self.closed,
-        }
+        """A plain dict for sinks (JSON-ready): :meth:`reported` by name."""
+        return dict(zip(REPORTED, self.reported(), strict=True))
 
     def members(self, batch: FlowBatch) -> np.ndarray:
         """Which flows of ``batch`` belong to this incident (bool per row); for many incidents
@@ -277,6 +355,7 @@ class _Rows:
         self.resp_p = batch.numeric("resp_p", fill=-1)
         self._hosts: dict[str, tuple[dict[str, np.ndarray], dict[str, int], np.ndarray]] = {}
         self._masks: dict[str, np.ndarray] = {}
+        self._pairs: dict[str, dict[tuple[int, float, str], np.ndarray]] = {}
 
     def _index(self, col: str) -> tuple[dict[str, np.ndarray], dict[str, int], np.ndarray]:
         """(address -> its rows, address -> its code, code per row; -1: null)."""
@@ -293,11 +372,27 @@ class _Rows:
         return self._hosts[col]
 
     def of_host(self, col: str, host: str) -> np.ndarray:
-        return self._index(col)[0].get(host, np.zeros(0, np.int64))
+        return self._index(col)[0].get(host, _NO_ROWS)
 
-    def is_host(self, col: str, host: str, rows: np.ndarray) -> np.ndarray:
-        _, code, codes = self._index(col)
-        return np.asarray(codes[rows] == code.get(host, -2))
+    def pair_rows(self, host: str, peer: str, port: int, proto: str) -> np.ndarray:
+        """The rows from originator ``host`` to ``peer`` on ``port``/``proto`` (the host's rows
+        grouped by responder, port and proto once, for all the pairs of a busy host)."""
+        pairs = self._pairs.get(host)
+        if pairs is None:
+            rows = self.of_host("orig_h", host)
+            keys = zip(
+                self._index("resp_h")[2][rows].tolist(),
+                self.resp_p[rows].tolist(),
+                self.proto[rows].tolist(),
+                strict=True,
+            )
+            groups: dict[tuple[int, float, str], list[int]] = {}
+            for key, row in zip(keys, rows.tolist(), strict=True):
+                groups.setdefault(key, []).append(row)
+            pairs = {k: np.asarray(v, dtype=np.int64) for k, v in groups.items()}
+            self._pairs[host] = pairs
+        code = self._index("resp_h")[1].get(peer, -2)
+        return pairs.get((code, float(port), proto), _NO_ROWS)
 
     def mask(self, name: str) -> np.ndarray:
         """A per-row mask: "multicast" (to a multicast group), "probe", "unanswered"."""
@@ -312,6 +407,10 @@ class _Rows:
             else:
                 self._masks[name] = probe_mask(self.batch, self.mask("unanswered"))
         return self._masks[name]
+
+
+#: No rows (shared: row numbers are only read).
+_NO_ROWS = np.zeros(0, dtype=np.int64)
 
 
 def _coded_strings(batch: FlowBatch, col: str) -> tuple[Any, np.ndarray]:
@@ -332,8 +431,14 @@ def members(incidents: list[Incident], batch: FlowBatch) -> list[np.ndarray]:
     f = _Rows(batch)
     out = []
     for inc in incidents:
+        family = inc.family
+        pair = family in ("brute force", "beaconing", "failed connections") or (
+            family == "flood" and inc.role != "service"
+        )  # the flows to one service (of one peer, for an originator)
         col = {"orig": "orig_h", "resp": "resp_h"}.get(inc.role)
-        if col is not None:
+        if pair and col == "orig_h":
+            rows = f.pair_rows(inc.host, inc.peer, inc.port, inc.proto)
+        elif col is not None:
             rows = f.of_host(col, inc.host)
         else:  # service role: host is "proto/port"
             p, _, port = inc.host.partition("/")
@@ -345,27 +450,25 @@ def members(incidents: list[Incident], batch: FlowBatch) -> list[np.ndarray]:
                 f.resp_p[rows],
             )
             rows = rows[svc_port == int(port)]
+        mask = np.zeros(f.n, dtype=np.bool_)
+        out.append(mask)
+        if not rows.size:  # (most open incidents, for a batch's alerts)
+            continue
         keep = (f.end[rows] >= inc.span_start) & (f.ts[rows] < inc.span_end)
         if inc.role != "orig":  # as the windows: multicast flows count for their sender only
             keep &= ~f.mask("multicast")[rows]
-        family = inc.family
         if family == "scan":
             keep &= f.mask("probe")[rows]
-        elif family in ("brute force", "beaconing", "failed connections") or (
-            family == "flood" and inc.role != "service"
-        ):
-            keep &= (f.resp_p[rows] == inc.port) & (f.proto[rows] == inc.proto)
-            if inc.role == "orig":
-                keep &= f.is_host("resp_h", inc.peer, rows)
+        elif pair:
+            if col != "orig_h":
+                keep &= (f.resp_p[rows] == inc.port) & (f.proto[rows] == inc.proto)
         elif family == "exfiltration":  # the flows that carried the bytes out
             sub = f.batch.take(rows)
             ob, rb = sub.numeric("orig_bytes"), sub.numeric("resp_bytes")
             keep &= (ob >= SHORT_BYTES) & (ob >= 4.0 * rb)
         elif family == "unusual activity" and inc.detail == "unanswered":
             keep &= f.mask("unanswered")[rows]
-        mask = np.zeros(f.n, dtype=np.bool_)
         mask[rows[keep]] = True
-        out.append(mask)
     return out
 
 
@@ -381,7 +484,7 @@ class IncidentTracker:
         #: Per key, the incident that closed last: a later detection of activity it already
         #: covers (the same flows seen by a wider window) reopens it.
         self._last_closed: dict[tuple[str, str, str, str], Incident] = {}
-        self._ids = itertools.count(1)
+        self._ids = count(1)
         #: No open incident goes quiet before this flow time (a lower bound, lowered whenever
         #: an incident opens or shrinks): :meth:`tick` looks at them all only past it.
         self._due = float("inf")
@@ -399,37 +502,38 @@ class IncidentTracker:
         end = detections["end"]
         if len(end) > 1 and (np.diff(end) < 0).any():
             detections = detections.take(np.argsort(end, kind="stable"))
-        return self._merge_all(detections.records(), now, tick=tick)
+        columns = (detections[c].tolist() for c in _Detection._fields)
+        return self._merge_all(map(_Detection._make, zip(*columns, strict=True)), now, tick=tick)
 
     def _merge_all(
         self,
-        detections: list[dict[Any, Any]],
+        detections: Iterable[_Detection],
         now: float,
         placed: list[Incident] | None = None,
         *,
         tick: bool = True,
     ) -> list[Incident]:
-        """:meth:`update` on detection rows as dicts (:data:`DETECTION_COLUMNS` keys); each
-        row's incident is appended to ``placed`` if given."""
+        """:meth:`update` on detection rows; each row's incident is appended to ``placed`` if
+        given."""
         changed: dict[int, Incident] = {}
         for d in detections:
-            behaviour = str(d["behaviour"])
+            behaviour = str(d.behaviour)
             family = BEHAVIOURS.get(behaviour, (behaviour, 21))[0]
-            detail = str(d["detail"])
-            if d["role"] == "resp" and family in ("brute force", "flood"):
-                detail = f"{d['proto']}/{int(d['port'])}"
+            detail = str(d.detail)
+            if d.role == "resp" and family in ("brute force", "flood"):
+                detail = f"{d.proto}/{int(d.port)}"
             # One incident per host and peer service, whatever the pair did (retries, then a
             # burst): the strongest detection names it.
-            group = "pair" if family in PAIR_FAMILIES and d["role"] != "service" else family
-            key = (str(d["role"]), str(d["host"]), group, detail)
+            group = "pair" if family in PAIR_FAMILIES and d.role != "service" else family
+            key = (str(d.role), str(d.host), group, detail)
             # an incident quiet for long enough by the row's own time is over, whenever the
             # stream last ticked (so the grouping does not depend on the batch size)
-            at = min(float(d["end"]), now)  # a window closed early (flush) is known now
-            inc = self._live(key, at, float(d["first_ts"]))
-            scan = self._live((key[0], key[1], "scan", ""), at, float(d["first_ts"]))
+            at = min(float(d.end), now)  # a window closed early (flush) is known now
+            inc = self._live(key, at, float(d.first_ts))
+            scan = self._live((key[0], key[1], "scan", ""), at, float(d.first_ts))
             # A scanner hammering one port with probes is still the scan (its flows counted
             # there); persistent retries of one peer (a C&C) stay an incident of their own.
-            retry = family == "brute force" and d["unanswered"] >= 0.5 * d["flows"]
+            retry = family == "brute force" and d.unanswered >= 0.5 * d.flows
             if inc is None and scan is not None and retry:
                 self._extend(scan, d)
                 changed[scan.id] = scan
@@ -443,13 +547,13 @@ class IncidentTracker:
                     host=key[1],
                     behaviour=behaviour,
                     detail=detail,
-                    first_seen=float(d["first_ts"]),
-                    last_seen=float(d["last_ts"]),
-                    span_start=float(d["start"]),
-                    span_end=float(d["end"]),
-                    peer=str(d["peer"]),
-                    port=int(d["port"]),
-                    proto=str(d["proto"]),
+                    first_seen=float(d.first_ts),
+                    last_seen=float(d.last_ts),
+                    span_start=float(d.start),
+                    span_end=float(d.end),
+                    peer=str(d.peer),
+                    port=int(d.port),
+                    proto=str(d.proto),
                 )
                 self.open[key] = inc
                 self._due = min(self._due, self._deadline(inc))
@@ -509,47 +613,29 @@ class IncidentTracker:
         return inc.last_seen + self.quiet + max(inc.flows_by_scale, default=0.0)
 
     @staticmethod
-    def _extend(inc: Incident, d: dict[Any, Any]) -> None:
+    def _extend(inc: Incident, d: _Detection) -> None:
         """The detection is part of ``inc``: its time and representative flows, not its counts."""
-        inc.first_seen = min(inc.first_seen, float(d["first_ts"]))
-        inc.last_seen = max(inc.last_seen, float(d["last_ts"]))
-        inc.span_start = min(inc.span_start, float(d["start"]))
-        inc.span_end = max(inc.span_end, float(d["end"]))
+        inc.first_seen = min(inc.first_seen, float(d.first_ts))
+        inc.last_seen = max(inc.last_seen, float(d.last_ts))
+        inc.span_start = min(inc.span_start, float(d.start))
+        inc.span_end = max(inc.span_end, float(d.end))
         inc.detections += 1
-        for uid in d["uids"]:
-            if len(inc.uids) < SAMPLE_UIDS and uid not in inc.uids:
-                inc.uids.append(uid)
-        for cid in d["community_ids"]:
-            if len(inc.community_ids) < SAMPLE_UIDS and cid not in inc.community_ids:
-                inc.community_ids.append(cid)
+        _sample(inc.uids, d.uids)
+        _sample(inc.community_ids, d.community_ids)
 
-    def _merge(self, inc: Incident, d: dict[Any, Any], behaviour: str) -> None:
+    def _merge(self, inc: Incident, d: _Detection, behaviour: str) -> None:
         self._extend(inc, d)
-        scale = float(d["scale"])
-        inc.flows_by_scale[scale] = inc.flows_by_scale.get(scale, 0.0) + float(d["flows"])
-        score = float(d["score"])
+        scale = float(d.scale)
+        inc.flows_by_scale[scale] = inc.flows_by_scale.get(scale, 0.0) + float(d.flows)
+        score = float(d.score)
         if score > inc.score:  # the strongest detection (first, smallest window on a tie) speaks
             inc.score = score
             inc.behaviour = behaviour
-            for k in (
-                "flows",
-                "unanswered",
-                "peers",
-                "ports",
-                "targets",
-                "bytes_out",
-                "bytes_in",
-                "value",
-                "threshold",
-                "score",
-                "scale",
-                "period",
-                *PROBE_KINDS,
-            ):
-                inc.evidence[k] = float(d[k])
-        if d["peer"]:  # the same flows show in every window scale: keep the largest count
-            peer = str(d["peer"])
-            inc.top_peers[peer] = max(inc.top_peers[peer], int(d["flows"]))
+            numbers = cast("tuple[float, ...]", d[_EVIDENCE_AT:])
+            inc.evidence = dict(zip(EVIDENCE, map(float, numbers), strict=True))
+        if d.peer:  # the same flows show in every window scale: keep the largest count
+            peer = str(d.peer)
+            inc.top_peers[peer] = max(inc.top_peers[peer], int(d.flows))
 
     def add_flow_alerts(
         self,
@@ -562,21 +648,21 @@ class IncidentTracker:
         ``placed``, alert by alert, if given)."""
         if len(alerts) == 0:
             return []
-        return self._merge_all(_alert_records(alerts, scores), now, placed)
+        return self._merge_all(_alert_rows(alerts, scores), now, placed)
 
     def regroup(self, inc: Incident, alerts: FlowBatch, scores: np.ndarray) -> bool:
         """Rebuild the flow-alert incident ``inc`` in place from ``alerts`` (the ones it keeps, in
         arrival order), as if the others had never been in it; with none left it is forgotten.
         Returns whether it still exists."""
-        records = _alert_records(alerts, scores) if len(alerts) else []
+        records = list(_alert_rows(alerts, scores)) if len(alerts) else []
         if not records:
             self.open = {k: v for k, v in self.open.items() if v is not inc}
             self.closed = [c for c in self.closed if c is not inc]
             self._last_closed = {k: v for k, v in self._last_closed.items() if v is not inc}
             return False
         d = records[0]
-        inc.first_seen = inc.last_seen = float(d["first_ts"])
-        inc.span_start, inc.span_end = float(d["start"]), float(d["end"])
+        inc.first_seen = inc.last_seen = float(d.first_ts)
+        inc.span_start, inc.span_end = float(d.start), float(d.end)
         inc.detections, inc.score = 0, 0.0
         inc.flows_by_scale, inc.evidence, inc.top_peers = {}, {}, Counter()
         inc.uids, inc.community_ids = [], []
@@ -597,53 +683,52 @@ class IncidentTracker:
         return closed
 
 
-def _alert_records(alerts: FlowBatch, scores: np.ndarray) -> list[dict[str, Any]]:
-    """Flow alerts as detection rows (:data:`DETECTION_COLUMNS` keys) of "anomalous flows"."""
+def _sample(kept: list[str], new: list[str]) -> None:
+    """Add to ``kept`` those of ``new`` it lacks, in order, until it holds
+    :data:`SAMPLE_UIDS`."""
+    room = SAMPLE_UIDS - len(kept)
+    for item in new:
+        if room <= 0:
+            return
+        if item not in kept:
+            kept.append(item)
+            room -= 1
+
+
+def _alert_rows(alerts: FlowBatch, scores: np.ndarray) -> Iterator[_Detection]:
+    """Flow alerts as detection rows of "anomalous flows" (built from the batch's columns)."""
     t = alerts.table
+    n = len(alerts)
     ts = alerts.numeric("ts")
-    end = ts + np.maximum(alerts.numeric("duration"), 0.0) + 1e-6
-    fixed = {
-        "scale": 0.0,
-        "role": "orig",
-        "behaviour": "anomalous flows",
-        "detail": "",
-        "port": -1,
-        "proto": "",
-        "flows": 1.0,
-        "unanswered": 0.0,
-        "peers": 1.0,
-        "ports": 1.0,
-        "targets": 1.0,
-        "bytes_out": 0.0,
-        "bytes_in": 0.0,
-        "threshold": 1.0,
-        "period": 0.0,
-        **{k: 0.0 for k in PROBE_KINDS},
+    start = ts.tolist()
+    score = np.asarray(scores, dtype=np.float64).tolist()
+    cids = t.column("community_id").to_pylist()
+    columns = {
+        "role": repeat("orig", n),
+        "host": t.column("orig_h").to_pylist(),
+        "behaviour": repeat(FLOW_ALERTS, n),
+        "detail": repeat("", n),
+        "peer": t.column("resp_h").to_pylist(),
+        "port": repeat(-1, n),
+        "proto": repeat("", n),
+        "start": start,
+        "end": (ts + np.maximum(alerts.numeric("duration"), 0.0) + 1e-6).tolist(),
+        "first_ts": start,
+        "last_ts": start,
+        "uids": [[uid] for uid in t.column("uid").to_pylist()],
+        "community_ids": [[cid] if cid else [] for cid in cids],
+        "flows": repeat(1.0, n),
+        "unanswered": repeat(0.0, n),
+        "peers": repeat(1.0, n),
+        "ports": repeat(1.0, n),
+        "targets": repeat(1.0, n),
+        "bytes_out": repeat(0.0, n),
+        "bytes_in": repeat(0.0, n),
+        "value": score,
+        "threshold": repeat(1.0, n),
+        "score": score,
+        "scale": repeat(0.0, n),
+        "period": repeat(0.0, n),
+        **{k: repeat(0.0, n) for k in PROBE_KINDS},
     }
-    rows = zip(
-        t.column("orig_h").to_pylist(),
-        t.column("resp_h").to_pylist(),
-        ts.tolist(),
-        end.tolist(),
-        np.asarray(scores, dtype=np.float64).tolist(),
-        t.column("uid").to_pylist(),
-        t.column("community_id").to_pylist(),
-        strict=True,
-    )
-    records = [
-        {
-            **fixed,
-            "host": host,
-            "peer": peer,
-            "start": t0,
-            "end": t1,
-            "first_ts": t0,
-            "last_ts": t0,
-            "value": score,
-            "score": score,
-            "uids": [uid],
-            "community_ids": [cid] if cid else [],
-        }
-        for host, peer, t0, t1, score, uid, cid in rows
-    ]
-    return records
+    return map(_Detection._make, zip(*(columns[c] for c in _Detection._fields), strict=True))

@@ -9,10 +9,11 @@ reply", "ICMP echo request (ping), no answer"), then the features furthest from 
 seen in training" rather than "0.00%"); the numbers stay as data in the contributions.
 
 Alerts are built for a whole batch at once (:func:`make_alerts`): explanations are computed for
-all alerting rows together, and reasons are worded once per distinct (flow shape,
-contributions) and shared by the alerts that have them (a scan's thousand alerts are a handful
-of sentences). An alert's id and explanation JSON are computed once, when a sink first asks;
-an :class:`Alert` made by hand words its reason the same way, with the same functions.
+all alerting rows together. An alert's reason, id and explanation JSON are computed once, when
+a sink first asks (an alert replaced by a copy before then, e.g. with its host context added,
+never words its own); flow shapes and contributions are worded once and the words kept for
+the alerts that share them (a scan's thousand alerts are a handful of sentences), the same for
+an :class:`Alert` made by hand.
 """
 
 from __future__ import annotations
@@ -92,9 +93,8 @@ def _fmt(x: float) -> str:
 class Alert:
     """A flow whose score reached the threshold, with why.
 
-    ``reason``, ``alert_id`` and ``explanation_json`` are computed once: by
-    :func:`make_alerts` for a batch, or on first use (a copy made with
-    :func:`dataclasses.replace` computes its own)."""
+    ``reason``, ``alert_id`` and ``explanation_json`` are computed once, on first use (a copy
+    made with :func:`dataclasses.replace` computes its own)."""
 
     flow: FlowRecord
     score: float
@@ -109,7 +109,7 @@ class Alert:
     def reason(self) -> str:
         """One readable sentence: what happened, then the top contributions."""
         if self._reason is None:
-            object.__setattr__(self, "_reason", _reason(self, {}, {}))
+            object.__setattr__(self, "_reason", _reason(self, _SAID, _SENTENCES))
         return self._reason  # type: ignore[return-value]
 
     @property
@@ -159,21 +159,32 @@ def _what_key(f: FlowRecord) -> tuple[Any, ...]:
     )
 
 
+#: The words of flow shapes (:func:`_what_key`) and of contributions already said, kept for
+#: the alerts that share them (each started afresh past :data:`_MEMO_MAX` entries).
+_SAID: dict[tuple[Any, ...], str] = {}
+_SENTENCES: dict[Contribution, str] = {}
+_MEMO_MAX = 1 << 16
+
+
 def _reason(
     alert: Alert,
     said: dict[tuple[Any, ...], str],
     sentences: dict[Contribution, str],
 ) -> str:
     """:attr:`Alert.reason`, with the wording of flow shapes (``said``) and contributions
-    (``sentences``) already done reused: the memo a batch of alerts shares."""
+    (``sentences``) already done reused (and what is new added to them)."""
     key = _what_key(alert.flow)
     what = said.get(key)
     if what is None:
+        if len(said) >= _MEMO_MAX:
+            said.clear()
         what = said[key] = what_happened(alert.flow)
     parts = []
     for c in alert.contributions:
         text = sentences.get(c)
         if text is None:
+            if len(sentences) >= _MEMO_MAX:
+                sentences.clear()
             text = sentences[c] = c.sentence()
         parts.append(text)
     if not parts:
@@ -268,11 +279,7 @@ def make_alerts(
     else:
         why = [()] * len(idx)
     threshold = float(threshold)
-    said: dict[tuple[Any, ...], str] = {}
-    sentences: dict[Contribution, str] = {}
-    alerts = []
-    for f, score, w in zip(flows, scores[idx].tolist(), why, strict=True):
-        a = Alert(f, score, threshold, model_id, tuple(w))
-        object.__setattr__(a, "_reason", _reason(a, said, sentences))
-        alerts.append(a)
-    return alerts
+    return [
+        Alert(f, score, threshold, model_id, tuple(w))
+        for f, score, w in zip(flows, scores[idx].tolist(), why, strict=True)
+    ]

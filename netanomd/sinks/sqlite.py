@@ -131,7 +131,12 @@ _INCIDENT_COLUMNS = (
     "created_at",
     "updated_at",
 )
+#: The columns stored as JSON (and read back as lists and objects).
 _INCIDENT_JSON = ("top_peers", "uids", "community_ids", "evidence")
+#: Where the JSON columns and ``closed`` sit in a row (and in what an incident reports, whose
+#: order the columns keep, ``incident_id`` in place of its ``id``).
+_JSON_AT = _INCIDENT_COLUMNS.index(_INCIDENT_JSON[0])
+_CLOSED_AT = _INCIDENT_COLUMNS.index("closed")
 
 _COLUMNS = (
     "alert_id",
@@ -235,12 +240,38 @@ def _row(alert: Alert, now: float) -> tuple[Any, ...]:
 
 
 def _incident_row(inc: Incident, incident_id: str, observer: str, now: float) -> tuple[Any, ...]:
-    d = inc.to_dict()
-    d |= {"incident_id": incident_id, "observer": observer, "created_at": now, "updated_at": now}
-    d["closed"] = int(d["closed"])
-    for k in _INCIDENT_JSON:
-        d[k] = json.dumps(d[k])
-    return tuple(d[c] for c in _INCIDENT_COLUMNS)
+    """The ``incidents`` row of ``inc``: what it reports (:meth:`Incident.reported`, in the
+    order of :data:`_INCIDENT_COLUMNS`) under ``incident_id``, the lists and the evidence as
+    JSON."""
+    v = inc.reported()
+    return (
+        incident_id,
+        *v[1:_JSON_AT],
+        *map(json.dumps, v[_JSON_AT:_CLOSED_AT]),
+        int(v[_CLOSED_AT]),
+        observer,
+        now,
+        now,
+    )
+
+
+#: Past this many open incidents remembered, :attr:`SQLiteSink._linked` starts again.
+_LINKED_MAX = 1 << 16
+_UIDS_AT = _INCIDENT_COLUMNS.index("uids")
+#: Links an incident to the uids of a JSON list (empty ones and nulls left out; :func:`json.dumps`
+#: writes what ``json_each`` reads back as the same strings).
+_LINK_UIDS = (
+    "INSERT OR IGNORE INTO incident_flows (incident_id, uid) "
+    "SELECT ?, value FROM json_each(?) WHERE value != ''"
+)
+
+_UPSERT_INCIDENT = (
+    f"INSERT INTO incidents ({', '.join(_INCIDENT_COLUMNS)}) "
+    f"VALUES ({', '.join('?' * len(_INCIDENT_COLUMNS))}) ON CONFLICT (incident_id) DO UPDATE SET "
+    + ", ".join(
+        f"{c} = excluded.{c}" for c in _INCIDENT_COLUMNS if c not in ("incident_id", "created_at")
+    )
+)
 
 
 class SQLiteSink:
@@ -263,45 +294,60 @@ class SQLiteSink:
         self.duplicates = 0
         #: Incident versions written (an update of a stored incident counts again).
         self.incidents_written = 0
+        #: Per open incident written (by stored id), the JSON list of sample uids last linked
+        #: to it (a cache, never more than the database holds): a later version with the same
+        #: sample does not link it again.
+        self._linked: dict[str, str] = {}
 
     def write_incidents(self, incidents: Sequence[Incident]) -> None:
-        """Insert new incidents and replace the stored version of updated ones (by id)."""
+        """Insert new incidents and replace the stored version of updated ones (by id); link
+        each to the uids of its flows: its sample (unless that sample is linked already) and
+        the flow alerts of the latest batch."""
         if not incidents:
             return
         now = float(self._clock())
+        observer = self.ids.observer
         rows: list[tuple[Any, ...]] = []
-        links: list[tuple[str, str]] = []
+        links: list[tuple[str, str]] = []  # (incident id, JSON list of uids)
         unlink: list[tuple[str, str]] = []  # alerts a named incident took over
         gone: list[tuple[str]] = []
+        linked: dict[str, str | None] = {}  # what self._linked becomes once committed
         for inc in incidents:
             sid = self.ids(inc)
-            unlink.extend((sid, uid) for uid in inc.released_uids)
+            last = self._linked.get(sid)
+            if inc.released_uids:
+                unlink.extend((sid, uid) for uid in inc.released_uids)
+                last = None
             if inc.retracted:
                 gone.append((sid,))
+                linked[sid] = None
                 continue
-            rows.append(_incident_row(inc, sid, self.ids.observer, now))
-            links.extend((sid, uid) for uid in (*inc.uids, *inc.alert_uids) if uid)
-        cols = ", ".join(_INCIDENT_COLUMNS)
-        update = ", ".join(
-            f"{c} = excluded.{c}"
-            for c in _INCIDENT_COLUMNS
-            if c not in ("incident_id", "created_at")
-        )
-        sql = (
-            f"INSERT INTO incidents ({cols}) VALUES ({', '.join('?' * len(_INCIDENT_COLUMNS))}) "
-            f"ON CONFLICT (incident_id) DO UPDATE SET {update}"
-        )
+            row = _incident_row(inc, sid, observer, now)
+            rows.append(row)
+            sample = row[_UIDS_AT]
+            if sample != last:
+                links.append((sid, sample))
+            if inc.alert_uids:
+                links.append((sid, json.dumps(inc.alert_uids)))
+            # (a closed incident that reopens links its sample again: no harm)
+            linked[sid] = None if inc.closed else sample
         with self._conn:
             self._conn.executemany(
                 "DELETE FROM incident_flows WHERE incident_id = ? AND uid = ?", unlink
             )
             self._conn.executemany("DELETE FROM incident_flows WHERE incident_id = ?", gone)
             self._conn.executemany("DELETE FROM incidents WHERE incident_id = ?", gone)
-            self._conn.executemany(sql, rows)
-            self._conn.executemany(
-                "INSERT OR IGNORE INTO incident_flows (incident_id, uid) VALUES (?, ?)", links
-            )
+            self._conn.executemany(_UPSERT_INCIDENT, rows)
+            # by incident id: the rows of the key's index are written in its order
+            self._conn.executemany(_LINK_UIDS, sorted(links))
         self.incidents_written += len(rows)
+        if len(self._linked) > _LINKED_MAX:  # a cache: what it forgets is linked again
+            self._linked.clear()
+        for sid, sample in linked.items():
+            if sample is None:
+                self._linked.pop(sid, None)
+            else:
+                self._linked[sid] = sample
 
     def write(self, alerts: Sequence[Alert]) -> None:
         if not alerts:
