@@ -776,9 +776,9 @@ class HostWindows:
             + kinds[1] * _k.SYN
             + kinds[2] * _k.ECHO
         ).astype(np.uint8)
-        # the flows' ids as Python strings (nulls as ""), taken by the segments' latest rows
+        # the flows' ids (nulls as ""): the segments' latest rows are made Python strings
         samples = tuple(
-            np.asarray((c.fill_null("") if c.null_count else c).to_numpy(zero_copy_only=False))
+            c.fill_null("") if c.null_count else c
             for c in (batch.column("uid"), batch.column("community_id"))
         )
 
@@ -895,7 +895,7 @@ class HostWindows:
         amounts: tuple[np.ndarray, np.ndarray, np.ndarray],  # flags, bytes out, bytes in
         found: list[Context],
         peer_names: np.ndarray,
-        samples: tuple[np.ndarray, ...],
+        samples: tuple[pa.ChunkedArray, ...],
     ) -> None:
         flags, out, back = amounts
         # New peers: distinct (host, peer) pairs of this segment never seen before.
@@ -917,7 +917,7 @@ class HostWindows:
         latest, rank = _k.latest(slot, self.max_hosts, SAMPLES)
         flow = rows[latest] % len(samples[0])
         for table, col in zip((self._uids, self._cids), samples, strict=True):
-            table[slot[latest], rank] = col[flow]
+            table[slot[latest], rank] = col.take(flow).to_numpy(zero_copy_only=False)
         # Pairs of this segment, with inter-arrival sums of their arrival (event) times: flows
         # arrive by end, so these gaps are the same however the stream is cut into batches.
         # Pairs count connection *attempts*: a TCP record on the source port of the pair's
