@@ -41,8 +41,10 @@ def distinct(values: np.ndarray) -> tuple[list[Any], np.ndarray]:
 def row_codes(*cols: np.ndarray) -> np.ndarray:
     """One ``int64`` code per row of ``cols`` (columns of one length: strings or numbers): two
     rows share a code exactly when every column holds equal values in both."""
-    code = np.zeros(len(cols[0]) if cols else 0, dtype=np.int64)
-    for col in cols:
+    if not cols:
+        return np.zeros(0, dtype=np.int64)
+    code = distinct(np.asarray(cols[0]))[1]
+    for col in cols[1:]:
         names, c = distinct(np.asarray(col))
         code = np.unique(code * len(names) + c, return_inverse=True)[1].reshape(-1)
     return code

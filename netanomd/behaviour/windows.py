@@ -795,21 +795,29 @@ class HostWindows:
         per_flow += [p_hash, t]
         for a, b in zip([0, *cuts.tolist()], [*cuts.tolist(), n], strict=True):
             rows = np.concatenate([np.arange(a, b) + r * n for r in range(3)])
-            rows = rows[keep[rows]]
-            flow = rows % n
             for sc in self._scales:
                 bk = int(np.floor(t[a] / sc.width))
                 if bk != sc.bucket:
                     if sc.active.any():
                         emitted.append(self._emit(sc))
                     sc.bucket = bk
-            whole = len(rows) == 3 * n  # the usual live batch: one segment, no multicast
-            role_rows = per_role if whole else [x[rows] for x in per_role]
+            if keep[n + a : n + b].all():  # no multicast: the three roles' ranges, copied
+                ranges = [slice(a + r * n, b + r * n) for r in range(3)]
+                whole = b - a == n  # the usual live batch: one segment
+                role_rows = [
+                    x if whole else np.concatenate([x[r] for r in ranges]) for x in per_role
+                ]
+                flow_rows = [np.concatenate([x[a:b]] * 3) for x in per_flow]
+                want_s = np.concatenate([want[a:b], np.zeros(2 * (b - a), np.bool_)])
+            else:
+                rows = rows[keep[rows]]
+                flow = rows % n
+                role_rows = [x[rows] for x in per_role]
+                flow_rows = [x[flow] for x in per_flow]
+                want_s = (rows < n) & want[flow]
             slot, peer_h, peer_c, pkey_s, newkey_s, out, back = role_rows
-            ts_s, end_s, port_s, pcode_s, orig_p_s, empty, probe_s, unans_s, short_s = (
-                x[flow] for x in per_flow[:9]
-            )
-            flags_s, p_hash_s, when = (x[flow] for x in per_flow[9:])
+            ts_s, end_s, port_s, pcode_s, orig_p_s, empty, probe_s, unans_s, short_s = flow_rows[:9]
+            flags_s, p_hash_s, when = flow_rows[9:]
             self._add_segment(
                 rows,
                 slot,
@@ -828,7 +836,7 @@ class HostWindows:
                 newkey_s,
                 p_hash_all=p_hash_s,
                 when=when,
-                want=(rows < n) & want[flow],
+                want=want_s,
                 amounts=(flags_s, out, back),
                 found=found,
                 peer_names=peer_names,
