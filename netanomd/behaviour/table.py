@@ -11,6 +11,7 @@ tuple per row.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from itertools import repeat
 from typing import Any
 
 import numpy as np
@@ -113,4 +114,5 @@ class Table:
     def records(self) -> list[dict[str, Any]]:
         """One dict per row, plain Python values (``float``, ``int``, ``str``, lists)."""
         values = [self._cols[c].tolist() for c in self.columns]
-        return [dict(zip(self.columns, row, strict=True)) for row in zip(*values, strict=True)]
+        # (map, not a comprehension: no Python frame per row; the columns are of one length)
+        return list(map(dict, map(zip, repeat(self.columns), zip(*values, strict=True))))

@@ -79,7 +79,9 @@ _CODED = ("orig_h", "resp_h", "proto", "conn_state")
 SAMPLES = 5
 
 PROTO_CODE = {"tcp": 6, "udp": 17, "icmp": 1}
-PROTO_NAME = {v: k for k, v in PROTO_CODE.items()}
+#: Protocol name by code (the code of any other protocol, 0, is "other").
+PROTO_NAMES = np.full(max(PROTO_CODE.values()) + 1, "other", dtype=object)
+PROTO_NAMES[list(PROTO_CODE.values())] = list(PROTO_CODE)
 
 # Aggregate columns summed per (slot, window).
 _SUMS = _k.SUMS
@@ -1089,7 +1091,7 @@ class HostWindows:
             "host": self._host[pr.slot],
             "peer": pr.peer,
             "port": pr.port,
-            "proto": np.array([PROTO_NAME.get(int(c), "other") for c in pr.proto], dtype=object),
+            "proto": PROTO_NAMES[pr.proto],
             "start": np.full(len(pr.key), sc.bucket * sc.width),
             "end": np.full(len(pr.key), (sc.bucket + 1) * sc.width),
             "first_ts": pr.first,
