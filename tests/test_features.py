@@ -341,3 +341,30 @@ def test_the_host_table_is_a_least_recently_used_cache_under_churn() -> None:
             assert table.tracked() == set(ref)
     assert table.tracked() == set(ref) and table.hosts == 37
     assert table.evictions == evicted > 1000
+
+
+def test_host_distinct_counts_are_the_windows_on_a_real_capture(remcos: FlowBatch) -> None:
+    """The kernel keeps each ring's distinct responders and ports as flows replace the oldest,
+    and uses them when the whole ring is in the window: the counts equal numpy's over each
+    flow's window (its originator's last ``depth`` flows within ``window`` seconds), for rings
+    wholly in the window and for those partly out of it."""
+    from netanomd.features._strings import hash_strings
+    from netanomd.features.host_block import HostFeatures
+
+    hf = HostFeatures(window=20.0, depth=8)
+    X = np.concatenate([hf.transform(remcos.slice(o, 100)) for o in range(0, len(remcos), 100)])
+    ts = remcos.numeric("ts", fill=np.nan)
+    orig = hash_strings(remcos.column("orig_h")).tolist()
+    dst = hash_strings(remcos.column("resp_h"))
+    port = remcos.numeric("resp_p", fill=-1, dtype=np.int32)
+    recent: dict[int, list[int]] = {}
+    whole = 0
+    for r, h in enumerate(orig):
+        ring = recent.setdefault(h, [])
+        ring.append(r)
+        del ring[: -hf.depth]
+        win = [i for i in ring if abs(ts[i] - ts[r]) <= hf.window]
+        whole += len(win) == len(ring)
+        assert X[r, hf.names.index("host_log_dsts")] == np.float32(np.log1p(len(set(dst[win]))))
+        assert X[r, hf.names.index("host_log_ports")] == np.float32(np.log1p(len(set(port[win]))))
+    assert 0 < whole < len(remcos)  # both ways of counting were taken

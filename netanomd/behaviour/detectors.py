@@ -53,7 +53,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from netanomd.behaviour.table import Table, objects
+from netanomd.behaviour.table import Table, distinct, last_match, objects, row_codes
 from netanomd.behaviour.windows import (
     MIN_BEACON_EVENTS,
     NO_REPLY_DESTS,
@@ -465,15 +465,13 @@ def anomaly_scores(
     return ratios[rows, best], feature, values[rows, best], limits[rows, best]
 
 
-def _among(values: np.ndarray, wanted: np.ndarray) -> np.ndarray:
-    """Rows of ``values`` (strings) that are in ``wanted``."""
-    want = set(wanted.tolist())
-    return np.flatnonzero(np.array([v in want for v in values.tolist()], dtype=np.bool_))
-
-
-def _keys(*cols: np.ndarray) -> list[tuple[Any, ...]]:
-    """One tuple per row of ``cols``."""
-    return list(zip(*(c.tolist() for c in cols), strict=True))
+def _joined(
+    a: Table, b: Table, names: tuple[str, ...], b_names: tuple[str, ...] | None = None
+) -> np.ndarray:
+    """:func:`~netanomd.behaviour.table.row_codes` of the rows of ``a`` (columns ``names``)
+    then of ``b`` (columns ``b_names``, the same if not given), coded together."""
+    other = names if b_names is None else b_names
+    return row_codes(*(np.concatenate([a[x], b[y]]) for x, y in zip(names, other, strict=True)))
 
 
 def detect(closed: Closed, thr: Thresholds) -> Table:
@@ -535,25 +533,16 @@ def detect(closed: Closed, thr: Thresholds) -> Table:
             named |= hit
     pairs = _pair_detections(closed.pairs, thr)
     if len(pairs):
-        # Representative flows: the host's latest ones in that window.
-        # (only windows of hosts the pairs name can match one: tuples for those alone)
-        cand = _among(hw["host"], pairs["host"])
-        wkey = _keys(*(c[cand] for c in (hw["scale"], role, hw["host"], hw["start"])))
-        window = dict(zip(wkey, cand.tolist(), strict=True))  # the last row of a key
-        pk = _keys(pairs["scale"], pairs["role"], pairs["host"], pairs["start"])
-        at = np.array([window.get(k, -1) for k in pk], dtype=np.int64)
-        pairs = pairs.replace(
-            uids=_samples_at(hw["uids"], at), community_ids=_samples_at(hw["community_ids"], at)
-        )
-        out.append(pairs)
-        key = set(pk)
-        named[cand] |= np.array([k in key for k in wkey], dtype=np.bool_)
+        # Representative flows: the host's latest ones in that window (its last row).
+        n = len(hw)
+        key = _joined(hw, pairs, ("scale", "role", "host", "start"))
+        at = last_match(key[:n], key[n:])
+        samples = {c: _samples_at(hw[c], at) for c in ("uids", "community_ids")}
+        out.append(Table({**{c: pairs[c] for c in pairs.columns}, **samples}, DETECTION_COLUMNS))
+        named |= np.isin(key[:n], key[n:])
         # The target of a named outbound behaviour is that behaviour's victim, not a second case.
-        victims = set(_keys(pairs["scale"], pairs["peer"], pairs["start"]))
-        cand = _among(hw["host"], pairs["peer"])
-        cand = cand[role[cand] == "resp"]
-        vkey = _keys(*(c[cand] for c in (hw["scale"], hw["host"], hw["start"])))
-        named[cand] |= np.array([k in victims for k in vkey], dtype=np.bool_)
+        victim = _joined(hw, pairs, ("scale", "host", "start"), ("scale", "peer", "start"))
+        named |= (role == "resp") & np.isin(victim[:n], victim[n:])
     # Unusual activity: above a learned limit, explained by nothing named.
     if len(hw):
         score, feature, value, limit = anomaly_scores(hw, thr)
@@ -580,33 +569,37 @@ def _samples_at(samples: np.ndarray, at: np.ndarray) -> np.ndarray:
 
 def _outbound_flows(pw: Table, inbound: np.ndarray) -> np.ndarray:
     """For each pair row: flows of the busiest originator pair into the same service (-1: none)."""
-    best: dict[tuple[Any, ...], float] = {}
-    out_rows = np.flatnonzero(~inbound)
-    keys = _keys(
-        pw["peer"][out_rows], pw["port"][out_rows], pw["scale"][out_rows], pw["start"][out_rows]
-    )
-    for k, f in zip(keys, pw["flows"][out_rows].tolist(), strict=True):
-        if f > best.get(k, -np.inf):
-            best[k] = f
-    at = _keys(pw["host"], pw["port"], pw["scale"], pw["start"])
-    return np.array([best.get(k, -1.0) for k in at], dtype=float)
+    out = pw.take(~inbound)
+    n = len(out)
+    key = _joined(out, pw, ("peer", "port", "scale", "start"), ("host", "port", "scale", "start"))
+    best = np.full(int(key.max()) + 1 if len(key) else 0, -np.inf)
+    np.maximum.at(best, key[:n], np.asarray(out["flows"], dtype=float))
+    seen = np.zeros(len(best), dtype=np.bool_)
+    seen[key[:n]] = True
+    return np.where(seen[key[n:]], best[key[n:]], -1.0)
 
 
 _NO_REPLY = re.compile(NO_REPLY_DESTS)
 
 
+#: The columns of :func:`_pair_detections`: the representative flows are the host window's
+#: (:func:`detect` adds them).
+_PAIR_DETECTION_COLUMNS = DETECTION_COLUMNS[:-2]
+
+
 def _pair_detections(pw: Table, thr: Thresholds) -> Table:
     pw = pw.take(np.isin(pw["scale"], thr.scales) & (pw["role"] != "service"))
     if not len(pw):
-        return Table.empty(DETECTION_COLUMNS)
+        return Table.empty(_PAIR_DETECTION_COLUMNS)
     # learned limit per distinct (scale, role, service), not per row
-    cache: dict[tuple[Any, ...], float] = {}
-    limit = np.empty(len(pw))
-    for i, k in enumerate(_keys(pw["scale"], pw["role"], pw["proto"], pw["port"])):
-        got = cache.get(k)
-        if got is None:
-            got = cache[k] = thr.pair_limit(k[0], k[1], k[2], int(k[3]))
-        limit[i] = got
+    _, first, inverse = np.unique(
+        row_codes(pw["scale"], pw["role"], pw["proto"], pw["port"]),
+        return_index=True,
+        return_inverse=True,
+    )
+    service = zip(*(pw[c][first].tolist() for c in ("scale", "role", "proto", "port")), strict=True)
+    limit = np.array([thr.pair_limit(s, r, p, int(q)) for s, r, p, q in service], dtype=float)
+    limit = limit[inverse.reshape(-1)]
     flows = np.asarray(pw["flows"], dtype=float)
     short = np.asarray(pw["short"], dtype=float)
     unans = np.asarray(pw["unanswered"], dtype=float) / np.maximum(flows, 1.0)
@@ -647,8 +640,8 @@ def _pair_detections(pw: Table, thr: Thresholds) -> Table:
         & ~flood
         & ~brute
     )
-    proto = _strs(pw["proto"])
-    proto_flood = np.array([f"{p.upper()} flood" for p in proto], dtype=object)
+    protos, proto_code = distinct(pw["proto"])
+    proto_flood = np.array([f"{p.upper()} flood" for p in protos], dtype=object)[proto_code]
     behaviour = np.where(
         flood,
         np.where(tcp, "SYN flood", proto_flood),
@@ -721,10 +714,8 @@ def _pair_detections(pw: Table, thr: Thresholds) -> Table:
                     "feature": np.full(n, feat, dtype=object),
                     "period": p["period"],
                     **{k: np.zeros(n) for k in PROBE_KINDS},
-                    "uids": objects(([] for _ in range(n)), n),
-                    "community_ids": objects(([] for _ in range(n)), n),
                 },
-                DETECTION_COLUMNS,
+                _PAIR_DETECTION_COLUMNS,
             )
         )
-    return Table.concat(parts, DETECTION_COLUMNS)
+    return Table.concat(parts, _PAIR_DETECTION_COLUMNS)

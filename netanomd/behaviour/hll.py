@@ -79,6 +79,10 @@ def split_hash(hashes: np.ndarray, p: int) -> tuple[np.ndarray, np.ndarray]:
     return idx, rank
 
 
+#: ``2 ** -rank`` for every register value (exact: looked up, not computed per register).
+_INVERSE_POWERS = np.ldexp(1.0, -np.arange(256))
+
+
 class HllTable:
     """``rows`` HyperLogLog sketches of ``2**p`` registers each, all in one uint8 array."""
 
@@ -116,9 +120,9 @@ class HllTable:
 
     def estimate(self, rows: np.ndarray) -> np.ndarray:
         """Estimated distinct items in each of ``rows`` (float64)."""
-        reg = self.registers[np.asarray(rows, dtype=np.int64)].astype(np.float64)
+        reg = self.registers[np.asarray(rows, dtype=np.int64)]
         m = float(self.m)
-        raw = _alpha(self.m) * m * m / np.sum(np.exp2(-reg), axis=1)
+        raw = _alpha(self.m) * m * m / np.sum(_INVERSE_POWERS[reg], axis=1)
         zeros = np.sum(reg == 0, axis=1)
         with np.errstate(divide="ignore"):
             linear = m * np.log(m / np.maximum(zeros, 1))

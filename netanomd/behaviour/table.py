@@ -4,19 +4,61 @@ Owns :class:`Table`, what :class:`~netanomd.behaviour.windows.HostWindows` close
 windows) and :func:`~netanomd.behaviour.detectors.detect` names. A column is a numpy array
 (numbers, or ``object`` for strings and lists); rows are taken by index or mask and given out as
 dicts of plain Python values (:meth:`Table.records`), as an incident is built from them.
+Rows are matched on several columns by integer codes (:func:`row_codes`), not by a Python
+tuple per row.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from itertools import repeat
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 
 def objects(values: Iterable[object], count: int) -> np.ndarray:
     """An ``object`` array of ``count`` items, each kept as it is (lists stay one item)."""
     return np.fromiter(values, dtype=object, count=count)
+
+
+def distinct(values: np.ndarray) -> tuple[list[Any], np.ndarray]:
+    """The distinct values of a column and each row's index into them (``int64``); strings
+    (an ``object`` column) are coded by Arrow, in order of first appearance, numbers sorted."""
+    if values.dtype != object:
+        uniq, codes = np.unique(values, return_inverse=True)
+        return uniq.tolist(), np.asarray(codes, dtype=np.int64).reshape(-1)
+    enc = pc.dictionary_encode(pa.array(values, pa.string()))
+    idx = enc.indices
+    names = enc.dictionary.to_pylist()
+    if idx.null_count:  # None is a value of its own
+        idx = idx.fill_null(len(names))
+        names.append(None)
+    return names, np.asarray(idx.to_numpy(zero_copy_only=False), dtype=np.int64)
+
+
+def row_codes(*cols: np.ndarray) -> np.ndarray:
+    """One ``int64`` code per row of ``cols`` (columns of one length: strings or numbers): two
+    rows share a code exactly when every column holds equal values in both."""
+    if not cols:
+        return np.zeros(0, dtype=np.int64)
+    code = distinct(np.asarray(cols[0]))[1]
+    for col in cols[1:]:
+        names, c = distinct(np.asarray(col))
+        code = np.unique(code * len(names) + c, return_inverse=True)[1].reshape(-1)
+    return code
+
+
+def last_match(keys: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+    """For each of ``wanted``, the last row of ``keys`` that holds it (-1: none)."""
+    order = np.argsort(keys, kind="stable")
+    ordered = keys[order]
+    pos = np.maximum(np.searchsorted(ordered, wanted, side="right") - 1, 0)
+    if not len(order):
+        return np.full(len(wanted), -1, dtype=np.int64)
+    return np.where(ordered[pos] == wanted, order[pos], -1).astype(np.int64)
 
 
 #: :meth:`Table.empty` by column names (no rows to write to: shared).
@@ -72,4 +114,5 @@ class Table:
     def records(self) -> list[dict[str, Any]]:
         """One dict per row, plain Python values (``float``, ``int``, ``str``, lists)."""
         values = [self._cols[c].tolist() for c in self.columns]
-        return [dict(zip(self.columns, row, strict=True)) for row in zip(*values, strict=True)]
+        # (map, not a comprehension: no Python frame per row; the columns are of one length)
+        return list(map(dict, map(zip, repeat(self.columns), zip(*values, strict=True))))

@@ -79,7 +79,9 @@ _CODED = ("orig_h", "resp_h", "proto", "conn_state")
 SAMPLES = 5
 
 PROTO_CODE = {"tcp": 6, "udp": 17, "icmp": 1}
-PROTO_NAME = {v: k for k, v in PROTO_CODE.items()}
+#: Protocol name by code (the code of any other protocol, 0, is "other").
+PROTO_NAMES = np.full(max(PROTO_CODE.values()) + 1, "other", dtype=object)
+PROTO_NAMES[list(PROTO_CODE.values())] = list(PROTO_CODE)
 
 # Aggregate columns summed per (slot, window).
 _SUMS = _k.SUMS
@@ -776,9 +778,9 @@ class HostWindows:
             + kinds[1] * _k.SYN
             + kinds[2] * _k.ECHO
         ).astype(np.uint8)
-        # the flows' ids as Python strings (nulls as ""), taken by the segments' latest rows
+        # the flows' ids (nulls as ""): the segments' latest rows are made Python strings
         samples = tuple(
-            np.asarray((c.fill_null("") if c.null_count else c).to_numpy(zero_copy_only=False))
+            c.fill_null("") if c.null_count else c
             for c in (batch.column("uid"), batch.column("community_id"))
         )
 
@@ -795,21 +797,29 @@ class HostWindows:
         per_flow += [p_hash, t]
         for a, b in zip([0, *cuts.tolist()], [*cuts.tolist(), n], strict=True):
             rows = np.concatenate([np.arange(a, b) + r * n for r in range(3)])
-            rows = rows[keep[rows]]
-            flow = rows % n
             for sc in self._scales:
                 bk = int(np.floor(t[a] / sc.width))
                 if bk != sc.bucket:
                     if sc.active.any():
                         emitted.append(self._emit(sc))
                     sc.bucket = bk
-            whole = len(rows) == 3 * n  # the usual live batch: one segment, no multicast
-            role_rows = per_role if whole else [x[rows] for x in per_role]
+            if keep[n + a : n + b].all():  # no multicast: the three roles' ranges, copied
+                ranges = [slice(a + r * n, b + r * n) for r in range(3)]
+                whole = b - a == n  # the usual live batch: one segment
+                role_rows = [
+                    x if whole else np.concatenate([x[r] for r in ranges]) for x in per_role
+                ]
+                flow_rows = [np.concatenate([x[a:b]] * 3) for x in per_flow]
+                want_s = np.concatenate([want[a:b], np.zeros(2 * (b - a), np.bool_)])
+            else:
+                rows = rows[keep[rows]]
+                flow = rows % n
+                role_rows = [x[rows] for x in per_role]
+                flow_rows = [x[flow] for x in per_flow]
+                want_s = (rows < n) & want[flow]
             slot, peer_h, peer_c, pkey_s, newkey_s, out, back = role_rows
-            ts_s, end_s, port_s, pcode_s, orig_p_s, empty, probe_s, unans_s, short_s = (
-                x[flow] for x in per_flow[:9]
-            )
-            flags_s, p_hash_s, when = (x[flow] for x in per_flow[9:])
+            ts_s, end_s, port_s, pcode_s, orig_p_s, empty, probe_s, unans_s, short_s = flow_rows[:9]
+            flags_s, p_hash_s, when = flow_rows[9:]
             self._add_segment(
                 rows,
                 slot,
@@ -828,7 +838,7 @@ class HostWindows:
                 newkey_s,
                 p_hash_all=p_hash_s,
                 when=when,
-                want=(rows < n) & want[flow],
+                want=want_s,
                 amounts=(flags_s, out, back),
                 found=found,
                 peer_names=peer_names,
@@ -895,7 +905,7 @@ class HostWindows:
         amounts: tuple[np.ndarray, np.ndarray, np.ndarray],  # flags, bytes out, bytes in
         found: list[Context],
         peer_names: np.ndarray,
-        samples: tuple[np.ndarray, ...],
+        samples: tuple[pa.ChunkedArray, ...],
     ) -> None:
         flags, out, back = amounts
         # New peers: distinct (host, peer) pairs of this segment never seen before.
@@ -917,7 +927,7 @@ class HostWindows:
         latest, rank = _k.latest(slot, self.max_hosts, SAMPLES)
         flow = rows[latest] % len(samples[0])
         for table, col in zip((self._uids, self._cids), samples, strict=True):
-            table[slot[latest], rank] = col[flow]
+            table[slot[latest], rank] = col.take(flow).to_numpy(zero_copy_only=False)
         # Pairs of this segment, with inter-arrival sums of their arrival (event) times: flows
         # arrive by end, so these gaps are the same however the stream is cut into batches.
         # Pairs count connection *attempts*: a TCP record on the source port of the pair's
@@ -1081,7 +1091,7 @@ class HostWindows:
             "host": self._host[pr.slot],
             "peer": pr.peer,
             "port": pr.port,
-            "proto": np.array([PROTO_NAME.get(int(c), "other") for c in pr.proto], dtype=object),
+            "proto": PROTO_NAMES[pr.proto],
             "start": np.full(len(pr.key), sc.bucket * sc.width),
             "end": np.full(len(pr.key), (sc.bucket + 1) * sc.width),
             "first_ts": pr.first,

@@ -131,11 +131,17 @@ def _host_kernel(
     ring_rb: np.ndarray,
     ring_len: np.ndarray,
     ring_pos: np.ndarray,
+    ring_distinct: np.ndarray,
     window: float,
     out: np.ndarray,
 ) -> None:  # pragma: no cover - compiled
     """One pass over the rows in arrival order; ``out`` (float32, one column per name) may be
-    a column slice of a wider matrix. Scratch is allocated once per call, not per row."""
+    a column slice of a wider matrix. Scratch is allocated once per call, not per row.
+
+    ``ring_distinct`` (hosts, 2) is how many distinct responders and ports each host's ring
+    holds, kept up to date as a flow replaces the oldest (one pass over the ring: does the
+    leaving value stay, is the arriving one new): when the whole ring is in the window, as it
+    is for a busy host, those are the window's counts, without comparing every pair."""
     depth = ring_ts.shape[1]
     tmp_u = np.empty(depth, dtype=np.uint64)
     tmp_i = np.empty(depth, dtype=np.int64)
@@ -150,7 +156,33 @@ def _host_kernel(
         if fresh:
             ring_len[h] = 0
             ring_pos[h] = 0
+            ring_distinct[h, 0] = 0
+            ring_distinct[h, 1] = 0
         p = ring_pos[h]
+        # the ring's distinct counts: the entry at p leaves (when the ring is full), this flow
+        # arrives there
+        d0 = dst[r]
+        p0 = port[r]
+        full = ring_len[h] == depth
+        old_d = ring_dst[h, p]
+        old_p = ring_port[h, p]
+        same_old_d = 0
+        same_old_p = 0
+        same_d = 0
+        same_p = 0
+        for k in range(ring_len[h]):
+            other = k != p
+            u = ring_dst[h, k]
+            v = ring_port[h, k]
+            same_old_d += other & (u == old_d)
+            same_old_p += other & (v == old_p)
+            same_d += other & (u == d0)
+            same_p += other & (v == p0)
+        if full:
+            ring_distinct[h, 0] -= same_old_d == 0
+            ring_distinct[h, 1] -= same_old_p == 0
+        ring_distinct[h, 0] += same_d == 0
+        ring_distinct[h, 1] += same_p == 0
         ring_ts[h, p] = ts[r]
         ring_dst[h, p] = dst[r]
         ring_port[h, p] = port[r]
@@ -175,8 +207,6 @@ def _host_kernel(
         c_later = 0
         n_ring = ring_len[h]
         first = ring_pos[h] if n_ring == depth else 0
-        d0 = dst[r]
-        p0 = port[r]
         for k in range(n_ring):
             t = ring_ts[h, k]
             if abs(t - t0) <= window:
@@ -202,7 +232,10 @@ def _host_kernel(
         for q in range(c_later):
             times[c + q] = later[q]
         c += c_later
-        n_dst, n_port = _distinct_pair(tmp_u, tmp_i, m)
+        if m == n_ring:  # the whole ring is in the window
+            n_dst, n_port = ring_distinct[h, 0], ring_distinct[h, 1]
+        else:
+            n_dst, n_port = _distinct_pair(tmp_u, tmp_i, m)
         periodic = 0.0
         if c >= 4:
             _sort(times, c)
@@ -278,6 +311,7 @@ class HostFeatures:
         self._ring_rb = np.zeros((n, d), dtype=np.float32)
         self._ring_len = np.zeros(n, dtype=np.int64)
         self._ring_pos = np.zeros(n, dtype=np.int64)
+        self._ring_distinct = np.zeros((n, 2), dtype=np.int64)
 
     @property
     def hosts(self) -> int:
@@ -335,6 +369,7 @@ class HostFeatures:
             self._ring_rb,
             self._ring_len,
             self._ring_pos,
+            self._ring_distinct,
             self.window,
             out,
         )
