@@ -2,8 +2,9 @@
 
 Owns :class:`Table`, what :class:`~netanomd.behaviour.windows.HostWindows` closes (host and pair
 windows) and :func:`~netanomd.behaviour.detectors.detect` names. A column is a numpy array
-(numbers, or ``object`` for strings and lists); rows are taken by index or mask and given out as
-dicts of plain Python values (:meth:`Table.records`), as an incident is built from them.
+(numbers, or ``object`` for strings and lists); rows are taken by index or mask; the incident
+tracker (:mod:`netanomd.behaviour.incidents`) reads a detection's row as a named tuple of its
+columns.
 Rows are matched on several columns by integer codes (:func:`row_codes`), not by a Python
 tuple per row.
 """
@@ -11,7 +12,6 @@ tuple per row.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from itertools import repeat
 from typing import Any
 
 import numpy as np
@@ -110,9 +110,3 @@ class Table:
     def replace(self, **cols: np.ndarray) -> Table:
         """The same rows with columns ``cols`` replaced."""
         return Table({**self._cols, **cols}, self.columns)
-
-    def records(self) -> list[dict[str, Any]]:
-        """One dict per row, plain Python values (``float``, ``int``, ``str``, lists)."""
-        values = [self._cols[c].tolist() for c in self.columns]
-        # (map, not a comprehension: no Python frame per row; the columns are of one length)
-        return list(map(dict, map(zip, repeat(self.columns), zip(*values, strict=True))))
