@@ -208,8 +208,11 @@ class ZeekWebSocketClient:
             await asyncio.sleep(min(0.1, delay))
 
     async def _recv(self, ws: ClientConnection, timeout: float) -> bytes | str | None:
+        # (asyncio.timeout, not wait_for: no task per frame, and no suspension at all when
+        # the frame is already queued)
         try:
-            return await asyncio.wait_for(ws.recv(decode=False), timeout)
+            async with asyncio.timeout(timeout):
+                return await ws.recv(decode=False)
         except TimeoutError:
             return None
 
