@@ -18,6 +18,7 @@ general decoder, which accepts what is valid and names what is not.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +27,8 @@ import numba as nb
 import numpy as np
 import orjson
 import pyarrow as pa
+from numba.core import types
+from numba.extending import intrinsic
 
 from netanomd.sources import int_range
 from netanomd.zeek import api
@@ -119,7 +122,17 @@ class FlowsScanner:
         for _, zeek_type in vectors:
             element = orjson.dumps({"@data-type": api.BROKER_TYPES[zeek_type], "data": 0})
             prefixes.append(element[: -len(b"0}")].decode())
-        self._prefixes, self._prefix_at = _words(prefixes)
+        _, self._prefix_at = _words(prefixes)
+        # Each prefix as 8-byte words (the last one ending at the prefix's end), compared a
+        # word at a time.
+        width = max(len(p) for p in prefixes) // 8 + 1
+        self._prefix_words = np.zeros((len(prefixes), width), np.uint64)
+        for c, p in enumerate(prefixes):
+            raw = p.encode()
+            assert len(raw) >= 8
+            starts = [*range(0, len(raw) - 7, 8), len(raw) - 8]
+            for w, at in enumerate(starts):
+                self._prefix_words[c, w] = int.from_bytes(raw[at : at + 8], sys.byteorder)
         self._kinds = np.array([c.kind for c in columns], np.int64)
         self._slots = np.array([c.slot for c in columns], np.int64)
         self._max = np.array([int_range(c.name)[1] for c in columns], np.int64)
@@ -159,7 +172,7 @@ class FlowsScanner:
             self._between,
             self._vec_open,
             self._tail,
-            self._prefixes,
+            self._prefix_words,
             self._prefix_at,
             self._kinds,
             self._slots,
@@ -193,6 +206,22 @@ class FlowsScanner:
 # -- the kernel -----------------------------------------------------------------------------
 # One function walks the values: numba counts references to the arrays passed to a helper,
 # and those atomic counts cost more than the scan itself when paid per value.
+
+
+def _load_word(typingctx: Any, arr: Any, i: Any) -> Any:  # pragma: no cover - compiled
+    """The 8 bytes of the uint8 array ``arr`` from ``i`` as a uint64 in the machine's byte
+    order (one unaligned load; the caller keeps ``i + 8`` within the array)."""
+    sig = types.uint64(arr, types.intp)
+
+    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+        array = context.make_array(signature.args[0])(context, builder, args[0])
+        word = context.get_value_type(types.uint64).as_pointer()
+        return builder.load(builder.bitcast(builder.gep(array.data, [args[1]]), word), align=1)
+
+    return sig, codegen
+
+
+_word_at: Any = intrinsic(_load_word)
 
 
 @nb.njit(cache=True, nogil=True, boundscheck=False)
@@ -230,7 +259,7 @@ def _scan(
     between: np.ndarray,
     vec_open: np.ndarray,
     tail: np.ndarray,
-    prefixes: np.ndarray,
+    prefix_words: np.ndarray,
     prefix_at: np.ndarray,
     kinds: np.ndarray,
     slots: np.ndarray,
@@ -267,6 +296,7 @@ def _scan(
             return -1
         kind, slot = kinds[c], slots[c]
         p0, p1 = prefix_at[c], prefix_at[c + 1]
+        whole_words = (p1 - p0) // 8  # whole words, then the word ending the prefix
         k = 0
         if buf[i] == 93:  # ]: no flows
             i += 1
@@ -275,9 +305,11 @@ def _scan(
                 row = row0 + k
                 if row >= cap or i + p1 - p0 > n:
                     return -1
-                for q in range(p1 - p0):
-                    if buf[i + q] != prefixes[p0 + q]:
+                for w in range(whole_words):
+                    if _word_at(buf, i + 8 * w) != prefix_words[c, w]:
                         return -1
+                if _word_at(buf, i + p1 - p0 - 8) != prefix_words[c, whole_words]:
+                    return -1
                 i += p1 - p0
                 if kind == 0:  # COUNT: 0, or up to 18 digits without a leading zero
                     j, v = i, 0
