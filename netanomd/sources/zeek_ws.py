@@ -16,7 +16,10 @@ password (masked as ``config show`` masks it).
 
 Runs on ``websockets``' asyncio implementation in one thread. Frames are micro-batched: what
 arrives within ``batch_wait`` of the previous frame (up to ``max_batch`` flows) is decoded and
-emitted together, because per-call overheads dominate at ~100 flows a frame. ``emit`` may
+emitted together, because per-call overheads dominate at ~100 flows a frame. Frames stay bytes
+(no UTF-8 decoding): one in the canonical layout Zeek writes is scanned straight into typed
+buffers with the GIL released (:class:`~netanomd.zeek.brokerjson.FlowsAccumulator`), any other
+is parsed and checked value by value. ``emit`` may
 block (a full pipeline holds the reader back, which pushes back on Zeek over TCP).
 """
 

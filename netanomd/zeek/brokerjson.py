@@ -11,7 +11,10 @@ raises :class:`VersionError`.
 Plain values (what :func:`encode_event` takes and :func:`decode_event` returns, keyed by the
 argument names of the declaration): ``string`` str, ``double`` float, ``count`` int, ``addr``
 str, ``port`` ``(number, proto)``, ``interval`` seconds; a vector is a list of those.
-``NetAnom::flows`` has its own columnar decoder (:class:`FlowsAccumulator`) for throughput.
+``NetAnom::flows`` has its own columnar decoder (:class:`FlowsAccumulator`) for throughput: a
+frame in the canonical layout Zeek writes is scanned straight into typed buffers
+(:mod:`netanomd.zeek.flowscan`), any other goes through :func:`columns_of` and Arrow; both give
+the same table.
 """
 
 from __future__ import annotations
@@ -348,17 +351,13 @@ class FlowsAccumulator:
     :meth:`add_columns` takes the checked column values of an event the general decoder
     (:func:`columns_of`) read, converting them with Arrow. Either refuses a bad event without
     touching what was collected; :meth:`build` hands the batch over and starts the next one
-    (the buffers are kept).
+    (the buffers are kept, unless a huge frame grew them).
     """
 
     def __init__(self, rows: int = 8192) -> None:
-        scan = _SCANNER
-        scan.warm()
-        self._ints = np.empty((scan.n_ints, rows), np.int64)
-        self._seconds = np.empty((scan.n_seconds, rows), np.float64)
-        self._starts = np.empty((scan.n_spans, rows), np.int64)
-        self._lengths = np.empty((scan.n_spans, rows), np.int64)
-        self._chars = np.empty(rows * 64, np.uint8)
+        _SCANNER.warm()
+        self._size = rows
+        self._allocate(rows, rows * 64)
         self._rows = 0  # scanned since the last piece
         self._char = 0
         #: Decoded columns, in arrival order (a piece per general-path event, one for the
@@ -420,6 +419,8 @@ class FlowsAccumulator:
         self._flush()
         pieces, n = self._pieces, self._decoded
         self._pieces, self._decoded, self.events = [], 0, 0
+        if self._starts.shape[1] > 8 * self._size or len(self._chars) > 512 * self._size:
+            self._allocate(self._size, self._size * 64)  # (a huge frame is not kept around)
         if n == 0:
             return FlowBatch.empty()
         table: dict[str, pa.Array] = {}
@@ -452,6 +453,14 @@ class FlowsAccumulator:
         self._pieces.append(piece)
         self._decoded += n
         self._rows = self._char = 0
+
+    def _allocate(self, rows: int, chars: int) -> None:
+        scan = _SCANNER
+        self._ints = np.empty((scan.n_ints, rows), np.int64)
+        self._seconds = np.empty((scan.n_seconds, rows), np.float64)
+        self._starts = np.empty((scan.n_spans, rows), np.int64)
+        self._lengths = np.empty((scan.n_spans, rows), np.int64)
+        self._chars = np.empty(chars, np.uint8)
 
     def _room(self, rows: int, chars: int) -> None:
         """Grow the buffers (keeping what they hold) to take ``rows`` rows, ``chars`` bytes."""
