@@ -274,18 +274,46 @@ def test_values_the_fast_path_refuses_are_named_by_the_general_path(
         flows_to_batch(parse_event(loads(frame))[2])
 
 
+def _with_ts(batch: FlowBatch, number: bytes) -> bytes:
+    """The batch's frame with ``number`` written for its first timestamp."""
+    frame = orjson.dumps(flows_message(batch))
+    ts = _arg(flows_message(batch), "ts")["data"][0]["data"]
+    out = frame.replace(orjson.dumps(ts), number, 1)
+    assert out != frame
+    return out
+
+
 @pytest.mark.parametrize(
-    "number", [b"1e400", b"-1E+309", b"01", b"1.", b".5", b"1e", b"+1", b"NaN"]
+    "number", [b"1e400", b"-1E+309", b"01", b"1.", b".5", b"1e", b"+1", b"NaN", b"9007199254740993"]
 )
 def test_numbers_beyond_a_double_or_not_json_are_left_to_the_general_path(
     real_batch: FlowBatch, number: bytes
 ) -> None:
-    frame = orjson.dumps(flows_message(real_batch))
-    ts = _arg(flows_message(real_batch), "ts")["data"][0]["data"]
-    bad = frame.replace(orjson.dumps(ts), number, 1)
-    assert bad != frame and not FlowsAccumulator().add_frame(bad)
+    bad = _with_ts(real_batch, number)
+    assert not FlowsAccumulator().add_frame(bad)
     with pytest.raises(DecodeError):
         flows_to_batch(parse_event(loads(bad))[2])
+
+
+@pytest.mark.parametrize(
+    ("number", "taken", "value"),
+    [
+        (b"-0", False, "0.0"),
+        (b"-0.0", True, "-0.0"),
+        (b"9007199254740992", False, "9007199254740992.0"),
+        (b"123456789012345", True, "123456789012345.0"),
+    ],
+)
+def test_json_integers_for_a_double_give_what_the_general_path_gives(
+    real_batch: FlowBatch, number: bytes, taken: bool, value: str
+) -> None:
+    """The general path reads a JSON integer as an integer (``-0`` is 0, and one that is not
+    a double exactly is refused): the scanner takes only the integers that cannot differ."""
+    fast, slow = _both(_with_ts(real_batch, number))
+    assert str(slow.column("ts")[0].as_py()) == value
+    assert (fast is not None) == taken
+    if fast is not None:  # (the tables' equality does not tell -0.0 from 0.0)
+        assert fast.table.equals(slow.table) and str(fast.column("ts")[0].as_py()) == value
 
 
 def test_accumulator_keeps_arrival_order_across_paths_and_grows(real_batch: FlowBatch) -> None:

@@ -374,6 +374,12 @@ def _scan(
                         whole = j - d
                         if whole == 0 or (buf[d] == 48 and whole > 1):
                             return -1
+                        # A JSON integer is read as an integer by the general path: one of
+                        # more than 15 digits may not be a double exactly, and "-0" is 0.
+                        if (j >= n or (buf[j] != 46 and buf[j] != 101 and buf[j] != 69)) and (
+                            whole > 15 or (d > first and whole == 1 and buf[d] == 48)
+                        ):
+                            return -1
                         if j < n and buf[j] == 46:  # .
                             j += 1
                             d = j
