@@ -237,7 +237,8 @@ class ZeekWebSocketClient:
 
     def take_frames(self, frames: Sequence[str | bytes]) -> None:
         """Handle frames that arrived together as one micro-batch, as :meth:`run` does: every
-        good ``NetAnom::flows`` event is emitted, bad frames are logged and counted."""
+        good ``NetAnom::flows`` event is emitted, bad frames are logged and counted. (Not
+        while :meth:`run` serves: both decode into the client's one accumulator.)"""
         batch = _MicroBatch(self._acc)
         try:
             for frame in frames:
