@@ -545,16 +545,19 @@ def run_zeek_csv(data: bytes) -> None:
 
 def run_broker_json(data: bytes) -> None:
     """One frame between two good ones, through the WebSocket client's frame handling (fast
-    path, general path, micro-batch, per-event fallback); the fast path must agree with the
-    general one on every frame it takes."""
+    path, general path, micro-batch); the fast path must give the table the general one gives
+    on every frame it takes."""
     from netanomd.zeek import brokerjson
     from netanomd.zeek.brokerjson import DecodeError
 
-    fast = brokerjson.fast_flows_columns(data)
-    if fast is not None:
-        _, name, args = brokerjson.parse_event(brokerjson.loads(data))
-        slow = brokerjson.columns_of(args)
-        if slow != fast:
+    fast = brokerjson.FlowsAccumulator()
+    if fast.add_frame(data):
+        try:
+            slow = brokerjson.flows_to_batch(brokerjson.parse_event(brokerjson.loads(data))[2])
+        except DecodeError as exc:
+            msg = f"the fast path took a frame the general one refuses: {exc}"
+            raise ContractBroken(msg) from exc
+        if not fast.build().table.equals(slow.table):
             raise ContractBroken("fast and general paths disagree")
     good = [s for s in broker_seeds() if b"NetAnom::flows" in s]
     good1, good2 = _rng_pair(data, good)
@@ -568,9 +571,8 @@ def run_broker_json(data: bytes) -> None:
     got = FlowBatch.concat(batches) if batches else None
     uids = []
     for frame in (good1, good2):
-        cols = brokerjson.fast_flows_columns(frame)
-        assert cols is not None
-        uids += cols[0]
+        args = brokerjson.parse_event(brokerjson.loads(frame))[2]
+        uids += brokerjson.flows_to_batch(args).column("uid").to_pylist()
     _keeps(got, uids, "zeek_ws frames")
     _scorable(got, "zeek_ws frames")
     # And the frame alone, decoded as an event (DecodeError is its documented refusal).

@@ -91,9 +91,9 @@ def _frames(n: int = 2) -> list[dict[str, Any]]:
 
 
 def _uids(frame: dict[str, Any]) -> list[str]:
-    cols = brokerjson.fast_flows_columns(orjson.dumps(frame))
-    assert cols is not None
-    return list(cols[0])
+    acc = brokerjson.FlowsAccumulator()
+    assert acc.add_frame(orjson.dumps(frame))
+    return list(acc.build().column("uid").to_pylist())
 
 
 def _flow_vectors(frame: dict[str, Any]) -> list[dict[str, Any]]:
@@ -194,9 +194,9 @@ def test_ws_frame_nested_a_thousand_levels_is_named_without_walking_it(
         assert any(why in m for m in caplog.messages)
 
 
-def test_ws_frame_nested_too_deep_for_msgspec_is_malformed() -> None:
+def test_ws_frame_nested_too_deep_to_parse_is_malformed() -> None:
     deep = b'{"type":"data-message","topic":"t","@data-type":"vector","data":' + b"[" * 5000
-    assert brokerjson.fast_flows_columns(deep + b"]" * 5000 + b"}") is None
+    assert not brokerjson.FlowsAccumulator().add_frame(deep + b"]" * 5000 + b"}")
     client, _ = _through_client(deep)
     assert client.counters.malformed == 1
 

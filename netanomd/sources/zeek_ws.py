@@ -16,7 +16,10 @@ password (masked as ``config show`` masks it).
 
 Runs on ``websockets``' asyncio implementation in one thread. Frames are micro-batched: what
 arrives within ``batch_wait`` of the previous frame (up to ``max_batch`` flows) is decoded and
-emitted together, because per-call overheads dominate at ~100 flows a frame. ``emit`` may
+emitted together, because per-call overheads dominate at ~100 flows a frame. Frames stay bytes
+(no UTF-8 decoding): one in the canonical layout Zeek writes is scanned straight into typed
+buffers with the GIL released (:class:`~netanomd.zeek.brokerjson.FlowsAccumulator`), any other
+is parsed and checked value by value. ``emit`` may
 block (a full pipeline holds the reader back, which pushes back on Zeek over TCP).
 """
 
@@ -46,7 +49,6 @@ from netanomd.zeek.brokerjson import (
     columns_of,
     decode_event,
     encode_event,
-    fast_flows_columns,
     loads,
     parse_event,
     shown,
@@ -75,12 +77,11 @@ def tls_context(ca_file: str | None = None, verify: bool = True) -> ssl.SSLConte
 
 
 class _MicroBatch:
-    """The flow events of frames that arrived together (decoded as one batch) and the drain
-    tokens among them."""
+    """The flow events of frames that arrived together (decoded as one batch, into the
+    client's accumulator) and the drain tokens among them."""
 
-    def __init__(self) -> None:
-        self.acc = FlowsAccumulator()
-        self.pending: list[Any] = []
+    def __init__(self, acc: FlowsAccumulator) -> None:
+        self.acc = acc
         self.drains: list[int] = []
 
 
@@ -124,6 +125,8 @@ class ZeekWebSocketClient:
         self._ws: ClientConnection | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
+        #: Decodes every micro-batch (its buffers are reused; one batch at a time).
+        self._acc = FlowsAccumulator()
 
     async def handshake(self, ws: ClientConnection) -> dict[str, Any]:
         await ws.send(orjson.dumps(self.topics).decode())
@@ -208,8 +211,11 @@ class ZeekWebSocketClient:
             await asyncio.sleep(min(0.1, delay))
 
     async def _recv(self, ws: ClientConnection, timeout: float) -> bytes | str | None:
+        # (asyncio.timeout, not wait_for: no task per frame, and no suspension at all when
+        # the frame is already queued)
         try:
-            return await asyncio.wait_for(ws.recv(decode=False), timeout)
+            async with asyncio.timeout(timeout):
+                return await ws.recv(decode=False)
         except TimeoutError:
             return None
 
@@ -218,9 +224,9 @@ class ZeekWebSocketClient:
             frame = await self._recv(ws, 0.25)
             if frame is None:
                 continue
-            batch = _MicroBatch()
-            self._take(frame, batch)
+            batch = _MicroBatch(self._acc)
             try:
+                self._take(frame, batch)
                 while len(batch.acc) < self.max_batch and not batch.drains:
                     frame = await self._recv(ws, self.batch_wait)
                     if frame is None:
@@ -231,8 +237,9 @@ class ZeekWebSocketClient:
 
     def take_frames(self, frames: Sequence[str | bytes]) -> None:
         """Handle frames that arrived together as one micro-batch, as :meth:`run` does: every
-        good ``NetAnom::flows`` event is emitted, bad frames are logged and counted."""
-        batch = _MicroBatch()
+        good ``NetAnom::flows`` event is emitted, bad frames are logged and counted. (Not
+        while :meth:`run` serves: both decode into the client's one accumulator.)"""
+        batch = _MicroBatch(self._acc)
         try:
             for frame in frames:
                 self._take(frame, batch)
@@ -240,20 +247,19 @@ class ZeekWebSocketClient:
             self._finish(batch)
 
     def _finish(self, batch: _MicroBatch) -> None:
-        if batch.pending:
-            self._deliver(batch.acc, batch.pending)
+        if batch.acc.events:
+            self._deliver(batch.acc.build())
         for token in batch.drains:
             self.drains.request(token)
 
     def _take(self, frame: str | bytes, batch: _MicroBatch) -> None:
         self.counters.messages += 1
-        acc, pending, drains = batch.acc, batch.pending, batch.drains
-        columns = fast_flows_columns(frame)
+        acc, drains = batch.acc, batch.drains
+        if acc.add_frame(
+            frame.encode("utf-8", "surrogatepass") if isinstance(frame, str) else frame
+        ):
+            return
         try:
-            if columns is not None:
-                acc.add_columns(columns)
-                pending.append(columns)
-                return
             msg = loads(frame)
             if isinstance(msg, dict) and msg.get("type") == "error":
                 self.counters.server_errors += 1
@@ -265,30 +271,13 @@ class ZeekWebSocketClient:
                 return
             if name != api.FLOWS.name:
                 raise DecodeError(f"unexpected event {shown(name)}")
-            columns = columns_of(args)
-            acc.add_columns(columns)
-            pending.append(columns)
+            acc.add_columns(columns_of(args))
         except VersionError as exc:
             log_refused(log, self.counters, exc)
         except DecodeError as exc:
             log_malformed(log, self.counters, exc)
 
-    def _deliver(self, acc: FlowsAccumulator, pending: list[Any]) -> None:
-        try:
-            batch = acc.build()
-        except DecodeError:
-            # Some event carries a bad value: decode them one by one and skip the bad ones.
-            good = []
-            for columns in pending:
-                try:
-                    one = FlowsAccumulator()
-                    one.add_columns(columns)
-                    good.append(one.build())
-                except DecodeError as exc:
-                    log_malformed(log, self.counters, exc)
-            if not good:
-                return
-            batch = FlowBatch.concat(good)
+    def _deliver(self, batch: FlowBatch) -> None:
         if len(batch) == 0:  # only events with no flows
             return
         self.counters.flows += len(batch)

@@ -11,19 +11,21 @@ raises :class:`VersionError`.
 Plain values (what :func:`encode_event` takes and :func:`decode_event` returns, keyed by the
 argument names of the declaration): ``string`` str, ``double`` float, ``count`` int, ``addr``
 str, ``port`` ``(number, proto)``, ``interval`` seconds; a vector is a list of those.
-``NetAnom::flows`` has its own columnar decoder (:class:`FlowsAccumulator`) for throughput.
+``NetAnom::flows`` has its own columnar decoder (:class:`FlowsAccumulator`) for throughput: a
+frame in the canonical layout Zeek writes is scanned straight into typed buffers
+(:mod:`netanomd.zeek.flowscan`), any other goes through :func:`columns_of` and Arrow; both give
+the same table.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import operator
 import re
 import reprlib
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-import msgspec
+import numpy as np
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -31,18 +33,10 @@ import pyarrow.compute as pc
 from netanomd.errors import InputError
 from netanomd.flow import FlowBatch
 from netanomd.sources import int_range, out_of_range
-from netanomd.zeek import api
+from netanomd.zeek import api, flowscan
+from netanomd.zeek.flowscan import PORT_PROTOS, UNIT_SECONDS
 
-_TIMESPAN = re.compile(r"^(-?\d+)(ns|us|ms|s|min|h|d)$")
-_UNIT_SECONDS = {
-    "ns": 1e-9,
-    "us": 1e-6,
-    "ms": 1e-3,
-    "s": 1.0,
-    "min": 60.0,
-    "h": 3600.0,
-    "d": 86400.0,
-}
+_TIMESPAN = re.compile(rf"^(-?\d+)({'|'.join(UNIT_SECONDS)})$")
 
 
 class DecodeError(InputError):
@@ -69,7 +63,7 @@ def timespan(text: str) -> float:
     m = _TIMESPAN.match(text)
     if not m:
         raise DecodeError(f"bad timespan {shown(text)}")
-    return int(m.group(1)) * _UNIT_SECONDS[m.group(2)]
+    return int(m.group(1)) * UNIT_SECONDS[m.group(2)]
 
 
 def timestamp(text: str) -> float:
@@ -149,7 +143,7 @@ def _port_value(text: Any) -> tuple[int, str]:
     if not isinstance(text, str):
         raise TypeError(f"not a port: {shown(text)}")
     number, _, proto = text.partition("/")
-    if not number.isdigit() or int(number) > 65535 or proto not in (*_PROTO, "unknown", "?"):
+    if not number.isdigit() or int(number) > 65535 or proto not in PORT_PROTOS:
         raise TypeError(f"bad port {shown(text)}")
     return int(number), proto
 
@@ -283,7 +277,7 @@ def _bad(where: str, what: str, arr: pa.Array, ok: pa.Array) -> DecodeError:
     return DecodeError(f"{where}[{i}]: bad {what} {shown(arr[i].as_py())}")
 
 
-_PROTOS = pa.array(["tcp", "udp", "icmp", "unknown", "?"])
+_PROTOS = pa.array(PORT_PROTOS)
 
 
 def _ports(arr: pa.Array, where: str) -> pa.Array:
@@ -317,12 +311,13 @@ def _timespans(arr: pa.Array, where: str) -> pa.Array:
         n = number.cast(pa.int64())
     except pa.ArrowInvalid as exc:
         raise DecodeError(f"{where}: {exc}") from None
-    return pc.multiply(n.cast(pa.float64()), pc.take(_SPAN_FACTORS, unit))
+    # (beyond 2**53 a count of units is rounded to the nearest double, as the scanner does)
+    return pc.multiply(n.cast(pa.float64(), safe=False), pc.take(_SPAN_FACTORS, unit))
 
 
 _ADDRESS = r"^[0-9A-Fa-f:.]+$"
-_SPAN_UNITS = pa.array(["ns", "us", "ms", "s", "min", "h", "d"])
-_SPAN_FACTORS = pa.array([_UNIT_SECONDS[u] for u in _SPAN_UNITS.to_pylist()], pa.float64())
+_SPAN_UNITS = pa.array(list(UNIT_SECONDS))
+_SPAN_FACTORS = pa.array(list(UNIT_SECONDS.values()), pa.float64())
 
 
 #: (argument name, Broker type of its elements) of every per-flow column of NetAnom::flows.
@@ -348,138 +343,169 @@ def columns_of(args: list[Any]) -> list[list[Any]]:
     ]
 
 
-# -- fast path: the common NetAnom::flows frame, decoded and type-checked by msgspec ----------
-def _value_struct(kind: str, typ: type) -> Any:
-    return msgspec.defstruct(
-        f"B_{kind}", [("data", typ)], tag=kind, tag_field="@data-type", frozen=True, gc=False
-    )
-
-
-_PY_TYPES = {
-    "count": int,
-    "string": str,
-    "address": str,
-    "port": str,
-    "real": float,
-    "timespan": str,
-}
-_VALUE = {kind: _value_struct(kind, typ) for kind, typ in _PY_TYPES.items()}
-
-
-def _vector_struct(name: str, element: Any) -> Any:
-    return msgspec.defstruct(name, [("data", element)], tag="vector", tag_field="@data-type")
-
-
-_ARGS = _vector_struct(
-    "B_flows_args",
-    tuple.__class_getitem__(
-        (
-            _VALUE["string"],
-            *(_vector_struct(f"B_vec_{n}", list.__class_getitem__(_VALUE[k])) for n, k in _COLUMNS),
-        )
-    ),
-)
-_EVENT = _vector_struct("B_flows_event", tuple.__class_getitem__((_VALUE["string"], _ARGS)))
-_FlowsMessage = msgspec.defstruct(
-    "B_flows_message",
-    [
-        ("type", str),
-        ("topic", str),
-        ("data", tuple.__class_getitem__((_VALUE["count"], _VALUE["count"], _EVENT))),
-        ("data_type", str, msgspec.field(name="@data-type", default="")),
-    ],
-)
-_DATA = operator.attrgetter("data")
-_FLOWS_DECODER: msgspec.json.Decoder[Any] = msgspec.json.Decoder(_FlowsMessage)
-
-
-def fast_flows_columns(frame: str | bytes) -> list[list[Any]] | None:
-    """The column values of a ``NetAnom::flows`` data message of this contract version in its
-    usual shape (two-element event, every value of the declared Broker type), decoded and
-    checked in one pass; None for anything else (errors, other events or versions, metadata,
-    malformed frames), which then takes the general path with its precise error messages."""
-    try:
-        m = _FLOWS_DECODER.decode(frame)
-    except (msgspec.DecodeError, RecursionError):  # too deep for msgspec: the general path
-        return None
-    head, kind, event = m.data
-    if (
-        m.type != "data-message"
-        or m.data_type != "vector"
-        or head.data != 1
-        or kind.data != 1
-        or event.data[0].data != api.FLOWS.name
-    ):
-        return None
-    version, *columns = event.data[1].data
-    if api.version_problem(version.data, api.FLOWS.name):
-        return None
-    return [list(map(_DATA, arg.data)) for arg in columns]
-
-
 class FlowsAccumulator:
     """Collects the flows of several ``NetAnom::flows`` events and decodes them as one batch.
 
-    :meth:`add` does the per-value work that needs Python (unwrapping, Broker type of every
-    element, equal vector lengths) and refuses a bad event without touching what was
-    collected; :meth:`build` validates and converts whole columns with Arrow (addresses, ports,
-    timespans), so the per-event cost stays small when frames carry ~100 flows.
+    :meth:`add_frame` takes a frame in Broker's canonical layout straight into typed buffers
+    (:class:`~netanomd.zeek.flowscan.FlowsScanner`: no Python object per value);
+    :meth:`add_columns` takes the checked column values of an event the general decoder
+    (:func:`columns_of`) read, converting them with Arrow. Either refuses a bad event without
+    touching what was collected; :meth:`build` hands the batch over and starts the next one
+    (the buffers are kept, unless a huge frame grew them).
     """
 
-    def __init__(self) -> None:
-        self.columns: dict[str, list[Any]] = {name: [] for name, _ in _COLUMNS}
+    def __init__(self, rows: int = 8192) -> None:
+        _SCANNER.warm()
+        self._size = rows
+        self._allocate(rows, rows * 64)
+        self._rows = 0  # scanned since the last piece
+        self._char = 0
+        #: Decoded columns, in arrival order (a piece per general-path event, one for the
+        #: frames scanned between them).
+        self._pieces: list[list[pa.Array]] = []
+        self._decoded = 0
         self.events = 0
 
     def __len__(self) -> int:
-        return len(self.columns["uid"])
+        return self._decoded + self._rows
+
+    def add_frame(self, frame: bytes) -> bool:
+        """Add a ``NetAnom::flows`` frame of this contract's major version in the canonical
+        layout; False (nothing added) for any other frame, which the general path then
+        decodes or names."""
+        buf = np.frombuffer(frame, np.uint8)
+        self._room(self._rows + len(buf) // _SCANNER.bytes_per_flow + 1, self._char + len(buf))
+        n, char, version = _SCANNER.scan(
+            buf,
+            self._ints,
+            self._seconds,
+            self._starts,
+            self._lengths,
+            self._chars,
+            self._rows,
+            self._char,
+        )
+        if n < 0 or api.version_problem(version, api.FLOWS.name):
+            return False
+        self._rows += n
+        self._char = char
+        self.events += 1
+        return True
 
     def add(self, args: list[Any]) -> int:
         """Add one event's arguments; returns its number of flows."""
         return self.add_columns(columns_of(args))
 
     def add_columns(self, columns: list[list[Any]]) -> int:
-        """Add one event's column values, one list per column (type-checked already)."""
+        """Add one event's column values, one list per column (type-checked already, as
+        :func:`columns_of` returns them); every value is checked here."""
         n = len(columns[0])
         for (name, _), values in zip(_COLUMNS, columns, strict=True):
             if len(values) != n:
                 raise DecodeError(f"NetAnom::flows: {name} has {len(values)} elements, not {n}")
-        for (name, _), values in zip(_COLUMNS, columns, strict=True):
-            self.columns[name].extend(values)
+        if n:  # (empty vectors: nothing to check)
+            piece = [
+                _column(name, kind, values)
+                for (name, kind), values in zip(_COLUMNS, columns, strict=True)
+            ]
+            self._flush()
+            self._pieces.append(piece)
+            self._decoded += n
         self.events += 1
         return n
 
     def build(self) -> FlowBatch:
-        """Decode everything added into one FlowBatch (source ``zeek``)."""
-        table: dict[str, pa.Array] = {}
-        n = len(self)
-        if n == 0:  # events with empty vectors: nothing to check
+        """Everything added as one FlowBatch (source ``zeek``); the accumulator is empty after."""
+        self._flush()
+        pieces, n = self._pieces, self._decoded
+        self._pieces, self._decoded, self.events = [], 0, 0
+        if self._starts.shape[1] > 8 * self._size or len(self._chars) > 512 * self._size:
+            self._allocate(self._size, self._size * 64)  # (a huge frame is not kept around)
+        if n == 0:
             return FlowBatch.empty()
-        for name, kind in _COLUMNS:
-            where = f"NetAnom::flows {name}"
-            values = self.columns[name]
-            if kind == "count":
-                table[name] = _counts(values, name, where)
-                continue
-            if kind == "real":
-                table[name] = _array(values, pa.float64(), where)
-                continue
-            arr = _array(values, pa.string(), where)
-            if kind == "address":
-                ok = pc.match_substring_regex(arr, _ADDRESS)
-                if not pc.all(ok).as_py():
-                    bad = ok.to_pylist().index(False)
-                    raise DecodeError(f"{where}[{bad}]: bad address {shown(values[bad])}")
-                table[name] = arr
-            elif kind == "port":
-                table[name] = _ports(arr, where)
-            elif kind == "timespan":
-                table[name] = _timespans(arr, where)
-            elif name in _EMPTY_IS_NULL:
-                table[name] = pc.if_else(pc.equal(arr, ""), pa.scalar(None, pa.string()), arr)
-            else:
-                table[name] = arr
-        table["source"] = pa.array(["zeek"] * n, pa.string())
+        table: dict[str, pa.Array] = {}
+        for i, (name, _) in enumerate(_COLUMNS):
+            arr = pa.concat_arrays([p[i] for p in pieces]) if len(pieces) > 1 else pieces[0][i]
+            if name in _EMPTY_IS_NULL:
+                arr = pc.if_else(pc.equal(arr, ""), pa.scalar(None, pa.string()), arr)
+            table[name] = arr
+        table["source"] = _source(n)
         return FlowBatch.from_table(pa.table(table))
+
+    def _flush(self) -> None:
+        """The scanned rows as a piece of decoded columns (copies: the buffers are reused)."""
+        n = self._rows
+        if n == 0:
+            return
+        piece = []
+        for col in _SCANNER.columns:
+            if col.kind == flowscan.COUNT:
+                piece.append(pa.array(self._ints[col.slot, :n].copy()))
+            elif col.kind == flowscan.PORT:
+                piece.append(pa.array(self._ints[col.slot, :n].astype(np.int32)))
+            elif col.kind == flowscan.TIMESPAN:
+                piece.append(pa.array(self._seconds[col.slot, :n].copy()))
+            else:
+                text = _SCANNER.text(
+                    self._starts[col.slot, :n], self._lengths[col.slot, :n], self._chars
+                )
+                piece.append(text.cast(pa.float64()) if col.kind == flowscan.REAL else text)
+        self._pieces.append(piece)
+        self._decoded += n
+        self._rows = self._char = 0
+
+    def _allocate(self, rows: int, chars: int) -> None:
+        scan = _SCANNER
+        self._ints = np.empty((scan.n_ints, rows), np.int64)
+        self._seconds = np.empty((scan.n_seconds, rows), np.float64)
+        self._starts = np.empty((scan.n_spans, rows), np.int64)
+        self._lengths = np.empty((scan.n_spans, rows), np.int64)
+        self._chars = np.empty(chars, np.uint8)
+
+    def _room(self, rows: int, chars: int) -> None:
+        """Grow the buffers (keeping what they hold) to take ``rows`` rows, ``chars`` bytes."""
+        cap = self._starts.shape[1]
+        if rows > cap:
+            cap = max(rows, 2 * cap)
+            for attr in ("_ints", "_seconds", "_starts", "_lengths"):
+                old = getattr(self, attr)
+                new = np.empty((old.shape[0], cap), old.dtype)
+                new[:, : self._rows] = old[:, : self._rows]
+                setattr(self, attr, new)
+        if chars > len(self._chars):
+            new_chars = np.empty(max(chars, 2 * len(self._chars)), np.uint8)
+            new_chars[: self._char] = self._chars[: self._char]
+            self._chars = new_chars
+
+
+def _column(name: str, kind: str, values: list[Any]) -> pa.Array:
+    """One column of an event from the general decoder, every value checked and converted
+    as :class:`~netanomd.zeek.flowscan.FlowsScanner` converts it."""
+    where = f"NetAnom::flows {name}"
+    if kind == "count":
+        return _counts(values, name, where)
+    if kind == "real":
+        return _array(values, pa.float64(), where)
+    arr = _array(values, pa.string(), where)
+    if kind == "address":
+        ok = pc.match_substring_regex(arr, _ADDRESS)
+        if not pc.all(ok).as_py():
+            bad = ok.to_pylist().index(False)
+            raise DecodeError(f"{where}[{bad}]: bad address {shown(values[bad])}")
+    elif kind == "port":
+        return _ports(arr, where)
+    elif kind == "timespan":
+        return _timespans(arr, where)
+    return arr
+
+
+def _source(n: int) -> pa.Array:
+    """``"zeek"`` ``n`` times, without a Python string per flow."""
+    offsets = np.arange(0, 4 * n + 1, 4, dtype=np.int32)
+    return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(b"zeek" * n))
+
+
+_SCANNER = flowscan.FlowsScanner(event_message)
 
 
 def flows_to_batch(args: list[Any]) -> FlowBatch:
