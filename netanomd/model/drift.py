@@ -23,6 +23,7 @@ import logging
 import math
 import threading
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -251,6 +252,21 @@ def _merged(group: list[_Part]) -> _Part:
     return max(t for t, _, _, _ in group), batch, scores, None
 
 
+def _materialized(parts: Sequence[_Part]) -> list[_Part]:
+    """``parts`` with the sampled rows of every part not merged yet copied, in one take."""
+    lazy = [p for p in parts if p[3] is not None]
+    if not lazy:
+        return list(parts)
+    _, taken, _, _ = _merged(lazy)
+    out: list[_Part] = []
+    start = 0
+    for t, b, s, r in parts:
+        if r is not None:
+            b, start = taken.slice(start, len(r)), start + len(r)
+        out.append((t, b, s, None))
+    return out
+
+
 class DriftMonitor:
     """The daemon's view: a uniform sample of the flows scored over the last ``window``
     seconds of flow time (every flow, alerts included; at most ``cap`` rows: when the sample
@@ -318,7 +334,7 @@ class DriftMonitor:
         merged: deque[_Part] = deque()
         group: list[_Part] = []
         rows = 0
-        for part in self._parts:
+        for part in _materialized(self._parts):
             group.append(part)
             rows += len(part[2])
             if rows >= size:
