@@ -161,3 +161,27 @@ def test_monitor_keeps_few_parts_of_many_small_batches(split: tuple[Model, FlowB
         small.observe(part, part.numeric("duration"))
     assert small.rate < 1.0 and len(small._parts) <= MAX_PARTS + 1
     assert len(small.scores()) <= small.cap
+
+
+def test_a_thinned_sample_keeps_each_flow_with_its_score(split: tuple[Model, FlowBatch]) -> None:
+    """Batches are sampled and thinned by row number, their rows copied only when parts are
+    merged: the flows read back are the sampled ones, each with its own score (the flow's
+    duration here), in order, and the batches held stay within twice the cap."""
+    from netanomd.model.drift import _merged
+
+    _, rest = split
+    monitor = DriftMonitor(cap=len(rest) // 8, every=300.0)
+    held = []
+    for i in range(0, len(rest), 50):
+        part = rest.slice(i, 50)
+        monitor.observe(part, part.numeric("duration"))
+        held.append(sum(len(b) for _, b, _, _ in monitor._parts))
+    assert monitor.rate <= 0.125 and max(held) <= 2 * monitor.cap + 50
+    _, batch, scores, _ = _merged(list(monitor._parts))
+    assert 0 < len(batch) <= monitor.cap and len(scores) == len(batch)
+    assert np.array_equal(batch.numeric("duration"), scores)
+    uids = batch.column("uid").to_pylist()
+    order = {u: n for n, u in enumerate(rest.column("uid").to_pylist())}
+    assert len(set(uids)) == len(uids) and [order[u] for u in uids] == sorted(
+        order[u] for u in uids
+    )

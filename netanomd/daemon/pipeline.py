@@ -6,7 +6,8 @@ reached every sink, in the order they were offered — file followers save their
 empty batch with an ack waits its turn too), the queue bound (in
 flows) and what happens when it is full (``block`` for sources that can wait, else drop the
 oldest or the newest work, counted), micro-batching (up to ``batch_size`` flows or
-``batch_timeout`` seconds after the first queued flow, whichever comes first), community_id
+``batch_timeout`` seconds after the first queued flow, whichever comes first; while a backlog
+waits, up to ``backlog_batch_size`` flows at once), community_id
 de-duplication across sources, scoring through the model's stream
 (:meth:`~netanomd.model.Model.stream`: flow alerts, host behaviour and incidents), writing the
 alerts and then the incidents they opened or updated to the run's
@@ -192,6 +193,7 @@ class Pipeline:
         sinks: SinkSet,
         *,
         batch_size: int = 1000,
+        backlog_batch_size: int = 8192,
         batch_timeout: float = 0.05,
         queue_size: int = 65536,
         on_full: str = "drop_oldest",
@@ -212,6 +214,9 @@ class Pipeline:
         self.sampler: Sampler | None = None
         self.sinks = sinks
         self.batch_size = batch_size
+        #: The most flows taken at once while more than ``batch_size`` wait (a backlog): the
+        #: stream's cost per batch is then paid once for several batches' worth.
+        self.backlog_batch_size = max(batch_size, backlog_batch_size)
         self.batch_timeout = batch_timeout
         self.queue_size = queue_size
         self.on_full = on_full
@@ -344,7 +349,9 @@ class Pipeline:
 
     # -- scoring loop ----------------------------------------------------------------------
     def _take(self) -> list[_Item] | None:
-        """Wait for work; then gather up to batch_size flows or until batch_timeout."""
+        """Wait for work; then gather up to batch_size flows or until batch_timeout. When more
+        than batch_size flows are already waiting (a backlog), up to backlog_batch_size of them
+        are taken: they would only wait for the next turn otherwise."""
         with self._lock:
             while not self._queue:
                 self.heartbeat = self.clock()
@@ -357,8 +364,9 @@ class Pipeline:
                 if left <= 0:
                     break
                 self._not_empty.wait(left)
+            limit = self.backlog_batch_size if self._queued > self.batch_size else self.batch_size
             items, n = [], 0
-            while self._queue and (n == 0 or n + len(self._queue[0].batch) <= self.batch_size):
+            while self._queue and (n == 0 or n + len(self._queue[0].batch) <= limit):
                 item = self._queue.popleft()
                 n += len(item.batch)
                 items.append(item)

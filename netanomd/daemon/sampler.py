@@ -4,9 +4,11 @@ Owns :class:`Sampler`: the scoring loop hands each scored batch (its scores, its
 incidents open at that moment) to a thread of its own that adds it to the
 :class:`~netanomd.model.reservoir.Reservoir` (the day sample and the drift monitor's recent
 flows), so a sample that thins itself, merges its parts or writes its day files never holds up
-the next batch's alerts. Batches are added in the order they were scored. When the thread falls
-``backlog`` batches behind, the scoring loop waits for room: the sample never loses a batch, and
-a thread that cannot keep up slows scoring instead of growing without bound.
+the next batch's alerts. Batches are added in the order they were scored; those queued when the
+thread comes round are added together (up to :data:`COALESCE_ROWS` flows:
+:meth:`~netanomd.model.reservoir.Reservoir.add_all`, whose cost is mostly per call). When the
+thread falls ``backlog`` batches behind, the scoring loop waits for room: the sample never loses
+a batch, and a thread that cannot keep up slows scoring instead of growing without bound.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -23,12 +25,13 @@ from netanomd.behaviour.incidents import Incident
 from netanomd.decision import Alert
 from netanomd.flow import FlowBatch
 
-if TYPE_CHECKING:
-    from netanomd.model.reservoir import Reservoir
+if TYPE_CHECKING:  # (the commands importing the daemon's wiring do not load pyarrow.parquet)
+    from netanomd.model.reservoir import Reservoir, Scored
 
 log = logging.getLogger(__name__)
 
-_Work = tuple[FlowBatch, np.ndarray, list[Alert], list[Incident]]
+#: The most flows the thread adds in one call (queued batches added together).
+COALESCE_ROWS = 65_536
 
 
 class Sampler:
@@ -39,7 +42,9 @@ class Sampler:
         self.backlog = backlog
         #: Times the scoring loop waited for room (the thread was ``backlog`` batches behind).
         self.waits = 0
-        self._work: deque[_Work] = deque()
+        #: Calls to the reservoir (batches queued together are added in one).
+        self.adds = 0
+        self._work: deque[Scored] = deque()
         self._cond = threading.Condition()
         self._busy = False
         self._closed = False
@@ -49,18 +54,20 @@ class Sampler:
         self,
         batch: FlowBatch,
         scores: np.ndarray,
-        alerts: list[Alert],
+        alerts: Sequence[Alert],
         open_incidents: Iterable[Incident],
     ) -> None:
         """Queue a scored batch for the reservoir (``open_incidents`` is read now: the
         incidents open when the batch was scored)."""
-        work = (batch, scores, alerts, list(open_incidents))
+        from netanomd.model.reservoir import Scored
+
+        work = Scored(batch, scores, alerts, list(open_incidents))
         with self._cond:
             if len(self._work) >= self.backlog and not self._closed:
                 self.waits += 1
                 self._cond.wait_for(lambda: len(self._work) < self.backlog or self._closed)
             if self._closed:  # (shutting down: the thread may be gone; added here and now)
-                self._add(work)
+                self._add([work])
                 return
             self._work.append(work)
             self._cond.notify_all()
@@ -89,8 +96,13 @@ class Sampler:
                     self._cond.wait()
                 if not self._work:
                     return
-                work = self._work.popleft()
+                work = [self._work.popleft()]
+                rows = len(work[0].batch)
+                while self._work and rows + len(self._work[0].batch) <= COALESCE_ROWS:
+                    work.append(self._work.popleft())
+                    rows += len(work[-1].batch)
                 self._busy = True
+                self._cond.notify_all()  # room for the scoring loop
             try:
                 self._add(work)
             finally:
@@ -98,9 +110,10 @@ class Sampler:
                     self._busy = False
                     self._cond.notify_all()
 
-    def _add(self, work: _Work) -> None:
-        batch, scores, alerts, incidents = work
+    def _add(self, work: list[Scored]) -> None:
+        self.adds += 1
         try:
-            self.reservoir.add(batch, scores, alerts, incidents)
+            self.reservoir.add_all(work)
         except Exception:  # a bug there must not count scored flows as lost
-            log.exception("the training reservoir could not take %d scored flows", len(batch))
+            n = sum(len(w.batch) for w in work)
+            log.exception("the training reservoir could not take %d scored flows", n)

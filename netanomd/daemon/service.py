@@ -140,6 +140,7 @@ class Daemon:
             model,
             self.sinks,
             batch_size=p.batch_size,
+            backlog_batch_size=p.backlog_batch_size,
             batch_timeout=p.batch_timeout_ms / 1000.0,
             queue_size=p.queue_size,
             on_full=p.on_full,

@@ -23,6 +23,7 @@ import logging
 import math
 import threading
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -227,16 +228,43 @@ def measure(
 #: Parts (scored batches) the daemon's sample holds before neighbours are merged.
 MAX_PARTS = 64
 
+#: A part of the sample: its newest flow time, a scored batch, the scores of its rows sampled
+#: and which rows of the batch those are (None: all of them). A batch is sampled, and thinned,
+#: by its row numbers: its rows are copied once, when parts are merged (:func:`_merged`).
+_Part = tuple[float, FlowBatch, np.ndarray, "np.ndarray | None"]
 
-def _merged(
-    group: list[tuple[float, FlowBatch, np.ndarray]],
-) -> tuple[float, FlowBatch, np.ndarray]:
-    """One part of ``group``'s rows (their order kept), its newest flow time. The tables are
-    joined as chunks of one table (no rows copied), so merging costs nothing per flow."""
-    if len(group) == 1:
+
+def _merged(group: list[_Part]) -> _Part:
+    """One part of ``group``'s sampled rows (their order kept), its newest flow time. Parts
+    holding all their batch's rows are joined as chunks of one table (no rows copied); the
+    sampled rows of the others are taken in one copy."""
+    if len(group) == 1 and group[0][3] is None:
         return group[0]
-    batch = FlowBatch.concat([b for _, b, _ in group])
-    return max(t for t, _, _ in group), batch, np.concatenate([s for *_, s in group])
+    batch = FlowBatch.concat([b for _, b, _, _ in group]) if len(group) > 1 else group[0][1]
+    if any(r is not None for *_, r in group):
+        offsets = np.cumsum([0] + [len(b) for _, b, _, _ in group])
+        index = [
+            start + (np.arange(len(b)) if r is None else r)
+            for start, (_, b, _, r) in zip(offsets.tolist(), group, strict=False)
+        ]
+        batch = batch.take(np.concatenate(index))
+    scores = np.concatenate([s for _, _, s, _ in group])
+    return max(t for t, _, _, _ in group), batch, scores, None
+
+
+def _materialized(parts: Sequence[_Part]) -> list[_Part]:
+    """``parts`` with the sampled rows of every part not merged yet copied, in one take."""
+    lazy = [p for p in parts if p[3] is not None]
+    if not lazy:
+        return list(parts)
+    _, taken, _, _ = _merged(lazy)
+    out: list[_Part] = []
+    start = 0
+    for t, b, s, r in parts:
+        if r is not None:
+            b, start = taken.slice(start, len(r)), start + len(r)
+        out.append((t, b, s, None))
+    return out
 
 
 class DriftMonitor:
@@ -262,8 +290,9 @@ class DriftMonitor:
         self.every = every
         self.rate = 1.0
         self.rng = np.random.default_rng(seed)
-        self._parts: deque[tuple[float, FlowBatch, np.ndarray]] = deque()
-        self._n = 0
+        self._parts: deque[_Part] = deque()
+        self._n = 0  # rows sampled
+        self._held = 0  # rows of the batches held (a part not merged yet holds its whole batch)
         self._lock = threading.Lock()
         #: (when, model id, report) of the last pass.
         self._last: tuple[float, str, DriftReport] | None = None
@@ -271,25 +300,30 @@ class DriftMonitor:
 
     def observe(self, batch: FlowBatch, scores: np.ndarray) -> None:
         with self._lock:
+            ts = batch.numeric("ts", fill=np.nan)
+            rows = None
             if self.rate < 1.0:
                 rows = np.flatnonzero(self.rng.random(len(batch)) < self.rate)
-                batch, scores = batch.take(rows), scores[rows]
-            ts = batch.numeric("ts", fill=np.nan)
+                ts, scores = ts[rows], scores[rows]
             newest = float(np.nanmax(ts)) if np.isfinite(ts).any() else -np.inf
-            self._parts.append((newest, batch, scores))
-            self._n += len(batch)
+            self._parts.append((newest, batch, scores, rows))
+            self._n += len(scores)
+            self._held += len(batch)
             while self._parts and self._parts[0][0] < newest - self.window:
-                self._n -= len(self._parts.popleft()[1])
-            if len(self._parts) > MAX_PARTS:
+                _, gone, sampled, _ = self._parts.popleft()
+                self._n -= len(sampled)
+                self._held -= len(gone)
+            # merged when they are many, or hold many rows the sample does not keep
+            if len(self._parts) > MAX_PARTS or self._held > 2 * self.cap:
                 self._coalesce()
             while self._n > self.cap:
                 self.rate /= 2
-                thinned: deque[tuple[float, FlowBatch, np.ndarray]] = deque()
-                for t, b, s in self._parts:
-                    rows = np.flatnonzero(self.rng.random(len(b)) < 0.5)
-                    thinned.append((t, b.take(rows), s[rows]))
+                thinned: deque[_Part] = deque()
+                for t, b, s, r in self._parts:
+                    keep = np.flatnonzero(self.rng.random(len(s)) < 0.5)
+                    thinned.append((t, b, s[keep], keep if r is None else r[keep]))
                 self._parts = thinned
-                self._n = sum(len(b) for _, b, _ in thinned)
+                self._n = sum(len(s) for _, _, s, _ in thinned)
 
     def _coalesce(self) -> None:
         """Merge neighbouring parts into chunks of about ``cap / MAX_PARTS`` rows, each keeping
@@ -297,24 +331,25 @@ class DriftMonitor:
         rather than one per batch the daemon scored (a chunk leaves the window with its newest
         flow)."""
         size = max(self.cap // MAX_PARTS, 1)
-        merged: deque[tuple[float, FlowBatch, np.ndarray]] = deque()
-        group: list[tuple[float, FlowBatch, np.ndarray]] = []
+        merged: deque[_Part] = deque()
+        group: list[_Part] = []
         rows = 0
-        for part in self._parts:
+        for part in _materialized(self._parts):
             group.append(part)
-            rows += len(part[1])
+            rows += len(part[2])
             if rows >= size:
                 merged.append(_merged(group))
                 group, rows = [], 0
         if group:
             merged.append(_merged(group))
         self._parts = merged
+        self._held = sum(len(b) for _, b, _, _ in merged)
 
     def scores(self) -> np.ndarray:
         """The sampled flows' scores (every flow, alerts or not): recent traffic's score
         distribution, e.g. for the analyst page's model view."""
         with self._lock:
-            parts = [s for _, _, s in self._parts]
+            parts = [s for _, _, s, _ in self._parts]
         return np.concatenate(parts) if parts else np.empty(0)
 
     @property
@@ -348,8 +383,7 @@ class DriftMonitor:
         window = summary_of(model.meta)
         if window is None or not parts:
             return DriftReport(0, 0.0, {}, age)
-        batch = FlowBatch.concat([b for _, b, _ in parts])
-        scores = np.concatenate([s for _, _, s in parts])
+        _, batch, scores, _ = _merged(parts)
         flow_cols = {n for b in model.spec.blocks if isinstance(b, FlowFeatures) for n in b.names}
         cols = [j for j, n in enumerate(model.feature_names) if n in flow_cols]
         X = model.features(batch, fresh=True)[:, cols]

@@ -33,8 +33,9 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -53,104 +54,90 @@ log = logging.getLogger(__name__)
 SUFFIX = ".parquet"
 #: The day file's metadata key holding the flows each hour saw (JSON: hour -> count).
 SEEN_KEY = b"netanomd.seen"
-#: An hour's small parts (fewer rows than this) are merged as they come (:class:`_Hour`).
-SEAL_ROWS = 1024
-#: ... and at the latest when there are this many of them.
-LOOSE_PARTS = 16
+#: Rows the store may hold beyond twice the kept ones before it is compacted (:meth:`add_all`).
+COMPACT_SLACK = 65_536
+
+
+class Scored(NamedTuple):
+    """One scored batch as the reservoir takes it: its scores, its alerts and the incidents
+    open when it was scored (these exclude the batch's own flows)."""
+
+    batch: FlowBatch
+    scores: np.ndarray
+    alerts: Sequence[Alert]
+    open_incidents: Sequence[Incident]
 
 
 class _Hour:
     """Algorithm R over one hour's flows: at most ``cap`` kept of the ``seen`` so far.
 
-    A batch costs what it brings, not what the hour holds: the rows it has taken
-    (:meth:`choose`) are copied into a new part (:meth:`append`: one copy of the batch's
-    rows taken, sliced by hour), and ``slots`` (the numbers of the kept rows, in arrival
-    order: every row stored gets the next number, so the parts in order hold consecutive
-    numbers from ``base``) drop the numbers they replace and end with theirs. Replaced rows
-    stay in their parts until the hour's table is built (:meth:`table`, when read or
-    written), which keeps just the slots' rows. Parts of fewer than :data:`SEAL_ROWS` rows
-    are merged, so the hour holds few small tables: a batch copies its taken rows, at most
-    twice, and fewer than ``SEAL_ROWS`` more."""
+    ``slots[:held]`` are the kept rows' numbers in the reservoir's row store (every row stored
+    gets the next number, so numbers follow arrival order); a replacement overwrites a slot's
+    number, and the replaced row stays in the store until it is compacted. ``offset`` is where
+    the hour's rows lie, in arrival order, in the compacted store (None once they changed)."""
 
-    def __init__(self, cap: int, kept: pa.Table | None = None, seen: int = 0) -> None:
+    __slots__ = ("cap", "day", "held", "offset", "seen", "slots")
+
+    def __init__(self, cap: int, day: dt.date, numbers: np.ndarray, seen: int = 0) -> None:
         self.cap = cap
-        kept = kept if kept is not None else FLOW_SCHEMA.empty_table()
-        #: numbers of the kept rows; more than ``cap`` only when a day written with a larger
-        #: ``per_day`` is read back (replacements then go to the first ``cap`` slots)
-        self.slots = np.empty(max(cap, kept.num_rows), dtype=np.int64)
-        self.parts: list[pa.Table] = []
-        self.sealed = 0  # parts[:sealed] are large enough to stay as they are
-        self.base = self.next = self.held = 0
-        self._reset(kept)
+        self.day = day
+        #: more than ``cap`` only when a day written with a larger ``per_day`` is read back
+        #: (replacements then go to the first ``cap`` slots)
+        self.slots = np.empty(max(cap, len(numbers)), dtype=np.int64)
+        self.held = len(numbers)
+        self.slots[: self.held] = numbers
         self.seen = max(seen, self.held)
-
-    def _reset(self, table: pa.Table) -> None:
-        """Hold exactly ``table``'s rows, one part, numbered on from the last number."""
-        self.held = table.num_rows
-        self.base = self.next
-        self.slots[: self.held] = self.next + np.arange(self.held)
-        self.next += self.held
-        self.parts = [table] if self.held else []
-        self.sealed = len(self.parts)
-
-    def choose(self, at: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """Sample the rows ``at`` (a batch's positions, in arrival order): the positions taken,
-        in arrival order, whose rows the caller hands to :meth:`append`."""
-        n = len(at)
-        if not n:
-            return at
-        k = self.held
-        free = max(0, min(self.cap - k, n))
-        # (slot, row) of each row taken, in arrival order: the first ``free`` fill the empty
-        # slots, then Algorithm R: the row seen ``t``-th replaces slot j < cap, j in [0, t]
-        slot, pos = np.arange(k, k + free), np.arange(free)
-        rest = np.arange(free, n)
-        if rest.size:
-            j = rng.integers(0, self.seen + rest + 1)
-            hit = j < self.cap
-            slot, pos = np.concatenate([slot, j[hit]]), np.concatenate([pos, rest[hit]])
-        self.seen += n
-        self.held = k + free
-        if not pos.size:
-            return at[:0]
-        # a slot taken twice in the batch keeps the later row; the earlier is never copied
-        last = len(slot) - 1 - np.unique(slot[::-1], return_index=True)[1]
-        last.sort()
-        # the slots stay in arrival order: those replaced leave, the batch's rows go last
-        stay = np.ones(k, dtype=np.bool_)
-        stay[slot[last][slot[last] < k]] = False
-        new = self.next + np.arange(len(last))
-        self.slots[: self.held] = np.concatenate([self.slots[:k][stay], new])
-        self.next += len(last)
-        return at[pos[last]]
-
-    def append(self, taken: pa.Table) -> None:
-        """The rows :meth:`choose` took, as the last part; the small parts at the end (less
-        than :data:`SEAL_ROWS` rows before these) are merged once they are
-        :data:`LOOSE_PARTS` or together large enough to keep."""
-        self.parts.append(taken)
-        loose = self.parts[self.sealed :]
-        rows = sum(t.num_rows for t in loose)
-        if len(loose) >= LOOSE_PARTS or (rows >= SEAL_ROWS and len(loose) > 1):
-            merged = pa.concat_tables(loose).combine_chunks()
-            self.parts[self.sealed :] = [merged]
-        if rows >= SEAL_ROWS:
-            self.sealed = len(self.parts)
-
-    def table(self) -> pa.Table:
-        """The kept rows in arrival order (built once; the hour then holds just them)."""
-        if len(self.parts) != 1 or self.next - self.base != self.held:
-            whole = pa.concat_tables(self.parts) if self.parts else FLOW_SCHEMA.empty_table()
-            self._reset(whole.take(pa.array(self.slots[: self.held] - self.base)))
-        return self.parts[0] if self.parts else FLOW_SCHEMA.empty_table()
+        self.offset: int | None = None
 
     def keep(self, rows: np.ndarray) -> None:
-        """Keep only the rows of :meth:`table` where ``rows`` is true (its slots freed)."""
-        self._reset(self.table().filter(pa.array(rows)))
+        """Keep only the rows of the hour's table (arrival order) where ``rows`` is true."""
+        numbers = np.sort(self.slots[: self.held])[rows]
+        self.held = len(numbers)
+        self.slots[: self.held] = numbers
+        self.offset = None
+
+
+def _choose(hours: list[_Hour], group: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Algorithm R for a batch's rows, each in hour ``hours[group[i]]`` (rows in arrival order),
+    all hours at once: each row's slot in its hour, -1 for the rows not taken. The first rows
+    fill an hour's free slots, then the row seen ``t``-th replaces slot j < cap, j uniform in
+    [0, t]; a slot taken twice in the batch keeps the later row. Counts the rows as seen."""
+    counts = np.bincount(group, minlength=len(hours))
+    order = np.argsort(group, kind="stable")
+    rank = np.empty(len(group), dtype=np.int64)  # rows of the same hour before this one
+    rank[order] = np.arange(len(group)) - np.repeat(np.cumsum(counts) - counts, counts)
+    held = np.array([h.held for h in hours], dtype=np.int64)
+    seen = np.array([h.seen for h in hours], dtype=np.int64)
+    cap = np.array([h.cap for h in hours], dtype=np.int64)
+    free = np.maximum(cap - held, 0)
+    slot: np.ndarray = held[group] + rank
+    draw = rank >= free[group]
+    if draw.any():
+        g = group[draw]
+        j = rng.integers(0, seen[g] + rank[draw] + 1)
+        slot[draw] = np.where(j < cap[g], j, -1)
+    for h, n, f in zip(hours, counts.tolist(), free.tolist(), strict=True):
+        h.seen += n
+        h.held += min(n, f)
+    taken = np.flatnonzero(slot >= 0)
+    width = max(len(h.slots) for h in hours)
+    key = group[taken] * width + slot[taken]
+    later = len(key) - 1 - np.unique(key[::-1], return_index=True)[1]
+    replaced = np.ones(len(taken), dtype=np.bool_)
+    replaced[later] = False
+    slot[taken[replaced]] = -1
+    return slot
 
 
 class Reservoir:
-    """What the daemon keeps of the traffic it scored, for retraining and drift."""
+    """What the daemon keeps of the traffic it scored, for retraining and drift.
+
+    The rows kept live in one row store (``_chunks``: scored batches stored whole, or just the
+    rows they gave, numbered on from ``_base``), shared by every hour in memory: a batch costs
+    one vectorised Algorithm R over its rows and at most one copy of them, whatever the hours
+    it spans. The store is compacted (the kept rows copied, hour by hour in arrival order) when
+    a day is written, and when it holds more than twice the kept rows (plus
+    :data:`COMPACT_SLACK`)."""
 
     def __init__(
         self,
@@ -178,6 +165,10 @@ class Reservoir:
         self.rng = np.random.default_rng(seed)
         self.recent = drift if drift is not None else DriftMonitor()
         self._days: dict[dt.date, dict[int, _Hour]] = {}
+        #: The same hours by epoch hour (flow time // 3600).
+        self._hours: dict[int, _Hour] = {}
+        self._chunks: list[pa.Table] = []
+        self._base = self._next = 0
         #: Incidents seen open since the last flush, by id: their flows are taken out of the
         #: sample again before it is written (:meth:`_purge`).
         self._incidents: dict[int, Incident] = {}
@@ -196,36 +187,53 @@ class Reservoir:
     ) -> None:
         """Sample ``batch`` (scored ``scores``; its ``alerts``) into its days, leaving out the
         alerted flows and those of ``open_incidents``; flush when it is time."""
-        if not len(batch):
+        self.add_all([Scored(batch, scores, list(alerts), list(open_incidents))])
+
+    def add_all(self, parts: Sequence[Scored]) -> None:
+        """Sample several scored batches at once, in their order, as one :meth:`add` each would
+        (each batch's alerts and open incidents leave out its own flows), for the cost of one."""
+        parts = [p for p in parts if len(p.batch)]
+        if not parts:
             return
+        if len(parts) == 1:
+            batch, scores = parts[0].batch, parts[0].scores
+        else:
+            batch = FlowBatch.concat([p.batch for p in parts])
+            scores = np.concatenate([p.scores for p in parts])
         self.recent.observe(batch, scores)
-        open_incidents = list(open_incidents)
-        keep = self._clean(batch, alerts, open_incidents)
+        keep = np.concatenate([self._clean(p.batch, p.alerts, p.open_incidents) for p in parts])
         self.excluded += int((~keep).sum())
         rows = np.flatnonzero(keep)
         ts = np.nan_to_num(
             batch.numeric("ts", fill=np.nan)[rows], nan=time.time(), posinf=0, neginf=0
         )
-        hour = (ts // 3600).astype(np.int64)
+        keys, group = np.unique((ts // 3600).astype(np.int64), return_inverse=True)
         with self._lock:
-            chosen = []
-            for h in np.unique(hour):
-                day = dt.datetime.fromtimestamp(int(h) * 3600, dt.UTC).date()
-                hours = self._day(day)
-                slot = hours.get(int(h) % 24)
-                if slot is None:
-                    slot = hours[int(h) % 24] = _Hour(self.per_day // 24)
-                chosen.append((slot, slot.choose(rows[hour == h], self.rng)))
-                self._dirty.add(day)
-            chosen = [(slot, at) for slot, at in chosen if len(at)]
-            if chosen:  # one copy of the rows taken, whatever the hours they go to
-                taken = batch.table.take(pa.array(np.concatenate([at for _, at in chosen])))
-                start = 0
-                for slot, at in chosen:
-                    slot.append(taken.slice(start, len(at)))
-                    start += len(at)
+            hours = [self._hour(int(k)) for k in keys.tolist()]
+            slot = _choose(hours, group, self.rng) if len(rows) else rows
+            taken = np.flatnonzero(slot >= 0)
+            at = rows[taken]
+            if not len(at):
+                numbers = at
+            elif 2 * len(at) >= len(batch):  # most rows taken: the batch is stored as it is
+                numbers = self._store(batch.table) + at
+            else:  # one copy of the rows taken, whatever the hours they go to
+                numbers = self._store(batch.table.take(pa.array(at))) + np.arange(len(at))
+            owner = group[taken]
+            order = np.argsort(owner, kind="stable")
+            bounds = np.searchsorted(owner[order], np.arange(len(hours) + 1)).tolist()
+            for i, h in enumerate(hours):
+                mine = order[bounds[i] : bounds[i + 1]]
+                if len(mine):
+                    h.slots[slot[taken[mine]]] = numbers[mine]
+                    h.offset = None
+                self._dirty.add(h.day)
             self.kept += len(rows)
-            self._incidents.update((inc.id, inc) for inc in _named(open_incidents))
+            for p in parts:
+                self._incidents.update((inc.id, inc) for inc in _named(p.open_incidents))
+            stored = self._next - self._base
+            if stored > COMPACT_SLACK and stored > 2 * self._live() + COMPACT_SLACK:
+                self._compact()
         if self.clock() - self._last_flush >= self.flush_seconds:
             try:
                 self.flush()
@@ -250,6 +258,58 @@ class Reservoir:
             keep &= ~(inc.members(batch) & placed)
         return keep
 
+    # -- the row store (caller holds the lock) ----------------------------------------------
+    def _store(self, table: pa.Table) -> int:
+        """Add ``table``'s rows to the store; the number of its first row."""
+        first = self._next
+        if table.num_rows:
+            self._chunks.append(table)
+            self._next += table.num_rows
+        return first
+
+    def _live(self) -> int:
+        return sum(h.held for h in self._hours.values())
+
+    def _compact(self) -> None:
+        """Copy the kept rows into one table, hour by hour in arrival order (each hour's
+        ``offset``), and let the rest go."""
+        hours = list(self._hours.values())
+        numbers = [np.sort(h.slots[: h.held]) for h in hours]
+        if self._chunks:
+            index = np.concatenate(numbers) - self._base if numbers else np.empty(0, np.int64)
+            table = pa.concat_tables(self._chunks).take(pa.array(index)).combine_chunks()
+        else:
+            table = FLOW_SCHEMA.empty_table()
+        self._chunks = [table] if table.num_rows else []
+        self._base, self._next = 0, table.num_rows
+        offset = 0
+        for h in hours:
+            h.slots[: h.held] = offset + np.arange(h.held)
+            h.offset = offset
+            offset += h.held
+
+    def _table(self, hour: _Hour) -> pa.Table:
+        """An hour's kept rows in arrival order."""
+        if hour.offset is None:
+            self._compact()
+        assert hour.offset is not None
+        if not self._chunks:
+            return FLOW_SCHEMA.empty_table()
+        return self._chunks[0].slice(hour.offset, hour.held)
+
+    def _hour(self, key: int) -> _Hour:
+        """The hour ``key`` (epoch hours), its day read back from its file if need be."""
+        hour = self._hours.get(key)
+        if hour is None:
+            day = dt.datetime.fromtimestamp(key * 3600, dt.UTC).date()
+            hours = self._day(day)
+            hour = hours.get(key % 24)
+            if hour is None:
+                hour = hours[key % 24] = self._hours[key] = _Hour(
+                    self.per_day // 24, day, np.empty(0, np.int64)
+                )
+        return hour
+
     def _day(self, day: dt.date) -> dict[int, _Hour]:
         """A day's hours, merged with its file when a previous run wrote one."""
         hours = self._days.get(day)
@@ -260,10 +320,13 @@ class Reservoir:
                 old, seen = _read(path)
                 ts = FlowBatch(old).numeric("ts", fill=0.0)
                 hour = ((ts // 3600) % 24).astype(np.int64)
-                for h in np.unique(hour):
-                    part = old.filter(pa.array(hour == h))
-                    hours[int(h)] = _Hour(self.per_day // 24, part, seen.get(int(h), 0))
+                first = self._store(old)
+                for h in np.unique(hour).tolist():
+                    numbers = first + np.flatnonzero(hour == h)
+                    hours[h] = _Hour(self.per_day // 24, day, numbers, seen.get(h, 0))
             self._days[day] = hours
+            start = int(_day_start(day)) // 3600
+            self._hours.update((start + h, slot) for h, slot in hours.items())
         return hours
 
     def _purge(self) -> None:
@@ -279,13 +342,17 @@ class Reservoir:
             near = [i for i in incidents if i.span_start < start + 86400 and i.span_end >= start]
             if not near:
                 continue
-            for slot in self._day(day).values():
+            hours = self._day(day)
+            outs = []  # every hour's table read before any changes (one compaction)
+            for slot in hours.values():
                 if not slot.held:
                     continue
-                batch = FlowBatch(slot.table())
+                batch = FlowBatch(self._table(slot))
                 out = np.zeros(len(batch), dtype=np.bool_)
                 for inc in near:
                     out |= inc.members(batch)
+                outs.append((slot, out))
+            for slot, out in outs:
                 if out.any():
                     slot.keep(~out)
                     self.excluded += int(out.sum())
@@ -298,10 +365,13 @@ class Reservoir:
         """Write the changed days, forget all but the newest in memory, prune old days."""
         with self._lock:
             self._purge()
-            dirty = {d: _day_table(self._days[d]) for d in sorted(self._dirty)}
+            dirty = {d: self._day_table(self._days[d]) for d in sorted(self._dirty)}
             self._dirty = set()
             newest = max(self._days, default=None)
             self._days = {d: h for d, h in self._days.items() if d == newest}
+            self._hours = {k: h for k, h in self._hours.items() if h.day == newest}
+            if self._next - self._base > self._live():  # the days forgotten leave the store
+                self._compact()
             self._last_flush = self.clock()
         if not dirty:
             return
@@ -313,6 +383,13 @@ class Reservoir:
             os.chmod(tmp, FILE_MODE)
             os.replace(tmp, path)
         self.prune()
+
+    def _day_table(self, hours: dict[int, _Hour]) -> pa.Table:
+        """A day's kept flows, hour by hour, with each hour's seen count as metadata."""
+        parts = [self._table(hours[h]) for h in sorted(hours)]
+        table = pa.concat_tables(parts) if parts else FLOW_SCHEMA.empty_table()
+        seen = json.dumps({str(h): hours[h].seen for h in sorted(hours)}).encode()
+        return table.replace_schema_metadata({**(table.schema.metadata or {}), SEEN_KEY: seen})
 
     def prune(self) -> None:
         """Delete the days beyond ``keep_days`` and, oldest first, beyond ``max_bytes``."""
@@ -326,13 +403,6 @@ class Reservoir:
             total -= path.stat().st_size
             path.unlink(missing_ok=True)
             log.info("reservoir: %s deleted (over %d bytes)", path.name, self.max_bytes)
-
-
-def _day_table(hours: dict[int, _Hour]) -> pa.Table:
-    """A day's kept flows, hour by hour, with each hour's seen count as metadata."""
-    table = pa.concat_tables([hours[h].table() for h in sorted(hours)])
-    seen = json.dumps({str(h): hours[h].seen for h in sorted(hours)}).encode()
-    return table.replace_schema_metadata({**(table.schema.metadata or {}), SEEN_KEY: seen})
 
 
 def _named(incidents: Iterable[Incident]) -> list[Incident]:
