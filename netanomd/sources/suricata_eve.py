@@ -330,9 +330,17 @@ def conn_states(
     return _STATES[states], _HISTORIES[histories]
 
 
+def _strings(values: Sequence[str]) -> pa.Array:
+    """ASCII names as an Arrow string array, built from buffers (``pa.array`` of a list would
+    import pandas when this module is imported: :func:`~netanomd.sources._text.string_scalar`)."""
+    offsets = np.cumsum([0, *map(len, values)], dtype=np.int32)
+    data = pa.py_buffer("".join(values).encode("ascii"))
+    return pa.Array.from_buffers(pa.string(), len(values), [None, pa.py_buffer(offsets), data])
+
+
 #: The same names as Arrow strings, taken by code.
-_STATES_ARROW = pa.array(_STATES.tolist(), pa.string())
-_HISTORIES_ARROW = pa.array(_HISTORIES.tolist(), pa.string())
+_STATES_ARROW = _strings(_STATES.tolist())
+_HISTORIES_ARROW = _strings(_HISTORIES.tolist())
 
 
 #: Each struct field's getter.
