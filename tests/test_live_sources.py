@@ -537,3 +537,33 @@ def test_eve_times_column_wise_are_exactly_the_scalar_parse() -> None:
             else:
                 assert i not in refused and got[i] == want, text
         assert len(refused) == bad
+
+
+def test_eve_long_block_decoded_in_pieces_is_the_block_decoded_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A file's long block is decoded a piece at a time: the same flows, the same signatures
+    joined (alerts placed after their flows, pieces away), the same bad lines in line order."""
+    from netanomd.sources import ReadStats, suricata_eve
+    from netanomd.sources.suricata_alerts import SignatureJoin
+
+    capture = Path(__file__).parent / "data" / "eve" / "test6-malicious-signatures.json"
+    lines = capture.read_bytes().splitlines()
+    flows = [ln for ln in lines if b'"event_type":"flow"' in ln]
+    alerts = [ln for ln in lines if b'"event_type":"alert"' in ln]
+    block = [*flows[:20], b'{"event_type":"flow","src_port":70000}', *flows[20:], *alerts, b"{"]
+
+    def decode(piece: int) -> tuple[dict[str, list[object]], list[str], int]:
+        monkeypatch.setattr(suricata_eve, "PIECE", piece)
+        stats = ReadStats()
+        join = SignatureJoin(stats)
+        batch = suricata_eve.eve_lines_to_batch(block, stats, "eve.json", 1, join)
+        assert batch is not None
+        return batch.table.to_pydict(), stats.problems, join.attached
+
+    whole, pieces = decode(len(block)), decode(7)
+    assert pieces == whole
+    table, problems, attached = pieces
+    assert len(table["uid"]) == len(flows) and attached > 0
+    assert sum(1 for s in table["signatures"] if s) > 0
+    assert [p.split(": ")[0] for p in problems] == ["eve.json:21", f"eve.json:{len(block)}"]
