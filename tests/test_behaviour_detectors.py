@@ -23,8 +23,8 @@ from netanomd.behaviour.detectors import (
     fit,
     floors_at,
 )
-from netanomd.behaviour.incidents import Incident
-from netanomd.behaviour.measure import covered, halves, load, run
+from netanomd.behaviour.incidents import Incident, covered
+from netanomd.behaviour.measure import halves, load, run
 from netanomd.behaviour.pipeline import BehaviourPipeline, learn
 from netanomd.behaviour.table import Table
 from netanomd.behaviour.windows import ROLES, Closed, HostWindows, sample_lists

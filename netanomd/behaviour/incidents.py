@@ -426,10 +426,28 @@ def members(incidents: list[Incident], batch: FlowBatch) -> list[np.ndarray]:
     """Which flows of ``batch`` belong to each of ``incidents`` (a bool mask per incident, in
     order): the host in its role, inside the incident's windows, and matching the behaviour
     (module docstring). The batch's columns are read once for all of them."""
-    if not incidents:
-        return []
-    f = _Rows(batch)
     out = []
+    for rows in _member_rows(incidents, batch):
+        mask = np.zeros(len(batch), dtype=np.bool_)
+        mask[rows] = True
+        out.append(mask)
+    return out
+
+
+def covered(incidents: Iterable[Incident], batch: FlowBatch) -> np.ndarray:
+    """Which flows of ``batch`` belong to at least one of ``incidents`` (one bool mask; the
+    batch's columns read once for all of them, no mask per incident)."""
+    mask = np.zeros(len(batch), dtype=np.bool_)
+    for rows in _member_rows(list(incidents), batch):
+        mask[rows] = True
+    return mask
+
+
+def _member_rows(incidents: list[Incident], batch: FlowBatch) -> Iterator[np.ndarray]:
+    """The rows of ``batch`` (indices) that belong to each of ``incidents``, in order."""
+    if not incidents:
+        return
+    f = _Rows(batch)
     for inc in incidents:
         family = inc.family
         pair = family in ("brute force", "beaconing", "failed connections") or (
@@ -450,9 +468,8 @@ def members(incidents: list[Incident], batch: FlowBatch) -> list[np.ndarray]:
                 f.resp_p[rows],
             )
             rows = rows[svc_port == int(port)]
-        mask = np.zeros(f.n, dtype=np.bool_)
-        out.append(mask)
         if not rows.size:  # (most open incidents, for a batch's alerts)
+            yield rows
             continue
         keep = (f.end[rows] >= inc.span_start) & (f.ts[rows] < inc.span_end)
         if inc.role != "orig":  # as the windows: multicast flows count for their sender only
@@ -468,8 +485,7 @@ def members(incidents: list[Incident], batch: FlowBatch) -> list[np.ndarray]:
             keep &= (ob >= SHORT_BYTES) & (ob >= 4.0 * rb)
         elif family == "unusual activity" and inc.detail == "unanswered":
             keep &= f.mask("unanswered")[rows]
-        mask[rows[keep]] = True
-    return out
+        yield rows[keep]
 
 
 class IncidentTracker:

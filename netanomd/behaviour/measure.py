@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from netanomd.behaviour.detectors import DEFAULT_MARGIN, DEFAULT_QUANTILE
-from netanomd.behaviour.incidents import Incident
+from netanomd.behaviour.incidents import Incident, covered
 from netanomd.behaviour.pipeline import BehaviourPipeline, learn
 from netanomd.behaviour.windows import HostWindows
 from netanomd.flow import FlowBatch
@@ -78,14 +78,6 @@ def run(pipeline: BehaviourPipeline, batch: FlowBatch, step: int = 8192) -> list
     for off in range(0, len(batch), step):
         pipeline.process(batch.slice(off, step))
     return pipeline.finish()
-
-
-def covered(incidents: list[Incident], batch: FlowBatch) -> np.ndarray:
-    """Flows of ``batch`` inside at least one incident."""
-    mask = np.zeros(len(batch), dtype=np.bool_)
-    for inc in incidents:
-        mask |= inc.members(batch)
-    return mask
 
 
 @dataclass

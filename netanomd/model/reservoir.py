@@ -42,7 +42,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from netanomd.behaviour.incidents import FLOW_ALERTS, Incident
+from netanomd.behaviour.incidents import FLOW_ALERTS, Incident, covered
 from netanomd.decision import Alert
 from netanomd.errors import InputError
 from netanomd.flow import FLOW_SCHEMA, FlowBatch
@@ -253,9 +253,9 @@ class Reservoir:
         if uids:
             member = pc.is_in(batch.column("uid"), pa.array(list(uids), pa.string()))
             keep &= ~np.asarray(pc.fill_null(member, False))
-        placed = batch.placed()
-        for inc in _named(open_incidents):
-            keep &= ~(inc.members(batch) & placed)
+        named = _named(open_incidents)
+        if named:
+            keep &= ~(covered(named, batch) & batch.placed())
         return keep
 
     # -- the row store (caller holds the lock) ----------------------------------------------
@@ -348,10 +348,7 @@ class Reservoir:
                 if not slot.held:
                     continue
                 batch = FlowBatch(self._table(slot))
-                out = np.zeros(len(batch), dtype=np.bool_)
-                for inc in near:
-                    out |= inc.members(batch)
-                outs.append((slot, out))
+                outs.append((slot, covered(near, batch)))
             for slot, out in outs:
                 if out.any():
                     slot.keep(~out)
