@@ -100,3 +100,13 @@ def test_batch_alerts_are_the_alerts_made_one_by_one(demo: Model, tmp_path: Path
         r = stored[a.alert_id]
         assert (r.reason, r.score, r.uid) == (a.reason, a.score, a.flow.uid)
         assert r.explanation == [c.to_dict() for c in a.contributions]
+
+
+def test_incident_columns_are_what_an_incident_reports_in_order() -> None:
+    """An incident's row is sliced from :meth:`Incident.reported` by position, so the table's
+    columns must name what it reports, in its order (``incident_id`` for its ``id``): a column
+    moved in one list and not the other would store values under the wrong names."""
+    from netanomd.behaviour.incidents import REPORTED
+    from netanomd.sinks import sqlite
+
+    assert sqlite._INCIDENT_COLUMNS[: len(REPORTED)] == ("incident_id", *REPORTED[1:])

@@ -72,8 +72,9 @@ class PipelineConfig:
     """Between sources and the model."""
 
     batch_size: int = setting(1024, "flows scored together", minimum=1, maximum=1_000_000)
-    # The stream costs ~0.8 ms a batch whatever its size, and the grouping does not depend on
-    # the batch size (tests/test_stream.py): a backlog is worked off in fewer, larger batches.
+    # The stream costs ~0.8 ms a batch whatever its size, and on flows in start order the
+    # grouping does not depend on the batch size (tests/test_stream.py; out of order it can
+    # still differ, the alerts not): a backlog is worked off in fewer, larger batches.
     backlog_batch_size: int = setting(
         8192,
         "flows scored together while a backlog waits (more than batch_size flows queued when "

@@ -133,7 +133,7 @@ class Reservoir:
     """What the daemon keeps of the traffic it scored, for retraining and drift.
 
     The rows kept live in one row store (``_chunks``: scored batches stored whole, or just the
-    rows they gave, numbered on from ``_base``), shared by every hour in memory: a batch costs
+    rows they gave, numbered on from 0), shared by every hour in memory: a batch costs
     one vectorised Algorithm R over its rows and at most one copy of them, whatever the hours
     it spans. The store is compacted (the kept rows copied, hour by hour in arrival order) when
     a day is written, and when it holds more than twice the kept rows (plus
@@ -168,7 +168,7 @@ class Reservoir:
         #: The same hours by epoch hour (flow time // 3600).
         self._hours: dict[int, _Hour] = {}
         self._chunks: list[pa.Table] = []
-        self._base = self._next = 0
+        self._next = 0
         #: Incidents seen open since the last flush, by id: their flows are taken out of the
         #: sample again before it is written (:meth:`_purge`).
         self._incidents: dict[int, Incident] = {}
@@ -231,7 +231,7 @@ class Reservoir:
             self.kept += len(rows)
             for p in parts:
                 self._incidents.update((inc.id, inc) for inc in _named(p.open_incidents))
-            stored = self._next - self._base
+            stored = self._next
             if stored > COMPACT_SLACK and stored > 2 * self._live() + COMPACT_SLACK:
                 self._compact()
         if self.clock() - self._last_flush >= self.flush_seconds:
@@ -276,12 +276,12 @@ class Reservoir:
         hours = list(self._hours.values())
         numbers = [np.sort(h.slots[: h.held]) for h in hours]
         if self._chunks:
-            index = np.concatenate(numbers) - self._base if numbers else np.empty(0, np.int64)
+            index = np.concatenate(numbers) if numbers else np.empty(0, np.int64)
             table = pa.concat_tables(self._chunks).take(pa.array(index)).combine_chunks()
         else:
             table = FLOW_SCHEMA.empty_table()
         self._chunks = [table] if table.num_rows else []
-        self._base, self._next = 0, table.num_rows
+        self._next = table.num_rows
         offset = 0
         for h in hours:
             h.slots[: h.held] = offset + np.arange(h.held)
@@ -367,7 +367,7 @@ class Reservoir:
             newest = max(self._days, default=None)
             self._days = {d: h for d, h in self._days.items() if d == newest}
             self._hours = {k: h for k, h in self._hours.items() if h.day == newest}
-            if self._next - self._base > self._live():  # the days forgotten leave the store
+            if self._next > self._live():  # the days forgotten leave the store
                 self._compact()
             self._last_flush = self.clock()
         if not dirty:

@@ -33,6 +33,7 @@ import pyarrow.compute as pc
 from netanomd.errors import InputError
 from netanomd.flow import FlowBatch
 from netanomd.sources import int_range, out_of_range
+from netanomd.sources._text import string_scalar
 from netanomd.zeek import api, flowscan
 from netanomd.zeek.flowscan import PORT_PROTOS, UNIT_SECONDS
 
@@ -429,7 +430,7 @@ class FlowsAccumulator:
             if name in _EMPTY_IS_NULL:
                 arr = pc.if_else(pc.equal(arr, ""), pa.scalar(None, pa.string()), arr)
             table[name] = arr
-        table["source"] = _source(n)
+        table["source"] = pa.repeat(string_scalar("zeek"), n)
         return FlowBatch.from_table(pa.table(table))
 
     def _flush(self) -> None:
@@ -497,12 +498,6 @@ def _column(name: str, kind: str, values: list[Any]) -> pa.Array:
     elif kind == "timespan":
         return _timespans(arr, where)
     return arr
-
-
-def _source(n: int) -> pa.Array:
-    """``"zeek"`` ``n`` times, without a Python string per flow."""
-    offsets = np.arange(0, 4 * n + 1, 4, dtype=np.int32)
-    return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(b"zeek" * n))
 
 
 _SCANNER = flowscan.FlowsScanner(event_message)
