@@ -183,6 +183,29 @@ def windows_add(
 
 
 @nb.njit(cache=True, nogil=True)
+def windows_clear(
+    sums: np.ndarray,
+    first: np.ndarray,
+    last: np.ndarray,
+    active: np.ndarray,
+    registers: np.ndarray,
+    sketches: int,
+    slots: np.ndarray,
+) -> None:  # pragma: no cover - compiled
+    """Empty the open window of ``slots`` in one scale (``sums``: slots x SUMS; ``first``,
+    ``last``, ``active`` per slot; ``registers``: the scale's sketches, ``sketches`` a slot):
+    no flows, no first start or last end, inactive, every sketch register zero."""
+    for k in range(len(slots)):
+        s = slots[k]
+        sums[s, :] = 0.0
+        first[s] = np.inf
+        last[s] = -np.inf
+        active[s] = False
+        for i in range(sketches):
+            registers[s * sketches + i, :] = 0
+
+
+@nb.njit(cache=True, nogil=True)
 def _put_all(reg: np.ndarray, row: int, h: np.uint64, p: int) -> None:  # pragma: no cover
     """:func:`~netanomd.behaviour.hll.put` into sketch ``row`` of every scale (``reg``: sketches
     x registers x scales), the register and rank found once."""

@@ -79,6 +79,70 @@ def split_hash(hashes: np.ndarray, p: int) -> tuple[np.ndarray, np.ndarray]:
     return idx, rank
 
 
+@nb.njit(cache=True, nogil=True)
+def _block(v: np.ndarray, a: int, n: int) -> float:  # pragma: no cover - compiled
+    """numpy's sum of ``v[a:a + n]`` for ``n`` a multiple of 8 up to 128: eight running sums,
+    then added in pairs."""
+    r0, r1, r2, r3 = v[a], v[a + 1], v[a + 2], v[a + 3]
+    r4, r5, r6, r7 = v[a + 4], v[a + 5], v[a + 6], v[a + 7]
+    for b in range(a + 8, a + n, 8):
+        r0 += v[b]
+        r1 += v[b + 1]
+        r2 += v[b + 2]
+        r3 += v[b + 3]
+        r4 += v[b + 4]
+        r5 += v[b + 5]
+        r6 += v[b + 6]
+        r7 += v[b + 7]
+    return ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+
+
+@nb.njit(cache=True, nogil=True)
+def _pairwise(v: np.ndarray, blocks: np.ndarray) -> float:  # pragma: no cover - compiled
+    """``np.sum(v)`` for ``len(v)`` a power of two from 16, in numpy's order (pairwise: blocks
+    of up to 128 by :func:`_block`, halves added together above that), so an estimate is the
+    same float ``np.sum`` gave; ``blocks``: scratch of ``max(1, len(v) // 128)``."""
+    n = len(v)
+    if n <= 128:
+        return _block(v, 0, n)
+    k = n // 128
+    for i in range(k):
+        blocks[i] = _block(v, 128 * i, 128)
+    while k > 1:
+        k //= 2
+        for i in range(k):
+            blocks[i] = blocks[2 * i] + blocks[2 * i + 1]
+    return float(blocks[0])
+
+
+@nb.njit(cache=True, nogil=True)
+def _sums(
+    registers: np.ndarray, rows: np.ndarray, inverse: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover - compiled
+    """Per sketch of ``rows``: the sum of ``2 ** -register`` (``inverse``: by register value)
+    over its registers, added as ``np.sum`` adds them, and how many registers are zero."""
+    m = registers.shape[1]
+    sums = np.empty(len(rows))
+    zeros = np.zeros(len(rows), np.int64)
+    v = np.empty(m)
+    blocks = np.empty(max(1, m // 128))
+    for k in range(len(rows)):
+        r = rows[k]
+        for i in range(m):
+            x = registers[r, i]
+            v[i] = inverse[x]
+            if x == 0:
+                zeros[k] += 1
+        sums[k] = _pairwise(v, blocks)
+    return sums, zeros
+
+
+@nb.njit(cache=True, nogil=True)
+def _clear(registers: np.ndarray, rows: np.ndarray) -> None:  # pragma: no cover - compiled
+    for k in range(len(rows)):
+        registers[rows[k], :] = 0
+
+
 #: ``2 ** -rank`` for every register value (exact: looked up, not computed per register).
 _INVERSE_POWERS = np.ldexp(1.0, -np.arange(256))
 
@@ -116,14 +180,13 @@ class HllTable:
         np.maximum.at(self.registers, np.asarray(dst, dtype=np.int64), other.registers[src])
 
     def clear(self, rows: np.ndarray) -> None:
-        self.registers[np.asarray(rows, dtype=np.int64)] = 0
+        _clear(self.registers, np.asarray(rows, dtype=np.int64))
 
     def estimate(self, rows: np.ndarray) -> np.ndarray:
         """Estimated distinct items in each of ``rows`` (float64)."""
-        reg = self.registers[np.asarray(rows, dtype=np.int64)]
+        inverse, zeros = _sums(self.registers, np.asarray(rows, dtype=np.int64), _INVERSE_POWERS)
         m = float(self.m)
-        raw = _alpha(self.m) * m * m / np.sum(_INVERSE_POWERS[reg], axis=1)
-        zeros = np.sum(reg == 0, axis=1)
+        raw = _alpha(self.m) * m * m / inverse
         with np.errstate(divide="ignore"):
             linear = m * np.log(m / np.maximum(zeros, 1))
         return np.asarray(np.where((raw <= 2.5 * m) & (zeros > 0), linear, raw))

@@ -550,14 +550,14 @@ class _Scale:
         else:
             self.pairs.append(fresh)
 
+    def clear(self, slots: np.ndarray) -> None:
+        """Empty the windows of ``slots`` (their pairs stay)."""
+        _k.windows_clear(
+            self.sums, self.first, self.last, self.active, self.hll.registers, len(_SKETCHES), slots
+        )
+
     def reset(self) -> None:
-        act = np.flatnonzero(self.active)
-        self.sums[act] = 0.0
-        self.first[act] = np.inf
-        self.last[act] = -np.inf
-        k = len(_SKETCHES)
-        self.hll.clear((act[:, None] * k + np.arange(k)[None, :]).ravel())
-        self.active[act] = False
+        self.clear(np.flatnonzero(self.active))
         self.pairs.clear()
 
 
@@ -646,15 +646,10 @@ class HostWindows:
         victims = order[: min(count, int((~protected).sum()))]
         if not len(victims):
             raise RuntimeError("HostWindows: one batch holds more hosts than max_hosts")
-        k = len(_SKETCHES)
         dropped = victims[active[victims]]
         for sc in self._scales:
             if len(dropped):
-                sc.sums[dropped] = 0.0
-                sc.first[dropped] = np.inf
-                sc.last[dropped] = -np.inf
-                sc.active[dropped] = False
-                sc.hll.clear((dropped[:, None] * k + np.arange(k)[None, :]).ravel())
+                sc.clear(dropped)
                 kept = sc.pairs.view()
                 sc.pairs.replace(kept.take(np.flatnonzero(~np.isin(kept.slot, dropped))))
         for v in victims.tolist():
@@ -790,38 +785,43 @@ class HostWindows:
         cuts = np.flatnonzero(np.diff(minute)) + 1
         found: list[Context] = []
         emitted: list[tuple[Columns, Columns]] = []
-        # a segment takes its rows (3 per flow: one per role) of the role rows and of the flows
+        # a segment takes its rows (3 per flow: one per role) of the role rows and of the flows:
+        # every segment's, its roles in turn, put in that order once (a segment is then a slice)
         per_role = [slots, peers_h, peer_code, pkey, newkey]
         per_role += [np.concatenate([ob, rb, ob]), np.concatenate([rb, ob, rb])]
         per_flow = [ts, end, svc_port, pcode, orig_p, ob <= 0, probe, unans, short, flags]
         per_flow += [p_hash, t]
-        for a, b in zip([0, *cuts.tolist()], [*cuts.tolist(), n], strict=True):
-            rows = np.concatenate([np.arange(a, b) + r * n for r in range(3)])
+        bounds = np.array([0, *cuts.tolist(), n])
+        if len(cuts) or not keep.all():
+            seg = np.repeat(np.arange(len(bounds) - 1), np.diff(bounds))
+            rows = np.flatnonzero(keep)
+            rows = rows[np.argsort(seg[rows % n] * 3 + rows // n, kind="stable")]
+            at = np.searchsorted(seg[rows % n], np.arange(len(bounds))).tolist()
+            flow = rows % n
+            per_role = [x[rows] for x in per_role]
+            per_flow = [x[flow] for x in per_flow]
+        else:  # the usual live batch: one segment, every role kept
+            rows = np.arange(3 * n)
+            at = [0, 3 * n]
+            per_flow = [np.concatenate([x] * 3) for x in per_flow]
+        want_all = (rows < n) & want[rows % n]
+        for i, (a, b) in enumerate(zip(at[:-1], at[1:], strict=True)):
+            first_t = t[bounds[i]]
             for sc in self._scales:
-                bk = int(np.floor(t[a] / sc.width))
+                bk = int(np.floor(first_t / sc.width))
                 if bk != sc.bucket:
                     if sc.active.any():
                         emitted.append(self._emit(sc))
                     sc.bucket = bk
-            if keep[n + a : n + b].all():  # no multicast: the three roles' ranges, copied
-                ranges = [slice(a + r * n, b + r * n) for r in range(3)]
-                whole = b - a == n  # the usual live batch: one segment
-                role_rows = [
-                    x if whole else np.concatenate([x[r] for r in ranges]) for x in per_role
-                ]
-                flow_rows = [np.concatenate([x[a:b]] * 3) for x in per_flow]
-                want_s = np.concatenate([want[a:b], np.zeros(2 * (b - a), np.bool_)])
-            else:
-                rows = rows[keep[rows]]
-                flow = rows % n
-                role_rows = [x[rows] for x in per_role]
-                flow_rows = [x[flow] for x in per_flow]
-                want_s = (rows < n) & want[flow]
+            role_rows = [x[a:b] for x in per_role]
+            flow_rows = [x[a:b] for x in per_flow]
+            want_s = want_all[a:b]
+            rows_s = rows[a:b]
             slot, peer_h, peer_c, pkey_s, newkey_s, out, back = role_rows
             ts_s, end_s, port_s, pcode_s, orig_p_s, empty, probe_s, unans_s, short_s = flow_rows[:9]
             flags_s, p_hash_s, when = flow_rows[9:]
             self._add_segment(
-                rows,
+                rows_s,
                 slot,
                 ts_s,
                 end_s,
