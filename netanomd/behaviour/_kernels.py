@@ -346,6 +346,19 @@ def retried(
     return out
 
 
+#: A pair table's columns (:class:`netanomd.behaviour.windows._Pairs`): floats, in its ``f``
+#: block; the pair's first and last record's start (``fts``, ``lts``) and retry chain length
+#: (``fchain``, ``lchain``).
+PAIR_FLOATS: tuple[str, ...] = ("n", "unans", "short", "first", "last", "gsum", "gsq")
+PAIR_FLOATS += ("fts", "lts", "fchain", "lchain")
+#: Its integers, in its ``i`` block: the pair's host slot, port, protocol, its first and last
+#: record's source port, whether the last was a bare attempt and whether its first and last
+#: records are one chain (0 or 1).
+PAIR_INTS: tuple[str, ...] = ("slot", "port", "proto", "fport", "lport", "lbare", "one_chain")
+N, UNANS, SHORT, FIRST, LAST, GSUM, GSQ, FTS, LTS, FCHAIN, LCHAIN = range(len(PAIR_FLOATS))
+SLOT, PORT, PROTO, FPORT, LPORT, LBARE, ONE_CHAIN = range(len(PAIR_INTS))
+
+
 @nb.njit(cache=True, nogil=True)
 def pair_stats(
     o: np.ndarray,
@@ -357,6 +370,7 @@ def pair_stats(
     proto: np.ndarray,
     when: np.ndarray,
     weights: tuple[np.ndarray, np.ndarray],
+    where: tuple[np.ndarray, np.ndarray],
     gap: float,
     most: int,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -365,10 +379,11 @@ def pair_stats(
     groups from ``group_start``) as connection attempts: a record :func:`retry1` says is retried
     by the next one in start order is that attempt again, its last record the outcome, unless
     the chain is longer than ``most`` records (each one an attempt). Returns (per row: whether
-    it starts an attempt; per pair: its first outcome row in arrival order, and the columns
-    n, unanswered, short, first, last, gap sum, gap square sum of its outcomes in arrival order
-    (``weights``: unanswered, short per row); per position of ``c``: its chain, and that
-    chain's length in records)."""
+    it starts an attempt; per pair: its first outcome row in arrival order, and its
+    :data:`PAIR_FLOATS` and :data:`PAIR_INTS` blocks: n, unanswered, short, first, last, gap
+    sum, gap square sum of its outcomes in arrival order (``weights``: unanswered, short per
+    row), its first and last record in start order, the host slot and port of its first
+    outcome (``where``: slot, port per row); per row: the length in records of its chain)."""
     n = len(c)
     groups = len(group_start)
     bounds = np.empty(groups + 1, np.int64)
@@ -398,7 +413,9 @@ def pair_stats(
         starts[c[i]] = first or alone
         outcome[c[i]] = not again[i] or alone
     unans, short = weights
-    stats = np.zeros((groups, 7))
+    slot, port = where
+    stats = np.zeros((groups, len(PAIR_FLOATS)))
+    ints = np.empty((groups, len(PAIR_INTS)), np.int64)
     head = np.empty(groups, np.int64)
     for g in range(groups):
         seen = False
@@ -411,20 +428,33 @@ def pair_stats(
             gap_t = 0.0
             if not seen:
                 head[g] = r
-                stats[g, 3] = t
-                stats[g, 4] = t
+                stats[g, FIRST] = t
+                stats[g, LAST] = t
                 seen = True
             else:
                 gap_t = t - prev
-                if t > stats[g, 4]:
-                    stats[g, 4] = t
+                if t > stats[g, LAST]:
+                    stats[g, LAST] = t
             prev = t
-            stats[g, 0] += 1.0
-            stats[g, 1] += unans[r]
-            stats[g, 2] += short[r]
-            stats[g, 5] += gap_t
-            stats[g, 6] += gap_t * gap_t
-    return starts, head, stats, chain, lengths
+            stats[g, N] += 1.0
+            stats[g, UNANS] += unans[r]
+            stats[g, SHORT] += short[r]
+            stats[g, GSUM] += gap_t
+            stats[g, GSQ] += gap_t * gap_t
+        a, z = bounds[g], bounds[g + 1] - 1
+        fr, lr, h = c[a], c[z], head[g]
+        stats[g, FTS] = ts[fr]
+        stats[g, LTS] = ts[lr]
+        stats[g, FCHAIN] = lengths[a]
+        stats[g, LCHAIN] = lengths[z]
+        ints[g, SLOT] = slot[h]
+        ints[g, PORT] = port[h]
+        ints[g, PROTO] = proto[h]
+        ints[g, FPORT] = orig_p[fr]
+        ints[g, LPORT] = orig_p[lr]
+        ints[g, LBARE] = bare[lr]
+        ints[g, ONE_CHAIN] = chain[a] == chain[z]
+    return starts, head, stats, ints, lengths
 
 
 @nb.njit(cache=True, nogil=True)
@@ -547,26 +577,35 @@ def _maximum(a: float, b: float) -> float:  # pragma: no cover - compiled
 
 @nb.njit(cache=True, nogil=True)
 def merge_pairs(
-    pos: np.ndarray,
-    old: tuple[np.ndarray, ...],
-    new: tuple[np.ndarray, ...],
+    index: tuple[np.ndarray, np.ndarray],
+    old: tuple[np.ndarray, np.ndarray],
+    key: np.ndarray,
+    new: tuple[np.ndarray, np.ndarray],
     gap: float,
     records: int,
-) -> None:  # pragma: no cover - compiled
-    """Add each new pair found in a window's pair table (``pos[i] >= 0``: at row ``pos[i]``) to
-    its row, in place, as :meth:`netanomd.behaviour.windows._Scale.merge_pairs` describes (``gap``
-    and ``records``: its RETRY_GAP and RETRY_RECORDS). ``old``: the table's n, unans, short,
-    first, last, gsum, gsq, lport, lts, lbare, lchain, one_chain; ``new``: the same of the new
-    pairs, then their fport, fts, proto, fchain."""
-    n, unans, short, first, last, gsum, gsq, lport, lts, lbare, lchain, one_chain = old
-    f_n, f_unans, f_short, f_first, f_last, f_gsum, f_gsq = new[:7]
-    f_lport, f_lts, f_lbare, f_lchain, f_one, f_fport, f_fts, f_proto, f_fchain = new[7:]
+) -> np.ndarray:  # pragma: no cover - compiled
+    """Add each new pair that a window's pair table holds to its row, in place, as
+    :meth:`netanomd.behaviour.windows._Scale.merge_pairs` describes (``gap`` and ``records``:
+    its RETRY_GAP and RETRY_RECORDS); returns each one's row (-1: not held). ``index``: the
+    table's key index (:func:`index_find`); ``old``: its :data:`PAIR_FLOATS` and
+    :data:`PAIR_INTS` blocks; ``key``, ``new``: the new pairs' keys and blocks."""
+    f, ints = old
+    nf, ni = new
+    pos = index_find(index[0], index[1], key)
     for i in range(len(pos)):
         o = pos[i]
         if o < 0:
             continue
-        link = retry1(lport[o], lts[o], lbare[o], f_fport[i], f_fts[i], f_proto[i], gap)
-        a, b = lchain[o], f_fchain[i]
+        link = retry1(
+            ints[o, LPORT],
+            f[o, LTS],
+            ints[o, LBARE] != 0,
+            ni[i, FPORT],
+            nf[i, FTS],
+            ni[i, PROTO],
+            gap,
+        )
+        a, b = f[o, LCHAIN], nf[i, FCHAIN]
         fix = 0.0
         if link:
             ab = a + b
@@ -575,20 +614,24 @@ def merge_pairs(
                 - (a if a > records else 1.0)
                 - (b if b > records else 1.0)
             )
-        n[o] += fix
-        unans[o] += fix
-        short[o] += fix
-        lchain[o] = a + b if link and f_one[i] else f_lchain[i]
-        one_chain[o] = one_chain[o] and link and f_one[i]
-        lport[o], lts[o], lbare[o] = f_lport[i], f_lts[i], f_lbare[i]
-        bridge = _maximum(f_first[i] - last[o], 0.0)
-        gsum[o] += f_gsum[i] + bridge
-        gsq[o] += f_gsq[i] + bridge * bridge
-        n[o] += f_n[i]
-        unans[o] += f_unans[i]
-        short[o] += f_short[i]
-        first[o] = _minimum(first[o], f_first[i])
-        last[o] = _maximum(last[o], f_last[i])
+        f[o, N] += fix
+        f[o, UNANS] += fix
+        f[o, SHORT] += fix
+        one = link and ni[i, ONE_CHAIN] != 0
+        f[o, LCHAIN] = a + b if one else nf[i, LCHAIN]
+        ints[o, ONE_CHAIN] = 1 if one and ints[o, ONE_CHAIN] != 0 else 0
+        ints[o, LPORT] = ni[i, LPORT]
+        f[o, LTS] = nf[i, LTS]
+        ints[o, LBARE] = ni[i, LBARE]
+        bridge = _maximum(nf[i, FIRST] - f[o, LAST], 0.0)
+        f[o, GSUM] += nf[i, GSUM] + bridge
+        f[o, GSQ] += nf[i, GSQ] + bridge * bridge
+        f[o, N] += nf[i, N]
+        f[o, UNANS] += nf[i, UNANS]
+        f[o, SHORT] += nf[i, SHORT]
+        f[o, FIRST] = _minimum(f[o, FIRST], nf[i, FIRST])
+        f[o, LAST] = _maximum(f[o, LAST], nf[i, LAST])
+    return pos
 
 
 @nb.njit(cache=True, nogil=True)

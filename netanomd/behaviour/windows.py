@@ -37,6 +37,7 @@ Memory is bounded: ``max_hosts`` host slots (least recently seen idle slot evict
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -344,93 +345,98 @@ class _Bloom:
         return np.asarray(seen)
 
 
-@dataclass
+class _Column:
+    """A named column of :class:`_Pairs`: column ``j`` of its ``block`` (a view)."""
+
+    def __init__(self, block: str, j: int) -> None:
+        self.block, self.j = block, j
+
+    def __get__(self, pairs: _Pairs, owner: type | None = None) -> np.ndarray:
+        return np.asarray(getattr(pairs, self.block)[:, self.j])
+
+
 class _Pairs:
-    """Per (slot, peer, port) counts and inter-arrival sums: a segment's, or a
-    window's (:class:`_PairTable`)."""
+    """Per (slot, peer, port) counts and inter-arrival sums: a segment's, or a window's
+    (:class:`_PairTable`): each pair's key, peer name, and two blocks, ``f`` of the
+    :data:`~netanomd.behaviour._kernels.PAIR_FLOATS` columns and ``i`` of the
+    :data:`~netanomd.behaviour._kernels.PAIR_INTS` (so taking or appending rows is four array
+    operations, and a kernel reads them all); each column is also an attribute (a view). The
+    pair's first and last records (source port, start; whether the last was a bare unanswered
+    attempt) let an attempt retried across two segments count once."""
 
-    key: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint64))
-    slot: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
-    peer: np.ndarray = field(default_factory=lambda: np.zeros(0, object))
-    port: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
-    proto: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
-    n: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float64))
-    unans: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float64))
-    short: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float64))
-    first: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float64))
-    last: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float64))
-    gsum: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float64))
-    gsq: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float64))
-    # The pair's first and last records (source port, start; whether the last was a bare
-    # unanswered attempt): an attempt retried across two segments is counted once.
-    fport: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
-    fts: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float64))
-    lport: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
-    lts: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float64))
-    lbare: np.ndarray = field(default_factory=lambda: np.zeros(0, np.bool_))
-    fchain: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float64))
-    lchain: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float64))
-    one_chain: np.ndarray = field(default_factory=lambda: np.zeros(0, np.bool_))
+    __slots__ = ("f", "i", "key", "peer")
 
-    def names(self) -> tuple[str, ...]:
-        return (
-            "key",
-            "slot",
-            "peer",
-            "port",
-            "proto",
-            "n",
-            "unans",
-            "short",
-            "first",
-            "last",
-            "gsum",
-            "gsq",
-            "fport",
-            "fts",
-            "lport",
-            "lts",
-            "lbare",
-            "fchain",
-            "lchain",
-            "one_chain",
+    n, unans, short, first, last, gsum, gsq, fts, lts, fchain, lchain = (
+        _Column("f", j) for j in range(len(_k.PAIR_FLOATS))
+    )
+    slot, port, proto, fport, lport, lbare, one_chain = (
+        _Column("i", j) for j in range(len(_k.PAIR_INTS))
+    )
+
+    def __init__(self, key: np.ndarray, peer: np.ndarray, f: np.ndarray, i: np.ndarray) -> None:
+        self.key, self.peer, self.f, self.i = key, peer, f, i
+
+    @staticmethod
+    def empty(rows: int = 0) -> _Pairs:
+        """``rows`` rows, not filled."""
+        return _Pairs(
+            np.zeros(rows, np.uint64),
+            np.zeros(rows, object),
+            np.zeros((rows, len(_k.PAIR_FLOATS))),
+            np.zeros((rows, len(_k.PAIR_INTS)), np.int64),
         )
 
+    def __len__(self) -> int:
+        return len(self.key)
+
     def take(self, idx: np.ndarray) -> _Pairs:
-        return _Pairs(*(getattr(self, k)[idx] for k in self.names()))
+        return _Pairs(self.key[idx], self.peer[idx], self.f[idx], self.i[idx])
+
+    def head(self, rows: int) -> _Pairs:
+        """The first ``rows`` rows (views)."""
+        return _Pairs(self.key[:rows], self.peer[:rows], self.f[:rows], self.i[:rows])
+
+    def put(self, at: int, rows: _Pairs) -> None:
+        """Write ``rows`` from row ``at`` on."""
+        z = at + len(rows)
+        self.key[at:z], self.peer[at:z], self.f[at:z], self.i[at:z] = (
+            rows.key,
+            rows.peer,
+            rows.f,
+            rows.i,
+        )
 
     @staticmethod
     def concat(a: _Pairs, b: _Pairs) -> _Pairs:
-        return _Pairs(*(np.concatenate([getattr(a, k), getattr(b, k)]) for k in a.names()))
-
-
-#: The :class:`_Pairs` columns :func:`~netanomd.behaviour._kernels.merge_pairs` updates, in its
-#: order.
-_MERGED: tuple[str, ...] = ("n", "unans", "short", "first", "last", "gsum", "gsq")
-_MERGED += ("lport", "lts", "lbare", "lchain", "one_chain")
+        out = _Pairs.empty(len(a) + len(b))
+        out.put(0, a)
+        out.put(len(a), b)
+        return out
 
 
 class _PairTable:
-    """The pairs of one open window: :class:`_Pairs` columns grown by doubling (rows in arrival
-    order, not sorted) and a hash index from key to row, so a batch costs its own pairs, not the
-    table's size; :meth:`view` gives the rows, :meth:`sorted` in key order."""
+    """The pairs of one open window: :class:`_Pairs` grown by doubling (rows in arrival order,
+    not sorted; the rows stay allocated when the window closes) and a hash index from key to
+    row, so a batch costs its own pairs, not the table's size; :meth:`view` gives the rows,
+    :meth:`sorted` in key order."""
 
     def __init__(self) -> None:
-        self.clear()
-
-    def clear(self) -> None:
-        self._cols = _Pairs()
+        self._cols = _Pairs.empty()
         self.size = 0
         self._keys = np.zeros(16, np.uint64)
         self._rows = np.full(16, -1, np.int64)
 
-    def columns(self, names: tuple[str, ...]) -> tuple[np.ndarray, ...]:
-        """Columns ``names`` to their capacity (rows past :attr:`size` are unused)."""
-        return tuple(getattr(self._cols, k) for k in names)
+    def clear(self) -> None:
+        self.size = 0
+        if len(self._keys) == 16:
+            self._rows.fill(-1)
+        else:
+            self._keys = np.zeros(16, np.uint64)
+            self._rows = np.full(16, -1, np.int64)
 
     def view(self) -> _Pairs:
         """Every row (views: writing to them writes the table)."""
-        return _Pairs(*(getattr(self._cols, k)[: self.size] for k in self._cols.names()))
+        return self._cols.head(self.size)
 
     def sorted(self) -> _Pairs:
         """Every row, in key order (what a sorted table held)."""
@@ -441,20 +447,29 @@ class _PairTable:
         """Row of each key, -1 where absent."""
         return np.asarray(_k.index_find(self._keys, self._rows, keys))
 
+    def merge(self, new: _Pairs) -> np.ndarray:
+        """Add ``new``'s pairs that the table holds to their rows
+        (:func:`~netanomd.behaviour._kernels.merge_pairs`); returns each one's row, -1 where
+        absent."""
+        return np.asarray(
+            _k.merge_pairs(
+                (self._keys, self._rows),
+                (self._cols.f, self._cols.i),
+                new.key,
+                (new.f, new.i),
+                RETRY_GAP,
+                RETRY_RECORDS,
+            )
+        )
+
     def append(self, fresh: _Pairs) -> None:
         """Add pairs whose keys are not in the table."""
-        m = len(fresh.key)
-        if self.size + m > len(self._cols.key):
-            cap = max(2 * len(self._cols.key), self.size + m, 1024)
-            grown = []
-            for k in self._cols.names():
-                old = getattr(self._cols, k)
-                new = np.empty(cap, dtype=old.dtype)
-                new[: self.size] = old[: self.size]
-                grown.append(new)
-            self._cols = _Pairs(*grown)
-        for k in self._cols.names():
-            getattr(self._cols, k)[self.size : self.size + m] = getattr(fresh, k)
+        m = len(fresh)
+        if self.size + m > len(self._cols):
+            grown = _Pairs.empty(max(2 * len(self._cols), self.size + m, 1024))
+            grown.put(0, self.view())
+            self._cols = grown
+        self._cols.put(self.size, fresh)
         self.size += m
         if 2 * self.size > len(self._keys):  # keep the index at most half full
             self._reindex()
@@ -464,7 +479,7 @@ class _PairTable:
     def replace(self, pairs: _Pairs) -> None:
         """Hold exactly ``pairs``."""
         self._cols = pairs
-        self.size = len(pairs.key)
+        self.size = len(pairs)
         self._reindex()
 
     def _reindex(self) -> None:
@@ -529,20 +544,12 @@ class _Scale:
         for it; the records the two parts counted for the joined chain are replaced by what it
         really holds, every record but its outcome a bare attempt: unanswered and short); the
         others are appended, the heaviest kept beyond ``max_pairs``."""
-        pos = self.pairs.find(new.key)
-        hits = int(np.count_nonzero(pos >= 0))
-        if hits:
-            _k.merge_pairs(
-                pos,
-                self.pairs.columns(_MERGED),
-                tuple(getattr(new, k) for k in (*_MERGED, "fport", "fts", "proto", "fchain")),
-                RETRY_GAP,
-                RETRY_RECORDS,
-            )
-        if hits == len(pos):
+        pos = self.pairs.merge(new)
+        fresh_at = np.flatnonzero(pos < 0)
+        if not len(fresh_at):
             return
-        fresh = new if not hits else new.take(np.flatnonzero(pos < 0))
-        if self.pairs.size + len(fresh.key) > self.max_pairs:  # keep the heaviest pairs
+        fresh = new if len(fresh_at) == len(pos) else new.take(fresh_at)
+        if self.pairs.size + len(fresh) > self.max_pairs:  # keep the heaviest pairs
             fresh = fresh.take(np.argsort(fresh.key, kind="stable"))  # ties: by key
             merged = _Pairs.concat(self.pairs.sorted(), fresh)
             keep = np.argpartition(-merged.n, self.max_pairs - 1)[: self.max_pairs]
@@ -805,7 +812,7 @@ class HostWindows:
             at = [0, 3 * n]
             per_flow = [np.concatenate([x] * 3) for x in per_flow]
         want_all = (rows < n) & want[rows % n]
-        for i, (a, b) in enumerate(zip(at[:-1], at[1:], strict=True)):
+        for i, (a, b) in enumerate(itertools.pairwise(at)):
             first_t = t[bounds[i]]
             for sc in self._scales:
                 bk = int(np.floor(first_t / sc.width))
@@ -940,33 +947,21 @@ class HostWindows:
         # statistics taken in arrival order.
         c = _k.by_key_then(o, k_sorted, ts)
         bare = unans & empty
-        starts, head, stats, chain, length = _k.pair_stats(
-            o, c, raw_start, orig_p, bare, ts, pcode, when, (unans, short), RETRY_GAP, RETRY_RECORDS
+        starts, head, stats, ints, length = _k.pair_stats(
+            o,
+            c,
+            raw_start,
+            orig_p,
+            bare,
+            ts,
+            pcode,
+            when,
+            (unans, short),
+            (slot, port),
+            RETRY_GAP,
+            RETRY_RECORDS,
         )
-        raw_end = np.append(raw_start[1:], len(c)) - 1
-        fr, lr = c[raw_start], c[raw_end]  # each pair's first and last record in start order
-        seg_pairs = _Pairs(
-            key=pkey[head],
-            slot=slot[head],
-            peer=peer_names[peer_code[head]],
-            port=port[head],
-            proto=pcode[head],
-            n=stats[:, 0],
-            unans=stats[:, 1],
-            short=stats[:, 2],
-            first=stats[:, 3],
-            last=stats[:, 4],
-            gsum=stats[:, 5],
-            gsq=stats[:, 6],
-            fport=orig_p[fr],
-            fts=ts[fr],
-            lport=orig_p[lr],
-            lts=ts[lr],
-            lbare=bare[lr],
-            fchain=length[raw_start],
-            lchain=length[raw_end],
-            one_chain=chain[raw_start] == chain[raw_end],
-        )
+        seg_pairs = _Pairs(pkey[head], peer_names[peer_code[head]], stats, ints)
         if want.any():
             first = c[raw_start]  # each pair's first record here: maybe an older attempt's retry
             found.append(
@@ -1032,7 +1027,9 @@ class HostWindows:
             failed = np.where(hit, old.unans[pos], 0.0)
             row, port, start, proto, short = firsts
             p, h = find(pkey[row])
-            go_on = h & short & retried(old.lport[p], old.lts[p], old.lbare[p], port, start, proto)
+            go_on = (
+                h & short & retried(old.lport[p], old.lts[p], old.lbare[p] != 0, port, start, proto)
+            )
             starts = starts.copy()
             starts[row[go_on]] = False
         groups = int(pair.max()) + 1
