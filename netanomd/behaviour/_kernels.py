@@ -15,7 +15,7 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-from netanomd.behaviour.hll import register_of
+from netanomd.behaviour.hll import register_of, sketch_sums
 
 _K1 = np.uint64(0x9E3779B97F4A7C15)
 _K2 = np.uint64(0xC2B2AE3D27D4EB4F)
@@ -203,6 +203,40 @@ def windows_clear(
         active[s] = False
         for i in range(sketches):
             registers[s * sketches + i, :] = 0
+
+
+@nb.njit(cache=True, nogil=True)
+def windows_take(
+    sums: np.ndarray,
+    first: np.ndarray,
+    last: np.ndarray,
+    active: np.ndarray,
+    registers: np.ndarray,
+    sketches: int,
+    slots: np.ndarray,
+    inverse: np.ndarray,
+) -> np.ndarray:  # pragma: no cover - compiled
+    """Read, then empty (:func:`windows_clear`), the open window of ``slots`` in one scale (the
+    arrays as :func:`windows_clear` takes them): per slot a row of its first start, last end,
+    :data:`SUMS`, then of each sketch its :func:`~netanomd.behaviour.hll.sketch_sums` sum, then
+    of each its zero registers (``inverse``: :data:`~netanomd.behaviour.hll.INVERSE_POWERS`)."""
+    width = sums.shape[1]
+    out = np.empty((len(slots), 2 + width + 2 * sketches))
+    m = registers.shape[1]
+    v = np.empty(m)
+    blocks = np.empty(max(1, m // 128))
+    for k in range(len(slots)):
+        s = slots[k]
+        out[k, 0] = first[s]
+        out[k, 1] = last[s]
+        for c in range(width):
+            out[k, 2 + c] = sums[s, c]
+        for i in range(sketches):
+            total, zeros = sketch_sums(registers, s * sketches + i, inverse, v, blocks)
+            out[k, 2 + width + i] = total
+            out[k, 2 + width + sketches + i] = zeros
+    windows_clear(sums, first, last, active, registers, sketches, slots)
+    return out
 
 
 @nb.njit(cache=True, nogil=True)

@@ -116,25 +116,45 @@ def _pairwise(v: np.ndarray, blocks: np.ndarray) -> float:  # pragma: no cover -
 
 
 @nb.njit(cache=True, nogil=True)
+def sketch_sums(
+    registers: np.ndarray, r: int, inverse: np.ndarray, v: np.ndarray, blocks: np.ndarray
+) -> tuple[float, int]:  # pragma: no cover - compiled
+    """Of sketch ``r``: the sum of ``2 ** -register`` over its registers (``inverse``: by
+    register value, :data:`INVERSE_POWERS`), added as ``np.sum`` adds them, and how many
+    registers are zero (``v``, ``blocks``: scratch of ``2**p`` and ``max(1, 2**p // 128)``).
+    :func:`finish` makes them estimates."""
+    zeros = 0
+    for i in range(len(v)):
+        x = registers[r, i]
+        v[i] = inverse[x]
+        if x == 0:
+            zeros += 1
+    return _pairwise(v, blocks), zeros
+
+
+@nb.njit(cache=True, nogil=True)
 def _sums(
     registers: np.ndarray, rows: np.ndarray, inverse: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover - compiled
-    """Per sketch of ``rows``: the sum of ``2 ** -register`` (``inverse``: by register value)
-    over its registers, added as ``np.sum`` adds them, and how many registers are zero."""
+    """:func:`sketch_sums` of each of ``rows``."""
     m = registers.shape[1]
     sums = np.empty(len(rows))
     zeros = np.zeros(len(rows), np.int64)
     v = np.empty(m)
     blocks = np.empty(max(1, m // 128))
     for k in range(len(rows)):
-        r = rows[k]
-        for i in range(m):
-            x = registers[r, i]
-            v[i] = inverse[x]
-            if x == 0:
-                zeros[k] += 1
-        sums[k] = _pairwise(v, blocks)
+        sums[k], zeros[k] = sketch_sums(registers, rows[k], inverse, v, blocks)
     return sums, zeros
+
+
+def finish(inverse: np.ndarray, zeros: np.ndarray, p: int) -> np.ndarray:
+    """Estimates of sketches of ``2**p`` registers from their :func:`sketch_sums` (float64):
+    the raw HyperLogLog estimate, linear counting where it is small and a register is zero."""
+    m = float(1 << p)
+    raw = _alpha(1 << p) * m * m / inverse
+    with np.errstate(divide="ignore"):
+        linear = m * np.log(m / np.maximum(zeros, 1))
+    return np.asarray(np.where((raw <= 2.5 * m) & (zeros > 0), linear, raw))
 
 
 @nb.njit(cache=True, nogil=True)
@@ -144,7 +164,7 @@ def _clear(registers: np.ndarray, rows: np.ndarray) -> None:  # pragma: no cover
 
 
 #: ``2 ** -rank`` for every register value (exact: looked up, not computed per register).
-_INVERSE_POWERS = np.ldexp(1.0, -np.arange(256))
+INVERSE_POWERS = np.ldexp(1.0, -np.arange(256))
 
 
 class HllTable:
@@ -184,9 +204,5 @@ class HllTable:
 
     def estimate(self, rows: np.ndarray) -> np.ndarray:
         """Estimated distinct items in each of ``rows`` (float64)."""
-        inverse, zeros = _sums(self.registers, np.asarray(rows, dtype=np.int64), _INVERSE_POWERS)
-        m = float(self.m)
-        raw = _alpha(self.m) * m * m / inverse
-        with np.errstate(divide="ignore"):
-            linear = m * np.log(m / np.maximum(zeros, 1))
-        return np.asarray(np.where((raw <= 2.5 * m) & (zeros > 0), linear, raw))
+        inverse, zeros = _sums(self.registers, np.asarray(rows, dtype=np.int64), INVERSE_POWERS)
+        return finish(inverse, zeros, self.p)

@@ -45,7 +45,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from netanomd.behaviour import _kernels as _k
-from netanomd.behaviour.hll import DEFAULT_P, HllTable
+from netanomd.behaviour.hll import DEFAULT_P, INVERSE_POWERS, HllTable, finish
 from netanomd.behaviour.table import Table, objects
 from netanomd.features._strings import string_views
 from netanomd.flow import FlowBatch
@@ -130,6 +130,8 @@ PAIR_COLUMNS: tuple[str, ...] = (
 )
 #: Fewest flows of a pair for it to be reported in the pair rows.
 MIN_PAIR_FLOWS = 4
+#: The pair rows of a window without a busy pair (an empty part adds nothing to a table).
+_NO_PAIRS = {c: np.zeros(0) for c in PAIR_COLUMNS}
 
 #: Per-flow originator context (:meth:`HostWindows.update` ``context=``), as it stood when the
 #: flow arrived, counting it: whether its responder is new to the originator and how many new
@@ -562,10 +564,6 @@ class _Scale:
         _k.windows_clear(
             self.sums, self.first, self.last, self.active, self.hll.registers, len(_SKETCHES), slots
         )
-
-    def reset(self) -> None:
-        self.clear(np.flatnonzero(self.active))
-        self.pairs.clear()
 
 
 class HostWindows:
@@ -1049,32 +1047,41 @@ class HostWindows:
         }
 
     def _emit(self, sc: _Scale) -> tuple[Columns, Columns]:
-        """The host and pair columns of ``sc``'s closing window; resets it."""
+        """The host and pair columns of ``sc``'s closing window; empties it."""
         act = np.flatnonzero(sc.active)
-        k = len(_SKETCHES)
         cols: Columns = {
             "scale": np.full(len(act), sc.width),
             "role": np.array(ROLES, dtype=object)[self._role[act]],
             "host": self._host[act],
             "start": np.full(len(act), sc.bucket * sc.width),
             "end": np.full(len(act), (sc.bucket + 1) * sc.width),
-            "first_ts": sc.first[act],
-            "last_ts": sc.last[act],
         }
+        k, width = len(_SKETCHES), len(_SUMS)
+        got = _k.windows_take(
+            sc.sums, sc.first, sc.last, sc.active, sc.hll.registers, k, act, INVERSE_POWERS
+        )
+        est = finish(
+            got[:, 2 + width : 2 + width + k].ravel(), got[:, 2 + width + k :].ravel(), sc.hll.p
+        )
+        read = np.ascontiguousarray(got[:, : 2 + width].T)
+        cols["first_ts"], cols["last_ts"] = read[0], read[1]
         for c, name in enumerate(_SUMS):
-            cols[name] = sc.sums[act, c]
-        est = sc.hll.estimate((act[:, None] * k + np.arange(k)[None, :]).ravel()).reshape(-1, k)
+            cols[name] = read[2 + c]
+        # never more distinct than flows
+        est = np.ascontiguousarray(np.minimum(est.reshape(-1, k), read[2][:, None]).T)
         for i, name in enumerate(_SKETCHES):
-            cols[name] = np.minimum(est[:, i], sc.sums[act, 0])  # never more distinct than flows
+            cols[name] = est[i]
         cols["uids"] = self._uids[act]  # listed only for the windows detected
         cols["community_ids"] = self._cids[act]
         pairs = self._pair_rows(sc)
-        sc.reset()
+        sc.pairs.clear()
         return cols, pairs
 
     def _pair_rows(self, sc: _Scale) -> Columns:
         v = sc.pairs.view()
         busy = np.flatnonzero(v.n >= MIN_PAIR_FLOWS)
+        if not len(busy):
+            return _NO_PAIRS
         pr = v.take(busy[np.argsort(v.key[busy], kind="stable")])  # in key order
         g = np.maximum(pr.n - 1.0, 1.0)
         mean = pr.gsum / g
