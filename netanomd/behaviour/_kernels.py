@@ -492,23 +492,31 @@ def pair_stats(
 
 
 @nb.njit(cache=True, nogil=True)
-def latest(slot: np.ndarray, slots: int, keep: int) -> tuple[np.ndarray, np.ndarray]:
-    # pragma: no cover - compiled
-    """Each slot's latest ``keep`` rows, newest first: (rows, rank of each among its slot's)."""
+def latest(
+    slot: np.ndarray, bounds: np.ndarray, slots: int, keep: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # pragma: no cover - compiled
+    """In each segment (rows ``bounds[g]`` to ``bounds[g + 1]``), each slot's latest ``keep``
+    rows, newest first: (the rows, segment after segment; the rank of each among its slot's in
+    its segment; where each segment's start in them, and their end)."""
     count = np.empty(slots, np.int64)  # cleared for the slots present only
-    for i in range(len(slot)):
-        count[slot[i]] = 0
     rows = np.empty(len(slot), np.int64)
     rank = np.empty(len(slot), np.int64)
+    cut = np.empty(len(bounds), np.int64)
     n = 0
-    for i in range(len(slot) - 1, -1, -1):
-        s = slot[i]
-        if count[s] < keep:
-            rows[n] = i
-            rank[n] = count[s]
-            count[s] += 1
-            n += 1
-    return rows[:n], rank[:n]
+    for g in range(len(bounds) - 1):
+        a, z = bounds[g], bounds[g + 1]
+        cut[g] = n
+        for i in range(a, z):
+            count[slot[i]] = 0
+        for i in range(z - 1, a - 1, -1):
+            s = slot[i]
+            if count[s] < keep:
+                rows[n] = i
+                rank[n] = count[s]
+                count[s] += 1
+                n += 1
+    cut[len(bounds) - 1] = n
+    return rows[:n], rank[:n], cut
 
 
 @nb.njit(cache=True, nogil=True)

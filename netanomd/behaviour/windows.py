@@ -810,6 +810,10 @@ class HostWindows:
             at = [0, 3 * n]
             per_flow = [np.concatenate([x] * 3) for x in per_flow]
         want_all = (rows < n) & want[rows % n]
+        # Representative flows: each segment's latest SAMPLES per host, their ids read at once
+        latest, rank, cut = _k.latest(per_role[0], np.asarray(at), self.max_hosts, SAMPLES)
+        ids = [c.take(rows[latest] % n).to_numpy(zero_copy_only=False) for c in samples]
+        sample_slots = per_role[0][latest]
         for i, (a, b) in enumerate(itertools.pairwise(at)):
             first_t = t[bounds[i]]
             for sc in self._scales:
@@ -822,6 +826,9 @@ class HostWindows:
             flow_rows = [x[a:b] for x in per_flow]
             want_s = want_all[a:b]
             rows_s = rows[a:b]
+            c0, c1 = cut[i], cut[i + 1]
+            self._uids[sample_slots[c0:c1], rank[c0:c1]] = ids[0][c0:c1]
+            self._cids[sample_slots[c0:c1], rank[c0:c1]] = ids[1][c0:c1]
             slot, peer_h, peer_c, pkey_s, newkey_s, out, back = role_rows
             ts_s, end_s, port_s, pcode_s, orig_p_s, empty, probe_s, unans_s, short_s = flow_rows[:9]
             flags_s, p_hash_s, when = flow_rows[9:]
@@ -847,7 +854,6 @@ class HostWindows:
                 amounts=(flags_s, out, back),
                 found=found,
                 peer_names=peer_names,
-                samples=samples,
             )
         self.clock = float(t[-1])
         if times is not None:
@@ -910,7 +916,6 @@ class HostWindows:
         amounts: tuple[np.ndarray, np.ndarray, np.ndarray],  # flags, bytes out, bytes in
         found: list[Context],
         peer_names: np.ndarray,
-        samples: tuple[pa.ChunkedArray, ...],
     ) -> None:
         flags, out, back = amounts
         # New peers: distinct (host, peer) pairs of this segment never seen before.
@@ -928,11 +933,6 @@ class HostWindows:
         p_idx = np.flatnonzero(probe)
         first_p = p_idx[_k.first_of(pkey[p_idx])]
         new_target[first_p[~seen_t[pair[first_p]]]] = True
-        # Representative flows: the host's latest SAMPLES uids.
-        latest, rank = _k.latest(slot, self.max_hosts, SAMPLES)
-        flow = rows[latest] % len(samples[0])
-        for table, col in zip((self._uids, self._cids), samples, strict=True):
-            table[slot[latest], rank] = col.take(flow).to_numpy(zero_copy_only=False)
         # Pairs of this segment, with inter-arrival sums of their arrival (event) times: flows
         # arrive by end, so these gaps are the same however the stream is cut into batches.
         # Pairs count connection *attempts*: a TCP record on the source port of the pair's
