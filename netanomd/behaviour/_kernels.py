@@ -140,9 +140,97 @@ SUMS: tuple[str, ...] = (
     "probe_echo",
     "new_targets",
 )
-#: Bits of a row's ``flags`` (:func:`windows_add`): unanswered, probe, then the probe kinds
-#: (``probe_udp1``, ``probe_syn``, ``probe_echo``).
-UNANSWERED, PROBE, UDP1, SYN, ECHO = 1, 2, 4, 8, 16
+#: Bits of a row's ``flags`` (:func:`flow_flags`, :func:`windows_add`): unanswered, probe, then
+#: the probe kinds (``probe_udp1``, ``probe_syn``, ``probe_echo``); a probe for a reset handshake
+#: or a ping (whether or not unanswered); to a multicast group.
+UNANSWERED, PROBE, UDP1, SYN, ECHO, RESET_OR_ECHO, MULTICAST = 1, 2, 4, 8, 16, 32, 64
+#: Bits of a conn state (:func:`flow_flags`): an unanswered one, a reset one, S0.
+STATE_UNANSWERED, STATE_RESET, STATE_S0 = 1, 2, 4
+#: Protocol numbers :func:`flow_flags` tests.
+TCP, UDP, ICMP = 6, 17, 1
+#: Destination kinds (:func:`dest_kinds`): a multicast group, the broadcast address.
+MULTICAST_DEST, BROADCAST_DEST = 1, 2
+
+
+@nb.njit(cache=True, nogil=True)
+def flow_flags(
+    proto: tuple[np.ndarray, np.ndarray],
+    state: tuple[np.ndarray, np.ndarray],
+    dest: tuple[np.ndarray, np.ndarray],
+    orig_bytes: np.ndarray,
+    resp_bytes: np.ndarray,
+    orig_pkts: np.ndarray,
+    resp_pkts: np.ndarray,
+    orig_p: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover - compiled
+    """Per flow, its ``flags`` bits and its protocol number; ``proto``, ``state``, ``dest``: a
+    coded column's codes and, per code, its protocol number, state bits (``STATE_*``), and
+    destination kind (:func:`dest_kinds`); the numbers as the windows read them (nulls: bytes
+    0, packets and ports -1). Unanswered: an unanswered state without payload back, or no
+    responder packet, and not to a multicast or broadcast address; probe: unanswered, a TCP
+    handshake reset without payload either way, or an ICMP echo request (type 8, 128)."""
+    n = len(orig_bytes)
+    flags = np.empty(n, np.uint8)
+    pcode = np.empty(n, np.int64)
+    for i in range(n):
+        p = proto[1][proto[0][i]]
+        st = state[1][state[0][i]]
+        d = dest[1][dest[0][i]]
+        rb = resp_bytes[i]
+        unans = ((st & STATE_UNANSWERED) != 0 and rb <= 0) or resp_pkts[i] == 0
+        unans = unans and d == 0
+        empty = orig_bytes[i] <= 0 and rb <= 0
+        reset = p == TCP and empty and (st & STATE_RESET) != 0
+        op = orig_p[i]
+        echo = p == ICMP and (op == 8 or op == 128)
+        opk = orig_pkts[i]
+        f = 0
+        if unans:
+            f |= UNANSWERED
+        if unans or reset or echo:
+            f |= PROBE
+        if p == UDP and unans and opk == 1:
+            f |= UDP1
+        if p == TCP and (st & STATE_S0) != 0 and opk <= 2:
+            f |= SYN
+        if echo:
+            f |= ECHO
+        if reset or echo:
+            f |= RESET_OR_ECHO
+        if d == MULTICAST_DEST:
+            f |= MULTICAST
+        flags[i] = f
+        pcode[i] = p
+    return flags, pcode
+
+
+@nb.njit(cache=True, nogil=True)
+def flow_amounts(
+    ts: np.ndarray,
+    duration: np.ndarray,
+    orig_bytes: np.ndarray,
+    resp_bytes: np.ndarray,
+    ports: tuple[np.ndarray, np.ndarray],
+    pcode: np.ndarray,
+    short_bytes: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    # pragma: no cover - compiled
+    """Per flow: its end (start plus duration, a negative duration 0), its service port (the
+    responder's; for ICMP the originator's, the type), its bytes out and in (negative: 0), and
+    whether it is short (under ``short_bytes`` each way); ``ports``: source, destination."""
+    n = len(ts)
+    end = np.empty(n)
+    svc = np.empty(n, np.int64)
+    out = np.empty(n)
+    back = np.empty(n)
+    short = np.empty(n, np.bool_)
+    for i in range(n):
+        end[i] = ts[i] + _maximum(duration[i], 0.0)
+        svc[i] = ports[0][i] if pcode[i] == ICMP else ports[1][i]
+        out[i] = _maximum(orig_bytes[i], 0.0)
+        back[i] = _maximum(resp_bytes[i], 0.0)
+        short[i] = out[i] < short_bytes and back[i] < short_bytes
+    return end, svc, out, back, short
 
 
 @nb.njit(cache=True, nogil=True)

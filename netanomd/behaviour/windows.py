@@ -204,25 +204,28 @@ def _coded(batch: FlowBatch, name: str) -> _Coded:
     return _Coded(values, names, codes, distinct)
 
 
-def _is(coded: _Coded, value: str | tuple[str, ...]) -> np.ndarray:
-    """Rows whose coded string column is ``value`` (or one of them); nulls are not (tested on
-    the few distinct values, in Python: a pyarrow call costs more at a live batch's size)."""
-    wanted = {value} if isinstance(value, str) else set(value)
-    names = coded.names.tolist()
-    hit = np.fromiter((v in wanted for v in names), np.bool_, count=len(names))
-    return np.asarray(hit[coded.codes])
+#: A conn state's bits (:func:`~netanomd.behaviour._kernels.flow_flags`) by the states that
+#: set them.
+_STATE_BITS = (
+    (frozenset(UNANSWERED_STATES), _k.STATE_UNANSWERED),
+    (frozenset(_RESET), _k.STATE_RESET),
+    (frozenset(("S0",)), _k.STATE_S0),
+)
 
 
-#: :func:`_dests` kinds: a multicast group (:data:`MULTICAST`), the broadcast address (the rest
-#: of :data:`NO_REPLY_DESTS`).
-_MULTICAST_DEST, _BROADCAST_DEST = 1, 2
-
-
-def _dests(resp: _Coded) -> np.ndarray:
-    """Per row, what kind of destination its coded responder is: 0, or :data:`_MULTICAST_DEST`,
-    :data:`_BROADCAST_DEST` (:data:`MULTICAST`, :data:`NO_REPLY_DESTS`, tested by a kernel)."""
+def _kinds(state: _Coded, proto: _Coded, resp: _Coded) -> tuple[tuple[np.ndarray, np.ndarray], ...]:
+    """The coded columns :func:`~netanomd.behaviour._kernels.flow_flags` reads: each one's codes
+    and, per distinct value (tested once, not per row), its protocol number (:data:`PROTO_CODE`,
+    0 for another), state bits, and destination kind (:data:`MULTICAST`, the broadcast address
+    of :data:`NO_REPLY_DESTS`, by a kernel)."""
+    pcode = np.array([PROTO_CODE.get(v, 0) for v in proto.names.tolist()], np.int64)
+    bits = [sum(b for names, b in _STATE_BITS if v in names) for v in state.names.tolist()]
     offsets, data, _ = string_views(resp.values)
-    return np.asarray(np.asarray(_k.dest_kinds(offsets, data))[resp.codes])
+    return (
+        (proto.codes, pcode),
+        (state.codes, np.array(bits, np.uint8)),
+        (resp.codes, np.asarray(_k.dest_kinds(offsets, data))),
+    )
 
 
 class _Numbers:
@@ -241,46 +244,45 @@ class _Numbers:
         return col
 
 
-def _unanswered(num: _Numbers, state: _Coded, dests: np.ndarray) -> np.ndarray:
-    unans = _is(state, UNANSWERED_STATES)
-    unans &= num("resp_bytes") <= 0  # Zeek's state can miss a reply that carried data
-    unans |= num("resp_pkts", fill=-1) == 0
-    return np.asarray(unans & (dests == 0))
+def _flags(
+    batch: FlowBatch, num: _Numbers, coded: dict[str, _Coded]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per flow its ``flags`` bits and protocol number
+    (:func:`~netanomd.behaviour._kernels.flow_flags`); ``coded``: the coded columns read so far
+    (the others are coded here)."""
+    for name in ("conn_state", "proto", "resp_h"):
+        if name not in coded:
+            coded[name] = _coded(batch, name)
+    proto, state, dest = _kinds(coded["conn_state"], coded["proto"], coded["resp_h"])
+    flags, pcode = _k.flow_flags(
+        proto,
+        state,
+        dest,
+        num("orig_bytes"),
+        num("resp_bytes"),
+        num("orig_pkts", fill=-1),
+        num("resp_pkts", fill=-1),
+        num("orig_p", fill=-1, dtype=np.int64),
+    )
+    return np.asarray(flags), np.asarray(pcode)
 
 
 def unanswered_mask(batch: FlowBatch) -> np.ndarray:
     """Flows the responder never answered: a state of :data:`UNANSWERED_STATES` (S0, REJ, SH,
     ...) with no payload back, or no responder packet at all. Flows to multicast or broadcast
     addresses do not count (nobody is meant to answer)."""
-    state, resp = _coded(batch, "conn_state"), _coded(batch, "resp_h")
-    return _unanswered(_Numbers(batch), state, _dests(resp))
-
-
-def _probes(
-    num: _Numbers, unans: np.ndarray, state: _Coded, proto: _Coded
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Probes (:func:`probe_mask`), then their kinds in :data:`PROBE_KINDS` order: one-packet
-    UDP unanswered, lone SYN unanswered, ping."""
-    tcp = _is(proto, "tcp")
-    empty = (num("orig_bytes") <= 0) & (num("resp_bytes") <= 0)
-    reset = tcp & empty & _is(state, _RESET)
-    op = num("orig_p", fill=-1, dtype=np.int64)
-    echo = _is(proto, "icmp") & ((op == _ICMP_ECHO[0]) | (op == _ICMP_ECHO[1]))
-    opk = num("orig_pkts", fill=-1)
-    udp1 = _is(proto, "udp") & unans & (opk == 1)
-    syn = tcp & _is(state, "S0") & (opk <= 2)
-    return np.asarray(unans | reset | echo), udp1, syn, echo
+    flags = _flags(batch, _Numbers(batch), {})[0]
+    return (flags & _k.UNANSWERED) != 0
 
 
 def probe_mask(batch: FlowBatch, unanswered: np.ndarray | None = None) -> np.ndarray:
-    """Flows that look like probes: unanswered, a TCP handshake the originator reset without
-    payload (connect scan), or an ICMP echo request."""
-    state, proto = _coded(batch, "conn_state"), _coded(batch, "proto")
-    num = _Numbers(batch)
-    unans = unanswered
-    if unans is None:
-        unans = _unanswered(num, state, _dests(_coded(batch, "resp_h")))
-    return _probes(num, unans, state, proto)[0]
+    """Flows that look like probes: unanswered (``unanswered``, if given: what
+    :func:`unanswered_mask` says), a TCP handshake the originator reset without payload
+    (connect scan), or an ICMP echo request."""
+    flags = _flags(batch, _Numbers(batch), {})[0]
+    if unanswered is None:
+        return (flags & _k.PROBE) != 0
+    return np.asarray(unanswered | ((flags & _k.RESET_OR_ECHO) != 0))
 
 
 Columns = dict[str, np.ndarray]
@@ -719,26 +721,28 @@ class HostWindows:
             raise ValueError(
                 f"flow {where} of the batch (uid {batch.column('uid')[where]}) has no ts"
             )
-        end = ts + np.maximum(num("duration"), 0.0)
+        flags, pcode = _flags(batch, num, {"conn_state": state, "proto": proto, "resp_h": resp})
+        port = num("resp_p", fill=-1, dtype=np.int64)
+        orig_p = num("orig_p", fill=-1, dtype=np.int64)
+        end, svc_port, ob, rb, short = _k.flow_amounts(
+            ts,
+            num("duration"),
+            num("orig_bytes"),
+            num("resp_bytes"),
+            (orig_p, port),  # Zeek: ICMP type in orig_p, code in resp_p
+            pcode,
+            SHORT_BYTES,
+        )
         t = self._times(end) if times is None else np.asarray(times[:n], dtype=np.float64)
         orig_v, orig_c = orig.names, orig.codes
         resp_v, resp_c = resp.names, resp.codes
         proto_v, proto_c = proto.names, proto.codes
-        port = num("resp_p", fill=-1, dtype=np.int64)
-        orig_p = num("orig_p", fill=-1, dtype=np.int64)
-        icmp = (proto_v == "icmp")[proto_c]
-        svc_port = np.where(icmp, orig_p, port)  # Zeek: ICMP type in orig_p, code in resp_p
-        dests = _dests(resp)
-        unans = _unanswered(num, state, dests)
+        unans = (flags & _k.UNANSWERED) != 0
+        probe = (flags & _k.PROBE) != 0
         # A multicast group is no host and no server: announcements to it (mDNS, SSDP, Ganglia)
         # count for their senders only. Broadcast stays (a DHCP flood goes to 255.255.255.255).
-        unicast = dests != _MULTICAST_DEST
+        unicast = (flags & _k.MULTICAST) == 0
         keep = np.concatenate([np.ones(n, np.bool_), unicast, unicast])
-        probe, *kinds = _probes(num, unans, state, proto)
-        ob = np.maximum(num("orig_bytes"), 0.0)
-        rb = np.maximum(num("resp_bytes"), 0.0)
-        short = (ob < SHORT_BYTES) & (rb < SHORT_BYTES)
-        pcode = np.array([PROTO_CODE.get(v, 0) for v in proto_v.tolist()], np.int64)[proto_c]
         # a service "proto/port" per distinct pair (ports are -1 to 65535)
         svc_rows, svc_c, svc_at = _k.group_order(
             (proto_c.astype(np.uint64) << np.uint64(32)) + (svc_port + 1).astype(np.uint64)
@@ -771,13 +775,6 @@ class HostWindows:
         # Pair identity: orig (host, responder, port); resp (host, port); service (svc, source).
         pkey = _mix(keys, np.concatenate([_mix(h_resp, p_hash), p_hash, h_orig]))
         newkey = _mix(keys, peers_h)
-        flags = (
-            unans * _k.UNANSWERED
-            + probe * _k.PROBE
-            + kinds[0] * _k.UDP1
-            + kinds[1] * _k.SYN
-            + kinds[2] * _k.ECHO
-        ).astype(np.uint8)
         # the flows' ids (nulls as ""): the segments' latest rows are made Python strings
         samples = tuple(
             c.fill_null("") if c.null_count else c
