@@ -580,6 +580,31 @@ def pair_stats(
 
 
 @nb.njit(cache=True, nogil=True)
+def segment_rows(
+    bounds: np.ndarray, keep: np.ndarray, n: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # pragma: no cover - compiled
+    """A batch's role rows (``r * n + flow`` for the ``n`` flows of each of 3 roles) that
+    ``keep`` holds, segment by segment (flows ``bounds[g]`` to ``bounds[g + 1]``), each
+    segment's roles in turn: (the rows, their flows, where each segment starts in them and
+    their end)."""
+    rows = np.empty(3 * n, np.int64)
+    flow = np.empty(3 * n, np.int64)
+    at = np.empty(len(bounds), np.int64)
+    k = 0
+    for g in range(len(bounds) - 1):
+        at[g] = k
+        for r in range(3):
+            for f in range(bounds[g], bounds[g + 1]):
+                i = r * n + f
+                if keep[i]:
+                    rows[k] = i
+                    flow[k] = f
+                    k += 1
+    at[len(bounds) - 1] = k
+    return rows[:k], flow[:k], at
+
+
+@nb.njit(cache=True, nogil=True)
 def latest(
     slot: np.ndarray, bounds: np.ndarray, slots: int, keep: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # pragma: no cover - compiled
@@ -648,9 +673,9 @@ def index_find(slots: np.ndarray, rows: np.ndarray, keys: np.ndarray) -> np.ndar
 
 
 @nb.njit(cache=True, nogil=True)
-def index_put(slots: np.ndarray, rows: np.ndarray, keys: np.ndarray, first: int) -> None:
+def index_put(slots: np.ndarray, rows: np.ndarray, keys: np.ndarray, at: np.ndarray) -> None:
     # pragma: no cover - compiled
-    """Index new (absent) ``keys`` as rows ``first``, ``first + 1``, ..."""
+    """Index new (absent) ``keys`` as rows ``at`` (one each)."""
     wrap = np.int64(len(slots) - 1)
     for i in range(len(keys)):
         k = keys[i]
@@ -658,7 +683,7 @@ def index_put(slots: np.ndarray, rows: np.ndarray, keys: np.ndarray, first: int)
         while rows[j] >= 0:
             j = (j + np.int64(1)) & wrap
         slots[j] = k
-        rows[j] = first + i
+        rows[j] = at[i]
 
 
 @nb.njit(cache=True, nogil=True)

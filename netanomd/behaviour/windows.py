@@ -478,7 +478,7 @@ class _PairTable:
         if 2 * self.size > len(self._keys):  # keep the index at most half full
             self._reindex()
         else:
-            _k.index_put(self._keys, self._rows, fresh.key, self.size - m)
+            _k.index_put(self._keys, self._rows, fresh.key, np.arange(self.size - m, self.size))
 
     def replace(self, pairs: _Pairs) -> None:
         """Hold exactly ``pairs``."""
@@ -492,7 +492,7 @@ class _PairTable:
             cap *= 2
         self._keys = np.zeros(cap, np.uint64)
         self._rows = np.full(cap, -1, np.int64)
-        _k.index_put(self._keys, self._rows, self._cols.key[: self.size], 0)
+        _k.index_put(self._keys, self._rows, self._cols.key[: self.size], np.arange(self.size))
 
 
 class _Open:
@@ -595,8 +595,12 @@ class HostWindows:
     def reset(self) -> None:
         """Forget every host and window (a new stream starts)."""
         s = self.max_hosts
-        self._slot_of: dict[int, int] = {}
+        # each slot's key, and an index from key to slot (rebuilt when slots are freed)
         self._key = np.zeros(s, dtype=np.uint64)
+        cap = 16
+        while cap < 4 * s:
+            cap *= 2
+        self._index = (np.zeros(cap, np.uint64), np.full(cap, -1, np.int64))
         self._host = np.zeros(s, dtype=object)
         self._role = np.zeros(s, dtype=np.int64)
         self._last_seen = np.full(s, -np.inf)
@@ -615,31 +619,39 @@ class HostWindows:
     @property
     def hosts(self) -> int:
         """Host slots in use (all roles)."""
-        return len(self._slot_of)
+        return self.max_hosts - len(self._free)
 
     # -- host table ---------------------------------------------------------------------
     def _slots(
         self, keys: np.ndarray, hosts: np.ndarray, roles: np.ndarray, t: float
     ) -> np.ndarray:
         uniq, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
-        slot_u = np.empty(len(uniq), dtype=np.int64)
-        for i, kv in enumerate(uniq.tolist()):
-            s = self._slot_of.get(kv)
-            if s is None:
-                s = self._allocate(kv, slot_u[:i])
-                self._host[s] = hosts[first[i]]
-                self._role[s] = roles[first[i]]
+        slot_u = np.asarray(_k.index_find(*self._index, uniq))
+        missing = np.flatnonzero(slot_u < 0).tolist()
+        fresh: list[int] = []  # slots given out since the index was last built
+        j = 0
+        while j < len(missing):
+            i = missing[j]
+            evictions = self.evictions
+            if not self._free:
+                self._evict(max(1, self.max_hosts // 8), slot_u[:i])
+            s = self._free.pop()
+            self._key[s] = uniq[i]
+            self._host[s] = hosts[first[i]]
+            self._role[s] = roles[first[i]]
             slot_u[i] = s
+            j += 1
+            if self.evictions != evictions:  # rebuilt: the later hosts' slots may be freed
+                fresh = [s]
+                later = np.asarray(_k.index_find(*self._index, uniq[i + 1 :]))
+                slot_u[i + 1 :] = later
+                missing, j = (i + 1 + np.flatnonzero(later < 0)).tolist(), 0
+            else:
+                fresh.append(s)
+        if fresh:
+            _k.index_put(*self._index, self._key[fresh], np.array(fresh, np.int64))
         self._last_seen[slot_u] = t
         return np.asarray(slot_u[inverse], dtype=np.int64)
-
-    def _allocate(self, key: int, in_use: np.ndarray) -> int:
-        if not self._free:
-            self._evict(max(1, self.max_hosts // 8), in_use)
-        s = self._free.pop()
-        self._slot_of[key] = s
-        self._key[s] = key
-        return s
 
     def _evict(self, count: int, in_use: np.ndarray) -> None:
         """Free ``count`` slots: idle ones seen least recently first; if too few are idle, the
@@ -659,13 +671,18 @@ class HostWindows:
                 sc.clear(dropped)
                 kept = sc.pairs.view()
                 sc.pairs.replace(kept.take(np.flatnonzero(~np.isin(kept.slot, dropped))))
-        for v in victims.tolist():
-            del self._slot_of[int(self._key[v])]
         self._uids[victims] = None
         self._cids[victims] = None
         self._last_seen[victims] = -np.inf
         self._free.extend(victims.tolist())
         self.evictions += len(victims)
+        live = np.ones(self.max_hosts, np.bool_)
+        live[self._free] = False
+        keys, rows = self._index
+        keys[:] = 0
+        rows[:] = -1
+        at = np.flatnonzero(live)
+        _k.index_put(keys, rows, self._key[at], at)
 
     # -- streaming ----------------------------------------------------------------------
     def times(self, batch: FlowBatch) -> np.ndarray:
@@ -775,11 +792,6 @@ class HostWindows:
         # Pair identity: orig (host, responder, port); resp (host, port); service (svc, source).
         pkey = _mix(keys, np.concatenate([_mix(h_resp, p_hash), p_hash, h_orig]))
         newkey = _mix(keys, peers_h)
-        # the flows' ids (nulls as ""): the segments' latest rows are made Python strings
-        samples = tuple(
-            c.fill_null("") if c.null_count else c
-            for c in (batch.column("uid"), batch.column("community_id"))
-        )
 
         base = self.scales[0]
         # clipped: a nonsense duration (1e300 s) must not overflow the cast
@@ -795,21 +807,24 @@ class HostWindows:
         per_flow += [p_hash, t]
         bounds = np.array([0, *cuts.tolist(), n])
         if len(cuts) or not keep.all():
-            seg = np.repeat(np.arange(len(bounds) - 1), np.diff(bounds))
-            rows = np.flatnonzero(keep)
-            rows = rows[np.argsort(seg[rows % n] * 3 + rows // n, kind="stable")]
-            at = np.searchsorted(seg[rows % n], np.arange(len(bounds))).tolist()
-            flow = rows % n
+            rows, flow, at_np = _k.segment_rows(bounds, keep, n)
+            at = at_np.tolist()
             per_role = [x[rows] for x in per_role]
             per_flow = [x[flow] for x in per_flow]
+            want_all = (rows < n) & want[flow]
         else:  # the usual live batch: one segment, every role kept
             rows = np.arange(3 * n)
             at = [0, 3 * n]
             per_flow = [np.concatenate([x] * 3) for x in per_flow]
-        want_all = (rows < n) & want[rows % n]
+            want_all = np.concatenate([want, np.zeros(2 * n, np.bool_)])
         # Representative flows: each segment's latest SAMPLES per host, their ids read at once
         latest, rank, cut = _k.latest(per_role[0], np.asarray(at), self.max_hosts, SAMPLES)
-        ids = [c.take(rows[latest] % n).to_numpy(zero_copy_only=False) for c in samples]
+        ids = []
+        for name in ("uid", "community_id"):  # Python strings, nulls as ""
+            got = batch.column(name).take(rows[latest] % n)
+            ids.append(
+                (got.fill_null("") if got.null_count else got).to_numpy(zero_copy_only=False)
+            )
         sample_slots = per_role[0][latest]
         for i, (a, b) in enumerate(itertools.pairwise(at)):
             first_t = t[bounds[i]]
