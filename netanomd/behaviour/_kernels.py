@@ -41,6 +41,46 @@ def mix(a: np.ndarray, b: np.ndarray) -> np.ndarray:  # pragma: no cover - compi
 
 
 @nb.njit(cache=True, nogil=True)
+def role_rows(
+    hashes: tuple[np.ndarray, np.ndarray, np.ndarray],
+    keys: tuple[np.ndarray, np.ndarray, np.ndarray],
+    slots: tuple[np.ndarray, np.ndarray, np.ndarray],
+    codes: tuple[np.ndarray, np.ndarray, np.ndarray],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    # pragma: no cover - compiled
+    """A batch's rows for the three roles (originator, responder, service; each a value coded
+    per flow by ``codes``, with per distinct value its address or service hash, its host key
+    and its host slot): per role row (all originators' rows, then responders', then services')
+    its slot, its peer's hash (the responder for an originator, else the originator), its peer
+    as an index into the responders' then the originators' distinct values, its pair key
+    (originator: host, responder and service; responder: host and service; service: host and
+    originator) and its (host, peer) key."""
+    orig, resp, svc = codes
+    n = len(orig)
+    n_resp = len(hashes[1])
+    slot = np.empty(3 * n, np.int64)
+    peer_h = np.empty(3 * n, np.uint64)
+    peer = np.empty(3 * n, np.int64)
+    pkey = np.empty(3 * n, np.uint64)
+    newkey = np.empty(3 * n, np.uint64)
+    for i in range(n):
+        o, r, s = orig[i], resp[i], svc[i]
+        ho, hr, hs = hashes[0][o], hashes[1][r], hashes[2][s]
+        k = keys[0][o]
+        slot[i], peer_h[i], peer[i] = slots[0][o], hr, r
+        pkey[i], newkey[i] = mix1(k, mix1(hr, hs)), mix1(k, hr)
+        j = n + i
+        k = keys[1][r]
+        slot[j], peer_h[j], peer[j] = slots[1][r], ho, o + n_resp
+        pkey[j], newkey[j] = mix1(k, hs), mix1(k, ho)
+        j = 2 * n + i
+        k = keys[2][s]
+        slot[j], peer_h[j], peer[j] = slots[2][s], ho, o + n_resp
+        pkey[j], newkey[j] = mix1(k, ho), mix1(k, ho)
+    return slot, peer_h, peer, pkey, newkey
+
+
+@nb.njit(cache=True, nogil=True)
 def _rotl(x: np.uint64, b: int) -> np.uint64:  # pragma: no cover - compiled
     return (x << np.uint64(b)) | (x >> np.uint64(64 - b))
 

@@ -770,28 +770,26 @@ class HostWindows:
         )
         ho_v, hr_v = hash_strings(orig.values), hash_strings(resp.values)
         hs_v = hash_strings(pa.array(svc_v, pa.string()))
-        h_orig, h_resp, h_svc = ho_v[orig_c], hr_v[resp_c], hs_v[svc_c]
-        p_hash = h_svc  # the service "proto/port" identifies a port
+        p_hash = hs_v[svc_c]  # the service "proto/port" identifies a port
         role_keys = [
             _mix(h, np.full(len(h), r, np.uint64)) for r, h in enumerate((ho_v, hr_v, hs_v))
         ]
-        at = np.cumsum([0, len(ho_v), len(hr_v)])
+        at = np.cumsum([0, len(ho_v), len(hr_v), len(hs_v)])
         slot_v = self._slots(
             np.concatenate(role_keys),
             np.concatenate([orig_v, resp_v, svc_v]),
             np.repeat(np.arange(3), [len(k) for k in role_keys]),
             float(t[-1]),
         )
-        codes = (orig_c, resp_c, svc_c)
-        slots = np.concatenate([slot_v[at[r] + c] for r, c in enumerate(codes)])
-        keys = np.concatenate([role_keys[r][c] for r, c in enumerate(codes)])
-        peers_h = np.concatenate([h_resp, h_orig, h_orig])
+        # Pair identity: orig (host, responder, port); resp (host, port); service (svc, source).
+        slots, peers_h, peer_code, pkey, newkey = _k.role_rows(
+            (ho_v, hr_v, hs_v),
+            tuple(role_keys),
+            tuple(slot_v[at[r] : at[r + 1]] for r in range(3)),
+            (orig_c, resp_c, svc_c),
+        )
         # each row's peer, as an index into peer_names
         peer_names = np.concatenate([resp_v, orig_v])
-        peer_code = np.concatenate([resp_c, orig_c + len(resp_v), orig_c + len(resp_v)])
-        # Pair identity: orig (host, responder, port); resp (host, port); service (svc, source).
-        pkey = _mix(keys, np.concatenate([_mix(h_resp, p_hash), p_hash, h_orig]))
-        newkey = _mix(keys, peers_h)
 
         base = self.scales[0]
         # clipped: a nonsense duration (1e300 s) must not overflow the cast
