@@ -2,12 +2,16 @@
 
 Owns the loops :mod:`netanomd.behaviour.windows` runs once per flow row, compiled (``nogil``, so a
 daemon's decoding thread runs while a batch is scored; ``cache``, so start-up reuses them): the
-address hash (SipHash-2-4 over Arrow's string buffers), hash combining, grouping rows by key
-without sorting, a segment's pairs as connection attempts (retry chains, per-pair counts and
-gap sums), the sums and HyperLogLog registers of every scale's open window in one pass, running
-counts per group and the latest representative rows per host. Each gives exactly what the numpy
-formulation it replaced gave: counts and byte sums are whole numbers, so their float sums do not
-depend on the order they are added in, and the gap sums add in the order numpy's did.
+address hash (SipHash-2-4 over Arrow's string buffers), hash combining, a flow's kinds and
+amounts from its coded columns, its rows for the three roles (slots and keys), a batch's rows
+segment by segment, grouping rows by key without sorting, a segment's pairs as connection
+attempts (retry chains, per-pair counts and gap sums) and their merge into a window's pair
+table, the sums and HyperLogLog registers of every scale's open window in one pass, reading and
+emptying a closing window, running counts per group and the latest representative rows per
+host. A live batch costs a few of these calls, not a numpy call per column or per segment. Each
+gives exactly what the numpy formulation it replaced gave: counts and byte sums are whole
+numbers, so their float sums do not depend on the order they are added in, and the gap sums add
+in the order numpy's did.
 """
 
 from __future__ import annotations
@@ -186,8 +190,10 @@ SUMS: tuple[str, ...] = (
 UNANSWERED, PROBE, UDP1, SYN, ECHO, RESET_OR_ECHO, MULTICAST = 1, 2, 4, 8, 16, 32, 64
 #: Bits of a conn state (:func:`flow_flags`): an unanswered one, a reset one, S0.
 STATE_UNANSWERED, STATE_RESET, STATE_S0 = 1, 2, 4
-#: Protocol numbers :func:`flow_flags` tests.
+#: Protocol numbers :func:`flow_flags` tests; the ICMP echo request's type (v4, v6): a ping is a
+#: probe whether or not it is answered.
 TCP, UDP, ICMP = 6, 17, 1
+ICMP_ECHO_V4, ICMP_ECHO_V6 = 8, 128
 #: Destination kinds (:func:`dest_kinds`): a multicast group, the broadcast address.
 MULTICAST_DEST, BROADCAST_DEST = 1, 2
 
@@ -222,7 +228,7 @@ def flow_flags(
         empty = orig_bytes[i] <= 0 and rb <= 0
         reset = p == TCP and empty and (st & STATE_RESET) != 0
         op = orig_p[i]
-        echo = p == ICMP and (op == 8 or op == 128)
+        echo = p == ICMP and op in (ICMP_ECHO_V4, ICMP_ECHO_V6)
         opk = orig_pkts[i]
         f = 0
         if unans:

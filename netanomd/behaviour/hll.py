@@ -1,9 +1,10 @@
-"""HyperLogLog registers for many distinct counts at once, updated and read with numpy.
+"""HyperLogLog registers for many distinct counts at once, updated and read by compiled loops.
 
 Owns the distinct-count sketch used by the host windows: a table of ``rows x 2**p`` uint8
 registers (one HyperLogLog per row, Flajolet et al. 2007, with linear counting for small
 cardinalities). Rows are updated for a whole batch in one compiled loop (:func:`put` per item,
-also called from the windows' own kernel), merge by register
+also called from the windows' own kernel), are read the same way (:func:`sketch_sums` per
+sketch, also called from the kernel that closes a window, then :func:`finish`), merge by register
 maximum (so sketches of two windows or two sensors combine exactly), and take ``2**p`` bytes each
 whatever the number of distinct items: memory is bounded by construction. With the default
 ``p = 7`` the standard error is about 9%, and counts below ~100 are near exact (linear counting).
@@ -151,9 +152,8 @@ def finish(inverse: np.ndarray, zeros: np.ndarray, p: int) -> np.ndarray:
     """Estimates of sketches of ``2**p`` registers from their :func:`sketch_sums` (float64):
     the raw HyperLogLog estimate, linear counting where it is small and a register is zero."""
     m = float(1 << p)
-    raw = _alpha(1 << p) * m * m / inverse
-    with np.errstate(divide="ignore"):
-        linear = m * np.log(m / np.maximum(zeros, 1))
+    raw = _alpha(1 << p) * m * m / inverse  # a sum of positive powers of two: never 0
+    linear = m * np.log(m / np.maximum(zeros, 1))
     return np.asarray(np.where((raw <= 2.5 * m) & (zeros > 0), linear, raw))
 
 

@@ -62,8 +62,6 @@ SHORT_BYTES = 10_000
 #: Destinations that never answer by design (multicast, broadcast): silence there is no probe.
 MULTICAST = r"^(22[4-9]|23[0-9])\.|^[fF][fF][0-9a-fA-F]{2}:"
 NO_REPLY_DESTS = MULTICAST + r"|^255\.255\.255\.255$"
-#: ICMP echo request (v4, v6): a ping is a probe whether or not it is answered.
-_ICMP_ECHO = (8, 128)
 #: Seconds below which two records on one source port cannot be a retransmission of one attempt
 #: (TCP's least retransmission timeout is 200 ms).
 RETRY_GAP = 0.2
@@ -79,7 +77,7 @@ _CODED = ("orig_h", "resp_h", "proto", "conn_state")
 #: Representative flow uids kept per host.
 SAMPLES = 5
 
-PROTO_CODE = {"tcp": 6, "udp": 17, "icmp": 1}
+PROTO_CODE = {"tcp": _k.TCP, "udp": _k.UDP, "icmp": _k.ICMP}
 #: Protocol name by code (the code of any other protocol, 0, is "other").
 PROTO_NAMES = np.full(max(PROTO_CODE.values()) + 1, "other", dtype=object)
 PROTO_NAMES[list(PROTO_CODE.values())] = list(PROTO_CODE)
@@ -568,6 +566,68 @@ class _Scale:
         )
 
 
+_ROLE_NAMES = np.array(ROLES, dtype=object)
+
+
+@dataclass(frozen=True)
+class _Emitted:
+    """A window of one scale as it closed: its width, start and end, its hosts' rows as
+    :func:`~netanomd.behaviour._kernels.windows_take` read them (sketches of ``2**p``
+    registers), their roles, host names and sample ids, and its busy pairs' columns."""
+
+    width: float
+    start: float
+    end: float
+    p: int
+    got: np.ndarray
+    role: np.ndarray
+    host: np.ndarray
+    uids: np.ndarray
+    cids: np.ndarray
+    pairs: Columns
+
+    @staticmethod
+    def hosts(emitted: list[_Emitted]) -> Table:
+        """The host rows (:data:`WINDOW_COLUMNS`) of windows that closed, in order: each
+        column made once for them all (a live batch closes a window of every host each
+        minute)."""
+        if not emitted:
+            return Table.empty(WINDOW_COLUMNS)
+        counts = [len(e.got) for e in emitted]
+
+        def joined(name: str) -> np.ndarray:
+            parts = [getattr(e, name) for e in emitted]
+            return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+        def each(values: list[float]) -> np.ndarray:
+            return np.repeat(np.array(values, np.float64), counts)
+
+        got = joined("got")
+        k, width = len(_SKETCHES), len(_SUMS)
+        est = finish(
+            got[:, 2 + width : 2 + width + k].ravel(), got[:, 2 + width + k :].ravel(), emitted[0].p
+        )
+        read = np.ascontiguousarray(got[:, : 2 + width].T)
+        # never more distinct than flows
+        est = np.ascontiguousarray(np.minimum(est.reshape(-1, k), read[2][:, None]).T)
+        cols: Columns = {
+            "scale": each([e.width for e in emitted]),
+            "role": joined("role"),
+            "host": joined("host"),
+            "start": each([e.start for e in emitted]),
+            "end": each([e.end for e in emitted]),
+            "first_ts": read[0],
+            "last_ts": read[1],
+        }
+        for c, name in enumerate(_SUMS):
+            cols[name] = read[2 + c]
+        for i, name in enumerate(_SKETCHES):
+            cols[name] = est[i]
+        cols["uids"] = joined("uids")
+        cols["community_ids"] = joined("cids")
+        return Table(cols, WINDOW_COLUMNS)
+
+
 class HostWindows:
     """Streaming per-host behaviour windows (see the module docstring)."""
 
@@ -796,7 +856,7 @@ class HostWindows:
         minute = np.floor(np.clip(t / base, -(2.0**62), 2.0**62)).astype(np.int64)
         cuts = np.flatnonzero(np.diff(minute)) + 1
         found: list[Context] = []
-        emitted: list[tuple[Columns, Columns]] = []
+        emitted: list[_Emitted] = []
         # a segment takes its rows (3 per flow: one per role) of the role rows and of the flows:
         # every segment's, its roles in turn, put in that order once (a segment is then a slice)
         per_role = [slots, peers_h, peer_code, pkey, newkey]
@@ -876,9 +936,9 @@ class HostWindows:
         ports = int(pc.count_distinct(batch.column("resp_p")).as_py())
         return orig.distinct + resp.distinct + ports
 
-    def _turn(self, clock: float) -> list[tuple[Columns, Columns]]:
+    def _turn(self, clock: float) -> list[_Emitted]:
         """Move the clock on to ``clock`` without flows: the windows it ends close."""
-        emitted: list[tuple[Columns, Columns]] = []
+        emitted: list[_Emitted] = []
         self.clock = max(self.clock, float(clock))
         if not np.isfinite(self.clock):
             return emitted
@@ -895,10 +955,11 @@ class HostWindows:
         return self._closed([self._emit(sc) for sc in self._scales if sc.active.any()])
 
     @staticmethod
-    def _closed(emitted: list[tuple[Columns, Columns]], context: Context | None = None) -> Closed:
+    def _closed(emitted: list[_Emitted], context: Context | None = None) -> Closed:
+        """The windows ``emitted`` closed (their host columns assembled once, for them all)."""
         return Closed(
-            Table.concat([Table(h, WINDOW_COLUMNS) for h, _ in emitted], WINDOW_COLUMNS),
-            Table.concat([Table(p, PAIR_COLUMNS) for _, p in emitted], PAIR_COLUMNS),
+            _Emitted.hosts(emitted),
+            Table.concat([Table(e.pairs, PAIR_COLUMNS) for e in emitted], PAIR_COLUMNS),
             _context_of([]) if context is None else context,
         )
 
@@ -1056,36 +1117,33 @@ class HostWindows:
             "near_window": np.full(len(w), near.width),
         }
 
-    def _emit(self, sc: _Scale) -> tuple[Columns, Columns]:
-        """The host and pair columns of ``sc``'s closing window; empties it."""
+    def _emit(self, sc: _Scale) -> _Emitted:
+        """``sc``'s closing window, read (:class:`_Emitted`); empties it."""
         act = np.flatnonzero(sc.active)
-        cols: Columns = {
-            "scale": np.full(len(act), sc.width),
-            "role": np.array(ROLES, dtype=object)[self._role[act]],
-            "host": self._host[act],
-            "start": np.full(len(act), sc.bucket * sc.width),
-            "end": np.full(len(act), (sc.bucket + 1) * sc.width),
-        }
-        k, width = len(_SKETCHES), len(_SUMS)
         got = _k.windows_take(
-            sc.sums, sc.first, sc.last, sc.active, sc.hll.registers, k, act, INVERSE_POWERS
+            sc.sums,
+            sc.first,
+            sc.last,
+            sc.active,
+            sc.hll.registers,
+            len(_SKETCHES),
+            act,
+            INVERSE_POWERS,
         )
-        est = finish(
-            got[:, 2 + width : 2 + width + k].ravel(), got[:, 2 + width + k :].ravel(), sc.hll.p
+        emitted = _Emitted(
+            width=sc.width,
+            start=sc.bucket * sc.width,
+            end=(sc.bucket + 1) * sc.width,
+            p=sc.hll.p,
+            got=got,
+            role=_ROLE_NAMES[self._role[act]],
+            host=self._host[act],
+            uids=self._uids[act],  # listed only for the windows detected
+            cids=self._cids[act],
+            pairs=self._pair_rows(sc),
         )
-        read = np.ascontiguousarray(got[:, : 2 + width].T)
-        cols["first_ts"], cols["last_ts"] = read[0], read[1]
-        for c, name in enumerate(_SUMS):
-            cols[name] = read[2 + c]
-        # never more distinct than flows
-        est = np.ascontiguousarray(np.minimum(est.reshape(-1, k), read[2][:, None]).T)
-        for i, name in enumerate(_SKETCHES):
-            cols[name] = est[i]
-        cols["uids"] = self._uids[act]  # listed only for the windows detected
-        cols["community_ids"] = self._cids[act]
-        pairs = self._pair_rows(sc)
         sc.pairs.clear()
-        return cols, pairs
+        return emitted
 
     def _pair_rows(self, sc: _Scale) -> Columns:
         v = sc.pairs.view()
@@ -1101,7 +1159,7 @@ class HostWindows:
         regular = np.where(pr.n >= MIN_BEACON_EVENTS, 1.0 / (1.0 + cv), 0.0)
         cols: Columns = {
             "scale": np.full(len(pr.key), sc.width),
-            "role": np.array(ROLES, dtype=object)[self._role[pr.slot]],
+            "role": _ROLE_NAMES[self._role[pr.slot]],
             "host": self._host[pr.slot],
             "peer": pr.peer,
             "port": pr.port,
