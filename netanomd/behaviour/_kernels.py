@@ -761,6 +761,106 @@ def bloom_add(
 
 
 @nb.njit(cache=True, nogil=True)
+def bloom_seen(
+    cur: np.ndarray, old: np.ndarray, mask: np.uint64, limit: int, filled: int, keys: np.ndarray
+) -> tuple[np.ndarray, int]:  # pragma: no cover - compiled
+    """:func:`bloom_add` of distinct ``keys``, then the filter's fill (``filled``: keys added
+    to ``cur`` so far, each new one counted): past ``limit`` the generations turn (``old``
+    takes ``cur``'s bits, ``cur`` is emptied, the fill restarts). Returns (whether each was
+    present, the fill)."""
+    seen = bloom_add(cur, old, mask, keys)
+    for i in range(len(seen)):
+        if not seen[i]:
+            filled += 1
+    if filled > limit:
+        old[:] = cur
+        cur[:] = 0
+        filled = 0
+    return seen, filled
+
+
+@nb.njit(cache=True, nogil=True)
+def segment(
+    newkey: np.ndarray,
+    pkey: np.ndarray,
+    peers: tuple[np.ndarray, np.ndarray, np.uint64, int, int],
+    targets: tuple[np.ndarray, np.ndarray, np.uint64, int, int],
+    rows: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    marks: tuple[np.ndarray, np.ndarray],
+    where: tuple[np.ndarray, np.ndarray],
+    gap: float,
+    most: int,
+) -> tuple[
+    np.ndarray,
+    np.ndarray,
+    np.ndarray,
+    np.ndarray,
+    np.ndarray,
+    np.ndarray,
+    np.ndarray,
+    np.ndarray,
+    np.ndarray,
+    np.ndarray,
+    int,
+    int,
+]:  # pragma: no cover - compiled
+    """A segment's rows (one role's rows in arrival order, then the next role's): new peers
+    (the first row of each (host, peer) ``newkey`` that the ``peers`` Bloom filter has not
+    seen), new probe targets (the first probe of each pair ``pkey`` whose pair the
+    ``targets`` filter has not seen), the rows grouped by pair (:func:`group_order`: each
+    row's pair, where each pair starts; in start order, :func:`by_key_then`) and the pairs as
+    connection attempts (:func:`pair_stats`). ``peers``, ``targets``: a filter's current and
+    old generation, mask, fill limit and fill (:func:`bloom_seen`); ``rows``: start, source
+    port, protocol, arrival time, unanswered and no payload out; ``marks``: probe and short,
+    and the ``where`` of :func:`pair_stats`, are per row too. Returns (new peer, new target, pair,
+    pair starts, rows in start order, attempt starts, pair heads, the pairs' float and int
+    blocks, chain lengths, then the two filters' fills)."""
+    ts, orig_p, pcode, when, unans, empty = rows
+    probe, short = marks
+    n = len(newkey)
+    first = first_of(newkey)
+    keys = newkey[first]
+    seen, peers_filled = bloom_seen(peers[0], peers[1], peers[2], peers[3], peers[4], keys)
+    new_peer = np.zeros(n, np.bool_)
+    j = 0
+    for i in range(n):
+        if first[i]:
+            new_peer[i] = not seen[j]
+            j += 1
+    o, pair, raw_start = group_order(pkey)
+    k_sorted = pkey[o]
+    seen_t, targets_filled = bloom_seen(
+        targets[0], targets[1], targets[2], targets[3], targets[4], k_sorted[raw_start]
+    )
+    new_target = np.zeros(n, np.bool_)
+    probed = np.flatnonzero(probe)
+    first_p = first_of(pkey[probed])
+    for i in range(len(probed)):
+        r = probed[i]
+        if first_p[i] and not seen_t[pair[r]]:
+            new_target[r] = True
+    c = by_key_then(o, k_sorted, ts)
+    bare = unans & empty
+    starts, head, stats, ints, length = pair_stats(
+        o, c, raw_start, orig_p, bare, ts, pcode, when, (unans, short), where, gap, most
+    )
+    return (
+        new_peer,
+        new_target,
+        pair,
+        raw_start,
+        c,
+        starts,
+        head,
+        stats,
+        ints,
+        length,
+        peers_filled,
+        targets_filled,
+    )
+
+
+@nb.njit(cache=True, nogil=True)
 def _minimum(a: float, b: float) -> float:  # pragma: no cover - compiled
     """``np.minimum``'s (NaN propagates)."""
     if np.isnan(a) or np.isnan(b):

@@ -327,24 +327,20 @@ def retried(
 
 class _Bloom:
     """Two-generation Bloom filter of 64-bit keys (2 probes), ``2**bits`` cells each, one bit a
-    cell (8 cells a byte: 1 MiB for the default 2**23, so a batch's probes stay in cache)."""
+    cell (8 cells a byte: 1 MiB for the default 2**23, so a batch's probes stay in cache); the
+    generations turn when ``2**bits / 8`` keys were added to the current one (~2.5% false
+    "seen" at that fill)."""
 
     def __init__(self, bits: int) -> None:
         self.mask = np.uint64((1 << bits) - 1)
-        self.bits = bits
+        self.limit = (1 << bits) // 8
         self.cur = np.zeros(max(1, (1 << bits) // 8), dtype=np.uint8)
         self.old = np.zeros_like(self.cur)
         self.filled = 0
 
-    def seen_then_add(self, keys: np.ndarray) -> np.ndarray:
-        """For distinct ``keys``: whether each was present; all are added."""
-        seen = np.asarray(_k.bloom_add(self.cur, self.old, self.mask, keys))
-        self.filled += len(seen) - int(np.count_nonzero(seen))
-        if self.filled > (1 << self.bits) // 8:  # ~2.5% false "seen" at this fill
-            self.old, self.cur = self.cur, self.old
-            self.cur[:] = 0
-            self.filled = 0
-        return np.asarray(seen)
+    def state(self) -> tuple[np.ndarray, np.ndarray, np.uint64, int, int]:
+        """What :func:`~netanomd.behaviour._kernels.bloom_seen` reads and updates."""
+        return self.cur, self.old, self.mask, self.limit, self.filled
 
 
 class _Column:
@@ -989,21 +985,11 @@ class HostWindows:
         peer_names: np.ndarray,
     ) -> None:
         flags, out, back = amounts
-        # New peers: distinct (host, peer) pairs of this segment never seen before.
-        first_i = np.flatnonzero(_k.first_of(newkey))
-        hosts_new = np.zeros(len(slot), np.bool_)
-        hosts_new[first_i[~self._bloom.seen_then_add(newkey[first_i])]] = True
-        # Rows by pair (pairs in order of first appearance): in arrival order within a pair (a
-        # pair is one role's, whose rows arrive in order), and in start order (``c``, below).
-        o, pair, raw_start = _k.group_order(pkey)
-        k_sorted = pkey[o]
-        # New probe targets: distinct (host, peer, port) probed here and never contacted before
-        # (a scan explores; a client retrying the servers it always uses does not).
-        seen_t = self._targets.seen_then_add(k_sorted[raw_start])
-        new_target = np.zeros(len(slot), np.bool_)
-        p_idx = np.flatnonzero(probe)
-        first_p = p_idx[_k.first_of(pkey[p_idx])]
-        new_target[first_p[~seen_t[pair[first_p]]]] = True
+        # New peers: distinct (host, peer) pairs of this segment never seen before. Rows by
+        # pair (pairs in order of first appearance): in arrival order within a pair (a pair is
+        # one role's, whose rows arrive in order), and in start order (``c``). New probe
+        # targets: distinct (host, peer, port) probed here and never contacted before (a scan
+        # explores; a client retrying the servers it always uses does not).
         # Pairs of this segment, with inter-arrival sums of their arrival (event) times: flows
         # arrive by end, so these gaps are the same however the stream is cut into batches.
         # Pairs count connection *attempts*: a TCP record on the source port of the pair's
@@ -1014,18 +1000,26 @@ class HostWindows:
         # RETRY_RECORDS, are attempts of their own (a flood or a prober from one fixed port).
         # Attempts are found in start order (records of one attempt start in turn), the pair's
         # statistics taken in arrival order.
-        c = _k.by_key_then(o, k_sorted, ts)
-        bare = unans & empty
-        starts, head, stats, ints, length = _k.pair_stats(
-            o,
-            c,
+        (
+            hosts_new,
+            new_target,
+            pair,
             raw_start,
-            orig_p,
-            bare,
-            ts,
-            pcode,
-            when,
-            (unans, short),
+            c,
+            starts,
+            head,
+            stats,
+            ints,
+            length,
+            self._bloom.filled,
+            self._targets.filled,
+        ) = _k.segment(
+            newkey,
+            pkey,
+            self._bloom.state(),
+            self._targets.state(),
+            (ts, orig_p, pcode, when, unans, empty),
+            (probe, short),
             (slot, port),
             RETRY_GAP,
             RETRY_RECORDS,
