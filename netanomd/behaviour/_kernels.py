@@ -879,23 +879,30 @@ def _maximum(a: float, b: float) -> float:  # pragma: no cover - compiled
 @nb.njit(cache=True, nogil=True)
 def merge_pairs(
     index: tuple[np.ndarray, np.ndarray],
-    old: tuple[np.ndarray, np.ndarray],
+    old: tuple[np.ndarray, np.ndarray, np.ndarray],
+    size: int,
+    room: int,
     key: np.ndarray,
     new: tuple[np.ndarray, np.ndarray],
     gap: float,
     records: int,
-) -> np.ndarray:  # pragma: no cover - compiled
+) -> tuple[np.ndarray, int, bool]:  # pragma: no cover - compiled
     """Add each new pair that a window's pair table holds to its row, in place, as
     :meth:`netanomd.behaviour.windows._Scale.merge_pairs` describes (``gap`` and ``records``:
-    its RETRY_GAP and RETRY_RECORDS); returns each one's row (-1: not held). ``index``: the
-    table's key index (:func:`index_find`); ``old``: its :data:`PAIR_FLOATS` and
-    :data:`PAIR_INTS` blocks; ``key``, ``new``: the new pairs' keys and blocks."""
-    f, ints = old
+    its RETRY_GAP and RETRY_RECORDS); the others, if they fit in ``room`` more rows, become
+    rows ``size``, ``size + 1``, ... in their order (their keys indexed while the index stays
+    at most half full). ``index``: the table's key index (:func:`index_find`); ``old``: its
+    :data:`PAIR_FLOATS` and :data:`PAIR_INTS` blocks and keys; ``key``, ``new``: the new
+    pairs' keys and blocks. Returns (each one's row before, -1: not held; how many were not
+    held; whether they were added)."""
+    f, ints, keys = old
     nf, ni = new
     pos = index_find(index[0], index[1], key)
+    fresh = 0
     for i in range(len(pos)):
         o = pos[i]
         if o < 0:
+            fresh += 1
             continue
         link = retry1(
             ints[o, LPORT],
@@ -932,7 +939,23 @@ def merge_pairs(
         f[o, SHORT] += nf[i, SHORT]
         f[o, FIRST] = _minimum(f[o, FIRST], nf[i, FIRST])
         f[o, LAST] = _maximum(f[o, LAST], nf[i, LAST])
-    return pos
+    if fresh == 0 or fresh > room:
+        return pos, fresh, False
+    added = np.empty(fresh, np.uint64)
+    at = np.empty(fresh, np.int64)
+    k = 0
+    for i in range(len(pos)):
+        if pos[i] < 0:
+            r = size + k
+            keys[r] = key[i]
+            f[r, :] = nf[i, :]
+            ints[r, :] = ni[i, :]
+            added[k] = key[i]
+            at[k] = r
+            k += 1
+    if 2 * (size + fresh) <= len(index[0]):
+        index_put(index[0], index[1], added, at)
+    return pos, fresh, True
 
 
 @nb.njit(cache=True, nogil=True)

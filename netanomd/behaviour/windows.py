@@ -445,20 +445,32 @@ class _PairTable:
         """Row of each key, -1 where absent."""
         return np.asarray(_k.index_find(self._keys, self._rows, keys))
 
-    def merge(self, new: _Pairs) -> np.ndarray:
-        """Add ``new``'s pairs that the table holds to their rows
-        (:func:`~netanomd.behaviour._kernels.merge_pairs`); returns each one's row, -1 where
-        absent."""
-        return np.asarray(
-            _k.merge_pairs(
-                (self._keys, self._rows),
-                (self._cols.f, self._cols.i),
-                new.key,
-                (new.f, new.i),
-                RETRY_GAP,
-                RETRY_RECORDS,
-            )
+    def merge(self, new: _Pairs, limit: int) -> _Pairs | None:
+        """Add ``new``'s pairs that the table holds to their rows, and the others as rows of
+        their own if the table has room for them within ``limit`` rows
+        (:func:`~netanomd.behaviour._kernels.merge_pairs`); returns those others when it had
+        not (none added)."""
+        room = min(len(self._cols), limit) - self.size
+        pos, fresh, added = _k.merge_pairs(
+            (self._keys, self._rows),
+            (self._cols.f, self._cols.i, self._cols.key),
+            self.size,
+            room,
+            new.key,
+            (new.f, new.i),
+            RETRY_GAP,
+            RETRY_RECORDS,
         )
+        if not fresh:
+            return None
+        at = None if fresh == len(pos) else np.flatnonzero(pos < 0)
+        if not added:
+            return new if at is None else new.take(at)
+        self._cols.peer[self.size : self.size + fresh] = new.peer if at is None else new.peer[at]
+        self.size += fresh
+        if 2 * self.size > len(self._keys):  # keep the index at most half full
+            self._reindex()
+        return None
 
     def append(self, fresh: _Pairs) -> None:
         """Add pairs whose keys are not in the table."""
@@ -542,11 +554,9 @@ class _Scale:
         for it; the records the two parts counted for the joined chain are replaced by what it
         really holds, every record but its outcome a bare attempt: unanswered and short); the
         others are appended, the heaviest kept beyond ``max_pairs``."""
-        pos = self.pairs.merge(new)
-        fresh_at = np.flatnonzero(pos < 0)
-        if not len(fresh_at):
+        fresh = self.pairs.merge(new, self.max_pairs)
+        if fresh is None:
             return
-        fresh = new if len(fresh_at) == len(pos) else new.take(fresh_at)
         if self.pairs.size + len(fresh) > self.max_pairs:  # keep the heaviest pairs
             fresh = fresh.take(np.argsort(fresh.key, kind="stable"))  # ties: by key
             merged = _Pairs.concat(self.pairs.sorted(), fresh)
