@@ -285,6 +285,8 @@ def windows_add(
     first: np.ndarray,
     last: np.ndarray,
     active: np.ndarray,
+    listed: np.ndarray,
+    count: np.ndarray,
     slot: np.ndarray,
     flags: np.ndarray,
     amounts: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
@@ -293,7 +295,8 @@ def windows_add(
 ) -> None:  # pragma: no cover - compiled
     """Add each row to its slot's :data:`SUMS` in the open window of every scale (``sums``:
     slots x scales x SUMS; ``amounts``: bytes out, bytes in, new peers, new targets); the
-    slot's first start, last end (slots x scales); mark it active."""
+    slot's first start, last end (slots x scales); mark it active, a slot newly active listed
+    at ``listed[scale, count[scale]]`` (``count``: how many are listed per scale)."""
     out, back, peers, targets = amounts
     for i in range(len(slot)):
         s = slot[i]
@@ -313,7 +316,10 @@ def windows_add(
                 first[s, j] = ts[i]
             if end[i] > last[s, j]:
                 last[s, j] = end[i]
-            active[s, j] = True
+            if not active[s, j]:
+                active[s, j] = True
+                listed[j, count[j]] = s
+                count[j] += 1
 
 
 @nb.njit(cache=True, nogil=True)
@@ -321,22 +327,31 @@ def windows_clear(
     sums: np.ndarray,
     first: np.ndarray,
     last: np.ndarray,
-    active: np.ndarray,
+    active: tuple[np.ndarray, np.ndarray, np.ndarray],
     registers: np.ndarray,
     sketches: int,
     slots: np.ndarray,
 ) -> None:  # pragma: no cover - compiled
     """Empty the open window of ``slots`` in one scale (``sums``: slots x SUMS; ``first``,
-    ``last``, ``active`` per slot; ``registers``: the scale's sketches, ``sketches`` a slot):
-    no flows, no first start or last end, inactive, every sketch register zero."""
+    ``last`` per slot; ``active``: whether each slot is, the active slots listed and how many
+    (:func:`windows_add`'s, of this scale); ``registers``: the scale's sketches, ``sketches`` a
+    slot): no flows, no first start or last end, inactive and unlisted, every sketch register
+    zero."""
+    on, listed, count = active
     for k in range(len(slots)):
         s = slots[k]
         sums[s, :] = 0.0
         first[s] = np.inf
         last[s] = -np.inf
-        active[s] = False
+        on[s] = False
         for i in range(sketches):
             registers[s * sketches + i, :] = 0
+    kept = 0
+    for k in range(count[0]):
+        if on[listed[k]]:
+            listed[kept] = listed[k]
+            kept += 1
+    count[0] = kept
 
 
 @nb.njit(cache=True, nogil=True)
@@ -344,7 +359,7 @@ def windows_take(
     sums: np.ndarray,
     first: np.ndarray,
     last: np.ndarray,
-    active: np.ndarray,
+    active: tuple[np.ndarray, np.ndarray, np.ndarray],
     registers: np.ndarray,
     sketches: int,
     slots: np.ndarray,

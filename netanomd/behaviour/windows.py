@@ -513,6 +513,9 @@ class _Open:
         self.first = np.full((slots, scales), np.inf)
         self.last = np.full((slots, scales), -np.inf)
         self.active = np.zeros((slots, scales), dtype=np.bool_)
+        # per scale, the active slots (in the order they became active) and how many
+        self.listed = np.zeros((scales, slots), dtype=np.int64)
+        self.count = np.zeros(scales, dtype=np.int64)
         self.registers = np.zeros((slots * len(_SKETCHES), 1 << p, scales), dtype=np.uint8)
 
     def add(
@@ -527,7 +530,19 @@ class _Open:
         peer and a new target; ``sketch``: its peer and port hashes, whether a probe)."""
         flags, out, back, peers, targets = sums
         amounts = (out, back, peers, targets)
-        _k.windows_add(self.sums, self.first, self.last, self.active, slot, flags, amounts, ts, end)
+        _k.windows_add(
+            self.sums,
+            self.first,
+            self.last,
+            self.active,
+            self.listed,
+            self.count,
+            slot,
+            flags,
+            amounts,
+            ts,
+            end,
+        )
         _k.hll_sketches(self.registers, self.p, len(_SKETCHES), slot, *sketch)
 
 
@@ -543,6 +558,8 @@ class _Scale:
         self.first = open_.first[:, j]
         self.last = open_.last[:, j]
         self.active = open_.active[:, j]
+        self._listed = open_.listed[j]
+        self._count = open_.count[j : j + 1]
         registers = open_.registers[:, :, j]
         self.hll = HllTable(len(registers), open_.p, registers=registers)
         self.pairs = _PairTable()
@@ -568,8 +585,26 @@ class _Scale:
     def clear(self, slots: np.ndarray) -> None:
         """Empty the windows of ``slots`` (their pairs stay)."""
         _k.windows_clear(
-            self.sums, self.first, self.last, self.active, self.hll.registers, len(_SKETCHES), slots
+            self.sums,
+            self.first,
+            self.last,
+            self.activity(),
+            self.hll.registers,
+            len(_SKETCHES),
+            slots,
         )
+
+    def activity(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Whether each slot is active, the active slots listed and how many (what
+        :func:`~netanomd.behaviour._kernels.windows_clear` takes)."""
+        return self.active, self._listed, self._count
+
+    def any_active(self) -> bool:
+        return bool(self._count[0])
+
+    def actives(self) -> np.ndarray:
+        """The active slots, in slot order."""
+        return np.sort(self._listed[: self._count[0]])
 
 
 _ROLE_NAMES = np.array(ROLES, dtype=object)
@@ -895,7 +930,7 @@ class HostWindows:
             for sc in self._scales:
                 bk = int(np.floor(first_t / sc.width))
                 if bk != sc.bucket:
-                    if sc.active.any():
+                    if sc.any_active():
                         emitted.append(self._emit(sc))
                     sc.bucket = bk
             role_rows = [x[a:b] for x in per_role]
@@ -951,14 +986,14 @@ class HostWindows:
         for sc in self._scales:
             bk = int(np.floor(self.clock / sc.width))
             if bk != sc.bucket:
-                if sc.active.any():
+                if sc.any_active():
                     emitted.append(self._emit(sc))
                 sc.bucket = bk
         return emitted
 
     def flush(self) -> Closed:
         """Close every open window (end of a stream)."""
-        return self._closed([self._emit(sc) for sc in self._scales if sc.active.any()])
+        return self._closed([self._emit(sc) for sc in self._scales if sc.any_active()])
 
     @staticmethod
     def _closed(emitted: list[_Emitted], context: Context | None = None) -> Closed:
@@ -1123,12 +1158,12 @@ class HostWindows:
 
     def _emit(self, sc: _Scale) -> _Emitted:
         """``sc``'s closing window, read (:class:`_Emitted`); empties it."""
-        act = np.flatnonzero(sc.active)
+        act = sc.actives()
         got = _k.windows_take(
             sc.sums,
             sc.first,
             sc.last,
-            sc.active,
+            sc.activity(),
             sc.hll.registers,
             len(_SKETCHES),
             act,
