@@ -128,8 +128,6 @@ PAIR_COLUMNS: tuple[str, ...] = (
 )
 #: Fewest flows of a pair for it to be reported in the pair rows.
 MIN_PAIR_FLOWS = 4
-#: The pair rows of a window without a busy pair (an empty part adds nothing to a table).
-_NO_PAIRS = {c: np.zeros(0) for c in PAIR_COLUMNS}
 
 #: Per-flow originator context (:meth:`HostWindows.update` ``context=``), as it stood when the
 #: flow arrived, counting it: whether its responder is new to the originator and how many new
@@ -362,7 +360,7 @@ class _Pairs:
     pair's first and last records (source port, start; whether the last was a bare unanswered
     attempt) let an attempt retried across two segments count once."""
 
-    __slots__ = ("f", "i", "key", "peer")
+    __slots__ = ("key", "peer", "f", "i")  # noqa: RUF023 - the constructor's order
 
     n, unans, short, first, last, gsum, gsq, fts, lts, fchain, lchain = (
         _Column("f", j) for j in range(len(_k.PAIR_FLOATS))
@@ -405,11 +403,12 @@ class _Pairs:
         )
 
     @staticmethod
-    def concat(a: _Pairs, b: _Pairs) -> _Pairs:
-        out = _Pairs.empty(len(a) + len(b))
-        out.put(0, a)
-        out.put(len(a), b)
-        return out
+    def concat(parts: list[_Pairs]) -> _Pairs:
+        """The rows of ``parts`` in order."""
+        if len(parts) == 1:
+            return parts[0]
+        key, peer, f, i = (np.concatenate([getattr(p, c) for p in parts]) for c in _Pairs.__slots__)
+        return _Pairs(key, peer, f, i)
 
 
 class _PairTable:
@@ -576,7 +575,7 @@ class _Scale:
             return
         if self.pairs.size + len(fresh) > self.max_pairs:  # keep the heaviest pairs
             fresh = fresh.take(np.argsort(fresh.key, kind="stable"))  # ties: by key
-            merged = _Pairs.concat(self.pairs.sorted(), fresh)
+            merged = _Pairs.concat([self.pairs.sorted(), fresh])
             keep = np.argpartition(-merged.n, self.max_pairs - 1)[: self.max_pairs]
             self.pairs.replace(merged.take(keep))
         else:
@@ -614,7 +613,8 @@ _ROLE_NAMES = np.array(ROLES, dtype=object)
 class _Emitted:
     """A window of one scale as it closed: its width, start and end, its hosts' rows as
     :func:`~netanomd.behaviour._kernels.windows_take` read them (sketches of ``2**p``
-    registers), their roles, host names and sample ids, and its busy pairs' columns."""
+    registers), their roles, host names and sample ids, and its busy pairs (in key order) with
+    their hosts' roles and names."""
 
     width: float
     start: float
@@ -625,7 +625,9 @@ class _Emitted:
     host: np.ndarray
     uids: np.ndarray
     cids: np.ndarray
-    pairs: Columns
+    pairs: _Pairs
+    pair_role: np.ndarray
+    pair_host: np.ndarray
 
     @staticmethod
     def hosts(emitted: list[_Emitted]) -> Table:
@@ -667,6 +669,47 @@ class _Emitted:
         cols["uids"] = joined("uids")
         cols["community_ids"] = joined("cids")
         return Table(cols, WINDOW_COLUMNS)
+
+    @staticmethod
+    def pair_rows(emitted: list[_Emitted]) -> Table:
+        """The busy pair rows (:data:`PAIR_COLUMNS`) of windows that closed, in order, each
+        column made once for them all."""
+        full = [e for e in emitted if len(e.pairs)]
+        if not full:
+            return Table.empty(PAIR_COLUMNS)
+        counts = [len(e.pairs) for e in full]
+        pr = _Pairs.concat([e.pairs for e in full])
+        g = np.maximum(pr.n - 1.0, 1.0)
+        mean = pr.gsum / g
+        var = np.maximum(pr.gsq / g - mean * mean, 0.0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            cv = np.where(mean > 0, np.sqrt(var) / mean, np.inf)
+        regular = np.where(pr.n >= MIN_BEACON_EVENTS, 1.0 / (1.0 + cv), 0.0)
+
+        def each(values: list[float]) -> np.ndarray:
+            return np.repeat(np.array(values, np.float64), counts)
+
+        def joined(parts: list[np.ndarray]) -> np.ndarray:
+            return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+        cols: Columns = {
+            "scale": each([e.width for e in full]),
+            "role": joined([e.pair_role for e in full]),
+            "host": joined([e.pair_host for e in full]),
+            "peer": pr.peer,
+            "port": pr.port,
+            "proto": PROTO_NAMES[pr.proto],
+            "start": each([e.start for e in full]),
+            "end": each([e.end for e in full]),
+            "first_ts": pr.first,
+            "last_ts": pr.last,
+            "flows": pr.n,
+            "unanswered": pr.unans,
+            "short": pr.short,
+            "period": mean,
+            "regularity": regular,
+        }
+        return Table(cols, PAIR_COLUMNS)
 
 
 class HostWindows:
@@ -1000,7 +1043,7 @@ class HostWindows:
         """The windows ``emitted`` closed (their host columns assembled once, for them all)."""
         return Closed(
             _Emitted.hosts(emitted),
-            Table.concat([Table(e.pairs, PAIR_COLUMNS) for e in emitted], PAIR_COLUMNS),
+            _Emitted.pair_rows(emitted),
             _context_of([]) if context is None else context,
         )
 
@@ -1159,6 +1202,7 @@ class HostWindows:
     def _emit(self, sc: _Scale) -> _Emitted:
         """``sc``'s closing window, read (:class:`_Emitted`); empties it."""
         act = sc.actives()
+        pairs = self._busy(sc)
         got = _k.windows_take(
             sc.sums,
             sc.first,
@@ -1179,41 +1223,20 @@ class HostWindows:
             host=self._host[act],
             uids=self._uids[act],  # listed only for the windows detected
             cids=self._cids[act],
-            pairs=self._pair_rows(sc),
+            pairs=pairs,
+            pair_role=_ROLE_NAMES[self._role[pairs.slot]],
+            pair_host=self._host[pairs.slot],
         )
         sc.pairs.clear()
         return emitted
 
-    def _pair_rows(self, sc: _Scale) -> Columns:
+    @staticmethod
+    def _busy(sc: _Scale) -> _Pairs:
+        """The pairs of ``sc``'s window with at least :data:`MIN_PAIR_FLOWS` flows, in key
+        order."""
         v = sc.pairs.view()
         busy = np.flatnonzero(v.n >= MIN_PAIR_FLOWS)
-        if not len(busy):
-            return _NO_PAIRS
-        pr = v.take(busy[np.argsort(v.key[busy], kind="stable")])  # in key order
-        g = np.maximum(pr.n - 1.0, 1.0)
-        mean = pr.gsum / g
-        var = np.maximum(pr.gsq / g - mean * mean, 0.0)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            cv = np.where(mean > 0, np.sqrt(var) / mean, np.inf)
-        regular = np.where(pr.n >= MIN_BEACON_EVENTS, 1.0 / (1.0 + cv), 0.0)
-        cols: Columns = {
-            "scale": np.full(len(pr.key), sc.width),
-            "role": _ROLE_NAMES[self._role[pr.slot]],
-            "host": self._host[pr.slot],
-            "peer": pr.peer,
-            "port": pr.port,
-            "proto": PROTO_NAMES[pr.proto],
-            "start": np.full(len(pr.key), sc.bucket * sc.width),
-            "end": np.full(len(pr.key), (sc.bucket + 1) * sc.width),
-            "first_ts": pr.first,
-            "last_ts": pr.last,
-            "flows": pr.n,
-            "unanswered": pr.unans,
-            "short": pr.short,
-            "period": mean,
-            "regularity": regular,
-        }
-        return cols
+        return v.take(busy[np.argsort(v.key[busy], kind="stable")])
 
 
 @dataclass
