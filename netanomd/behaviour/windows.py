@@ -360,7 +360,7 @@ class _Pairs:
     pair's first and last records (source port, start; whether the last was a bare unanswered
     attempt) let an attempt retried across two segments count once."""
 
-    __slots__ = ("key", "peer", "f", "i")  # noqa: RUF023 - the constructor's order
+    __slots__ = ("key", "peer", "f", "i")  # the constructor's order
 
     n, unans, short, first, last, gsum, gsq, fts, lts, fchain, lchain = (
         _Column("f", j) for j in range(len(_k.PAIR_FLOATS))
