@@ -95,7 +95,7 @@ def _block(v: np.ndarray, a: int, n: int) -> float:  # pragma: no cover - compil
         r5 += v[b + 5]
         r6 += v[b + 6]
         r7 += v[b + 7]
-    return ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+    return float(((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7)))
 
 
 @nb.njit(cache=True, nogil=True)

@@ -268,7 +268,7 @@ def unanswered_mask(batch: FlowBatch) -> np.ndarray:
     ...) with no payload back, or no responder packet at all. Flows to multicast or broadcast
     addresses do not count (nobody is meant to answer)."""
     flags = _flags(batch, _Numbers(batch), {})[0]
-    return (flags & _k.UNANSWERED) != 0
+    return np.asarray((flags & _k.UNANSWERED) != 0)
 
 
 def probe_mask(batch: FlowBatch, unanswered: np.ndarray | None = None) -> np.ndarray:
@@ -277,7 +277,7 @@ def probe_mask(batch: FlowBatch, unanswered: np.ndarray | None = None) -> np.nda
     (connect scan), or an ICMP echo request."""
     flags = _flags(batch, _Numbers(batch), {})[0]
     if unanswered is None:
-        return (flags & _k.PROBE) != 0
+        return np.asarray((flags & _k.PROBE) != 0)
     return np.asarray(unanswered | ((flags & _k.RESET_OR_ECHO) != 0))
 
 
@@ -351,6 +351,10 @@ class _Column:
         return np.asarray(getattr(pairs, self.block)[:, self.j])
 
 
+#: :class:`_Pairs`' arrays in the order its constructor takes them.
+_PAIRS_ARGS = ("key", "peer", "f", "i")
+
+
 class _Pairs:
     """Per (slot, peer, port) counts and inter-arrival sums: a segment's, or a window's
     (:class:`_PairTable`): each pair's key, peer name, and two blocks, ``f`` of the
@@ -360,7 +364,7 @@ class _Pairs:
     pair's first and last records (source port, start; whether the last was a bare unanswered
     attempt) let an attempt retried across two segments count once."""
 
-    __slots__ = ("key", "peer", "f", "i")  # the constructor's order
+    __slots__ = ("f", "i", "key", "peer")
 
     n, unans, short, first, last, gsum, gsq, fts, lts, fchain, lchain = (
         _Column("f", j) for j in range(len(_k.PAIR_FLOATS))
@@ -407,7 +411,7 @@ class _Pairs:
         """The rows of ``parts`` in order."""
         if len(parts) == 1:
             return parts[0]
-        key, peer, f, i = (np.concatenate([getattr(p, c) for p in parts]) for c in _Pairs.__slots__)
+        key, peer, f, i = (np.concatenate([getattr(p, c) for p in parts]) for c in _PAIRS_ARGS)
         return _Pairs(key, peer, f, i)
 
 
@@ -915,10 +919,12 @@ class HostWindows:
         ho_v, hr_v = hash_strings(orig.values), hash_strings(resp.values)
         hs_v = hash_strings(pa.array(svc_v, pa.string()))
         p_hash = hs_v[svc_c]  # the service "proto/port" identifies a port
-        role_keys = [
-            _mix(h, np.full(len(h), r, np.uint64)) for r, h in enumerate((ho_v, hr_v, hs_v))
-        ]
-        at = np.cumsum([0, len(ho_v), len(hr_v), len(hs_v)])
+        role_keys = (
+            _mix(ho_v, np.full(len(ho_v), 0, np.uint64)),
+            _mix(hr_v, np.full(len(hr_v), 1, np.uint64)),
+            _mix(hs_v, np.full(len(hs_v), 2, np.uint64)),
+        )
+        o_end, r_end = len(ho_v), len(ho_v) + len(hr_v)
         slot_v = self._slots(
             np.concatenate(role_keys),
             np.concatenate([orig_v, resp_v, svc_v]),
@@ -928,8 +934,8 @@ class HostWindows:
         # Pair identity: orig (host, responder, port); resp (host, port); service (svc, source).
         slots, peers_h, peer_code, pkey, newkey = _k.role_rows(
             (ho_v, hr_v, hs_v),
-            tuple(role_keys),
-            tuple(slot_v[at[r] : at[r + 1]] for r in range(3)),
+            role_keys,
+            (slot_v[:o_end], slot_v[o_end:r_end], slot_v[r_end:]),
             (orig_c, resp_c, svc_c),
         )
         # each row's peer, as an index into peer_names
@@ -949,8 +955,8 @@ class HostWindows:
         per_flow += [p_hash, t]
         bounds = np.array([0, *cuts.tolist(), n])
         if len(cuts) or not keep.all():
-            rows, flow, at_np = _k.segment_rows(bounds, keep, n)
-            at = at_np.tolist()
+            rows, flow, starts = _k.segment_rows(bounds, keep, n)
+            at = starts.tolist()
             per_role = [x[rows] for x in per_role]
             per_flow = [x[flow] for x in per_flow]
             want_all = (rows < n) & want[flow]
