@@ -415,11 +415,16 @@ class _Pairs:
         return _Pairs(key, peer, f, i)
 
 
+#: Rows a closed window's pair table keeps allocated for the next window (a live sensor's
+#: minute windows then append without allocating; a busy window's rows are let go).
+_KEPT_PAIR_ROWS = 4096
+
+
 class _PairTable:
     """The pairs of one open window: :class:`_Pairs` grown by doubling (rows in arrival order,
-    not sorted; the rows stay allocated when the window closes) and a hash index from key to
-    row, so a batch costs its own pairs, not the table's size; :meth:`view` gives the rows,
-    :meth:`sorted` in key order."""
+    not sorted; up to :data:`_KEPT_PAIR_ROWS` of them stay allocated when the window closes,
+    for the next one) and a hash index from key to row, so a batch costs its own pairs, not the
+    table's size; :meth:`view` gives the rows, :meth:`sorted` in key order."""
 
     def __init__(self) -> None:
         self._cols = _Pairs.empty()
@@ -429,6 +434,8 @@ class _PairTable:
 
     def clear(self) -> None:
         self.size = 0
+        if len(self._cols) > _KEPT_PAIR_ROWS:  # a busy window's rows go: memory as it was
+            self._cols = _Pairs.empty()
         if len(self._keys) == 16:
             self._rows.fill(-1)
         else:
