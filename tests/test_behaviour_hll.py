@@ -77,3 +77,29 @@ def test_address_hash_is_the_one_saved_models_know(day: FlowBatch) -> None:
     assert np.array_equal(ours, pd.util.hash_array(values.astype(object), categorize=False))
     chunked = pa.chunked_array([values[:7].tolist(), values[7:].tolist()], pa.string())
     assert np.array_equal(hash_strings(chunked), ours)
+
+
+@pytest.mark.parametrize("p", [4, 7, 10])
+def test_estimates_are_the_floats_numpy_adds_up(day: FlowBatch, p: int) -> None:
+    """The compiled estimate adds a sketch's ``2 ** -register`` in the order ``np.sum`` does, so
+    every estimate (and every reason and threshold made from one) is the float it was: sketches
+    of the day's responders per hour, and sketches with ranks far apart, where the order of the
+    additions changes the sum's last bits."""
+    hours = ((day.numeric("ts") - day.numeric("ts").min()) // 3600).astype(np.int64)
+    rows = int(hours.max()) + 1
+    table = HllTable(rows + 1000, p)
+    table.add(hours, hash_strings(day.column("resp_h")))
+    rng = np.random.default_rng(p)
+    wide = rng.integers(0, 64 - p + 2, (1000, 1 << p)).astype(np.uint8)
+    wide[rng.random(wide.shape) < 0.5] = 1
+    table.registers[rows:] = wide
+    reg = table.registers.astype(np.int64)
+    m = float(1 << p)
+    raw = 0.7213 / (1.0 + 1.079 / m) * m * m / np.sum(np.ldexp(1.0, -reg), axis=1)
+    zeros = np.sum(reg == 0, axis=1)
+    linear = m * np.log(m / np.maximum(zeros, 1))
+    want = np.where((raw <= 2.5 * m) & (zeros > 0), linear, raw)
+    got = table.estimate(np.arange(rows + 1000))
+    assert np.array_equal(got, want)
+    sequential = np.array([sum(np.ldexp(1.0, -r).tolist()) for r in reg[rows:]])
+    assert (sequential != np.sum(np.ldexp(1.0, -reg[rows:]), axis=1)).any()  # order matters

@@ -154,6 +154,27 @@ def test_memory_is_bounded_and_eviction_keeps_working(day: FlowBatch) -> None:
         assert per_window.max() <= 50
 
 
+def test_hosts_keep_their_own_windows_when_slots_are_freed_within_a_batch(
+    day: FlowBatch,
+) -> None:
+    """A table of 48 slots fed a dozen flows at a time frees slots inside batches: a host's
+    window never counts another host's flows (each originator's minute holds at most the flows
+    it ended in that minute, most of them exactly those; a window dropped to free its slot
+    loses its flows, it takes none)."""
+    closed, w = windows_of(day, step=12, max_hosts=48)
+    assert w.evictions > 100
+    assert w.hosts <= 48
+    df = day.table.to_pandas()
+    end = day.numeric("ts") + np.maximum(day.numeric("duration"), 0.0)  # in order: the clock
+    df["start"] = np.floor(end / 60.0) * 60.0
+    exact = df.groupby(["orig_h", "start"]).size().rename("exact")
+    rows = closed.hosts[(closed.hosts["role"] == "orig") & (closed.hosts["scale"] == 60.0)]
+    got = rows.join(exact, on=["host", "start"])
+    assert len(got) > 500
+    assert (got["flows"] <= got["exact"]).all()
+    assert (got["flows"] == got["exact"]).mean() > 0.9
+
+
 def test_late_flows_count_in_the_open_window() -> None:
     batch = load(DATA / "zeek-traces-ftp_bruteforce.conn.log")
     reversed_order = batch.take(np.arange(len(batch))[::-1])

@@ -1,9 +1,10 @@
-"""HyperLogLog registers for many distinct counts at once, updated and read with numpy.
+"""HyperLogLog registers for many distinct counts at once, updated and read by compiled loops.
 
 Owns the distinct-count sketch used by the host windows: a table of ``rows x 2**p`` uint8
 registers (one HyperLogLog per row, Flajolet et al. 2007, with linear counting for small
 cardinalities). Rows are updated for a whole batch in one compiled loop (:func:`put` per item,
-also called from the windows' own kernel), merge by register
+also called from the windows' own kernel), are read the same way (:func:`sketch_sums` per
+sketch, also called from the kernel that closes a window, then :func:`finish`), merge by register
 maximum (so sketches of two windows or two sensors combine exactly), and take ``2**p`` bytes each
 whatever the number of distinct items: memory is bounded by construction. With the default
 ``p = 7`` the standard error is about 9%, and counts below ~100 are near exact (linear counting).
@@ -79,8 +80,91 @@ def split_hash(hashes: np.ndarray, p: int) -> tuple[np.ndarray, np.ndarray]:
     return idx, rank
 
 
+@nb.njit(cache=True, nogil=True)
+def _block(v: np.ndarray, a: int, n: int) -> float:  # pragma: no cover - compiled
+    """numpy's sum of ``v[a:a + n]`` for ``n`` a multiple of 8 up to 128: eight running sums,
+    then added in pairs."""
+    r0, r1, r2, r3 = v[a], v[a + 1], v[a + 2], v[a + 3]
+    r4, r5, r6, r7 = v[a + 4], v[a + 5], v[a + 6], v[a + 7]
+    for b in range(a + 8, a + n, 8):
+        r0 += v[b]
+        r1 += v[b + 1]
+        r2 += v[b + 2]
+        r3 += v[b + 3]
+        r4 += v[b + 4]
+        r5 += v[b + 5]
+        r6 += v[b + 6]
+        r7 += v[b + 7]
+    return float(((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7)))
+
+
+@nb.njit(cache=True, nogil=True)
+def _pairwise(v: np.ndarray, blocks: np.ndarray) -> float:  # pragma: no cover - compiled
+    """``np.sum(v)`` for ``len(v)`` a power of two from 16, in numpy's order (pairwise: blocks
+    of up to 128 by :func:`_block`, halves added together above that), so an estimate is the
+    same float ``np.sum`` gave; ``blocks``: scratch of ``max(1, len(v) // 128)``."""
+    n = len(v)
+    if n <= 128:
+        return _block(v, 0, n)
+    k = n // 128
+    for i in range(k):
+        blocks[i] = _block(v, 128 * i, 128)
+    while k > 1:
+        k //= 2
+        for i in range(k):
+            blocks[i] = blocks[2 * i] + blocks[2 * i + 1]
+    return float(blocks[0])
+
+
+@nb.njit(cache=True, nogil=True)
+def sketch_sums(
+    registers: np.ndarray, r: int, inverse: np.ndarray, v: np.ndarray, blocks: np.ndarray
+) -> tuple[float, int]:  # pragma: no cover - compiled
+    """Of sketch ``r``: the sum of ``2 ** -register`` over its registers (``inverse``: by
+    register value, :data:`INVERSE_POWERS`), added as ``np.sum`` adds them, and how many
+    registers are zero (``v``, ``blocks``: scratch of ``2**p`` and ``max(1, 2**p // 128)``).
+    :func:`finish` makes them estimates."""
+    zeros = 0
+    for i in range(len(v)):
+        x = registers[r, i]
+        v[i] = inverse[x]
+        if x == 0:
+            zeros += 1
+    return _pairwise(v, blocks), zeros
+
+
+@nb.njit(cache=True, nogil=True)
+def _sums(
+    registers: np.ndarray, rows: np.ndarray, inverse: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover - compiled
+    """:func:`sketch_sums` of each of ``rows``."""
+    m = registers.shape[1]
+    sums = np.empty(len(rows))
+    zeros = np.zeros(len(rows), np.int64)
+    v = np.empty(m)
+    blocks = np.empty(max(1, m // 128))
+    for k in range(len(rows)):
+        sums[k], zeros[k] = sketch_sums(registers, rows[k], inverse, v, blocks)
+    return sums, zeros
+
+
+def finish(inverse: np.ndarray, zeros: np.ndarray, p: int) -> np.ndarray:
+    """Estimates of sketches of ``2**p`` registers from their :func:`sketch_sums` (float64):
+    the raw HyperLogLog estimate, linear counting where it is small and a register is zero."""
+    m = float(1 << p)
+    raw = _alpha(1 << p) * m * m / inverse  # a sum of positive powers of two: never 0
+    linear = m * np.log(m / np.maximum(zeros, 1))
+    return np.asarray(np.where((raw <= 2.5 * m) & (zeros > 0), linear, raw))
+
+
+@nb.njit(cache=True, nogil=True)
+def _clear(registers: np.ndarray, rows: np.ndarray) -> None:  # pragma: no cover - compiled
+    for k in range(len(rows)):
+        registers[rows[k], :] = 0
+
+
 #: ``2 ** -rank`` for every register value (exact: looked up, not computed per register).
-_INVERSE_POWERS = np.ldexp(1.0, -np.arange(256))
+INVERSE_POWERS = np.ldexp(1.0, -np.arange(256))
 
 
 class HllTable:
@@ -116,14 +200,9 @@ class HllTable:
         np.maximum.at(self.registers, np.asarray(dst, dtype=np.int64), other.registers[src])
 
     def clear(self, rows: np.ndarray) -> None:
-        self.registers[np.asarray(rows, dtype=np.int64)] = 0
+        _clear(self.registers, np.asarray(rows, dtype=np.int64))
 
     def estimate(self, rows: np.ndarray) -> np.ndarray:
         """Estimated distinct items in each of ``rows`` (float64)."""
-        reg = self.registers[np.asarray(rows, dtype=np.int64)]
-        m = float(self.m)
-        raw = _alpha(self.m) * m * m / np.sum(_INVERSE_POWERS[reg], axis=1)
-        zeros = np.sum(reg == 0, axis=1)
-        with np.errstate(divide="ignore"):
-            linear = m * np.log(m / np.maximum(zeros, 1))
-        return np.asarray(np.where((raw <= 2.5 * m) & (zeros > 0), linear, raw))
+        inverse, zeros = _sums(self.registers, np.asarray(rows, dtype=np.int64), INVERSE_POWERS)
+        return finish(inverse, zeros, self.p)

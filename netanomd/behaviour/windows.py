@@ -37,6 +37,7 @@ Memory is bounded: ``max_hosts`` host slots (least recently seen idle slot evict
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -44,7 +45,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from netanomd.behaviour import _kernels as _k
-from netanomd.behaviour.hll import DEFAULT_P, HllTable
+from netanomd.behaviour.hll import DEFAULT_P, INVERSE_POWERS, HllTable, finish
 from netanomd.behaviour.table import Table, objects
 from netanomd.features._strings import string_views
 from netanomd.flow import FlowBatch
@@ -61,8 +62,6 @@ SHORT_BYTES = 10_000
 #: Destinations that never answer by design (multicast, broadcast): silence there is no probe.
 MULTICAST = r"^(22[4-9]|23[0-9])\.|^[fF][fF][0-9a-fA-F]{2}:"
 NO_REPLY_DESTS = MULTICAST + r"|^255\.255\.255\.255$"
-#: ICMP echo request (v4, v6): a ping is a probe whether or not it is answered.
-_ICMP_ECHO = (8, 128)
 #: Seconds below which two records on one source port cannot be a retransmission of one attempt
 #: (TCP's least retransmission timeout is 200 ms).
 RETRY_GAP = 0.2
@@ -78,7 +77,7 @@ _CODED = ("orig_h", "resp_h", "proto", "conn_state")
 #: Representative flow uids kept per host.
 SAMPLES = 5
 
-PROTO_CODE = {"tcp": 6, "udp": 17, "icmp": 1}
+PROTO_CODE = {"tcp": _k.TCP, "udp": _k.UDP, "icmp": _k.ICMP}
 #: Protocol name by code (the code of any other protocol, 0, is "other").
 PROTO_NAMES = np.full(max(PROTO_CODE.values()) + 1, "other", dtype=object)
 PROTO_NAMES[list(PROTO_CODE.values())] = list(PROTO_CODE)
@@ -201,25 +200,28 @@ def _coded(batch: FlowBatch, name: str) -> _Coded:
     return _Coded(values, names, codes, distinct)
 
 
-def _is(coded: _Coded, value: str | tuple[str, ...]) -> np.ndarray:
-    """Rows whose coded string column is ``value`` (or one of them); nulls are not (tested on
-    the few distinct values, in Python: a pyarrow call costs more at a live batch's size)."""
-    wanted = {value} if isinstance(value, str) else set(value)
-    names = coded.names.tolist()
-    hit = np.fromiter((v in wanted for v in names), np.bool_, count=len(names))
-    return np.asarray(hit[coded.codes])
+#: A conn state's bits (:func:`~netanomd.behaviour._kernels.flow_flags`) by the states that
+#: set them.
+_STATE_BITS = (
+    (frozenset(UNANSWERED_STATES), _k.STATE_UNANSWERED),
+    (frozenset(_RESET), _k.STATE_RESET),
+    (frozenset(("S0",)), _k.STATE_S0),
+)
 
 
-#: :func:`_dests` kinds: a multicast group (:data:`MULTICAST`), the broadcast address (the rest
-#: of :data:`NO_REPLY_DESTS`).
-_MULTICAST_DEST, _BROADCAST_DEST = 1, 2
-
-
-def _dests(resp: _Coded) -> np.ndarray:
-    """Per row, what kind of destination its coded responder is: 0, or :data:`_MULTICAST_DEST`,
-    :data:`_BROADCAST_DEST` (:data:`MULTICAST`, :data:`NO_REPLY_DESTS`, tested by a kernel)."""
+def _kinds(state: _Coded, proto: _Coded, resp: _Coded) -> tuple[tuple[np.ndarray, np.ndarray], ...]:
+    """The coded columns :func:`~netanomd.behaviour._kernels.flow_flags` reads: each one's codes
+    and, per distinct value (tested once, not per row), its protocol number (:data:`PROTO_CODE`,
+    0 for another), state bits, and destination kind (:data:`MULTICAST`, the broadcast address
+    of :data:`NO_REPLY_DESTS`, by a kernel)."""
+    pcode = np.array([PROTO_CODE.get(v, 0) for v in proto.names.tolist()], np.int64)
+    bits = [sum(b for names, b in _STATE_BITS if v in names) for v in state.names.tolist()]
     offsets, data, _ = string_views(resp.values)
-    return np.asarray(np.asarray(_k.dest_kinds(offsets, data))[resp.codes])
+    return (
+        (proto.codes, pcode),
+        (state.codes, np.array(bits, np.uint8)),
+        (resp.codes, np.asarray(_k.dest_kinds(offsets, data))),
+    )
 
 
 class _Numbers:
@@ -238,46 +240,45 @@ class _Numbers:
         return col
 
 
-def _unanswered(num: _Numbers, state: _Coded, dests: np.ndarray) -> np.ndarray:
-    unans = _is(state, UNANSWERED_STATES)
-    unans &= num("resp_bytes") <= 0  # Zeek's state can miss a reply that carried data
-    unans |= num("resp_pkts", fill=-1) == 0
-    return np.asarray(unans & (dests == 0))
+def _flags(
+    batch: FlowBatch, num: _Numbers, coded: dict[str, _Coded]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per flow its ``flags`` bits and protocol number
+    (:func:`~netanomd.behaviour._kernels.flow_flags`); ``coded``: the coded columns read so far
+    (the others are coded here)."""
+    for name in ("conn_state", "proto", "resp_h"):
+        if name not in coded:
+            coded[name] = _coded(batch, name)
+    proto, state, dest = _kinds(coded["conn_state"], coded["proto"], coded["resp_h"])
+    flags, pcode = _k.flow_flags(
+        proto,
+        state,
+        dest,
+        num("orig_bytes"),
+        num("resp_bytes"),
+        num("orig_pkts", fill=-1),
+        num("resp_pkts", fill=-1),
+        num("orig_p", fill=-1, dtype=np.int64),
+    )
+    return np.asarray(flags), np.asarray(pcode)
 
 
 def unanswered_mask(batch: FlowBatch) -> np.ndarray:
     """Flows the responder never answered: a state of :data:`UNANSWERED_STATES` (S0, REJ, SH,
     ...) with no payload back, or no responder packet at all. Flows to multicast or broadcast
     addresses do not count (nobody is meant to answer)."""
-    state, resp = _coded(batch, "conn_state"), _coded(batch, "resp_h")
-    return _unanswered(_Numbers(batch), state, _dests(resp))
-
-
-def _probes(
-    num: _Numbers, unans: np.ndarray, state: _Coded, proto: _Coded
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Probes (:func:`probe_mask`), then their kinds in :data:`PROBE_KINDS` order: one-packet
-    UDP unanswered, lone SYN unanswered, ping."""
-    tcp = _is(proto, "tcp")
-    empty = (num("orig_bytes") <= 0) & (num("resp_bytes") <= 0)
-    reset = tcp & empty & _is(state, _RESET)
-    op = num("orig_p", fill=-1, dtype=np.int64)
-    echo = _is(proto, "icmp") & ((op == _ICMP_ECHO[0]) | (op == _ICMP_ECHO[1]))
-    opk = num("orig_pkts", fill=-1)
-    udp1 = _is(proto, "udp") & unans & (opk == 1)
-    syn = tcp & _is(state, "S0") & (opk <= 2)
-    return np.asarray(unans | reset | echo), udp1, syn, echo
+    flags = _flags(batch, _Numbers(batch), {})[0]
+    return np.asarray((flags & _k.UNANSWERED) != 0)
 
 
 def probe_mask(batch: FlowBatch, unanswered: np.ndarray | None = None) -> np.ndarray:
-    """Flows that look like probes: unanswered, a TCP handshake the originator reset without
-    payload (connect scan), or an ICMP echo request."""
-    state, proto = _coded(batch, "conn_state"), _coded(batch, "proto")
-    num = _Numbers(batch)
-    unans = unanswered
-    if unans is None:
-        unans = _unanswered(num, state, _dests(_coded(batch, "resp_h")))
-    return _probes(num, unans, state, proto)[0]
+    """Flows that look like probes: unanswered (``unanswered``, if given: what
+    :func:`unanswered_mask` says), a TCP handshake the originator reset without payload
+    (connect scan), or an ICMP echo request."""
+    flags = _flags(batch, _Numbers(batch), {})[0]
+    if unanswered is None:
+        return np.asarray((flags & _k.PROBE) != 0)
+    return np.asarray(unanswered | ((flags & _k.RESET_OR_ECHO) != 0))
 
 
 Columns = dict[str, np.ndarray]
@@ -324,113 +325,126 @@ def retried(
 
 class _Bloom:
     """Two-generation Bloom filter of 64-bit keys (2 probes), ``2**bits`` cells each, one bit a
-    cell (8 cells a byte: 1 MiB for the default 2**23, so a batch's probes stay in cache)."""
+    cell (8 cells a byte: 1 MiB for the default 2**23, so a batch's probes stay in cache); the
+    generations turn when ``2**bits / 8`` keys were added to the current one (~2.5% false
+    "seen" at that fill)."""
 
     def __init__(self, bits: int) -> None:
         self.mask = np.uint64((1 << bits) - 1)
-        self.bits = bits
+        self.limit = (1 << bits) // 8
         self.cur = np.zeros(max(1, (1 << bits) // 8), dtype=np.uint8)
         self.old = np.zeros_like(self.cur)
         self.filled = 0
 
-    def seen_then_add(self, keys: np.ndarray) -> np.ndarray:
-        """For distinct ``keys``: whether each was present; all are added."""
-        seen = np.asarray(_k.bloom_add(self.cur, self.old, self.mask, keys))
-        self.filled += len(seen) - int(np.count_nonzero(seen))
-        if self.filled > (1 << self.bits) // 8:  # ~2.5% false "seen" at this fill
-            self.old, self.cur = self.cur, self.old
-            self.cur[:] = 0
-            self.filled = 0
-        return np.asarray(seen)
+    def state(self) -> tuple[np.ndarray, np.ndarray, np.uint64, int, int]:
+        """What :func:`~netanomd.behaviour._kernels.bloom_seen` reads and updates."""
+        return self.cur, self.old, self.mask, self.limit, self.filled
 
 
-@dataclass
+class _Column:
+    """A named column of :class:`_Pairs`: column ``j`` of its ``block`` (a view)."""
+
+    def __init__(self, block: str, j: int) -> None:
+        self.block, self.j = block, j
+
+    def __get__(self, pairs: _Pairs, owner: type | None = None) -> np.ndarray:
+        return np.asarray(getattr(pairs, self.block)[:, self.j])
+
+
+#: :class:`_Pairs`' arrays in the order its constructor takes them.
+_PAIRS_ARGS = ("key", "peer", "f", "i")
+
+
 class _Pairs:
-    """Per (slot, peer, port) counts and inter-arrival sums: a segment's, or a
-    window's (:class:`_PairTable`)."""
+    """Per (slot, peer, port) counts and inter-arrival sums: a segment's, or a window's
+    (:class:`_PairTable`): each pair's key, peer name, and two blocks, ``f`` of the
+    :data:`~netanomd.behaviour._kernels.PAIR_FLOATS` columns and ``i`` of the
+    :data:`~netanomd.behaviour._kernels.PAIR_INTS` (so taking or appending rows is four array
+    operations, and a kernel reads them all); each column is also an attribute (a view). The
+    pair's first and last records (source port, start; whether the last was a bare unanswered
+    attempt) let an attempt retried across two segments count once."""
 
-    key: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint64))
-    slot: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
-    peer: np.ndarray = field(default_factory=lambda: np.zeros(0, object))
-    port: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
-    proto: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
-    n: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float64))
-    unans: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float64))
-    short: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float64))
-    first: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float64))
-    last: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float64))
-    gsum: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float64))
-    gsq: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float64))
-    # The pair's first and last records (source port, start; whether the last was a bare
-    # unanswered attempt): an attempt retried across two segments is counted once.
-    fport: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
-    fts: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float64))
-    lport: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
-    lts: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float64))
-    lbare: np.ndarray = field(default_factory=lambda: np.zeros(0, np.bool_))
-    fchain: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float64))
-    lchain: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float64))
-    one_chain: np.ndarray = field(default_factory=lambda: np.zeros(0, np.bool_))
+    __slots__ = ("f", "i", "key", "peer")
 
-    def names(self) -> tuple[str, ...]:
-        return (
-            "key",
-            "slot",
-            "peer",
-            "port",
-            "proto",
-            "n",
-            "unans",
-            "short",
-            "first",
-            "last",
-            "gsum",
-            "gsq",
-            "fport",
-            "fts",
-            "lport",
-            "lts",
-            "lbare",
-            "fchain",
-            "lchain",
-            "one_chain",
-        )
+    n, unans, short, first, last, gsum, gsq, fts, lts, fchain, lchain = (
+        _Column("f", j) for j in range(len(_k.PAIR_FLOATS))
+    )
+    slot, port, proto, fport, lport, lbare, one_chain = (
+        _Column("i", j) for j in range(len(_k.PAIR_INTS))
+    )
 
-    def take(self, idx: np.ndarray) -> _Pairs:
-        return _Pairs(*(getattr(self, k)[idx] for k in self.names()))
+    def __init__(self, key: np.ndarray, peer: np.ndarray, f: np.ndarray, i: np.ndarray) -> None:
+        self.key, self.peer, self.f, self.i = key, peer, f, i
 
     @staticmethod
-    def concat(a: _Pairs, b: _Pairs) -> _Pairs:
-        return _Pairs(*(np.concatenate([getattr(a, k), getattr(b, k)]) for k in a.names()))
+    def empty(rows: int = 0) -> _Pairs:
+        """``rows`` rows, not filled."""
+        return _Pairs(
+            np.zeros(rows, np.uint64),
+            np.zeros(rows, object),
+            np.zeros((rows, len(_k.PAIR_FLOATS))),
+            np.zeros((rows, len(_k.PAIR_INTS)), np.int64),
+        )
+
+    def __len__(self) -> int:
+        return len(self.key)
+
+    def take(self, idx: np.ndarray) -> _Pairs:
+        return _Pairs(self.key[idx], self.peer[idx], self.f[idx], self.i[idx])
+
+    def head(self, rows: int) -> _Pairs:
+        """The first ``rows`` rows (views)."""
+        return _Pairs(self.key[:rows], self.peer[:rows], self.f[:rows], self.i[:rows])
+
+    def put(self, at: int, rows: _Pairs) -> None:
+        """Write ``rows`` from row ``at`` on."""
+        z = at + len(rows)
+        self.key[at:z], self.peer[at:z], self.f[at:z], self.i[at:z] = (
+            rows.key,
+            rows.peer,
+            rows.f,
+            rows.i,
+        )
+
+    @staticmethod
+    def concat(parts: list[_Pairs]) -> _Pairs:
+        """The rows of ``parts`` in order."""
+        if len(parts) == 1:
+            return parts[0]
+        key, peer, f, i = (np.concatenate([getattr(p, c) for p in parts]) for c in _PAIRS_ARGS)
+        return _Pairs(key, peer, f, i)
 
 
-#: The :class:`_Pairs` columns :func:`~netanomd.behaviour._kernels.merge_pairs` updates, in its
-#: order.
-_MERGED: tuple[str, ...] = ("n", "unans", "short", "first", "last", "gsum", "gsq")
-_MERGED += ("lport", "lts", "lbare", "lchain", "one_chain")
+#: Rows a closed window's pair table keeps allocated for the next window (a live sensor's
+#: minute windows then append without allocating; a busy window's rows are let go).
+_KEPT_PAIR_ROWS = 4096
 
 
 class _PairTable:
-    """The pairs of one open window: :class:`_Pairs` columns grown by doubling (rows in arrival
-    order, not sorted) and a hash index from key to row, so a batch costs its own pairs, not the
+    """The pairs of one open window: :class:`_Pairs` grown by doubling (rows in arrival order,
+    not sorted; up to :data:`_KEPT_PAIR_ROWS` of them stay allocated when the window closes,
+    for the next one) and a hash index from key to row, so a batch costs its own pairs, not the
     table's size; :meth:`view` gives the rows, :meth:`sorted` in key order."""
 
     def __init__(self) -> None:
-        self.clear()
-
-    def clear(self) -> None:
-        self._cols = _Pairs()
+        self._cols = _Pairs.empty()
         self.size = 0
         self._keys = np.zeros(16, np.uint64)
         self._rows = np.full(16, -1, np.int64)
 
-    def columns(self, names: tuple[str, ...]) -> tuple[np.ndarray, ...]:
-        """Columns ``names`` to their capacity (rows past :attr:`size` are unused)."""
-        return tuple(getattr(self._cols, k) for k in names)
+    def clear(self) -> None:
+        self.size = 0
+        if len(self._cols) > _KEPT_PAIR_ROWS:  # a busy window's rows go: memory as it was
+            self._cols = _Pairs.empty()
+        if len(self._keys) == 16:
+            self._rows.fill(-1)
+        else:
+            self._keys = np.zeros(16, np.uint64)
+            self._rows = np.full(16, -1, np.int64)
 
     def view(self) -> _Pairs:
         """Every row (views: writing to them writes the table)."""
-        return _Pairs(*(getattr(self._cols, k)[: self.size] for k in self._cols.names()))
+        return self._cols.head(self.size)
 
     def sorted(self) -> _Pairs:
         """Every row, in key order (what a sorted table held)."""
@@ -441,30 +455,51 @@ class _PairTable:
         """Row of each key, -1 where absent."""
         return np.asarray(_k.index_find(self._keys, self._rows, keys))
 
+    def merge(self, new: _Pairs, limit: int) -> _Pairs | None:
+        """Add ``new``'s pairs that the table holds to their rows, and the others as rows of
+        their own if the table has room for them within ``limit`` rows
+        (:func:`~netanomd.behaviour._kernels.merge_pairs`); returns those others when it had
+        not (none added)."""
+        room = min(len(self._cols), limit) - self.size
+        pos, fresh, added = _k.merge_pairs(
+            (self._keys, self._rows),
+            (self._cols.f, self._cols.i, self._cols.key),
+            self.size,
+            room,
+            new.key,
+            (new.f, new.i),
+            RETRY_GAP,
+            RETRY_RECORDS,
+        )
+        if not fresh:
+            return None
+        at = None if fresh == len(pos) else np.flatnonzero(pos < 0)
+        if not added:
+            return new if at is None else new.take(at)
+        self._cols.peer[self.size : self.size + fresh] = new.peer if at is None else new.peer[at]
+        self.size += fresh
+        if 2 * self.size > len(self._keys):  # keep the index at most half full
+            self._reindex()
+        return None
+
     def append(self, fresh: _Pairs) -> None:
         """Add pairs whose keys are not in the table."""
-        m = len(fresh.key)
-        if self.size + m > len(self._cols.key):
-            cap = max(2 * len(self._cols.key), self.size + m, 1024)
-            grown = []
-            for k in self._cols.names():
-                old = getattr(self._cols, k)
-                new = np.empty(cap, dtype=old.dtype)
-                new[: self.size] = old[: self.size]
-                grown.append(new)
-            self._cols = _Pairs(*grown)
-        for k in self._cols.names():
-            getattr(self._cols, k)[self.size : self.size + m] = getattr(fresh, k)
+        m = len(fresh)
+        if self.size + m > len(self._cols):
+            grown = _Pairs.empty(max(2 * len(self._cols), self.size + m, 1024))
+            grown.put(0, self.view())
+            self._cols = grown
+        self._cols.put(self.size, fresh)
         self.size += m
         if 2 * self.size > len(self._keys):  # keep the index at most half full
             self._reindex()
         else:
-            _k.index_put(self._keys, self._rows, fresh.key, self.size - m)
+            _k.index_put(self._keys, self._rows, fresh.key, np.arange(self.size - m, self.size))
 
     def replace(self, pairs: _Pairs) -> None:
         """Hold exactly ``pairs``."""
         self._cols = pairs
-        self.size = len(pairs.key)
+        self.size = len(pairs)
         self._reindex()
 
     def _reindex(self) -> None:
@@ -473,7 +508,7 @@ class _PairTable:
             cap *= 2
         self._keys = np.zeros(cap, np.uint64)
         self._rows = np.full(cap, -1, np.int64)
-        _k.index_put(self._keys, self._rows, self._cols.key[: self.size], 0)
+        _k.index_put(self._keys, self._rows, self._cols.key[: self.size], np.arange(self.size))
 
 
 class _Open:
@@ -488,6 +523,9 @@ class _Open:
         self.first = np.full((slots, scales), np.inf)
         self.last = np.full((slots, scales), -np.inf)
         self.active = np.zeros((slots, scales), dtype=np.bool_)
+        # per scale, the active slots (in the order they became active) and how many
+        self.listed = np.zeros((scales, slots), dtype=np.int64)
+        self.count = np.zeros(scales, dtype=np.int64)
         self.registers = np.zeros((slots * len(_SKETCHES), 1 << p, scales), dtype=np.uint8)
 
     def add(
@@ -502,7 +540,19 @@ class _Open:
         peer and a new target; ``sketch``: its peer and port hashes, whether a probe)."""
         flags, out, back, peers, targets = sums
         amounts = (out, back, peers, targets)
-        _k.windows_add(self.sums, self.first, self.last, self.active, slot, flags, amounts, ts, end)
+        _k.windows_add(
+            self.sums,
+            self.first,
+            self.last,
+            self.active,
+            self.listed,
+            self.count,
+            slot,
+            flags,
+            amounts,
+            ts,
+            end,
+        )
         _k.hll_sketches(self.registers, self.p, len(_SKETCHES), slot, *sketch)
 
 
@@ -518,6 +568,8 @@ class _Scale:
         self.first = open_.first[:, j]
         self.last = open_.last[:, j]
         self.active = open_.active[:, j]
+        self._listed = open_.listed[j]
+        self._count = open_.count[j : j + 1]
         registers = open_.registers[:, :, j]
         self.hll = HllTable(len(registers), open_.p, registers=registers)
         self.pairs = _PairTable()
@@ -529,36 +581,146 @@ class _Scale:
         for it; the records the two parts counted for the joined chain are replaced by what it
         really holds, every record but its outcome a bare attempt: unanswered and short); the
         others are appended, the heaviest kept beyond ``max_pairs``."""
-        pos = self.pairs.find(new.key)
-        hits = int(np.count_nonzero(pos >= 0))
-        if hits:
-            _k.merge_pairs(
-                pos,
-                self.pairs.columns(_MERGED),
-                tuple(getattr(new, k) for k in (*_MERGED, "fport", "fts", "proto", "fchain")),
-                RETRY_GAP,
-                RETRY_RECORDS,
-            )
-        if hits == len(pos):
+        fresh = self.pairs.merge(new, self.max_pairs)
+        if fresh is None:
             return
-        fresh = new if not hits else new.take(np.flatnonzero(pos < 0))
-        if self.pairs.size + len(fresh.key) > self.max_pairs:  # keep the heaviest pairs
+        if self.pairs.size + len(fresh) > self.max_pairs:  # keep the heaviest pairs
             fresh = fresh.take(np.argsort(fresh.key, kind="stable"))  # ties: by key
-            merged = _Pairs.concat(self.pairs.sorted(), fresh)
+            merged = _Pairs.concat([self.pairs.sorted(), fresh])
             keep = np.argpartition(-merged.n, self.max_pairs - 1)[: self.max_pairs]
             self.pairs.replace(merged.take(keep))
         else:
             self.pairs.append(fresh)
 
-    def reset(self) -> None:
-        act = np.flatnonzero(self.active)
-        self.sums[act] = 0.0
-        self.first[act] = np.inf
-        self.last[act] = -np.inf
-        k = len(_SKETCHES)
-        self.hll.clear((act[:, None] * k + np.arange(k)[None, :]).ravel())
-        self.active[act] = False
-        self.pairs.clear()
+    def clear(self, slots: np.ndarray) -> None:
+        """Empty the windows of ``slots`` (their pairs stay)."""
+        _k.windows_clear(
+            self.sums,
+            self.first,
+            self.last,
+            self.activity(),
+            self.hll.registers,
+            len(_SKETCHES),
+            slots,
+        )
+
+    def activity(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Whether each slot is active, the active slots listed and how many (what
+        :func:`~netanomd.behaviour._kernels.windows_clear` takes)."""
+        return self.active, self._listed, self._count
+
+    def any_active(self) -> bool:
+        return bool(self._count[0])
+
+    def actives(self) -> np.ndarray:
+        """The active slots, in slot order."""
+        return np.sort(self._listed[: self._count[0]])
+
+
+_ROLE_NAMES = np.array(ROLES, dtype=object)
+
+
+@dataclass(frozen=True)
+class _Emitted:
+    """A window of one scale as it closed: its width, start and end, its hosts' rows as
+    :func:`~netanomd.behaviour._kernels.windows_take` read them (sketches of ``2**p``
+    registers), their roles, host names and sample ids, and its busy pairs (in key order) with
+    their hosts' roles and names."""
+
+    width: float
+    start: float
+    end: float
+    p: int
+    got: np.ndarray
+    role: np.ndarray
+    host: np.ndarray
+    uids: np.ndarray
+    cids: np.ndarray
+    pairs: _Pairs
+    pair_role: np.ndarray
+    pair_host: np.ndarray
+
+    @staticmethod
+    def hosts(emitted: list[_Emitted]) -> Table:
+        """The host rows (:data:`WINDOW_COLUMNS`) of windows that closed, in order: each
+        column made once for them all (a live batch closes a window of every host each
+        minute)."""
+        if not emitted:
+            return Table.empty(WINDOW_COLUMNS)
+        counts = [len(e.got) for e in emitted]
+
+        def joined(name: str) -> np.ndarray:
+            parts = [getattr(e, name) for e in emitted]
+            return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+        def each(values: list[float]) -> np.ndarray:
+            return np.repeat(np.array(values, np.float64), counts)
+
+        got = joined("got")
+        k, width = len(_SKETCHES), len(_SUMS)
+        est = finish(
+            got[:, 2 + width : 2 + width + k].ravel(), got[:, 2 + width + k :].ravel(), emitted[0].p
+        )
+        read = np.ascontiguousarray(got[:, : 2 + width].T)
+        # never more distinct than flows
+        est = np.ascontiguousarray(np.minimum(est.reshape(-1, k), read[2][:, None]).T)
+        cols: Columns = {
+            "scale": each([e.width for e in emitted]),
+            "role": joined("role"),
+            "host": joined("host"),
+            "start": each([e.start for e in emitted]),
+            "end": each([e.end for e in emitted]),
+            "first_ts": read[0],
+            "last_ts": read[1],
+        }
+        for c, name in enumerate(_SUMS):
+            cols[name] = read[2 + c]
+        for i, name in enumerate(_SKETCHES):
+            cols[name] = est[i]
+        cols["uids"] = joined("uids")
+        cols["community_ids"] = joined("cids")
+        return Table(cols, WINDOW_COLUMNS)
+
+    @staticmethod
+    def pair_rows(emitted: list[_Emitted]) -> Table:
+        """The busy pair rows (:data:`PAIR_COLUMNS`) of windows that closed, in order, each
+        column made once for them all."""
+        full = [e for e in emitted if len(e.pairs)]
+        if not full:
+            return Table.empty(PAIR_COLUMNS)
+        counts = [len(e.pairs) for e in full]
+        pr = _Pairs.concat([e.pairs for e in full])
+        g = np.maximum(pr.n - 1.0, 1.0)
+        mean = pr.gsum / g
+        var = np.maximum(pr.gsq / g - mean * mean, 0.0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            cv = np.where(mean > 0, np.sqrt(var) / mean, np.inf)
+        regular = np.where(pr.n >= MIN_BEACON_EVENTS, 1.0 / (1.0 + cv), 0.0)
+
+        def each(values: list[float]) -> np.ndarray:
+            return np.repeat(np.array(values, np.float64), counts)
+
+        def joined(parts: list[np.ndarray]) -> np.ndarray:
+            return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+        cols: Columns = {
+            "scale": each([e.width for e in full]),
+            "role": joined([e.pair_role for e in full]),
+            "host": joined([e.pair_host for e in full]),
+            "peer": pr.peer,
+            "port": pr.port,
+            "proto": PROTO_NAMES[pr.proto],
+            "start": each([e.start for e in full]),
+            "end": each([e.end for e in full]),
+            "first_ts": pr.first,
+            "last_ts": pr.last,
+            "flows": pr.n,
+            "unanswered": pr.unans,
+            "short": pr.short,
+            "period": mean,
+            "regularity": regular,
+        }
+        return Table(cols, PAIR_COLUMNS)
 
 
 class HostWindows:
@@ -588,8 +750,12 @@ class HostWindows:
     def reset(self) -> None:
         """Forget every host and window (a new stream starts)."""
         s = self.max_hosts
-        self._slot_of: dict[int, int] = {}
+        # each slot's key, and an index from key to slot (rebuilt when slots are freed)
         self._key = np.zeros(s, dtype=np.uint64)
+        cap = 16
+        while cap < 4 * s:
+            cap *= 2
+        self._index = (np.zeros(cap, np.uint64), np.full(cap, -1, np.int64))
         self._host = np.zeros(s, dtype=object)
         self._role = np.zeros(s, dtype=np.int64)
         self._last_seen = np.full(s, -np.inf)
@@ -608,31 +774,39 @@ class HostWindows:
     @property
     def hosts(self) -> int:
         """Host slots in use (all roles)."""
-        return len(self._slot_of)
+        return self.max_hosts - len(self._free)
 
     # -- host table ---------------------------------------------------------------------
     def _slots(
         self, keys: np.ndarray, hosts: np.ndarray, roles: np.ndarray, t: float
     ) -> np.ndarray:
         uniq, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
-        slot_u = np.empty(len(uniq), dtype=np.int64)
-        for i, kv in enumerate(uniq.tolist()):
-            s = self._slot_of.get(kv)
-            if s is None:
-                s = self._allocate(kv, slot_u[:i])
-                self._host[s] = hosts[first[i]]
-                self._role[s] = roles[first[i]]
+        slot_u = np.asarray(_k.index_find(*self._index, uniq))
+        missing = np.flatnonzero(slot_u < 0).tolist()
+        fresh: list[int] = []  # slots given out since the index was last built
+        j = 0
+        while j < len(missing):
+            i = missing[j]
+            evictions = self.evictions
+            if not self._free:
+                self._evict(max(1, self.max_hosts // 8), slot_u[:i])
+            s = self._free.pop()
+            self._key[s] = uniq[i]
+            self._host[s] = hosts[first[i]]
+            self._role[s] = roles[first[i]]
             slot_u[i] = s
+            j += 1
+            if self.evictions != evictions:  # rebuilt: the later hosts' slots may be freed
+                fresh = [s]
+                later = np.asarray(_k.index_find(*self._index, uniq[i + 1 :]))
+                slot_u[i + 1 :] = later
+                missing, j = (i + 1 + np.flatnonzero(later < 0)).tolist(), 0
+            else:
+                fresh.append(s)
+        if fresh:
+            _k.index_put(*self._index, self._key[fresh], np.array(fresh, np.int64))
         self._last_seen[slot_u] = t
         return np.asarray(slot_u[inverse], dtype=np.int64)
-
-    def _allocate(self, key: int, in_use: np.ndarray) -> int:
-        if not self._free:
-            self._evict(max(1, self.max_hosts // 8), in_use)
-        s = self._free.pop()
-        self._slot_of[key] = s
-        self._key[s] = key
-        return s
 
     def _evict(self, count: int, in_use: np.ndarray) -> None:
         """Free ``count`` slots: idle ones seen least recently first; if too few are idle, the
@@ -646,24 +820,24 @@ class HostWindows:
         victims = order[: min(count, int((~protected).sum()))]
         if not len(victims):
             raise RuntimeError("HostWindows: one batch holds more hosts than max_hosts")
-        k = len(_SKETCHES)
         dropped = victims[active[victims]]
         for sc in self._scales:
             if len(dropped):
-                sc.sums[dropped] = 0.0
-                sc.first[dropped] = np.inf
-                sc.last[dropped] = -np.inf
-                sc.active[dropped] = False
-                sc.hll.clear((dropped[:, None] * k + np.arange(k)[None, :]).ravel())
+                sc.clear(dropped)
                 kept = sc.pairs.view()
                 sc.pairs.replace(kept.take(np.flatnonzero(~np.isin(kept.slot, dropped))))
-        for v in victims.tolist():
-            del self._slot_of[int(self._key[v])]
         self._uids[victims] = None
         self._cids[victims] = None
         self._last_seen[victims] = -np.inf
         self._free.extend(victims.tolist())
         self.evictions += len(victims)
+        live = np.ones(self.max_hosts, np.bool_)
+        live[self._free] = False
+        keys, rows = self._index
+        keys[:] = 0
+        rows[:] = -1
+        at = np.flatnonzero(live)
+        _k.index_put(keys, rows, self._key[at], at)
 
     # -- streaming ----------------------------------------------------------------------
     def times(self, batch: FlowBatch) -> np.ndarray:
@@ -719,26 +893,28 @@ class HostWindows:
             raise ValueError(
                 f"flow {where} of the batch (uid {batch.column('uid')[where]}) has no ts"
             )
-        end = ts + np.maximum(num("duration"), 0.0)
+        flags, pcode = _flags(batch, num, {"conn_state": state, "proto": proto, "resp_h": resp})
+        port = num("resp_p", fill=-1, dtype=np.int64)
+        orig_p = num("orig_p", fill=-1, dtype=np.int64)
+        end, svc_port, ob, rb, short = _k.flow_amounts(
+            ts,
+            num("duration"),
+            num("orig_bytes"),
+            num("resp_bytes"),
+            (orig_p, port),  # Zeek: ICMP type in orig_p, code in resp_p
+            pcode,
+            SHORT_BYTES,
+        )
         t = self._times(end) if times is None else np.asarray(times[:n], dtype=np.float64)
         orig_v, orig_c = orig.names, orig.codes
         resp_v, resp_c = resp.names, resp.codes
         proto_v, proto_c = proto.names, proto.codes
-        port = num("resp_p", fill=-1, dtype=np.int64)
-        orig_p = num("orig_p", fill=-1, dtype=np.int64)
-        icmp = (proto_v == "icmp")[proto_c]
-        svc_port = np.where(icmp, orig_p, port)  # Zeek: ICMP type in orig_p, code in resp_p
-        dests = _dests(resp)
-        unans = _unanswered(num, state, dests)
+        unans = (flags & _k.UNANSWERED) != 0
+        probe = (flags & _k.PROBE) != 0
         # A multicast group is no host and no server: announcements to it (mDNS, SSDP, Ganglia)
         # count for their senders only. Broadcast stays (a DHCP flood goes to 255.255.255.255).
-        unicast = dests != _MULTICAST_DEST
+        unicast = (flags & _k.MULTICAST) == 0
         keep = np.concatenate([np.ones(n, np.bool_), unicast, unicast])
-        probe, *kinds = _probes(num, unans, state, proto)
-        ob = np.maximum(num("orig_bytes"), 0.0)
-        rb = np.maximum(num("resp_bytes"), 0.0)
-        short = (ob < SHORT_BYTES) & (rb < SHORT_BYTES)
-        pcode = np.array([PROTO_CODE.get(v, 0) for v in proto_v.tolist()], np.int64)[proto_c]
         # a service "proto/port" per distinct pair (ports are -1 to 65535)
         svc_rows, svc_c, svc_at = _k.group_order(
             (proto_c.astype(np.uint64) << np.uint64(32)) + (svc_port + 1).astype(np.uint64)
@@ -749,79 +925,82 @@ class HostWindows:
         )
         ho_v, hr_v = hash_strings(orig.values), hash_strings(resp.values)
         hs_v = hash_strings(pa.array(svc_v, pa.string()))
-        h_orig, h_resp, h_svc = ho_v[orig_c], hr_v[resp_c], hs_v[svc_c]
-        p_hash = h_svc  # the service "proto/port" identifies a port
-        role_keys = [
-            _mix(h, np.full(len(h), r, np.uint64)) for r, h in enumerate((ho_v, hr_v, hs_v))
-        ]
-        at = np.cumsum([0, len(ho_v), len(hr_v)])
+        p_hash = hs_v[svc_c]  # the service "proto/port" identifies a port
+        role_keys = (
+            _mix(ho_v, np.full(len(ho_v), 0, np.uint64)),
+            _mix(hr_v, np.full(len(hr_v), 1, np.uint64)),
+            _mix(hs_v, np.full(len(hs_v), 2, np.uint64)),
+        )
+        o_end, r_end = len(ho_v), len(ho_v) + len(hr_v)
         slot_v = self._slots(
             np.concatenate(role_keys),
             np.concatenate([orig_v, resp_v, svc_v]),
             np.repeat(np.arange(3), [len(k) for k in role_keys]),
             float(t[-1]),
         )
-        codes = (orig_c, resp_c, svc_c)
-        slots = np.concatenate([slot_v[at[r] + c] for r, c in enumerate(codes)])
-        keys = np.concatenate([role_keys[r][c] for r, c in enumerate(codes)])
-        peers_h = np.concatenate([h_resp, h_orig, h_orig])
+        # Pair identity: orig (host, responder, port); resp (host, port); service (svc, source).
+        slots, peers_h, peer_code, pkey, newkey = _k.role_rows(
+            (ho_v, hr_v, hs_v),
+            role_keys,
+            (slot_v[:o_end], slot_v[o_end:r_end], slot_v[r_end:]),
+            (orig_c, resp_c, svc_c),
+        )
         # each row's peer, as an index into peer_names
         peer_names = np.concatenate([resp_v, orig_v])
-        peer_code = np.concatenate([resp_c, orig_c + len(resp_v), orig_c + len(resp_v)])
-        # Pair identity: orig (host, responder, port); resp (host, port); service (svc, source).
-        pkey = _mix(keys, np.concatenate([_mix(h_resp, p_hash), p_hash, h_orig]))
-        newkey = _mix(keys, peers_h)
-        flags = (
-            unans * _k.UNANSWERED
-            + probe * _k.PROBE
-            + kinds[0] * _k.UDP1
-            + kinds[1] * _k.SYN
-            + kinds[2] * _k.ECHO
-        ).astype(np.uint8)
-        # the flows' ids (nulls as ""): the segments' latest rows are made Python strings
-        samples = tuple(
-            c.fill_null("") if c.null_count else c
-            for c in (batch.column("uid"), batch.column("community_id"))
-        )
 
         base = self.scales[0]
         # clipped: a nonsense duration (1e300 s) must not overflow the cast
         minute = np.floor(np.clip(t / base, -(2.0**62), 2.0**62)).astype(np.int64)
         cuts = np.flatnonzero(np.diff(minute)) + 1
         found: list[Context] = []
-        emitted: list[tuple[Columns, Columns]] = []
-        # a segment takes its rows (3 per flow: one per role) of the role rows and of the flows
+        emitted: list[_Emitted] = []
+        # a segment takes its rows (3 per flow: one per role) of the role rows and of the flows:
+        # every segment's, its roles in turn, put in that order once (a segment is then a slice)
         per_role = [slots, peers_h, peer_code, pkey, newkey]
         per_role += [np.concatenate([ob, rb, ob]), np.concatenate([rb, ob, rb])]
         per_flow = [ts, end, svc_port, pcode, orig_p, ob <= 0, probe, unans, short, flags]
         per_flow += [p_hash, t]
-        for a, b in zip([0, *cuts.tolist()], [*cuts.tolist(), n], strict=True):
-            rows = np.concatenate([np.arange(a, b) + r * n for r in range(3)])
+        bounds = np.array([0, *cuts.tolist(), n])
+        if len(cuts) or not keep.all():
+            rows, flow, starts = _k.segment_rows(bounds, keep, n)
+            at = starts.tolist()
+            per_role = [x[rows] for x in per_role]
+            per_flow = [x[flow] for x in per_flow]
+            want_all = (rows < n) & want[flow]
+        else:  # the usual live batch: one segment, every role kept
+            rows = np.arange(3 * n)
+            at = [0, 3 * n]
+            per_flow = [np.concatenate([x] * 3) for x in per_flow]
+            want_all = np.concatenate([want, np.zeros(2 * n, np.bool_)])
+        # Representative flows: each segment's latest SAMPLES per host, their ids read at once
+        latest, rank, cut = _k.latest(per_role[0], np.asarray(at), self.max_hosts, SAMPLES)
+        ids = []
+        for name in ("uid", "community_id"):  # Python strings, nulls as ""
+            got = batch.column(name).take(rows[latest] % n)
+            ids.append(
+                (got.fill_null("") if got.null_count else got).to_numpy(zero_copy_only=False)
+            )
+        sample_slots = per_role[0][latest]
+        for i, (a, b) in enumerate(itertools.pairwise(at)):
+            first_t = t[bounds[i]]
             for sc in self._scales:
-                bk = int(np.floor(t[a] / sc.width))
+                bk = int(np.floor(first_t / sc.width))
                 if bk != sc.bucket:
-                    if sc.active.any():
+                    if sc.any_active():
                         emitted.append(self._emit(sc))
                     sc.bucket = bk
-            if keep[n + a : n + b].all():  # no multicast: the three roles' ranges, copied
-                ranges = [slice(a + r * n, b + r * n) for r in range(3)]
-                whole = b - a == n  # the usual live batch: one segment
-                role_rows = [
-                    x if whole else np.concatenate([x[r] for r in ranges]) for x in per_role
-                ]
-                flow_rows = [np.concatenate([x[a:b]] * 3) for x in per_flow]
-                want_s = np.concatenate([want[a:b], np.zeros(2 * (b - a), np.bool_)])
-            else:
-                rows = rows[keep[rows]]
-                flow = rows % n
-                role_rows = [x[rows] for x in per_role]
-                flow_rows = [x[flow] for x in per_flow]
-                want_s = (rows < n) & want[flow]
+            role_rows = [x[a:b] for x in per_role]
+            flow_rows = [x[a:b] for x in per_flow]
+            want_s = want_all[a:b]
+            rows_s = rows[a:b]
+            c0, c1 = cut[i], cut[i + 1]
+            self._uids[sample_slots[c0:c1], rank[c0:c1]] = ids[0][c0:c1]
+            self._cids[sample_slots[c0:c1], rank[c0:c1]] = ids[1][c0:c1]
             slot, peer_h, peer_c, pkey_s, newkey_s, out, back = role_rows
             ts_s, end_s, port_s, pcode_s, orig_p_s, empty, probe_s, unans_s, short_s = flow_rows[:9]
             flags_s, p_hash_s, when = flow_rows[9:]
             self._add_segment(
-                rows,
+                rows_s,
                 slot,
                 ts_s,
                 end_s,
@@ -842,7 +1021,6 @@ class HostWindows:
                 amounts=(flags_s, out, back),
                 found=found,
                 peer_names=peer_names,
-                samples=samples,
             )
         self.clock = float(t[-1])
         if times is not None:
@@ -855,29 +1033,30 @@ class HostWindows:
         ports = int(pc.count_distinct(batch.column("resp_p")).as_py())
         return orig.distinct + resp.distinct + ports
 
-    def _turn(self, clock: float) -> list[tuple[Columns, Columns]]:
+    def _turn(self, clock: float) -> list[_Emitted]:
         """Move the clock on to ``clock`` without flows: the windows it ends close."""
-        emitted: list[tuple[Columns, Columns]] = []
+        emitted: list[_Emitted] = []
         self.clock = max(self.clock, float(clock))
         if not np.isfinite(self.clock):
             return emitted
         for sc in self._scales:
             bk = int(np.floor(self.clock / sc.width))
             if bk != sc.bucket:
-                if sc.active.any():
+                if sc.any_active():
                     emitted.append(self._emit(sc))
                 sc.bucket = bk
         return emitted
 
     def flush(self) -> Closed:
         """Close every open window (end of a stream)."""
-        return self._closed([self._emit(sc) for sc in self._scales if sc.active.any()])
+        return self._closed([self._emit(sc) for sc in self._scales if sc.any_active()])
 
     @staticmethod
-    def _closed(emitted: list[tuple[Columns, Columns]], context: Context | None = None) -> Closed:
+    def _closed(emitted: list[_Emitted], context: Context | None = None) -> Closed:
+        """The windows ``emitted`` closed (their host columns assembled once, for them all)."""
         return Closed(
-            Table.concat([Table(h, WINDOW_COLUMNS) for h, _ in emitted], WINDOW_COLUMNS),
-            Table.concat([Table(p, PAIR_COLUMNS) for _, p in emitted], PAIR_COLUMNS),
+            _Emitted.hosts(emitted),
+            _Emitted.pair_rows(emitted),
             _context_of([]) if context is None else context,
         )
 
@@ -905,29 +1084,13 @@ class HostWindows:
         amounts: tuple[np.ndarray, np.ndarray, np.ndarray],  # flags, bytes out, bytes in
         found: list[Context],
         peer_names: np.ndarray,
-        samples: tuple[pa.ChunkedArray, ...],
     ) -> None:
         flags, out, back = amounts
-        # New peers: distinct (host, peer) pairs of this segment never seen before.
-        first_i = np.flatnonzero(_k.first_of(newkey))
-        hosts_new = np.zeros(len(slot), np.bool_)
-        hosts_new[first_i[~self._bloom.seen_then_add(newkey[first_i])]] = True
-        # Rows by pair (pairs in order of first appearance): in arrival order within a pair (a
-        # pair is one role's, whose rows arrive in order), and in start order (``c``, below).
-        o, pair, raw_start = _k.group_order(pkey)
-        k_sorted = pkey[o]
-        # New probe targets: distinct (host, peer, port) probed here and never contacted before
-        # (a scan explores; a client retrying the servers it always uses does not).
-        seen_t = self._targets.seen_then_add(k_sorted[raw_start])
-        new_target = np.zeros(len(slot), np.bool_)
-        p_idx = np.flatnonzero(probe)
-        first_p = p_idx[_k.first_of(pkey[p_idx])]
-        new_target[first_p[~seen_t[pair[first_p]]]] = True
-        # Representative flows: the host's latest SAMPLES uids.
-        latest, rank = _k.latest(slot, self.max_hosts, SAMPLES)
-        flow = rows[latest] % len(samples[0])
-        for table, col in zip((self._uids, self._cids), samples, strict=True):
-            table[slot[latest], rank] = col.take(flow).to_numpy(zero_copy_only=False)
+        # New peers: distinct (host, peer) pairs of this segment never seen before. Rows by
+        # pair (pairs in order of first appearance): in arrival order within a pair (a pair is
+        # one role's, whose rows arrive in order), and in start order (``c``). New probe
+        # targets: distinct (host, peer, port) probed here and never contacted before (a scan
+        # explores; a client retrying the servers it always uses does not).
         # Pairs of this segment, with inter-arrival sums of their arrival (event) times: flows
         # arrive by end, so these gaps are the same however the stream is cut into batches.
         # Pairs count connection *attempts*: a TCP record on the source port of the pair's
@@ -938,35 +1101,31 @@ class HostWindows:
         # RETRY_RECORDS, are attempts of their own (a flood or a prober from one fixed port).
         # Attempts are found in start order (records of one attempt start in turn), the pair's
         # statistics taken in arrival order.
-        c = _k.by_key_then(o, k_sorted, ts)
-        bare = unans & empty
-        starts, head, stats, chain, length = _k.pair_stats(
-            o, c, raw_start, orig_p, bare, ts, pcode, when, (unans, short), RETRY_GAP, RETRY_RECORDS
+        (
+            hosts_new,
+            new_target,
+            pair,
+            raw_start,
+            c,
+            starts,
+            head,
+            stats,
+            ints,
+            length,
+            self._bloom.filled,
+            self._targets.filled,
+        ) = _k.segment(
+            newkey,
+            pkey,
+            self._bloom.state(),
+            self._targets.state(),
+            (ts, orig_p, pcode, when, unans, empty),
+            (probe, short),
+            (slot, port),
+            RETRY_GAP,
+            RETRY_RECORDS,
         )
-        raw_end = np.append(raw_start[1:], len(c)) - 1
-        fr, lr = c[raw_start], c[raw_end]  # each pair's first and last record in start order
-        seg_pairs = _Pairs(
-            key=pkey[head],
-            slot=slot[head],
-            peer=peer_names[peer_code[head]],
-            port=port[head],
-            proto=pcode[head],
-            n=stats[:, 0],
-            unans=stats[:, 1],
-            short=stats[:, 2],
-            first=stats[:, 3],
-            last=stats[:, 4],
-            gsum=stats[:, 5],
-            gsq=stats[:, 6],
-            fport=orig_p[fr],
-            fts=ts[fr],
-            lport=orig_p[lr],
-            lts=ts[lr],
-            lbare=bare[lr],
-            fchain=length[raw_start],
-            lchain=length[raw_end],
-            one_chain=chain[raw_start] == chain[raw_end],
-        )
+        seg_pairs = _Pairs(pkey[head], peer_names[peer_code[head]], stats, ints)
         if want.any():
             first = c[raw_start]  # each pair's first record here: maybe an older attempt's retry
             found.append(
@@ -1032,7 +1191,9 @@ class HostWindows:
             failed = np.where(hit, old.unans[pos], 0.0)
             row, port, start, proto, short = firsts
             p, h = find(pkey[row])
-            go_on = h & short & retried(old.lport[p], old.lts[p], old.lbare[p], port, start, proto)
+            go_on = (
+                h & short & retried(old.lport[p], old.lts[p], old.lbare[p] != 0, port, start, proto)
+            )
             starts = starts.copy()
             starts[row[go_on]] = False
         groups = int(pair.max()) + 1
@@ -1051,58 +1212,44 @@ class HostWindows:
             "near_window": np.full(len(w), near.width),
         }
 
-    def _emit(self, sc: _Scale) -> tuple[Columns, Columns]:
-        """The host and pair columns of ``sc``'s closing window; resets it."""
-        act = np.flatnonzero(sc.active)
-        k = len(_SKETCHES)
-        cols: Columns = {
-            "scale": np.full(len(act), sc.width),
-            "role": np.array(ROLES, dtype=object)[self._role[act]],
-            "host": self._host[act],
-            "start": np.full(len(act), sc.bucket * sc.width),
-            "end": np.full(len(act), (sc.bucket + 1) * sc.width),
-            "first_ts": sc.first[act],
-            "last_ts": sc.last[act],
-        }
-        for c, name in enumerate(_SUMS):
-            cols[name] = sc.sums[act, c]
-        est = sc.hll.estimate((act[:, None] * k + np.arange(k)[None, :]).ravel()).reshape(-1, k)
-        for i, name in enumerate(_SKETCHES):
-            cols[name] = np.minimum(est[:, i], sc.sums[act, 0])  # never more distinct than flows
-        cols["uids"] = self._uids[act]  # listed only for the windows detected
-        cols["community_ids"] = self._cids[act]
-        pairs = self._pair_rows(sc)
-        sc.reset()
-        return cols, pairs
+    def _emit(self, sc: _Scale) -> _Emitted:
+        """``sc``'s closing window, read (:class:`_Emitted`); empties it."""
+        act = sc.actives()
+        pairs = self._busy(sc)
+        got = _k.windows_take(
+            sc.sums,
+            sc.first,
+            sc.last,
+            sc.activity(),
+            sc.hll.registers,
+            len(_SKETCHES),
+            act,
+            INVERSE_POWERS,
+        )
+        emitted = _Emitted(
+            width=sc.width,
+            start=sc.bucket * sc.width,
+            end=(sc.bucket + 1) * sc.width,
+            p=sc.hll.p,
+            got=got,
+            role=_ROLE_NAMES[self._role[act]],
+            host=self._host[act],
+            uids=self._uids[act],  # listed only for the windows detected
+            cids=self._cids[act],
+            pairs=pairs,
+            pair_role=_ROLE_NAMES[self._role[pairs.slot]],
+            pair_host=self._host[pairs.slot],
+        )
+        sc.pairs.clear()
+        return emitted
 
-    def _pair_rows(self, sc: _Scale) -> Columns:
+    @staticmethod
+    def _busy(sc: _Scale) -> _Pairs:
+        """The pairs of ``sc``'s window with at least :data:`MIN_PAIR_FLOWS` flows, in key
+        order."""
         v = sc.pairs.view()
         busy = np.flatnonzero(v.n >= MIN_PAIR_FLOWS)
-        pr = v.take(busy[np.argsort(v.key[busy], kind="stable")])  # in key order
-        g = np.maximum(pr.n - 1.0, 1.0)
-        mean = pr.gsum / g
-        var = np.maximum(pr.gsq / g - mean * mean, 0.0)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            cv = np.where(mean > 0, np.sqrt(var) / mean, np.inf)
-        regular = np.where(pr.n >= MIN_BEACON_EVENTS, 1.0 / (1.0 + cv), 0.0)
-        cols: Columns = {
-            "scale": np.full(len(pr.key), sc.width),
-            "role": np.array(ROLES, dtype=object)[self._role[pr.slot]],
-            "host": self._host[pr.slot],
-            "peer": pr.peer,
-            "port": pr.port,
-            "proto": PROTO_NAMES[pr.proto],
-            "start": np.full(len(pr.key), sc.bucket * sc.width),
-            "end": np.full(len(pr.key), (sc.bucket + 1) * sc.width),
-            "first_ts": pr.first,
-            "last_ts": pr.last,
-            "flows": pr.n,
-            "unanswered": pr.unans,
-            "short": pr.short,
-            "period": mean,
-            "regularity": regular,
-        }
-        return cols
+        return v.take(busy[np.argsort(v.key[busy], kind="stable")])
 
 
 @dataclass
