@@ -61,7 +61,7 @@ import pyarrow.compute as pc
 
 from netanomd.errors import InputError
 from netanomd.flow import FLOW_SCHEMA, FlowBatch, FlowRecord, canonical_addresses
-from netanomd.sources import MAX_COUNT, ReadStats, int_range
+from netanomd.sources import MAX_COUNT, ReadStats, evescan, int_range
 from netanomd.sources._text import FileSource, line_blocks, open_binary, string_scalar
 from netanomd.sources.suricata_alerts import SignatureJoin
 
@@ -413,9 +413,12 @@ def _complete(evs: Sequence[_Event]) -> tuple[_Columns, _Columns, list[str]] | N
     return None if None in starts else (cols, fcols, starts)
 
 
-def _flow_columns(evs: Sequence[_Event], nums: Sequence[int], bad: _Bad) -> FlowBatch | None:
+def _flow_columns(
+    evs: Sequence[_Event], nums: Sequence[int], bad: _Bad
+) -> tuple[FlowBatch, Sequence[int]] | None:
     """The flow batch of a block's flow events (with their line numbers), built column by
-    column; an event with a missing or bad field goes to ``bad`` and is left out."""
+    column, and the line number of each of its rows; an event with a missing or bad field goes
+    to ``bad`` and is left out."""
     got = _complete(evs)
     if got is None:
         problems = _problems(evs)
@@ -440,11 +443,11 @@ def _flow_columns(evs: Sequence[_Event], nums: Sequence[int], bad: _Bad) -> Flow
         rows = [i for i in range(len(evs)) if i not in bad_start and i not in bad_end]
         if not rows:
             return None
-        evs = [evs[i] for i in rows]
+        evs, nums = [evs[i] for i in rows], [nums[i] for i in rows]
         cols = {k: [v[i] for i in rows] for k, v in cols.items()}
         fcols = {k: [v[i] for i in rows] for k, v in fcols.items()}
         start, end = start[rows], end[rows]
-    return _batch(evs, cols, fcols, start, end)
+    return _batch(evs, cols, fcols, start, end), nums
 
 
 def _lowered(protos: Sequence[Any]) -> pa.Array:
@@ -468,6 +471,11 @@ def _services(apps: Sequence[Any]) -> pa.Array:
         return pa.array(
             [a if isinstance(a, str) and a != "failed" else None for a in apps], pa.string()
         )
+    return _unfailed(arr)
+
+
+def _unfailed(arr: pa.Array) -> pa.Array:
+    """The ``app_proto`` strings with ``failed`` made null."""
     failed = pc.equal(arr, string_scalar("failed"))
     if not pc.any(failed).as_py():
         return arr
@@ -485,7 +493,7 @@ def _uids(ids: Sequence[int | None], flow_ids: pa.Array, start: np.ndarray) -> p
     )
 
 
-def _flags(tcps: Sequence[Any], is_tcp: np.ndarray) -> tuple[np.ndarray, ...]:
+def _flags(tcps: Sequence[Any], is_tcp: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The TCP flag integers (each side's, and the combined ones) of the flows' ``tcp``
     objects; zeros for a block without TCP."""
     n = len(tcps)
@@ -508,24 +516,16 @@ def _batch(
     whose start and end times are parsed."""
     n = len(start)
 
-    def counts(name: str) -> np.ndarray:
+    def count(name: str) -> np.ndarray:
         return np.fromiter(fcols[name], np.int64, n)
 
-    pts, ptc = counts("pkts_toserver"), counts("pkts_toclient")
-    bts, btc = counts("bytes_toserver"), counts("bytes_toclient")
     proto = _lowered(cols["proto"])
     tcps = cols["tcp"]
     has_tcp = np.fromiter(map(operator.is_not, tcps, itertools.repeat(None)), bool, n)
     is_tcp = has_tcp & np.asarray(pc.equal(proto, string_scalar("tcp")), dtype=bool)
-    flags_ts, flags_tc, flags = _flags(tcps, is_tcp)
-    header = 40 + ETHERNET_HEADER
-    states, histories = _state_codes(
-        is_tcp, flags_ts, flags_tc, flags, pts > 0, ptc > 0, bts > pts * header, btc > ptc * header
-    )
     ids = cols["flow_id"]
     flow_ids = pa.array(ids, pa.uint64())
     given: dict[str, pa.Array] = {
-        "ts": pa.array(start, pa.float64()),
         "uid": _uids(ids, flow_ids, start),
         "orig_h": pa.array(cols["src_ip"], pa.string()),
         "orig_p": pa.array(_or(cols["src_port"], evs, "icmp_type"), pa.int32()),
@@ -533,6 +533,39 @@ def _batch(
         "resp_p": pa.array(_or(cols["dest_port"], evs, "icmp_code"), pa.int32()),
         "proto": proto,
         "service": _services(cols["app_proto"]),
+        "community_id": pa.array(cols["community_id"], pa.string()),
+        "flow_id": flow_ids,
+        "label": pa.array(cols["label"], pa.string()),
+    }
+    counts = (
+        count("pkts_toserver"),
+        count("pkts_toclient"),
+        count("bytes_toserver"),
+        count("bytes_toclient"),
+    )
+    return _assemble(given, start, end, is_tcp, _flags(tcps, is_tcp), counts)
+
+
+def _assemble(
+    given: dict[str, pa.Array],
+    start: np.ndarray,
+    end: np.ndarray,
+    is_tcp: np.ndarray,
+    flags: tuple[np.ndarray, np.ndarray, np.ndarray],
+    counts: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+) -> FlowBatch:
+    """The batch of flows whose text and id columns are ``given``, with their start and end
+    times, whether each is TCP, their TCP flag integers (each side's, and the combined ones)
+    and their packet and byte counts (to server, to client): both decoders end here."""
+    n = len(start)
+    pts, ptc, bts, btc = counts
+    header = 40 + ETHERNET_HEADER
+    states, histories = _state_codes(
+        is_tcp, *flags, pts > 0, ptc > 0, bts > pts * header, btc > ptc * header
+    )
+    given = {
+        **given,
+        "ts": pa.array(start, pa.float64()),
         "duration": pa.array(np.maximum(end - start, 0.0), pa.float64()),
         "conn_state": _STATES_ARROW.take(pa.array(states)),
         "history": _HISTORIES_ARROW.take(pa.array(histories)),
@@ -540,13 +573,50 @@ def _batch(
         "orig_ip_bytes": pa.array(np.maximum(bts - ETHERNET_HEADER * pts, 0)),
         "resp_pkts": pa.array(ptc),
         "resp_ip_bytes": pa.array(np.maximum(btc - ETHERNET_HEADER * ptc, 0)),
-        "community_id": pa.array(cols["community_id"], pa.string()),
-        "flow_id": flow_ids,
         "source": pa.repeat(string_scalar("suricata"), n),
-        "label": pa.array(cols["label"], pa.string()),
     }
     arrays = [given[f.name] if f.name in given else pa.nulls(n, f.type) for f in FLOW_SCHEMA]
     return FlowBatch(canonical_addresses(pa.Table.from_arrays(arrays, schema=FLOW_SCHEMA)))
+
+
+def _port(scanned: evescan.Scanned, name: str, icmp: str) -> pa.Array:
+    """A port column of scanned flows: the port, else the ICMP field in its place, else
+    null."""
+    has, has_icmp = scanned.has(name), scanned.has(icmp)
+    ports = np.where(has, scanned.ints[evescan.CODE[name]], scanned.ints[evescan.CODE[icmp]])
+    valid = has | has_icmp
+    return pa.array(ports.astype(np.int32), pa.int32(), mask=None if valid.all() else ~valid)
+
+
+def _scanned_batch(scanned: evescan.Scanned) -> FlowBatch:
+    """The batch of the flow events the scanner took."""
+    ints, code = scanned.ints, evescan.CODE
+    start_us = ints[code["start"]]
+    start = start_us / 10**6  # as parse_times divides Arrow's microseconds
+    end = np.where(scanned.has("end"), ints[code["end"]], start_us) / 10**6
+    flow_ids = pa.array(ints[code["flow_id"]].astype(np.uint64))
+    nothing = string_scalar("")
+    given: dict[str, pa.Array] = {
+        "uid": pc.binary_join_element_wise(string_scalar("S"), scanned.text("flow_id"), nothing),
+        "orig_h": scanned.text("src_ip"),
+        "orig_p": _port(scanned, "src_port", "icmp_type"),
+        "resp_h": scanned.text("dest_ip"),
+        "resp_p": _port(scanned, "dest_port", "icmp_code"),
+        "proto": scanned.text("proto", lower=True),
+        "service": _unfailed(scanned.text("app_proto", valid=scanned.has("app_proto"))),
+        "community_id": scanned.text("community_id", valid=scanned.has("community_id")),
+        "flow_id": flow_ids,
+        "label": scanned.text("label", valid=scanned.has("label")),
+    }
+    is_tcp = scanned.has("tcp") & ((scanned.present >> evescan.TCP_PROTO) & 1 == 1)
+    flags = (ints[code["tcp_flags_ts"]], ints[code["tcp_flags_tc"]], ints[code["tcp_flags"]])
+    counts = (
+        ints[code["pkts_toserver"]],
+        ints[code["pkts_toclient"]],
+        ints[code["bytes_toserver"]],
+        ints[code["bytes_toclient"]],
+    )
+    return _assemble(given, start, end, is_tcp, flags, counts)
 
 
 def _expected(field: str) -> str:
@@ -613,11 +683,12 @@ def _beyond(events: Sequence[_Event]) -> bool:
 
 
 def _events(
-    lines: Sequence[bytes], first_line: int, stats: ReadStats, bad: _Bad
+    lines: Sequence[bytes], line_nums: Sequence[int], stats: ReadStats, bad: _Bad
 ) -> tuple[Sequence[int], list[_Event]]:
-    """The decoded events of a block and their line numbers; bad lines go to ``bad``, events
-    of types whose fields do not decode are counted as skipped. The whole block goes to msgspec
-    at once; only a block with a bad line is decoded line by line."""
+    """The decoded events of lines (with their line numbers) and the line number of each;
+    bad lines go to ``bad``, events of types whose fields do not decode are counted as skipped.
+    The lines go to msgspec at once; only lines with a bad one among them are decoded one by
+    one."""
     block = b"\n".join(lines)
     try:
         events = _DECODER.decode_lines(block)
@@ -626,8 +697,8 @@ def _events(
     if events is not None and not _beyond(events):
         if len(events) == len(lines) and _one_line_each(lines):
             # a line each (none blank, none holding a line end)
-            return range(first_line, first_line + len(lines)), events
-        nums = [first_line + i for i, ln in enumerate(lines) if ln.strip()]
+            return line_nums, events
+        nums = [line_nums[i] for i, ln in enumerate(lines) if ln.strip()]
         if len(events) == len(nums):
             return nums, events
     nums, events = [], []
@@ -641,17 +712,49 @@ def _events(
             if kind is not None:
                 stats.skip(kind)
             else:
-                bad(first_line + i, problem)
+                bad(line_nums[i], problem)
             continue
         if ev.flow_id is not None and ev.flow_id > _FLOW_ID_MAX:
             if ev.event_type == "flow":
-                bad(first_line + i, _bad_field(line, ["flow_id"]))
+                bad(line_nums[i], _bad_field(line, ["flow_id"]))
             else:
                 stats.skip(ev.event_type)
             continue
-        nums.append(first_line + i)
+        nums.append(line_nums[i])
         events.append(ev)
     return nums, events
+
+
+def _general(
+    lines: Sequence[bytes],
+    line_nums: Sequence[int],
+    stats: ReadStats,
+    note: _Bad,
+    signatures: SignatureJoin | None,
+) -> tuple[FlowBatch, Sequence[int]] | None:
+    """The flow batch of lines (with their line numbers) read by the general decoder, and each
+    row's line number (None without flow events); alerts go to ``signatures``, other types are
+    counted as skipped, bad lines go to ``note``."""
+    nums, events = _events(lines, line_nums, stats, note)
+    kinds = list(map(_EVENT_TYPE, events))
+    if kinds.count("flow") != len(kinds):
+        flows: list[_Event] = []
+        flow_nums: list[int] = []
+        line_of: dict[int, bytes] = {}
+        for num, ev, kind in zip(nums, events, kinds, strict=True):
+            if kind == "flow":
+                flows.append(ev)
+                flow_nums.append(num)
+            elif kind == "alert" and signatures is not None:
+                line_of = line_of or dict(zip(line_nums, lines, strict=True))
+                try:  # alerts are few beside flows: their whole record is read again
+                    signatures.add(orjson.loads(line_of[num]))
+                except Exception as exc:
+                    note(num, f"bad alert event ({exc!r})")
+            else:
+                stats.skip(kind)
+        nums, events = flow_nums, flows
+    return _flow_columns(events, nums, note) if events else None
 
 
 def _decode(
@@ -660,35 +763,41 @@ def _decode(
     stats: ReadStats,
     bad: _Bad,
     signatures: SignatureJoin | None = None,
+    scan: bool = True,
 ) -> FlowBatch | None:
     """The flow batch of a block (None without flow events); alerts go to ``signatures``,
-    other types are counted as skipped, bad lines go to ``bad`` in line order."""
+    other types are counted as skipped, bad lines go to ``bad`` in line order. The flow events
+    the scanner takes (with ``scan``) are read by it, the other lines by the general decoder;
+    the rows keep the lines' order."""
     found: list[tuple[int, str]] = []
 
     def note(num: int, what: str) -> None:
         found.append((num, what))
 
-    nums, events = _events(lines, first_line, stats, note)
-    kinds = list(map(_EVENT_TYPE, events))
-    if kinds.count("flow") != len(kinds):
-        flows: list[_Event] = []
-        flow_nums: list[int] = []
-        for num, ev, kind in zip(nums, events, kinds, strict=True):
-            if kind == "flow":
-                flows.append(ev)
-                flow_nums.append(num)
-            elif kind == "alert" and signatures is not None:
-                try:  # alerts are few beside flows: their whole record is read again
-                    signatures.add(orjson.loads(lines[num - first_line]))
-                except Exception as exc:
-                    note(num, f"bad alert event ({exc!r})")
-            else:
-                stats.skip(kind)
-        nums, events = flow_nums, flows
-    batch = _flow_columns(events, nums, note) if events else None
+    scanned = evescan.scan(lines) if scan else None
+    if scanned is not None and len(scanned.lines) == len(lines):
+        return _scanned_batch(scanned)
+    rest: Sequence[int] = range(len(lines))
+    if scanned is not None and len(scanned.lines):
+        left = np.ones(len(lines), bool)
+        left[scanned.lines] = False
+        rest = np.flatnonzero(left).tolist()
+    general = _general(
+        [lines[i] for i in rest] if len(rest) < len(lines) else lines,
+        [first_line + i for i in rest],
+        stats,
+        note,
+        signatures,
+    )
     for num, what in sorted(found, key=lambda x: x[0]):
         bad(num, what)
-    return batch
+    if scanned is None or not len(scanned.lines):
+        return general[0] if general is not None else None
+    fast = _scanned_batch(scanned)
+    if general is None:
+        return fast
+    order = np.argsort(np.concatenate([scanned.lines, np.asarray(general[1]) - first_line]))
+    return FlowBatch.concat([fast, general[0]]).take(order)
 
 
 def eve_lines_to_batch(
@@ -697,9 +806,13 @@ def eve_lines_to_batch(
     where: str,
     first_line: int = 1,
     signatures: SignatureJoin | None = None,
+    *,
+    scan: bool = True,
 ) -> FlowBatch | None:
     """Decode EVE lines into a batch of flow records; other event types are counted in
     ``stats.skipped``, bad lines in ``stats.malformed`` with ``where`` and their line number.
+    The flow events :mod:`~netanomd.sources.evescan` reads are read by it; ``scan=False``
+    sends every line to the general decoder (the reference the scanner is tested against).
 
     With ``signatures`` (the input's join, kept across calls) alert events are kept there and
     the batch's flows carry the signatures that fired on them; without, they are skipped.
@@ -712,7 +825,7 @@ def eve_lines_to_batch(
         stats.bad_line(f"{where}:{num}: {what}")
 
     pieces = [
-        _decode(lines[i : i + PIECE], first_line + i, stats, bad, signatures)
+        _decode(lines[i : i + PIECE], first_line + i, stats, bad, signatures, scan)
         for i in range(0, len(lines), PIECE)
     ]
     found = [p for p in pieces if p is not None]
