@@ -3,12 +3,13 @@
 Owns the socket Suricata's ``filetype: unix_dgram`` (one record per datagram) or ``unix_stream``
 (one record per line; lines cut by the one :class:`~netanomd.sources._text.LineSplitter` per
 connection) output connects to: binding it (mode 0660, so Suricata's group may write; the
-directory decides who), reading everything waiting on one wake-up (``recv_into`` one reused
-buffer until it would block, or until a stream read comes back short; datagrams are waited for
-with one ``poll``), micro-batching by count or time (a batch is decoded ``batch_wait`` seconds
-after its oldest record was read at the latest), and decoding the batch at once with the EVE
-decoder. Suricata cannot be paused through a socket, and drops what does not fit in the
-kernel's queue: the emit callable's policy decides what happens when scoring falls behind.
+directory decides who), reading everything waiting on one wake-up (datagrams many per system
+call, by :class:`~netanomd.sources.datagrams.DatagramReader`, waited for with one ``poll``; a
+stream with ``recv_into`` one reused buffer until a read comes back short), micro-batching by
+count or time (a batch is decoded ``batch_wait`` seconds after its oldest record was read at the
+latest), and decoding the batch at once with the EVE decoder. Suricata cannot be paused through
+a socket, and drops what does not fit in the kernel's queue: the emit callable's policy decides
+what happens when scoring falls behind.
 
 A wake-up costs more than the records it reads when they come one or two at a time (the
 sender is slower than the reader). Where the kernel's queue has room for it (a stream
@@ -31,6 +32,7 @@ from pathlib import Path
 
 from netanomd.sources import Emit, ReadStats
 from netanomd.sources._text import LineSplitter
+from netanomd.sources.datagrams import DatagramReader
 from netanomd.sources.suricata_alerts import SignatureJoin
 from netanomd.sources.suricata_eve import eve_lines_to_batch
 
@@ -101,7 +103,7 @@ class EveSocket:
         self._pending: list[bytes] = []
         #: When the oldest pending record was read (``time.monotonic``).
         self._first = 0.0
-        #: Suricata writes one record per datagram; the largest fits in the receive buffer.
+        #: What a stream connection's reads go into.
         self._buffer = bytearray(1 << 20)
         #: Seconds to let records gather after a read that found few (0: the queue is short).
         self._linger = min(LINGER, batch_wait / 2)
@@ -147,12 +149,16 @@ class EveSocket:
         stopped; after a read that found few records, let more gather (module doc)."""
         poller = select.poll()
         poller.register(srv, select.POLLIN)
-        while not self._stop.is_set():
-            ready = poller.poll(self._timeout() * 1000)
-            if ready and self._read_datagrams(srv) < FEW and self._linger:
-                time.sleep(self._linger)
-            if self._pending and time.monotonic() - self._first >= self.batch_wait:
-                self._flush()
+        reader = DatagramReader(srv)
+        try:
+            while not self._stop.is_set():
+                ready = poller.poll(self._timeout() * 1000)
+                if ready and self._read_datagrams(reader) < FEW and self._linger:
+                    time.sleep(self._linger)
+                if self._pending and time.monotonic() - self._first >= self.batch_wait:
+                    self._flush()
+        finally:
+            reader.close()
 
     def _serve_stream(self, srv: socket.socket) -> None:
         """Accept connections and read their lines, until stopped; after a wake-up whose reads
@@ -184,37 +190,29 @@ class EveSocket:
                     key.fileobj.close()  # type: ignore[union-attr]
             sel.close()
 
-    #: Datagrams read between looks at the clock and the stop flag.
-    _CHECK_EVERY = 64
-
-    def _read_datagrams(self, sock: socket.socket) -> int:
-        """Every datagram waiting, into a reused buffer (a record's closing line end left
+    def _read_datagrams(self, reader: DatagramReader) -> int:
+        """Every datagram waiting, many per system call (a record's closing line end left
         out); a batch is decoded whenever ``batch_lines`` records are pending or the oldest has
-        waited ``batch_wait`` (looked at every few dozen datagrams: a steady stream never lets
-        the socket run dry). Returns how many datagrams it read."""
-        buffer = self._buffer
-        view = memoryview(buffer)
-        recv_into = sock.recv_into
+        waited ``batch_wait`` (looked at after each call: a steady stream never lets the socket
+        run dry). Returns how many datagrams it read."""
         pending = self._pending
         read = 0
         while True:
-            for _ in range(self._CHECK_EVERY):
-                try:
-                    n = recv_into(buffer)
-                except BlockingIOError:
-                    return read
-                read += 1
-                if not pending:
-                    self._first = time.monotonic()
-                end = n - 1 if n and buffer[n - 1] == 10 else n
-                if buffer.find(b"\n", 0, end) < 0:
-                    pending.append(bytes(view[:end]))
+            got = reader.read()
+            if got and not pending:
+                self._first = time.monotonic()
+            read += len(got)
+            for data in got:
+                if data.endswith(b"\n"):
+                    data = data[:-1]
+                if data.find(b"\n") < 0:
+                    pending.append(data)
                 else:  # several records in one datagram
-                    pending.extend(ln for ln in bytes(view[:n]).splitlines() if ln.strip())
-                if len(pending) >= self.batch_lines:
-                    self._flush()
-                    pending = self._pending
-            if self._stop.is_set():
+                    pending.extend(ln for ln in data.splitlines() if ln.strip())
+            if len(pending) >= self.batch_lines:
+                self._flush()
+                pending = self._pending
+            if len(got) < reader.slots or self._stop.is_set():
                 return read
             if pending and time.monotonic() - self._first >= self.batch_wait:
                 self._flush()
