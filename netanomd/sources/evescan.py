@@ -89,6 +89,8 @@ MOST = np.array(
 ID_DIGITS = 18
 #: The ``present`` bit set when ``proto`` is ``tcp`` in any case.
 TCP_PROTO = len(FIELDS)
+#: The ``present`` bit set when ``app_proto`` is ``failed``.
+APP_FAILED = TCP_PROTO + 1
 #: Containers nested deeper than this within a skipped value are left to the general decoder.
 MAX_DEPTH = 32
 #: The fields a line must hold to be taken (the rest have defaults, as in the general path).
@@ -134,7 +136,7 @@ class Scanned:
     """What :func:`scan` read: the lines taken (their indices in the block) and, per taken
     line in order, each field's value (``ints[code]``: integers, flags, times in microseconds
     since the epoch) or text span in the block (``starts[code]``, ``lengths[code]``), and which
-    fields it had (``present``: bit ``code``, and :data:`TCP_PROTO`)."""
+    fields it had (``present``: bit ``code``, :data:`TCP_PROTO` and :data:`APP_FAILED`)."""
 
     block: np.ndarray
     lines: np.ndarray
@@ -143,27 +145,45 @@ class Scanned:
     lengths: np.ndarray
     present: np.ndarray
 
-    def has(self, name: str) -> np.ndarray:
-        """Which taken lines hold the field ``name``."""
-        has: np.ndarray = (self.present >> CODE[name]) & 1 == 1
+    def has(self, name: str | int) -> np.ndarray:
+        """Which taken lines hold the field ``name`` (or have the ``present`` bit ``name``
+        when it is a number)."""
+        bit = name if isinstance(name, int) else CODE[name]
+        has: np.ndarray = (self.present >> bit) & 1 == 1
         return has
 
-    def text(self, name: str, *, lower: bool = False, valid: np.ndarray | None = None) -> pa.Array:
-        """The field ``name`` of the taken lines as a string array (ASCII lowercased with
-        ``lower``); rows not ``valid`` are null."""
-        code = CODE[name]
-        starts, lengths = self.starts[code], self.lengths[code]
-        offsets = np.empty(len(starts) + 1, np.int32)
-        data = np.empty(int(lengths.sum()), np.uint8)
-        _gather(self.block, starts, lengths, offsets, data, lower)
-        bitmap = None
-        nulls = 0
-        if valid is not None and not valid.all():
-            bitmap = pa.py_buffer(np.packbits(valid, bitorder="little"))
-            nulls = len(valid) - int(valid.sum())
-        return pa.StringArray.from_buffers(
-            len(starts), pa.py_buffer(offsets), pa.py_buffer(data), bitmap, nulls
-        )
+    def texts(
+        self,
+        fields: Sequence[str],
+        *,
+        lower: Sequence[str] = (),
+        prefix: dict[str, str] | None = None,
+        valid: dict[str, np.ndarray] | None = None,
+    ) -> list[pa.Array]:
+        """The text fields ``fields`` of the taken lines as string arrays, built in one call
+        over one data buffer: those in ``lower`` ASCII-lowercased, those in ``prefix`` after
+        their one-character prefix, rows not ``valid[field]`` null."""
+        prefix, valid = prefix or {}, valid or {}
+        codes = np.array([CODE[f] for f in fields], np.int64)
+        lowered = np.array([f in lower for f in fields], np.bool_)
+        firsts = np.array([ord(prefix.get(f, "\0")) for f in fields], np.uint8)
+        n = len(self.lines)
+        offsets = np.empty((len(fields), n + 1), np.int32)
+        size = int(self.lengths[codes].sum()) + int((firsts > 0).sum()) * n
+        data = np.empty(size, np.uint8)
+        _gather(self.block, self.starts, self.lengths, codes, lowered, firsts, offsets, data)
+        chars = pa.py_buffer(data)
+        out = []
+        for k, field in enumerate(fields):
+            ok = valid.get(field)
+            bitmap, nulls = None, 0
+            if ok is not None and not ok.all():
+                bitmap = pa.py_buffer(np.packbits(ok, bitorder="little"))
+                nulls = n - int(np.count_nonzero(ok))
+            out.append(
+                pa.StringArray.from_buffers(n, pa.py_buffer(offsets[k]), chars, bitmap, nulls)
+            )
+        return out
 
 
 def scan(lines: Sequence[bytes]) -> Scanned:
@@ -554,6 +574,17 @@ def _scan(
                         and buf[a + 2] | 32 == 112
                     ):
                         seen |= 1 << TCP_PROTO
+                    elif (  # app_proto: failed?
+                        f == 9
+                        and j - a == 6
+                        and buf[a] == 102
+                        and buf[a + 1] == 97
+                        and buf[a + 2] == 105
+                        and buf[a + 3] == 108
+                        and buf[a + 4] == 101
+                        and buf[a + 5] == 100
+                    ):
+                        seen |= 1 << APP_FAILED
                 elif kind == 3:  # TIME
                     t = _micros(buf, a, j)
                     if t == NOT_A_TIME:
@@ -659,18 +690,33 @@ def _gather(
     buf: np.ndarray,
     starts: np.ndarray,
     lengths: np.ndarray,
+    codes: np.ndarray,
+    lowered: np.ndarray,
+    firsts: np.ndarray,
     offsets: np.ndarray,
     data: np.ndarray,
-    lower: bool,
 ) -> None:  # pragma: no cover - compiled
+    """The spans of the fields ``codes`` (a column each: its prefix ``firsts[k]`` first when
+    not 0, lowercased where ``lowered[k]``) copied into ``data``; ``offsets[k]``: where each
+    row's text of field ``k`` starts in ``data``, and where the last ends."""
     at = 0
-    offsets[0] = 0
-    for r in range(starts.shape[0]):
-        s = starts[r]
-        for k in range(lengths[r]):
-            c = buf[s + k]
-            if lower and 65 <= c <= 90:
-                c += 32
-            data[at + k] = c
-        at += lengths[r]
-        offsets[r + 1] = at
+    for k in range(codes.shape[0]):
+        f = codes[k]
+        lower = lowered[k]
+        first = firsts[k]
+        offsets[k, 0] = at
+        for r in range(starts.shape[1]):
+            if first:
+                data[at] = first
+                at += 1
+            s = starts[f, r]
+            m = lengths[f, r]
+            if lower:
+                for q in range(m):
+                    c = buf[s + q]
+                    data[at + q] = c + 32 if 65 <= c <= 90 else c
+            else:
+                for q in range(m):
+                    data[at + q] = buf[s + q]
+            at += m
+            offsets[k, r + 1] = at

@@ -54,6 +54,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Annotated, Any
 
 import msgspec
+import numba as nb
 import numpy as np
 import orjson
 import pyarrow as pa
@@ -274,40 +275,76 @@ def _state_codes(
     data_tc: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:
     """:func:`conn_states` as indices into :data:`_STATES` and :data:`_HISTORIES`."""
-    only_both = (flags_ts == 0) & (flags_tc == 0)  # only the combined flags are known
-    ts = np.where(only_both, flags, flags_ts)
-    tc = np.where(only_both, np.where(pkts_tc, flags, 0), flags_tc)
-    syn_ack = (tc & _SYN != 0) & (tc & _ACK != 0)
-    bits = [
-        ts & _SYN != 0,
-        syn_ack,
-        ts & _ACK != 0,
-        data_ts,
-        data_tc,
-        ts & _FIN != 0,
-        tc & _FIN != 0,
-        ts & _RST != 0,
-        tc & _RST != 0,
-    ]
-    code = np.zeros(len(tcp), dtype=np.int64)
-    for k, bit in enumerate(bits):
-        code |= bit.astype(np.int64) << k
-    syn_ts, rst_ts, rst_tc = bits[0], bits[7], bits[8]
-    state = np.select(
-        [
-            ~pkts_tc,
-            rst_tc & ~syn_ack,
-            rst_ts,
-            rst_tc,
-            bits[5] & bits[6],
-            syn_ts & (tc & _SYN != 0),
-        ],
-        [np.where(syn_ts, 0, 1), np.where(syn_ts, 2, 3), 4, 3, 5, 6],
-        default=1,
+    states = np.empty(len(tcp), np.int64)
+    histories = np.empty(len(tcp), np.int64)
+    _state_kernel(
+        np.ascontiguousarray(tcp, dtype=np.bool_),
+        np.ascontiguousarray(flags_ts, dtype=np.int64),
+        np.ascontiguousarray(flags_tc, dtype=np.int64),
+        np.ascontiguousarray(flags, dtype=np.int64),
+        np.ascontiguousarray(pkts_ts, dtype=np.bool_),
+        np.ascontiguousarray(pkts_tc, dtype=np.bool_),
+        np.ascontiguousarray(data_ts, dtype=np.bool_),
+        np.ascontiguousarray(data_tc, dtype=np.bool_),
+        states,
+        histories,
     )
-    other_state = np.where(pkts_tc & pkts_ts, 5, 0)
-    other_history = np.where(pkts_tc, 0b11000, 0b01000)
-    return np.where(tcp, state, other_state), np.where(tcp, code, other_history)
+    return states, histories
+
+
+@nb.njit(cache=True, nogil=True, boundscheck=False)
+def _state_kernel(
+    tcp: np.ndarray,
+    flags_ts: np.ndarray,
+    flags_tc: np.ndarray,
+    flags: np.ndarray,
+    pkts_ts: np.ndarray,
+    pkts_tc: np.ndarray,
+    data_ts: np.ndarray,
+    data_tc: np.ndarray,
+    states: np.ndarray,
+    histories: np.ndarray,
+) -> None:  # pragma: no cover - compiled
+    """Each flow's :data:`_STATES` and :data:`_HISTORIES` index, by the module doc's table
+    (its rows in order: the first that holds decides)."""
+    for r in range(tcp.shape[0]):
+        if not tcp[r]:
+            states[r] = 5 if pkts_tc[r] and pkts_ts[r] else 0
+            histories[r] = 0b11000 if pkts_tc[r] else 0b01000
+            continue
+        ts, tc = flags_ts[r], flags_tc[r]
+        if ts == 0 and tc == 0:  # only the combined flags are known
+            ts = flags[r]
+            tc = flags[r] if pkts_tc[r] else 0
+        syn_ts = ts & _SYN != 0
+        syn_ack = tc & _SYN != 0 and tc & _ACK != 0
+        fin_ts, fin_tc = ts & _FIN != 0, tc & _FIN != 0
+        rst_ts, rst_tc = ts & _RST != 0, tc & _RST != 0
+        histories[r] = (
+            syn_ts
+            | syn_ack << 1
+            | (ts & _ACK != 0) << 2
+            | data_ts[r] << 3
+            | data_tc[r] << 4
+            | fin_ts << 5
+            | fin_tc << 6
+            | rst_ts << 7
+            | rst_tc << 8
+        )
+        if not pkts_tc[r]:
+            states[r] = 0 if syn_ts else 1
+        elif rst_tc and not syn_ack:
+            states[r] = 2 if syn_ts else 3
+        elif rst_ts:
+            states[r] = 4
+        elif rst_tc:
+            states[r] = 3
+        elif fin_ts and fin_tc:
+            states[r] = 5
+        elif syn_ts and tc & _SYN != 0:
+            states[r] = 6
+        else:
+            states[r] = 1
 
 
 def conn_states(
@@ -471,11 +508,6 @@ def _services(apps: Sequence[Any]) -> pa.Array:
         return pa.array(
             [a if isinstance(a, str) and a != "failed" else None for a in apps], pa.string()
         )
-    return _unfailed(arr)
-
-
-def _unfailed(arr: pa.Array) -> pa.Array:
-    """The ``app_proto`` strings with ``failed`` made null."""
     failed = pc.equal(arr, string_scalar("failed"))
     if not pc.any(failed).as_py():
         return arr
@@ -575,17 +607,42 @@ def _assemble(
         "resp_ip_bytes": pa.array(np.maximum(btc - ETHERNET_HEADER * ptc, 0)),
         "source": pa.repeat(string_scalar("suricata"), n),
     }
-    arrays = [given[f.name] if f.name in given else pa.nulls(n, f.type) for f in FLOW_SCHEMA]
+    arrays = [given[f.name] if f.name in given else _nulls(f, n) for f in FLOW_SCHEMA]
     return FlowBatch(canonical_addresses(pa.Table.from_arrays(arrays, schema=FLOW_SCHEMA)))
+
+
+#: A column of nulls per flow field, :data:`PIECE` long (sliced: no allocation per batch).
+_NULLS = {f.name: pa.nulls(PIECE, f.type) for f in FLOW_SCHEMA}
+
+
+def _nulls(field: pa.Field, n: int) -> pa.Array:
+    """``n`` nulls of the flow field ``field``."""
+    return _NULLS[field.name].slice(0, n) if n <= PIECE else pa.nulls(n, field.type)
 
 
 def _port(scanned: evescan.Scanned, name: str, icmp: str) -> pa.Array:
     """A port column of scanned flows: the port, else the ICMP field in its place, else
     null."""
-    has, has_icmp = scanned.has(name), scanned.has(icmp)
-    ports = np.where(has, scanned.ints[evescan.CODE[name]], scanned.ints[evescan.CODE[icmp]])
+    has = scanned.has(name)
+    ports = scanned.ints[evescan.CODE[name]]
+    if has.all():
+        return pa.array(ports.astype(np.int32))
+    has_icmp = scanned.has(icmp)
+    ports = np.where(has, ports, scanned.ints[evescan.CODE[icmp]]).astype(np.int32)
     valid = has | has_icmp
-    return pa.array(ports.astype(np.int32), pa.int32(), mask=None if valid.all() else ~valid)
+    return pa.array(ports, pa.int32(), mask=None if valid.all() else ~valid)
+
+
+#: The text columns of scanned flows: (flow column, EVE field).
+_SCANNED_TEXTS = (
+    ("uid", "flow_id"),
+    ("orig_h", "src_ip"),
+    ("resp_h", "dest_ip"),
+    ("proto", "proto"),
+    ("service", "app_proto"),
+    ("community_id", "community_id"),
+    ("label", "label"),
+)
 
 
 def _scanned_batch(scanned: evescan.Scanned) -> FlowBatch:
@@ -594,21 +651,23 @@ def _scanned_batch(scanned: evescan.Scanned) -> FlowBatch:
     start_us = ints[code["start"]]
     start = start_us / 10**6  # as parse_times divides Arrow's microseconds
     end = np.where(scanned.has("end"), ints[code["end"]], start_us) / 10**6
-    flow_ids = pa.array(ints[code["flow_id"]].astype(np.uint64))
-    nothing = string_scalar("")
+    texts = scanned.texts(
+        [field for _, field in _SCANNED_TEXTS],
+        lower=["proto"],
+        prefix={"flow_id": "S"},  # uid: "S" + the flow id's digits
+        valid={
+            "app_proto": scanned.has("app_proto") & ~scanned.has(evescan.APP_FAILED),
+            "community_id": scanned.has("community_id"),
+            "label": scanned.has("label"),
+        },
+    )
     given: dict[str, pa.Array] = {
-        "uid": pc.binary_join_element_wise(string_scalar("S"), scanned.text("flow_id"), nothing),
-        "orig_h": scanned.text("src_ip"),
+        **{column: text for (column, _), text in zip(_SCANNED_TEXTS, texts, strict=True)},
         "orig_p": _port(scanned, "src_port", "icmp_type"),
-        "resp_h": scanned.text("dest_ip"),
         "resp_p": _port(scanned, "dest_port", "icmp_code"),
-        "proto": scanned.text("proto", lower=True),
-        "service": _unfailed(scanned.text("app_proto", valid=scanned.has("app_proto"))),
-        "community_id": scanned.text("community_id", valid=scanned.has("community_id")),
-        "flow_id": flow_ids,
-        "label": scanned.text("label", valid=scanned.has("label")),
+        "flow_id": pa.array(ints[code["flow_id"]].astype(np.uint64)),
     }
-    is_tcp = scanned.has("tcp") & ((scanned.present >> evescan.TCP_PROTO) & 1 == 1)
+    is_tcp = scanned.has("tcp") & scanned.has(evescan.TCP_PROTO)
     flags = (ints[code["tcp_flags_ts"]], ints[code["tcp_flags_tc"]], ints[code["tcp_flags"]])
     counts = (
         ints[code["pkts_toserver"]],
