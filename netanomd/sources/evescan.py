@@ -17,6 +17,7 @@ valid and names what is not.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -129,6 +130,24 @@ def _by_hash() -> np.ndarray:
 
 
 BY_HASH = _by_hash()
+
+
+def _name_words() -> np.ndarray:
+    """Each field name's first eight bytes (zero-padded) and last eight, as words in the
+    machine's byte order: keys are compared a word at a time."""
+    words = np.zeros((len(FIELDS), 2), np.uint64)
+    for code, name in enumerate(FIELDS):
+        raw = name.encode()
+        words[code, 0] = int.from_bytes(raw[:8].ljust(8, b"\0"), sys.byteorder)
+        words[code, 1] = int.from_bytes(raw[-8:].rjust(8, b"\0"), sys.byteorder)
+    return words
+
+
+_NAME_WORDS = _name_words()
+#: The word of a key's first ``k`` bytes (k < 8) is the loaded word AND ``_MASKS[k]``.
+_MASKS = np.array(
+    [int.from_bytes(b"\xff" * k + b"\0" * (8 - k), sys.byteorder) for k in range(8)], np.uint64
+)
 
 
 @dataclass(frozen=True)
@@ -532,12 +551,22 @@ def _scan(
             if k - k0 >= 2:  # the one field of this object the key may be (_key_hash)
                 cand = by_hash[level, (k - k0 + 2 * buf[k - 1] + buf[k - 2]) & 63]
                 if cand >= 0 and name_at[cand + 1] - name_at[cand] == k - k0:
-                    w0 = name_at[cand]
-                    q = 0
-                    while q < k - k0 and buf[k0 + q] == names[w0 + q]:
-                        q += 1
-                    if q == k - k0:
-                        f = cand
+                    if k - k0 >= 8:  # its first and last eight bytes
+                        if (
+                            _word_at(buf, k0) == _NAME_WORDS[cand, 0]
+                            and _word_at(buf, k - 8) == _NAME_WORDS[cand, 1]
+                        ):
+                            f = cand
+                    elif k0 + 8 <= buf.shape[0]:  # its bytes, in one word
+                        if _word_at(buf, k0) & _MASKS[k - k0] == _NAME_WORDS[cand, 0]:
+                            f = cand
+                    else:  # at the very end of the block: byte by byte
+                        w0 = name_at[cand]
+                        q = 0
+                        while q < k - k0 and buf[k0 + q] == names[w0 + q]:
+                            q += 1
+                        if q == k - k0:
+                            f = cand
             state = 1
             c = buf[i]
             kind = kinds[f] if f >= 0 else -1
