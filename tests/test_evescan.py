@@ -33,8 +33,10 @@ def test_captures_read_alike_and_every_flow_event_is_scanned(path: Path) -> None
         assert eve_disagreement(lines[at : at + 1000]) is None
     flows = _flow_lines(path)
     assert flows, path
-    assert evescan.scan(flows).lines.tolist() == list(range(len(flows)))
-    taken = evescan.scan(lines).lines.tolist()  # and nothing else: alerts, dns... are left
+    assert evescan.scan(evescan.block_of_lines(flows)).lines.tolist() == list(range(len(flows)))
+    taken = evescan.scan(
+        evescan.block_of_lines(lines)
+    ).lines.tolist()  # and nothing else: alerts, dns... are left
     assert [lines[i] for i in taken] == flows
 
 
@@ -196,7 +198,7 @@ def test_edge_values_read_alike(field: str, value: Any) -> None:
     assert eve_disagreement([line]) is None
     assert eve_disagreement([good, line, good]) is None
     if (field, value) in TAKEN:
-        assert evescan.scan([line]).lines.tolist() == [0]
+        assert evescan.scan(evescan.block_of_lines([line])).lines.tolist() == [0]
 
 
 def test_the_taken_edits_are_edits() -> None:
@@ -247,7 +249,7 @@ def test_layouts_the_scanner_takes() -> None:
         json.dumps(dict(reversed(list(ev.items())))).encode(),
         compact.replace(b'"metadata":{', b'"metadata":{"a":1,"a":2,'),
     ]
-    assert evescan.scan(lines).lines.tolist() == list(range(len(lines)))
+    assert evescan.scan(evescan.block_of_lines(lines)).lines.tolist() == list(range(len(lines)))
     assert eve_disagreement(lines) is None
 
 
@@ -260,7 +262,7 @@ def test_what_the_scanner_leaves_goes_to_the_general_decoder_in_line_order() -> 
     nulled = flows[3].replace(b'"proto":', b'"app_proto":null,"proto":')
     bad = flows[4].replace(b'"src_port":', b'"src_port":70000,"x":')
     block = [flows[0], escaped, b'{"event_type":"dns"}', flows[2], nulled, bad, flows[5]]
-    assert evescan.scan(block).lines.tolist() == [0, 3, 6]
+    assert evescan.scan(evescan.block_of_lines(block)).lines.tolist() == [0, 3, 6]
     stats = ReadStats()
     batch = eve_lines_to_batch(block, stats, "eve.json", 10)
     assert batch is not None
@@ -270,3 +272,31 @@ def test_what_the_scanner_leaves_goes_to_the_general_decoder_in_line_order() -> 
     assert len(stats.problems) == 1 and stats.problems[0].startswith("eve.json:15: ")
     assert "src_port" in stats.problems[0] and "70000" in stats.problems[0]
     assert eve_disagreement(block) is None
+
+
+@pytest.mark.parametrize(
+    "text",
+    [b"", b"\n", b"a", b"a\n", b"a\r\nb", b"a\r\n\r\nb\n", b"\r\n", b"a\rb\n", b"\n\na\r"],
+)
+def test_text_is_cut_into_the_lines_a_line_splitter_makes(text: bytes) -> None:
+    from netanomd.sources._text import LineSplitter
+
+    splitter = LineSplitter()
+    lines = splitter.feed(text) + splitter.finish()
+    block = evescan.block_of_text(text)
+    assert [block.line(k) for k in range(len(block))] == lines
+    joined = evescan.block_of_lines(lines)
+    assert [joined.line(k) for k in range(len(joined))] == lines
+
+
+def test_text_reads_as_its_lines() -> None:
+    from netanomd.sources.suricata_eve import eve_text_to_batch
+
+    lines = (DATA / "test6-malicious-head400.json").read_bytes().splitlines()
+    text = b"\r\n".join(lines[:150]) + b"\n" + b"\n".join(lines[150:])
+    by_text, by_lines = ReadStats(), ReadStats()
+    batch = eve_text_to_batch(text, by_text, "eve")
+    assert batch is not None
+    expected = eve_lines_to_batch(lines, by_lines, "eve")
+    assert expected is not None and batch.table.equals(expected.table)
+    assert by_text == by_lines

@@ -205,21 +205,73 @@ class Scanned:
         return out
 
 
-def scan(lines: Sequence[bytes]) -> Scanned:
-    """The flow events among ``lines`` (module doc) read into columns."""
-    n = len(lines)
-    block = np.frombuffer(b"\n".join(lines), np.uint8)
-    ends = np.cumsum(np.fromiter(map(len, lines), np.int64, n) + 1) - 1
+@dataclass(frozen=True)
+class Block:
+    """Lines as spans of one buffer (no object per line): line ``k`` is
+    ``data[starts[k]:ends[k]]``."""
+
+    data: bytes
+    starts: np.ndarray
+    ends: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    def line(self, k: int) -> bytes:
+        return self.data[self.starts[k] : self.ends[k]]
+
+    def piece(self, first: int, stop: int) -> Block:
+        """Lines ``first`` to ``stop`` (excluded)."""
+        return Block(self.data, self.starts[first:stop], self.ends[first:stop])
+
+
+def block_of_lines(lines: Sequence[bytes]) -> Block:
+    """``lines`` as one block (each line whole, line ends within one included)."""
+    lengths = np.fromiter(map(len, lines), np.int64, len(lines))
+    ends = np.cumsum(lengths + 1) - 1
+    return Block(b"\n".join(lines), ends - lengths, ends)
+
+
+def block_of_text(text: bytes, stop: int | None = None) -> Block:
+    """The lines of ``text[:stop]`` (no copy): cut at each ``\\n`` (a ``\\r`` before it
+    left out); the last one may lack its ``\\n``."""
+    stop = len(text) if stop is None else stop
+    chars = np.frombuffer(text, np.uint8, stop)
+    cuts = np.flatnonzero(chars == 10)
+    ends = cuts if not stop or chars[stop - 1] == 10 else np.append(cuts, stop)
+    starts = np.zeros(len(ends), np.int64)
+    starts[1:] = cuts[: len(ends) - 1] + 1
+    crlf = ends > starts
+    crlf[crlf] = chars[ends[crlf] - 1] == 13
+    return Block(text, starts, ends - crlf)
+
+
+def scan(block: Block) -> Scanned:
+    """The flow events among the block's lines (module doc) read into columns."""
+    n = len(block)
+    buf = np.frombuffer(block.data, np.uint8)
     taken = np.empty(n, np.int64)
     ints = np.zeros((len(FIELDS), n), np.int64)
     starts = np.zeros((len(FIELDS), n), np.int64)
     lengths = np.zeros((len(FIELDS), n), np.int64)
     present = np.zeros(n, np.int64)
     rows = _scan(
-        block, ends, _NAMES, _NAME_AT, BY_HASH, KINDS, MOST, taken, ints, starts, lengths, present
+        buf,
+        np.ascontiguousarray(block.starts, np.int64),
+        np.ascontiguousarray(block.ends, np.int64),
+        _NAMES,
+        _NAME_AT,
+        BY_HASH,
+        KINDS,
+        MOST,
+        taken,
+        ints,
+        starts,
+        lengths,
+        present,
     )
     return Scanned(
-        block,
+        buf,
         taken[:rows],
         ints[:, :rows],
         starts[:, :rows],
@@ -475,6 +527,7 @@ def _micros(buf: np.ndarray, i: int, j: int) -> int:  # pragma: no cover - compi
 @nb.njit(cache=True, nogil=True, boundscheck=False)
 def _scan(
     buf: np.ndarray,
+    line_starts: np.ndarray,
     ends: np.ndarray,
     names: np.ndarray,
     name_at: np.ndarray,
@@ -490,10 +543,9 @@ def _scan(
     """How many lines were taken; their indices go to ``taken``, their values to the rest.
     Whitespace and scalars are read inline."""
     rows = 0
-    s = 0
     closers = np.empty(MAX_DEPTH, np.uint8)
     for line in range(ends.shape[0]):
-        e = ends[line]
+        s, e = line_starts[line], ends[line]
         row = rows
         seen = 0
         ok = True
@@ -710,7 +762,6 @@ def _scan(
             for f in range(kinds.shape[0]):
                 ints[f, row] = 0
                 lengths[f, row] = 0
-        s = e + 1
     return rows
 
 

@@ -817,32 +817,33 @@ def _general(
 
 
 def _decode(
-    lines: Sequence[bytes],
+    block: evescan.Block,
     first_line: int,
     stats: ReadStats,
     bad: _Bad,
     signatures: SignatureJoin | None = None,
     scan: bool = True,
 ) -> FlowBatch | None:
-    """The flow batch of a block (None without flow events); alerts go to ``signatures``,
-    other types are counted as skipped, bad lines go to ``bad`` in line order. The flow events
-    the scanner takes (with ``scan``) are read by it, the other lines by the general decoder;
-    the rows keep the lines' order."""
+    """The flow batch of a block of lines (None without flow events); alerts go to
+    ``signatures``, other types are counted as skipped, bad lines go to ``bad`` in line order.
+    The flow events the scanner takes (with ``scan``) are read by it, the other lines by the
+    general decoder; the rows keep the lines' order."""
     found: list[tuple[int, str]] = []
 
     def note(num: int, what: str) -> None:
         found.append((num, what))
 
-    scanned = evescan.scan(lines) if scan else None
-    if scanned is not None and len(scanned.lines) == len(lines):
+    n = len(block)
+    scanned = evescan.scan(block) if scan else None
+    if scanned is not None and len(scanned.lines) == n:
         return _scanned_batch(scanned)
-    rest: Sequence[int] = range(len(lines))
+    rest: Sequence[int] = range(n)
     if scanned is not None and len(scanned.lines):
-        left = np.ones(len(lines), bool)
+        left = np.ones(n, bool)
         left[scanned.lines] = False
         rest = np.flatnonzero(left).tolist()
     general = _general(
-        [lines[i] for i in rest] if len(rest) < len(lines) else lines,
+        [block.line(i) for i in rest],
         [first_line + i for i in rest],
         stats,
         note,
@@ -868,24 +869,56 @@ def eve_lines_to_batch(
     *,
     scan: bool = True,
 ) -> FlowBatch | None:
-    """Decode EVE lines into a batch of flow records; other event types are counted in
-    ``stats.skipped``, bad lines in ``stats.malformed`` with ``where`` and their line number.
-    The flow events :mod:`~netanomd.sources.evescan` reads are read by it; ``scan=False``
-    sends every line to the general decoder (the reference the scanner is tested against).
+    """Decode EVE lines into a batch of flow records (:func:`eve_block_to_batch` of them)."""
+    return eve_block_to_batch(
+        evescan.block_of_lines(lines), stats, where, first_line, signatures, scan=scan
+    )
+
+
+def eve_text_to_batch(
+    text: bytes,
+    stats: ReadStats,
+    where: str,
+    first_line: int = 1,
+    signatures: SignatureJoin | None = None,
+    *,
+    stop: int | None = None,
+) -> FlowBatch | None:
+    """Decode EVE text, ``text[:stop]`` (lines, each ended by ``\\n``, the last one maybe
+    not; a ``\\r`` before a line end is left out), into a batch of flow records, with no
+    object per line (:func:`eve_block_to_batch` of it)."""
+    block = evescan.block_of_text(text, stop)
+    return eve_block_to_batch(block, stats, where, first_line, signatures)
+
+
+def eve_block_to_batch(
+    block: evescan.Block,
+    stats: ReadStats,
+    where: str,
+    first_line: int = 1,
+    signatures: SignatureJoin | None = None,
+    *,
+    scan: bool = True,
+) -> FlowBatch | None:
+    """Decode a block of EVE lines into a batch of flow records; other event types are
+    counted in ``stats.skipped``, bad lines in ``stats.malformed`` with ``where`` and their
+    line number. The flow events :mod:`~netanomd.sources.evescan` reads are read by it;
+    ``scan=False`` sends every line to the general decoder (the reference the scanner is
+    tested against).
 
     With ``signatures`` (the input's join, kept across calls) alert events are kept there and
     the batch's flows carry the signatures that fired on them; without, they are skipped.
 
-    A long block (a file's) is decoded :data:`PIECE` lines at a time: the structs of a piece
-    stay in the CPU's caches while their columns are read (a block of 32,768 lines costs ~1.5x
-    the CPU per line). Its alerts are all kept before its flows are joined, as for a short one."""
+    A long block (a file's) is decoded :data:`PIECE` lines at a time: a piece's columns stay
+    in the CPU's caches while they are read (a block of 32,768 lines costs ~1.5x the CPU per
+    line). Its alerts are all kept before its flows are joined, as for a short one."""
 
     def bad(num: int, what: str) -> None:
         stats.bad_line(f"{where}:{num}: {what}")
 
     pieces = [
-        _decode(lines[i : i + PIECE], first_line + i, stats, bad, signatures, scan)
-        for i in range(0, len(lines), PIECE)
+        _decode(block.piece(i, i + PIECE), first_line + i, stats, bad, signatures, scan)
+        for i in range(0, len(block), PIECE)
     ]
     found = [p for p in pieces if p is not None]
     if not found:
@@ -901,7 +934,8 @@ def parse_eve_line(line: bytes, where: str = "<eve>") -> FlowRecord | None:
     Raises :class:`InputError` naming ``where`` for malformed input.
     """
     problems: list[str] = []
-    batch = _decode([line], 1, ReadStats(), lambda _, what: problems.append(f"{where}: {what}"))
+    note: _Bad = lambda _, what: problems.append(f"{where}: {what}")  # noqa: E731
+    batch = _decode(evescan.block_of_lines([line]), 1, ReadStats(), note)
     if problems:
         raise InputError(problems[0])
     return batch.record(0) if batch is not None else None
@@ -922,4 +956,10 @@ class SuricataEveSource(FileSource):
         signatures.finish()
 
 
-__all__ = ["SuricataEveSource", "eve_lines_to_batch", "parse_eve_line"]
+__all__ = [
+    "SuricataEveSource",
+    "eve_block_to_batch",
+    "eve_lines_to_batch",
+    "eve_text_to_batch",
+    "parse_eve_line",
+]
