@@ -207,6 +207,8 @@ class EveSocket:
                     if got < 0:
                         sel.unregister(sock)
                         sock.close()
+                        if not key.data.chunks and key.data in self._texts:  # all decoded
+                            self._texts.remove(key.data)
                     lines += max(got, 0)
                 if 0 < lines < FEW and self._linger:
                     time.sleep(self._linger)
@@ -264,7 +266,8 @@ class EveSocket:
                 if not text.chunks or text.chunks[-1].endswith(b"\n"):
                     data, lines = b"", 0
                 text.closed = True
-            text.chunks.append(data)
+            if data:
+                text.chunks.append(data)
             if lines:
                 if not self._lines:
                     self._first = time.monotonic()
