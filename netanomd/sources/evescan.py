@@ -180,20 +180,24 @@ class Scanned:
         valid: dict[str, np.ndarray] | None = None,
     ) -> list[pa.Array]:
         """The text fields ``fields`` of the taken lines as string arrays, built in one call
-        over one data buffer: those in ``lower`` ASCII-lowercased, those in ``prefix`` after
-        their one-character prefix, rows not ``valid[field]`` null."""
+        (each its own part of one allocation: a column's characters are only its own, as
+        :func:`netanomd.flow.canonical_addresses` reads them): those in ``lower``
+        ASCII-lowercased, those in ``prefix`` after their one-character prefix, rows not
+        ``valid[field]`` null."""
         prefix, valid = prefix or {}, valid or {}
         codes = np.array([CODE[f] for f in fields], np.int64)
         lowered = np.array([f in lower for f in fields], np.bool_)
         firsts = np.array([ord(prefix.get(f, "\0")) for f in fields], np.uint8)
         n = len(self.lines)
         offsets = np.empty((len(fields), n + 1), np.int32)
-        size = int(self.lengths[codes].sum()) + int((firsts > 0).sum()) * n
-        data = np.empty(size, np.uint8)
+        sizes = self.lengths[codes].sum(axis=1) + (firsts > 0) * n
+        bases = np.zeros(len(fields) + 1, np.int64)
+        np.cumsum(sizes, out=bases[1:])
+        data = np.empty(int(bases[-1]), np.uint8)
         _gather(self.block, self.starts, self.lengths, codes, lowered, firsts, offsets, data)
-        chars = pa.py_buffer(data)
         out = []
         for k, field in enumerate(fields):
+            chars = pa.py_buffer(data[bases[k] : bases[k + 1]])
             ok = valid.get(field)
             bitmap, nulls = None, 0
             if ok is not None and not ok.all():
@@ -777,14 +781,16 @@ def _gather(
     data: np.ndarray,
 ) -> None:  # pragma: no cover - compiled
     """The spans of the fields ``codes`` (a column each: its prefix ``firsts[k]`` first when
-    not 0, lowercased where ``lowered[k]``) copied into ``data``; ``offsets[k]``: where each
-    row's text of field ``k`` starts in ``data``, and where the last ends."""
+    not 0, lowercased where ``lowered[k]``) copied into ``data``, one field after the other;
+    ``offsets[k]``: where each row's text of field ``k`` starts from the field's first, and
+    where the last ends."""
     at = 0
     for k in range(codes.shape[0]):
         f = codes[k]
         lower = lowered[k]
         first = firsts[k]
-        offsets[k, 0] = at
+        base = at
+        offsets[k, 0] = 0
         for r in range(starts.shape[1]):
             if first:
                 data[at] = first
@@ -799,4 +805,4 @@ def _gather(
                 for q in range(m):
                     data[at + q] = buf[s + q]
             at += m
-            offsets[k, r + 1] = at
+            offsets[k, r + 1] = at - base

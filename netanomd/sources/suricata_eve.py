@@ -63,7 +63,7 @@ import pyarrow.compute as pc
 from netanomd.errors import InputError
 from netanomd.flow import FLOW_SCHEMA, FlowBatch, FlowRecord, canonical_addresses
 from netanomd.sources import MAX_COUNT, ReadStats, evescan, int_range
-from netanomd.sources._text import FileSource, line_blocks, open_binary, string_scalar
+from netanomd.sources._text import FileSource, data_blocks, open_binary, string_scalar
 from netanomd.sources.suricata_alerts import SignatureJoin
 
 log = logging.getLogger(__name__)
@@ -949,8 +949,8 @@ class SuricataEveSource(FileSource):
     def batches(self) -> Iterator[FlowBatch]:
         signatures = SignatureJoin(self.stats)
         with open_binary(self.path) as fh:
-            for start, lines in line_blocks(fh, self.batch_size):
-                batch = eve_lines_to_batch(lines, self.stats, self.path, start, signatures)
+            for start, text in data_blocks(fh, self.batch_size):
+                batch = eve_text_to_batch(text, self.stats, self.path, start, signatures)
                 if batch is not None:
                     yield batch
         signatures.finish()
