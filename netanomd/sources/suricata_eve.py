@@ -54,7 +54,6 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Annotated, Any
 
 import msgspec
-import numba as nb
 import numpy as np
 import orjson
 import pyarrow as pa
@@ -64,6 +63,7 @@ from netanomd.errors import InputError
 from netanomd.flow import FLOW_SCHEMA, FlowBatch, FlowRecord, canonical_addresses
 from netanomd.sources import MAX_COUNT, ReadStats, evescan, int_range
 from netanomd.sources._text import FileSource, data_blocks, open_binary, string_scalar
+from netanomd.sources.eve_states import HISTORIES, STATES, state_codes
 from netanomd.sources.suricata_alerts import SignatureJoin
 
 log = logging.getLogger(__name__)
@@ -71,7 +71,6 @@ log = logging.getLogger(__name__)
 ETHERNET_HEADER = 14
 #: Lines decoded at a time (:func:`eve_lines_to_batch`).
 PIECE = 2048
-_SYN, _FIN, _RST, _ACK = 0x02, 0x01, 0x04, 0x10
 
 # -- the EVE fields a flow event is read from, decoded and range-checked by msgspec -----------
 # Lax mode, as the per-record reader was: "5" and 5.0 are the integer 5; 5.5, "many", -1 and
@@ -250,123 +249,6 @@ def _flag_column(values: Sequence[Any]) -> np.ndarray:
     return np.fromiter(map(codes.__getitem__, values), np.int64, len(values))
 
 
-#: conn_state names by code, in the order :func:`conn_states` decides them.
-_STATES = np.array(["S0", "OTH", "REJ", "RSTR", "RSTO", "SF", "S1"], dtype=object)
-#: history letters by bit: originator SYN, responder SYN+ACK, originator ACK, data each way,
-#: FIN each way, RST each way.
-_HISTORY_LETTERS = "ShADdFfRr"
-_HISTORIES = np.array(
-    [
-        "".join(c for k, c in enumerate(_HISTORY_LETTERS) if code >> k & 1)
-        for code in range(1 << len(_HISTORY_LETTERS))
-    ],
-    dtype=object,
-)
-
-
-def _state_codes(
-    tcp: np.ndarray,
-    flags_ts: np.ndarray,
-    flags_tc: np.ndarray,
-    flags: np.ndarray,
-    pkts_ts: np.ndarray,
-    pkts_tc: np.ndarray,
-    data_ts: np.ndarray,
-    data_tc: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`conn_states` as indices into :data:`_STATES` and :data:`_HISTORIES`."""
-    states = np.empty(len(tcp), np.int64)
-    histories = np.empty(len(tcp), np.int64)
-    _state_kernel(
-        np.ascontiguousarray(tcp, dtype=np.bool_),
-        np.ascontiguousarray(flags_ts, dtype=np.int64),
-        np.ascontiguousarray(flags_tc, dtype=np.int64),
-        np.ascontiguousarray(flags, dtype=np.int64),
-        np.ascontiguousarray(pkts_ts, dtype=np.bool_),
-        np.ascontiguousarray(pkts_tc, dtype=np.bool_),
-        np.ascontiguousarray(data_ts, dtype=np.bool_),
-        np.ascontiguousarray(data_tc, dtype=np.bool_),
-        states,
-        histories,
-    )
-    return states, histories
-
-
-@nb.njit(cache=True, nogil=True, boundscheck=False)
-def _state_kernel(
-    tcp: np.ndarray,
-    flags_ts: np.ndarray,
-    flags_tc: np.ndarray,
-    flags: np.ndarray,
-    pkts_ts: np.ndarray,
-    pkts_tc: np.ndarray,
-    data_ts: np.ndarray,
-    data_tc: np.ndarray,
-    states: np.ndarray,
-    histories: np.ndarray,
-) -> None:  # pragma: no cover - compiled
-    """Each flow's :data:`_STATES` and :data:`_HISTORIES` index, by the module doc's table
-    (its rows in order: the first that holds decides)."""
-    for r in range(tcp.shape[0]):
-        if not tcp[r]:
-            states[r] = 5 if pkts_tc[r] and pkts_ts[r] else 0
-            histories[r] = 0b11000 if pkts_tc[r] else 0b01000
-            continue
-        ts, tc = flags_ts[r], flags_tc[r]
-        if ts == 0 and tc == 0:  # only the combined flags are known
-            ts = flags[r]
-            tc = flags[r] if pkts_tc[r] else 0
-        syn_ts = ts & _SYN != 0
-        syn_ack = tc & _SYN != 0 and tc & _ACK != 0
-        fin_ts, fin_tc = ts & _FIN != 0, tc & _FIN != 0
-        rst_ts, rst_tc = ts & _RST != 0, tc & _RST != 0
-        histories[r] = (
-            syn_ts
-            | syn_ack << 1
-            | (ts & _ACK != 0) << 2
-            | data_ts[r] << 3
-            | data_tc[r] << 4
-            | fin_ts << 5
-            | fin_tc << 6
-            | rst_ts << 7
-            | rst_tc << 8
-        )
-        if not pkts_tc[r]:
-            states[r] = 0 if syn_ts else 1
-        elif rst_tc and not syn_ack:
-            states[r] = 2 if syn_ts else 3
-        elif rst_ts:
-            states[r] = 4
-        elif rst_tc:
-            states[r] = 3
-        elif fin_ts and fin_tc:
-            states[r] = 5
-        elif syn_ts and tc & _SYN != 0:
-            states[r] = 6
-        else:
-            states[r] = 1
-
-
-def conn_states(
-    tcp: np.ndarray,
-    flags_ts: np.ndarray,
-    flags_tc: np.ndarray,
-    flags: np.ndarray,
-    pkts_ts: np.ndarray,
-    pkts_tc: np.ndarray,
-    data_ts: np.ndarray,
-    data_tc: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Approximate Zeek ``conn_state`` and ``history`` (object arrays of str) from EVE flows
-    (see module doc), column-wise: per flow whether it is TCP with a ``tcp`` object, its flag
-    integers (each side's, and the combined ones), whether each side sent packets and whether
-    it sent payload (more than 40 bytes of IP+TCP header per packet plus Ethernet)."""
-    states, histories = _state_codes(
-        tcp, flags_ts, flags_tc, flags, pkts_ts, pkts_tc, data_ts, data_tc
-    )
-    return _STATES[states], _HISTORIES[histories]
-
-
 def _strings(values: Sequence[str]) -> pa.Array:
     """ASCII names as an Arrow string array, built from buffers (``pa.array`` of a list would
     import pandas when this module is imported: :func:`~netanomd.sources._text.string_scalar`)."""
@@ -376,8 +258,8 @@ def _strings(values: Sequence[str]) -> pa.Array:
 
 
 #: The same names as Arrow strings, taken by code.
-_STATES_ARROW = _strings(_STATES.tolist())
-_HISTORIES_ARROW = _strings(_HISTORIES.tolist())
+_STATES_ARROW = _strings(STATES.tolist())
+_HISTORIES_ARROW = _strings(HISTORIES.tolist())
 
 
 #: Each struct field's getter.
@@ -592,7 +474,7 @@ def _assemble(
     n = len(start)
     pts, ptc, bts, btc = counts
     header = 40 + ETHERNET_HEADER
-    states, histories = _state_codes(
+    states, histories = state_codes(
         is_tcp, *flags, pts > 0, ptc > 0, bts > pts * header, btc > ptc * header
     )
     given = {
