@@ -3,12 +3,16 @@
 ``alert`` events (Suricata's own signatures) go to the input's
 :class:`~netanomd.sources.suricata_alerts.SignatureJoin`, which attaches them to the flow of the
 same ``flow_id``. Other event types (dns, http, netflow, stats, ...) are skipped and counted per
-type in ``stats.skipped``. A block of lines is decoded at once (one msgspec ``decode_lines``
-call into typed structs that read only the fields below and check their types and ranges; a
-file's long blocks :data:`PIECE` lines at a time) and its columns are built at once (each field
-read off the structs in C, times cast by Arrow, flags and states with numpy); only a block
-holding a bad line is decoded line by line, to name the line and what is wrong with it
-(``flow event missing or bad field (src_port: 70000 is not an integer from 0 to 65535)``).
+type in ``stats.skipped``. A block of lines (a file's long blocks :data:`PIECE` lines at a
+time; text as read, no object per line) is decoded at once: the flow events
+:mod:`~netanomd.sources.evescan` reads (Suricata's own layout and any plain re-encoding of it)
+are scanned straight into typed columns in one numba pass; the other lines go to the general
+decoder (one msgspec ``decode_lines`` call into typed structs that read only the fields below
+and check their types and ranges, each field read off the structs in C, times cast by Arrow),
+which decodes a block holding a bad line line by line, to name the line and what is wrong with
+it (``flow event missing or bad field (src_port: 70000 is not an integer from 0 to 65535)``).
+Both end in the same columns (conn_state and history: :mod:`~netanomd.sources.eve_states`);
+the rows keep the lines' order.
 Mapping:
 
 * ``src_*`` is the originator, ``dest_*`` the responder (IPv6 addresses in their canonical
