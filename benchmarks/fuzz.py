@@ -78,6 +78,8 @@ def worker_atheris(name: str, inputs: int, seconds: float, out: Path, crash_dir:
     import atheris
 
     import netanomd.model  # loaded first, uninstrumented: numba compiles it
+    import netanomd.sources.eve_states
+    import netanomd.sources.evescan  # numba kernels too
 
     parsers = ["netanomd.sources", "netanomd.zeek", "netanomd.config", "netanomd.daemon"]
     with atheris.instrument_imports(include=parsers):

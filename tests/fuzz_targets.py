@@ -518,10 +518,38 @@ def run_zeek_json(data: bytes) -> None:
     _stream(data, zeek_json_seeds(), (), lambda ln: str(orjson.loads(ln)["uid"]))
 
 
+def eve_disagreement(lines: Sequence[bytes]) -> str | None:
+    """What the EVE scanner's reading of ``lines`` (flows, alerts joined, skipped events,
+    malformed lines and their messages) differs in from the general decoder's, or None."""
+    from netanomd.sources.suricata_alerts import SignatureJoin
+    from netanomd.sources.suricata_eve import eve_lines_to_batch
+
+    got = []
+    for scan in (True, False):
+        stats = ReadStats()
+        batch = eve_lines_to_batch(lines, stats, "fuzz", 1, SignatureJoin(stats), scan=scan)
+        got.append((batch, stats))
+    (fast, fast_stats), (slow, slow_stats) = got
+    if fast_stats != slow_stats:
+        return f"read stats differ: {fast_stats} vs {slow_stats}"
+    if (fast is None) != (slow is None):
+        return f"one gives no batch: {fast is None} vs {slow is None}"
+    if fast is not None and slow is not None and not fast.table.equals(slow.table):
+        for name in fast.table.column_names:
+            if not fast.column(name).equals(slow.column(name)):
+                return f"column {name} differs: {fast.column(name)} vs {slow.column(name)}"
+    return None
+
+
 def run_eve(data: bytes) -> None:
     from netanomd.sources.suricata_eve import parse_eve_line
 
     _stream(data, eve_flow_seeds(), (), lambda ln: f"S{orjson.loads(ln)['flow_id']}")
+    good1, good2 = _rng_pair(data, eve_flow_seeds())
+    for lines in ([data], [good1, data, good2]):
+        wrong = eve_disagreement(lines)
+        if wrong is not None:
+            raise ContractBroken(f"the EVE scanner and the general decoder disagree: {wrong}")
     record = parse_eve_line(data, "fuzz")  # one record: a flow, None, or InputError
     if record is not None:
         _scorable(FlowBatch.from_records([record]), "parse_eve_line")

@@ -490,7 +490,7 @@ def test_eve_conn_states_column_wise_follow_the_rules_for_every_flag_combination
 
     import numpy as np
 
-    from netanomd.sources.suricata_eve import conn_states
+    from netanomd.sources.eve_states import conn_states
 
     bits = [0, 0x01, 0x02, 0x04, 0x10, 0x12, 0x11, 0x14, 0x17, 0x1F, 0x100]
     cases = list(

@@ -3,12 +3,16 @@
 ``alert`` events (Suricata's own signatures) go to the input's
 :class:`~netanomd.sources.suricata_alerts.SignatureJoin`, which attaches them to the flow of the
 same ``flow_id``. Other event types (dns, http, netflow, stats, ...) are skipped and counted per
-type in ``stats.skipped``. A block of lines is decoded at once (one msgspec ``decode_lines``
-call into typed structs that read only the fields below and check their types and ranges; a
-file's long blocks :data:`PIECE` lines at a time) and its columns are built at once (each field
-read off the structs in C, times cast by Arrow, flags and states with numpy); only a block
-holding a bad line is decoded line by line, to name the line and what is wrong with it
-(``flow event missing or bad field (src_port: 70000 is not an integer from 0 to 65535)``).
+type in ``stats.skipped``. A block of lines (a file's long blocks :data:`PIECE` lines at a
+time; text as read, no object per line) is decoded at once: the flow events
+:mod:`~netanomd.sources.evescan` reads (Suricata's own layout and any plain re-encoding of it)
+are scanned straight into typed columns in one numba pass; the other lines go to the general
+decoder (one msgspec ``decode_lines`` call into typed structs that read only the fields below
+and check their types and ranges, each field read off the structs in C, times cast by Arrow),
+which decodes a block holding a bad line line by line, to name the line and what is wrong with
+it (``flow event missing or bad field (src_port: 70000 is not an integer from 0 to 65535)``).
+Both end in the same columns (conn_state and history: :mod:`~netanomd.sources.eve_states`);
+the rows keep the lines' order.
 Mapping:
 
 * ``src_*`` is the originator, ``dest_*`` the responder (IPv6 addresses in their canonical
@@ -61,8 +65,9 @@ import pyarrow.compute as pc
 
 from netanomd.errors import InputError
 from netanomd.flow import FLOW_SCHEMA, FlowBatch, FlowRecord, canonical_addresses
-from netanomd.sources import MAX_COUNT, ReadStats, int_range
-from netanomd.sources._text import FileSource, line_blocks, open_binary, string_scalar
+from netanomd.sources import MAX_COUNT, ReadStats, evescan, int_range
+from netanomd.sources._text import FileSource, data_blocks, open_binary, string_scalar
+from netanomd.sources.eve_states import HISTORIES, STATES, state_codes
 from netanomd.sources.suricata_alerts import SignatureJoin
 
 log = logging.getLogger(__name__)
@@ -70,7 +75,6 @@ log = logging.getLogger(__name__)
 ETHERNET_HEADER = 14
 #: Lines decoded at a time (:func:`eve_lines_to_batch`).
 PIECE = 2048
-_SYN, _FIN, _RST, _ACK = 0x02, 0x01, 0x04, 0x10
 
 # -- the EVE fields a flow event is read from, decoded and range-checked by msgspec -----------
 # Lax mode, as the per-record reader was: "5" and 5.0 are the integer 5; 5.5, "many", -1 and
@@ -249,87 +253,6 @@ def _flag_column(values: Sequence[Any]) -> np.ndarray:
     return np.fromiter(map(codes.__getitem__, values), np.int64, len(values))
 
 
-#: conn_state names by code, in the order :func:`conn_states` decides them.
-_STATES = np.array(["S0", "OTH", "REJ", "RSTR", "RSTO", "SF", "S1"], dtype=object)
-#: history letters by bit: originator SYN, responder SYN+ACK, originator ACK, data each way,
-#: FIN each way, RST each way.
-_HISTORY_LETTERS = "ShADdFfRr"
-_HISTORIES = np.array(
-    [
-        "".join(c for k, c in enumerate(_HISTORY_LETTERS) if code >> k & 1)
-        for code in range(1 << len(_HISTORY_LETTERS))
-    ],
-    dtype=object,
-)
-
-
-def _state_codes(
-    tcp: np.ndarray,
-    flags_ts: np.ndarray,
-    flags_tc: np.ndarray,
-    flags: np.ndarray,
-    pkts_ts: np.ndarray,
-    pkts_tc: np.ndarray,
-    data_ts: np.ndarray,
-    data_tc: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`conn_states` as indices into :data:`_STATES` and :data:`_HISTORIES`."""
-    only_both = (flags_ts == 0) & (flags_tc == 0)  # only the combined flags are known
-    ts = np.where(only_both, flags, flags_ts)
-    tc = np.where(only_both, np.where(pkts_tc, flags, 0), flags_tc)
-    syn_ack = (tc & _SYN != 0) & (tc & _ACK != 0)
-    bits = [
-        ts & _SYN != 0,
-        syn_ack,
-        ts & _ACK != 0,
-        data_ts,
-        data_tc,
-        ts & _FIN != 0,
-        tc & _FIN != 0,
-        ts & _RST != 0,
-        tc & _RST != 0,
-    ]
-    code = np.zeros(len(tcp), dtype=np.int64)
-    for k, bit in enumerate(bits):
-        code |= bit.astype(np.int64) << k
-    syn_ts, rst_ts, rst_tc = bits[0], bits[7], bits[8]
-    state = np.select(
-        [
-            ~pkts_tc,
-            rst_tc & ~syn_ack,
-            rst_ts,
-            rst_tc,
-            bits[5] & bits[6],
-            syn_ts & (tc & _SYN != 0),
-        ],
-        [np.where(syn_ts, 0, 1), np.where(syn_ts, 2, 3), 4, 3, 5, 6],
-        default=1,
-    )
-    other_state = np.where(pkts_tc & pkts_ts, 5, 0)
-    other_history = np.where(pkts_tc, 0b11000, 0b01000)
-    return np.where(tcp, state, other_state), np.where(tcp, code, other_history)
-
-
-def conn_states(
-    tcp: np.ndarray,
-    flags_ts: np.ndarray,
-    flags_tc: np.ndarray,
-    flags: np.ndarray,
-    pkts_ts: np.ndarray,
-    pkts_tc: np.ndarray,
-    data_ts: np.ndarray,
-    data_tc: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Approximate Zeek ``conn_state`` and ``history`` (object arrays of str) from EVE flows
-    (see module doc), column-wise: per flow whether it is TCP with a ``tcp`` object, its flag
-    integers (each side's, and the combined ones), whether each side sent packets and whether
-    it sent payload (more than 40 bytes of IP+TCP header per packet plus Ethernet)."""
-    states, histories = _state_codes(
-        tcp, flags_ts, flags_tc, flags, pkts_ts, pkts_tc, data_ts, data_tc
-    )
-    return _STATES[states], _HISTORIES[histories]
-
-
 def _strings(values: Sequence[str]) -> pa.Array:
     """ASCII names as an Arrow string array, built from buffers (``pa.array`` of a list would
     import pandas when this module is imported: :func:`~netanomd.sources._text.string_scalar`)."""
@@ -339,8 +262,8 @@ def _strings(values: Sequence[str]) -> pa.Array:
 
 
 #: The same names as Arrow strings, taken by code.
-_STATES_ARROW = _strings(_STATES.tolist())
-_HISTORIES_ARROW = _strings(_HISTORIES.tolist())
+_STATES_ARROW = _strings(STATES.tolist())
+_HISTORIES_ARROW = _strings(HISTORIES.tolist())
 
 
 #: Each struct field's getter.
@@ -413,9 +336,12 @@ def _complete(evs: Sequence[_Event]) -> tuple[_Columns, _Columns, list[str]] | N
     return None if None in starts else (cols, fcols, starts)
 
 
-def _flow_columns(evs: Sequence[_Event], nums: Sequence[int], bad: _Bad) -> FlowBatch | None:
+def _flow_columns(
+    evs: Sequence[_Event], nums: Sequence[int], bad: _Bad
+) -> tuple[FlowBatch, Sequence[int]] | None:
     """The flow batch of a block's flow events (with their line numbers), built column by
-    column; an event with a missing or bad field goes to ``bad`` and is left out."""
+    column, and the line number of each of its rows; an event with a missing or bad field goes
+    to ``bad`` and is left out."""
     got = _complete(evs)
     if got is None:
         problems = _problems(evs)
@@ -440,11 +366,11 @@ def _flow_columns(evs: Sequence[_Event], nums: Sequence[int], bad: _Bad) -> Flow
         rows = [i for i in range(len(evs)) if i not in bad_start and i not in bad_end]
         if not rows:
             return None
-        evs = [evs[i] for i in rows]
+        evs, nums = [evs[i] for i in rows], [nums[i] for i in rows]
         cols = {k: [v[i] for i in rows] for k, v in cols.items()}
         fcols = {k: [v[i] for i in rows] for k, v in fcols.items()}
         start, end = start[rows], end[rows]
-    return _batch(evs, cols, fcols, start, end)
+    return _batch(evs, cols, fcols, start, end), nums
 
 
 def _lowered(protos: Sequence[Any]) -> pa.Array:
@@ -485,7 +411,7 @@ def _uids(ids: Sequence[int | None], flow_ids: pa.Array, start: np.ndarray) -> p
     )
 
 
-def _flags(tcps: Sequence[Any], is_tcp: np.ndarray) -> tuple[np.ndarray, ...]:
+def _flags(tcps: Sequence[Any], is_tcp: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The TCP flag integers (each side's, and the combined ones) of the flows' ``tcp``
     objects; zeros for a block without TCP."""
     n = len(tcps)
@@ -508,24 +434,16 @@ def _batch(
     whose start and end times are parsed."""
     n = len(start)
 
-    def counts(name: str) -> np.ndarray:
+    def count(name: str) -> np.ndarray:
         return np.fromiter(fcols[name], np.int64, n)
 
-    pts, ptc = counts("pkts_toserver"), counts("pkts_toclient")
-    bts, btc = counts("bytes_toserver"), counts("bytes_toclient")
     proto = _lowered(cols["proto"])
     tcps = cols["tcp"]
     has_tcp = np.fromiter(map(operator.is_not, tcps, itertools.repeat(None)), bool, n)
     is_tcp = has_tcp & np.asarray(pc.equal(proto, string_scalar("tcp")), dtype=bool)
-    flags_ts, flags_tc, flags = _flags(tcps, is_tcp)
-    header = 40 + ETHERNET_HEADER
-    states, histories = _state_codes(
-        is_tcp, flags_ts, flags_tc, flags, pts > 0, ptc > 0, bts > pts * header, btc > ptc * header
-    )
     ids = cols["flow_id"]
     flow_ids = pa.array(ids, pa.uint64())
     given: dict[str, pa.Array] = {
-        "ts": pa.array(start, pa.float64()),
         "uid": _uids(ids, flow_ids, start),
         "orig_h": pa.array(cols["src_ip"], pa.string()),
         "orig_p": pa.array(_or(cols["src_port"], evs, "icmp_type"), pa.int32()),
@@ -533,6 +451,39 @@ def _batch(
         "resp_p": pa.array(_or(cols["dest_port"], evs, "icmp_code"), pa.int32()),
         "proto": proto,
         "service": _services(cols["app_proto"]),
+        "community_id": pa.array(cols["community_id"], pa.string()),
+        "flow_id": flow_ids,
+        "label": pa.array(cols["label"], pa.string()),
+    }
+    counts = (
+        count("pkts_toserver"),
+        count("pkts_toclient"),
+        count("bytes_toserver"),
+        count("bytes_toclient"),
+    )
+    return _assemble(given, start, end, is_tcp, _flags(tcps, is_tcp), counts)
+
+
+def _assemble(
+    given: dict[str, pa.Array],
+    start: np.ndarray,
+    end: np.ndarray,
+    is_tcp: np.ndarray,
+    flags: tuple[np.ndarray, np.ndarray, np.ndarray],
+    counts: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+) -> FlowBatch:
+    """The batch of flows whose text and id columns are ``given``, with their start and end
+    times, whether each is TCP, their TCP flag integers (each side's, and the combined ones)
+    and their packet and byte counts (to server, to client): both decoders end here."""
+    n = len(start)
+    pts, ptc, bts, btc = counts
+    header = 40 + ETHERNET_HEADER
+    states, histories = state_codes(
+        is_tcp, *flags, pts > 0, ptc > 0, bts > pts * header, btc > ptc * header
+    )
+    given = {
+        **given,
+        "ts": pa.array(start, pa.float64()),
         "duration": pa.array(np.maximum(end - start, 0.0), pa.float64()),
         "conn_state": _STATES_ARROW.take(pa.array(states)),
         "history": _HISTORIES_ARROW.take(pa.array(histories)),
@@ -540,13 +491,77 @@ def _batch(
         "orig_ip_bytes": pa.array(np.maximum(bts - ETHERNET_HEADER * pts, 0)),
         "resp_pkts": pa.array(ptc),
         "resp_ip_bytes": pa.array(np.maximum(btc - ETHERNET_HEADER * ptc, 0)),
-        "community_id": pa.array(cols["community_id"], pa.string()),
-        "flow_id": flow_ids,
         "source": pa.repeat(string_scalar("suricata"), n),
-        "label": pa.array(cols["label"], pa.string()),
     }
-    arrays = [given[f.name] if f.name in given else pa.nulls(n, f.type) for f in FLOW_SCHEMA]
+    arrays = [given[f.name] if f.name in given else _nulls(f, n) for f in FLOW_SCHEMA]
     return FlowBatch(canonical_addresses(pa.Table.from_arrays(arrays, schema=FLOW_SCHEMA)))
+
+
+#: A column of nulls per flow field, :data:`PIECE` long (sliced: no allocation per batch).
+_NULLS = {f.name: pa.nulls(PIECE, f.type) for f in FLOW_SCHEMA}
+
+
+def _nulls(field: pa.Field, n: int) -> pa.Array:
+    """``n`` nulls of the flow field ``field``."""
+    return _NULLS[field.name].slice(0, n) if n <= PIECE else pa.nulls(n, field.type)
+
+
+def _port(scanned: evescan.Scanned, name: str, icmp: str) -> pa.Array:
+    """A port column of scanned flows: the port, else the ICMP field in its place, else
+    null."""
+    has = scanned.has(name)
+    ports = scanned.ints[evescan.CODE[name]]
+    if has.all():
+        return pa.array(ports.astype(np.int32))
+    has_icmp = scanned.has(icmp)
+    ports = np.where(has, ports, scanned.ints[evescan.CODE[icmp]]).astype(np.int32)
+    valid = has | has_icmp
+    return pa.array(ports, pa.int32(), mask=None if valid.all() else ~valid)
+
+
+#: The text columns of scanned flows: (flow column, EVE field).
+_SCANNED_TEXTS = (
+    ("uid", "flow_id"),
+    ("orig_h", "src_ip"),
+    ("resp_h", "dest_ip"),
+    ("proto", "proto"),
+    ("service", "app_proto"),
+    ("community_id", "community_id"),
+    ("label", "label"),
+)
+
+
+def _scanned_batch(scanned: evescan.Scanned) -> FlowBatch:
+    """The batch of the flow events the scanner took."""
+    ints, code = scanned.ints, evescan.CODE
+    start_us = ints[code["start"]]
+    start = start_us / 10**6  # as parse_times divides Arrow's microseconds
+    end = np.where(scanned.has("end"), ints[code["end"]], start_us) / 10**6
+    texts = scanned.texts(
+        [field for _, field in _SCANNED_TEXTS],
+        lower=["proto"],
+        prefix={"flow_id": "S"},  # uid: "S" + the flow id's digits
+        valid={
+            "app_proto": scanned.has("app_proto") & ~scanned.has(evescan.APP_FAILED),
+            "community_id": scanned.has("community_id"),
+            "label": scanned.has("label"),
+        },
+    )
+    given: dict[str, pa.Array] = {
+        **{column: text for (column, _), text in zip(_SCANNED_TEXTS, texts, strict=True)},
+        "orig_p": _port(scanned, "src_port", "icmp_type"),
+        "resp_p": _port(scanned, "dest_port", "icmp_code"),
+        "flow_id": pa.array(ints[code["flow_id"]].astype(np.uint64)),
+    }
+    is_tcp = scanned.has("tcp") & scanned.has(evescan.TCP_PROTO)
+    flags = (ints[code["tcp_flags_ts"]], ints[code["tcp_flags_tc"]], ints[code["tcp_flags"]])
+    counts = (
+        ints[code["pkts_toserver"]],
+        ints[code["pkts_toclient"]],
+        ints[code["bytes_toserver"]],
+        ints[code["bytes_toclient"]],
+    )
+    return _assemble(given, start, end, is_tcp, flags, counts)
 
 
 def _expected(field: str) -> str:
@@ -613,11 +628,12 @@ def _beyond(events: Sequence[_Event]) -> bool:
 
 
 def _events(
-    lines: Sequence[bytes], first_line: int, stats: ReadStats, bad: _Bad
+    lines: Sequence[bytes], line_nums: Sequence[int], stats: ReadStats, bad: _Bad
 ) -> tuple[Sequence[int], list[_Event]]:
-    """The decoded events of a block and their line numbers; bad lines go to ``bad``, events
-    of types whose fields do not decode are counted as skipped. The whole block goes to msgspec
-    at once; only a block with a bad line is decoded line by line."""
+    """The decoded events of lines (with their line numbers) and the line number of each;
+    bad lines go to ``bad``, events of types whose fields do not decode are counted as skipped.
+    The lines go to msgspec at once; only lines with a bad one among them are decoded one by
+    one."""
     block = b"\n".join(lines)
     try:
         events = _DECODER.decode_lines(block)
@@ -626,8 +642,8 @@ def _events(
     if events is not None and not _beyond(events):
         if len(events) == len(lines) and _one_line_each(lines):
             # a line each (none blank, none holding a line end)
-            return range(first_line, first_line + len(lines)), events
-        nums = [first_line + i for i, ln in enumerate(lines) if ln.strip()]
+            return line_nums, events
+        nums = [line_nums[i] for i, ln in enumerate(lines) if ln.strip()]
         if len(events) == len(nums):
             return nums, events
     nums, events = [], []
@@ -641,54 +657,93 @@ def _events(
             if kind is not None:
                 stats.skip(kind)
             else:
-                bad(first_line + i, problem)
+                bad(line_nums[i], problem)
             continue
         if ev.flow_id is not None and ev.flow_id > _FLOW_ID_MAX:
             if ev.event_type == "flow":
-                bad(first_line + i, _bad_field(line, ["flow_id"]))
+                bad(line_nums[i], _bad_field(line, ["flow_id"]))
             else:
                 stats.skip(ev.event_type)
             continue
-        nums.append(first_line + i)
+        nums.append(line_nums[i])
         events.append(ev)
     return nums, events
 
 
-def _decode(
+def _general(
     lines: Sequence[bytes],
-    first_line: int,
+    line_nums: Sequence[int],
     stats: ReadStats,
-    bad: _Bad,
-    signatures: SignatureJoin | None = None,
-) -> FlowBatch | None:
-    """The flow batch of a block (None without flow events); alerts go to ``signatures``,
-    other types are counted as skipped, bad lines go to ``bad`` in line order."""
-    found: list[tuple[int, str]] = []
-
-    def note(num: int, what: str) -> None:
-        found.append((num, what))
-
-    nums, events = _events(lines, first_line, stats, note)
+    note: _Bad,
+    signatures: SignatureJoin | None,
+) -> tuple[FlowBatch, Sequence[int]] | None:
+    """The flow batch of lines (with their line numbers) read by the general decoder, and each
+    row's line number (None without flow events); alerts go to ``signatures``, other types are
+    counted as skipped, bad lines go to ``note``."""
+    nums, events = _events(lines, line_nums, stats, note)
     kinds = list(map(_EVENT_TYPE, events))
     if kinds.count("flow") != len(kinds):
         flows: list[_Event] = []
         flow_nums: list[int] = []
+        line_of: dict[int, bytes] = {}
         for num, ev, kind in zip(nums, events, kinds, strict=True):
             if kind == "flow":
                 flows.append(ev)
                 flow_nums.append(num)
             elif kind == "alert" and signatures is not None:
+                line_of = line_of or dict(zip(line_nums, lines, strict=True))
                 try:  # alerts are few beside flows: their whole record is read again
-                    signatures.add(orjson.loads(lines[num - first_line]))
+                    signatures.add(orjson.loads(line_of[num]))
                 except Exception as exc:
                     note(num, f"bad alert event ({exc!r})")
             else:
                 stats.skip(kind)
         nums, events = flow_nums, flows
-    batch = _flow_columns(events, nums, note) if events else None
+    return _flow_columns(events, nums, note) if events else None
+
+
+def _decode(
+    block: evescan.Block,
+    first_line: int,
+    stats: ReadStats,
+    bad: _Bad,
+    signatures: SignatureJoin | None = None,
+    scan: bool = True,
+) -> FlowBatch | None:
+    """The flow batch of a block of lines (None without flow events); alerts go to
+    ``signatures``, other types are counted as skipped, bad lines go to ``bad`` in line order.
+    The flow events the scanner takes (with ``scan``) are read by it, the other lines by the
+    general decoder; the rows keep the lines' order."""
+    found: list[tuple[int, str]] = []
+
+    def note(num: int, what: str) -> None:
+        found.append((num, what))
+
+    n = len(block)
+    scanned = evescan.scan(block) if scan else None
+    if scanned is not None and len(scanned.lines) == n:
+        return _scanned_batch(scanned)
+    rest: Sequence[int] = range(n)
+    if scanned is not None and len(scanned.lines):
+        left = np.ones(n, bool)
+        left[scanned.lines] = False
+        rest = np.flatnonzero(left).tolist()
+    general = _general(
+        [block.line(i) for i in rest],
+        [first_line + i for i in rest],
+        stats,
+        note,
+        signatures,
+    )
     for num, what in sorted(found, key=lambda x: x[0]):
         bad(num, what)
-    return batch
+    if scanned is None or not len(scanned.lines):
+        return general[0] if general is not None else None
+    fast = _scanned_batch(scanned)
+    if general is None:
+        return fast
+    order = np.argsort(np.concatenate([scanned.lines, np.asarray(general[1]) - first_line]))
+    return FlowBatch.concat([fast, general[0]]).take(order)
 
 
 def eve_lines_to_batch(
@@ -697,23 +752,59 @@ def eve_lines_to_batch(
     where: str,
     first_line: int = 1,
     signatures: SignatureJoin | None = None,
+    *,
+    scan: bool = True,
 ) -> FlowBatch | None:
-    """Decode EVE lines into a batch of flow records; other event types are counted in
-    ``stats.skipped``, bad lines in ``stats.malformed`` with ``where`` and their line number.
+    """Decode EVE lines into a batch of flow records (:func:`eve_block_to_batch` of them)."""
+    return eve_block_to_batch(
+        evescan.block_of_lines(lines), stats, where, first_line, signatures, scan=scan
+    )
+
+
+def eve_text_to_batch(
+    text: bytes,
+    stats: ReadStats,
+    where: str,
+    first_line: int = 1,
+    signatures: SignatureJoin | None = None,
+    *,
+    stop: int | None = None,
+) -> FlowBatch | None:
+    """Decode EVE text, ``text[:stop]`` (lines, each ended by ``\\n``, the last one maybe
+    not; a ``\\r`` before a line end is left out), into a batch of flow records, with no
+    object per line (:func:`eve_block_to_batch` of it)."""
+    block = evescan.block_of_text(text, stop)
+    return eve_block_to_batch(block, stats, where, first_line, signatures)
+
+
+def eve_block_to_batch(
+    block: evescan.Block,
+    stats: ReadStats,
+    where: str,
+    first_line: int = 1,
+    signatures: SignatureJoin | None = None,
+    *,
+    scan: bool = True,
+) -> FlowBatch | None:
+    """Decode a block of EVE lines into a batch of flow records; other event types are
+    counted in ``stats.skipped``, bad lines in ``stats.malformed`` with ``where`` and their
+    line number. The flow events :mod:`~netanomd.sources.evescan` reads are read by it;
+    ``scan=False`` sends every line to the general decoder (the reference the scanner is
+    tested against).
 
     With ``signatures`` (the input's join, kept across calls) alert events are kept there and
     the batch's flows carry the signatures that fired on them; without, they are skipped.
 
-    A long block (a file's) is decoded :data:`PIECE` lines at a time: the structs of a piece
-    stay in the CPU's caches while their columns are read (a block of 32,768 lines costs ~1.5x
-    the CPU per line). Its alerts are all kept before its flows are joined, as for a short one."""
+    A long block (a file's) is decoded :data:`PIECE` lines at a time: a piece's columns stay
+    in the CPU's caches while they are read (a block of 32,768 lines costs ~1.5x the CPU per
+    line). Its alerts are all kept before its flows are joined, as for a short one."""
 
     def bad(num: int, what: str) -> None:
         stats.bad_line(f"{where}:{num}: {what}")
 
     pieces = [
-        _decode(lines[i : i + PIECE], first_line + i, stats, bad, signatures)
-        for i in range(0, len(lines), PIECE)
+        _decode(block.piece(i, i + PIECE), first_line + i, stats, bad, signatures, scan)
+        for i in range(0, len(block), PIECE)
     ]
     found = [p for p in pieces if p is not None]
     if not found:
@@ -729,7 +820,8 @@ def parse_eve_line(line: bytes, where: str = "<eve>") -> FlowRecord | None:
     Raises :class:`InputError` naming ``where`` for malformed input.
     """
     problems: list[str] = []
-    batch = _decode([line], 1, ReadStats(), lambda _, what: problems.append(f"{where}: {what}"))
+    note: _Bad = lambda _, what: problems.append(f"{where}: {what}")  # noqa: E731
+    batch = _decode(evescan.block_of_lines([line]), 1, ReadStats(), note)
     if problems:
         raise InputError(problems[0])
     return batch.record(0) if batch is not None else None
@@ -743,11 +835,17 @@ class SuricataEveSource(FileSource):
     def batches(self) -> Iterator[FlowBatch]:
         signatures = SignatureJoin(self.stats)
         with open_binary(self.path) as fh:
-            for start, lines in line_blocks(fh, self.batch_size):
-                batch = eve_lines_to_batch(lines, self.stats, self.path, start, signatures)
+            for start, text in data_blocks(fh, self.batch_size):
+                batch = eve_text_to_batch(text, self.stats, self.path, start, signatures)
                 if batch is not None:
                     yield batch
         signatures.finish()
 
 
-__all__ = ["SuricataEveSource", "eve_lines_to_batch", "parse_eve_line"]
+__all__ = [
+    "SuricataEveSource",
+    "eve_block_to_batch",
+    "eve_lines_to_batch",
+    "eve_text_to_batch",
+    "parse_eve_line",
+]

@@ -1,14 +1,15 @@
 """Suricata's EVE unix-socket output as a :class:`~netanomd.sources.LiveSource`.
 
 Owns the socket Suricata's ``filetype: unix_dgram`` (one record per datagram) or ``unix_stream``
-(one record per line; lines cut by the one :class:`~netanomd.sources._text.LineSplitter` per
-connection) output connects to: binding it (mode 0660, so Suricata's group may write; the
-directory decides who), reading everything waiting on one wake-up (``recv_into`` one reused
-buffer until it would block, or until a stream read comes back short; datagrams are waited for
-with one ``poll``), micro-batching by count or time (a batch is decoded ``batch_wait`` seconds
-after its oldest record was read at the latest), and decoding the batch at once with the EVE
-decoder. Suricata cannot be paused through a socket, and drops what does not fit in the
-kernel's queue: the emit callable's policy decides what happens when scoring falls behind.
+(one record per line; a connection's unended last line kept for its next read) output connects
+to: binding it (mode 0660, so Suricata's group may write; the directory decides who), reading
+everything waiting on one wake-up (datagrams many per system call, by
+:class:`~netanomd.sources.datagrams.DatagramReader`, waited for with one ``poll``; a stream with
+``recv_into`` one reused buffer until a read comes back short), micro-batching by count or time
+(a batch is decoded ``batch_wait`` seconds after its oldest record was read at the latest), and
+decoding the batch at once with the EVE decoder, as text (no object per record). Suricata cannot
+be paused through a socket, and drops what does not fit in the kernel's queue: the emit
+callable's policy decides what happens when scoring falls behind.
 
 A wake-up costs more than the records it reads when they come one or two at a time (the
 sender is slower than the reader). Where the kernel's queue has room for it (a stream
@@ -30,9 +31,9 @@ import time
 from pathlib import Path
 
 from netanomd.sources import Emit, ReadStats
-from netanomd.sources._text import LineSplitter
+from netanomd.sources.datagrams import DatagramReader
 from netanomd.sources.suricata_alerts import SignatureJoin
-from netanomd.sources.suricata_eve import eve_lines_to_batch
+from netanomd.sources.suricata_eve import eve_text_to_batch
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +73,29 @@ def dgram_queue_problem(setting: Path = DGRAM_QLEN) -> str | None:
     )
 
 
+class _Text:
+    """What one sender (the datagrams, or a stream connection) has sent and is not decoded
+    yet: the chunks as read, the last maybe ending within a line."""
+
+    __slots__ = ("chunks", "closed")
+
+    def __init__(self) -> None:
+        self.chunks: list[bytes] = []
+        #: The connection has closed: nothing more comes.
+        self.closed = False
+
+    def take(self) -> tuple[bytes, int]:
+        """``(text, stop)``: the whole lines sent so far are ``text[:stop]`` (no copy of one
+        chunk); what follows them is kept."""
+        chunks = self.chunks
+        if not chunks:
+            return b"", 0
+        text = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        stop = text.rfind(b"\n") + 1
+        self.chunks = [text[stop:]] if stop < len(text) else []
+        return text, stop
+
+
 class EveSocket:
     """The unix socket Suricata's EVE ``unix_dgram`` / ``unix_stream`` output connects to."""
 
@@ -97,11 +121,13 @@ class EveSocket:
         self.signatures = SignatureJoin(self.stats)
         self.ready = threading.Event()
         self._stop = threading.Event()
-        #: Records read and not yet decoded (a datagram each, or a line of a stream).
-        self._pending: list[bytes] = []
+        #: Text read and not yet decoded, per sender (the datagrams', or a stream connection's),
+        #: and how many whole lines it holds.
+        self._texts: list[_Text] = []
+        self._lines = 0
         #: When the oldest pending record was read (``time.monotonic``).
         self._first = 0.0
-        #: Suricata writes one record per datagram; the largest fits in the receive buffer.
+        #: What a stream connection's reads go into.
         self._buffer = bytearray(1 << 20)
         #: Seconds to let records gather after a read that found few (0: the queue is short).
         self._linger = min(LINGER, batch_wait / 2)
@@ -138,7 +164,7 @@ class EveSocket:
 
     def _timeout(self) -> float:
         """Seconds until the pending batch is due (0.2 when nothing is pending)."""
-        if self._pending:
+        if self._lines:
             return max(self._first + self.batch_wait - time.monotonic(), 0.0)
         return 0.2
 
@@ -147,12 +173,18 @@ class EveSocket:
         stopped; after a read that found few records, let more gather (module doc)."""
         poller = select.poll()
         poller.register(srv, select.POLLIN)
-        while not self._stop.is_set():
-            ready = poller.poll(self._timeout() * 1000)
-            if ready and self._read_datagrams(srv) < FEW and self._linger:
-                time.sleep(self._linger)
-            if self._pending and time.monotonic() - self._first >= self.batch_wait:
-                self._flush()
+        reader = DatagramReader(srv)
+        text = _Text()
+        self._texts.append(text)
+        try:
+            while not self._stop.is_set():
+                ready = poller.poll(self._timeout() * 1000)
+                if ready and self._read_datagrams(reader, text) < FEW and self._linger:
+                    time.sleep(self._linger)
+                if self._lines and time.monotonic() - self._first >= self.batch_wait:
+                    self._flush()
+        finally:
+            reader.close()
 
     def _serve_stream(self, srv: socket.socket) -> None:
         """Accept connections and read their lines, until stopped; after a wake-up whose reads
@@ -167,16 +199,20 @@ class EveSocket:
                     if sock is srv:
                         conn, _ = srv.accept()
                         conn.setblocking(False)
-                        sel.register(conn, selectors.EVENT_READ, LineSplitter())
+                        text = _Text()
+                        self._texts.append(text)
+                        sel.register(conn, selectors.EVENT_READ, text)
                         continue
                     got = self._read_stream(sock, key.data)
                     if got < 0:
                         sel.unregister(sock)
                         sock.close()
+                        if not key.data.chunks and key.data in self._texts:  # all decoded
+                            self._texts.remove(key.data)
                     lines += max(got, 0)
                 if 0 < lines < FEW and self._linger:
                     time.sleep(self._linger)
-                if self._pending and time.monotonic() - self._first >= self.batch_wait:
+                if self._lines and time.monotonic() - self._first >= self.batch_wait:
                     self._flush()
         finally:
             for key in list(sel.get_map().values()):
@@ -184,46 +220,34 @@ class EveSocket:
                     key.fileobj.close()  # type: ignore[union-attr]
             sel.close()
 
-    #: Datagrams read between looks at the clock and the stop flag.
-    _CHECK_EVERY = 64
-
-    def _read_datagrams(self, sock: socket.socket) -> int:
-        """Every datagram waiting, into a reused buffer (a record's closing line end left
-        out); a batch is decoded whenever ``batch_lines`` records are pending or the oldest has
-        waited ``batch_wait`` (looked at every few dozen datagrams: a steady stream never lets
-        the socket run dry). Returns how many datagrams it read."""
-        buffer = self._buffer
-        view = memoryview(buffer)
-        recv_into = sock.recv_into
-        pending = self._pending
+    def _read_datagrams(self, reader: DatagramReader, text: _Text) -> int:
+        """Every datagram waiting, many per system call (each a line, or several), into
+        ``text``; a batch is decoded whenever ``batch_lines`` records are pending or the oldest
+        has waited ``batch_wait`` (looked at after each call: a steady stream never lets the
+        socket run dry). Returns how many datagrams it read."""
         read = 0
         while True:
-            for _ in range(self._CHECK_EVERY):
-                try:
-                    n = recv_into(buffer)
-                except BlockingIOError:
-                    return read
-                read += 1
-                if not pending:
-                    self._first = time.monotonic()
-                end = n - 1 if n and buffer[n - 1] == 10 else n
-                if buffer.find(b"\n", 0, end) < 0:
-                    pending.append(bytes(view[:end]))
-                else:  # several records in one datagram
-                    pending.extend(ln for ln in bytes(view[:n]).splitlines() if ln.strip())
-                if len(pending) >= self.batch_lines:
-                    self._flush()
-                    pending = self._pending
-            if self._stop.is_set():
-                return read
-            if pending and time.monotonic() - self._first >= self.batch_wait:
+            got = reader.read()
+            if got and not self._lines:
+                self._first = time.monotonic()
+            read += len(got)
+            chunks = text.chunks
+            for data in got:
+                chunks.append(data)
+                if not data.endswith(b"\n"):
+                    chunks.append(b"\n")
+            self._lines += len(got)
+            if self._lines >= self.batch_lines:
                 self._flush()
-                pending = self._pending
+            if len(got) < reader.slots or self._stop.is_set():
+                return read
+            if self._lines and time.monotonic() - self._first >= self.batch_wait:
+                self._flush()
 
-    def _read_stream(self, sock: socket.socket, splitter: LineSplitter) -> int:
-        """The lines a stream connection has sent, into the reused buffer until a read comes
-        back short (all that was waiting: no read that would block); how many, or -1 once the
-        connection has closed."""
+    def _read_stream(self, sock: socket.socket, text: _Text) -> int:
+        """What a stream connection has sent, into ``text``, read into the reused buffer
+        until a read comes back short (all that was waiting: no read that would block); how
+        many lines, or -1 once the connection has closed (its unended last line then ends)."""
         buffer = self._buffer
         view = memoryview(buffer)
         got = 0
@@ -234,22 +258,38 @@ class EveSocket:
                 return got
             except ConnectionError:
                 n = 0
-            lines = splitter.feed(bytes(view[:n])) if n else splitter.finish()
-            if lines and not self._pending:
-                self._first = time.monotonic()
-            self._pending.extend(lines)
-            got += len(lines)
-            if len(self._pending) >= self.batch_lines:
-                self._flush()
+            if n:
+                data = bytes(view[:n])
+                lines = data.count(b"\n")
+            else:  # closed: an unended last line ends here
+                data, lines = b"\n", 1
+                if not text.chunks or text.chunks[-1].endswith(b"\n"):
+                    data, lines = b"", 0
+                text.closed = True
+            if data:
+                text.chunks.append(data)
+            if lines:
+                if not self._lines:
+                    self._first = time.monotonic()
+                self._lines += lines
+                got += lines
+                if self._lines >= self.batch_lines:
+                    self._flush()
             if not n:
                 return -1
             if n < len(buffer):
                 return got
 
     def _flush(self) -> None:
-        lines, self._pending = self._pending, []
-        if not lines:
+        """Decode the whole lines read so far (each sender's unended last line waits)."""
+        parts = [part for t in self._texts if (part := t.take())[1]]
+        self._texts = [t for t in self._texts if t.chunks or not t.closed]
+        self._lines = 0
+        if not parts:
             return
-        batch = eve_lines_to_batch(lines, self.stats, self.name, signatures=self.signatures)
+        text, stop = parts[0] if len(parts) == 1 else (b"".join(t[:s] for t, s in parts), None)
+        batch = eve_text_to_batch(
+            text, self.stats, self.name, signatures=self.signatures, stop=stop
+        )
         if batch is not None:
             self.emit(batch, arrived=self._first)

@@ -1,0 +1,80 @@
+"""The EVE sockets' reading: every datagram waiting on a socket at once
+(netanomd.sources.datagrams: order, sizes, more waiting than one call reads, nothing waiting),
+and stream connections whose records arrive cut anywhere."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+from netanomd.sources.datagrams import DatagramReader
+
+
+def test_reads_every_waiting_datagram_in_order(tmp_path: Path) -> None:
+    path = str(tmp_path / "d.sock")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as srv:
+        srv.bind(path)
+        srv.setblocking(False)
+        srv.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        reader = DatagramReader(srv, slots=4, size=100)
+        assert reader.read() == []  # nothing waiting: no wait, no error
+        sent = [b"", b"x" * 100, b"y" * 150, *(b"%d" % i for i in range(6))]
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as c:
+            for d in sent:
+                c.sendto(d, path)
+        calls = []
+        while got := reader.read():
+            calls.append(got)
+        assert [len(c) for c in calls] == [4, 4, 1]  # a full call: more may wait
+        # a datagram longer than a slot is cut at the slot's end, as recv_into a buffer is
+        assert [d for c in calls for d in c] == [b"", b"x" * 100, b"y" * 100, *sent[3:]]
+        reader.close()
+
+
+def test_stream_connections_keep_their_own_unended_lines(tmp_path: Path) -> None:
+    """Two unix_stream connections each sending records cut mid-line, interleaved, one closing
+    without a final line end: every record decoded whole, once, in each connection's order."""
+    import json
+    import threading
+    import time
+
+    from netanomd.flow import FlowBatch
+    from netanomd.sources.suricata_socket import EveSocket
+    from tests.waiting import wait
+
+    data = Path(__file__).parent / "data" / "eve" / "test6-malicious-head400.json"
+    flows = [ln for ln in data.read_bytes().splitlines() if b'"event_type":"flow"' in ln]
+    got: list[FlowBatch] = []
+
+    def emit(batch: FlowBatch, ack: object = None, *, arrived: float | None = None) -> bool:
+        got.append(batch)
+        return True
+
+    path = tmp_path / "eve.sock"
+    src = EveSocket(path, "stream", emit, batch_lines=3, batch_wait=0.01)
+    thread = threading.Thread(target=src.run, daemon=True)
+    thread.start()
+    assert src.ready.wait(5)
+    a, b = (socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) for _ in range(2))
+    a.connect(str(path))
+    b.connect(str(path))
+    mine = {a: flows[0::2], b: flows[1::2]}
+    texts = {c: b"\r\n".join(lines) for c, lines in mine.items()}  # b ends unended
+    texts[a] += b"\n"
+    cuts = {c: [*range(0, len(t), 97), len(t)] for c, t in texts.items()}
+    for k in range(max(len(v) for v in cuts.values()) - 1):
+        for c in (a, b):
+            if k + 1 < len(cuts[c]):
+                c.sendall(texts[c][cuts[c][k] : cuts[c][k + 1]])
+        time.sleep(0.001)
+    a.close()
+    b.close()
+    wait(lambda: sum(len(x) for x in got) == len(flows), 10, "every flow")
+    src.stop()
+    thread.join(10)
+    ids = [i for x in got for i in x.column("flow_id").to_pylist()]
+    assert sorted(ids) == sorted(json.loads(f)["flow_id"] for f in flows)
+    for lines in mine.values():
+        order = [json.loads(f)["flow_id"] for f in lines]
+        assert [i for i in ids if i in order] == order
+    assert src.stats.malformed == 0
