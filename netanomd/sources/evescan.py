@@ -25,8 +25,8 @@ import numba as nb
 import numpy as np
 import pyarrow as pa
 
+from netanomd.bytescan import word_at, words
 from netanomd.sources import MAX_COUNT, int_range
-from netanomd.zeek.flowscan import _word_at
 
 # -- the fields read, by code: where they are, what they hold --------------------------------
 #: Field names by code: the event's (0-14), its ``flow`` object's (15-20), its ``tcp``
@@ -99,16 +99,7 @@ _REQUIRED = ("event_type", "flow_id", "src_ip", "dest_ip", "flow", "start")
 REQUIRED = sum(1 << CODE[f] for f in _REQUIRED)
 
 
-def _words(words: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Words as one byte array and the offsets of each (word ``k`` is
-    ``data[at[k]:at[k + 1]]``)."""
-    raw = [w.encode() for w in words]
-    at = np.zeros(len(raw) + 1, np.int64)
-    at[1:] = np.cumsum([len(w) for w in raw])
-    return np.frombuffer(b"".join(raw), np.uint8).copy(), at
-
-
-_NAMES, _NAME_AT = _words(FIELDS)
+_NAMES, _NAME_AT = words(FIELDS)
 
 
 def _key_hash(key: bytes) -> int:
@@ -132,7 +123,7 @@ def _by_hash() -> np.ndarray:
 BY_HASH = _by_hash()
 
 
-def _name_words() -> np.ndarray:
+def _namewords() -> np.ndarray:
     """Each field name's first eight bytes (zero-padded) and last eight, as words in the
     machine's byte order: keys are compared a word at a time."""
     words = np.zeros((len(FIELDS), 2), np.uint64)
@@ -143,7 +134,7 @@ def _name_words() -> np.ndarray:
     return words
 
 
-_NAME_WORDS = _name_words()
+_NAME_WORDS = _namewords()
 #: The word of a key's first ``k`` bytes (k < 8) is the loaded word AND ``_MASKS[k]``.
 _MASKS = np.array(
     [int.from_bytes(b"\xff" * k + b"\0" * (8 - k), sys.byteorder) for k in range(8)], np.uint64
@@ -312,7 +303,7 @@ def _close(buf: np.ndarray, a: int, e: int) -> int:  # pragma: no cover - compil
     quote, a backslash, a control character or non-ASCII."""
     j = a
     while j + 8 <= e:
-        w = _word_at(buf, j)
+        w = word_at(buf, j)
         q, b = w ^ _QUOTES, w ^ _BACKSLASHES
         special = ((q - _ONES) & ~q) | ((b - _ONES) & ~b) | ((w - _SPACES) & ~w) | w
         if special & _HIGH:
@@ -609,12 +600,12 @@ def _scan(
                 if cand >= 0 and name_at[cand + 1] - name_at[cand] == k - k0:
                     if k - k0 >= 8:  # its first and last eight bytes
                         if (
-                            _word_at(buf, k0) == _NAME_WORDS[cand, 0]
-                            and _word_at(buf, k - 8) == _NAME_WORDS[cand, 1]
+                            word_at(buf, k0) == _NAME_WORDS[cand, 0]
+                            and word_at(buf, k - 8) == _NAME_WORDS[cand, 1]
                         ):
                             f = cand
                     elif k0 + 8 <= buf.shape[0]:  # its bytes, in one word
-                        if _word_at(buf, k0) & _MASKS[k - k0] == _NAME_WORDS[cand, 0]:
+                        if word_at(buf, k0) & _MASKS[k - k0] == _NAME_WORDS[cand, 0]:
                             f = cand
                     else:  # at the very end of the block: byte by byte
                         w0 = name_at[cand]

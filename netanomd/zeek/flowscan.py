@@ -27,9 +27,8 @@ import numba as nb
 import numpy as np
 import orjson
 import pyarrow as pa
-from numba.core import types
-from numba.extending import intrinsic
 
+from netanomd.bytescan import word_at, words
 from netanomd.sources import int_range
 from netanomd.zeek import api
 
@@ -58,15 +57,6 @@ UNIT_SECONDS = {
     "h": 3600.0,
     "d": 86400.0,
 }
-
-
-def _words(words: tuple[str, ...] | list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Words as one byte array and the offsets of each (word ``k`` is
-    ``data[at[k]:at[k + 1]]``), for the kernel to match against."""
-    raw = [w.encode() for w in words]
-    at = np.zeros(len(raw) + 1, np.int64)
-    at[1:] = np.cumsum([len(w) for w in raw])
-    return np.frombuffer(b"".join(raw), np.uint8).copy(), at
 
 
 #: How the encoder writes a data message: (topic, event name, wrapped arguments) -> JSON value.
@@ -122,7 +112,7 @@ class FlowsScanner:
         for _, zeek_type in vectors:
             element = orjson.dumps({"@data-type": api.BROKER_TYPES[zeek_type], "data": 0})
             prefixes.append(element[: -len(b"0}")].decode())
-        _, self._prefix_at = _words(prefixes)
+        _, self._prefix_at = words(prefixes)
         # Each prefix as 8-byte words (the last one ending at the prefix's end), compared a
         # word at a time.
         width = max(len(p) for p in prefixes) // 8 + 1
@@ -136,8 +126,8 @@ class FlowsScanner:
         self._kinds = np.array([c.kind for c in columns], np.int64)
         self._slots = np.array([c.slot for c in columns], np.int64)
         self._max = np.array([int_range(c.name)[1] for c in columns], np.int64)
-        self._protos, self._proto_at = _words(PORT_PROTOS)
-        self._units, self._unit_at = _words(list(UNIT_SECONDS))
+        self._protos, self._proto_at = words(PORT_PROTOS)
+        self._units, self._unit_at = words(list(UNIT_SECONDS))
         self._factors = np.array(list(UNIT_SECONDS.values()), np.float64)
         #: No frame holds more flows than this per byte: every column has one element per
         #: flow, none shorter than its prefix, a value byte and ``}``.
@@ -206,22 +196,6 @@ class FlowsScanner:
 # -- the kernel -----------------------------------------------------------------------------
 # One function walks the values: numba counts references to the arrays passed to a helper,
 # and those atomic counts cost more than the scan itself when paid per value.
-
-
-def _load_word(typingctx: Any, arr: Any, i: Any) -> Any:  # pragma: no cover - compiled
-    """The 8 bytes of the uint8 array ``arr`` from ``i`` as a uint64 in the machine's byte
-    order (one unaligned load; the caller keeps ``i + 8`` within the array)."""
-    sig = types.uint64(arr, types.intp)
-
-    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
-        array = context.make_array(signature.args[0])(context, builder, args[0])
-        word = context.get_value_type(types.uint64).as_pointer()
-        return builder.load(builder.bitcast(builder.gep(array.data, [args[1]]), word), align=1)
-
-    return sig, codegen
-
-
-_word_at: Any = intrinsic(_load_word)
 
 
 @nb.njit(cache=True, nogil=True, boundscheck=False)
@@ -306,9 +280,9 @@ def _scan(
                 if row >= cap or i + p1 - p0 > n:
                     return -1
                 for w in range(whole_words):
-                    if _word_at(buf, i + 8 * w) != prefix_words[c, w]:
+                    if word_at(buf, i + 8 * w) != prefix_words[c, w]:
                         return -1
-                if _word_at(buf, i + p1 - p0 - 8) != prefix_words[c, whole_words]:
+                if word_at(buf, i + p1 - p0 - 8) != prefix_words[c, whole_words]:
                     return -1
                 i += p1 - p0
                 if kind == 0:  # COUNT: 0, or up to 18 digits without a leading zero
@@ -346,12 +320,12 @@ def _scan(
                         e += 1
                     if e >= n:
                         return -1
-                    words, word_at = (protos, proto_at) if kind == 1 else (units, unit_at)
-                    w = word_at.shape[0] - 2
+                    names, name_at = (protos, proto_at) if kind == 1 else (units, unit_at)
+                    w = name_at.shape[0] - 2
                     while w >= 0:  # which word buf[j:e] is
-                        if word_at[w + 1] - word_at[w] == e - j:
+                        if name_at[w + 1] - name_at[w] == e - j:
                             q = 0
-                            while q < e - j and buf[j + q] == words[word_at[w] + q]:
+                            while q < e - j and buf[j + q] == names[name_at[w] + q]:
                                 q += 1
                             if q == e - j:
                                 break
