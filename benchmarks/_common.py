@@ -80,21 +80,50 @@ class Usage:
     stdout: str
 
 
+#: Runs the measured command (``argv[2:]``) as its child and writes the child's CPU and peak RSS
+#: to the descriptor ``argv[1]``. A
+#: child the benchmark starts itself reports the benchmark's own peak RSS as a floor (Linux keeps
+#: the high-water mark of the memory it leaves at exec, and the child shares the parent's until
+#: then), so the command is started from this small process instead.
+_LAUNCHER = """
+import os, sys
+report = int(sys.argv[1])
+pid = os.fork()
+if pid == 0:
+    os.close(report)
+    try:
+        os.execvp(sys.argv[2], sys.argv[2:])
+    except OSError as e:
+        print(f"{sys.argv[2]}: {e}", file=sys.stderr)
+        os._exit(127)
+_, status, use = os.wait4(pid, 0)
+code = os.waitstatus_to_exitcode(status)
+os.write(report, f"{use.ru_utime + use.ru_stime} {use.ru_maxrss} {code}".encode())
+"""
+
+
 def measure(cmd: list[str], *, core: int = 0) -> Usage:
     """Run ``cmd`` pinned to one core and single-threaded, from the checkout's root (so
-    ``python -m netanomd`` is this checkout's); raise when it fails."""
+    ``python -m netanomd`` is this checkout's); raise when it fails. CPU and peak RSS are the
+    command's own (see :data:`_LAUNCHER`)."""
     env = dict(os.environ, **ONE_CORE_ENV)
     start = time.perf_counter()
+    read, write = os.pipe()
     proc = subprocess.Popen(
-        ["taskset", "-c", str(core), *cmd],
+        ["taskset", "-c", str(core), sys.executable, "-c", _LAUNCHER, str(write), *cmd],
         stdout=subprocess.PIPE,
         env=env,
         text=True,
         cwd=HERE.parent,
+        pass_fds=(write,),
     )
+    os.close(write)
     out = proc.stdout.read() if proc.stdout else ""
-    _, status, usage = os.wait4(proc.pid, 0)
+    proc.wait()
+    with os.fdopen(read, "rb") as fh:
+        report = fh.read().split()
     wall = time.perf_counter() - start
-    if status != 0:
-        raise SystemExit(f"{' '.join(cmd)} failed ({status}):\n{out}")
-    return Usage(usage.ru_utime + usage.ru_stime, wall, usage.ru_maxrss / 1024, out)
+    if len(report) != 3 or int(report[2]) != 0:
+        why = f"exit {int(report[2])}" if len(report) == 3 else f"launcher exit {proc.returncode}"
+        raise SystemExit(f"{' '.join(cmd)} failed ({why}):\n{out}")
+    return Usage(float(report[0]), wall, int(report[1]) / 1024, out)
