@@ -358,12 +358,18 @@ class DriftMonitor:
         last = self._last
         return None if last is None else last[2]
 
+    def due(self, model: Model, now: float) -> bool:
+        """Whether :meth:`check` would make a pass now: ``every`` seconds passed since the
+        last one (``now``: epoch seconds), or the model changed."""
+        last = self._last
+        return last is None or last[1] != model.model_id or now - last[0] >= self.every
+
     def check(self, model: Model, now: float) -> DriftReport | None:
         """A pass when ``every`` seconds passed since the last one (``now``: epoch seconds),
         or the model changed; returns its report, None when no pass was due."""
-        last = self._last
-        if last is not None and last[1] == model.model_id and now - last[0] < self.every:
+        if not self.due(model, now):
             return None
+        last = self._last
         report = self.measure(model, now)
         self.passes += 1
         warning = report.warning()
