@@ -370,7 +370,6 @@ def test_host_distinct_counts_are_the_windows_on_a_real_capture(remcos: FlowBatc
     assert 0 < whole < len(remcos)  # both ways of counting were taken
 
 
-
 def test_one_compiled_version_of_each_kernel_whatever_the_batch() -> None:
     """After a model's first batch, a live batch with nulls where the last had none, or of
     several chunks, gives the feature kernels the same types: no compile (or load from numba's
