@@ -351,27 +351,35 @@ class _Rows:
         self.ts = batch.numeric("ts")
         self.end = self.ts + np.maximum(batch.numeric("duration"), 0.0)
         self.resp_p = batch.numeric("resp_p", fill=-1)
-        self._hosts: dict[str, tuple[dict[str, np.ndarray], dict[str, int], np.ndarray]] = {}
+        self._codes: dict[str, tuple[dict[str, int], np.ndarray]] = {}
+        self._rows_of: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # (rows by code, cuts)
         self._masks: dict[str, np.ndarray] = {}
         self._protos: tuple[dict[str, int], np.ndarray] | None = None
         self._pairs: tuple[np.ndarray, np.ndarray, int] | None = None
 
-    def _index(self, col: str) -> tuple[dict[str, np.ndarray], dict[str, int], np.ndarray]:
-        """(address -> its rows, address -> its code, code per row; -1: null)."""
-        if col not in self._hosts:
+    def _index(self, col: str) -> tuple[dict[str, int], np.ndarray]:
+        """(address -> its code, code per row; -1: null)."""
+        if col not in self._codes:
             enc = pc.dictionary_encode(self.batch.column(col).combine_chunks())
-            values = enc.dictionary.to_pylist()
             codes = np.asarray(
                 pc.fill_null(enc.indices, -1).to_numpy(zero_copy_only=False), dtype=np.int64
             )
-            order = np.argsort(codes, kind="stable")
-            cuts = np.searchsorted(codes[order], np.arange(len(values) + 1))
-            rows = {v: order[cuts[k] : cuts[k + 1]] for k, v in enumerate(values)}
-            self._hosts[col] = (rows, {v: k for k, v in enumerate(values)}, codes)
-        return self._hosts[col]
+            self._codes[col] = ({v: k for k, v in enumerate(enc.dictionary.to_pylist())}, codes)
+        return self._codes[col]
 
     def of_host(self, col: str, host: str) -> np.ndarray:
-        return self._index(col)[0].get(host, _NO_ROWS)
+        """The rows of address ``host`` in column ``col`` (ascending)."""
+        names, codes = self._index(col)
+        code = names.get(host)
+        if code is None:
+            return _NO_ROWS
+        rows = self._rows_of.get(col)
+        if rows is None:  # every address's rows, from one sort of the codes
+            order = np.argsort(codes, kind="stable")
+            cuts = np.searchsorted(codes[order], np.arange(len(names) + 1))
+            rows = self._rows_of[col] = (order, cuts)
+        order, cuts = rows
+        return order[cuts[code] : cuts[code + 1]]
 
     def proto_is(self, proto: str) -> np.ndarray:
         """Per row: is its proto ``proto`` (a null proto is ``""``)."""
@@ -393,7 +401,7 @@ class _Rows:
         originator and responder."""
         if not incidents:
             return []
-        hosts, peers = self._index("orig_h")[1], self._index("resp_h")[1]
+        hosts, peers = self._index("orig_h")[0], self._index("resp_h")[0]
         protos, proto_codes = self._proto_codes()
         keys, order, width = self._pair_keys()
         want = np.full(len(incidents), -2, dtype=np.int64)  # -2: no row's
@@ -422,8 +430,8 @@ class _Rows:
         """Each row's (originator, responder) as one number, sorted (stable: rows ascending
         within a pair); the rows in that order; the responder codes' width."""
         if self._pairs is None:
-            orig, resp = self._index("orig_h")[2], self._index("resp_h")[2]
-            width = len(self._index("resp_h")[1]) + 1
+            orig, resp = self._index("orig_h")[1], self._index("resp_h")[1]
+            width = len(self._index("resp_h")[0]) + 1
             keys = orig * width + resp  # (a null originator or responder: no incident's)
             keys[(orig < 0) | (resp < 0)] = -1
             order = np.argsort(keys, kind="stable")
