@@ -399,3 +399,26 @@ def test_one_compiled_version_of_each_kernel_whatever_the_batch() -> None:
                 spec.transform(b)
     assert len(kinds) == 4  # nulls or not, one chunk or two
     assert [len(k.signatures) for k in kernels] == compiled
+
+
+def test_the_flow_block_reads_only_the_columns_it_declares() -> None:
+    """The drift sample keeps only :attr:`FlowFeatures.reads` (and the time): the block's
+    matrix is the same with every other column null."""
+    import pyarrow as pa
+
+    from netanomd.data import attack_files
+    from netanomd.sources import ReadStats
+    from netanomd.sources.files import read_batches
+
+    batch = FlowBatch.concat(list(read_batches(attack_files(), ReadStats())))
+    table = batch.table
+    slim = pa.Table.from_arrays(
+        [
+            table.column(f.name) if f.name in FlowFeatures.reads else pa.nulls(len(batch), f.type)
+            for f in table.schema
+        ],
+        schema=table.schema,
+    )
+    full = FlowFeatures().transform(batch)
+    assert full.any(axis=0).sum() > 20  # (most columns are set somewhere)
+    assert np.array_equal(FlowFeatures().transform(FlowBatch(slim)), full)

@@ -252,6 +252,15 @@ class Pipeline:
     def reservoir(self, reservoir: Reservoir | None) -> None:
         self.sampler = None if reservoir is None else Sampler(reservoir)
 
+    def recent_scores(self, settle: float = 5.0) -> np.ndarray:
+        """The recent traffic's scores (the drift monitor's sample of every flow), with the
+        batches scored so far in it (the reservoir's thread gathers them: waits up to
+        ``settle`` seconds for it); empty without a reservoir."""
+        if self.sampler is None:
+            return np.empty(0)
+        self.sampler.settle(settle)
+        return self.sampler.reservoir.recent.scores()
+
     def warm_up(self, batches: Iterable[FlowBatch]) -> int:
         """Score ``batches`` on a throwaway stream of the model, nothing written or kept: the
         first live batch then finds the compiled kernels loaded (numba's cache) and the code

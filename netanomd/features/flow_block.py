@@ -115,6 +115,13 @@ NAMES: tuple[str, ...] = (
 )
 
 
+#: The batch columns the block reads (the others may be anything, nulls included).
+READS = (
+    "duration", "orig_pkts", "resp_pkts", "orig_bytes", "resp_bytes", "orig_ip_bytes",
+    "resp_ip_bytes", "history", "missed_bytes", "service", "resp_p", "orig_p", "proto",
+    "conn_state",
+)  # fmt: skip
+
 #: Per-packet IP+transport header estimate used to convert between payload and IP bytes.
 HEADER_BYTES_PER_PKT = 40
 
@@ -269,6 +276,8 @@ class FlowFeatures:
     """Per-flow features (see the module docstring for every column)."""
 
     kind: ClassVar[str] = "flow"
+    #: The batch columns it reads (:data:`READS`).
+    reads: ClassVar[tuple[str, ...]] = READS
     log1p: ClassVar[frozenset[str]] = LOG1P_COLUMNS
     one_sided: ClassVar[frozenset[str]] = frozenset()
     binary: ClassVar[frozenset[str]] = frozenset(
