@@ -355,7 +355,9 @@ class _Rows:
         self._rows_of: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # (rows by code, cuts)
         self._masks: dict[str, np.ndarray] = {}
         self._protos: tuple[dict[str, int], np.ndarray] | None = None
-        self._pairs: tuple[np.ndarray, np.ndarray, int] | None = None
+        self._lookups: dict[str, int] = {}  # hosts looked up by comparison, per column
+        self._pairs: tuple[np.ndarray, int] | None = None
+        self._sorted: tuple[np.ndarray, np.ndarray] | None = None
 
     def _index(self, col: str) -> tuple[dict[str, int], np.ndarray]:
         """(address -> its code, code per row; -1: null)."""
@@ -368,13 +370,17 @@ class _Rows:
         return self._codes[col]
 
     def of_host(self, col: str, host: str) -> np.ndarray:
-        """The rows of address ``host`` in column ``col`` (ascending)."""
+        """The rows of address ``host`` in column ``col`` (ascending): by a comparison for the
+        first :data:`FEW_LOOKUPS` hosts, then from one sort of the codes."""
         names, codes = self._index(col)
         code = names.get(host)
         if code is None:
             return _NO_ROWS
         rows = self._rows_of.get(col)
-        if rows is None:  # every address's rows, from one sort of the codes
+        if rows is None:
+            self._lookups[col] = self._lookups.get(col, 0) + 1
+            if self._lookups[col] <= FEW_LOOKUPS:
+                return np.flatnonzero(codes == code)
             order = np.argsort(codes, kind="stable")
             cuts = np.searchsorted(codes[order], np.arange(len(names) + 1))
             rows = self._rows_of[col] = (order, cuts)
@@ -397,25 +403,32 @@ class _Rows:
     def pair_rows(self, incidents: list[Incident]) -> list[np.ndarray]:
         """For incidents of an originator about one service of one peer (brute force,
         beaconing...): each one's rows from its host to its peer on its port and proto inside
-        its span (ascending), all of them found at once in one sort of the batch by
-        originator and responder."""
+        its span (ascending), all of them found at once: by a comparison of each row's
+        (originator, responder) for up to :data:`FEW_LOOKUPS` incidents, else from one sort of
+        the batch by the two."""
         if not incidents:
             return []
         hosts, peers = self._index("orig_h")[0], self._index("resp_h")[0]
         protos, proto_codes = self._proto_codes()
-        keys, order, width = self._pair_keys()
+        pair, width = self._pair_codes()
         want = np.full(len(incidents), -2, dtype=np.int64)  # -2: no row's
         for k, inc in enumerate(incidents):
             orig, resp = hosts.get(inc.host), peers.get(inc.peer)
             if orig is not None and resp is not None and inc.proto in protos:
                 want[k] = orig * width + resp
-        lo = np.searchsorted(keys, want, side="left")
-        counts = np.searchsorted(keys, want, side="right") - lo
-        total = int(counts.sum())
-        if not total:
+        if len(incidents) <= FEW_LOOKUPS:
+            found = [np.flatnonzero(pair == w) if w >= 0 else _NO_ROWS for w in want.tolist()]
+            counts = np.array([len(f) for f in found], dtype=np.int64)
+            rows = np.concatenate(found)
+        else:
+            keys, order = self._sorted_pairs()
+            lo = np.searchsorted(keys, want, side="left")
+            counts = np.searchsorted(keys, want, side="right") - lo
+            at = np.repeat(lo - (np.cumsum(counts) - counts), counts) + np.arange(counts.sum())
+            rows = order[at]
+        if not rows.size:
             return [_NO_ROWS] * len(incidents)
         owner = np.repeat(np.arange(len(incidents)), counts)
-        rows = order[np.repeat(lo - (np.cumsum(counts) - counts), counts) + np.arange(total)]
         port = np.array([float(i.port) for i in incidents])
         proto = np.array([protos.get(i.proto, -1) for i in incidents], dtype=np.int64)
         start = np.array([i.span_start for i in incidents], dtype=np.float64)
@@ -426,17 +439,25 @@ class _Rows:
         cuts = np.searchsorted(owner, np.arange(len(incidents) + 1)).tolist()
         return [rows[cuts[k] : cuts[k + 1]] for k in range(len(incidents))]
 
-    def _pair_keys(self) -> tuple[np.ndarray, np.ndarray, int]:
-        """Each row's (originator, responder) as one number, sorted (stable: rows ascending
-        within a pair); the rows in that order; the responder codes' width."""
+    def _pair_codes(self) -> tuple[np.ndarray, int]:
+        """Each row's (originator, responder) as one number (-1: either is null, no
+        incident's), and the responder codes' width."""
         if self._pairs is None:
             orig, resp = self._index("orig_h")[1], self._index("resp_h")[1]
             width = len(self._index("resp_h")[0]) + 1
-            keys = orig * width + resp  # (a null originator or responder: no incident's)
-            keys[(orig < 0) | (resp < 0)] = -1
-            order = np.argsort(keys, kind="stable")
-            self._pairs = (keys[order], order, width)
+            pair = orig * width + resp
+            pair[(orig < 0) | (resp < 0)] = -1
+            self._pairs = (pair, width)
         return self._pairs
+
+    def _sorted_pairs(self) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`_pair_codes` sorted (stable: rows ascending within a pair), and the rows in
+        that order."""
+        if self._sorted is None:
+            pair = self._pair_codes()[0]
+            order = np.argsort(pair, kind="stable")
+            self._sorted = (pair[order], order)
+        return self._sorted
 
     def mask(self, name: str) -> np.ndarray:
         """A per-row mask: "multicast" (to a multicast group), "probe", "unanswered"."""
@@ -452,6 +473,10 @@ class _Rows:
                 self._masks[name] = probe_mask(self.batch, self.mask("unanswered"))
         return self._masks[name]
 
+
+#: Hosts (or originator-peer pairs) a batch's rows are found for by comparing every row; for
+#: more, the batch is sorted once (a comparison costs a few microseconds, a sort a few hundred).
+FEW_LOOKUPS = 32
 
 #: No rows (shared: row numbers are only read).
 _NO_ROWS = np.zeros(0, dtype=np.int64)
