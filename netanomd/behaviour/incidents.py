@@ -352,6 +352,7 @@ class _Rows:
         self.end = self.ts + np.maximum(batch.numeric("duration"), 0.0)
         self.resp_p = batch.numeric("resp_p", fill=-1)
         self._codes: dict[str, tuple[dict[str, int], np.ndarray]] = {}
+        self._values: dict[str, Any] = {}  # column -> its distinct values (a pyarrow array)
         self._rows_of: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # (rows by code, cuts)
         self._masks: dict[str, np.ndarray] = {}
         self._protos: tuple[dict[str, int], np.ndarray] | None = None
@@ -367,6 +368,7 @@ class _Rows:
                 pc.fill_null(enc.indices, -1).to_numpy(zero_copy_only=False), dtype=np.int64
             )
             self._codes[col] = ({v: k for k, v in enumerate(enc.dictionary.to_pylist())}, codes)
+            self._values[col] = enc.dictionary
         return self._codes[col]
 
     def of_host(self, col: str, host: str) -> np.ndarray:
@@ -462,9 +464,9 @@ class _Rows:
     def mask(self, name: str) -> np.ndarray:
         """A per-row mask: "multicast" (to a multicast group), "probe", "unanswered"."""
         if name not in self._masks:
-            if name == "multicast":
-                values, codes = _coded_strings(self.batch, "resp_h")
-                group = pc.match_substring_regex(values, MULTICAST)
+            if name == "multicast":  # (tested on the distinct responders; a null is not)
+                _, codes = self._index("resp_h")
+                group = pc.match_substring_regex(self._values["resp_h"], MULTICAST)
                 table = np.append(np.asarray(group.to_numpy(zero_copy_only=False), bool), False)
                 self._masks[name] = table[codes]
             elif name == "unanswered":
