@@ -341,9 +341,10 @@ class Incident:
 
 class _Rows:
     """The columns of a batch that membership reads, each read (and each mask computed) once
-    for all the incidents asked about; a host's rows are found through an index of the
-    distinct addresses, and a pair's (originator and responder) through one sort of the batch
-    by the two, so an incident costs a lookup and what its own rows cost."""
+    for all the incidents asked about. Addresses and protocols are coded once; a host's rows
+    (or an originator-responder pair's) are found by comparing codes for a few incidents, and
+    through one sort of the batch by them for many, so an incident costs a lookup and what its
+    own rows cost."""
 
     def __init__(self, batch: FlowBatch) -> None:
         self.batch = batch
@@ -389,10 +390,10 @@ class _Rows:
         order, cuts = rows
         return order[cuts[code] : cuts[code + 1]]
 
-    def proto_is(self, proto: str) -> np.ndarray:
-        """Per row: is its proto ``proto`` (a null proto is ``""``)."""
+    def proto_is(self, proto: str, rows: np.ndarray | None = None) -> np.ndarray:
+        """Per row (of ``rows``, default all): is its proto ``proto`` (a null proto is ``""``)."""
         names, codes = self._proto_codes()
-        return np.asarray(codes == names.get(proto, -1))
+        return np.asarray((codes if rows is None else codes[rows]) == names.get(proto, -1))
 
     def _proto_codes(self) -> tuple[dict[str, int], np.ndarray]:
         if self._protos is None:
@@ -547,7 +548,7 @@ def _member_rows(incidents: list[Incident], batch: FlowBatch) -> Iterator[np.nda
         else:  # service role: host is "proto/port"
             p, _, port = inc.host.partition("/")
             rows = np.flatnonzero(f.proto_is(p))
-            icmp = f.proto_is("icmp")[rows]
+            icmp = f.proto_is("icmp", rows)
             svc_port = np.where(
                 icmp,
                 f.batch.take(rows).numeric("orig_p", fill=-1),
@@ -563,7 +564,7 @@ def _member_rows(incidents: list[Incident], batch: FlowBatch) -> Iterator[np.nda
         if family == "scan":
             keep &= f.mask("probe")[rows]
         elif pair:
-            keep &= (f.resp_p[rows] == inc.port) & f.proto_is(inc.proto)[rows]
+            keep &= (f.resp_p[rows] == inc.port) & f.proto_is(inc.proto, rows)
         elif family == "exfiltration":  # the flows that carried the bytes out
             sub = f.batch.take(rows)
             ob, rb = sub.numeric("orig_bytes"), sub.numeric("resp_bytes")
