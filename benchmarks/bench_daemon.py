@@ -33,9 +33,10 @@ Where the daemon's CPU goes, per thread and stage (a py-spy profile of one run):
 
 The source thread's samples split into its I/O (socket, Redis client, WebSocket and asyncio),
 decoding records into batches, and the hand-off to the scoring queue; the scoring thread's into
-the stream's stages (as ``stages.py`` names them), the sinks, the training reservoir and the
-rest of the pipeline. Samples of the benchmark's own threads (start-up, the senders' set-up,
-its polling) are left out.
+the stream's stages (as ``stages.py`` names them), the sinks and the rest of the pipeline; the
+training reservoir's thread's into leaving out the open incidents' flows, the drift sample,
+writing day files and the sample itself. Samples of the benchmark's own threads (start-up, the
+senders' set-up, its polling) are left out.
 """
 
 from __future__ import annotations
@@ -335,13 +336,23 @@ SOURCE_STAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("decode into a batch", ("suricata_eve.py", "brokerjson.py", "brokerpy.py", "attach")),
     ("read (socket, Redis, WebSocket)", ("",)),
 )
-#: What marks a stack as the source thread's (its ``run``) or the scoring thread's.
+#: (stage, markers) of the training reservoir's thread, checked in order.
+RESERVOIR_STAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("waiting for scored batches", ("Condition.wait", "Condition.__enter__")),
+    ("open incidents' flows left out", ("Reservoir._clean",)),
+    ("drift sample", ("DriftMonitor",)),
+    ("day files written", ("Reservoir.flush",)),
+    ("Algorithm R, the row store", ("",)),
+)
+#: What marks a stack as the source thread's (its ``run``), the scoring thread's, or the
+#: reservoir's.
 SOURCE_RUNS = ("EveSocket.run", "ZeekWebSocketClient.run", "RedisInput.run", "ZeekBroker")
 SCORING_RUN = "Pipeline.run"
+RESERVOIR_RUN = "Sampler._run"
 
 
 def stage_table(path: str) -> dict[str, dict[str, int]]:
-    """Samples of a py-spy raw profile per thread (source, scoring) and stage."""
+    """Samples of a py-spy raw profile per thread (source, scoring, reservoir) and stage."""
     from stages import STAGES
 
     scoring = (
@@ -353,7 +364,7 @@ def stage_table(path: str) -> dict[str, dict[str, int]]:
         ("stream, other", ("Stream.process",)),
         ("pipeline, other", ("",)),
     )
-    out: dict[str, dict[str, int]] = {"source": {}, "scoring": {}}
+    out: dict[str, dict[str, int]] = {"source": {}, "scoring": {}, "reservoir": {}}
     with open(path, encoding="utf-8") as fh:
         for line in fh:
             stack, _, n = line.rstrip("\n").rpartition(" ")
@@ -361,6 +372,8 @@ def stage_table(path: str) -> dict[str, dict[str, int]]:
                 thread, marks = "source", SOURCE_STAGES
             elif SCORING_RUN in stack:
                 thread, marks = "scoring", scoring
+            elif RESERVOIR_RUN in stack:
+                thread, marks = "reservoir", RESERVOIR_STAGES
             else:
                 continue
             stage = next(name for name, ms in marks if any(m in stack for m in ms))

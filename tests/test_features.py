@@ -368,3 +368,57 @@ def test_host_distinct_counts_are_the_windows_on_a_real_capture(remcos: FlowBatc
         assert X[r, hf.names.index("host_log_dsts")] == np.float32(np.log1p(len(set(dst[win]))))
         assert X[r, hf.names.index("host_log_ports")] == np.float32(np.log1p(len(set(port[win]))))
     assert 0 < whole < len(remcos)  # both ways of counting were taken
+
+
+def test_one_compiled_version_of_each_kernel_whatever_the_batch() -> None:
+    """After a model's first batch, a live batch with nulls where the last had none, or of
+    several chunks, gives the feature kernels the same types: no compile (or load from numba's
+    cache) on the scoring thread while the batch's alerts wait."""
+    from netanomd.data import baseline_files
+    from netanomd.features import HostFeatures, _strings, flow_block, host_block
+    from netanomd.sources import ReadStats
+    from netanomd.sources.files import read_batches
+
+    flows = FlowBatch.concat(list(read_batches(baseline_files()[:1], ReadStats())))
+    spec = FeatureSpec([FlowFeatures(), HostFeatures()])
+    kernels = (
+        flow_block._quantities,
+        flow_block._columns,
+        host_block._host_kernel,
+        _strings._hash_kernel,
+    )
+    spec.transform(flows.slice(0, 10))
+    compiled = [len(k.signatures) for k in kernels]
+    kinds = set()
+    for size in (1, 3, 50, 1000):
+        for at in range(0, min(len(flows), 20_000), 7 * size):
+            one = flows.slice(at, size)
+            two = FlowBatch.concat([one, flows.slice(at + 2 * size, size)])
+            for b in (one, two):
+                kinds.add((b.column("duration").null_count > 0, b.table.column(0).num_chunks))
+                spec.transform(b)
+    assert len(kinds) == 4  # nulls or not, one chunk or two
+    assert [len(k.signatures) for k in kernels] == compiled
+
+
+def test_the_flow_block_reads_only_the_columns_it_declares() -> None:
+    """The drift sample keeps only :attr:`FlowFeatures.reads` (and the time): the block's
+    matrix is the same with every other column null."""
+    import pyarrow as pa
+
+    from netanomd.data import attack_files
+    from netanomd.sources import ReadStats
+    from netanomd.sources.files import read_batches
+
+    batch = FlowBatch.concat(list(read_batches(attack_files(), ReadStats())))
+    table = batch.table
+    slim = pa.Table.from_arrays(
+        [
+            table.column(f.name) if f.name in FlowFeatures.reads else pa.nulls(len(batch), f.type)
+            for f in table.schema
+        ],
+        schema=table.schema,
+    )
+    full = FlowFeatures().transform(batch)
+    assert full.any(axis=0).sum() > 20  # (most columns are set somewhere)
+    assert np.array_equal(FlowFeatures().transform(FlowBatch(slim)), full)

@@ -341,65 +341,133 @@ class Incident:
 
 class _Rows:
     """The columns of a batch that membership reads, each read (and each mask computed) once
-    for all the incidents asked about; a host's rows are found through an index of the
-    distinct addresses, so an incident costs what its own host's rows cost."""
+    for all the incidents asked about. Addresses and protocols are coded once; a host's rows
+    (or an originator-responder pair's) are found by comparing codes for a few incidents, and
+    through one sort of the batch by them for many, so an incident costs a lookup and what its
+    own rows cost."""
 
     def __init__(self, batch: FlowBatch) -> None:
         self.batch = batch
         self.n = len(batch)
         self.ts = batch.numeric("ts")
         self.end = self.ts + np.maximum(batch.numeric("duration"), 0.0)
-        self.proto = np.asarray(
-            batch.column("proto").fill_null("").to_numpy(zero_copy_only=False), dtype=object
-        )
         self.resp_p = batch.numeric("resp_p", fill=-1)
-        self._hosts: dict[str, tuple[dict[str, np.ndarray], dict[str, int], np.ndarray]] = {}
+        self._codes: dict[str, tuple[dict[str, int], np.ndarray]] = {}
+        self._values: dict[str, Any] = {}  # column -> its distinct values (a pyarrow array)
+        self._rows_of: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # (rows by code, cuts)
         self._masks: dict[str, np.ndarray] = {}
-        self._pairs: dict[str, dict[tuple[int, float, str], np.ndarray]] = {}
+        self._protos: tuple[dict[str, int], np.ndarray] | None = None
+        self._lookups: dict[str, int] = {}  # hosts looked up by comparison, per column
+        self._pairs: tuple[np.ndarray, int] | None = None
+        self._sorted: tuple[np.ndarray, np.ndarray] | None = None
 
-    def _index(self, col: str) -> tuple[dict[str, np.ndarray], dict[str, int], np.ndarray]:
-        """(address -> its rows, address -> its code, code per row; -1: null)."""
-        if col not in self._hosts:
+    def _index(self, col: str) -> tuple[dict[str, int], np.ndarray]:
+        """(address -> its code, code per row; -1: null)."""
+        if col not in self._codes:
             enc = pc.dictionary_encode(self.batch.column(col).combine_chunks())
-            values = enc.dictionary.to_pylist()
             codes = np.asarray(
                 pc.fill_null(enc.indices, -1).to_numpy(zero_copy_only=False), dtype=np.int64
             )
-            order = np.argsort(codes, kind="stable")
-            cuts = np.searchsorted(codes[order], np.arange(len(values) + 1))
-            rows = {v: order[cuts[k] : cuts[k + 1]] for k, v in enumerate(values)}
-            self._hosts[col] = (rows, {v: k for k, v in enumerate(values)}, codes)
-        return self._hosts[col]
+            self._codes[col] = ({v: k for k, v in enumerate(enc.dictionary.to_pylist())}, codes)
+            self._values[col] = enc.dictionary
+        return self._codes[col]
 
     def of_host(self, col: str, host: str) -> np.ndarray:
-        return self._index(col)[0].get(host, _NO_ROWS)
+        """The rows of address ``host`` in column ``col`` (ascending): by a comparison for the
+        first :data:`FEW_LOOKUPS` hosts, then from one sort of the codes."""
+        names, codes = self._index(col)
+        code = names.get(host)
+        if code is None:
+            return _NO_ROWS
+        rows = self._rows_of.get(col)
+        if rows is None:
+            self._lookups[col] = self._lookups.get(col, 0) + 1
+            if self._lookups[col] <= FEW_LOOKUPS:
+                return np.flatnonzero(codes == code)
+            order = np.argsort(codes, kind="stable")
+            cuts = np.searchsorted(codes[order], np.arange(len(names) + 1))
+            rows = self._rows_of[col] = (order, cuts)
+        order, cuts = rows
+        return order[cuts[code] : cuts[code + 1]]
 
-    def pair_rows(self, host: str, peer: str, port: int, proto: str) -> np.ndarray:
-        """The rows from originator ``host`` to ``peer`` on ``port``/``proto`` (the host's rows
-        grouped by responder, port and proto once, for all the pairs of a busy host)."""
-        pairs = self._pairs.get(host)
-        if pairs is None:
-            rows = self.of_host("orig_h", host)
-            keys = zip(
-                self._index("resp_h")[2][rows].tolist(),
-                self.resp_p[rows].tolist(),
-                self.proto[rows].tolist(),
-                strict=True,
-            )
-            groups: dict[tuple[int, float, str], list[int]] = {}
-            for key, row in zip(keys, rows.tolist(), strict=True):
-                groups.setdefault(key, []).append(row)
-            pairs = {k: np.asarray(v, dtype=np.int64) for k, v in groups.items()}
-            self._pairs[host] = pairs
-        code = self._index("resp_h")[1].get(peer, -2)
-        return pairs.get((code, float(port), proto), _NO_ROWS)
+    def proto_is(self, proto: str, rows: np.ndarray | None = None) -> np.ndarray:
+        """Per row (of ``rows``, default all): is its proto ``proto`` (a null proto is ``""``)."""
+        names, codes = self._proto_codes()
+        return np.asarray((codes if rows is None else codes[rows]) == names.get(proto, -1))
+
+    def _proto_codes(self) -> tuple[dict[str, int], np.ndarray]:
+        if self._protos is None:
+            col = self.batch.column("proto").fill_null("").combine_chunks()
+            enc = pc.dictionary_encode(col)
+            codes = np.asarray(enc.indices.to_numpy(zero_copy_only=False), dtype=np.int64)
+            self._protos = ({v: k for k, v in enumerate(enc.dictionary.to_pylist())}, codes)
+        return self._protos
+
+    def pair_rows(self, incidents: list[Incident]) -> list[np.ndarray]:
+        """For incidents of an originator about one service of one peer (brute force,
+        beaconing...): each one's rows from its host to its peer on its port and proto inside
+        its span (ascending), all of them found at once: by a comparison of each row's
+        (originator, responder) for up to :data:`FEW_LOOKUPS` incidents, else from one sort of
+        the batch by the two."""
+        if not incidents:
+            return []
+        hosts, peers = self._index("orig_h")[0], self._index("resp_h")[0]
+        protos, proto_codes = self._proto_codes()
+        pair, width = self._pair_codes()
+        want = np.full(len(incidents), -2, dtype=np.int64)  # -2: no row's
+        for k, inc in enumerate(incidents):
+            orig, resp = hosts.get(inc.host), peers.get(inc.peer)
+            if orig is not None and resp is not None and inc.proto in protos:
+                want[k] = orig * width + resp
+        if len(incidents) <= FEW_LOOKUPS:
+            found = [np.flatnonzero(pair == w) if w >= 0 else _NO_ROWS for w in want.tolist()]
+            counts = np.array([len(f) for f in found], dtype=np.int64)
+            rows = np.concatenate(found)
+        else:
+            keys, order = self._sorted_pairs()
+            lo = np.searchsorted(keys, want, side="left")
+            counts = np.searchsorted(keys, want, side="right") - lo
+            at = np.repeat(lo - (np.cumsum(counts) - counts), counts) + np.arange(counts.sum())
+            rows = order[at]
+        if not rows.size:
+            return [_NO_ROWS] * len(incidents)
+        owner = np.repeat(np.arange(len(incidents)), counts)
+        port = np.array([float(i.port) for i in incidents])
+        proto = np.array([protos.get(i.proto, -1) for i in incidents], dtype=np.int64)
+        start = np.array([i.span_start for i in incidents], dtype=np.float64)
+        end = np.array([i.span_end for i in incidents], dtype=np.float64)
+        keep = (self.resp_p[rows] == port[owner]) & (proto_codes[rows] == proto[owner])
+        keep &= (self.end[rows] >= start[owner]) & (self.ts[rows] < end[owner])
+        rows, owner = rows[keep], owner[keep]
+        cuts = np.searchsorted(owner, np.arange(len(incidents) + 1)).tolist()
+        return [rows[cuts[k] : cuts[k + 1]] for k in range(len(incidents))]
+
+    def _pair_codes(self) -> tuple[np.ndarray, int]:
+        """Each row's (originator, responder) as one number (-1: either is null, no
+        incident's), and the responder codes' width."""
+        if self._pairs is None:
+            orig, resp = self._index("orig_h")[1], self._index("resp_h")[1]
+            width = len(self._index("resp_h")[0]) + 1
+            pair = orig * width + resp
+            pair[(orig < 0) | (resp < 0)] = -1
+            self._pairs = (pair, width)
+        return self._pairs
+
+    def _sorted_pairs(self) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`_pair_codes` sorted (stable: rows ascending within a pair), and the rows in
+        that order."""
+        if self._sorted is None:
+            pair = self._pair_codes()[0]
+            order = np.argsort(pair, kind="stable")
+            self._sorted = (pair[order], order)
+        return self._sorted
 
     def mask(self, name: str) -> np.ndarray:
         """A per-row mask: "multicast" (to a multicast group), "probe", "unanswered"."""
         if name not in self._masks:
-            if name == "multicast":
-                values, codes = _coded_strings(self.batch, "resp_h")
-                group = pc.match_substring_regex(values, MULTICAST)
+            if name == "multicast":  # (tested on the distinct responders; a null is not)
+                _, codes = self._index("resp_h")
+                group = pc.match_substring_regex(self._values["resp_h"], MULTICAST)
                 table = np.append(np.asarray(group.to_numpy(zero_copy_only=False), bool), False)
                 self._masks[name] = table[codes]
             elif name == "unanswered":
@@ -408,6 +476,10 @@ class _Rows:
                 self._masks[name] = probe_mask(self.batch, self.mask("unanswered"))
         return self._masks[name]
 
+
+#: Hosts (or originator-peer pairs) a batch's rows are found for by comparing every row; for
+#: more, the batch is sorted once (a comparison costs a few microseconds, a sort a few hundred).
+FEW_LOOKUPS = 32
 
 #: No rows (shared: row numbers are only read).
 _NO_ROWS = np.zeros(0, dtype=np.int64)
@@ -434,11 +506,25 @@ def members(incidents: list[Incident], batch: FlowBatch) -> list[np.ndarray]:
     return out
 
 
-def covered(incidents: Iterable[Incident], batch: FlowBatch) -> np.ndarray:
+def covered(
+    incidents: Iterable[Incident],
+    batch: FlowBatch,
+    parts: tuple[np.ndarray, np.ndarray] | None = None,
+) -> np.ndarray:
     """Which flows of ``batch`` belong to at least one of ``incidents`` (one bool mask; the
-    batch's columns read once for all of them, no mask per incident)."""
+    batch's columns read once for all of them, no mask per incident).
+
+    With ``parts`` = ``(starts, applies)``, the batch is several batches end to end (part
+    ``k``'s first row is ``starts[k]``, ascending from 0) and incident ``i`` is asked about
+    the parts where ``applies[i, k]`` holds only: one pass for what one call per part, each
+    with its own incidents, would give."""
+    incidents = list(incidents)
     mask = np.zeros(len(batch), dtype=np.bool_)
-    for rows in _member_rows(list(incidents), batch):
+    for i, rows in enumerate(_member_rows(incidents, batch)):
+        if parts is not None and rows.size:
+            starts, applies = parts
+            if not applies[i].all():
+                rows = rows[applies[i][np.searchsorted(starts, rows, side="right") - 1]]
         mask[rows] = True
     return mask
 
@@ -448,20 +534,21 @@ def _member_rows(incidents: list[Incident], batch: FlowBatch) -> Iterator[np.nda
     if not incidents:
         return
     f = _Rows(batch)
-    for inc in incidents:
-        family = inc.family
-        pair = family in ("brute force", "beaconing", "failed connections") or (
-            family == "flood" and inc.role != "service"
-        )  # the flows to one service (of one peer, for an originator)
-        col = {"orig": "orig_h", "resp": "resp_h"}.get(inc.role)
+    kinds = [_kind(inc) for inc in incidents]
+    paired = [
+        i for i, (_, pair, col) in zip(incidents, kinds, strict=True) if pair and col == "orig_h"
+    ]
+    of_pairs = iter(f.pair_rows(paired))
+    for inc, (family, pair, col) in zip(incidents, kinds, strict=True):
         if pair and col == "orig_h":
-            rows = f.pair_rows(inc.host, inc.peer, inc.port, inc.proto)
-        elif col is not None:
+            yield next(of_pairs)  # (in its span already)
+            continue
+        if col is not None:
             rows = f.of_host(col, inc.host)
         else:  # service role: host is "proto/port"
             p, _, port = inc.host.partition("/")
-            rows = np.flatnonzero(f.proto == p)
-            icmp = f.proto[rows] == "icmp"
+            rows = np.flatnonzero(f.proto_is(p))
+            icmp = f.proto_is("icmp", rows)
             svc_port = np.where(
                 icmp,
                 f.batch.take(rows).numeric("orig_p", fill=-1),
@@ -477,8 +564,7 @@ def _member_rows(incidents: list[Incident], batch: FlowBatch) -> Iterator[np.nda
         if family == "scan":
             keep &= f.mask("probe")[rows]
         elif pair:
-            if col != "orig_h":
-                keep &= (f.resp_p[rows] == inc.port) & (f.proto[rows] == inc.proto)
+            keep &= (f.resp_p[rows] == inc.port) & f.proto_is(inc.proto, rows)
         elif family == "exfiltration":  # the flows that carried the bytes out
             sub = f.batch.take(rows)
             ob, rb = sub.numeric("orig_bytes"), sub.numeric("resp_bytes")
@@ -486,6 +572,16 @@ def _member_rows(incidents: list[Incident], batch: FlowBatch) -> Iterator[np.nda
         elif family == "unusual activity" and inc.detail == "unanswered":
             keep &= f.mask("unanswered")[rows]
         yield rows[keep]
+
+
+def _kind(inc: Incident) -> tuple[str, bool, str | None]:
+    """(family, whether its flows are those to one service, the column its host is in: None
+    for a service)."""
+    family = inc.family
+    pair = family in ("brute force", "beaconing", "failed connections") or (
+        family == "flood" and inc.role != "service"
+    )  # the flows to one service (of one peer, for an originator)
+    return family, pair, {"orig": "orig_h", "resp": "resp_h"}.get(inc.role)
 
 
 class IncidentTracker:

@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import OrderedDict, deque
+from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -131,16 +131,37 @@ class Deduplicator:
         self._batches += 1
         this = self._batches
         ids = batch.column("community_id").to_pylist()
+        distinct = set(ids)
+        distinct.discard(None)
+        if not distinct:
+            return batch, 0
         starts = batch.numeric("ts", fill=np.nan).tolist()
         sources = batch.column("source").to_pylist()
+        # Only an id already seen, or seen twice in the batch, can have a twin: the rows of
+        # the others are remembered a run at a time (in row order, as one by one would), the
+        # rest looked at one by one.
+        twice: set[str] = set()
+        if len(distinct) < len(ids) - ids.count(None):
+            twice = {c for c, k in Counter(ids).items() if k > 1 and c is not None}
+        maybe = (seen.keys() & distinct) | twice
+        expiry = now + self.window
         flow_ids: list[int | None] | None = None
         sigs: list[Any] | None = None
         merged = signed = False
         mask = np.ones(len(ids), dtype=bool)
-        for i, (cid, start, source) in enumerate(zip(ids, starts, sources, strict=True)):
-            if cid is None:
-                continue
-            kind = source or ""
+        after = 0  # the first row not looked at
+        for i in (
+            [*(i for i, cid in enumerate(ids) if cid in maybe), len(ids)] if maybe else [len(ids)]
+        ):
+            seen.update(
+                (ids[r], (expiry, ((starts[r], sources[r] or "", this, r),)))
+                for r in range(after, i)
+                if ids[r] is not None
+            )
+            after = i + 1
+            if i == len(ids):
+                break
+            cid, start, kind = ids[i], starts[i], sources[i] or ""
             got = seen.get(cid)
             sightings = got[1] if got is not None else ()
             twin = next(
@@ -152,7 +173,7 @@ class Deduplicator:
                 None,
             )
             if twin is None:
-                seen[cid] = (now + self.window, (*sightings[-3:], (start, kind, this, i)))
+                seen[cid] = (expiry, (*sightings[-3:], (start, kind, this, i)))
                 seen.move_to_end(cid)
                 continue
             *_, where, j = sightings[twin]
@@ -251,6 +272,15 @@ class Pipeline:
     @reservoir.setter
     def reservoir(self, reservoir: Reservoir | None) -> None:
         self.sampler = None if reservoir is None else Sampler(reservoir)
+
+    def recent_scores(self, settle: float = 5.0) -> np.ndarray:
+        """The recent traffic's scores (the drift monitor's sample of every flow), with the
+        batches scored so far in it (the reservoir's thread gathers them: waits up to
+        ``settle`` seconds for it); empty without a reservoir."""
+        if self.sampler is None:
+            return np.empty(0)
+        self.sampler.settle(settle)
+        return self.sampler.reservoir.recent.scores()
 
     def warm_up(self, batches: Iterable[FlowBatch]) -> int:
         """Score ``batches`` on a throwaway stream of the model, nothing written or kept: the

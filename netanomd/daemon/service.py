@@ -63,6 +63,9 @@ from netanomd.sources import LiveSource
 
 log = logging.getLogger(__name__)
 
+#: The longest a drift pass waits for the reservoir's thread to add the flows scored before it.
+SETTLE_SECONDS = 5.0
+
 
 class StartupError(NetanomError):
     """A part of the daemon failed while starting (the message names it)."""
@@ -269,12 +272,17 @@ class Daemon:
     def drift_pass(self) -> DriftReport | None:
         """Measure drift when ``model.drift_check_seconds`` passed since the last pass (the
         loop calls this every turn); returns the pass's report, None when none was due or
-        the daemon keeps no reservoir. A crossing of the threshold is logged as a warning."""
+        the daemon keeps no reservoir. A crossing of the threshold is logged as a warning.
+        A pass measures every flow scored before it: the batches the reservoir's thread is
+        still gathering are added first."""
         p = self.pipeline
         if p is None or p.reservoir is None:
             return None
         try:
-            return p.reservoir.recent.check(p.model, self.clock())
+            now = self.clock()
+            if p.sampler is not None and p.reservoir.recent.due(p.model, now):
+                p.sampler.settle(SETTLE_SECONDS)
+            return p.reservoir.recent.check(p.model, now)
         except Exception:  # measuring must never stop the loop that pings the watchdog
             log.exception("drift pass failed")
             return None

@@ -11,7 +11,9 @@ import numba as nb
 import numpy as np
 import pyarrow as pa
 
-_NO_NULLS = np.ones(0, dtype=np.bool_)
+from netanomd.features._frozen import frozen
+
+_NO_NULLS = frozen(np.ones(0, dtype=np.bool_))
 
 # 64-bit FNV-1a over the bytes, then the splitmix64 finaliser to spread the bits.
 _FNV_OFFSET = np.uint64(0xCBF29CE484222325)
@@ -24,7 +26,7 @@ _S30, _S27, _S31 = np.uint64(30), np.uint64(27), np.uint64(31)
 def string_views(col: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(offsets, data, valid)`` of a string column: value ``r`` is
     ``data[offsets[r]:offsets[r + 1]]``; ``valid`` is empty when the column has no nulls, else
-    one bool per value. A single chunk is viewed, not copied."""
+    one bool per value. A single chunk is viewed, not copied; all three are read-only."""
     if isinstance(col, pa.ChunkedArray):
         col = col.chunk(0) if col.num_chunks == 1 else col.combine_chunks()
     if not pa.types.is_string(col.type):
@@ -37,7 +39,7 @@ def string_views(col: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.ndarra
         offsets = np.frombuffer(offsets_buf, np.int32, count=n + 1, offset=col.offset * 4)
     data = np.frombuffer(data_buf, np.uint8) if data_buf is not None else np.zeros(0, np.uint8)
     valid = np.asarray(col.is_valid()) if col.null_count else _NO_NULLS
-    return offsets, data, valid
+    return frozen(offsets), frozen(data), frozen(valid)  # (one kernel type: features._frozen)
 
 
 @nb.njit(cache=True, nogil=True, boundscheck=False)

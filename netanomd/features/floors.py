@@ -54,6 +54,7 @@ class Floors:
         self.values = values
         self.quantile = float(quantile)
         self._idx = np.array([index[c] for c in columns], dtype=np.int64)
+        self._rows: dict[tuple[int, np.dtype[Any]], np.ndarray] = {}
 
     @classmethod
     def fit(cls, names: Sequence[str], X: np.ndarray, q: float = FLOOR_QUANTILE) -> Floors:
@@ -70,9 +71,19 @@ class Floors:
         there are no one-sided columns)."""
         if not len(self.columns) or len(X) == 0:
             return X
-        X = np.array(X, copy=True)
-        X[:, self._idx] = np.maximum(X[:, self._idx], self.values.astype(X.dtype))
-        return X
+        floored: np.ndarray = np.maximum(X, self._row(X.shape[1], X.dtype))  # (copy + floors)
+        return floored
+
+    def _row(self, width: int, dtype: np.dtype[Any]) -> np.ndarray:
+        """The floor of every column of a ``width``-wide matrix: ``-inf`` where there is none
+        (``max(x, -inf)`` is ``x``, NaN included)."""
+        key = (width, dtype)
+        row = self._rows.get(key)
+        if row is None:
+            row = np.full(width, -np.inf, dtype=dtype)
+            row[self._idx] = self.values.astype(dtype)
+            self._rows[key] = row
+        return row
 
     def to_state(self) -> tuple[dict[str, Any], np.ndarray]:
         """JSON-able description and the values array, for the model artifact."""

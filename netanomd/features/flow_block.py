@@ -48,6 +48,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from netanomd.features._frozen import frozen
 from netanomd.features._strings import string_views
 from netanomd.flow import FlowBatch
 
@@ -114,6 +115,13 @@ NAMES: tuple[str, ...] = (
 )
 
 
+#: The batch columns the block reads (the others may be anything, nulls included).
+READS = (
+    "duration", "orig_pkts", "resp_pkts", "orig_bytes", "resp_bytes", "orig_ip_bytes",
+    "resp_ip_bytes", "history", "missed_bytes", "service", "resp_p", "orig_p", "proto",
+    "conn_state",
+)  # fmt: skip
+
 #: Per-packet IP+transport header estimate used to convert between payload and IP bytes.
 HEADER_BYTES_PER_PKT = 40
 
@@ -121,13 +129,14 @@ HEADER_BYTES_PER_PKT = 40
 def _num(batch: FlowBatch, name: str) -> np.ndarray:
     """Numeric column as float64 with nulls as NaN."""
     col = batch.column(name)
-    return np.asarray(pc.cast(col, pa.float64()).to_numpy(zero_copy_only=False), dtype=np.float64)
+    out = np.asarray(pc.cast(col, pa.float64()).to_numpy(zero_copy_only=False), dtype=np.float64)
+    return frozen(out)
 
 
 def _codes(col: pa.ChunkedArray, values: Sequence[str]) -> np.ndarray:
     """Index of each value of ``col`` in ``values`` (-1 when absent or null), as int8."""
     idx = pc.index_in(col, value_set=pa.array(values, type=pa.string()))
-    return np.asarray(pc.fill_null(idx, -1).to_numpy(zero_copy_only=False), dtype=np.int8)
+    return frozen(np.asarray(pc.fill_null(idx, -1).to_numpy(zero_copy_only=False), np.int8))
 
 
 #: Where the one-hot groups start.
@@ -267,6 +276,8 @@ class FlowFeatures:
     """Per-flow features (see the module docstring for every column)."""
 
     kind: ClassVar[str] = "flow"
+    #: The batch columns it reads (:data:`READS`).
+    reads: ClassVar[tuple[str, ...]] = READS
     log1p: ClassVar[frozenset[str]] = LOG1P_COLUMNS
     one_sided: ClassVar[frozenset[str]] = frozenset()
     binary: ClassVar[frozenset[str]] = frozenset(
@@ -318,7 +329,7 @@ class FlowFeatures:
         _columns(
             logs,
             _num(batch, "missed_bytes"),
-            np.asarray(batch.column("service").is_null().to_numpy(zero_copy_only=False)),
+            frozen(np.asarray(batch.column("service").is_null().to_numpy(zero_copy_only=False))),
             _num(batch, "resp_p"),
             _num(batch, "orig_p"),
             _codes(pc.utf8_lower(batch.column("proto")), PROTOCOLS),

@@ -38,6 +38,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from netanomd.features._frozen import frozen
 from netanomd.features._host_table import HostTable, slot_for
 from netanomd.features._strings import hash_strings
 from netanomd.flow import FlowBatch
@@ -342,13 +343,13 @@ class HostFeatures:
         if not len(batch):
             return
         ts = batch.numeric("ts", fill=np.nan)
-        ts = np.where(np.isfinite(ts), ts, 0.0)
+        ts = frozen(np.where(np.isfinite(ts), ts, 0.0))
         table = self._table
         failed = pc.is_in(batch.column("conn_state"), value_set=pa.array(FAILED_STATES))
         fail = np.asarray(pc.fill_null(failed, True).to_numpy(zero_copy_only=False), np.uint8)
         ob = np.maximum(batch.numeric("orig_bytes", dtype=np.float32), 0.0)
         rb = np.maximum(batch.numeric("resp_bytes", dtype=np.float32), 0.0)
-        _host_kernel(
+        _host_kernel(  # (every input read-only: one compiled version, see features._frozen)
             hash_strings(batch.column("orig_h")),
             table.keys,
             table.index,
@@ -357,10 +358,10 @@ class HostFeatures:
             table.meta,
             ts,
             hash_strings(batch.column("resp_h")),
-            batch.numeric("resp_p", fill=-1, dtype=np.int32),
-            fail,
-            ob,
-            rb,
+            frozen(batch.numeric("resp_p", fill=-1, dtype=np.int32)),
+            frozen(fail),
+            frozen(ob),
+            frozen(rb),
             self._ring_ts,
             self._ring_dst,
             self._ring_port,

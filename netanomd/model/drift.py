@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import pyarrow as pa
 
 from netanomd.errors import ModelError
 from netanomd.features import FlowFeatures
@@ -267,6 +268,21 @@ def _materialized(parts: Sequence[_Part]) -> list[_Part]:
     return out
 
 
+#: The columns the sample keeps: what the per-flow features read, and the flow time.
+KEPT = frozenset({"ts", *FlowFeatures.reads})
+
+
+def _slim(batch: FlowBatch) -> FlowBatch:
+    """``batch`` with the columns not in :data:`KEPT` all null: merging parts then copies a
+    fraction of each row (the addresses, uids and signatures are most of its bytes)."""
+    n, table = len(batch), batch.table
+    columns = [
+        table.column(i) if f.name in KEPT else pa.nulls(n, f.type)
+        for i, f in enumerate(table.schema)
+    ]
+    return FlowBatch(pa.Table.from_arrays(columns, schema=table.schema))
+
+
 class DriftMonitor:
     """The daemon's view: a uniform sample of the flows scored over the last ``window``
     seconds of flow time (every flow, alerts included; at most ``cap`` rows: when the sample
@@ -299,6 +315,7 @@ class DriftMonitor:
         self.passes = 0
 
     def observe(self, batch: FlowBatch, scores: np.ndarray) -> None:
+        batch = _slim(batch)
         with self._lock:
             ts = batch.numeric("ts", fill=np.nan)
             rows = None
@@ -358,12 +375,18 @@ class DriftMonitor:
         last = self._last
         return None if last is None else last[2]
 
+    def due(self, model: Model, now: float) -> bool:
+        """Whether :meth:`check` would make a pass now: ``every`` seconds passed since the
+        last one (``now``: epoch seconds), or the model changed."""
+        last = self._last
+        return last is None or last[1] != model.model_id or now - last[0] >= self.every
+
     def check(self, model: Model, now: float) -> DriftReport | None:
         """A pass when ``every`` seconds passed since the last one (``now``: epoch seconds),
         or the model changed; returns its report, None when no pass was due."""
-        last = self._last
-        if last is not None and last[1] == model.model_id and now - last[0] < self.every:
+        if not self.due(model, now):
             return None
+        last = self._last
         report = self.measure(model, now)
         self.passes += 1
         warning = report.warning()
@@ -384,8 +407,10 @@ class DriftMonitor:
         if window is None or not parts:
             return DriftReport(0, 0.0, {}, age)
         _, batch, scores, _ = _merged(parts)
-        flow_cols = {n for b in model.spec.blocks if isinstance(b, FlowFeatures) for n in b.names}
-        cols = [j for j, n in enumerate(model.feature_names) if n in flow_cols]
-        X = model.features(batch, fresh=True)[:, cols]
-        names = tuple(model.feature_names[j] for j in cols)
+        flow = [b for b in model.spec.blocks if isinstance(b, FlowFeatures)]
+        if not flow:
+            return DriftReport(0, 0.0, {}, age)
+        # (stateless and never floored: the columns the model's own matrix has)
+        X = np.hstack([b.transform(batch) for b in flow])
+        names = tuple(n for b in flow for n in b.names)
         return measure(window, names, X, scores, age)

@@ -201,7 +201,7 @@ class Reservoir:
             batch = FlowBatch.concat([p.batch for p in parts])
             scores = np.concatenate([p.scores for p in parts])
         self.recent.observe(batch, scores)
-        keep = np.concatenate([self._clean(p.batch, p.alerts, p.open_incidents) for p in parts])
+        keep = self._clean(batch, parts)
         self.excluded += int((~keep).sum())
         rows = np.flatnonzero(keep)
         ts = np.nan_to_num(
@@ -241,21 +241,31 @@ class Reservoir:
                 log.error("reservoir: could not write %s: %s", self.root, exc)
 
     @staticmethod
-    def _clean(
-        batch: FlowBatch, alerts: Iterable[Alert], open_incidents: Iterable[Incident]
-    ) -> np.ndarray:
-        """The flows to sample: neither alerted nor one of an open incident's
-        (:meth:`~netanomd.behaviour.incidents.Incident.members`: its host's flows of its kind
-        in its span; the host's other traffic stays). An "anomalous flows" incident's flows
-        are its flow alerts, left out as alerts."""
+    def _clean(batch: FlowBatch, parts: Sequence[Scored]) -> np.ndarray:
+        """The flows of ``batch`` (``parts``' batches end to end) to sample: neither alerted
+        nor one of an open incident's (:func:`~netanomd.behaviour.incidents.covered`: its
+        host's flows of its kind in its span; the host's other traffic stays), each part by
+        its own alerts and open incidents. An "anomalous flows" incident's flows are its flow
+        alerts, left out as alerts. The incidents are matched in one pass for every part."""
         keep = np.ones(len(batch), dtype=bool)
-        uids = {a.flow.uid for a in alerts if a.flow.uid}
-        if uids:
-            member = pc.is_in(batch.column("uid"), pa.array(list(uids), pa.string()))
-            keep &= ~np.asarray(pc.fill_null(member, False))
-        named = _named(open_incidents)
-        if named:
-            keep &= ~(covered(named, batch) & batch.placed())
+        sizes = [len(p.batch) for p in parts]
+        starts = np.cumsum([0, *sizes[:-1]]).astype(np.int64)
+        for p, start, size in zip(parts, starts.tolist(), sizes, strict=True):
+            uids = {a.flow.uid for a in p.alerts if a.flow.uid}
+            if uids:
+                member = pc.is_in(p.batch.column("uid"), pa.array(list(uids), pa.string()))
+                keep[start : start + size] &= ~np.asarray(pc.fill_null(member, False))
+        union: dict[int, Incident] = {}  # (by object: two streams' ids may meet)
+        named = [_named(p.open_incidents) for p in parts]
+        for incs in named:
+            union.update((id(inc), inc) for inc in incs)
+        if union:
+            index = {k: i for i, k in enumerate(union)}
+            applies = np.zeros((len(union), len(parts)), dtype=np.bool_)
+            for k, incs in enumerate(named):
+                applies[[index[id(inc)] for inc in incs], k] = True
+            inside = covered(union.values(), batch, (starts, applies))
+            keep &= ~(inside & batch.placed())
         return keep
 
     # -- the row store (caller holds the lock) ----------------------------------------------

@@ -12,8 +12,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
-
 from netanomd.errors import ConfigError
 from netanomd.feedback import FeedbackStore, Suppressor, load_rules_file
 from netanomd.fsutil import read_token
@@ -69,9 +67,7 @@ def attach(cfg: Config, pipeline: Pipeline) -> Background:
         config_rules=rules,
         live_model=lambda: pipeline.model,
         suppressor=suppressor,
-        recent_scores=lambda: (
-            pipeline.reservoir.recent.scores() if pipeline.reservoir is not None else np.empty(0)
-        ),
+        recent_scores=pipeline.recent_scores,
     )
     server = Background(settings, Listen(host, int(port), ui.tls_cert, ui.tls_key))
     server.start()
