@@ -17,6 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+# This checkout's netanomd, whatever else is installed: a script's own folder, not the
+# checkout, is first on sys.path, so an editable install of another checkout (the venv's) would
+# be measured instead. Every benchmark imports this module before netanomd.
+sys.path.insert(0, str(HERE.parent))
 OUT = HERE / "out"
 NETANOMD = [sys.executable, "-m", "netanomd"]
 #: Prefix of a line ``run.py`` puts in the README table (``what<TAB>figure``).

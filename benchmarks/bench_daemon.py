@@ -398,7 +398,6 @@ def print_stages(path: str) -> None:
 
 def main() -> int:
     os.environ.setdefault("NUMBA_NUM_THREADS", "1")
-    sys.path.insert(0, str(ROOT))
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--flows", type=int, default=200_000)
     runs = ("eve", "eve-512", "eve-stream", "ws", "redis", "latency")

@@ -29,6 +29,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import _common  # noqa: F401  (this checkout first on sys.path)
+
 from netanomd.data import demo_model
 
 ROOT = Path(__file__).resolve().parent.parent

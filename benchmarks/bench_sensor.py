@@ -17,13 +17,10 @@ import argparse
 import os
 import shutil
 import struct
-import sys
 import time
 from pathlib import Path
 
-from _common import HERE, NETANOMD, ensure_model, measure, out_dir, row
-
-sys.path.insert(0, str(HERE.parent))
+from _common import NETANOMD, ensure_model, measure, out_dir, row
 
 from netanomd.sensors.suricata import Suricata
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import time
 
+import _common  # noqa: F401  (this checkout first on sys.path)
 import numpy as np
 import pyarrow as pa
 

@@ -22,15 +22,12 @@ from __future__ import annotations
 import argparse
 import multiprocessing as mp
 import os
-import sys
 import threading
 import time
-from pathlib import Path
 
 os.environ.setdefault("NUMBA_NUM_THREADS", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
+import _common  # noqa: F401  (this checkout first on sys.path)
 import orjson
 
 from netanomd.data import attack_files, baseline_files, demo_model

@@ -13,6 +13,8 @@ import random
 import sys
 from pathlib import Path
 
+import _common  # noqa: F401  (this checkout first on sys.path)
+
 from netanomd.data import attack_files, baseline_files
 
 CHUNK = 100_000
