@@ -40,31 +40,42 @@ def _mix(h: Any) -> Any:  # pragma: no cover - compiled
     return h ^ (h >> np.uint64(31))
 
 
-@nb.njit(nogil=True, cache=True)
-def _hash(data: Any, a: int, b: int) -> Any:  # pragma: no cover - compiled
+@nb.njit(nogil=True, cache=True, inline="always")
+def _word(data: Any, p: Any, b: Any) -> Any:  # pragma: no cover - compiled
+    """The bytes ``data[p:min(p + 8, b)]`` as a uint64 (little-endian, zeros past ``b``)."""
+    if p + 8 <= b:
+        return word_at(data, p)
+    rest = b - p
+    if p + 8 <= data.size:
+        return word_at(data, p) & ((np.uint64(1) << np.uint64(8 * rest)) - np.uint64(1))
+    w = np.uint64(0)
+    for k in range(rest):
+        w |= np.uint64(data[p + k]) << np.uint64(8 * k)
+    return w
+
+
+@nb.njit(nogil=True, cache=True, inline="always")
+def _hash(data: Any, a: Any, b: Any) -> Any:  # pragma: no cover - compiled
     """A 64-bit hash of ``data[a:b]``."""
     h = np.uint64(b - a) * _M
-    p = a
-    while p + 8 <= b:
-        h = _mix(h ^ word_at(data, p))
-        p += 8
-    if p < b:
-        w = np.uint64(0)
-        k = 0
-        while p < b:
-            w |= np.uint64(data[p]) << np.uint64(8 * k)
-            p += 1
-            k += 1
-        h = _mix(h ^ w)
-    return _mix(h + _M)
+    for p in range(a, b, 8):
+        h = ((h << np.uint64(29)) | (h >> np.uint64(35))) ^ _word(data, p, b)
+        h *= _M
+    return _mix(h)
+
+
+#: A hash table slot: 0 when free, else the id's hash's upper 32 bits (a tag, compared before
+#: the id) over the entry id + 1.
+_LOW = np.uint64(0xFFFFFFFF)
 
 
 @nb.njit(nogil=True, cache=True)
 def _slot_of(table: Any, ehash: Any, e: int) -> Any:  # pragma: no cover - compiled
-    umask = np.uint64(table.size - 1)
-    s = np.intp(ehash[e] & umask)
-    while table[s] != e:
-        s = (s + 1) & (table.size - 1)
+    last = table.size - 1
+    s = np.intp(ehash[e] & np.uint64(last))
+    want = np.uint64(e + 1)
+    while table[s] & _LOW != want:
+        s = (s + 1) & last
     return s
 
 
@@ -79,14 +90,14 @@ def _forget(table: Any, ehash: Any, e: int) -> None:  # pragma: no cover - compi
     while True:
         j = (j + 1) & last
         f = table[j]
-        if f < 0:
+        if f == 0:
             break
-        home = np.intp(ehash[f] & umask)
+        home = np.intp(ehash[np.intp(f & _LOW) - 1] & umask)
         stays = (hole < home <= j) if hole <= j else (home > hole or home <= j)
         if not stays:
             table[hole] = f
             hole = j
-    table[hole] = -1
+    table[hole] = 0
 
 
 @nb.njit(nogil=True, cache=True)
@@ -144,10 +155,11 @@ def _rehash(table: Any, ehash: Any, nxt: Any, meta: Any) -> None:  # pragma: no 
     umask = np.uint64(last)
     e = meta[_HEAD]
     while e >= 0:
-        s = np.intp(ehash[e] & umask)
-        while table[s] >= 0:
+        h = ehash[e]
+        s = np.intp(h & umask)
+        while table[s] != 0:
             s = (s + 1) & last
-        table[s] = e
+        table[s] = (h & ~_LOW) | np.uint64(e + 1)
         e = nxt[e]
 
 
@@ -188,22 +200,25 @@ def _sight(
     for r in range(valid.size):
         if not valid[r]:
             continue
-        a, b = offsets[r], offsets[r + 1]
+        a, b = np.intp(offsets[r]), np.intp(offsets[r + 1])
         n = b - a
         h = _hash(data, a, b)
+        tag = h & ~_LOW
         s = np.intp(h & umask)
-        e = table[s]
-        while e >= 0:
-            if ehash[e] == h and elen[e] == n:
-                same = True
-                for k in range(n):
-                    if ekey[e, k] != data[a + k]:
-                        same = False
+        e: Any = -1
+        while table[s] != 0:
+            if table[s] & ~_LOW == tag:
+                e = np.intp(table[s] & _LOW) - 1
+                if ehash[e] == h and elen[e] == n:
+                    k = 0
+                    for p in range(a, b, 8):
+                        if ekey[e, k] != _word(data, p, b):
+                            break
+                        k += 1
+                    if 8 * k >= n:
                         break
-                if same:
-                    break
+                e = -1
             s = (s + 1) & last
-            e = table[s]
         start, kind = starts[r], kinds[r]
         if e < 0:  # a new id: remembered at the end of the list
             if meta[_FREE] > 0:
@@ -212,12 +227,14 @@ def _sight(
             else:
                 e = meta[_USED]
                 meta[_USED] += 1
-            table[s] = e
+            table[s] = tag | np.uint64(e + 1)
             ehash[e], elen[e], expiry[e] = h, n, until
-            for k in range(n):
-                ekey[e, k] = data[a + k]
-            for k in range(n, width):
-                ekey[e, k] = 0
+            k = 0
+            for p in range(a, b, 8):
+                ekey[e, k] = _word(data, p, b)
+                k += 1
+            for z in range(k, width):
+                ekey[e, z] = 0
             nsight[e] = 1
             s_start[e, 0], s_kind[e, 0], s_row[e, 0] = start, kind, base + r
             _append(prev, nxt, meta, e)
@@ -303,18 +320,19 @@ class Deduplicator:
         self._kinds: dict[str, int] = {"zeek": _ZEEK, "": _NONE}
         self._rows = 0  # rows seen before this batch (sightings are numbered across batches)
         self._meta = np.array([-1, -1, 0, 0, 0], dtype=np.int64)
-        self._table = np.empty(0, np.int64)  # hash slot -> entry id, -1 when free
-        self._allocate(0, 1024, 32)
+        self._table = np.empty(0, np.uint64)  # hash slots (_LOW)
+        self._allocate(0, 1024, 4)
 
     def __len__(self) -> int:
         """How many community_ids are remembered."""
         return int(self._meta[_COUNT])
 
     def _allocate(self, used: int, size: int, width: int) -> None:
-        """Room for ``size`` entries of ids up to ``width`` bytes (the first ``used`` kept)."""
+        """Room for ``size`` entries of ids up to ``width`` 8-byte words (the first ``used``
+        kept)."""
         if used == 0:
             self._ehash = np.zeros(size, np.uint64)
-            self._ekey = np.zeros((size, width), np.uint8)
+            self._ekey = np.zeros((size, width), np.uint64)
             self._elen = np.zeros(size, np.int64)
             self._expiry = np.zeros(size, np.float64)
             self._prev = np.zeros(size, np.int64)
@@ -326,7 +344,7 @@ class Deduplicator:
             self._s_row = np.zeros((size, SIGHTINGS), np.int64)
         else:
             if width > self._ekey.shape[1]:
-                key = np.zeros((len(self._ekey), width), np.uint8)
+                key = np.zeros((len(self._ekey), width), np.uint64)
                 key[:, : self._ekey.shape[1]] = self._ekey
                 self._ekey = key
             if size > len(self._ehash):
@@ -336,7 +354,7 @@ class Deduplicator:
                 ):  # fmt: skip
                     setattr(self, name, _grown(getattr(self, name), size))
         if used == 0 or size > len(self._table) // 2:
-            self._table = np.full(1 << max(size * 2 - 1, 1).bit_length(), -1, np.int64)
+            self._table = np.zeros(1 << max(size * 2 - 1, 1).bit_length(), np.uint64)
             _rehash(self._table, self._ehash, self._next, self._meta)
 
     def _kind_codes(self, sources: pa.Array) -> np.ndarray:
@@ -375,7 +393,7 @@ class Deduplicator:
             valid = np.asarray(pc.is_valid(col).to_numpy(zero_copy_only=False), dtype=np.bool_)
         else:
             valid = np.ones(n, np.bool_)
-        width = int(np.max(offsets[1:] - offsets[:-1]))
+        width = -(-int(np.max(offsets[1:] - offsets[:-1])) // 8)
         used = int(meta[_USED])
         if used + n > len(self._ehash) or width > self._ekey.shape[1]:
             self._allocate(
