@@ -1,6 +1,6 @@
 """The community-id deduplicator alone: CPU per flow on the scoring thread, for two streams of
 1,000-flow batches, the clock advancing as at 150k flows/s with the pipeline's default window
-(120 s):
+(120 s), and how much the process's peak RSS grew over the run (the table):
 
 * ``unique``: real Suricata flow records (``$SHARED_DATA/suricata/test6-malicious.suricata.json``,
   default ``../shared/data``), each with a community id of its own, as a live sensor's flows
@@ -23,6 +23,7 @@ import base64
 import hashlib
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -70,7 +71,7 @@ def mixed_stream(n: int) -> list[pa.Table]:
     from netanomd.flow import FlowBatch
     from netanomd.sources.files import open_source
 
-    parts = []
+    parts: list[pa.Table] = []
     with tempfile.TemporaryDirectory() as tmp:
         for pcap in PCAPS:
             name = pcap.replace("/", "-")
@@ -101,7 +102,7 @@ def measure(which: str, n: int) -> None:
     try:
         from netanomd.daemon.dedup import Deduplicator
     except ImportError:  # a checkout from before the module (the deduplicator in the pipeline)
-        from netanomd.daemon.pipeline import Deduplicator  # type: ignore[attr-defined,no-redef]
+        from netanomd.daemon.pipeline import Deduplicator  # type: ignore[attr-defined]
     from netanomd.flow import FlowBatch
 
     batches = [FlowBatch(t) for t in (unique_stream if which == "unique" else mixed_stream)(n)]
@@ -110,13 +111,13 @@ def measure(which: str, n: int) -> None:
         warm.apply(b, 0.0)
     dedup = Deduplicator(120.0)
     dropped = 0
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     cpu = time.process_time()
     for k, b in enumerate(batches):
         dropped += dedup.apply(b, k * BATCH / RATE)[1]
     cpu = time.process_time() - cpu
-    import netanomd
-
-    print(json.dumps({"cpu": cpu, "flows": n, "dropped": dropped, "from": netanomd.__file__}))
+    grown = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss) / 1024
+    print(json.dumps({"cpu": cpu, "flows": n, "dropped": dropped, "mib": grown}))
 
 
 def run(checkout: Path, which: str, n: int) -> dict[str, float]:
@@ -147,7 +148,8 @@ def main() -> None:
                 best[c] = min(best.get(c, us), us)
                 print(
                     f"dedup {which}, {c}: {us:.3f} us a flow ({got['flows'] / got['cpu']:,.0f} "
-                    f"flows per CPU-second, {got['dropped']:,} of {got['flows']:,} dropped)",
+                    f"flows per CPU-second, {got['dropped']:,} of {got['flows']:,} dropped; "
+                    f"peak RSS +{got['mib']:.0f} MiB over the run)",
                     flush=True,
                 )
         if args.against:

@@ -287,6 +287,12 @@ def _merge_flow_ids(flow_ids: Any, known: Any, keep_drop: Any) -> bool:  # pragm
     return merged
 
 
+def _signed(signatures: pa.ChunkedArray) -> np.ndarray:
+    """Which rows have signatures (a list of at least one)."""
+    some = pc.fill_null(pc.greater(pc.list_value_length(signatures), 0), False)
+    return np.asarray(some.to_numpy(zero_copy_only=False), dtype=np.bool_)
+
+
 def _grown(a: np.ndarray, size: int) -> np.ndarray:
     out = np.empty((size, *a.shape[1:]), dtype=a.dtype)
     out[: len(a)] = a
@@ -433,10 +439,9 @@ class Deduplicator:
             table = table.set_column(index, "flow_id", pa.array(flow_ids, pa.uint64(), ~known))
         index = table.schema.get_field_index("signatures")
         col = table.column(index)
-        signed = pc.fill_null(pc.greater(pc.list_value_length(col), 0), False)
         # a row's signatures move only from a dropped row that had some to begin with, or had
         # been given some: none move unless a dropped row had some to begin with
-        if np.asarray(signed.to_numpy(zero_copy_only=False))[keep_drop[:, 1]].any():
+        if col.null_count < len(col) and _signed(col)[keep_drop[:, 1]].any():
             sigs = col.to_pylist()
             for keep, drop in keep_drop.tolist():
                 if sigs[drop]:
