@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from netanomd.daemon.pipeline import Deduplicator
+from netanomd.daemon.dedup import Deduplicator
 from netanomd.daemon.score_api import records_from_json, score_json
 from netanomd.daemon.service import Daemon
 from netanomd.data import attack_files, demo_model

@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 
 from netanomd.behaviour.incidents import Incident
-from netanomd.daemon.pipeline import Deduplicator, Pipeline
+from netanomd.daemon.dedup import Deduplicator
+from netanomd.daemon.pipeline import Pipeline
 from netanomd.daemon.sampler import Sampler
 from netanomd.data import attack_files
 from netanomd.decision import Alert

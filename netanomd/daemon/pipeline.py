@@ -24,17 +24,17 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import Counter, OrderedDict, deque
+from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import orjson
-import pyarrow as pa
 
 from netanomd.behaviour.incidents import Incident
+from netanomd.daemon.dedup import Deduplicator
 from netanomd.daemon.sampler import Sampler
 from netanomd.decision import Alert
 from netanomd.flow import FlowBatch
@@ -87,124 +87,6 @@ class PipelineStats:
     last_received: dict[str, float] = field(default_factory=dict)
     dropped: dict[str, int] = field(default_factory=dict)
     batches: int = 0
-
-
-class Deduplicator:
-    """Drops the second sighting of one connection by two sensors (Zeek and Suricata on the same
-    link): same community_id, flow start within ``tolerance`` seconds, *another* source kind.
-
-    The one record kept carries both sensors' identifiers (issue 17 point 3): when both
-    sightings are in one batch the Zeek record is kept (its uid, its richer fields) and takes
-    the Suricata record's ``flow_id``, so its alert names ``zeek.session_id`` and
-    ``suricata.eve.flow_id``. A sighting that comes a batch later than its twin is dropped: the
-    twin was already scored and written.
-
-    The same sensor repeating a community_id is a new connection (NTP 123 -> 123 every minute,
-    a backlog replayed), never a duplicate. Sightings are remembered for ``window`` seconds of
-    wall-clock time, at most ``max_entries`` community_ids.
-
-    The table holds only tuples of numbers and strings, which the garbage collector stops
-    tracking: a million remembered ids are not walked by every full collection (a list per id
-    was: a 0.5 s pause of the scoring thread every few tens of seconds at 10k flows/s).
-    """
-
-    def __init__(self, window: float, max_entries: int = 1_000_000, tolerance: float = 2.0) -> None:
-        self.window = window
-        self.max_entries = max_entries
-        self.tolerance = tolerance
-        #: community_id -> (expiry, [(flow start, source kind, batch number, row), ...]) (a few
-        #: per id; the row is where the kept sighting sits in its batch)
-        self._seen: OrderedDict[str, tuple[float, tuple[tuple[float, str, int, int], ...]]] = (
-            OrderedDict()
-        )
-        self._batches = 0
-
-    def apply(self, batch: FlowBatch, now: float) -> tuple[FlowBatch, int]:
-        """``batch`` without the connections another source kind reported, and how many
-        rows were dropped."""
-        seen = self._seen
-        while seen:
-            until = next(iter(seen.values()))[0]
-            if until > now and len(seen) <= self.max_entries:
-                break
-            seen.popitem(last=False)
-        self._batches += 1
-        this = self._batches
-        ids = batch.column("community_id").to_pylist()
-        distinct = set(ids)
-        distinct.discard(None)
-        if not distinct:
-            return batch, 0
-        starts = batch.numeric("ts", fill=np.nan).tolist()
-        sources = batch.column("source").to_pylist()
-        # Only an id already seen, or seen twice in the batch, can have a twin: the rows of
-        # the others are remembered a run at a time (in row order, as one by one would), the
-        # rest looked at one by one.
-        twice: set[str] = set()
-        if len(distinct) < len(ids) - ids.count(None):
-            twice = {c for c, k in Counter(ids).items() if k > 1 and c is not None}
-        maybe = (seen.keys() & distinct) | twice
-        expiry = now + self.window
-        flow_ids: list[int | None] | None = None
-        sigs: list[Any] | None = None
-        merged = signed = False
-        mask = np.ones(len(ids), dtype=bool)
-        after = 0  # the first row not looked at
-        for i in (
-            [*(i for i, cid in enumerate(ids) if cid in maybe), len(ids)] if maybe else [len(ids)]
-        ):
-            seen.update(
-                (ids[r], (expiry, ((starts[r], sources[r] or "", this, r),)))
-                for r in range(after, i)
-                if ids[r] is not None
-            )
-            after = i + 1
-            if i == len(ids):
-                break
-            cid, start, kind = ids[i], starts[i], sources[i] or ""
-            got = seen.get(cid)
-            sightings = got[1] if got is not None else ()
-            twin = next(
-                (
-                    n
-                    for n, (t, k, _, _) in enumerate(sightings)
-                    if k != kind and abs(t - start) <= self.tolerance
-                ),
-                None,
-            )
-            if twin is None:
-                seen[cid] = (expiry, (*sightings[-3:], (start, kind, this, i)))
-                seen.move_to_end(cid)
-                continue
-            *_, where, j = sightings[twin]
-            if where != this:  # scored in an earlier batch
-                mask[i] = False
-                continue
-            if flow_ids is None or sigs is None:
-                flow_ids = batch.column("flow_id").to_pylist()
-                sigs = batch.column("signatures").to_pylist()
-            keep, drop = (i, j) if kind == "zeek" else (j, i)
-            mask[drop] = False
-            if flow_ids[keep] is None and flow_ids[drop] is not None:
-                flow_ids[keep], merged = flow_ids[drop], True
-            if sigs[drop]:  # Suricata's signatures go with its flow id onto the kept record
-                sigs[keep], signed = [*(sigs[keep] or []), *sigs[drop]], True
-            if keep == i:  # the kept sighting is this row now
-                assert got is not None
-                kept = (*sightings[:twin], (start, kind, this, i), *sightings[twin + 1 :])
-                seen[cid] = (got[0], kept)
-        dropped = int((~mask).sum())
-        table = batch.table
-        if merged:
-            index = table.schema.get_field_index("flow_id")
-            table = table.set_column(index, "flow_id", pa.array(flow_ids, pa.uint64()))
-        if signed:
-            index = table.schema.get_field_index("signatures")
-            field = table.schema.field(index)
-            table = table.set_column(index, field, pa.array(sigs, field.type))
-        if dropped:
-            table = table.filter(pa.array(mask))
-        return (FlowBatch(table) if merged or signed or dropped else batch), dropped
 
 
 class Pipeline:
