@@ -10,6 +10,7 @@ from pathlib import Path
 
 from netanomd.sources.datagrams import DatagramReader
 from netanomd.sources.evescan import block_of_text
+from netanomd.sources.suricata_socket import EveSocket
 
 
 def test_reads_every_waiting_datagram_in_order(tmp_path: Path) -> None:
@@ -109,3 +110,52 @@ def test_stream_connections_keep_their_own_unended_lines(tmp_path: Path) -> None
         order = [json.loads(f)["flow_id"] for f in lines]
         assert [i for i in ids if i in order] == order
     assert src.stats.malformed == 0
+
+
+def test_datagrams_decode_to_the_table_of_the_same_text(tmp_path: Path) -> None:
+    """Records sent a datagram each (some ending in a line end) are decoded by the socket into
+    the table the EVE text decoder makes of the same lines, with the same problems named."""
+    import threading
+
+    from netanomd.flow import FlowBatch
+    from netanomd.sources import ReadStats
+    from netanomd.sources.suricata_alerts import SignatureJoin
+    from netanomd.sources.suricata_eve import eve_text_to_batch
+    from tests.waiting import wait
+
+    data = Path(__file__).parent / "data" / "eve" / "test6-malicious-head400.json"
+    lines = data.read_bytes().splitlines()
+    lines[5] += b"\n"
+    lines[6] += b"\r\n"
+    lines[7] = b'{"event_type": "flow", "src_port": "x"}'  # malformed
+    datagrams = lines  # read where they lie (several lines in one: test above)
+    got: list[FlowBatch] = []
+
+    def emit(batch: FlowBatch, ack: object = None, *, arrived: float | None = None) -> bool:
+        got.append(batch)
+        return True
+
+    path = tmp_path / "eve.sock"
+    src = EveSocket(path, "dgram", emit, batch_lines=len(datagrams), batch_wait=5.0)
+    thread = threading.Thread(target=src.run, daemon=True)
+    thread.start()
+    assert src.ready.wait(5)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as c:
+        c.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
+        for d in datagrams:
+            while True:
+                try:
+                    c.sendto(d, str(path))
+                    break
+                except BlockingIOError:  # the queue is full: the reader empties it
+                    pass
+    wait(lambda: src.stats.rows + src.stats.malformed > 0 and bool(got), 10, "the batch")
+    src.stop()
+    thread.join(10)
+    stats = ReadStats()
+    text = b"\n".join(ln.rstrip(b"\n") for ln in lines)
+    want = eve_text_to_batch(text, stats, src.name, signatures=SignatureJoin(stats))
+    assert want is not None and len(got) == 1
+    assert got[0].table.equals(want.table)
+    assert src.stats.problems == stats.problems and src.stats.skipped == stats.skipped
+    assert src.stats.malformed == 1
