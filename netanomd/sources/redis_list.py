@@ -9,16 +9,19 @@ up to ``batch_lines`` records from the right of the shared list onto the left of
 *processing list* (``<key>:processing:<consumer>``), and returns them; when the list is empty,
 ``BLMOVE`` waits for one. A batch's records leave the processing list only in its ``ack``, once
 every sink has written it (acks come in order, so the acknowledged records are the oldest: an
-``LTRIM`` from the right, checked against the batch's first and last record; anything else falls
-back to removing each record). At start a daemon first re-reads its own processing list (what it
-had taken before it stopped or was killed). Each consumer keeps a heartbeat key
-(``<key>:consumer:<name>``, TTL ``heartbeat_seconds``) and is listed with its processing list
-in the hash ``<key>:consumers``; with ``recover_dead``, every daemon looks thrice per heartbeat
-for consumers whose heartbeat expired and pushes their processing lists back onto the right of
-the shared list (oldest first, in one Lua call, so two survivors never both take them), where
-the living pick them up. Every record is
-scored at least once; a record that was scored but not yet acknowledged when its daemon died is
-scored again (Elasticsearch keeps one copy: the ids are deterministic).
+``LTRIM`` from the right, checked against digests of the batch's first and last record; anything
+else falls back to removing each record). The ack itself only queues the batch (the scoring
+thread does not wait on Redis): the reading thread sends the queued acks in the same round trip
+as its next move, and before it waits in ``BLMOVE``; while it waits, and once it has stopped,
+an ack is sent at once (by the thread acknowledging, or by :meth:`RedisInput.stop`), in order.
+At start a daemon first re-reads its own processing list (what it had taken before it stopped
+or was killed). Each consumer keeps a heartbeat key (``<key>:consumer:<name>``, TTL
+``heartbeat_seconds``) and is listed with its processing list in the hash ``<key>:consumers``;
+with ``recover_dead``, every daemon looks thrice per heartbeat for consumers whose heartbeat
+expired and pushes their processing lists back onto the right of the shared list (oldest
+first, in one Lua call, so two survivors never both take them), where the living pick them up.
+Every record is scored at least once; a record that was scored but not yet acknowledged when
+its daemon died is scored again (Elasticsearch keeps one copy: the ids are deterministic).
 
 Owns connecting (with capped backoff on errors), moving or receiving, acknowledging, the
 heartbeat, and decoding the records with the EVE line decoder. Records taken from a list are
@@ -27,11 +30,13 @@ handed on with backpressure, never dropped.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import socket
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -54,11 +59,14 @@ end
 return items
 """
 
-#: KEYS: processing list; ARGV: count, oldest record, newest record. The n oldest records are
-#: the acknowledged batch when the ends match: trim them; otherwise 0 (the caller removes each).
+#: KEYS: processing list; ARGV: count, SHA-1 of the oldest record, of the newest (hex). The n
+#: oldest records are the acknowledged batch when the ends match: trim them; otherwise 0 (the
+#: caller removes each).
 _ACK = """
 local n = tonumber(ARGV[1])
-if redis.call('LINDEX', KEYS[1], -1) == ARGV[2] and redis.call('LINDEX', KEYS[1], -n) == ARGV[3]
+local oldest = redis.call('LINDEX', KEYS[1], -1)
+local newest = redis.call('LINDEX', KEYS[1], -n)
+if oldest and newest and redis.sha1hex(oldest) == ARGV[2] and redis.sha1hex(newest) == ARGV[3]
 then
   redis.call('LTRIM', KEYS[1], 0, -(n + 1))
   return n
@@ -146,9 +154,31 @@ class RedisInput:
         self._stop = threading.Event()
         self._factory = client_factory
         self._token = uuid.uuid4().hex
+        #: Batches written by every sink whose records are still to be acknowledged, oldest
+        #: first; sent (in order) only while holding ``_sending``.
+        self._acks: deque[list[bytes]] = deque()
+        self._sending = threading.Lock()
+        #: The reading thread is not about to send the queued acks (it waits in ``BLMOVE``, or
+        #: has stopped): an ack is sent by whoever queues it.
+        self._idle = True
+        #: The client and ack script of the current connection (None before the first).
+        self._link: tuple[Any, Any] | None = None
 
     def stop(self) -> None:
+        """Stops reading; what was acknowledged is sent to Redis before this returns."""
         self._stop.set()
+        self._idle = True
+        try:
+            self._send_acks()
+        except Exception as exc:  # redis.ConnectionError and friends: read again at restart
+            log.warning(
+                "%s: %d acknowledged batches not removed from %s (%s); they are scored "
+                "again at the next start",
+                self.name,
+                len(self._acks),
+                self.processing,
+                exc,
+            )
 
     def _client(self) -> Any:
         if self._factory is not None:
@@ -179,7 +209,7 @@ class RedisInput:
 
     def _run_list(self, client: Any, *, resume: bool) -> None:
         move = client.register_script(_MOVE)
-        ack = client.register_script(_ACK)
+        self._link = (client, client.register_script(_ACK))
         self._register(client)
         # The heartbeat has its own thread: a batch held back by a slow sink must not make the
         # others think this daemon died.
@@ -204,19 +234,82 @@ class RedisInput:
                         self.processing,
                     )
                 for i in range(0, len(held), self.batch_lines):
-                    self._emit(held[i : i + self.batch_lines], self._acker(client, ack))
+                    self._emit(held[i : i + self.batch_lines], self._ack)
             self.ready.set()
+            self._idle = False
             while not self._stop.is_set():
-                items = move(keys=[self.key, self.processing], args=[self.batch_lines])
+                items = self._send_acks(
+                    lambda pipe: move(
+                        keys=[self.key, self.processing], args=[self.batch_lines], client=pipe
+                    )
+                )
                 if not items:
-                    one = client.blmove(self.key, self.processing, 1, "RIGHT", "LEFT")
+                    self._idle = True  # acks from here on are sent by the acknowledging thread
+                    try:
+                        self._send_acks()
+                        one = client.blmove(self.key, self.processing, 1, "RIGHT", "LEFT")
+                    finally:
+                        self._idle = False
                     if one is None:
                         continue
                     items = [one]
-                self._emit(items, self._acker(client, ack))
+                self._emit(items, self._ack)
         finally:
+            # Stopped: acks are sent at once. Failed: they wait for the next connection's move.
+            self._idle = self._stop.is_set()
             done.set()
             beat.join(5)
+        self._send_acks()
+
+    def _ack(self, lines: list[bytes]) -> None:
+        """Every sink has written the batch of ``lines``: queue its acknowledgement, sent at
+        once while the reading thread waits or has stopped (module doc)."""
+        self._acks.append(lines)
+        if self._idle:
+            self._send_acks()
+
+    def _send_acks(self, then: Callable[[Any], Any] | None = None) -> Any:
+        """Sends the queued acks, oldest first, with ``then(pipeline)`` after them in the same
+        round trip; returns what ``then`` returned. Acks not known to be sent stay queued."""
+        with self._sending:
+            if self._link is None:
+                return None
+            client, script = self._link
+            batches = []
+            while self._acks:
+                batches.append(self._acks.popleft())
+            if not batches and then is None:
+                return None
+            pipe = client.pipeline(transaction=False)
+            for lines in batches:
+                ends = [hashlib.sha1(lines[k], usedforsecurity=False).hexdigest() for k in (0, -1)]
+                script(keys=[self.processing], args=[len(lines), *ends], client=pipe)
+            if then is not None:
+                then(pipe)
+            try:
+                results = pipe.execute()
+            except Exception:
+                # Sent again (a batch already trimmed then no longer matches the ends, and its
+                # records are gone: removing each is a no-op).
+                self._acks.extendleft(reversed(batches))
+                raise
+            left = [b for b, trimmed in zip(batches, results, strict=False) if not trimmed]
+            if left:
+                self._remove_each(client, left)
+            return results[-1] if then is not None else None
+
+    def _remove_each(self, client: Any, batches: list[list[bytes]]) -> None:
+        """Acknowledges batches whose records are not the oldest of the processing list (it
+        was taken over meanwhile): removes each record; on an error they stay queued."""
+        try:
+            pipe = client.pipeline(transaction=False)
+            for lines in batches:
+                for line in lines:
+                    pipe.lrem(self.processing, -1, line)
+            pipe.execute()
+        except Exception as exc:
+            log.warning("%s: acknowledging %d batches: %s", self.name, len(batches), exc)
+            self._acks.extendleft(reversed(batches))
 
     def _register(self, client: Any) -> None:
         hb = heartbeat_key(self.key, self.consumer)
@@ -276,17 +369,6 @@ class RedisInput:
                     n,
                     self.key,
                 )
-
-    def _acker(self, client: Any, ack: Any) -> Callable[[list[bytes]], None]:
-        def done(items: list[bytes]) -> None:
-            if not ack(keys=[self.processing], args=[len(items), items[0], items[-1]]):
-                # Not the oldest records (our list was taken over meanwhile): remove each.
-                pipe = client.pipeline(transaction=False)
-                for item in items:
-                    pipe.lrem(self.processing, -1, item)
-                pipe.execute()
-
-        return done
 
     # -- pub/sub ------------------------------------------------------------------------------
 

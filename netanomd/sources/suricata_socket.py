@@ -7,9 +7,10 @@ everything waiting on one wake-up (datagrams many per system call, by
 :class:`~netanomd.sources.datagrams.DatagramReader`, waited for with one ``poll``; a stream with
 ``recv_into`` one reused buffer until a read comes back short), micro-batching by count or time
 (a batch is decoded ``batch_wait`` seconds after its oldest record was read at the latest), and
-decoding the batch at once with the EVE decoder, as text (no object per record). Suricata cannot
-be paused through a socket, and drops what does not fit in the kernel's queue: the emit
-callable's policy decides what happens when scoring falls behind.
+decoding the batch at once with the EVE decoder, as one block of lines (no object per record;
+datagrams are read where the kernel wrote them, in slots for a batch's ``batch_lines``
+records). Suricata cannot be paused through a socket, and drops what does not fit in the
+kernel's queue: the emit callable's policy decides what happens when scoring falls behind.
 
 A wake-up costs more than the records it reads when they come one or two at a time (the
 sender is slower than the reader). Where the kernel's queue has room for it (a stream
@@ -30,10 +31,10 @@ import threading
 import time
 from pathlib import Path
 
-from netanomd.sources import Emit, ReadStats
+from netanomd.sources import Emit, ReadStats, evescan
 from netanomd.sources.datagrams import DatagramReader
 from netanomd.sources.suricata_alerts import SignatureJoin
-from netanomd.sources.suricata_eve import eve_text_to_batch
+from netanomd.sources.suricata_eve import eve_block_to_batch
 
 log = logging.getLogger(__name__)
 
@@ -74,8 +75,8 @@ def dgram_queue_problem(setting: Path = DGRAM_QLEN) -> str | None:
 
 
 class _Text:
-    """What one sender (the datagrams, or a stream connection) has sent and is not decoded
-    yet: the chunks as read, the last maybe ending within a line."""
+    """What one stream connection has sent and is not decoded yet: the chunks as read, the
+    last maybe ending within a line."""
 
     __slots__ = ("chunks", "closed")
 
@@ -121,9 +122,10 @@ class EveSocket:
         self.signatures = SignatureJoin(self.stats)
         self.ready = threading.Event()
         self._stop = threading.Event()
-        #: Text read and not yet decoded, per sender (the datagrams', or a stream connection's),
-        #: and how many whole lines it holds.
+        #: Text read and not yet decoded, per stream connection; the datagrams read and not yet
+        #: decoded (while reading datagrams); how many records (whole lines) they hold.
         self._texts: list[_Text] = []
+        self._datagrams: DatagramReader | None = None
         self._lines = 0
         #: When the oldest pending record was read (``time.monotonic``).
         self._first = 0.0
@@ -157,7 +159,6 @@ class EveSocket:
                 self._serve_datagrams(srv)
             else:
                 self._serve_stream(srv)
-            self._flush()
         finally:
             srv.close()
             self.path.unlink(missing_ok=True)
@@ -173,17 +174,17 @@ class EveSocket:
         stopped; after a read that found few records, let more gather (module doc)."""
         poller = select.poll()
         poller.register(srv, select.POLLIN)
-        reader = DatagramReader(srv)
-        text = _Text()
-        self._texts.append(text)
+        reader = self._datagrams = DatagramReader(srv, slots=self.batch_lines)
         try:
             while not self._stop.is_set():
                 ready = poller.poll(self._timeout() * 1000)
-                if ready and self._read_datagrams(reader, text) < FEW and self._linger:
+                if ready and self._read_datagrams(reader) < FEW and self._linger:
                     time.sleep(self._linger)
                 if self._lines and time.monotonic() - self._first >= self.batch_wait:
                     self._flush()
+            self._flush()
         finally:
+            self._datagrams = None
             reader.close()
 
     def _serve_stream(self, srv: socket.socket) -> None:
@@ -214,35 +215,30 @@ class EveSocket:
                     time.sleep(self._linger)
                 if self._lines and time.monotonic() - self._first >= self.batch_wait:
                     self._flush()
+            self._flush()
         finally:
             for key in list(sel.get_map().values()):
                 if key.fileobj is not srv:
                     key.fileobj.close()  # type: ignore[union-attr]
             sel.close()
 
-    def _read_datagrams(self, reader: DatagramReader, text: _Text) -> int:
-        """Every datagram waiting, many per system call (each a line, or several), into
-        ``text``; a batch is decoded whenever ``batch_lines`` records are pending or the oldest
-        has waited ``batch_wait`` (looked at after each call: a steady stream never lets the
-        socket run dry). Returns how many datagrams it read."""
+    def _read_datagrams(self, reader: DatagramReader) -> int:
+        """Every datagram waiting, many per system call, into the reader's slots (a line each,
+        or several); a batch is decoded whenever ``batch_lines`` records are held (the slots
+        are full) or the oldest has waited ``batch_wait`` (looked at after each call: a steady
+        stream never lets the socket run dry). Returns how many datagrams it read."""
         read = 0
         while True:
+            want = reader.free
             got = reader.read()
-            if got and not self._lines:
-                self._first = time.monotonic()
-            read += len(got)
-            chunks = text.chunks
-            for data in got:
-                chunks.append(data)
-                if not data.endswith(b"\n"):
-                    chunks.append(b"\n")
-            self._lines += len(got)
-            if self._lines >= self.batch_lines:
-                self._flush()
-            if len(got) < reader.slots or self._stop.is_set():
+            if got:
+                if not self._lines:
+                    self._first = time.monotonic()
+                self._lines += got
+                read += got
+            if got < want or self._stop.is_set():
                 return read
-            if self._lines and time.monotonic() - self._first >= self.batch_wait:
-                self._flush()
+            self._flush()
 
     def _read_stream(self, sock: socket.socket, text: _Text) -> int:
         """What a stream connection has sent, into ``text``, read into the reused buffer
@@ -281,15 +277,21 @@ class EveSocket:
                 return got
 
     def _flush(self) -> None:
-        """Decode the whole lines read so far (each sender's unended last line waits)."""
+        """Decode the records read so far (a stream sender's unended last line waits)."""
+        self._lines = 0
+        if self._datagrams is not None:
+            if len(self._datagrams):
+                self._decode(self._datagrams.take())
+            return
         parts = [part for t in self._texts if (part := t.take())[1]]
         self._texts = [t for t in self._texts if t.chunks or not t.closed]
-        self._lines = 0
         if not parts:
             return
         text, stop = parts[0] if len(parts) == 1 else (b"".join(t[:s] for t, s in parts), None)
-        batch = eve_text_to_batch(
-            text, self.stats, self.name, signatures=self.signatures, stop=stop
-        )
+        self._decode(evescan.block_of_text(text, stop))
+
+    def _decode(self, block: evescan.Block) -> None:
+        """Decode a block of lines at once, and hand its flows on."""
+        batch = eve_block_to_batch(block, self.stats, self.name, signatures=self.signatures)
         if batch is not None:
             self.emit(batch, arrived=self._first)
