@@ -362,7 +362,7 @@ def stage_table(path: str) -> dict[str, dict[str, int]]:
 
     scoring = (
         ("waiting for a batch, concatenating", ("Pipeline._take", "FlowBatch.concat")),
-        ("acknowledging to the source (Redis)", ("_acker",)),
+        ("acknowledging to the source (Redis)", ("_send_acks",)),
         *STAGES,
         ("sinks", ("sinks/",)),
         ("training reservoir", ("Reservoir.add",)),

@@ -183,8 +183,7 @@ class DatagramReader:
         if self._text is not self._memory:
             ends = np.empty(n, np.int64)
             if _line_ends(np.frombuffer(self._text, np.uint8), starts, lens, ends):
-                # An mmap reads as bytes do (its slices are bytes, its buffer read-only).
-                return Block(cast(bytes, self._text), starts, ends)
+                return Block(self._text, starts, ends)
         # Several lines in a datagram, or no read-only view of the slots: the lines as text.
         chunks = []
         for k in range(n):

@@ -17,6 +17,7 @@ valid and names what is not.
 
 from __future__ import annotations
 
+import mmap
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -203,9 +204,10 @@ class Scanned:
 @dataclass(frozen=True)
 class Block:
     """Lines as spans of one buffer (no object per line): line ``k`` is
-    ``data[starts[k]:ends[k]]``."""
+    ``data[starts[k]:ends[k]]``; the buffer is text, or a read-only map of datagram slots
+    (:mod:`netanomd.sources.datagrams`), whose slices are bytes too."""
 
-    data: bytes
+    data: bytes | mmap.mmap
     starts: np.ndarray
     ends: np.ndarray
 
