@@ -129,6 +129,7 @@ class FlowsScanner:
         self._protos, self._proto_at = words(PORT_PROTOS)
         self._units, self._unit_at = words(list(UNIT_SECONDS))
         self._factors = np.array(list(UNIT_SECONDS.values()), np.float64)
+        self._allowed = _allowed()
         #: No frame holds more flows than this per byte: every column has one element per
         #: flow, none shorter than its prefix, a value byte and ``}``.
         self.bytes_per_flow = sum(len(p) + 2 for p in prefixes)
@@ -172,6 +173,7 @@ class FlowsScanner:
             self._units,
             self._unit_at,
             self._factors,
+            self._allowed,
             ints,
             seconds,
             starts,
@@ -199,6 +201,17 @@ class FlowsScanner:
         return pa.StringArray.from_buffers(
             n, pa.py_buffer(offsets), pa.py_buffer(data), bitmap, nulls
         )
+
+
+def _allowed() -> np.ndarray:
+    """The bytes a string (row 0) and an address (row 1) may hold in the canonical layout:
+    printable ASCII but a backslash; an address only ``0-9 : . A-F a-f``."""
+    table = np.zeros((2, 256), np.bool_)
+    table[0, 32:127] = True
+    table[0, ord("\\")] = False
+    for ch in b"0123456789:.ABCDEFabcdef":
+        table[1, ch] = True
+    return table
 
 
 # -- the kernel -----------------------------------------------------------------------------
@@ -251,6 +264,7 @@ def _scan(
     units: np.ndarray,
     unit_at: np.ndarray,
     factors: np.ndarray,
+    allowed: np.ndarray,
     ints: np.ndarray,
     seconds: np.ndarray,
     starts: np.ndarray,
@@ -388,25 +402,23 @@ def _scan(
                         if whole + exp > 308:  # could be beyond a double: the general path
                             return -1
                         last = j
+                        for q in range(last - first):
+                            chars[at + q] = buf[first + q]
                     else:
                         if i >= n or buf[i] != 34:
                             return -1
                         first = j = i + 1
-                        while j < n and buf[j] != 34:
+                        ok = allowed[kind - 3]
+                        while j < n and buf[j] != 34:  # (copied as it is checked)
                             ch = buf[j]
-                            if ch < 32 or ch >= 127 or ch == 92:  # control, non-ASCII, \
+                            if not ok[ch]:
                                 return -1
-                            if kind == 4 and not (  # 0-9 : . A-F a-f
-                                48 <= ch <= 58 or ch == 46 or 65 <= ch <= 70 or 97 <= ch <= 102
-                            ):
-                                return -1
+                            chars[at + j - first] = ch
                             j += 1
                         if j >= n or (kind == 4 and j == first):
                             return -1
                         last = j
                         j += 1
-                    for q in range(last - first):
-                        chars[at + q] = buf[first + q]
                     starts[slot, row] = at
                     lengths[slot, row] = last - first
                     at += last - first
