@@ -367,6 +367,8 @@ class FlowsAccumulator:
         self._pieces: list[list[pa.Array]] = []
         self._decoded = 0
         self.events = 0
+        #: The contract version of the last frame taken (accepted; others are checked).
+        self._accepted = ""
 
     def __len__(self) -> int:
         return self._decoded + self._rows
@@ -387,8 +389,12 @@ class FlowsAccumulator:
             self._rows,
             self._char,
         )
-        if n < 0 or api.version_problem(version, api.FLOWS.name):
+        if n < 0:
             return False
+        if version != self._accepted:  # (frames of one Zeek carry one version)
+            if api.version_problem(version, api.FLOWS.name):
+                return False
+            self._accepted = version
         self._rows += n
         self._char = char
         self.events += 1
