@@ -129,7 +129,10 @@ HEADER_BYTES_PER_PKT = 40
 def _num(batch: FlowBatch, name: str) -> np.ndarray:
     """Numeric column as float64 with nulls as NaN."""
     col = batch.column(name)
-    out = np.asarray(pc.cast(col, pa.float64()).to_numpy(zero_copy_only=False), dtype=np.float64)
+    if col.null_count:
+        col = pc.cast(col, pa.float64())  # (nulls as NaN)
+    # (without nulls, numpy's conversion: the same values, without an Arrow cast's ~5 us a call)
+    out = np.asarray(col.to_numpy(zero_copy_only=False), dtype=np.float64)
     return frozen(out)
 
 
