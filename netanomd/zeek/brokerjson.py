@@ -327,6 +327,7 @@ _COLUMNS = [
     for name, typ in api.FLOWS.args
     if api.is_vector(typ)
 ]
+#: The string columns where Zeek's empty string means unset (null in a FlowBatch).
 _EMPTY_IS_NULL = {"service", "conn_state", "history", "community_id"}
 
 
@@ -366,6 +367,8 @@ class FlowsAccumulator:
         self._pieces: list[list[pa.Array]] = []
         self._decoded = 0
         self.events = 0
+        #: The contract version of the last frame taken (accepted; others are checked).
+        self._accepted = ""
 
     def __len__(self) -> int:
         return self._decoded + self._rows
@@ -386,8 +389,12 @@ class FlowsAccumulator:
             self._rows,
             self._char,
         )
-        if n < 0 or api.version_problem(version, api.FLOWS.name):
+        if n < 0:
             return False
+        if version != self._accepted:  # (frames of one Zeek carry one version)
+            if api.version_problem(version, api.FLOWS.name):
+                return False
+            self._accepted = version
         self._rows += n
         self._char = char
         self.events += 1
@@ -426,10 +433,9 @@ class FlowsAccumulator:
             return FlowBatch.empty()
         table: dict[str, pa.Array] = {}
         for i, (name, _) in enumerate(_COLUMNS):
-            arr = pa.concat_arrays([p[i] for p in pieces]) if len(pieces) > 1 else pieces[0][i]
-            if name in _EMPTY_IS_NULL:
-                arr = pc.if_else(pc.equal(arr, ""), pa.scalar(None, pa.string()), arr)
-            table[name] = arr
+            table[name] = (
+                pa.concat_arrays([p[i] for p in pieces]) if len(pieces) > 1 else pieces[0][i]
+            )
         table["source"] = pa.repeat(string_scalar("zeek"), n)
         return FlowBatch.from_table(pa.table(table))
 
@@ -448,7 +454,10 @@ class FlowsAccumulator:
                 piece.append(pa.array(self._seconds[col.slot, :n].copy()))
             else:
                 text = _SCANNER.text(
-                    self._starts[col.slot, :n], self._lengths[col.slot, :n], self._chars
+                    self._starts[col.slot, :n],
+                    self._lengths[col.slot, :n],
+                    self._chars,
+                    col.name in _EMPTY_IS_NULL,
                 )
                 piece.append(text.cast(pa.float64()) if col.kind == flowscan.REAL else text)
         self._pieces.append(piece)
@@ -497,6 +506,8 @@ def _column(name: str, kind: str, values: list[Any]) -> pa.Array:
         return _ports(arr, where)
     elif kind == "timespan":
         return _timespans(arr, where)
+    elif name in _EMPTY_IS_NULL:
+        return pc.if_else(pc.equal(arr, ""), pa.scalar(None, pa.string()), arr)
     return arr
 
 

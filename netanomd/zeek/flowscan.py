@@ -129,6 +129,7 @@ class FlowsScanner:
         self._protos, self._proto_at = words(PORT_PROTOS)
         self._units, self._unit_at = words(list(UNIT_SECONDS))
         self._factors = np.array(list(UNIT_SECONDS.values()), np.float64)
+        self._allowed = _allowed()
         #: No frame holds more flows than this per byte: every column has one element per
         #: flow, none shorter than its prefix, a value byte and ``}``.
         self.bytes_per_flow = sum(len(p) + 2 for p in prefixes)
@@ -137,7 +138,7 @@ class FlowsScanner:
         """Compile the kernels (or load them from numba's cache) now, not on the first frame."""
         no = np.zeros((1, 1), np.int64)
         self.scan(np.frombuffer(b"", np.uint8), no, no.astype(np.float64), no, no, _NOTHING, 0, 0)
-        self.text(no[0], no[0], _NOTHING)
+        self.text(no[0], no[0], _NOTHING, True)
 
     def scan(
         self,
@@ -172,6 +173,7 @@ class FlowsScanner:
             self._units,
             self._unit_at,
             self._factors,
+            self._allowed,
             ints,
             seconds,
             starts,
@@ -185,12 +187,31 @@ class FlowsScanner:
             return -1, char, ""
         return int(n), int(out[2]), frame[out[0] : out[1]].tobytes().decode("ascii")
 
-    def text(self, starts: np.ndarray, lengths: np.ndarray, chars: np.ndarray) -> pa.Array:
-        """The string array of the spans ``chars[starts[r]:starts[r] + lengths[r]]``."""
-        offsets = np.empty(len(starts) + 1, np.int32)
+    def text(
+        self, starts: np.ndarray, lengths: np.ndarray, chars: np.ndarray, empty_is_null: bool
+    ) -> pa.Array:
+        """The string array of the spans ``chars[starts[r]:starts[r] + lengths[r]]``; with
+        ``empty_is_null``, an empty span is a null (Zeek's unset ``string``)."""
+        n = len(starts)
+        offsets = np.empty(n + 1, np.int32)
         data = np.empty(int(lengths.sum()), np.uint8)
-        _gather(starts, lengths, chars, offsets, data)
-        return pa.StringArray.from_buffers(len(starts), pa.py_buffer(offsets), pa.py_buffer(data))
+        valid = np.empty((n + 7) // 8 if empty_is_null else 0, np.uint8)
+        nulls = _gather(starts, lengths, chars, offsets, data, valid)
+        bitmap = pa.py_buffer(valid) if nulls else None
+        return pa.StringArray.from_buffers(
+            n, pa.py_buffer(offsets), pa.py_buffer(data), bitmap, nulls
+        )
+
+
+def _allowed() -> np.ndarray:
+    """The bytes a string (row 0) and an address (row 1) may hold in the canonical layout:
+    printable ASCII but a backslash; an address only ``0-9 : . A-F a-f``."""
+    table = np.zeros((2, 256), np.bool_)
+    table[0, 32:127] = True
+    table[0, ord("\\")] = False
+    for ch in b"0123456789:.ABCDEFabcdef":
+        table[1, ch] = True
+    return table
 
 
 # -- the kernel -----------------------------------------------------------------------------
@@ -243,6 +264,7 @@ def _scan(
     units: np.ndarray,
     unit_at: np.ndarray,
     factors: np.ndarray,
+    allowed: np.ndarray,
     ints: np.ndarray,
     seconds: np.ndarray,
     starts: np.ndarray,
@@ -380,25 +402,23 @@ def _scan(
                         if whole + exp > 308:  # could be beyond a double: the general path
                             return -1
                         last = j
+                        for q in range(last - first):
+                            chars[at + q] = buf[first + q]
                     else:
                         if i >= n or buf[i] != 34:
                             return -1
                         first = j = i + 1
-                        while j < n and buf[j] != 34:
+                        ok = allowed[kind - 3]
+                        while j < n and buf[j] != 34:  # (copied as it is checked)
                             ch = buf[j]
-                            if ch < 32 or ch >= 127 or ch == 92:  # control, non-ASCII, \
+                            if not ok[ch]:
                                 return -1
-                            if kind == 4 and not (  # 0-9 : . A-F a-f
-                                48 <= ch <= 58 or ch == 46 or 65 <= ch <= 70 or 97 <= ch <= 102
-                            ):
-                                return -1
+                            chars[at + j - first] = ch
                             j += 1
                         if j >= n or (kind == 4 and j == first):
                             return -1
                         last = j
                         j += 1
-                    for q in range(last - first):
-                        chars[at + q] = buf[first + q]
                     starts[slot, row] = at
                     lengths[slot, row] = last - first
                     at += last - first
@@ -439,12 +459,32 @@ def _gather(
     chars: np.ndarray,
     offsets: np.ndarray,
     data: np.ndarray,
-) -> None:  # pragma: no cover - compiled
+    valid: np.ndarray,
+) -> int:  # pragma: no cover - compiled
+    """The spans as Arrow string buffers; spans that follow each other in ``chars`` (a
+    frame's values of one column do) are copied as one run. With ``valid`` (one bit a row),
+    empty spans are marked null there: returns how many (0 without ``valid``)."""
     at = 0
     offsets[0] = 0
+    run_from, run_to, run = 0, 0, 0
     for r in range(starts.shape[0]):
-        s = starts[r]
-        for k in range(lengths[r]):
-            data[at + k] = chars[s + k]
-        at += lengths[r]
+        s, m = starts[r], lengths[r]
+        if s != run_from + run:
+            data[run_to : run_to + run] = chars[run_from : run_from + run]
+            run_from, run_to, run = s, at, 0
+        run += m
+        at += m
         offsets[r + 1] = at
+    data[run_to : run_to + run] = chars[run_from : run_from + run]
+    if valid.shape[0] == 0:
+        return 0
+    nulls = 0
+    for b in range(valid.shape[0]):
+        bits = 0
+        for k in range(min(8, starts.shape[0] - 8 * b)):
+            if lengths[8 * b + k] > 0:
+                bits |= 1 << k
+            else:
+                nulls += 1
+        valid[b] = bits
+    return nulls
