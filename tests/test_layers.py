@@ -23,7 +23,7 @@ LAYERS = (
     "netanomd.model",
 )
 #: What every stage may import besides the stages before it.
-SHARED = ("netanomd", "netanomd.errors", "netanomd.fsutil")
+SHARED = ("netanomd", "netanomd.errors", "netanomd.fsutil", "netanomd.bytescan")
 #: Runners inside a stage's package that read files end to end (not part of the stage's path).
 RUNNERS = ("netanomd.behaviour.measure",)
 

@@ -14,6 +14,7 @@ import numba as nb
 import numpy as np
 import pyarrow as pa
 
+from netanomd.bytescan import words
 from netanomd.features._frozen import frozen
 
 _NO_NULLS = frozen(np.ones(0, dtype=np.bool_))
@@ -105,13 +106,10 @@ def _codes_kernel(
 
 @functools.cache
 def _words(names: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
-    """``names`` as one byte array and each one's offsets (name ``k`` is
-    ``table[at[k]:at[k + 1]]``). (As :func:`netanomd.bytescan.words`, which this stage may not
-    import: see tests/test_layers.py.)"""
-    raw = [n.encode() for n in names]
-    at = np.zeros(len(raw) + 1, np.int64)
-    at[1:] = np.cumsum([len(w) for w in raw])
-    return frozen(np.frombuffer(b"".join(raw), np.uint8).copy()), frozen(at)
+    """``names`` as :func:`netanomd.bytescan.words` lays them out, read-only (one compiled
+    kernel for every call) and made once."""
+    table, at = words(names)
+    return frozen(table), frozen(at)
 
 
 def codes(
