@@ -17,7 +17,6 @@ from netanomd.sources import ReadStats, Source
 from netanomd.sources._text import DEFAULT_BATCH, head
 from netanomd.sources.cicflowmeter import CicFlowMeterSource
 from netanomd.sources.formats import sniff_line
-from netanomd.sources.suricata_eve import SuricataEveSource
 from netanomd.sources.zeek_log import ZeekCsvSource, ZeekJsonSource, ZeekTsvSource
 
 
@@ -49,6 +48,10 @@ def open_source(path: str | Path, *, batch_size: int = DEFAULT_BATCH) -> Source:
     if kind == "zeek-json":
         return ZeekJsonSource(path, batch_size)
     if kind == "eve":
+        # Imported here: the EVE scanner's numba kernels (and numba itself, ~0.25 CPU-s and
+        # ~70 MiB) are loaded only where an EVE file is read.
+        from netanomd.sources.suricata_eve import SuricataEveSource
+
         return SuricataEveSource(path, batch_size)
     if kind == "zeek-csv":
         return ZeekCsvSource(path, batch_size)

@@ -19,7 +19,6 @@ from netanomd.flow import FlowBatch
 from netanomd.sources import ReadStats
 from netanomd.sources.cicflowmeter import looks_like_cic
 from netanomd.sources.suricata_alerts import SignatureJoin
-from netanomd.sources.suricata_eve import eve_lines_to_batch
 from netanomd.sources.zeek_log import (
     ZeekTsvHeader,
     zeek_json_lines_to_batch,
@@ -131,6 +130,9 @@ class LineDecoder:
         if not body:
             return None
         if self.format == "eve":
+            # Imported here, as netanomd.sources.files does: numba only where EVE is read.
+            from netanomd.sources.suricata_eve import eve_lines_to_batch
+
             return eve_lines_to_batch(body, self.stats, self.where, first_line, self.signatures)
         if self.format == "zeek-json":
             return zeek_json_lines_to_batch(body, self.stats, self.where, first_line)
