@@ -23,7 +23,13 @@ LAYERS = (
     "netanomd.model",
 )
 #: What every stage may import besides the stages before it.
-SHARED = ("netanomd", "netanomd.errors", "netanomd.fsutil", "netanomd.bytescan")
+SHARED = (
+    "netanomd",
+    "netanomd.errors",
+    "netanomd.fsutil",
+    "netanomd.bytescan",
+    "netanomd.arraylist",
+)
 #: Runners inside a stage's package that read files end to end (not part of the stage's path).
 RUNNERS = ("netanomd.behaviour.measure",)
 

@@ -18,6 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from netanomd.arraylist import HEAD, TAIL, push_back, unlink
 from netanomd.bytescan import word_at
 from netanomd.flow import FlowBatch
 
@@ -26,7 +27,7 @@ from netanomd.flow import FlowBatch
 SIGHTINGS = 4
 #: meta's fields: the list's first and last entry, live entries, free entry ids, entry ids
 #: ever handed out.
-_HEAD, _TAIL, _COUNT, _FREE, _USED = range(5)
+_COUNT, _FREE, _USED = range(2, 5)  # after the list's ends (netanomd.arraylist)
 _ZEEK, _NONE = 0, 1  # kind codes: "zeek", and "" (no source: None and "" are one kind)
 _M = np.uint64(0x9E3779B97F4A7C15)
 
@@ -101,30 +102,6 @@ def _forget(table: Any, ehash: Any, e: int) -> None:  # pragma: no cover - compi
 
 
 @nb.njit(nogil=True, cache=True)
-def _unlink(prev: Any, nxt: Any, meta: Any, e: int) -> None:  # pragma: no cover - compiled
-    p, n = prev[e], nxt[e]
-    if p >= 0:
-        nxt[p] = n
-    else:
-        meta[_HEAD] = n
-    if n >= 0:
-        prev[n] = p
-    else:
-        meta[_TAIL] = p
-
-
-@nb.njit(nogil=True, cache=True)
-def _append(prev: Any, nxt: Any, meta: Any, e: int) -> None:  # pragma: no cover - compiled
-    t = meta[_TAIL]
-    prev[e], nxt[e] = t, -1
-    if t >= 0:
-        nxt[t] = e
-    else:
-        meta[_HEAD] = e
-    meta[_TAIL] = e
-
-
-@nb.njit(nogil=True, cache=True)
 def _expire(
     table: Any,
     ehash: Any,
@@ -137,12 +114,12 @@ def _expire(
     max_entries: int,
 ) -> None:  # pragma: no cover - compiled
     """Forget the oldest entries while the oldest has expired or there are too many."""
-    while meta[_HEAD] >= 0:
-        e = meta[_HEAD]
+    while meta[HEAD] >= 0:
+        e = meta[HEAD]
         if expiry[e] > now and meta[_COUNT] <= max_entries:
             break
         _forget(table, ehash, e)
-        _unlink(prev, nxt, meta, e)
+        unlink(prev, nxt, meta, e)
         free[meta[_FREE]] = e
         meta[_FREE] += 1
         meta[_COUNT] -= 1
@@ -153,7 +130,7 @@ def _rehash(table: Any, ehash: Any, nxt: Any, meta: Any) -> None:  # pragma: no 
     """Put every live entry into the (empty) ``table``."""
     last = table.size - 1
     umask = np.uint64(last)
-    e = meta[_HEAD]
+    e = meta[HEAD]
     while e >= 0:
         h = ehash[e]
         s = np.intp(h & umask)
@@ -237,7 +214,7 @@ def _sight(
                 ekey[e, z] = 0
             nsight[e] = 1
             s_start[e, 0], s_kind[e, 0], s_row[e, 0] = start, kind, base + r
-            _append(prev, nxt, meta, e)
+            push_back(prev, nxt, meta, e)
             meta[_COUNT] += 1
             continue
         twin = -1
@@ -256,9 +233,9 @@ def _sight(
             s_start[e, m], s_kind[e, m], s_row[e, m] = start, kind, base + r
             nsight[e] = m + 1
             expiry[e] = until
-            if meta[_TAIL] != e:
-                _unlink(prev, nxt, meta, e)
-                _append(prev, nxt, meta, e)
+            if meta[TAIL] != e:
+                unlink(prev, nxt, meta, e)
+                push_back(prev, nxt, meta, e)
             continue
         j = s_row[e, twin] - base
         if j < 0:  # the twin was scored in an earlier batch

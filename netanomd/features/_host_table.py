@@ -14,10 +14,12 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
+from netanomd.arraylist import HEAD, TAIL, push_front, unlink
+
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _SHIFT = np.uint64(29)
 # meta fields
-_HEAD, _TAIL, _USED, _EVICTED = 0, 1, 2, 3
+_USED, _EVICTED = 2, 3  # after the list's ends (netanomd.arraylist)
 
 
 class HostTable:
@@ -53,35 +55,6 @@ class HostTable:
 def _home(key: np.uint64, mask: int) -> int:  # pragma: no cover - compiled
     mixed = key * _GOLDEN
     return int(np.int64((mixed ^ (mixed >> _SHIFT)) & np.uint64(mask)))
-
-
-@nb.njit(cache=True, nogil=True, boundscheck=False)
-def _unlink(
-    s: int, prev: np.ndarray, nxt: np.ndarray, meta: np.ndarray
-) -> None:  # pragma: no cover - compiled
-    p, q = prev[s], nxt[s]
-    if p >= 0:
-        nxt[p] = q
-    else:
-        meta[_HEAD] = q
-    if q >= 0:
-        prev[q] = p
-    else:
-        meta[_TAIL] = p
-
-
-@nb.njit(cache=True, nogil=True, boundscheck=False)
-def _push_front(
-    s: int, prev: np.ndarray, nxt: np.ndarray, meta: np.ndarray
-) -> None:  # pragma: no cover - compiled
-    head = meta[_HEAD]
-    prev[s] = -1
-    nxt[s] = head
-    if head >= 0:
-        prev[head] = s
-    else:
-        meta[_TAIL] = s
-    meta[_HEAD] = s
 
 
 @nb.njit(cache=True, nogil=True, boundscheck=False)
@@ -123,17 +96,17 @@ def slot_for(
     while index[i] >= 0:
         s = index[i]
         if keys[s] == key:
-            if meta[_HEAD] != s:
-                _unlink(s, prev, nxt, meta)
-                _push_front(s, prev, nxt, meta)
+            if meta[HEAD] != s:
+                unlink(prev, nxt, meta, s)
+                push_front(prev, nxt, meta, s)
             return s, False
         i = (i + 1) & mask
     if meta[_USED] < keys.shape[0]:
         s = meta[_USED]
         meta[_USED] += 1
     else:
-        s = meta[_TAIL]
-        _unlink(s, prev, nxt, meta)
+        s = meta[TAIL]
+        unlink(prev, nxt, meta, s)
         _remove(s, keys, index)
         meta[_EVICTED] += 1
         i = _home(key, mask)
@@ -141,5 +114,5 @@ def slot_for(
             i = (i + 1) & mask
     index[i] = s
     keys[s] = key
-    _push_front(s, prev, nxt, meta)
+    push_front(prev, nxt, meta, s)
     return s, True
