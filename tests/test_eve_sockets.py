@@ -8,12 +8,21 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
+import pytest
+
+from netanomd.sources import datagrams
 from netanomd.sources.datagrams import DatagramReader
 from netanomd.sources.evescan import block_of_text
 from netanomd.sources.suricata_socket import EveSocket
 
 
-def test_reads_every_waiting_datagram_in_order(tmp_path: Path) -> None:
+@pytest.mark.parametrize("recvmmsg", [True, False], ids=["recvmmsg", "recv_into"])
+def test_reads_every_waiting_datagram_in_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, recvmmsg: bool
+) -> None:
+    """The same with one recvmmsg a call and, where libc has none, one recv_into a datagram."""
+    if not recvmmsg:
+        monkeypatch.setattr(datagrams, "_RECVMMSG", None)
     path = str(tmp_path / "d.sock")
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as srv:
         srv.bind(path)

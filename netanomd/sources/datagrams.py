@@ -147,15 +147,18 @@ class DatagramReader:
         held, free = self._held, self._slots - self._held
         if not free:
             return 0
-        if self._recvmmsg is None:
-            at = held * self._size
-            try:
-                n = self._sock.recv_into(memoryview(self._memory)[at : at + self._size])
-            except BlockingIOError:
-                return 0
-            self._lens[held] = n
-            self._held += 1
-            return 1
+        if self._recvmmsg is None:  # one recv_into per datagram, until none wait
+            view, got = memoryview(self._memory), 0
+            while got < free:
+                at = (held + got) * self._size
+                try:
+                    self._lens[held + got] = self._sock.recv_into(view[at : at + self._size])
+                except BlockingIOError:
+                    break
+                got += 1
+            view.release()
+            self._held += got
+            return got
         got = self._recvmmsg(
             self._fd, self._msgs_at + held * ctypes.sizeof(_Mmsghdr), free, _MSG_DONTWAIT, None
         )

@@ -130,6 +130,8 @@ def _namewords() -> np.ndarray:
     words = np.zeros((len(FIELDS), 2), np.uint64)
     for code, name in enumerate(FIELDS):
         raw = name.encode()
+        if len(raw) > 16:  # its middle bytes would go unchecked
+            raise ValueError(f"evescan: field name {name!r} is longer than 16 bytes")
         words[code, 0] = int.from_bytes(raw[:8].ljust(8, b"\0"), sys.byteorder)
         words[code, 1] = int.from_bytes(raw[-8:].rjust(8, b"\0"), sys.byteorder)
     return words

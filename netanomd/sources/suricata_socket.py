@@ -129,8 +129,8 @@ class EveSocket:
         self._lines = 0
         #: When the oldest pending record was read (``time.monotonic``).
         self._first = 0.0
-        #: What a stream connection's reads go into.
-        self._buffer = bytearray(1 << 20)
+        #: What a stream connection's reads go into (made at the first; datagrams have slots).
+        self._buffer: bytearray | None = None
         #: Seconds to let records gather after a read that found few (0: the queue is short).
         self._linger = min(LINGER, batch_wait / 2)
 
@@ -244,6 +244,8 @@ class EveSocket:
         """What a stream connection has sent, into ``text``, read into the reused buffer
         until a read comes back short (all that was waiting: no read that would block); how
         many lines, or -1 once the connection has closed (its unended last line then ends)."""
+        if self._buffer is None:
+            self._buffer = bytearray(1 << 20)
         buffer = self._buffer
         view = memoryview(buffer)
         got = 0
