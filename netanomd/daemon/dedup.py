@@ -20,6 +20,7 @@ import pyarrow.compute as pc
 
 from netanomd.arraylist import HEAD, TAIL, push_back, unlink
 from netanomd.bytescan import word_at
+from netanomd.features._strings import string_views
 from netanomd.flow import FlowBatch
 
 #: Sightings remembered per community_id (the last four: an id's newest sighting and the
@@ -368,13 +369,8 @@ class Deduplicator:
         ids = batch.column("community_id")
         if ids.null_count == n:
             return batch, 0
-        col = ids.combine_chunks() if ids.num_chunks != 1 else ids.chunk(0)
-        _, offsets_buf, data_buf = col.buffers()
-        offsets = np.frombuffer(offsets_buf, np.int32)[col.offset : col.offset + n + 1]
-        data = np.frombuffer(data_buf, np.uint8) if data_buf else np.zeros(0, np.uint8)
-        if col.null_count:
-            valid = np.asarray(pc.is_valid(col).to_numpy(zero_copy_only=False), dtype=np.bool_)
-        else:
+        offsets, data, valid = string_views(ids)
+        if not len(valid):  # no nulls
             valid = np.ones(n, np.bool_)
         width = -(-int(np.max(offsets[1:] - offsets[:-1])) // 8)
         used = int(meta[_USED])
