@@ -321,9 +321,6 @@ class Pipeline:
                 return  # stopping with a sink that cannot write: nothing is acknowledged
             arrived = min(i.arrived for i in items)
             self.timing = BatchTiming(arrived, taken, scored, self.clock())
-            self.stats.scored += len(batch)
-            self.stats.alerts += len(alerts)
-            self.stats.batches += 1
         for item in items:
             if item.ack is not None:
                 try:
@@ -337,6 +334,12 @@ class Pipeline:
             # The training sample last, on its own thread: the alerts are written and the
             # sources acknowledged.
             self.sampler.add(batch, scores, alerts, self._stream.tracker.open.values())
+        if batch is not None and len(batch):
+            # Counted once the batch is through (written, acknowledged, handed to the sample):
+            # what waits for "scored" (a drift pass settling the sample, a test) sees it all.
+            self.stats.scored += len(batch)
+            self.stats.alerts += len(alerts)
+            self.stats.batches += 1
 
     def _score(self, batch: FlowBatch) -> tuple[FlowBatch, np.ndarray, list[Alert], list[Incident]]:
         """Score a batch on the stream; if the model raises, score its flows one by one and set
